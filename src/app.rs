@@ -1,0 +1,107 @@
+//! Building and running the application: settings in, a listening server out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::Request;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::http::{self, AppState, cookies::CookiePolicy};
+use crate::oidc::{Provider, ProviderSettings};
+use crate::routes::RouteTable;
+use crate::session::{Sessions, Store};
+use crate::tokens::TokenKeeper;
+
+/// A bound, ready-to-serve Vestibule.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Builds every component and binds the listener. Discovery is attempted but a provider
+    /// that is down at start-up is retried on first use rather than preventing start-up.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = match &settings.session.redis_url {
+            Some(url) => {
+                let store = Store::redis(url.expose_secret())?;
+                if let Err(error) = store.ping().await {
+                    tracing::warn!(error = %error, "Redis is not reachable yet; sessions answer 503 until it is");
+                }
+                store
+            }
+            None => {
+                tracing::warn!(
+                    "session.redis_url is not set: using the IN-MEMORY session store. Sessions are lost on restart \
+                     and are not shared between instances. Do not run more than one instance like this."
+                );
+                Store::memory()
+            }
+        };
+        let sessions = Sessions::new(
+            store,
+            settings.master_key()?,
+            std::time::Duration::from_secs(settings.session.idle_timeout_secs),
+            std::time::Duration::from_secs(settings.session.absolute_timeout_secs),
+        );
+        let provider = Provider::new(ProviderSettings::from_settings(&settings))?;
+        if let Err(error) = provider.discover().await {
+            tracing::warn!(error = %error, "provider discovery failed; retrying on first login");
+        }
+        let state = AppState {
+            public_url: Arc::new(settings.public_url.clone()),
+            origin: settings.public_url.origin().ascii_serialization().into(),
+            sessions: Arc::new(sessions),
+            provider: Arc::new(provider),
+            tokens: Arc::new(TokenKeeper::new(settings.oidc.refresh_skew_secs)),
+            routes: Arc::new(RouteTable::new(settings.route_table())),
+            cookies: CookiePolicy::new(settings.is_https()),
+            upstream: http::proxy::upstream_client(),
+        };
+        let router = http::router(state).layer(
+            // Log method and path only: queries carry codes and states, headers carry cookies.
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+            }),
+        );
+        let listener = TcpListener::bind(settings.listen).await?;
+        Ok(Self { listener, router })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until Ctrl-C / SIGTERM, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,260 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Every layer's error converts into [`AppError`], which decides the status code, the JSON
+//! body for API calls, the HTML page for browser navigations ([`PageError`]) and what is
+//! logged. Causes are logged, never sent; no message may contain a token or cookie.
+
+use askama::Template;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::json;
+
+use crate::oidc::OidcError;
+use crate::session::{LoginLookupError, StoreError};
+
+/// Where the browser should go to log in.
+pub const LOGIN_URL: &str = "/api/auth/login";
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No valid session (missing, unknown, expired, tampered cookie, or ended by the provider).
+    #[error("no valid session")]
+    Unauthenticated,
+    /// The anti-forgery check failed.
+    #[error("request refused by the anti-forgery check: {0}")]
+    Forbidden(&'static str),
+    /// The client sent something we cannot serve.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No such endpoint or route.
+    #[error("not found")]
+    NotFound,
+    /// The login callback could not be completed.
+    #[error("login failed: {0}")]
+    Login(LoginFailure),
+    /// The session store is unreachable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The identity provider is unreachable or misbehaved.
+    #[error(transparent)]
+    Provider(#[from] OidcError),
+    /// The upstream API is unreachable.
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// The upstream API did not answer in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+}
+
+/// Why a login callback failed, in words a user can act on.
+#[derive(Debug)]
+pub enum LoginFailure {
+    /// The provider redirected back with `error=…`.
+    ProviderError(String),
+    /// `state` is unknown, replayed or expired.
+    UnknownState,
+    /// The login was started in another browser.
+    OtherBrowser,
+    /// `state` or `code` is missing.
+    MissingParameters,
+}
+
+impl std::fmt::Display for LoginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginFailure::ProviderError(code) => write!(f, "provider returned error {code}"),
+            LoginFailure::UnknownState => f.write_str("unknown, replayed or expired state"),
+            LoginFailure::OtherBrowser => f.write_str("login started in another browser"),
+            LoginFailure::MissingParameters => f.write_str("state or code missing"),
+        }
+    }
+}
+
+impl From<LoginLookupError> for AppError {
+    fn from(error: LoginLookupError) -> Self {
+        AppError::Login(match error {
+            LoginLookupError::UnknownState => LoginFailure::UnknownState,
+            LoginLookupError::OtherBrowser => LoginFailure::OtherBrowser,
+        })
+    }
+}
+
+impl From<crate::tokens::AccessError> for AppError {
+    fn from(error: crate::tokens::AccessError) -> Self {
+        use crate::tokens::AccessError;
+        match error {
+            AccessError::SessionEnded => AppError::Unauthenticated,
+            AccessError::Store(error) => AppError::Store(error),
+            AccessError::Provider(error) => AppError::Provider(error),
+        }
+    }
+}
+
+impl AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::BadRequest(_) | AppError::Login(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Provider(OidcError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Provider(_) => StatusCode::BAD_GATEWAY,
+            AppError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            AppError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable machine-readable code in JSON bodies.
+    fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated => "unauthenticated",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::BadRequest(_) => "bad_request",
+            AppError::NotFound => "not_found",
+            AppError::Login(_) => "login_failed",
+            AppError::Store(_) => "session_store_unavailable",
+            AppError::Provider(OidcError::Unavailable(_)) => "identity_provider_unavailable",
+            AppError::Provider(_) => "identity_provider_error",
+            AppError::UpstreamUnavailable(_) => "upstream_unavailable",
+            AppError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// A message safe to show a user: it never includes a cause from another system.
+    fn public_message(&self) -> String {
+        match self {
+            AppError::Unauthenticated => "You are not logged in, or your session has ended.".into(),
+            AppError::Forbidden(reason) => format!("Request refused: {reason}."),
+            AppError::BadRequest(reason) => format!("Bad request: {reason}."),
+            AppError::NotFound => "There is nothing at this address.".into(),
+            AppError::Login(LoginFailure::ProviderError(_)) => {
+                "The identity provider did not complete the login.".into()
+            }
+            AppError::Login(LoginFailure::UnknownState) => {
+                "This login link is unknown, expired or was already used.".into()
+            }
+            AppError::Login(LoginFailure::OtherBrowser) => {
+                "This login was started in another browser or the login cookie is missing.".into()
+            }
+            AppError::Login(LoginFailure::MissingParameters) => {
+                "The identity provider's answer is incomplete.".into()
+            }
+            AppError::Store(_) => {
+                "The session store is temporarily unavailable. Please retry shortly.".into()
+            }
+            AppError::Provider(OidcError::Unavailable(_)) => {
+                "The identity provider is temporarily unavailable. Please retry shortly.".into()
+            }
+            AppError::Provider(_) => "The identity provider's answer could not be verified.".into(),
+            AppError::UpstreamUnavailable(_) => "The API behind this route is unavailable.".into(),
+            AppError::UpstreamTimeout => "The API behind this route did not answer in time.".into(),
+        }
+    }
+
+    fn log(&self) {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), cause = %self, "request failed");
+        } else {
+            tracing::info!(status = status.as_u16(), cause = %self, "request refused");
+        }
+    }
+
+    fn with_retry_after(&self, mut response: Response) -> Response {
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// API calls get JSON.
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.log();
+        let mut body = json!({ "error": self.code(), "message": self.public_message() });
+        if matches!(self, AppError::Unauthenticated) {
+            body["login_url"] = json!(LOGIN_URL);
+        }
+        let response = (self.status(), Json(body)).into_response();
+        self.with_retry_after(response)
+    }
+}
+
+/// An [`AppError`] on a browser navigation: rendered as an HTML page from `templates/`.
+#[derive(Debug)]
+pub struct PageError(pub AppError);
+
+impl<E: Into<AppError>> From<E> for PageError {
+    fn from(error: E) -> Self {
+        PageError(error.into())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: String,
+    code: Option<String>,
+    retry_url: &'a str,
+    retry_label: &'a str,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        error.log();
+        let (title, retry_label, retry_url) = match &error {
+            AppError::Store(_) | AppError::Provider(OidcError::Unavailable(_)) => {
+                ("Temporarily unavailable", "Try again", LOGIN_URL)
+            }
+            AppError::Login(_) | AppError::Provider(_) => {
+                ("Login failed", "Try logging in again", LOGIN_URL)
+            }
+            AppError::Unauthenticated => ("Not logged in", "Log in", LOGIN_URL),
+            _ => ("Something went wrong", "Log in", LOGIN_URL),
+        };
+        let code = match &error {
+            // The provider's error code is a fixed vocabulary word (validated by the handler).
+            AppError::Login(LoginFailure::ProviderError(code)) => Some(code.clone()),
+            _ => Some(error.code().to_owned()),
+        };
+        let page = ErrorPage {
+            title,
+            message: error.public_message(),
+            code,
+            retry_url,
+            retry_label,
+        };
+        let html = page.render().unwrap_or_else(|_| {
+            "<!doctype html><title>Error</title><p>Something went wrong.</p>".into()
+        });
+        let mut response = (error.status(), Html(html)).into_response();
+        let headers = response.headers_mut();
+        // The callback URL carries a code: never leak it through Referer; no scripts on this page.
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+        );
+        error.with_retry_after(response)
+    }
+}

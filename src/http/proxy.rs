@@ -1,0 +1,257 @@
+//! The reverse proxy for `[[routes]]`: streams requests and responses, attaches the bearer
+//! token, and keeps Vestibule's own cookies and headers away from upstreams.
+//!
+//! Header rules follow RFC 9110 §7.6.1: hop-by-hop fields (and any named in `Connection`)
+//! are not forwarded in either direction. Bodies are streamed, never buffered.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::CookieJar;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::cookies::CookiePolicy;
+use super::{AppState, csrf};
+use crate::error::AppError;
+use crate::routes::RouteError;
+
+/// The HTTP client used for upstream APIs (HTTP/1.1, keep-alive pool, http and https).
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Builds the pooled upstream client with bounded connect and idle times.
+pub fn upstream_client() -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build(https)
+}
+
+/// Fallback handler: every path not handled elsewhere is matched against the route table.
+pub async fn forward(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    request: Request,
+) -> Result<Response, AppError> {
+    let uri = request.uri().clone();
+    let target = match state.routes.resolve(uri.path(), uri.query()) {
+        Ok(target) => target,
+        Err(RouteError::NoRoute) => return Err(AppError::NotFound),
+        Err(RouteError::Traversal) => return Err(AppError::BadRequest("path leaves its route")),
+    };
+    csrf::check(request.headers(), &state.origin)?;
+    let session = state.require_session(&jar).await?;
+    let access_token = state
+        .tokens
+        .access_token(&state.sessions, &state.provider, session)
+        .await?;
+    let upstream_uri: Uri = target
+        .url
+        .parse()
+        .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
+    let timeout = target.route.timeout;
+
+    let (mut parts, body) = request.into_parts();
+    parts.uri = upstream_uri;
+    parts.version = axum::http::Version::HTTP_11;
+    prepare_request_headers(&mut parts.headers, &state.cookies, &access_token)?;
+    let upstream_request = Request::from_parts(parts, body);
+
+    let response =
+        match tokio::time::timeout(timeout, state.upstream.request(upstream_request)).await {
+            Err(_) => return Err(AppError::UpstreamTimeout),
+            Ok(Err(error)) => return Err(AppError::UpstreamUnavailable(describe(&error))),
+            Ok(Ok(response)) => response,
+        };
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    remove_own_set_cookies(&mut parts.headers, &state.cookies);
+    Ok(Response::from_parts(parts, Body::new(body)).into_response())
+}
+
+/// Rewrites the browser's headers for the upstream: hop-by-hop fields, our cookies, the
+/// anti-forgery header and any client `Authorization` go; the bearer token comes in.
+fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    cookies: &CookiePolicy,
+    access_token: &str,
+) -> Result<(), AppError> {
+    remove_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    headers.remove(csrf::CSRF_HEADER);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    filter_cookies(headers, cookies);
+    let mut bearer = HeaderValue::try_from(format!("Bearer {access_token}")).map_err(|_| {
+        AppError::UpstreamUnavailable("access token is not a valid header value".into())
+    })?;
+    bearer.set_sensitive(true);
+    headers.insert(header::AUTHORIZATION, bearer);
+    Ok(())
+}
+
+/// Removes Vestibule's cookies from every `Cookie` header, keeping the others.
+fn filter_cookies(headers: &mut HeaderMap, cookies: &CookiePolicy) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("").trim();
+            !cookies.is_own(name)
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::try_from(kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// An upstream must not be able to set or overwrite Vestibule's cookies (session fixation).
+fn remove_own_set_cookies(headers: &mut HeaderMap, cookies: &CookiePolicy) {
+    let values: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if values.is_empty() {
+        return;
+    }
+    headers.remove(header::SET_COOKIE);
+    for value in values {
+        let name = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.split('=').next())
+            .map(str::trim);
+        if name.is_some_and(|name| cookies.is_own(name)) {
+            continue;
+        }
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+/// Hop-by-hop header fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop fields and every field listed in `Connection`.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The error chain of a client failure, without the URL's query (it is the user's data).
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_headers_lose_our_cookies_csrf_and_hop_by_hop_fields() {
+        let policy = CookiePolicy::new(false);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; vestibule=secret; b=2"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("vestibule-login=x"),
+        );
+        headers.insert("x-csrf", HeaderValue::from_static("1"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("hop"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic forged"),
+        );
+        headers.insert("x-app", HeaderValue::from_static("kept"));
+        prepare_request_headers(&mut headers, &policy, "tok").unwrap();
+        assert_eq!(headers.get(header::COOKIE).unwrap(), "a=1; b=2");
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers.get(header::AUTHORIZATION).unwrap(), "Bearer tok");
+        assert_eq!(headers.get("x-app").unwrap(), "kept");
+        for gone in ["x-csrf", "connection", "x-private", "te"] {
+            assert!(headers.get(gone).is_none(), "{gone} must not be forwarded");
+        }
+    }
+
+    #[test]
+    fn upstream_cannot_set_our_cookies() {
+        let policy = CookiePolicy::new(false);
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("vestibule=fixated; Path=/"),
+        );
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("app=1; Path=/"),
+        );
+        remove_own_set_cookies(&mut headers, &policy);
+        let left: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, vec!["app=1; Path=/"]);
+    }
+
+    #[test]
+    fn cookie_header_disappears_when_only_ours_were_sent() {
+        let policy = CookiePolicy::new(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-vestibule=s"),
+        );
+        filter_cookies(&mut headers, &policy);
+        assert!(headers.get(header::COOKIE).is_none());
+    }
+}

@@ -1,0 +1,68 @@
+//! The `vestibule` binary: parse the command line, load the configuration, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use vestibule::app::Application;
+use vestibule::config::Settings;
+
+/// An OAuth2 / OpenID Connect backend-for-frontend.
+#[derive(Parser)]
+#[command(name = "vestibule", version, about)]
+struct Cli {
+    /// Configuration file (TOML). `VESTIBULE_*` environment variables override it.
+    #[arg(long, env = "VESTIBULE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit (0 if valid, 2 if not).
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Exit code for configuration errors.
+const CONFIG_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("VESTIBULE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("vestibule: {error}");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+    };
+    if cli.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("vestibule: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            Err(error) => {
+                eprintln!("vestibule: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match app.run_until_stopped().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("vestibule: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

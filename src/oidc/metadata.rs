@@ -1,0 +1,39 @@
+//! Discovery metadata, including the logout and revocation endpoints openidconnect does not model.
+
+use openidconnect::AdditionalProviderMetadata;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClientAuthMethod, CoreGrantType,
+    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Discovery fields beyond OIDC Discovery 1.0 that Vestibule uses.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraMetadata {
+    /// RP-Initiated Logout 1.0.
+    #[serde(default)]
+    pub end_session_endpoint: Option<Url>,
+    /// RFC 7009 token revocation.
+    #[serde(default)]
+    pub revocation_endpoint: Option<Url>,
+}
+
+impl AdditionalProviderMetadata for ExtraMetadata {}
+
+/// The provider's discovery document.
+pub type ProviderMetadata = openidconnect::ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;

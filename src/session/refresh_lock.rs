@@ -1,0 +1,108 @@
+//! One refresh at a time per session (within this instance).
+//!
+//! Concurrent requests of a session that all find the access token due for refresh queue on
+//! the session's lock; the first refreshes, the rest re-read the session and find it fresh.
+//! With rotating refresh tokens a second refresh would revoke the grant, so this matters.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OwnedMutexGuard;
+
+type LockMap = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// Per-session async locks, created on demand and dropped when no one waits.
+#[derive(Default, Clone)]
+pub struct RefreshLocks {
+    locks: LockMap,
+}
+
+/// Held while one session refreshes; releasing it wakes the next waiter.
+pub struct RefreshGuard {
+    key: String,
+    locks: LockMap,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl RefreshLocks {
+    /// Waits until this task is the only one refreshing the session stored under `key`.
+    pub async fn acquire(&self, key: &str) -> RefreshGuard {
+        let lock = {
+            let mut map = self
+                .locks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            map.entry(key.to_owned()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        RefreshGuard {
+            key: key.to_owned(),
+            locks: self.locks.clone(),
+            guard: Some(guard),
+        }
+    }
+
+    /// How many sessions currently have a lock entry (for tests: entries must not leak).
+    pub fn len(&self) -> usize {
+        self.locks.lock().map(|map| map.len()).unwrap_or(0)
+    }
+
+    /// Whether no lock entries exist.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Only the map itself holds the lock once no task waits on or holds it.
+        if map
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn holders_of_one_key_are_serialised_and_entries_are_dropped() {
+        let locks = RefreshLocks::default();
+        let inside = Arc::new(AtomicUsize::new(0));
+        let max_inside = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (locks, inside, max_inside) = (locks.clone(), inside.clone(), max_inside.clone());
+            tasks.push(tokio::spawn(async move {
+                let _guard = locks.acquire("s1").await;
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                max_inside.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(max_inside.load(Ordering::SeqCst), 1);
+        assert!(locks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn different_sessions_do_not_wait_for_each_other() {
+        let locks = RefreshLocks::default();
+        let _a = locks.acquire("a").await;
+        let b = tokio::time::timeout(std::time::Duration::from_secs(1), locks.acquire("b")).await;
+        assert!(b.is_ok());
+    }
+}

@@ -1,0 +1,271 @@
+//! Where sealed records live: Redis, or process memory for a first run.
+//!
+//! The store sees only opaque keys and sealed bytes; it never holds a plaintext token.
+//! Every write carries a TTL, so nothing needs cleaning up. Any Redis failure is reported as
+//! [`StoreError::Unavailable`] (a 503 upstream), never as "no such session" (a logout).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// The store could not answer; the caller must not treat this as a missing record.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis is unreachable, timed out or answered with an error.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(error: redis::RedisError) -> Self {
+        // Redis error texts name commands, never values, so they are safe to log.
+        StoreError::Unavailable(format!("{:?}: {}", error.kind(), error))
+    }
+}
+
+/// Bounds on every Redis call: an outage must turn into a quick 503, not a hung request.
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+const REDIS_RECONNECT_RETRIES: usize = 2;
+
+/// A key-value store of sealed records with per-key expiry.
+#[derive(Clone)]
+pub enum Store {
+    /// Redis (shared by every instance).
+    Redis(ConnectionManager),
+    /// Process memory (one instance only; lost on restart).
+    Memory(std::sync::Arc<MemoryStore>),
+}
+
+impl Store {
+    /// Connects lazily to Redis at `url`; an unreachable Redis is reported per call, not here.
+    pub fn redis(url: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+            .set_number_of_retries(REDIS_RECONNECT_RETRIES)
+            .set_max_delay(Duration::from_millis(500));
+        Ok(Store::Redis(ConnectionManager::new_lazy_with_config(
+            client, config,
+        )?))
+    }
+
+    /// An empty in-process store.
+    pub fn memory() -> Self {
+        Store::Memory(std::sync::Arc::new(MemoryStore::default()))
+    }
+
+    /// Checks that the store answers (used at start-up to warn early).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(conn) => {
+                let _: String = redis::cmd("PING").query_async(&mut conn.clone()).await?;
+                Ok(())
+            }
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Reads a record and, in the same round trip, resets its expiry to `ttl` from now.
+    pub async fn get_and_touch(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Redis(conn) => Ok(redis::cmd("GETEX")
+                .arg(key)
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async(&mut conn.clone())
+                .await?),
+            Store::Memory(memory) => Ok(memory.get_and_touch(key, ttl)),
+        }
+    }
+
+    /// Writes a record that expires `ttl` from now, replacing any previous value.
+    pub async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(conn) => {
+                let _: () = redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut conn.clone())
+                    .await?;
+                Ok(())
+            }
+            Store::Memory(memory) => {
+                memory.put(key, value, ttl);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads and deletes a record atomically, so it can be used at most once.
+    pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Redis(conn) => Ok(redis::cmd("GETDEL")
+                .arg(key)
+                .query_async(&mut conn.clone())
+                .await?),
+            Store::Memory(memory) => Ok(memory.take(key)),
+        }
+    }
+
+    /// Deletes a record; deleting a missing record is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(conn) => {
+                let _: i64 = redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut conn.clone())
+                    .await?;
+                Ok(())
+            }
+            Store::Memory(memory) => {
+                memory.take(key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Shortens a record's remaining lifetime to `ttl` from now.
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(conn) => {
+                let _: i64 = redis::cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(millis(ttl))
+                    .query_async(&mut conn.clone())
+                    .await?;
+                Ok(())
+            }
+            Store::Memory(memory) => {
+                memory.expire(key, ttl);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Milliseconds for Redis expiry arguments; never 0, which Redis rejects.
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// How often the in-memory store sweeps out expired records on write.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The in-process store: a map with lazy expiry and a periodic sweep.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    records: HashMap<String, (Vec<u8>, Instant)>,
+    last_sweep: Option<Instant>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A panic while holding the lock cannot leave a half-written map entry, so recover.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get_and_touch(&self, key: &str, ttl: Duration) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.records.get_mut(key) {
+            Some((value, expires)) if *expires > now => {
+                *expires = now + ttl;
+                Some(value.clone())
+            }
+            Some(_) => {
+                inner.records.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, key: &str, value: &[u8], ttl: Duration) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner
+            .last_sweep
+            .is_none_or(|last| now.duration_since(last) > SWEEP_INTERVAL)
+        {
+            inner.records.retain(|_, (_, expires)| *expires > now);
+            inner.last_sweep = Some(now);
+        }
+        inner
+            .records
+            .insert(key.to_owned(), (value.to_vec(), now + ttl));
+    }
+
+    fn take(&self, key: &str) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        self.lock()
+            .records
+            .remove(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value)
+    }
+
+    fn expire(&self, key: &str, ttl: Duration) {
+        if let Some((_, expires)) = self.lock().records.get_mut(key) {
+            *expires = Instant::now() + ttl;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_expires_and_takes_once() {
+        let store = Store::memory();
+        store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            store
+                .get_and_touch("a", Duration::from_secs(60))
+                .await
+                .unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(store.take("a").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.take("a").await.unwrap(), None);
+
+        store
+            .put("b", b"2", Duration::from_millis(1))
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            store
+                .get_and_touch("b", Duration::from_secs(60))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_store_expire_shortens_lifetime() {
+        let store = Store::memory();
+        store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
+        store.expire("a", Duration::from_millis(1)).await.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.take("a").await.unwrap(), None);
+    }
+}

@@ -1,0 +1,119 @@
+//! The session cookie's value: an opaque session id plus a per-session secret.
+//!
+//! Both halves are 256 random bits from the OS. The id locates the record (through a hash, so a
+//! store dump cannot be turned back into a cookie); the secret is half of the record's key and
+//! is never stored server-side.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+const HALF_LEN: usize = 32;
+/// Length of the encoded cookie value: base64url (no padding) of 64 bytes.
+const ENCODED_LEN: usize = 86;
+
+/// What the browser holds for one session. Deliberately not `Debug`: it is a credential.
+#[derive(Clone)]
+pub struct SessionToken {
+    id: [u8; HALF_LEN],
+    secret: [u8; HALF_LEN],
+}
+
+impl SessionToken {
+    /// A fresh token with a new random id and secret.
+    pub fn generate() -> Self {
+        Self {
+            id: crate::random::bytes(),
+            secret: crate::random::bytes(),
+        }
+    }
+
+    /// Parses a cookie value; anything but exactly one well-formed token is `None`.
+    pub fn parse(value: &str) -> Option<Self> {
+        if value.len() != ENCODED_LEN {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        let (id, secret) = bytes.split_at_checked(HALF_LEN)?;
+        Some(Self {
+            id: id.try_into().ok()?,
+            secret: secret.try_into().ok()?,
+        })
+    }
+
+    /// The cookie value.
+    pub fn encode(&self) -> String {
+        let mut bytes = [0u8; HALF_LEN * 2];
+        bytes[..HALF_LEN].copy_from_slice(&self.id);
+        bytes[HALF_LEN..].copy_from_slice(&self.secret);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The store key: a hash of the id, so the store never holds a usable cookie.
+    pub fn storage_key(&self) -> String {
+        storage_key("session", &self.id)
+    }
+
+    /// The browser-held half of the record key.
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+}
+
+/// `vestibule:<kind>:<hex sha256 of the identifier>`.
+pub(crate) fn storage_key(kind: &str, identifier: &[u8]) -> String {
+    let digest = Sha256::digest(identifier);
+    let mut key = String::with_capacity(11 + kind.len() + 64);
+    key.push_str("vestibule:");
+    key.push_str(kind);
+    key.push(':');
+    for byte in digest {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trips_through_its_cookie_value() {
+        let token = SessionToken::generate();
+        let parsed = SessionToken::parse(&token.encode()).unwrap();
+        assert_eq!(parsed.storage_key(), token.storage_key());
+        assert_eq!(parsed.secret(), token.secret());
+    }
+
+    #[test]
+    fn generated_tokens_are_distinct_and_long() {
+        let a = SessionToken::generate().encode();
+        let b = SessionToken::generate().encode();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 86, "512 bits of randomness, base64url");
+    }
+
+    #[test]
+    fn malformed_values_are_rejected() {
+        let good = SessionToken::generate().encode();
+        assert!(SessionToken::parse("").is_none());
+        assert!(SessionToken::parse(&good[..85]).is_none(), "truncated");
+        assert!(
+            SessionToken::parse(&format!("{good}A")).is_none(),
+            "extended"
+        );
+        let mut bad = good.clone();
+        bad.replace_range(0..1, "*");
+        assert!(SessionToken::parse(&bad).is_none(), "not base64url");
+        assert!(SessionToken::parse(&good.replace(|_| true, "=")).is_none());
+    }
+
+    #[test]
+    fn storage_key_does_not_reveal_the_id() {
+        let token = SessionToken::generate();
+        let key = token.storage_key();
+        assert!(key.starts_with("vestibule:session:"));
+        assert!(!key.contains(&token.encode()[..20]));
+        assert_eq!(key.len(), "vestibule:session:".len() + 64);
+    }
+}

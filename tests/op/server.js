@@ -1,0 +1,620 @@
+// Test OpenID Provider for Vestibule integration tests.
+//
+// Configured entirely from environment variables (see README.md). Once listening it
+// prints exactly one line of JSON to stdout:
+//   {"issuer":"http://127.0.0.1:<port>","port":<port>}
+// Everything else (oidc-provider notices/warnings, request errors) goes to stderr.
+
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as util from 'node:util';
+
+// oidc-provider prints some notices with console.info (stdout). Keep stdout clean:
+// route every console method to stderr before the library is loaded.
+for (const method of ['log', 'info', 'debug', 'warn', 'error']) {
+  // eslint-disable-next-line no-console
+  console[method] = (...args) => {
+    process.stderr.write(`${util.format(...args)}\n`);
+  };
+}
+
+const { default: Provider } = await import('oidc-provider');
+
+// ---------------------------------------------------------------------------
+// configuration from the environment
+// ---------------------------------------------------------------------------
+
+const env = process.env;
+
+function intEnv(name, fallback) {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number.parseInt(raw, 10);
+  if (!Number.isFinite(value) || value < 0 || String(value) !== raw.trim()) {
+    throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function listEnv(name, fallback) {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  return raw.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function boolEnv(name, fallback) {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  return ['1', 'true', 'yes', 'on'].includes(raw.trim().toLowerCase());
+}
+
+const PORT = intEnv('OP_PORT', 0);
+const CLIENT_ID = env.OP_CLIENT_ID || 'vestibule';
+const CLIENT_SECRET = env.OP_CLIENT_SECRET || 'vestibule-secret';
+const REDIRECT_URIS = listEnv('OP_REDIRECT_URIS', ['http://127.0.0.1:8080/api/auth/callback']);
+const POST_LOGOUT_REDIRECT_URIS = listEnv(
+  'OP_POST_LOGOUT_REDIRECT_URIS',
+  [...new Set(REDIRECT_URIS.map((uri) => `${new URL(uri).origin}/`))],
+);
+const TOKEN_AUTH_METHOD = env.OP_TOKEN_AUTH_METHOD || 'client_secret_basic';
+const ID_TOKEN_ALG = env.OP_ID_TOKEN_ALG || 'RS256';
+const UPSTREAM_CLIENT_ID = env.OP_UPSTREAM_CLIENT_ID || 'upstream-api';
+const UPSTREAM_CLIENT_SECRET = env.OP_UPSTREAM_CLIENT_SECRET || 'upstream-secret';
+const UPSTREAM_TOKEN_AUTH_METHOD = env.OP_UPSTREAM_TOKEN_AUTH_METHOD || 'client_secret_basic';
+const KEYS_FILE = env.OP_KEYS_FILE || undefined;
+const ACCESS_TOKEN_TTL = intEnv('OP_ACCESS_TOKEN_TTL', 5);
+const ID_TOKEN_TTL = intEnv('OP_ID_TOKEN_TTL', 300);
+const REFRESH_TOKEN_TTL = intEnv('OP_REFRESH_TOKEN_TTL', 3600);
+// When true (default) the vestibule client gets a refresh token from every
+// authorization_code grant (offline_access requested or not, prompt=consent or not);
+// when false only if offline_access ended up granted (oidc-provider's stock behaviour,
+// which needs prompt=consent in the authorization request).
+const ALWAYS_ISSUE_REFRESH_TOKEN = boolEnv('OP_ALWAYS_ISSUE_REFRESH_TOKEN', true);
+// Reject client_secret_post for a client registered with client_secret_basic and vice versa.
+const STRICT_CLIENT_AUTH = boolEnv('OP_STRICT_CLIENT_AUTH', true);
+const COOKIE_KEYS = listEnv('OP_COOKIE_KEYS', ['vestibule-test-op-cookie-key']);
+
+const AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
+for (const [name, value] of [['OP_TOKEN_AUTH_METHOD', TOKEN_AUTH_METHOD], ['OP_UPSTREAM_TOKEN_AUTH_METHOD', UPSTREAM_TOKEN_AUTH_METHOD]]) {
+  if (!AUTH_METHODS.has(value)) {
+    throw new Error(`${name} must be one of ${[...AUTH_METHODS].join(', ')}, got ${value}`);
+  }
+}
+if (!['RS256', 'PS256', 'ES256'].includes(ID_TOKEN_ALG)) {
+  throw new Error(`OP_ID_TOKEN_ALG must be RS256, PS256 or ES256, got ${ID_TOKEN_ALG}`);
+}
+
+// ---------------------------------------------------------------------------
+// signing keys
+// ---------------------------------------------------------------------------
+
+function keyMatchesAlg(jwk, alg) {
+  if (jwk.alg && jwk.alg !== alg) return false;
+  if (alg === 'ES256') return jwk.kty === 'EC' && jwk.crv === 'P-256';
+  return jwk.kty === 'RSA';
+}
+
+function generateSigningKey(alg) {
+  const { privateKey } = alg === 'ES256'
+    ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    : crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  const kid = `${alg.toLowerCase()}-${crypto.randomBytes(6).toString('hex')}`;
+  return {
+    ...jwk, kid, use: 'sig', alg,
+  };
+}
+
+function loadOrCreateJwks() {
+  let jwks = { keys: [] };
+  let dirty = false;
+  if (KEYS_FILE && fs.existsSync(KEYS_FILE)) {
+    jwks = JSON.parse(fs.readFileSync(KEYS_FILE, 'utf8'));
+    if (!Array.isArray(jwks.keys)) throw new Error(`${KEYS_FILE} is not a JWKS ({"keys":[...]})`);
+    process.stderr.write(`test-op: loaded ${jwks.keys.length} key(s) from ${KEYS_FILE}\n`);
+  }
+  if (!jwks.keys.some((jwk) => keyMatchesAlg(jwk, ID_TOKEN_ALG))) {
+    jwks.keys.push(generateSigningKey(ID_TOKEN_ALG));
+    dirty = true;
+  }
+  if (KEYS_FILE && dirty) {
+    fs.writeFileSync(KEYS_FILE, `${JSON.stringify(jwks, null, 2)}\n`, { mode: 0o600 });
+    process.stderr.write(`test-op: wrote signing keys to ${KEYS_FILE}\n`);
+  }
+  // Put the key for the selected algorithm first so it is the one used for signing.
+  const preferred = jwks.keys.filter((jwk) => keyMatchesAlg(jwk, ID_TOKEN_ALG));
+  const others = jwks.keys.filter((jwk) => !keyMatchesAlg(jwk, ID_TOKEN_ALG));
+  return { keys: [...preferred, ...others] };
+}
+
+// ---------------------------------------------------------------------------
+// in-memory adapter (inspectable / wipeable by the /__test/ endpoints)
+// ---------------------------------------------------------------------------
+
+const GRANTABLE = new Set([
+  'AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode',
+  'BackchannelAuthenticationRequest', 'ClientCredentials',
+]);
+
+class MemoryStore {
+  constructor() {
+    /** @type {Map<string, Map<string, {payload: object, expiresAt: number}>>} */
+    this.models = new Map();
+  }
+
+  model(name) {
+    let m = this.models.get(name);
+    if (!m) {
+      m = new Map();
+      this.models.set(name, m);
+    }
+    return m;
+  }
+
+  counts() {
+    const out = {};
+    const now = Date.now();
+    for (const [name, entries] of this.models) {
+      let live = 0;
+      for (const { expiresAt } of entries.values()) if (expiresAt > now) live += 1;
+      out[name] = { stored: entries.size, unexpired: live };
+    }
+    return out;
+  }
+
+  clear(names) {
+    const out = {};
+    for (const name of names) {
+      const m = this.models.get(name);
+      out[name] = m ? m.size : 0;
+      m?.clear();
+    }
+    return out;
+  }
+
+  // Drop entries that expired more than a minute ago (oidc-provider itself checks
+  // exp, so keeping recently expired entries around only yields nicer errors).
+  sweep() {
+    const cutoff = Date.now() - 60_000;
+    for (const entries of this.models.values()) {
+      for (const [id, { expiresAt }] of entries) if (expiresAt < cutoff) entries.delete(id);
+    }
+  }
+}
+
+const store = new MemoryStore();
+setInterval(() => store.sweep(), 30_000).unref();
+
+class MemoryAdapter {
+  constructor(name) {
+    this.name = name;
+  }
+
+  get entries() {
+    return store.model(this.name);
+  }
+
+  async upsert(id, payload, expiresIn) {
+    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
+    this.entries.set(id, { payload: structuredClone(payload), expiresAt });
+  }
+
+  async find(id) {
+    const entry = this.entries.get(id);
+    return entry ? structuredClone(entry.payload) : undefined;
+  }
+
+  async findByUserCode(userCode) {
+    for (const { payload } of this.entries.values()) {
+      if (payload.userCode === userCode) return structuredClone(payload);
+    }
+    return undefined;
+  }
+
+  async findByUid(uid) {
+    for (const { payload } of this.entries.values()) {
+      if (payload.uid === uid) return structuredClone(payload);
+    }
+    return undefined;
+  }
+
+  async consume(id) {
+    const entry = this.entries.get(id);
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    this.entries.delete(id);
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const name of GRANTABLE) {
+      const entries = store.models.get(name);
+      if (!entries) continue;
+      for (const [id, { payload }] of entries) {
+        if (payload.grantId === grantId) entries.delete(id);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// accounts
+// ---------------------------------------------------------------------------
+
+async function findAccount(ctx, id) {
+  if (typeof id !== 'string' || id === '') return undefined;
+  return {
+    accountId: id,
+    async claims() {
+      return {
+        sub: id,
+        email: `${id}@example.test`,
+        email_verified: true,
+        name: `Test ${id}`,
+        given_name: 'Test',
+        family_name: id,
+        preferred_username: id,
+      };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// stats
+// ---------------------------------------------------------------------------
+
+function zeroStats() {
+  return {
+    authorization_code: 0, // successful authorization_code grants at the token endpoint
+    authorization_code_errors: 0, // failed authorization_code grants
+    refresh_token: 0, // successful refresh_token grants
+    refresh_token_errors: 0, // failed refresh_token grants (invalid_grant, invalid_client, ...)
+    introspections: 0, // requests to the introspection endpoint (any outcome)
+    introspections_active: 0, // of those, answered with active:true
+    introspection_errors: 0, // of those, answered with an error (e.g. invalid_client)
+    revocations: 0, // requests to the revocation endpoint (any outcome)
+    revocation_errors: 0, // of those, answered with an error
+    end_sessions: 0, // requests to the end_session_endpoint (GET or POST, any outcome)
+    end_session_success: 0, // completed logouts (logout confirmation form submitted)
+    userinfo: 0, // requests to the userinfo endpoint (any outcome)
+  };
+}
+
+let stats = zeroStats();
+
+// ---------------------------------------------------------------------------
+// provider
+// ---------------------------------------------------------------------------
+
+function logoutSource(ctx, form) {
+  // Same as the default page, but the confirmation button and a hidden logout=yes
+  // input live *inside* the <form> so a generic form parser submits a full logout.
+  const inner = '<input type="hidden" name="logout" value="yes"/>'
+    + '<button autofocus type="submit" name="logout" value="yes">Yes, sign me out</button>';
+  ctx.type = 'html';
+  ctx.body = `<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>Logout Request</title></head>
+<body>
+  <h1>Do you want to sign-out from ${String(ctx.host).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}?</h1>
+  ${form.replace('</form>', `${inner}</form>`)}
+</body>
+</html>`;
+}
+
+function buildProvider(issuer) {
+  const clients = [
+    {
+      client_id: CLIENT_ID,
+      client_secret: CLIENT_SECRET,
+      redirect_uris: REDIRECT_URIS,
+      post_logout_redirect_uris: POST_LOGOUT_REDIRECT_URIS,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: TOKEN_AUTH_METHOD,
+      id_token_signed_response_alg: ID_TOKEN_ALG,
+    },
+    {
+      client_id: UPSTREAM_CLIENT_ID,
+      client_secret: UPSTREAM_CLIENT_SECRET,
+      redirect_uris: [],
+      grant_types: [],
+      response_types: [],
+      token_endpoint_auth_method: UPSTREAM_TOKEN_AUTH_METHOD,
+      id_token_signed_response_alg: ID_TOKEN_ALG,
+    },
+  ];
+
+  const configuration = {
+    adapter: MemoryAdapter,
+    clients,
+    clientDefaults: {
+      grant_types: ['authorization_code'],
+      id_token_signed_response_alg: ID_TOKEN_ALG,
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    jwks: loadOrCreateJwks(),
+    cookies: { keys: COOKIE_KEYS },
+    findAccount,
+    scopes: ['openid', 'profile', 'email', 'offline_access'],
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+    },
+    responseTypes: ['code'],
+    pkce: {
+      // v9 only supports S256; by default it is only *required* for public clients,
+      // so require it for every client here.
+      required: () => true,
+    },
+    features: {
+      devInteractions: { enabled: true },
+      introspection: {
+        enabled: true,
+        async allowedPolicy(ctx, client, token) {
+          // The upstream API may introspect anything; other clients only their own tokens.
+          if (client.clientId === UPSTREAM_CLIENT_ID) return true;
+          return token.clientId === client.clientId;
+        },
+      },
+      revocation: {
+        enabled: true,
+        async allowedPolicy(ctx, client, token) {
+          return token.clientId === client.clientId;
+        },
+      },
+      rpInitiatedLogout: { enabled: true, logoutSource },
+      userinfo: { enabled: true },
+    },
+    // oidc-provider silently drops offline_access from the requested scope unless the
+    // authorization request carries prompt=consent. So by default (OP_ALWAYS_ISSUE_REFRESH_TOKEN=1)
+    // refresh-capable clients get a refresh token from every code grant anyway, and their
+    // tokens behave like offline_access ones (not bound to the OP browser session).
+    async issueRefreshToken(ctx, client, source) {
+      if (!client.grantTypeAllowed('refresh_token')) return false;
+      if (ALWAYS_ISSUE_REFRESH_TOKEN) return true;
+      return source.scopes.has('offline_access');
+    },
+    async expiresWithSession(ctx, source) {
+      if (ALWAYS_ISSUE_REFRESH_TOKEN && ctx.oidc.client?.grantTypeAllowed('refresh_token')) return false;
+      return !source.scopes.has('offline_access');
+    },
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: ACCESS_TOKEN_TTL,
+      AuthorizationCode: 60,
+      IdToken: ID_TOKEN_TTL,
+      RefreshToken: REFRESH_TOKEN_TTL,
+      Grant: Math.max(REFRESH_TOKEN_TTL, 24 * 60 * 60),
+      Session: 24 * 60 * 60,
+      Interaction: 60 * 60,
+    },
+    clockTolerance: 0,
+    async renderError(ctx, out) {
+      ctx.type = 'html';
+      ctx.body = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>error</title></head><body><h1>oops! something went wrong</h1>${
+        Object.entries(out).map(([k, v]) => `<pre><strong>${k}</strong>: ${String(v).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}</pre>`).join('')
+      }</body></html>`;
+    },
+  };
+
+  const provider = new Provider(issuer, configuration);
+
+  // ---- counters -------------------------------------------------------------
+  provider.on('grant.success', (ctx) => {
+    const gt = ctx.oidc.params?.grant_type;
+    if (gt === 'authorization_code') stats.authorization_code += 1;
+    else if (gt === 'refresh_token') stats.refresh_token += 1;
+  });
+  provider.on('grant.error', (ctx, err) => {
+    const gt = ctx.oidc?.params?.grant_type;
+    if (gt === 'authorization_code') stats.authorization_code_errors += 1;
+    else if (gt === 'refresh_token') stats.refresh_token_errors += 1;
+    process.stderr.write(`test-op: grant.error grant_type=${gt} ${err.error}: ${err.error_description ?? ''} ${err.error_detail ?? ''}\n`);
+  });
+  provider.on('introspection.error', () => { stats.introspection_errors += 1; });
+  provider.on('revocation.error', () => { stats.revocation_errors += 1; });
+  provider.on('end_session.success', () => { stats.end_session_success += 1; });
+  provider.on('server_error', (ctx, err) => {
+    process.stderr.write(`test-op: server_error ${ctx.method} ${ctx.path}: ${err.stack ?? err}\n`);
+  });
+  for (const event of ['authorization.error', 'end_session.error', 'end_session_confirm.error', 'userinfo.error', 'introspection.error', 'revocation.error']) {
+    provider.on(event, (ctx, err) => {
+      process.stderr.write(`test-op: ${event} ${err.error}: ${err.error_description ?? ''} ${err.error_detail ?? ''}\n`);
+    });
+  }
+
+  // Request-level counting: ctx.oidc.route is known once the router has run, and
+  // this runs before the response is written, so the numbers are exact by the time
+  // the client has read the response.
+  provider.use(async (ctx, next) => {
+    await next();
+    switch (ctx.oidc?.route) {
+      case 'introspection':
+        stats.introspections += 1;
+        if (ctx.status === 200 && ctx.body?.active === true) stats.introspections_active += 1;
+        break;
+      case 'revocation':
+        stats.revocations += 1;
+        break;
+      case 'end_session':
+        stats.end_sessions += 1;
+        break;
+      case 'userinfo':
+        stats.userinfo += 1;
+        break;
+      default:
+    }
+  });
+
+  return provider;
+}
+
+// ---------------------------------------------------------------------------
+// HTTP server: /__test/* control endpoints, everything else -> oidc-provider
+// ---------------------------------------------------------------------------
+
+function sendJson(res, status, body) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+function handleTest(req, res) {
+  const { pathname } = new URL(req.url, 'http://localhost');
+  const route = `${req.method} ${pathname}`;
+  // drain any request body
+  req.resume();
+  switch (route) {
+    case 'GET /__test/health':
+      return sendJson(res, 200, { ok: true });
+    case 'GET /__test/stats':
+      return sendJson(res, 200, stats);
+    case 'POST /__test/reset-stats':
+      stats = zeroStats();
+      return sendJson(res, 200, stats);
+    case 'POST /__test/revoke-all':
+      return sendJson(res, 200, { deleted: store.clear(['RefreshToken', 'AccessToken', 'Grant']) });
+    case 'GET /__test/store':
+      return sendJson(res, 200, store.counts());
+    default:
+      return sendJson(res, 404, { error: 'not_found', route });
+  }
+}
+
+// oidc-provider treats client_secret_basic and client_secret_post as interchangeable
+// for a client registered with either. To let tests prove the BFF really uses the
+// configured method, enforce it (OP_STRICT_CLIENT_AUTH=1, default) for the token,
+// introspection and revocation endpoints: the body is read here and handed to
+// oidc-provider as req.body.
+const CLIENT_AUTH_PATHS = new Map([
+  ['/token', 'token'],
+  ['/token/introspection', 'introspection'],
+  ['/token/revocation', 'revocation'],
+]);
+const REGISTERED_AUTH_METHOD = new Map([
+  [CLIENT_ID, TOKEN_AUTH_METHOD],
+  [UPSTREAM_CLIENT_ID, UPSTREAM_TOKEN_AUTH_METHOD],
+]);
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (chunk) => {
+      size += chunk.length;
+      if (size > 64 * 1024) {
+        reject(new Error('request body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function usedAuthMethod(req, form) {
+  const authz = req.headers.authorization;
+  if (authz && /^basic\s/i.test(authz)) {
+    let clientId;
+    try {
+      const decoded = Buffer.from(authz.slice(6).trim(), 'base64').toString('utf8');
+      clientId = decodeURIComponent(decoded.slice(0, decoded.indexOf(':')).replace(/\+/g, '%20'));
+    } catch {
+      return undefined;
+    }
+    return { method: 'client_secret_basic', clientId, both: form.has('client_secret') };
+  }
+  if (form.has('client_secret')) return { method: 'client_secret_post', clientId: form.get('client_id') };
+  return undefined;
+}
+
+async function strictClientAuth(req, res) {
+  const route = CLIENT_AUTH_PATHS.get(new URL(req.url, 'http://localhost').pathname);
+  if (!STRICT_CLIENT_AUTH || req.method !== 'POST' || !route
+    || !/^application\/x-www-form-urlencoded/i.test(req.headers['content-type'] ?? '')) {
+    return true;
+  }
+  const raw = await readBody(req);
+  req.body = raw; // picked up by oidc-provider's body parser (req is no longer readable)
+  const form = new URLSearchParams(raw);
+  const used = usedAuthMethod(req, form);
+  const expected = used && REGISTERED_AUTH_METHOD.get(used.clientId);
+  if (!used || !expected || (expected === used.method && !used.both)) return true;
+
+  const description = `client authentication failed (test-op: client ${used.clientId} is registered with ${expected}, request used ${used.both ? 'both methods' : used.method})`;
+  process.stderr.write(`test-op: ${route} rejected: ${description}\n`);
+  if (route === 'token') {
+    const gt = form.get('grant_type');
+    if (gt === 'authorization_code') stats.authorization_code_errors += 1;
+    else if (gt === 'refresh_token') stats.refresh_token_errors += 1;
+  } else if (route === 'introspection') {
+    stats.introspections += 1;
+    stats.introspection_errors += 1;
+  } else if (route === 'revocation') {
+    stats.revocations += 1;
+    stats.revocation_errors += 1;
+  }
+  const headers = used.method === 'client_secret_basic' ? { 'www-authenticate': 'Basic realm="test-op"' } : {};
+  const text = JSON.stringify({ error: 'invalid_client', error_description: description });
+  res.writeHead(401, {
+    ...headers, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text),
+  });
+  res.end(text);
+  return false;
+}
+
+let providerHandler;
+
+const server = http.createServer((req, res) => {
+  if (req.url.startsWith('/__test/')) {
+    handleTest(req, res);
+    return;
+  }
+  if (!providerHandler) {
+    sendJson(res, 503, { error: 'starting' });
+    return;
+  }
+  strictClientAuth(req, res).then((proceed) => {
+    if (proceed) providerHandler(req, res);
+  }, (err) => {
+    process.stderr.write(`test-op: failed to read request body: ${err}\n`);
+    if (!res.headersSent) sendJson(res, 400, { error: 'invalid_request', error_description: String(err.message ?? err) });
+  });
+});
+
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(PORT, '127.0.0.1', resolve);
+});
+
+const { port } = server.address();
+const issuer = (env.OP_ISSUER || `http://127.0.0.1:${port}`).replace(/\/+$/, '');
+const provider = buildProvider(issuer);
+providerHandler = provider.callback();
+
+process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
+process.stderr.write(`test-op: listening on 127.0.0.1:${port}, issuer ${issuer}, client ${CLIENT_ID} (${TOKEN_AUTH_METHOD}, ${ID_TOKEN_ALG}), redirect_uris ${REDIRECT_URIS.join(' ')}\n`);
+
+let shuttingDown = false;
+function shutdown(signal) {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  process.stderr.write(`test-op: ${signal} received, shutting down\n`);
+  server.close(() => process.exit(0));
+  server.closeAllConnections?.();
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
