@@ -371,7 +371,13 @@ fn redact_kind(kind: &figment::error::Kind) -> String {
         }
         Kind::InvalidValue(_, expected) => format!("has an invalid value: expected {expected}"),
         Kind::UnknownVariant(_, allowed) => format!("must be one of: {}", allowed.join(", ")),
-        Kind::Message(message) => message.clone(),
+        // Parser messages span several lines and quote the source: keep the prose lines only.
+        Kind::Message(message) => message
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.contains('|'))
+            .collect::<Vec<_>>()
+            .join(": "),
         other => other.to_string(),
     }
 }

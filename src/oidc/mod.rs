@@ -133,8 +133,9 @@ pub struct RefreshedTokens {
     pub claims: Option<Map<String, Value>>,
 }
 
-/// Minimum time between two discoveries triggered by failures or unknown signing keys.
-const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
+/// Minimum time between two discoveries triggered by unknown signing keys. Only ID tokens
+/// fetched from the provider's own token endpoint can trigger one, so this only bounds load.
+const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The OpenID Provider client.
 pub struct Provider {
@@ -176,16 +177,22 @@ impl Provider {
         }
     }
 
-    /// Re-runs discovery unless another task did so after `stale` (or recently enough).
+    /// Re-runs discovery unless another task already replaced `stale` (or, with `stale` absent,
+    /// unless a discovery exists at all).
     async fn rediscover(
         &self,
         stale: Option<&Arc<Discovered>>,
     ) -> Result<Arc<Discovered>, OidcError> {
         let _guard = self.discovery_lock.lock().await;
         if let Some(current) = self.discovered.load_full() {
-            let replaced = stale.is_none_or(|old| !Arc::ptr_eq(old, &current));
-            if replaced || current.at.elapsed() < REDISCOVERY_INTERVAL {
+            if stale.is_none_or(|old| !Arc::ptr_eq(old, &current)) {
                 return Ok(current);
+            }
+            // Bound the load on the provider without failing a genuine key rotation: wait out
+            // the interval instead of answering with the stale keys.
+            let elapsed = current.at.elapsed();
+            if elapsed < REDISCOVERY_INTERVAL {
+                tokio::time::sleep(REDISCOVERY_INTERVAL - elapsed).await;
             }
         }
         let discovered = Arc::new(self.fetch_discovery().await?);
@@ -314,14 +321,23 @@ impl Provider {
         pkce_verifier: &str,
         nonce: &str,
     ) -> Result<LoginTokens, OidcError> {
-        let discovered = self.current().await?;
-        let response = discovered
-            .client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
-            .request_async(&self.http)
-            .await
-            .map_err(token_error)?;
+        let mut discovered = self.current().await?;
+        let exchange = |discovered: Arc<Discovered>| async move {
+            discovered
+                .client
+                .exchange_code(AuthorizationCode::new(code.to_owned()))
+                .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+                .request_async(&self.http)
+                .await
+        };
+        let response = match exchange(discovered.clone()).await {
+            Err(error) if self.may_switch_auth_method(&error) => {
+                discovered = self.switch_auth_method(&discovered);
+                exchange(discovered.clone()).await
+            }
+            other => other,
+        }
+        .map_err(token_error)?;
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::Invalid("token response has no id_token".into()))?;
@@ -375,13 +391,24 @@ impl Provider {
             .refresh_token
             .as_ref()
             .ok_or_else(|| OidcError::Rejected("the session has no refresh token".into()))?;
-        let discovered = self.current().await?;
-        let response = discovered
-            .client
-            .exchange_refresh_token(&RefreshToken::new(refresh_token.clone()))
-            .request_async(&self.http)
-            .await
-            .map_err(token_error)?;
+        let mut discovered = self.current().await?;
+        let refresh_token = RefreshToken::new(refresh_token.clone());
+        let refresh_token = &refresh_token;
+        let exchange = |discovered: Arc<Discovered>| async move {
+            discovered
+                .client
+                .exchange_refresh_token(refresh_token)
+                .request_async(&self.http)
+                .await
+        };
+        let response = match exchange(discovered.clone()).await {
+            Err(error) if self.may_switch_auth_method(&error) => {
+                discovered = self.switch_auth_method(&discovered);
+                exchange(discovered.clone()).await
+            }
+            other => other,
+        }
+        .map_err(token_error)?;
         let mut claims = None;
         let mut id_token_string = current.id_token.clone();
         if let Some(id_token) = response.id_token() {
@@ -498,6 +525,33 @@ impl Provider {
             Ok(response) => tracing::warn!(status = %response.status(), "token revocation refused"),
             Err(error) => tracing::warn!(error = %error, "token revocation failed"),
         }
+    }
+
+    /// Whether a token request failed because of how the client authenticated, and the method
+    /// was auto-selected (a provider may advertise both methods but accept only the registered one).
+    fn may_switch_auth_method<RE: std::error::Error + 'static>(
+        &self,
+        error: &RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
+    ) -> bool {
+        self.settings.auth_method.is_none()
+            && matches!(error, RequestTokenError::ServerResponse(response)
+                if *response.error() == CoreErrorResponseType::InvalidClient)
+    }
+
+    /// Switches between `client_secret_basic` and `client_secret_post` for all later requests.
+    fn switch_auth_method(&self, current: &Arc<Discovered>) -> Arc<Discovered> {
+        let other = match current.client.auth_type() {
+            AuthType::BasicAuth => AuthType::RequestBody,
+            _ => AuthType::BasicAuth,
+        };
+        tracing::info!(method = ?other, "provider refused the client authentication method; switching");
+        let switched = Arc::new(Discovered {
+            client: current.client.clone().set_auth_type(other),
+            extra: current.extra.clone(),
+            at: current.at,
+        });
+        self.discovered.store(Some(switched.clone()));
+        switched
     }
 
     fn uses_post_auth(&self, discovered: &Discovered) -> bool {

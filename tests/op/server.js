@@ -337,6 +337,9 @@ function buildProvider(issuer) {
       token_endpoint_auth_method: 'client_secret_basic',
     },
     clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    // Put scope-requested claims (email, profile) into the ID token, as Keycloak does;
+    // oidc-provider's default returns them from userinfo only.
+    conformIdTokenClaims: false,
     jwks: loadOrCreateJwks(),
     cookies: { keys: COOKIE_KEYS },
     findAccount,

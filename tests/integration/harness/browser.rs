@@ -1,0 +1,249 @@
+//! A scripted browser: its own cookie jar, no automatic redirects, and the ability to fill
+//! and submit the provider's HTML forms, as a person would.
+
+use std::sync::Arc;
+
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::{Response, StatusCode, Url};
+use scraper::{Html, Selector};
+use serde_json::Value;
+
+/// Where a login attempt ended.
+pub struct LoginOutcome {
+    /// The last response (Vestibule's redirect to `returnTo`, or an error page).
+    pub response: Response,
+}
+
+/// One browser profile.
+#[derive(Clone)]
+pub struct Browser {
+    base: Url,
+    jar: Arc<Jar>,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    /// A browser with an empty cookie jar.
+    pub fn new(base: &str) -> Self {
+        let jar = Arc::new(Jar::default());
+        let http = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            base: Url::parse(base).unwrap(),
+            jar,
+            http,
+        }
+    }
+
+    /// The underlying HTTP client (cookies included, redirects not followed).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Absolute URL for a path on Vestibule.
+    pub fn url(&self, path: &str) -> Url {
+        self.base.join(path).unwrap()
+    }
+
+    /// Raw `Cookie` header this browser would send to Vestibule.
+    pub fn cookie_header(&self) -> String {
+        self.jar
+            .cookies(&self.base)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The value of one of Vestibule's cookies.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookie_header().split("; ").find_map(|pair| {
+            let (n, v) = pair.split_once('=')?;
+            (n == name).then(|| v.to_owned())
+        })
+    }
+
+    /// Replaces a cookie's value (to simulate tampering or another browser's cookie).
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.jar
+            .add_cookie_str(&format!("{name}={value}; Path=/"), &self.base);
+    }
+
+    /// A GET without following redirects.
+    pub async fn get(&self, url: impl AsRef<str>) -> Response {
+        self.http
+            .get(self.resolve(url.as_ref()))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// An API call as a SPA makes it: `X-CSRF: 1`.
+    pub async fn api_get(&self, path: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// An API GET with the path sent byte for byte (HTTP clients normalise `%2e%2e` away).
+    pub async fn raw_api_get(&self, raw_path: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = format!(
+            "{}:{}",
+            self.base.host_str().unwrap(),
+            self.base.port().unwrap()
+        );
+        let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let request = format!(
+            "GET {raw_path} HTTP/1.1\r\nHost: {host}\r\nCookie: {}\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n",
+            self.cookie_header()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let text = String::from_utf8_lossy(&response);
+        text.split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `GET /api/auth/user` as JSON (status, body).
+    pub async fn user(&self) -> (StatusCode, Value) {
+        let response = self.api_get("/api/auth/user").await;
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /api/auth/logout` with the anti-forgery header.
+    pub async fn logout(&self) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url("/api/auth/logout"))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    fn resolve(&self, url: &str) -> Url {
+        self.base.join(url).unwrap()
+    }
+
+    /// Starts a login and returns the provider URL Vestibule redirected to.
+    pub async fn begin_login(&self, return_to: Option<&str>) -> Url {
+        let mut url = self.url("/api/auth/login");
+        if let Some(r) = return_to {
+            url.query_pairs_mut().append_pair("returnTo", r);
+        }
+        let response = self.get(url.as_str()).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::SEE_OTHER,
+            "login redirects to the provider"
+        );
+        location(&response, &url)
+    }
+
+    /// Drives the provider from its authorization URL: fills the login form with `user`,
+    /// accepts consent, and stops at the first response from Vestibule (the callback).
+    /// Returns the callback URL the provider redirected to (not yet visited).
+    pub async fn authorize_at_provider(&self, authorization_url: Url, user: &str) -> Url {
+        let mut next = authorization_url;
+        for _ in 0..20 {
+            if next.origin() == self.base.origin() {
+                return next;
+            }
+            let response = self.get(next.as_str()).await;
+            if response.status().is_redirection() {
+                next = location(&response, &next);
+                continue;
+            }
+            assert_eq!(response.status(), StatusCode::OK, "provider page at {next}");
+            let page_url = next.clone();
+            let html = response.text().await.unwrap();
+            next = self.submit_form(&page_url, &html, user).await;
+        }
+        panic!("the provider did not redirect back to Vestibule");
+    }
+
+    /// Submits the single form on a provider page, filling `login`/`password` if present.
+    async fn submit_form(&self, page_url: &Url, html: &str, user: &str) -> Url {
+        let (action, method, fields) = {
+            let document = Html::parse_document(html);
+            let form = document
+                .select(&Selector::parse("form").unwrap())
+                .next()
+                .unwrap_or_else(|| panic!("no form on provider page {page_url}: {html}"));
+            let action = page_url
+                .join(form.value().attr("action").unwrap_or(""))
+                .unwrap();
+            let method = form
+                .value()
+                .attr("method")
+                .unwrap_or("get")
+                .to_ascii_lowercase();
+            let mut fields = Vec::new();
+            for input in form.select(&Selector::parse("input[name]").unwrap()) {
+                let name = input.value().attr("name").unwrap().to_owned();
+                let value = match name.as_str() {
+                    "login" => user.to_owned(),
+                    "password" => "any-password".to_owned(),
+                    _ => input.value().attr("value").unwrap_or("").to_owned(),
+                };
+                fields.push((name, value));
+            }
+            (action, method, fields)
+        };
+        let request = if method == "post" {
+            self.http.post(action.clone()).form(&fields)
+        } else {
+            self.http.get(action.clone()).query(&fields)
+        };
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_redirection(),
+            "form submission at {action} answered {}",
+            response.status()
+        );
+        location(&response, &action)
+    }
+
+    /// Full login as `user`: Vestibule → provider forms → callback. Returns the callback's response.
+    pub async fn login_as(&self, user: &str, return_to: Option<&str>) -> LoginOutcome {
+        let authorization = self.begin_login(return_to).await;
+        let callback = self.authorize_at_provider(authorization, user).await;
+        LoginOutcome {
+            response: self.get(callback.as_str()).await,
+        }
+    }
+
+    /// Logs in and asserts success.
+    pub async fn login(&self, user: &str) {
+        let outcome = self.login_as(user, None).await;
+        assert_eq!(
+            outcome.response.status(),
+            StatusCode::SEE_OTHER,
+            "callback redirects"
+        );
+        let (status, _) = self.user().await;
+        assert_eq!(status, StatusCode::OK, "logged in after the callback");
+    }
+}
+
+/// The `Location` of a redirect, resolved against the request URL.
+pub fn location(response: &Response, base: &Url) -> Url {
+    let value = response
+        .headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("{} without Location", response.status()))
+        .to_str()
+        .unwrap();
+    base.join(value).unwrap()
+}

@@ -1,0 +1,211 @@
+//! Test harness: a real Redis, a real OpenID Provider, a real upstream API and Vestibule,
+//! each on a free loopback port, started per test.
+
+pub mod browser;
+pub mod provider;
+pub mod redis;
+pub mod upstream;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use vestibule::app::Application;
+use vestibule::config::Settings;
+
+pub use browser::Browser;
+pub use provider::{ProviderOptions, TestProvider};
+pub use redis::RedisServer;
+pub use upstream::Upstream;
+
+/// The encryption key every test instance uses (32 random bytes, base64).
+pub const ENCRYPTION_KEY: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `probe` until it yields `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
+    vestibule::clock::unix_now()
+}
+
+/// How a test wants its stack.
+pub struct TestAppBuilder {
+    provider: ProviderOptions,
+    use_redis: bool,
+    refresh_skew_secs: u64,
+    extra_toml: String,
+}
+
+/// Everything a scenario talks to.
+pub struct TestApp {
+    /// Vestibule's base URL (its `public_url`).
+    pub url: String,
+    /// The Redis server (absent for the in-memory store).
+    pub redis: Option<RedisServer>,
+    /// The OpenID Provider.
+    pub provider: TestProvider,
+    /// The upstream API behind `/api/orders`.
+    pub upstream: Upstream,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    /// A builder with defaults: Redis store, long-lived access tokens.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            provider: ProviderOptions::default(),
+            use_redis: true,
+            refresh_skew_secs: 1,
+            extra_toml: String::new(),
+        }
+    }
+
+    /// The default stack.
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    /// A new browser (own cookie jar) pointed at this app.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.url)
+    }
+
+    /// The Redis server; panics for in-memory apps.
+    pub fn redis(&self) -> &RedisServer {
+        self.redis.as_ref().expect("this app uses Redis")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestAppBuilder {
+    /// Access-token lifetime at the provider.
+    pub fn access_token_ttl(mut self, secs: u64) -> Self {
+        self.provider.access_token_ttl = secs;
+        self
+    }
+
+    /// Token endpoint authentication method registered at the provider.
+    pub fn auth_method(mut self, method: &'static str) -> Self {
+        self.provider.auth_method = method;
+        self
+    }
+
+    /// ID-token signing algorithm of the provider.
+    pub fn id_token_alg(mut self, alg: &'static str) -> Self {
+        self.provider.id_token_alg = alg;
+        self
+    }
+
+    /// Use the in-memory store instead of Redis.
+    pub fn in_memory(mut self) -> Self {
+        self.use_redis = false;
+        self
+    }
+
+    /// `oidc.refresh_skew_secs`.
+    pub fn refresh_skew(mut self, secs: u64) -> Self {
+        self.refresh_skew_secs = secs;
+        self
+    }
+
+    /// Extra TOML appended to the config (e.g. more routes).
+    pub fn extra_toml(mut self, toml: &str) -> Self {
+        self.extra_toml.push_str(toml);
+        self
+    }
+
+    /// Starts Redis, the provider, the upstream and Vestibule.
+    pub async fn start(self) -> TestApp {
+        let redis = if self.use_redis {
+            Some(RedisServer::start().await)
+        } else {
+            None
+        };
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let provider = TestProvider::start(
+            &format!("{url}/api/auth/callback"),
+            &format!("{url}/"),
+            &self.provider,
+        );
+        let upstream = Upstream::start(&provider.issuer).await;
+        let redis_line = redis
+            .as_ref()
+            .map(|r| format!("redis_url = \"{}\"\n", r.url()))
+            .unwrap_or_default();
+        let toml = format!(
+            r#"
+listen = "127.0.0.1:{port}"
+public_url = "{url}"
+
+[oidc]
+issuer = "{issuer}"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+refresh_skew_secs = {skew}
+
+[session]
+{redis_line}encryption_key = "{key}"
+idle_timeout_secs = 600
+absolute_timeout_secs = 3600
+
+[[routes]]
+prefix = "/api/orders"
+upstream = "{upstream}"
+timeout_secs = 2
+{extra}
+"#,
+            issuer = provider.issuer,
+            client_id = provider::CLIENT_ID,
+            client_secret = provider::CLIENT_SECRET,
+            skew = self.refresh_skew_secs,
+            key = ENCRYPTION_KEY,
+            upstream = upstream.base_url,
+            extra = self.extra_toml,
+        );
+        let settings = Settings::from_figment(Figment::new().merge(Toml::string(&toml)))
+            .unwrap_or_else(|error| panic!("test config invalid: {error}\n{toml}"));
+        let app = Application::build(settings)
+            .await
+            .expect("vestibule builds");
+        let task = tokio::spawn(async move {
+            app.run_until_stopped().await.unwrap();
+        });
+        TestApp {
+            url,
+            redis,
+            provider,
+            upstream,
+            task,
+        }
+    }
+}

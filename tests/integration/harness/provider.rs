@@ -1,0 +1,176 @@
+//! The real OpenID Provider (`oidc-provider`, pinned in tests/op) run by Node.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// Options that differ between test providers.
+#[derive(Clone)]
+pub struct ProviderOptions {
+    /// Access-token lifetime in seconds.
+    pub access_token_ttl: u64,
+    /// `client_secret_basic` or `client_secret_post`.
+    pub auth_method: &'static str,
+    /// ID-token signing algorithm.
+    pub id_token_alg: &'static str,
+    /// Port to listen on (0 = free).
+    pub port: u16,
+    /// Keys file so a restarted provider keeps its keys.
+    pub keys_file: Option<PathBuf>,
+}
+
+impl Default for ProviderOptions {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: 600,
+            auth_method: "client_secret_basic",
+            id_token_alg: "RS256",
+            port: 0,
+            keys_file: None,
+        }
+    }
+}
+
+/// The vestibule client's credentials at the test provider.
+pub const CLIENT_ID: &str = "vestibule";
+/// The vestibule client's secret.
+pub const CLIENT_SECRET: &str = "vestibule-secret";
+/// The upstream API's introspection credentials.
+pub const UPSTREAM_CLIENT: (&str, &str) = ("upstream-api", "upstream-secret");
+
+/// A running test provider.
+pub struct TestProvider {
+    child: Child,
+    redirect_uri: String,
+    post_logout_uri: String,
+    options: ProviderOptions,
+    /// The issuer URL (no trailing slash).
+    pub issuer: String,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+fn op_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/op")
+}
+
+/// Installs the provider's Node packages from the lockfile once, if they are missing.
+fn ensure_installed() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        if op_dir()
+            .join("node_modules/oidc-provider/package.json")
+            .is_file()
+        {
+            return;
+        }
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(op_dir())
+            .status()
+            .expect("npm must be installed to run the test provider");
+        assert!(status.success(), "npm ci in tests/op failed");
+    });
+}
+
+impl TestProvider {
+    /// Starts the provider for a Vestibule whose callback is `redirect_uri`.
+    pub fn start(redirect_uri: &str, post_logout_uri: &str, options: &ProviderOptions) -> Self {
+        ensure_installed();
+        let mut command = Command::new("node");
+        command
+            .arg("server.js")
+            .current_dir(op_dir())
+            .env("OP_PORT", options.port.to_string())
+            .env("OP_REDIRECT_URIS", redirect_uri)
+            .env("OP_POST_LOGOUT_REDIRECT_URIS", post_logout_uri)
+            .env("OP_CLIENT_ID", CLIENT_ID)
+            .env("OP_CLIENT_SECRET", CLIENT_SECRET)
+            .env("OP_TOKEN_AUTH_METHOD", options.auth_method)
+            .env("OP_ID_TOKEN_ALG", options.id_token_alg)
+            .env("OP_ACCESS_TOKEN_TTL", options.access_token_ttl.to_string())
+            // Stock oidc-provider behaviour: a refresh token only with prompt=consent.
+            .env("OP_ALWAYS_ISSUE_REFRESH_TOKEN", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(keys) = &options.keys_file {
+            command.env("OP_KEYS_FILE", keys);
+        }
+        let mut child = command
+            .spawn()
+            .expect("node must be installed to run the test provider");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the provider prints its address");
+        let info: Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|_| panic!("the test provider did not start: {line:?}"));
+        Self {
+            child,
+            redirect_uri: redirect_uri.to_owned(),
+            post_logout_uri: post_logout_uri.to_owned(),
+            options: options.clone(),
+            issuer: info["issuer"].as_str().unwrap().to_owned(),
+            port: info["port"].as_u64().unwrap() as u16,
+        }
+    }
+
+    /// Restarts the provider on the same port with freshly generated signing keys
+    /// (a key rotation; stored grants are lost).
+    pub fn restart_with_new_keys(&mut self) {
+        self.stop();
+        let options = ProviderOptions {
+            port: self.port,
+            keys_file: None,
+            ..self.options.clone()
+        };
+        *self = Self::start(&self.redirect_uri, &self.post_logout_uri, &options);
+    }
+
+    /// The `kid` of the provider's current signing key.
+    pub async fn signing_kid(&self) -> String {
+        let jwks: Value = reqwest::get(format!("{}/jwks", self.issuer)).await.unwrap().json().await.unwrap();
+        jwks["keys"][0]["kid"].as_str().unwrap().to_owned()
+    }
+
+    /// The provider's counters (`authorization_code`, `refresh_token`, …).
+    pub async fn stats(&self) -> Value {
+        reqwest::get(format!("{}/__test/stats", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// How many refresh grants the provider served.
+    pub async fn refresh_grants(&self) -> u64 {
+        self.stats().await["refresh_token"].as_u64().unwrap()
+    }
+
+    /// Revokes every grant, so the next refresh answers `invalid_grant`.
+    pub async fn revoke_all(&self) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/revoke-all", self.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// Stops the provider (its port then refuses connections).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestProvider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

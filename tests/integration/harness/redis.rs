@@ -1,0 +1,150 @@
+//! A real `redis-server` on a free loopback port, stoppable and restartable on that port.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, wait_for};
+
+/// A `redis-server` owned by one test.
+pub struct RedisServer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts Redis on a free port and waits until it answers. Writes are persisted
+    /// (append-only, fsync always) so a restart keeps the sessions, as in production.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "vestibule-test-redis-{port}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// The `redis://` URL for this server.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on its port.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis is already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot start redis-server ({error}); install it: apt-get install -y redis-server")
+            });
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(
+            "redis to answer PING",
+            Duration::from_secs(10),
+            || async move {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+    }
+
+    /// Stops the server and waits until its port refuses connections.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let port = self.port;
+        wait_for(
+            "redis port to close",
+            Duration::from_secs(10),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .err()
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    /// A fresh async connection for inspecting the data.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Every key with its raw value (`SCAN` + `GET`), as an attacker with a dump would see it.
+    pub async fn dump(&self) -> Vec<(String, Vec<u8>)> {
+        let mut conn = self.connection().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for key in keys {
+            let value: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if let Some(value) = value {
+                out.push((key, value));
+            }
+        }
+        out
+    }
+
+    /// Keys that hold sessions.
+    pub async fn session_keys(&self) -> Vec<String> {
+        let mut conn = self.connection().await;
+        redis::cmd("KEYS")
+            .arg("vestibule:session:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// Remaining TTL of `key` in milliseconds (-1 no TTL, -2 missing).
+    pub async fn pttl(&self, key: &str) -> i64 {
+        let mut conn = self.connection().await;
+        redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,156 @@
+//! A real upstream API on loopback that verifies every bearer token with the provider
+//! (token introspection) and records exactly what it received.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::provider::UPSTREAM_CLIENT;
+
+/// One request as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path_and_query: String,
+    /// All headers.
+    pub headers: HeaderMap,
+    /// The bearer token, if any.
+    pub bearer: Option<String>,
+    /// Whether the provider said the token is active.
+    pub token_active: bool,
+    /// The body.
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+struct UpstreamState {
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    introspection_url: String,
+    http: reqwest::Client,
+}
+
+/// The running upstream.
+pub struct Upstream {
+    /// Its base URL, e.g. `http://127.0.0.1:1234/v1`.
+    pub base_url: String,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts the upstream; tokens are checked at `issuer`'s introspection endpoint.
+    pub async fn start(issuer: &str) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = UpstreamState {
+            seen: seen.clone(),
+            introspection_url: format!("{issuer}/token/introspection"),
+            http: reqwest::Client::new(),
+        };
+        let app = Router::new().fallback(handle).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            base_url: format!("http://{addr}/v1"),
+            seen,
+            task,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(State(state): State<UpstreamState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 16 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let bearer = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let introspection = match &bearer {
+        Some(token) => introspect(&state, token).await,
+        None => json!({ "active": false }),
+    };
+    let active = introspection["active"].as_bool().unwrap_or(false);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    state.seen.lock().unwrap().push(SeenRequest {
+        method: parts.method.to_string(),
+        path_and_query: path_and_query.clone(),
+        headers: parts.headers.clone(),
+        bearer,
+        token_active: active,
+        body: body.clone(),
+    });
+    if !active {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "error": "invalid_token" })),
+        )
+            .into_response();
+    }
+    let path = parts.uri.path();
+    if path.ends_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let mut response = axum::Json(json!({
+        "ok": true,
+        "sub": introspection["sub"],
+        "method": parts.method.as_str(),
+        "path": path_and_query,
+        "body_len": body.len(),
+    }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert("x-upstream", "yes".parse().unwrap());
+    if path.ends_with("/teapot") {
+        *response.status_mut() = StatusCode::IM_A_TEAPOT;
+    }
+    if path.ends_with("/set-cookie") {
+        let headers = response.headers_mut();
+        headers.append("set-cookie", "vestibule=fixated; Path=/".parse().unwrap());
+        headers.append("set-cookie", "upstream_pref=dark; Path=/".parse().unwrap());
+    }
+    response
+}
+
+async fn introspect(state: &UpstreamState, token: &str) -> Value {
+    state
+        .http
+        .post(&state.introspection_url)
+        .basic_auth(UPSTREAM_CLIENT.0, Some(UPSTREAM_CLIENT.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

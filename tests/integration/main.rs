@@ -1,0 +1,12 @@
+//! End-to-end tests: a real Redis, a real OpenID Provider (oidc-provider on Node), a real
+//! upstream API that introspects every token, and Vestibule, all on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod harness;
+
+mod cli;
+mod login;
+mod proxy;
+mod refresh;
+mod storage;

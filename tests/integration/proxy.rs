@@ -1,0 +1,286 @@
+//! The reverse proxy: anti-forgery, header and cookie rules, streaming, errors.
+
+use reqwest::StatusCode;
+
+use crate::harness::{Browser, TestApp};
+
+#[tokio::test]
+async fn missing_or_cross_site_anti_forgery_is_refused_and_nothing_is_forwarded() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let http = browser.http();
+
+    let plain = http.get(browser.url("/api/orders/1")).send().await.unwrap();
+    assert_eq!(plain.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        plain.json::<serde_json::Value>().await.unwrap()["error"],
+        "forbidden"
+    );
+    let wrong_value = http
+        .get(browser.url("/api/orders/1"))
+        .header("x-csrf", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_value.status(), StatusCode::FORBIDDEN);
+    let post = http
+        .post(browser.url("/api/orders/1"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), StatusCode::FORBIDDEN);
+    let cross_origin = http
+        .get(browser.url("/api/orders/1"))
+        .header("x-csrf", "1")
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_origin.status(), StatusCode::FORBIDDEN);
+    let cross_site = http
+        .get(browser.url("/api/orders/1"))
+        .header("x-csrf", "1")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+    let user = http
+        .get(browser.url("/api/auth/user"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user.status(), StatusCode::FORBIDDEN);
+    let logout = http
+        .post(browser.url("/api/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        browser.user().await.0,
+        StatusCode::OK,
+        "a forged logout changes nothing"
+    );
+
+    assert!(app.upstream.seen().is_empty(), "the upstream saw nothing");
+
+    let same_origin = http
+        .get(browser.url("/api/orders/1"))
+        .header("x-csrf", "1")
+        .header("origin", app.url.as_str())
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_origin.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn request_and_response_pass_through_without_vestibule_secrets() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    browser.set_cookie("app_pref", "dark");
+    let session_cookie = browser.cookie("vestibule").unwrap();
+
+    // A 3 MiB body, streamed in chunks from the client.
+    let chunk = vec![b'x'; 64 * 1024];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..48).map(|_| Ok(chunk.clone())).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let response = browser
+        .http()
+        .put(browser.url("/api/orders/items/7/teapot?a=1&b=%20x"))
+        .header("x-csrf", "1")
+        .header("x-request-id", "abc")
+        .header("authorization", "Basic forged")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::IM_A_TEAPOT,
+        "upstream status passes back"
+    );
+    assert_eq!(
+        response.headers()["x-upstream"],
+        "yes",
+        "upstream headers pass back"
+    );
+    let echoed: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echoed["body_len"], 48 * 64 * 1024);
+    assert_eq!(echoed["method"], "PUT");
+
+    let seen = app.upstream.seen();
+    let request = seen.last().unwrap();
+    assert_eq!(request.path_and_query, "/v1/items/7/teapot?a=1&b=%20x");
+    assert_eq!(request.method, "PUT");
+    assert_eq!(request.body.len(), 48 * 64 * 1024, "the body arrives whole");
+    assert!(request.body.iter().all(|b| *b == b'x'));
+    assert_eq!(request.headers["x-request-id"], "abc");
+    assert!(request.token_active);
+    assert!(
+        request.headers["authorization"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer ")
+    );
+    assert!(request.headers.get("x-csrf").is_none(), "X-CSRF is removed");
+    let cookies = request
+        .headers
+        .get("cookie")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        cookies.contains("app_pref=dark"),
+        "other cookies pass: {cookies}"
+    );
+    assert!(
+        !cookies.contains("vestibule"),
+        "Vestibule's cookies never reach the upstream"
+    );
+    for value in request.headers.values() {
+        assert!(!value.to_str().unwrap_or("").contains(&session_cookie));
+    }
+}
+
+#[tokio::test]
+async fn upstream_cannot_set_vestibule_cookies() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let response = browser.api_get("/api/orders/set-cookie").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let set_cookies: Vec<_> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(set_cookies, vec!["upstream_pref=dark; Path=/".to_owned()]);
+    assert_eq!(browser.user().await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn without_a_valid_session_api_calls_get_401_json_never_a_redirect() {
+    let app = TestApp::start().await;
+    let anonymous = app.browser();
+    let response = anonymous.api_get("/api/orders/1").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "unauthenticated");
+    assert_eq!(body["login_url"], "/api/auth/login");
+
+    let browser = app.browser();
+    browser.login("alice").await;
+    let good = browser.cookie("vestibule").unwrap();
+    let mut flipped = good.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let mut flipped_secret = good.clone().into_bytes();
+    flipped_secret[80] = if flipped_secret[80] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
+    let flipped_secret = String::from_utf8(flipped_secret).unwrap();
+    for bad in [
+        &good[..good.len() - 1],
+        &good[..20],
+        flipped.as_str(),
+        flipped_secret.as_str(),
+        "",
+        "%%%",
+    ] {
+        let other = Browser::new(&app.url);
+        other.set_cookie("vestibule", bad);
+        assert_eq!(other.user().await.0, StatusCode::UNAUTHORIZED, "{bad}");
+        assert_eq!(
+            other.api_get("/api/orders/1").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(app.upstream.seen().is_empty());
+    assert_eq!(
+        browser.user().await.0,
+        StatusCode::OK,
+        "the real cookie still works"
+    );
+}
+
+#[tokio::test]
+async fn paths_are_matched_by_whole_segments_and_traversal_is_refused() {
+    let app = TestApp::builder()
+        .extra_toml(
+            "[[routes]]\nprefix = \"/api/orders/admin\"\nupstream = \"http://127.0.0.1:9/none\"\n",
+        )
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    assert_eq!(
+        browser.api_get("/api/ordersX/1").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    for path in [
+        "/api/orders/%2e%2e/admin",
+        "/api/orders/%2E%2E/%2e%2e/etc",
+        "/api/orders/a/..%2f..%2fadmin",
+        "/api/orders/%252e%252e/x",
+        "/api/orders/../admin",
+        "/api/orders/%5c..%5cadmin",
+    ] {
+        assert_eq!(browser.raw_api_get(path).await, 400, "{path}");
+    }
+    assert!(app.upstream.seen().is_empty(), "nothing was forwarded");
+    // The longest prefix wins: /api/orders/admin goes to its own (dead) upstream.
+    assert_eq!(
+        browser.api_get("/api/orders/admin/x").await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert!(app.upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_upstream_is_504() {
+    let dead_port = crate::harness::free_port();
+    let app = TestApp::builder()
+        .extra_toml(&format!(
+            "[[routes]]\nprefix = \"/api/dead\"\nupstream = \"http://127.0.0.1:{dead_port}\"\n"
+        ))
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let down = browser.api_get("/api/dead/x").await;
+    assert_eq!(down.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        down.json::<serde_json::Value>().await.unwrap()["error"],
+        "upstream_unavailable"
+    );
+    let slow = browser.api_get("/api/orders/slow").await;
+    assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        slow.json::<serde_json::Value>().await.unwrap()["error"],
+        "upstream_timeout"
+    );
+    assert_eq!(
+        browser.user().await.0,
+        StatusCode::OK,
+        "the session is untouched"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_json() {
+    let app = TestApp::start().await;
+    let response = app.browser().api_get("/api/auth/nope").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"],
+        "not_found"
+    );
+}

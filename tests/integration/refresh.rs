@@ -1,0 +1,211 @@
+//! Transparent refresh: one grant per expiry, rotation, rejection and provider outages.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::harness::{Browser, TestApp, unix_now, wait_for};
+
+/// Waits (by polling the clock) until the session's access token has expired.
+async fn wait_past_access_token_expiry(browser: &Browser) {
+    let (_, user) = browser.user().await;
+    let expires_at = user["session"]["access_token_expires_at"]
+        .as_u64()
+        .expect("access token expiry");
+    wait_for(
+        "the access token to expire",
+        Duration::from_secs(30),
+        || async move { (unix_now() > expires_at).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn expired_access_token_is_refreshed_once_even_for_20_concurrent_calls() {
+    let app = TestApp::builder()
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    assert_eq!(
+        browser.api_get("/api/orders/first").await.status(),
+        StatusCode::OK
+    );
+    let first_token = app.upstream.seen()[0].bearer.clone().unwrap();
+    assert_eq!(app.provider.refresh_grants().await, 0);
+
+    wait_past_access_token_expiry(&browser).await;
+    let calls = (0..20).map(|i| {
+        let browser = browser.clone();
+        async move {
+            browser
+                .api_get(&format!("/api/orders/concurrent/{i}"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        app.provider.refresh_grants().await,
+        1,
+        "exactly one refresh grant"
+    );
+
+    let seen = app.upstream.seen();
+    let refreshed: Vec<_> = seen.iter().skip(1).collect();
+    assert_eq!(refreshed.len(), 20);
+    assert!(
+        refreshed.iter().all(|r| r.token_active),
+        "the upstream accepted every call"
+    );
+    let new_token = refreshed[0].bearer.clone().unwrap();
+    assert_ne!(new_token, first_token, "a new access token is forwarded");
+    assert!(
+        refreshed
+            .iter()
+            .all(|r| r.bearer.as_deref() == Some(new_token.as_str()))
+    );
+
+    // The rotated refresh token was stored: the next expiry refreshes again, successfully.
+    wait_past_access_token_expiry(&browser).await;
+    assert_eq!(
+        browser.api_get("/api/orders/again").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 2);
+    assert_eq!(app.provider.stats().await["refresh_token_errors"], 0);
+    let (status, user) = browser.user().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        user["sub"], "alice",
+        "claims survive the refreshed ID token (no nonce)"
+    );
+}
+
+#[tokio::test]
+async fn refresh_rejected_by_the_provider_ends_the_session() {
+    let app = TestApp::builder()
+        .access_token_ttl(3)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    assert_eq!(app.redis().session_keys().await.len(), 1);
+    app.provider.revoke_all().await;
+    wait_past_access_token_expiry(&browser).await;
+
+    let response = browser.api_get("/api/orders/1").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["login_url"],
+        "/api/auth/login"
+    );
+    assert!(
+        app.redis().session_keys().await.is_empty(),
+        "the session is gone from Redis"
+    );
+    assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
+    assert!(app.upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn provider_unreachable_during_refresh_is_503_and_the_session_stays() {
+    let mut app = TestApp::builder()
+        .access_token_ttl(3)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    wait_past_access_token_expiry(&browser).await;
+    app.provider.stop();
+
+    let response = browser.api_get("/api/orders/1").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"],
+        "identity_provider_unavailable"
+    );
+    assert_eq!(
+        app.redis().session_keys().await.len(),
+        1,
+        "the session stays"
+    );
+    assert_eq!(browser.user().await.0, StatusCode::OK);
+    assert!(
+        app.upstream.seen().is_empty(),
+        "an expired token is never forwarded"
+    );
+}
+
+#[tokio::test]
+async fn works_with_es256_keys_and_client_secret_post() {
+    let app = TestApp::builder()
+        .id_token_alg("ES256")
+        .auth_method("client_secret_post")
+        .access_token_ttl(3)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("bob").await;
+    assert_eq!(browser.user().await.1["sub"], "bob");
+    wait_past_access_token_expiry(&browser).await;
+    assert_eq!(
+        browser.api_get("/api/orders/1").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+    assert!(app.upstream.seen()[0].token_active);
+}
+
+#[tokio::test]
+async fn works_with_ps256_keys() {
+    let app = TestApp::builder().id_token_alg("PS256").start().await;
+    let browser = app.browser();
+    browser.login("carol").await;
+    assert_eq!(
+        browser.api_get("/api/orders/1").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn short_lived_tokens_with_a_large_skew_do_not_refresh_on_every_call() {
+    // Tokens live 6 s, the configured skew is 30 s: refresh is capped at half the lifetime.
+    let app = TestApp::builder()
+        .access_token_ttl(6)
+        .refresh_skew(30)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    for _ in 0..5 {
+        assert_eq!(
+            browser.api_get("/api/orders/1").await.status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(app.provider.refresh_grants().await, 0);
+}
+
+#[tokio::test]
+async fn provider_key_rotation_is_picked_up_without_a_restart() {
+    let mut app = TestApp::start().await;
+    app.browser().login("alice").await;
+    let old_kid = app.provider.signing_kid().await;
+    app.provider.restart_with_new_keys();
+    assert_ne!(app.provider.signing_kid().await, old_kid, "the provider rotated its key");
+    // Vestibule still holds the old JWKS; the new ID token's kid makes it fetch the new one.
+    let browser = app.browser();
+    browser.login("bob").await;
+    assert_eq!(browser.user().await.1["sub"], "bob");
+}

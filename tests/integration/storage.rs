@@ -1,0 +1,216 @@
+//! What Redis holds, and what happens when it is away.
+
+use reqwest::StatusCode;
+
+use crate::harness::{Browser, TestApp};
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn redis_holds_no_plaintext_token_claim_email_or_cookie() {
+    let app = TestApp::builder()
+        .access_token_ttl(3)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (_, user) = browser.user().await;
+    assert_eq!(
+        browser.api_get("/api/orders/1").await.status(),
+        StatusCode::OK
+    );
+    let access_token = app.upstream.seen()[0].bearer.clone().unwrap();
+    let cookie = browser.cookie("vestibule").unwrap();
+    let logout_sid = user["logout_url"]
+        .as_str()
+        .unwrap()
+        .split("sid=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    // Also leave a pending login in the store.
+    app.browser().begin_login(Some("/secret-path")).await;
+
+    let dump = app.redis().dump().await;
+    assert!(dump.len() >= 2, "a session and a pending login are stored");
+    for (key, value) in &dump {
+        for needle in [
+            access_token.as_str(),
+            "alice",
+            "example.test",
+            "\"sub\"",
+            "access_token",
+            "refresh_token",
+            "eyJ",
+            "secret-path",
+            "code_verifier",
+            logout_sid.as_str(),
+            &cookie[..20],
+            &cookie[43..63],
+        ] {
+            assert!(!contains(value, needle), "{key} reveals {needle:?}");
+            assert!(!key.contains(needle), "{key} reveals {needle:?}");
+        }
+        assert!(app.redis().pttl(key).await > 0, "{key} carries a TTL");
+    }
+    assert!(
+        dump.iter()
+            .any(|(k, _)| k.starts_with("vestibule:session:"))
+    );
+    assert!(dump.iter().any(|(k, _)| k.starts_with("vestibule:login:")));
+}
+
+#[tokio::test]
+async fn idle_timeout_slides_on_use() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let key = app.redis().session_keys().await.pop().unwrap();
+    let mut conn = app.redis().connection().await;
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(5_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(app.redis().pttl(&key).await <= 5_000);
+    assert_eq!(browser.user().await.0, StatusCode::OK);
+    let ttl = app.redis().pttl(&key).await;
+    assert!(
+        ttl > 590_000 && ttl <= 600_000,
+        "idle timeout reset to 600 s, got {ttl} ms"
+    );
+}
+
+#[tokio::test]
+async fn a_record_copied_under_another_sessions_key_does_not_open() {
+    let app = TestApp::start().await;
+    let alice = app.browser();
+    alice.login("alice").await;
+    let alice_key = app.redis().session_keys().await.pop().unwrap();
+    let bob = app.browser();
+    bob.login("bob").await;
+    let bob_key = app
+        .redis()
+        .session_keys()
+        .await
+        .into_iter()
+        .find(|k| *k != alice_key)
+        .unwrap();
+    let mut conn = app.redis().connection().await;
+    let alice_record: Vec<u8> = redis::cmd("GET")
+        .arg(&alice_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&bob_key)
+        .arg(alice_record)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.user().await.0,
+        StatusCode::UNAUTHORIZED,
+        "bob's cookie cannot open alice's record"
+    );
+    assert_eq!(alice.user().await.1["sub"], "alice");
+}
+
+#[tokio::test]
+async fn redis_outage_is_503_and_the_same_session_works_after_restart() {
+    let mut app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.cookie("vestibule").unwrap();
+    app.redis.as_mut().unwrap().stop().await;
+
+    let response = browser.api_get("/api/auth/user").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        response.headers().get("set-cookie").is_none(),
+        "the cookie is not cleared"
+    );
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"],
+        "session_store_unavailable"
+    );
+    let proxied = browser.api_get("/api/orders/1").await;
+    assert_eq!(proxied.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(proxied.headers().get("set-cookie").is_none());
+    let navigation = browser.get("/api/auth/login").await;
+    assert_eq!(navigation.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        navigation.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let (status, _) = browser.logout().await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "logout cannot pretend to succeed"
+    );
+    assert!(app.upstream.seen().is_empty());
+
+    app.redis.as_mut().unwrap().restart().await;
+    let (status, user) = crate::harness::wait_for(
+        "the session to work again",
+        std::time::Duration::from_secs(10),
+        || {
+            let browser = browser.clone();
+            async move {
+                let (status, user) = browser.user().await;
+                (status != StatusCode::SERVICE_UNAVAILABLE).then_some((status, user))
+            }
+        },
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(user["sub"], "alice");
+    assert_eq!(browser.cookie("vestibule").unwrap(), cookie);
+    assert_eq!(
+        browser.api_get("/api/orders/1").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn in_memory_store_runs_the_whole_flow() {
+    let app = TestApp::builder()
+        .in_memory()
+        .access_token_ttl(3)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    assert_eq!(
+        browser.api_get("/api/orders/1").await.status(),
+        StatusCode::OK
+    );
+    let (_, user) = browser.user().await;
+    let expires_at = user["session"]["access_token_expires_at"].as_u64().unwrap();
+    crate::harness::wait_for(
+        "expiry",
+        std::time::Duration::from_secs(30),
+        || async move { (crate::harness::unix_now() > expires_at).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        browser.api_get("/api/orders/2").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+    assert_eq!(browser.logout().await.0, StatusCode::OK);
+    assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
+    let stranger = Browser::new(&app.url);
+    assert_eq!(stranger.user().await.0, StatusCode::UNAUTHORIZED);
+}
