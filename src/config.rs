@@ -155,7 +155,7 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        Self::from_figment(figment.merge(environment()))
+        Self::from_figment(merge_environment(figment))
     }
 
     /// Extracts and validates settings from any figment (tests build their own).
@@ -317,11 +317,41 @@ impl Settings {
     }
 }
 
+/// Settings that are strings whatever they look like: a numeric secret must stay a string.
+const STRING_KEYS: [&str; 9] = [
+    "listen",
+    "public_url",
+    "oidc.issuer",
+    "oidc.discovery_url",
+    "oidc.client_id",
+    "oidc.client_secret",
+    "oidc.prompt",
+    "session.redis_url",
+    "session.encryption_key",
+];
+
+fn is_string_key(key: &str) -> bool {
+    STRING_KEYS
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(key))
+}
+
 /// `VESTIBULE_A__B=…` → key `a.b`; `VESTIBULE_CONFIG` and `VESTIBULE_LOG` are not settings.
-fn environment() -> Env {
-    Env::prefixed(ENV_PREFIX)
-        .split("__")
-        .ignore(&["CONFIG", "LOG"])
+/// String settings are taken verbatim; others are parsed (numbers, arrays, tables).
+fn merge_environment(figment: Figment) -> Figment {
+    let env = || {
+        Env::prefixed(ENV_PREFIX)
+            .split("__")
+            .ignore(&["CONFIG", "LOG"])
+    };
+    let mut figment = figment.merge(env().filter(|key| !is_string_key(key.as_str())));
+    for (key, value) in env().iter() {
+        if is_string_key(key.as_str()) {
+            let key = key.as_str().to_ascii_lowercase();
+            figment = figment.merge(figment::providers::Serialized::default(&key, value));
+        }
+    }
+    figment
 }
 
 /// Turns figment's error into one line naming the key.

@@ -203,7 +203,11 @@ async fn provider_key_rotation_is_picked_up_without_a_restart() {
     app.browser().login("alice").await;
     let old_kid = app.provider.signing_kid().await;
     app.provider.restart_with_new_keys();
-    assert_ne!(app.provider.signing_kid().await, old_kid, "the provider rotated its key");
+    assert_ne!(
+        app.provider.signing_kid().await,
+        old_kid,
+        "the provider rotated its key"
+    );
     // Vestibule still holds the old JWKS; the new ID token's kid makes it fetch the new one.
     let browser = app.browser();
     browser.login("bob").await;

@@ -133,7 +133,12 @@ impl TestProvider {
 
     /// The `kid` of the provider's current signing key.
     pub async fn signing_kid(&self) -> String {
-        let jwks: Value = reqwest::get(format!("{}/jwks", self.issuer)).await.unwrap().json().await.unwrap();
+        let jwks: Value = reqwest::get(format!("{}/jwks", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         jwks["keys"][0]["kid"].as_str().unwrap().to_owned()
     }
 
