@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::http::Request;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
@@ -61,7 +62,17 @@ impl Application {
             cookies: CookiePolicy::new(settings.is_https()),
             upstream: http::proxy::upstream_client(),
         };
-        let router = http::router(state).layer(
+        let router = http::router(state)
+            // Defence in depth: a bug must cost one request a 500, never the connection.
+            .layer(CatchPanicLayer::custom(|_| {
+                let body = r#"{"error":"internal_error","message":"Internal error."}"#;
+                axum::response::Response::builder()
+                    .status(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    .header(axum::http::header::CONTENT_TYPE, "application/json")
+                    .body(axum::body::Body::from(body))
+                    .unwrap_or_default()
+            }))
+            .layer(
             // Log method and path only: queries carry codes and states, headers carry cookies.
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
@@ -79,9 +90,13 @@ impl Application {
     /// Serves until Ctrl-C / SIGTERM, then finishes in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     }
 }
 

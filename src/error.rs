@@ -62,6 +62,10 @@ pub enum LoginFailure {
     OtherBrowser,
     /// `state` or `code` is missing.
     MissingParameters,
+    /// The provider refused the code (expired, reused, or PKCE mismatch).
+    CodeRejected,
+    /// The response names another issuer (RFC 9207 mix-up defence).
+    IssuerMismatch,
 }
 
 impl std::fmt::Display for LoginFailure {
@@ -71,6 +75,12 @@ impl std::fmt::Display for LoginFailure {
             LoginFailure::UnknownState => f.write_str("unknown, replayed or expired state"),
             LoginFailure::OtherBrowser => f.write_str("login started in another browser"),
             LoginFailure::MissingParameters => f.write_str("state or code missing"),
+            LoginFailure::CodeRejected => {
+                f.write_str("the provider rejected the authorization code")
+            }
+            LoginFailure::IssuerMismatch => {
+                f.write_str("authorization response from another issuer")
+            }
         }
     }
 }
@@ -144,6 +154,12 @@ impl AppError {
             }
             AppError::Login(LoginFailure::MissingParameters) => {
                 "The identity provider's answer is incomplete.".into()
+            }
+            AppError::Login(LoginFailure::CodeRejected) => {
+                "The login took too long or was already completed. Please log in again.".into()
+            }
+            AppError::Login(LoginFailure::IssuerMismatch) => {
+                "The login answer came from an unexpected identity provider.".into()
             }
             AppError::Store(_) => {
                 "The session store is temporarily unavailable. Please retry shortly.".into()

@@ -59,7 +59,8 @@ impl ReturnTo {
             local.push('#');
             local.push_str(fragment);
         }
-        Some(Self(local))
+        // Dot segments collapse during resolution (`/.//evil` → `//evil`): check the result too.
+        looks_like_local_path(&local).then_some(Self(local))
     }
 
     /// The path to redirect to.
@@ -116,6 +117,11 @@ mod tests {
             " /x",
             "/ /evil.example",
             "https:evil.example",
+            "/.//evil.example",
+            "/a/..//evil.example",
+            "/%2e//evil.example",
+            "/./\\evil.example",
+            "/a/../..//evil.example",
         ] {
             assert_eq!(check(evil), "/", "{evil:?} must fall back to /");
         }

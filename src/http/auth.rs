@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use super::{AppState, csrf};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
+use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
 use crate::session::{ActiveSession, BrowserBinding, PendingLogin, SessionRecord};
 
@@ -56,6 +57,7 @@ pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
+    iss: Option<String>,
 }
 
 /// `GET /api/auth/callback`: validates the provider's answer and creates a new session.
@@ -79,10 +81,22 @@ pub async fn finish_login(
     let Some(code) = query.code.filter(|c| !c.is_empty()) else {
         return Err(AppError::Login(LoginFailure::MissingParameters).into());
     };
+    state
+        .provider
+        .check_response_issuer(query.iss.as_deref())
+        .await
+        .map_err(|error| match error {
+            OidcError::Invalid(_) => AppError::Login(LoginFailure::IssuerMismatch),
+            other => other.into(),
+        })?;
     let login = state
         .provider
         .exchange_code(&code, &pending.pkce_verifier, &pending.nonce)
-        .await?;
+        .await
+        .map_err(|error| match error {
+            OidcError::Rejected(_) => AppError::Login(LoginFailure::CodeRejected),
+            other => other.into(),
+        })?;
     let record = SessionRecord {
         sub: login.sub,
         claims: login.claims,
@@ -92,8 +106,10 @@ pub async fn finish_login(
         logout_sid: crate::random::token(),
     };
     // A session the browser may already have is ended, never upgraded (no session fixation).
-    if let Some(previous) = state.cookies.session_token(&jar) {
-        state.sessions.delete(&previous).await?;
+    if let Some(previous) = state.cookies.session_token(&jar)
+        && let Some(session) = state.sessions.load(&previous).await?
+    {
+        end_session(&state, session).await?;
     }
     let token = state.sessions.create(&record).await?;
     tracing::info!("login completed");

@@ -4,10 +4,11 @@
 //! Header rules follow RFC 9110 §7.6.1: hop-by-hop fields (and any named in `Connection`)
 //! are not forwarded in either direction. Bodies are streamed, never buffered.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
@@ -45,6 +46,7 @@ pub fn upstream_client() -> UpstreamClient {
 /// Fallback handler: every path not handled elsewhere is matched against the route table.
 pub async fn forward(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
     request: Request,
 ) -> Result<Response, AppError> {
@@ -70,6 +72,7 @@ pub async fn forward(
     parts.uri = upstream_uri;
     parts.version = axum::http::Version::HTTP_11;
     prepare_request_headers(&mut parts.headers, &state.cookies, &access_token)?;
+    add_forwarding_headers(&mut parts.headers, peer, &state.public_url);
     let upstream_request = Request::from_parts(parts, body);
 
     let response =
@@ -81,6 +84,9 @@ pub async fn forward(
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     remove_own_set_cookies(&mut parts.headers, &state.cookies);
+    parts
+        .headers
+        .append(header::VIA, HeaderValue::from_static(VIA));
     Ok(Response::from_parts(parts, Body::new(body)).into_response())
 }
 
@@ -125,6 +131,41 @@ fn filter_cookies(headers: &mut HeaderMap, cookies: &CookiePolicy) {
     {
         headers.insert(header::COOKIE, value);
     }
+}
+
+/// This proxy's `Via` entry (RFC 9110 §7.6.3), added in both directions.
+const VIA: &str = "1.1 vestibule";
+
+/// Forwarding headers a client could forge; replaced with what Vestibule itself saw.
+const FORWARDING: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// Tells the upstream who called and how: the peer address and the public origin.
+fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr, public_url: &url::Url) {
+    for name in FORWARDING {
+        headers.remove(name);
+    }
+    if let Ok(value) = HeaderValue::try_from(peer.ip().to_string()) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if let Some(host) = public_url.host_str() {
+        let host = match public_url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        if let Ok(value) = HeaderValue::try_from(host) {
+            headers.insert("x-forwarded-host", value);
+        }
+    }
+    if let Ok(value) = HeaderValue::try_from(public_url.scheme()) {
+        headers.insert("x-forwarded-proto", value);
+    }
+    headers.append(header::VIA, HeaderValue::from_static(VIA));
 }
 
 /// An upstream must not be able to set or overwrite Vestibule's cookies (session fixation).
@@ -224,6 +265,21 @@ mod tests {
         for gone in ["x-csrf", "connection", "x-private", "te"] {
             assert!(headers.get(gone).is_none(), "{gone} must not be forwarded");
         }
+    }
+
+    #[test]
+    fn forged_forwarding_headers_are_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        headers.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        let public = url::Url::parse("https://app.example.com").unwrap();
+        add_forwarding_headers(&mut headers, "127.0.0.1:5000".parse().unwrap(), &public);
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(headers["x-forwarded-host"], "app.example.com");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["via"], "1.1 vestibule");
+        assert!(headers.get("forwarded").is_none() && headers.get("x-real-ip").is_none());
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct ExtraMetadata {
     /// RFC 7009 token revocation.
     #[serde(default)]
     pub revocation_endpoint: Option<Url>,
+    /// RFC 9207: the provider adds `iss` to authorization responses.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}

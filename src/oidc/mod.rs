@@ -13,7 +13,8 @@ use arc_swap::ArcSwapOption;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreIdToken, CoreJsonWebKeySet,
+    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreIdToken, CoreJsonWebKey,
+    CoreJsonWebKeySet, CoreTokenResponse, CoreTokenType,
 };
 use openidconnect::{
     AccessToken, AccessTokenHash, AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
@@ -38,6 +39,13 @@ pub enum OidcError {
     /// The provider refused the grant (`invalid_grant`): the tokens are no longer valid.
     #[error("identity provider rejected the grant: {0}")]
     Rejected(String),
+    /// The token endpoint refused the request for another reason (`invalid_client`, …):
+    /// a configuration problem, not worth an immediate retry.
+    #[error("identity provider refused the request: {0}")]
+    Refused(String),
+    /// A refreshed ID token names another user (OIDC Core §12.2): the session must end.
+    #[error("refreshed ID token is for another subject")]
+    SubjectChanged,
     /// The provider's answer failed validation (bad ID token, wrong issuer, …).
     #[error("identity provider response is invalid: {0}")]
     Invalid(String),
@@ -143,6 +151,8 @@ pub struct Provider {
     http: reqwest::Client,
     discovered: ArcSwapOption<Discovered>,
     discovery_lock: Mutex<()>,
+    /// The client-authentication method that worked after a switch; survives re-discovery.
+    preferred_auth: std::sync::Mutex<Option<AuthType>>,
 }
 
 impl Provider {
@@ -162,6 +172,7 @@ impl Provider {
             http,
             discovered: ArcSwapOption::empty(),
             discovery_lock: Mutex::new(()),
+            preferred_auth: std::sync::Mutex::new(None),
         })
     }
 
@@ -234,7 +245,12 @@ impl Provider {
             .token_endpoint()
             .cloned()
             .ok_or_else(|| OidcError::Invalid("discovery has no token_endpoint".into()))?;
-        let auth_type = self.auth_type(&metadata);
+        let preferred = self
+            .preferred_auth
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let auth_type = preferred.unwrap_or_else(|| self.auth_type(&metadata));
         let extra = metadata.additional_metadata().clone();
         let metadata = metadata.set_jwks(jwks);
         let redirect = RedirectUrl::from_url(self.settings.redirect_uri.clone());
@@ -321,23 +337,16 @@ impl Provider {
         pkce_verifier: &str,
         nonce: &str,
     ) -> Result<LoginTokens, OidcError> {
-        let mut discovered = self.current().await?;
-        let exchange = |discovered: Arc<Discovered>| async move {
-            discovered
-                .client
-                .exchange_code(AuthorizationCode::new(code.to_owned()))
-                .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
-                .request_async(&self.http)
-                .await
-        };
-        let response = match exchange(discovered.clone()).await {
-            Err(error) if self.may_switch_auth_method(&error) => {
-                discovered = self.switch_auth_method(&discovered);
-                exchange(discovered.clone()).await
-            }
-            other => other,
-        }
-        .map_err(token_error)?;
+        let (discovered, response) = self
+            .token_request(|discovered: Arc<Discovered>| async move {
+                discovered
+                    .client
+                    .exchange_code(AuthorizationCode::new(code.to_owned()))
+                    .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+                    .request_async(&self.http)
+                    .await
+            })
+            .await?;
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::Invalid("token response has no id_token".into()))?;
@@ -391,38 +400,37 @@ impl Provider {
             .refresh_token
             .as_ref()
             .ok_or_else(|| OidcError::Rejected("the session has no refresh token".into()))?;
-        let mut discovered = self.current().await?;
-        let refresh_token = RefreshToken::new(refresh_token.clone());
-        let refresh_token = &refresh_token;
-        let exchange = |discovered: Arc<Discovered>| async move {
-            discovered
-                .client
-                .exchange_refresh_token(refresh_token)
-                .request_async(&self.http)
-                .await
-        };
-        let response = match exchange(discovered.clone()).await {
-            Err(error) if self.may_switch_auth_method(&error) => {
-                discovered = self.switch_auth_method(&discovered);
-                exchange(discovered.clone()).await
-            }
-            other => other,
-        }
-        .map_err(token_error)?;
+        let refresh_token = &RefreshToken::new(refresh_token.clone());
+        let (discovered, response) = self
+            .token_request(|discovered: Arc<Discovered>| async move {
+                discovered
+                    .client
+                    .exchange_refresh_token(refresh_token)
+                    .request_async(&self.http)
+                    .await
+            })
+            .await?;
         let mut claims = None;
         let mut id_token_string = current.id_token.clone();
         if let Some(id_token) = response.id_token() {
             // Refreshed ID tokens need not carry a nonce (Keycloak omits it).
-            let verified = self
+            match self
                 .verify_id_token(discovered, id_token, response.access_token(), |_| Ok(()))
-                .await?;
-            if subject(&verified)? != sub {
-                return Err(OidcError::Invalid(
-                    "refreshed ID token has another sub".into(),
-                ));
+                .await
+            {
+                Ok(verified) if subject(&verified)? != sub => {
+                    return Err(OidcError::SubjectChanged);
+                }
+                Ok(verified) => {
+                    claims = Some(verified);
+                    id_token_string = id_token.to_string();
+                }
+                // The token endpoint answered over an authenticated channel and has already
+                // rotated the refresh token: keep the new tokens, keep the old ID token.
+                Err(error) => {
+                    tracing::warn!(error = %error, "refreshed ID token rejected; keeping the previous one");
+                }
             }
-            claims = Some(verified);
-            id_token_string = id_token.to_string();
         }
         let now = unix_now();
         Ok(RefreshedTokens {
@@ -440,7 +448,7 @@ impl Provider {
         })
     }
 
-    /// Verifies an ID token; on an unknown signing key, re-fetches the JWKS once (key rotation).
+    /// Verifies an ID token; on a signature failure, re-fetches the JWKS once (key rotation).
     async fn verify_id_token<N>(
         &self,
         discovered: Arc<Discovered>,
@@ -451,18 +459,50 @@ impl Provider {
     where
         N: Fn(Option<&Nonce>) -> Result<(), String> + Clone,
     {
-        match verify_with(
-            &discovered.client,
-            id_token,
-            access_token,
-            nonce_check.clone(),
-        ) {
-            Err(VerifyFailure::UnknownKey) => {
+        let secret = self.settings.client_secret.expose_secret();
+        let client_id = &self.settings.client_id;
+        let verify = |client: &Client| {
+            verify_with(
+                client,
+                client_id,
+                secret,
+                id_token,
+                access_token,
+                nonce_check.clone(),
+            )
+        };
+        match verify(&discovered.client) {
+            Err(VerifyFailure::Signature(_)) => {
+                // New kid, or a rotated key published under the old kid or none: fetch again.
                 let fresh = self.rediscover(Some(&discovered)).await?;
-                verify_with(&fresh.client, id_token, access_token, nonce_check)
-                    .map_err(VerifyFailure::into_error)
+                verify(&fresh.client).map_err(VerifyFailure::into_error)
             }
             other => other.map_err(VerifyFailure::into_error),
+        }
+    }
+
+    /// RFC 9207 mix-up defence: an `iss` on the authorization response must be our issuer, and
+    /// must be present when the provider says it sends one.
+    pub async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
+        match iss {
+            Some(iss) if iss == self.settings.issuer => Ok(()),
+            Some(_) => Err(OidcError::Invalid(
+                "authorization response from another issuer".into(),
+            )),
+            None => {
+                let discovered = self.current().await?;
+                if discovered
+                    .extra
+                    .authorization_response_iss_parameter_supported
+                    == Some(true)
+                {
+                    Err(OidcError::Invalid(
+                        "authorization response without iss".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 
@@ -527,11 +567,40 @@ impl Provider {
         }
     }
 
+    /// Runs a token-endpoint request, retrying once with the other client-authentication
+    /// method when the auto-selected one is refused, and checks the token type.
+    async fn token_request<F, Fut, RE>(
+        &self,
+        request: F,
+    ) -> Result<(Arc<Discovered>, CoreTokenResponse), OidcError>
+    where
+        F: Fn(Arc<Discovered>) -> Fut,
+        Fut: Future<Output = Result<CoreTokenResponse, TokenRequestError<RE>>>,
+        RE: std::error::Error + 'static,
+    {
+        let mut discovered = self.current().await?;
+        let response = match request(discovered.clone()).await {
+            Err(error) if self.may_switch_auth_method(&error) => {
+                discovered = self.switch_auth_method(&discovered);
+                request(discovered.clone()).await
+            }
+            other => other,
+        }
+        .map_err(token_error)?;
+        if *response.token_type() != CoreTokenType::Bearer {
+            return Err(OidcError::Invalid(format!(
+                "token type {:?} is not Bearer",
+                response.token_type().as_ref()
+            )));
+        }
+        Ok((discovered, response))
+    }
+
     /// Whether a token request failed because of how the client authenticated, and the method
     /// was auto-selected (a provider may advertise both methods but accept only the registered one).
     fn may_switch_auth_method<RE: std::error::Error + 'static>(
         &self,
-        error: &RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
+        error: &TokenRequestError<RE>,
     ) -> bool {
         self.settings.auth_method.is_none()
             && matches!(error, RequestTokenError::ServerResponse(response)
@@ -545,6 +614,10 @@ impl Provider {
             _ => AuthType::BasicAuth,
         };
         tracing::info!(method = ?other, "provider refused the client authentication method; switching");
+        *self
+            .preferred_auth
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(other.clone());
         let switched = Arc::new(Discovered {
             client: current.client.clone().set_auth_type(other),
             extra: current.extra.clone(),
@@ -565,24 +638,28 @@ fn form_encode(value: &str) -> String {
 }
 
 enum VerifyFailure {
-    UnknownKey,
+    /// No key, several candidate keys, or a signature that does not verify with the known keys.
+    Signature(String),
     Invalid(String),
 }
 
 impl VerifyFailure {
     fn into_error(self) -> OidcError {
         match self {
-            VerifyFailure::UnknownKey => OidcError::Invalid(
-                "ID token signed with a key the provider does not publish".into(),
-            ),
+            VerifyFailure::Signature(reason) => {
+                OidcError::Invalid(format!("ID token signature: {reason}"))
+            }
             VerifyFailure::Invalid(reason) => OidcError::Invalid(reason),
         }
     }
 }
 
-/// Checks the ID token and its `at_hash`, returning the raw claims of the verified token.
+/// Checks the ID token (OIDC Core §3.1.3.7: signature, `iss`, `aud`, `azp`, `exp`, `nonce`)
+/// and its `at_hash`, returning the raw claims of the verified token.
 fn verify_with<N>(
     client: &Client,
+    client_id: &str,
+    client_secret: &str,
     id_token: &CoreIdToken,
     access_token: &AccessToken,
     nonce_check: N,
@@ -590,23 +667,39 @@ fn verify_with<N>(
 where
     N: Fn(Option<&Nonce>) -> Result<(), String>,
 {
-    use openidconnect::{ClaimsVerificationError, SignatureVerificationError};
+    use openidconnect::{ClaimsVerificationError, JsonWebKey, JwsSigningAlgorithm};
+    check_mac_length(id_token)?;
     let verifier = client.id_token_verifier();
     let claims = id_token
         .claims(&verifier, |nonce: Option<&Nonce>| nonce_check(nonce))
         .map_err(|error| match error {
-            ClaimsVerificationError::SignatureVerification(
-                SignatureVerificationError::NoMatchingKey,
-            ) => VerifyFailure::UnknownKey,
+            ClaimsVerificationError::SignatureVerification(reason) => {
+                VerifyFailure::Signature(reason.to_string())
+            }
             other => VerifyFailure::Invalid(format!("ID token: {other}")),
         })?;
+    if claims
+        .authorized_party()
+        .is_some_and(|azp| azp.as_str() != client_id)
+    {
+        return Err(VerifyFailure::Invalid(
+            "ID token azp is another client".into(),
+        ));
+    }
     if let Some(expected) = claims.access_token_hash() {
         let alg = id_token
             .signing_alg()
             .map_err(|error| VerifyFailure::Invalid(format!("ID token alg: {error}")))?;
-        let key = id_token
-            .signing_key(&verifier)
-            .map_err(|error| VerifyFailure::Invalid(format!("ID token key: {error}")))?;
+        let shared_key;
+        let key = if alg.uses_shared_secret() {
+            // HS256/384/512 are keyed with the client secret, which is not in the JWKS.
+            shared_key = CoreJsonWebKey::new_symmetric(client_secret.as_bytes().to_vec());
+            &shared_key
+        } else {
+            id_token
+                .signing_key(&verifier)
+                .map_err(|error| VerifyFailure::Invalid(format!("ID token key: {error}")))?
+        };
         let actual = AccessTokenHash::from_token(access_token, alg, key)
             .map_err(|error| VerifyFailure::Invalid(format!("at_hash: {error}")))?;
         if actual != *expected {
@@ -617,6 +710,25 @@ where
     }
     raw_claims(&id_token.to_string())
         .ok_or_else(|| VerifyFailure::Invalid("ID token payload is not a JSON object".into()))
+}
+
+/// HMAC signatures of the wrong length make the underlying crypto panic; refuse them first.
+fn check_mac_length(id_token: &CoreIdToken) -> Result<(), VerifyFailure> {
+    use openidconnect::core::CoreJwsSigningAlgorithm as Alg;
+    let expected = match id_token.signing_alg() {
+        Ok(Alg::HmacSha256) => 32,
+        Ok(Alg::HmacSha384) => 48,
+        Ok(Alg::HmacSha512) => 64,
+        _ => return Ok(()),
+    };
+    let compact = id_token.to_string();
+    let signature = compact.rsplit('.').next().unwrap_or_default();
+    match URL_SAFE_NO_PAD.decode(signature) {
+        Ok(bytes) if bytes.len() == expected => Ok(()),
+        _ => Err(VerifyFailure::Signature(
+            "HMAC signature has the wrong length".into(),
+        )),
+    }
 }
 
 /// The payload of an already verified compact JWT, as a JSON object.
@@ -649,9 +761,11 @@ fn expiry(now: u64, expires_in: Option<Duration>, access_token: &AccessToken) ->
 }
 
 /// Classifies a token-endpoint failure: `invalid_grant` means the grant is gone.
-fn token_error<RE>(
-    error: RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
-) -> OidcError
+/// A failed token-endpoint request.
+type TokenRequestError<RE> =
+    RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>;
+
+fn token_error<RE>(error: TokenRequestError<RE>) -> OidcError
 where
     RE: std::error::Error + 'static,
 {
@@ -661,7 +775,7 @@ where
             let text = code.as_ref().to_string();
             match code {
                 CoreErrorResponseType::InvalidGrant => OidcError::Rejected(text),
-                _ => OidcError::Unavailable(format!("token endpoint error: {text}")),
+                _ => OidcError::Refused(format!("token endpoint error: {text}")),
             }
         }
         RequestTokenError::Request(error) => {
@@ -677,6 +791,141 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    const ISSUER: &str = "https://op.example";
+    const SECRET: &str = "a-client-secret-of-thirty-two-bytes!";
+
+    /// A client for an HS256 provider: ID tokens are keyed with the client secret, so tests can
+    /// mint them without a network or key pair.
+    fn hs256_client() -> Client {
+        let metadata: ProviderMetadata = serde_json::from_value(serde_json::json!({
+            "issuer": ISSUER,
+            "authorization_endpoint": format!("{ISSUER}/auth"),
+            "token_endpoint": format!("{ISSUER}/token"),
+            "jwks_uri": format!("{ISSUER}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["HS256"],
+        }))
+        .unwrap();
+        let token_uri = metadata.token_endpoint().cloned().unwrap();
+        CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new("vestibule".into()),
+            Some(ClientSecret::new(SECRET.into())),
+        )
+        .set_token_uri(token_uri)
+    }
+
+    fn mint(claims: serde_json::Value) -> CoreIdToken {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signing_input = format!("{header}.{payload}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(signing_input.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        serde_json::from_value(serde_json::Value::String(format!(
+            "{signing_input}.{signature}"
+        )))
+        .unwrap()
+    }
+
+    fn at_hash(access_token: &str) -> String {
+        URL_SAFE_NO_PAD.encode(&Sha256::digest(access_token.as_bytes())[..16])
+    }
+
+    fn claims(extra: serde_json::Value) -> serde_json::Value {
+        let now = unix_now();
+        let mut base = serde_json::json!({
+            "iss": ISSUER, "aud": "vestibule", "sub": "alice", "nonce": "n-1",
+            "iat": now, "exp": now + 300,
+        });
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        base
+    }
+
+    fn check(token: &CoreIdToken, access: &str) -> Result<Map<String, Value>, VerifyFailure> {
+        let nonce = |found: Option<&Nonce>| match found {
+            Some(n) if n.secret() == "n-1" => Ok(()),
+            _ => Err("nonce".to_owned()),
+        };
+        verify_with(
+            &hs256_client(),
+            "vestibule",
+            SECRET,
+            token,
+            &AccessToken::new(access.into()),
+            nonce,
+        )
+    }
+
+    #[test]
+    fn valid_id_token_with_at_hash_is_accepted() {
+        let token = mint(claims(
+            serde_json::json!({ "at_hash": at_hash("at-1"), "email": "a@x" }),
+        ));
+        let verified = check(&token, "at-1").ok().unwrap();
+        assert_eq!(verified["email"], "a@x");
+    }
+
+    #[test]
+    fn id_token_validation_rejects_each_broken_claim() {
+        let cases = [
+            (
+                "at_hash of another token",
+                claims(serde_json::json!({ "at_hash": at_hash("other") })),
+            ),
+            (
+                "wrong issuer",
+                claims(serde_json::json!({ "iss": "https://evil.example" })),
+            ),
+            (
+                "wrong audience",
+                claims(serde_json::json!({ "aud": "someone-else" })),
+            ),
+            (
+                "untrusted extra audience",
+                claims(serde_json::json!({ "aud": ["vestibule", "other"], "azp": "vestibule" })),
+            ),
+            (
+                "azp of another client",
+                claims(serde_json::json!({ "azp": "other" })),
+            ),
+            (
+                "expired",
+                claims(serde_json::json!({ "exp": unix_now() - 600 })),
+            ),
+            ("wrong nonce", claims(serde_json::json!({ "nonce": "n-2" }))),
+        ];
+        for (what, claims) in cases {
+            assert!(
+                check(&mint(claims), "at-1").is_err(),
+                "{what} must be rejected"
+            );
+        }
+        let mut tampered = mint(claims(serde_json::json!({}))).to_string();
+        tampered.push('A');
+        let tampered: CoreIdToken =
+            serde_json::from_value(serde_json::Value::String(tampered)).unwrap();
+        assert!(matches!(
+            check(&tampered, "at-1"),
+            Err(VerifyFailure::Signature(_))
+        ));
+    }
+
+    #[test]
+    fn unsigned_id_tokens_are_rejected() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims(serde_json::json!({})).to_string());
+        let token: CoreIdToken =
+            serde_json::from_value(serde_json::Value::String(format!("{header}.{payload}.")))
+                .unwrap();
+        assert!(check(&token, "at-1").is_err());
+    }
 
     #[test]
     fn raw_claims_reads_the_payload() {

@@ -70,7 +70,8 @@ impl Sessions {
     /// Stores a new session under a fresh random token; never reuses anything the browser sent.
     pub async fn create(&self, record: &SessionRecord) -> Result<SessionToken, StoreError> {
         let token = SessionToken::generate();
-        self.save(&token, record).await?;
+        let (key, sealed, ttl) = self.seal_record(&token, record)?;
+        self.store.put(&key, &sealed, ttl).await?;
         Ok(token)
     }
 
@@ -108,19 +109,29 @@ impl Sessions {
         }))
     }
 
-    /// Writes `record` under `token` with a TTL of the idle timeout, capped by its absolute end.
-    pub async fn save(
+    /// Updates an existing session; `Ok(false)` if it was ended meanwhile (a logout wins over
+    /// a refresh that finishes after it). The TTL is the idle timeout, capped by the absolute end.
+    pub async fn update(
         &self,
         token: &SessionToken,
         record: &SessionRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let (key, sealed, ttl) = self.seal_record(token, record)?;
+        self.store.replace(&key, &sealed, ttl).await
+    }
+
+    fn seal_record(
+        &self,
+        token: &SessionToken,
+        record: &SessionRecord,
+    ) -> Result<(String, Vec<u8>, Duration), StoreError> {
         let key = token.storage_key();
         let remaining = record.expires_at.saturating_sub(unix_now());
         let ttl = self.idle_timeout.min(Duration::from_secs(remaining.max(1)));
         let plaintext = serde_json::to_vec(record)
             .map_err(|error| StoreError::Unavailable(format!("cannot encode session: {error}")))?;
         let sealed = self.key.seal(token.secret(), key.as_bytes(), &plaintext);
-        self.store.put(&key, &sealed, ttl).await
+        Ok((key, sealed, ttl))
     }
 
     /// Ends the session for `token`.
@@ -142,27 +153,32 @@ impl Sessions {
     }
 
     /// Takes (at most once) the pending login for `state`, if this browser started it.
+    ///
+    /// The binding is checked before the record is consumed, so a stranger who learns a
+    /// `state` cannot cancel someone else's login; the consuming `GETDEL` keeps it single use.
     pub async fn take_pending_login(
         &self,
         binding: Option<&BrowserBinding>,
         state: &str,
     ) -> Result<Result<PendingLogin, LoginLookupError>, StoreError> {
         let key = token::storage_key("login", state.as_bytes());
-        let Some(sealed) = self.store.take(&key).await? else {
+        let Some(sealed) = self.store.get(&key).await? else {
             return Ok(Err(LoginLookupError::UnknownState));
         };
-        let Some(binding) = binding else {
+        let opened = binding.and_then(|binding| {
+            let plaintext = self
+                .key
+                .open(binding.secret(), key.as_bytes(), &sealed)
+                .ok()?;
+            serde_json::from_slice::<PendingLogin>(&plaintext).ok()
+        });
+        let Some(pending) = opened.filter(|pending| pending.state_matches(state)) else {
             return Ok(Err(LoginLookupError::OtherBrowser));
         };
-        let opened = self
-            .key
-            .open(binding.secret(), key.as_bytes(), &sealed)
-            .ok()
-            .and_then(|plaintext| serde_json::from_slice::<PendingLogin>(&plaintext).ok());
-        Ok(match opened {
-            Some(pending) if pending.state_matches(state) => Ok(pending),
-            _ => Err(LoginLookupError::OtherBrowser),
-        })
+        match self.store.take(&key).await? {
+            Some(taken) if taken == sealed => Ok(Ok(pending)),
+            _ => Ok(Err(LoginLookupError::UnknownState)),
+        }
     }
 }
 
@@ -251,6 +267,26 @@ mod tests {
                 .idle_expires_at,
             end
         );
+    }
+
+    #[tokio::test]
+    async fn update_does_not_resurrect_an_ended_session() {
+        let sessions = sessions(60, 600);
+        let token = sessions.create(&record(unix_now() + 600)).await.unwrap();
+        assert!(
+            sessions
+                .update(&token, &record(unix_now() + 600))
+                .await
+                .unwrap()
+        );
+        sessions.delete(&token).await.unwrap();
+        assert!(
+            !sessions
+                .update(&token, &record(unix_now() + 600))
+                .await
+                .unwrap()
+        );
+        assert!(sessions.load(&token).await.unwrap().is_none());
     }
 
     #[tokio::test]

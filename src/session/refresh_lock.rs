@@ -11,7 +11,7 @@ use tokio::sync::OwnedMutexGuard;
 
 type LockMap = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
 
-/// Per-session async locks, created on demand and dropped when no one waits.
+/// Per-session async locks, created on demand and dropped when no one holds or waits.
 #[derive(Default, Clone)]
 pub struct RefreshLocks {
     locks: LockMap,
@@ -19,9 +19,31 @@ pub struct RefreshLocks {
 
 /// Held while one session refreshes; releasing it wakes the next waiter.
 pub struct RefreshGuard {
+    // Field order matters: the mutex guard is released before the entry is cleaned up.
+    _guard: OwnedMutexGuard<()>,
+    _entry: EntryCleanup,
+}
+
+/// Removes a session's map entry once nobody holds or waits for its lock, including when a
+/// waiter is cancelled before it gets the lock.
+struct EntryCleanup {
     key: String,
     locks: LockMap,
-    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for EntryCleanup {
+    fn drop(&mut self) {
+        let mut map = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
 }
 
 impl RefreshLocks {
@@ -34,15 +56,18 @@ impl RefreshLocks {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             map.entry(key.to_owned()).or_default().clone()
         };
-        let guard = lock.lock_owned().await;
-        RefreshGuard {
+        let entry = EntryCleanup {
             key: key.to_owned(),
             locks: self.locks.clone(),
-            guard: Some(guard),
+        };
+        let guard = lock.lock_owned().await;
+        RefreshGuard {
+            _guard: guard,
+            _entry: entry,
         }
     }
 
-    /// How many sessions currently have a lock entry (for tests: entries must not leak).
+    /// How many sessions currently have a lock entry (entries must not leak).
     pub fn len(&self) -> usize {
         self.locks.lock().map(|map| map.len()).unwrap_or(0)
     }
@@ -50,23 +75,6 @@ impl RefreshLocks {
     /// Whether no lock entries exist.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-impl Drop for RefreshGuard {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut map = self
-            .locks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Only the map itself holds the lock once no task waits on or holds it.
-        if map
-            .get(&self.key)
-            .is_some_and(|lock| Arc::strong_count(lock) == 1)
-        {
-            map.remove(&self.key);
-        }
     }
 }
 
@@ -95,6 +103,17 @@ mod tests {
             task.await.unwrap();
         }
         assert_eq!(max_inside.load(Ordering::SeqCst), 1);
+        assert!(locks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_leaves_no_entry_behind() {
+        let locks = RefreshLocks::default();
+        let holder = locks.acquire("s1").await;
+        let waiter =
+            tokio::time::timeout(std::time::Duration::from_millis(20), locks.acquire("s1")).await;
+        assert!(waiter.is_err(), "the waiter was cancelled while waiting");
+        drop(holder);
         assert!(locks.is_empty());
     }
 

@@ -106,6 +106,40 @@ impl Store {
         }
     }
 
+    /// Reads a record without touching its expiry.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Redis(conn) => Ok(redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut conn.clone())
+                .await?),
+            Store::Memory(memory) => Ok(memory.get(key)),
+        }
+    }
+
+    /// Replaces a record only if it still exists (so a concurrent delete wins); `false` if gone.
+    pub async fn replace(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(conn) => {
+                let reply: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .arg("XX")
+                    .query_async(&mut conn.clone())
+                    .await?;
+                Ok(reply.is_some())
+            }
+            Store::Memory(memory) => Ok(memory.replace(key, value, ttl)),
+        }
+    }
+
     /// Reads and deletes a record atomically, so it can be used at most once.
     pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
@@ -212,6 +246,26 @@ impl MemoryStore {
             .insert(key.to_owned(), (value.to_vec(), now + ttl));
     }
 
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        self.lock()
+            .records
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value.clone())
+    }
+
+    fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> bool {
+        let now = Instant::now();
+        match self.lock().records.get_mut(key) {
+            Some(entry) if entry.1 > now => {
+                *entry = (value.to_vec(), now + ttl);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn take(&self, key: &str) -> Option<Vec<u8>> {
         let now = Instant::now();
         self.lock()
@@ -258,6 +312,26 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn memory_store_replace_only_updates_existing_records() {
+        let store = Store::memory();
+        assert!(
+            !store
+                .replace("a", b"1", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get("a").await.unwrap(), None);
+        store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
+        assert!(
+            store
+                .replace("a", b"2", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get("a").await.unwrap(), Some(b"2".to_vec()));
     }
 
     #[tokio::test]

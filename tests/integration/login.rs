@@ -212,6 +212,8 @@ async fn every_unsafe_return_to_falls_back_to_root() {
         "/\r\nX: y",
         "javascript:alert(1)",
         "http:/evil.example",
+        "/.//evil.example",
+        "/a/..//evil.example",
     ] {
         let browser = app.browser();
         let outcome = browser.login_as("alice", Some(evil)).await;

@@ -96,6 +96,7 @@ async fn request_and_response_pass_through_without_vestibule_secrets() {
         .header("x-csrf", "1")
         .header("x-request-id", "abc")
         .header("authorization", "Basic forged")
+        .header("x-forwarded-for", "6.6.6.6")
         .body(body)
         .send()
         .await
@@ -121,6 +122,11 @@ async fn request_and_response_pass_through_without_vestibule_secrets() {
     assert_eq!(request.body.len(), 48 * 64 * 1024, "the body arrives whole");
     assert!(request.body.iter().all(|b| *b == b'x'));
     assert_eq!(request.headers["x-request-id"], "abc");
+    assert_eq!(
+        request.headers["x-forwarded-for"], "127.0.0.1",
+        "a forged client address is replaced"
+    );
+    assert_eq!(request.headers["via"], "1.1 vestibule");
     assert!(request.token_active);
     assert!(
         request.headers["authorization"]

@@ -213,3 +213,22 @@ async fn provider_key_rotation_is_picked_up_without_a_restart() {
     browser.login("bob").await;
     assert_eq!(browser.user().await.1["sub"], "bob");
 }
+
+#[tokio::test]
+async fn works_with_hs256_id_tokens_keyed_by_the_client_secret() {
+    let app = TestApp::builder()
+        .id_token_alg("HS256")
+        .access_token_ttl(3)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("dave").await;
+    assert_eq!(browser.user().await.1["sub"], "dave");
+    wait_past_access_token_expiry(&browser).await;
+    assert_eq!(
+        browser.api_get("/api/orders/1").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+}

@@ -81,9 +81,11 @@ for (const [name, value] of [['OP_TOKEN_AUTH_METHOD', TOKEN_AUTH_METHOD], ['OP_U
     throw new Error(`${name} must be one of ${[...AUTH_METHODS].join(', ')}, got ${value}`);
   }
 }
-if (!['RS256', 'PS256', 'ES256'].includes(ID_TOKEN_ALG)) {
-  throw new Error(`OP_ID_TOKEN_ALG must be RS256, PS256 or ES256, got ${ID_TOKEN_ALG}`);
+if (!['RS256', 'PS256', 'ES256', 'HS256'].includes(ID_TOKEN_ALG)) {
+  throw new Error(`OP_ID_TOKEN_ALG must be RS256, PS256, ES256 or HS256, got ${ID_TOKEN_ALG}`);
 }
+// HS256 ID tokens are keyed with the client secret; the JWKS still needs an asymmetric key.
+const JWKS_ALG = ID_TOKEN_ALG === 'HS256' ? 'RS256' : ID_TOKEN_ALG;
 
 // ---------------------------------------------------------------------------
 // signing keys
@@ -114,8 +116,8 @@ function loadOrCreateJwks() {
     if (!Array.isArray(jwks.keys)) throw new Error(`${KEYS_FILE} is not a JWKS ({"keys":[...]})`);
     process.stderr.write(`test-op: loaded ${jwks.keys.length} key(s) from ${KEYS_FILE}\n`);
   }
-  if (!jwks.keys.some((jwk) => keyMatchesAlg(jwk, ID_TOKEN_ALG))) {
-    jwks.keys.push(generateSigningKey(ID_TOKEN_ALG));
+  if (!jwks.keys.some((jwk) => keyMatchesAlg(jwk, JWKS_ALG))) {
+    jwks.keys.push(generateSigningKey(JWKS_ALG));
     dirty = true;
   }
   if (KEYS_FILE && dirty) {
@@ -123,8 +125,8 @@ function loadOrCreateJwks() {
     process.stderr.write(`test-op: wrote signing keys to ${KEYS_FILE}\n`);
   }
   // Put the key for the selected algorithm first so it is the one used for signing.
-  const preferred = jwks.keys.filter((jwk) => keyMatchesAlg(jwk, ID_TOKEN_ALG));
-  const others = jwks.keys.filter((jwk) => !keyMatchesAlg(jwk, ID_TOKEN_ALG));
+  const preferred = jwks.keys.filter((jwk) => keyMatchesAlg(jwk, JWKS_ALG));
+  const others = jwks.keys.filter((jwk) => !keyMatchesAlg(jwk, JWKS_ALG));
   return { keys: [...preferred, ...others] };
 }
 
@@ -323,7 +325,7 @@ function buildProvider(issuer) {
       grant_types: [],
       response_types: [],
       token_endpoint_auth_method: UPSTREAM_TOKEN_AUTH_METHOD,
-      id_token_signed_response_alg: ID_TOKEN_ALG,
+      id_token_signed_response_alg: JWKS_ALG,
     },
   ];
 
@@ -332,11 +334,14 @@ function buildProvider(issuer) {
     clients,
     clientDefaults: {
       grant_types: ['authorization_code'],
-      id_token_signed_response_alg: ID_TOKEN_ALG,
+      id_token_signed_response_alg: JWKS_ALG,
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     },
     clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    enabledJWA: {
+      idTokenSigningAlgValues: ID_TOKEN_ALG === 'HS256' ? ['HS256', 'RS256'] : [ID_TOKEN_ALG],
+    },
     // Put scope-requested claims (email, profile) into the ID token, as Keycloak does;
     // oidc-provider's default returns them from userinfo only.
     conformIdTokenClaims: false,

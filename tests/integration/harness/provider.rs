@@ -37,7 +37,7 @@ impl Default for ProviderOptions {
 /// The vestibule client's credentials at the test provider.
 pub const CLIENT_ID: &str = "vestibule";
 /// The vestibule client's secret.
-pub const CLIENT_SECRET: &str = "vestibule-secret";
+pub const CLIENT_SECRET: &str = "vestibule-secret-long-enough-for-hs256-keys";
 /// The upstream API's introspection credentials.
 pub const UPSTREAM_CLIENT: (&str, &str) = ("upstream-api", "upstream-secret");
 
