@@ -1,17 +1,19 @@
 //! Keeping a session's access token fresh: refresh before expiry, once per session at a time.
 //!
 //! Policy lives here (when to refresh, what a rejected or failed refresh means for the session);
-//! the grant itself is in [`crate::oidc`], storage in [`crate::session`]. A refresh runs in its
-//! own task: once the provider has rotated the refresh token, the new one is stored even if
-//! the request that triggered the refresh is cancelled.
+//! the grant itself is in [`crate::oidc`], storage in [`crate::session`]. One refresh per
+//! session at a time: a lock per instance queues local requests, a lock in the shared store
+//! (`SET NX` with a TTL) covers other instances. A refresh runs in its own task: once the
+//! provider has rotated the refresh token, the new one is stored even if the request that
+//! triggered the refresh is cancelled.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::clock::unix_now;
 use crate::oidc::{OidcError, Provider};
-use crate::session::refresh_lock::{RefreshGuard, RefreshLocks};
-use crate::session::{ActiveSession, SessionRecord, Sessions, StoreError};
+use crate::session::refresh_lock::RefreshLocks;
+use crate::session::{ActiveSession, REFRESH_LOCK_TTL, SessionRecord, Sessions, StoreError};
 
 /// Why no access token can be had for a session.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,9 @@ pub enum AccessError {
     #[error(transparent)]
     Provider(#[from] OidcError),
 }
+
+/// How often a request waiting for another instance's refresh looks for the new tokens.
+const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Attempts to store refreshed tokens before giving up (the provider already rotated them).
 const SAVE_ATTEMPTS: u32 = 3;
@@ -59,6 +64,8 @@ impl TokenKeeper {
         {
             return Ok(session.record.tokens.access_token);
         }
+        let skew = self.refresh_skew_secs;
+        let (sessions, provider) = (sessions.clone(), provider.clone());
         let guard = self.locks.acquire(&session.token.storage_key()).await;
         // Another request may have refreshed while we waited: read the current record.
         let Some(current) = sessions.load(&session.token).await? else {
@@ -77,12 +84,41 @@ impl TokenKeeper {
             sessions.delete(&current.token).await?;
             return Err(AccessError::SessionEnded);
         }
-        let task = tokio::spawn(refresh_and_store(
-            sessions.clone(),
-            provider.clone(),
-            current,
-            guard,
-        ));
+        // Other instances share the store: take the session's lock there too, or wait for
+        // whoever holds it to store fresh tokens.
+        let owner = crate::random::token();
+        let deadline = Instant::now() + REFRESH_LOCK_TTL + Duration::from_secs(2);
+        while !sessions.try_lock_refresh(&current.token, &owner).await? {
+            if Instant::now() > deadline {
+                return Err(AccessError::Provider(OidcError::Unavailable(
+                    "another instance is still refreshing this session".into(),
+                )));
+            }
+            tokio::time::sleep(LOCK_POLL_INTERVAL).await;
+            match sessions.load(&current.token).await? {
+                None => return Err(AccessError::SessionEnded),
+                Some(fresh) if !fresh.record.tokens.needs_refresh(unix_now(), skew) => {
+                    return Ok(fresh.record.tokens.access_token);
+                }
+                Some(_) => {}
+            }
+        }
+        let task = tokio::spawn(async move {
+            // Someone may have finished just before we took the lock: read once more.
+            let outcome = match sessions.load(&current.token).await {
+                Ok(None) => Err(AccessError::SessionEnded),
+                Ok(Some(fresh)) if !fresh.record.tokens.needs_refresh(unix_now(), skew) => {
+                    Ok(fresh.record.tokens.access_token)
+                }
+                Ok(Some(fresh)) => refresh_and_store(&sessions, &provider, fresh).await,
+                Err(error) => Err(error.into()),
+            };
+            if let Err(error) = sessions.unlock_refresh(&current.token, &owner).await {
+                tracing::warn!(error = %error, "releasing the refresh lock failed; it expires by itself");
+            }
+            drop(guard);
+            outcome
+        });
         task.await.unwrap_or_else(|_| {
             Err(AccessError::Provider(OidcError::Unavailable(
                 "the refresh task failed".into(),
@@ -91,13 +127,12 @@ impl TokenKeeper {
     }
 }
 
-/// Refreshes, stores the result, and decides what a failure means. Holds the session's
-/// refresh lock until the outcome is stored.
+/// Refreshes, stores the result, and decides what a failure means. The caller holds the
+/// session's refresh locks (this instance's and the store's) until the outcome is stored.
 async fn refresh_and_store(
-    sessions: Arc<Sessions>,
-    provider: Arc<Provider>,
+    sessions: &Sessions,
+    provider: &Provider,
     current: ActiveSession,
-    _guard: RefreshGuard,
 ) -> Result<String, AccessError> {
     let now = unix_now();
     match provider
@@ -111,7 +146,7 @@ async fn refresh_and_store(
                 // Newer values win; claims the refreshed token omits are kept.
                 record.claims.extend(claims);
             }
-            if store_refreshed(&sessions, &current.token, &record).await? {
+            if store_refreshed(sessions, &current.token, &record).await? {
                 tracing::debug!("access token refreshed");
                 Ok(record.tokens.access_token)
             } else {

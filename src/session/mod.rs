@@ -20,6 +20,9 @@ pub use token::SessionToken;
 
 use crate::clock::unix_now;
 
+/// Longest a refresh may hold its cross-instance lock (longer than the provider timeout).
+pub const REFRESH_LOCK_TTL: Duration = Duration::from_secs(20);
+
 /// How long a started login may take before its `state` expires.
 pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(600);
 
@@ -132,6 +135,26 @@ impl Sessions {
             .map_err(|error| StoreError::Unavailable(format!("cannot encode session: {error}")))?;
         let sealed = self.key.seal(token.secret(), key.as_bytes(), &plaintext);
         Ok((key, sealed, ttl))
+    }
+
+    /// Takes the session's refresh lock across all instances sharing the store.
+    pub async fn try_lock_refresh(
+        &self,
+        token: &SessionToken,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .try_lock(&token.refresh_lock_key(), owner, REFRESH_LOCK_TTL)
+            .await
+    }
+
+    /// Releases the session's refresh lock if `owner` holds it.
+    pub async fn unlock_refresh(
+        &self,
+        token: &SessionToken,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        self.store.unlock(&token.refresh_lock_key(), owner).await
     }
 
     /// Ends the session for `token`.

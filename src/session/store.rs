@@ -140,6 +140,50 @@ impl Store {
         }
     }
 
+    /// Takes the lock `key` for `ttl` if nobody holds it; `owner` identifies the holder.
+    pub async fn try_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(conn) => {
+                let reply: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut conn.clone())
+                    .await?;
+                Ok(reply.is_some())
+            }
+            Store::Memory(memory) => Ok(memory.try_lock(key, owner, ttl)),
+        }
+    }
+
+    /// Releases the lock `key` if `owner` still holds it (an expired lock may have a new owner).
+    pub async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(conn) => {
+                let script = redis::Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                );
+                let _: i64 = script
+                    .key(key)
+                    .arg(owner)
+                    .invoke_async(&mut conn.clone())
+                    .await?;
+                Ok(())
+            }
+            Store::Memory(memory) => {
+                memory.unlock(key, owner);
+                Ok(())
+            }
+        }
+    }
+
     /// Reads and deletes a record atomically, so it can be used at most once.
     pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
@@ -266,6 +310,31 @@ impl MemoryStore {
         }
     }
 
+    fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.records.get(key) {
+            Some((_, expires)) if *expires > now => false,
+            _ => {
+                inner
+                    .records
+                    .insert(key.to_owned(), (owner.as_bytes().to_vec(), now + ttl));
+                true
+            }
+        }
+    }
+
+    fn unlock(&self, key: &str, owner: &str) {
+        let mut inner = self.lock();
+        if inner
+            .records
+            .get(key)
+            .is_some_and(|(value, _)| value == owner.as_bytes())
+        {
+            inner.records.remove(key);
+        }
+    }
+
     fn take(&self, key: &str) -> Option<Vec<u8>> {
         let now = Instant::now();
         self.lock()
@@ -332,6 +401,21 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.get("a").await.unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn memory_locks_have_one_owner_until_released() {
+        let store = Store::memory();
+        let ttl = Duration::from_secs(60);
+        assert!(store.try_lock("l", "a", ttl).await.unwrap());
+        assert!(!store.try_lock("l", "b", ttl).await.unwrap());
+        store.unlock("l", "b").await.unwrap();
+        assert!(
+            !store.try_lock("l", "b", ttl).await.unwrap(),
+            "only the owner unlocks"
+        );
+        store.unlock("l", "a").await.unwrap();
+        assert!(store.try_lock("l", "b", ttl).await.unwrap());
     }
 
     #[tokio::test]

@@ -54,6 +54,11 @@ impl SessionToken {
         storage_key("session", &self.id)
     }
 
+    /// The store key of this session's cross-instance refresh lock.
+    pub fn refresh_lock_key(&self) -> String {
+        storage_key("refresh-lock", &self.id)
+    }
+
     /// The browser-held half of the record key.
     pub fn secret(&self) -> &[u8] {
         &self.secret

@@ -89,6 +89,52 @@ async fn expired_access_token_is_refreshed_once_even_for_20_concurrent_calls() {
 }
 
 #[tokio::test]
+async fn two_instances_sharing_redis_refresh_a_session_once() {
+    let mut app = TestApp::builder()
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let second = app.start_another_instance().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let other_instance = Browser::new(&second);
+    other_instance.set_cookie("vestibule", &browser.cookie("vestibule").unwrap());
+    assert_eq!(
+        other_instance.user().await.1["sub"],
+        "alice",
+        "the session is shared"
+    );
+
+    wait_past_access_token_expiry(&browser).await;
+    let calls = (0..20).map(|i| {
+        let client = if i % 2 == 0 {
+            browser.clone()
+        } else {
+            other_instance.clone()
+        };
+        async move {
+            client
+                .api_get(&format!("/api/orders/both/{i}"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        app.provider.refresh_grants().await,
+        1,
+        "one refresh across both instances"
+    );
+    assert_eq!(app.provider.stats().await["refresh_token_errors"], 0);
+    assert!(app.upstream.seen().iter().all(|r| r.token_active));
+}
+
+#[tokio::test]
 async fn refresh_rejected_by_the_provider_ends_the_session() {
     let app = TestApp::builder()
         .access_token_ttl(3)

@@ -70,7 +70,8 @@ pub struct TestApp {
     pub provider: TestProvider,
     /// The upstream API behind `/api/orders`.
     pub upstream: Upstream,
-    task: tokio::task::JoinHandle<()>,
+    config: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl TestApp {
@@ -94,6 +95,20 @@ impl TestApp {
         Browser::new(&self.url)
     }
 
+    /// Starts one more Vestibule instance with the same configuration (same Redis, provider and
+    /// public URL, as behind a load balancer) and returns its base URL.
+    pub async fn start_another_instance(&mut self) -> String {
+        let port = free_port();
+        let listen = self.url.trim_start_matches("http://");
+        let toml = self.config.replacen(
+            &format!("listen = \"{listen}\""),
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+        self.tasks.push(spawn_vestibule(&toml).await);
+        format!("http://127.0.0.1:{port}")
+    }
+
     /// The Redis server; panics for in-memory apps.
     pub fn redis(&self) -> &RedisServer {
         self.redis.as_ref().expect("this app uses Redis")
@@ -102,7 +117,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -192,20 +209,26 @@ timeout_secs = 2
             upstream = upstream.base_url,
             extra = self.extra_toml,
         );
-        let settings = Settings::from_figment(Figment::new().merge(Toml::string(&toml)))
-            .unwrap_or_else(|error| panic!("test config invalid: {error}\n{toml}"));
-        let app = Application::build(settings)
-            .await
-            .expect("vestibule builds");
-        let task = tokio::spawn(async move {
-            app.run_until_stopped().await.unwrap();
-        });
+        let task = spawn_vestibule(&toml).await;
         TestApp {
             url,
             redis,
             provider,
             upstream,
-            task,
+            config: toml,
+            tasks: vec![task],
         }
     }
+}
+
+/// Builds Vestibule from a TOML configuration and serves it in the background.
+async fn spawn_vestibule(toml: &str) -> tokio::task::JoinHandle<()> {
+    let settings = Settings::from_figment(Figment::new().merge(Toml::string(toml)))
+        .unwrap_or_else(|error| panic!("test config invalid: {error}\n{toml}"));
+    let app = Application::build(settings)
+        .await
+        .expect("vestibule builds");
+    tokio::spawn(async move {
+        app.run_until_stopped().await.unwrap();
+    })
 }
