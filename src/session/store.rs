@@ -89,16 +89,7 @@ impl Store {
     /// Writes a record that expires `ttl` from now, replacing any previous value.
     pub async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         match self {
-            Store::Redis(conn) => {
-                let _: () = redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(millis(ttl))
-                    .query_async(&mut conn.clone())
-                    .await?;
-                Ok(())
-            }
+            Store::Redis(conn) => redis_set(conn, key, value, ttl, None).await.map(|_| ()),
             Store::Memory(memory) => {
                 memory.put(key, value, ttl);
                 Ok(())
@@ -125,17 +116,7 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Redis(conn) => {
-                let reply: Option<String> = redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(millis(ttl))
-                    .arg("XX")
-                    .query_async(&mut conn.clone())
-                    .await?;
-                Ok(reply.is_some())
-            }
+            Store::Redis(conn) => redis_set(conn, key, value, ttl, Some("XX")).await,
             Store::Memory(memory) => Ok(memory.replace(key, value, ttl)),
         }
     }
@@ -148,17 +129,7 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Redis(conn) => {
-                let reply: Option<String> = redis::cmd("SET")
-                    .arg(key)
-                    .arg(owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(ttl))
-                    .query_async(&mut conn.clone())
-                    .await?;
-                Ok(reply.is_some())
-            }
+            Store::Redis(conn) => redis_set(conn, key, owner.as_bytes(), ttl, Some("NX")).await,
             Store::Memory(memory) => Ok(memory.try_lock(key, owner, ttl)),
         }
     }
@@ -229,6 +200,23 @@ impl Store {
             }
         }
     }
+}
+
+/// `SET key value PX ttl [NX|XX]`; `Ok(false)` when the condition kept it from writing.
+async fn redis_set(
+    conn: &ConnectionManager,
+    key: &str,
+    value: &[u8],
+    ttl: Duration,
+    condition: Option<&str>,
+) -> Result<bool, StoreError> {
+    let mut command = redis::cmd("SET");
+    command.arg(key).arg(value).arg("PX").arg(millis(ttl));
+    if let Some(condition) = condition {
+        command.arg(condition);
+    }
+    let reply: Option<String> = command.query_async(&mut conn.clone()).await?;
+    Ok(reply.is_some())
 }
 
 /// Milliseconds for Redis expiry arguments; never 0, which Redis rejects.

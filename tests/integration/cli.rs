@@ -36,6 +36,18 @@ fn vestibule() -> Command {
     command
 }
 
+/// `vestibule --check-config` with `VESTIBULE_CONFIG` pointing at `file` plus `env`.
+fn check_with_env(file: &tempfile_path::TempFile, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = vestibule();
+    command
+        .env("VESTIBULE_CONFIG", &file.path)
+        .arg("--check-config");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
 #[test]
 fn check_config_accepts_a_valid_file() {
     let file = config_file(&valid_config());
@@ -99,37 +111,45 @@ fn bad_settings_stop_start_up_with_one_line_naming_the_key_and_exit_code_2() {
 #[test]
 fn environment_overrides_the_file_and_can_supply_missing_keys() {
     let file = config_file(&valid_config().replace("client_secret = \"file-secret\"", ""));
-    let output = vestibule()
-        .env("VESTIBULE_CONFIG", &file.path)
-        .env("VESTIBULE_OIDC__CLIENT_SECRET", "from-env")
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let output = check_with_env(&file, &[("VESTIBULE_OIDC__CLIENT_SECRET", "from-env")]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let output = vestibule()
-        .env("VESTIBULE_CONFIG", &file.path)
-        .env("VESTIBULE_OIDC__CLIENT_SECRET", "from-env")
-        .env("VESTIBULE_SESSION__IDLE_TIMEOUT_SECS", "soon")
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("session.idle_timeout_secs"));
+    // A secret that looks like a number or a boolean is still a string.
+    for secret in ["123456", "true", "1.50"] {
+        let output = check_with_env(&file, &[("VESTIBULE_OIDC__CLIENT_SECRET", secret)]);
+        assert!(
+            output.status.success(),
+            "{secret}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 
-    let output = vestibule()
-        .env("VESTIBULE_CONFIG", &file.path)
-        .env("VESTIBULE_OIDC__CLIENT_SECRET", "from-env")
-        .env("VESTIBULE_SESSION__REDIS_URL", "not a url")
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("session.redis_url"));
+    for (name, value, key) in [
+        (
+            "VESTIBULE_SESSION__IDLE_TIMEOUT_SECS",
+            "soon",
+            "session.idle_timeout_secs",
+        ),
+        (
+            "VESTIBULE_SESSION__REDIS_URL",
+            "not a url",
+            "session.redis_url",
+        ),
+    ] {
+        let output = check_with_env(
+            &file,
+            &[("VESTIBULE_OIDC__CLIENT_SECRET", "from-env"), (name, value)],
+        );
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(key),
+            "{name}"
+        );
+    }
 }
 
 /// A config file in the temp dir, removed on drop.

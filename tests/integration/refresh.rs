@@ -1,24 +1,9 @@
 //! Transparent refresh: one grant per expiry, rotation, rejection and provider outages.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 
-use crate::harness::{Browser, TestApp, unix_now, wait_for};
-
-/// Waits (by polling the clock) until the session's access token has expired.
-async fn wait_past_access_token_expiry(browser: &Browser) {
-    let (_, user) = browser.user().await;
-    let expires_at = user["session"]["access_token_expires_at"]
-        .as_u64()
-        .expect("access token expiry");
-    wait_for(
-        "the access token to expire",
-        Duration::from_secs(30),
-        || async move { (unix_now() > expires_at).then_some(()) },
-    )
-    .await;
-}
+use crate::harness::browser::call_concurrently;
+use crate::harness::{Browser, TestApp};
 
 #[tokio::test]
 async fn expired_access_token_is_refreshed_once_even_for_20_concurrent_calls() {
@@ -36,17 +21,9 @@ async fn expired_access_token_is_refreshed_once_even_for_20_concurrent_calls() {
     let first_token = app.upstream.seen()[0].bearer.clone().unwrap();
     assert_eq!(app.provider.refresh_grants().await, 0);
 
-    wait_past_access_token_expiry(&browser).await;
-    let calls = (0..20).map(|i| {
-        let browser = browser.clone();
-        async move {
-            browser
-                .api_get(&format!("/api/orders/concurrent/{i}"))
-                .await
-                .status()
-        }
-    });
-    let statuses = futures_util::future::join_all(calls).await;
+    browser.wait_past_access_token_expiry().await;
+    let statuses =
+        call_concurrently(std::slice::from_ref(&browser), 20, "/api/orders/concurrent").await;
     assert!(
         statuses.iter().all(|s| *s == StatusCode::OK),
         "{statuses:?}"
@@ -73,7 +50,7 @@ async fn expired_access_token_is_refreshed_once_even_for_20_concurrent_calls() {
     );
 
     // The rotated refresh token was stored: the next expiry refreshes again, successfully.
-    wait_past_access_token_expiry(&browser).await;
+    browser.wait_past_access_token_expiry().await;
     assert_eq!(
         browser.api_get("/api/orders/again").await.status(),
         StatusCode::OK
@@ -106,21 +83,13 @@ async fn two_instances_sharing_redis_refresh_a_session_once() {
         "the session is shared"
     );
 
-    wait_past_access_token_expiry(&browser).await;
-    let calls = (0..20).map(|i| {
-        let client = if i % 2 == 0 {
-            browser.clone()
-        } else {
-            other_instance.clone()
-        };
-        async move {
-            client
-                .api_get(&format!("/api/orders/both/{i}"))
-                .await
-                .status()
-        }
-    });
-    let statuses = futures_util::future::join_all(calls).await;
+    browser.wait_past_access_token_expiry().await;
+    let statuses = call_concurrently(
+        &[browser.clone(), other_instance.clone()],
+        20,
+        "/api/orders/both",
+    )
+    .await;
     assert!(
         statuses.iter().all(|s| *s == StatusCode::OK),
         "{statuses:?}"
@@ -145,7 +114,7 @@ async fn refresh_rejected_by_the_provider_ends_the_session() {
     browser.login("alice").await;
     assert_eq!(app.redis().session_keys().await.len(), 1);
     app.provider.revoke_all().await;
-    wait_past_access_token_expiry(&browser).await;
+    browser.wait_past_access_token_expiry().await;
 
     let response = browser.api_get("/api/orders/1").await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -170,7 +139,7 @@ async fn provider_unreachable_during_refresh_is_503_and_the_session_stays() {
         .await;
     let browser = app.browser();
     browser.login("alice").await;
-    wait_past_access_token_expiry(&browser).await;
+    browser.wait_past_access_token_expiry().await;
     app.provider.stop();
 
     let response = browser.api_get("/api/orders/1").await;
@@ -204,7 +173,7 @@ async fn works_with_es256_keys_and_client_secret_post() {
     let browser = app.browser();
     browser.login("bob").await;
     assert_eq!(browser.user().await.1["sub"], "bob");
-    wait_past_access_token_expiry(&browser).await;
+    browser.wait_past_access_token_expiry().await;
     assert_eq!(
         browser.api_get("/api/orders/1").await.status(),
         StatusCode::OK
@@ -271,7 +240,7 @@ async fn works_with_hs256_id_tokens_keyed_by_the_client_secret() {
     let browser = app.browser();
     browser.login("dave").await;
     assert_eq!(browser.user().await.1["sub"], "dave");
-    wait_past_access_token_expiry(&browser).await;
+    browser.wait_past_access_token_expiry().await;
     assert_eq!(
         browser.api_get("/api/orders/1").await.status(),
         StatusCode::OK

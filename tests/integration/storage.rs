@@ -196,14 +196,7 @@ async fn in_memory_store_runs_the_whole_flow() {
         browser.api_get("/api/orders/1").await.status(),
         StatusCode::OK
     );
-    let (_, user) = browser.user().await;
-    let expires_at = user["session"]["access_token_expires_at"].as_u64().unwrap();
-    crate::harness::wait_for(
-        "expiry",
-        std::time::Duration::from_secs(30),
-        || async move { (crate::harness::unix_now() > expires_at).then_some(()) },
-    )
-    .await;
+    browser.wait_past_access_token_expiry().await;
     assert_eq!(
         browser.api_get("/api/orders/2").await.status(),
         StatusCode::OK

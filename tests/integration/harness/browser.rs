@@ -119,6 +119,20 @@ impl Browser {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Waits (by polling the clock) until this session's access token has expired.
+    pub async fn wait_past_access_token_expiry(&self) {
+        let (_, user) = self.user().await;
+        let expires_at = user["session"]["access_token_expires_at"]
+            .as_u64()
+            .expect("access token expiry");
+        super::wait_for(
+            "the access token to expire",
+            std::time::Duration::from_secs(30),
+            || async move { (super::unix_now() > expires_at).then_some(()) },
+        )
+        .await;
+    }
+
     /// `POST /api/auth/logout` with the anti-forgery header.
     pub async fn logout(&self) -> (StatusCode, Value) {
         let response = self
@@ -235,6 +249,16 @@ impl Browser {
         let (status, _) = self.user().await;
         assert_eq!(status, StatusCode::OK, "logged in after the callback");
     }
+}
+
+/// Sends `count` API calls at once, spread over `browsers` in turn; returns their statuses.
+pub async fn call_concurrently(browsers: &[Browser], count: usize, path: &str) -> Vec<StatusCode> {
+    let calls = (0..count).map(|i| {
+        let browser = browsers[i % browsers.len()].clone();
+        let path = format!("{path}/{i}");
+        async move { browser.api_get(&path).await.status() }
+    });
+    futures_util::future::join_all(calls).await
 }
 
 /// The `Location` of a redirect, resolved against the request URL.
