@@ -2,36 +2,29 @@
 //! calls on [`crate::oidc`] and [`crate::session`].
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
-use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::{AppState, csrf};
+use super::{AppState, QueryParams, csrf};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
 use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
 use crate::session::{ActiveSession, BrowserBinding, PendingLogin, SessionRecord};
 
-/// Query of `GET /api/auth/login`.
-#[derive(Deserialize)]
-pub struct LoginQuery {
-    #[serde(rename = "returnTo")]
-    return_to: Option<String>,
-}
-
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
 /// provider.
 pub async fn begin_login(
     State(state): State<AppState>,
     jar: CookieJar,
-    Query(query): Query<LoginQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let return_to = ReturnTo::parse_or_root(query.return_to.as_deref(), &state.public_url);
+    let query = QueryParams::parse(query.as_deref());
+    let return_to = ReturnTo::parse_or_root(query.get("returnTo"), &state.public_url);
     // Reuse this browser's binding so parallel logins in several tabs share one cookie.
     let binding = state
         .cookies
@@ -51,39 +44,34 @@ pub async fn begin_login(
     ))
 }
 
-/// Query of `GET /api/auth/callback`.
-#[derive(Deserialize)]
-pub struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    iss: Option<String>,
-}
-
 /// `GET /api/auth/callback`: validates the provider's answer and creates a new session.
 pub async fn finish_login(
     State(state): State<AppState>,
     jar: CookieJar,
-    Query(query): Query<CallbackQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
+    let query = QueryParams::parse(query.as_deref());
     let binding = state.cookies.browser_binding(&jar);
-    let Some(received_state) = query.state.filter(|s| !s.is_empty() && s.len() <= 512) else {
+    let Some(received_state) = query
+        .get("state")
+        .filter(|s| !s.is_empty() && s.len() <= 512)
+    else {
         return Err(AppError::Login(LoginFailure::MissingParameters).into());
     };
     // Taking the pending login burns the state even on an error answer: it is single use.
     let pending = state
         .sessions
-        .take_pending_login(binding.as_ref(), &received_state)
+        .take_pending_login(binding.as_ref(), received_state)
         .await??;
-    if let Some(error) = query.error {
-        return Err(AppError::Login(LoginFailure::ProviderError(error_code(&error))).into());
+    if let Some(error) = query.get("error") {
+        return Err(AppError::Login(LoginFailure::ProviderError(error_code(error))).into());
     }
-    let Some(code) = query.code.filter(|c| !c.is_empty()) else {
+    let Some(code) = query.get("code").filter(|c| !c.is_empty()) else {
         return Err(AppError::Login(LoginFailure::MissingParameters).into());
     };
     state
         .provider
-        .check_response_issuer(query.iss.as_deref())
+        .check_response_issuer(query.get("iss"))
         .await
         .map_err(|error| match error {
             OidcError::Invalid(_) => AppError::Login(LoginFailure::IssuerMismatch),
@@ -91,7 +79,7 @@ pub async fn finish_login(
         })?;
     let login = state
         .provider
-        .exchange_code(&code, &pending.pkce_verifier, &pending.nonce)
+        .exchange_code(code, &pending.pkce_verifier, &pending.nonce)
         .await
         .map_err(|error| match error {
             OidcError::Rejected(_) => AppError::Login(LoginFailure::CodeRejected),
@@ -173,19 +161,14 @@ pub async fn logout(
     ))
 }
 
-/// Query of `GET /api/auth/logout`.
-#[derive(Deserialize)]
-pub struct LogoutQuery {
-    sid: Option<String>,
-}
-
 /// `GET /api/auth/logout?sid=…`: logout by plain link; the `sid` proves the link came from us.
 pub async fn logout_link(
     State(state): State<AppState>,
     jar: CookieJar,
-    Query(query): Query<LogoutQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let Some(sid) = query.sid.filter(|sid| !sid.is_empty()) else {
+    let query = QueryParams::parse(query.as_deref());
+    let Some(sid) = query.get("sid").filter(|sid| !sid.is_empty()) else {
         return Err(AppError::BadRequest("the logout link has no sid").into());
     };
     let session = match state.cookies.session_token(&jar) {

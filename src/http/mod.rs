@@ -55,6 +55,30 @@ impl AppState {
     }
 }
 
+/// Query parameters, parsed leniently: the first occurrence of a name wins and malformed
+/// encodings are decoded lossily, so odd input leads to a clear page rather than a
+/// framework rejection.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    /// Parses a raw query string (absent means empty).
+    pub fn parse(raw: Option<&str>) -> Self {
+        Self(
+            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
 /// All routes: `/api/auth/*` and, as the fallback, the reverse proxy.
 pub fn router(state: AppState) -> Router {
     let auth = Router::new()
@@ -67,4 +91,19 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/auth", auth)
         .fallback(proxy::forward)
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueryParams;
+
+    #[test]
+    fn query_params_take_the_first_value_and_survive_bad_encoding() {
+        let query = QueryParams::parse(Some("returnTo=%2Fa&returnTo=%2Fb&x=%ZZ&flag"));
+        assert_eq!(query.get("returnTo"), Some("/a"));
+        assert_eq!(query.get("x"), Some("%ZZ"));
+        assert_eq!(query.get("flag"), Some(""));
+        assert_eq!(query.get("missing"), None);
+        assert_eq!(QueryParams::parse(None).get("a"), None);
+    }
 }

@@ -234,8 +234,20 @@ async fn forged_state_gives_an_error_page_and_no_session() {
     )
     .await;
     assert_error_page(status, &content_type, &body);
-    let (status, content_type, body) = page(browser.get("/api/auth/callback?code=abc").await).await;
-    assert_error_page(status, &content_type, &body);
+    for odd in [
+        "/api/auth/callback?code=abc",
+        "/api/auth/callback",
+        "/api/auth/callback?state=a&state=b&code=x&code=y",
+        "/api/auth/callback?state=%ZZ%00&code=%",
+    ] {
+        let (status, content_type, body) = page(browser.get(odd).await).await;
+        assert_error_page(status, &content_type, &body);
+    }
+    // Repeated parameters on the login URL are not a framework error either.
+    let response = browser
+        .get("/api/auth/login?returnTo=/a&returnTo=//evil.example")
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(browser.cookie("vestibule").is_none());
     assert!(app.redis().session_keys().await.is_empty());
 }
