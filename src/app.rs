@@ -10,6 +10,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::http::frontend::FrontendService;
 use crate::http::{self, AppState, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::routes::RouteTable;
@@ -52,15 +53,21 @@ impl Application {
         if let Err(error) = provider.discover().await {
             tracing::warn!(error = %error, "provider discovery failed; retrying on first login");
         }
+        let routes = RouteTable::new(settings.route_table());
+        let frontend = FrontendService::new(
+            settings.frontend()?,
+            settings.routes.first().map(|route| route.prefix.as_str()),
+        );
         let state = AppState {
             public_url: Arc::new(settings.public_url.clone()),
             origin: settings.public_url.origin().ascii_serialization().into(),
             sessions: Arc::new(sessions),
             provider: Arc::new(provider),
             tokens: Arc::new(TokenKeeper::new(settings.oidc.refresh_skew_secs)),
-            routes: Arc::new(RouteTable::new(settings.route_table())),
+            routes: Arc::new(routes),
             cookies: CookiePolicy::new(settings.is_https()),
             upstream: http::proxy::upstream_client(),
+            frontend,
         };
         let router = http::router(state)
             // Defence in depth: a bug must cost one request a 500, never the connection.

@@ -61,6 +61,32 @@ pub struct Settings {
     /// Reverse-proxied API routes.
     #[serde(default)]
     pub routes: Vec<RouteSettings>,
+    /// Where the single-page app comes from; absent: the built-in demo SPA.
+    #[serde(default)]
+    pub frontend: Option<FrontendSettings>,
+}
+
+/// `[frontend]`: exactly one of `dir` or `upstream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendSettings {
+    /// A directory of built static files with an `index.html`.
+    #[serde(default)]
+    pub dir: Option<std::path::PathBuf>,
+    /// A development server to proxy (e.g. Vite), WebSocket upgrades included.
+    #[serde(default)]
+    pub upstream: Option<Url>,
+}
+
+/// Where the SPA is served from, after validation.
+#[derive(Debug, Clone)]
+pub enum Frontend {
+    /// Vestibule's built-in demo page.
+    Demo,
+    /// Static files from a directory.
+    Dir(std::path::PathBuf),
+    /// A proxied development server.
+    Upstream(Url),
 }
 
 /// `[oidc]`.
@@ -222,7 +248,39 @@ impl Settings {
                 ConfigError::new("session.redis_url", "not a redis:// or rediss:// URL")
             })?;
         }
-        self.validate_routes()
+        self.validate_routes()?;
+        self.frontend().map(|_| ())
+    }
+
+    /// The validated `[frontend]` choice.
+    pub fn frontend(&self) -> Result<Frontend, ConfigError> {
+        let Some(frontend) = &self.frontend else {
+            return Ok(Frontend::Demo);
+        };
+        match (&frontend.dir, &frontend.upstream) {
+            (Some(dir), None) => {
+                if !dir.join("index.html").is_file() {
+                    return Err(ConfigError::new(
+                        "frontend.dir",
+                        format!("{} has no index.html", dir.display()),
+                    ));
+                }
+                Ok(Frontend::Dir(dir.clone()))
+            }
+            (None, Some(upstream)) => {
+                if !matches!(upstream.scheme(), "http" | "https") || upstream.host().is_none() {
+                    return Err(ConfigError::new(
+                        "frontend.upstream",
+                        "must be an http(s) URL",
+                    ));
+                }
+                Ok(Frontend::Upstream(upstream.clone()))
+            }
+            _ => Err(ConfigError::new(
+                "frontend",
+                "set exactly one of frontend.dir or frontend.upstream",
+            )),
+        }
     }
 
     fn validate_routes(&self) -> Result<(), ConfigError> {
@@ -318,7 +376,7 @@ impl Settings {
 }
 
 /// Settings that are strings whatever they look like: a numeric secret must stay a string.
-const STRING_KEYS: [&str; 9] = [
+const STRING_KEYS: [&str; 11] = [
     "listen",
     "public_url",
     "oidc.issuer",
@@ -328,6 +386,8 @@ const STRING_KEYS: [&str; 9] = [
     "oidc.prompt",
     "session.redis_url",
     "session.encryption_key",
+    "frontend.dir",
+    "frontend.upstream",
 ];
 
 fn is_string_key(key: &str) -> bool {
@@ -518,6 +578,29 @@ mod tests {
             assert_eq!(error.key, key, "{error}");
             assert!(!error.to_string().contains('\n'), "one line: {error}");
         }
+    }
+
+    #[test]
+    fn frontend_needs_exactly_one_source() {
+        let both = format!(
+            "{}\n[frontend]\ndir = \"/\"\nupstream = \"http://127.0.0.1:5173\"\n",
+            base()
+        );
+        assert_eq!(load(&both).unwrap_err().key, "frontend");
+        let no_index = format!("{}\n[frontend]\ndir = \"/nonexistent\"\n", base());
+        assert_eq!(load(&no_index).unwrap_err().key, "frontend.dir");
+        let dev = format!(
+            "{}\n[frontend]\nupstream = \"http://127.0.0.1:5173\"\n",
+            base()
+        );
+        assert!(matches!(
+            load(&dev).unwrap().frontend().unwrap(),
+            Frontend::Upstream(_)
+        ));
+        assert!(matches!(
+            load(&base()).unwrap().frontend().unwrap(),
+            Frontend::Demo
+        ));
     }
 
     #[test]

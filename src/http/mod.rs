@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cookies;
 pub mod csrf;
+pub mod frontend;
 pub mod proxy;
 
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub cookies: CookiePolicy,
     /// The upstream HTTP client.
     pub upstream: proxy::UpstreamClient,
+    /// How the single-page app is served.
+    pub frontend: frontend::FrontendService,
 }
 
 impl AppState {
@@ -86,10 +89,11 @@ pub fn router(state: AppState) -> Router {
         .route("/callback", get(auth::finish_login))
         .route("/user", get(auth::current_user))
         .route("/logout", get(auth::logout_link).post(auth::logout))
+        .route("/client.js", get(frontend::client_js))
         .fallback(auth::not_found);
     Router::new()
         .nest("/api/auth", auth)
-        .fallback(proxy::forward)
+        .fallback(proxy::dispatch)
         .with_state(state)
 }
 

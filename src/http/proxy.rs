@@ -43,30 +43,46 @@ pub fn upstream_client() -> UpstreamClient {
         .build(https)
 }
 
-/// Fallback handler: every path not handled elsewhere is matched against the route table.
-pub async fn forward(
+/// Fallback handler: a path under a route prefix is proxied to its API; any other path under
+/// `/api/` is unknown (JSON 404); everything else belongs to the single-page app.
+pub async fn dispatch(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
     request: Request,
 ) -> Result<Response, AppError> {
     let uri = request.uri().clone();
-    let target = match state.routes.resolve(uri.path(), uri.query()) {
-        Ok(target) => target,
-        Err(RouteError::NoRoute) => return Err(AppError::NotFound),
-        Err(RouteError::Traversal) => return Err(AppError::BadRequest("path leaves its route")),
-    };
+    match state.routes.resolve(uri.path(), uri.query()) {
+        Ok(target) => {
+            let (url, timeout) = (target.url, target.route.timeout);
+            forward(&state, peer, &jar, request, url, timeout).await
+        }
+        Err(RouteError::Traversal) => Err(AppError::BadRequest("path leaves its route")),
+        Err(RouteError::NoRoute) if uri.path() == "/api" || uri.path().starts_with("/api/") => {
+            Err(AppError::NotFound)
+        }
+        Err(RouteError::NoRoute) => super::frontend::serve(&state, request).await,
+    }
+}
+
+/// Forwards an API call with the session's access token.
+async fn forward(
+    state: &AppState,
+    peer: SocketAddr,
+    jar: &CookieJar,
+    request: Request,
+    url: String,
+    timeout: Duration,
+) -> Result<Response, AppError> {
     csrf::check(request.headers(), &state.origin)?;
-    let session = state.require_session(&jar).await?;
+    let session = state.require_session(jar).await?;
     let access_token = state
         .tokens
         .access_token(&state.sessions, &state.provider, session)
         .await?;
-    let upstream_uri: Uri = target
-        .url
+    let upstream_uri: Uri = url
         .parse()
         .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
-    let timeout = target.route.timeout;
 
     let (mut parts, body) = request.into_parts();
     parts.uri = upstream_uri;
@@ -111,7 +127,7 @@ fn prepare_request_headers(
 }
 
 /// Removes Vestibule's cookies from every `Cookie` header, keeping the others.
-fn filter_cookies(headers: &mut HeaderMap, cookies: &CookiePolicy) {
+pub(super) fn filter_cookies(headers: &mut HeaderMap, cookies: &CookiePolicy) {
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()
@@ -204,7 +220,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Removes hop-by-hop fields and every field listed in `Connection`.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -5,7 +5,9 @@
 
 mod harness;
 
+mod bundle;
 mod cli;
+mod frontend;
 mod login;
 mod proxy;
 mod refresh;

@@ -91,6 +91,15 @@ impl Browser {
 
     /// An API GET with the path sent byte for byte (HTTP clients normalise `%2e%2e` away).
     pub async fn raw_api_get(&self, raw_path: &str) -> u16 {
+        self.raw_request(raw_path, "X-CSRF: 1\r\n").await.0
+    }
+
+    /// A navigation GET with the path sent byte for byte: (status, body).
+    pub async fn raw_get(&self, raw_path: &str) -> (u16, String) {
+        self.raw_request(raw_path, "").await
+    }
+
+    async fn raw_request(&self, raw_path: &str, extra_headers: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let host = format!(
             "{}:{}",
@@ -99,17 +108,19 @@ impl Browser {
         );
         let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
         let request = format!(
-            "GET {raw_path} HTTP/1.1\r\nHost: {host}\r\nCookie: {}\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n",
+            "GET {raw_path} HTTP/1.1\r\nHost: {host}\r\nCookie: {}\r\n{extra_headers}Connection: close\r\n\r\n",
             self.cookie_header()
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.unwrap();
-        let text = String::from_utf8_lossy(&response);
-        text.split(' ')
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split(' ')
             .nth(1)
             .and_then(|code| code.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        (status, text)
     }
 
     /// `GET /api/auth/user` as JSON (status, body).

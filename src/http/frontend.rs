@@ -1,0 +1,279 @@
+//! The single-page app: Vestibule's built-in demo page, a directory of built files, or a
+//! proxied development server (WebSocket upgrades included, for hot reload).
+//!
+//! Frontend requests never need a session and never carry a token: Vestibule's cookies are
+//! stripped before a development server sees the request.
+
+use std::path::PathBuf;
+
+use askama::Template;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tower::ServiceExt;
+use tower_http::services::{ServeDir, ServeFile};
+use url::Url;
+
+use super::AppState;
+use super::cookies::CookiePolicy;
+use super::proxy::{filter_cookies, remove_hop_by_hop};
+use crate::config::Frontend;
+use crate::error::AppError;
+
+/// The JS helper served at `/api/auth/client.js`.
+const CLIENT_JS: &str = include_str!("../../templates/client.js");
+
+/// Long-lived caching for files whose names carry a content hash.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Everything else is revalidated on each use (so a new deployment is picked up at once).
+const REVALIDATE: &str = "no-cache";
+
+/// How the SPA is served, built once from the configuration.
+#[derive(Clone)]
+pub enum FrontendService {
+    /// The built-in demo page; `api_path` is what its button calls.
+    Demo {
+        /// First route prefix + `/hello`, if any route exists.
+        api_path: Option<String>,
+    },
+    /// Static files with an `index.html` fallback for client-side routes.
+    Dir {
+        /// The directory.
+        root: PathBuf,
+    },
+    /// A development server.
+    Upstream {
+        /// Its base URL.
+        base: Url,
+    },
+}
+
+impl FrontendService {
+    /// Builds the service for a validated `[frontend]` choice.
+    pub fn new(frontend: Frontend, first_route_prefix: Option<&str>) -> Self {
+        match frontend {
+            Frontend::Demo => FrontendService::Demo {
+                api_path: first_route_prefix.map(|prefix| format!("{prefix}/hello")),
+            },
+            Frontend::Dir(root) => FrontendService::Dir { root },
+            Frontend::Upstream(base) => FrontendService::Upstream { base },
+        }
+    }
+}
+
+/// `GET /api/auth/client.js`.
+pub async fn client_js() -> Response {
+    let mut response = (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        CLIENT_JS,
+    )
+        .into_response();
+    set_cache(&mut response, REVALIDATE);
+    response
+}
+
+/// Serves a frontend request.
+pub async fn serve(state: &AppState, request: Request) -> Result<Response, AppError> {
+    match &state.frontend {
+        FrontendService::Demo { api_path } => Ok(demo_page(request.uri(), api_path.as_deref())),
+        FrontendService::Dir { root } => Ok(static_file(root, request).await),
+        FrontendService::Upstream { base } => dev_server(state, base, request).await,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "demo.html")]
+struct DemoPage<'a> {
+    nonce: String,
+    api_path: Option<&'a str>,
+}
+
+fn demo_page(uri: &Uri, api_path: Option<&str>) -> Response {
+    if uri.path() != "/" {
+        return AppError::NotFound.into_response();
+    }
+    let nonce = crate::random::token();
+    let page = DemoPage {
+        nonce: nonce.clone(),
+        api_path,
+    };
+    let Ok(html) = page.render() else {
+        return AppError::NotFound.into_response();
+    };
+    let mut response = Html(html).into_response();
+    let csp = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    );
+    if let Ok(value) = HeaderValue::try_from(csp) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    set_cache(&mut response, "no-store");
+    response
+}
+
+async fn static_file(root: &std::path::Path, request: Request) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let path = request.uri().path().to_owned();
+    let (parts, _) = request.into_parts();
+    let files = ServeDir::new(root).append_index_html_on_directories(true);
+    let retry = Request::from_parts(parts.clone(), Body::empty());
+    let Ok(response) = files
+        .oneshot(Request::from_parts(parts, Body::empty()))
+        .await;
+    let (mut response, served_index) =
+        if response.status() == StatusCode::NOT_FOUND && is_client_route(&path) {
+            let Ok(index) = ServeFile::new(root.join("index.html")).oneshot(retry).await;
+            (index.map(Body::new), true)
+        } else {
+            (response.map(Body::new), path.ends_with('/'))
+        };
+    let cache = if !served_index && response.status().is_success() && has_content_hash(&path) {
+        IMMUTABLE
+    } else {
+        REVALIDATE
+    };
+    set_cache(&mut response, cache);
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// A path without a file extension in its last segment is a client-side route (`/orders/42`).
+fn is_client_route(path: &str) -> bool {
+    let last = path.rsplit('/').next().unwrap_or("");
+    !last.contains('.')
+}
+
+/// Whether a file name carries a build hash (`app.3f9a1c2b.js`, `index-BxHVVlQ1.js`).
+fn has_content_hash(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or("");
+    let Some((stem, _extension)) = name.rsplit_once('.') else {
+        return false;
+    };
+    let candidate = stem.rsplit(['.', '-']).next().unwrap_or("");
+    candidate != stem
+        && candidate.len() >= 8
+        && candidate
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && (candidate.bytes().any(|b| b.is_ascii_digit())
+            || (candidate.bytes().any(|b| b.is_ascii_uppercase())
+                && candidate.bytes().any(|b| b.is_ascii_lowercase())))
+}
+
+fn set_cache(response: &mut Response, value: &'static str) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+}
+
+/// Proxies to the development server; an `Upgrade` (WebSocket) is relayed byte for byte.
+async fn dev_server(
+    state: &AppState,
+    base: &Url,
+    mut request: Request,
+) -> Result<Response, AppError> {
+    let mut target = base.clone();
+    target.set_path(request.uri().path());
+    target.set_query(request.uri().query());
+    let uri: Uri = target
+        .as_str()
+        .parse()
+        .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
+    let upgrade = wants_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+
+    let (mut parts, body) = request.into_parts();
+    parts.uri = uri;
+    parts.version = axum::http::Version::HTTP_11;
+    parts.headers.remove(header::HOST);
+    parts.headers.remove(header::AUTHORIZATION);
+    strip_own_cookies(&mut parts.headers, &state.cookies);
+    if !upgrade {
+        remove_hop_by_hop(&mut parts.headers);
+    }
+    let mut response = state
+        .upstream
+        .request(Request::from_parts(parts, body))
+        .await
+        .map_err(|error| AppError::UpstreamUnavailable(format!("frontend dev server: {error}")))?;
+
+    if let Some(client_upgrade) = client_upgrade
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let server_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let (Ok(client), Ok(server)) = tokio::join!(client_upgrade, server_upgrade) else {
+                tracing::debug!("frontend upgrade failed");
+                return;
+            };
+            let _ =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server))
+                    .await;
+        });
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|value| {
+                value
+                    .split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+fn strip_own_cookies(headers: &mut HeaderMap, cookies: &CookiePolicy) {
+    filter_cookies(headers, cookies);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_routes_have_no_extension() {
+        assert!(is_client_route("/"));
+        assert!(is_client_route("/orders/42"));
+        assert!(!is_client_route("/assets/app.js"));
+        assert!(!is_client_route("/favicon.ico"));
+    }
+
+    #[test]
+    fn content_hashes_are_recognised() {
+        for hashed in [
+            "/assets/index-BxHVVlQ1.js",
+            "/app.3f9a1c2b.css",
+            "/a/chunk-8d7e6f5a4b.js",
+        ] {
+            assert!(has_content_hash(hashed), "{hashed}");
+        }
+        for plain in [
+            "/index.html",
+            "/app.js",
+            "/favicon.ico",
+            "/assets/vendor-react.js",
+            "/logo.svg",
+        ] {
+            assert!(!has_content_hash(plain), "{plain}");
+        }
+    }
+}
