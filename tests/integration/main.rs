@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod browser;
 mod bundle;
 mod cli;
 mod frontend;

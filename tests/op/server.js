@@ -294,7 +294,7 @@ function logoutSource(ctx, form) {
   // Same as the default page, but the confirmation button and a hidden logout=yes
   // input live *inside* the <form> so a generic form parser submits a full logout.
   const inner = '<input type="hidden" name="logout" value="yes"/>'
-    + '<button autofocus type="submit" name="logout" value="yes">Yes, sign me out</button>';
+    + '<button autofocus type="submit">Yes, sign me out</button>';
   ctx.type = 'html';
   ctx.body = `<!DOCTYPE html>
 <html>
