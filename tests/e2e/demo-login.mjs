@@ -133,17 +133,15 @@ async function followProviderUntilBackAtApp(page, what) {
     } else {
       log(`${what}: submitting the provider's ${shape.prompt ? `${shape.prompt} ` : ''}form at ${where}`);
     }
+    // A user clicks the button; a button that repeats another field would make that click fail.
+    check(!shape.duplicate, `${what}: the submit button repeats the field "${shape.duplicate}"`);
     const navigated = nextNavigation(page, `${what}: submitting the form at ${page.url()}`);
-    if (shape.submitter && !shape.duplicate) {
+    if (shape.submitter) {
       await form
         .locator('button[type="submit"], input[type="submit"], button:not([type])')
         .first()
         .click({ timeout: STEP_TIMEOUT_MS, noWaitAfter: true });
     } else {
-      if (shape.duplicate) {
-        log(`${what}: WARNING: the form's submit button repeats the field "${shape.duplicate}", so a user's `
-          + 'click sends it twice (oidc-provider refuses that); submitting the form without the button');
-      }
       await form.evaluate((f) => f.requestSubmit());
     }
     await navigated;
