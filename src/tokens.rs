@@ -142,10 +142,6 @@ async fn refresh_and_store(
         Ok(refreshed) => {
             let mut record = current.record;
             record.tokens = refreshed.tokens;
-            if let Some(claims) = refreshed.claims {
-                // Newer values win; claims the refreshed token omits are kept.
-                record.claims.extend(claims);
-            }
             if store_refreshed(sessions, &current.token, &record).await? {
                 tracing::debug!("access token refreshed");
                 Ok(record.tokens.access_token)

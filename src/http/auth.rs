@@ -87,7 +87,6 @@ pub async fn finish_login(
         })?;
     let record = SessionRecord {
         sub: login.sub,
-        claims: login.claims,
         tokens: login.tokens,
         created_at: unix_now(),
         expires_at: state.sessions.absolute_expiry_from_now(),
@@ -130,7 +129,7 @@ pub async fn current_user(
     let record = &session.record;
     let body = json!({
         "sub": record.sub,
-        "claims": record.claims,
+        "claims": record.claims(),
         "session": {
             "expires_at": record.expires_at,
             "idle_expires_at": session.idle_expires_at,

@@ -135,10 +135,9 @@ pub struct LoginTokens {
 
 /// Tokens from a refresh grant.
 pub struct RefreshedTokens {
-    /// The new token set (old refresh token kept when none was returned).
+    /// The new token set (old refresh token kept when none was returned; the new ID token
+    /// only if it verified, else the previous one).
     pub tokens: crate::session::TokenSet,
-    /// Claims of the new ID token, when one was returned.
-    pub claims: Option<Map<String, Value>>,
 }
 
 /// Minimum time between two discoveries triggered by unknown signing keys. Only ID tokens
@@ -410,7 +409,6 @@ impl Provider {
                     .await
             })
             .await?;
-        let mut claims = None;
         let mut id_token_string = current.id_token.clone();
         if let Some(id_token) = response.id_token() {
             // Refreshed ID tokens need not carry a nonce (Keycloak omits it).
@@ -421,10 +419,7 @@ impl Provider {
                 Ok(verified) if subject(&verified)? != sub => {
                     return Err(OidcError::SubjectChanged);
                 }
-                Ok(verified) => {
-                    claims = Some(verified);
-                    id_token_string = id_token.to_string();
-                }
+                Ok(_) => id_token_string = id_token.to_string(),
                 // The token endpoint answered over an authenticated channel and has already
                 // rotated the refresh token: keep the new tokens, keep the old ID token.
                 Err(error) => {
@@ -444,7 +439,6 @@ impl Provider {
                     .or_else(|| current.refresh_token.clone()),
                 id_token: id_token_string,
             },
-            claims,
         })
     }
 
@@ -731,15 +725,7 @@ fn check_mac_length(id_token: &CoreIdToken) -> Result<(), VerifyFailure> {
     }
 }
 
-/// The payload of an already verified compact JWT, as a JSON object.
-fn raw_claims(compact: &str) -> Option<Map<String, Value>> {
-    let payload = compact.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
-}
+use crate::session::record::jwt_payload as raw_claims;
 
 fn subject(claims: &Map<String, Value>) -> Result<String, OidcError> {
     claims

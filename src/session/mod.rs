@@ -90,7 +90,7 @@ impl Sessions {
         let Ok(plaintext) = self.key.open(token.secret(), key.as_bytes(), &sealed) else {
             return Ok(None);
         };
-        let Ok(record) = serde_json::from_slice::<SessionRecord>(&plaintext) else {
+        let Some(record) = SessionRecord::decode(&plaintext) else {
             return Ok(None);
         };
         let now = unix_now();
@@ -131,7 +131,8 @@ impl Sessions {
         let key = token.storage_key();
         let remaining = record.expires_at.saturating_sub(unix_now());
         let ttl = self.idle_timeout.min(Duration::from_secs(remaining.max(1)));
-        let plaintext = serde_json::to_vec(record)
+        let plaintext = record
+            .encode()
             .map_err(|error| StoreError::Unavailable(format!("cannot encode session: {error}")))?;
         let sealed = self.key.seal(token.secret(), key.as_bytes(), &plaintext);
         Ok((key, sealed, ttl))
@@ -221,7 +222,6 @@ mod tests {
     fn record(expires_at: u64) -> SessionRecord {
         SessionRecord {
             sub: "alice".into(),
-            claims: serde_json::Map::new(),
             tokens: TokenSet {
                 access_token: "at".into(),
                 access_expires_at: None,
@@ -259,11 +259,9 @@ mod tests {
         expired.sub = "bob".into();
         // Write directly with a long TTL to prove the absolute check does not rely on the TTL.
         let key = token.storage_key();
-        let sealed = sessions.key.seal(
-            token.secret(),
-            key.as_bytes(),
-            &serde_json::to_vec(&expired).unwrap(),
-        );
+        let sealed = sessions
+            .key
+            .seal(token.secret(), key.as_bytes(), &expired.encode().unwrap());
         sessions
             .store
             .put(&key, &sealed, Duration::from_secs(60))

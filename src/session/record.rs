@@ -1,8 +1,13 @@
-//! What one session remembers: the user's tokens, ID-token claims and lifetimes.
+//! What one session remembers: the user's tokens and lifetimes.
 //!
 //! Records exist in plaintext only in memory; [`super::Sessions`] seals them before storing.
-//! Nothing here is `Debug`, so a token cannot reach a log line by accident.
+//! Nothing here is `Debug`, so a token cannot reach a log line by accident. Records are
+//! encoded compactly (MessagePack, JWT segments as raw bytes) so a session with Keycloak-sized
+//! tokens stays within 5 KB of Redis memory; the ID-token claims are read from the stored,
+//! already verified ID token rather than stored twice.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -10,14 +15,17 @@ use serde_json::{Map, Value};
 #[derive(Clone, Serialize, Deserialize)]
 pub struct TokenSet {
     /// The bearer token forwarded to upstream APIs.
+    #[serde(with = "compact_token")]
     pub access_token: String,
     /// When the access token expires (unix seconds), if the provider said so.
     pub access_expires_at: Option<u64>,
     /// When the access token was obtained (unix seconds).
     pub obtained_at: u64,
     /// The refresh token, if the provider issued one.
+    #[serde(with = "compact_token::optional")]
     pub refresh_token: Option<String>,
-    /// The most recent ID token (for `id_token_hint` at logout).
+    /// The most recent verified ID token (claims for `/api/auth/user`, `id_token_hint` at logout).
+    #[serde(with = "compact_token")]
     pub id_token: String,
 }
 
@@ -48,8 +56,6 @@ impl TokenSet {
 pub struct SessionRecord {
     /// The user's subject identifier at the provider.
     pub sub: String,
-    /// The claims of the verified ID token.
-    pub claims: Map<String, Value>,
     /// The provider's tokens.
     pub tokens: TokenSet,
     /// When the session was created (unix seconds).
@@ -58,6 +64,186 @@ pub struct SessionRecord {
     pub expires_at: u64,
     /// Random value that authorises `GET /api/auth/logout?sid=…` for this session only.
     pub logout_sid: String,
+}
+
+impl SessionRecord {
+    /// The claims of the session's ID token (verified before it was stored).
+    pub fn claims(&self) -> Map<String, Value> {
+        jwt_payload(&self.tokens.id_token).unwrap_or_default()
+    }
+
+    /// Encodes the record for sealing.
+    pub fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        rmp_serde::to_vec_named(self)
+    }
+
+    /// Decodes a record opened from the store; `None` if it is not a record.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        rmp_serde::from_slice(bytes).ok()
+    }
+}
+
+/// The payload of a compact JWT as a JSON object (no signature check: callers pass tokens
+/// that were verified, or only read an expiry hint).
+pub fn jwt_payload(compact: &str) -> Option<Map<String, Value>> {
+    let payload = compact.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Tokens as bytes: a compact JWT's three base64url segments are stored decoded (a quarter
+/// smaller); anything else (opaque tokens, non-canonical encodings) is stored verbatim.
+mod compact_token {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    const VERBATIM: u8 = 0;
+    const JWT: u8 = 1;
+
+    pub fn encode(token: &str) -> Vec<u8> {
+        jwt_bytes(token).unwrap_or_else(|| {
+            let mut out = Vec::with_capacity(token.len() + 1);
+            out.push(VERBATIM);
+            out.extend_from_slice(token.as_bytes());
+            out
+        })
+    }
+
+    fn jwt_bytes(token: &str) -> Option<Vec<u8>> {
+        let mut segments = token.split('.');
+        let (header, payload, signature) = (segments.next()?, segments.next()?, segments.next()?);
+        if segments.next().is_some() {
+            return None;
+        }
+        let decoded: Vec<Vec<u8>> = [header, payload, signature]
+            .iter()
+            .map(|segment| URL_SAFE_NO_PAD.decode(segment).ok())
+            .collect::<Option<_>>()?;
+        // Only canonical encodings round-trip byte for byte; keep the others verbatim.
+        let canonical = decoded
+            .iter()
+            .zip([header, payload, signature])
+            .all(|(bytes, segment)| URL_SAFE_NO_PAD.encode(bytes) == segment);
+        let header_len = u16::try_from(decoded[0].len()).ok()?;
+        let payload_len = u32::try_from(decoded[1].len()).ok()?;
+        if !canonical {
+            return None;
+        }
+        let mut out = Vec::with_capacity(7 + decoded.iter().map(Vec::len).sum::<usize>());
+        out.push(JWT);
+        out.extend_from_slice(&header_len.to_be_bytes());
+        out.extend_from_slice(&payload_len.to_be_bytes());
+        for part in &decoded {
+            out.extend_from_slice(part);
+        }
+        Some(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<String> {
+        let (&tag, rest) = bytes.split_first()?;
+        match tag {
+            VERBATIM => String::from_utf8(rest.to_vec()).ok(),
+            JWT => {
+                let header_len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+                let payload_len =
+                    usize::try_from(u32::from_be_bytes(rest.get(2..6)?.try_into().ok()?)).ok()?;
+                let body = rest.get(6..)?;
+                let header = body.get(..header_len)?;
+                let payload = body.get(header_len..header_len.checked_add(payload_len)?)?;
+                let signature = body.get(header_len + payload_len..)?;
+                Some(format!(
+                    "{}.{}.{}",
+                    URL_SAFE_NO_PAD.encode(header),
+                    URL_SAFE_NO_PAD.encode(payload),
+                    URL_SAFE_NO_PAD.encode(signature)
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn serialize<S: Serializer>(token: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&encode(token))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        let bytes: serde_bytes_compat::ByteBuf = Deserialize::deserialize(deserializer)?;
+        decode(&bytes.0).ok_or_else(|| serde::de::Error::custom("malformed stored token"))
+    }
+
+    pub mod optional {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            token: &Option<String>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match token {
+                Some(token) => {
+                    serializer.serialize_some(&serde_bytes_compat::Bytes(&encode(token)))
+                }
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<String>, D::Error> {
+            let bytes: Option<serde_bytes_compat::ByteBuf> =
+                Deserialize::deserialize(deserializer)?;
+            bytes
+                .map(|bytes| {
+                    decode(&bytes.0)
+                        .ok_or_else(|| serde::de::Error::custom("malformed stored token"))
+                })
+                .transpose()
+        }
+    }
+
+    /// Minimal byte-string wrappers so MessagePack stores `bin`, not an array of integers.
+    mod serde_bytes_compat {
+        use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+        use serde::{Deserialize, Serialize, Serializer};
+
+        pub struct Bytes<'a>(pub &'a [u8]);
+
+        impl Serialize for Bytes<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(self.0)
+            }
+        }
+
+        pub struct ByteBuf(pub Vec<u8>);
+
+        impl<'de> Deserialize<'de> for ByteBuf {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct BytesVisitor;
+                impl<'de> Visitor<'de> for BytesVisitor {
+                    type Value = ByteBuf;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                        Ok(ByteBuf(v.to_vec()))
+                    }
+                    fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                        Ok(ByteBuf(v))
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+                        let mut out = Vec::new();
+                        while let Some(byte) = seq.next_element::<u8>()? {
+                            out.push(byte);
+                        }
+                        Ok(ByteBuf(out))
+                    }
+                }
+                deserializer.deserialize_byte_buf(BytesVisitor)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -94,5 +280,70 @@ mod tests {
     fn tokens_without_expiry_are_never_refreshed_proactively() {
         assert!(!tokens(1000, None).needs_refresh(u64::MAX / 2, 30));
         assert!(!tokens(1000, None).is_expired(u64::MAX / 2));
+    }
+
+    #[test]
+    fn tokens_survive_compact_encoding_exactly() {
+        let jwt = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(br#"{"sub":"alice","email":"a@example.com"}"#),
+            URL_SAFE_NO_PAD.encode([7u8; 256])
+        );
+        for token in [
+            jwt.as_str(),
+            "opaque-token_with.dots",
+            "a.b.c.d",
+            "eyJ.not base64.x",
+            "YR.YQ.YQ", // non-canonical base64 (trailing bits set): kept verbatim
+            "",
+            "ünïcödé",
+        ] {
+            let encoded = compact_token::encode(token);
+            assert_eq!(
+                compact_token::decode(&encoded).as_deref(),
+                Some(token),
+                "{token:?}"
+            );
+        }
+        assert!(
+            compact_token::encode(&jwt).len() < jwt.len() * 4 / 5,
+            "JWTs shrink by a quarter"
+        );
+        assert_eq!(
+            compact_token::decode(&[1, 0]),
+            None,
+            "truncated input is rejected, not a panic"
+        );
+        assert_eq!(compact_token::decode(&[1, 0xff, 0xff, 0, 0, 0, 1]), None);
+        assert_eq!(compact_token::decode(&[9]), None);
+    }
+
+    #[test]
+    fn record_round_trips_and_exposes_id_token_claims() {
+        let id_token = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(br#"{"sub":"alice","email":"a@example.com"}"#),
+            URL_SAFE_NO_PAD.encode([1u8; 64])
+        );
+        let record = SessionRecord {
+            sub: "alice".into(),
+            tokens: TokenSet {
+                access_token: "opaque".into(),
+                access_expires_at: Some(5),
+                obtained_at: 1,
+                refresh_token: Some("refresh".into()),
+                id_token,
+            },
+            created_at: 1,
+            expires_at: 2,
+            logout_sid: "sid".into(),
+        };
+        let decoded = SessionRecord::decode(&record.encode().unwrap()).unwrap();
+        assert_eq!(decoded.tokens.refresh_token.as_deref(), Some("refresh"));
+        assert_eq!(decoded.tokens.id_token, record.tokens.id_token);
+        assert_eq!(decoded.claims()["email"], "a@example.com");
+        assert!(SessionRecord::decode(b"not a record").is_none());
     }
 }

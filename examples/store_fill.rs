@@ -1,0 +1,104 @@
+//! Fills a Redis with sessions through the real session store, for the benchmark's
+//! "scale of the store" figures (bytes per session, latency with many sessions).
+//!
+//! `cargo run --release --example store_fill -- --redis redis://127.0.0.1:6379 --count 100000 --key <base64>`
+//! prints `{"created": N, "plaintext_bytes": B}`. Tokens are Keycloak-sized: a ~1.5 KB access
+//! token, a ~1 KB refresh token and a ~1.5 KB ID token.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use futures_util::{StreamExt, stream};
+use serde_json::{Value, json};
+use vestibule::clock::unix_now;
+use vestibule::session::{MasterKey, SessionRecord, Sessions, Store, TokenSet};
+
+fn argument(name: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|arg| arg != name);
+    args.next()?;
+    args.next()
+}
+
+/// A JWT-shaped string of about `size` bytes with the given payload claims.
+fn jwt(claims: &Value, size: usize) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#);
+    let mut payload_claims = claims.clone();
+    let base = URL_SAFE_NO_PAD.encode(payload_claims.to_string()).len() + header.len() + 344;
+    if size > base {
+        // Pad with a claim, as Keycloak tokens carry realm_access, resource_access, scope, …
+        payload_claims["pad"] = json!("r".repeat((size - base) * 3 / 4));
+    }
+    let payload = URL_SAFE_NO_PAD.encode(payload_claims.to_string());
+    let signature = URL_SAFE_NO_PAD.encode(vestibule::random::bytes::<256>());
+    format!("{header}.{payload}.{signature}")
+}
+
+fn record(index: usize) -> SessionRecord {
+    let now = unix_now();
+    let id_claims = json!({
+        "exp": now + 300, "iat": now, "auth_time": now, "jti": format!("{index:08x}-1b2c-4d5e-8f90-a1b2c3d4e5f6"),
+        "iss": "http://localhost:8081/realms/vestibule", "aud": "vestibule",
+        "sub": format!("{index:08x}-6f4a-4b8e-9c1d-2e3f4a5b6c7d"), "typ": "ID", "azp": "vestibule",
+        "nonce": "LapxEPcjwnVlSTYQr14Lv3rPMyAiqRwNfSXaLq4acw", "sid": "0f6b3a52-8f1e-4b7d-9a3c-5d2e1f0a9b8c",
+        "at_hash": "x3Jm9Q0sV7bL2kP8rT5wNg", "acr": "1", "email_verified": true,
+        "name": "Alice Example", "preferred_username": format!("user{index}"),
+        "given_name": "Alice", "family_name": "Example", "email": format!("user{index}@example.com"),
+    });
+    let id_token = jwt(&id_claims, 1536);
+    SessionRecord {
+        sub: id_claims["sub"].as_str().unwrap_or_default().to_owned(),
+        tokens: TokenSet {
+            access_token: jwt(
+                &json!({ "exp": now + 300, "scope": "openid profile email" }),
+                1536,
+            ),
+            access_expires_at: Some(now + 300),
+            obtained_at: now,
+            refresh_token: Some(jwt(&json!({ "typ": "Refresh" }), 1024)),
+            id_token,
+        },
+        created_at: now,
+        expires_at: now + 28_800,
+        logout_sid: vestibule::random::token(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let redis = argument("--redis").ok_or_else(|| anyhow::anyhow!("--redis URL is required"))?;
+    let count: usize = argument("--count")
+        .unwrap_or_else(|| "1000".into())
+        .parse()?;
+    let key = match argument("--key") {
+        Some(encoded) => STANDARD.decode(encoded)?,
+        None => vestibule::random::bytes::<32>().to_vec(),
+    };
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--key must be 32 bytes, base64"))?;
+    let sessions = Sessions::new(
+        Store::redis(&redis)?,
+        MasterKey::new(key),
+        Duration::from_secs(1800),
+        Duration::from_secs(28_800),
+    );
+    let plaintext_bytes = record(0).encode()?.len();
+    let created = stream::iter(0..count)
+        .map(|index| {
+            let sessions = &sessions;
+            async move { sessions.create(&record(index)).await.is_ok() }
+        })
+        .buffer_unordered(64)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    println!(
+        "{}",
+        json!({ "created": created, "plaintext_bytes": plaintext_bytes })
+    );
+    if created != count {
+        anyhow::bail!("only {created} of {count} sessions were stored");
+    }
+    Ok(())
+}
