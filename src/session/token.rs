@@ -72,8 +72,10 @@ pub(crate) fn storage_key(kind: &str, identifier: &[u8]) -> String {
     key.push_str("vestibule:");
     key.push_str(kind);
     key.push(':');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for byte in digest {
-        key.push_str(&format!("{byte:02x}"));
+        key.push(char::from(HEX[usize::from(byte >> 4)]));
+        key.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }
     key
 }
@@ -111,6 +113,14 @@ mod tests {
         bad.replace_range(0..1, "*");
         assert!(SessionToken::parse(&bad).is_none(), "not base64url");
         assert!(SessionToken::parse(&good.replace(|_| true, "=")).is_none());
+    }
+
+    #[test]
+    fn storage_key_is_the_hex_sha256_of_the_identifier() {
+        assert_eq!(
+            storage_key("session", b"abc"),
+            "vestibule:session:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
