@@ -20,6 +20,11 @@ struct Cli {
     check_config: bool,
 }
 
+/// mimalloc: fewer cycles per request than glibc malloc on the proxy's small, short-lived
+/// allocations (measured with bench/run).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for configuration errors.
 const CONFIG_ERROR: u8 = 2;
 
