@@ -36,9 +36,11 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "target", "bench")
 RESULTS = os.path.join(ROOT, "bench", "results")
-VESTIBULE_BIN = os.path.join(ROOT, "target", "release", "vestibule")
+VESTIBULE_BIN = os.path.join(ROOT, "target", os.environ.get("BENCH_PROFILE", "release"), "vestibule")
 STORE_FILL_SRC = os.path.join(ROOT, "examples", "store_fill.rs")
-STORE_FILL_BIN = os.path.join(ROOT, "target", "release", "examples", "store_fill")
+# --quick (the CI smoke run) uses the debug build that `cargo test` already made.
+PROFILE = os.environ.get("BENCH_PROFILE", "release")
+STORE_FILL_BIN = os.path.join(ROOT, "target", PROFILE, "examples", "store_fill")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FOREIGN_LIMIT = 30.0  # % CPU used by processes not started by the benchmark -> run flagged
 PATH = "/api/x"  # every config is loaded on this path; the upstream answers any path
@@ -954,7 +956,8 @@ class Bench:
                 self.not_measured(k, "not measured: store_fill example missing (examples/store_fill.rs)")
             return
         try:
-            b = subprocess.run(["cargo", "build", "--release", "--locked", "--example", "store_fill"],
+            b = subprocess.run(["cargo", "build", "--locked", "--example", "store_fill"]
+                               + (["--release"] if PROFILE == "release" else []),
                                cwd=ROOT, capture_output=True, text=True, timeout=900)
             if b.returncode != 0:
                 err = b.stderr.strip().splitlines()
@@ -1208,12 +1211,14 @@ def main():
     out["not_measured"] = b.notes
     out["elapsed_s"] = round(time.monotonic() - t_start, 1)
 
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "latest.json"), "w") as f:
+    # A quick smoke run never replaces the published figures.
+    results = os.path.join(WORK, "results") if args.quick else RESULTS
+    os.makedirs(results, exist_ok=True)
+    with open(os.path.join(results, "latest.json"), "w") as f:
         json.dump(out, f, indent=2)
         f.write("\n")
     md = render_md(out)
-    with open(os.path.join(RESULTS, "latest.md"), "w") as f:
+    with open(os.path.join(results, "latest.md"), "w") as f:
         f.write(md)
 
     print()
@@ -1222,7 +1227,7 @@ def main():
         print("Problems seen:")
         for p in b.problems:
             print("  -", p)
-    print(f"written: bench/results/latest.json, bench/results/latest.md ({out['elapsed_s']} s); "
+    print(f"written: {os.path.relpath(results, ROOT)}/latest.json and latest.md ({out['elapsed_s']} s); "
           f"logs and generated configs: target/bench/")
 
 
