@@ -4,34 +4,21 @@
 //! from the page, logout through the provider.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::harness::TestApp;
 
 fn e2e_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
+    crate::harness::node_project("e2e")
 }
 
 /// Installs tests/e2e's Node packages from the lockfile once, if they are missing.
 /// (playwright-core never downloads a browser; Chromium comes from the OS.)
 fn ensure_installed() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        if e2e_dir()
-            .join("node_modules/playwright-core/package.json")
-            .is_file()
-        {
-            return;
-        }
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--silent"])
-            .current_dir(e2e_dir())
-            .status()
-            .expect("npm must be installed to run the browser test");
-        assert!(status.success(), "npm ci in tests/e2e failed");
-    });
+    INSTALLED.get_or_init(|| crate::harness::npm_ci_unless_installed("e2e", "playwright-core"));
 }
 
 fn chromium() -> PathBuf {

@@ -47,6 +47,33 @@ where
     }
 }
 
+/// `tests/<folder>`, the home of a pinned Node package set.
+pub fn node_project(folder: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(folder)
+}
+
+/// Runs `npm ci` in `tests/<folder>` unless `package` is already installed there. Callers
+/// guard it with a `OnceLock` so one test binary installs each folder at most once.
+pub fn npm_ci_unless_installed(folder: &str, package: &str) {
+    let dir = node_project(folder);
+    if dir
+        .join("node_modules")
+        .join(package)
+        .join("package.json")
+        .is_file()
+    {
+        return;
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&dir)
+        .status()
+        .expect("npm must be installed (Node 20 + npm)");
+    assert!(status.success(), "npm ci in tests/{folder} failed");
+}
+
 /// Unix time in seconds.
 pub fn unix_now() -> u64 {
     vestibule::clock::unix_now()

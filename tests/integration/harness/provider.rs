@@ -54,26 +54,13 @@ pub struct TestProvider {
 }
 
 fn op_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/op")
+    super::node_project("op")
 }
 
 /// Installs the provider's Node packages from the lockfile once, if they are missing.
 fn ensure_installed() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        if op_dir()
-            .join("node_modules/oidc-provider/package.json")
-            .is_file()
-        {
-            return;
-        }
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--silent"])
-            .current_dir(op_dir())
-            .status()
-            .expect("npm must be installed to run the test provider");
-        assert!(status.success(), "npm ci in tests/op failed");
-    });
+    INSTALLED.get_or_init(|| super::npm_ci_unless_installed("op", "oidc-provider"));
 }
 
 impl TestProvider {
