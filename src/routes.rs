@@ -48,11 +48,6 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// The routes, longest prefix first.
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
     /// Finds the route for `path` and builds the upstream URL with `query`.
     pub fn resolve(&self, path: &str, query: Option<&str>) -> Result<Target<'_>, RouteError> {
         let (route, remainder) = self

@@ -34,16 +34,6 @@ impl CookiePolicy {
         }
     }
 
-    /// The session cookie's name.
-    pub fn session_name(&self) -> &'static str {
-        self.session_name
-    }
-
-    /// The login cookie's name.
-    pub fn login_name(&self) -> &'static str {
-        self.login_name
-    }
-
     /// Whether `name` is one of Vestibule's cookies (these never reach an upstream).
     pub fn is_own(&self, name: &str) -> bool {
         name == self.session_name || name == self.login_name

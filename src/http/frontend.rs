@@ -17,7 +17,6 @@ use tower_http::services::{ServeDir, ServeFile};
 use url::Url;
 
 use super::AppState;
-use super::cookies::CookiePolicy;
 use super::proxy::{filter_cookies, remove_hop_by_hop};
 use crate::config::Frontend;
 use crate::error::AppError;
@@ -197,7 +196,7 @@ async fn dev_server(
     parts.version = axum::http::Version::HTTP_11;
     parts.headers.remove(header::HOST);
     parts.headers.remove(header::AUTHORIZATION);
-    strip_own_cookies(&mut parts.headers, &state.cookies);
+    filter_cookies(&mut parts.headers, &state.cookies);
     if !upgrade {
         remove_hop_by_hop(&mut parts.headers);
     }
@@ -239,10 +238,6 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
                     .split(',')
                     .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
             })
-}
-
-fn strip_own_cookies(headers: &mut HeaderMap, cookies: &CookiePolicy) {
-    filter_cookies(headers, cookies);
 }
 
 #[cfg(test)]

@@ -60,11 +60,6 @@ impl Sessions {
         }
     }
 
-    /// The underlying store (for health checks).
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The absolute end (unix seconds) of a session created now.
     pub fn absolute_expiry_from_now(&self) -> u64 {
         unix_now() + self.absolute_timeout.as_secs()
