@@ -11,7 +11,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::http::frontend::FrontendService;
-use crate::http::{self, AppState, cookies::CookiePolicy};
+use crate::http::proxy::ForwardingHeaders;
+use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::routes::RouteTable;
 use crate::session::{Sessions, Store};
@@ -58,7 +59,8 @@ impl Application {
             settings.frontend()?,
             settings.routes.first().map(|route| route.prefix.as_str()),
         );
-        let state = AppState {
+        let state = AppState::new(Components {
+            forwarded: ForwardingHeaders::new(&settings.public_url),
             public_url: Arc::new(settings.public_url.clone()),
             origin: settings.public_url.origin().ascii_serialization().into(),
             sessions: Arc::new(sessions),
@@ -68,7 +70,7 @@ impl Application {
             cookies: CookiePolicy::new(settings.is_https()),
             upstream: http::proxy::upstream_client(),
             frontend,
-        };
+        });
         let router = http::router(state)
             // Defence in depth: a bug must cost one request a 500, never the connection.
             .layer(CatchPanicLayer::custom(|_| {

@@ -125,7 +125,7 @@ pub async fn current_user(
     jar: CookieJar,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
-    let session = state.require_session(&jar).await?;
+    let session = state.require_session(state.cookies.session_token(&jar)).await?;
     let record = &session.record;
     let body = json!({
         "sub": record.sub,

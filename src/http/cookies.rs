@@ -3,6 +3,7 @@
 //! Both are HttpOnly (never readable by JavaScript), `Path=/`, without `Domain`; over https
 //! they are `Secure` and carry the `__Host-` prefix, which browsers enforce.
 
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use cookie::time::Duration;
 
@@ -43,6 +44,43 @@ impl CookiePolicy {
     pub fn session_token(&self, jar: &CookieJar) -> Option<SessionToken> {
         jar.get(self.session_name)
             .and_then(|cookie| SessionToken::parse(cookie.value()))
+    }
+
+    /// Removes Vestibule's cookies from a request that is about to be forwarded, keeping the
+    /// others in one `Cookie` header, and returns the session token it carried (the first
+    /// well-formed one). One pass, no per-cookie allocation: this runs on every proxied call.
+    pub fn strip_own_cookies(&self, headers: &mut HeaderMap) -> Option<SessionToken> {
+        if !headers.contains_key(header::COOKIE) {
+            return None;
+        }
+        let mut session = None;
+        let mut kept = String::new();
+        let pairs = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty());
+        for pair in pairs {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = name.trim();
+            if name == self.session_name {
+                session = session.or_else(|| SessionToken::parse(value.trim()));
+            } else if name != self.login_name {
+                if !kept.is_empty() {
+                    kept.push_str("; ");
+                }
+                kept.push_str(pair);
+            }
+        }
+        headers.remove(header::COOKIE);
+        if !kept.is_empty()
+            && let Ok(value) = HeaderValue::try_from(kept)
+        {
+            headers.insert(header::COOKIE, value);
+        }
+        session
     }
 
     /// The login binding the browser sent, if well-formed.
@@ -116,5 +154,32 @@ mod tests {
         assert!(policy.session_token(&jar(&value[..40])).is_none());
         assert!(policy.session_token(&jar("garbage")).is_none());
         assert!(policy.session_token(&CookieJar::new()).is_none());
+    }
+
+    #[test]
+    fn stripping_keeps_other_cookies_and_returns_the_session_token() {
+        let policy = CookiePolicy::new(false);
+        let token = SessionToken::generate().encode();
+        let mut headers = HeaderMap::new();
+        let first = format!("a=1; vestibule={token}; b=2");
+        headers.insert(header::COOKIE, HeaderValue::try_from(first).unwrap());
+        headers.append(header::COOKIE, HeaderValue::from_static("vestibule-login=x; c=3"));
+        let found = policy.strip_own_cookies(&mut headers).expect("session token");
+        assert_eq!(found.encode(), token);
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers[header::COOKIE], "a=1; b=2; c=3");
+    }
+
+    #[test]
+    fn stripping_removes_the_header_when_only_ours_were_sent() {
+        let policy = CookiePolicy::new(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("__Host-vestibule=bad"));
+        assert!(policy.strip_own_cookies(&mut headers).is_none());
+        assert!(headers.get(header::COOKIE).is_none());
+        // The http names are not ours over https: they pass through untouched.
+        headers.insert(header::COOKIE, HeaderValue::from_static("vestibule=s"));
+        assert!(policy.strip_own_cookies(&mut headers).is_none());
+        assert_eq!(headers[header::COOKIE], "vestibule=s");
     }
 }

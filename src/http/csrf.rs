@@ -1,19 +1,21 @@
 //! Anti-forgery for API calls: a custom header that a cross-site form or link cannot send,
 //! plus `Origin` / `Sec-Fetch-Site` when the browser provides them.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 use crate::error::AppError;
 
 /// The header every API call must carry, with the value `1`.
-pub const CSRF_HEADER: &str = "x-csrf";
+pub const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf");
+
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// Refuses requests without `X-CSRF: 1` or with a cross-site `Origin` / `Sec-Fetch-Site`.
 pub fn check(headers: &HeaderMap, own_origin: &str) -> Result<(), AppError> {
-    if headers.get(CSRF_HEADER).map(|value| value.as_bytes()) != Some(b"1") {
+    if headers.get(&CSRF_HEADER).map(|value| value.as_bytes()) != Some(b"1") {
         return Err(AppError::Forbidden("the X-CSRF: 1 header is required"));
     }
-    if let Some(site) = headers.get("sec-fetch-site")
+    if let Some(site) = headers.get(SEC_FETCH_SITE)
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
     {
         return Err(AppError::Forbidden("cross-site request"));

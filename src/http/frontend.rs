@@ -17,7 +17,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use url::Url;
 
 use super::AppState;
-use super::proxy::{filter_cookies, remove_hop_by_hop};
+use super::proxy::remove_hop_by_hop;
 use crate::config::Frontend;
 use crate::error::AppError;
 
@@ -196,7 +196,8 @@ async fn dev_server(
     parts.version = axum::http::Version::HTTP_11;
     parts.headers.remove(header::HOST);
     parts.headers.remove(header::AUTHORIZATION);
-    filter_cookies(&mut parts.headers, &state.cookies);
+    // A dev server never sees Vestibule's cookies; the session is not its business.
+    let _ = state.cookies.strip_own_cookies(&mut parts.headers);
     if !upgrade {
         remove_hop_by_hop(&mut parts.headers);
     }

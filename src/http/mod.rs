@@ -11,19 +11,37 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use axum_extra::extract::cookie::CookieJar;
 use url::Url;
 
 use crate::error::AppError;
 use crate::oidc::Provider;
 use crate::routes::RouteTable;
-use crate::session::{ActiveSession, Sessions};
+use crate::session::{ActiveSession, SessionToken, Sessions};
 use crate::tokens::TokenKeeper;
 use cookies::CookiePolicy;
 
-/// Everything a handler needs, built once at start-up.
+/// Everything a handler needs, built once at start-up. Cloning it (axum does, per request)
+/// is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Components>);
+
+impl AppState {
+    /// Shares the components between handlers.
+    pub fn new(components: Components) -> Self {
+        Self(Arc::new(components))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Components;
+
+    fn deref(&self) -> &Components {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Components {
     /// The browser-facing origin (`public_url`).
     pub public_url: Arc<Url>,
     /// `public_url`'s origin, serialised, for `Origin` checks.
@@ -42,15 +60,17 @@ pub struct AppState {
     pub upstream: proxy::UpstreamClient,
     /// How the single-page app is served.
     pub frontend: frontend::FrontendService,
+    /// The `X-Forwarded-*` values derived from `public_url`.
+    pub forwarded: proxy::ForwardingHeaders,
 }
 
-impl AppState {
+impl Components {
     /// The valid session for this request, or `401` (`503` if the store is down).
-    pub async fn require_session(&self, jar: &CookieJar) -> Result<ActiveSession, AppError> {
-        let token = self
-            .cookies
-            .session_token(jar)
-            .ok_or(AppError::Unauthenticated)?;
+    pub async fn require_session(
+        &self,
+        token: Option<SessionToken>,
+    ) -> Result<ActiveSession, AppError> {
+        let token = token.ok_or(AppError::Unauthenticated)?;
         self.sessions
             .load(&token)
             .await?

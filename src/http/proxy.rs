@@ -11,7 +11,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::cookie::CookieJar;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -48,14 +47,13 @@ pub fn upstream_client() -> UpstreamClient {
 pub async fn dispatch(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    jar: CookieJar,
     request: Request,
 ) -> Result<Response, AppError> {
     let uri = request.uri().clone();
     match state.routes.resolve(uri.path(), uri.query()) {
         Ok(target) => {
             let (url, timeout) = (target.url, target.route.timeout);
-            forward(&state, peer, &jar, request, url, timeout).await
+            forward(&state, peer, request, url, timeout).await
         }
         Err(RouteError::Traversal) => Err(AppError::BadRequest("path leaves its route")),
         Err(RouteError::NoRoute) if uri.path() == "/api" || uri.path().starts_with("/api/") => {
@@ -69,26 +67,26 @@ pub async fn dispatch(
 async fn forward(
     state: &AppState,
     peer: SocketAddr,
-    jar: &CookieJar,
     request: Request,
     url: String,
     timeout: Duration,
 ) -> Result<Response, AppError> {
     csrf::check(request.headers(), &state.origin)?;
-    let session = state.require_session(jar).await?;
+    let upstream_uri: Uri = url
+        .parse()
+        .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
+    let (mut parts, body) = request.into_parts();
+    let session_token = state.cookies.strip_own_cookies(&mut parts.headers);
+    let session = state.require_session(session_token).await?;
     let access_token = state
         .tokens
         .access_token(&state.sessions, &state.provider, session)
         .await?;
-    let upstream_uri: Uri = url
-        .parse()
-        .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
 
-    let (mut parts, body) = request.into_parts();
     parts.uri = upstream_uri;
     parts.version = axum::http::Version::HTTP_11;
-    prepare_request_headers(&mut parts.headers, &state.cookies, &access_token)?;
-    add_forwarding_headers(&mut parts.headers, peer, &state.public_url);
+    prepare_request_headers(&mut parts.headers, &access_token)?;
+    state.forwarded.apply(&mut parts.headers, peer);
     let upstream_request = Request::from_parts(parts, body);
 
     let response =
@@ -106,18 +104,14 @@ async fn forward(
     Ok(Response::from_parts(parts, Body::new(body)).into_response())
 }
 
-/// Rewrites the browser's headers for the upstream: hop-by-hop fields, our cookies, the
-/// anti-forgery header and any client `Authorization` go; the bearer token comes in.
-fn prepare_request_headers(
-    headers: &mut HeaderMap,
-    cookies: &CookiePolicy,
-    access_token: &str,
-) -> Result<(), AppError> {
+/// Rewrites the browser's headers for the upstream (our cookies are already gone):
+/// hop-by-hop fields, the anti-forgery header and any client `Authorization` go; the bearer
+/// token comes in.
+fn prepare_request_headers(headers: &mut HeaderMap, access_token: &str) -> Result<(), AppError> {
     remove_hop_by_hop(headers);
     headers.remove(header::HOST);
     headers.remove(csrf::CSRF_HEADER);
     headers.remove(header::PROXY_AUTHORIZATION);
-    filter_cookies(headers, cookies);
     let mut bearer = HeaderValue::try_from(format!("Bearer {access_token}")).map_err(|_| {
         AppError::UpstreamUnavailable("access token is not a valid header value".into())
     })?;
@@ -126,62 +120,61 @@ fn prepare_request_headers(
     Ok(())
 }
 
-/// Removes Vestibule's cookies from every `Cookie` header, keeping the others.
-pub(super) fn filter_cookies(headers: &mut HeaderMap, cookies: &CookiePolicy) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("").trim();
-            !cookies.is_own(name)
-        })
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(value) = HeaderValue::try_from(kept.join("; "))
-    {
-        headers.insert(header::COOKIE, value);
-    }
-}
-
 /// This proxy's `Via` entry (RFC 9110 §7.6.3), added in both directions.
 const VIA: &str = "1.1 vestibule";
 
 /// Forwarding headers a client could forge; replaced with what Vestibule itself saw.
-const FORWARDING: [&str; 5] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
+const FORWARDING: [HeaderName; 5] = [
+    header::FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
+    HeaderName::from_static("x-real-ip"),
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Tells the upstream who called and how: the peer address and the public origin.
-fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr, public_url: &url::Url) {
-    for name in FORWARDING {
-        headers.remove(name);
+/// The forwarding headers Vestibule sets, with the parts that never change computed once.
+#[derive(Clone)]
+pub struct ForwardingHeaders {
+    host: Option<HeaderValue>,
+    proto: HeaderValue,
+}
+
+impl ForwardingHeaders {
+    /// The `X-Forwarded-Host` / `-Proto` values for the public origin.
+    pub fn new(public_url: &url::Url) -> Self {
+        let host = public_url.host_str().and_then(|host| {
+            let host = match public_url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            HeaderValue::try_from(host).ok()
+        });
+        let proto = HeaderValue::from_static(if public_url.scheme() == "https" {
+            "https"
+        } else {
+            "http"
+        });
+        Self { host, proto }
     }
-    if let Ok(value) = HeaderValue::try_from(peer.ip().to_string()) {
-        headers.insert("x-forwarded-for", value);
-    }
-    if let Some(host) = public_url.host_str() {
-        let host = match public_url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        };
-        if let Ok(value) = HeaderValue::try_from(host) {
-            headers.insert("x-forwarded-host", value);
+
+    /// Tells the upstream who called and how, replacing whatever the client claimed: the
+    /// peer address, the public origin, and this proxy in `Via`.
+    pub fn apply(&self, headers: &mut HeaderMap, peer: SocketAddr) {
+        for name in &FORWARDING {
+            headers.remove(name);
         }
+        if let Ok(value) = HeaderValue::try_from(peer.ip().to_string()) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        if let Some(host) = &self.host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+        headers.insert(X_FORWARDED_PROTO, self.proto.clone());
+        headers.append(header::VIA, HeaderValue::from_static(VIA));
     }
-    if let Ok(value) = HeaderValue::try_from(public_url.scheme()) {
-        headers.insert("x-forwarded-proto", value);
-    }
-    headers.append(header::VIA, HeaderValue::from_static(VIA));
 }
 
 /// An upstream must not be able to set or overwrite Vestibule's cookies (session fixation).
@@ -221,6 +214,16 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes hop-by-hop fields and every field listed in `Connection`.
 pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        remove_listed_in_connection(headers);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes the fields a `Connection` header names (it is itself removed with the others).
+fn remove_listed_in_connection(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -228,7 +231,7 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::try_from(name.trim()).ok())
         .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &listed {
         headers.remove(name);
     }
 }
@@ -273,7 +276,8 @@ mod tests {
             HeaderValue::from_static("Basic forged"),
         );
         headers.insert("x-app", HeaderValue::from_static("kept"));
-        prepare_request_headers(&mut headers, &policy, "tok").unwrap();
+        assert!(policy.strip_own_cookies(&mut headers).is_none());
+        prepare_request_headers(&mut headers, "tok").unwrap();
         assert_eq!(headers.get(header::COOKIE).unwrap(), "a=1; b=2");
         assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(headers.get(header::AUTHORIZATION).unwrap(), "Bearer tok");
@@ -290,7 +294,7 @@ mod tests {
         headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         headers.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
         let public = url::Url::parse("https://app.example.com").unwrap();
-        add_forwarding_headers(&mut headers, "127.0.0.1:5000".parse().unwrap(), &public);
+        ForwardingHeaders::new(&public).apply(&mut headers, "127.0.0.1:5000".parse().unwrap());
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
         assert_eq!(headers["x-forwarded-host"], "app.example.com");
         assert_eq!(headers["x-forwarded-proto"], "https");
@@ -313,17 +317,5 @@ mod tests {
         remove_own_set_cookies(&mut headers, &policy);
         let left: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(left, vec!["app=1; Path=/"]);
-    }
-
-    #[test]
-    fn cookie_header_disappears_when_only_ours_were_sent() {
-        let policy = CookiePolicy::new(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("__Host-vestibule=s"),
-        );
-        filter_cookies(&mut headers, &policy);
-        assert!(headers.get(header::COOKIE).is_none());
     }
 }
