@@ -22,6 +22,7 @@ use crate::tokens::TokenKeeper;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    state: AppState,
 }
 
 impl Application {
@@ -71,16 +72,9 @@ impl Application {
             upstream: http::proxy::upstream_client(),
             frontend,
         });
-        let router = http::router(state)
+        let router = http::router(state.clone())
             // Defence in depth: a bug must cost one request a 500, never the connection.
-            .layer(CatchPanicLayer::custom(|_| {
-                let body = r#"{"error":"internal_error","message":"Internal error."}"#;
-                axum::response::Response::builder()
-                    .status(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
-                    .header(axum::http::header::CONTENT_TYPE, "application/json")
-                    .body(axum::body::Body::from(body))
-                    .unwrap_or_default()
-            }))
+            .layer(CatchPanicLayer::custom(|_| crate::error::panic_response()))
             .layer(
             // Log method and path only: queries carry codes and states, headers carry cookies.
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -88,7 +82,11 @@ impl Application {
             }),
         );
         let listener = TcpListener::bind(settings.listen).await?;
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -99,13 +97,8 @@ impl Application {
     /// Serves until Ctrl-C / SIGTERM, then finishes in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+        http::server::serve(self.listener, self.state, self.router, shutdown_signal()).await;
+        Ok(())
     }
 }
 

@@ -274,3 +274,15 @@ impl IntoResponse for PageError {
         error.with_retry_after(response)
     }
 }
+
+/// The answer when a handler panics: a bug costs one request a JSON 500, never the
+/// connection or the process.
+pub fn panic_response() -> Response {
+    let body = r#"{"error":"internal_error","message":"Internal error."}"#;
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}

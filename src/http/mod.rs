@@ -6,6 +6,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod frontend;
 pub mod proxy;
+pub mod server;
 
 use std::sync::Arc;
 

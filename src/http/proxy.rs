@@ -49,22 +49,34 @@ pub async fn dispatch(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Response, AppError> {
-    let uri = request.uri().clone();
-    match state.routes.resolve(uri.path(), uri.query()) {
-        Ok(target) => {
-            let (url, timeout) = (target.url, target.route.timeout);
+    let path = request.uri().path();
+    match upstream_for(&state, request.uri()) {
+        Some(upstream) => {
+            let (url, timeout) = upstream?;
             forward(&state, peer, request, url, timeout).await
         }
-        Err(RouteError::Traversal) => Err(AppError::BadRequest("path leaves its route")),
-        Err(RouteError::NoRoute) if uri.path() == "/api" || uri.path().starts_with("/api/") => {
-            Err(AppError::NotFound)
-        }
-        Err(RouteError::NoRoute) => super::frontend::serve(&state, request).await,
+        None if path == "/api" || path.starts_with("/api/") => Err(AppError::NotFound),
+        None => super::frontend::serve(&state, request).await,
+    }
+}
+
+/// The upstream URL and timeout for a request under a route prefix (an error if the path
+/// tries to leave its route); `None` if no route covers it. Vestibule's own `/api/auth` is
+/// never proxied, even under a route like `/api`.
+pub fn upstream_for(state: &AppState, uri: &Uri) -> Option<Result<(String, Duration), AppError>> {
+    let path = uri.path();
+    if path == "/api/auth" || path.starts_with("/api/auth/") {
+        return None;
+    }
+    match state.routes.resolve(path, uri.query()) {
+        Ok(target) => Some(Ok((target.url, target.route.timeout))),
+        Err(RouteError::Traversal) => Some(Err(AppError::BadRequest("path leaves its route"))),
+        Err(RouteError::NoRoute) => None,
     }
 }
 
 /// Forwards an API call with the session's access token.
-async fn forward(
+pub async fn forward(
     state: &AppState,
     peer: SocketAddr,
     request: Request,
