@@ -12,7 +12,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use vestibule::clock::unix_now;
-use vestibule::session::{MasterKey, SessionRecord, Sessions, Store, TokenSet};
+use vestibule::session::{MasterKey, SessionRecord, Sessions, Store, StoredToken, TokenSet};
 
 fn argument(name: &str) -> Option<String> {
     let mut args = std::env::args().skip_while(|arg| arg != name);
@@ -55,8 +55,8 @@ fn record(index: usize) -> SessionRecord {
             ),
             access_expires_at: Some(now + 300),
             obtained_at: now,
-            refresh_token: Some(jwt(&json!({ "typ": "Refresh" }), 1024)),
-            id_token,
+            refresh_token: Some(StoredToken::new(&jwt(&json!({ "typ": "Refresh" }), 1024))),
+            id_token: StoredToken::new(&id_token),
         },
         created_at: now,
         expires_at: now + 28_800,

@@ -148,7 +148,7 @@ async fn refresh_and_store(
             } else {
                 // Logged out while the refresh ran: do not resurrect; revoke what we just got.
                 if let Some(refresh_token) = &record.tokens.refresh_token {
-                    provider.revoke_refresh_token(refresh_token).await;
+                    provider.revoke_refresh_token(&refresh_token.text()).await;
                 }
                 Err(AccessError::SessionEnded)
             }

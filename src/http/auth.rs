@@ -125,7 +125,9 @@ pub async fn current_user(
     jar: CookieJar,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
-    let session = state.require_session(state.cookies.session_token(&jar)).await?;
+    let session = state
+        .require_session(state.cookies.session_token(&jar))
+        .await?;
     let record = &session.record;
     let body = json!({
         "sub": record.sub,
@@ -192,7 +194,13 @@ pub async fn logout_link(
 async fn end_session(state: &AppState, session: ActiveSession) -> Result<Option<String>, AppError> {
     state.sessions.delete(&session.token).await?;
     tracing::info!("logout");
-    if let Some(refresh_token) = session.record.tokens.refresh_token.clone() {
+    if let Some(refresh_token) = session
+        .record
+        .tokens
+        .refresh_token
+        .as_ref()
+        .map(|token| token.text())
+    {
         let provider = state.provider.clone();
         tokio::spawn(async move { provider.revoke_refresh_token(&refresh_token).await });
     }
@@ -202,7 +210,7 @@ async fn end_session(state: &AppState, session: ActiveSession) -> Result<Option<
         .unwrap_or_else(|_| state.public_url.as_ref().clone());
     Ok(state
         .provider
-        .end_session_url(&session.record.tokens.id_token, &post_logout)
+        .end_session_url(&session.record.tokens.id_token.text(), &post_logout)
         .await
         .map(|url| url.to_string()))
 }

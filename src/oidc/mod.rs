@@ -28,6 +28,7 @@ use url::Url;
 
 use crate::clock::unix_now;
 use crate::config::{ClientAuthMethod, Settings};
+use crate::session::StoredToken;
 use metadata::{ExtraMetadata, ProviderMetadata};
 
 /// What went wrong talking to the provider.
@@ -382,8 +383,10 @@ impl Provider {
                 access_token: response.access_token().secret().clone(),
                 access_expires_at: expiry(now, response.expires_in(), response.access_token()),
                 obtained_at: now,
-                refresh_token: response.refresh_token().map(|token| token.secret().clone()),
-                id_token: id_token.to_string(),
+                refresh_token: response
+                    .refresh_token()
+                    .map(|token| StoredToken::new(token.secret())),
+                id_token: StoredToken::new(&id_token.to_string()),
             },
         })
     }
@@ -399,7 +402,7 @@ impl Provider {
             .refresh_token
             .as_ref()
             .ok_or_else(|| OidcError::Rejected("the session has no refresh token".into()))?;
-        let refresh_token = &RefreshToken::new(refresh_token.clone());
+        let refresh_token = &RefreshToken::new(refresh_token.text());
         let (discovered, response) = self
             .token_request(|discovered: Arc<Discovered>| async move {
                 discovered
@@ -409,7 +412,7 @@ impl Provider {
                     .await
             })
             .await?;
-        let mut id_token_string = current.id_token.clone();
+        let mut kept_id_token = current.id_token.clone();
         if let Some(id_token) = response.id_token() {
             // Refreshed ID tokens need not carry a nonce (Keycloak omits it).
             match self
@@ -419,7 +422,7 @@ impl Provider {
                 Ok(verified) if subject(&verified)? != sub => {
                     return Err(OidcError::SubjectChanged);
                 }
-                Ok(_) => id_token_string = id_token.to_string(),
+                Ok(_) => kept_id_token = StoredToken::new(&id_token.to_string()),
                 // The token endpoint answered over an authenticated channel and has already
                 // rotated the refresh token: keep the new tokens, keep the old ID token.
                 Err(error) => {
@@ -435,9 +438,9 @@ impl Provider {
                 obtained_at: now,
                 refresh_token: response
                     .refresh_token()
-                    .map(|token| token.secret().clone())
+                    .map(|token| StoredToken::new(token.secret()))
                     .or_else(|| current.refresh_token.clone()),
-                id_token: id_token_string,
+                id_token: kept_id_token,
             },
         })
     }

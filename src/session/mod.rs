@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use crypto::MasterKey;
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
-pub use record::{SessionRecord, TokenSet};
+pub use record::{SessionRecord, StoredToken, TokenSet};
 pub use store::{Store, StoreError};
 pub use token::SessionToken;
 

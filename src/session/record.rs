@@ -22,11 +22,35 @@ pub struct TokenSet {
     /// When the access token was obtained (unix seconds).
     pub obtained_at: u64,
     /// The refresh token, if the provider issued one.
-    #[serde(with = "compact_token::optional")]
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<StoredToken>,
     /// The most recent verified ID token (claims for `/api/auth/user`, `id_token_hint` at logout).
-    #[serde(with = "compact_token")]
-    pub id_token: String,
+    pub id_token: StoredToken,
+}
+
+/// A token kept in its stored form and turned back into text only where it is used, so
+/// that proxied calls, which need only the access token, do not rebuild the ID and refresh
+/// tokens on every request.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoredToken(#[serde(with = "compact_token::raw")] Vec<u8>);
+
+impl StoredToken {
+    /// Stores a token compactly.
+    pub fn new(text: &str) -> Self {
+        Self(compact_token::encode(text))
+    }
+
+    /// The token as the provider issued it.
+    pub fn text(&self) -> String {
+        // Well-formedness was checked when the record was decoded.
+        compact_token::decode(&self.0).unwrap_or_default()
+    }
+}
+
+impl From<&str> for StoredToken {
+    fn from(text: &str) -> Self {
+        Self::new(text)
+    }
 }
 
 impl TokenSet {
@@ -69,7 +93,7 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// The claims of the session's ID token (verified before it was stored).
     pub fn claims(&self) -> Map<String, Value> {
-        jwt_payload(&self.tokens.id_token).unwrap_or_default()
+        jwt_payload(&self.tokens.id_token.text()).unwrap_or_default()
     }
 
     /// Encodes the record for sealing.
@@ -143,26 +167,34 @@ mod compact_token {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<String> {
-        let (&tag, rest) = bytes.split_first()?;
-        match tag {
-            VERBATIM => String::from_utf8(rest.to_vec()).ok(),
-            JWT => {
-                let header_len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
-                let payload_len =
-                    usize::try_from(u32::from_be_bytes(rest.get(2..6)?.try_into().ok()?)).ok()?;
-                let body = rest.get(6..)?;
-                let header = body.get(..header_len)?;
-                let payload = body.get(header_len..header_len.checked_add(payload_len)?)?;
-                let signature = body.get(header_len + payload_len..)?;
-                Some(format!(
-                    "{}.{}.{}",
-                    URL_SAFE_NO_PAD.encode(header),
-                    URL_SAFE_NO_PAD.encode(payload),
-                    URL_SAFE_NO_PAD.encode(signature)
-                ))
+        match bytes.split_first()? {
+            (&VERBATIM, rest) => String::from_utf8(rest.to_vec()).ok(),
+            (&JWT, _) => {
+                let parts = jwt_parts(bytes)?;
+                let mut text = String::with_capacity(bytes.len() * 4 / 3 + 4);
+                for (index, part) in parts.iter().enumerate() {
+                    if index > 0 {
+                        text.push('.');
+                    }
+                    URL_SAFE_NO_PAD.encode_string(part, &mut text);
+                }
+                Some(text)
             }
             _ => None,
         }
+    }
+
+    /// The header, payload and signature of a stored JWT.
+    fn jwt_parts(bytes: &[u8]) -> Option<[&[u8]; 3]> {
+        let rest = bytes.get(1..)?;
+        let header_len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+        let payload_len =
+            usize::try_from(u32::from_be_bytes(rest.get(2..6)?.try_into().ok()?)).ok()?;
+        let body = rest.get(6..)?;
+        let header = body.get(..header_len)?;
+        let payload = body.get(header_len..header_len.checked_add(payload_len)?)?;
+        let signature = body.get(header_len + payload_len..)?;
+        Some([header, payload, signature])
     }
 
     pub fn serialize<S: Serializer>(token: &str, serializer: S) -> Result<S::Ok, S::Error> {
@@ -174,47 +206,40 @@ mod compact_token {
         decode(&bytes.0).ok_or_else(|| serde::de::Error::custom("malformed stored token"))
     }
 
-    pub mod optional {
+    /// The stored bytes as they are, checked to be well-formed so that decoding them later
+    /// cannot fail.
+    pub mod raw {
         use super::*;
 
-        pub fn serialize<S: Serializer>(
-            token: &Option<String>,
-            serializer: S,
-        ) -> Result<S::Ok, S::Error> {
-            match token {
-                Some(token) => {
-                    serializer.serialize_some(&serde_bytes_compat::Bytes(&encode(token)))
-                }
-                None => serializer.serialize_none(),
-            }
+        pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(bytes)
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
-        ) -> Result<Option<String>, D::Error> {
-            let bytes: Option<serde_bytes_compat::ByteBuf> =
-                Deserialize::deserialize(deserializer)?;
-            bytes
-                .map(|bytes| {
-                    decode(&bytes.0)
-                        .ok_or_else(|| serde::de::Error::custom("malformed stored token"))
-                })
-                .transpose()
+        ) -> Result<Vec<u8>, D::Error> {
+            let bytes: serde_bytes_compat::ByteBuf = Deserialize::deserialize(deserializer)?;
+            if is_well_formed(&bytes.0) {
+                Ok(bytes.0)
+            } else {
+                Err(serde::de::Error::custom("malformed stored token"))
+            }
+        }
+    }
+
+    /// Whether `decode` will succeed, without building the text.
+    pub fn is_well_formed(bytes: &[u8]) -> bool {
+        match bytes.split_first() {
+            Some((&VERBATIM, rest)) => std::str::from_utf8(rest).is_ok(),
+            Some((&JWT, _)) => jwt_parts(bytes).is_some(),
+            _ => false,
         }
     }
 
     /// Minimal byte-string wrappers so MessagePack stores `bin`, not an array of integers.
     mod serde_bytes_compat {
+        use serde::Deserialize;
         use serde::de::{Deserializer, Error, SeqAccess, Visitor};
-        use serde::{Deserialize, Serialize, Serializer};
-
-        pub struct Bytes<'a>(pub &'a [u8]);
-
-        impl Serialize for Bytes<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_bytes(self.0)
-            }
-        }
 
         pub struct ByteBuf(pub Vec<u8>);
 
@@ -334,15 +359,18 @@ mod tests {
                 access_expires_at: Some(5),
                 obtained_at: 1,
                 refresh_token: Some("refresh".into()),
-                id_token,
+                id_token: StoredToken::new(&id_token),
             },
             created_at: 1,
             expires_at: 2,
             logout_sid: "sid".into(),
         };
         let decoded = SessionRecord::decode(&record.encode().unwrap()).unwrap();
-        assert_eq!(decoded.tokens.refresh_token.as_deref(), Some("refresh"));
-        assert_eq!(decoded.tokens.id_token, record.tokens.id_token);
+        assert_eq!(
+            decoded.tokens.refresh_token.as_ref().map(StoredToken::text),
+            Some("refresh".to_owned())
+        );
+        assert_eq!(decoded.tokens.id_token.text(), id_token);
         assert_eq!(decoded.claims()["email"], "a@example.com");
         assert!(SessionRecord::decode(b"not a record").is_none());
     }
