@@ -163,8 +163,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         let first = format!("a=1; vestibule={token}; b=2");
         headers.insert(header::COOKIE, HeaderValue::try_from(first).unwrap());
-        headers.append(header::COOKIE, HeaderValue::from_static("vestibule-login=x; c=3"));
-        let found = policy.strip_own_cookies(&mut headers).expect("session token");
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("vestibule-login=x; c=3"),
+        );
+        let found = policy
+            .strip_own_cookies(&mut headers)
+            .expect("session token");
         assert_eq!(found.encode(), token);
         assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(headers[header::COOKIE], "a=1; b=2; c=3");
@@ -174,7 +179,10 @@ mod tests {
     fn stripping_removes_the_header_when_only_ours_were_sent() {
         let policy = CookiePolicy::new(true);
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("__Host-vestibule=bad"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-vestibule=bad"),
+        );
         assert!(policy.strip_own_cookies(&mut headers).is_none());
         assert!(headers.get(header::COOKIE).is_none());
         // The http names are not ours over https: they pass through untouched.
