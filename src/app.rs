@@ -15,6 +15,7 @@ use crate::http::proxy::ForwardingHeaders;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::routes::RouteTable;
+use crate::session::cache::CacheSettings;
 use crate::session::{Sessions, Store};
 use crate::tokens::TokenKeeper;
 
@@ -31,7 +32,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = match &settings.session.redis_url {
             Some(url) => {
-                let store = Store::redis(url.expose_secret())?;
+                let cache = CacheSettings::new(
+                    settings.session.local_cache_entries,
+                    std::time::Duration::from_secs(settings.session.idle_timeout_secs),
+                );
+                let store = Store::redis(url.expose_secret(), cache)?;
                 if let Err(error) = store.ping().await {
                     tracing::warn!(error = %error, "Redis is not reachable yet; sessions answer 503 until it is");
                 }

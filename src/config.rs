@@ -132,6 +132,10 @@ pub struct SessionSettings {
     /// Absolute session lifetime.
     #[serde(default = "default_absolute")]
     pub absolute_timeout_secs: u64,
+    /// Sealed session records each instance keeps in memory, kept exact by Redis client
+    /// tracking (0 turns the cache off: every call reads Redis).
+    #[serde(default = "default_local_cache_entries")]
+    pub local_cache_entries: usize,
 }
 
 /// One `[[routes]]` entry.
@@ -158,6 +162,10 @@ fn default_refresh_skew() -> u64 {
 fn default_idle() -> u64 {
     1800
 }
+fn default_local_cache_entries() -> usize {
+    10_000
+}
+
 fn default_absolute() -> u64 {
     28800
 }

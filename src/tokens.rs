@@ -68,7 +68,7 @@ impl TokenKeeper {
         let (sessions, provider) = (sessions.clone(), provider.clone());
         let guard = self.locks.acquire(&session.token.storage_key()).await;
         // Another request may have refreshed while we waited: read the current record.
-        let Some(current) = sessions.load(&session.token).await? else {
+        let Some(current) = sessions.load_fresh(&session.token).await? else {
             return Err(AccessError::SessionEnded);
         };
         let now = unix_now();
@@ -95,7 +95,7 @@ impl TokenKeeper {
                 )));
             }
             tokio::time::sleep(LOCK_POLL_INTERVAL).await;
-            match sessions.load(&current.token).await? {
+            match sessions.load_fresh(&current.token).await? {
                 None => return Err(AccessError::SessionEnded),
                 Some(fresh) if !fresh.record.tokens.needs_refresh(unix_now(), skew) => {
                     return Ok(fresh.record.tokens.access_token);
@@ -105,7 +105,7 @@ impl TokenKeeper {
         }
         let task = tokio::spawn(async move {
             // Someone may have finished just before we took the lock: read once more.
-            let outcome = match sessions.load(&current.token).await {
+            let outcome = match sessions.load_fresh(&current.token).await {
                 Ok(None) => Err(AccessError::SessionEnded),
                 Ok(Some(fresh)) if !fresh.record.tokens.needs_refresh(unix_now(), skew) => {
                     Ok(fresh.record.tokens.access_token)

@@ -3,6 +3,7 @@
 //! This module owns the crown jewels. Records leave it only sealed (see [`crypto`]); the store
 //! sees hashes of ids and ciphertext. It knows nothing of HTTP or of the provider.
 
+pub mod cache;
 pub mod crypto;
 pub mod login;
 pub mod record;
@@ -15,7 +16,7 @@ use std::time::Duration;
 pub use crypto::MasterKey;
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
-pub use store::{Store, StoreError};
+pub use store::{Freshness, Store, StoreError};
 pub use token::SessionToken;
 
 use crate::clock::unix_now;
@@ -73,16 +74,38 @@ impl Sessions {
         Ok(token)
     }
 
-    /// Finds the session for `token`, sliding its idle timeout in the same round trip.
+    /// Finds the session for `token`, sliding its idle timeout in the same round trip (with
+    /// the record cache on, from memory, sliding at most once per touch interval).
     ///
     /// `Ok(None)` means "no valid session" (unknown, expired, or does not decrypt);
     /// an unreachable store is an error, so the caller answers 503 rather than logging out.
     pub async fn load(&self, token: &SessionToken) -> Result<Option<ActiveSession>, StoreError> {
+        self.load_with(token, Freshness::Cached).await
+    }
+
+    /// Like [`Sessions::load`], but always from Redis: for decisions that must see what other
+    /// instances wrote a moment ago (whether a refresh is still needed).
+    pub async fn load_fresh(
+        &self,
+        token: &SessionToken,
+    ) -> Result<Option<ActiveSession>, StoreError> {
+        self.load_with(token, Freshness::FromRedis).await
+    }
+
+    async fn load_with(
+        &self,
+        token: &SessionToken,
+        freshness: Freshness,
+    ) -> Result<Option<ActiveSession>, StoreError> {
         let key = token.storage_key();
-        let Some(sealed) = self.store.get_and_touch(&key, self.idle_timeout).await? else {
+        let Some(read) = self
+            .store
+            .read_session(&key, self.idle_timeout, freshness)
+            .await?
+        else {
             return Ok(None);
         };
-        let Ok(plaintext) = self.key.open(token.secret(), key.as_bytes(), &sealed) else {
+        let Ok(plaintext) = self.key.open(token.secret(), key.as_bytes(), &read.sealed) else {
             return Ok(None);
         };
         let Some(record) = SessionRecord::decode(&plaintext) else {
@@ -94,12 +117,19 @@ impl Sessions {
             return Ok(None);
         }
         let idle_expires_at = now + self.idle_timeout.as_secs();
-        if idle_expires_at > record.expires_at {
+        if read.touched && idle_expires_at > record.expires_at {
             // The touch above may have stretched the key past the absolute end: pull it back.
             self.store
                 .expire(&key, Duration::from_secs(record.expires_at - now))
                 .await?;
         }
+        // Untouched (a cached read), the key was last touched at most one interval ago.
+        let idle_expires_at = match self.store.cache() {
+            Some(cache) if !read.touched => {
+                idle_expires_at.saturating_sub(cache.touch_interval().as_secs())
+            }
+            _ => idle_expires_at,
+        };
         Ok(Some(ActiveSession {
             token: token.clone(),
             idle_expires_at: idle_expires_at.min(record.expires_at),

@@ -9,6 +9,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, ProtocolVersion};
+
+use super::cache::{CacheSettings, Lookup, RecordCache, SESSION_KEY_PREFIX, spawn_tracker};
 
 /// The store could not answer; the caller must not treat this as a missing record.
 #[derive(Debug, thiserror::Error)]
@@ -34,23 +37,76 @@ const REDIS_RECONNECT_RETRIES: usize = 2;
 #[derive(Clone)]
 pub enum Store {
     /// Redis (shared by every instance).
-    Redis(ConnectionManager),
+    Redis(RedisStore),
     /// Process memory (one instance only; lost on restart).
     Memory(std::sync::Arc<MemoryStore>),
 }
 
+/// A Redis connection plus, optionally, the tracked cache of session records.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    cache: Option<std::sync::Arc<RecordCache>>,
+}
+
+/// Whether a session read may be answered by the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// A cached copy is fine (it is dropped as soon as Redis reports a change).
+    Cached,
+    /// Ask Redis: the caller is about to act on what it reads (a refresh decision).
+    FromRedis,
+}
+
+/// A session record as read, and whether the read pushed its idle expiry back.
+pub struct SessionRead {
+    /// The sealed record.
+    pub sealed: Vec<u8>,
+    /// Whether the key's expiry was reset to the idle timeout by this read.
+    pub touched: bool,
+}
+
 impl Store {
     /// Connects lazily to Redis at `url`; an unreachable Redis is reported per call, not here.
-    pub fn redis(url: &str) -> Result<Self, redis::RedisError> {
+    /// With `cache`, session reads are served from a tracked in-process cache (see
+    /// [`super::cache`]); it needs a Redis that supports `CLIENT TRACKING` and otherwise stays off.
+    pub fn redis(url: &str, cache: Option<CacheSettings>) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
             .set_number_of_retries(REDIS_RECONNECT_RETRIES)
             .set_max_delay(Duration::from_millis(500));
-        Ok(Store::Redis(ConnectionManager::new_lazy_with_config(
-            client, config,
-        )?))
+        let cache = match cache {
+            Some(settings) => {
+                // Invalidation messages need RESP3 on the tracking connection.
+                let info = url.into_connection_info()?;
+                let resp3 = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                let tracking = redis::Client::open(info.set_redis_settings(resp3))?;
+                let cache = std::sync::Arc::new(RecordCache::new(
+                    settings.capacity,
+                    settings.touch_interval,
+                ));
+                spawn_tracker(tracking, &cache);
+                Some(cache)
+            }
+            None => None,
+        };
+        Ok(Store::Redis(RedisStore {
+            conn: ConnectionManager::new_lazy_with_config(client, config)?,
+            cache,
+        }))
+    }
+
+    /// The tracked cache of session records, if there is one.
+    pub fn cache(&self) -> Option<&RecordCache> {
+        match self {
+            Store::Redis(redis) => redis.cache.as_deref(),
+            Store::Memory(_) => None,
+        }
     }
 
     /// An empty in-process store.
@@ -61,35 +117,79 @@ impl Store {
     /// Checks that the store answers (used at start-up to warn early).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
-            Store::Redis(conn) => {
-                let _: String = redis::cmd("PING").query_async(&mut conn.clone()).await?;
+            Store::Redis(redis) => {
+                let _: String = redis::cmd("PING")
+                    .query_async(&mut redis.conn.clone())
+                    .await?;
                 Ok(())
             }
             Store::Memory(_) => Ok(()),
         }
     }
 
-    /// Reads a record and, in the same round trip, resets its expiry to `ttl` from now.
-    pub async fn get_and_touch(
+    /// Reads a session record and resets its expiry to `ttl` from now, in the same round trip.
+    /// With the cache on, a read is usually answered from memory and the expiry is reset at
+    /// most once per touch interval.
+    pub async fn read_session(
         &self,
         key: &str,
         ttl: Duration,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            Store::Redis(conn) => Ok(redis::cmd("GETEX")
+        freshness: Freshness,
+    ) -> Result<Option<SessionRead>, StoreError> {
+        let redis = match self {
+            Store::Memory(memory) => {
+                return Ok(memory.get_and_touch(key, ttl).map(|sealed| SessionRead {
+                    sealed,
+                    touched: true,
+                }));
+            }
+            Store::Redis(redis) => redis,
+        };
+        let Some(cache) = &redis.cache else {
+            let sealed = redis_getex(&redis.conn, key, ttl).await?;
+            return Ok(sealed.map(|sealed| SessionRead {
+                sealed,
+                touched: true,
+            }));
+        };
+        let (generation, touch) = match (cache.lookup(key), freshness) {
+            (Lookup::Hit(sealed), Freshness::Cached) => {
+                return Ok(Some(SessionRead {
+                    sealed,
+                    touched: false,
+                }));
+            }
+            (Lookup::Hit(_), Freshness::FromRedis) => (cache.generation(), true),
+            (Lookup::Miss { generation, touch }, _) => (generation, touch),
+        };
+        let sealed = if touch {
+            redis_getex(&redis.conn, key, ttl).await?
+        } else {
+            redis::cmd("GET")
                 .arg(key)
-                .arg("PX")
-                .arg(millis(ttl))
-                .query_async(&mut conn.clone())
-                .await?),
-            Store::Memory(memory) => Ok(memory.get_and_touch(key, ttl)),
-        }
+                .query_async(&mut redis.conn.clone())
+                .await?
+        };
+        cache.store(
+            key,
+            sealed.as_deref(),
+            generation,
+            touch && sealed.is_some(),
+        );
+        Ok(sealed.map(|sealed| SessionRead {
+            sealed,
+            touched: touch,
+        }))
     }
 
     /// Writes a record that expires `ttl` from now, replacing any previous value.
     pub async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         match self {
-            Store::Redis(conn) => redis_set(conn, key, value, ttl, None).await.map(|_| ()),
+            Store::Redis(redis) => {
+                redis_set(&redis.conn, key, value, ttl, None).await?;
+                redis.forget(key);
+                Ok(())
+            }
             Store::Memory(memory) => {
                 memory.put(key, value, ttl);
                 Ok(())
@@ -100,9 +200,9 @@ impl Store {
     /// Reads a record without touching its expiry.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
-            Store::Redis(conn) => Ok(redis::cmd("GET")
+            Store::Redis(redis) => Ok(redis::cmd("GET")
                 .arg(key)
-                .query_async(&mut conn.clone())
+                .query_async(&mut redis.conn.clone())
                 .await?),
             Store::Memory(memory) => Ok(memory.get(key)),
         }
@@ -116,7 +216,11 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Redis(conn) => redis_set(conn, key, value, ttl, Some("XX")).await,
+            Store::Redis(redis) => {
+                let replaced = redis_set(&redis.conn, key, value, ttl, Some("XX")).await?;
+                redis.forget(key);
+                Ok(replaced)
+            }
             Store::Memory(memory) => Ok(memory.replace(key, value, ttl)),
         }
     }
@@ -129,7 +233,9 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Redis(conn) => redis_set(conn, key, owner.as_bytes(), ttl, Some("NX")).await,
+            Store::Redis(redis) => {
+                redis_set(&redis.conn, key, owner.as_bytes(), ttl, Some("NX")).await
+            }
             Store::Memory(memory) => Ok(memory.try_lock(key, owner, ttl)),
         }
     }
@@ -137,14 +243,14 @@ impl Store {
     /// Releases the lock `key` if `owner` still holds it (an expired lock may have a new owner).
     pub async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         match self {
-            Store::Redis(conn) => {
+            Store::Redis(redis) => {
                 let script = redis::Script::new(
                     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
                 );
                 let _: i64 = script
                     .key(key)
                     .arg(owner)
-                    .invoke_async(&mut conn.clone())
+                    .invoke_async(&mut redis.conn.clone())
                     .await?;
                 Ok(())
             }
@@ -158,9 +264,9 @@ impl Store {
     /// Reads and deletes a record atomically, so it can be used at most once.
     pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
-            Store::Redis(conn) => Ok(redis::cmd("GETDEL")
+            Store::Redis(redis) => Ok(redis::cmd("GETDEL")
                 .arg(key)
-                .query_async(&mut conn.clone())
+                .query_async(&mut redis.conn.clone())
                 .await?),
             Store::Memory(memory) => Ok(memory.take(key)),
         }
@@ -169,11 +275,14 @@ impl Store {
     /// Deletes a record; deleting a missing record is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self {
-            Store::Redis(conn) => {
+            Store::Redis(redis) => {
                 let _: i64 = redis::cmd("DEL")
                     .arg(key)
-                    .query_async(&mut conn.clone())
+                    .query_async(&mut redis.conn.clone())
                     .await?;
+                if let Some(cache) = &redis.cache {
+                    cache.forget_entirely(key);
+                }
                 Ok(())
             }
             Store::Memory(memory) => {
@@ -186,12 +295,13 @@ impl Store {
     /// Shortens a record's remaining lifetime to `ttl` from now.
     pub async fn expire(&self, key: &str, ttl: Duration) -> Result<(), StoreError> {
         match self {
-            Store::Redis(conn) => {
+            Store::Redis(redis) => {
                 let _: i64 = redis::cmd("PEXPIRE")
                     .arg(key)
                     .arg(millis(ttl))
-                    .query_async(&mut conn.clone())
+                    .query_async(&mut redis.conn.clone())
                     .await?;
+                redis.forget(key);
                 Ok(())
             }
             Store::Memory(memory) => {
@@ -200,6 +310,32 @@ impl Store {
             }
         }
     }
+}
+
+impl RedisStore {
+    /// Drops a session key this instance just wrote from the cache, without waiting for
+    /// Redis to report the change.
+    fn forget(&self, key: &str) {
+        if let Some(cache) = &self.cache
+            && key.starts_with(SESSION_KEY_PREFIX)
+        {
+            cache.forget(key);
+        }
+    }
+}
+
+/// `GETEX key PX ttl`: read and reset the expiry in one round trip.
+async fn redis_getex(
+    conn: &ConnectionManager,
+    key: &str,
+    ttl: Duration,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(redis::cmd("GETEX")
+        .arg(key)
+        .arg("PX")
+        .arg(millis(ttl))
+        .query_async(&mut conn.clone())
+        .await?)
 }
 
 /// `SET key value PX ttl [NX|XX]`; `Ok(false)` when the condition kept it from writing.
@@ -347,13 +483,13 @@ mod tests {
     async fn memory_store_expires_and_takes_once() {
         let store = Store::memory();
         store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
-        assert_eq!(
-            store
-                .get_and_touch("a", Duration::from_secs(60))
-                .await
-                .unwrap(),
-            Some(b"1".to_vec())
-        );
+        let read = store
+            .read_session("a", Duration::from_secs(60), Freshness::Cached)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.sealed, b"1");
+        assert!(read.touched);
         assert_eq!(store.take("a").await.unwrap(), Some(b"1".to_vec()));
         assert_eq!(store.take("a").await.unwrap(), None);
 
@@ -362,13 +498,11 @@ mod tests {
             .await
             .unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(
-            store
-                .get_and_touch("b", Duration::from_secs(60))
-                .await
-                .unwrap(),
-            None
-        );
+        let read = store
+            .read_session("b", Duration::from_secs(60), Freshness::Cached)
+            .await
+            .unwrap();
+        assert!(read.is_none());
     }
 
     #[tokio::test]

@@ -67,7 +67,9 @@ async fn redis_holds_no_plaintext_token_claim_email_or_cookie() {
 
 #[tokio::test]
 async fn idle_timeout_slides_on_use() {
-    let app = TestApp::start().await;
+    // A 20 s idle timeout: a session in use has its deadline pushed back at least every 2 s
+    // (a tenth of it), even when its calls are answered from the cache.
+    let app = TestApp::builder().idle_timeout(20).start().await;
     let browser = app.browser();
     browser.login("alice").await;
     let key = app.redis().session_keys().await.pop().unwrap();
@@ -79,11 +81,78 @@ async fn idle_timeout_slides_on_use() {
         .await
         .unwrap();
     assert!(app.redis().pttl(&key).await <= 5_000);
-    assert_eq!(browser.user().await.0, StatusCode::OK);
-    let ttl = app.redis().pttl(&key).await;
-    assert!(
-        ttl > 590_000 && ttl <= 600_000,
-        "idle timeout reset to 600 s, got {ttl} ms"
+    let ttl = crate::harness::wait_for(
+        "use to push the idle deadline back",
+        std::time::Duration::from_secs(4),
+        || {
+            let (browser, app, key) = (browser.clone(), &app, key.clone());
+            async move {
+                assert_eq!(browser.user().await.0, StatusCode::OK);
+                let ttl = app.redis().pttl(&key).await;
+                (ttl > 15_000).then_some(ttl)
+            }
+        },
+    )
+    .await;
+    assert!(ttl <= 20_000, "idle timeout reset to 20 s, got {ttl} ms");
+}
+
+#[tokio::test]
+async fn sessions_in_use_are_served_from_the_tracked_cache_and_end_at_once_when_redis_drops_them() {
+    let app = TestApp::start().await;
+    let alice = app.browser();
+    alice.login("alice").await;
+    let key = app.redis().session_keys().await.pop().unwrap();
+    let warm_up = crate::harness::wait_for(
+        "the session to be cached",
+        std::time::Duration::from_secs(10),
+        || {
+            let (alice, app) = (alice.clone(), &app);
+            async move {
+                let before = app.redis().session_reads().await;
+                assert_eq!(
+                    alice.api_get("/api/orders/warm").await.status(),
+                    StatusCode::OK
+                );
+                (app.redis().session_reads().await == before).then_some(())
+            }
+        },
+    );
+    warm_up.await;
+
+    let before = app.redis().session_reads().await;
+    for call in 0..50 {
+        let response = alice.api_get(&format!("/api/orders/{call}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let reads = app.redis().session_reads().await - before;
+    assert!(reads <= 2, "50 proxied calls read Redis {reads} times");
+
+    // An operator revokes the session in Redis: the very next call is refused.
+    let mut conn = app.redis().connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.api_get("/api/orders/after-del").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A flush drops everything the cache holds.
+    let bob = app.browser();
+    bob.login("bob").await;
+    for _ in 0..3 {
+        assert_eq!(
+            bob.api_get("/api/orders/bob").await.status(),
+            StatusCode::OK
+        );
+    }
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert_eq!(
+        bob.api_get("/api/orders/after-flush").await.status(),
+        StatusCode::UNAUTHORIZED
     );
 }
 

@@ -84,6 +84,7 @@ pub struct TestAppBuilder {
     provider: ProviderOptions,
     use_redis: bool,
     refresh_skew_secs: u64,
+    idle_timeout_secs: u64,
     extra_toml: String,
 }
 
@@ -108,6 +109,7 @@ impl TestApp {
             provider: ProviderOptions::default(),
             use_redis: true,
             refresh_skew_secs: 1,
+            idle_timeout_secs: 600,
             extra_toml: String::new(),
         }
     }
@@ -181,6 +183,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// `session.idle_timeout_secs`.
+    pub fn idle_timeout(mut self, secs: u64) -> Self {
+        self.idle_timeout_secs = secs;
+        self
+    }
+
     /// Extra TOML appended to the config (e.g. more routes).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -219,7 +227,7 @@ refresh_skew_secs = {skew}
 
 [session]
 {redis_line}encryption_key = "{key}"
-idle_timeout_secs = 600
+idle_timeout_secs = {idle}
 absolute_timeout_secs = 3600
 
 [[routes]]
@@ -232,6 +240,7 @@ timeout_secs = 2
             client_id = provider::CLIENT_ID,
             client_secret = provider::CLIENT_SECRET,
             skew = self.refresh_skew_secs,
+            idle = self.idle_timeout_secs,
             key = ENCRYPTION_KEY,
             upstream = upstream.base_url,
             extra = self.extra_toml,

@@ -128,6 +128,27 @@ impl RedisServer {
             .unwrap()
     }
 
+    /// How many session reads (`GET` + `GETEX`) Redis has served, from `INFO commandstats`.
+    pub async fn session_reads(&self) -> u64 {
+        let mut conn = self.connection().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.lines()
+            .filter(|line| line.starts_with("cmdstat_get:") || line.starts_with("cmdstat_getex:"))
+            .filter_map(|line| {
+                line.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
     /// Remaining TTL of `key` in milliseconds (-1 no TTL, -2 missing).
     pub async fn pttl(&self, key: &str) -> i64 {
         let mut conn = self.connection().await;
