@@ -3,59 +3,74 @@
 //! Redis's server-assisted client-side caching (RESP3 `CLIENT TRACKING ON BCAST`) tells this
 //! instance, on a connection of its own, about every change to every session key: a logout
 //! or refresh on any instance, a touch, an expiry, a `FLUSHALL`. The key is dropped from the
-//! cache as the message is read, so a proxied call usually needs no Redis round trip while a
-//! logout anywhere still ends the session everywhere at once.
+//! cache as the message is read, on a thread of its own, so a proxied call usually needs no
+//! Redis round trip while a logout anywhere ends the session everywhere at the next request.
 //!
 //! The cache fails closed:
-//! - it serves nothing unless the tracking connection is up and tracking was switched on
-//!   after the last reconnect, and it empties itself when that connection drops or stops
-//!   answering its heartbeat;
-//! - a read that overlapped any invalidation (or a reconnect) is not stored, because the
-//!   value may predate a change whose message has already been handled ([`Generation`]);
-//! - it holds sealed records only: a memory dump yields no token without the browser's
-//!   cookie, as in Redis.
+//! - **It serves only while the invalidation path is proven end to end.** Every 250 ms the
+//!   instance writes a probe key through the same connection that reads sessions; the cache
+//!   serves hits only while that write's invalidation came back on the tracking connection
+//!   within the last second. A dead or half-open tracking connection, tracking switched off,
+//!   or the two connections reaching different servers after a failover all stop the probe,
+//!   so a change that is never reported can be missed for at most that second.
+//! - **A read that overlapped an invalidation of its key is not stored**, because its value
+//!   may predate a change whose message has already been handled (each miss leaves a pending
+//!   marker that an invalidation removes).
+//! - **It holds sealed records only**: a memory dump yields no token without the browser's
+//!   cookie, as with Redis.
 //!
 //! Sessions still expire after being idle: a hit does not touch Redis, so at most once per
-//! touch interval a read goes to Redis with `GETEX` to push the idle deadline back.
+//! touch interval a read goes to Redis with `GETEX` to push the idle deadline back, and the
+//! interval leaves room for a slow reply before the deadline.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
+use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 
 /// The prefix of the keys the cache holds and Redis reports on.
 pub const SESSION_KEY_PREFIX: &str = "vestibule:session:";
+/// The prefix of each instance's probe key (tracked too, apart from the sessions).
+const PROBE_KEY_PREFIX: &str = "vestibule:cache-probe:";
 
-/// How often the tracking connection must prove it is alive.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// Pause before reconnecting the tracking connection.
-const RECONNECT_DELAY: Duration = Duration::from_millis(500);
-
-/// A count of invalidations; a read may be cached only if none happened while it ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Generation(u64);
+/// How often the probe key is written.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long one confirmed probe lets the cache serve.
+const CONFIRMATION_LIFETIME: Duration = Duration::from_secs(1);
+/// How often the tracking connection must answer a `PING` (and its timeout).
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// Pauses before reconnecting the tracking connection: doubling from the first to the last.
+const RECONNECT_DELAY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// Redis replies can take this long (the store's response timeout); touches leave room for it.
+const SLOWEST_REPLY: Duration = Duration::from_secs(1);
+/// Below this touch interval the cache would save nothing: it stays off.
+const SHORTEST_TOUCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How big the cache is and how often a cached session's idle expiry is pushed back.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheSettings {
     /// Records kept at most (least recently used go first).
     pub capacity: NonZeroUsize,
-    /// The longest a session goes without its idle expiry being reset while in use.
+    /// The longest a session in use goes without its idle expiry being reset.
     pub touch_interval: Duration,
 }
 
 impl CacheSettings {
-    /// `capacity` records (`None` if 0: no cache), touching every tenth of the idle timeout,
-    /// between 1 s and 60 s but never more than half of it, so a session in use never comes
-    /// close to its idle deadline.
+    /// `capacity` records, touching every tenth of the idle timeout (between 1 s and 60 s),
+    /// and never so rarely that a slow reply could let a session in use reach its idle
+    /// deadline. `None` (no cache) for a capacity of 0 or an idle timeout too short to cache.
     pub fn new(capacity: usize, idle_timeout: Duration) -> Option<Self> {
+        let touch_interval = (idle_timeout / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60))
+            .min(idle_timeout.saturating_sub(SLOWEST_REPLY) / 2);
+        (touch_interval >= SHORTEST_TOUCH_INTERVAL).then_some(())?;
         Some(Self {
             capacity: NonZeroUsize::new(capacity)?,
-            touch_interval: (idle_timeout / 10)
-                .clamp(Duration::from_secs(1), Duration::from_secs(60))
-                .min(idle_timeout / 2),
+            touch_interval,
         })
     }
 }
@@ -64,23 +79,27 @@ impl CacheSettings {
 pub enum Lookup {
     /// The sealed record, current as far as Redis has told us.
     Hit(Vec<u8>),
-    /// Ask Redis; `touch` says whether the idle deadline is due to be pushed back.
-    Miss {
-        /// Pass back to [`RecordCache::store`].
-        generation: Generation,
-        /// Use `GETEX` (reset the idle expiry) rather than `GET`.
-        touch: bool,
-    },
+    /// Ask Redis, then report the answer with [`RecordCache::store`].
+    Miss(PendingRead),
 }
 
-/// Hits, misses and invalidations since start-up (for the benchmark and operators).
+/// A read of one key that went to Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingRead {
+    id: u64,
+    started: Instant,
+    /// Use `GETEX` (push the idle expiry back) rather than `GET`.
+    pub touch: bool,
+}
+
+/// Hits, misses and invalidations since start-up.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
     /// Reads answered from the cache.
     pub hits: u64,
     /// Reads that went to Redis.
     pub misses: u64,
-    /// Keys dropped because Redis reported a change (or the whole cache, counted once).
+    /// Keys dropped because Redis reported a change (a whole flush counts once).
     pub invalidations: u64,
 }
 
@@ -88,106 +107,138 @@ pub struct CacheStats {
 pub struct RecordCache {
     state: Mutex<State>,
     touch_interval: Duration,
+    probe_key: String,
 }
 
 struct State {
+    /// Tracking is on for the current connection.
     live: bool,
-    generation: u64,
+    /// A probe's invalidation arrived: hits may be served until then.
+    confirmed_until: Option<Instant>,
     records: LruCache<String, Vec<u8>>,
+    pending: LruCache<String, u64>,
+    next_read: u64,
     touched: LruCache<String, Instant>,
     stats: CacheStats,
 }
 
+impl State {
+    fn serving(&self, now: Instant) -> bool {
+        self.live && self.confirmed_until.is_some_and(|until| now < until)
+    }
+
+    fn drop_key(&mut self, key: &str) {
+        self.records.pop(key);
+        self.pending.pop(key);
+    }
+
+    fn drop_all(&mut self) {
+        self.records.clear();
+        self.pending.clear();
+        self.stats.invalidations += 1;
+    }
+}
+
 impl RecordCache {
-    /// A cache of up to `capacity` records, touching each key at most once per
-    /// `touch_interval`. It serves nothing until [`RecordCache::set_live`] says tracking is on.
-    pub fn new(capacity: NonZeroUsize, touch_interval: Duration) -> Self {
+    /// An empty cache; it serves nothing until tracking is on and a probe came back.
+    pub fn new(settings: CacheSettings) -> Self {
+        let capacity = settings.capacity;
         Self {
             state: Mutex::new(State {
                 live: false,
-                generation: 0,
+                confirmed_until: None,
                 records: LruCache::new(capacity),
+                pending: LruCache::new(capacity),
+                next_read: 0,
                 touched: LruCache::new(capacity),
                 stats: CacheStats::default(),
             }),
-            touch_interval,
+            touch_interval: settings.touch_interval,
+            probe_key: format!("{PROBE_KEY_PREFIX}{}", crate::random::token()),
         }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps inconsistent in a way that
-        // matters more than the panic itself; keep serving rather than poisoning every request.
+        // Nothing here can be left half-done by a panic; keep serving rather than poisoning.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Looks `key` up.
+    /// Looks `key` up; a miss must be followed by [`RecordCache::store`].
     pub fn lookup(&self, key: &str) -> Lookup {
         let now = Instant::now();
         let mut state = self.state();
-        let touch = state
-            .touched
-            .peek(key)
-            .is_none_or(|at| now.duration_since(*at) >= self.touch_interval);
-        if state.live
-            && !touch
+        let touch = self.touch_due(&state, key, now);
+        if !touch
+            && state.serving(now)
             && let Some(sealed) = state.records.get(key)
         {
             let sealed = sealed.clone();
             state.stats.hits += 1;
             return Lookup::Hit(sealed);
         }
+        Lookup::Miss(Self::begin(&mut state, key, now, touch))
+    }
+
+    /// Starts a read that must go to Redis whatever the cache holds.
+    pub fn begin_read(&self, key: &str) -> PendingRead {
+        let now = Instant::now();
+        let mut state = self.state();
+        let touch = self.touch_due(&state, key, now);
+        Self::begin(&mut state, key, now, touch)
+    }
+
+    fn touch_due(&self, state: &State, key: &str, now: Instant) -> bool {
+        state
+            .touched
+            .peek(key)
+            .is_none_or(|at| now.duration_since(*at) >= self.touch_interval)
+    }
+
+    fn begin(state: &mut State, key: &str, now: Instant, touch: bool) -> PendingRead {
         state.stats.misses += 1;
-        Lookup::Miss {
-            generation: Generation(state.generation),
+        state.next_read += 1;
+        let id = state.next_read;
+        state.pending.put(key.to_owned(), id);
+        PendingRead {
+            id,
+            started: now,
             touch,
         }
     }
 
-    /// Records what Redis answered for a miss. The value is kept only if tracking is on and
-    /// nothing was invalidated since the lookup; a touch is remembered either way.
-    pub fn store(&self, key: &str, sealed: Option<&[u8]>, generation: Generation, touched: bool) {
+    /// Records what Redis answered for `read`. The value is kept only if no invalidation of
+    /// the key (or of everything) was handled since the read began; a touch is remembered
+    /// from when the read was sent, so the idle deadline is never overestimated.
+    pub fn store(&self, key: &str, sealed: Option<&[u8]>, read: PendingRead) {
         let mut state = self.state();
-        if touched {
-            state.touched.put(key.to_owned(), Instant::now());
+        let Some(sealed) = sealed else {
+            state.drop_key(key);
+            state.touched.pop(key);
+            return;
+        };
+        if read.touch {
+            state.touched.put(key.to_owned(), read.started);
         }
-        match sealed {
-            Some(sealed) if state.live && Generation(state.generation) == generation => {
+        if state.pending.peek(key) == Some(&read.id) {
+            state.pending.pop(key);
+            if state.live {
                 state.records.put(key.to_owned(), sealed.to_vec());
             }
-            _ => {}
         }
     }
 
-    /// The current generation, for a read that bypasses [`RecordCache::lookup`].
-    pub fn generation(&self) -> Generation {
-        Generation(self.state().generation)
-    }
-
-    /// Drops `key` after this instance changed or deleted it.
+    /// Drops `key` after this instance changed it.
     pub fn forget(&self, key: &str) {
-        let mut state = self.state();
-        state.generation += 1;
-        state.records.pop(key);
+        self.state().drop_key(key);
     }
 
     /// Drops `key` and its touch time (the session is gone).
     pub fn forget_entirely(&self, key: &str) {
         let mut state = self.state();
-        state.generation += 1;
-        state.records.pop(key);
+        state.drop_key(key);
         state.touched.pop(key);
-    }
-
-    /// Switches serving on (tracking confirmed) or off (connection lost); both empty the
-    /// cache, since messages may have been missed in between.
-    pub fn set_live(&self, live: bool) {
-        let mut state = self.state();
-        state.live = live;
-        state.generation += 1;
-        state.records.clear();
-        state.stats.invalidations += 1;
     }
 
     /// The longest a cached session goes without its idle expiry being reset.
@@ -195,9 +246,9 @@ impl RecordCache {
         self.touch_interval
     }
 
-    /// Whether the cache is serving.
-    pub fn is_live(&self) -> bool {
-        self.state().live
+    /// Whether hits are being served.
+    pub fn is_serving(&self) -> bool {
+        self.state().serving(Instant::now())
     }
 
     /// Counters since start-up.
@@ -205,11 +256,29 @@ impl RecordCache {
         self.state().stats
     }
 
+    /// Tracking is confirmed on a new connection, unless that connection already died.
+    /// Hits wait for the first probe to come back.
+    fn go_live(&self, connection_dead: &AtomicBool) -> bool {
+        let mut state = self.state();
+        state.drop_all();
+        state.confirmed_until = None;
+        state.live = !connection_dead.load(Ordering::SeqCst);
+        state.live
+    }
+
+    /// The tracking connection is gone: serve nothing, keep nothing.
+    fn go_dark(&self) {
+        let mut state = self.state();
+        state.live = false;
+        state.confirmed_until = None;
+        state.drop_all();
+    }
+
     /// Applies a push message from the tracking connection.
     pub fn handle_push(&self, push: &PushInfo) {
         match push.kind {
             PushKind::Invalidate => self.invalidate(&push.data),
-            PushKind::Disconnection => self.set_live(false),
+            PushKind::Disconnection => self.go_dark(),
             _ => {}
         }
     }
@@ -217,81 +286,122 @@ impl RecordCache {
     /// `invalidate` carries an array of keys, or null when everything was flushed. Anything
     /// unexpected empties the cache.
     fn invalidate(&self, data: &[Value]) {
+        let now = Instant::now();
         let mut state = self.state();
-        state.generation += 1;
-        let keys = match data {
-            [Value::Array(keys)] => keys,
-            _ => {
-                state.records.clear();
-                state.stats.invalidations += 1;
-                return;
-            }
+        let [Value::Array(keys)] = data else {
+            state.drop_all();
+            return;
         };
         for key in keys {
-            match key {
-                Value::BulkString(key) => {
-                    if let Ok(key) = std::str::from_utf8(key) {
-                        state.records.pop(key);
-                        state.stats.invalidations += 1;
-                    }
-                }
-                _ => {
-                    state.records.clear();
-                    state.stats.invalidations += 1;
-                    return;
-                }
+            let Value::BulkString(key) = key else {
+                state.drop_all();
+                return;
+            };
+            let Ok(key) = std::str::from_utf8(key) else {
+                state.drop_all();
+                return;
+            };
+            if key == self.probe_key {
+                state.confirmed_until = Some(now + CONFIRMATION_LIFETIME);
+            } else if !key.starts_with(PROBE_KEY_PREFIX) {
+                state.drop_key(key);
+                state.stats.invalidations += 1;
             }
         }
     }
 }
 
-/// Keeps a tracking connection to Redis open for `cache` for as long as the cache exists:
-/// connects, switches `BCAST` tracking on for session keys, proves the connection alive
-/// every second, and turns the cache off (and empty) whenever any of that fails.
-///
-/// It runs on a thread of its own, so an invalidation is applied as soon as it arrives,
-/// however busy the request workers are: the next request after a logout elsewhere takes
-/// at least a network round trip to arrive, and by then the key is gone.
-pub fn spawn_tracker(client: redis::Client, cache: &Arc<RecordCache>) {
-    let cache = Arc::downgrade(cache);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let spawned = runtime.map(|runtime| {
-        std::thread::Builder::new()
-            .name("vestibule-cache-tracker".into())
-            .spawn(move || runtime.block_on(keep_tracking(client, cache)))
-    });
-    if let Err(error) | Ok(Err(error)) = spawned {
+/// Starts what keeps `cache` exact for as long as it exists: the tracking connection (on a
+/// thread of its own, so invalidations are applied as they arrive however busy the request
+/// workers are) and the probe written through `data` (the connection sessions are read on).
+pub fn start(cache: &Arc<RecordCache>, tracking: redis::Client, data: ConnectionManager) {
+    let weak = Arc::downgrade(cache);
+    let spawned = std::thread::Builder::new()
+        .name("vestibule-cache-tracker".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(keep_tracking(tracking, weak)),
+                Err(error) => {
+                    tracing::error!(error = %error, "session cache off: no runtime for its tracking thread");
+                }
+            }
+        });
+    if let Err(error) = spawned {
         tracing::error!(error = %error, "session cache off: cannot start its tracking thread");
     }
+    tokio::spawn(probe(data, Arc::downgrade(cache)));
 }
 
-async fn keep_tracking(client: redis::Client, cache: Weak<RecordCache>) {
-    let mut warned = false;
-    while cache.strong_count() > 0 {
-        match track(&client, &cache).await {
-            Ok(()) => {}
-            Err(error) if !warned => {
-                tracing::warn!(error = %error, "session cache off until Redis client tracking works; every call reads Redis");
-                warned = true;
-            }
-            Err(error) => tracing::debug!(error = %error, "session cache tracking failed"),
+/// Writes the probe key every [`PROBE_INTERVAL`]; its invalidation confirms the cache.
+async fn probe(mut data: ConnectionManager, cache: Weak<RecordCache>) {
+    let mut ticks = tokio::time::interval(PROBE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(key) = cache.upgrade().map(|cache| cache.probe_key.clone()) else {
+            return;
+        };
+        let written: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("PX")
+            .arg(10_000)
+            .query_async(&mut data)
+            .await;
+        if let Err(error) = written {
+            tracing::debug!(error = %error, "session cache probe not written");
         }
-        if let Some(cache) = cache.upgrade() {
-            cache.set_live(false);
-        }
-        tokio::time::sleep(RECONNECT_DELAY).await;
     }
 }
 
-/// One tracking session; returns when the connection is lost or the cache is gone.
-async fn track(client: &redis::Client, cache: &Weak<RecordCache>) -> redis::RedisResult<()> {
-    let pushes = cache.clone();
+/// Reconnects the tracking connection whenever it is lost, backing off while Redis cannot
+/// track (down, or without `CLIENT TRACKING`), and logs each change between on and off.
+async fn keep_tracking(client: redis::Client, cache: Weak<RecordCache>) {
+    let mut delay = RECONNECT_DELAY.0;
+    let mut reported_off = false;
+    while cache.strong_count() > 0 {
+        let dead = Arc::new(AtomicBool::new(false));
+        let outcome = track(&client, &cache, &dead).await;
+        if let Some(cache) = cache.upgrade() {
+            cache.go_dark();
+        }
+        match outcome {
+            Ok(went_live) => {
+                if went_live {
+                    tracing::warn!("session cache off: tracking connection lost; reconnecting");
+                    delay = RECONNECT_DELAY.0;
+                }
+            }
+            Err(error) => {
+                if !reported_off {
+                    tracing::warn!(error = %error, "session cache off until Redis client tracking works; every call reads Redis");
+                    reported_off = true;
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RECONNECT_DELAY.1);
+    }
+}
+
+/// One tracking connection; `Ok(true)` if it went live before it was lost, `Ok(false)` if
+/// the cache is gone.
+async fn track(
+    client: &redis::Client,
+    cache: &Weak<RecordCache>,
+    dead: &Arc<AtomicBool>,
+) -> redis::RedisResult<bool> {
+    let (pushes, connection_dead) = (cache.clone(), dead.clone());
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(HEARTBEAT))
         .set_response_timeout(Some(HEARTBEAT))
         .set_push_sender(move |push: PushInfo| {
+            if push.kind == PushKind::Disconnection {
+                connection_dead.store(true, Ordering::SeqCst);
+            }
             if let Some(cache) = pushes.upgrade() {
                 cache.handle_push(&push);
             }
@@ -306,19 +416,20 @@ async fn track(client: &redis::Client, cache: &Weak<RecordCache>) -> redis::Redi
         .arg("BCAST")
         .arg("PREFIX")
         .arg(SESSION_KEY_PREFIX)
+        .arg("PREFIX")
+        .arg(PROBE_KEY_PREFIX)
         .query_async(&mut connection)
         .await?;
     match cache.upgrade() {
-        Some(cache) => cache.set_live(true),
-        None => return Ok(()),
+        Some(cache) if cache.go_live(dead) => tracing::info!("session cache on"),
+        Some(_) => return Ok(false),
+        None => return Ok(false),
     }
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-        match cache.upgrade() {
-            Some(cache) if cache.is_live() => {}
-            // Gone, or a disconnection was reported between heartbeats: stop or start over.
-            _ => return Ok(()),
+        if dead.load(Ordering::SeqCst) || cache.strong_count() == 0 {
+            return Ok(true);
         }
     }
 }
@@ -327,16 +438,10 @@ async fn track(client: &redis::Client, cache: &Weak<RecordCache>) -> redis::Redi
 mod tests {
     use super::*;
 
-    fn cache() -> RecordCache {
-        let cache = RecordCache::new(NonZeroUsize::new(4).unwrap(), Duration::from_secs(60));
-        cache.set_live(true);
-        cache
-    }
-
-    fn miss(lookup: Lookup) -> (Generation, bool) {
-        match lookup {
-            Lookup::Miss { generation, touch } => (generation, touch),
-            Lookup::Hit(_) => panic!("expected a miss"),
+    fn settings(touch_interval: Duration) -> CacheSettings {
+        CacheSettings {
+            capacity: NonZeroUsize::new(4).unwrap(),
+            touch_interval,
         }
     }
 
@@ -351,75 +456,138 @@ mod tests {
         }
     }
 
+    /// A cache whose tracking is on and whose probe has just come back.
+    fn serving_cache(touch_interval: Duration) -> RecordCache {
+        let cache = RecordCache::new(settings(touch_interval));
+        assert!(cache.go_live(&AtomicBool::new(false)));
+        cache.handle_push(&invalidate(&[&cache.probe_key.clone()]));
+        assert!(cache.is_serving());
+        cache
+    }
+
+    fn miss(lookup: Lookup) -> PendingRead {
+        match lookup {
+            Lookup::Miss(read) => read,
+            Lookup::Hit(_) => panic!("expected a miss"),
+        }
+    }
+
+    fn warm(cache: &RecordCache, key: &str) {
+        let read = miss(cache.lookup(key));
+        cache.store(key, Some(b"sealed"), read);
+        assert!(matches!(cache.lookup(key), Lookup::Hit(v) if v == b"sealed"));
+    }
+
     #[test]
     fn a_stored_read_is_served_until_redis_reports_a_change() {
-        let cache = cache();
-        let (generation, touch) = miss(cache.lookup("k"));
-        assert!(touch, "the first read touches the idle deadline");
-        cache.store("k", Some(b"sealed"), generation, true);
+        let cache = serving_cache(Duration::from_secs(60));
+        let read = miss(cache.lookup("k"));
+        assert!(read.touch, "the first read touches the idle deadline");
+        cache.store("k", Some(b"sealed"), read);
         assert!(matches!(cache.lookup("k"), Lookup::Hit(v) if v == b"sealed"));
         cache.handle_push(&invalidate(&["k"]));
-        let (_, touch) = miss(cache.lookup("k"));
-        assert!(!touch, "touched a moment ago: a plain GET is enough");
+        let read = miss(cache.lookup("k"));
+        assert!(!read.touch, "touched a moment ago: a plain GET is enough");
     }
 
     #[test]
-    fn a_read_that_raced_an_invalidation_is_not_stored() {
-        let cache = cache();
-        let (generation, _) = miss(cache.lookup("k"));
+    fn a_read_that_raced_an_invalidation_of_its_key_is_not_stored() {
+        let cache = serving_cache(Duration::from_secs(60));
+        let read = miss(cache.lookup("k"));
+        cache.handle_push(&invalidate(&["k"]));
+        cache.store("k", Some(b"maybe stale"), read);
+        assert!(matches!(cache.lookup("k"), Lookup::Miss(_)));
+        // Changes to other keys do not stop a read from being stored.
+        let read = miss(cache.lookup("k"));
         cache.handle_push(&invalidate(&["other"]));
-        cache.store("k", Some(b"maybe stale"), generation, true);
-        assert!(matches!(cache.lookup("k"), Lookup::Miss { .. }));
+        cache.store("k", Some(b"current"), read);
+        assert!(matches!(cache.lookup("k"), Lookup::Hit(_)));
     }
 
     #[test]
-    fn nothing_is_served_or_stored_while_tracking_is_down() {
-        let cache = cache();
-        let (generation, _) = miss(cache.lookup("k"));
-        cache.store("k", Some(b"v"), generation, true);
+    fn nothing_is_served_without_a_recent_probe_or_after_a_disconnection() {
+        let cache = RecordCache::new(settings(Duration::from_secs(60)));
+        assert!(cache.go_live(&AtomicBool::new(false)));
+        let read = miss(cache.lookup("k"));
+        cache.store("k", Some(b"v"), read);
+        assert!(
+            matches!(cache.lookup("k"), Lookup::Miss(_)),
+            "tracking on, but no probe confirmed yet"
+        );
+        cache.handle_push(&invalidate(&[&cache.probe_key.clone()]));
+        assert!(
+            matches!(cache.lookup("k"), Lookup::Hit(_)),
+            "kept while tracked, served once confirmed"
+        );
         cache.handle_push(&PushInfo {
             kind: PushKind::Disconnection,
             data: vec![],
         });
-        assert!(matches!(cache.lookup("k"), Lookup::Miss { .. }));
-        let (generation, _) = miss(cache.lookup("k"));
-        cache.store("k", Some(b"v"), generation, false);
-        assert!(matches!(cache.lookup("k"), Lookup::Miss { .. }));
-        // Back on: reads that started before do not count.
-        cache.set_live(true);
-        cache.store("k", Some(b"v"), generation, false);
-        assert!(matches!(cache.lookup("k"), Lookup::Miss { .. }));
+        assert!(!cache.is_serving());
+        assert!(matches!(cache.lookup("k"), Lookup::Miss(_)));
+    }
+
+    #[test]
+    fn a_connection_that_died_before_going_live_stays_dark() {
+        let cache = RecordCache::new(settings(Duration::from_secs(60)));
+        assert!(!cache.go_live(&AtomicBool::new(true)));
+        cache.handle_push(&invalidate(&[&cache.probe_key.clone()]));
+        assert!(!cache.is_serving());
+    }
+
+    #[test]
+    fn other_instances_probes_do_not_count() {
+        let cache = RecordCache::new(settings(Duration::from_secs(60)));
+        assert!(cache.go_live(&AtomicBool::new(false)));
+        cache.handle_push(&invalidate(&["vestibule:cache-probe:someone-else"]));
+        assert!(!cache.is_serving());
     }
 
     #[test]
     fn a_flush_or_an_unexpected_message_empties_the_cache() {
-        let cache = cache();
-        for push in [
-            PushInfo {
-                kind: PushKind::Invalidate,
-                data: vec![Value::Nil],
-            },
-            PushInfo {
-                kind: PushKind::Invalidate,
-                data: vec![Value::Array(vec![Value::Int(1)])],
-            },
+        let cache = serving_cache(Duration::from_secs(60));
+        for data in [
+            vec![Value::Nil],
+            vec![Value::Array(vec![Value::Int(1)])],
+            vec![],
         ] {
-            let (generation, _) = miss(cache.lookup("k"));
-            cache.store("k", Some(b"v"), generation, true);
-            assert!(matches!(cache.lookup("k"), Lookup::Hit(_)));
-            cache.handle_push(&push);
-            assert!(matches!(cache.lookup("k"), Lookup::Miss { .. }));
+            warm(&cache, "k");
+            cache.handle_push(&PushInfo {
+                kind: PushKind::Invalidate,
+                data,
+            });
+            assert!(matches!(cache.lookup("k"), Lookup::Miss(_)));
         }
     }
 
     #[test]
     fn the_idle_deadline_is_touched_again_after_the_interval() {
-        let cache = RecordCache::new(NonZeroUsize::new(4).unwrap(), Duration::ZERO);
-        cache.set_live(true);
-        let (generation, _) = miss(cache.lookup("k"));
-        cache.store("k", Some(b"v"), generation, true);
-        let (_, touch) = miss(cache.lookup("k"));
-        assert!(touch, "a zero interval touches on every read");
+        let cache = serving_cache(Duration::ZERO);
+        let read = miss(cache.lookup("k"));
+        cache.store("k", Some(b"v"), read);
+        assert!(
+            miss(cache.lookup("k")).touch,
+            "a zero interval touches on every read"
+        );
+    }
+
+    #[test]
+    fn a_missing_record_forgets_the_key() {
+        let cache = serving_cache(Duration::from_secs(60));
+        warm(&cache, "k");
+        let read = cache.begin_read("k");
+        cache.store("k", None, read);
+        assert!(miss(cache.lookup("k")).touch);
+    }
+
+    #[test]
+    fn local_writes_drop_the_key() {
+        let cache = serving_cache(Duration::from_secs(60));
+        warm(&cache, "k");
+        cache.forget("k");
+        assert!(!miss(cache.lookup("k")).touch);
+        cache.forget_entirely("k");
+        assert!(miss(cache.lookup("k")).touch);
     }
 
     #[test]
@@ -432,20 +600,11 @@ mod tests {
         assert_eq!(interval(1800), Duration::from_secs(60));
         assert_eq!(interval(300), Duration::from_secs(30));
         assert_eq!(interval(5), Duration::from_secs(1));
-        assert_eq!(interval(1), Duration::from_millis(500));
+        assert_eq!(interval(2), Duration::from_millis(500));
+        assert!(
+            CacheSettings::new(1, Duration::from_secs(1)).is_none(),
+            "too short to cache"
+        );
         assert!(CacheSettings::new(0, Duration::from_secs(60)).is_none());
-    }
-
-    #[test]
-    fn local_writes_drop_the_key() {
-        let cache = cache();
-        let (generation, _) = miss(cache.lookup("k"));
-        cache.store("k", Some(b"v"), generation, true);
-        cache.forget("k");
-        let (_, touch) = miss(cache.lookup("k"));
-        assert!(!touch);
-        cache.forget_entirely("k");
-        let (_, touch) = miss(cache.lookup("k"));
-        assert!(touch);
     }
 }

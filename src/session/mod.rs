@@ -126,7 +126,7 @@ impl Sessions {
         // Untouched (a cached read), the key was last touched at most one interval ago.
         let idle_expires_at = match self.store.cache() {
             Some(cache) if !read.touched => {
-                idle_expires_at.saturating_sub(cache.touch_interval().as_secs())
+                idle_expires_at.saturating_sub(cache.touch_interval().as_secs_f64().ceil() as u64)
             }
             _ => idle_expires_at,
         };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion};
 
-use super::cache::{CacheSettings, Lookup, RecordCache, SESSION_KEY_PREFIX, spawn_tracker};
+use super::cache::{self, CacheSettings, Lookup, RecordCache, SESSION_KEY_PREFIX};
 
 /// The store could not answer; the caller must not treat this as a missing record.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,7 @@ impl Store {
             .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
             .set_number_of_retries(REDIS_RECONNECT_RETRIES)
             .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         let cache = match cache {
             Some(settings) => {
                 // Invalidation messages need RESP3 on the tracking connection.
@@ -86,19 +87,13 @@ impl Store {
                     .clone()
                     .set_protocol(ProtocolVersion::RESP3);
                 let tracking = redis::Client::open(info.set_redis_settings(resp3))?;
-                let cache = std::sync::Arc::new(RecordCache::new(
-                    settings.capacity,
-                    settings.touch_interval,
-                ));
-                spawn_tracker(tracking, &cache);
+                let cache = std::sync::Arc::new(RecordCache::new(settings));
+                cache::start(&cache, tracking, conn.clone());
                 Some(cache)
             }
             None => None,
         };
-        Ok(Store::Redis(RedisStore {
-            conn: ConnectionManager::new_lazy_with_config(client, config)?,
-            cache,
-        }))
+        Ok(Store::Redis(RedisStore { conn, cache }))
     }
 
     /// The tracked cache of session records, if there is one.
@@ -152,17 +147,19 @@ impl Store {
                 touched: true,
             }));
         };
-        let (generation, touch) = match (cache.lookup(key), freshness) {
-            (Lookup::Hit(sealed), Freshness::Cached) => {
-                return Ok(Some(SessionRead {
-                    sealed,
-                    touched: false,
-                }));
-            }
-            (Lookup::Hit(_), Freshness::FromRedis) => (cache.generation(), true),
-            (Lookup::Miss { generation, touch }, _) => (generation, touch),
+        let read = match freshness {
+            Freshness::Cached => match cache.lookup(key) {
+                Lookup::Hit(sealed) => {
+                    return Ok(Some(SessionRead {
+                        sealed,
+                        touched: false,
+                    }));
+                }
+                Lookup::Miss(read) => read,
+            },
+            Freshness::FromRedis => cache.begin_read(key),
         };
-        let sealed = if touch {
+        let sealed = if read.touch {
             redis_getex(&redis.conn, key, ttl).await?
         } else {
             redis::cmd("GET")
@@ -170,15 +167,10 @@ impl Store {
                 .query_async(&mut redis.conn.clone())
                 .await?
         };
-        cache.store(
-            key,
-            sealed.as_deref(),
-            generation,
-            touch && sealed.is_some(),
-        );
+        cache.store(key, sealed.as_deref(), read);
         Ok(sealed.map(|sealed| SessionRead {
             sealed,
-            touched: touch,
+            touched: read.touch,
         }))
     }
 
