@@ -1,5 +1,5 @@
-//! Accepting connections: HTTP/1.1 (and h2c) with upgrades, graceful shutdown, and a fast
-//! path that hands proxied API calls straight to the proxy.
+//! Accepting connections: HTTP/1.1 with upgrades, graceful shutdown, and a fast path that
+//! hands proxied API calls straight to the proxy.
 //!
 //! Proxied calls are the hot path of a BFF. Sending them through the router costs a path
 //! match, the tracing and panic layers' futures and a fallback dispatch on every call (about

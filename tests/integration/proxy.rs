@@ -251,6 +251,34 @@ async fn paths_are_matched_by_whole_segments_and_traversal_is_refused() {
 }
 
 #[tokio::test]
+async fn a_route_covering_all_of_api_never_captures_vestibules_own_endpoints() {
+    let app = TestApp::builder()
+        .extra_toml("[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9/none\"\n")
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    assert_eq!(browser.user().await.1["sub"], "alice");
+    let unknown = browser.api_get("/api/auth/nope").await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        unknown.json::<serde_json::Value>().await.unwrap()["error"],
+        "not_found"
+    );
+    // Everything else under /api is the route's (a dead upstream here); /api/orders keeps its
+    // own, longer prefix.
+    assert_eq!(
+        browser.api_get("/api/other").await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        browser.api_get("/api/orders/1").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(browser.logout().await.0, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let dead_port = crate::harness::free_port();
     let app = TestApp::builder()
