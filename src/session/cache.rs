@@ -315,6 +315,12 @@ impl RecordCache {
 /// thread of its own, so invalidations are applied as they arrive however busy the request
 /// workers are) and the probe written through `data` (the connection sessions are read on).
 pub fn start(cache: &Arc<RecordCache>, tracking: redis::Client, data: ConnectionManager) {
+    // The probe runs beside the requests; without a runtime the cache simply stays off.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::error!("session cache off: started outside a Tokio runtime");
+        return;
+    };
+    runtime.spawn(probe(data, Arc::downgrade(cache)));
     let weak = Arc::downgrade(cache);
     let spawned = std::thread::Builder::new()
         .name("vestibule-cache-tracker".into())
@@ -332,7 +338,6 @@ pub fn start(cache: &Arc<RecordCache>, tracking: redis::Client, data: Connection
     if let Err(error) = spawned {
         tracing::error!(error = %error, "session cache off: cannot start its tracking thread");
     }
-    tokio::spawn(probe(data, Arc::downgrade(cache)));
 }
 
 /// Writes the probe key every [`PROBE_INTERVAL`]; its invalidation confirms the cache.
