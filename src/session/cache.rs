@@ -92,17 +92,6 @@ pub struct PendingRead {
     pub touch: bool,
 }
 
-/// Hits, misses and invalidations since start-up.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CacheStats {
-    /// Reads answered from the cache.
-    pub hits: u64,
-    /// Reads that went to Redis.
-    pub misses: u64,
-    /// Keys dropped because Redis reported a change (a whole flush counts once).
-    pub invalidations: u64,
-}
-
 /// Sealed records by storage key, plus when this instance last touched each key.
 pub struct RecordCache {
     state: Mutex<State>,
@@ -119,7 +108,6 @@ struct State {
     pending: LruCache<String, u64>,
     next_read: u64,
     touched: LruCache<String, Instant>,
-    stats: CacheStats,
 }
 
 impl State {
@@ -135,7 +123,6 @@ impl State {
     fn drop_all(&mut self) {
         self.records.clear();
         self.pending.clear();
-        self.stats.invalidations += 1;
     }
 }
 
@@ -151,7 +138,6 @@ impl RecordCache {
                 pending: LruCache::new(capacity),
                 next_read: 0,
                 touched: LruCache::new(capacity),
-                stats: CacheStats::default(),
             }),
             touch_interval: settings.touch_interval,
             probe_key: format!("{PROBE_KEY_PREFIX}{}", crate::random::token()),
@@ -174,9 +160,7 @@ impl RecordCache {
             && state.serving(now)
             && let Some(sealed) = state.records.get(key)
         {
-            let sealed = sealed.clone();
-            state.stats.hits += 1;
-            return Lookup::Hit(sealed);
+            return Lookup::Hit(sealed.clone());
         }
         Lookup::Miss(Self::begin(&mut state, key, now, touch))
     }
@@ -197,7 +181,6 @@ impl RecordCache {
     }
 
     fn begin(state: &mut State, key: &str, now: Instant, touch: bool) -> PendingRead {
-        state.stats.misses += 1;
         state.next_read += 1;
         let id = state.next_read;
         state.pending.put(key.to_owned(), id);
@@ -251,11 +234,6 @@ impl RecordCache {
         self.state().serving(Instant::now())
     }
 
-    /// Counters since start-up.
-    pub fn stats(&self) -> CacheStats {
-        self.state().stats
-    }
-
     /// Tracking is confirmed on a new connection, unless that connection already died.
     /// Hits wait for the first probe to come back.
     fn go_live(&self, connection_dead: &AtomicBool) -> bool {
@@ -305,7 +283,6 @@ impl RecordCache {
                 state.confirmed_until = Some(now + CONFIRMATION_LIFETIME);
             } else if !key.starts_with(PROBE_KEY_PREFIX) {
                 state.drop_key(key);
-                state.stats.invalidations += 1;
             }
         }
     }
