@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::Request;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -80,12 +79,7 @@ impl Application {
         let router = http::router(state.clone())
             // Defence in depth: a bug must cost one request a 500, never the connection.
             .layer(CatchPanicLayer::custom(|_| crate::error::panic_response()))
-            .layer(
-            // Log method and path only: queries carry codes and states, headers carry cookies.
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
-            }),
-        );
+            .layer(TraceLayer::new_for_http().make_span_with(http::server::request_span));
         let listener = TcpListener::bind(settings.listen).await?;
         Ok(Self {
             listener,

@@ -87,6 +87,16 @@ async fn wait_after_accept_error(error: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// The span every request is handled in. Method and path only: queries carry codes and
+/// states, headers carry cookies.
+pub fn request_span<B>(request: &hyper::Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path()
+    )
+}
+
 /// The service for one connection.
 #[derive(Clone)]
 struct Entry {
@@ -105,11 +115,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Entry {
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         let mut request = request.map(Body::new);
         if let Some(upstream) = proxy::upstream_for(&self.state, request.uri()) {
-            let span = tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path()
-            );
+            let span = request_span(&request);
             let (state, peer) = (self.state.clone(), self.peer);
             let call = async move {
                 let outcome = match upstream {
