@@ -66,8 +66,8 @@ impl Application {
         );
         let state = AppState::new(Components {
             forwarded: ForwardingHeaders::new(&settings.public_url),
-            public_url: Arc::new(settings.public_url.clone()),
-            origin: settings.public_url.origin().ascii_serialization().into(),
+            public_url: settings.public_url.clone(),
+            origin: settings.public_url.origin().ascii_serialization(),
             sessions: Arc::new(sessions),
             provider: Arc::new(provider),
             tokens: Arc::new(TokenKeeper::new(settings.oidc.refresh_skew_secs)),

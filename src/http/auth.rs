@@ -207,7 +207,7 @@ async fn end_session(state: &AppState, session: ActiveSession) -> Result<Option<
     let post_logout = state
         .public_url
         .join("/")
-        .unwrap_or_else(|_| state.public_url.as_ref().clone());
+        .unwrap_or_else(|_| state.public_url.clone());
     Ok(state
         .provider
         .end_session_url(&session.record.tokens.id_token.text(), &post_logout)

@@ -44,9 +44,9 @@ impl std::ops::Deref for AppState {
 /// The parts of [`AppState`].
 pub struct Components {
     /// The browser-facing origin (`public_url`).
-    pub public_url: Arc<Url>,
+    pub public_url: Url,
     /// `public_url`'s origin, serialised, for `Origin` checks.
-    pub origin: Arc<str>,
+    pub origin: String,
     /// Session storage.
     pub sessions: Arc<Sessions>,
     /// The OpenID Provider client.
