@@ -36,6 +36,16 @@ fn vestibule() -> Command {
     command
 }
 
+/// `vestibule --config <file> --check-config`.
+fn check_with_flag(file: &tempfile_path::TempFile) -> std::process::Output {
+    vestibule()
+        .arg("--config")
+        .arg(&file.path)
+        .arg("--check-config")
+        .output()
+        .unwrap()
+}
+
 /// `vestibule --check-config` with `VESTIBULE_CONFIG` pointing at `file` plus `env`.
 fn check_with_env(file: &tempfile_path::TempFile, env: &[(&str, &str)]) -> std::process::Output {
     let mut command = vestibule();
@@ -50,13 +60,7 @@ fn check_with_env(file: &tempfile_path::TempFile, env: &[(&str, &str)]) -> std::
 
 #[test]
 fn check_config_accepts_a_valid_file() {
-    let file = config_file(&valid_config());
-    let output = vestibule()
-        .arg("--config")
-        .arg(&file.path)
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let output = check_with_flag(&config_file(&valid_config()));
     assert!(
         output.status.success(),
         "{}",
@@ -86,13 +90,7 @@ fn bad_settings_stop_start_up_with_one_line_naming_the_key_and_exit_code_2() {
         ("this is not toml".to_owned(), ""),
     ];
     for (contents, key) in cases {
-        let file = config_file(&contents);
-        let output = vestibule()
-            .arg("--config")
-            .arg(&file.path)
-            .arg("--check-config")
-            .output()
-            .unwrap();
+        let output = check_with_flag(&config_file(&contents));
         assert_eq!(output.status.code(), Some(2), "{key}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
