@@ -34,6 +34,20 @@ impl ConfigError {
             problem: problem.into(),
         }
     }
+
+    /// Names an ignored variable that looks like a misspelling of this error's key, so a
+    /// "missing" setting whose variable has a typo explains itself.
+    fn mention_misspelt(mut self, ignored: &[IgnoredVariable]) -> Self {
+        let wanted = format!("{ENV_PREFIX}{}", self.key.replace('.', "__")).to_uppercase();
+        if let Some(variable) = ignored
+            .iter()
+            .find(|variable| variable.suggestion.as_deref() == Some(wanted.as_str()))
+        {
+            self.problem
+                .push_str(&format!("; {} is set but is not a setting", variable.name));
+        }
+        self
+    }
 }
 
 /// How the client authenticates at the token endpoint.
@@ -64,6 +78,115 @@ pub struct Settings {
     /// Where the single-page app comes from; absent: the built-in demo SPA.
     #[serde(default)]
     pub frontend: Option<FrontendSettings>,
+    /// How log lines are written.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Connection handling and request-size limits of the listener.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Limits on starting logins.
+    #[serde(default)]
+    pub login: LoginSettings,
+}
+
+/// `log_format`: one line of text per event, or one JSON object per line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `[server]`: what one client may cost the listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// A request's header block must arrive within this many seconds of its first byte.
+    pub header_read_timeout_secs: u64,
+    /// An idle keep-alive connection is closed after this many seconds (keep it longer than
+    /// the load balancer's idle timeout, so the balancer never reuses a closing connection).
+    pub keep_alive_timeout_secs: u64,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Largest request line plus headers, in bytes (larger: `431`).
+    pub max_header_bytes: usize,
+    /// Largest request body accepted by Vestibule's own `/api/auth/*` endpoints (larger: `413`).
+    pub max_body_bytes: usize,
+    /// Load balancers or proxies (CIDR ranges or addresses) whose `X-Forwarded-For` is believed
+    /// when working out the client's address.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            keep_alive_timeout_secs: 75,
+            max_connections: 10_000,
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// `header_read_timeout_secs` as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// `keep_alive_timeout_secs` as a duration.
+    pub fn keep_alive_timeout(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_timeout_secs)
+    }
+
+    /// The parsed `trusted_proxies`; a bare address is a range of one.
+    pub fn trusted_proxy_ranges(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let text = text.trim();
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::new(
+                            format!("server.trusted_proxies[{index}]"),
+                            "must be an IP address or a CIDR range such as 10.0.0.0/8",
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
+/// `[login]`: what starting a login may cost, per client and in total.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginSettings {
+    /// Login starts allowed per client address and minute, on each instance (0: no limit).
+    pub rate_limit_per_minute: u32,
+    /// Login starts a client address may make in a burst before the rate applies.
+    pub rate_limit_burst: u32,
+    /// Logins one browser may have in progress; starting another drops its oldest.
+    pub max_pending_per_browser: usize,
+    /// Logins in progress across all browsers and instances; past it, new ones get `503`.
+    pub max_pending_total: usize,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_minute: 30,
+            rate_limit_burst: 10,
+            max_pending_per_browser: 5,
+            max_pending_total: 10_000,
+        }
+    }
 }
 
 /// `[frontend]`: exactly one of `dir` or `upstream`.
@@ -178,8 +301,13 @@ pub const ENV_PREFIX: &str = "VESTIBULE_";
 
 impl Settings {
     /// Loads `file` (if any) and the environment (which wins), then validates.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
+    ///
+    /// An unknown key in the file is an error. An unknown `VESTIBULE_*` environment variable
+    /// is not: platforms set their own (Kubernetes injects `VESTIBULE_PORT`,
+    /// `VESTIBULE_SERVICE_HOST`, … for a Service named `vestibule`), so it is left out and
+    /// reported in [`LoadedSettings::ignored_environment`].
+    pub fn load(file: Option<&Path>) -> Result<LoadedSettings, ConfigError> {
+        let mut base = Figment::new();
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError::new(
@@ -187,9 +315,31 @@ impl Settings {
                     format!("file {} does not exist or is not a file", path.display()),
                 ));
             }
-            figment = figment.merge(Toml::file_exact(path));
+            base = base.merge(Toml::file_exact(path));
         }
-        Self::from_figment(merge_environment(figment))
+        let environment_keys: Vec<String> = environment()
+            .iter()
+            .map(|(key, _)| key.as_str().to_ascii_lowercase())
+            .collect();
+        let mut ignored: Vec<IgnoredVariable> = Vec::new();
+        loop {
+            let skip: Vec<String> = ignored.iter().map(|var| var.key.clone()).collect();
+            let figment = merge_environment(base.clone(), &skip);
+            let error = match figment.extract::<Settings>() {
+                Ok(settings) => {
+                    settings.validate()?;
+                    return Ok(LoadedSettings {
+                        settings,
+                        ignored_environment: ignored,
+                    });
+                }
+                Err(error) => error,
+            };
+            match IgnoredVariable::from_error(&error, &environment_keys) {
+                Some(variable) if !skip.contains(&variable.key) => ignored.push(variable),
+                _ => return Err(describe_figment_error(error).mention_misspelt(&ignored)),
+            }
+        }
     }
 
     /// Extracts and validates settings from any figment (tests build their own).
@@ -257,7 +407,49 @@ impl Settings {
             })?;
         }
         self.validate_routes()?;
+        self.validate_limits()?;
         self.frontend().map(|_| ())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let at_least = |key: &str, value: u64, minimum: u64| {
+            if value < minimum {
+                Err(ConfigError::new(key, format!("must be at least {minimum}")))
+            } else {
+                Ok(())
+            }
+        };
+        let server = &self.server;
+        at_least(
+            "server.header_read_timeout_secs",
+            server.header_read_timeout_secs,
+            1,
+        )?;
+        at_least(
+            "server.keep_alive_timeout_secs",
+            server.keep_alive_timeout_secs,
+            1,
+        )?;
+        at_least("server.max_connections", server.max_connections as u64, 1)?;
+        at_least(
+            "server.max_header_bytes",
+            server.max_header_bytes as u64,
+            1024,
+        )?;
+        at_least("server.max_body_bytes", server.max_body_bytes as u64, 1024)?;
+        server.trusted_proxy_ranges()?;
+        let login = &self.login;
+        at_least(
+            "login.rate_limit_burst",
+            u64::from(login.rate_limit_burst),
+            1,
+        )?;
+        at_least(
+            "login.max_pending_per_browser",
+            login.max_pending_per_browser as u64,
+            1,
+        )?;
+        at_least("login.max_pending_total", login.max_pending_total as u64, 1)
     }
 
     /// The validated `[frontend]` choice.
@@ -404,22 +596,94 @@ fn is_string_key(key: &str) -> bool {
         .any(|known| known.eq_ignore_ascii_case(key))
 }
 
-/// `VESTIBULE_A__B=…` → key `a.b`; `VESTIBULE_CONFIG` and `VESTIBULE_LOG` are not settings.
-/// String settings are taken verbatim; others are parsed (numbers, arrays, tables).
-fn merge_environment(figment: Figment) -> Figment {
-    let env = || {
-        Env::prefixed(ENV_PREFIX)
-            .split("__")
-            .ignore(&["CONFIG", "LOG"])
-    };
-    let mut figment = figment.merge(env().filter(|key| !is_string_key(key.as_str())));
-    for (key, value) in env().iter() {
-        if is_string_key(key.as_str()) {
+/// Variables with the prefix that are not settings at all.
+const NOT_SETTINGS: [&str; 2] = ["CONFIG", "LOG"];
+
+/// The `VESTIBULE_*` variables as settings: `VESTIBULE_A__B=…` → key `a.b`.
+fn environment() -> Env {
+    Env::prefixed(ENV_PREFIX).split("__").ignore(&NOT_SETTINGS)
+}
+
+/// Merges the environment over `figment`, leaving out the keys in `skip`. String settings are
+/// taken verbatim; others are parsed (numbers, arrays, tables).
+fn merge_environment(figment: Figment, skip: &[String]) -> Figment {
+    let skip = skip.to_vec();
+    let kept = move |key: &str| !skip.iter().any(|skipped| skipped.eq_ignore_ascii_case(key));
+    let parsed = kept.clone();
+    let mut figment = figment.merge(
+        environment().filter(move |key| !is_string_key(key.as_str()) && parsed(key.as_str())),
+    );
+    for (key, value) in environment().iter() {
+        if is_string_key(key.as_str()) && kept(key.as_str()) {
             let key = key.as_str().to_ascii_lowercase();
             figment = figment.merge(figment::providers::Serialized::default(&key, value));
         }
     }
     figment
+}
+
+/// The settings together with what loading them left out.
+pub struct LoadedSettings {
+    /// The validated settings.
+    pub settings: Settings,
+    /// `VESTIBULE_*` environment variables that are not settings and were ignored.
+    pub ignored_environment: Vec<IgnoredVariable>,
+}
+
+/// A `VESTIBULE_*` environment variable that is not a setting. Only its name is kept, never
+/// its value (it may be a secret with a misspelt name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredVariable {
+    /// The variable's name, e.g. `VESTIBULE_OIDC__CLIENT_SECRT`.
+    pub name: String,
+    /// The real setting it most resembles, as a variable name, if any is close.
+    pub suggestion: Option<String>,
+    /// Whether it sits inside a real section (`VESTIBULE_OIDC__…`), which only a person does.
+    pub in_section: bool,
+    key: String,
+}
+
+/// How alike (normalised Levenshtein) a name must be to a real key to count as its typo.
+const TYPO_SIMILARITY: f64 = 0.75;
+
+impl IgnoredVariable {
+    /// The variable behind an "unknown field" error, if the field came from the environment.
+    fn from_error(error: &figment::Error, environment_keys: &[String]) -> Option<Self> {
+        let figment::error::Kind::UnknownField(field, expected) = &error.kind else {
+            return None;
+        };
+        let mut path = error.path.clone();
+        if path.last() != Some(field) {
+            path.push(field.clone());
+        }
+        let key = path.join(".").to_ascii_lowercase();
+        if !environment_keys.contains(&key) {
+            return None;
+        }
+        let variable = |path: &[String]| format!("{ENV_PREFIX}{}", path.join("__")).to_uppercase();
+        let suggestion = expected
+            .iter()
+            .map(|candidate| (strsim::normalized_levenshtein(field, candidate), candidate))
+            .filter(|(similarity, _)| *similarity >= TYPO_SIMILARITY)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, candidate)| {
+                let mut path = path[..path.len() - 1].to_vec();
+                path.push((*candidate).to_owned());
+                variable(&path)
+            });
+        Some(Self {
+            name: variable(&path),
+            suggestion,
+            in_section: path.len() > 1,
+            key,
+        })
+    }
+
+    /// Whether a person probably meant a real setting (worth a warning), rather than a
+    /// platform exporting its own variable.
+    pub fn looks_like_a_typo(&self) -> bool {
+        self.suggestion.is_some() || self.in_section
+    }
 }
 
 /// Turns figment's error into one line naming the key.

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod logging;
 pub mod oidc;
 pub mod random;
 pub mod return_to;

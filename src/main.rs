@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use vestibule::app::Application;
 use vestibule::config::Settings;
+use vestibule::logging;
 
 /// An OAuth2 / OpenID Connect backend-for-frontend.
 #[derive(Parser)]
@@ -30,19 +30,16 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("VESTIBULE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(settings) => settings,
+    let loaded = match Settings::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("vestibule: {error}");
             return ExitCode::from(CONFIG_ERROR);
         }
     };
+    logging::init(loaded.settings.log_format);
+    logging::report_ignored_environment(&loaded.ignored_environment);
+    let settings = loaded.settings;
     if cli.check_config {
         println!("configuration is valid");
         return ExitCode::SUCCESS;

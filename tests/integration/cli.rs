@@ -150,6 +150,154 @@ fn environment_overrides_the_file_and_can_supply_missing_keys() {
     }
 }
 
+/// Exactly what Kubernetes injects into every pod of a namespace with a Service named
+/// `vestibule` (ClusterIP 10.96.0.12, one port 8080 named `http`).
+const KUBERNETES_SERVICE_LINKS: [(&str, &str); 8] = [
+    ("VESTIBULE_SERVICE_HOST", "10.96.0.12"),
+    ("VESTIBULE_SERVICE_PORT", "8080"),
+    ("VESTIBULE_SERVICE_PORT_HTTP", "8080"),
+    ("VESTIBULE_PORT", "tcp://10.96.0.12:8080"),
+    ("VESTIBULE_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+    ("VESTIBULE_PORT_8080_TCP_PROTO", "tcp"),
+    ("VESTIBULE_PORT_8080_TCP_PORT", "8080"),
+    ("VESTIBULE_PORT_8080_TCP_ADDR", "10.96.0.12"),
+];
+
+#[test]
+fn kubernetes_service_variables_do_not_stop_start_up_or_warn() {
+    let output = check_with_env(&config_file(&valid_config()), &KUBERNETES_SERVICE_LINKS);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("VESTIBULE_"),
+        "platform variables are not reported as typos: {stderr}"
+    );
+}
+
+#[test]
+fn a_misspelt_variable_is_ignored_with_one_warning_naming_it_never_its_value() {
+    let file = config_file(&valid_config());
+    let output = check_with_env(
+        &file,
+        &[
+            (
+                "VESTIBULE_OIDC__CLIENT_SECRT",
+                "value-that-must-not-be-logged",
+            ),
+            ("VESTIBULE_PORT", "tcp://10.96.0.12:8080"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "one warning: {stderr}");
+    assert!(
+        warnings[0].contains("VESTIBULE_OIDC__CLIENT_SECRT"),
+        "{stderr}"
+    );
+    assert!(
+        warnings[0].contains("VESTIBULE_OIDC__CLIENT_SECRET"),
+        "suggests the real key: {stderr}"
+    );
+    assert!(
+        !stderr.contains("value-that-must-not-be-logged"),
+        "{stderr}"
+    );
+
+    // When the misspelt variable was meant to supply a required key, the error says so.
+    let without_secret =
+        config_file(&valid_config().replace("client_secret = \"file-secret\"", ""));
+    let output = check_with_env(
+        &without_secret,
+        &[(
+            "VESTIBULE_OIDC__CLIENT_SECRT",
+            "value-that-must-not-be-logged",
+        )],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("oidc.client_secret") && stderr.contains("VESTIBULE_OIDC__CLIENT_SECRT"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("value-that-must-not-be-logged"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_keys_in_the_file_stay_fatal() {
+    let file = config_file(&valid_config().replace("[session]", "[session]\nport = 8080"));
+    let output = check_with_env(&file, &KUBERNETES_SERVICE_LINKS);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("session.port"), "{stderr}");
+}
+
+/// Starts the binary with `env` and returns its standard error up to the "listening" line
+/// (written to a pipe, as under a process supervisor or a container runtime).
+fn stderr_until_listening(env: &[(&str, &str)]) -> String {
+    use std::io::{BufRead, BufReader};
+    let port = crate::harness::free_port();
+    // No Redis and an unreachable provider: start-up logs warnings, then listens.
+    let config =
+        config_file(&valid_config().replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")));
+    let mut command = vestibule();
+    command
+        .arg("--config")
+        .arg(&config.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        let done = line.contains("vestibule listening");
+        line.clear();
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.contains("vestibule listening"),
+        "the binary did not start: {seen}"
+    );
+    seen
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let stderr = stderr_until_listening(&[]);
+    assert!(stderr.lines().count() >= 2, "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape in piped logs: {stderr:?}"
+    );
+}
+
+#[test]
+fn json_log_format_gives_one_object_per_line() {
+    let stderr = stderr_until_listening(&[("VESTIBULE_LOG_FORMAT", "json")]);
+    assert!(stderr.lines().count() >= 2, "{stderr}");
+    for line in stderr.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not one JSON object per line ({error}): {line:?}"));
+        assert!(
+            event["level"].is_string() && event["message"].is_string(),
+            "{line}"
+        );
+    }
+}
+
 /// A config file in the temp dir, removed on drop.
 mod tempfile_path {
     pub struct TempFile {
