@@ -9,13 +9,17 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::http::client_address::TrustedProxies;
+use crate::http::connection::ConnectionLimits;
 use crate::http::frontend::FrontendService;
-use crate::http::proxy::ForwardingHeaders;
+use crate::http::headers::ForwardingHeaders;
+use crate::http::login_limit::LoginRateLimit;
+use crate::http::server::ServeLimits;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::routes::RouteTable;
 use crate::session::cache::CacheSettings;
-use crate::session::{Sessions, Store};
+use crate::session::{PendingLimits, Sessions, Store};
 use crate::tokens::TokenKeeper;
 
 /// A bound, ready-to-serve Vestibule.
@@ -23,6 +27,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
+    limits: ServeLimits,
 }
 
 impl Application {
@@ -75,16 +80,32 @@ impl Application {
             cookies: CookiePolicy::new(settings.is_https()),
             upstream: http::proxy::upstream_client(),
             frontend,
+            trusted_proxies: TrustedProxies::new(settings.server.trusted_proxy_ranges()?),
+            login_limit: LoginRateLimit::new(
+                settings.login.rate_limit_per_minute,
+                settings.login.rate_limit_burst,
+            ),
+            pending_limits: PendingLimits {
+                per_browser: settings.login.max_pending_per_browser,
+                total: settings.login.max_pending_total,
+            },
+            max_body_bytes: settings.server.max_body_bytes,
         });
         let router = http::router(state.clone())
             // Defence in depth: a bug must cost one request a 500, never the connection.
             .layer(CatchPanicLayer::custom(|_| crate::error::panic_response()))
             .layer(TraceLayer::new_for_http().make_span_with(http::server::request_span));
         let listener = TcpListener::bind(settings.listen).await?;
+        let limits = ServeLimits {
+            connection: ConnectionLimits::from_settings(&settings.server),
+            max_connections: settings.server.max_connections,
+        };
+        warn_if_descriptors_run_out(limits.max_connections);
         Ok(Self {
             listener,
             router,
             state,
+            limits,
         })
     }
 
@@ -96,9 +117,43 @@ impl Application {
     /// Serves until Ctrl-C / SIGTERM, then finishes in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
-        http::server::serve(self.listener, self.state, self.router, shutdown_signal()).await;
+        http::server::serve(
+            self.listener,
+            self.state,
+            self.router,
+            self.limits,
+            shutdown_signal(),
+        )
+        .await;
         Ok(())
     }
+}
+
+/// Each connection needs a file descriptor, and so does its upstream call: warn when
+/// `server.max_connections` cannot be reached before the process's limit (`ulimit -n`).
+fn warn_if_descriptors_run_out(max_connections: usize) {
+    let Some(limit) = open_file_limit() else {
+        return;
+    };
+    // A client connection, an upstream connection, plus Redis, the provider and the runtime.
+    let needed = max_connections.saturating_mul(2).saturating_add(64);
+    if needed as u64 > limit {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = limit,
+            "server.max_connections needs more file descriptors than the process may open; \
+             raise the limit (ulimit -n) or lower server.max_connections"
+        );
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 async fn shutdown_signal() {

@@ -49,6 +49,15 @@ pub enum AppError {
     /// The upstream API did not answer in time.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// This client started too many logins; it may retry after the given time.
+    #[error("too many login starts from this client")]
+    TooManyRequests(std::time::Duration),
+    /// Too many logins are in progress across all browsers.
+    #[error("too many logins in progress")]
+    LoginCapacity,
+    /// The request body is larger than this endpoint accepts.
+    #[error("request body too large")]
+    PayloadTooLarge,
 }
 
 /// Why a login callback failed, in words a user can act on.
@@ -117,6 +126,9 @@ impl AppError {
             AppError::Provider(_) => StatusCode::BAD_GATEWAY,
             AppError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             AppError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::LoginCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -133,6 +145,9 @@ impl AppError {
             AppError::Provider(_) => "identity_provider_error",
             AppError::UpstreamUnavailable(_) => "upstream_unavailable",
             AppError::UpstreamTimeout => "upstream_timeout",
+            AppError::TooManyRequests(_) => "too_many_requests",
+            AppError::LoginCapacity => "too_many_logins",
+            AppError::PayloadTooLarge => "payload_too_large",
         }
     }
 
@@ -170,6 +185,13 @@ impl AppError {
             AppError::Provider(_) => "The identity provider's answer could not be verified.".into(),
             AppError::UpstreamUnavailable(_) => "The API behind this route is unavailable.".into(),
             AppError::UpstreamTimeout => "The API behind this route did not answer in time.".into(),
+            AppError::TooManyRequests(_) => {
+                "Too many login attempts from your network. Please wait a moment and retry.".into()
+            }
+            AppError::LoginCapacity => {
+                "Too many logins are in progress right now. Please retry shortly.".into()
+            }
+            AppError::PayloadTooLarge => "The request body is too large.".into(),
         }
     }
 
@@ -183,7 +205,13 @@ impl AppError {
     }
 
     fn with_retry_after(&self, mut response: Response) -> Response {
-        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+        if let AppError::TooManyRequests(wait) = self {
+            // Whole seconds, rounded up, so a client that waits this long is let in.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        } else if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
@@ -234,9 +262,10 @@ impl IntoResponse for PageError {
         let error = self.0;
         error.log();
         let (title, retry_label, retry_url) = match &error {
-            AppError::Store(_) | AppError::Provider(OidcError::Unavailable(_)) => {
-                ("Temporarily unavailable", "Try again", LOGIN_URL)
-            }
+            AppError::Store(_)
+            | AppError::Provider(OidcError::Unavailable(_))
+            | AppError::LoginCapacity => ("Temporarily unavailable", "Try again", LOGIN_URL),
+            AppError::TooManyRequests(_) => ("Too many attempts", "Try again", LOGIN_URL),
             AppError::Login(_) | AppError::Provider(_) => {
                 ("Login failed", "Try logging in again", LOGIN_URL)
             }

@@ -3,9 +3,11 @@
 //! Policy lives here (when to refresh, what a rejected or failed refresh means for the session);
 //! the grant itself is in [`crate::oidc`], storage in [`crate::session`]. One refresh per
 //! session at a time: a lock per instance queues local requests, a lock in the shared store
-//! (`SET NX` with a TTL) covers other instances. A refresh runs in its own task: once the
-//! provider has rotated the refresh token, the new one is stored even if the request that
-//! triggered the refresh is cancelled.
+//! (`SET NX` with a short lease, renewed while the refresh runs, however slow the provider)
+//! covers other instances. The result is written only over the record the refresh started
+//! from (compare-and-set), so even a holder that lost its lock can never overwrite the next
+//! holder's tokens. A refresh runs in its own task: once the provider has rotated the refresh
+//! token, the new one is stored even if the request that triggered the refresh is cancelled.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,10 @@ use std::time::{Duration, Instant};
 use crate::clock::unix_now;
 use crate::oidc::{OidcError, Provider};
 use crate::session::refresh_lock::RefreshLocks;
-use crate::session::{ActiveSession, REFRESH_LOCK_TTL, SessionRecord, Sessions, StoreError};
+use crate::session::{
+    ActiveSession, REFRESH_LOCK_LEASE, REFRESH_LOCK_RENEWAL, SessionRecord, SessionToken, Sessions,
+    StoreError,
+};
 
 /// Why no access token can be had for a session.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,10 @@ pub enum AccessError {
 
 /// How often a request waiting for another instance's refresh looks for the new tokens.
 const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a request waits for another instance's refresh before answering 503 (the
+/// session is kept). A holder that died releases the lock within one lease.
+const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// Attempts to store refreshed tokens before giving up (the provider already rotated them).
 const SAVE_ATTEMPTS: u32 = 3;
@@ -87,7 +96,7 @@ impl TokenKeeper {
         // Other instances share the store: take the session's lock there too, or wait for
         // whoever holds it to store fresh tokens.
         let owner = crate::random::token();
-        let deadline = Instant::now() + REFRESH_LOCK_TTL + Duration::from_secs(2);
+        let deadline = Instant::now() + LOCK_WAIT_LIMIT.max(REFRESH_LOCK_LEASE * 2);
         while !sessions.try_lock_refresh(&current.token, &owner).await? {
             if Instant::now() > deadline {
                 return Err(AccessError::Provider(OidcError::Unavailable(
@@ -104,14 +113,21 @@ impl TokenKeeper {
             }
         }
         let task = tokio::spawn(async move {
-            // Someone may have finished just before we took the lock: read once more.
-            let outcome = match sessions.load_fresh(&current.token).await {
-                Ok(None) => Err(AccessError::SessionEnded),
-                Ok(Some(fresh)) if !fresh.record.tokens.needs_refresh(unix_now(), skew) => {
-                    Ok(fresh.record.tokens.access_token)
+            let refresh = async {
+                // Someone may have finished just before we took the lock: read once more.
+                match sessions.load_fresh(&current.token).await {
+                    Ok(None) => Err(AccessError::SessionEnded),
+                    Ok(Some(fresh)) if !fresh.record.tokens.needs_refresh(unix_now(), skew) => {
+                        Ok(fresh.record.tokens.access_token)
+                    }
+                    Ok(Some(fresh)) => refresh_and_store(&sessions, &provider, fresh, skew).await,
+                    Err(error) => Err(error.into()),
                 }
-                Ok(Some(fresh)) => refresh_and_store(&sessions, &provider, fresh).await,
-                Err(error) => Err(error.into()),
+            };
+            let outcome = tokio::select! {
+                biased;
+                outcome = refresh => outcome,
+                never = keep_lock(&sessions, &current.token, &owner) => match never {},
             };
             if let Err(error) = sessions.unlock_refresh(&current.token, &owner).await {
                 tracing::warn!(error = %error, "releasing the refresh lock failed; it expires by itself");
@@ -127,12 +143,42 @@ impl TokenKeeper {
     }
 }
 
+/// Renews the session's refresh lock every [`REFRESH_LOCK_RENEWAL`] for as long as it is
+/// polled (the refresh it guards is running). Never completes: if the lock is lost, the
+/// refresh goes on and its fenced write decides.
+async fn keep_lock(
+    sessions: &Sessions,
+    token: &SessionToken,
+    owner: &str,
+) -> std::convert::Infallible {
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + REFRESH_LOCK_RENEWAL,
+        REFRESH_LOCK_RENEWAL,
+    );
+    loop {
+        ticks.tick().await;
+        match sessions.renew_refresh_lock(token, owner).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    "the refresh lock lapsed while the provider answered; the refreshed tokens are stored only if no one else refreshed meanwhile"
+                );
+                return std::future::pending().await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "renewing the refresh lock failed; retrying");
+            }
+        }
+    }
+}
+
 /// Refreshes, stores the result, and decides what a failure means. The caller holds the
 /// session's refresh locks (this instance's and the store's) until the outcome is stored.
 async fn refresh_and_store(
     sessions: &Sessions,
     provider: &Provider,
     current: ActiveSession,
+    skew: u64,
 ) -> Result<String, AccessError> {
     let now = unix_now();
     match provider
@@ -140,17 +186,22 @@ async fn refresh_and_store(
         .await
     {
         Ok(refreshed) => {
-            let mut record = current.record;
+            let mut record = current.record.clone();
             record.tokens = refreshed.tokens;
-            if store_refreshed(sessions, &current.token, &record).await? {
+            if store_refreshed(sessions, &current, &record).await? {
                 tracing::debug!("access token refreshed");
-                Ok(record.tokens.access_token)
-            } else {
-                // Logged out while the refresh ran: do not resurrect; revoke what we just got.
-                if let Some(refresh_token) = &record.tokens.refresh_token {
-                    provider.revoke_refresh_token(&refresh_token.text()).await;
+                return Ok(record.tokens.access_token);
+            }
+            // Ended (a logout) or rewritten by another holder while the refresh ran: never
+            // overwrite or resurrect; the tokens just obtained are orphans, so revoke them.
+            if let Some(refresh_token) = &record.tokens.refresh_token {
+                provider.revoke_refresh_token(&refresh_token.text()).await;
+            }
+            match sessions.load_fresh(&current.token).await? {
+                Some(stored) if !stored.record.tokens.needs_refresh(unix_now(), skew) => {
+                    Ok(stored.record.tokens.access_token)
                 }
-                Err(AccessError::SessionEnded)
+                _ => Err(AccessError::SessionEnded),
             }
         }
         Err(error @ (OidcError::Rejected(_) | OidcError::SubjectChanged)) => {
@@ -167,15 +218,16 @@ async fn refresh_and_store(
     }
 }
 
-/// Stores refreshed tokens, retrying briefly: losing a rotated refresh token ends the session.
+/// Stores refreshed tokens over `current`, retrying briefly: losing a rotated refresh token
+/// ends the session.
 async fn store_refreshed(
     sessions: &Sessions,
-    token: &crate::session::SessionToken,
+    current: &ActiveSession,
     record: &SessionRecord,
 ) -> Result<bool, StoreError> {
     let mut attempt = 1;
     loop {
-        match sessions.update(token, record).await {
+        match sessions.replace(current, record).await {
             Err(error) if attempt < SAVE_ATTEMPTS => {
                 tracing::warn!(error = %error, attempt, "storing refreshed tokens failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;

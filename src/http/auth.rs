@@ -1,11 +1,13 @@
 //! `/api/auth/*`: login, callback, current user and logout. Handlers only translate HTTP to
 //! calls on [`crate::oidc`] and [`crate::session`].
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::cookie::CookieJar;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
@@ -14,44 +16,57 @@ use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
 use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
-use crate::session::{ActiveSession, BrowserBinding, PendingLogin, SessionRecord};
+use crate::session::{Admission, BrowserBinding, PendingLogin, SessionRecord, SessionToken};
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
-/// provider.
+/// provider. Rate-limited per client address; the logins in progress are capped.
 pub async fn begin_login(
     State(state): State<AppState>,
-    jar: CookieJar,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
+    let client = state.trusted_proxies.client(peer.ip(), &headers);
+    state
+        .login_limit
+        .check(client)
+        .map_err(AppError::TooManyRequests)?;
     let query = QueryParams::parse(query.as_deref());
     let return_to = ReturnTo::parse_or_root(query.get("returnTo"), &state.public_url);
+    let cookies = state.cookies.read(&headers);
     // Reuse this browser's binding so parallel logins in several tabs share one cookie.
-    let binding = state
-        .cookies
-        .browser_binding(&jar)
-        .unwrap_or_else(BrowserBinding::generate);
+    let binding = cookies.login.unwrap_or_else(BrowserBinding::generate);
     let request = state.provider.authorization_request().await?;
     let pending = PendingLogin {
         state: request.state,
         nonce: request.nonce,
         pkce_verifier: request.pkce_verifier,
         return_to: return_to.as_str().to_owned(),
+        // This is a same-origin navigation, so the SameSite=Strict session cookie is here;
+        // the callback (a cross-site redirect) will not have it.
+        previous_session: cookies.session.map(|token| token.encode()),
     };
-    state.sessions.put_pending_login(&binding, &pending).await?;
-    let jar = jar.add(state.cookies.login_cookie(&binding));
+    let admission = state
+        .sessions
+        .put_pending_login(&binding, &pending, state.pending_limits)
+        .await?;
+    if admission == Admission::Full {
+        return Err(AppError::LoginCapacity.into());
+    }
+    let set_cookie = [(header::SET_COOKIE, state.cookies.login_cookie(&binding))];
     Ok(no_store(
-        (jar, Redirect::to(request.url.as_str())).into_response(),
+        (set_cookie, Redirect::to(request.url.as_str())).into_response(),
     ))
 }
 
 /// `GET /api/auth/callback`: validates the provider's answer and creates a new session.
 pub async fn finish_login(
     State(state): State<AppState>,
-    jar: CookieJar,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let query = QueryParams::parse(query.as_deref());
-    let binding = state.cookies.browser_binding(&jar);
+    let cookies = state.cookies.read(&headers);
     let Some(received_state) = query
         .get("state")
         .filter(|s| !s.is_empty() && s.len() <= 512)
@@ -61,7 +76,7 @@ pub async fn finish_login(
     // Taking the pending login burns the state even on an error answer: it is single use.
     let pending = state
         .sessions
-        .take_pending_login(binding.as_ref(), received_state)
+        .take_pending_login(cookies.login.as_ref(), received_state)
         .await??;
     if let Some(error) = query.get("error") {
         return Err(AppError::Login(LoginFailure::ProviderError(error_code(error))).into());
@@ -92,17 +107,20 @@ pub async fn finish_login(
         expires_at: state.sessions.absolute_expiry_from_now(),
         logout_sid: crate::random::token(),
     };
-    // A session the browser may already have is ended, never upgraded (no session fixation).
-    if let Some(previous) = state.cookies.session_token(&jar)
-        && let Some(session) = state.sessions.load(&previous).await?
-    {
-        end_session(&state, session).await?;
+    // A session the browser had is ended, never upgraded (no session fixation): the one it
+    // brought to the login start, and the one it sent here, if the browser sent one.
+    let brought = pending
+        .previous_session
+        .as_deref()
+        .and_then(SessionToken::parse);
+    for previous in [brought, cookies.session].into_iter().flatten() {
+        end_session(&state, &previous).await?;
     }
     let token = state.sessions.create(&record).await?;
     tracing::info!("login completed");
-    let jar = jar.add(state.cookies.session_cookie(&token));
+    let set_cookie = [(header::SET_COOKIE, state.cookies.session_cookie(&token))];
     Ok(no_store(
-        (jar, Redirect::to(&pending.return_to)).into_response(),
+        (set_cookie, Redirect::to(&pending.return_to)).into_response(),
     ))
 }
 
@@ -118,16 +136,23 @@ fn error_code(raw: &str) -> String {
     }
 }
 
-/// `GET /api/auth/user`: who is logged in, never a token.
+/// `GET /api/auth/user`: who is logged in, never a token. The call counts as use of the
+/// session, so the idle deadline it reports is the one Redis enforces from now on.
 pub async fn current_user(
     State(state): State<AppState>,
     headers: HeaderMap,
-    jar: CookieJar,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
+    let token = state
+        .cookies
+        .read(&headers)
+        .session
+        .ok_or(AppError::Unauthenticated)?;
     let session = state
-        .require_session(state.cookies.session_token(&jar))
-        .await?;
+        .sessions
+        .load_touched(&token)
+        .await?
+        .ok_or(AppError::Unauthenticated)?;
     let record = &session.record;
     let body = json!({
         "sub": record.sub,
@@ -146,34 +171,35 @@ pub async fn current_user(
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
-    jar: CookieJar,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
-    let end_session_url = match state.cookies.session_token(&jar) {
-        Some(token) => match state.sessions.load(&token).await? {
-            Some(session) => end_session(&state, session).await?,
-            None => None,
-        },
+    let end_session_url = match state.cookies.read(&headers).session {
+        Some(token) => end_session(&state, &token).await?,
         None => None,
     };
-    let jar = jar.add(state.cookies.session_removal());
+    let set_cookie = [(header::SET_COOKIE, state.cookies.session_removal())];
     Ok(no_store(
-        (jar, Json(json!({ "end_session_url": end_session_url }))).into_response(),
+        (
+            set_cookie,
+            Json(json!({ "end_session_url": end_session_url })),
+        )
+            .into_response(),
     ))
 }
 
 /// `GET /api/auth/logout?sid=…`: logout by plain link; the `sid` proves the link came from us.
 pub async fn logout_link(
     State(state): State<AppState>,
-    jar: CookieJar,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let query = QueryParams::parse(query.as_deref());
     let Some(sid) = query.get("sid").filter(|sid| !sid.is_empty()) else {
         return Err(AppError::BadRequest("the logout link has no sid").into());
     };
-    let session = match state.cookies.session_token(&jar) {
-        Some(token) => state.sessions.load(&token).await?,
+    let token = state.cookies.read(&headers).session;
+    let session = match &token {
+        Some(token) => state.sessions.load_fresh(token).await?,
         None => None,
     };
     let Some(session) = session else {
@@ -183,19 +209,23 @@ pub async fn logout_link(
     if !bool::from(session.record.logout_sid.as_bytes().ct_eq(sid.as_bytes())) {
         return Err(AppError::Forbidden("the logout link does not belong to this session").into());
     }
-    let target = end_session(&state, session).await?;
-    let jar = jar.add(state.cookies.session_removal());
+    let target = end_session(&state, &session.token).await?;
+    let set_cookie = [(header::SET_COOKIE, state.cookies.session_removal())];
     let location = target.unwrap_or_else(|| "/".to_owned());
-    Ok(no_store((jar, Redirect::to(&location)).into_response()))
+    Ok(no_store(
+        (set_cookie, Redirect::to(&location)).into_response(),
+    ))
 }
 
-/// Deletes the session, revokes its refresh token in the background, and builds the
-/// provider's end-session URL.
-async fn end_session(state: &AppState, session: ActiveSession) -> Result<Option<String>, AppError> {
-    state.sessions.delete(&session.token).await?;
+/// Ends the session for `token` as Redis holds it, revokes its refresh token in the
+/// background, and builds the provider's end-session URL (`None` when there was no session
+/// or the provider has no end-session endpoint).
+async fn end_session(state: &AppState, token: &SessionToken) -> Result<Option<String>, AppError> {
+    let Some(record) = state.sessions.end(token).await? else {
+        return Ok(None);
+    };
     tracing::info!("logout");
-    if let Some(refresh_token) = session
-        .record
+    if let Some(refresh_token) = record
         .tokens
         .refresh_token
         .as_ref()
@@ -210,9 +240,28 @@ async fn end_session(state: &AppState, session: ActiveSession) -> Result<Option<
         .unwrap_or_else(|_| state.public_url.clone());
     Ok(state
         .provider
-        .end_session_url(&session.record.tokens.id_token.text(), &post_logout)
+        .end_session_url(&record.tokens.id_token.text(), &post_logout)
         .await
         .map(|url| url.to_string()))
+}
+
+/// Refuses a request to `/api/auth/*` whose declared body is larger than
+/// `server.max_body_bytes` before any handler runs (bodies read later are bounded by the
+/// router's body limit).
+pub async fn refuse_large_bodies(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
+        return AppError::PayloadTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 fn no_store(mut response: Response) -> Response {

@@ -2,12 +2,28 @@
 //!
 //! Both are HttpOnly (never readable by JavaScript), `Path=/`, without `Domain`; over https
 //! they are `Secure` and carry the `__Host-` prefix, which browsers enforce.
+//!
+//! Every path reads cookies through the one byte-wise parser here. A cookie is ours only if
+//! its name is *byte for byte* ours: `__Host-` protection holds for the exact name only, so a
+//! name that merely decodes to ours (`%5F_Host-vestibule-login`, planted by a sibling
+//! subdomain) must never be taken as ours. Bytes outside ASCII (`pref=café`, set by the SPA
+//! or a sibling) do not stop the parser, and every cookie that is not ours reaches the
+//! upstream unchanged.
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use cookie::time::Duration;
+use cookie::{Cookie, SameSite};
+use percent_encoding::percent_decode;
 
 use crate::session::{BrowserBinding, PENDING_LOGIN_TTL, SessionToken};
+
+/// Every name Vestibule uses, over http and over https: an upstream may set none of them.
+const ALL_OWN_NAMES: [&str; 4] = [
+    "vestibule",
+    "vestibule-login",
+    "__Host-vestibule",
+    "__Host-vestibule-login",
+];
 
 /// Cookie names and attributes derived from `public_url`.
 #[derive(Debug, Clone)]
@@ -15,6 +31,21 @@ pub struct CookiePolicy {
     secure: bool,
     session_name: &'static str,
     login_name: &'static str,
+}
+
+/// Vestibule's cookies as a request carried them (the first well-formed value of each).
+#[derive(Default)]
+pub struct OwnCookies {
+    /// The session cookie.
+    pub session: Option<SessionToken>,
+    /// The login-binding cookie.
+    pub login: Option<BrowserBinding>,
+}
+
+/// Which of our cookies a name is, compared byte for byte.
+enum Own {
+    Session,
+    Login,
 }
 
 impl CookiePolicy {
@@ -35,110 +66,239 @@ impl CookiePolicy {
         }
     }
 
-    /// Whether `name` is one of Vestibule's cookies (these never reach an upstream).
-    pub fn is_own(&self, name: &str) -> bool {
-        name == self.session_name || name == self.login_name
-    }
-
-    /// The session token the browser sent, if well-formed.
-    pub fn session_token(&self, jar: &CookieJar) -> Option<SessionToken> {
-        jar.get(self.session_name)
-            .and_then(|cookie| SessionToken::parse(cookie.value()))
-    }
-
-    /// Removes Vestibule's cookies from a request that is about to be forwarded, keeping the
-    /// others in one `Cookie` header, and returns the session token it carried (the first
-    /// well-formed one). One pass, no per-cookie allocation: this runs on every proxied call.
-    pub fn strip_own_cookies(&self, headers: &mut HeaderMap) -> Option<SessionToken> {
-        if !headers.contains_key(header::COOKIE) {
-            return None;
+    fn own(&self, name: &[u8]) -> Option<Own> {
+        if name == self.session_name.as_bytes() {
+            Some(Own::Session)
+        } else if name == self.login_name.as_bytes() {
+            Some(Own::Login)
+        } else {
+            None
         }
-        let mut session = None;
-        let mut kept = String::new();
-        let pairs = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty());
-        for pair in pairs {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = name.trim();
-            if name == self.session_name {
-                session = session.or_else(|| SessionToken::parse(value.trim()));
-            } else if name != self.login_name {
-                if !kept.is_empty() {
-                    kept.push_str("; ");
-                }
-                kept.push_str(pair);
+    }
+
+    /// Finds our cookies in a request's `Cookie` headers.
+    pub fn read(&self, headers: &HeaderMap) -> OwnCookies {
+        let mut found = OwnCookies::default();
+        for value in headers.get_all(header::COOKIE) {
+            for pair in cookie_pairs(value.as_bytes()) {
+                self.take_if_own(&pair, &mut found);
             }
         }
+        found
+    }
+
+    /// Finds our cookies and removes them from a request that is about to be forwarded,
+    /// keeping every other cookie byte for byte in one `Cookie` header. One pass, no
+    /// allocation per cookie: this runs on every proxied call.
+    pub fn strip(&self, headers: &mut HeaderMap) -> OwnCookies {
+        let mut found = OwnCookies::default();
+        if !headers.contains_key(header::COOKIE) {
+            return found;
+        }
+        let mut kept: Vec<u8> = Vec::new();
+        let mut any_own = false;
+        for value in headers.get_all(header::COOKIE) {
+            for pair in cookie_pairs(value.as_bytes()) {
+                if self.take_if_own(&pair, &mut found) {
+                    any_own = true;
+                    continue;
+                }
+                if !kept.is_empty() {
+                    kept.extend_from_slice(b"; ");
+                }
+                kept.extend_from_slice(pair.raw);
+            }
+        }
+        if !any_own && headers.get_all(header::COOKIE).iter().count() == 1 {
+            return found;
+        }
         headers.remove(header::COOKIE);
+        // The kept bytes came from valid header values, joined by "; ": still valid.
         if !kept.is_empty()
-            && let Ok(value) = HeaderValue::try_from(kept)
+            && let Ok(value) = HeaderValue::from_bytes(&kept)
         {
             headers.insert(header::COOKIE, value);
         }
-        session
+        found
     }
 
-    /// The login binding the browser sent, if well-formed.
-    pub fn browser_binding(&self, jar: &CookieJar) -> Option<BrowserBinding> {
-        jar.get(self.login_name)
-            .and_then(|cookie| BrowserBinding::parse(cookie.value()))
+    /// Records `pair` in `found` if it is one of ours; whether it was (well-formed or not).
+    fn take_if_own(&self, pair: &CookiePair<'_>, found: &mut OwnCookies) -> bool {
+        match self.own(pair.name) {
+            Some(Own::Session) => {
+                if found.session.is_none() {
+                    found.session = std::str::from_utf8(pair.value)
+                        .ok()
+                        .and_then(SessionToken::parse);
+                }
+                true
+            }
+            Some(Own::Login) => {
+                if found.login.is_none() {
+                    found.login = std::str::from_utf8(pair.value)
+                        .ok()
+                        .and_then(BrowserBinding::parse);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether an upstream's `Set-Cookie` would set or shadow one of our cookies in a browser,
+    /// or be read back as ours: its name equals one of ours ignoring case, percent-encoding or
+    /// surrounding whitespace, or it is a nameless cookie whose value looks like `ours=…`
+    /// (browsers send a nameless cookie as its bare value).
+    pub fn is_own_set_cookie(set_cookie: &[u8]) -> bool {
+        let pair = set_cookie.split(|byte| *byte == b';').next().unwrap_or(&[]);
+        let Some(first) = cookie_pairs(pair).next() else {
+            return false;
+        };
+        if first.name.is_empty() {
+            // Sent back as the bare value, which a server splits at its first '=' (or, in
+            // some frameworks, takes whole as a name).
+            let inner = cookie_pairs(first.value)
+                .next()
+                .map_or(&[][..], |inner| inner.name);
+            resembles_own_name(inner) || resembles_own_name(first.value)
+        } else {
+            resembles_own_name(first.name)
+        }
     }
 
     /// `Set-Cookie` for a new session: `SameSite=Strict`, a session cookie (no `Max-Age`),
     /// since the server enforces idle and absolute timeouts.
-    pub fn session_cookie(&self, token: &SessionToken) -> Cookie<'static> {
-        self.base(self.session_name, token.encode(), SameSite::Strict)
+    pub fn session_cookie(&self, token: &SessionToken) -> HeaderValue {
+        self.header(self.session_name, token.encode(), SameSite::Strict, None)
     }
 
     /// `Set-Cookie` for the login binding: `SameSite=Lax` so it comes back on the provider's
     /// cross-site redirect to the callback, and only as long as a pending login lives.
-    pub fn login_cookie(&self, binding: &BrowserBinding) -> Cookie<'static> {
-        let mut cookie = self.base(self.login_name, binding.encode(), SameSite::Lax);
-        cookie.set_max_age(Duration::seconds(PENDING_LOGIN_TTL.as_secs() as i64));
-        cookie
+    pub fn login_cookie(&self, binding: &BrowserBinding) -> HeaderValue {
+        let max_age = Duration::seconds(PENDING_LOGIN_TTL.as_secs() as i64);
+        self.header(
+            self.login_name,
+            binding.encode(),
+            SameSite::Lax,
+            Some(max_age),
+        )
     }
 
-    /// A cookie that removes the session cookie.
-    pub fn session_removal(&self) -> Cookie<'static> {
-        let mut cookie = self.base(self.session_name, String::new(), SameSite::Strict);
-        cookie.make_removal();
-        cookie
+    /// `Set-Cookie` that removes the session cookie.
+    pub fn session_removal(&self) -> HeaderValue {
+        self.header(
+            self.session_name,
+            String::new(),
+            SameSite::Strict,
+            Some(Duration::ZERO),
+        )
     }
 
-    fn base(&self, name: &'static str, value: String, same_site: SameSite) -> Cookie<'static> {
-        Cookie::build((name, value))
+    fn header(
+        &self,
+        name: &'static str,
+        value: String,
+        same_site: SameSite,
+        max_age: Option<Duration>,
+    ) -> HeaderValue {
+        let mut cookie = Cookie::build((name, value))
             .http_only(true)
             .secure(self.secure)
             .same_site(same_site)
             .path("/")
-            .build()
+            .build();
+        if let Some(max_age) = max_age {
+            cookie.set_max_age(max_age);
+        }
+        // A constant name and a base64url value always form a valid header value.
+        HeaderValue::try_from(cookie.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("vestibule-invalid=; Max-Age=0"))
     }
+}
+
+/// Whether a cookie name would be treated as one of ours by a browser or by a server that
+/// decodes names: compared without case, surrounding whitespace or percent-encoding.
+fn resembles_own_name(name: &[u8]) -> bool {
+    let mut current = name.trim_ascii().to_vec();
+    // Decoding repeatedly also catches double encoding (`%2576estibule`).
+    for _ in 0..4 {
+        if ALL_OWN_NAMES
+            .iter()
+            .any(|own| own.as_bytes().eq_ignore_ascii_case(current.trim_ascii()))
+        {
+            return true;
+        }
+        let decoded: Vec<u8> = percent_decode(&current).collect();
+        if decoded == current {
+            return false;
+        }
+        current = decoded;
+    }
+    false
+}
+
+/// One `name=value` pair of a `Cookie` header, as bytes.
+struct CookiePair<'a> {
+    name: &'a [u8],
+    value: &'a [u8],
+    /// The whole pair as sent (without surrounding whitespace), forwarded unchanged.
+    raw: &'a [u8],
+}
+
+/// The pairs of a `Cookie` header value, byte-wise: split at `;`, whitespace around pairs,
+/// names and values trimmed, empty pairs skipped. A pair without `=` is a nameless cookie
+/// (RFC 6265bis §5.6), never a cookie whose *name* is the text.
+fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = CookiePair<'_>> {
+    header
+        .split(|byte| *byte == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| !pair.is_empty())
+        .map(|raw| match raw.iter().position(|byte| *byte == b'=') {
+            Some(at) => CookiePair {
+                name: raw[..at].trim_ascii(),
+                value: raw[at + 1..].trim_ascii(),
+                raw,
+            },
+            None => CookiePair {
+                name: &[],
+                value: raw,
+                raw,
+            },
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(header::COOKIE, HeaderValue::from_bytes(value).unwrap());
+        }
+        map
+    }
 
     #[test]
     fn https_cookies_are_host_prefixed_and_secure() {
         let policy = CookiePolicy::new(true);
-        let text = policy.session_cookie(&SessionToken::generate()).to_string();
+        let value = policy.session_cookie(&SessionToken::generate());
+        let text = value.to_str().unwrap();
         assert!(text.starts_with("__Host-vestibule="));
         for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
             assert!(text.contains(attribute), "{text}");
         }
         assert!(!text.contains("Domain"));
+        let removal = policy.session_removal();
+        assert!(removal.to_str().unwrap().contains("Max-Age=0"));
     }
 
     #[test]
     fn http_cookies_are_not_secure_but_still_http_only() {
         let policy = CookiePolicy::new(false);
-        let text = policy.login_cookie(&BrowserBinding::generate()).to_string();
+        let value = policy.login_cookie(&BrowserBinding::generate());
+        let text = value.to_str().unwrap();
         assert!(text.starts_with("vestibule-login="));
         assert!(text.contains("HttpOnly") && text.contains("SameSite=Lax"));
         assert!(text.contains("Max-Age=600"));
@@ -149,45 +309,244 @@ mod tests {
     fn tampered_and_truncated_cookies_parse_to_nothing() {
         let policy = CookiePolicy::new(false);
         let value = SessionToken::generate().encode();
-        let jar = |v: &str| CookieJar::new().add(Cookie::new("vestibule", v.to_owned()));
-        assert!(policy.session_token(&jar(&value)).is_some());
-        assert!(policy.session_token(&jar(&value[..40])).is_none());
-        assert!(policy.session_token(&jar("garbage")).is_none());
-        assert!(policy.session_token(&CookieJar::new()).is_none());
+        let session = |v: &str| {
+            policy
+                .read(&headers(&[format!("vestibule={v}").as_bytes()]))
+                .session
+        };
+        assert!(session(&value).is_some());
+        assert!(session(&value[..40]).is_none());
+        assert!(session("garbage").is_none());
+        assert!(policy.read(&HeaderMap::new()).session.is_none());
+    }
+
+    #[test]
+    fn only_byte_exact_names_are_ours() {
+        let token = SessionToken::generate().encode();
+        let binding = BrowserBinding::generate().encode();
+        for (https, name) in [
+            (false, "%76estibule"),
+            (false, "Vestibule"),
+            (false, "vestibule%2Dlogin"),
+            (true, "%5F_Host-vestibule"),
+            (true, "%5F_Host-vestibule-login"),
+            (true, "__host-vestibule"),
+            (true, "vestibule"),
+        ] {
+            let policy = CookiePolicy::new(https);
+            let header = format!("{name}={token}; {name}={binding}");
+            let found = policy.read(&headers(&[header.as_bytes()]));
+            assert!(found.session.is_none() && found.login.is_none(), "{name}");
+            let mut map = headers(&[header.as_bytes()]);
+            assert!(policy.strip(&mut map).session.is_none());
+            assert_eq!(
+                map[header::COOKIE].as_bytes(),
+                header.as_bytes(),
+                "kept as sent"
+            );
+        }
+    }
+
+    #[test]
+    fn non_ascii_cookies_do_not_hide_ours_and_pass_through_untouched() {
+        let policy = CookiePolicy::new(false);
+        let token = SessionToken::generate().encode();
+        let header = format!("pref=caf\u{e9}; vestibule={token}; x=\u{1F600}");
+        let found = policy.read(&headers(&[header.as_bytes()]));
+        assert_eq!(found.session.unwrap().encode(), token);
+        let latin1 = [b"pref=caf\xe9; vestibule=".as_slice(), token.as_bytes()].concat();
+        let mut map = headers(&[&latin1]);
+        assert_eq!(policy.strip(&mut map).session.unwrap().encode(), token);
+        assert_eq!(map[header::COOKIE].as_bytes(), b"pref=caf\xe9");
     }
 
     #[test]
     fn stripping_keeps_other_cookies_and_returns_the_session_token() {
         let policy = CookiePolicy::new(false);
         let token = SessionToken::generate().encode();
-        let mut headers = HeaderMap::new();
         let first = format!("a=1; vestibule={token}; b=2");
-        headers.insert(header::COOKIE, HeaderValue::try_from(first).unwrap());
-        headers.append(
-            header::COOKIE,
-            HeaderValue::from_static("vestibule-login=x; c=3"),
-        );
-        let found = policy
-            .strip_own_cookies(&mut headers)
-            .expect("session token");
+        let mut map = headers(&[first.as_bytes(), b"vestibule-login=x; c=3; flag"]);
+        let found = policy.strip(&mut map).session.expect("session token");
         assert_eq!(found.encode(), token);
-        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
-        assert_eq!(headers[header::COOKIE], "a=1; b=2; c=3");
+        assert_eq!(map.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(map[header::COOKIE], "a=1; b=2; c=3; flag");
     }
 
     #[test]
     fn stripping_removes_the_header_when_only_ours_were_sent() {
         let policy = CookiePolicy::new(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("__Host-vestibule=bad"),
-        );
-        assert!(policy.strip_own_cookies(&mut headers).is_none());
-        assert!(headers.get(header::COOKIE).is_none());
+        let mut map = headers(&[b"__Host-vestibule=bad"]);
+        assert!(policy.strip(&mut map).session.is_none());
+        assert!(map.get(header::COOKIE).is_none());
         // The http names are not ours over https: they pass through untouched.
-        headers.insert(header::COOKIE, HeaderValue::from_static("vestibule=s"));
-        assert!(policy.strip_own_cookies(&mut headers).is_none());
-        assert_eq!(headers[header::COOKIE], "vestibule=s");
+        let mut map = headers(&[b"vestibule=s"]);
+        assert!(policy.strip(&mut map).session.is_none());
+        assert_eq!(map[header::COOKIE], "vestibule=s");
+    }
+
+    #[test]
+    fn upstream_set_cookies_that_a_browser_or_server_would_take_as_ours_are_recognised() {
+        for own in [
+            "vestibule=fixated; Path=/",
+            "__Host-vestibule=x; Secure; Path=/",
+            " vestibule =x",
+            "VESTIBULE=x",
+            "%76estibule=x",
+            "%2576estibule=x",
+            "%5F_Host-vestibule-login=x",
+            "__HOST-Vestibule-Login=x",
+            "=vestibule=x",
+            "vestibule",
+            "=vestibule-login=x; Path=/",
+        ] {
+            assert!(CookiePolicy::is_own_set_cookie(own.as_bytes()), "{own}");
+        }
+        for theirs in [
+            "app=1; Path=/",
+            "vestibule_pref=1",
+            "=plain",
+            "",
+            "pref=caf\u{e9}",
+        ] {
+            assert!(
+                !CookiePolicy::is_own_set_cookie(theirs.as_bytes()),
+                "{theirs}"
+            );
+        }
+    }
+
+    /// Bounded fuzzing of the parser: a few hundred cases per property in every `cargo test`.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 400,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Bytes a header value may hold (no control characters).
+    fn header_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            any::<u8>().prop_map(|b| if b < 0x20 || b == 0x7f { b'x' } else { b }),
+            0..max,
+        )
+    }
+
+    /// Cookie pairs as a browser or an attacker might send them.
+    fn pair() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop_oneof![
+            Just(b"vestibule".to_vec()),
+            Just(b"vestibule-login".to_vec()),
+            Just(b"%76estibule".to_vec()),
+            Just(b"Vestibule".to_vec()),
+            Just(b"pref".to_vec()),
+            Just(Vec::new()),
+            header_bytes(8),
+        ];
+        let value = prop_oneof![
+            Just(SessionToken::generate().encode().into_bytes()),
+            Just(b"caf\xc3\xa9".to_vec()),
+            header_bytes(12),
+        ];
+        (name, value, any::<bool>()).prop_map(|(name, value, with_equals)| {
+            let mut pair = name;
+            if with_equals {
+                pair.push(b'=');
+            }
+            pair.extend(value);
+            pair
+        })
+    }
+
+    fn header_value() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(pair(), 0..6).prop_map(|pairs| pairs.join(b"; ".as_slice()))
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn parsing_never_panics_and_stripping_removes_exactly_ours(
+            values in proptest::collection::vec(header_value(), 1..3),
+            https in any::<bool>(),
+        ) {
+            let policy = CookiePolicy::new(https);
+            let mut map = HeaderMap::new();
+            for value in &values {
+                map.append(header::COOKIE, HeaderValue::from_bytes(value).unwrap());
+            }
+            let read = policy.read(&map);
+            let expected_others: Vec<Vec<u8>> = values
+                .iter()
+                .flat_map(|value| cookie_pairs(value).map(|pair| (pair.name.to_vec(), pair.raw.to_vec())).collect::<Vec<_>>())
+                .filter(|(name, _)| policy.own(name).is_none())
+                .map(|(_, raw)| raw)
+                .collect();
+            let stripped = policy.strip(&mut map);
+            prop_assert_eq!(read.session.map(|t| t.encode()), stripped.session.map(|t| t.encode()));
+            prop_assert_eq!(read.login.map(|b| b.encode()), stripped.login.map(|b| b.encode()));
+            let kept: Vec<Vec<u8>> = map
+                .get_all(header::COOKIE)
+                .iter()
+                .flat_map(|value| cookie_pairs(value.as_bytes()).map(|pair| pair.raw.to_vec()).collect::<Vec<_>>())
+                .collect();
+            prop_assert_eq!(kept, expected_others);
+            prop_assert!(policy.read(&map).session.is_none());
+        }
+
+        #[test]
+        fn a_session_is_found_only_under_its_exact_name(
+            before in header_value(),
+            after in header_value(),
+        ) {
+            let policy = CookiePolicy::new(false);
+            let token = SessionToken::generate().encode();
+            let mut header = before.clone();
+            let own_before = cookie_pairs(&before).any(|pair| policy.own(pair.name).is_some());
+            if !header.is_empty() {
+                header.extend_from_slice(b"; ");
+            }
+            header.extend_from_slice(format!("vestibule={token}").as_bytes());
+            header.extend_from_slice(b"; ");
+            header.extend_from_slice(&after);
+            let found = policy.read(&headers(&[&header])).session;
+            if !own_before {
+                prop_assert_eq!(found.map(|t| t.encode()), Some(token));
+            }
+        }
+
+        #[test]
+        fn set_cookie_check_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = CookiePolicy::is_own_set_cookie(&bytes);
+        }
+
+        #[test]
+        fn encoded_or_recased_own_names_are_never_settable(
+            name_index in 0usize..4,
+            encode_mask in any::<u32>(),
+            upper_mask in any::<u32>(),
+            nameless in any::<bool>(),
+        ) {
+            let name = ALL_OWN_NAMES[name_index];
+            let mut disguised = String::new();
+            for (index, character) in name.chars().enumerate() {
+                let character = if upper_mask & (1 << (index % 32)) != 0 {
+                    character.to_ascii_uppercase()
+                } else {
+                    character
+                };
+                if encode_mask & (1 << (index % 32)) != 0 {
+                    disguised.push_str(&format!("%{:02X}", character as u32));
+                } else {
+                    disguised.push(character);
+                }
+            }
+            let set_cookie = if nameless {
+                format!("={disguised}=x; Path=/")
+            } else {
+                format!("{disguised}=x; Path=/")
+            };
+            prop_assert!(CookiePolicy::is_own_set_cookie(set_cookie.as_bytes()), "{}", set_cookie);
+        }
     }
 }

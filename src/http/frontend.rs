@@ -17,7 +17,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use url::Url;
 
 use super::AppState;
-use super::proxy::remove_hop_by_hop;
+use super::headers::remove_hop_by_hop;
 use crate::config::Frontend;
 use crate::error::AppError;
 
@@ -197,7 +197,7 @@ async fn dev_server(
     parts.headers.remove(header::HOST);
     parts.headers.remove(header::AUTHORIZATION);
     // A dev server never sees Vestibule's cookies; the session is not its business.
-    let _ = state.cookies.strip_own_cookies(&mut parts.headers);
+    let _ = state.cookies.strip(&mut parts.headers);
     if !upgrade {
         remove_hop_by_hop(&mut parts.headers);
     }

@@ -2,9 +2,13 @@
 //! session, OIDC and token layers. Handlers stay thin; decisions live in those layers.
 
 pub mod auth;
+pub mod client_address;
+pub mod connection;
 pub mod cookies;
 pub mod csrf;
 pub mod frontend;
+pub mod headers;
+pub mod login_limit;
 pub mod proxy;
 pub mod server;
 
@@ -17,7 +21,7 @@ use url::Url;
 use crate::error::AppError;
 use crate::oidc::Provider;
 use crate::routes::RouteTable;
-use crate::session::{ActiveSession, SessionToken, Sessions};
+use crate::session::{ActiveSession, PendingLimits, SessionToken, Sessions};
 use crate::tokens::TokenKeeper;
 use cookies::CookiePolicy;
 
@@ -62,7 +66,15 @@ pub struct Components {
     /// How the single-page app is served.
     pub frontend: frontend::FrontendService,
     /// The `X-Forwarded-*` values derived from `public_url`.
-    pub forwarded: proxy::ForwardingHeaders,
+    pub forwarded: headers::ForwardingHeaders,
+    /// Whose `X-Forwarded-For` is believed when working out the client's address.
+    pub trusted_proxies: client_address::TrustedProxies,
+    /// The rate limit on login starts per client address.
+    pub login_limit: login_limit::LoginRateLimit,
+    /// How many logins may be in progress.
+    pub pending_limits: PendingLimits,
+    /// Largest request body Vestibule's own endpoints accept.
+    pub max_body_bytes: usize,
 }
 
 impl Components {
@@ -111,7 +123,12 @@ pub fn router(state: AppState) -> Router {
         .route("/user", get(auth::current_user))
         .route("/logout", get(auth::logout_link).post(auth::logout))
         .route("/client.js", get(frontend::client_js))
-        .fallback(auth::not_found);
+        .fallback(auth::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::refuse_large_bodies,
+        ));
     Router::new()
         .nest("/api/auth", auth)
         .fallback(proxy::dispatch)

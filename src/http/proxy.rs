@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::cookies::CookiePolicy;
+use super::headers::{VIA, remove_hop_by_hop, remove_own_set_cookies};
 use super::{AppState, csrf};
 use crate::error::AppError;
 use crate::routes::RouteError;
@@ -88,7 +88,8 @@ pub async fn forward(
         .parse()
         .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
     let (mut parts, body) = request.into_parts();
-    let session_token = state.cookies.strip_own_cookies(&mut parts.headers);
+    let client = state.trusted_proxies.client(peer.ip(), &parts.headers);
+    let session_token = state.cookies.strip(&mut parts.headers).session;
     let session = state.require_session(session_token).await?;
     let access_token = state
         .tokens
@@ -98,7 +99,7 @@ pub async fn forward(
     parts.uri = upstream_uri;
     parts.version = axum::http::Version::HTTP_11;
     prepare_request_headers(&mut parts.headers, &access_token)?;
-    state.forwarded.apply(&mut parts.headers, peer);
+    state.forwarded.apply(&mut parts.headers, client);
     let upstream_request = Request::from_parts(parts, body);
 
     let response =
@@ -109,7 +110,7 @@ pub async fn forward(
         };
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    remove_own_set_cookies(&mut parts.headers, &state.cookies);
+    remove_own_set_cookies(&mut parts.headers);
     parts
         .headers
         .append(header::VIA, HeaderValue::from_static(VIA));
@@ -132,122 +133,6 @@ fn prepare_request_headers(headers: &mut HeaderMap, access_token: &str) -> Resul
     Ok(())
 }
 
-/// This proxy's `Via` entry (RFC 9110 §7.6.3), added in both directions.
-const VIA: &str = "1.1 vestibule";
-
-/// Forwarding headers a client could forge; replaced with what Vestibule itself saw.
-const FORWARDING: [HeaderName; 5] = [
-    header::FORWARDED,
-    X_FORWARDED_FOR,
-    X_FORWARDED_HOST,
-    X_FORWARDED_PROTO,
-    HeaderName::from_static("x-real-ip"),
-];
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-/// The forwarding headers Vestibule sets, with the parts that never change computed once.
-#[derive(Clone)]
-pub struct ForwardingHeaders {
-    host: Option<HeaderValue>,
-    proto: HeaderValue,
-}
-
-impl ForwardingHeaders {
-    /// The `X-Forwarded-Host` / `-Proto` values for the public origin.
-    pub fn new(public_url: &url::Url) -> Self {
-        let host = public_url.host_str().and_then(|host| {
-            let host = match public_url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_owned(),
-            };
-            HeaderValue::try_from(host).ok()
-        });
-        let proto = HeaderValue::from_static(if public_url.scheme() == "https" {
-            "https"
-        } else {
-            "http"
-        });
-        Self { host, proto }
-    }
-
-    /// Tells the upstream who called and how, replacing whatever the client claimed: the
-    /// peer address, the public origin, and this proxy in `Via`.
-    pub fn apply(&self, headers: &mut HeaderMap, peer: SocketAddr) {
-        for name in &FORWARDING {
-            headers.remove(name);
-        }
-        if let Ok(value) = HeaderValue::try_from(peer.ip().to_string()) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-        if let Some(host) = &self.host {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
-        headers.insert(X_FORWARDED_PROTO, self.proto.clone());
-        headers.append(header::VIA, HeaderValue::from_static(VIA));
-    }
-}
-
-/// An upstream must not be able to set or overwrite Vestibule's cookies (session fixation).
-fn remove_own_set_cookies(headers: &mut HeaderMap, cookies: &CookiePolicy) {
-    let values: Vec<HeaderValue> = headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .cloned()
-        .collect();
-    if values.is_empty() {
-        return;
-    }
-    headers.remove(header::SET_COOKIE);
-    for value in values {
-        let name = value
-            .to_str()
-            .ok()
-            .and_then(|text| text.split('=').next())
-            .map(str::trim);
-        if name.is_some_and(|name| cookies.is_own(name)) {
-            continue;
-        }
-        headers.append(header::SET_COOKIE, value);
-    }
-}
-
-/// Hop-by-hop header fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes hop-by-hop fields and every field listed in `Connection`.
-pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        remove_listed_in_connection(headers);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// Removes the fields a `Connection` header names (it is itself removed with the others).
-fn remove_listed_in_connection(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in &listed {
-        headers.remove(name);
-    }
-}
-
 /// The error chain of a client failure, without the URL's query (it is the user's data).
 fn describe(error: &hyper_util::client::legacy::Error) -> String {
     let mut text = error.to_string();
@@ -263,6 +148,7 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::cookies::CookiePolicy;
 
     #[test]
     fn request_headers_lose_our_cookies_csrf_and_hop_by_hop_fields() {
@@ -288,7 +174,7 @@ mod tests {
             HeaderValue::from_static("Basic forged"),
         );
         headers.insert("x-app", HeaderValue::from_static("kept"));
-        assert!(policy.strip_own_cookies(&mut headers).is_none());
+        assert!(policy.strip(&mut headers).session.is_none());
         prepare_request_headers(&mut headers, "tok").unwrap();
         assert_eq!(headers.get(header::COOKIE).unwrap(), "a=1; b=2");
         assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
@@ -297,37 +183,5 @@ mod tests {
         for gone in ["x-csrf", "connection", "x-private", "te"] {
             assert!(headers.get(gone).is_none(), "{gone} must not be forwarded");
         }
-    }
-
-    #[test]
-    fn forged_forwarding_headers_are_replaced() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
-        headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
-        headers.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        let public = url::Url::parse("https://app.example.com").unwrap();
-        ForwardingHeaders::new(&public).apply(&mut headers, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
-        assert_eq!(headers["x-forwarded-host"], "app.example.com");
-        assert_eq!(headers["x-forwarded-proto"], "https");
-        assert_eq!(headers["via"], "1.1 vestibule");
-        assert!(headers.get("forwarded").is_none() && headers.get("x-real-ip").is_none());
-    }
-
-    #[test]
-    fn upstream_cannot_set_our_cookies() {
-        let policy = CookiePolicy::new(false);
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::SET_COOKIE,
-            HeaderValue::from_static("vestibule=fixated; Path=/"),
-        );
-        headers.append(
-            header::SET_COOKIE,
-            HeaderValue::from_static("app=1; Path=/"),
-        );
-        remove_own_set_cookies(&mut headers, &policy);
-        let left: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
-        assert_eq!(left, vec!["app=1; Path=/"]);
     }
 }

@@ -1,5 +1,6 @@
-//! Accepting connections: HTTP/1.1 with upgrades, graceful shutdown, and a fast path that
-//! hands proxied API calls straight to the proxy.
+//! Accepting connections: HTTP/1.1 with upgrades, per-connection limits, a cap on
+//! connections, graceful shutdown, and a fast path that hands proxied API calls straight to
+//! the proxy.
 //!
 //! Proxied calls are the hot path of a BFF. Sending them through the router costs a path
 //! match, the tracing and panic layers' futures and a fallback dispatch on every call (about
@@ -7,13 +8,19 @@
 //! same one the router's fallback makes ([`super::proxy::dispatch`]), and the guarantees the
 //! layers give (a span with method and path, a panic costs one request a 500) are kept here.
 //! Everything else goes through the router unchanged.
+//!
+//! At most `server.max_connections` connections are served at once: past that, the loop
+//! stops accepting and new connections wait in the kernel's queue, so a flood of idle
+//! connections cannot exhaust file descriptors. Each connection is bounded by
+//! [`super::connection`].
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -21,15 +28,25 @@ use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 use tracing::Instrument;
 
+use super::connection::{Activity, ConnectionLimits, Expiry, TrackedBody, WatchedStream, watchdog};
 use super::{AppState, proxy};
 use crate::error::panic_response;
+
+/// How the listener treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Per-connection limits.
+    pub connection: ConnectionLimits,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
 
 /// Serves connections from `listener` until `shutdown` completes, then lets in-flight
 /// requests finish.
@@ -37,54 +54,135 @@ pub async fn serve(
     listener: TcpListener,
     state: AppState,
     router: Router,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max));
+    let (stopping, stop_signal) = watch::channel(false);
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .max_header_size(limits.connection.max_header_bytes);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut accept_errors = AcceptErrors::default();
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    wait_after_accept_error(&error).await;
+                    accept_errors.wait_after(&error).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = Entry {
-            state: state.clone(),
-            router: router.clone(),
-            peer,
+        let connection = Connection {
+            builder: builder.clone(),
+            limits: limits.connection,
+            entry: Entry {
+                state: state.clone(),
+                router: router.clone(),
+                peer,
+                activity: Activity::accepted_now(),
+            },
         };
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let stop_signal = stop_signal.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::trace!(error = %error, "connection ended with an error");
-            }
+            connection.run(stream, stop_signal).await;
+            drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stopping.send(true);
+    // Every connection holds a slot until it is done: having them all back means drained.
+    let _ = slots.acquire_many(max as u32).await;
 }
 
-/// Per-connection errors (a client that went away) are routine; anything else (out of file
-/// descriptors) would spin, so it is logged and the loop pauses.
-async fn wait_after_accept_error(error: &std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        error.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        return;
+/// One accepted connection and what it needs.
+struct Connection {
+    builder: http1::Builder,
+    limits: ConnectionLimits,
+    entry: Entry,
+}
+
+impl Connection {
+    /// Serves the connection until the client closes it, a limit expires, or the server
+    /// stops (then in-flight requests finish first).
+    async fn run(self, stream: TcpStream, mut stop_signal: watch::Receiver<bool>) {
+        let activity = self.entry.activity.clone();
+        let io = TokioIo::new(WatchedStream::new(stream, activity.clone()));
+        let connection = self
+            .builder
+            .serve_connection(io, self.entry)
+            .with_upgrades();
+        let mut connection = std::pin::pin!(connection);
+        let expiry = watchdog(&activity, &self.limits);
+        let mut expiry = std::pin::pin!(expiry);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::trace!(error = %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                reason = expiry.as_mut(), if !stopping => match reason {
+                    Expiry::SlowHeaders => {
+                        tracing::debug!("closing a connection whose request headers are too slow");
+                        return;
+                    }
+                    Expiry::Idle => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                },
+                changed = stop_signal.changed(), if !stopping => {
+                    if changed.is_err() || *stop_signal.borrow() {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
     }
-    tracing::error!(error = %error, "accepting a connection failed");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Logs failed accepts at most once a second. Per-connection errors (a client that went
+/// away) are routine; anything else (out of file descriptors) pauses the loop instead of
+/// spinning.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<Instant>,
+}
+
+impl AcceptErrors {
+    async fn wait_after(&mut self, error: &std::io::Error) {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+        if matches!(
+            error.kind(),
+            ConnectionAborted | ConnectionRefused | ConnectionReset
+        ) {
+            return;
+        }
+        if self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::error!(error = %error, "accepting a connection failed; pausing (is server.max_connections above the file-descriptor limit?)");
+            self.last_logged = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The span every request is handled in. Method and path only: queries carry codes and
@@ -103,16 +201,19 @@ struct Entry {
     state: AppState,
     router: Router,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 }
 
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Entry {
-    type Response = Response;
+    type Response = Response<TrackedBody>;
     type Error = Infallible;
     type Future = ResponseFuture;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.request_started();
         let mut request = request.map(Body::new);
         if let Some(upstream) = proxy::upstream_for(&self.state, request.uri()) {
             let span = request_span(&request);
@@ -127,11 +228,17 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Entry {
             return Box::pin(
                 AssertUnwindSafe(call)
                     .catch_unwind()
-                    .map(|outcome| Ok(outcome.unwrap_or_else(|_| panic_response())))
+                    .map(move |outcome| {
+                        let response = outcome.unwrap_or_else(|_| panic_response());
+                        Ok(response.map(|body| TrackedBody::new(body, in_flight)))
+                    })
                     .instrument(span),
             );
         }
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        Box::pin(self.router.clone().oneshot(request))
+        Box::pin(self.router.clone().oneshot(request).map(move |outcome| {
+            let Ok(response) = outcome;
+            Ok(response.map(|body| TrackedBody::new(body, in_flight)))
+        }))
     }
 }

@@ -165,11 +165,12 @@ impl RecordCache {
         Lookup::Miss(Self::begin(&mut state, key, now, touch))
     }
 
-    /// Starts a read that must go to Redis whatever the cache holds.
-    pub fn begin_read(&self, key: &str) -> PendingRead {
+    /// Starts a read that must go to Redis whatever the cache holds; with `touch`, it also
+    /// pushes the idle expiry back even if that is not due yet.
+    pub fn begin_read(&self, key: &str, touch: bool) -> PendingRead {
         let now = Instant::now();
         let mut state = self.state();
-        let touch = self.touch_due(&state, key, now);
+        let touch = touch || self.touch_due(&state, key, now);
         Self::begin(&mut state, key, now, touch)
     }
 
@@ -557,7 +558,7 @@ mod tests {
     fn a_missing_record_forgets_the_key() {
         let cache = serving_cache(Duration::from_secs(60));
         warm(&cache, "k");
-        let read = cache.begin_read("k");
+        let read = cache.begin_read("k", false);
         cache.store("k", None, read);
         assert!(miss(cache.lookup("k")).touch);
     }

@@ -38,6 +38,12 @@ impl BrowserBinding {
     pub(crate) fn secret(&self) -> &[u8] {
         &self.0
     }
+
+    /// The store key of this browser's index of pending logins (a hash: the store never
+    /// holds the cookie).
+    pub(crate) fn index_key(&self) -> String {
+        super::token::storage_key("login-browser", &self.0)
+    }
 }
 
 /// Everything the callback needs from the request that started the login.
@@ -51,6 +57,11 @@ pub struct PendingLogin {
     pub pkce_verifier: String,
     /// Where to send the browser afterwards (already validated).
     pub return_to: String,
+    /// The session cookie this browser sent when it started the login (encoded), so the
+    /// callback can end that session: the `SameSite=Strict` cookie itself does not come back
+    /// on the provider's cross-site redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_session: Option<String>,
 }
 
 impl PendingLogin {
@@ -90,6 +101,7 @@ mod tests {
             nonce: String::new(),
             pkce_verifier: String::new(),
             return_to: "/".into(),
+            previous_session: None,
         };
         assert!(p.state_matches("abc"));
         assert!(!p.state_matches("abd"));

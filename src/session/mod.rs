@@ -16,13 +16,19 @@ use std::time::Duration;
 pub use crypto::MasterKey;
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
-pub use store::{Freshness, Store, StoreError};
+pub use store::{Admission, Freshness, PendingLimits, Store, StoreError};
 pub use token::SessionToken;
 
 use crate::clock::unix_now;
 
-/// Longest a refresh may hold its cross-instance lock (longer than the provider timeout).
-pub const REFRESH_LOCK_TTL: Duration = Duration::from_secs(20);
+/// How long the cross-instance refresh lock lives unless its holder renews it. The holder
+/// renews it every [`REFRESH_LOCK_RENEWAL`] while its refresh runs, however slow the provider
+/// is; if the holder dies, another instance may refresh after at most this long.
+pub const REFRESH_LOCK_LEASE: Duration = Duration::from_secs(10);
+
+/// How often a refresh in progress renews its lock: a few renewals fit in one lease, so a
+/// late one does not lose it.
+pub const REFRESH_LOCK_RENEWAL: Duration = Duration::from_millis(2_500);
 
 /// How long a started login may take before its `state` expires.
 pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -33,8 +39,11 @@ pub struct ActiveSession {
     pub token: SessionToken,
     /// The decrypted record.
     pub record: SessionRecord,
-    /// When the session ends if unused (unix seconds), capped by its absolute end.
-    pub idle_expires_at: u64,
+    /// When the session ends if unused (unix seconds, capped by its absolute end), known when
+    /// this read pushed the idle expiry back; a cached read does not know it.
+    pub idle_expires_at: Option<u64>,
+    /// The sealed record as read: a later write succeeds only if the store still holds it.
+    sealed: Vec<u8>,
 }
 
 /// Creates, finds, updates and ends sessions; stores and takes pending logins.
@@ -92,12 +101,24 @@ impl Sessions {
         self.load_with(token, Freshness::FromRedis).await
     }
 
+    /// Like [`Sessions::load_fresh`], and pushes the idle expiry back now, so
+    /// [`ActiveSession::idle_expires_at`] is the deadline Redis enforces.
+    pub async fn load_touched(
+        &self,
+        token: &SessionToken,
+    ) -> Result<Option<ActiveSession>, StoreError> {
+        self.load_with(token, Freshness::Touched).await
+    }
+
     async fn load_with(
         &self,
         token: &SessionToken,
         freshness: Freshness,
     ) -> Result<Option<ActiveSession>, StoreError> {
         let key = token.storage_key();
+        // Taken before the read: a touch sets the expiry at or after this moment, so the
+        // deadline reported below is never later than the one Redis enforces.
+        let before = unix_now();
         let Some(read) = self
             .store
             .read_session(&key, self.idle_timeout, freshness)
@@ -116,36 +137,52 @@ impl Sessions {
             self.store.delete(&key).await?;
             return Ok(None);
         }
-        let idle_expires_at = now + self.idle_timeout.as_secs();
-        if read.touched && idle_expires_at > record.expires_at {
+        if read.touched && now + self.idle_timeout.as_secs() > record.expires_at {
             // The touch above may have stretched the key past the absolute end: pull it back.
             self.store
                 .expire(&key, Duration::from_secs(record.expires_at - now))
                 .await?;
         }
-        // Untouched (a cached read), the key was last touched at most one interval ago.
-        let idle_expires_at = match self.store.cache() {
-            Some(cache) if !read.touched => {
-                idle_expires_at.saturating_sub(cache.touch_interval().as_secs_f64().ceil() as u64)
-            }
-            _ => idle_expires_at,
-        };
+        let idle_expires_at = read
+            .touched
+            .then(|| (before + self.idle_timeout.as_secs()).min(record.expires_at));
         Ok(Some(ActiveSession {
             token: token.clone(),
-            idle_expires_at: idle_expires_at.min(record.expires_at),
+            idle_expires_at,
             record,
+            sealed: read.sealed,
         }))
     }
 
-    /// Updates an existing session; `Ok(false)` if it was ended meanwhile (a logout wins over
-    /// a refresh that finishes after it). The TTL is the idle timeout, capped by the absolute end.
-    pub async fn update(
+    /// Replaces the record of `current` with `record`, only if the store still holds exactly
+    /// what `current` read: `Ok(false)` if the session was ended or rewritten meanwhile (a
+    /// logout wins over a refresh that finishes after it, and a refresh whose lock lapsed
+    /// cannot overwrite the next holder's tokens). The TTL is the idle timeout, capped by the
+    /// absolute end.
+    pub async fn replace(
         &self,
-        token: &SessionToken,
+        current: &ActiveSession,
         record: &SessionRecord,
     ) -> Result<bool, StoreError> {
-        let (key, sealed, ttl) = self.seal_record(token, record)?;
-        self.store.replace(&key, &sealed, ttl).await
+        let (key, sealed, ttl) = self.seal_record(&current.token, record)?;
+        self.store
+            .replace_if_unchanged(&key, &current.sealed, &sealed, ttl)
+            .await
+    }
+
+    /// Ends the session for `token` and returns its record as Redis held it at that moment
+    /// (never a cached copy: a logout must revoke the refresh token that is current, even if
+    /// another instance rotated it a moment ago). `None` if there was no valid session.
+    pub async fn end(&self, token: &SessionToken) -> Result<Option<SessionRecord>, StoreError> {
+        let key = token.storage_key();
+        let Some(sealed) = self.store.take(&key).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .key
+            .open(token.secret(), key.as_bytes(), &sealed)
+            .ok()
+            .and_then(|plaintext| SessionRecord::decode(&plaintext)))
     }
 
     fn seal_record(
@@ -170,7 +207,18 @@ impl Sessions {
         owner: &str,
     ) -> Result<bool, StoreError> {
         self.store
-            .try_lock(&token.refresh_lock_key(), owner, REFRESH_LOCK_TTL)
+            .try_lock(&token.refresh_lock_key(), owner, REFRESH_LOCK_LEASE)
+            .await
+    }
+
+    /// Extends the session's refresh lock by a lease if `owner` still holds it.
+    pub async fn renew_refresh_lock(
+        &self,
+        token: &SessionToken,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .renew_lock(&token.refresh_lock_key(), owner, REFRESH_LOCK_LEASE)
             .await
     }
 
@@ -183,22 +231,31 @@ impl Sessions {
         self.store.unlock(&token.refresh_lock_key(), owner).await
     }
 
-    /// Ends the session for `token`.
+    /// Deletes the session for `token` (its refresh token is already worthless).
     pub async fn delete(&self, token: &SessionToken) -> Result<(), StoreError> {
         self.store.delete(&token.storage_key()).await
     }
 
-    /// Stores a pending login for `binding`'s browser under its `state`.
+    /// Stores a pending login for `binding`'s browser under its `state`, within `limits`.
     pub async fn put_pending_login(
         &self,
         binding: &BrowserBinding,
         pending: &PendingLogin,
-    ) -> Result<(), StoreError> {
+        limits: PendingLimits,
+    ) -> Result<Admission, StoreError> {
         let key = token::storage_key("login", pending.state.as_bytes());
         let plaintext = serde_json::to_vec(pending)
             .map_err(|error| StoreError::Unavailable(format!("cannot encode login: {error}")))?;
         let sealed = self.key.seal(binding.secret(), key.as_bytes(), &plaintext);
-        self.store.put(&key, &sealed, PENDING_LOGIN_TTL).await
+        self.store
+            .put_pending_login(
+                &key,
+                &sealed,
+                PENDING_LOGIN_TTL,
+                &binding.index_key(),
+                limits,
+            )
+            .await
     }
 
     /// Takes (at most once) the pending login for `state`, if this browser started it.
@@ -219,12 +276,18 @@ impl Sessions {
                 .key
                 .open(binding.secret(), key.as_bytes(), &sealed)
                 .ok()?;
-            serde_json::from_slice::<PendingLogin>(&plaintext).ok()
+            let pending = serde_json::from_slice::<PendingLogin>(&plaintext).ok()?;
+            Some((binding, pending))
         });
-        let Some(pending) = opened.filter(|pending| pending.state_matches(state)) else {
+        let Some((binding, pending)) = opened.filter(|(_, pending)| pending.state_matches(state))
+        else {
             return Ok(Err(LoginLookupError::OtherBrowser));
         };
-        match self.store.take(&key).await? {
+        let taken = self.store.take(&key).await?;
+        self.store
+            .forget_pending_login(&key, &binding.index_key())
+            .await?;
+        match taken {
             Some(taken) if taken == sealed => Ok(Ok(pending)),
             _ => Ok(Err(LoginLookupError::UnknownState)),
         }
@@ -234,6 +297,11 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIMITS: PendingLimits = PendingLimits {
+        per_browser: 5,
+        total: 100,
+    };
 
     fn sessions(idle: u64, absolute: u64) -> Sessions {
         Sessions::new(
@@ -266,7 +334,7 @@ mod tests {
         let token = sessions.create(&record(unix_now() + 600)).await.unwrap();
         let loaded = sessions.load(&token).await.unwrap().unwrap();
         assert_eq!(loaded.record.sub, "alice");
-        assert!(loaded.idle_expires_at <= unix_now() + 60);
+        assert!(loaded.idle_expires_at.unwrap() <= unix_now() + 60);
         assert!(
             sessions
                 .load(&SessionToken::generate())
@@ -311,28 +379,39 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .idle_expires_at,
-            end
+            Some(end)
         );
     }
 
     #[tokio::test]
-    async fn update_does_not_resurrect_an_ended_session() {
+    async fn replace_writes_only_over_the_record_it_read() {
         let sessions = sessions(60, 600);
         let token = sessions.create(&record(unix_now() + 600)).await.unwrap();
-        assert!(
-            sessions
-                .update(&token, &record(unix_now() + 600))
-                .await
-                .unwrap()
-        );
-        sessions.delete(&token).await.unwrap();
+        let first = sessions.load_fresh(&token).await.unwrap().unwrap();
+        let second = sessions.load_fresh(&token).await.unwrap().unwrap();
+        let mut refreshed = record(unix_now() + 600);
+        refreshed.sub = "alice-2".into();
+        assert!(sessions.replace(&first, &refreshed).await.unwrap());
         assert!(
             !sessions
-                .update(&token, &record(unix_now() + 600))
+                .replace(&second, &record(unix_now() + 600))
                 .await
-                .unwrap()
+                .unwrap(),
+            "a writer holding an older read cannot overwrite the newer record"
+        );
+        let current = sessions.load(&token).await.unwrap().unwrap();
+        assert_eq!(current.record.sub, "alice-2");
+        let ended = sessions.end(&token).await.unwrap().unwrap();
+        assert_eq!(ended.sub, "alice-2", "ending returns the record it ended");
+        assert!(
+            !sessions
+                .replace(&current, &record(unix_now() + 600))
+                .await
+                .unwrap(),
+            "an ended session is not resurrected"
         );
         assert!(sessions.load(&token).await.unwrap().is_none());
+        assert!(sessions.end(&token).await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -344,9 +423,10 @@ mod tests {
             nonce: "n".into(),
             pkce_verifier: "v".into(),
             return_to: "/x".into(),
+            previous_session: None,
         };
         sessions
-            .put_pending_login(&mine, &pending("s1"))
+            .put_pending_login(&mine, &pending("s1"), LIMITS)
             .await
             .unwrap();
         let taken = sessions
@@ -361,7 +441,7 @@ mod tests {
         assert_eq!(replay.err(), Some(LoginLookupError::UnknownState));
 
         sessions
-            .put_pending_login(&mine, &pending("s2"))
+            .put_pending_login(&mine, &pending("s2"), LIMITS)
             .await
             .unwrap();
         let other = BrowserBinding::generate();
@@ -372,7 +452,7 @@ mod tests {
         assert_eq!(stolen.err(), Some(LoginLookupError::OtherBrowser));
 
         sessions
-            .put_pending_login(&mine, &pending("s3"))
+            .put_pending_login(&mine, &pending("s3"), LIMITS)
             .await
             .unwrap();
         let no_cookie = sessions.take_pending_login(None, "s3").await.unwrap();

@@ -44,10 +44,72 @@ fn output_dir() -> PathBuf {
     dir
 }
 
-#[tokio::test]
-async fn demo_spa_login_api_refresh_and_logout_in_chromium() {
+/// Runs `tests/e2e/<script>` against `app` in Chromium; returns its standard output.
+async fn run_script(app: &TestApp, script: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
     ensure_installed();
     let chromium = chromium();
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(e2e_dir().join(script))
+        .current_dir(e2e_dir())
+        .env("VESTIBULE_URL", &app.url)
+        .env("E2E_USER", "alice")
+        .env("CHROMIUM_PATH", &chromium)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    // Async, so the in-process Vestibule and upstream keep serving while the browser runs.
+    let result = tokio::time::timeout(Duration::from_secs(150), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 150 s"))
+        .expect("node must be installed to run the browser test");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    eprintln!("--- {script} ---\n{stderr}");
+    let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
+    assert!(
+        result.status.success(),
+        "{script} failed ({}):\n{stderr}{stdout}",
+        result.status
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn logging_in_again_ends_the_previous_session_across_sites_in_chromium() {
+    let app = TestApp::builder().provider_on_another_site().start().await;
+    assert!(app.provider.issuer.starts_with("http://localhost:"));
+    let stdout = run_script(&app, "relogin.mjs", &[]).await;
+    let cookies: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let first = cookies["first"].as_str().unwrap();
+
+    let stale = app.browser();
+    stale.set_cookie("vestibule", first);
+    assert_eq!(
+        stale.user().await.0,
+        reqwest::StatusCode::UNAUTHORIZED,
+        "the first session ended"
+    );
+    assert_eq!(
+        app.redis().session_keys().await.len(),
+        1,
+        "only the second session is stored"
+    );
+    crate::harness::wait_for(
+        "the first session's refresh token to be revoked",
+        Duration::from_secs(5),
+        || async {
+            (app.provider.stats().await["revocations"].as_u64().unwrap() >= 1).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn demo_spa_login_api_refresh_and_logout_in_chromium() {
     // Access tokens live 4 s, so the script sees one expire and Vestibule refresh it.
     let app = TestApp::builder()
         .access_token_ttl(4)
@@ -63,31 +125,12 @@ async fn demo_spa_login_api_refresh_and_logout_in_chromium() {
         output.display()
     );
 
-    // Async, so the in-process Vestibule and upstream keep serving while the browser runs.
-    let run = tokio::process::Command::new("node")
-        .arg(e2e_dir().join("demo-login.mjs"))
-        .current_dir(e2e_dir())
-        .env("VESTIBULE_URL", &app.url)
-        .env("E2E_OUTPUT_DIR", &output)
-        .env("E2E_USER", "alice")
-        .env("CHROMIUM_PATH", &chromium)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let result = tokio::time::timeout(Duration::from_secs(150), run)
-        .await
-        .expect("demo-login.mjs did not finish within 150 s")
-        .expect("node must be installed to run the browser test");
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    eprintln!("--- demo-login.mjs ---\n{stderr}");
-    assert!(
-        result.status.success(),
-        "demo-login.mjs failed ({}):\n{stderr}{}",
-        result.status,
-        String::from_utf8_lossy(&result.stdout)
-    );
+    run_script(
+        &app,
+        "demo-login.mjs",
+        &[("E2E_OUTPUT_DIR", output.as_os_str())],
+    )
+    .await;
 
     let screenshot = output.join("logged-in.png");
     let size = std::fs::metadata(&screenshot)

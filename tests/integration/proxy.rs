@@ -318,3 +318,80 @@ async fn unknown_paths_are_404_json() {
         "not_found"
     );
 }
+
+/// Request headers that steer a server's routing or its idea of the client (issue 9 lists
+/// them; `vestibule::http::headers::CLIENT_SUPPLIED_ROUTING` holds the full set).
+const ROUTING_HEADERS: [&str; 14] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-uri",
+    "x-forwarded-server",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+#[tokio::test]
+async fn headers_that_steer_an_upstreams_routing_never_pass_through() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let mut request = browser
+        .http()
+        .get(browser.url("/api/orders/public"))
+        .header("x-csrf", "1")
+        .header("x-forwarded-for", "6.6.6.6");
+    let all = vestibule::http::headers::CLIENT_SUPPLIED_ROUTING;
+    for name in ROUTING_HEADERS.iter().chain(all.iter()) {
+        request = request.header(*name, "/admin");
+    }
+    assert_eq!(request.send().await.unwrap().status(), StatusCode::OK);
+    let seen = app.upstream.seen();
+    let headers = &seen.last().unwrap().headers;
+    let port = app.url.rsplit(':').next().unwrap();
+    // The ones Vestibule owns carry what it knows; every other one is gone.
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(
+        headers["x-forwarded-host"],
+        app.url.trim_start_matches("http://")
+    );
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-port"], port);
+    for name in ROUTING_HEADERS.iter().chain(all.iter()) {
+        if let Some(value) = headers.get(*name) {
+            assert_ne!(value, "/admin", "{name} passed through");
+        }
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_balancer_the_client_address_comes_from_its_header() {
+    let app = TestApp::builder()
+        .extra_toml("[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n")
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let response = browser
+        .http()
+        .get(browser.url("/api/orders/x"))
+        .header("x-csrf", "1")
+        .header("x-forwarded-for", "6.6.6.6, 198.51.100.4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = app.upstream.seen();
+    assert_eq!(
+        seen.last().unwrap().headers["x-forwarded-for"],
+        "198.51.100.4",
+        "the entry the balancer appended, not the one the client forged"
+    );
+}

@@ -20,6 +20,7 @@ pub struct Browser {
     base: Url,
     jar: Arc<Jar>,
     http: reqwest::Client,
+    bare: reqwest::Client,
 }
 
 impl Browser {
@@ -31,10 +32,15 @@ impl Browser {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
+        let bare = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
         Self {
             base: Url::parse(base).unwrap(),
             jar,
             http,
+            bare,
         }
     }
 
@@ -121,6 +127,19 @@ impl Browser {
             .and_then(|code| code.parse().ok())
             .unwrap_or(0);
         (status, text)
+    }
+
+    /// A GET with exactly this `Cookie` header (raw bytes, not from the jar, e.g. a name or
+    /// value a cookie jar would refuse), as an API call (`X-CSRF: 1`) or a navigation.
+    pub async fn get_with_cookie_header(&self, path: &str, cookie: &[u8], api: bool) -> Response {
+        let mut request = self.bare.get(self.resolve(path)).header(
+            "cookie",
+            reqwest::header::HeaderValue::from_bytes(cookie).unwrap(),
+        );
+        if api {
+            request = request.header("x-csrf", "1");
+        }
+        request.send().await.unwrap()
     }
 
     /// `GET /api/auth/user` as JSON (status, body).

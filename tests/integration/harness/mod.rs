@@ -100,6 +100,7 @@ pub struct TestAppBuilder {
     use_redis: bool,
     refresh_skew_secs: u64,
     idle_timeout_secs: u64,
+    login_toml: String,
     extra_toml: String,
 }
 
@@ -125,6 +126,8 @@ impl TestApp {
             use_redis: true,
             refresh_skew_secs: 1,
             idle_timeout_secs: 600,
+            // Tests log in many times from one address; the limits have tests of their own.
+            login_toml: "rate_limit_burst = 10000\n".to_owned(),
             extra_toml: String::new(),
         }
     }
@@ -186,6 +189,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Puts the provider on another site (`localhost`) than Vestibule (`127.0.0.1`), so a
+    /// browser treats its redirects as cross-site.
+    pub fn provider_on_another_site(mut self) -> Self {
+        self.provider.issuer_host = "localhost";
+        self
+    }
+
     /// Use the in-memory store instead of Redis.
     pub fn in_memory(mut self) -> Self {
         self.use_redis = false;
@@ -201,6 +211,12 @@ impl TestAppBuilder {
     /// `session.idle_timeout_secs`.
     pub fn idle_timeout(mut self, secs: u64) -> Self {
         self.idle_timeout_secs = secs;
+        self
+    }
+
+    /// The `[login]` section (replacing the harness's generous rate limit).
+    pub fn login_settings(mut self, toml: &str) -> Self {
+        self.login_toml = toml.to_owned();
         self
     }
 
@@ -245,6 +261,8 @@ refresh_skew_secs = {skew}
 idle_timeout_secs = {idle}
 absolute_timeout_secs = 3600
 
+[login]
+{login}
 [[routes]]
 prefix = "/api/orders"
 upstream = "{upstream}"
@@ -258,6 +276,7 @@ timeout_secs = 2
             idle = self.idle_timeout_secs,
             key = ENCRYPTION_KEY,
             upstream = upstream.base_url,
+            login = self.login_toml,
             extra = self.extra_toml,
         );
         let task = spawn_vestibule(&toml).await;

@@ -20,6 +20,9 @@ pub struct ProviderOptions {
     pub port: u16,
     /// Keys file so a restarted provider keeps its keys.
     pub keys_file: Option<PathBuf>,
+    /// Host name in the issuer URL (default `127.0.0.1`); `localhost` puts the provider on
+    /// another site than a Vestibule at `127.0.0.1`, as in production.
+    pub issuer_host: &'static str,
 }
 
 impl Default for ProviderOptions {
@@ -30,6 +33,7 @@ impl Default for ProviderOptions {
             id_token_alg: "RS256",
             port: 0,
             keys_file: None,
+            issuer_host: "127.0.0.1",
         }
     }
 }
@@ -85,6 +89,18 @@ impl TestProvider {
             .stderr(Stdio::null());
         if let Some(keys) = &options.keys_file {
             command.env("OP_KEYS_FILE", keys);
+        }
+        if options.issuer_host != "127.0.0.1" {
+            // The issuer names the port, so the port is chosen here.
+            let port = if options.port == 0 {
+                super::free_port()
+            } else {
+                options.port
+            };
+            command.env("OP_PORT", port.to_string()).env(
+                "OP_ISSUER",
+                format!("http://{}:{port}", options.issuer_host),
+            );
         }
         let mut child = command
             .spawn()

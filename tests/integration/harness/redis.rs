@@ -96,7 +96,8 @@ impl RedisServer {
             .unwrap()
     }
 
-    /// Every key with its raw value (`SCAN` + `GET`), as an attacker with a dump would see it.
+    /// Every key with its raw value (strings) or members (sorted sets), as an attacker with a
+    /// dump would see it.
     pub async fn dump(&self) -> Vec<(String, Vec<u8>)> {
         let mut conn = self.connection().await;
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -106,11 +107,30 @@ impl RedisServer {
             .unwrap();
         let mut out = Vec::new();
         for key in keys {
-            let value: Option<Vec<u8>> = redis::cmd("GET")
+            let kind: String = redis::cmd("TYPE")
                 .arg(&key)
                 .query_async(&mut conn)
                 .await
                 .unwrap();
+            let value: Option<Vec<u8>> = match kind.as_str() {
+                "string" => redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap(),
+                "zset" => {
+                    let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    Some(members.join(&b'\n'))
+                }
+                "none" => None,
+                other => panic!("unexpected Redis type {other} at {key}"),
+            };
             if let Some(value) = value {
                 out.push((key, value));
             }

@@ -136,6 +136,14 @@ async fn handle(State(state): State<UpstreamState>, request: Request) -> Respons
     if path.ends_with("/set-cookie") {
         let headers = response.headers_mut();
         headers.append("set-cookie", "vestibule=fixated; Path=/".parse().unwrap());
+        // Names a browser stores apart from ours, but a decoding server reads as ours, and a
+        // nameless cookie a browser sends back as `vestibule-login=…`.
+        headers.append("set-cookie", "%76estibule=fixated; Path=/".parse().unwrap());
+        headers.append(
+            "set-cookie",
+            "=vestibule-login=planted; Path=/".parse().unwrap(),
+        );
+        headers.append("set-cookie", "VESTIBULE=fixated; Path=/".parse().unwrap());
         headers.append("set-cookie", "upstream_pref=dark; Path=/".parse().unwrap());
     }
     response

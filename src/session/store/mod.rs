@@ -4,14 +4,18 @@
 //! Every write carries a TTL, so nothing needs cleaning up. Any Redis failure is reported as
 //! [`StoreError::Unavailable`] (a 503 upstream), never as "no such session" (a logout).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion};
 
 use super::cache::{self, CacheSettings, Lookup, RecordCache, SESSION_KEY_PREFIX};
+
+mod memory;
+mod pending;
+
+pub use memory::MemoryStore;
+pub use pending::{Admission, PendingLimits};
 
 /// The store could not answer; the caller must not treat this as a missing record.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,9 @@ pub enum Freshness {
     Cached,
     /// Ask Redis: the caller is about to act on what it reads (a refresh decision).
     FromRedis,
+    /// Ask Redis and push the idle expiry back now, so the caller knows the exact deadline
+    /// Redis enforces (the current user's session details).
+    Touched,
 }
 
 /// A session record as read, and whether the read pushed its idle expiry back.
@@ -157,7 +164,8 @@ impl Store {
                 }
                 Lookup::Miss(read) => read,
             },
-            Freshness::FromRedis => cache.begin_read(key),
+            Freshness::FromRedis => cache.begin_read(key, false),
+            Freshness::Touched => cache.begin_read(key, true),
         };
         let sealed = if read.touch {
             redis_getex(&redis.conn, key, ttl).await?
@@ -200,23 +208,6 @@ impl Store {
         }
     }
 
-    /// Replaces a record only if it still exists (so a concurrent delete wins); `false` if gone.
-    pub async fn replace(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Store::Redis(redis) => {
-                let replaced = redis_set(&redis.conn, key, value, ttl, Some("XX")).await?;
-                redis.forget(key);
-                Ok(replaced)
-            }
-            Store::Memory(memory) => Ok(memory.replace(key, value, ttl)),
-        }
-    }
-
     /// Takes the lock `key` for `ttl` if nobody holds it; `owner` identifies the holder.
     pub async fn try_lock(
         &self,
@@ -253,14 +244,79 @@ impl Store {
         }
     }
 
-    /// Reads and deletes a record atomically, so it can be used at most once.
+    /// Reads and deletes a record atomically, so it can be used at most once. Always asks
+    /// Redis, never the cache: what is taken is what Redis held at that moment.
     pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
-            Store::Redis(redis) => Ok(redis::cmd("GETDEL")
-                .arg(key)
-                .query_async(&mut redis.conn.clone())
-                .await?),
+            Store::Redis(redis) => {
+                let taken = redis::cmd("GETDEL")
+                    .arg(key)
+                    .query_async(&mut redis.conn.clone())
+                    .await?;
+                if let Some(cache) = &redis.cache {
+                    cache.forget_entirely(key);
+                }
+                Ok(taken)
+            }
             Store::Memory(memory) => Ok(memory.take(key)),
+        }
+    }
+
+    /// Replaces a record only if it still holds exactly `expected` (compare-and-set), so a
+    /// writer that lost its lock can never overwrite what the next holder stored, nor
+    /// resurrect a deleted record; `false` if it did not write.
+    pub async fn replace_if_unchanged(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(redis) => {
+                let script = redis::Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                       return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) \
+                     end return false",
+                );
+                let reply: Option<String> = script
+                    .key(key)
+                    .arg(expected)
+                    .arg(value)
+                    .arg(millis(ttl))
+                    .invoke_async(&mut redis.conn.clone())
+                    .await?;
+                redis.forget(key);
+                Ok(reply.is_some())
+            }
+            Store::Memory(memory) => Ok(memory.replace_if_unchanged(key, expected, value, ttl)),
+        }
+    }
+
+    /// Extends the lock `key` to `ttl` from now if `owner` still holds it; `false` if it
+    /// expired or has another owner.
+    pub async fn renew_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(redis) => {
+                let script = redis::Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                       return redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+                     end return 0",
+                );
+                let renewed: i64 = script
+                    .key(key)
+                    .arg(owner)
+                    .arg(millis(ttl))
+                    .invoke_async(&mut redis.conn.clone())
+                    .await?;
+                Ok(renewed == 1)
+            }
+            Store::Memory(memory) => Ok(memory.renew_lock(key, owner, ttl)),
         }
     }
 
@@ -350,194 +406,4 @@ async fn redis_set(
 /// Milliseconds for Redis expiry arguments; never 0, which Redis rejects.
 fn millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-/// How often the in-memory store sweeps out expired records on write.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The in-process store: a map with lazy expiry and a periodic sweep.
-#[derive(Default)]
-pub struct MemoryStore {
-    inner: Mutex<MemoryInner>,
-}
-
-#[derive(Default)]
-struct MemoryInner {
-    records: HashMap<String, (Vec<u8>, Instant)>,
-    last_sweep: Option<Instant>,
-}
-
-impl MemoryStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
-        // A panic while holding the lock cannot leave a half-written map entry, so recover.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn get_and_touch(&self, key: &str, ttl: Duration) -> Option<Vec<u8>> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        match inner.records.get_mut(key) {
-            Some((value, expires)) if *expires > now => {
-                *expires = now + ttl;
-                Some(value.clone())
-            }
-            Some(_) => {
-                inner.records.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn put(&self, key: &str, value: &[u8], ttl: Duration) {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        if inner
-            .last_sweep
-            .is_none_or(|last| now.duration_since(last) > SWEEP_INTERVAL)
-        {
-            inner.records.retain(|_, (_, expires)| *expires > now);
-            inner.last_sweep = Some(now);
-        }
-        inner
-            .records
-            .insert(key.to_owned(), (value.to_vec(), now + ttl));
-    }
-
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let now = Instant::now();
-        self.lock()
-            .records
-            .get(key)
-            .filter(|(_, expires)| *expires > now)
-            .map(|(value, _)| value.clone())
-    }
-
-    fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> bool {
-        let now = Instant::now();
-        match self.lock().records.get_mut(key) {
-            Some(entry) if entry.1 > now => {
-                *entry = (value.to_vec(), now + ttl);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> bool {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        match inner.records.get(key) {
-            Some((_, expires)) if *expires > now => false,
-            _ => {
-                inner
-                    .records
-                    .insert(key.to_owned(), (owner.as_bytes().to_vec(), now + ttl));
-                true
-            }
-        }
-    }
-
-    fn unlock(&self, key: &str, owner: &str) {
-        let mut inner = self.lock();
-        if inner
-            .records
-            .get(key)
-            .is_some_and(|(value, _)| value == owner.as_bytes())
-        {
-            inner.records.remove(key);
-        }
-    }
-
-    fn take(&self, key: &str) -> Option<Vec<u8>> {
-        let now = Instant::now();
-        self.lock()
-            .records
-            .remove(key)
-            .filter(|(_, expires)| *expires > now)
-            .map(|(value, _)| value)
-    }
-
-    fn expire(&self, key: &str, ttl: Duration) {
-        if let Some((_, expires)) = self.lock().records.get_mut(key) {
-            *expires = Instant::now() + ttl;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn memory_store_expires_and_takes_once() {
-        let store = Store::memory();
-        store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
-        let read = store
-            .read_session("a", Duration::from_secs(60), Freshness::Cached)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(read.sealed, b"1");
-        assert!(read.touched);
-        assert_eq!(store.take("a").await.unwrap(), Some(b"1".to_vec()));
-        assert_eq!(store.take("a").await.unwrap(), None);
-
-        store
-            .put("b", b"2", Duration::from_millis(1))
-            .await
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        let read = store
-            .read_session("b", Duration::from_secs(60), Freshness::Cached)
-            .await
-            .unwrap();
-        assert!(read.is_none());
-    }
-
-    #[tokio::test]
-    async fn memory_store_replace_only_updates_existing_records() {
-        let store = Store::memory();
-        assert!(
-            !store
-                .replace("a", b"1", Duration::from_secs(60))
-                .await
-                .unwrap()
-        );
-        assert_eq!(store.get("a").await.unwrap(), None);
-        store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
-        assert!(
-            store
-                .replace("a", b"2", Duration::from_secs(60))
-                .await
-                .unwrap()
-        );
-        assert_eq!(store.get("a").await.unwrap(), Some(b"2".to_vec()));
-    }
-
-    #[tokio::test]
-    async fn memory_locks_have_one_owner_until_released() {
-        let store = Store::memory();
-        let ttl = Duration::from_secs(60);
-        assert!(store.try_lock("l", "a", ttl).await.unwrap());
-        assert!(!store.try_lock("l", "b", ttl).await.unwrap());
-        store.unlock("l", "b").await.unwrap();
-        assert!(
-            !store.try_lock("l", "b", ttl).await.unwrap(),
-            "only the owner unlocks"
-        );
-        store.unlock("l", "a").await.unwrap();
-        assert!(store.try_lock("l", "b", ttl).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn memory_store_expire_shortens_lifetime() {
-        let store = Store::memory();
-        store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
-        store.expire("a", Duration::from_millis(1)).await.unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(store.take("a").await.unwrap(), None);
-    }
 }

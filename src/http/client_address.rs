@@ -1,0 +1,121 @@
+//! Who is calling: the TCP peer, or, behind load balancers listed in
+//! `server.trusted_proxies`, the address they report in `X-Forwarded-For`.
+//!
+//! Only the entries that trusted proxies appended are believed: the list is read from the
+//! right, skipping trusted hops, and the first address that is not a trusted proxy is the
+//! client. Anything a client wrote further left is ignored, so no one can pick the address a
+//! rate limit counts against (or that the upstream is told) by sending the header.
+
+use std::net::IpAddr;
+
+use axum::http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The proxies whose `X-Forwarded-For` entries are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Trusts the given ranges (none: every peer is a client).
+    pub fn new(ranges: Vec<IpNet>) -> Self {
+        Self(ranges)
+    }
+
+    fn trusts(&self, address: IpAddr) -> bool {
+        self.0.iter().any(|range| range.contains(&address))
+    }
+
+    /// The client's address for a request that arrived from `peer`.
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let mut client = canonical(peer);
+        if !self.trusts(client) {
+            return client;
+        }
+        let entries: Vec<&[u8]> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+            .collect();
+        for entry in entries.into_iter().rev() {
+            let Some(address) = std::str::from_utf8(entry.trim_ascii())
+                .ok()
+                .and_then(|text| text.parse::<IpAddr>().ok())
+            else {
+                // Not an address: what lies further left cannot be trusted either.
+                return client;
+            };
+            client = canonical(address);
+            if !self.trusts(client) {
+                return client;
+            }
+        }
+        client
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) as the IPv4 address they are.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_xff(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(X_FORWARDED_FOR, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_peer_is_the_client_whatever_the_header_says() {
+        let proxies = TrustedProxies::default();
+        let headers = with_xff(&["6.6.6.6"]);
+        assert_eq!(
+            proxies.client(ip("203.0.113.9"), &headers),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_client() {
+        let proxies = TrustedProxies::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "192.0.2.7/32".parse().unwrap(),
+        ]);
+        // A client forged the leftmost entry; the balancers appended the rest.
+        let headers = with_xff(&["6.6.6.6, 198.51.100.4", "192.0.2.7"]);
+        assert_eq!(proxies.client(ip("10.1.2.3"), &headers), ip("198.51.100.4"));
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            proxies.client(ip("198.51.100.9"), &headers),
+            ip("198.51.100.9")
+        );
+        // Garbage stops the walk at the last trusted hop.
+        let garbage = with_xff(&["6.6.6.6, not-an-address"]);
+        assert_eq!(proxies.client(ip("10.1.2.3"), &garbage), ip("10.1.2.3"));
+        // No header: the proxy itself.
+        assert_eq!(
+            proxies.client(ip("10.1.2.3"), &HeaderMap::new()),
+            ip("10.1.2.3")
+        );
+        // IPv4-mapped peers are matched as IPv4.
+        assert_eq!(
+            proxies.client(ip("::ffff:10.1.2.3"), &with_xff(&["198.51.100.4"])),
+            ip("198.51.100.4")
+        );
+    }
+}

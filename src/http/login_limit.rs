@@ -1,0 +1,109 @@
+//! The rate limit on starting logins, per client address and instance (`[login]`).
+//!
+//! Each `GET /api/auth/login` stores a pending login, so an anonymous loop of them is the
+//! cheapest way to fill the session store. A token bucket per client address (an IPv6
+//! client is its /64, which one host usually holds whole) refuses the excess with `429`
+//! before anything is stored. The total of logins in progress is capped separately, in the
+//! shared store, so many addresses together cannot fill it either.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// Checks between two sweeps of addresses whose buckets are full again (bounded memory).
+const SWEEP_EVERY: u32 = 1024;
+
+/// Login starts per client address.
+pub struct LoginRateLimit {
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    clock: DefaultClock,
+    checks: AtomicU32,
+}
+
+impl LoginRateLimit {
+    /// `per_minute` starts per address (0: no limit), after a burst of `burst`.
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(per_minute).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::dashmap(Quota::per_minute(rate).allow_burst(burst))
+        });
+        Self {
+            limiter,
+            clock: DefaultClock::default(),
+            checks: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts a login start from `client`; `Err` with how long to wait when over the limit.
+    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        limiter
+            .check_key(&bucket(client))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+/// The address a bucket is kept for: IPv6 by /64.
+fn bucket(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(
+                segments[0],
+                segments[1],
+                segments[2],
+                segments[3],
+                0,
+                0,
+                0,
+                0,
+            ))
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_the_client_waits_and_others_do_not() {
+        let limit = LoginRateLimit::new(6, 3);
+        let client: IpAddr = "198.51.100.4".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limit.check(client).is_ok());
+        }
+        let wait = limit.check(client).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
+        assert!(limit.check("198.51.100.5".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_prefix() {
+        let limit = LoginRateLimit::new(1, 1);
+        assert!(limit.check("2001:db8:1:2::1".parse().unwrap()).is_ok());
+        assert!(limit.check("2001:db8:1:2::ffff".parse().unwrap()).is_err());
+        assert!(limit.check("2001:db8:1:3::1".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn zero_turns_the_limit_off() {
+        let limit = LoginRateLimit::new(0, 1);
+        let client: IpAddr = "198.51.100.4".parse().unwrap();
+        assert!((0..100).all(|_| limit.check(client).is_ok()));
+    }
+}

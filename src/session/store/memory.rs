@@ -1,0 +1,301 @@
+//! The in-process store: one instance only, lost on restart, for a first run.
+//!
+//! A map with lazy expiry and a periodic sweep, with the same semantics as the Redis
+//! commands the store uses (`GETEX`, `SET NX|XX`, `GETDEL`, …).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How often the in-memory store sweeps out expired records on write.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The in-process store: a map with lazy expiry and a periodic sweep.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    records: HashMap<String, (Vec<u8>, Instant)>,
+    last_sweep: Option<Instant>,
+    /// Pending-login indexes: every pending login, and each browser's (key, expiry), oldest first.
+    all_pending: HashMap<String, Instant>,
+    pending_by_browser: HashMap<String, Vec<(String, Instant)>>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A panic while holding the lock cannot leave a half-written map entry, so recover.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn get_and_touch(&self, key: &str, ttl: Duration) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.records.get_mut(key) {
+            Some((value, expires)) if *expires > now => {
+                *expires = now + ttl;
+                Some(value.clone())
+            }
+            Some(_) => {
+                inner.records.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub(super) fn put(&self, key: &str, value: &[u8], ttl: Duration) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner
+            .last_sweep
+            .is_none_or(|last| now.duration_since(last) > SWEEP_INTERVAL)
+        {
+            inner.records.retain(|_, (_, expires)| *expires > now);
+            inner.last_sweep = Some(now);
+        }
+        inner
+            .records
+            .insert(key.to_owned(), (value.to_vec(), now + ttl));
+    }
+
+    pub(super) fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        self.lock()
+            .records
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value.clone())
+    }
+
+    pub(super) fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.records.get(key) {
+            Some((_, expires)) if *expires > now => false,
+            _ => {
+                inner
+                    .records
+                    .insert(key.to_owned(), (owner.as_bytes().to_vec(), now + ttl));
+                true
+            }
+        }
+    }
+
+    pub(super) fn unlock(&self, key: &str, owner: &str) {
+        let mut inner = self.lock();
+        if inner
+            .records
+            .get(key)
+            .is_some_and(|(value, _)| value == owner.as_bytes())
+        {
+            inner.records.remove(key);
+        }
+    }
+
+    pub(super) fn take(&self, key: &str) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        self.lock()
+            .records
+            .remove(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value)
+    }
+
+    pub(super) fn expire(&self, key: &str, ttl: Duration) {
+        if let Some((_, expires)) = self.lock().records.get_mut(key) {
+            *expires = Instant::now() + ttl;
+        }
+    }
+
+    pub(super) fn replace_if_unchanged(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> bool {
+        let now = Instant::now();
+        match self.lock().records.get_mut(key) {
+            Some(entry) if entry.1 > now && entry.0 == expected => {
+                *entry = (value.to_vec(), now + ttl);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn renew_lock(&self, key: &str, owner: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        match self.lock().records.get_mut(key) {
+            Some((value, expires)) if *expires > now && value == owner.as_bytes() => {
+                *expires = now + ttl;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn put_pending_login(
+        &self,
+        key: &str,
+        sealed: &[u8],
+        ttl: Duration,
+        browser_index: &str,
+        limits: super::PendingLimits,
+    ) -> super::Admission {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.all_pending.retain(|_, expires| *expires > now);
+        inner.pending_by_browser.retain(|_, entries| {
+            entries.retain(|(_, expires)| *expires > now);
+            !entries.is_empty()
+        });
+        if inner.all_pending.len() >= limits.total {
+            return super::Admission::Full;
+        }
+        let browser = inner
+            .pending_by_browser
+            .entry(browser_index.to_owned())
+            .or_default();
+        let keys: Vec<String> = browser.iter().map(|(key, _)| key.clone()).collect();
+        let dropped = super::pending::oldest_beyond(&keys, limits.per_browser).len();
+        for (oldest, _) in browser.drain(..dropped) {
+            inner.records.remove(&oldest);
+            inner.all_pending.remove(&oldest);
+        }
+        browser.push((key.to_owned(), now + ttl));
+        inner.all_pending.insert(key.to_owned(), now + ttl);
+        drop(guard);
+        self.put(key, sealed, ttl);
+        super::Admission::Admitted
+    }
+
+    pub(super) fn forget_pending_login(&self, key: &str, browser_index: &str) {
+        let mut inner = self.lock();
+        inner.all_pending.remove(key);
+        if let Some(entries) = inner.pending_by_browser.get_mut(browser_index) {
+            entries.retain(|(pending, _)| pending != key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::store::{Freshness, Store};
+
+    #[tokio::test]
+    async fn memory_store_expires_and_takes_once() {
+        let store = Store::memory();
+        store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
+        let read = store
+            .read_session("a", Duration::from_secs(60), Freshness::Cached)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.sealed, b"1");
+        assert!(read.touched);
+        assert_eq!(store.take("a").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.take("a").await.unwrap(), None);
+
+        store
+            .put("b", b"2", Duration::from_millis(1))
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let read = store
+            .read_session("b", Duration::from_secs(60), Freshness::Cached)
+            .await
+            .unwrap();
+        assert!(read.is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_store_replaces_only_the_value_it_was_given() {
+        let store = Store::memory();
+        let ttl = Duration::from_secs(60);
+        assert!(
+            !store
+                .replace_if_unchanged("a", b"0", b"1", ttl)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get("a").await.unwrap(), None, "never creates");
+        store.put("a", b"1", ttl).await.unwrap();
+        assert!(
+            !store
+                .replace_if_unchanged("a", b"0", b"2", ttl)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .replace_if_unchanged("a", b"1", b"2", ttl)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get("a").await.unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn memory_locks_are_renewed_only_by_their_owner() {
+        let store = Store::memory();
+        assert!(
+            store
+                .try_lock("l", "a", Duration::from_millis(30))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .renew_lock("l", "b", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .renew_lock("l", "a", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            !store
+                .try_lock("l", "b", Duration::from_secs(60))
+                .await
+                .unwrap(),
+            "renewed"
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_locks_have_one_owner_until_released() {
+        let store = Store::memory();
+        let ttl = Duration::from_secs(60);
+        assert!(store.try_lock("l", "a", ttl).await.unwrap());
+        assert!(!store.try_lock("l", "b", ttl).await.unwrap());
+        store.unlock("l", "b").await.unwrap();
+        assert!(
+            !store.try_lock("l", "b", ttl).await.unwrap(),
+            "only the owner unlocks"
+        );
+        store.unlock("l", "a").await.unwrap();
+        assert!(store.try_lock("l", "b", ttl).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn memory_store_expire_shortens_lifetime() {
+        let store = Store::memory();
+        store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
+        store.expire("a", Duration::from_millis(1)).await.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.take("a").await.unwrap(), None);
+    }
+}
