@@ -7,12 +7,16 @@
 //! Redis round trip while a logout anywhere ends the session everywhere at the next request.
 //!
 //! The cache fails closed:
-//! - **It serves only while the invalidation path is proven end to end.** Every 250 ms the
-//!   instance writes a probe key through the same connection that reads sessions; the cache
-//!   serves hits only while that write's invalidation came back on the tracking connection
-//!   within the last second. A dead or half-open tracking connection, tracking switched off,
-//!   or the two connections reaching different servers after a failover all stop the probe,
-//!   so a change that is never reported can be missed for at most that second.
+//! - **It serves, and keeps records, only while the invalidation path is proven end to end.**
+//!   Every 250 ms the instance writes a new probe key (its own name, a sequence number)
+//!   through the same connection that reads sessions; only the invalidation of the probe
+//!   written last, arriving within a second of its write, confirms the path (not the expiry
+//!   of an old probe, not another instance's). The cache serves hits and stores reads only
+//!   until one second after the last confirmed probe was written, and empties itself as soon
+//!   as it finds the confirmation lapsed. A dead or half-open tracking connection, tracking
+//!   switched off, or the two connections reaching different servers after a failover all
+//!   stop the confirmations, so a change that is never reported can be missed for at most
+//!   that second.
 //! - **A read that overlapped an invalidation of its key is not stored**, because its value
 //!   may predate a change whose message has already been handled (each miss leaves a pending
 //!   marker that an invalidation removes).
@@ -37,10 +41,13 @@ pub const SESSION_KEY_PREFIX: &str = "vestibule:session:";
 /// The prefix of each instance's probe key (tracked too, apart from the sessions).
 const PROBE_KEY_PREFIX: &str = "vestibule:cache-probe:";
 
-/// How often the probe key is written.
+/// How often a probe key is written.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-/// How long one confirmed probe lets the cache serve.
+/// How long one confirmed probe lets the cache serve, counted from the probe's write; also
+/// the latest its invalidation may arrive to count.
 const CONFIRMATION_LIFETIME: Duration = Duration::from_secs(1);
+/// Probe keys expire well after the confirmation window, so their expiry cannot confirm.
+const PROBE_KEY_LIFETIME_MS: u64 = 5_000;
 /// How often the tracking connection must answer a `PING` (and its timeout).
 const HEARTBEAT: Duration = Duration::from_millis(500);
 /// Pauses before reconnecting the tracking connection: doubling from the first to the last.
@@ -96,7 +103,8 @@ pub struct PendingRead {
 pub struct RecordCache {
     state: Mutex<State>,
     touch_interval: Duration,
-    probe_key: String,
+    /// This instance's probe keys: this prefix plus a sequence number.
+    probe_prefix: String,
 }
 
 struct State {
@@ -104,6 +112,9 @@ struct State {
     live: bool,
     /// A probe's invalidation arrived: hits may be served until then.
     confirmed_until: Option<Instant>,
+    /// The probe written last (sequence number, when it was sent), until it is confirmed.
+    outstanding_probe: Option<(u64, Instant)>,
+    next_probe: u64,
     records: LruCache<String, Vec<u8>>,
     pending: LruCache<String, u64>,
     next_read: u64,
@@ -111,8 +122,14 @@ struct State {
 }
 
 impl State {
-    fn serving(&self, now: Instant) -> bool {
-        self.live && self.confirmed_until.is_some_and(|until| now < until)
+    /// Whether hits may be served and reads kept now. A confirmation found lapsed empties
+    /// the cache: what it holds was kept while changes may have gone unreported.
+    fn serving(&mut self, now: Instant) -> bool {
+        if self.confirmed_until.is_some_and(|until| now >= until) {
+            self.confirmed_until = None;
+            self.drop_all();
+        }
+        self.live && self.confirmed_until.is_some()
     }
 
     fn drop_key(&mut self, key: &str) {
@@ -134,13 +151,15 @@ impl RecordCache {
             state: Mutex::new(State {
                 live: false,
                 confirmed_until: None,
+                outstanding_probe: None,
+                next_probe: 0,
                 records: LruCache::new(capacity),
                 pending: LruCache::new(capacity),
                 next_read: 0,
                 touched: LruCache::new(capacity),
             }),
             touch_interval: settings.touch_interval,
-            probe_key: format!("{PROBE_KEY_PREFIX}{}", crate::random::token()),
+            probe_prefix: format!("{PROBE_KEY_PREFIX}{}:", crate::random::token()),
         }
     }
 
@@ -207,7 +226,7 @@ impl RecordCache {
         }
         if state.pending.peek(key) == Some(&read.id) {
             state.pending.pop(key);
-            if state.live {
+            if state.serving(Instant::now()) {
                 state.records.put(key.to_owned(), sealed.to_vec());
             }
         }
@@ -235,12 +254,40 @@ impl RecordCache {
         self.state().serving(Instant::now())
     }
 
+    /// The key of the next probe to write; only its invalidation will confirm the cache.
+    fn next_probe_key(&self) -> String {
+        let mut state = self.state();
+        state.next_probe += 1;
+        let sequence = state.next_probe;
+        state.outstanding_probe = Some((sequence, Instant::now()));
+        format!("{}{sequence}", self.probe_prefix)
+    }
+
+    /// A probe key's invalidation: confirms the cache if it is the outstanding probe's and
+    /// arrived within the confirmation window of its write.
+    fn probe_reported(&self, state: &mut State, key: &str, now: Instant) {
+        let Some(sequence) = key
+            .strip_prefix(self.probe_prefix.as_str())
+            .and_then(|sequence| sequence.parse::<u64>().ok())
+        else {
+            return; // another instance's probe
+        };
+        if let Some((outstanding, sent)) = state.outstanding_probe
+            && outstanding == sequence
+            && now.duration_since(sent) < CONFIRMATION_LIFETIME
+        {
+            state.outstanding_probe = None;
+            state.confirmed_until = Some(sent + CONFIRMATION_LIFETIME);
+        }
+    }
+
     /// Tracking is confirmed on a new connection, unless that connection already died.
     /// Hits wait for the first probe to come back.
     fn go_live(&self, connection_dead: &AtomicBool) -> bool {
         let mut state = self.state();
         state.drop_all();
         state.confirmed_until = None;
+        state.outstanding_probe = None;
         state.live = !connection_dead.load(Ordering::SeqCst);
         state.live
     }
@@ -280,9 +327,9 @@ impl RecordCache {
                 state.drop_all();
                 return;
             };
-            if key == self.probe_key {
-                state.confirmed_until = Some(now + CONFIRMATION_LIFETIME);
-            } else if !key.starts_with(PROBE_KEY_PREFIX) {
+            if key.starts_with(PROBE_KEY_PREFIX) {
+                self.probe_reported(&mut state, key, now);
+            } else {
                 state.drop_key(key);
             }
         }
@@ -324,14 +371,14 @@ async fn probe(mut data: ConnectionManager, cache: Weak<RecordCache>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let Some(key) = cache.upgrade().map(|cache| cache.probe_key.clone()) else {
+        let Some(key) = cache.upgrade().map(|cache| cache.next_probe_key()) else {
             return;
         };
         let written: redis::RedisResult<()> = redis::cmd("SET")
             .arg(&key)
             .arg(1)
             .arg("PX")
-            .arg(10_000)
+            .arg(PROBE_KEY_LIFETIME_MS)
             .query_async(&mut data)
             .await;
         if let Err(error) = written {
@@ -439,11 +486,24 @@ mod tests {
         }
     }
 
+    /// Writes a probe (as the probe task does) and delivers its invalidation.
+    fn confirm(cache: &RecordCache) {
+        let key = cache.next_probe_key();
+        cache.handle_push(&invalidate(&[&key]));
+    }
+
+    /// Moves the cache's clock readings `by` into the past (its confirmation and probe).
+    fn backdate(cache: &RecordCache, by: Duration) {
+        let mut state = cache.state();
+        state.confirmed_until = state.confirmed_until.map(|until| until - by);
+        state.outstanding_probe = state.outstanding_probe.map(|(seq, sent)| (seq, sent - by));
+    }
+
     /// A cache whose tracking is on and whose probe has just come back.
     fn serving_cache(touch_interval: Duration) -> RecordCache {
         let cache = RecordCache::new(settings(touch_interval));
         assert!(cache.go_live(&AtomicBool::new(false)));
-        cache.handle_push(&invalidate(&[&cache.probe_key.clone()]));
+        confirm(&cache);
         assert!(cache.is_serving());
         cache
     }
@@ -488,20 +548,17 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_served_without_a_recent_probe_or_after_a_disconnection() {
+    fn nothing_is_kept_or_served_before_a_probe_confirms_or_after_a_disconnection() {
         let cache = RecordCache::new(settings(Duration::from_secs(60)));
         assert!(cache.go_live(&AtomicBool::new(false)));
         let read = miss(cache.lookup("k"));
         cache.store("k", Some(b"v"), read);
+        confirm(&cache);
         assert!(
             matches!(cache.lookup("k"), Lookup::Miss(_)),
-            "tracking on, but no probe confirmed yet"
+            "a read stored while unproven is not kept"
         );
-        cache.handle_push(&invalidate(&[&cache.probe_key.clone()]));
-        assert!(
-            matches!(cache.lookup("k"), Lookup::Hit(_)),
-            "kept while tracked, served once confirmed"
-        );
+        warm(&cache, "k");
         cache.handle_push(&PushInfo {
             kind: PushKind::Disconnection,
             data: vec![],
@@ -511,10 +568,48 @@ mod tests {
     }
 
     #[test]
+    fn a_lapsed_confirmation_empties_the_cache() {
+        let cache = serving_cache(Duration::from_secs(60));
+        warm(&cache, "k");
+        backdate(&cache, CONFIRMATION_LIFETIME);
+        assert!(!cache.is_serving());
+        confirm(&cache);
+        assert!(
+            matches!(cache.lookup("k"), Lookup::Miss(_)),
+            "records kept before the lapse are gone"
+        );
+    }
+
+    #[test]
+    fn only_the_last_probes_own_prompt_invalidation_confirms() {
+        let cache = RecordCache::new(settings(Duration::from_secs(60)));
+        assert!(cache.go_live(&AtomicBool::new(false)));
+        // An older probe's invalidation (say, its key expiring) does not count.
+        let old = cache.next_probe_key();
+        let _latest = cache.next_probe_key();
+        cache.handle_push(&invalidate(&[&old]));
+        assert!(!cache.is_serving());
+        // Nor does the latest probe's invalidation arriving after the window (its expiry,
+        // when the write itself was never reported).
+        let late = cache.next_probe_key();
+        backdate(&cache, CONFIRMATION_LIFETIME);
+        cache.handle_push(&invalidate(&[&late]));
+        assert!(!cache.is_serving());
+        // A confirmed probe confirms once: a second invalidation of it after the
+        // confirmation lapsed does not bring the cache back.
+        let probe = cache.next_probe_key();
+        cache.handle_push(&invalidate(&[&probe]));
+        assert!(cache.is_serving());
+        backdate(&cache, CONFIRMATION_LIFETIME);
+        cache.handle_push(&invalidate(&[&probe]));
+        assert!(!cache.is_serving());
+    }
+
+    #[test]
     fn a_connection_that_died_before_going_live_stays_dark() {
         let cache = RecordCache::new(settings(Duration::from_secs(60)));
         assert!(!cache.go_live(&AtomicBool::new(true)));
-        cache.handle_push(&invalidate(&[&cache.probe_key.clone()]));
+        confirm(&cache);
         assert!(!cache.is_serving());
     }
 
@@ -522,7 +617,8 @@ mod tests {
     fn other_instances_probes_do_not_count() {
         let cache = RecordCache::new(settings(Duration::from_secs(60)));
         assert!(cache.go_live(&AtomicBool::new(false)));
-        cache.handle_push(&invalidate(&["vestibule:cache-probe:someone-else"]));
+        cache.next_probe_key();
+        cache.handle_push(&invalidate(&["vestibule:cache-probe:someone-else:1"]));
         assert!(!cache.is_serving());
     }
 

@@ -14,4 +14,5 @@ mod limits;
 mod login;
 mod proxy;
 mod refresh;
+mod server;
 mod storage;

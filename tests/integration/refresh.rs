@@ -122,6 +122,43 @@ async fn two_instances_sharing_redis_refresh_a_session_once() {
 }
 
 #[tokio::test]
+async fn a_provider_slower_than_the_lock_lease_still_gets_one_refresh_across_instances() {
+    let mut app = TestApp::builder()
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let second = app.start_another_instance().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let other_instance = Browser::new(&second);
+    other_instance.set_cookie("vestibule", &browser.cookie("vestibule").unwrap());
+    browser.wait_past_access_token_expiry().await;
+
+    // The refresh takes longer than the lock's lease: the holder must keep the lock, or the
+    // other instance refreshes with the same (rotated) token and the provider revokes the grant.
+    let lease = vestibule::session::REFRESH_LOCK_LEASE;
+    app.provider
+        .delay_refresh_grants(lease + std::time::Duration::from_secs(2))
+        .await;
+    let statuses = call_concurrently(
+        &[browser.clone(), other_instance.clone()],
+        10,
+        "/api/orders/slow-provider",
+    )
+    .await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let stats = app.provider.stats().await;
+    assert_eq!(stats["refresh_token"], 1, "one refresh grant: {stats}");
+    assert_eq!(stats["refresh_token_errors"], 0, "no reuse of a rotated token: {stats}");
+    app.provider.delay_refresh_grants(std::time::Duration::ZERO).await;
+    assert_eq!(other_instance.user().await.0, StatusCode::OK, "the session lives on");
+}
+
+#[tokio::test]
 async fn refresh_rejected_by_the_provider_ends_the_session() {
     let app = TestApp::builder()
         .access_token_ttl(3)

@@ -286,6 +286,10 @@ function zeroStats() {
 
 let stats = zeroStats();
 
+// Milliseconds to hold every refresh_token grant before oidc-provider sees it (a slow
+// provider, set by POST /__test/refresh-delay?ms=N).
+let refreshDelayMs = 0;
+
 // ---------------------------------------------------------------------------
 // provider
 // ---------------------------------------------------------------------------
@@ -494,6 +498,12 @@ function handleTest(req, res) {
       return sendJson(res, 200, { deleted: store.clear(['RefreshToken', 'AccessToken', 'Grant']) });
     case 'GET /__test/store':
       return sendJson(res, 200, store.counts());
+    case 'POST /__test/refresh-delay': {
+      const ms = Number.parseInt(new URL(req.url, 'http://localhost').searchParams.get('ms') ?? '', 10);
+      if (!Number.isFinite(ms) || ms < 0) return sendJson(res, 400, { error: 'ms must be a non-negative integer' });
+      refreshDelayMs = ms;
+      return sendJson(res, 200, { refresh_delay_ms: refreshDelayMs });
+    }
     default:
       return sendJson(res, 404, { error: 'not_found', route });
   }
@@ -595,7 +605,14 @@ const server = http.createServer((req, res) => {
     return;
   }
   strictClientAuth(req, res).then((proceed) => {
-    if (proceed) providerHandler(req, res);
+    if (!proceed) return;
+    const isRefresh = typeof req.body === 'string'
+      && new URLSearchParams(req.body).get('grant_type') === 'refresh_token';
+    if (isRefresh && refreshDelayMs > 0) {
+      setTimeout(() => providerHandler(req, res), refreshDelayMs);
+    } else {
+      providerHandler(req, res);
+    }
   }, (err) => {
     process.stderr.write(`test-op: failed to read request body: ${err}\n`);
     if (!res.headersSent) sendJson(res, 400, { error: 'invalid_request', error_description: String(err.message ?? err) });

@@ -170,6 +170,20 @@ impl TestProvider {
         assert!(response.status().is_success());
     }
 
+    /// Holds every later refresh grant for `delay` before answering (a slow provider).
+    pub async fn delay_refresh_grants(&self, delay: std::time::Duration) {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/__test/refresh-delay?ms={}",
+                self.issuer,
+                delay.as_millis()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
     /// Stops the provider (its port then refuses connections).
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,159 @@
+//! The listener's limits: slow headers, idle keep-alive, the connection cap, header and body
+//! sizes. Each test talks raw TCP, as a misbehaving client would.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::TestApp;
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.url.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection; panics if it does not within `limit`.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut received = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut received))
+        .await
+        .unwrap_or_else(|_| panic!("the server kept the connection open for {limit:?}"))
+        .ok();
+    received
+}
+
+/// Reads one response head (up to the blank line) from a keep-alive connection.
+async fn read_response_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert_eq!(read, 1, "connection closed mid-response: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// A complete request that Vestibule answers itself (a JSON 404), without a session.
+const GET_MISSING_PAGE: &[u8] = b"GET /missing.txt HTTP/1.1\r\nHost: vestibule\r\n\r\n";
+
+#[tokio::test]
+async fn a_half_sent_request_is_closed_after_the_header_read_timeout() {
+    let app = TestApp::builder()
+        .extra_toml("[server]\nheader_read_timeout_secs = 1\nkeep_alive_timeout_secs = 60\n")
+        .start()
+        .await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /api/auth/user HTTP/1.1\r\nHost: vestibule\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let received = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(received.is_empty() || received.starts_with(b"HTTP/1.1 408"), "{received:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "closed by the header timeout, not by the keep-alive one"
+    );
+
+    // A connection that never sends a byte is held no longer.
+    let mut silent = connect(&app).await;
+    read_until_closed(&mut silent, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_header_timeout_then_closes() {
+    let app = TestApp::builder()
+        .extra_toml("[server]\nheader_read_timeout_secs = 1\nkeep_alive_timeout_secs = 3\n")
+        .start()
+        .await;
+    let mut stream = connect(&app).await;
+    stream.write_all(GET_MISSING_PAGE).await.unwrap();
+    let head = read_response_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+
+    // Idle for longer than the header timeout (a load balancer holding a pooled connection):
+    // the connection is still usable.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    stream.write_all(GET_MISSING_PAGE).await.unwrap();
+    assert!(read_response_head(&mut stream).await.starts_with("HTTP/1.1 404"));
+    stream.read_exact(&mut body).await.unwrap();
+
+    // Then idle past the keep-alive timeout: closed.
+    let idle_since = Instant::now();
+    read_until_closed(&mut stream, Duration::from_secs(15)).await;
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(2500),
+        "closed after {:?}, before the keep-alive timeout",
+        idle_since.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn past_max_connections_new_clients_wait_until_one_closes() {
+    let app = TestApp::builder()
+        .extra_toml("[server]\nmax_connections = 2\nheader_read_timeout_secs = 30\n")
+        .start()
+        .await;
+    // Two clients hold both slots with half-sent requests.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect(&app).await;
+        stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        held.push(stream);
+    }
+    // A third client's complete request waits in the accept queue...
+    let mut third = connect(&app).await;
+    third.write_all(GET_MISSING_PAGE).await.unwrap();
+    let mut first_byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(700), third.read(&mut first_byte)).await;
+    assert!(early.is_err(), "served beyond max_connections");
+    // ...and is served as soon as a slot frees up.
+    drop(held.pop());
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut first_byte))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert_eq!((read, first_byte[0]), (1, b'H'));
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_oversized_bodies_on_auth_endpoints_get_413() {
+    let app = TestApp::builder()
+        .extra_toml("[server]\nmax_header_bytes = 4096\nmax_body_bytes = 1024\n")
+        .start()
+        .await;
+    let http = reqwest::Client::new();
+    let big_header = "x".repeat(8 * 1024);
+    let response = http
+        .get(format!("{}/", app.url))
+        .header("x-big", big_header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+    let response = http
+        .post(format!("{}/api/auth/logout", app.url))
+        .header("x-csrf", "1")
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large");
+}
