@@ -3,6 +3,8 @@
 //! Only a relative path on our own origin is accepted. Anything that a browser could read as
 //! another host (`//host`, `/\host`, schemes, encoded or control-character variants) becomes `/`.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 use url::Url;
 
@@ -27,23 +29,8 @@ impl ReturnTo {
     }
 
     fn parse(candidate: &str, public_url: &Url) -> Option<Self> {
-        if candidate.is_empty() || candidate.len() > MAX_LEN || !looks_like_local_path(candidate) {
+        if !is_acceptable(candidate) {
             return None;
-        }
-        // Encoded variants (`/%2F%2Fevil`, `/%5Cevil`, `%09`) must not decode into anything unsafe.
-        let mut decoded = candidate.to_owned();
-        for _ in 0..3 {
-            let next = percent_decode_str(&decoded)
-                .decode_utf8()
-                .ok()?
-                .into_owned();
-            if !looks_like_local_path(&next) {
-                return None;
-            }
-            if next == decoded {
-                break;
-            }
-            decoded = next;
         }
         // Final check with a real URL parser: the result must stay on our origin.
         let resolved = public_url.join(candidate).ok()?;
@@ -59,14 +46,41 @@ impl ReturnTo {
             local.push('#');
             local.push_str(fragment);
         }
-        // Dot segments collapse during resolution (`/.//evil` → `//evil`): check the result too.
-        looks_like_local_path(&local).then_some(Self(local))
+        // Resolution collapses dot segments (`/.//evil` → `//evil`, `/./%2f` → `/%2f`) and
+        // percent-encodes non-ASCII (up to three times longer): the result must pass the same
+        // checks as the candidate, which also makes parsing a kept value return it unchanged.
+        is_acceptable(&local).then_some(Self(local))
     }
 
     /// The path to redirect to.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Within [`MAX_LEN`] and a local path, as written and as decoded.
+fn is_acceptable(value: &str) -> bool {
+    value.len() <= MAX_LEN && looks_like_local_path(value) && decodes_to_local_paths(value)
+}
+
+/// Whether each of up to three percent-decodings is still a local path.
+///
+/// Encoded variants (`/%2F%2Fevil`, `/%5Cevil`, `%09`) must not decode into anything unsafe.
+fn decodes_to_local_paths(value: &str) -> bool {
+    let mut current = Cow::Borrowed(value);
+    for _ in 0..3 {
+        let Ok(next) = percent_decode_str(&current).decode_utf8() else {
+            return false;
+        };
+        if !looks_like_local_path(&next) {
+            return false;
+        }
+        if next == current {
+            return true;
+        }
+        current = Cow::Owned(next.into_owned());
+    }
+    true
 }
 
 /// One `/`, then no second `/` or `\`, no backslash or control character anywhere.
@@ -122,6 +136,10 @@ mod tests {
             "/%2e//evil.example",
             "/./\\evil.example",
             "/a/../..//evil.example",
+            "/./%2f",
+            "/./%2f%2fevil.example",
+            "/a/../%5Cevil.example",
+            "/%2e/%252f%252fevil.example",
         ] {
             assert_eq!(check(evil), "/", "{evil:?} must fall back to /");
         }
@@ -130,11 +148,156 @@ mod tests {
     #[test]
     fn overlong_values_fall_back_to_root() {
         assert_eq!(check(&format!("/{}", "a".repeat(3000))), "/");
+        // 2,001 bytes as written, 6,001 once the URL parser percent-encodes the `é`s.
+        assert_eq!(check(&format!("/{}", "\u{e9}".repeat(1000))), "/");
     }
 
     #[test]
     fn missing_value_is_root() {
         let base = Url::parse("http://localhost:8080").unwrap();
         assert_eq!(ReturnTo::parse_or_root(None, &base), ReturnTo::root());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Bounded fuzzing: whatever comes in, what goes out is a local path that stays local.
+
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    const PUBLIC_URL: &str = "http://localhost:8080";
+
+    /// 512 cases and no failure files: well under a second in a debug build, nothing on disk.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Pieces that browsers, URL parsers or decoders could turn into another origin.
+    const DANGEROUS_PIECES: &[&str] = &[
+        "/",
+        "//",
+        "\\",
+        "%2f",
+        "%2F",
+        "%5c",
+        "%5C",
+        "%252f",
+        "%255c",
+        "%09",
+        "%0a",
+        "%0d",
+        "%00",
+        "%20",
+        "%25",
+        ".",
+        "..",
+        "%2e",
+        "%2e%2e",
+        ":",
+        "@",
+        "http:",
+        "https:",
+        "javascript:",
+        "\t",
+        "\r",
+        "\n",
+        " ",
+        "\u{a0}",
+        "\u{3000}",
+        "\u{ff0f}",
+        "?",
+        "#",
+        "a",
+        "evil.example",
+        "\u{e9}",
+        "%C3%A9",
+        "%ff",
+    ];
+
+    /// Whole segments a URL parser removes, which can bring what follows them to the front.
+    const DOT_SEGMENTS: &[&str] = &["", ".", "..", "%2e", "%2E%2E", ".%2e"];
+
+    /// Concatenations of dangerous pieces, with and without a leading `/`.
+    fn dangerous_candidate() -> impl Strategy<Value = String> {
+        let body = prop::collection::vec(select(DANGEROUS_PIECES), 0..10)
+            .prop_map(|pieces| pieces.concat());
+        (any::<bool>(), body)
+            .prop_map(|(slash, body)| if slash { format!("/{body}") } else { body })
+    }
+
+    /// Paths whose dot segments, once resolved, leave dangerous pieces at the front.
+    fn dot_segment_candidate() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            2 => select(DOT_SEGMENTS).prop_map(str::to_owned),
+            1 => prop::collection::vec(select(DANGEROUS_PIECES), 1..3)
+                .prop_map(|pieces| pieces.concat()),
+        ];
+        prop::collection::vec(segment, 1..6).prop_map(|segments| format!("/{}", segments.join("/")))
+    }
+
+    /// Local paths near the length limit, where percent-encoding by the URL parser makes the
+    /// kept value longer than the candidate.
+    fn long_candidate() -> impl Strategy<Value = String> {
+        prop::collection::vec(select(&["a", "/", "\u{e9}", "%C3%A9"][..]), 600..1100)
+            .prop_map(|pieces| format!("/{}", pieces.concat()))
+    }
+
+    /// Every property a kept `returnTo` must have, whatever the candidate was.
+    fn check_stays_local(candidate: &str) -> Result<(), TestCaseError> {
+        let public_url = Url::parse(PUBLIC_URL).unwrap();
+        let kept = ReturnTo::parse_or_root(Some(candidate), &public_url);
+        let path = kept.as_str();
+        prop_assert!(path.starts_with('/'), "{candidate:?} kept as {path:?}");
+        prop_assert!(
+            !path.starts_with("//") && !path.starts_with("/\\"),
+            "{candidate:?} kept as {path:?}"
+        );
+        prop_assert!(
+            !path.chars().any(|c| c.is_control() || c.is_whitespace()),
+            "{candidate:?} kept as {path:?}"
+        );
+        prop_assert!(path.len() <= MAX_LEN, "{candidate:?} kept as {path:?}");
+        let resolved = public_url.join(path).unwrap();
+        prop_assert_eq!(
+            resolved.origin(),
+            public_url.origin(),
+            "{:?} kept as {:?}",
+            candidate,
+            path
+        );
+        let again = ReturnTo::parse_or_root(Some(path), &public_url);
+        prop_assert_eq!(&again, &kept, "{:?} kept as {:?}", candidate, path);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_candidates_stay_local(candidate in any::<String>()) {
+            check_stays_local(&candidate)?;
+            check_stays_local(&format!("/{candidate}"))?;
+        }
+
+        #[test]
+        fn dangerous_candidates_stay_local(candidate in dangerous_candidate()) {
+            check_stays_local(&candidate)?;
+        }
+
+        #[test]
+        fn candidates_with_dot_segments_stay_local(candidate in dot_segment_candidate()) {
+            check_stays_local(&candidate)?;
+        }
+
+        #[test]
+        fn long_candidates_stay_local(candidate in long_candidate()) {
+            check_stays_local(&candidate)?;
+        }
     }
 }
