@@ -238,16 +238,45 @@ async fn paths_are_matched_by_whole_segments_and_traversal_is_refused() {
         "/api/orders/%252e%252e/x",
         "/api/orders/../admin",
         "/api/orders/%5c..%5cadmin",
+        // Path parameters and encodings that Tomcat, Jetty, Spring, IIS or a C server fold
+        // into a dot segment.
+        "/api/orders/..;/admin",
+        "/api/orders/%2e%2e%3b/admin",
+        "/api/orders/.%2e;jsessionid=x/admin",
+        "/api/orders/..%00/admin",
+        "/api/orders/%c0%ae%c0%ae/admin",
+        "/api/orders/%e0%80%ae%e0%80%ae/admin",
+        "/api/orders/%u002e%u002e/admin",
+        "/api/orders/%ef%bc%8e%ef%bc%8e/admin",
+        "/api/orders/.../admin",
+        "/api/orders/..%20/admin",
+        "/api/orders/%2e%2e%09/admin",
+        "/api/orders/x%0d%0aX-Injected:1",
+        "/api/orders/%25%32%65%25%32%65/admin",
+        "/api/orders/%zz",
     ] {
         assert_eq!(browser.raw_api_get(path).await, 400, "{path}");
     }
     assert!(app.upstream.seen().is_empty(), "nothing was forwarded");
+    // Everything else is forwarded byte for byte.
+    for path in [
+        "/api/orders/a;b=c/d",
+        "/api/orders/caf%C3%A9",
+        "/api/orders/100%25",
+        "/api/orders/..foo/.well-known",
+    ] {
+        assert_eq!(browser.raw_api_get(path).await, 200, "{path}");
+        let seen = app.upstream.seen();
+        let forwarded = &seen.last().unwrap().path_and_query;
+        assert_eq!(forwarded, &path.replacen("/api/orders", "/v1", 1));
+    }
     // The longest prefix wins: /api/orders/admin goes to its own (dead) upstream.
+    let forwarded_before = app.upstream.seen().len();
     assert_eq!(
         browser.api_get("/api/orders/admin/x").await.status(),
         StatusCode::BAD_GATEWAY
     );
-    assert!(app.upstream.seen().is_empty());
+    assert_eq!(app.upstream.seen().len(), forwarded_before);
 }
 
 #[tokio::test]

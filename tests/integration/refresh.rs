@@ -153,9 +153,18 @@ async fn a_provider_slower_than_the_lock_lease_still_gets_one_refresh_across_ins
     );
     let stats = app.provider.stats().await;
     assert_eq!(stats["refresh_token"], 1, "one refresh grant: {stats}");
-    assert_eq!(stats["refresh_token_errors"], 0, "no reuse of a rotated token: {stats}");
-    app.provider.delay_refresh_grants(std::time::Duration::ZERO).await;
-    assert_eq!(other_instance.user().await.0, StatusCode::OK, "the session lives on");
+    assert_eq!(
+        stats["refresh_token_errors"], 0,
+        "no reuse of a rotated token: {stats}"
+    );
+    app.provider
+        .delay_refresh_grants(std::time::Duration::ZERO)
+        .await;
+    assert_eq!(
+        other_instance.user().await.0,
+        StatusCode::OK,
+        "the session lives on"
+    );
 }
 
 #[tokio::test]

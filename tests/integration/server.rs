@@ -55,7 +55,10 @@ async fn a_half_sent_request_is_closed_after_the_header_read_timeout() {
         .unwrap();
     let started = Instant::now();
     let received = read_until_closed(&mut stream, Duration::from_secs(10)).await;
-    assert!(received.is_empty() || received.starts_with(b"HTTP/1.1 408"), "{received:?}");
+    assert!(
+        received.is_empty() || received.starts_with(b"HTTP/1.1 408"),
+        "{received:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "closed by the header timeout, not by the keep-alive one"
@@ -89,7 +92,11 @@ async fn an_idle_keep_alive_connection_outlives_the_header_timeout_then_closes()
     // the connection is still usable.
     tokio::time::sleep(Duration::from_millis(1800)).await;
     stream.write_all(GET_MISSING_PAGE).await.unwrap();
-    assert!(read_response_head(&mut stream).await.starts_with("HTTP/1.1 404"));
+    assert!(
+        read_response_head(&mut stream)
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
     stream.read_exact(&mut body).await.unwrap();
 
     // Then idle past the keep-alive timeout: closed.
@@ -144,7 +151,10 @@ async fn oversized_headers_get_431_and_oversized_bodies_on_auth_endpoints_get_41
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), reqwest::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
 
     let response = http
         .post(format!("{}/api/auth/logout", app.url))

@@ -276,3 +276,174 @@ async fn in_memory_store_runs_the_whole_flow() {
     let stranger = Browser::new(&app.url);
     assert_eq!(stranger.user().await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// Unix time in milliseconds.
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn the_reported_idle_deadline_is_the_one_redis_enforces_and_never_moves_back() {
+    // A 20 s idle timeout: with the cache on, Redis is touched at most every 2 s.
+    let app = TestApp::builder().idle_timeout(20).start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let key = app.redis().session_keys().await.pop().unwrap();
+    let mut previous = 0;
+    // A SPA polling its countdown across two touch intervals, with API calls in between
+    // (answered from the cache).
+    for _ in 0..12 {
+        assert_eq!(
+            browser.api_get("/api/orders/x").await.status(),
+            StatusCode::OK
+        );
+        let (status, user) = browser.user().await;
+        assert_eq!(status, StatusCode::OK);
+        let reported = user["session"]["idle_expires_at"].as_u64().unwrap();
+        assert!(
+            reported >= previous,
+            "the deadline moved back: {previous} -> {reported}"
+        );
+        let enforced = unix_millis() + app.redis().pttl(&key).await as u64;
+        assert!(
+            reported * 1000 <= enforced + 100 && enforced <= reported * 1000 + 1500,
+            "reported {reported} s, Redis enforces {enforced} ms"
+        );
+        previous = reported;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+mod sessions_in_redis {
+    //! The session layer against a real Redis, as two instances would use it.
+
+    use std::time::Duration;
+
+    use vestibule::clock::unix_now;
+    use vestibule::session::cache::{CacheSettings, Lookup};
+    use vestibule::session::{MasterKey, SessionRecord, Sessions, Store, StoredToken, TokenSet};
+
+    use crate::harness::{RedisServer, wait_for};
+
+    const IDLE: Duration = Duration::from_secs(600);
+
+    fn sessions(store: &Store) -> Sessions {
+        Sessions::new(
+            store.clone(),
+            MasterKey::new([42; 32]),
+            IDLE,
+            Duration::from_secs(3600),
+        )
+    }
+
+    fn record(refresh_token: &str) -> SessionRecord {
+        SessionRecord {
+            sub: "alice".into(),
+            tokens: TokenSet {
+                access_token: "at".into(),
+                access_expires_at: None,
+                obtained_at: unix_now(),
+                refresh_token: Some(StoredToken::new(refresh_token)),
+                id_token: "id".into(),
+            },
+            created_at: unix_now(),
+            expires_at: unix_now() + 3600,
+            logout_sid: "sid".into(),
+        }
+    }
+
+    fn refresh_token(record: &SessionRecord) -> String {
+        record.tokens.refresh_token.as_ref().unwrap().text()
+    }
+
+    #[tokio::test]
+    async fn ending_a_session_revokes_what_redis_holds_not_this_instances_cached_copy() {
+        let redis = RedisServer::start().await;
+        let here = Store::redis(&redis.url(), CacheSettings::new(100, IDLE)).unwrap();
+        let cache = here.cache().unwrap();
+        wait_for("the cache to serve", Duration::from_secs(10), || async {
+            cache.is_serving().then_some(())
+        })
+        .await;
+        let this_instance = sessions(&here);
+        let other_instance = sessions(&Store::redis(&redis.url(), None).unwrap());
+        let token = this_instance.create(&record("rt-1")).await.unwrap();
+        let key = token.storage_key();
+        let mut conn = redis.connection().await;
+        let before_rotation: Vec<u8> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+
+        // Another instance refreshes: the provider rotated the refresh token.
+        let current = other_instance.load_fresh(&token).await.unwrap().unwrap();
+        assert!(
+            other_instance
+                .replace(&current, &record("rt-2"))
+                .await
+                .unwrap()
+        );
+
+        // This instance has not heard of it yet (the window before an invalidation arrives):
+        // its cache still holds the record from before the rotation.
+        wait_for(
+            "the rotation's invalidation",
+            Duration::from_secs(5),
+            || async {
+                match cache.lookup(&key) {
+                    Lookup::Miss(read) => {
+                        cache.store(&key, Some(&before_rotation), read);
+                        Some(())
+                    }
+                    Lookup::Hit(_) => None,
+                }
+            },
+        )
+        .await;
+        let cached = this_instance.load(&token).await.unwrap().unwrap();
+        assert_eq!(
+            refresh_token(&cached.record),
+            "rt-1",
+            "the cached copy is stale"
+        );
+
+        // A logout here ends the session as Redis holds it: the live token is the one revoked.
+        let ended = this_instance.end(&token).await.unwrap().unwrap();
+        assert_eq!(refresh_token(&ended), "rt-2");
+        assert!(this_instance.load(&token).await.unwrap().is_none());
+        assert!(other_instance.load(&token).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refresh_that_lost_its_lock_cannot_overwrite_the_next_holders_tokens() {
+        let redis = RedisServer::start().await;
+        let store = Store::redis(&redis.url(), None).unwrap();
+        let (slow, fast) = (sessions(&store), sessions(&store));
+        let token = slow.create(&record("rt-1")).await.unwrap();
+        // Both read the same record (the slow holder's lease lapsed meanwhile)...
+        let read_by_slow = slow.load_fresh(&token).await.unwrap().unwrap();
+        let read_by_fast = fast.load_fresh(&token).await.unwrap().unwrap();
+        // ...the next holder stores its refresh first; the late write is refused.
+        assert!(
+            fast.replace(&read_by_fast, &record("rt-fast"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !slow
+                .replace(&read_by_slow, &record("rt-slow"))
+                .await
+                .unwrap()
+        );
+        let stored = fast.load_fresh(&token).await.unwrap().unwrap();
+        assert_eq!(refresh_token(&stored.record), "rt-fast");
+        // And nothing resurrects an ended session.
+        fast.end(&token).await.unwrap();
+        assert!(!fast.replace(&stored, &record("rt-late")).await.unwrap());
+        assert!(fast.load_fresh(&token).await.unwrap().is_none());
+    }
+}
