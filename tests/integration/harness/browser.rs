@@ -8,6 +8,10 @@ use reqwest::{Response, StatusCode, Url};
 use scraper::{Html, Selector};
 use serde_json::Value;
 
+/// No test request may take longer: a hung server fails the test with a message instead of
+/// stalling the whole run.
+const REQUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where a login attempt ended.
 pub struct LoginOutcome {
     /// The last response (Vestibule's redirect to `returnTo`, or an error page).
@@ -30,10 +34,12 @@ impl Browser {
         let http = reqwest::Client::builder()
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
+            .timeout(REQUEST_LIMIT)
             .build()
             .unwrap();
         let bare = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .timeout(REQUEST_LIMIT)
             .build()
             .unwrap();
         Self {

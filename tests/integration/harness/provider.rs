@@ -71,6 +71,13 @@ impl TestProvider {
     /// Starts the provider for a Vestibule whose callback is `redirect_uri`.
     pub fn start(redirect_uri: &str, post_logout_uri: &str, options: &ProviderOptions) -> Self {
         ensure_installed();
+        // The provider's own log, kept to explain a provider that does not start.
+        let log_path = std::env::temp_dir().join(format!(
+            "vestibule-test-op-{}-{}.log",
+            std::process::id(),
+            super::free_port()
+        ));
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut command = Command::new("node");
         command
             .arg("server.js")
@@ -86,7 +93,7 @@ impl TestProvider {
             // Stock oidc-provider behaviour: a refresh token only with prompt=consent.
             .env("OP_ALWAYS_ISSUE_REFRESH_TOKEN", "0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::from(log.try_clone().unwrap()));
         if let Some(keys) = &options.keys_file {
             command.env("OP_KEYS_FILE", keys);
         }
@@ -106,10 +113,25 @@ impl TestProvider {
             .spawn()
             .expect("node must be installed to run the test provider");
         let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the provider prints its address");
+        // Read on a thread of its own, so a provider that never starts fails the test
+        // instead of blocking it forever.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = sender.send(line);
+        });
+        let line = receiver
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "the test provider did not start within 60 s; its log ({}):\n{}",
+                    log_path.display(),
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                )
+            });
+        let _ = std::fs::remove_file(&log_path);
         let info: Value = serde_json::from_str(line.trim())
             .unwrap_or_else(|_| panic!("the test provider did not start: {line:?}"));
         Self {
