@@ -167,7 +167,10 @@ async fn refused_within_the_cache_bound(browser: &Browser, path: &str) {
         }
     }
     for _ in 0..3 {
-        assert_eq!(browser.api_get(path).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            browser.api_get(path).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
 }
 
