@@ -65,8 +65,9 @@ async fn expired_access_token_is_refreshed_once_even_for_20_concurrent_calls() {
     );
 }
 
-#[tokio::test]
-async fn two_instances_sharing_redis_refresh_a_session_once() {
+/// Two instances behind one load balancer (same Redis, provider, public URL), 4 s access
+/// tokens, and alice's session reached through each: `(app, first, second)`.
+async fn one_session_on_two_instances() -> (TestApp, Browser, Browser) {
     let mut app = TestApp::builder()
         .access_token_ttl(4)
         .refresh_skew(1)
@@ -77,6 +78,12 @@ async fn two_instances_sharing_redis_refresh_a_session_once() {
     browser.login("alice").await;
     let other_instance = Browser::new(&second);
     other_instance.set_cookie("vestibule", &browser.cookie("vestibule").unwrap());
+    (app, browser, other_instance)
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_refresh_a_session_once() {
+    let (app, browser, other_instance) = one_session_on_two_instances().await;
     assert_eq!(
         other_instance.user().await.1["sub"],
         "alice",
@@ -123,16 +130,7 @@ async fn two_instances_sharing_redis_refresh_a_session_once() {
 
 #[tokio::test]
 async fn a_provider_slower_than_the_lock_lease_still_gets_one_refresh_across_instances() {
-    let mut app = TestApp::builder()
-        .access_token_ttl(4)
-        .refresh_skew(1)
-        .start()
-        .await;
-    let second = app.start_another_instance().await;
-    let browser = app.browser();
-    browser.login("alice").await;
-    let other_instance = Browser::new(&second);
-    other_instance.set_cookie("vestibule", &browser.cookie("vestibule").unwrap());
+    let (app, browser, other_instance) = one_session_on_two_instances().await;
     browser.wait_past_access_token_expiry().await;
 
     // The refresh takes longer than the lock's lease: the holder must keep the lock, or the
