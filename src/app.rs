@@ -94,7 +94,12 @@ impl Application {
         let router = http::router(state.clone())
             // Defence in depth: a bug must cost one request a 500, never the connection.
             .layer(CatchPanicLayer::custom(|_| crate::error::panic_response()))
-            .layer(TraceLayer::new_for_http().make_span_with(http::server::request_span));
+            // Failures are logged once, with their cause, where they become responses.
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(http::server::request_span)
+                    .on_failure(()),
+            );
         let listener = TcpListener::bind(settings.listen).await?;
         let limits = ServeLimits {
             connection: ConnectionLimits::from_settings(&settings.server),

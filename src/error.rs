@@ -52,9 +52,6 @@ pub enum AppError {
     /// This client started too many logins; it may retry after the given time.
     #[error("too many login starts from this client")]
     TooManyRequests(std::time::Duration),
-    /// Too many logins are in progress across all browsers.
-    #[error("too many logins in progress")]
-    LoginCapacity,
     /// The request body is larger than this endpoint accepts.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -127,7 +124,6 @@ impl AppError {
             AppError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             AppError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            AppError::LoginCapacity => StatusCode::SERVICE_UNAVAILABLE,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
@@ -146,7 +142,6 @@ impl AppError {
             AppError::UpstreamUnavailable(_) => "upstream_unavailable",
             AppError::UpstreamTimeout => "upstream_timeout",
             AppError::TooManyRequests(_) => "too_many_requests",
-            AppError::LoginCapacity => "too_many_logins",
             AppError::PayloadTooLarge => "payload_too_large",
         }
     }
@@ -188,16 +183,16 @@ impl AppError {
             AppError::TooManyRequests(_) => {
                 "Too many login attempts from your network. Please wait a moment and retry.".into()
             }
-            AppError::LoginCapacity => {
-                "Too many logins are in progress right now. Please retry shortly.".into()
-            }
             AppError::PayloadTooLarge => "The request body is too large.".into(),
         }
     }
 
     fn log(&self) {
         let status = self.status();
-        if status.is_server_error() {
+        if matches!(self, AppError::TooManyRequests(_)) {
+            // A flood is refused by the thousand: one line each would be the flood's echo.
+            tracing::debug!(status = status.as_u16(), cause = %self, "request refused");
+        } else if status.is_server_error() {
             tracing::error!(status = status.as_u16(), cause = %self, "request failed");
         } else {
             tracing::info!(status = status.as_u16(), cause = %self, "request refused");
@@ -262,9 +257,9 @@ impl IntoResponse for PageError {
         let error = self.0;
         error.log();
         let (title, retry_label, retry_url) = match &error {
-            AppError::Store(_)
-            | AppError::Provider(OidcError::Unavailable(_))
-            | AppError::LoginCapacity => ("Temporarily unavailable", "Try again", LOGIN_URL),
+            AppError::Store(_) | AppError::Provider(OidcError::Unavailable(_)) => {
+                ("Temporarily unavailable", "Try again", LOGIN_URL)
+            }
             AppError::TooManyRequests(_) => ("Too many attempts", "Try again", LOGIN_URL),
             AppError::Login(_) | AppError::Provider(_) => {
                 ("Login failed", "Try logging in again", LOGIN_URL)

@@ -16,10 +16,11 @@ use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
 use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
-use crate::session::{Admission, BrowserBinding, PendingLogin, SessionRecord, SessionToken};
+use crate::session::{BrowserBinding, PendingLogin, SessionRecord, SessionToken};
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
-/// provider. Rate-limited per client address; the logins in progress are capped.
+/// provider. Rate-limited per client address; the logins in progress are capped (the oldest
+/// are displaced).
 pub async fn begin_login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -46,12 +47,14 @@ pub async fn begin_login(
         // the callback (a cross-site redirect) will not have it.
         previous_session: cookies.session.map(|token| token.encode()),
     };
-    let admission = state
+    let displaced = state
         .sessions
         .put_pending_login(&binding, &pending, state.pending_limits)
         .await?;
-    if admission == Admission::Full {
-        return Err(AppError::LoginCapacity.into());
+    if displaced.by_total > 0 {
+        state
+            .login_limit
+            .report_displaced_logins(displaced.by_total);
     }
     let set_cookie = [(header::SET_COOKIE, state.cookies.login_cookie(&binding))];
     Ok(no_store(

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -17,11 +17,16 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// Checks between two sweeps of addresses whose buckets are full again (bounded memory).
 const SWEEP_EVERY: u32 = 1024;
 
+/// At most one warning about displaced pending logins per this many seconds.
+const DISPLACED_WARNING_INTERVAL_SECS: u64 = 60;
+
 /// Login starts per client address.
 pub struct LoginRateLimit {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
     checks: AtomicU32,
+    /// Unix second of the last displaced-logins warning.
+    last_warning: AtomicU64,
 }
 
 impl LoginRateLimit {
@@ -35,6 +40,27 @@ impl LoginRateLimit {
             limiter,
             clock: DefaultClock::default(),
             checks: AtomicU32::new(0),
+            last_warning: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that new logins displaced `count` others from the total cap: many addresses are
+    /// starting logins at once (a flood, or a cap too small for the traffic). Warns at most
+    /// once a minute.
+    pub fn report_displaced_logins(&self, count: usize) {
+        let now = crate::clock::unix_now();
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + DISPLACED_WARNING_INTERVAL_SECS
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                displaced = count,
+                "login.max_pending_total reached: new logins displace the oldest in progress \
+                 (a login flood from many addresses, or a cap too small for the traffic)"
+            );
         }
     }
 

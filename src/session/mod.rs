@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use crypto::MasterKey;
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
-pub use store::{Admission, Freshness, PendingLimits, Store, StoreError};
+pub use store::{Displaced, Freshness, PendingLimits, Store, StoreError};
 pub use token::SessionToken;
 
 use crate::clock::unix_now;
@@ -236,13 +236,14 @@ impl Sessions {
         self.store.delete(&token.storage_key()).await
     }
 
-    /// Stores a pending login for `binding`'s browser under its `state`, within `limits`.
+    /// Stores a pending login for `binding`'s browser under its `state`, within `limits`
+    /// (displacing the oldest beyond them).
     pub async fn put_pending_login(
         &self,
         binding: &BrowserBinding,
         pending: &PendingLogin,
         limits: PendingLimits,
-    ) -> Result<Admission, StoreError> {
+    ) -> Result<Displaced, StoreError> {
         let key = token::storage_key("login", pending.state.as_bytes());
         let plaintext = serde_json::to_vec(pending)
             .map_err(|error| StoreError::Unavailable(format!("cannot encode login: {error}")))?;

@@ -1,5 +1,5 @@
 //! What one client may cost: login starts per address, logins in progress per browser and
-//! in total.
+//! in total (the oldest are displaced, never more are stored).
 
 use reqwest::StatusCode;
 
@@ -96,31 +96,63 @@ async fn one_browser_keeps_only_its_newest_pending_logins() {
 }
 
 #[tokio::test]
-async fn logins_in_progress_are_capped_in_total_across_browsers() {
+async fn logins_in_progress_are_capped_in_total_by_displacing_the_oldest() {
     let app = TestApp::builder()
         .login_settings("rate_limit_burst = 100\nmax_pending_total = 3\n")
         .start()
         .await;
-    let browsers: Vec<Browser> = (0..4).map(|_| app.browser()).collect();
+    let browsers: Vec<Browser> = (0..5).map(|_| app.browser()).collect();
     let mut started = Vec::new();
-    for browser in &browsers[..3] {
+    for browser in &browsers {
         started.push(browser.begin_login(None).await);
     }
-    let refused = browsers[3].get("/api/auth/login").await;
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(refused.headers().contains_key("retry-after"));
-    assert!(refused.headers().get("set-cookie").is_none());
-    assert_eq!(pending_logins(&app).await, 3);
+    assert_eq!(pending_logins(&app).await, 3, "never more than the cap");
+    let mut conn = app.redis().connection().await;
+    let indexed: usize = redis::cmd("ZCARD")
+        .arg("vestibule:pending-logins")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(indexed, 3);
 
-    // Finishing a login frees its place.
+    // The two oldest were displaced; the newest complete.
     let callback = browsers[0]
         .authorize_at_provider(started.remove(0), "alice")
         .await;
     assert_eq!(
         browsers[0].get(callback.as_str()).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let callback = browsers[4]
+        .authorize_at_provider(started.pop().unwrap(), "bob")
+        .await;
+    assert_eq!(
+        browsers[4].get(callback.as_str()).await.status(),
         StatusCode::SEE_OTHER
     );
-    browsers[3].begin_login(None).await;
+    assert_eq!(
+        pending_logins(&app).await,
+        2,
+        "a finished login frees its place"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_starts_never_leave_more_pending_logins_than_the_cap() {
+    let app = TestApp::builder()
+        .login_settings("rate_limit_burst = 1000\nmax_pending_total = 20\n")
+        .start()
+        .await;
+    let starts = (0..120).map(|_| {
+        let browser = app.browser();
+        async move { browser.get("/api/auth/login").await.status() }
+    });
+    let statuses = futures_util::future::join_all(starts).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::SEE_OTHER),
+        "{statuses:?}"
+    );
+    assert_eq!(pending_logins(&app).await, 20);
 }
 
 #[tokio::test]
@@ -130,8 +162,14 @@ async fn the_in_memory_store_caps_pending_logins_too() {
         .login_settings("rate_limit_burst = 100\nmax_pending_total = 2\n")
         .start()
         .await;
+    let first = app.browser();
+    let oldest = first.begin_login(None).await;
     app.browser().begin_login(None).await;
     app.browser().begin_login(None).await;
-    let refused = app.browser().get("/api/auth/login").await;
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let callback = first.authorize_at_provider(oldest, "alice").await;
+    assert_eq!(
+        first.get(callback.as_str()).await.status(),
+        StatusCode::BAD_REQUEST,
+        "displaced by the newer two"
+    );
 }

@@ -3,7 +3,7 @@
 //! A map with lazy expiry and a periodic sweep, with the same semantics as the Redis
 //! commands the store uses (`GETEX`, `SET NX|XX`, `GETDEL`, …).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,59 @@ pub struct MemoryStore {
 struct MemoryInner {
     records: HashMap<String, (Vec<u8>, Instant)>,
     last_sweep: Option<Instant>,
-    /// Pending-login indexes: every pending login, and each browser's (key, expiry), oldest first.
-    all_pending: HashMap<String, Instant>,
-    pending_by_browser: HashMap<String, Vec<(String, Instant)>>,
+    pending: PendingIndex,
+}
+
+/// The pending logins in progress, oldest first, and each browser's. Every pending login lives
+/// equally long, so start order is expiry order: pruning and displacing take from the front,
+/// in amortised constant time, whatever the number in progress.
+#[derive(Default)]
+struct PendingIndex {
+    /// (expiry, key) in start order; entries no longer in `live` are skipped lazily.
+    order: VecDeque<(Instant, String)>,
+    /// Key → the browser index it belongs to.
+    live: HashMap<String, String>,
+    /// Browser index → its keys, oldest first.
+    by_browser: HashMap<String, VecDeque<String>>,
+}
+
+impl PendingIndex {
+    fn remove(&mut self, key: &str) -> bool {
+        let Some(browser) = self.live.remove(key) else {
+            return false;
+        };
+        if let Some(keys) = self.by_browser.get_mut(&browser) {
+            keys.retain(|pending| pending != key);
+            if keys.is_empty() {
+                self.by_browser.remove(&browser);
+            }
+        }
+        true
+    }
+
+    /// Drops entries that expired or were removed, from the front; `Some(key)` for each live
+    /// one dropped because `evict` asked for one more.
+    fn pop_oldest(&mut self, now: Instant, evict: bool) -> Option<String> {
+        while let Some((expires, key)) = self.order.front() {
+            let live = self.live.contains_key(key);
+            if live && *expires > now && !evict {
+                return None;
+            }
+            let (_, key) = self.order.pop_front()?;
+            if self.remove(&key) && evict {
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    /// Rebuilds `order` when skipped entries outnumber live ones (removals out of order).
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.live.len() + 64 {
+            let live = &self.live;
+            self.order.retain(|(_, key)| live.contains_key(key));
+        }
+    }
 }
 
 impl MemoryStore {
@@ -148,41 +198,49 @@ impl MemoryStore {
         ttl: Duration,
         browser_index: &str,
         limits: super::PendingLimits,
-    ) -> super::Admission {
+    ) -> super::pending::Displaced {
         let now = Instant::now();
+        let mut displaced = super::pending::Displaced::default();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        inner.all_pending.retain(|_, expires| *expires > now);
-        inner.pending_by_browser.retain(|_, entries| {
-            entries.retain(|(_, expires)| *expires > now);
-            !entries.is_empty()
-        });
-        if inner.all_pending.len() >= limits.total {
-            return super::Admission::Full;
-        }
-        let browser = inner
-            .pending_by_browser
+        let index = &mut inner.pending;
+        index.pop_oldest(now, false);
+        let browser = index
+            .by_browser
             .entry(browser_index.to_owned())
             .or_default();
-        let keys: Vec<String> = browser.iter().map(|(key, _)| key.clone()).collect();
-        let dropped = super::pending::oldest_beyond(&keys, limits.per_browser).len();
-        for (oldest, _) in browser.drain(..dropped) {
-            inner.records.remove(&oldest);
-            inner.all_pending.remove(&oldest);
+        let mut dropped = Vec::new();
+        while browser.len() >= limits.per_browser {
+            let Some(oldest) = browser.pop_front() else {
+                break;
+            };
+            dropped.push(oldest);
         }
-        browser.push((key.to_owned(), now + ttl));
-        inner.all_pending.insert(key.to_owned(), now + ttl);
+        browser.push_back(key.to_owned());
+        for oldest in dropped {
+            index.live.remove(&oldest);
+            inner.records.remove(&oldest);
+            displaced.by_browser += 1;
+        }
+        index.live.insert(key.to_owned(), browser_index.to_owned());
+        index.order.push_back((now + ttl, key.to_owned()));
+        while index.live.len() > limits.total {
+            let Some(oldest) = index.pop_oldest(now, true) else {
+                break;
+            };
+            inner.records.remove(&oldest);
+            displaced.by_total += 1;
+        }
+        index.compact();
         drop(guard);
         self.put(key, sealed, ttl);
-        super::Admission::Admitted
+        displaced
     }
 
-    pub(super) fn forget_pending_login(&self, key: &str, browser_index: &str) {
+    pub(super) fn forget_pending_login(&self, key: &str) {
         let mut inner = self.lock();
-        inner.all_pending.remove(key);
-        if let Some(entries) = inner.pending_by_browser.get_mut(browser_index) {
-            entries.retain(|(pending, _)| pending != key);
-        }
+        inner.pending.remove(key);
+        inner.pending.compact();
     }
 }
 

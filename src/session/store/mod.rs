@@ -15,7 +15,7 @@ mod memory;
 mod pending;
 
 pub use memory::MemoryStore;
-pub use pending::{Admission, PendingLimits};
+pub use pending::{Displaced, PendingLimits};
 
 /// The store could not answer; the caller must not treat this as a missing record.
 #[derive(Debug, thiserror::Error)]

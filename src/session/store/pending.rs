@@ -1,11 +1,17 @@
 //! Bounds on logins in progress, so anonymous login starts cannot fill the store.
 //!
 //! Every pending login is listed in two sorted sets scored by its expiry (unix ms): one for
-//! all browsers (capped: past it, new logins are refused) and one per browser (capped: a new
-//! login drops that browser's oldest). Expired entries are pruned on each start, so the
-//! indexes never outgrow the pending logins they describe. Each command touches one key, so
-//! this works unchanged on Redis Cluster; two instances starting logins at the same moment
-//! may overshoot a cap by the logins in flight between two round trips, never more.
+//! all browsers and one per browser. Each is capped: a new login beyond a cap displaces the
+//! oldest entries of that set (the browser's own oldest tabs; across all browsers, the logins
+//! started longest ago), whose records are deleted with them. Displacing rather than refusing
+//! keeps logins working under a flood: only a login slower than the flood's turnover is lost,
+//! and its user simply starts again, where a refusing cap would lock everyone out until the
+//! flood's entries expire.
+//!
+//! Each index is trimmed by a one-key Lua script (prune expired, add, pop the excess),
+//! atomically, so concurrent starts on any number of instances never leave an index over its
+//! cap, and everything works unchanged on Redis Cluster. Members are the 64-character hashes
+//! (Redis keeps such small sets in its compact encoding); every key carries a TTL.
 
 use std::time::Duration;
 
@@ -14,22 +20,40 @@ use super::{Store, StoreError, millis};
 /// The index of every pending login, across all browsers and instances.
 const ALL_PENDING: &str = "vestibule:pending-logins";
 
+/// The key prefix of pending-login records; index members are the rest of the key.
+pub(super) const LOGIN_KEY_PREFIX: &str = "vestibule:login:";
+
+/// Prunes expired entries from the index `KEYS[1]`, adds `ARGV[3]` (score `ARGV[2]`), keeps
+/// the index alive for `ARGV[5]` ms and pops the oldest entries beyond `ARGV[4]`; returns the
+/// popped members.
+const ADMIT: &str = "\
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local displaced = {}
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if excess > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[1], excess)
+  for i = 1, #popped, 2 do displaced[#displaced + 1] = popped[i] end
+end
+return displaced";
+
 /// How many logins may be in progress.
 #[derive(Debug, Clone, Copy)]
 pub struct PendingLimits {
-    /// Per browser; a new login beyond it drops that browser's oldest.
+    /// Per browser; a new login beyond it displaces that browser's oldest.
     pub per_browser: usize,
-    /// In total; a new login beyond it is refused.
+    /// In total; a new login beyond it displaces the oldest of all.
     pub total: usize,
 }
 
-/// Whether a pending login was stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Stored (perhaps after dropping the browser's oldest pending logins).
-    Admitted,
-    /// Refused: the total number of logins in progress is at its limit.
-    Full,
+/// The pending logins a new one displaced to stay within the limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Displaced {
+    /// The same browser's oldest.
+    pub by_browser: usize,
+    /// The oldest across all browsers (a sign of a flood when it happens).
+    pub by_total: usize,
 }
 
 impl Store {
@@ -42,38 +66,35 @@ impl Store {
         ttl: Duration,
         browser_index: &str,
         limits: PendingLimits,
-    ) -> Result<Admission, StoreError> {
+    ) -> Result<Displaced, StoreError> {
         let redis = match self {
             Store::Memory(memory) => {
                 return Ok(memory.put_pending_login(key, sealed, ttl, browser_index, limits));
             }
             Store::Redis(redis) => redis,
         };
+        let member = key.strip_prefix(LOGIN_KEY_PREFIX).unwrap_or(key);
         let now = unix_millis();
-        let mut conn = redis.conn.clone();
-        let (total, browser): (usize, Vec<String>) = redis::pipe()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(ALL_PENDING)
-            .arg("-inf")
-            .arg(now)
-            .ignore()
-            .cmd("ZCARD")
-            .arg(ALL_PENDING)
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(browser_index)
-            .arg("-inf")
-            .arg(now)
-            .ignore()
-            .cmd("ZRANGE")
-            .arg(browser_index)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await?;
-        if total >= limits.total {
-            return Ok(Admission::Full);
-        }
         let expires = now + millis(ttl);
+        let script = redis::Script::new(ADMIT);
+        let admit = |index: &str, cap: usize| {
+            let mut conn = redis.conn.clone();
+            let mut invocation = script.key(index);
+            invocation
+                .arg(now)
+                .arg(expires)
+                .arg(member)
+                .arg(cap)
+                .arg(millis(ttl));
+            async move {
+                let popped: Vec<String> = invocation.invoke_async(&mut conn).await?;
+                Ok::<_, StoreError>(popped)
+            }
+        };
+        let (by_total, by_browser) = tokio::try_join!(
+            admit(ALL_PENDING, limits.total),
+            admit(browser_index, limits.per_browser)
+        )?;
         let mut write = redis::pipe();
         write
             .cmd("SET")
@@ -81,42 +102,21 @@ impl Store {
             .arg(sealed)
             .arg("PX")
             .arg(millis(ttl))
-            .ignore()
-            .cmd("ZADD")
-            .arg(ALL_PENDING)
-            .arg(expires)
-            .arg(key)
-            .ignore()
-            // Every key expires: an index outlives its newest entry by nothing.
-            .cmd("PEXPIRE")
-            .arg(ALL_PENDING)
-            .arg(millis(ttl))
-            .ignore()
-            .cmd("ZADD")
-            .arg(browser_index)
-            .arg(expires)
-            .arg(key)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(browser_index)
-            .arg(millis(ttl))
             .ignore();
-        for oldest in oldest_beyond(&browser, limits.per_browser) {
+        for displaced in by_total.iter().chain(&by_browser) {
             write
                 .cmd("DEL")
-                .arg(oldest)
-                .ignore()
-                .cmd("ZREM")
-                .arg(ALL_PENDING)
-                .arg(oldest)
-                .ignore()
-                .cmd("ZREM")
-                .arg(browser_index)
-                .arg(oldest)
+                .arg(format!("{LOGIN_KEY_PREFIX}{displaced}"))
                 .ignore();
         }
-        let () = write.query_async(&mut conn).await?;
-        Ok(Admission::Admitted)
+        for displaced in &by_browser {
+            write.cmd("ZREM").arg(ALL_PENDING).arg(displaced).ignore();
+        }
+        let () = write.query_async(&mut redis.conn.clone()).await?;
+        Ok(Displaced {
+            by_browser: by_browser.len(),
+            by_total: by_total.len(),
+        })
     }
 
     /// Removes a finished pending login from both indexes.
@@ -127,18 +127,19 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Memory(memory) => {
-                memory.forget_pending_login(key, browser_index);
+                memory.forget_pending_login(key);
                 Ok(())
             }
             Store::Redis(redis) => {
+                let member = key.strip_prefix(LOGIN_KEY_PREFIX).unwrap_or(key);
                 let () = redis::pipe()
                     .cmd("ZREM")
                     .arg(ALL_PENDING)
-                    .arg(key)
+                    .arg(member)
                     .ignore()
                     .cmd("ZREM")
                     .arg(browser_index)
-                    .arg(key)
+                    .arg(member)
                     .ignore()
                     .query_async(&mut redis.conn.clone())
                     .await?;
@@ -146,12 +147,6 @@ impl Store {
             }
         }
     }
-}
-
-/// The entries (oldest first) to drop so that one more fits within `per_browser`.
-pub(super) fn oldest_beyond(entries: &[String], per_browser: usize) -> &[String] {
-    let excess = (entries.len() + 1).saturating_sub(per_browser);
-    &entries[..excess.min(entries.len())]
 }
 
 /// Milliseconds since the unix epoch, the scores of the indexes.
@@ -166,18 +161,8 @@ fn unix_millis() -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_full_browser_drops_exactly_its_oldest() {
-        let entries: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        assert_eq!(oldest_beyond(&entries, 3), ["a"]);
-        assert_eq!(oldest_beyond(&entries, 2), ["a", "b"]);
-        assert!(oldest_beyond(&entries, 4).is_empty());
-        assert_eq!(oldest_beyond(&entries, 1), ["a", "b", "c"]);
-        assert!(oldest_beyond(&[], 1).is_empty());
-    }
-
     #[tokio::test]
-    async fn memory_store_keeps_pending_logins_within_both_limits() {
+    async fn memory_store_keeps_pending_logins_within_both_limits_by_displacing_the_oldest() {
         let store = Store::memory();
         let limits = PendingLimits {
             per_browser: 2,
@@ -193,16 +178,32 @@ mod tests {
                     .unwrap()
             }
         };
-        assert_eq!(put("l1", "b1").await, Admission::Admitted);
-        assert_eq!(put("l2", "b1").await, Admission::Admitted);
-        assert_eq!(put("l3", "b1").await, Admission::Admitted);
-        assert_eq!(store.get("l1").await.unwrap(), None, "b1's oldest dropped");
+        assert_eq!(put("l1", "b1").await, Displaced::default());
+        put("l2", "b1").await;
+        let third = put("l3", "b1").await;
+        assert_eq!(third.by_browser, 1);
+        assert_eq!(
+            store.get("l1").await.unwrap(),
+            None,
+            "b1's oldest displaced"
+        );
         assert!(store.get("l2").await.unwrap().is_some());
-        assert_eq!(put("l4", "b2").await, Admission::Admitted);
-        assert_eq!(put("l5", "b3").await, Admission::Full, "three in progress");
-        assert_eq!(store.get("l5").await.unwrap(), None);
+        put("l4", "b2").await;
+        let fifth = put("l5", "b3").await;
+        assert_eq!(
+            fifth.by_total, 1,
+            "three in progress: the oldest of all goes"
+        );
+        assert_eq!(store.get("l2").await.unwrap(), None);
+        for kept in ["l3", "l4", "l5"] {
+            assert!(store.get(kept).await.unwrap().is_some(), "{kept}");
+        }
         store.take("l4").await.unwrap();
         store.forget_pending_login("l4", "b2").await.unwrap();
-        assert_eq!(put("l5", "b3").await, Admission::Admitted);
+        assert_eq!(
+            put("l6", "b4").await,
+            Displaced::default(),
+            "a finished login frees its place"
+        );
     }
 }
