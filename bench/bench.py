@@ -5,13 +5,15 @@ Started by bench/run, which installs the Debian packages and builds the release 
 Everything listens on 127.0.0.1; generated configs, logs and data go to target/bench/;
 results go to bench/results/latest.{json,md}.
 
-Usage: python3 bench/bench.py [--quick]
+Usage: python3 bench/bench.py [--quick] [--only login-flood]
+(--only runs one measurement; its results go to target/bench/results, never bench/results.)
 """
 
 import argparse
 import base64
 import concurrent.futures
 import datetime
+import hashlib
 import html.parser
 import http.client
 import http.cookiejar
@@ -422,7 +424,7 @@ def provider_stats(issuer):
 # Vestibule
 # --------------------------------------------------------------------------------------
 def start_vestibule(name, port, issuer, upstream_port, key, redis_port=None, skew=30,
-                    client_secret="vestibule-bench-secret"):
+                    client_secret="vestibule-bench-secret", extra=""):
     d = os.path.join(WORK, name)
     os.makedirs(d, exist_ok=True)
     conf = os.path.join(d, "vestibule.toml")
@@ -444,7 +446,7 @@ encryption_key = "{key}"
 [[routes]]
 prefix = "/api"
 upstream = "http://127.0.0.1:{upstream_port}"
-""")
+{extra}""")
     os.chmod(conf, 0o600)
     p = start(name, [VESTIBULE_BIN, "--config", conf], env={"VESTIBULE_LOG": "warn"})
     wait_for(name, lambda: port_open(port), p, 60, name)
@@ -607,6 +609,158 @@ def probe(port, headers):
 
 
 # --------------------------------------------------------------------------------------
+# login flood driver (anonymous GET /api/auth/login, issue 9 item 7)
+# --------------------------------------------------------------------------------------
+LOGIN_COOKIE = "vestibule-login"  # the login cookie's name when public_url is http://
+
+
+def flood_address(i):
+    """The i-th address of 198.18.0.0/15 (RFC 2544, for benchmarks), i < 131072."""
+    return f"198.{18 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+
+
+def login_record_key(state):
+    """The store key of the pending login for `state` (src/session/token.rs storage_key)."""
+    return "vestibule:login:" + hashlib.sha256(state.encode()).hexdigest()
+
+
+def login_browser_key(cookie):
+    """The store key of a browser's index of pending logins, from its login cookie value."""
+    raw = base64.urlsafe_b64decode(cookie + "=" * (-len(cookie) % 4))
+    return "vestibule:login-browser:" + hashlib.sha256(raw).hexdigest()
+
+
+def login_flood(port, count, conns, headers_for, query=""):
+    """`count` GET /api/auth/login over `conns` keep-alive connections; headers_for(i) gives
+    request i's headers. Returns the status counts, the wall time, the refusals (429/503)
+    without Retry-After, the 503s that are not the capacity refusal (`too_many_logins`),
+    connection errors, and for each admitted start (303) its `state` and login cookie, in
+    the order the answers came."""
+    path = "/api/auth/login" + (f"?{query}" if query else "")
+    lock = threading.Lock()
+    nxt = [0]
+    out = {"status": {}, "no_retry_after": 0, "other_503": 0, "errors": 0, "admitted": []}
+
+    def worker():
+        conn, status, admitted = None, {}, []
+        no_ra = other_503 = errors = 0
+        while True:
+            with lock:
+                i = nxt[0]
+                if i >= count:
+                    break
+                nxt[0] = i + 1
+            resp = body = None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", path, headers=headers_for(i))
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, http.client.HTTPException):
+                # never retried: the server may have stored the login already
+                errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                continue
+            s = resp.status
+            status[s] = status.get(s, 0) + 1
+            if s in (429, 503) and not resp.getheader("Retry-After"):
+                no_ra += 1
+            if s == 503 and b"too_many_logins" not in body:
+                other_503 += 1
+            if 300 <= s < 400:
+                loc = urllib.parse.urlsplit(resp.getheader("Location") or "")
+                state = (urllib.parse.parse_qs(loc.query).get("state") or [None])[0]
+                cookie = None
+                for k, v in resp.getheaders():
+                    if k.lower() == "set-cookie" and v.startswith(LOGIN_COOKIE + "="):
+                        cookie = v.split(";", 1)[0].split("=", 1)[1]
+                admitted.append((time.monotonic(), state, cookie))
+        if conn is not None:
+            conn.close()
+        with lock:
+            for s, n in status.items():
+                out["status"][s] = out["status"].get(s, 0) + n
+            out["no_retry_after"] += no_ra
+            out["other_503"] += other_503
+            out["errors"] += errors
+            out["admitted"].extend(admitted)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    out["elapsed_s"] = time.monotonic() - t0
+    out["admitted"].sort(key=lambda a: a[0])
+    out["rps"] = count / out["elapsed_s"] if out["elapsed_s"] > 0 else None
+    return out
+
+
+def status_counts(r):
+    """The figures of a flood worth keeping: counts by status class and refusal kind."""
+    st = r["status"]
+    return {
+        "requests": sum(st.values()) + r["errors"],
+        "admitted_303": sum(n for s, n in st.items() if 300 <= s < 400),
+        "refused_429": st.get(429, 0),
+        "refused_503": st.get(503, 0),
+        "other_5xx": sum(n for s, n in st.items() if s >= 500 and s != 503) + r["other_503"],
+        "other_status": sum(n for s, n in st.items() if s < 300 or (400 <= s < 500 and s != 429)),
+        "connection_errors": r["errors"],
+        "refusals_without_retry_after": r["no_retry_after"],
+        "elapsed_s": round(r["elapsed_s"], 2),
+        "req_per_s": round(r["rps"], 1) if r["rps"] else None,
+    }
+
+
+def merge_floods(*rs):
+    """One flood result from several (consecutive) ones."""
+    out = {"status": {}, "no_retry_after": 0, "other_503": 0, "errors": 0, "admitted": [], "elapsed_s": 0.0}
+    for r in rs:
+        for s, n in r["status"].items():
+            out["status"][s] = out["status"].get(s, 0) + n
+        for k in ("no_retry_after", "other_503", "errors", "elapsed_s"):
+            out[k] += r[k]
+        out["admitted"] += r["admitted"]
+    n = sum(out["status"].values()) + out["errors"]
+    out["rps"] = n / out["elapsed_s"] if out["elapsed_s"] > 0 else None
+    return out
+
+
+def redis_count_keys(port, pattern):
+    """Keys matching pattern, by SCAN (KEYS through EVAL would grow Redis's Lua memory)."""
+    cursor, n = "0", 0
+    while True:
+        cursor, keys = redis_cmd(port, "SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+        n += len(keys)
+        if cursor == "0":
+            return n
+
+
+def vm_rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def count_in_log(name, needle):
+    try:
+        with open(os.path.join(WORK, "logs", f"{name}.log"), errors="replace") as f:
+            return sum(1 for line in f if needle in line)
+    except OSError:
+        return 0
+
+
+# --------------------------------------------------------------------------------------
 # wrk
 # --------------------------------------------------------------------------------------
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -756,6 +910,7 @@ class Bench:
         self.run_vestibule()
         self.run_refresh()
         self.run_store_scale()
+        self.run_login_flood()
 
     def run_modoidc(self):
         aport = free_port()
@@ -1026,6 +1181,217 @@ class Bench:
                 if self.res.get(k) is None:
                     self.not_measured(k, f"{type(e).__name__}: {e}")
 
+    # ---------------------------------------------------------------- login flood
+    def run_login_flood(self):
+        """Anonymous login starts cannot grow the store without bound (issue 9, item 7).
+
+        A: one client address hammers /api/auth/login (only the rate limit's burst gets in);
+        C: one browser (its login cookie) starts many logins from many addresses (it keeps
+        only its newest max_pending_per_browser); B: many addresses, no cookie, the largest
+        returnTo (the cap on logins in progress holds: 503 past it; Redis and Vestibule memory
+        stay flat once there); M: B again against the in-memory store (Vestibule's RSS)."""
+        q = self.quick
+        cap = 200 if q else 2000
+        per_browser, rate, burst, conns = 5, 30, 10, 4
+        n_single, n_browser, n_many = (200, 200, 2000) if q else (2000, 2000, 20000)
+        half = n_many // 2  # B and M in two halves: filling the cap, then at the cap
+        return_to = "/" + "r" * 2000  # near Vestibule's 2048-byte limit: the largest record
+        query = "returnTo=" + urllib.parse.quote(return_to, safe="/")
+        f = self.res["login_flood"] = {
+            "max_pending_total": cap, "max_pending_per_browser": per_browser,
+            "rate_limit_per_minute": rate, "rate_limit_burst": burst, "connections": conns,
+            "trusted_proxies": ["127.0.0.1"],
+            # 16 MB at the full run's cap of 2000 (8 kB per pending login), scaled with the cap
+            "redis_growth_limit_mb": round(16.0 * cap / 2000, 2),
+        }
+        extra = f"""
+[server]
+trusted_proxies = ["127.0.0.1"]
+
+[login]
+rate_limit_per_minute = {rate}
+rate_limit_burst = {burst}
+max_pending_per_browser = {per_browser}
+max_pending_total = {cap}
+"""
+        started = []
+        t_phase = time.monotonic()
+        try:
+            rport, rp = start_redis("redis-flood")
+            started.append(rp)
+            vport, mport = free_port(), free_port()
+            issuer, op = start_provider(
+                "provider-flood", [f"http://127.0.0.1:{p}/api/auth/callback" for p in (vport, mport)], 3600)
+            started.append(op)
+            up_port = getattr(self, "up_port", None) or free_port()  # no route is called
+            v = start_vestibule("vestibule-flood", vport, issuer, up_port, self.key, rport, extra=extra)
+            started.append(v)
+            # one start first: Vestibule's first use of Redis (client tracking, its cache probe)
+            # costs a one-off ~150 kB that is not the pending logins' doing
+            warm = login_flood(vport, 1, 1, lambda i: {"X-Forwarded-For": flood_address(131071)})
+            if not warm["admitted"]:
+                raise Skip(f"first login start answered {warm['status']}{tail('vestibule-flood')}")
+            mem0 = int(redis_info(rport, "memory")["used_memory"])
+            pend_base = redis_cmd(rport, "ZCARD", "vestibule:pending-logins")
+            log(f"login flood: Redis store, max_pending_total {cap}, max_pending_per_browser "
+                f"{per_browser}, {rate}/min burst {burst} per address, {conns} connections")
+
+            # A. one address
+            single = "203.0.113.7"
+            ra = login_flood(vport, n_single, conns, lambda i: {"X-Forwarded-For": single})
+            a = f["single_address"] = status_counts(ra)
+            a["admitted_limit"] = round(burst + rate * ra["elapsed_s"] / 60, 2)
+            a["pending_after"] = redis_count_keys(rport, "vestibule:login:*") - pend_base
+            log(f"  A one address: {a['requests']} starts in {a['elapsed_s']} s -> {a['admitted_303']} "
+                f"admitted (limit {a['admitted_limit']}), {a['refused_429']} x 429, {a['refused_503']} x 503; "
+                f"{a['pending_after']} pending logins in Redis")
+
+            # C. one browser: its login cookie on every start, from changing addresses (so that
+            # the rate limit does not hide the per-browser cap)
+            r0 = login_flood(vport, 1, 1, lambda i: {"X-Forwarded-For": flood_address(65536)})
+            if not r0["admitted"] or not r0["admitted"][0][2]:
+                raise Skip(f"first login start of the browser: {r0['status']}, no {LOGIN_COOKIE} cookie")
+            cookie = r0["admitted"][0][2]
+            bkey = login_browser_key(cookie)
+
+            def browser(i):
+                return {"X-Forwarded-For": flood_address(65537 + i), "Cookie": f"{LOGIN_COOKIE}={cookie}"}
+
+            rc = login_flood(vport, n_browser, conns, browser)
+            after_concurrent = redis_cmd(rport, "ZCARD", bkey)
+            # then max_pending_per_browser starts one after the other: exactly these must be left
+            rs = login_flood(vport, per_browser, 1, lambda i: browser(n_browser + i))
+            final = set(redis_cmd(rport, "ZRANGE", bkey, 0, -1))
+            newest = [login_record_key(s) for _, s, _ in rs["admitted"]]
+            older = [login_record_key(s) for _, s, _ in r0["admitted"] + rc["admitted"]]
+            older_left = sum(redis_cmd(rport, "EXISTS", *older[i:i + 500]) for i in range(0, len(older), 500))
+            c = f["one_browser"] = status_counts(merge_floods(rc, rs))
+            c.update({
+                "pending_after_concurrent": after_concurrent,
+                "pending_final": len(final),
+                "newest_kept": final == set(newest) and redis_cmd(rport, "EXISTS", *newest) == len(newest),
+                "older_records_left": older_left,
+                "cookie_reused": all(ck == cookie for _, _, ck in rc["admitted"] + rs["admitted"]),
+            })
+            log(f"  C one browser: {c['requests']} starts ({conns} connections, then {per_browser} one by one) -> "
+                f"{c['admitted_303']} admitted; its pending logins: {after_concurrent} after the concurrent "
+                f"starts, {len(final)} at the end (newest {per_browser} kept: {c['newest_kept']}; "
+                f"older records left: {older_left}; same cookie: {c['cookie_reused']})")
+
+            # B. many addresses, no cookie, largest returnTo
+            pend0 = redis_cmd(rport, "ZCARD", "vestibule:pending-logins")
+            rss0 = vm_rss_mb(v.pid)
+            err0 = count_in_log("vestibule-flood", " ERROR ")
+            rb1 = login_flood(vport, half, conns, lambda i: {"X-Forwarded-For": flood_address(i)}, query)
+            mem1 = int(redis_info(rport, "memory")["used_memory"])
+            pend1 = redis_cmd(rport, "ZCARD", "vestibule:pending-logins")
+            rss1 = vm_rss_mb(v.pid)
+            rb2 = login_flood(vport, n_many - half, conns,
+                              lambda i: {"X-Forwarded-For": flood_address(half + i)}, query)
+            mem2 = int(redis_info(rport, "memory")["used_memory"])
+            rss2 = vm_rss_mb(v.pid)
+            indexed = redis_cmd(rport, "ZRANGE", "vestibule:pending-logins", 0, -1)
+            present = sum(redis_cmd(rport, "EXISTS", *indexed[i:i + 500]) for i in range(0, len(indexed), 500))
+            records = redis_count_keys(rport, "vestibule:login:*")
+            browsers = redis_count_keys(rport, "vestibule:login-browser:*")
+            # what one pending login costs, key by key: its record, its browser's index (one
+            # per anonymous start) and its share of the global index
+            sample = rb1["admitted"][:50]
+            rec = [redis_cmd(rport, "MEMORY", "USAGE", login_record_key(s)) for _, s, _ in sample]
+            idx = [redis_cmd(rport, "MEMORY", "USAGE", login_browser_key(ck)) for _, _, ck in sample if ck]
+            rec, idx = [x for x in rec if x], [x for x in idx if x]
+            all_idx = redis_cmd(rport, "MEMORY", "USAGE", "vestibule:pending-logins", "SAMPLES", "0") or 0
+            value_len = redis_cmd(rport, "STRLEN", login_record_key(sample[0][1])) if sample else None
+            b = f["many_addresses"] = status_counts(merge_floods(rb1, rb2))
+            per_login = (statistics.mean(rec) + statistics.mean(idx) + all_idx / max(len(indexed), 1)
+                         if rec and idx else None)
+            b.update({
+                "pending_before": pend0,
+                "pending_after_first_half": pend1,
+                "pending_after": len(indexed),
+                "records_after": records,
+                "browser_indexes_after": browsers,
+                "orphans": (len(indexed) - present) + (records - present) + max(0, browsers - records),
+                "return_to_bytes": len(return_to),
+                "record_value_bytes": value_len,
+                "redis_used_memory_before": mem0,
+                "redis_used_memory_at_cap": mem1,
+                "redis_used_memory_after": mem2,
+                "redis_growth_bytes": mem2 - mem0,
+                "redis_growth_mb": round((mem2 - mem0) / 1e6, 3),
+                "redis_growth_at_cap_bytes": mem2 - mem1,
+                "redis_bytes_per_pending_login":
+                    round((mem2 - mem0) / (len(indexed) - pend_base), 1) if len(indexed) > pend_base else None,
+                "overshoot": max(0, len(indexed) - cap),
+                "redis_memory_usage_per_pending_login": round(per_login, 1) if per_login else None,
+                "redis_growth_limit_bytes": round(cap * per_login * 1.5) if per_login else None,
+                "vestibule_rss_mb_before": round(rss0, 1),
+                "vestibule_rss_mb_at_cap": round(rss1, 1),
+                "vestibule_rss_mb_after": round(rss2, 1),
+                "vestibule_peak_rss_mb": round(vm_hwm_mb(v.pid), 1),
+                "error_log_lines": count_in_log("vestibule-flood", " ERROR ") - err0,
+            })
+            log(f"  B many addresses: {b['requests']} starts in {b['elapsed_s']} s ({b['req_per_s']} req/s) -> "
+                f"{b['admitted_303']} admitted, {b['refused_503']} x 503, {b['refused_429']} x 429; pending "
+                f"{pend0} -> {pend1} -> {len(indexed)} (cap {cap}); Redis +{mem2 - mem0} B "
+                f"({b['redis_bytes_per_pending_login']} B per pending login, MEMORY USAGE "
+                f"{b['redis_memory_usage_per_pending_login']}), +{mem2 - mem1} B at the cap; Vestibule RSS "
+                f"{rss0:.1f} -> {rss1:.1f} -> {rss2:.1f} MB, peak {b['vestibule_peak_rss_mb']} MB; "
+                f"{b['error_log_lines']} ERROR log lines")
+            stop(v)
+
+            # M. the same flood against the in-memory store: the pending logins live in Vestibule
+            vm = start_vestibule("vestibule-flood-memory", mport, issuer, up_port, self.key, None, extra=extra)
+            started.append(vm)
+            # warm-up: 2 x burst starts from one address (the 303 and the 429 paths)
+            wm = login_flood(mport, 2 * burst, 1, lambda i: {"X-Forwarded-For": flood_address(131071)})
+            rss0 = vm_rss_mb(vm.pid)
+            rm1 = login_flood(mport, half, conns, lambda i: {"X-Forwarded-For": flood_address(i)}, query)
+            rss1 = vm_rss_mb(vm.pid)
+            rm2 = login_flood(mport, n_many - half, conns,
+                              lambda i: {"X-Forwarded-For": flood_address(half + i)}, query)
+            rss2 = vm_rss_mb(vm.pid)
+            m = f["memory_store"] = status_counts(merge_floods(rm1, rm2))
+            m.update({
+                "admitted_first_half": status_counts(rm1)["admitted_303"],
+                "warmup_admitted": status_counts(wm)["admitted_303"],
+                "pending_after": status_counts(wm)["admitted_303"] + m["admitted_303"],
+                "vestibule_rss_mb_before": round(rss0, 1),
+                "vestibule_rss_mb_at_cap": round(rss1, 1),
+                "vestibule_rss_mb_after": round(rss2, 1),
+                "vestibule_peak_rss_mb": round(vm_hwm_mb(vm.pid), 1),
+            })
+            log(f"  M in-memory store: {m['requests']} starts in {m['elapsed_s']} s ({m['req_per_s']} req/s) -> "
+                f"{m['admitted_303']} admitted, {m['refused_503']} x 503; Vestibule RSS {rss0:.1f} -> "
+                f"{rss1:.1f} -> {rss2:.1f} MB, peak {m['vestibule_peak_rss_mb']} MB")
+            stop(vm)
+
+            phases = (a, c, b, m)
+            f["unexpected_5xx"] = sum(p["other_5xx"] for p in phases)
+            f["vestibule_peak_rss_mb"] = max(b["vestibule_peak_rss_mb"], m["vestibule_peak_rss_mb"])
+            for name, p in zip(("A one address", "C one browser", "B many addresses", "M in-memory store"), phases):
+                if p["connection_errors"] or p["other_status"] or p["refusals_without_retry_after"]:
+                    self.problems.append(f"login flood {name}: {p['connection_errors']} connection errors, "
+                                         f"{p['other_status']} unexpected statuses, "
+                                         f"{p['refusals_without_retry_after']} refusals without Retry-After")
+            if len(indexed) < cap or m["pending_after"] < cap:
+                self.problems.append(f"login flood: the cap of {cap} was not reached (Redis {len(indexed)}, "
+                                     f"in-memory {m['pending_after']} pending): the cap was not tested")
+            if c["admitted_303"] <= per_browser:
+                self.problems.append("login flood C: too few admitted starts to test the per-browser cap")
+            if not c["newest_kept"] or not c["cookie_reused"]:
+                self.problems.append(f"login flood C: newest {per_browser} logins kept: {c['newest_kept']}, "
+                                     f"the browser's cookie reused: {c['cookie_reused']}")
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            f["not_measured"] = f"{type(e).__name__}: {e}"
+            self.not_measured("login_flood", f["not_measured"])
+        finally:
+            for p in reversed(started):
+                stop(p)
+        f["elapsed_s"] = round(time.monotonic() - t_phase, 1)
+        log(f"  login flood: {f['elapsed_s']} s")
+
 
 # --------------------------------------------------------------------------------------
 # versions, targets, output
@@ -1096,9 +1462,32 @@ def targets(out):
         ("redis bytes per session", out.get("redis_bytes_per_session"), "<=", 5120),
         ("peak RSS MB (max over Vestibule processes)", out.get("peak_rss_mb"), "<=", 64),
     ]
+    lf = out.get("login_flood") or {}
+    la, lb, lc, lm = (lf.get(k) or {} for k in ("single_address", "many_addresses", "one_browser", "memory_store"))
+    cap, per_browser = lf.get("max_pending_total"), lf.get("max_pending_per_browser")
+    rows += [
+        ("login flood: one address, starts admitted (burst + rate x elapsed)",
+         la.get("admitted_303"), "<=", la.get("admitted_limit")),
+        # Vestibule reads the count, then writes (two round trips): starts in flight together
+        # may overshoot a cap by (connections - 1), as src/session/store/pending.rs documents
+        ("login flood: pending logins in Redis (max_pending_total + in flight)", lb.get("pending_after"), "<=",
+         cap + lf["connections"] - 1 if cap else None),
+        ("login flood: one browser's pending logins, concurrent starts (per browser + in flight)",
+         lc.get("pending_after_concurrent"), "<=", per_browser + lf["connections"] - 1 if per_browser else None),
+        ("login flood: one browser's pending logins, then one by one (max_pending_per_browser)",
+         lc.get("pending_final"), "<=", per_browser),
+        ("login flood: one browser, records of its dropped logins left in Redis", lc.get("older_records_left"), "<=", 0),
+        ("login flood: store entries without their pending login (orphans)", lb.get("orphans"), "<=", 0),
+        ("login flood: Redis growth bytes (cap x MEMORY USAGE per login x 1.5)",
+         lb.get("redis_growth_bytes"), "<=", lb.get("redis_growth_limit_bytes")),
+        ("login flood: Redis growth MB (absolute)", lb.get("redis_growth_mb"), "<=", lf.get("redis_growth_limit_mb")),
+        ("login flood: in-memory store, pending logins (max_pending_total)", lm.get("pending_after"), "<=", cap),
+        ("login flood: Vestibule peak RSS MB (Redis and in-memory store)", lf.get("vestibule_peak_rss_mb"), "<=", 64),
+        ("login flood: 5xx other than 503 too_many_logins", lf.get("unexpected_5xx"), "<=", 0),
+    ]
     res = []
     for name, val, op, lim in rows:
-        if val is None:
+        if val is None or lim is None:
             verdict = "NOT MEASURED"
         else:
             verdict = "PASS" if (val >= lim if op == ">=" else val <= lim) else "FAIL"
@@ -1146,18 +1535,70 @@ def render_md(out):
         v = out.get(k)
         note = out.get("not_measured", {}).get(k)
         lines.append(f"| {label} | {fmt(v) if v is not None else 'not measured' + (': ' + note if note else '')} |")
+    lines += render_login_flood(out.get("login_flood"))
     lines += ["", "| target | value | limit | result |", "|---|---:|---:|---|"]
     for t in out["targets"]:
         lines.append(f"| {t['target']} | {fmt(t['value'], 3)} | {t['op']} {t['limit']} | {t['result']} |")
     return "\n".join(lines) + "\n"
 
 
+def render_login_flood(lf):
+    if not lf:
+        return []
+    head = (f"Login flood (anonymous `GET /api/auth/login`, {lf['connections']} connections): "
+            f"max_pending_total {lf['max_pending_total']}, max_pending_per_browser "
+            f"{lf['max_pending_per_browser']}, {lf['rate_limit_per_minute']}/min burst "
+            f"{lf['rate_limit_burst']} per address; {lf.get('elapsed_s')} s.")
+    if lf.get("not_measured"):
+        return ["", head, "", f"Not measured: {lf['not_measured']}"]
+    lines = ["", head, "",
+             "| phase | starts | 303 | 429 | 503 | other 5xx | s | pending logins after |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    phases = [
+        ("A one address", "single_address", lambda p: f"{p['pending_after']} in Redis"),
+        ("C one browser, many addresses", "one_browser",
+         lambda p: f"{p['pending_after_concurrent']} of this browser after the concurrent starts, "
+                   f"{p['pending_final']} at the end (newest kept: {p['newest_kept']})"),
+        ("B many addresses, no cookie", "many_addresses",
+         lambda p: f"{p['pending_after']} in Redis, {p['overshoot']} over the cap, {p['orphans']} orphan entries"),
+        ("M same as B, in-memory store", "memory_store",
+         lambda p: f"{p['pending_after']} in Vestibule (with {p['warmup_admitted']} from the warm-up)"),
+    ]
+    for label, key, after in phases:
+        p = lf.get(key) or {}
+        if not p:
+            continue
+        lines.append(f"| {label} | {p['requests']} | {p['admitted_303']} | {p['refused_429']} | "
+                     f"{p['refused_503']} | {p['other_5xx']} | {p['elapsed_s']} | {after(p)} |")
+    b, m = lf.get("many_addresses") or {}, lf.get("memory_store") or {}
+    if b:
+        lines += ["", "| login flood figure | value |", "|---|---:|",
+                  f"| pending login record value bytes (returnTo of {b['return_to_bytes']} bytes) | "
+                  f"{fmt(b['record_value_bytes'])} |",
+                  f"| Redis used_memory growth, bytes (baseline to end) | {b['redis_growth_bytes']:,} |",
+                  f"| Redis growth while at the cap (second half of B), bytes | {b['redis_growth_at_cap_bytes']:,} |",
+                  f"| Redis bytes per pending login (growth / pending) | {fmt(b['redis_bytes_per_pending_login'], 1)} |",
+                  f"| Redis MEMORY USAGE per pending login (record + browser index + share of global index) | "
+                  f"{fmt(b['redis_memory_usage_per_pending_login'], 1)} |",
+                  f"| Vestibule RSS MB, Redis store: before / at cap / after / peak | {b['vestibule_rss_mb_before']} / "
+                  f"{b['vestibule_rss_mb_at_cap']} / {b['vestibule_rss_mb_after']} / {b['vestibule_peak_rss_mb']} |",
+                  f"| login starts per second, Redis store (B) | {fmt(b['req_per_s'], 0)} |",
+                  f"| ERROR log lines written during B | {b['error_log_lines']} |"]
+    if m:
+        lines += [f"| Vestibule RSS MB, in-memory store: before / at cap / after / peak | {m['vestibule_rss_mb_before']} / "
+                  f"{m['vestibule_rss_mb_at_cap']} / {m['vestibule_rss_mb_after']} / {m['vestibule_peak_rss_mb']} |",
+                  f"| login starts per second, in-memory store (M) | {fmt(m['req_per_s'], 0)} |"]
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 run x 2 s per config, reduced extras")
+    ap.add_argument("--only", choices=["login-flood"],
+                    help="run one measurement alone (results under target/bench/results)")
     args = ap.parse_args()
 
-    for tool in ("wrk", "nginx", "redis-server", "node"):
+    for tool in ("redis-server", "node") if args.only else ("wrk", "nginx", "redis-server", "node"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is missing (bench/run installs it)")
     if not os.access(VESTIBULE_BIN, os.X_OK):
@@ -1177,7 +1618,10 @@ def main():
     t_start = time.monotonic()
     b = Bench(args.quick)
     try:
-        b.run()
+        if args.only == "login-flood":
+            b.run_login_flood()
+        else:
+            b.run()
     except KeyboardInterrupt:
         log("interrupted; stopping everything this run started")
         stop_all()
@@ -1211,8 +1655,9 @@ def main():
     out["not_measured"] = b.notes
     out["elapsed_s"] = round(time.monotonic() - t_start, 1)
 
-    # A quick smoke run never replaces the published figures.
-    results = os.path.join(WORK, "results") if args.quick else RESULTS
+    out["only"] = args.only
+    # A quick smoke run or a single measurement never replaces the published figures.
+    results = os.path.join(WORK, "results") if args.quick or args.only else RESULTS
     os.makedirs(results, exist_ok=True)
     with open(os.path.join(results, "latest.json"), "w") as f:
         json.dump(out, f, indent=2)
