@@ -114,6 +114,16 @@ async fn logins_in_progress_are_capped_in_total_by_displacing_the_oldest() {
         .await
         .unwrap();
     assert_eq!(indexed, 3);
+    let browser_indexes: Vec<String> = redis::cmd("KEYS")
+        .arg("vestibule:login-browser:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        browser_indexes.len(),
+        3,
+        "a displaced login leaves its browser's index too (no index per flooded start)"
+    );
 
     // The two oldest were displaced; the newest complete.
     let callback = browsers[0]

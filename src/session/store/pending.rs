@@ -10,8 +10,11 @@
 //!
 //! Each index is trimmed by a one-key Lua script (prune expired, add, pop the excess),
 //! atomically, so concurrent starts on any number of instances never leave an index over its
-//! cap, and everything works unchanged on Redis Cluster. Members are the 64-character hashes
-//! (Redis keeps such small sets in its compact encoding); every key carries a TTL.
+//! cap, and everything works unchanged on Redis Cluster. A browser's index holds the
+//! 64-character hashes of its pending logins (Redis keeps such small sets in its compact
+//! encoding); the index of all names each login together with its browser's index, so a login
+//! displaced there leaves its browser's index too (otherwise every anonymous start of a flood
+//! would leave an index behind for ten minutes). Every key carries a TTL.
 
 use std::time::Duration;
 
@@ -20,8 +23,19 @@ use super::{Store, StoreError, millis};
 /// The index of every pending login, across all browsers and instances.
 const ALL_PENDING: &str = "vestibule:pending-logins";
 
-/// The key prefix of pending-login records; index members are the rest of the key.
+/// The key prefix of pending-login records; a browser index's members are the rest of the key.
 pub(super) const LOGIN_KEY_PREFIX: &str = "vestibule:login:";
+
+/// The key prefix of browser indexes.
+pub(super) const BROWSER_INDEX_PREFIX: &str = "vestibule:login-browser:";
+
+/// The member for a login in the index of all: `<login hash>:<browser index hash>`.
+fn global_member(login: &str, browser_index: &str) -> String {
+    let browser = browser_index
+        .strip_prefix(BROWSER_INDEX_PREFIX)
+        .unwrap_or(browser_index);
+    format!("{login}:{browser}")
+}
 
 /// Prunes expired entries from the index `KEYS[1]`, adds `ARGV[3]` (score `ARGV[2]`), keeps
 /// the index alive for `ARGV[5]` ms and pops the oldest entries beyond `ARGV[4]`; returns the
@@ -74,10 +88,11 @@ impl Store {
             Store::Redis(redis) => redis,
         };
         let member = key.strip_prefix(LOGIN_KEY_PREFIX).unwrap_or(key);
+        let in_all = global_member(member, browser_index);
         let now = unix_millis();
         let expires = now + millis(ttl);
         let script = redis::Script::new(ADMIT);
-        let admit = |index: &str, cap: usize| {
+        let admit = |index: &str, member: &str, cap: usize| {
             let mut conn = redis.conn.clone();
             let mut invocation = script.key(index);
             invocation
@@ -92,8 +107,8 @@ impl Store {
             }
         };
         let (by_total, by_browser) = tokio::try_join!(
-            admit(ALL_PENDING, limits.total),
-            admit(browser_index, limits.per_browser)
+            admit(ALL_PENDING, &in_all, limits.total),
+            admit(browser_index, member, limits.per_browser)
         )?;
         let mut write = redis::pipe();
         write
@@ -103,14 +118,28 @@ impl Store {
             .arg("PX")
             .arg(millis(ttl))
             .ignore();
-        for displaced in by_total.iter().chain(&by_browser) {
+        // The oldest of all leave their browsers' indexes; a browser's oldest leave the
+        // index of all; both lose their records.
+        for displaced in &by_total {
+            let (login, browser) = displaced.split_once(':').unwrap_or((displaced, ""));
             write
                 .cmd("DEL")
-                .arg(format!("{LOGIN_KEY_PREFIX}{displaced}"))
+                .arg(format!("{LOGIN_KEY_PREFIX}{login}"))
+                .ignore()
+                .cmd("ZREM")
+                .arg(format!("{BROWSER_INDEX_PREFIX}{browser}"))
+                .arg(login)
                 .ignore();
         }
         for displaced in &by_browser {
-            write.cmd("ZREM").arg(ALL_PENDING).arg(displaced).ignore();
+            write
+                .cmd("DEL")
+                .arg(format!("{LOGIN_KEY_PREFIX}{displaced}"))
+                .ignore()
+                .cmd("ZREM")
+                .arg(ALL_PENDING)
+                .arg(global_member(displaced, browser_index))
+                .ignore();
         }
         let () = write.query_async(&mut redis.conn.clone()).await?;
         Ok(Displaced {
@@ -135,7 +164,7 @@ impl Store {
                 let () = redis::pipe()
                     .cmd("ZREM")
                     .arg(ALL_PENDING)
-                    .arg(member)
+                    .arg(global_member(member, browser_index))
                     .ignore()
                     .cmd("ZREM")
                     .arg(browser_index)
