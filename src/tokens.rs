@@ -16,7 +16,7 @@ use crate::clock::unix_now;
 use crate::oidc::{OidcError, Provider};
 use crate::session::refresh_lock::RefreshLocks;
 use crate::session::{
-    ActiveSession, REFRESH_LOCK_LEASE, REFRESH_LOCK_RENEWAL, SessionRecord, SessionToken, Sessions,
+    ActiveSession, REFRESH_LOCK_LEASE, REFRESH_LOCK_RENEWAL, Replacement, SessionToken, Sessions,
     StoreError,
 };
 
@@ -90,7 +90,7 @@ impl TokenKeeper {
             if !tokens.is_expired(now) {
                 return Ok(current.record.tokens.access_token);
             }
-            sessions.delete(&current.token).await?;
+            sessions.delete_if_unchanged(&current).await?;
             return Err(AccessError::SessionEnded);
         }
         // Other instances share the store: take the session's lock there too, or wait for
@@ -188,7 +188,8 @@ async fn refresh_and_store(
         Ok(refreshed) => {
             let mut record = current.record.clone();
             record.tokens = refreshed.tokens;
-            if store_refreshed(sessions, &current, &record).await? {
+            let replacement = sessions.prepare_replacement(&current, &record)?;
+            if store_refreshed(sessions, &replacement).await? {
                 tracing::debug!("access token refreshed");
                 return Ok(record.tokens.access_token);
             }
@@ -205,9 +206,18 @@ async fn refresh_and_store(
             }
         }
         Err(error @ (OidcError::Rejected(_) | OidcError::SubjectChanged)) => {
-            tracing::info!(reason = %error, "refresh refused; ending the session");
-            sessions.delete(&current.token).await?;
-            Err(AccessError::SessionEnded)
+            if sessions.delete_if_unchanged(&current).await? {
+                tracing::info!(reason = %error, "refresh refused; ending the session");
+                return Err(AccessError::SessionEnded);
+            }
+            // Renewed by another instance meanwhile (this holder's lock lapsed): its tokens
+            // stand, and this refusal concerned the older ones.
+            match sessions.load_fresh(&current.token).await? {
+                Some(stored) if !stored.record.tokens.needs_refresh(unix_now(), skew) => {
+                    Ok(stored.record.tokens.access_token)
+                }
+                _ => Err(AccessError::SessionEnded),
+            }
         }
         Err(error) if !current.record.tokens.is_expired(now) => {
             // Still valid for a little while: serve the request, retry the refresh next time.
@@ -218,16 +228,15 @@ async fn refresh_and_store(
     }
 }
 
-/// Stores refreshed tokens over `current`, retrying briefly: losing a rotated refresh token
-/// ends the session.
+/// Stores refreshed tokens, retrying briefly: losing a rotated refresh token ends the
+/// session. A retry of a write whose reply was lost finds it done.
 async fn store_refreshed(
     sessions: &Sessions,
-    current: &ActiveSession,
-    record: &SessionRecord,
+    replacement: &Replacement,
 ) -> Result<bool, StoreError> {
     let mut attempt = 1;
     loop {
-        match sessions.replace(current, record).await {
+        match sessions.replace(replacement).await {
             Err(error) if attempt < SAVE_ATTEMPTS => {
                 tracing::warn!(error = %error, attempt, "storing refreshed tokens failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;

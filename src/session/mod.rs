@@ -30,6 +30,18 @@ pub const REFRESH_LOCK_LEASE: Duration = Duration::from_secs(10);
 /// late one does not lose it.
 pub const REFRESH_LOCK_RENEWAL: Duration = Duration::from_millis(2_500);
 
+/// Reads a logout makes before it settles for whatever the session holds.
+const END_ATTEMPTS: usize = 3;
+
+/// A refreshed record sealed for one session, ready to be written (see
+/// [`Sessions::replace`]).
+pub struct Replacement {
+    key: String,
+    expected: Vec<u8>,
+    sealed: Vec<u8>,
+    ttl: Duration,
+}
+
 /// How long a started login may take before its `state` expires.
 pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(600);
 
@@ -126,10 +138,7 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        let Ok(plaintext) = self.key.open(token.secret(), key.as_bytes(), &read.sealed) else {
-            return Ok(None);
-        };
-        let Some(record) = SessionRecord::decode(&plaintext) else {
+        let Some(record) = self.open_record(token, &key, &read.sealed) else {
             return Ok(None);
         };
         let now = unix_now();
@@ -154,35 +163,81 @@ impl Sessions {
         }))
     }
 
-    /// Replaces the record of `current` with `record`, only if the store still holds exactly
-    /// what `current` read: `Ok(false)` if the session was ended or rewritten meanwhile (a
-    /// logout wins over a refresh that finishes after it, and a refresh whose lock lapsed
-    /// cannot overwrite the next holder's tokens). The TTL is the idle timeout, capped by the
-    /// absolute end.
-    pub async fn replace(
+    /// Seals `record` to replace what `current` read. Sealed once, so a retried write of the
+    /// same replacement is recognised if an earlier attempt's reply was lost.
+    pub fn prepare_replacement(
         &self,
         current: &ActiveSession,
         record: &SessionRecord,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Replacement, StoreError> {
         let (key, sealed, ttl) = self.seal_record(&current.token, record)?;
+        Ok(Replacement {
+            key,
+            expected: current.sealed.clone(),
+            sealed,
+            ttl,
+        })
+    }
+
+    /// Writes `replacement` only if the store still holds exactly what its session read:
+    /// `Ok(false)` if the session was ended or rewritten meanwhile (a logout wins over a
+    /// refresh that finishes after it, and a refresh whose lock lapsed cannot overwrite the
+    /// next holder's tokens). `Ok(true)` also when an earlier attempt of this replacement
+    /// already wrote it. The TTL is the idle timeout, capped by the absolute end.
+    pub async fn replace(&self, replacement: &Replacement) -> Result<bool, StoreError> {
+        let Replacement {
+            key,
+            expected,
+            sealed,
+            ttl,
+        } = replacement;
+        if self
+            .store
+            .replace_if_unchanged(key, expected, sealed, *ttl)
+            .await?
+        {
+            return Ok(true);
+        }
+        // The sealed bytes carry a fresh random nonce: finding them means we wrote them.
+        Ok(self.store.get(key).await?.as_deref() == Some(sealed.as_slice()))
+    }
+
+    /// Deletes the session only if the store still holds exactly what `current` read: a
+    /// refresh whose lock lapsed must not end a session another instance just renewed.
+    pub async fn delete_if_unchanged(&self, current: &ActiveSession) -> Result<bool, StoreError> {
         self.store
-            .replace_if_unchanged(&key, &current.sealed, &sealed, ttl)
+            .delete_if_unchanged(&current.token.storage_key(), &current.sealed)
             .await
     }
 
     /// Ends the session for `token` and returns its record as Redis held it at that moment
     /// (never a cached copy: a logout must revoke the refresh token that is current, even if
-    /// another instance rotated it a moment ago). `None` if there was no valid session.
+    /// another instance rotated it a moment ago). `None` if there was no valid session; a
+    /// cookie whose secret does not open the record deletes nothing.
     pub async fn end(&self, token: &SessionToken) -> Result<Option<SessionRecord>, StoreError> {
         let key = token.storage_key();
+        for _ in 0..END_ATTEMPTS {
+            let Some(sealed) = self.store.get(&key).await? else {
+                return Ok(None);
+            };
+            let Some(record) = self.open_record(token, &key, &sealed) else {
+                return Ok(None);
+            };
+            if self.store.delete_if_unchanged(&key, &sealed).await? {
+                return Ok(Some(record));
+            }
+            // Rewritten between the read and the delete (a refresh elsewhere): read again.
+        }
+        // Rewritten on every attempt: take whatever is there now.
         let Some(sealed) = self.store.take(&key).await? else {
             return Ok(None);
         };
-        Ok(self
-            .key
-            .open(token.secret(), key.as_bytes(), &sealed)
-            .ok()
-            .and_then(|plaintext| SessionRecord::decode(&plaintext)))
+        Ok(self.open_record(token, &key, &sealed))
+    }
+
+    fn open_record(&self, token: &SessionToken, key: &str, sealed: &[u8]) -> Option<SessionRecord> {
+        let plaintext = self.key.open(token.secret(), key.as_bytes(), sealed).ok()?;
+        SessionRecord::decode(&plaintext)
     }
 
     fn seal_record(
@@ -392,23 +447,32 @@ mod tests {
         let second = sessions.load_fresh(&token).await.unwrap().unwrap();
         let mut refreshed = record(unix_now() + 600);
         refreshed.sub = "alice-2".into();
-        assert!(sessions.replace(&first, &refreshed).await.unwrap());
+        let replacement = sessions.prepare_replacement(&first, &refreshed).unwrap();
+        assert!(sessions.replace(&replacement).await.unwrap());
         assert!(
-            !sessions
-                .replace(&second, &record(unix_now() + 600))
-                .await
-                .unwrap(),
+            sessions.replace(&replacement).await.unwrap(),
+            "a retry of a write that landed counts as done"
+        );
+        let stale = sessions
+            .prepare_replacement(&second, &record(unix_now() + 600))
+            .unwrap();
+        assert!(
+            !sessions.replace(&stale).await.unwrap(),
             "a writer holding an older read cannot overwrite the newer record"
+        );
+        assert!(
+            !sessions.delete_if_unchanged(&second).await.unwrap(),
+            "nor delete it"
         );
         let current = sessions.load(&token).await.unwrap().unwrap();
         assert_eq!(current.record.sub, "alice-2");
         let ended = sessions.end(&token).await.unwrap().unwrap();
         assert_eq!(ended.sub, "alice-2", "ending returns the record it ended");
+        let late = sessions
+            .prepare_replacement(&current, &record(unix_now() + 600))
+            .unwrap();
         assert!(
-            !sessions
-                .replace(&current, &record(unix_now() + 600))
-                .await
-                .unwrap(),
+            !sessions.replace(&late).await.unwrap(),
             "an ended session is not resurrected"
         );
         assert!(sessions.load(&token).await.unwrap().is_none());

@@ -342,7 +342,9 @@ mod sessions_in_redis {
 
     use vestibule::clock::unix_now;
     use vestibule::session::cache::{CacheSettings, Lookup};
-    use vestibule::session::{MasterKey, SessionRecord, Sessions, Store, StoredToken, TokenSet};
+    use vestibule::session::{
+        MasterKey, SessionRecord, SessionToken, Sessions, Store, StoredToken, TokenSet,
+    };
 
     use crate::harness::{RedisServer, wait_for};
 
@@ -399,12 +401,10 @@ mod sessions_in_redis {
 
         // Another instance refreshes: the provider rotated the refresh token.
         let current = other_instance.load_fresh(&token).await.unwrap().unwrap();
-        assert!(
-            other_instance
-                .replace(&current, &record("rt-2"))
-                .await
-                .unwrap()
-        );
+        let rotated = other_instance
+            .prepare_replacement(&current, &record("rt-2"))
+            .unwrap();
+        assert!(other_instance.replace(&rotated).await.unwrap());
 
         // This instance has not heard of it yet (the window before an invalidation arrives):
         // its cache still holds the record from before the rotation.
@@ -437,6 +437,24 @@ mod sessions_in_redis {
     }
 
     #[tokio::test]
+    async fn a_cookie_whose_secret_does_not_open_the_record_ends_nothing() {
+        let redis = RedisServer::start().await;
+        let store = Store::redis(&redis.url(), None).unwrap();
+        let sessions = sessions(&store);
+        let token = sessions.create(&record("rt-1")).await.unwrap();
+        // The same id (first half of the cookie value) with another secret.
+        let other = SessionToken::generate().encode();
+        let forged = SessionToken::parse(&format!("{}{}", &token.encode()[..43], &other[43..]));
+        let forged = forged.unwrap();
+        assert_eq!(forged.storage_key(), token.storage_key());
+        assert!(sessions.end(&forged).await.unwrap().is_none());
+        assert!(
+            sessions.load_fresh(&token).await.unwrap().is_some(),
+            "still there"
+        );
+    }
+
+    #[tokio::test]
     async fn a_refresh_that_lost_its_lock_cannot_overwrite_the_next_holders_tokens() {
         let redis = RedisServer::start().await;
         let store = Store::redis(&redis.url(), None).unwrap();
@@ -445,23 +463,27 @@ mod sessions_in_redis {
         // Both read the same record (the slow holder's lease lapsed meanwhile)...
         let read_by_slow = slow.load_fresh(&token).await.unwrap().unwrap();
         let read_by_fast = fast.load_fresh(&token).await.unwrap().unwrap();
-        // ...the next holder stores its refresh first; the late write is refused.
-        assert!(
-            fast.replace(&read_by_fast, &record("rt-fast"))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !slow
-                .replace(&read_by_slow, &record("rt-slow"))
-                .await
-                .unwrap()
-        );
+        // ...the next holder stores its refresh first; the late write is refused, and so is a
+        // late "the provider refused my refresh, end the session".
+        let fresh = fast
+            .prepare_replacement(&read_by_fast, &record("rt-fast"))
+            .unwrap();
+        assert!(fast.replace(&fresh).await.unwrap());
+        let late = slow
+            .prepare_replacement(&read_by_slow, &record("rt-slow"))
+            .unwrap();
+        assert!(!slow.replace(&late).await.unwrap());
+        assert!(!slow.delete_if_unchanged(&read_by_slow).await.unwrap());
         let stored = fast.load_fresh(&token).await.unwrap().unwrap();
         assert_eq!(refresh_token(&stored.record), "rt-fast");
+        // A retry of a write whose reply was lost counts as done, not as a lost race.
+        assert!(fast.replace(&fresh).await.unwrap());
         // And nothing resurrects an ended session.
         fast.end(&token).await.unwrap();
-        assert!(!fast.replace(&stored, &record("rt-late")).await.unwrap());
+        let resurrection = fast
+            .prepare_replacement(&stored, &record("rt-late"))
+            .unwrap();
+        assert!(!fast.replace(&resurrection).await.unwrap());
         assert!(fast.load_fresh(&token).await.unwrap().is_none());
     }
 }

@@ -180,6 +180,18 @@ impl MemoryStore {
         }
     }
 
+    pub(super) fn delete_if_unchanged(&self, key: &str, expected: &[u8]) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.records.get(key) {
+            Some((value, expires)) if *expires > now && value == expected => {
+                inner.records.remove(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(super) fn renew_lock(&self, key: &str, owner: &str, ttl: Duration) -> bool {
         let now = Instant::now();
         match self.lock().records.get_mut(key) {

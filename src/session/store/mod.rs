@@ -293,6 +293,33 @@ impl Store {
         }
     }
 
+    /// Deletes a record only if it still holds exactly `expected`; `false` if it did not.
+    pub async fn delete_if_unchanged(
+        &self,
+        key: &str,
+        expected: &[u8],
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(redis) => {
+                let script = redis::Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                       return redis.call('DEL', KEYS[1]) \
+                     end return 0",
+                );
+                let deleted: i64 = script
+                    .key(key)
+                    .arg(expected)
+                    .invoke_async(&mut redis.conn.clone())
+                    .await?;
+                if let Some(cache) = &redis.cache {
+                    cache.forget_entirely(key);
+                }
+                Ok(deleted == 1)
+            }
+            Store::Memory(memory) => Ok(memory.delete_if_unchanged(key, expected)),
+        }
+    }
+
     /// Extends the lock `key` to `ttl` from now if `owner` still holds it; `false` if it
     /// expired or has another owner.
     pub async fn renew_lock(
