@@ -33,7 +33,10 @@ pub struct CookiePolicy {
     login_name: &'static str,
 }
 
-/// Vestibule's cookies as a request carried them (the first well-formed value of each).
+/// Vestibule's cookies as a request carried them. Each is present only if the request sent
+/// exactly one distinct, well-formed value under that name: two different values mean someone
+/// else (a sibling subdomain, a nameless cookie a browser let through) planted one, and
+/// choosing either could hand the victim the attacker's session or login.
 #[derive(Default)]
 pub struct OwnCookies {
     /// The session cookie.
@@ -46,6 +49,49 @@ pub struct OwnCookies {
 enum Own {
     Session,
     Login,
+}
+
+/// The values seen under one of our names.
+#[derive(Default)]
+enum Seen<'a> {
+    #[default]
+    None,
+    One(&'a [u8]),
+    /// Two different values: neither is trusted.
+    Conflicting,
+}
+
+impl<'a> Seen<'a> {
+    fn add(&mut self, value: &'a [u8]) {
+        *self = match self {
+            Seen::None => Seen::One(value),
+            Seen::One(first) if *first == value => Seen::One(first),
+            _ => Seen::Conflicting,
+        };
+    }
+
+    fn value(&self) -> Option<&'a str> {
+        match self {
+            Seen::One(value) => std::str::from_utf8(value).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Our cookies' values as they are read from the headers.
+#[derive(Default)]
+struct SeenOwn<'a> {
+    session: Seen<'a>,
+    login: Seen<'a>,
+}
+
+impl SeenOwn<'_> {
+    fn parsed(&self) -> OwnCookies {
+        OwnCookies {
+            session: self.session.value().and_then(SessionToken::parse),
+            login: self.login.value().and_then(BrowserBinding::parse),
+        }
+    }
 }
 
 impl CookiePolicy {
@@ -78,28 +124,28 @@ impl CookiePolicy {
 
     /// Finds our cookies in a request's `Cookie` headers.
     pub fn read(&self, headers: &HeaderMap) -> OwnCookies {
-        let mut found = OwnCookies::default();
+        let mut seen = SeenOwn::default();
         for value in headers.get_all(header::COOKIE) {
             for pair in cookie_pairs(value.as_bytes()) {
-                self.take_if_own(&pair, &mut found);
+                self.note_if_own(&pair, &mut seen);
             }
         }
-        found
+        seen.parsed()
     }
 
     /// Finds our cookies and removes them from a request that is about to be forwarded,
     /// keeping every other cookie byte for byte in one `Cookie` header. One pass, no
     /// allocation per cookie: this runs on every proxied call.
     pub fn strip(&self, headers: &mut HeaderMap) -> OwnCookies {
-        let mut found = OwnCookies::default();
         if !headers.contains_key(header::COOKIE) {
-            return found;
+            return OwnCookies::default();
         }
+        let mut seen = SeenOwn::default();
         let mut kept: Vec<u8> = Vec::new();
         let mut any_own = false;
         for value in headers.get_all(header::COOKIE) {
             for pair in cookie_pairs(value.as_bytes()) {
-                if self.take_if_own(&pair, &mut found) {
+                if self.note_if_own(&pair, &mut seen) {
                     any_own = true;
                     continue;
                 }
@@ -109,6 +155,7 @@ impl CookiePolicy {
                 kept.extend_from_slice(pair.raw);
             }
         }
+        let found = seen.parsed();
         if !any_own && headers.get_all(header::COOKIE).iter().count() == 1 {
             return found;
         }
@@ -122,27 +169,14 @@ impl CookiePolicy {
         found
     }
 
-    /// Records `pair` in `found` if it is one of ours; whether it was (well-formed or not).
-    fn take_if_own(&self, pair: &CookiePair<'_>, found: &mut OwnCookies) -> bool {
+    /// Notes `pair` in `seen` if it is one of ours; whether it was.
+    fn note_if_own<'a>(&self, pair: &CookiePair<'a>, seen: &mut SeenOwn<'a>) -> bool {
         match self.own(pair.name) {
-            Some(Own::Session) => {
-                if found.session.is_none() {
-                    found.session = std::str::from_utf8(pair.value)
-                        .ok()
-                        .and_then(SessionToken::parse);
-                }
-                true
-            }
-            Some(Own::Login) => {
-                if found.login.is_none() {
-                    found.login = std::str::from_utf8(pair.value)
-                        .ok()
-                        .and_then(BrowserBinding::parse);
-                }
-                true
-            }
-            None => false,
+            Some(Own::Session) => seen.session.add(pair.value),
+            Some(Own::Login) => seen.login.add(pair.value),
+            None => return false,
         }
+        true
     }
 
     /// Whether an upstream's `Set-Cookie` would set or shadow one of our cookies in a browser,
@@ -348,6 +382,44 @@ mod tests {
     }
 
     #[test]
+    fn two_different_values_under_one_of_our_names_are_both_refused() {
+        let policy = CookiePolicy::new(true);
+        let (mine, planted) = (BrowserBinding::generate(), BrowserBinding::generate());
+        let conflicting = format!(
+            "__Host-vestibule-login={}; __Host-vestibule-login={}",
+            planted.encode(),
+            mine.encode()
+        );
+        assert!(
+            policy
+                .read(&headers(&[conflicting.as_bytes()]))
+                .login
+                .is_none()
+        );
+        let repeated = format!(
+            "__Host-vestibule-login={0}; a=1; __Host-vestibule-login={0}",
+            mine.encode()
+        );
+        assert!(
+            policy
+                .read(&headers(&[repeated.as_bytes()]))
+                .login
+                .is_some()
+        );
+        let token = SessionToken::generate().encode();
+        let split = [
+            format!("__Host-vestibule={token}"),
+            "__Host-vestibule=x".to_owned(),
+        ];
+        let mut map = headers(&[split[0].as_bytes(), split[1].as_bytes()]);
+        assert!(policy.strip(&mut map).session.is_none());
+        assert!(
+            map.get(header::COOKIE).is_none(),
+            "ours are stripped all the same"
+        );
+    }
+
+    #[test]
     fn non_ascii_cookies_do_not_hide_ours_and_pass_through_untouched() {
         let policy = CookiePolicy::new(false);
         let token = SessionToken::generate().encode();
@@ -495,24 +567,24 @@ mod tests {
         }
 
         #[test]
-        fn a_session_is_found_only_under_its_exact_name(
+        fn a_session_is_found_under_its_exact_name_unless_another_value_competes(
             before in header_value(),
             after in header_value(),
         ) {
             let policy = CookiePolicy::new(false);
             let token = SessionToken::generate().encode();
             let mut header = before.clone();
-            let own_before = cookie_pairs(&before).any(|pair| policy.own(pair.name).is_some());
             if !header.is_empty() {
                 header.extend_from_slice(b"; ");
             }
             header.extend_from_slice(format!("vestibule={token}").as_bytes());
             header.extend_from_slice(b"; ");
             header.extend_from_slice(&after);
-            let found = policy.read(&headers(&[&header])).session;
-            if !own_before {
-                prop_assert_eq!(found.map(|t| t.encode()), Some(token));
-            }
+            let competing = cookie_pairs(&before)
+                .chain(cookie_pairs(&after))
+                .any(|pair| pair.name == b"vestibule" && pair.value != token.as_bytes());
+            let found = policy.read(&headers(&[&header])).session.map(|t| t.encode());
+            prop_assert_eq!(found, (!competing).then_some(token));
         }
 
         #[test]

@@ -108,3 +108,27 @@ async fn a_non_ascii_cookie_does_not_lock_the_user_out_and_reaches_the_upstream_
     let forwarded = seen.last().unwrap().headers["cookie"].as_bytes().to_vec();
     assert_eq!(forwarded, b"pref=caf\xc3\xa9; z=\xff".to_vec());
 }
+
+#[tokio::test]
+async fn a_second_login_binding_planted_beside_the_victims_is_refused() {
+    let app = TestApp::start().await;
+    let attacker = app.browser();
+    let authorization = attacker.begin_login(None).await;
+    let callback = attacker
+        .authorize_at_provider(authorization, "mallory")
+        .await;
+    let planted = attacker.cookie("vestibule-login").unwrap();
+
+    // The victim has a binding of their own; a sibling subdomain (Domain=parent, a longer
+    // Path so it is sent first) adds the attacker's under the very same name.
+    let victim = app.browser();
+    victim.begin_login(None).await;
+    let own = victim.cookie("vestibule-login").unwrap();
+    let both = format!("vestibule-login={planted}; vestibule-login={own}");
+    let response = victim
+        .get_with_cookie_header(callback.as_str(), both.as_bytes(), false)
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("set-cookie").is_none());
+    assert!(app.redis().session_keys().await.is_empty());
+}
