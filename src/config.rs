@@ -113,6 +113,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Largest request line plus headers, in bytes (larger: `431`).
     pub max_header_bytes: usize,
+    /// A response the client does not read may stall this many seconds between two writes.
+    pub send_timeout_secs: u64,
     /// Largest request body accepted by Vestibule's own `/api/auth/*` endpoints (larger: `413`).
     pub max_body_bytes: usize,
     /// Load balancers or proxies (CIDR ranges or addresses) whose `X-Forwarded-For` is believed
@@ -127,6 +129,7 @@ impl Default for ServerSettings {
             keep_alive_timeout_secs: 75,
             max_connections: 10_000,
             max_header_bytes: 32 * 1024,
+            send_timeout_secs: 60,
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
         }
@@ -142,6 +145,11 @@ impl ServerSettings {
     /// `keep_alive_timeout_secs` as a duration.
     pub fn keep_alive_timeout(&self) -> Duration {
         Duration::from_secs(self.keep_alive_timeout_secs)
+    }
+
+    /// `send_timeout_secs` as a duration.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_secs)
     }
 
     /// The parsed `trusted_proxies`; a bare address is a range of one.
@@ -181,8 +189,8 @@ pub struct LoginSettings {
 impl Default for LoginSettings {
     fn default() -> Self {
         Self {
-            rate_limit_per_minute: 30,
-            rate_limit_burst: 10,
+            rate_limit_per_minute: 60,
+            rate_limit_burst: 20,
             max_pending_per_browser: 5,
             max_pending_total: 10_000,
         }
@@ -431,6 +439,7 @@ impl Settings {
             1,
         )?;
         at_least("server.max_connections", server.max_connections as u64, 1)?;
+        at_least("server.send_timeout_secs", server.send_timeout_secs, 1)?;
         at_least(
             "server.max_header_bytes",
             server.max_header_bytes as u64,
@@ -608,7 +617,7 @@ fn environment() -> Env {
 /// taken verbatim; others are parsed (numbers, arrays, tables).
 fn merge_environment(figment: Figment, skip: &[String]) -> Figment {
     let skip = skip.to_vec();
-    let kept = move |key: &str| !skip.iter().any(|skipped| skipped.eq_ignore_ascii_case(key));
+    let kept = move |key: &str| !skip.iter().any(|skipped| covers(skipped, key));
     let parsed = kept.clone();
     let mut figment = figment.merge(
         environment().filter(move |key| !is_string_key(key.as_str()) && parsed(key.as_str())),
@@ -620,6 +629,15 @@ fn merge_environment(figment: Figment, skip: &[String]) -> Figment {
         }
     }
     figment
+}
+
+/// Whether the (unknown) key `unknown` is `key` or a table above it: `foo` covers `foo.bar`.
+fn covers(unknown: &str, key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == unknown
+        || key
+            .strip_prefix(unknown)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// The settings together with what loading them left out.
@@ -657,9 +675,10 @@ impl IgnoredVariable {
             path.push(field.clone());
         }
         let key = path.join(".").to_ascii_lowercase();
-        if !environment_keys.contains(&key) {
-            return None;
-        }
+        // `VESTIBULE_FOO__BAR` is reported by serde as the unknown table `foo`.
+        let set = environment_keys
+            .iter()
+            .find(|environment_key| covers(&key, environment_key))?;
         let variable = |path: &[String]| format!("{ENV_PREFIX}{}", path.join("__")).to_uppercase();
         let suggestion = expected
             .iter()
@@ -671,8 +690,9 @@ impl IgnoredVariable {
                 path.push((*candidate).to_owned());
                 variable(&path)
             });
+        let set_path: Vec<String> = set.split('.').map(str::to_owned).collect();
         Some(Self {
-            name: variable(&path),
+            name: variable(&set_path),
             suggestion,
             in_section: path.len() > 1,
             key,

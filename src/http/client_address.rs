@@ -41,7 +41,7 @@ impl TrustedProxies {
         for entry in entries.into_iter().rev() {
             let Some(address) = std::str::from_utf8(entry.trim_ascii())
                 .ok()
-                .and_then(|text| text.parse::<IpAddr>().ok())
+                .and_then(parse_entry)
             else {
                 // Not an address: what lies further left cannot be trusted either.
                 return client;
@@ -53,6 +53,19 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, with a port as some balancers add it (Azure
+/// Application Gateway: `203.0.113.9:51234`), or an IPv6 address in brackets.
+fn parse_entry(text: &str) -> Option<IpAddr> {
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            text.strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inner| inner.parse().ok())
+        })
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) as the IPv4 address they are.
@@ -112,6 +125,19 @@ mod tests {
             proxies.client(ip("10.1.2.3"), &HeaderMap::new()),
             ip("10.1.2.3")
         );
+        // Entries with a port, or in brackets, as some balancers write them.
+        let with_ports = with_xff(&["198.51.100.4:51234, [2001:db8::7]:443"]);
+        assert_eq!(
+            proxies.client(ip("10.1.2.3"), &with_ports),
+            ip("2001:db8::7")
+        );
+        let bracketed = with_xff(&["[2001:db8::8]"]);
+        assert_eq!(
+            proxies.client(ip("10.1.2.3"), &bracketed),
+            ip("2001:db8::8")
+        );
+        let port = with_xff(&["198.51.100.4:51234"]);
+        assert_eq!(proxies.client(ip("10.1.2.3"), &port), ip("198.51.100.4"));
         // IPv4-mapped peers are matched as IPv4.
         assert_eq!(
             proxies.client(ip("::ffff:10.1.2.3"), &with_xff(&["198.51.100.4"])),

@@ -11,8 +11,9 @@
 //!   `server.header_read_timeout_secs`, then the connection is dropped;
 //! - while no request is in flight and no byte has arrived: `server.keep_alive_timeout_secs`,
 //!   then it is closed gracefully;
-//! - while a request is in flight (including a long streamed response): no limit here; the
-//!   route's upstream timeout applies.
+//! - while a request is in flight (including a long streamed response): no limit on its
+//!   length, but a response the client stops reading (its TCP window stays closed) may stall
+//!   at most `server.send_timeout_secs` between two writes, then the connection is dropped.
 
 use std::io;
 use std::pin::Pin;
@@ -37,6 +38,8 @@ pub struct ConnectionLimits {
     pub keep_alive_timeout: Duration,
     /// Request line plus headers, in bytes.
     pub max_header_bytes: usize,
+    /// How long a response write may wait for the client to read.
+    pub send_timeout: Duration,
 }
 
 impl ConnectionLimits {
@@ -46,6 +49,24 @@ impl ConnectionLimits {
             header_read_timeout: server.header_read_timeout(),
             keep_alive_timeout: server.keep_alive_timeout(),
             max_header_bytes: server.max_header_bytes,
+            send_timeout: server.send_timeout(),
+        }
+    }
+}
+
+/// One of the `server.max_connections` places, held by a connection and by anything that
+/// outlives its HTTP exchange on the same socket (an upgraded WebSocket relay), so upgraded
+/// connections count against the cap too.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ConnectionSlot {
+    /// Holds `permit` until the last clone is dropped.
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self {
+            _permit: Arc::new(permit),
         }
     }
 }
@@ -62,7 +83,12 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// When the first byte of the next request head arrived; [`NO_HEAD`] if none has.
     head_started: AtomicU64,
+    /// Since when a write has been waiting for the client to read; [`NOT_STALLED`] if none is.
+    write_stalled: AtomicU64,
 }
+
+/// No write is waiting.
+const NOT_STALLED: u64 = u64::MAX;
 
 impl Activity {
     /// A connection accepted just now: it must send its first request's headers within the
@@ -73,6 +99,7 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
+            write_stalled: AtomicU64::new(NOT_STALLED),
         })
     }
 
@@ -94,6 +121,22 @@ impl Activity {
         }
     }
 
+    /// A write could not proceed (the client is not reading) or did: tracks stalls.
+    fn write_polled<T>(&self, outcome: &Poll<io::Result<T>>) {
+        match outcome {
+            Poll::Pending => {
+                if self.write_stalled.load(Ordering::Relaxed) == NOT_STALLED {
+                    self.write_stalled.store(self.now(), Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(_) => {
+                if self.write_stalled.load(Ordering::Relaxed) != NOT_STALLED {
+                    self.write_stalled.store(NOT_STALLED, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// A request's headers are complete; the returned guard ends it when dropped (with the
     /// response body, or with the request if it never produced one).
     pub fn request_started(self: &Arc<Self>) -> InFlight {
@@ -103,12 +146,18 @@ impl Activity {
     }
 
     /// When the connection must close and why, judged now; `None` while a request is in
-    /// flight.
+    /// flight and its response is not stalled.
     fn deadline(&self, limits: &ConnectionLimits) -> Option<(u64, Expiry)> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
         let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return match self.write_stalled.load(Ordering::Relaxed) {
+                NOT_STALLED => None,
+                since => Some((
+                    since.saturating_add(millis(limits.send_timeout)),
+                    Expiry::SlowReader,
+                )),
+            };
+        }
         match self.head_started.load(Ordering::Acquire) {
             NO_HEAD => Some((
                 self.idle_since
@@ -142,12 +191,18 @@ pub enum Expiry {
     Idle,
     /// A request's headers did not arrive in time: drop the connection.
     SlowHeaders,
+    /// The client stopped reading its response: drop the connection.
+    SlowReader,
 }
 
 /// Resolves when the connection described by `activity` has outlived `limits`.
 pub async fn watchdog(activity: &Activity, limits: &ConnectionLimits) -> Expiry {
-    // While a request is in flight, look again this often (a slow head may follow it).
-    let recheck = limits.header_read_timeout.min(limits.keep_alive_timeout);
+    // Nothing wakes the watchdog when the state changes (a head starts on an idle
+    // connection, a write stalls), so it looks again at least this often.
+    let recheck = limits
+        .header_read_timeout
+        .min(limits.keep_alive_timeout)
+        .min(limits.send_timeout);
     loop {
         let wait = match activity.deadline(limits) {
             None => recheck,
@@ -156,7 +211,7 @@ pub async fn watchdog(activity: &Activity, limits: &ConnectionLimits) -> Expiry 
                 if now >= at {
                     return expiry;
                 }
-                Duration::from_millis(at - now)
+                Duration::from_millis(at - now).min(recheck)
             }
         };
         tokio::time::sleep(wait).await;
@@ -197,7 +252,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let outcome = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.write_polled(&outcome);
+        outcome
     }
 
     fn poll_write_vectored(
@@ -205,7 +262,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let outcome = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.write_polled(&outcome);
+        outcome
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -213,7 +272,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedStream<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let outcome = Pin::new(&mut self.inner).poll_flush(cx);
+        self.activity.write_polled(&outcome);
+        outcome
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -265,6 +326,7 @@ mod tests {
         header_read_timeout: Duration::from_secs(10),
         keep_alive_timeout: Duration::from_secs(75),
         max_header_bytes: 8192,
+        send_timeout: Duration::from_secs(60),
     };
 
     #[test]
@@ -288,6 +350,44 @@ mod tests {
         assert!((75_000..76_000).contains(&at), "{at}");
         activity.bytes_read(); // the next request's first byte
         assert_eq!(activity.deadline(&LIMITS).unwrap().1, Expiry::SlowHeaders);
+    }
+
+    #[test]
+    fn a_stalled_response_has_the_send_deadline() {
+        let activity = Activity::accepted_now();
+        let _request = activity.request_started();
+        activity.write_polled::<usize>(&Poll::Pending);
+        assert_eq!(
+            activity.deadline(&LIMITS),
+            Some((60_000, Expiry::SlowReader))
+        );
+        activity.write_polled(&Poll::Ready(Ok(1usize)));
+        assert_eq!(activity.deadline(&LIMITS), None, "writing again clears it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_on_a_kept_alive_connection_is_caught_at_its_own_deadline() {
+        let activity = Activity::accepted_now();
+        drop(activity.request_started()); // one request served: idle, 75 s deadline
+        let started = tokio::time::Instant::now();
+        let watching = watchdog(&activity, &LIMITS);
+        tokio::pin!(watching);
+        // 30 s into the idle period, the next request's first byte arrives and no more.
+        let trickle = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            activity.bytes_read();
+            std::future::pending::<()>().await
+        };
+        let expiry = tokio::select! {
+            expiry = &mut watching => expiry,
+            () = trickle => unreachable!(),
+        };
+        assert_eq!(expiry, Expiry::SlowHeaders);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(40) && elapsed <= Duration::from_secs(50),
+            "caught after {elapsed:?}, not at the idle deadline (75 s)"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,11 +4,12 @@
 //! Frontend requests never need a session and never carry a token: Vestibule's cookies are
 //! stripped before a development server sees the request.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use askama::Template;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -17,7 +18,8 @@ use tower_http::services::{ServeDir, ServeFile};
 use url::Url;
 
 use super::AppState;
-use super::headers::remove_hop_by_hop;
+use super::connection::ConnectionSlot;
+use super::headers::{remove_hop_by_hop, remove_own_set_cookies};
 use crate::config::Frontend;
 use crate::error::AppError;
 
@@ -190,14 +192,25 @@ async fn dev_server(
         .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
     let upgrade = wants_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    // The relay outlives this exchange: it keeps the connection's place under the cap.
+    let slot = request.extensions().get::<ConnectionSlot>().cloned();
 
     let (mut parts, body) = request.into_parts();
     parts.uri = uri;
     parts.version = axum::http::Version::HTTP_11;
     parts.headers.remove(header::HOST);
     parts.headers.remove(header::AUTHORIZATION);
-    // A dev server never sees Vestibule's cookies; the session is not its business.
+    // A frontend server never sees Vestibule's cookies; the session is not its business. It
+    // gets the same forwarding headers as an API, from what Vestibule knows.
     let _ = state.cookies.strip(&mut parts.headers);
+    if let Some(peer) = peer {
+        let client = state.trusted_proxies.client(peer, &parts.headers);
+        state.forwarded.apply(&mut parts.headers, client);
+    }
     if !upgrade {
         remove_hop_by_hop(&mut parts.headers);
     }
@@ -212,6 +225,7 @@ async fn dev_server(
     {
         let server_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
+            let _slot = slot;
             let (Ok(client), Ok(server)) = tokio::join!(client_upgrade, server_upgrade) else {
                 tracing::debug!("frontend upgrade failed");
                 return;
@@ -220,11 +234,14 @@ async fn dev_server(
                 tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server))
                     .await;
         });
-        let (parts, _) = response.into_parts();
+        let (mut parts, _) = response.into_parts();
+        remove_own_set_cookies(&mut parts.headers);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
+    // An SSR or dev server must not be able to set Vestibule's cookies (session fixation).
+    remove_own_set_cookies(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 

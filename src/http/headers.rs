@@ -18,14 +18,18 @@ use super::cookies::CookiePolicy;
 /// This proxy's `Via` entry (RFC 9110 §7.6.3), added in both directions.
 pub const VIA: &str = "1.1 vestibule";
 
-/// Request headers that steer an upstream's routing or its idea of the client, as sent by a
-/// browser: never forwarded. (The forwarding headers Vestibule owns are set afresh.)
-pub const CLIENT_SUPPLIED_ROUTING: [&str; 31] = [
-    // RFC 7239 and the de-facto X-Forwarded-* family (Spring, ASP.NET, Express, Rails, …).
+/// Request headers that steer an upstream's routing, its idea of the client, or its idea of
+/// who the user is, as a browser might send them: never forwarded. (The forwarding headers
+/// Vestibule owns are set afresh.) Names are compared with `_` read as `-`, since Puma, CGI
+/// and WSGI servers fold one into the other (CVE-2024-45614).
+pub const CLIENT_SUPPLIED_ROUTING: [&str; 61] = [
+    // RFC 7239 and the de-facto X-Forwarded-* family (Spring, ASP.NET, Express, Rails, …);
+    // every other `x-forwarded-*` name goes too, see CLIENT_SUPPLIED_PREFIXES.
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
+    "x-forwarded-protocol",
     "x-forwarded-port",
     "x-forwarded-prefix",
     "x-forwarded-uri",
@@ -35,13 +39,18 @@ pub const CLIENT_SUPPLIED_ROUTING: [&str; 31] = [
     "x-forwarded-ssl",
     "x-forwarded-client-cert",
     "x-original-forwarded-for",
-    // Path and host rewrites (IIS URL Rewrite, Symfony, Laravel, Zend, nginx auth_request).
+    "x-scheme",
+    // Path, host and method rewrites (IIS URL Rewrite, Symfony, Laravel, Zend, nginx
+    // auth_request, Rails and Express method overrides that would dodge per-method rules).
     "x-original-url",
     "x-rewrite-url",
     "x-original-uri",
     "x-original-host",
+    "x-original-method",
     "x-host",
-    "x-envoy-original-path",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
     // The client's address, as CDNs, load balancers and frameworks report it.
     "x-real-ip",
     "true-client-ip",
@@ -51,12 +60,67 @@ pub const CLIENT_SUPPLIED_ROUTING: [&str; 31] = [
     "x-cluster-client-ip",
     "client-ip",
     "x-proxyuser-ip",
-    "x-envoy-external-address",
-    // TLS-terminator hints that make a server believe the request came over https.
+    // TLS-terminator hints that make a server believe the request came over https, and the
+    // client certificate it would trust (RFC 9440, nginx, IIS ARR).
     "front-end-https",
     "x-url-scheme",
     "x-arr-ssl",
+    "x-arr-clientcert",
+    "client-cert",
+    "client-cert-chain",
+    "ssl-client-cert",
+    "x-client-cert",
+    "x-client-verify",
+    // Identities asserted by authenticating proxies (oauth2-proxy, nginx auth_request,
+    // Apache, Grafana, AWS ALB, Google IAP, Azure App Service, Cloudflare Access): an upstream
+    // behind one of them trusts these instead of the bearer token.
+    "remote-user",
+    "x-remote-user",
+    "x-remote-group",
+    "x-webauth-user",
+    "x-user",
+    "x-email",
+    "x-preferred-username",
+    "x-access-token",
+    "x-id-token",
+    "x-goog-iap-jwt-assertion",
+    "x-goog-authenticated-user-email",
+    "x-goog-authenticated-user-id",
+    "cf-access-jwt-assertion",
+    "cf-access-authenticated-user-email",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-identity",
+    "x-amzn-oidc-accesstoken",
+    "x-ms-client-principal",
+    "x-ms-client-principal-id",
+    "x-ms-client-principal-name",
 ];
+
+/// Whole families dropped by prefix (compared the same way): every `X-Forwarded-*` (the
+/// ones Vestibule owns are set afresh), Envoy's internal headers, oauth2-proxy's
+/// `X-Auth-Request-*`, AWS ALB's `X-Amzn-Oidc-*`, Azure's `X-MS-Client-Principal*` and
+/// `X-MS-Token-*`, and the `X-SSL-Client-*` certificate details.
+pub const CLIENT_SUPPLIED_PREFIXES: [&str; 7] = [
+    "x-forwarded-",
+    "x-envoy-",
+    "x-auth-request-",
+    "x-amzn-oidc-",
+    "x-ms-client-principal",
+    "x-ms-token-",
+    "x-ssl-client-",
+];
+
+/// Whether a request header named `name` (lower case, as `HeaderName` holds it) is one a
+/// browser may not send through Vestibule.
+pub fn is_client_supplied_routing(name: &str) -> bool {
+    if name.contains('_') {
+        return is_client_supplied_routing(&name.replace('_', "-"));
+    }
+    CLIENT_SUPPLIED_ROUTING.contains(&name)
+        || CLIENT_SUPPLIED_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -109,12 +173,12 @@ impl ForwardingHeaders {
     }
 }
 
-/// Removes the names in [`CLIENT_SUPPLIED_ROUTING`]: one pass over the headers present
-/// (usually a dozen) rather than one lookup per listed name.
+/// Removes every header [`is_client_supplied_routing`] names: one pass over the headers
+/// present (usually a dozen) rather than one lookup per listed name.
 fn remove_client_supplied_routing(headers: &mut HeaderMap) {
     let found: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| CLIENT_SUPPLIED_ROUTING.contains(&name.as_str()))
+        .filter(|name| is_client_supplied_routing(name.as_str()))
         .cloned()
         .collect();
     for name in found {
@@ -217,6 +281,39 @@ mod tests {
         ForwardingHeaders::new(&local).apply(&mut headers, "127.0.0.1".parse().unwrap());
         assert_eq!(headers["x-forwarded-host"], "localhost:8080");
         assert_eq!(headers["x-forwarded-port"], "8080");
+    }
+
+    #[test]
+    fn underscore_spellings_and_whole_families_are_dropped_too() {
+        for name in [
+            "x_forwarded_for",
+            "x_original_url",
+            "x-forwarded-anything-new",
+            "x-envoy-internal",
+            "x-auth-request-email",
+            "x_amzn_oidc_data",
+            "x-ms-client-principal-idp",
+            "x-ms-token-aad-access-token",
+            "x-ssl-client-s-dn",
+            "remote_user",
+        ] {
+            assert!(is_client_supplied_routing(name), "{name}");
+        }
+        for name in [
+            "x-app",
+            "x-request-id",
+            "authorization-extra",
+            "x-remoteuser-pref",
+        ] {
+            assert!(!is_client_supplied_routing(name), "{name}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("x_forwarded_for", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("x_original_url", HeaderValue::from_static("/admin"));
+        let public = url::Url::parse("https://app.example.com").unwrap();
+        ForwardingHeaders::new(&public).apply(&mut headers, "203.0.113.9".parse().unwrap());
+        assert!(headers.get("x_forwarded_for").is_none());
+        assert!(headers.get("x_original_url").is_none());
     }
 
     #[test]

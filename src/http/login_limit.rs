@@ -1,10 +1,12 @@
 //! The rate limit on starting logins, per client address and instance (`[login]`).
 //!
 //! Each `GET /api/auth/login` stores a pending login, so an anonymous loop of them is the
-//! cheapest way to fill the session store. A token bucket per client address (an IPv6
-//! client is its /64, which one host usually holds whole) refuses the excess with `429`
-//! before anything is stored. The total of logins in progress is capped separately, in the
-//! shared store, so many addresses together cannot fill it either.
+//! cheapest way to churn the store's cap on logins in progress (displacing real users' logins).
+//! A token bucket per client address (an IPv6 client is its /64, which one host usually holds
+//! whole) refuses the excess with `429` before anything is stored, and a second bucket per
+//! network (IPv4 /24, IPv6 /48, [`NETWORK_FACTOR`] times as large) stops one attacker from
+//! multiplying the budget with the addresses of a subnet. The total of logins in progress is
+//! capped separately, in the shared store.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
@@ -17,12 +19,20 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// Checks between two sweeps of addresses whose buckets are full again (bounded memory).
 const SWEEP_EVERY: u32 = 1024;
 
+/// How many client addresses' worth of login starts a whole network (IPv4 /24, IPv6 /48)
+/// gets: enough for a small office or campus behind one prefix, far below the thousands of
+/// addresses the prefix holds.
+pub const NETWORK_FACTOR: u32 = 10;
+
 /// At most one warning about displaced pending logins per this many seconds.
 const DISPLACED_WARNING_INTERVAL_SECS: u64 = 60;
 
 /// Login starts per client address.
 pub struct LoginRateLimit {
-    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    limiter: Option<(
+        DefaultKeyedRateLimiter<IpAddr>,
+        DefaultKeyedRateLimiter<IpAddr>,
+    )>,
     clock: DefaultClock,
     checks: AtomicU32,
     /// Unix second of the last displaced-logins warning.
@@ -34,7 +44,13 @@ impl LoginRateLimit {
     pub fn new(per_minute: u32, burst: u32) -> Self {
         let limiter = NonZeroU32::new(per_minute).map(|rate| {
             let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-            RateLimiter::dashmap(Quota::per_minute(rate).allow_burst(burst))
+            let network = |value: NonZeroU32| {
+                value.saturating_mul(NETWORK_FACTOR.try_into().unwrap_or(NonZeroU32::MIN))
+            };
+            (
+                RateLimiter::dashmap(Quota::per_minute(rate).allow_burst(burst)),
+                RateLimiter::dashmap(Quota::per_minute(network(rate)).allow_burst(network(burst))),
+            )
         });
         Self {
             limiter,
@@ -66,16 +82,41 @@ impl LoginRateLimit {
 
     /// Counts a login start from `client`; `Err` with how long to wait when over the limit.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
-        let Some(limiter) = &self.limiter else {
+        let Some((by_address, by_network)) = &self.limiter else {
             return Ok(());
         };
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+            for limiter in [by_address, by_network] {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
         }
-        limiter
-            .check_key(&bucket(client))
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        let wait = |not_until: governor::NotUntil<_>| not_until.wait_time_from(self.clock.now());
+        by_address.check_key(&bucket(client)).map_err(wait)?;
+        by_network.check_key(&network(client)).map_err(wait)
+    }
+}
+
+/// The network a client belongs to: IPv4 /24, IPv6 /48.
+fn network(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(
+                segments[0],
+                segments[1],
+                segments[2],
+                0,
+                0,
+                0,
+                0,
+                0,
+            ))
+        }
     }
 }
 
@@ -124,6 +165,27 @@ mod tests {
         assert!(limit.check("2001:db8:1:2::1".parse().unwrap()).is_ok());
         assert!(limit.check("2001:db8:1:2::ffff".parse().unwrap()).is_err());
         assert!(limit.check("2001:db8:1:3::1".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_addresses_of_one_network_share_a_larger_budget() {
+        let limit = LoginRateLimit::new(1, 1);
+        // Ten addresses of one /24 get one start each; the eleventh address is refused.
+        for host in 1..=10 {
+            let client: IpAddr = format!("198.51.100.{host}").parse().unwrap();
+            assert!(limit.check(client).is_ok(), "{client}");
+        }
+        assert!(limit.check("198.51.100.11".parse().unwrap()).is_err());
+        assert!(
+            limit.check("198.51.101.1".parse().unwrap()).is_ok(),
+            "another /24"
+        );
+        // The same for /64s of one IPv6 /48.
+        for subnet in 1..=10 {
+            let client: IpAddr = format!("2001:db8:1:{subnet:x}::1").parse().unwrap();
+            assert!(limit.check(client).is_ok(), "{client}");
+        }
+        assert!(limit.check("2001:db8:1:ff::1".parse().unwrap()).is_err());
     }
 
     #[test]

@@ -35,7 +35,9 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use super::connection::{Activity, ConnectionLimits, Expiry, TrackedBody, WatchedStream, watchdog};
+use super::connection::{
+    Activity, ConnectionLimits, ConnectionSlot, Expiry, TrackedBody, WatchedStream, watchdog,
+};
 use super::{AppState, proxy};
 use crate::error::panic_response;
 
@@ -93,19 +95,27 @@ pub async fn serve(
                 router: router.clone(),
                 peer,
                 activity: Activity::accepted_now(),
+                slot: ConnectionSlot::new(slot),
             },
         };
         let stop_signal = stop_signal.clone();
-        tokio::spawn(async move {
-            connection.run(stream, stop_signal).await;
-            drop(slot);
-        });
+        tokio::spawn(connection.run(stream, stop_signal));
     }
     drop(listener);
     let _ = stopping.send(true);
-    // Every connection holds a slot until it is done: having them all back means drained.
-    let _ = slots.acquire_many(max as u32).await;
+    // Every connection holds a slot until it is done: having them all back means drained. A
+    // response that never ends (a stream, an upgraded socket) does not hold the process.
+    let drained = tokio::time::timeout(DRAIN_LIMIT, slots.acquire_many(max as u32)).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "connections still open {DRAIN_LIMIT:?} after the stop signal; closing them"
+        );
+    }
 }
+
+/// How long a stopping server waits for in-flight requests (Kubernetes' default grace
+/// period is 30 s, after which it kills the process anyway).
+const DRAIN_LIMIT: Duration = Duration::from_secs(25);
 
 /// One accepted connection and what it needs.
 struct Connection {
@@ -116,7 +126,7 @@ struct Connection {
 
 impl Connection {
     /// Serves the connection until the client closes it, a limit expires, or the server
-    /// stops (then in-flight requests finish first).
+    /// stops (then in-flight requests finish first, within the same limits).
     async fn run(self, stream: TcpStream, mut stop_signal: watch::Receiver<bool>) {
         let activity = self.entry.activity.clone();
         let io = TokioIo::new(WatchedStream::new(stream, activity.clone()));
@@ -125,8 +135,6 @@ impl Connection {
             .serve_connection(io, self.entry)
             .with_upgrades();
         let mut connection = std::pin::pin!(connection);
-        let expiry = watchdog(&activity, &self.limits);
-        let mut expiry = std::pin::pin!(expiry);
         let mut stopping = false;
         loop {
             tokio::select! {
@@ -136,11 +144,18 @@ impl Connection {
                     }
                     return;
                 }
-                reason = expiry.as_mut(), if !stopping => match reason {
+                // A fresh watchdog each turn: the loop turns only on a stop or an expiry.
+                reason = watchdog(&activity, &self.limits) => match reason {
                     Expiry::SlowHeaders => {
                         tracing::debug!("closing a connection whose request headers are too slow");
                         return;
                     }
+                    Expiry::SlowReader => {
+                        tracing::debug!("closing a connection whose client stopped reading");
+                        return;
+                    }
+                    // Idle again after a graceful shutdown was asked: nothing left to finish.
+                    Expiry::Idle if stopping => return,
                     Expiry::Idle => {
                         stopping = true;
                         connection.as_mut().graceful_shutdown();
@@ -202,6 +217,7 @@ struct Entry {
     router: Router,
     peer: SocketAddr,
     activity: Arc<Activity>,
+    slot: ConnectionSlot,
 }
 
 type ResponseFuture =
@@ -236,6 +252,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Entry {
             );
         }
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(self.slot.clone());
         Box::pin(self.router.clone().oneshot(request).map(move |outcome| {
             let Ok(response) = outcome;
             Ok(response.map(|body| TrackedBody::new(body, in_flight)))

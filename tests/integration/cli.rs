@@ -165,7 +165,11 @@ const KUBERNETES_SERVICE_LINKS: [(&str, &str); 8] = [
 
 #[test]
 fn kubernetes_service_variables_do_not_stop_start_up_or_warn() {
-    let output = check_with_env(&config_file(&valid_config()), &KUBERNETES_SERVICE_LINKS);
+    let mut env = KUBERNETES_SERVICE_LINKS.to_vec();
+    // Other tools' variables, nested ones included.
+    env.push(("VESTIBULE_TOOL__SETTING", "1"));
+    env.push(("VESTIBULE_A__B__C", "x"));
+    let output = check_with_env(&config_file(&valid_config()), &env);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(

@@ -193,7 +193,15 @@ async fn start_dev_server() -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
             let recorded = recorded.clone();
             async move {
                 recorded.lock().unwrap().push(headers);
-                format!("dev server page for {}", uri.path())
+                // An SSR server trying (or tricked into trying) to set Vestibule's cookies.
+                (
+                    axum::response::AppendHeaders([
+                        ("set-cookie", "vestibule=fixated; Path=/"),
+                        ("set-cookie", "%76estibule=fixated; Path=/"),
+                        ("set-cookie", "theme=light; Path=/"),
+                    ]),
+                    format!("dev server page for {}", uri.path()),
+                )
             }
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -213,8 +221,26 @@ async fn development_server_is_proxied_with_websockets_and_without_credentials()
     browser.login("alice").await;
     browser.set_cookie("theme", "dark");
 
-    let page = browser.get("/src/main.ts?t=1").await;
+    let page = browser
+        .http()
+        .get(browser.url("/src/main.ts?t=1"))
+        .header("x-original-url", "/admin")
+        .header("x-forwarded-for", "6.6.6.6")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
+    let set_cookies: Vec<_> = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        set_cookies,
+        ["theme=light; Path=/"],
+        "only the app's own cookie"
+    );
     assert_eq!(
         page.text().await.unwrap(),
         "dev server page for /src/main.ts"
@@ -224,6 +250,8 @@ async fn development_server_is_proxied_with_websockets_and_without_credentials()
         headers.get("authorization").is_none(),
         "no token reaches the frontend"
     );
+    assert!(headers.get("x-original-url").is_none());
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
     let cookies = headers
         .get("cookie")
         .map(|v| v.to_str().unwrap().to_owned())

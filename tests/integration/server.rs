@@ -167,3 +167,37 @@ async fn oversized_headers_get_431_and_oversized_bodies_on_auth_endpoints_get_41
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "payload_too_large");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_response_is_dropped_after_the_send_timeout() {
+    // A 16 MB static file, far more than the socket buffers hold.
+    let dir = std::env::temp_dir().join(format!("vestibule-slow-reader-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<!doctype html>").unwrap();
+    const SIZE: usize = 16 * 1024 * 1024;
+    std::fs::write(dir.join("big.bin"), vec![b'x'; SIZE]).unwrap();
+    let app = TestApp::builder()
+        .extra_toml(&format!(
+            "[server]\nsend_timeout_secs = 1\n[frontend]\ndir = \"{}\"\n",
+            dir.display()
+        ))
+        .start()
+        .await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: vestibule\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing for a while (a zero window, as a slow-reader attack keeps it)...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // ...then finds the response cut short: the connection was dropped.
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+        .await
+        .expect("the server closed the connection");
+    assert!(
+        received.len() < SIZE,
+        "the whole {SIZE}-byte response arrived: the stalled connection was kept"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

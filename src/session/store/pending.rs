@@ -1,6 +1,7 @@
 //! Bounds on logins in progress, so anonymous login starts cannot fill the store.
 //!
-//! Every pending login is listed in two sorted sets scored by its expiry (unix ms): one for
+//! Every pending login is listed in two sorted sets scored by its expiry (unix ms, by
+//! Redis's clock): one for
 //! all browsers and one per browser. Each is capped: a new login beyond a cap displaces the
 //! oldest entries of that set (the browser's own oldest tabs; across all browsers, the logins
 //! started longest ago), whose records are deleted with them. Displacing rather than refusing
@@ -37,15 +38,17 @@ fn global_member(login: &str, browser_index: &str) -> String {
     format!("{login}:{browser}")
 }
 
-/// Prunes expired entries from the index `KEYS[1]`, adds `ARGV[3]` (score `ARGV[2]`), keeps
-/// the index alive for `ARGV[5]` ms and pops the oldest entries beyond `ARGV[4]`; returns the
-/// popped members.
+/// Prunes expired entries from the index `KEYS[1]`, adds `ARGV[1]` to expire `ARGV[3]` ms
+/// from now, keeps the index alive that long and pops the oldest entries beyond `ARGV[2]`;
+/// returns the popped members. Time is Redis's own, so instances with skewed clocks agree.
 const ADMIT: &str = "\
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local displaced = {}
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
 if excess > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[1], excess)
   for i = 1, #popped, 2 do displaced[#displaced + 1] = popped[i] end
@@ -89,18 +92,11 @@ impl Store {
         };
         let member = key.strip_prefix(LOGIN_KEY_PREFIX).unwrap_or(key);
         let in_all = global_member(member, browser_index);
-        let now = unix_millis();
-        let expires = now + millis(ttl);
         let script = redis::Script::new(ADMIT);
         let admit = |index: &str, member: &str, cap: usize| {
             let mut conn = redis.conn.clone();
             let mut invocation = script.key(index);
-            invocation
-                .arg(now)
-                .arg(expires)
-                .arg(member)
-                .arg(cap)
-                .arg(millis(ttl));
+            invocation.arg(member).arg(cap).arg(millis(ttl));
             async move {
                 let popped: Vec<String> = invocation.invoke_async(&mut conn).await?;
                 Ok::<_, StoreError>(popped)
@@ -176,14 +172,6 @@ impl Store {
             }
         }
     }
-}
-
-/// Milliseconds since the unix epoch, the scores of the indexes.
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
