@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use super::{Store, StoreError, millis};
+use super::{Store, StoreError, millis, redis_set};
 
 /// The index of every pending login, across all browsers and instances.
 const ALL_PENDING: &str = "vestibule:pending-logins";
@@ -102,18 +102,12 @@ impl Store {
                 Ok::<_, StoreError>(popped)
             }
         };
-        let (by_total, by_browser) = tokio::try_join!(
-            admit(ALL_PENDING, &in_all, limits.total),
-            admit(browser_index, member, limits.per_browser)
-        )?;
+        // In this order, so a concurrent start that displaces this login (its browser's
+        // other tab) finds its record and both index entries, and deletes all of them.
+        redis_set(&redis.conn, key, sealed, ttl, None).await?;
+        let by_total = admit(ALL_PENDING, &in_all, limits.total).await?;
+        let by_browser = admit(browser_index, member, limits.per_browser).await?;
         let mut write = redis::pipe();
-        write
-            .cmd("SET")
-            .arg(key)
-            .arg(sealed)
-            .arg("PX")
-            .arg(millis(ttl))
-            .ignore();
         // The oldest of all leave their browsers' indexes; a browser's oldest leave the
         // index of all; both lose their records.
         for displaced in &by_total {
@@ -137,7 +131,9 @@ impl Store {
                 .arg(global_member(displaced, browser_index))
                 .ignore();
         }
-        let () = write.query_async(&mut redis.conn.clone()).await?;
+        if !by_total.is_empty() || !by_browser.is_empty() {
+            let () = write.query_async(&mut redis.conn.clone()).await?;
+        }
         Ok(Displaced {
             by_browser: by_browser.len(),
             by_total: by_total.len(),
