@@ -19,7 +19,14 @@ for (const method of ['log', 'info', 'debug', 'warn', 'error']) {
   };
 }
 
+const startedAt = Date.now();
+// Start-up milestones on stderr, so a start that stalls says where.
+function milestone(what) {
+  process.stderr.write(`test-op: ${what} (${Date.now() - startedAt} ms)\n`);
+}
+
 const { default: Provider } = await import('oidc-provider');
+milestone('oidc-provider loaded');
 
 // ---------------------------------------------------------------------------
 // configuration from the environment
@@ -625,8 +632,10 @@ await new Promise((resolve, reject) => {
 });
 
 const { port } = server.address();
+milestone(`listening on port ${port}`);
 const issuer = (env.OP_ISSUER || `http://127.0.0.1:${port}`).replace(/\/+$/, '');
 const provider = buildProvider(issuer);
+milestone('provider built');
 providerHandler = provider.callback();
 
 process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);

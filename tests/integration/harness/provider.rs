@@ -69,8 +69,31 @@ fn ensure_installed() {
 
 impl TestProvider {
     /// Starts the provider for a Vestibule whose callback is `redirect_uri`.
+    ///
+    /// A start that stalls (seen about once in a hundred starts on a loaded 2-core machine,
+    /// with no error in the provider's log) is retried once with a fresh process; the log of
+    /// the stalled one is printed, and a second stall fails the test with both logs.
     pub fn start(redirect_uri: &str, post_logout_uri: &str, options: &ProviderOptions) -> Self {
         ensure_installed();
+        let mut stalled_logs = String::new();
+        for attempt in 1..=2 {
+            match Self::try_start(redirect_uri, post_logout_uri, options) {
+                Ok(provider) => return provider,
+                Err(log) => {
+                    eprintln!("test provider start {attempt} stalled; its log:\n{log}");
+                    stalled_logs.push_str(&format!("--- attempt {attempt} ---\n{log}"));
+                }
+            }
+        }
+        panic!("the test provider did not start within 60 s, twice:\n{stalled_logs}");
+    }
+
+    /// One start; `Err` with the provider's log if it did not print its address in time.
+    fn try_start(
+        redirect_uri: &str,
+        post_logout_uri: &str,
+        options: &ProviderOptions,
+    ) -> Result<Self, String> {
         // The provider's own log, kept to explain a provider that does not start.
         let log_path = std::env::temp_dir().join(format!(
             "vestibule-test-op-{}-{}.log",
@@ -92,6 +115,7 @@ impl TestProvider {
             .env("OP_ACCESS_TOKEN_TTL", options.access_token_ttl.to_string())
             // Stock oidc-provider behaviour: a refresh token only with prompt=consent.
             .env("OP_ALWAYS_ISSUE_REFRESH_TOKEN", "0")
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.try_clone().unwrap()));
         if let Some(keys) = &options.keys_file {
@@ -121,27 +145,24 @@ impl TestProvider {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = sender.send(line);
         });
-        let line = receiver
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!(
-                    "the test provider did not start within 60 s; its log ({}):\n{}",
-                    log_path.display(),
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                )
-            });
+        let Ok(line) = receiver.recv_timeout(std::time::Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&log_path);
+            return Err(log);
+        };
         let _ = std::fs::remove_file(&log_path);
         let info: Value = serde_json::from_str(line.trim())
             .unwrap_or_else(|_| panic!("the test provider did not start: {line:?}"));
-        Self {
+        Ok(Self {
             child,
             redirect_uri: redirect_uri.to_owned(),
             post_logout_uri: post_logout_uri.to_owned(),
             options: options.clone(),
             issuer: info["issuer"].as_str().unwrap().to_owned(),
             port: info["port"].as_u64().unwrap() as u16,
-        }
+        })
     }
 
     /// Restarts the provider on the same port with freshly generated signing keys
