@@ -149,7 +149,8 @@ impl TestProvider {
             let _ = child.kill();
             let _ = child.wait();
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let _ = std::fs::remove_file(&log_path);
+            // Kept (as *.stalled) for whoever investigates, even when the retry succeeds.
+            let _ = std::fs::rename(&log_path, log_path.with_extension("stalled"));
             return Err(log);
         };
         let _ = std::fs::remove_file(&log_path);
