@@ -8,13 +8,14 @@
 //! multiplying the budget with the addresses of a subnet. The total of logins in progress is
 //! capped separately, in the shared store.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
 
 /// Checks between two sweeps of addresses whose buckets are full again (bounded memory).
 const SWEEP_EVERY: u32 = 1024;
@@ -99,45 +100,18 @@ impl LoginRateLimit {
 
 /// The network a client belongs to: IPv4 /24, IPv6 /48.
 fn network(client: IpAddr) -> IpAddr {
-    match client {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0))
-        }
-        IpAddr::V6(v6) => {
-            let segments = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(
-                segments[0],
-                segments[1],
-                segments[2],
-                0,
-                0,
-                0,
-                0,
-                0,
-            ))
-        }
-    }
+    truncated(client, 24, 48)
 }
 
-/// The address a bucket is kept for: IPv6 by /64.
+/// The address a bucket is kept for: IPv4 whole, IPv6 by /64.
 fn bucket(client: IpAddr) -> IpAddr {
-    match client {
-        IpAddr::V6(v6) => {
-            let segments = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(
-                segments[0],
-                segments[1],
-                segments[2],
-                segments[3],
-                0,
-                0,
-                0,
-                0,
-            ))
-        }
-        v4 => v4,
-    }
+    truncated(client, 32, 64)
+}
+
+/// `address` with all but its first `v4_bits` / `v6_bits` bits cleared.
+fn truncated(address: IpAddr, v4_bits: u8, v6_bits: u8) -> IpAddr {
+    let bits = if address.is_ipv4() { v4_bits } else { v6_bits };
+    IpNet::new(address, bits).map_or(address, |net| net.trunc().addr())
 }
 
 #[cfg(test)]

@@ -37,16 +37,21 @@ async fn a_percent_encoded_name_is_not_the_session_cookie_on_any_path() {
     assert!(app.upstream.seen().is_empty());
 }
 
-#[tokio::test]
-async fn a_login_binding_planted_under_an_encoded_name_cannot_log_a_victim_in() {
-    let app = TestApp::start().await;
-    // The attacker starts a login, signs in as themself, and keeps the callback URL.
+/// The attacker starts a login, signs in at the provider as themself, and keeps the callback
+/// URL (not visited) and their login binding: what a login CSRF plants in a victim's browser.
+async fn attackers_unfinished_login(app: &TestApp) -> (url::Url, String) {
     let attacker = app.browser();
     let authorization = attacker.begin_login(None).await;
     let callback = attacker
         .authorize_at_provider(authorization, "mallory")
         .await;
-    let binding = attacker.cookie("vestibule-login").unwrap();
+    (callback, attacker.cookie("vestibule-login").unwrap())
+}
+
+#[tokio::test]
+async fn a_login_binding_planted_under_an_encoded_name_cannot_log_a_victim_in() {
+    let app = TestApp::start().await;
+    let (callback, binding) = attackers_unfinished_login(&app).await;
 
     // A sibling subdomain plants the attacker's binding in the victim's browser under a name
     // that only decodes to the login cookie's, then sends the victim to the callback.
@@ -112,12 +117,7 @@ async fn a_non_ascii_cookie_does_not_lock_the_user_out_and_reaches_the_upstream_
 #[tokio::test]
 async fn a_second_login_binding_planted_beside_the_victims_is_refused() {
     let app = TestApp::start().await;
-    let attacker = app.browser();
-    let authorization = attacker.begin_login(None).await;
-    let callback = attacker
-        .authorize_at_provider(authorization, "mallory")
-        .await;
-    let planted = attacker.cookie("vestibule-login").unwrap();
+    let (callback, planted) = attackers_unfinished_login(&app).await;
 
     // The victim has a binding of their own; a sibling subdomain (Domain=parent, a longer
     // Path so it is sent first) adds the attacker's under the very same name.
