@@ -16,8 +16,7 @@ use crate::clock::unix_now;
 use crate::oidc::{OidcError, Provider};
 use crate::session::refresh_lock::RefreshLocks;
 use crate::session::{
-    ActiveSession, REFRESH_LOCK_LEASE, REFRESH_LOCK_RENEWAL, Replacement, SessionToken, Sessions,
-    StoreError,
+    ActiveSession, REFRESH_LOCK_RENEWAL, Replacement, SessionToken, Sessions, StoreError,
 };
 
 /// Why no access token can be had for a session.
@@ -38,7 +37,7 @@ pub enum AccessError {
 const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long a request waits for another instance's refresh before answering 503 (the
-/// session is kept). A holder that died releases the lock within one lease.
+/// session is kept). A holder that died releases the lock within one lease, well inside it.
 const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// Attempts to store refreshed tokens before giving up (the provider already rotated them).
@@ -96,7 +95,7 @@ impl TokenKeeper {
         // Other instances share the store: take the session's lock there too, or wait for
         // whoever holds it to store fresh tokens.
         let owner = crate::random::token();
-        let deadline = Instant::now() + LOCK_WAIT_LIMIT.max(REFRESH_LOCK_LEASE * 2);
+        let deadline = Instant::now() + LOCK_WAIT_LIMIT;
         while !sessions.try_lock_refresh(&current.token, &owner).await? {
             if Instant::now() > deadline {
                 return Err(AccessError::Provider(OidcError::Unavailable(

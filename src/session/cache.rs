@@ -244,11 +244,6 @@ impl RecordCache {
         state.touched.pop(key);
     }
 
-    /// The longest a cached session goes without its idle expiry being reset.
-    pub fn touch_interval(&self) -> Duration {
-        self.touch_interval
-    }
-
     /// Whether hits are being served.
     pub fn is_serving(&self) -> bool {
         self.state().serving(Instant::now())

@@ -286,11 +286,6 @@ impl Sessions {
         self.store.unlock(&token.refresh_lock_key(), owner).await
     }
 
-    /// Deletes the session for `token` (its refresh token is already worthless).
-    pub async fn delete(&self, token: &SessionToken) -> Result<(), StoreError> {
-        self.store.delete(&token.storage_key()).await
-    }
-
     /// Stores a pending login for `binding`'s browser under its `state`, within `limits`
     /// (displacing the oldest beyond them).
     pub async fn put_pending_login(

@@ -75,6 +75,21 @@ impl PendingIndex {
     }
 }
 
+impl MemoryInner {
+    /// Writes a record, sweeping out expired ones now and then.
+    fn put(&mut self, key: &str, value: &[u8], ttl: Duration, now: Instant) {
+        if self
+            .last_sweep
+            .is_none_or(|last| now.duration_since(last) > SWEEP_INTERVAL)
+        {
+            self.records.retain(|_, (_, expires)| *expires > now);
+            self.last_sweep = Some(now);
+        }
+        self.records
+            .insert(key.to_owned(), (value.to_vec(), now + ttl));
+    }
+}
+
 impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
         // A panic while holding the lock cannot leave a half-written map entry, so recover.
@@ -100,18 +115,7 @@ impl MemoryStore {
     }
 
     pub(super) fn put(&self, key: &str, value: &[u8], ttl: Duration) {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        if inner
-            .last_sweep
-            .is_none_or(|last| now.duration_since(last) > SWEEP_INTERVAL)
-        {
-            inner.records.retain(|_, (_, expires)| *expires > now);
-            inner.last_sweep = Some(now);
-        }
-        inner
-            .records
-            .insert(key.to_owned(), (value.to_vec(), now + ttl));
+        self.lock().put(key, value, ttl, Instant::now());
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -134,17 +138,6 @@ impl MemoryStore {
                     .insert(key.to_owned(), (owner.as_bytes().to_vec(), now + ttl));
                 true
             }
-        }
-    }
-
-    pub(super) fn unlock(&self, key: &str, owner: &str) {
-        let mut inner = self.lock();
-        if inner
-            .records
-            .get(key)
-            .is_some_and(|(value, _)| value == owner.as_bytes())
-        {
-            inner.records.remove(key);
         }
     }
 
@@ -244,8 +237,9 @@ impl MemoryStore {
             displaced.by_total += 1;
         }
         index.compact();
-        drop(guard);
-        self.put(key, sealed, ttl);
+        // Under the same lock as the index, so a concurrent start can never displace this
+        // login before its record exists (and leave the record behind).
+        inner.put(key, sealed, ttl, now);
         displaced
     }
 

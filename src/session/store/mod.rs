@@ -225,23 +225,9 @@ impl Store {
 
     /// Releases the lock `key` if `owner` still holds it (an expired lock may have a new owner).
     pub async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
-        match self {
-            Store::Redis(redis) => {
-                let script = redis::Script::new(
-                    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-                );
-                let _: i64 = script
-                    .key(key)
-                    .arg(owner)
-                    .invoke_async(&mut redis.conn.clone())
-                    .await?;
-                Ok(())
-            }
-            Store::Memory(memory) => {
-                memory.unlock(key, owner);
-                Ok(())
-            }
-        }
+        self.delete_if_unchanged(key, owner.as_bytes())
+            .await
+            .map(|_| ())
     }
 
     /// Reads and deletes a record atomically, so it can be used at most once. Always asks
@@ -253,9 +239,7 @@ impl Store {
                     .arg(key)
                     .query_async(&mut redis.conn.clone())
                     .await?;
-                if let Some(cache) = &redis.cache {
-                    cache.forget_entirely(key);
-                }
+                redis.forget_entirely(key);
                 Ok(taken)
             }
             Store::Memory(memory) => Ok(memory.take(key)),
@@ -311,9 +295,7 @@ impl Store {
                     .arg(expected)
                     .invoke_async(&mut redis.conn.clone())
                     .await?;
-                if let Some(cache) = &redis.cache {
-                    cache.forget_entirely(key);
-                }
+                redis.forget_entirely(key);
                 Ok(deleted == 1)
             }
             Store::Memory(memory) => Ok(memory.delete_if_unchanged(key, expected)),
@@ -355,9 +337,7 @@ impl Store {
                     .arg(key)
                     .query_async(&mut redis.conn.clone())
                     .await?;
-                if let Some(cache) = &redis.cache {
-                    cache.forget_entirely(key);
-                }
+                redis.forget_entirely(key);
                 Ok(())
             }
             Store::Memory(memory) => {
@@ -395,6 +375,13 @@ impl RedisStore {
             && key.starts_with(SESSION_KEY_PREFIX)
         {
             cache.forget(key);
+        }
+    }
+
+    /// Drops a key this instance deleted from the cache, with its touch time.
+    fn forget_entirely(&self, key: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget_entirely(key);
         }
     }
 }
