@@ -8,10 +8,10 @@
 
 use std::net::IpAddr;
 
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+use super::headers::X_FORWARDED_FOR;
 
 /// The proxies whose `X-Forwarded-For` entries are believed.
 #[derive(Debug, Clone, Default)]
