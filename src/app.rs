@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::http::client_address::TrustedProxies;
@@ -17,10 +15,10 @@ use crate::http::login_limit::LoginRateLimit;
 use crate::http::server::ServeLimits;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
-use crate::routes::RouteTable;
 use crate::session::cache::CacheSettings;
 use crate::session::{PendingLimits, Sessions, Store};
 use crate::tokens::TokenKeeper;
+use crate::upstreams::UpstreamTable;
 
 /// A bound, ready-to-serve Vestibule.
 pub struct Application {
@@ -64,7 +62,7 @@ impl Application {
         if let Err(error) = provider.discover().await {
             tracing::warn!(error = %error, "provider discovery failed; retrying on first login");
         }
-        let routes = RouteTable::new(settings.route_table());
+        let upstreams = UpstreamTable::new(settings.route_table());
         let frontend = FrontendService::new(
             settings.frontend()?,
             settings.routes.first().map(|route| route.prefix.as_str()),
@@ -76,9 +74,9 @@ impl Application {
             sessions: Arc::new(sessions),
             provider: Arc::new(provider),
             tokens: Arc::new(TokenKeeper::new(settings.oidc.refresh_skew_secs)),
-            routes: Arc::new(routes),
+            upstreams: Arc::new(upstreams),
             cookies: CookiePolicy::new(settings.is_https()),
-            upstream: http::proxy::upstream_client(),
+            upstream: http::upstream::upstream_client(),
             frontend,
             trusted_proxies: TrustedProxies::new(settings.server.trusted_proxy_ranges()?),
             login_limit: LoginRateLimit::new(
@@ -91,15 +89,9 @@ impl Application {
             },
             max_body_bytes: settings.server.max_body_bytes,
         });
-        let router = http::router(state.clone())
-            // Defence in depth: a bug must cost one request a 500, never the connection.
-            .layer(CatchPanicLayer::custom(|_| crate::error::panic_response()))
-            // Failures are logged once, with their cause, where they become responses.
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(http::server::request_span)
-                    .on_failure(()),
-            );
+        // The span and the panic guard every request gets are added by the dispatcher
+        // (`http::request_scope`), around the router and the proxy alike.
+        let router = http::router(state.clone());
         let listener = TcpListener::bind(settings.listen).await?;
         let limits = ServeLimits {
             connection: ConnectionLimits::from_settings(&settings.server),

@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::routes::Route;
 use crate::session::MasterKey;
+use crate::upstreams::Route;
 
 /// A setting is missing or wrong; the message names the key.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,6 @@ pub mod logging;
 pub mod oidc;
 pub mod random;
 pub mod return_to;
-pub mod routes;
 pub mod session;
 pub mod tokens;
+pub mod upstreams;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -19,7 +19,8 @@ use url::Url;
 
 use super::AppState;
 use super::connection::ConnectionSlot;
-use super::headers::{remove_hop_by_hop, remove_own_set_cookies};
+use super::headers::{clean_upstream_response, remove_hop_by_hop, remove_own_set_cookies};
+use super::upstream::describe;
 use crate::config::Frontend;
 use crate::error::AppError;
 
@@ -75,12 +76,13 @@ pub async fn client_js() -> Response {
     response
 }
 
-/// Serves a frontend request.
-pub async fn serve(state: &AppState, request: Request) -> Result<Response, AppError> {
+/// The router's fallback: every path that is neither an API call nor `/api/auth` belongs to
+/// the single-page app.
+pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     match &state.frontend {
         FrontendService::Demo { api_path } => Ok(demo_page(request.uri(), api_path.as_deref())),
         FrontendService::Dir { root } => Ok(static_file(root, request).await),
-        FrontendService::Upstream { base } => dev_server(state, base, request).await,
+        FrontendService::Upstream { base } => dev_server(&state, base, request).await,
     }
 }
 
@@ -218,7 +220,9 @@ async fn dev_server(
         .upstream
         .request(Request::from_parts(parts, body))
         .await
-        .map_err(|error| AppError::UpstreamUnavailable(format!("frontend dev server: {error}")))?;
+        .map_err(|error| {
+            AppError::UpstreamUnavailable(format!("frontend dev server: {}", describe(&error)))
+        })?;
 
     if let Some(client_upgrade) = client_upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -239,9 +243,8 @@ async fn dev_server(
         return Ok(Response::from_parts(parts, Body::empty()));
     }
     let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
     // An SSR or dev server must not be able to set Vestibule's cookies (session fixation).
-    remove_own_set_cookies(&mut parts.headers);
+    clean_upstream_response(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 

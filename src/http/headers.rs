@@ -222,6 +222,13 @@ fn remove_listed_in_connection(headers: &mut HeaderMap) {
     }
 }
 
+/// What no upstream response may pass on to the browser: hop-by-hop fields and any
+/// `Set-Cookie` that could be taken as ours.
+pub fn clean_upstream_response(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+    remove_own_set_cookies(headers);
+}
+
 /// An upstream must not be able to set, shadow or overwrite Vestibule's cookies (session
 /// fixation, login CSRF): every `Set-Cookie` a browser or Vestibule would take as ours goes.
 pub fn remove_own_set_cookies(headers: &mut HeaderMap) {

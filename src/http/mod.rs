@@ -6,11 +6,14 @@ pub mod client_address;
 pub mod connection;
 pub mod cookies;
 pub mod csrf;
+pub mod dispatch;
 pub mod frontend;
 pub mod headers;
 pub mod login_limit;
 pub mod proxy;
+pub mod request_scope;
 pub mod server;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -20,9 +23,9 @@ use url::Url;
 
 use crate::error::AppError;
 use crate::oidc::Provider;
-use crate::routes::RouteTable;
 use crate::session::{ActiveSession, PendingLimits, SessionToken, Sessions};
 use crate::tokens::TokenKeeper;
+use crate::upstreams::UpstreamTable;
 use cookies::CookiePolicy;
 
 /// Everything a handler needs, built once at start-up. Cloning it (axum does, per request)
@@ -57,12 +60,12 @@ pub struct Components {
     pub provider: Arc<Provider>,
     /// Access-token refresh policy.
     pub tokens: Arc<TokenKeeper>,
-    /// The API routes.
-    pub routes: Arc<RouteTable>,
+    /// The upstream APIs (`[[routes]]`).
+    pub upstreams: Arc<UpstreamTable>,
     /// Cookie names and attributes.
     pub cookies: CookiePolicy,
     /// The upstream HTTP client.
-    pub upstream: proxy::UpstreamClient,
+    pub upstream: upstream::UpstreamClient,
     /// How the single-page app is served.
     pub frontend: frontend::FrontendService,
     /// The `X-Forwarded-*` values derived from `public_url`.
@@ -115,7 +118,8 @@ impl QueryParams {
     }
 }
 
-/// All routes: `/api/auth/*` and, as the fallback, the reverse proxy.
+/// Vestibule's own endpoints under `/api/auth` and, as the fallback, the single-page app.
+/// (Proxied API calls never reach the router: see [`dispatch`].)
 pub fn router(state: AppState) -> Router {
     let auth = Router::new()
         .route("/login", get(auth::begin_login))
@@ -131,7 +135,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .nest("/api/auth", auth)
-        .fallback(proxy::dispatch)
+        .fallback(frontend::serve)
         .with_state(state)
 }
 

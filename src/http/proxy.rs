@@ -1,78 +1,27 @@
-//! The reverse proxy for `[[routes]]`: streams requests and responses, attaches the bearer
-//! token, and keeps Vestibule's own cookies and headers away from upstreams.
-//!
-//! Header rules follow RFC 9110 §7.6.1: hop-by-hop fields (and any named in `Connection`)
-//! are not forwarded in either direction. Bodies are streamed, never buffered.
+//! The reverse proxy for `[[routes]]`: streams a dispatched API call to its upstream with the
+//! session's access token, and keeps Vestibule's own cookies and headers away from it (the
+//! rules themselves are in [`super::headers`]). Bodies are streamed, never buffered.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::headers::{VIA, remove_hop_by_hop, remove_own_set_cookies};
+use super::headers::{VIA, clean_upstream_response, remove_hop_by_hop};
+use super::upstream::describe;
 use super::{AppState, csrf};
 use crate::error::AppError;
-use crate::routes::RouteError;
 
-/// The HTTP client used for upstream APIs (HTTP/1.1, keep-alive pool, http and https).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
-
-/// Builds the pooled upstream client with bounded connect and idle times.
-pub fn upstream_client() -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .build(https)
-}
-
-/// Fallback handler: a path under a route prefix is proxied to its API; any other path under
-/// `/api/` is unknown (JSON 404); everything else belongs to the single-page app.
-pub async fn dispatch(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Result<Response, AppError> {
-    let path = request.uri().path();
-    match upstream_for(&state, request.uri()) {
-        Some(upstream) => {
-            let (url, timeout) = upstream?;
-            forward(&state, peer, request, url, timeout).await
-        }
-        None if path == "/api" || path.starts_with("/api/") => Err(AppError::NotFound),
-        None => super::frontend::serve(&state, request).await,
-    }
-}
-
-/// The upstream URL and timeout for a request under a route prefix (an error if the path
-/// tries to leave its route); `None` if no route covers it. Vestibule's own `/api/auth` is
-/// never proxied, even under a route like `/api`.
-pub fn upstream_for(state: &AppState, uri: &Uri) -> Option<Result<(String, Duration), AppError>> {
-    let path = uri.path();
-    if path == "/api/auth" || path.starts_with("/api/auth/") {
-        return None;
-    }
-    match state.routes.resolve(path, uri.query()) {
-        Ok(target) => Some(Ok((target.url, target.route.timeout))),
-        Err(RouteError::Traversal) => Some(Err(AppError::BadRequest("path leaves its route"))),
-        Err(RouteError::NoRoute) => None,
-    }
+/// Where a proxied call goes.
+#[derive(Debug)]
+pub struct UpstreamCall {
+    /// The full upstream URL.
+    pub url: String,
+    /// How long to wait for the upstream's response headers.
+    pub timeout: Duration,
 }
 
 /// Forwards an API call with the session's access token.
@@ -80,10 +29,10 @@ pub async fn forward(
     state: &AppState,
     peer: SocketAddr,
     request: Request,
-    url: String,
-    timeout: Duration,
+    call: UpstreamCall,
 ) -> Result<Response, AppError> {
     csrf::check(request.headers(), &state.origin)?;
+    let UpstreamCall { url, timeout } = call;
     let upstream_uri: Uri = url
         .parse()
         .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
@@ -109,8 +58,7 @@ pub async fn forward(
             Ok(Ok(response)) => response,
         };
     let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    remove_own_set_cookies(&mut parts.headers);
+    clean_upstream_response(&mut parts.headers);
     parts
         .headers
         .append(header::VIA, HeaderValue::from_static(VIA));
@@ -131,18 +79,6 @@ fn prepare_request_headers(headers: &mut HeaderMap, access_token: &str) -> Resul
     bearer.set_sensitive(true);
     headers.insert(header::AUTHORIZATION, bearer);
     Ok(())
-}
-
-/// The error chain of a client failure, without the URL's query (it is the user's data).
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

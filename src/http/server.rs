@@ -1,45 +1,27 @@
 //! Accepting connections: HTTP/1.1 with upgrades, per-connection limits, a cap on
-//! connections, graceful shutdown, and a fast path that hands proxied API calls straight to
-//! the proxy.
-//!
-//! Proxied calls are the hot path of a BFF. Sending them through the router costs a path
-//! match, the tracing and panic layers' futures and a fallback dispatch on every call (about
-//! a tenth of the throughput, measured with `bench/run`), so they skip it: the decision is the
-//! same one the router's fallback makes ([`super::proxy::dispatch`]), and the guarantees the
-//! layers give (a span with method and path, a panic costs one request a 500) are kept here.
-//! Everything else goes through the router unchanged.
+//! connections and graceful shutdown. Each request on a connection is handed to the
+//! [`Dispatcher`], the one place that decides where it goes.
 //!
 //! At most `server.max_connections` connections are served at once: past that, the loop
 //! stops accepting and new connections wait in the kernel's queue, so a flood of idle
 //! connections cannot exhaust file descriptors. Each connection is bounded by
 //! [`super::connection`].
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tower::ServiceExt;
-use tracing::Instrument;
 
+use super::AppState;
 use super::connection::{
-    Activity, ConnectionLimits, ConnectionSlot, Expiry, TrackedBody, WatchedStream, watchdog,
+    Activity, ConnectionLimits, ConnectionSlot, Expiry, WatchedStream, watchdog,
 };
-use super::{AppState, proxy};
-use crate::error::panic_response;
+use super::dispatch::Dispatcher;
 
 /// How the listener treats connections.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +72,7 @@ pub async fn serve(
         let connection = Connection {
             builder: builder.clone(),
             limits: limits.connection,
-            entry: Entry {
+            dispatcher: Dispatcher {
                 state: state.clone(),
                 router: router.clone(),
                 peer,
@@ -121,18 +103,18 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(25);
 struct Connection {
     builder: http1::Builder,
     limits: ConnectionLimits,
-    entry: Entry,
+    dispatcher: Dispatcher,
 }
 
 impl Connection {
     /// Serves the connection until the client closes it, a limit expires, or the server
     /// stops (then in-flight requests finish first, within the same limits).
     async fn run(self, stream: TcpStream, mut stop_signal: watch::Receiver<bool>) {
-        let activity = self.entry.activity.clone();
+        let activity = self.dispatcher.activity.clone();
         let io = TokioIo::new(WatchedStream::new(stream, activity.clone()));
         let connection = self
             .builder
-            .serve_connection(io, self.entry)
+            .serve_connection(io, self.dispatcher)
             .with_upgrades();
         let mut connection = std::pin::pin!(connection);
         let mut stopping = false;
@@ -197,65 +179,5 @@ impl AcceptErrors {
             self.last_logged = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The span every request is handled in. Method and path only: queries carry codes and
-/// states, headers carry cookies.
-pub fn request_span<B>(request: &hyper::Request<B>) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path()
-    )
-}
-
-/// The service for one connection.
-#[derive(Clone)]
-struct Entry {
-    state: AppState,
-    router: Router,
-    peer: SocketAddr,
-    activity: Arc<Activity>,
-    slot: ConnectionSlot,
-}
-
-type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
-
-impl hyper::service::Service<hyper::Request<Incoming>> for Entry {
-    type Response = Response<TrackedBody>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        let in_flight = self.activity.request_started();
-        let mut request = request.map(Body::new);
-        if let Some(upstream) = proxy::upstream_for(&self.state, request.uri()) {
-            let span = request_span(&request);
-            let (state, peer) = (self.state.clone(), self.peer);
-            let call = async move {
-                let outcome = match upstream {
-                    Ok((url, timeout)) => proxy::forward(&state, peer, request, url, timeout).await,
-                    Err(error) => Err(error),
-                };
-                outcome.unwrap_or_else(IntoResponse::into_response)
-            };
-            return Box::pin(
-                AssertUnwindSafe(call)
-                    .catch_unwind()
-                    .map(move |outcome| {
-                        let response = outcome.unwrap_or_else(|_| panic_response());
-                        Ok(response.map(|body| TrackedBody::new(body, in_flight)))
-                    })
-                    .instrument(span),
-            );
-        }
-        request.extensions_mut().insert(ConnectInfo(self.peer));
-        request.extensions_mut().insert(self.slot.clone());
-        Box::pin(self.router.clone().oneshot(request).map(move |outcome| {
-            let Ok(response) = outcome;
-            Ok(response.map(|body| TrackedBody::new(body, in_flight)))
-        }))
     }
 }
