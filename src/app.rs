@@ -32,12 +32,22 @@ impl Application {
     /// Builds every component and binds the listener. Discovery is attempted but a provider
     /// that is down at start-up is retried on first use rather than preventing start-up.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = match &settings.session.redis_url {
+        let provider = Provider::new(ProviderSettings::from_settings(&settings))?;
+        let https = settings.is_https();
+        let Settings {
+            listen,
+            public_url,
+            oidc,
+            session,
+            routes,
+            frontend,
+            server,
+            login,
+            log_format: _,
+        } = settings;
+        let store = match &session.redis_url {
             Some(url) => {
-                let cache = CacheSettings::new(
-                    settings.session.local_cache_entries,
-                    std::time::Duration::from_secs(settings.session.idle_timeout_secs),
-                );
+                let cache = CacheSettings::new(session.local_cache_entries, session.idle_timeout);
                 let store = Store::redis(url.expose_secret(), cache)?;
                 if let Err(error) = store.ping().await {
                     tracing::warn!(error = %error, "Redis is not reachable yet; sessions answer 503 until it is");
@@ -54,48 +64,41 @@ impl Application {
         };
         let sessions = Sessions::new(
             store,
-            settings.master_key()?,
-            std::time::Duration::from_secs(settings.session.idle_timeout_secs),
-            std::time::Duration::from_secs(settings.session.absolute_timeout_secs),
+            session.master_key,
+            session.idle_timeout,
+            session.absolute_timeout,
         );
-        let provider = Provider::new(ProviderSettings::from_settings(&settings))?;
         if let Err(error) = provider.discover().await {
             tracing::warn!(error = %error, "provider discovery failed; retrying on first login");
         }
-        let upstreams = UpstreamTable::new(settings.route_table());
-        let frontend = FrontendService::new(
-            settings.frontend()?,
-            settings.routes.first().map(|route| route.prefix.as_str()),
-        );
+        let frontend =
+            FrontendService::new(frontend, routes.first().map(|route| route.prefix.as_str()));
         let state = AppState::new(Components {
-            forwarded: ForwardingHeaders::new(&settings.public_url),
-            public_url: settings.public_url.clone(),
-            origin: settings.public_url.origin().ascii_serialization(),
+            forwarded: ForwardingHeaders::new(&public_url),
+            origin: public_url.origin().ascii_serialization(),
+            public_url,
             sessions: Arc::new(sessions),
             provider: Arc::new(provider),
-            tokens: Arc::new(TokenKeeper::new(settings.oidc.refresh_skew_secs)),
-            upstreams: Arc::new(upstreams),
-            cookies: CookiePolicy::new(settings.is_https()),
+            tokens: Arc::new(TokenKeeper::new(oidc.refresh_skew.as_secs())),
+            upstreams: Arc::new(UpstreamTable::new(routes)),
+            cookies: CookiePolicy::new(https),
             upstream: http::upstream::upstream_client(),
             frontend,
-            trusted_proxies: TrustedProxies::new(settings.server.trusted_proxy_ranges()?),
-            login_limit: LoginRateLimit::new(
-                settings.login.rate_limit_per_minute,
-                settings.login.rate_limit_burst,
-            ),
+            trusted_proxies: TrustedProxies::new(server.trusted_proxies.clone()),
+            login_limit: LoginRateLimit::new(login.rate_limit_per_minute, login.rate_limit_burst),
             pending_limits: PendingLimits {
-                per_browser: settings.login.max_pending_per_browser,
-                total: settings.login.max_pending_total,
+                per_browser: login.max_pending_per_browser,
+                total: login.max_pending_total,
             },
-            max_body_bytes: settings.server.max_body_bytes,
+            max_body_bytes: server.max_body_bytes,
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::request_scope`), around the router and the proxy alike.
         let router = http::router(state.clone());
-        let listener = TcpListener::bind(settings.listen).await?;
+        let listener = TcpListener::bind(listen).await?;
         let limits = ServeLimits {
-            connection: ConnectionLimits::from_settings(&settings.server),
-            max_connections: settings.server.max_connections,
+            connection: ConnectionLimits::from_settings(&server),
+            max_connections: server.max_connections,
         };
         warn_if_descriptors_run_out(limits.max_connections);
         Ok(Self {

@@ -46,10 +46,10 @@ impl ConnectionLimits {
     /// The limits configured in `[server]`.
     pub fn from_settings(server: &ServerSettings) -> Self {
         Self {
-            header_read_timeout: server.header_read_timeout(),
-            keep_alive_timeout: server.keep_alive_timeout(),
+            header_read_timeout: server.header_read_timeout,
+            keep_alive_timeout: server.keep_alive_timeout,
             max_header_bytes: server.max_header_bytes,
-            send_timeout: server.send_timeout(),
+            send_timeout: server.send_timeout,
         }
     }
 }

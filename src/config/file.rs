@@ -1,0 +1,216 @@
+//! The configuration's schema, exactly as an operator writes it: key names, defaults and
+//! which keys exist. Values are checked and converted into [`super::Settings`] in one place,
+//! [`super::parse`]; nothing else reads these types.
+
+use std::net::SocketAddr;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// HTTP Basic with client id and secret.
+    ClientSecretBasic,
+    /// Client id and secret in the form body.
+    ClientSecretPost,
+}
+
+/// The whole configuration file, as written (environment variables merged in).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The origin the browser uses; the redirect URI is derived from it.
+    pub public_url: Url,
+    /// The OpenID Provider and this client's registration.
+    pub oidc: OidcSection,
+    /// Session storage and lifetimes.
+    pub session: SessionSection,
+    /// Reverse-proxied API routes.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    /// Where the single-page app comes from; absent: the built-in demo SPA.
+    #[serde(default)]
+    pub frontend: Option<FrontendSection>,
+    /// How log lines are written.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Connection handling and request-size limits of the listener.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Limits on starting logins.
+    #[serde(default)]
+    pub login: LoginSettings,
+}
+
+/// `log_format`: one line of text per event, or one JSON object per line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `[server]`: what one client may cost the listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// A request's header block must arrive within this many seconds of its first byte.
+    pub header_read_timeout_secs: u64,
+    /// An idle keep-alive connection is closed after this many seconds (keep it longer than
+    /// the load balancer's idle timeout, so the balancer never reuses a closing connection).
+    pub keep_alive_timeout_secs: u64,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Largest request line plus headers, in bytes (larger: `431`).
+    pub max_header_bytes: usize,
+    /// A response the client does not read may stall this many seconds between two writes.
+    pub send_timeout_secs: u64,
+    /// Largest request body accepted by Vestibule's own `/api/auth/*` endpoints (larger: `413`).
+    pub max_body_bytes: usize,
+    /// Load balancers or proxies (CIDR ranges or addresses) whose `X-Forwarded-For` is believed
+    /// when working out the client's address.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            keep_alive_timeout_secs: 75,
+            max_connections: 10_000,
+            max_header_bytes: 32 * 1024,
+            send_timeout_secs: 60,
+            max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `[login]`: what starting a login may cost, per client and in total.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginSettings {
+    /// Login starts allowed per client address and minute, on each instance (0: no limit).
+    pub rate_limit_per_minute: u32,
+    /// Login starts a client address may make in a burst before the rate applies.
+    pub rate_limit_burst: u32,
+    /// Logins one browser may have in progress; starting another drops its oldest.
+    pub max_pending_per_browser: usize,
+    /// Logins in progress across all browsers and instances; past it, new ones get `503`.
+    pub max_pending_total: usize,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_minute: 60,
+            rate_limit_burst: 20,
+            max_pending_per_browser: 5,
+            max_pending_total: 10_000,
+        }
+    }
+}
+
+/// `[frontend]`: exactly one of `dir` or `upstream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendSection {
+    /// A directory of built static files with an `index.html`.
+    #[serde(default)]
+    pub dir: Option<std::path::PathBuf>,
+    /// A development server to proxy (e.g. Vite), WebSocket upgrades included.
+    #[serde(default)]
+    pub upstream: Option<Url>,
+}
+
+/// `[oidc]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSection {
+    /// The issuer identifier; must equal the discovery document's `issuer` exactly.
+    pub issuer: String,
+    /// Where to fetch discovery from, when it differs from `issuer` + well-known path.
+    #[serde(default)]
+    pub discovery_url: Option<Url>,
+    /// The registered client id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: SecretString,
+    /// Scopes to request; must include `openid`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Refresh when the access token expires within this many seconds.
+    #[serde(default = "default_refresh_skew")]
+    pub refresh_skew_secs: u64,
+    /// Token endpoint authentication; chosen from discovery when absent.
+    #[serde(default)]
+    pub client_auth_method: Option<ClientAuthMethod>,
+    /// `prompt` sent with the authorization request; defaults to `consent` when
+    /// `offline_access` is requested (OIDC Core §11), set to `""` to send none.
+    #[serde(default)]
+    pub prompt: Option<String>,
+}
+
+/// `[session]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSection {
+    /// Redis URL; absent means the in-memory store (single instance only).
+    #[serde(default)]
+    pub redis_url: Option<SecretString>,
+    /// Base64 of 32 random bytes.
+    pub encryption_key: SecretString,
+    /// Sliding idle timeout.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    /// Absolute session lifetime.
+    #[serde(default = "default_absolute")]
+    pub absolute_timeout_secs: u64,
+    /// Sealed session records each instance keeps in memory, kept exact by Redis client
+    /// tracking (0 turns the cache off: every call reads Redis).
+    #[serde(default = "default_local_cache_entries")]
+    pub local_cache_entries: usize,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Path prefix handled by this route.
+    pub prefix: String,
+    /// Upstream base URL.
+    pub upstream: Url,
+    /// Seconds to wait for the upstream's response headers.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_refresh_skew() -> u64 {
+    30
+}
+fn default_idle() -> u64 {
+    1800
+}
+fn default_local_cache_entries() -> usize {
+    10_000
+}
+
+fn default_absolute() -> u64 {
+    28800
+}
+fn default_upstream_timeout() -> u64 {
+    30
+}

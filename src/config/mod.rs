@@ -1,0 +1,371 @@
+//! Configuration: a TOML file merged with `VESTIBULE_*` environment variables, checked and
+//! converted once into typed [`Settings`] (durations, the master key, the route table, the
+//! frontend), which [`crate::app`] alone reads.
+//!
+//! Every problem becomes one [`ConfigError`] line naming the key and what is wrong. Secrets are
+//! held as `SecretString` or [`MasterKey`] so they cannot be `Debug`-printed.
+
+mod environment;
+mod error;
+mod file;
+mod parse;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use secrecy::SecretString;
+use url::Url;
+
+use crate::session::MasterKey;
+use crate::upstreams::Route;
+use error::describe_figment_error;
+use file::FileSettings;
+
+pub use environment::{ENV_PREFIX, IgnoredVariable};
+pub use error::ConfigError;
+pub use file::{ClientAuthMethod, LogFormat, LoginSettings};
+
+/// The whole configuration, checked and converted.
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The origin the browser uses; the redirect URI is derived from it.
+    pub public_url: Url,
+    /// The OpenID Provider and this client's registration.
+    pub oidc: OidcSettings,
+    /// Session storage and lifetimes.
+    pub session: SessionSettings,
+    /// The upstream table's entries (`[[routes]]`).
+    pub routes: Vec<Route>,
+    /// Where the single-page app comes from.
+    pub frontend: Frontend,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Connection handling and request-size limits of the listener.
+    pub server: ServerSettings,
+    /// Limits on starting logins.
+    pub login: LoginSettings,
+}
+
+/// `[oidc]`: the OpenID Provider and this client's registration.
+pub struct OidcSettings {
+    /// The issuer identifier; must equal the discovery document's `issuer` exactly.
+    pub issuer: String,
+    /// Where to fetch discovery from, when it differs from `issuer` + well-known path.
+    pub discovery_url: Option<Url>,
+    /// The registered client id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: SecretString,
+    /// Scopes to request; includes `openid`.
+    pub scopes: Vec<String>,
+    /// Refresh when the access token expires within this long.
+    pub refresh_skew: Duration,
+    /// Token endpoint authentication; chosen from discovery when absent.
+    pub client_auth_method: Option<ClientAuthMethod>,
+    /// `prompt` sent with the authorization request (see `oidc.prompt` in the README).
+    pub prompt: Option<String>,
+}
+
+/// `[session]`: storage, encryption and lifetimes.
+pub struct SessionSettings {
+    /// Redis URL; absent means the in-memory store (single instance only).
+    pub redis_url: Option<SecretString>,
+    /// The decoded `session.encryption_key`.
+    pub master_key: MasterKey,
+    /// Sliding idle timeout.
+    pub idle_timeout: Duration,
+    /// Absolute session lifetime.
+    pub absolute_timeout: Duration,
+    /// Sealed session records each instance keeps in memory (0: no cache).
+    pub local_cache_entries: usize,
+}
+
+/// `[server]`: what one client may cost the listener.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// A request's header block must arrive within this long of its first byte.
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long.
+    pub keep_alive_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Largest request line plus headers, in bytes (larger: `431`).
+    pub max_header_bytes: usize,
+    /// A response the client does not read may stall this long between two writes.
+    pub send_timeout: Duration,
+    /// Largest request body accepted by Vestibule's own `/api/auth/*` endpoints.
+    pub max_body_bytes: usize,
+    /// Load balancers or proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Where the SPA is served from.
+#[derive(Debug, Clone)]
+pub enum Frontend {
+    /// Vestibule's built-in demo page.
+    Demo,
+    /// Static files from a directory.
+    Dir(PathBuf),
+    /// A proxied development server.
+    Upstream(Url),
+}
+
+/// The settings together with what loading them left out.
+pub struct LoadedSettings {
+    /// The validated settings.
+    pub settings: Settings,
+    /// `VESTIBULE_*` environment variables that are not settings and were ignored.
+    pub ignored_environment: Vec<IgnoredVariable>,
+}
+
+impl Settings {
+    /// Loads `file` (if any) and the environment (which wins), then checks and converts.
+    ///
+    /// An unknown key in the file is an error. An unknown `VESTIBULE_*` environment variable
+    /// is not: platforms set their own (Kubernetes injects `VESTIBULE_PORT`,
+    /// `VESTIBULE_SERVICE_HOST`, … for a Service named `vestibule`), so it is left out and
+    /// reported in [`LoadedSettings::ignored_environment`].
+    pub fn load(file: Option<&Path>) -> Result<LoadedSettings, ConfigError> {
+        let mut base = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("file {} does not exist or is not a file", path.display()),
+                ));
+            }
+            base = base.merge(Toml::file_exact(path));
+        }
+        let environment_keys: Vec<String> = environment::environment()
+            .iter()
+            .map(|(key, _)| key.as_str().to_ascii_lowercase())
+            .collect();
+        let mut ignored: Vec<IgnoredVariable> = Vec::new();
+        let mut verbatim: Vec<String> = Vec::new();
+        loop {
+            let skip: Vec<String> = ignored.iter().map(|var| var.key.clone()).collect();
+            let figment = environment::merge_environment(base.clone(), &skip, &verbatim);
+            let error = match figment.extract::<FileSettings>() {
+                Ok(file) => {
+                    return Ok(LoadedSettings {
+                        settings: parse::parse(file)?,
+                        ignored_environment: ignored,
+                    });
+                }
+                Err(error) => error,
+            };
+            if let Some(key) = environment::wants_verbatim(&error, &environment_keys)
+                && !verbatim.contains(&key)
+            {
+                verbatim.push(key);
+                continue;
+            }
+            match IgnoredVariable::from_error(&error, &environment_keys) {
+                Some(variable) if !skip.contains(&variable.key) => ignored.push(variable),
+                _ => return Err(describe_figment_error(error).mention_misspelt(&ignored)),
+            }
+        }
+    }
+
+    /// Extracts, checks and converts settings from any figment (tests build their own).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let file: FileSettings = figment.extract().map_err(describe_figment_error)?;
+        parse::parse(file)
+    }
+
+    /// The redirect URI registered at the provider: `public_url` + `/api/auth/callback`.
+    pub fn redirect_uri(&self) -> Url {
+        self.public_url_with_path("/api/auth/callback")
+    }
+
+    /// `public_url` + `path`.
+    pub fn public_url_with_path(&self, path: &str) -> Url {
+        let mut url = self.public_url.clone();
+        url.set_path(path);
+        url
+    }
+
+    /// Whether the browser reaches us over https (cookies get `Secure` and `__Host-`).
+    pub fn is_https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+    use secrecy::ExposeSecret;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn base() -> String {
+        format!(
+            r#"
+            listen = "127.0.0.1:8080"
+            public_url = "http://localhost:8080"
+            [oidc]
+            issuer = "http://localhost:8081/realms/vestibule"
+            client_id = "vestibule"
+            client_secret = "s3cret"
+            [session]
+            encryption_key = "{KEY}"
+            [[routes]]
+            prefix = "/api/orders"
+            upstream = "http://127.0.0.1:9000/v1"
+            "#
+        )
+    }
+
+    fn load(toml: &str) -> Result<Settings, ConfigError> {
+        Settings::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    fn load_error(toml: &str) -> ConfigError {
+        match load(toml) {
+            Ok(_) => panic!("loaded a bad configuration"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn valid_config_loads_with_defaults() {
+        let settings = load(&base()).unwrap();
+        assert_eq!(settings.oidc.refresh_skew, Duration::from_secs(30));
+        assert_eq!(settings.session.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(
+            settings.redirect_uri().as_str(),
+            "http://localhost:8080/api/auth/callback"
+        );
+        assert!(settings.oidc.scopes.contains(&"offline_access".to_owned()));
+    }
+
+    #[test]
+    fn missing_secret_names_the_key_and_env_var() {
+        let error = load_error(&base().replace("client_secret = \"s3cret\"", ""));
+        assert_eq!(error.key, "oidc.client_secret");
+        assert!(
+            error.to_string().contains("VESTIBULE_OIDC__CLIENT_SECRET"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_keys() {
+        let cases = [
+            (
+                base().replace(KEY, "dG9vIHNob3J0"),
+                "session.encryption_key",
+            ),
+            (
+                base().replace("\"/api/orders\"", "\"api/orders\""),
+                "routes[0].prefix",
+            ),
+            (
+                base().replace("\"/api/orders\"", "\"/api/auth\""),
+                "routes[0].prefix",
+            ),
+            (
+                base().replace("http://localhost:8080\"", "localhost\""),
+                "public_url",
+            ),
+            (base().replace("127.0.0.1:8080", "nope"), "listen"),
+            (
+                base().replace("[session]", "[session]\nidle_timeout_secs = \"x\""),
+                "session.idle_timeout_secs",
+            ),
+            (
+                base().replace("[session]", "[session]\nredis_url = \"http://x\""),
+                "session.redis_url",
+            ),
+            (
+                base().replace("[session]", "[session]\ntypo = 1"),
+                "session.typo",
+            ),
+            (
+                base().replace("[oidc]", "[oidc]\nscopes = [\"profile\"]"),
+                "oidc.scopes",
+            ),
+        ];
+        for (toml, key) in cases {
+            let error = load_error(&toml);
+            assert_eq!(error.key, key, "{error}");
+            assert!(!error.to_string().contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn frontend_needs_exactly_one_source() {
+        let both = format!(
+            "{}\n[frontend]\ndir = \"/\"\nupstream = \"http://127.0.0.1:5173\"\n",
+            base()
+        );
+        assert_eq!(load_error(&both).key, "frontend");
+        let no_index = format!("{}\n[frontend]\ndir = \"/nonexistent\"\n", base());
+        assert_eq!(load_error(&no_index).key, "frontend.dir");
+        let dev = format!(
+            "{}\n[frontend]\nupstream = \"http://127.0.0.1:5173\"\n",
+            base()
+        );
+        assert!(matches!(
+            load(&dev).unwrap().frontend,
+            Frontend::Upstream(_)
+        ));
+        assert!(matches!(load(&base()).unwrap().frontend, Frontend::Demo));
+    }
+
+    #[test]
+    fn errors_never_echo_secret_values() {
+        let toml = base().replace(KEY, "not-base64-SECRETVALUE");
+        let error = load_error(&toml);
+        assert!(!error.to_string().contains("SECRETVALUE"));
+    }
+
+    #[test]
+    fn environment_style_values_override_the_file() {
+        let figment = Figment::new()
+            .merge(Toml::string(&base()))
+            .merge(Serialized::default("oidc.client_id", "from-env"));
+        assert_eq!(
+            Settings::from_figment(figment).unwrap().oidc.client_id,
+            "from-env"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn environment_values_keep_the_type_their_setting_wants() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("VESTIBULE_LISTEN", "127.0.0.1:8080");
+            jail.set_env("VESTIBULE_PUBLIC_URL", "http://localhost:8080");
+            jail.set_env("VESTIBULE_OIDC__ISSUER", "http://localhost:8081");
+            jail.set_env("VESTIBULE_OIDC__CLIENT_ID", "007");
+            jail.set_env("VESTIBULE_OIDC__CLIENT_SECRET", "0123");
+            jail.set_env("VESTIBULE_OIDC__PROMPT", "1.50");
+            jail.set_env("VESTIBULE_SESSION__ENCRYPTION_KEY", KEY);
+            jail.set_env("VESTIBULE_SESSION__IDLE_TIMEOUT_SECS", "90");
+            jail.set_env("VESTIBULE_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]");
+            let settings = match Settings::load(None) {
+                Ok(loaded) => loaded.settings,
+                Err(error) => panic!("{error}"),
+            };
+            // Strings stay exactly as written, however they look...
+            assert_eq!(settings.oidc.client_id, "007");
+            assert_eq!(settings.oidc.client_secret.expose_secret(), "0123");
+            assert_eq!(settings.oidc.prompt.as_deref(), Some("1.50"));
+            // ...and numbers and lists are parsed.
+            assert_eq!(settings.session.idle_timeout, Duration::from_secs(90));
+            assert_eq!(settings.server.trusted_proxies.len(), 1);
+            jail.set_env("VESTIBULE_SESSION__IDLE_TIMEOUT_SECS", "1.5");
+            let Err(error) = Settings::load(None) else {
+                panic!("a fractional number of seconds was accepted");
+            };
+            assert_eq!(error.key, "session.idle_timeout_secs");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,283 @@
+//! Checking and converting the file's values into typed settings, once: durations, the
+//! master key, the route table, the trusted proxies and the frontend choice. Every check
+//! names the key it is about.
+
+use std::time::Duration;
+
+use base64::Engine;
+use secrecy::ExposeSecret;
+use url::Url;
+
+use super::error::ConfigError;
+use super::file::{FileSettings, FrontendSection, RouteSection, ServerSection};
+use super::{Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
+use crate::session::MasterKey;
+use crate::upstreams::Route;
+
+/// Checks every value of `file` and converts it into [`Settings`].
+pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
+    check_public_url(&file.public_url)?;
+    let oidc = file.oidc;
+    let issuer = Url::parse(&oidc.issuer)
+        .map_err(|error| ConfigError::new("oidc.issuer", format!("not a URL: {error}")))?;
+    if !matches!(issuer.scheme(), "http" | "https") {
+        return Err(ConfigError::new("oidc.issuer", "must be an http(s) URL"));
+    }
+    if oidc.client_id.trim().is_empty() {
+        return Err(ConfigError::new("oidc.client_id", "must not be empty"));
+    }
+    if oidc.client_secret.expose_secret().is_empty() {
+        return Err(ConfigError::new("oidc.client_secret", "must not be empty"));
+    }
+    if !oidc.scopes.iter().any(|scope| scope == "openid") {
+        return Err(ConfigError::new("oidc.scopes", "must include \"openid\""));
+    }
+    if oidc
+        .scopes
+        .iter()
+        .any(|scope| scope.is_empty() || scope.contains(' '))
+    {
+        return Err(ConfigError::new(
+            "oidc.scopes",
+            "scopes must be non-empty words",
+        ));
+    }
+    let session = file.session;
+    let master_key = master_key(session.encryption_key.expose_secret())?;
+    if session.idle_timeout_secs == 0 {
+        return Err(ConfigError::new(
+            "session.idle_timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    if session.absolute_timeout_secs < session.idle_timeout_secs {
+        return Err(ConfigError::new(
+            "session.absolute_timeout_secs",
+            "must not be shorter than session.idle_timeout_secs",
+        ));
+    }
+    if let Some(url) = &session.redis_url {
+        redis::parse_redis_url(url.expose_secret()).ok_or_else(|| {
+            ConfigError::new("session.redis_url", "not a redis:// or rediss:// URL")
+        })?;
+    }
+    let routes = routes(&file.routes)?;
+    let server = server(file.server)?;
+    check_login_limits(&file.login)?;
+    let frontend = frontend(file.frontend)?;
+    Ok(Settings {
+        listen: file.listen,
+        public_url: file.public_url,
+        oidc: OidcSettings {
+            issuer: oidc.issuer,
+            discovery_url: oidc.discovery_url,
+            client_id: oidc.client_id,
+            client_secret: oidc.client_secret,
+            scopes: oidc.scopes,
+            refresh_skew: Duration::from_secs(oidc.refresh_skew_secs),
+            client_auth_method: oidc.client_auth_method,
+            prompt: oidc.prompt,
+        },
+        session: SessionSettings {
+            redis_url: session.redis_url,
+            master_key,
+            idle_timeout: Duration::from_secs(session.idle_timeout_secs),
+            absolute_timeout: Duration::from_secs(session.absolute_timeout_secs),
+            local_cache_entries: session.local_cache_entries,
+        },
+        routes,
+        frontend,
+        log_format: file.log_format,
+        server,
+        login: file.login,
+    })
+}
+
+fn check_public_url(public_url: &Url) -> Result<(), ConfigError> {
+    if !matches!(public_url.scheme(), "http" | "https") || public_url.host().is_none() {
+        return Err(ConfigError::new(
+            "public_url",
+            "must be an http(s) URL with a host",
+        ));
+    }
+    if public_url.path() != "/" || public_url.query().is_some() {
+        return Err(ConfigError::new(
+            "public_url",
+            "must be an origin only (no path or query), e.g. https://app.example.com",
+        ));
+    }
+    Ok(())
+}
+
+/// `value` must be at least `minimum`.
+fn at_least(key: &str, value: u64, minimum: u64) -> Result<(), ConfigError> {
+    if value < minimum {
+        Err(ConfigError::new(key, format!("must be at least {minimum}")))
+    } else {
+        Ok(())
+    }
+}
+
+fn server(server: ServerSection) -> Result<ServerSettings, ConfigError> {
+    at_least(
+        "server.header_read_timeout_secs",
+        server.header_read_timeout_secs,
+        1,
+    )?;
+    at_least(
+        "server.keep_alive_timeout_secs",
+        server.keep_alive_timeout_secs,
+        1,
+    )?;
+    at_least("server.max_connections", server.max_connections as u64, 1)?;
+    at_least("server.send_timeout_secs", server.send_timeout_secs, 1)?;
+    at_least(
+        "server.max_header_bytes",
+        server.max_header_bytes as u64,
+        1024,
+    )?;
+    at_least("server.max_body_bytes", server.max_body_bytes as u64, 1024)?;
+    Ok(ServerSettings {
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+        keep_alive_timeout: Duration::from_secs(server.keep_alive_timeout_secs),
+        max_connections: server.max_connections,
+        max_header_bytes: server.max_header_bytes,
+        send_timeout: Duration::from_secs(server.send_timeout_secs),
+        max_body_bytes: server.max_body_bytes,
+        trusted_proxies: trusted_proxies(&server.trusted_proxies)?,
+    })
+}
+
+/// The parsed `server.trusted_proxies`; a bare address is a range of one.
+fn trusted_proxies(entries: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let text = text.trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        format!("server.trusted_proxies[{index}]"),
+                        "must be an IP address or a CIDR range such as 10.0.0.0/8",
+                    )
+                })
+        })
+        .collect()
+}
+
+fn check_login_limits(login: &super::LoginSettings) -> Result<(), ConfigError> {
+    at_least(
+        "login.rate_limit_burst",
+        u64::from(login.rate_limit_burst),
+        1,
+    )?;
+    at_least(
+        "login.max_pending_per_browser",
+        login.max_pending_per_browser as u64,
+        1,
+    )?;
+    at_least("login.max_pending_total", login.max_pending_total as u64, 1)
+}
+
+/// The `[frontend]` choice: exactly one of `dir` or `upstream`, or the demo page.
+fn frontend(frontend: Option<FrontendSection>) -> Result<Frontend, ConfigError> {
+    let Some(frontend) = frontend else {
+        return Ok(Frontend::Demo);
+    };
+    match (frontend.dir, frontend.upstream) {
+        (Some(dir), None) => {
+            if !dir.join("index.html").is_file() {
+                return Err(ConfigError::new(
+                    "frontend.dir",
+                    format!("{} has no index.html", dir.display()),
+                ));
+            }
+            Ok(Frontend::Dir(dir))
+        }
+        (None, Some(upstream)) => {
+            if !matches!(upstream.scheme(), "http" | "https") || upstream.host().is_none() {
+                return Err(ConfigError::new(
+                    "frontend.upstream",
+                    "must be an http(s) URL",
+                ));
+            }
+            Ok(Frontend::Upstream(upstream))
+        }
+        _ => Err(ConfigError::new(
+            "frontend",
+            "set exactly one of frontend.dir or frontend.upstream",
+        )),
+    }
+}
+
+/// The `[[routes]]` as the upstream table's entries.
+fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut routes = Vec::with_capacity(sections.len());
+    for (index, route) in sections.iter().enumerate() {
+        let key = |field: &str| format!("routes[{index}].{field}");
+        let prefix = route.prefix.as_str();
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+            return Err(ConfigError::new(
+                key("prefix"),
+                "must start with / and not end with / (e.g. \"/api/orders\")",
+            ));
+        }
+        if prefix.contains(['?', '#', '\\', '%'])
+            || prefix.split('/').any(|s| s == "." || s == "..")
+        {
+            return Err(ConfigError::new(key("prefix"), "must be a plain path"));
+        }
+        if prefix == "/api/auth" || prefix.starts_with("/api/auth/") {
+            return Err(ConfigError::new(
+                key("prefix"),
+                "/api/auth is reserved for Vestibule",
+            ));
+        }
+        if !seen.insert(prefix) {
+            return Err(ConfigError::new(key("prefix"), "is configured twice"));
+        }
+        if !matches!(route.upstream.scheme(), "http" | "https")
+            || route.upstream.host().is_none()
+            || route.upstream.query().is_some()
+            || route.upstream.fragment().is_some()
+        {
+            return Err(ConfigError::new(
+                key("upstream"),
+                "must be an http(s) URL without query or fragment",
+            ));
+        }
+        if route.timeout_secs == 0 {
+            return Err(ConfigError::new(key("timeout_secs"), "must be at least 1"));
+        }
+        routes.push(Route {
+            prefix: route.prefix.clone(),
+            upstream: route.upstream.clone(),
+            timeout: Duration::from_secs(route.timeout_secs),
+        });
+    }
+    Ok(routes)
+}
+
+/// The decoded `session.encryption_key`.
+fn master_key(encoded: &str) -> Result<MasterKey, ConfigError> {
+    let problem =
+        "must be the base64 encoding of exactly 32 random bytes (e.g. `openssl rand -base64 32`)";
+    let encoded = encoded.trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(encoded))
+        .map_err(|_| ConfigError::new("session.encryption_key", problem))?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| ConfigError::new("session.encryption_key", problem))?;
+    if key.iter().all(|byte| *byte == key[0]) {
+        return Err(ConfigError::new(
+            "session.encryption_key",
+            "is not random (all bytes equal)",
+        ));
+    }
+    Ok(MasterKey::new(key))
+}
