@@ -1,8 +1,8 @@
 //! The token endpoint: the authorization-code grant (login), the refresh grant, and the one
 //! request path both take (client-authentication fallback, error classification, Bearer check).
 //!
-//! A refresh keeps the refresh token when the provider returns none, and the previous ID
-//! token when the new one does not verify.
+//! Grants return plain values ([`GrantedTokens`]): what the provider issued and what verified.
+//! Merging them with tokens held from before is the session's business, not the protocol's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,29 +12,43 @@ use openidconnect::{
     AccessToken, AuthorizationCode, OAuth2TokenResponse, PkceCodeVerifier, RefreshToken,
     RequestTokenError, TokenResponse,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::discovery::Discovered;
 use super::id_token::{jwt_payload, nonce_equal_to, subject};
 use super::{OidcError, Provider};
 use crate::clock::unix_now;
-use crate::session::StoredToken;
 
-/// Tokens and verified claims from a code exchange.
+/// What a token response granted besides the ID token. Not `Debug`: it holds secrets.
+pub struct GrantedTokens {
+    /// The bearer token for upstream APIs.
+    pub access_token: String,
+    /// When the access token expires (unix seconds), if the provider said so.
+    pub access_expires_at: Option<u64>,
+    /// When the tokens were obtained (unix seconds).
+    pub obtained_at: u64,
+    /// A refresh token, if the provider issued one (after a refresh, `None` means the previous
+    /// one stays valid: RFC 6749 §6).
+    pub refresh_token: Option<String>,
+}
+
+/// A completed code exchange: the verified subject and ID token, and the granted tokens.
 pub struct LoginTokens {
     /// The ID token's `sub`.
     pub sub: String,
-    /// All claims of the verified ID token.
-    pub claims: Map<String, Value>,
-    /// The raw tokens.
-    pub tokens: crate::session::TokenSet,
+    /// The verified ID token, compact form.
+    pub id_token: String,
+    /// The access and refresh tokens.
+    pub granted: GrantedTokens,
 }
 
-/// Tokens from a refresh grant.
+/// A completed refresh grant.
 pub struct RefreshedTokens {
-    /// The new token set (old refresh token kept when none was returned; the new ID token
-    /// only if it verified, else the previous one).
-    pub tokens: crate::session::TokenSet,
+    /// A new ID token for the same subject, if the response carried one and it verified; `None`
+    /// when the previous one should stay.
+    pub id_token: Option<String>,
+    /// The access and refresh tokens.
+    pub granted: GrantedTokens,
 }
 
 /// A failed token-endpoint request.
@@ -71,35 +85,21 @@ impl Provider {
                 nonce_equal_to(nonce),
             )
             .await?;
-        let sub = subject(&claims)?;
-        let now = unix_now();
         Ok(LoginTokens {
-            sub,
-            claims,
-            tokens: crate::session::TokenSet {
-                access_token: response.access_token().secret().clone(),
-                access_expires_at: expiry(now, response.expires_in(), response.access_token()),
-                obtained_at: now,
-                refresh_token: response
-                    .refresh_token()
-                    .map(|token| StoredToken::new(token.secret())),
-                id_token: StoredToken::new(&id_token.to_string()),
-            },
+            sub: subject(&claims)?,
+            id_token: id_token.to_string(),
+            granted: GrantedTokens::from_response(&response),
         })
     }
 
-    /// Refreshes `current`, keeping its refresh token when the provider returns none and
-    /// checking that a returned ID token is for the same `sub` (OIDC Core §12.2).
+    /// Runs the refresh grant for the session of `sub`, checking that a returned ID token is
+    /// for the same `sub` (OIDC Core §12.2).
     pub async fn refresh(
         &self,
-        current: &crate::session::TokenSet,
+        refresh_token: &str,
         sub: &str,
     ) -> Result<RefreshedTokens, OidcError> {
-        let refresh_token = current
-            .refresh_token
-            .as_ref()
-            .ok_or_else(|| OidcError::Rejected("the session has no refresh token".into()))?;
-        let refresh_token = &RefreshToken::new(refresh_token.text());
+        let refresh_token = &RefreshToken::new(refresh_token.to_owned());
         let (discovered, response) = self
             .token_request(|discovered: Arc<Discovered>| async move {
                 discovered
@@ -109,7 +109,7 @@ impl Provider {
                     .await
             })
             .await?;
-        let mut kept_id_token = current.id_token.clone();
+        let mut new_id_token = None;
         if let Some(id_token) = response.id_token() {
             // Refreshed ID tokens need not carry a nonce (Keycloak omits it).
             match self
@@ -119,7 +119,7 @@ impl Provider {
                 Ok(verified) if subject(&verified)? != sub => {
                     return Err(OidcError::SubjectChanged);
                 }
-                Ok(_) => kept_id_token = StoredToken::new(&id_token.to_string()),
+                Ok(_) => new_id_token = Some(id_token.to_string()),
                 // The token endpoint answered over an authenticated channel and has already
                 // rotated the refresh token: keep the new tokens, keep the old ID token.
                 Err(error) => {
@@ -127,18 +127,9 @@ impl Provider {
                 }
             }
         }
-        let now = unix_now();
         Ok(RefreshedTokens {
-            tokens: crate::session::TokenSet {
-                access_token: response.access_token().secret().clone(),
-                access_expires_at: expiry(now, response.expires_in(), response.access_token()),
-                obtained_at: now,
-                refresh_token: response
-                    .refresh_token()
-                    .map(|token| StoredToken::new(token.secret()))
-                    .or_else(|| current.refresh_token.clone()),
-                id_token: kept_id_token,
-            },
+            id_token: new_id_token,
+            granted: GrantedTokens::from_response(&response),
         })
     }
 
@@ -169,6 +160,19 @@ impl Provider {
             )));
         }
         Ok((discovered, response))
+    }
+}
+
+impl GrantedTokens {
+    /// The access and refresh tokens of a (checked) token response, obtained now.
+    fn from_response(response: &CoreTokenResponse) -> Self {
+        let now = unix_now();
+        Self {
+            access_token: response.access_token().secret().clone(),
+            access_expires_at: expiry(now, response.expires_in(), response.access_token()),
+            obtained_at: now,
+            refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+        }
     }
 }
 

@@ -176,7 +176,16 @@ pub(super) fn subject(claims: &Map<String, Value>) -> Result<String, OidcError> 
         .ok_or_else(|| OidcError::Invalid("ID token has no sub".into()))
 }
 
-pub(super) use crate::session::record::jwt_payload;
+/// The payload of a compact JWT as a JSON object (no signature check: callers pass tokens
+/// that were verified, or only read an expiry hint).
+pub fn jwt_payload(compact: &str) -> Option<Map<String, Value>> {
+    let payload = compact.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
 
 #[cfg(test)]
 mod tests {

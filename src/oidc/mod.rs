@@ -1,10 +1,9 @@
-//! The OpenID Provider, as seen by a confidential client. One file per protocol step:
-//! `settings` (what is configured), `discovery` (metadata, keys, re-discovery) with `metadata`
-//! (the document), `client_auth` (how we authenticate), `authorization` (the front channel),
-//! `grants` (the token endpoint), `id_token` (validation), `logout` (end-session, revocation).
+//! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
+//! `settings` and `discovery` (with `metadata`, `client_auth`) through `authorization`, `grants`
+//! and `id_token` to `logout`.
 //!
-//! Protocol only: nothing here knows about cookies, sessions or HTTP handlers. Tokens leave
-//! this module only inside [`LoginTokens`] / [`RefreshedTokens`], which are not `Debug`.
+//! Protocol only: it never imports the session, HTTP or axum layers. Tokens leave it only as
+//! plain, non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
 
 mod authorization;
 mod client_auth;
@@ -21,7 +20,8 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::Mutex;
 
 pub use authorization::AuthorizationRequest;
-pub use grants::{LoginTokens, RefreshedTokens};
+pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
+pub use id_token::jwt_payload;
 pub use settings::ProviderSettings;
 
 use client_auth::ClientAuth;
