@@ -2,8 +2,8 @@
 //! `settings` and `discovery` (with `metadata`, `client_auth`) through `authorization`, `grants`
 //! and `id_token` to `logout`.
 //!
-//! Protocol only: it never imports the session, HTTP or axum layers. Tokens leave it only as
-//! plain, non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
+//! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
+//! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
 
 mod authorization;
 mod client_auth;
