@@ -180,13 +180,16 @@ async fn refresh_and_store(
     skew: u64,
 ) -> Result<String, AccessError> {
     let now = unix_now();
-    match provider
-        .refresh(&current.record.tokens, &current.record.sub)
-        .await
-    {
+    let refreshed = match &current.record.tokens.refresh_token {
+        Some(token) => provider.refresh(&token.text(), &current.record.sub).await,
+        None => Err(OidcError::Rejected(
+            "the session has no refresh token".into(),
+        )),
+    };
+    match refreshed {
         Ok(refreshed) => {
             let mut record = current.record.clone();
-            record.tokens = refreshed.tokens;
+            record.tokens = current.record.tokens.refreshed(refreshed);
             let replacement = sessions.prepare_replacement(&current, &record)?;
             if store_refreshed(sessions, &replacement).await? {
                 tracing::debug!("access token refreshed");

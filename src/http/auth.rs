@@ -16,7 +16,7 @@ use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
 use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
-use crate::session::{BrowserBinding, PendingLogin, SessionRecord, SessionToken};
+use crate::session::{BrowserBinding, PendingLogin, SessionRecord, SessionToken, TokenSet};
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
 /// provider. Rate-limited per client address; the logins in progress are capped (the oldest
@@ -105,7 +105,7 @@ pub async fn finish_login(
         })?;
     let record = SessionRecord {
         sub: login.sub,
-        tokens: login.tokens,
+        tokens: TokenSet::from_login(login.granted, &login.id_token),
         created_at: unix_now(),
         expires_at: state.sessions.absolute_expiry_from_now(),
         logout_sid: crate::random::token(),

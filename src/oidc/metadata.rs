@@ -1,4 +1,7 @@
-//! Discovery metadata, including the logout and revocation endpoints openidconnect does not model.
+//! The discovery document's shape (OIDC Discovery 1.0), including the logout, revocation and
+//! RFC 9207 fields openidconnect does not model.
+//!
+//! Types only: fetching and checking the document is [`super::discovery`]'s job.
 
 use openidconnect::AdditionalProviderMetadata;
 use openidconnect::core::{

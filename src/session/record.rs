@@ -1,4 +1,5 @@
-//! What one session remembers: the user's tokens and lifetimes.
+//! What one session remembers: the user's tokens and lifetimes, built from the provider's
+//! grants ([`TokenSet::from_login`], [`TokenSet::refreshed`] keeps what a refresh did not replace).
 //!
 //! Records exist in plaintext only in memory; [`super::Sessions`] seals them before storing.
 //! Nothing here is `Debug`, so a token cannot reach a log line by accident. Records are
@@ -10,6 +11,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::oidc::{GrantedTokens, RefreshedTokens, jwt_payload};
 
 /// The provider's tokens for one session.
 #[derive(Clone, Serialize, Deserialize)]
@@ -54,6 +57,40 @@ impl From<&str> for StoredToken {
 }
 
 impl TokenSet {
+    /// The tokens of a new login: what the code exchange granted, with its verified ID token.
+    pub fn from_login(granted: GrantedTokens, id_token: &str) -> Self {
+        Self::from_grant(granted, None, StoredToken::new(id_token))
+    }
+
+    /// The tokens after a refresh: the new ones, keeping the refresh token and the ID token the
+    /// provider did not replace (none returned, or the new ID token failed verification).
+    pub fn refreshed(&self, refreshed: RefreshedTokens) -> Self {
+        let id_token = match refreshed.id_token {
+            Some(id_token) => StoredToken::new(&id_token),
+            None => self.id_token.clone(),
+        };
+        Self::from_grant(refreshed.granted, self.refresh_token.clone(), id_token)
+    }
+
+    /// The one place a granted token set becomes a stored one.
+    fn from_grant(
+        granted: GrantedTokens,
+        previous_refresh_token: Option<StoredToken>,
+        id_token: StoredToken,
+    ) -> Self {
+        Self {
+            access_token: granted.access_token,
+            access_expires_at: granted.access_expires_at,
+            obtained_at: granted.obtained_at,
+            refresh_token: granted
+                .refresh_token
+                .as_deref()
+                .map(StoredToken::new)
+                .or(previous_refresh_token),
+            id_token,
+        }
+    }
+
     /// Whether the access token should be refreshed at `now` given the configured skew.
     ///
     /// The skew is capped at half the token's lifetime, so a provider issuing tokens shorter
@@ -104,17 +141,6 @@ impl SessionRecord {
     /// Decodes a record opened from the store; `None` if it is not a record.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         rmp_serde::from_slice(bytes).ok()
-    }
-}
-
-/// The payload of a compact JWT as a JSON object (no signature check: callers pass tokens
-/// that were verified, or only read an expiry hint).
-pub fn jwt_payload(compact: &str) -> Option<Map<String, Value>> {
-    let payload = compact.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
     }
 }
 
@@ -299,6 +325,57 @@ mod tests {
         let t = tokens(1000, Some(1010));
         assert!(!t.needs_refresh(1001, 30));
         assert!(t.needs_refresh(1005, 30));
+    }
+
+    fn granted(refresh_token: Option<&str>) -> GrantedTokens {
+        GrantedTokens {
+            access_token: "at-2".into(),
+            access_expires_at: Some(2300),
+            obtained_at: 2000,
+            refresh_token: refresh_token.map(str::to_owned),
+        }
+    }
+
+    /// The refresh and ID tokens of a set, as text.
+    fn refresh_and_id(tokens: &TokenSet) -> (Option<String>, String) {
+        (
+            tokens.refresh_token.as_ref().map(StoredToken::text),
+            tokens.id_token.text(),
+        )
+    }
+
+    #[test]
+    fn a_login_stores_what_was_granted() {
+        let tokens = TokenSet::from_login(granted(Some("rt-1")), "id-1");
+        assert_eq!(tokens.access_token, "at-2");
+        assert_eq!(
+            (tokens.access_expires_at, tokens.obtained_at),
+            (Some(2300), 2000)
+        );
+        assert_eq!(
+            refresh_and_id(&tokens),
+            (Some("rt-1".into()), "id-1".into())
+        );
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_tokens_the_provider_did_not_replace() {
+        let mut before = tokens(1000, Some(1300));
+        before.refresh_token = Some("rt-1".into());
+        let kept = before.refreshed(RefreshedTokens {
+            id_token: None,
+            granted: granted(None),
+        });
+        assert_eq!(kept.access_token, "at-2");
+        assert_eq!(refresh_and_id(&kept), (Some("rt-1".into()), "id".into()));
+        let replaced = before.refreshed(RefreshedTokens {
+            id_token: Some("id-2".into()),
+            granted: granted(Some("rt-2")),
+        });
+        assert_eq!(
+            refresh_and_id(&replaced),
+            (Some("rt-2".into()), "id-2".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,86 @@
+//! The front channel: the authorization request the browser is sent with (PKCE S256, `state`,
+//! `nonce`) and the RFC 9207 check of the `iss` on the response it comes back with.
+//!
+//! No token passes here; the code in the response is exchanged in [`super::grants`].
+
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, Scope};
+use url::Url;
+
+use super::{OidcError, Provider};
+
+/// A started authorization request: the URL to send the browser to and what to remember.
+pub struct AuthorizationRequest {
+    /// The provider's authorization URL with all parameters.
+    pub url: Url,
+    /// The `state` value.
+    pub state: String,
+    /// The `nonce` value.
+    pub nonce: String,
+    /// The PKCE verifier for the code exchange.
+    pub pkce_verifier: String,
+}
+
+impl Provider {
+    /// Builds an authorization request with PKCE (S256), `state` and `nonce`.
+    pub async fn authorization_request(&self) -> Result<AuthorizationRequest, OidcError> {
+        let discovered = self.current().await?;
+        let state = crate::random::token();
+        let nonce = crate::random::token();
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = discovered.client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            {
+                let state = state.clone();
+                move || CsrfToken::new(state)
+            },
+            {
+                let nonce = nonce.clone();
+                move || Nonce::new(nonce)
+            },
+        );
+        for scope in self
+            .settings
+            .scopes
+            .iter()
+            .filter(|scope| *scope != "openid")
+        {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if let Some(prompt) = &self.settings.prompt {
+            request = request.add_extra_param("prompt", prompt.clone());
+        }
+        let (url, _, _) = request.set_pkce_challenge(challenge).url();
+        Ok(AuthorizationRequest {
+            url,
+            state,
+            nonce,
+            pkce_verifier: verifier.into_secret(),
+        })
+    }
+
+    /// RFC 9207 mix-up defence: an `iss` on the authorization response must be our issuer, and
+    /// must be present when the provider says it sends one.
+    pub async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
+        match iss {
+            Some(iss) if iss == self.settings.issuer => Ok(()),
+            Some(_) => Err(OidcError::Invalid(
+                "authorization response from another issuer".into(),
+            )),
+            None => {
+                let discovered = self.current().await?;
+                if discovered
+                    .extra
+                    .authorization_response_iss_parameter_supported
+                    == Some(true)
+                {
+                    Err(OidcError::Invalid(
+                        "authorization response without iss".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! How the client authenticates to the provider's back channel (RFC 6749 §2.3.1): which of
+//! `client_secret_basic` and `client_secret_post` to use, and one switch to the other when the
+//! provider refuses an auto-selected method.
+//!
+//! A configured method is never switched. The client secret leaves here only inside a request.
+
+use std::sync::{Arc, Mutex};
+
+use openidconnect::AuthType;
+use openidconnect::core::{CoreClientAuthMethod, CoreErrorResponseType};
+use secrecy::ExposeSecret;
+use url::Url;
+
+use super::Provider;
+use super::discovery::Discovered;
+use super::grants::TokenRequestError;
+use super::metadata::ProviderMetadata;
+
+/// The client-authentication method: configured, or negotiated with the provider.
+pub(super) struct ClientAuth {
+    /// `oidc.client_auth_method`, if set; then nothing is negotiated.
+    configured: Option<AuthType>,
+    /// The method that worked after a switch; survives re-discovery.
+    preferred: Mutex<Option<AuthType>>,
+}
+
+impl ClientAuth {
+    /// Negotiation starting from the configured method, if any.
+    pub(super) fn new(configured: Option<AuthType>) -> Self {
+        Self {
+            configured,
+            preferred: Mutex::new(None),
+        }
+    }
+
+    /// The method for a freshly discovered client: the one a switch settled on, else the
+    /// configured one, else Basic when the provider supports it (the spec default), else POST.
+    pub(super) fn for_discovered(&self, metadata: &ProviderMetadata) -> AuthType {
+        let preferred = self
+            .preferred
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        preferred
+            .or_else(|| self.configured.clone())
+            .unwrap_or_else(|| match metadata.token_endpoint_auth_methods_supported() {
+                Some(methods)
+                    if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                        && methods.contains(&CoreClientAuthMethod::ClientSecretPost) =>
+                {
+                    AuthType::RequestBody
+                }
+                _ => AuthType::BasicAuth,
+            })
+    }
+
+    /// Whether a token request failed because of how the client authenticated, and the method
+    /// was auto-selected (a provider may advertise both methods but accept only the registered one).
+    pub(super) fn may_switch<RE: std::error::Error + 'static>(
+        &self,
+        error: &TokenRequestError<RE>,
+    ) -> bool {
+        use openidconnect::RequestTokenError;
+        self.configured.is_none()
+            && matches!(error, RequestTokenError::ServerResponse(response)
+                if *response.error() == CoreErrorResponseType::InvalidClient)
+    }
+
+    /// Records that `refused` did not work and returns the other method, used from now on.
+    fn switch_from(&self, refused: &AuthType) -> AuthType {
+        let other = match refused {
+            AuthType::BasicAuth => AuthType::RequestBody,
+            _ => AuthType::BasicAuth,
+        };
+        *self
+            .preferred
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(other.clone());
+        other
+    }
+}
+
+impl Provider {
+    /// Switches between `client_secret_basic` and `client_secret_post` for all later requests.
+    pub(super) fn switch_auth_method(&self, current: &Arc<Discovered>) -> Arc<Discovered> {
+        let other = self.client_auth.switch_from(current.client.auth_type());
+        tracing::info!(method = ?other, "provider refused the client authentication method; switching");
+        let switched = Arc::new(Discovered {
+            client: current.client.clone().set_auth_type(other),
+            extra: current.extra.clone(),
+            at: current.at,
+        });
+        self.discovered.store(Some(switched.clone()));
+        switched
+    }
+
+    /// A form POST to `endpoint`, authenticated the way the token endpoint currently accepts
+    /// (for the endpoints openidconnect does not call itself, such as revocation).
+    pub(super) fn authenticated_form_post(
+        &self,
+        discovered: &Discovered,
+        endpoint: Url,
+        mut form: Vec<(&'static str, String)>,
+    ) -> reqwest::RequestBuilder {
+        let (client_id, secret) = (&self.settings.client_id, &self.settings.client_secret);
+        let mut request = self.http.post(endpoint);
+        if matches!(discovered.client.auth_type(), AuthType::RequestBody) {
+            form.push(("client_id", client_id.clone()));
+            form.push(("client_secret", secret.expose_secret().to_owned()));
+        } else {
+            request = request.basic_auth(
+                form_encode(client_id),
+                Some(form_encode(secret.expose_secret())),
+            );
+        }
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        request
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+    }
+}
+
+/// RFC 6749 §2.3.1: Basic credentials are form-encoded before base64.
+fn form_encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}

@@ -1,0 +1,231 @@
+//! The token endpoint: the authorization-code grant (login), the refresh grant, and the one
+//! request path both take (client-authentication fallback, error classification, Bearer check).
+//!
+//! Grants return plain values ([`GrantedTokens`]): what the provider issued and what verified.
+//! Merging them with tokens held from before is the session's business, not the protocol's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openidconnect::core::{CoreErrorResponseType, CoreTokenResponse, CoreTokenType};
+use openidconnect::{
+    AccessToken, AuthorizationCode, OAuth2TokenResponse, PkceCodeVerifier, RefreshToken,
+    RequestTokenError, TokenResponse,
+};
+use serde_json::Value;
+
+use super::discovery::Discovered;
+use super::id_token::{jwt_payload, nonce_equal_to, subject};
+use super::{OidcError, Provider};
+use crate::clock::unix_now;
+
+/// What a token response granted besides the ID token. Not `Debug`: it holds secrets.
+pub struct GrantedTokens {
+    /// The bearer token for upstream APIs.
+    pub access_token: String,
+    /// When the access token expires (unix seconds), if the provider said so.
+    pub access_expires_at: Option<u64>,
+    /// When the tokens were obtained (unix seconds).
+    pub obtained_at: u64,
+    /// A refresh token, if the provider issued one (after a refresh, `None` means the previous
+    /// one stays valid: RFC 6749 §6).
+    pub refresh_token: Option<String>,
+}
+
+/// A completed code exchange: the verified subject and ID token, and the granted tokens.
+pub struct LoginTokens {
+    /// The ID token's `sub`.
+    pub sub: String,
+    /// The verified ID token, compact form.
+    pub id_token: String,
+    /// The access and refresh tokens.
+    pub granted: GrantedTokens,
+}
+
+/// A completed refresh grant.
+pub struct RefreshedTokens {
+    /// A new ID token for the same subject, if the response carried one and it verified; `None`
+    /// when the previous one should stay.
+    pub id_token: Option<String>,
+    /// The access and refresh tokens.
+    pub granted: GrantedTokens,
+}
+
+/// A failed token-endpoint request.
+pub(super) type TokenRequestError<RE> =
+    RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>;
+
+impl Provider {
+    /// Exchanges an authorization code and validates the ID token (signature, `iss`, `aud`,
+    /// `exp`, `nonce`, `at_hash`).
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+    ) -> Result<LoginTokens, OidcError> {
+        let (discovered, response) = self
+            .token_request(|discovered: Arc<Discovered>| async move {
+                discovered
+                    .client
+                    .exchange_code(AuthorizationCode::new(code.to_owned()))
+                    .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+                    .request_async(&self.http)
+                    .await
+            })
+            .await?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| OidcError::Invalid("token response has no id_token".into()))?;
+        let claims = self
+            .verify_id_token(
+                discovered,
+                id_token,
+                response.access_token(),
+                nonce_equal_to(nonce),
+            )
+            .await?;
+        Ok(LoginTokens {
+            sub: subject(&claims)?,
+            id_token: id_token.to_string(),
+            granted: GrantedTokens::from_response(&response),
+        })
+    }
+
+    /// Runs the refresh grant for the session of `sub`, checking that a returned ID token is
+    /// for the same `sub` (OIDC Core §12.2).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        sub: &str,
+    ) -> Result<RefreshedTokens, OidcError> {
+        let refresh_token = &RefreshToken::new(refresh_token.to_owned());
+        let (discovered, response) = self
+            .token_request(|discovered: Arc<Discovered>| async move {
+                discovered
+                    .client
+                    .exchange_refresh_token(refresh_token)
+                    .request_async(&self.http)
+                    .await
+            })
+            .await?;
+        let mut new_id_token = None;
+        if let Some(id_token) = response.id_token() {
+            // Refreshed ID tokens need not carry a nonce (Keycloak omits it).
+            match self
+                .verify_id_token(discovered, id_token, response.access_token(), |_| Ok(()))
+                .await
+            {
+                Ok(verified) if subject(&verified)? != sub => {
+                    return Err(OidcError::SubjectChanged);
+                }
+                Ok(_) => new_id_token = Some(id_token.to_string()),
+                // The token endpoint answered over an authenticated channel and has already
+                // rotated the refresh token: keep the new tokens, keep the old ID token.
+                Err(error) => {
+                    tracing::warn!(error = %error, "refreshed ID token rejected; keeping the previous one");
+                }
+            }
+        }
+        Ok(RefreshedTokens {
+            id_token: new_id_token,
+            granted: GrantedTokens::from_response(&response),
+        })
+    }
+
+    /// Runs a token-endpoint request, retrying once with the other client-authentication
+    /// method when the auto-selected one is refused, and checks the token type.
+    async fn token_request<F, Fut, RE>(
+        &self,
+        request: F,
+    ) -> Result<(Arc<Discovered>, CoreTokenResponse), OidcError>
+    where
+        F: Fn(Arc<Discovered>) -> Fut,
+        Fut: Future<Output = Result<CoreTokenResponse, TokenRequestError<RE>>>,
+        RE: std::error::Error + 'static,
+    {
+        let mut discovered = self.current().await?;
+        let response = match request(discovered.clone()).await {
+            Err(error) if self.client_auth.may_switch(&error) => {
+                discovered = self.switch_auth_method(&discovered);
+                request(discovered.clone()).await
+            }
+            other => other,
+        }
+        .map_err(token_error)?;
+        if *response.token_type() != CoreTokenType::Bearer {
+            return Err(OidcError::Invalid(format!(
+                "token type {:?} is not Bearer",
+                response.token_type().as_ref()
+            )));
+        }
+        Ok((discovered, response))
+    }
+}
+
+impl GrantedTokens {
+    /// The access and refresh tokens of a (checked) token response, obtained now.
+    fn from_response(response: &CoreTokenResponse) -> Self {
+        let now = unix_now();
+        Self {
+            access_token: response.access_token().secret().clone(),
+            access_expires_at: expiry(now, response.expires_in(), response.access_token()),
+            obtained_at: now,
+            refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+        }
+    }
+}
+
+/// Access-token expiry: `expires_in` if given, else the `exp` of a JWT access token, else unknown.
+fn expiry(now: u64, expires_in: Option<Duration>, access_token: &AccessToken) -> Option<u64> {
+    expires_in
+        .map(|lifetime| now + lifetime.as_secs())
+        .or_else(|| {
+            jwt_payload(access_token.secret())
+                .and_then(|claims| claims.get("exp").and_then(Value::as_u64))
+        })
+}
+
+/// Classifies a token-endpoint failure: `invalid_grant` means the grant is gone.
+fn token_error<RE>(error: TokenRequestError<RE>) -> OidcError
+where
+    RE: std::error::Error + 'static,
+{
+    match error {
+        RequestTokenError::ServerResponse(response) => {
+            let code = response.error().clone();
+            let text = code.as_ref().to_string();
+            match code {
+                CoreErrorResponseType::InvalidGrant => OidcError::Rejected(text),
+                _ => OidcError::Refused(format!("token endpoint error: {text}")),
+            }
+        }
+        RequestTokenError::Request(error) => {
+            OidcError::Unavailable(format!("token endpoint unreachable: {error}"))
+        }
+        RequestTokenError::Parse(_, _) => OidcError::Unavailable(
+            "token endpoint answered something that is not a token response".into(),
+        ),
+        RequestTokenError::Other(text) => OidcError::Unavailable(format!("token endpoint: {text}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    #[test]
+    fn expiry_prefers_expires_in_then_jwt_exp() {
+        let opaque = AccessToken::new("opaque".into());
+        assert_eq!(
+            expiry(100, Some(Duration::from_secs(60)), &opaque),
+            Some(160)
+        );
+        assert_eq!(expiry(100, None, &opaque), None);
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"exp":500}"#);
+        let jwt = AccessToken::new(format!("h.{payload}.s"));
+        assert_eq!(expiry(100, None, &jwt), Some(500));
+    }
+}

@@ -1,0 +1,340 @@
+//! ID-token validation (OIDC Core §3.1.3.7): signature, `iss`, `aud`, `azp`, `exp`, `nonce` and
+//! `at_hash`, with one re-discovery when the signing key is unknown (key rotation); and reading
+//! the claims of a JWT that was verified.
+//!
+//! An ID token that fails here is never stored. (Back-channel logout tokens, when they come,
+//! get their own file beside this one: same JOSE stack, different claims.)
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openidconnect::core::{CoreIdToken, CoreJsonWebKey};
+use openidconnect::{AccessToken, AccessTokenHash, Nonce};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+
+use super::discovery::{Client, Discovered};
+use super::{OidcError, Provider};
+
+/// Why an ID token did not verify.
+enum VerifyFailure {
+    /// No key, several candidate keys, or a signature that does not verify with the known keys.
+    Signature(String),
+    /// Anything else: a claim, the `at_hash`, the payload.
+    Invalid(String),
+}
+
+impl VerifyFailure {
+    fn into_error(self) -> OidcError {
+        match self {
+            VerifyFailure::Signature(reason) => {
+                OidcError::Invalid(format!("ID token signature: {reason}"))
+            }
+            VerifyFailure::Invalid(reason) => OidcError::Invalid(reason),
+        }
+    }
+}
+
+impl Provider {
+    /// Verifies an ID token; on a signature failure, re-fetches the JWKS once (key rotation).
+    pub(super) async fn verify_id_token<N>(
+        &self,
+        discovered: Arc<Discovered>,
+        id_token: &CoreIdToken,
+        access_token: &AccessToken,
+        nonce_check: N,
+    ) -> Result<Map<String, Value>, OidcError>
+    where
+        N: Fn(Option<&Nonce>) -> Result<(), String> + Clone,
+    {
+        let secret = self.settings.client_secret.expose_secret();
+        let client_id = &self.settings.client_id;
+        let verify = |client: &Client| {
+            verify_with(
+                client,
+                client_id,
+                secret,
+                id_token,
+                access_token,
+                nonce_check.clone(),
+            )
+        };
+        match verify(&discovered.client) {
+            Err(VerifyFailure::Signature(_)) => {
+                // New kid, or a rotated key published under the old kid or none: fetch again.
+                let fresh = self.rediscover(Some(&discovered)).await?;
+                verify(&fresh.client).map_err(VerifyFailure::into_error)
+            }
+            other => other.map_err(VerifyFailure::into_error),
+        }
+    }
+}
+
+/// A nonce check that accepts exactly `expected` (compared in constant time).
+pub(super) fn nonce_equal_to(
+    expected: &str,
+) -> impl Fn(Option<&Nonce>) -> Result<(), String> + Clone {
+    let expected = expected.to_owned();
+    move |found: Option<&Nonce>| match found {
+        Some(found) if found.secret().len() == expected.len() => {
+            use subtle::ConstantTimeEq;
+            if bool::from(found.secret().as_bytes().ct_eq(expected.as_bytes())) {
+                Ok(())
+            } else {
+                Err("nonce does not match".to_owned())
+            }
+        }
+        _ => Err("nonce missing or wrong".to_owned()),
+    }
+}
+
+/// Checks the ID token (OIDC Core §3.1.3.7: signature, `iss`, `aud`, `azp`, `exp`, `nonce`)
+/// and its `at_hash`, returning the raw claims of the verified token.
+fn verify_with<N>(
+    client: &Client,
+    client_id: &str,
+    client_secret: &str,
+    id_token: &CoreIdToken,
+    access_token: &AccessToken,
+    nonce_check: N,
+) -> Result<Map<String, Value>, VerifyFailure>
+where
+    N: Fn(Option<&Nonce>) -> Result<(), String>,
+{
+    use openidconnect::{ClaimsVerificationError, JsonWebKey, JwsSigningAlgorithm};
+    check_mac_length(id_token)?;
+    let verifier = client.id_token_verifier();
+    let claims = id_token
+        .claims(&verifier, |nonce: Option<&Nonce>| nonce_check(nonce))
+        .map_err(|error| match error {
+            ClaimsVerificationError::SignatureVerification(reason) => {
+                VerifyFailure::Signature(reason.to_string())
+            }
+            other => VerifyFailure::Invalid(format!("ID token: {other}")),
+        })?;
+    if claims
+        .authorized_party()
+        .is_some_and(|azp| azp.as_str() != client_id)
+    {
+        return Err(VerifyFailure::Invalid(
+            "ID token azp is another client".into(),
+        ));
+    }
+    if let Some(expected) = claims.access_token_hash() {
+        let alg = id_token
+            .signing_alg()
+            .map_err(|error| VerifyFailure::Invalid(format!("ID token alg: {error}")))?;
+        let shared_key;
+        let key = if alg.uses_shared_secret() {
+            // HS256/384/512 are keyed with the client secret, which is not in the JWKS.
+            shared_key = CoreJsonWebKey::new_symmetric(client_secret.as_bytes().to_vec());
+            &shared_key
+        } else {
+            id_token
+                .signing_key(&verifier)
+                .map_err(|error| VerifyFailure::Invalid(format!("ID token key: {error}")))?
+        };
+        let actual = AccessTokenHash::from_token(access_token, alg, key)
+            .map_err(|error| VerifyFailure::Invalid(format!("at_hash: {error}")))?;
+        if actual != *expected {
+            return Err(VerifyFailure::Invalid(
+                "at_hash does not match the access token".into(),
+            ));
+        }
+    }
+    jwt_payload(&id_token.to_string())
+        .ok_or_else(|| VerifyFailure::Invalid("ID token payload is not a JSON object".into()))
+}
+
+/// HMAC signatures of the wrong length make the underlying crypto panic; refuse them first.
+fn check_mac_length(id_token: &CoreIdToken) -> Result<(), VerifyFailure> {
+    use openidconnect::core::CoreJwsSigningAlgorithm as Alg;
+    let expected = match id_token.signing_alg() {
+        Ok(Alg::HmacSha256) => 32,
+        Ok(Alg::HmacSha384) => 48,
+        Ok(Alg::HmacSha512) => 64,
+        _ => return Ok(()),
+    };
+    let compact = id_token.to_string();
+    let signature = compact.rsplit('.').next().unwrap_or_default();
+    match URL_SAFE_NO_PAD.decode(signature) {
+        Ok(bytes) if bytes.len() == expected => Ok(()),
+        _ => Err(VerifyFailure::Signature(
+            "HMAC signature has the wrong length".into(),
+        )),
+    }
+}
+
+/// The `sub` of verified claims; an ID token without one is invalid.
+pub(super) fn subject(claims: &Map<String, Value>) -> Result<String, OidcError> {
+    claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|sub| !sub.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| OidcError::Invalid("ID token has no sub".into()))
+}
+
+/// The payload of a compact JWT as a JSON object (no signature check: callers pass tokens
+/// that were verified, or only read an expiry hint).
+pub fn jwt_payload(compact: &str) -> Option<Map<String, Value>> {
+    let payload = compact.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::unix_now;
+    use crate::oidc::metadata::ProviderMetadata;
+    use hmac::{Hmac, Mac};
+    use openidconnect::core::CoreClient;
+    use openidconnect::{ClientId, ClientSecret};
+    use sha2::{Digest, Sha256};
+
+    const ISSUER: &str = "https://op.example";
+    const SECRET: &str = "a-client-secret-of-thirty-two-bytes!";
+
+    /// A client for an HS256 provider: ID tokens are keyed with the client secret, so tests can
+    /// mint them without a network or key pair.
+    fn hs256_client() -> Client {
+        let metadata: ProviderMetadata = serde_json::from_value(serde_json::json!({
+            "issuer": ISSUER,
+            "authorization_endpoint": format!("{ISSUER}/auth"),
+            "token_endpoint": format!("{ISSUER}/token"),
+            "jwks_uri": format!("{ISSUER}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["HS256"],
+        }))
+        .unwrap();
+        let token_uri = metadata.token_endpoint().cloned().unwrap();
+        CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new("vestibule".into()),
+            Some(ClientSecret::new(SECRET.into())),
+        )
+        .set_token_uri(token_uri)
+    }
+
+    fn mint(claims: serde_json::Value) -> CoreIdToken {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signing_input = format!("{header}.{payload}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(signing_input.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        serde_json::from_value(serde_json::Value::String(format!(
+            "{signing_input}.{signature}"
+        )))
+        .unwrap()
+    }
+
+    fn at_hash(access_token: &str) -> String {
+        URL_SAFE_NO_PAD.encode(&Sha256::digest(access_token.as_bytes())[..16])
+    }
+
+    fn claims(extra: serde_json::Value) -> serde_json::Value {
+        let now = unix_now();
+        let mut base = serde_json::json!({
+            "iss": ISSUER, "aud": "vestibule", "sub": "alice", "nonce": "n-1",
+            "iat": now, "exp": now + 300,
+        });
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        base
+    }
+
+    /// Verifies as a login would: the nonce must be `n-1`.
+    fn check(token: &CoreIdToken, access: &str) -> Result<Map<String, Value>, VerifyFailure> {
+        verify_with(
+            &hs256_client(),
+            "vestibule",
+            SECRET,
+            token,
+            &AccessToken::new(access.into()),
+            nonce_equal_to("n-1"),
+        )
+    }
+
+    #[test]
+    fn valid_id_token_with_at_hash_is_accepted() {
+        let token = mint(claims(
+            serde_json::json!({ "at_hash": at_hash("at-1"), "email": "a@x" }),
+        ));
+        let verified = check(&token, "at-1").ok().unwrap();
+        assert_eq!(verified["email"], "a@x");
+        assert_eq!(subject(&verified).unwrap(), "alice");
+    }
+
+    #[test]
+    fn id_token_validation_rejects_each_broken_claim() {
+        let cases = [
+            (
+                "at_hash of another token",
+                claims(serde_json::json!({ "at_hash": at_hash("other") })),
+            ),
+            (
+                "wrong issuer",
+                claims(serde_json::json!({ "iss": "https://evil.example" })),
+            ),
+            (
+                "wrong audience",
+                claims(serde_json::json!({ "aud": "someone-else" })),
+            ),
+            (
+                "untrusted extra audience",
+                claims(serde_json::json!({ "aud": ["vestibule", "other"], "azp": "vestibule" })),
+            ),
+            (
+                "azp of another client",
+                claims(serde_json::json!({ "azp": "other" })),
+            ),
+            (
+                "expired",
+                claims(serde_json::json!({ "exp": unix_now() - 600 })),
+            ),
+            ("wrong nonce", claims(serde_json::json!({ "nonce": "n-2" }))),
+            ("no nonce", claims(serde_json::json!({ "nonce": null }))),
+        ];
+        for (what, claims) in cases {
+            assert!(
+                check(&mint(claims), "at-1").is_err(),
+                "{what} must be rejected"
+            );
+        }
+        let mut tampered = mint(claims(serde_json::json!({}))).to_string();
+        tampered.push('A');
+        let tampered: CoreIdToken =
+            serde_json::from_value(serde_json::Value::String(tampered)).unwrap();
+        assert!(matches!(
+            check(&tampered, "at-1"),
+            Err(VerifyFailure::Signature(_))
+        ));
+    }
+
+    #[test]
+    fn unsigned_id_tokens_are_rejected() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims(serde_json::json!({})).to_string());
+        let token: CoreIdToken =
+            serde_json::from_value(serde_json::Value::String(format!("{header}.{payload}.")))
+                .unwrap();
+        assert!(check(&token, "at-1").is_err());
+    }
+
+    #[test]
+    fn jwt_payload_reads_the_payload() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"alice","exp":10}"#);
+        let claims = jwt_payload(&format!("h.{payload}.s")).unwrap();
+        assert_eq!(claims["sub"], "alice");
+        assert!(jwt_payload("not-a-jwt").is_none());
+        assert!(jwt_payload(&format!("h.{}.s", URL_SAFE_NO_PAD.encode(b"[1]"))).is_none());
+    }
+}

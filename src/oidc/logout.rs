@@ -1,0 +1,53 @@
+//! Ending things at the provider: the RP-initiated logout URL (RP-Initiated Logout 1.0) and
+//! refresh-token revocation (RFC 7009).
+//!
+//! Both are best effort and never fail a logout: the session is already gone when they run.
+//! Back-channel logout (the provider telling us) would validate its logout token in a
+//! `logout_token.rs` beside `id_token.rs`.
+
+use url::Url;
+
+use super::Provider;
+
+impl Provider {
+    /// The provider's end-session URL for RP-initiated logout, when it advertises one.
+    pub async fn end_session_url(
+        &self,
+        id_token_hint: &str,
+        post_logout_redirect_uri: &Url,
+    ) -> Option<Url> {
+        let discovered = self.current().await.ok()?;
+        let mut url = discovered.extra.end_session_endpoint.clone()?;
+        url.query_pairs_mut()
+            .append_pair("id_token_hint", id_token_hint)
+            .append_pair(
+                "post_logout_redirect_uri",
+                post_logout_redirect_uri.as_str(),
+            )
+            .append_pair("client_id", &self.settings.client_id);
+        Some(url)
+    }
+
+    /// Revokes a refresh token (RFC 7009) when the provider supports it; best effort.
+    pub async fn revoke_refresh_token(&self, refresh_token: &str) {
+        let Ok(discovered) = self.current().await else {
+            return;
+        };
+        let Some(endpoint) = discovered.extra.revocation_endpoint.clone() else {
+            return;
+        };
+        let form = vec![
+            ("token", refresh_token.to_owned()),
+            ("token_type_hint", "refresh_token".to_owned()),
+        ];
+        let result = self
+            .authenticated_form_post(&discovered, endpoint, form)
+            .send()
+            .await;
+        match result {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => tracing::warn!(status = %response.status(), "token revocation refused"),
+            Err(error) => tracing::warn!(error = %error, "token revocation failed"),
+        }
+    }
+}
