@@ -17,10 +17,10 @@ use crate::http::login_limit::LoginRateLimit;
 use crate::http::server::ServeLimits;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
+use crate::refresh::Refresher;
 use crate::routes::RouteTable;
 use crate::session::cache::CacheSettings;
 use crate::session::{PendingLimits, Sessions, Store};
-use crate::tokens::TokenKeeper;
 
 /// A bound, ready-to-serve Vestibule.
 pub struct Application {
@@ -60,7 +60,8 @@ impl Application {
             std::time::Duration::from_secs(settings.session.idle_timeout_secs),
             std::time::Duration::from_secs(settings.session.absolute_timeout_secs),
         );
-        let provider = Provider::new(ProviderSettings::from_settings(&settings))?;
+        let sessions = Arc::new(sessions);
+        let provider = Arc::new(Provider::new(ProviderSettings::from_settings(&settings))?);
         if let Err(error) = provider.discover().await {
             tracing::warn!(error = %error, "provider discovery failed; retrying on first login");
         }
@@ -73,9 +74,13 @@ impl Application {
             forwarded: ForwardingHeaders::new(&settings.public_url),
             public_url: settings.public_url.clone(),
             origin: settings.public_url.origin().ascii_serialization(),
-            sessions: Arc::new(sessions),
-            provider: Arc::new(provider),
-            tokens: Arc::new(TokenKeeper::new(settings.oidc.refresh_skew_secs)),
+            refresher: Arc::new(Refresher::new(
+                sessions.clone(),
+                provider.clone(),
+                settings.oidc.refresh_skew_secs,
+            )),
+            sessions,
+            provider,
             routes: Arc::new(routes),
             cookies: CookiePolicy::new(settings.is_https()),
             upstream: http::proxy::upstream_client(),

@@ -1,5 +1,5 @@
 //! The HTTP surface: routes, shared state and the translation of requests into calls on the
-//! session, OIDC and token layers. Handlers stay thin; decisions live in those layers.
+//! session, OIDC and refresh layers. Handlers stay thin; decisions live in those layers.
 
 pub mod auth;
 pub mod client_address;
@@ -20,9 +20,9 @@ use url::Url;
 
 use crate::error::AppError;
 use crate::oidc::Provider;
+use crate::refresh::Refresher;
 use crate::routes::RouteTable;
 use crate::session::{ActiveSession, PendingLimits, SessionToken, Sessions};
-use crate::tokens::TokenKeeper;
 use cookies::CookiePolicy;
 
 /// Everything a handler needs, built once at start-up. Cloning it (axum does, per request)
@@ -55,8 +55,8 @@ pub struct Components {
     pub sessions: Arc<Sessions>,
     /// The OpenID Provider client.
     pub provider: Arc<Provider>,
-    /// Access-token refresh policy.
-    pub tokens: Arc<TokenKeeper>,
+    /// Keeps access tokens fresh (the single-flight refresh).
+    pub refresher: Arc<Refresher>,
     /// The API routes.
     pub routes: Arc<RouteTable>,
     /// Cookie names and attributes.

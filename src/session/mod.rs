@@ -7,7 +7,6 @@ pub mod cache;
 pub mod crypto;
 pub mod login;
 pub mod record;
-pub mod refresh_lock;
 pub mod store;
 pub mod token;
 
@@ -20,15 +19,6 @@ pub use store::{Displaced, Freshness, PendingLimits, Store, StoreError};
 pub use token::SessionToken;
 
 use crate::clock::unix_now;
-
-/// How long the cross-instance refresh lock lives unless its holder renews it. The holder
-/// renews it every [`REFRESH_LOCK_RENEWAL`] while its refresh runs, however slow the provider
-/// is; if the holder dies, another instance may refresh after at most this long.
-pub const REFRESH_LOCK_LEASE: Duration = Duration::from_secs(10);
-
-/// How often a refresh in progress renews its lock: a few renewals fit in one lease, so a
-/// late one does not lose it.
-pub const REFRESH_LOCK_RENEWAL: Duration = Duration::from_millis(2_500);
 
 /// Reads a logout makes before it settles for whatever the session holds.
 const END_ATTEMPTS: usize = 3;
@@ -80,6 +70,12 @@ impl Sessions {
             idle_timeout,
             absolute_timeout,
         }
+    }
+
+    /// The store the sessions live in; the refresh protocol keeps its cross-instance lock
+    /// there too (see [`crate::refresh`]).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The absolute end (unix seconds) of a session created now.
@@ -253,37 +249,6 @@ impl Sessions {
             .map_err(|error| StoreError::Unavailable(format!("cannot encode session: {error}")))?;
         let sealed = self.key.seal(token.secret(), key.as_bytes(), &plaintext);
         Ok((key, sealed, ttl))
-    }
-
-    /// Takes the session's refresh lock across all instances sharing the store.
-    pub async fn try_lock_refresh(
-        &self,
-        token: &SessionToken,
-        owner: &str,
-    ) -> Result<bool, StoreError> {
-        self.store
-            .try_lock(&token.refresh_lock_key(), owner, REFRESH_LOCK_LEASE)
-            .await
-    }
-
-    /// Extends the session's refresh lock by a lease if `owner` still holds it.
-    pub async fn renew_refresh_lock(
-        &self,
-        token: &SessionToken,
-        owner: &str,
-    ) -> Result<bool, StoreError> {
-        self.store
-            .renew_lock(&token.refresh_lock_key(), owner, REFRESH_LOCK_LEASE)
-            .await
-    }
-
-    /// Releases the session's refresh lock if `owner` holds it.
-    pub async fn unlock_refresh(
-        &self,
-        token: &SessionToken,
-        owner: &str,
-    ) -> Result<(), StoreError> {
-        self.store.unlock(&token.refresh_lock_key(), owner).await
     }
 
     /// Stores a pending login for `binding`'s browser under its `state`, within `limits`
