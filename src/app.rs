@@ -19,7 +19,7 @@ use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::refresh::Refresher;
 use crate::routes::RouteTable;
-use crate::session::cache::CacheSettings;
+use crate::session::store::CacheSettings;
 use crate::session::{PendingLimits, Sessions, Store};
 
 /// A bound, ready-to-serve Vestibule.

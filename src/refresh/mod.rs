@@ -3,10 +3,10 @@
 //! This module owns the whole single-flight refresh protocol; the grant itself is in
 //! [`crate::oidc`], storage in [`crate::session`]. It never imports axum. A request whose
 //! access token is due goes through these steps, each a function below:
-//! 1. **Fresh enough?** ([`Refresher::fresh_enough`]) — if so, use it; nothing else happens.
-//! 2. **Queue locally** ([`local_lock`]) — one request per session on this instance goes on;
+//! 1. **Fresh enough?** (`fresh_enough`) — if so, use it; nothing else happens.
+//! 2. **Queue locally** (`local_lock.rs`) — one request per session on this instance goes on;
 //!    the others wait, then re-read the session and usually find it refreshed.
-//! 3. **Take the cluster lock or join the winner** ([`cluster_lock`]) — a lock in the shared
+//! 3. **Take the cluster lock or join the winner** (`cluster_lock.rs`) — a lock in the shared
 //!    store (`SET NX` with a short lease, renewed while the refresh runs, however slow the
 //!    provider) covers other instances; a request that cannot take it waits for the holder to
 //!    store fresh tokens.
