@@ -69,6 +69,14 @@ enum Stored {
     Due(Box<ActiveSession>),
 }
 
+/// Who refreshes: this request, or another instance whose result it joins.
+enum Turn {
+    /// This request holds the cluster lock and refreshes.
+    Ours(ClusterLock),
+    /// Another instance refreshed meanwhile: its access token.
+    Joined(String),
+}
+
 impl Refresher {
     /// Refreshes the tokens of `sessions` at `provider`, `skew_secs` before they expire.
     pub fn new(sessions: Arc<Sessions>, provider: Arc<Provider>, skew_secs: u64) -> Self {
@@ -85,8 +93,9 @@ impl Refresher {
         if self.fresh_enough(&session.record.tokens) {
             return Ok(session.record.tokens.access_token);
         }
+        // Step 2: queue behind this instance's other requests for the session; the one before
+        // may have refreshed while we waited.
         let local = self.local_locks.acquire(&session.token.storage_key()).await;
-        // Another request may have refreshed while we waited.
         let current = match self.reread(&session.token).await? {
             Stored::Usable(access_token) => return Ok(access_token),
             Stored::Due(current) => current,
@@ -95,8 +104,8 @@ impl Refresher {
             return self.use_until_expiry(&current).await;
         }
         let lock = match self.take_cluster_lock_or_join(&current.token).await? {
-            Ok(lock) => lock,
-            Err(winners_access_token) => return Ok(winners_access_token),
+            Turn::Ours(lock) => lock,
+            Turn::Joined(winners_access_token) => return Ok(winners_access_token),
         };
         let this = self.clone();
         let task = tokio::spawn(async move {
@@ -142,21 +151,18 @@ impl Refresher {
         Err(AccessError::SessionEnded)
     }
 
-    /// Step 3: takes the session's lock in the shared store (`Ok`), or waits for whoever holds
-    /// it to store fresh tokens and uses them (`Err` with the winner's access token).
-    async fn take_cluster_lock_or_join(
-        &self,
-        token: &SessionToken,
-    ) -> Result<Result<ClusterLock, String>, AccessError> {
+    /// Step 3: takes the session's lock in the shared store, or waits for whoever holds it to
+    /// store fresh tokens and uses them.
+    async fn take_cluster_lock_or_join(&self, token: &SessionToken) -> Result<Turn, AccessError> {
         let lock = ClusterLock::new(self.sessions.store(), token);
         let wait = cluster_lock::Wait::start();
         while !lock.try_take().await? {
             wait.next_poll().await?;
             if let Stored::Usable(access_token) = self.reread(token).await? {
-                return Ok(Err(access_token));
+                return Ok(Turn::Joined(access_token));
             }
         }
-        Ok(Ok(lock))
+        Ok(Turn::Ours(lock))
     }
 
     /// Steps 4 and 5, while this instance's and the store's locks are held.
