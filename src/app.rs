@@ -15,9 +15,9 @@ use crate::http::login_limit::LoginRateLimit;
 use crate::http::server::ServeLimits;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
-use crate::session::cache::CacheSettings;
+use crate::refresh::Refresher;
+use crate::session::store::CacheSettings;
 use crate::session::{PendingLimits, Sessions, Store};
-use crate::tokens::TokenKeeper;
 use crate::upstreams::UpstreamTable;
 
 /// A bound, ready-to-serve Vestibule.
@@ -68,6 +68,8 @@ impl Application {
             session.idle_timeout,
             session.absolute_timeout,
         );
+        let sessions = Arc::new(sessions);
+        let provider = Arc::new(provider);
         if let Err(error) = provider.discover().await {
             tracing::warn!(error = %error, "provider discovery failed; retrying on first login");
         }
@@ -77,9 +79,13 @@ impl Application {
             forwarded: ForwardingHeaders::new(&public_url),
             origin: public_url.origin().ascii_serialization(),
             public_url,
-            sessions: Arc::new(sessions),
-            provider: Arc::new(provider),
-            tokens: Arc::new(TokenKeeper::new(oidc.refresh_skew.as_secs())),
+            refresher: Arc::new(Refresher::new(
+                sessions.clone(),
+                provider.clone(),
+                oidc.refresh_skew.as_secs(),
+            )),
+            sessions,
+            provider,
             upstreams: Arc::new(UpstreamTable::new(routes)),
             cookies: CookiePolicy::new(https),
             upstream: http::upstream::upstream_client(),

@@ -100,9 +100,9 @@ impl From<LoginLookupError> for AppError {
     }
 }
 
-impl From<crate::tokens::AccessError> for AppError {
-    fn from(error: crate::tokens::AccessError) -> Self {
-        use crate::tokens::AccessError;
+impl From<crate::refresh::AccessError> for AppError {
+    fn from(error: crate::refresh::AccessError) -> Self {
+        use crate::refresh::AccessError;
         match error {
             AccessError::SessionEnded => AppError::Unauthenticated,
             AccessError::Store(error) => AppError::Store(error),

@@ -4,7 +4,7 @@
 //! sealed with AES-256-GCM, and are attached to proxied API calls as bearer tokens.
 //!
 //! Layers: [`config`] → [`app`] wires [`http`] (thin handlers) onto [`session`] (storage and
-//! crypto), [`oidc`] (protocol) and [`tokens`] (refresh policy); [`error`] maps failures to
+//! crypto), [`oidc`] (protocol) and [`refresh`] (keeping access tokens fresh); [`error`] maps failures to
 //! responses in one place.
 
 #![forbid(unsafe_code)]
@@ -17,7 +17,7 @@ pub mod http;
 pub mod logging;
 pub mod oidc;
 pub mod random;
+pub mod refresh;
 pub mod return_to;
 pub mod session;
-pub mod tokens;
 pub mod upstreams;

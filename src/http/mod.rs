@@ -1,5 +1,5 @@
 //! The HTTP surface: routes, shared state and the translation of requests into calls on the
-//! session, OIDC and token layers. Handlers stay thin; decisions live in those layers.
+//! session, OIDC and refresh layers. Handlers stay thin; decisions live in those layers.
 
 pub mod auth;
 pub mod client_address;
@@ -23,8 +23,8 @@ use url::Url;
 
 use crate::error::AppError;
 use crate::oidc::Provider;
+use crate::refresh::Refresher;
 use crate::session::{ActiveSession, PendingLimits, SessionToken, Sessions};
-use crate::tokens::TokenKeeper;
 use crate::upstreams::UpstreamTable;
 use cookies::CookiePolicy;
 
@@ -58,8 +58,8 @@ pub struct Components {
     pub sessions: Arc<Sessions>,
     /// The OpenID Provider client.
     pub provider: Arc<Provider>,
-    /// Access-token refresh policy.
-    pub tokens: Arc<TokenKeeper>,
+    /// Keeps access tokens fresh (the single-flight refresh).
+    pub refresher: Arc<Refresher>,
     /// The upstream APIs (`[[routes]]`).
     pub upstreams: Arc<UpstreamTable>,
     /// Cookie names and attributes.

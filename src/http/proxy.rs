@@ -40,10 +40,7 @@ pub async fn forward(
     let client = state.trusted_proxies.client(peer.ip(), &parts.headers);
     let session_token = state.cookies.strip(&mut parts.headers).session;
     let session = state.require_session(session_token).await?;
-    let access_token = state
-        .tokens
-        .access_token(&state.sessions, &state.provider, session)
-        .await?;
+    let access_token = state.refresher.access_token(session).await?;
 
     parts.uri = upstream_uri;
     parts.version = axum::http::Version::HTTP_11;

@@ -2,12 +2,15 @@
 //!
 //! A pending login is stored under a hash of its `state`, sealed with the secret of the
 //! browser's login cookie, and taken with an atomic get-and-delete: it works once, only in the
-//! browser that started it, and only until its TTL runs out.
+//! browser that started it, and only until its TTL runs out. [`Sessions`]'s two pending-login
+//! operations live here, beside the types they seal and open.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+use super::{Displaced, PENDING_LOGIN_TTL, PendingLimits, Sessions, StoreError, token};
 
 /// The login cookie's value: a random secret binding pending logins to one browser.
 ///
@@ -82,9 +85,76 @@ pub enum LoginLookupError {
     OtherBrowser,
 }
 
+impl Sessions {
+    /// Stores a pending login for `binding`'s browser under its `state`, within `limits`
+    /// (displacing the oldest beyond them).
+    pub async fn put_pending_login(
+        &self,
+        binding: &BrowserBinding,
+        pending: &PendingLogin,
+        limits: PendingLimits,
+    ) -> Result<Displaced, StoreError> {
+        let key = token::storage_key("login", pending.state.as_bytes());
+        let plaintext = serde_json::to_vec(pending)
+            .map_err(|error| StoreError::Unavailable(format!("cannot encode login: {error}")))?;
+        let sealed = self.key.seal(binding.secret(), key.as_bytes(), &plaintext);
+        self.store
+            .put_pending_login(
+                &key,
+                &sealed,
+                PENDING_LOGIN_TTL,
+                &binding.index_key(),
+                limits,
+            )
+            .await
+    }
+
+    /// Takes (at most once) the pending login for `state`, if this browser started it.
+    ///
+    /// The binding is checked before the record is consumed, so a stranger who learns a
+    /// `state` cannot cancel someone else's login; the consuming `GETDEL` keeps it single use.
+    pub async fn take_pending_login(
+        &self,
+        binding: Option<&BrowserBinding>,
+        state: &str,
+    ) -> Result<Result<PendingLogin, LoginLookupError>, StoreError> {
+        let key = token::storage_key("login", state.as_bytes());
+        let Some(sealed) = self.store.get(&key).await? else {
+            return Ok(Err(LoginLookupError::UnknownState));
+        };
+        let opened = binding.and_then(|binding| {
+            let plaintext = self
+                .key
+                .open(binding.secret(), key.as_bytes(), &sealed)
+                .ok()?;
+            let pending = serde_json::from_slice::<PendingLogin>(&plaintext).ok()?;
+            Some((binding, pending))
+        });
+        let Some((binding, pending)) = opened.filter(|(_, pending)| pending.state_matches(state))
+        else {
+            return Ok(Err(LoginLookupError::OtherBrowser));
+        };
+        let taken = self.store.take(&key).await?;
+        self.store
+            .forget_pending_login(&key, &binding.index_key())
+            .await?;
+        match taken {
+            Some(taken) if taken == sealed => Ok(Ok(pending)),
+            _ => Ok(Err(LoginLookupError::UnknownState)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::{MasterKey, Store};
+    use std::time::Duration;
+
+    const LIMITS: PendingLimits = PendingLimits {
+        per_browser: 5,
+        total: 100,
+    };
 
     #[test]
     fn binding_round_trips_and_rejects_garbage() {
@@ -107,5 +177,55 @@ mod tests {
         assert!(!p.state_matches("abd"));
         assert!(!p.state_matches("ab"));
         assert!(!p.state_matches(""));
+    }
+
+    #[tokio::test]
+    async fn pending_login_is_single_use_and_bound_to_its_browser() {
+        let sessions = Sessions::new(
+            Store::memory(),
+            MasterKey::new([7; 32]),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
+        let mine = BrowserBinding::generate();
+        let pending = |state: &str| PendingLogin {
+            state: state.into(),
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+            return_to: "/x".into(),
+            previous_session: None,
+        };
+        sessions
+            .put_pending_login(&mine, &pending("s1"), LIMITS)
+            .await
+            .unwrap();
+        let taken = sessions
+            .take_pending_login(Some(&mine), "s1")
+            .await
+            .unwrap();
+        assert_eq!(taken.unwrap().return_to, "/x");
+        let replay = sessions
+            .take_pending_login(Some(&mine), "s1")
+            .await
+            .unwrap();
+        assert_eq!(replay.err(), Some(LoginLookupError::UnknownState));
+
+        sessions
+            .put_pending_login(&mine, &pending("s2"), LIMITS)
+            .await
+            .unwrap();
+        let other = BrowserBinding::generate();
+        let stolen = sessions
+            .take_pending_login(Some(&other), "s2")
+            .await
+            .unwrap();
+        assert_eq!(stolen.err(), Some(LoginLookupError::OtherBrowser));
+
+        sessions
+            .put_pending_login(&mine, &pending("s3"), LIMITS)
+            .await
+            .unwrap();
+        let no_cookie = sessions.take_pending_login(None, "s3").await.unwrap();
+        assert_eq!(no_cookie.err(), Some(LoginLookupError::OtherBrowser));
     }
 }

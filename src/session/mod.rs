@@ -3,11 +3,9 @@
 //! This module owns the crown jewels. Records leave it only sealed (see [`crypto`]); the store
 //! sees hashes of ids and ciphertext. It knows nothing of HTTP or of the provider.
 
-pub mod cache;
 pub mod crypto;
 pub mod login;
 pub mod record;
-pub mod refresh_lock;
 pub mod store;
 pub mod token;
 
@@ -20,15 +18,6 @@ pub use store::{Displaced, Freshness, PendingLimits, Store, StoreError};
 pub use token::SessionToken;
 
 use crate::clock::unix_now;
-
-/// How long the cross-instance refresh lock lives unless its holder renews it. The holder
-/// renews it every [`REFRESH_LOCK_RENEWAL`] while its refresh runs, however slow the provider
-/// is; if the holder dies, another instance may refresh after at most this long.
-pub const REFRESH_LOCK_LEASE: Duration = Duration::from_secs(10);
-
-/// How often a refresh in progress renews its lock: a few renewals fit in one lease, so a
-/// late one does not lose it.
-pub const REFRESH_LOCK_RENEWAL: Duration = Duration::from_millis(2_500);
 
 /// Reads a logout makes before it settles for whatever the session holds.
 const END_ATTEMPTS: usize = 3;
@@ -52,7 +41,7 @@ pub struct ActiveSession {
     /// The decrypted record.
     pub record: SessionRecord,
     /// When the session ends if unused (unix seconds, capped by its absolute end), known when
-    /// this read pushed the idle expiry back; a cached read does not know it.
+    /// this read pushed the idle expiry back; a read that did not touch it does not know it.
     pub idle_expires_at: Option<u64>,
     /// The sealed record as read: a later write succeeds only if the store still holds it.
     sealed: Vec<u8>,
@@ -82,6 +71,12 @@ impl Sessions {
         }
     }
 
+    /// The store the sessions live in; the refresh protocol keeps its cross-instance lock
+    /// there too (see [`crate::refresh`]).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The absolute end (unix seconds) of a session created now.
     pub fn absolute_expiry_from_now(&self) -> u64 {
         unix_now() + self.absolute_timeout.as_secs()
@@ -95,26 +90,26 @@ impl Sessions {
         Ok(token)
     }
 
-    /// Finds the session for `token`, sliding its idle timeout in the same round trip (with
-    /// the record cache on, from memory, sliding at most once per touch interval).
+    /// Finds the session for `token`, recent enough to serve a request; the store slides its
+    /// idle timeout in the same round trip whenever that is due.
     ///
     /// `Ok(None)` means "no valid session" (unknown, expired, or does not decrypt);
     /// an unreachable store is an error, so the caller answers 503 rather than logging out.
     pub async fn load(&self, token: &SessionToken) -> Result<Option<ActiveSession>, StoreError> {
-        self.load_with(token, Freshness::Cached).await
+        self.load_with(token, Freshness::Recent).await
     }
 
-    /// Like [`Sessions::load`], but always from Redis: for decisions that must see what other
-    /// instances wrote a moment ago (whether a refresh is still needed).
+    /// Like [`Sessions::load`], but exactly as the store holds it now: for decisions that must
+    /// see what other instances wrote a moment ago (whether a refresh is still needed).
     pub async fn load_fresh(
         &self,
         token: &SessionToken,
     ) -> Result<Option<ActiveSession>, StoreError> {
-        self.load_with(token, Freshness::FromRedis).await
+        self.load_with(token, Freshness::Current).await
     }
 
     /// Like [`Sessions::load_fresh`], and pushes the idle expiry back now, so
-    /// [`ActiveSession::idle_expires_at`] is the deadline Redis enforces.
+    /// [`ActiveSession::idle_expires_at`] is the deadline the store enforces.
     pub async fn load_touched(
         &self,
         token: &SessionToken,
@@ -128,9 +123,6 @@ impl Sessions {
         freshness: Freshness,
     ) -> Result<Option<ActiveSession>, StoreError> {
         let key = token.storage_key();
-        // Taken before the read: a touch sets the expiry at or after this moment, so the
-        // deadline reported below is never later than the one Redis enforces.
-        let before = unix_now();
         let Some(read) = self
             .store
             .read_session(&key, self.idle_timeout, freshness)
@@ -146,15 +138,17 @@ impl Sessions {
             self.store.delete(&key).await?;
             return Ok(None);
         }
-        if read.touched && now + self.idle_timeout.as_secs() > record.expires_at {
+        if read.touched_at.is_some() && now + self.idle_timeout.as_secs() > record.expires_at {
             // The touch above may have stretched the key past the absolute end: pull it back.
             self.store
                 .expire(&key, Duration::from_secs(record.expires_at - now))
                 .await?;
         }
+        // The touch time is taken before the command was sent, so this deadline is never later
+        // than the one the store enforces.
         let idle_expires_at = read
-            .touched
-            .then(|| (before + self.idle_timeout.as_secs()).min(record.expires_at));
+            .touched_at
+            .map(|at| (at + self.idle_timeout.as_secs()).min(record.expires_at));
         Ok(Some(ActiveSession {
             token: token.clone(),
             idle_expires_at,
@@ -210,8 +204,8 @@ impl Sessions {
             .await
     }
 
-    /// Ends the session for `token` and returns its record as Redis held it at that moment
-    /// (never a cached copy: a logout must revoke the refresh token that is current, even if
+    /// Ends the session for `token` and returns its record as the store held it at that moment
+    /// (never a copy that may lag: a logout must revoke the refresh token that is current, even if
     /// another instance rotated it a moment ago). `None` if there was no valid session; a
     /// cookie whose secret does not open the record deletes nothing.
     pub async fn end(&self, token: &SessionToken) -> Result<Option<SessionRecord>, StoreError> {
@@ -254,105 +248,11 @@ impl Sessions {
         let sealed = self.key.seal(token.secret(), key.as_bytes(), &plaintext);
         Ok((key, sealed, ttl))
     }
-
-    /// Takes the session's refresh lock across all instances sharing the store.
-    pub async fn try_lock_refresh(
-        &self,
-        token: &SessionToken,
-        owner: &str,
-    ) -> Result<bool, StoreError> {
-        self.store
-            .try_lock(&token.refresh_lock_key(), owner, REFRESH_LOCK_LEASE)
-            .await
-    }
-
-    /// Extends the session's refresh lock by a lease if `owner` still holds it.
-    pub async fn renew_refresh_lock(
-        &self,
-        token: &SessionToken,
-        owner: &str,
-    ) -> Result<bool, StoreError> {
-        self.store
-            .renew_lock(&token.refresh_lock_key(), owner, REFRESH_LOCK_LEASE)
-            .await
-    }
-
-    /// Releases the session's refresh lock if `owner` holds it.
-    pub async fn unlock_refresh(
-        &self,
-        token: &SessionToken,
-        owner: &str,
-    ) -> Result<(), StoreError> {
-        self.store.unlock(&token.refresh_lock_key(), owner).await
-    }
-
-    /// Stores a pending login for `binding`'s browser under its `state`, within `limits`
-    /// (displacing the oldest beyond them).
-    pub async fn put_pending_login(
-        &self,
-        binding: &BrowserBinding,
-        pending: &PendingLogin,
-        limits: PendingLimits,
-    ) -> Result<Displaced, StoreError> {
-        let key = token::storage_key("login", pending.state.as_bytes());
-        let plaintext = serde_json::to_vec(pending)
-            .map_err(|error| StoreError::Unavailable(format!("cannot encode login: {error}")))?;
-        let sealed = self.key.seal(binding.secret(), key.as_bytes(), &plaintext);
-        self.store
-            .put_pending_login(
-                &key,
-                &sealed,
-                PENDING_LOGIN_TTL,
-                &binding.index_key(),
-                limits,
-            )
-            .await
-    }
-
-    /// Takes (at most once) the pending login for `state`, if this browser started it.
-    ///
-    /// The binding is checked before the record is consumed, so a stranger who learns a
-    /// `state` cannot cancel someone else's login; the consuming `GETDEL` keeps it single use.
-    pub async fn take_pending_login(
-        &self,
-        binding: Option<&BrowserBinding>,
-        state: &str,
-    ) -> Result<Result<PendingLogin, LoginLookupError>, StoreError> {
-        let key = token::storage_key("login", state.as_bytes());
-        let Some(sealed) = self.store.get(&key).await? else {
-            return Ok(Err(LoginLookupError::UnknownState));
-        };
-        let opened = binding.and_then(|binding| {
-            let plaintext = self
-                .key
-                .open(binding.secret(), key.as_bytes(), &sealed)
-                .ok()?;
-            let pending = serde_json::from_slice::<PendingLogin>(&plaintext).ok()?;
-            Some((binding, pending))
-        });
-        let Some((binding, pending)) = opened.filter(|(_, pending)| pending.state_matches(state))
-        else {
-            return Ok(Err(LoginLookupError::OtherBrowser));
-        };
-        let taken = self.store.take(&key).await?;
-        self.store
-            .forget_pending_login(&key, &binding.index_key())
-            .await?;
-        match taken {
-            Some(taken) if taken == sealed => Ok(Ok(pending)),
-            _ => Ok(Err(LoginLookupError::UnknownState)),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LIMITS: PendingLimits = PendingLimits {
-        per_browser: 5,
-        total: 100,
-    };
 
     fn sessions(idle: u64, absolute: u64) -> Sessions {
         Sessions::new(
@@ -472,50 +372,5 @@ mod tests {
         );
         assert!(sessions.load(&token).await.unwrap().is_none());
         assert!(sessions.end(&token).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn pending_login_is_single_use_and_bound_to_its_browser() {
-        let sessions = sessions(60, 600);
-        let mine = BrowserBinding::generate();
-        let pending = |state: &str| PendingLogin {
-            state: state.into(),
-            nonce: "n".into(),
-            pkce_verifier: "v".into(),
-            return_to: "/x".into(),
-            previous_session: None,
-        };
-        sessions
-            .put_pending_login(&mine, &pending("s1"), LIMITS)
-            .await
-            .unwrap();
-        let taken = sessions
-            .take_pending_login(Some(&mine), "s1")
-            .await
-            .unwrap();
-        assert_eq!(taken.unwrap().return_to, "/x");
-        let replay = sessions
-            .take_pending_login(Some(&mine), "s1")
-            .await
-            .unwrap();
-        assert_eq!(replay.err(), Some(LoginLookupError::UnknownState));
-
-        sessions
-            .put_pending_login(&mine, &pending("s2"), LIMITS)
-            .await
-            .unwrap();
-        let other = BrowserBinding::generate();
-        let stolen = sessions
-            .take_pending_login(Some(&other), "s2")
-            .await
-            .unwrap();
-        assert_eq!(stolen.err(), Some(LoginLookupError::OtherBrowser));
-
-        sessions
-            .put_pending_login(&mine, &pending("s3"), LIMITS)
-            .await
-            .unwrap();
-        let no_cookie = sessions.take_pending_login(None, "s3").await.unwrap();
-        assert_eq!(no_cookie.err(), Some(LoginLookupError::OtherBrowser));
     }
 }

@@ -135,7 +135,7 @@ async fn a_provider_slower_than_the_lock_lease_still_gets_one_refresh_across_ins
 
     // The refresh takes longer than the lock's lease: the holder must keep the lock, or the
     // other instance refreshes with the same (rotated) token and the provider revokes the grant.
-    let lease = vestibule::session::REFRESH_LOCK_LEASE;
+    let lease = vestibule::refresh::REFRESH_LOCK_LEASE;
     app.provider
         .delay_refresh_grants(lease + std::time::Duration::from_secs(2))
         .await;

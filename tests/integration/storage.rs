@@ -341,7 +341,7 @@ mod sessions_in_redis {
     use std::time::Duration;
 
     use vestibule::clock::unix_now;
-    use vestibule::session::cache::{CacheSettings, Lookup};
+    use vestibule::session::store::redis::cache::{CacheSettings, Lookup};
     use vestibule::session::{
         MasterKey, SessionRecord, SessionToken, Sessions, Store, StoredToken, TokenSet,
     };

@@ -260,12 +260,12 @@ mod tests {
         let store = Store::memory();
         store.put("a", b"1", Duration::from_secs(60)).await.unwrap();
         let read = store
-            .read_session("a", Duration::from_secs(60), Freshness::Cached)
+            .read_session("a", Duration::from_secs(60), Freshness::Recent)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(read.sealed, b"1");
-        assert!(read.touched);
+        assert!(read.touched_at.is_some());
         assert_eq!(store.take("a").await.unwrap(), Some(b"1".to_vec()));
         assert_eq!(store.take("a").await.unwrap(), None);
 
@@ -275,7 +275,7 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(5));
         let read = store
-            .read_session("b", Duration::from_secs(60), Freshness::Cached)
+            .read_session("b", Duration::from_secs(60), Freshness::Recent)
             .await
             .unwrap();
         assert!(read.is_none());

@@ -19,7 +19,8 @@
 
 use std::time::Duration;
 
-use super::{Store, StoreError, millis, redis_set};
+use super::redis::millis;
+use super::{Store, StoreError};
 
 /// The index of every pending login, across all browsers and instances.
 const ALL_PENDING: &str = "vestibule:pending-logins";
@@ -104,7 +105,7 @@ impl Store {
         };
         // In this order, so a concurrent start that displaces this login (its browser's
         // other tab) finds its record and both index entries, and deletes all of them.
-        redis_set(&redis.conn, key, sealed, ttl, None).await?;
+        redis.set(key, sealed, ttl, None).await?;
         let by_total = admit(ALL_PENDING, &in_all, limits.total).await?;
         let by_browser = admit(browser_index, member, limits.per_browser).await?;
         let mut write = redis::pipe();

@@ -1,8 +1,9 @@
-//! One refresh at a time per session (within this instance).
+//! One refresh at a time per session within this instance (step 2 of the protocol).
 //!
 //! Concurrent requests of a session that all find the access token due for refresh queue on
 //! the session's lock; the first refreshes, the rest re-read the session and find it fresh.
 //! With rotating refresh tokens a second refresh would revoke the grant, so this matters.
+//! It never touches the store: the cluster lock covers other instances.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,12 +14,12 @@ type LockMap = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
 
 /// Per-session async locks, created on demand and dropped when no one holds or waits.
 #[derive(Default, Clone)]
-pub struct RefreshLocks {
+pub struct LocalLocks {
     locks: LockMap,
 }
 
 /// Held while one session refreshes; releasing it wakes the next waiter.
-pub struct RefreshGuard {
+pub struct LocalGuard {
     // Field order matters: the mutex guard is released before the entry is cleaned up.
     _guard: OwnedMutexGuard<()>,
     _entry: EntryCleanup,
@@ -46,9 +47,9 @@ impl Drop for EntryCleanup {
     }
 }
 
-impl RefreshLocks {
+impl LocalLocks {
     /// Waits until this task is the only one refreshing the session stored under `key`.
-    pub async fn acquire(&self, key: &str) -> RefreshGuard {
+    pub async fn acquire(&self, key: &str) -> LocalGuard {
         let lock = {
             let mut map = self
                 .locks
@@ -61,18 +62,20 @@ impl RefreshLocks {
             locks: self.locks.clone(),
         };
         let guard = lock.lock_owned().await;
-        RefreshGuard {
+        LocalGuard {
             _guard: guard,
             _entry: entry,
         }
     }
 
     /// How many sessions currently have a lock entry (entries must not leak).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.locks.lock().map(|map| map.len()).unwrap_or(0)
     }
 
     /// Whether no lock entries exist.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -85,7 +88,7 @@ mod tests {
 
     #[tokio::test]
     async fn holders_of_one_key_are_serialised_and_entries_are_dropped() {
-        let locks = RefreshLocks::default();
+        let locks = LocalLocks::default();
         let inside = Arc::new(AtomicUsize::new(0));
         let max_inside = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -108,7 +111,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_waiter_leaves_no_entry_behind() {
-        let locks = RefreshLocks::default();
+        let locks = LocalLocks::default();
         let holder = locks.acquire("s1").await;
         let waiter =
             tokio::time::timeout(std::time::Duration::from_millis(20), locks.acquire("s1")).await;
@@ -119,7 +122,7 @@ mod tests {
 
     #[tokio::test]
     async fn different_sessions_do_not_wait_for_each_other() {
-        let locks = RefreshLocks::default();
+        let locks = LocalLocks::default();
         let _a = locks.acquire("a").await;
         let b = tokio::time::timeout(std::time::Duration::from_secs(1), locks.acquire("b")).await;
         assert!(b.is_ok());

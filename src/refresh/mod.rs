@@ -1,0 +1,277 @@
+//! Keeping a session's access token fresh: refresh before expiry, once per session at a time.
+//!
+//! This module owns the whole single-flight refresh protocol; the grant itself is in
+//! [`crate::oidc`], storage in [`crate::session`]. It never imports axum. A request whose
+//! access token is due goes through these steps, each a function below:
+//! 1. **Fresh enough?** (`fresh_enough`) — if so, use it; nothing else happens.
+//! 2. **Queue locally** (`local_lock.rs`) — one request per session on this instance goes on;
+//!    the others wait, then re-read the session and usually find it refreshed.
+//! 3. **Take the cluster lock or join the winner** (`cluster_lock.rs`) — a lock in the shared
+//!    store (`SET NX` with a short lease, renewed while the refresh runs, however slow the
+//!    provider) covers other instances; a request that cannot take it waits for the holder to
+//!    store fresh tokens.
+//! 4. **Refresh** at the provider, in a task of its own: once the provider has rotated the
+//!    refresh token, the new one is stored even if the request that triggered it is cancelled.
+//! 5. **Store** the result only over the record the refresh started from (compare-and-set),
+//!    so even a holder that lost its lock can never overwrite the next holder's tokens.
+//!
+//! A refresh the provider rejects ends the session (unless another instance renewed it
+//! meanwhile); one that fails otherwise keeps the session and uses the current access token
+//! while it lasts.
+
+mod cluster_lock;
+mod local_lock;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::unix_now;
+use crate::oidc::{OidcError, Provider};
+use crate::session::{ActiveSession, Replacement, SessionToken, Sessions, StoreError, TokenSet};
+use cluster_lock::ClusterLock;
+use local_lock::LocalLocks;
+
+pub use cluster_lock::{REFRESH_LOCK_LEASE, REFRESH_LOCK_RENEWAL};
+
+/// Why no access token can be had for a session.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The session is gone, or the provider ended the grant (the session was deleted).
+    #[error("the session has ended")]
+    SessionEnded,
+    /// The session store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The provider could not refresh an already expired token; the session is kept.
+    #[error(transparent)]
+    Provider(#[from] OidcError),
+}
+
+/// Attempts to store refreshed tokens before giving up (the provider already rotated them).
+const SAVE_ATTEMPTS: u32 = 3;
+
+/// Hands out valid access tokens, refreshing them when due, once per session at a time.
+/// Cloning it shares its collaborators and its locks.
+#[derive(Clone)]
+pub struct Refresher {
+    sessions: Arc<Sessions>,
+    provider: Arc<Provider>,
+    /// How long before expiry an access token is refreshed.
+    skew_secs: u64,
+    local_locks: LocalLocks,
+}
+
+/// What a fresh read of the stored session says.
+enum Stored {
+    /// Its access token will do (another request refreshed it meanwhile).
+    Usable(String),
+    /// It is due for refresh (boxed: a record is large, and this is the rare case).
+    Due(Box<ActiveSession>),
+}
+
+/// Who refreshes: this request, or another instance whose result it joins.
+enum Turn {
+    /// This request holds the cluster lock and refreshes.
+    Ours(ClusterLock),
+    /// Another instance refreshed meanwhile: its access token.
+    Joined(String),
+}
+
+impl Refresher {
+    /// Refreshes the tokens of `sessions` at `provider`, `skew_secs` before they expire.
+    pub fn new(sessions: Arc<Sessions>, provider: Arc<Provider>, skew_secs: u64) -> Self {
+        Self {
+            sessions,
+            provider,
+            skew_secs,
+            local_locks: LocalLocks::default(),
+        }
+    }
+
+    /// An access token for `session` that is not about to expire.
+    pub async fn access_token(&self, session: ActiveSession) -> Result<String, AccessError> {
+        if self.fresh_enough(&session.record.tokens) {
+            return Ok(session.record.tokens.access_token);
+        }
+        // Step 2: queue behind this instance's other requests for the session; the one before
+        // may have refreshed while we waited.
+        let local = self.local_locks.acquire(&session.token.storage_key()).await;
+        let current = match self.reread(&session.token).await? {
+            Stored::Usable(access_token) => return Ok(access_token),
+            Stored::Due(current) => current,
+        };
+        if current.record.tokens.refresh_token.is_none() {
+            return self.use_until_expiry(&current).await;
+        }
+        let lock = match self.take_cluster_lock_or_join(&current.token).await? {
+            Turn::Ours(lock) => lock,
+            Turn::Joined(winners_access_token) => return Ok(winners_access_token),
+        };
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                outcome = this.refresh_holding_locks(&current.token) => outcome,
+                never = lock.keep() => match never {},
+            };
+            lock.release().await;
+            drop(local);
+            outcome
+        });
+        task.await.unwrap_or_else(|_| {
+            Err(AccessError::Provider(OidcError::Unavailable(
+                "the refresh task failed".into(),
+            )))
+        })
+    }
+
+    /// Step 1: whether `tokens`' access token is not yet due for refresh.
+    fn fresh_enough(&self, tokens: &TokenSet) -> bool {
+        !tokens.needs_refresh(unix_now(), self.skew_secs)
+    }
+
+    /// Reads the session as the store holds it now (never a copy that may lag behind
+    /// another instance's refresh).
+    async fn reread(&self, token: &SessionToken) -> Result<Stored, AccessError> {
+        let Some(current) = self.sessions.load_fresh(token).await? else {
+            return Err(AccessError::SessionEnded);
+        };
+        if self.fresh_enough(&current.record.tokens) {
+            return Ok(Stored::Usable(current.record.tokens.access_token));
+        }
+        Ok(Stored::Due(Box::new(current)))
+    }
+
+    /// Nothing to refresh with: use the access token while it lasts, then the session is over.
+    async fn use_until_expiry(&self, current: &ActiveSession) -> Result<String, AccessError> {
+        if !current.record.tokens.is_expired(unix_now()) {
+            return Ok(current.record.tokens.access_token.clone());
+        }
+        self.sessions.delete_if_unchanged(current).await?;
+        Err(AccessError::SessionEnded)
+    }
+
+    /// Step 3: takes the session's lock in the shared store, or waits for whoever holds it to
+    /// store fresh tokens and uses them.
+    async fn take_cluster_lock_or_join(&self, token: &SessionToken) -> Result<Turn, AccessError> {
+        let lock = ClusterLock::new(self.sessions.store(), token);
+        let wait = cluster_lock::Wait::start();
+        while !lock.try_take().await? {
+            wait.next_poll().await?;
+            if let Stored::Usable(access_token) = self.reread(token).await? {
+                return Ok(Turn::Joined(access_token));
+            }
+        }
+        Ok(Turn::Ours(lock))
+    }
+
+    /// Steps 4 and 5, while this instance's and the store's locks are held.
+    async fn refresh_holding_locks(&self, token: &SessionToken) -> Result<String, AccessError> {
+        // Someone may have finished just before we took the lock: read once more.
+        match self.reread(token).await? {
+            Stored::Usable(access_token) => Ok(access_token),
+            Stored::Due(current) => self.refresh_and_store(*current).await,
+        }
+    }
+
+    /// Refreshes, stores the result, and decides what a failure means.
+    async fn refresh_and_store(&self, current: ActiveSession) -> Result<String, AccessError> {
+        let now = unix_now();
+        match self.grant(&current).await {
+            Ok(tokens) => self.store(&current, tokens).await,
+            Err(error @ (OidcError::Rejected(_) | OidcError::SubjectChanged)) => {
+                self.end_refused(&current, &error).await
+            }
+            Err(error) if !current.record.tokens.is_expired(now) => {
+                // Still valid for a little while: serve the request, retry the refresh next time.
+                tracing::warn!(error = %error, "refresh failed; using the current access token");
+                Ok(current.record.tokens.access_token)
+            }
+            Err(error) => Err(AccessError::Provider(error)),
+        }
+    }
+
+    /// Step 4: the refresh grant at the provider.
+    /// The new set keeps the old refresh token when the provider returned none, and the old
+    /// ID token unless a new one verified.
+    async fn grant(&self, current: &ActiveSession) -> Result<TokenSet, OidcError> {
+        let tokens = &current.record.tokens;
+        let Some(refresh_token) = &tokens.refresh_token else {
+            return Err(OidcError::Rejected(
+                "the session has no refresh token".into(),
+            ));
+        };
+        let refreshed = self
+            .provider
+            .refresh(&refresh_token.text(), &current.record.sub)
+            .await?;
+        Ok(tokens.refreshed(refreshed))
+    }
+
+    /// Revokes a refresh token that no session will ever use.
+    async fn revoke_orphan(&self, tokens: &TokenSet) {
+        if let Some(refresh_token) = &tokens.refresh_token {
+            self.provider
+                .revoke_refresh_token(&refresh_token.text())
+                .await;
+        }
+    }
+
+    /// Step 5: stores `tokens` over the record the refresh started from.
+    async fn store(
+        &self,
+        current: &ActiveSession,
+        tokens: TokenSet,
+    ) -> Result<String, AccessError> {
+        let mut record = current.record.clone();
+        record.tokens = tokens;
+        let replacement = self.sessions.prepare_replacement(current, &record)?;
+        if self.replace_with_retries(&replacement).await? {
+            tracing::debug!("access token refreshed");
+            return Ok(record.tokens.access_token);
+        }
+        // Ended (a logout) or rewritten by another holder while the refresh ran: never
+        // overwrite or resurrect; the tokens just obtained are orphans, so revoke them.
+        self.revoke_orphan(&record.tokens).await;
+        self.stored_by_another_holder(&current.token).await
+    }
+
+    /// The provider refused the refresh: the session ends, unless another instance renewed
+    /// it meanwhile (this holder's lock lapsed), in which case its tokens stand and this
+    /// refusal concerned the older ones.
+    async fn end_refused(
+        &self,
+        current: &ActiveSession,
+        error: &OidcError,
+    ) -> Result<String, AccessError> {
+        if self.sessions.delete_if_unchanged(current).await? {
+            tracing::info!(reason = %error, "refresh refused; ending the session");
+            return Err(AccessError::SessionEnded);
+        }
+        self.stored_by_another_holder(&current.token).await
+    }
+
+    /// The access token another holder stored, if the session still has a usable one.
+    async fn stored_by_another_holder(&self, token: &SessionToken) -> Result<String, AccessError> {
+        match self.reread(token).await? {
+            Stored::Usable(access_token) => Ok(access_token),
+            Stored::Due(_) => Err(AccessError::SessionEnded),
+        }
+    }
+
+    /// Stores refreshed tokens, retrying briefly: losing a rotated refresh token ends the
+    /// session. A retry of a write whose reply was lost finds it done.
+    async fn replace_with_retries(&self, replacement: &Replacement) -> Result<bool, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.sessions.replace(replacement).await {
+                Err(error) if attempt < SAVE_ATTEMPTS => {
+                    tracing::warn!(error = %error, attempt, "storing refreshed tokens failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+}
