@@ -60,7 +60,7 @@ fn record(index: usize) -> SessionRecord {
         },
         created_at: now,
         expires_at: now + 28_800,
-        logout_sid: vestibule::random::token(),
+        logout_sid: vestibule::random::url_safe_secret(),
     }
 }
 

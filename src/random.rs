@@ -12,7 +12,7 @@ pub fn bytes<const N: usize>() -> [u8; N] {
 }
 
 /// 256 random bits as base64url without padding (43 characters): for `state`, `nonce`, ids.
-pub fn token() -> String {
+pub fn url_safe_secret() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes::<32>())
 }

@@ -16,7 +16,7 @@ use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
 use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
-use crate::session::{BrowserBinding, PendingLogin, SessionRecord, SessionToken, TokenSet};
+use crate::session::{BrowserBinding, PendingLogin, SessionCookie, SessionRecord, TokenSet};
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
 /// provider. Rate-limited per client address; the logins in progress are capped (the oldest
@@ -45,7 +45,7 @@ pub async fn begin_login(
         return_to: return_to.as_str().to_owned(),
         // This is a same-origin navigation, so the SameSite=Strict session cookie is here;
         // the callback (a cross-site redirect) will not have it.
-        previous_session: cookies.session.map(|token| token.encode()),
+        previous_session: cookies.session.map(|cookie| cookie.encode()),
     };
     let displaced = state
         .sessions
@@ -108,20 +108,20 @@ pub async fn finish_login(
         tokens: TokenSet::from_login(login.granted, &login.id_token),
         created_at: unix_now(),
         expires_at: state.sessions.absolute_expiry_from_now(),
-        logout_sid: crate::random::token(),
+        logout_sid: crate::random::url_safe_secret(),
     };
     // A session the browser had is ended, never upgraded (no session fixation): the one it
     // brought to the login start, and the one it sent here, if the browser sent one.
     let brought = pending
         .previous_session
         .as_deref()
-        .and_then(SessionToken::parse);
+        .and_then(SessionCookie::parse);
     for previous in [brought, cookies.session].into_iter().flatten() {
         end_session(&state, &previous).await?;
     }
-    let token = state.sessions.create(&record).await?;
+    let cookie = state.sessions.create(&record).await?;
     tracing::info!("login completed");
-    let set_cookie = [(header::SET_COOKIE, state.cookies.session_cookie(&token))];
+    let set_cookie = [(header::SET_COOKIE, state.cookies.session_cookie(&cookie))];
     Ok(no_store(
         (set_cookie, Redirect::to(&pending.return_to)).into_response(),
     ))
@@ -146,14 +146,14 @@ pub async fn current_user(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
-    let token = state
+    let cookie = state
         .cookies
         .read(&headers)
         .session
         .ok_or(AppError::Unauthenticated)?;
     let session = state
         .sessions
-        .load_touched(&token)
+        .load_touched(&cookie)
         .await?
         .ok_or(AppError::Unauthenticated)?;
     let record = &session.record;
@@ -177,7 +177,7 @@ pub async fn logout(
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
     let end_session_url = match state.cookies.read(&headers).session {
-        Some(token) => end_session(&state, &token).await?,
+        Some(cookie) => end_session(&state, &cookie).await?,
         None => None,
     };
     let set_cookie = [(header::SET_COOKIE, state.cookies.session_removal())];
@@ -200,9 +200,9 @@ pub async fn logout_link(
     let Some(sid) = query.get("sid").filter(|sid| !sid.is_empty()) else {
         return Err(AppError::BadRequest("the logout link has no sid").into());
     };
-    let token = state.cookies.read(&headers).session;
-    let session = match &token {
-        Some(token) => state.sessions.load_fresh(token).await?,
+    let cookie = state.cookies.read(&headers).session;
+    let session = match &cookie {
+        Some(cookie) => state.sessions.load_fresh(cookie).await?,
         None => None,
     };
     let Some(session) = session else {
@@ -212,7 +212,7 @@ pub async fn logout_link(
     if !bool::from(session.record.logout_sid.as_bytes().ct_eq(sid.as_bytes())) {
         return Err(AppError::Forbidden("the logout link does not belong to this session").into());
     }
-    let target = end_session(&state, &session.token).await?;
+    let target = end_session(&state, &session.cookie).await?;
     let set_cookie = [(header::SET_COOKIE, state.cookies.session_removal())];
     let location = target.unwrap_or_else(|| "/".to_owned());
     Ok(no_store(
@@ -223,8 +223,8 @@ pub async fn logout_link(
 /// Ends the session for `token` as Redis holds it, revokes its refresh token in the
 /// background, and builds the provider's end-session URL (`None` when there was no session
 /// or the provider has no end-session endpoint).
-async fn end_session(state: &AppState, token: &SessionToken) -> Result<Option<String>, AppError> {
-    let Some(record) = state.sessions.end(token).await? else {
+async fn end_session(state: &AppState, cookie: &SessionCookie) -> Result<Option<String>, AppError> {
+    let Some(record) = state.sessions.end(cookie).await? else {
         return Ok(None);
     };
     tracing::info!("logout");

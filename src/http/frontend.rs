@@ -97,7 +97,7 @@ fn demo_page(uri: &Uri, api_path: Option<&str>) -> Response {
     if uri.path() != "/" {
         return AppError::NotFound.into_response();
     }
-    let nonce = crate::random::token();
+    let nonce = crate::random::url_safe_secret();
     let page = DemoPage {
         nonce: nonce.clone(),
         api_path,

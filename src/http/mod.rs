@@ -24,7 +24,7 @@ use url::Url;
 use crate::error::AppError;
 use crate::oidc::Provider;
 use crate::refresh::Refresher;
-use crate::session::{ActiveSession, PendingLimits, SessionToken, Sessions};
+use crate::session::{ActiveSession, PendingLimits, SessionCookie, Sessions};
 use crate::upstreams::UpstreamTable;
 use cookies::CookiePolicy;
 
@@ -84,7 +84,7 @@ impl Components {
     /// The valid session for this request, or `401` (`503` if the store is down).
     pub async fn require_session(
         &self,
-        token: Option<SessionToken>,
+        token: Option<SessionCookie>,
     ) -> Result<ActiveSession, AppError> {
         let token = token.ok_or(AppError::Unauthenticated)?;
         self.sessions

@@ -25,8 +25,8 @@ impl Provider {
     /// Builds an authorization request with PKCE (S256), `state` and `nonce`.
     pub async fn authorization_request(&self) -> Result<AuthorizationRequest, OidcError> {
         let discovered = self.current().await?;
-        let state = crate::random::token();
-        let nonce = crate::random::token();
+        let state = crate::random::url_safe_secret();
+        let nonce = crate::random::url_safe_secret();
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = discovered.client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,

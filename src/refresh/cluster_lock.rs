@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::AccessError;
 use crate::oidc::OidcError;
-use crate::session::{SessionToken, Store, StoreError};
+use crate::session::{SessionCookie, Store, StoreError};
 
 /// How long the cross-instance refresh lock lives unless its holder renews it. The holder
 /// renews it every [`REFRESH_LOCK_RENEWAL`] while its refresh runs, however slow the provider
@@ -36,12 +36,12 @@ pub(super) struct ClusterLock {
 }
 
 impl ClusterLock {
-    /// The lock of `token`'s session in `store`, with a new random owner; not taken yet.
-    pub(super) fn new(store: &Store, token: &SessionToken) -> Self {
+    /// The lock of `cookie`'s session in `store`, with a new random owner; not taken yet.
+    pub(super) fn new(store: &Store, cookie: &SessionCookie) -> Self {
         Self {
             store: store.clone(),
-            key: token.refresh_lock_key(),
-            owner: crate::random::token(),
+            key: cookie.refresh_lock_key(),
+            owner: crate::random::url_safe_secret(),
         }
     }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::clock::unix_now;
 use crate::oidc::{OidcError, Provider};
-use crate::session::{ActiveSession, Replacement, SessionToken, Sessions, StoreError, TokenSet};
+use crate::session::{ActiveSession, Replacement, SessionCookie, Sessions, StoreError, TokenSet};
 use cluster_lock::ClusterLock;
 use local_lock::LocalLocks;
 
@@ -95,15 +95,18 @@ impl Refresher {
         }
         // Step 2: queue behind this instance's other requests for the session; the one before
         // may have refreshed while we waited.
-        let local = self.local_locks.acquire(&session.token.storage_key()).await;
-        let current = match self.reread(&session.token).await? {
+        let local = self
+            .local_locks
+            .acquire(&session.cookie.storage_key())
+            .await;
+        let current = match self.reread(&session.cookie).await? {
             Stored::Usable(access_token) => return Ok(access_token),
             Stored::Due(current) => current,
         };
         if current.record.tokens.refresh_token.is_none() {
             return self.use_until_expiry(&current).await;
         }
-        let lock = match self.take_cluster_lock_or_join(&current.token).await? {
+        let lock = match self.take_cluster_lock_or_join(&current.cookie).await? {
             Turn::Ours(lock) => lock,
             Turn::Joined(winners_access_token) => return Ok(winners_access_token),
         };
@@ -111,7 +114,7 @@ impl Refresher {
         let task = tokio::spawn(async move {
             let outcome = tokio::select! {
                 biased;
-                outcome = this.refresh_holding_locks(&current.token) => outcome,
+                outcome = this.refresh_holding_locks(&current.cookie) => outcome,
                 never = lock.keep() => match never {},
             };
             lock.release().await;
@@ -132,8 +135,8 @@ impl Refresher {
 
     /// Reads the session as the store holds it now (never a copy that may lag behind
     /// another instance's refresh).
-    async fn reread(&self, token: &SessionToken) -> Result<Stored, AccessError> {
-        let Some(current) = self.sessions.load_fresh(token).await? else {
+    async fn reread(&self, cookie: &SessionCookie) -> Result<Stored, AccessError> {
+        let Some(current) = self.sessions.load_fresh(cookie).await? else {
             return Err(AccessError::SessionEnded);
         };
         if self.fresh_enough(&current.record.tokens) {
@@ -153,12 +156,12 @@ impl Refresher {
 
     /// Step 3: takes the session's lock in the shared store, or waits for whoever holds it to
     /// store fresh tokens and uses them.
-    async fn take_cluster_lock_or_join(&self, token: &SessionToken) -> Result<Turn, AccessError> {
-        let lock = ClusterLock::new(self.sessions.store(), token);
+    async fn take_cluster_lock_or_join(&self, cookie: &SessionCookie) -> Result<Turn, AccessError> {
+        let lock = ClusterLock::new(self.sessions.store(), cookie);
         let wait = cluster_lock::Wait::start();
         while !lock.try_take().await? {
             wait.next_poll().await?;
-            if let Stored::Usable(access_token) = self.reread(token).await? {
+            if let Stored::Usable(access_token) = self.reread(cookie).await? {
                 return Ok(Turn::Joined(access_token));
             }
         }
@@ -166,9 +169,9 @@ impl Refresher {
     }
 
     /// Steps 4 and 5, while this instance's and the store's locks are held.
-    async fn refresh_holding_locks(&self, token: &SessionToken) -> Result<String, AccessError> {
+    async fn refresh_holding_locks(&self, cookie: &SessionCookie) -> Result<String, AccessError> {
         // Someone may have finished just before we took the lock: read once more.
-        match self.reread(token).await? {
+        match self.reread(cookie).await? {
             Stored::Usable(access_token) => Ok(access_token),
             Stored::Due(current) => self.refresh_and_store(*current).await,
         }
@@ -233,7 +236,7 @@ impl Refresher {
         // Ended (a logout) or rewritten by another holder while the refresh ran: never
         // overwrite or resurrect; the tokens just obtained are orphans, so revoke them.
         self.revoke_orphan(&record.tokens).await;
-        self.stored_by_another_holder(&current.token).await
+        self.stored_by_another_holder(&current.cookie).await
     }
 
     /// The provider refused the refresh: the session ends, unless another instance renewed
@@ -248,12 +251,15 @@ impl Refresher {
             tracing::info!(reason = %error, "refresh refused; ending the session");
             return Err(AccessError::SessionEnded);
         }
-        self.stored_by_another_holder(&current.token).await
+        self.stored_by_another_holder(&current.cookie).await
     }
 
     /// The access token another holder stored, if the session still has a usable one.
-    async fn stored_by_another_holder(&self, token: &SessionToken) -> Result<String, AccessError> {
-        match self.reread(token).await? {
+    async fn stored_by_another_holder(
+        &self,
+        cookie: &SessionCookie,
+    ) -> Result<String, AccessError> {
+        match self.reread(cookie).await? {
             Stored::Usable(access_token) => Ok(access_token),
             Stored::Due(_) => Err(AccessError::SessionEnded),
         }

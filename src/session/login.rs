@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::{Displaced, PENDING_LOGIN_TTL, PendingLimits, Sessions, StoreError, token};
+use super::{Displaced, PENDING_LOGIN_TTL, PendingLimits, Sessions, StoreError};
 
 /// The login cookie's value: a random secret binding pending logins to one browser.
 ///
@@ -45,7 +45,7 @@ impl BrowserBinding {
     /// The store key of this browser's index of pending logins (a hash: the store never
     /// holds the cookie).
     pub(crate) fn index_key(&self) -> String {
-        super::token::storage_key("login-browser", &self.0)
+        super::store::storage_key("login-browser", &self.0)
     }
 }
 
@@ -94,7 +94,7 @@ impl Sessions {
         pending: &PendingLogin,
         limits: PendingLimits,
     ) -> Result<Displaced, StoreError> {
-        let key = token::storage_key("login", pending.state.as_bytes());
+        let key = super::store::storage_key("login", pending.state.as_bytes());
         let plaintext = serde_json::to_vec(pending)
             .map_err(|error| StoreError::Unavailable(format!("cannot encode login: {error}")))?;
         let sealed = self.key.seal(binding.secret(), key.as_bytes(), &plaintext);
@@ -118,7 +118,7 @@ impl Sessions {
         binding: Option<&BrowserBinding>,
         state: &str,
     ) -> Result<Result<PendingLogin, LoginLookupError>, StoreError> {
-        let key = token::storage_key("login", state.as_bytes());
+        let key = super::store::storage_key("login", state.as_bytes());
         let Some(sealed) = self.store.get(&key).await? else {
             return Ok(Err(LoginLookupError::UnknownState));
         };

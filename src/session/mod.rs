@@ -3,19 +3,19 @@
 //! This module owns the crown jewels. Records leave it only sealed (see [`crypto`]); the store
 //! sees hashes of ids and ciphertext. It knows nothing of HTTP or of the provider.
 
+pub mod cookie_value;
 pub mod crypto;
 pub mod login;
 pub mod record;
 pub mod store;
-pub mod token;
 
 use std::time::Duration;
 
+pub use cookie_value::SessionCookie;
 pub use crypto::MasterKey;
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
 pub use store::{Displaced, Freshness, PendingLimits, Store, StoreError};
-pub use token::SessionToken;
 
 use crate::clock::unix_now;
 
@@ -34,10 +34,10 @@ pub struct Replacement {
 /// How long a started login may take before its `state` expires.
 pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(600);
 
-/// A loaded session together with the cookie token that found it.
+/// A loaded session together with the session cookie that found it.
 pub struct ActiveSession {
-    /// The cookie token (needed to save or delete the session).
-    pub token: SessionToken,
+    /// The session cookie (needed to save or delete the session).
+    pub cookie: SessionCookie,
     /// The decrypted record.
     pub record: SessionRecord,
     /// When the session ends if unused (unix seconds, capped by its absolute end), known when
@@ -82,47 +82,47 @@ impl Sessions {
         unix_now() + self.absolute_timeout.as_secs()
     }
 
-    /// Stores a new session under a fresh random token; never reuses anything the browser sent.
-    pub async fn create(&self, record: &SessionRecord) -> Result<SessionToken, StoreError> {
-        let token = SessionToken::generate();
-        let (key, sealed, ttl) = self.seal_record(&token, record)?;
+    /// Stores a new session under a fresh random cookie; never reuses anything the browser sent.
+    pub async fn create(&self, record: &SessionRecord) -> Result<SessionCookie, StoreError> {
+        let cookie = SessionCookie::generate();
+        let (key, sealed, ttl) = self.seal_record(&cookie, record)?;
         self.store.put(&key, &sealed, ttl).await?;
-        Ok(token)
+        Ok(cookie)
     }
 
-    /// Finds the session for `token`, recent enough to serve a request; the store slides its
+    /// Finds the session for `cookie`, recent enough to serve a request; the store slides its
     /// idle timeout in the same round trip whenever that is due.
     ///
     /// `Ok(None)` means "no valid session" (unknown, expired, or does not decrypt);
     /// an unreachable store is an error, so the caller answers 503 rather than logging out.
-    pub async fn load(&self, token: &SessionToken) -> Result<Option<ActiveSession>, StoreError> {
-        self.load_with(token, Freshness::Recent).await
+    pub async fn load(&self, cookie: &SessionCookie) -> Result<Option<ActiveSession>, StoreError> {
+        self.load_with(cookie, Freshness::Recent).await
     }
 
     /// Like [`Sessions::load`], but exactly as the store holds it now: for decisions that must
     /// see what other instances wrote a moment ago (whether a refresh is still needed).
     pub async fn load_fresh(
         &self,
-        token: &SessionToken,
+        cookie: &SessionCookie,
     ) -> Result<Option<ActiveSession>, StoreError> {
-        self.load_with(token, Freshness::Current).await
+        self.load_with(cookie, Freshness::Current).await
     }
 
     /// Like [`Sessions::load_fresh`], and pushes the idle expiry back now, so
     /// [`ActiveSession::idle_expires_at`] is the deadline the store enforces.
     pub async fn load_touched(
         &self,
-        token: &SessionToken,
+        cookie: &SessionCookie,
     ) -> Result<Option<ActiveSession>, StoreError> {
-        self.load_with(token, Freshness::Touched).await
+        self.load_with(cookie, Freshness::Touched).await
     }
 
     async fn load_with(
         &self,
-        token: &SessionToken,
+        cookie: &SessionCookie,
         freshness: Freshness,
     ) -> Result<Option<ActiveSession>, StoreError> {
-        let key = token.storage_key();
+        let key = cookie.storage_key();
         let Some(read) = self
             .store
             .read_session(&key, self.idle_timeout, freshness)
@@ -130,7 +130,7 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        let Some(record) = self.open_record(token, &key, &read.sealed) else {
+        let Some(record) = self.open_record(cookie, &key, &read.sealed) else {
             return Ok(None);
         };
         let now = unix_now();
@@ -150,7 +150,7 @@ impl Sessions {
             .touched_at
             .map(|at| (at + self.idle_timeout.as_secs()).min(record.expires_at));
         Ok(Some(ActiveSession {
-            token: token.clone(),
+            cookie: cookie.clone(),
             idle_expires_at,
             record,
             sealed: read.sealed,
@@ -164,7 +164,7 @@ impl Sessions {
         current: &ActiveSession,
         record: &SessionRecord,
     ) -> Result<Replacement, StoreError> {
-        let (key, sealed, ttl) = self.seal_record(&current.token, record)?;
+        let (key, sealed, ttl) = self.seal_record(&current.cookie, record)?;
         Ok(Replacement {
             key,
             expected: current.sealed.clone(),
@@ -200,21 +200,21 @@ impl Sessions {
     /// refresh whose lock lapsed must not end a session another instance just renewed.
     pub async fn delete_if_unchanged(&self, current: &ActiveSession) -> Result<bool, StoreError> {
         self.store
-            .delete_if_unchanged(&current.token.storage_key(), &current.sealed)
+            .delete_if_unchanged(&current.cookie.storage_key(), &current.sealed)
             .await
     }
 
-    /// Ends the session for `token` and returns its record as the store held it at that moment
+    /// Ends the session for `cookie` and returns its record as the store held it at that moment
     /// (never a copy that may lag: a logout must revoke the refresh token that is current, even if
     /// another instance rotated it a moment ago). `None` if there was no valid session; a
     /// cookie whose secret does not open the record deletes nothing.
-    pub async fn end(&self, token: &SessionToken) -> Result<Option<SessionRecord>, StoreError> {
-        let key = token.storage_key();
+    pub async fn end(&self, cookie: &SessionCookie) -> Result<Option<SessionRecord>, StoreError> {
+        let key = cookie.storage_key();
         for _ in 0..END_ATTEMPTS {
             let Some(sealed) = self.store.get(&key).await? else {
                 return Ok(None);
             };
-            let Some(record) = self.open_record(token, &key, &sealed) else {
+            let Some(record) = self.open_record(cookie, &key, &sealed) else {
                 return Ok(None);
             };
             if self.store.delete_if_unchanged(&key, &sealed).await? {
@@ -226,26 +226,34 @@ impl Sessions {
         let Some(sealed) = self.store.take(&key).await? else {
             return Ok(None);
         };
-        Ok(self.open_record(token, &key, &sealed))
+        Ok(self.open_record(cookie, &key, &sealed))
     }
 
-    fn open_record(&self, token: &SessionToken, key: &str, sealed: &[u8]) -> Option<SessionRecord> {
-        let plaintext = self.key.open(token.secret(), key.as_bytes(), sealed).ok()?;
+    fn open_record(
+        &self,
+        cookie: &SessionCookie,
+        key: &str,
+        sealed: &[u8],
+    ) -> Option<SessionRecord> {
+        let plaintext = self
+            .key
+            .open(cookie.secret(), key.as_bytes(), sealed)
+            .ok()?;
         SessionRecord::decode(&plaintext)
     }
 
     fn seal_record(
         &self,
-        token: &SessionToken,
+        cookie: &SessionCookie,
         record: &SessionRecord,
     ) -> Result<(String, Vec<u8>, Duration), StoreError> {
-        let key = token.storage_key();
+        let key = cookie.storage_key();
         let remaining = record.expires_at.saturating_sub(unix_now());
         let ttl = self.idle_timeout.min(Duration::from_secs(remaining.max(1)));
         let plaintext = record
             .encode()
             .map_err(|error| StoreError::Unavailable(format!("cannot encode session: {error}")))?;
-        let sealed = self.key.seal(token.secret(), key.as_bytes(), &plaintext);
+        let sealed = self.key.seal(cookie.secret(), key.as_bytes(), &plaintext);
         Ok((key, sealed, ttl))
     }
 }
@@ -282,13 +290,13 @@ mod tests {
     #[tokio::test]
     async fn created_session_loads_with_its_token_only() {
         let sessions = sessions(60, 600);
-        let token = sessions.create(&record(unix_now() + 600)).await.unwrap();
-        let loaded = sessions.load(&token).await.unwrap().unwrap();
+        let cookie = sessions.create(&record(unix_now() + 600)).await.unwrap();
+        let loaded = sessions.load(&cookie).await.unwrap().unwrap();
         assert_eq!(loaded.record.sub, "alice");
         assert!(loaded.idle_expires_at.unwrap() <= unix_now() + 60);
         assert!(
             sessions
-                .load(&SessionToken::generate())
+                .load(&SessionCookie::generate())
                 .await
                 .unwrap()
                 .is_none()
@@ -298,20 +306,20 @@ mod tests {
     #[tokio::test]
     async fn session_past_absolute_expiry_is_gone() {
         let sessions = sessions(60, 600);
-        let token = sessions.create(&record(unix_now() + 600)).await.unwrap();
+        let cookie = sessions.create(&record(unix_now() + 600)).await.unwrap();
         let mut expired = record(unix_now().saturating_sub(1));
         expired.sub = "bob".into();
         // Write directly with a long TTL to prove the absolute check does not rely on the TTL.
-        let key = token.storage_key();
+        let key = cookie.storage_key();
         let sealed = sessions
             .key
-            .seal(token.secret(), key.as_bytes(), &expired.encode().unwrap());
+            .seal(cookie.secret(), key.as_bytes(), &expired.encode().unwrap());
         sessions
             .store
             .put(&key, &sealed, Duration::from_secs(60))
             .await
             .unwrap();
-        assert!(sessions.load(&token).await.unwrap().is_none());
+        assert!(sessions.load(&cookie).await.unwrap().is_none());
         assert!(
             sessions.store.take(&key).await.unwrap().is_none(),
             "deleted"
@@ -322,10 +330,10 @@ mod tests {
     async fn idle_expiry_is_capped_by_the_absolute_end() {
         let sessions = sessions(600, 600);
         let end = unix_now() + 10;
-        let token = sessions.create(&record(end)).await.unwrap();
+        let cookie = sessions.create(&record(end)).await.unwrap();
         assert_eq!(
             sessions
-                .load(&token)
+                .load(&cookie)
                 .await
                 .unwrap()
                 .unwrap()
@@ -337,9 +345,9 @@ mod tests {
     #[tokio::test]
     async fn replace_writes_only_over_the_record_it_read() {
         let sessions = sessions(60, 600);
-        let token = sessions.create(&record(unix_now() + 600)).await.unwrap();
-        let first = sessions.load_fresh(&token).await.unwrap().unwrap();
-        let second = sessions.load_fresh(&token).await.unwrap().unwrap();
+        let cookie = sessions.create(&record(unix_now() + 600)).await.unwrap();
+        let first = sessions.load_fresh(&cookie).await.unwrap().unwrap();
+        let second = sessions.load_fresh(&cookie).await.unwrap().unwrap();
         let mut refreshed = record(unix_now() + 600);
         refreshed.sub = "alice-2".into();
         let replacement = sessions.prepare_replacement(&first, &refreshed).unwrap();
@@ -359,9 +367,9 @@ mod tests {
             !sessions.delete_if_unchanged(&second).await.unwrap(),
             "nor delete it"
         );
-        let current = sessions.load(&token).await.unwrap().unwrap();
+        let current = sessions.load(&cookie).await.unwrap().unwrap();
         assert_eq!(current.record.sub, "alice-2");
-        let ended = sessions.end(&token).await.unwrap().unwrap();
+        let ended = sessions.end(&cookie).await.unwrap().unwrap();
         assert_eq!(ended.sub, "alice-2", "ending returns the record it ended");
         let late = sessions
             .prepare_replacement(&current, &record(unix_now() + 600))
@@ -370,7 +378,7 @@ mod tests {
             !sessions.replace(&late).await.unwrap(),
             "an ended session is not resurrected"
         );
-        assert!(sessions.load(&token).await.unwrap().is_none());
-        assert!(sessions.end(&token).await.unwrap().is_none());
+        assert!(sessions.load(&cookie).await.unwrap().is_none());
+        assert!(sessions.end(&cookie).await.unwrap().is_none());
     }
 }

@@ -343,7 +343,7 @@ mod sessions_in_redis {
     use vestibule::clock::unix_now;
     use vestibule::session::store::redis::cache::{CacheSettings, Lookup};
     use vestibule::session::{
-        MasterKey, SessionRecord, SessionToken, Sessions, Store, StoredToken, TokenSet,
+        MasterKey, SessionCookie, SessionRecord, Sessions, Store, StoredToken, TokenSet,
     };
 
     use crate::harness::{RedisServer, wait_for};
@@ -443,8 +443,8 @@ mod sessions_in_redis {
         let sessions = sessions(&store);
         let token = sessions.create(&record("rt-1")).await.unwrap();
         // The same id (first half of the cookie value) with another secret.
-        let other = SessionToken::generate().encode();
-        let forged = SessionToken::parse(&format!("{}{}", &token.encode()[..43], &other[43..]));
+        let other = SessionCookie::generate().encode();
+        let forged = SessionCookie::parse(&format!("{}{}", &token.encode()[..43], &other[43..]));
         let forged = forged.unwrap();
         assert_eq!(forged.storage_key(), token.storage_key());
         assert!(sessions.end(&forged).await.unwrap().is_none());

@@ -15,7 +15,7 @@ use cookie::time::Duration;
 use cookie::{Cookie, SameSite};
 use percent_encoding::percent_decode;
 
-use crate::session::{BrowserBinding, PENDING_LOGIN_TTL, SessionToken};
+use crate::session::{BrowserBinding, PENDING_LOGIN_TTL, SessionCookie};
 
 /// Every name Vestibule uses, over http and over https: an upstream may set none of them.
 const ALL_OWN_NAMES: [&str; 4] = [
@@ -40,7 +40,7 @@ pub struct CookiePolicy {
 #[derive(Default)]
 pub struct OwnCookies {
     /// The session cookie.
-    pub session: Option<SessionToken>,
+    pub session: Option<SessionCookie>,
     /// The login-binding cookie.
     pub login: Option<BrowserBinding>,
 }
@@ -88,7 +88,7 @@ struct SeenOwn<'a> {
 impl SeenOwn<'_> {
     fn parsed(&self) -> OwnCookies {
         OwnCookies {
-            session: self.session.value().and_then(SessionToken::parse),
+            session: self.session.value().and_then(SessionCookie::parse),
             login: self.login.value().and_then(BrowserBinding::parse),
         }
     }
@@ -202,8 +202,8 @@ impl CookiePolicy {
 
     /// `Set-Cookie` for a new session: `SameSite=Strict`, a session cookie (no `Max-Age`),
     /// since the server enforces idle and absolute timeouts.
-    pub fn session_cookie(&self, token: &SessionToken) -> HeaderValue {
-        self.header(self.session_name, token.encode(), SameSite::Strict, None)
+    pub fn session_cookie(&self, cookie: &SessionCookie) -> HeaderValue {
+        self.header(self.session_name, cookie.encode(), SameSite::Strict, None)
     }
 
     /// `Set-Cookie` for the login binding: `SameSite=Lax` so it comes back on the provider's

@@ -14,7 +14,7 @@ fn headers(values: &[&[u8]]) -> HeaderMap {
 #[test]
 fn https_cookies_are_host_prefixed_and_secure() {
     let policy = CookiePolicy::new(true);
-    let value = policy.session_cookie(&SessionToken::generate());
+    let value = policy.session_cookie(&SessionCookie::generate());
     let text = value.to_str().unwrap();
     assert!(text.starts_with("__Host-vestibule="));
     for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
@@ -39,7 +39,7 @@ fn http_cookies_are_not_secure_but_still_http_only() {
 #[test]
 fn tampered_and_truncated_cookies_parse_to_nothing() {
     let policy = CookiePolicy::new(false);
-    let value = SessionToken::generate().encode();
+    let value = SessionCookie::generate().encode();
     let session = |v: &str| {
         policy
             .read(&headers(&[format!("vestibule={v}").as_bytes()]))
@@ -53,7 +53,7 @@ fn tampered_and_truncated_cookies_parse_to_nothing() {
 
 #[test]
 fn only_byte_exact_names_are_ours() {
-    let token = SessionToken::generate().encode();
+    let token = SessionCookie::generate().encode();
     let binding = BrowserBinding::generate().encode();
     for (https, name) in [
         (false, "%76estibule"),
@@ -103,7 +103,7 @@ fn two_different_values_under_one_of_our_names_are_both_refused() {
             .login
             .is_some()
     );
-    let token = SessionToken::generate().encode();
+    let token = SessionCookie::generate().encode();
     let split = [
         format!("__Host-vestibule={token}"),
         "__Host-vestibule=x".to_owned(),
@@ -119,7 +119,7 @@ fn two_different_values_under_one_of_our_names_are_both_refused() {
 #[test]
 fn non_ascii_cookies_do_not_hide_ours_and_pass_through_untouched() {
     let policy = CookiePolicy::new(false);
-    let token = SessionToken::generate().encode();
+    let token = SessionCookie::generate().encode();
     let header = format!("pref=caf\u{e9}; vestibule={token}; x=\u{1F600}");
     let found = policy.read(&headers(&[header.as_bytes()]));
     assert_eq!(found.session.unwrap().encode(), token);
@@ -132,7 +132,7 @@ fn non_ascii_cookies_do_not_hide_ours_and_pass_through_untouched() {
 #[test]
 fn stripping_keeps_other_cookies_and_returns_the_session_token() {
     let policy = CookiePolicy::new(false);
-    let token = SessionToken::generate().encode();
+    let token = SessionCookie::generate().encode();
     let first = format!("a=1; vestibule={token}; b=2");
     let mut map = headers(&[first.as_bytes(), b"vestibule-login=x; c=3; flag"]);
     let found = policy.strip(&mut map).session.expect("session token");
@@ -213,7 +213,7 @@ fn pair() -> impl Strategy<Value = Vec<u8>> {
         header_bytes(8),
     ];
     let value = prop_oneof![
-        Just(SessionToken::generate().encode().into_bytes()),
+        Just(SessionCookie::generate().encode().into_bytes()),
         Just(b"caf\xc3\xa9".to_vec()),
         header_bytes(12),
     ];
@@ -269,7 +269,7 @@ proptest! {
         after in header_value(),
     ) {
         let policy = CookiePolicy::new(false);
-        let token = SessionToken::generate().encode();
+        let token = SessionCookie::generate().encode();
         let mut header = before.clone();
         if !header.is_empty() {
             header.extend_from_slice(b"; ");

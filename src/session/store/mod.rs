@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use crate::clock::unix_now;
 
 mod memory;
@@ -230,5 +232,34 @@ impl Store {
                 Ok(())
             }
         }
+    }
+}
+
+/// The Redis key (and in-memory map key) for an identifier:
+/// `vestibule:<kind>:<hex sha256 of the identifier>`, so the store never holds the identifier.
+pub fn storage_key(kind: &str, identifier: &[u8]) -> String {
+    let digest = Sha256::digest(identifier);
+    let mut key = String::with_capacity(11 + kind.len() + 64);
+    key.push_str("vestibule:");
+    key.push_str(kind);
+    key.push(':');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in digest {
+        key.push(char::from(HEX[usize::from(byte >> 4)]));
+        key.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_key_is_the_hex_sha256_of_the_identifier() {
+        assert_eq!(
+            storage_key("session", b"abc"),
+            "vestibule:session:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

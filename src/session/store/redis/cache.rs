@@ -154,7 +154,7 @@ impl RecordCache {
                 touched: LruCache::new(capacity),
             }),
             touch_interval: settings.touch_interval,
-            probe_prefix: format!("{PROBE_KEY_PREFIX}{}:", crate::random::token()),
+            probe_prefix: format!("{PROBE_KEY_PREFIX}{}:", crate::random::url_safe_secret()),
         }
     }
 

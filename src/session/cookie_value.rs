@@ -6,7 +6,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
+
+use super::store::storage_key;
 
 const HALF_LEN: usize = 32;
 /// Length of the encoded cookie value: base64url (no padding) of 64 bytes.
@@ -14,13 +15,13 @@ const ENCODED_LEN: usize = 86;
 
 /// What the browser holds for one session. Deliberately not `Debug`: it is a credential.
 #[derive(Clone)]
-pub struct SessionToken {
+pub struct SessionCookie {
     id: [u8; HALF_LEN],
     secret: [u8; HALF_LEN],
 }
 
-impl SessionToken {
-    /// A fresh token with a new random id and secret.
+impl SessionCookie {
+    /// A fresh cookie value with a new random id and secret.
     pub fn generate() -> Self {
         Self {
             id: crate::random::bytes(),
@@ -28,7 +29,7 @@ impl SessionToken {
         }
     }
 
-    /// Parses a cookie value; anything but exactly one well-formed token is `None`.
+    /// Parses a cookie value; anything but exactly one well-formed value is `None`.
     pub fn parse(value: &str) -> Option<Self> {
         if value.len() != ENCODED_LEN {
             return None;
@@ -65,70 +66,47 @@ impl SessionToken {
     }
 }
 
-/// `vestibule:<kind>:<hex sha256 of the identifier>`.
-pub(crate) fn storage_key(kind: &str, identifier: &[u8]) -> String {
-    let digest = Sha256::digest(identifier);
-    let mut key = String::with_capacity(11 + kind.len() + 64);
-    key.push_str("vestibule:");
-    key.push_str(kind);
-    key.push(':');
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for byte in digest {
-        key.push(char::from(HEX[usize::from(byte >> 4)]));
-        key.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    key
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn token_round_trips_through_its_cookie_value() {
-        let token = SessionToken::generate();
-        let parsed = SessionToken::parse(&token.encode()).unwrap();
-        assert_eq!(parsed.storage_key(), token.storage_key());
-        assert_eq!(parsed.secret(), token.secret());
+    fn a_cookie_round_trips_through_its_encoding() {
+        let cookie = SessionCookie::generate();
+        let parsed = SessionCookie::parse(&cookie.encode()).unwrap();
+        assert_eq!(parsed.storage_key(), cookie.storage_key());
+        assert_eq!(parsed.secret(), cookie.secret());
     }
 
     #[test]
-    fn generated_tokens_are_distinct_and_long() {
-        let a = SessionToken::generate().encode();
-        let b = SessionToken::generate().encode();
+    fn generated_cookies_are_distinct_and_long() {
+        let a = SessionCookie::generate().encode();
+        let b = SessionCookie::generate().encode();
         assert_ne!(a, b);
         assert_eq!(a.len(), 86, "512 bits of randomness, base64url");
     }
 
     #[test]
     fn malformed_values_are_rejected() {
-        let good = SessionToken::generate().encode();
-        assert!(SessionToken::parse("").is_none());
-        assert!(SessionToken::parse(&good[..85]).is_none(), "truncated");
+        let good = SessionCookie::generate().encode();
+        assert!(SessionCookie::parse("").is_none());
+        assert!(SessionCookie::parse(&good[..85]).is_none(), "truncated");
         assert!(
-            SessionToken::parse(&format!("{good}A")).is_none(),
+            SessionCookie::parse(&format!("{good}A")).is_none(),
             "extended"
         );
         let mut bad = good.clone();
         bad.replace_range(0..1, "*");
-        assert!(SessionToken::parse(&bad).is_none(), "not base64url");
-        assert!(SessionToken::parse(&good.replace(|_| true, "=")).is_none());
-    }
-
-    #[test]
-    fn storage_key_is_the_hex_sha256_of_the_identifier() {
-        assert_eq!(
-            storage_key("session", b"abc"),
-            "vestibule:session:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert!(SessionCookie::parse(&bad).is_none(), "not base64url");
+        assert!(SessionCookie::parse(&good.replace(|_| true, "=")).is_none());
     }
 
     #[test]
     fn storage_key_does_not_reveal_the_id() {
-        let token = SessionToken::generate();
-        let key = token.storage_key();
+        let cookie = SessionCookie::generate();
+        let key = cookie.storage_key();
         assert!(key.starts_with("vestibule:session:"));
-        assert!(!key.contains(&token.encode()[..20]));
+        assert!(!key.contains(&cookie.encode()[..20]));
         assert_eq!(key.len(), "vestibule:session:".len() + 64);
     }
 }
