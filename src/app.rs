@@ -32,8 +32,8 @@ impl Application {
     /// Builds every component and binds the listener. Discovery is attempted but a provider
     /// that is down at start-up is retried on first use rather than preventing start-up.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let provider = Provider::new(ProviderSettings::from_settings(&settings))?;
         let https = settings.is_https();
+        let redirect_uri = settings.redirect_uri();
         let Settings {
             listen,
             public_url,
@@ -69,7 +69,16 @@ impl Application {
             session.absolute_timeout,
         );
         let sessions = Arc::new(sessions);
-        let provider = Arc::new(provider);
+        let provider = Arc::new(Provider::new(ProviderSettings {
+            issuer: oidc.issuer,
+            discovery_url: oidc.discovery_url,
+            client_id: oidc.client_id,
+            client_secret: oidc.client_secret,
+            redirect_uri,
+            scopes: oidc.scopes,
+            prompt: oidc.prompt,
+            auth_method: oidc.client_auth_method,
+        })?);
         if let Err(error) = provider.discover().await {
             tracing::warn!(error = %error, "provider discovery failed; retrying on first login");
         }
@@ -103,7 +112,12 @@ impl Application {
         let router = http::router(state.clone());
         let listener = TcpListener::bind(listen).await?;
         let limits = ServeLimits {
-            connection: ConnectionLimits::from_settings(&server),
+            connection: ConnectionLimits {
+                header_read_timeout: server.header_read_timeout,
+                keep_alive_timeout: server.keep_alive_timeout,
+                max_header_bytes: server.max_header_bytes,
+                send_timeout: server.send_timeout,
+            },
             max_connections: server.max_connections,
         };
         warn_if_descriptors_run_out(limits.max_connections);

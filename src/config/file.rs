@@ -8,15 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-/// How the client authenticates at the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuthMethod {
-    /// HTTP Basic with client id and secret.
-    ClientSecretBasic,
-    /// Client id and secret in the form body.
-    ClientSecretPost,
-}
+use crate::oidc::ClientAuthMethod;
 
 /// The whole configuration file, as written (environment variables merged in).
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use url::Url;
 
+use crate::oidc::ClientAuthMethod;
 use crate::session::MasterKey;
 use crate::upstreams::Route;
 use error::describe_figment_error;
@@ -26,7 +27,7 @@ use file::FileSettings;
 
 pub use environment::{ENV_PREFIX, IgnoredVariable};
 pub use error::ConfigError;
-pub use file::{ClientAuthMethod, LogFormat, LoginSettings};
+pub use file::{LogFormat, LoginSettings};
 
 /// The whole configuration, checked and converted.
 pub struct Settings {
@@ -54,8 +55,8 @@ pub struct Settings {
 pub struct OidcSettings {
     /// The issuer identifier; must equal the discovery document's `issuer` exactly.
     pub issuer: String,
-    /// Where to fetch discovery from, when it differs from `issuer` + well-known path.
-    pub discovery_url: Option<Url>,
+    /// Where discovery is fetched: `oidc.discovery_url`, else `issuer` + the well-known path.
+    pub discovery_url: Url,
     /// The registered client id.
     pub client_id: String,
     /// The client secret.
@@ -66,7 +67,8 @@ pub struct OidcSettings {
     pub refresh_skew: Duration,
     /// Token endpoint authentication; chosen from discovery when absent.
     pub client_auth_method: Option<ClientAuthMethod>,
-    /// `prompt` sent with the authorization request (see `oidc.prompt` in the README).
+    /// `prompt` sent with the authorization request: as configured (`""`: none), else
+    /// `consent` when `offline_access` is requested (OIDC Core §11).
     pub prompt: Option<String>,
 }
 

@@ -42,6 +42,10 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             "scopes must be non-empty words",
         ));
     }
+    let discovery_url = match oidc.discovery_url {
+        Some(url) => url,
+        None => well_known_discovery(&oidc.issuer)?,
+    };
     let session = file.session;
     let master_key = master_key(session.encryption_key.expose_secret())?;
     if session.idle_timeout_secs == 0 {
@@ -69,14 +73,14 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         listen: file.listen,
         public_url: file.public_url,
         oidc: OidcSettings {
+            discovery_url,
+            prompt: prompt(oidc.prompt, &oidc.scopes),
             issuer: oidc.issuer,
-            discovery_url: oidc.discovery_url,
             client_id: oidc.client_id,
             client_secret: oidc.client_secret,
             scopes: oidc.scopes,
             refresh_skew: Duration::from_secs(oidc.refresh_skew_secs),
             client_auth_method: oidc.client_auth_method,
-            prompt: oidc.prompt,
         },
         session: SessionSettings {
             redis_url: session.redis_url,
@@ -91,6 +95,27 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         server,
         login: file.login,
     })
+}
+
+/// `issuer` + `/.well-known/openid-configuration` (OpenID Connect Discovery §4).
+fn well_known_discovery(issuer: &str) -> Result<Url, ConfigError> {
+    let well_known = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    Url::parse(&well_known)
+        .map_err(|error| ConfigError::new("oidc.issuer", format!("not a URL: {error}")))
+}
+
+/// The `prompt` to send: as configured (`""` sends none), else `consent` when
+/// `offline_access` is requested, as OIDC Core §11 asks.
+fn prompt(configured: Option<String>, scopes: &[String]) -> Option<String> {
+    match configured {
+        Some(prompt) if prompt.is_empty() => None,
+        Some(prompt) => Some(prompt),
+        None if scopes.iter().any(|scope| scope == "offline_access") => Some("consent".to_owned()),
+        None => None,
+    }
 }
 
 fn check_public_url(public_url: &Url) -> Result<(), ConfigError> {

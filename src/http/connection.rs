@@ -27,8 +27,6 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::config::ServerSettings;
-
 /// The per-connection limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -40,18 +38,6 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// How long a response write may wait for the client to read.
     pub send_timeout: Duration,
-}
-
-impl ConnectionLimits {
-    /// The limits configured in `[server]`.
-    pub fn from_settings(server: &ServerSettings) -> Self {
-        Self {
-            header_read_timeout: server.header_read_timeout,
-            keep_alive_timeout: server.keep_alive_timeout,
-            max_header_bytes: server.max_header_bytes,
-            send_timeout: server.send_timeout,
-        }
-    }
 }
 
 /// One of the `server.max_connections` places, held by a connection and by anything that

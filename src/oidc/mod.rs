@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 pub use authorization::AuthorizationRequest;
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
-pub use settings::ProviderSettings;
+pub use settings::{ClientAuthMethod, ProviderSettings};
 
 use client_auth::ClientAuth;
 use discovery::Discovered;
@@ -70,7 +70,7 @@ impl Provider {
                 OidcError::Unavailable(format!("cannot build HTTP client: {error}"))
             })?;
         Ok(Self {
-            client_auth: ClientAuth::new(settings.auth_method.clone()),
+            client_auth: ClientAuth::new(settings.auth_method.map(ClientAuthMethod::auth_type)),
             settings,
             http,
             discovered: ArcSwapOption::empty(),
