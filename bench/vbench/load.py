@@ -33,10 +33,6 @@ CSRF = STACK["vestibule"]["csrf_header"]
 CALLBACK = STACK["vestibule"]["callback_path"]
 
 
-class NotSelected(Exception):
-    """A part left out by --only."""
-
-
 class Bench(LoginFlood):
     """One run: the selected parts, their figures (cfg, res), what could not be measured
     (failures, with the reason) and what was measured but is doubtful (problems)."""
@@ -219,43 +215,34 @@ class Bench(LoginFlood):
                 self.config_failed(n, f"provider: {e}")
             return
         log(f"provider {issuer}")
-        # 4. vestibule_redis
-        try:
-            if "vestibule_redis" not in want:
-                raise NotSelected
-            rport, rp = start_redis("redis-vestibule")
-            self.vr_redis = rport
-            vr = start_vestibule("vestibule-redis", vr_port, issuer, self.up_port, self.key, rport)
-            cookie = self.vestibule_login(vr_port)
-            self.prove_vestibule("vestibule_redis", vr_port, cookie)
-            hdr = [f"Cookie: {SESSION_COOKIE}={cookie}", f"{CSRF}: 1"]
-            cpr = self.load("vestibule_redis", vr_port, hdr, vr.pid, redis_port=rport)
-            self.res["redis_commands_per_request"] = round(cpr, 2) if cpr is not None else None
-            self.run_login_cost(vr_port, vr.pid)
-            self.peak_rss["vestibule_redis"] = round(vm_hwm_mb(vr.pid), 1)
-            stop(vr)
-        except NotSelected:
-            pass
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            self.config_failed("vestibule_redis", f"{type(e).__name__}: {e}")
-        # 5. vestibule_memory
-        try:
-            if "vestibule_memory" not in want:
-                raise NotSelected
-            vm = start_vestibule("vestibule-memory", vm_port, issuer, self.up_port, self.key, None)
-            cookie = self.vestibule_login(vm_port)
-            self.prove_vestibule("vestibule_memory", vm_port, cookie)
-            hdr = [f"Cookie: {SESSION_COOKIE}={cookie}", f"{CSRF}: 1"]
-            self.load("vestibule_memory", vm_port, hdr, vm.pid)
-            self.peak_rss["vestibule_memory"] = round(vm_hwm_mb(vm.pid), 1)
-            stop(vm)
-        except NotSelected:
-            pass
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            self.config_failed("vestibule_memory", f"{type(e).__name__}: {e}")
+        # 4. vestibule_redis (with the login cost), 5. vestibule_memory
+        for name, port, redis in (("vestibule_redis", vr_port, True), ("vestibule_memory", vm_port, False)):
+            if name not in want:
+                continue
+            try:
+                self.measure_vestibule(name, port, issuer, redis)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                self.config_failed(name, f"{type(e).__name__}: {e}")
         stop(op)
+
+    def measure_vestibule(self, name, port, issuer, redis):
+        """One Vestibule config: started, logged in, proven, loaded; its Redis (if any) kept for
+        the refresh run."""
+        rport = None
+        if redis:
+            rport, _ = start_redis("redis-vestibule")
+            self.vr_redis = rport
+        v = start_vestibule(name.replace("_", "-"), port, issuer, self.up_port, self.key, rport)
+        cookie = self.vestibule_login(port)
+        self.prove_vestibule(name, port, cookie)
+        hdr = [f"Cookie: {SESSION_COOKIE}={cookie}", f"{CSRF}: 1"]
+        cpr = self.load(name, port, hdr, v.pid, redis_port=rport)
+        if redis:
+            self.res["redis_commands_per_request"] = round(cpr, 2) if cpr is not None else None
+            self.run_login_cost(port, v.pid)
+        self.peak_rss[name] = round(vm_hwm_mb(v.pid), 1)
+        stop(v)
 
     # ---------------------------------------------------------------- login cost
     def run_login_cost(self, port, pid):

@@ -197,25 +197,26 @@ class CpuMeter:
         return False
 
 
-def vm_hwm_mb(pid):
+def status_mb(pid, field):
+    """A memory figure of /proc/<pid>/status (VmHWM, VmRSS) in MB, None once the process is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return None
 
+
+def vm_hwm_mb(pid):
+    """Peak resident memory of a process, MB."""
+    return status_mb(pid, "VmHWM")
+
+
 def vm_rss_mb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
+    """Resident memory of a process now, MB."""
+    return status_mb(pid, "VmRSS")
 
 
 def count_in_log(name, needle):

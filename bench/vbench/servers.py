@@ -156,7 +156,7 @@ def _start_provider_once(logname, env):
         os.kill(p.pid, signal.SIGUSR2)
         time.sleep(2)
         stop(p)
-        raise Skip(f"printed nothing within {PROVIDER_START_S} s (Node report: "
+        raise Skip(f"printed nothing within {PROVIDER_START_S} s (Node report, if it could write one: "
                    f"target/bench/logs/{report}){tail(logname)}") from None
     if not line:
         p.wait(5)
