@@ -85,9 +85,10 @@ fn ensure_installed() {
 impl TestProvider {
     /// Starts the provider for a Vestibule whose callback is `redirect_uri`.
     ///
-    /// A start that stalls (seen about once in a hundred starts on a loaded 2-core machine,
-    /// with no error in the provider's log) is retried once with a fresh process; the log of
-    /// the stalled one is printed, and a second stall fails the test with both logs.
+    /// A start that stalls is retried once with a fresh process; the log of the stalled one is
+    /// printed, and a second stall fails the test with both logs. (The stalls seen, about one
+    /// start in a hundred, were Node deadlocking while exporting the new signing key; server.js
+    /// now avoids that path, and the retry stays as a safety net.)
     pub fn start(redirect_uri: &str, post_logout_uri: &str, options: &ProviderOptions) -> Self {
         ensure_installed();
         let mut stalled_logs = String::new();

@@ -11,6 +11,15 @@ use serde::Deserialize;
 pub struct Stack {
     /// The test provider's defaults.
     pub provider: ProviderFacts,
+    /// What a driver types into the provider's login form.
+    pub users: Users,
+}
+
+/// The provider's dev login takes any name (it becomes `sub`) and ignores the password.
+#[derive(Deserialize)]
+pub struct Users {
+    /// The password typed (any will do).
+    pub password: String,
 }
 
 /// The test provider's registered clients and defaults.
