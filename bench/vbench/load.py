@@ -21,9 +21,6 @@ from .servers import (provider_stats, start_apache, start_nginx_proxy, start_pro
                       start_upstream, start_vestibule)
 
 
-# --------------------------------------------------------------------------------------
-# the benchmark
-# --------------------------------------------------------------------------------------
 # What --only can select: the five configs, then the extra measurements.
 CONFIGS = ["direct", "nginx_proxy", "mod_auth_openidc", "vestibule_redis", "vestibule_memory"]
 EXTRAS = ["refresh", "store-scale", "login-flood"]

@@ -14,9 +14,6 @@ from .context import ROOT, WORK, Skip
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-# --------------------------------------------------------------------------------------
-# processes (only the ones we start; stopped by PID)
-# --------------------------------------------------------------------------------------
 PROCS = []  # (name, Popen)
 
 

@@ -11,9 +11,6 @@ from .context import RESULTS, ROOT, VESTIBULE_BIN, WORK
 from .load import CONFIGS
 
 
-# --------------------------------------------------------------------------------------
-# versions, targets, output
-# --------------------------------------------------------------------------------------
 def cmd_out(argv):
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=ROOT)

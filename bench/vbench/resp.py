@@ -5,9 +5,6 @@ import re
 import socket
 
 
-# --------------------------------------------------------------------------------------
-# minimal Redis client (RESP)
-# --------------------------------------------------------------------------------------
 def redis_cmd(port, *args):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         out = b"*%d\r\n" % len(args)
