@@ -12,6 +12,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 
+// The provider's defaults come from the local stack's description.
+const STACK = JSON.parse(fs.readFileSync(new URL('../../dev/stack.json', import.meta.url), 'utf8')).provider;
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => process.stderr.write(`${a.join(' ')}\n`);
@@ -221,8 +224,8 @@ async function scenario(name, envOverrides = {}) {
   const authMethod = envOverrides.OP_TOKEN_AUTH_METHOD ?? 'client_secret_basic';
   const redirectUri = 'http://127.0.0.1:8080/api/auth/callback';
   const op = await startOp({ OP_REDIRECT_URIS: redirectUri, ...envOverrides });
-  const client = { id: 'vestibule', secret: 'vestibule-secret', method: authMethod };
-  const upstream = { id: 'upstream-api', secret: 'upstream-secret', method: 'client_secret_basic' };
+  const client = { id: STACK.client_id, secret: STACK.client_secret, method: authMethod };
+  const upstream = { id: STACK.upstream_client_id, secret: STACK.upstream_client_secret, method: 'client_secret_basic' };
   try {
     // -- discovery
     const disco = await getJson(`${op.issuer}/.well-known/openid-configuration`);
@@ -502,7 +505,7 @@ async function stockRefreshScenario() {
   log('\n=== scenario OP_ALWAYS_ISSUE_REFRESH_TOKEN=0');
   const redirectUri = 'http://127.0.0.1:8080/api/auth/callback';
   const op = await startOp({ OP_ALWAYS_ISSUE_REFRESH_TOKEN: '0' });
-  const client = { id: 'vestibule', secret: 'vestibule-secret', method: 'client_secret_basic' };
+  const client = { id: STACK.client_id, secret: STACK.client_secret, method: 'client_secret_basic' };
   try {
     const jar = new Jar();
     for (const [prompt, expectRt] of [[undefined, false], ['consent', true]]) {

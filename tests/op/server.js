@@ -1,6 +1,7 @@
-// Test OpenID Provider for Vestibule integration tests.
+// Test OpenID Provider for Vestibule integration tests, the benchmark and dev/run.
 //
-// Configured entirely from environment variables (see README.md). Once listening it
+// Its defaults are the local stack's description (dev/stack.json: client, secrets, token
+// lifetimes, fixed settings); OP_* environment variables override them (see README.md). Once listening it
 // prints exactly one line of JSON to stdout:
 //   {"issuer":"http://127.0.0.1:<port>","port":<port>}
 // Everything else (oidc-provider notices/warnings, request errors) goes to stderr.
@@ -33,6 +34,8 @@ milestone('oidc-provider loaded');
 // ---------------------------------------------------------------------------
 
 const env = process.env;
+// The local stack's shared facts; every OP_* variable below overrides one of them.
+const STACK = JSON.parse(fs.readFileSync(new URL('../../dev/stack.json', import.meta.url), 'utf8')).provider;
 
 function intEnv(name, fallback) {
   const raw = env[name];
@@ -57,30 +60,30 @@ function boolEnv(name, fallback) {
 }
 
 const PORT = intEnv('OP_PORT', 0);
-const CLIENT_ID = env.OP_CLIENT_ID || 'vestibule';
-const CLIENT_SECRET = env.OP_CLIENT_SECRET || 'vestibule-secret';
-const REDIRECT_URIS = listEnv('OP_REDIRECT_URIS', ['http://127.0.0.1:8080/api/auth/callback']);
+const CLIENT_ID = env.OP_CLIENT_ID || STACK.client_id;
+const CLIENT_SECRET = env.OP_CLIENT_SECRET || STACK.client_secret;
+const REDIRECT_URIS = listEnv('OP_REDIRECT_URIS', STACK.redirect_uris);
 const POST_LOGOUT_REDIRECT_URIS = listEnv(
   'OP_POST_LOGOUT_REDIRECT_URIS',
   [...new Set(REDIRECT_URIS.map((uri) => `${new URL(uri).origin}/`))],
 );
-const TOKEN_AUTH_METHOD = env.OP_TOKEN_AUTH_METHOD || 'client_secret_basic';
-const ID_TOKEN_ALG = env.OP_ID_TOKEN_ALG || 'RS256';
-const UPSTREAM_CLIENT_ID = env.OP_UPSTREAM_CLIENT_ID || 'upstream-api';
-const UPSTREAM_CLIENT_SECRET = env.OP_UPSTREAM_CLIENT_SECRET || 'upstream-secret';
-const UPSTREAM_TOKEN_AUTH_METHOD = env.OP_UPSTREAM_TOKEN_AUTH_METHOD || 'client_secret_basic';
+const TOKEN_AUTH_METHOD = env.OP_TOKEN_AUTH_METHOD || STACK.token_auth_method;
+const ID_TOKEN_ALG = env.OP_ID_TOKEN_ALG || STACK.id_token_alg;
+const UPSTREAM_CLIENT_ID = env.OP_UPSTREAM_CLIENT_ID || STACK.upstream_client_id;
+const UPSTREAM_CLIENT_SECRET = env.OP_UPSTREAM_CLIENT_SECRET || STACK.upstream_client_secret;
+const UPSTREAM_TOKEN_AUTH_METHOD = env.OP_UPSTREAM_TOKEN_AUTH_METHOD || STACK.upstream_token_auth_method;
 const KEYS_FILE = env.OP_KEYS_FILE || undefined;
-const ACCESS_TOKEN_TTL = intEnv('OP_ACCESS_TOKEN_TTL', 5);
-const ID_TOKEN_TTL = intEnv('OP_ID_TOKEN_TTL', 300);
-const REFRESH_TOKEN_TTL = intEnv('OP_REFRESH_TOKEN_TTL', 3600);
+const ACCESS_TOKEN_TTL = intEnv('OP_ACCESS_TOKEN_TTL', STACK.access_token_ttl_secs);
+const ID_TOKEN_TTL = intEnv('OP_ID_TOKEN_TTL', STACK.id_token_ttl_secs);
+const REFRESH_TOKEN_TTL = intEnv('OP_REFRESH_TOKEN_TTL', STACK.refresh_token_ttl_secs);
 // When true (default) the vestibule client gets a refresh token from every
 // authorization_code grant (offline_access requested or not, prompt=consent or not);
 // when false only if offline_access ended up granted (oidc-provider's stock behaviour,
 // which needs prompt=consent in the authorization request).
-const ALWAYS_ISSUE_REFRESH_TOKEN = boolEnv('OP_ALWAYS_ISSUE_REFRESH_TOKEN', true);
+const ALWAYS_ISSUE_REFRESH_TOKEN = boolEnv('OP_ALWAYS_ISSUE_REFRESH_TOKEN', STACK.always_issue_refresh_token);
 // Reject client_secret_post for a client registered with client_secret_basic and vice versa.
-const STRICT_CLIENT_AUTH = boolEnv('OP_STRICT_CLIENT_AUTH', true);
-const COOKIE_KEYS = listEnv('OP_COOKIE_KEYS', ['vestibule-test-op-cookie-key']);
+const STRICT_CLIENT_AUTH = boolEnv('OP_STRICT_CLIENT_AUTH', STACK.strict_client_auth);
+const COOKIE_KEYS = listEnv('OP_COOKIE_KEYS', STACK.cookie_keys);
 
 const AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
 for (const [name, value] of [['OP_TOKEN_AUTH_METHOD', TOKEN_AUTH_METHOD], ['OP_UPSTREAM_TOKEN_AUTH_METHOD', UPSTREAM_TOKEN_AUTH_METHOD]]) {
@@ -104,10 +107,18 @@ function keyMatchesAlg(jwk, alg) {
   return jwk.kty === 'RSA';
 }
 
+// The key is generated as DER and re-imported before its JWK export. Exporting the generated
+// KeyObject itself can deadlock Node 20's main thread on its own mutex: ExportJWK holds the
+// key's lock while allocating, a GC then finalizes the finished key-generation job, whose
+// destructor takes the same lock (seen with gdb in a stalled start, about 1 start in 200; a
+// loop of generate + export hangs within seconds for P-256 and after ~1000 RSA keys, while the
+// same loop through a re-imported key, which has a lock of its own, runs 20000 and 3000).
 function generateSigningKey(alg) {
-  const { privateKey } = alg === 'ES256'
-    ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
-    : crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const der = { publicKeyEncoding: { type: 'spki', format: 'der' }, privateKeyEncoding: { type: 'pkcs8', format: 'der' } };
+  const generated = alg === 'ES256'
+    ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256', ...der })
+    : crypto.generateKeyPairSync('rsa', { modulusLength: 2048, ...der });
+  const privateKey = crypto.createPrivateKey({ key: generated.privateKey, format: 'der', type: 'pkcs8' });
   const jwk = privateKey.export({ format: 'jwk' });
   const kid = `${alg.toLowerCase()}-${crypto.randomBytes(6).toString('hex')}`;
   return {

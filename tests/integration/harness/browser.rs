@@ -8,6 +8,8 @@ use reqwest::{Response, StatusCode, Url};
 use scraper::{Html, Selector};
 use serde_json::Value;
 
+use super::stack::STACK;
+
 /// No test request may take longer: a hung server fails the test with a message instead of
 /// stalling the whole run.
 const REQUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -244,7 +246,7 @@ impl Browser {
                 let name = input.value().attr("name").unwrap().to_owned();
                 let value = match name.as_str() {
                     "login" => user.to_owned(),
-                    "password" => "any-password".to_owned(),
+                    "password" => STACK.users.password.clone(),
                     _ => input.value().attr("value").unwrap_or("").to_owned(),
                 };
                 fields.push((name, value));

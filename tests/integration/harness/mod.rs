@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod provider;
 pub mod redis;
+pub mod stack;
 pub mod upstream;
 
 use std::future::Future;
@@ -270,8 +271,8 @@ timeout_secs = 2
 {extra}
 "#,
             issuer = provider.issuer,
-            client_id = provider::CLIENT_ID,
-            client_secret = provider::CLIENT_SECRET,
+            client_id = provider::client_id(),
+            client_secret = provider::client_secret(),
             skew = self.refresh_skew_secs,
             idle = self.idle_timeout_secs,
             key = ENCRYPTION_KEY,

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::provider::UPSTREAM_CLIENT;
+use super::provider::upstream_client;
 
 /// One request as the upstream saw it.
 #[derive(Clone, Debug)]
@@ -153,7 +153,7 @@ async fn introspect(state: &UpstreamState, token: &str) -> Value {
     state
         .http
         .post(&state.introspection_url)
-        .basic_auth(UPSTREAM_CLIENT.0, Some(UPSTREAM_CLIENT.1))
+        .basic_auth(upstream_client().0, Some(upstream_client().1))
         .form(&[("token", token)])
         .send()
         .await

@@ -1,0 +1,274 @@
+"""The results: versions and machine, the targets and their verdicts, latest.json and
+latest.md. A target that could not be measured fails the run (unmeasured)."""
+
+import datetime
+import json
+import os
+import re
+import subprocess
+
+from .context import RESULTS, ROOT, VESTIBULE_BIN, WORK
+from .load import CONFIGS
+
+
+def cmd_out(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=ROOT)
+        return (r.stdout + r.stderr).strip()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def first(pattern, text):
+    m = re.search(pattern, text or "")
+    return m.group(1) if m else None
+
+
+def versions():
+    dpkg = lambda p: cmd_out(["dpkg-query", "-W", "-f", "${Version}", p])  # noqa: E731
+    return {
+        "wrk": first(r"wrk (\S+)", cmd_out(["wrk", "-v"])),
+        "nginx": first(r"nginx/([\w.\-]+)", cmd_out(["nginx", "-v"])),
+        "apache2": first(r"Apache/([\w.\-]+)", cmd_out(["/usr/sbin/apache2", "-v"])),
+        "mod_auth_openidc": dpkg("libapache2-mod-auth-openidc"),
+        "redis": first(r"v=([\w.\-]+)", cmd_out(["redis-server", "--version"])),
+        "node": cmd_out(["node", "--version"]),
+        "oidc_provider": json.load(open(os.path.join(ROOT, "tests/op/node_modules/oidc-provider/package.json")))["version"]
+        if os.path.exists(os.path.join(ROOT, "tests/op/node_modules/oidc-provider/package.json")) else None,
+        "vestibule": cmd_out(["git", "describe", "--always", "--dirty", "--tags"]),
+        "vestibule_binary": cmd_out([VESTIBULE_BIN, "--version"]),
+        "kernel": os.uname().release,
+    }
+
+
+def machine():
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = first(r"model name\s*:\s*(.+)", f.read())
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "mem_gb": round(mem_kb / 1024 / 1024, 1), "cpu_model": model}
+
+
+def targets(out, parts):
+    """Each target with its verdict: PASS, FAIL, NOT MEASURED (its parts ran, a figure is
+    missing: the run fails) or NOT RUN (a part it needs was left out by --only)."""
+    c = out["configs"]
+
+    def ran(*names):
+        return all(n in parts for n in names)
+
+    def g(name, k):
+        return (c.get(name) or {}).get(k)
+
+    def ratio(a, b):
+        return round(a / b, 3) if a is not None and b else None
+
+    vr, vm = g("vestibule_redis", "rps"), g("vestibule_memory", "rps")
+    rows = [
+        ("vestibule_redis rps / mod_auth_openidc rps", ratio(vr, g("mod_auth_openidc", "rps")), ">=", 5,
+         ran("vestibule_redis", "mod_auth_openidc")),
+        ("vestibule_redis rps / nginx_proxy rps", ratio(vr, g("nginx_proxy", "rps")), ">=", 0.5,
+         ran("vestibule_redis", "nginx_proxy")),
+        ("vestibule_redis p99 / mod_auth_openidc p99",
+         ratio(g("vestibule_redis", "p99_ms"), g("mod_auth_openidc", "p99_ms")), "<=", 0.2,
+         ran("vestibule_redis", "mod_auth_openidc")),
+        ("|vestibule_memory - vestibule_redis| / vestibule_redis rps",
+         round(abs(vm - vr) / vr, 3) if vm is not None and vr else None, "<=", 0.15,
+         ran("vestibule_redis", "vestibule_memory")),
+        ("redis commands per proxied request", out.get("redis_commands_per_request"), "<=", 1,
+         ran("vestibule_redis")),
+        ("redis bytes per session", out.get("redis_bytes_per_session"), "<=", 5120, ran("store-scale")),
+        ("peak RSS MB (max over Vestibule processes)", out.get("peak_rss_mb"), "<=", 64,
+         any(ran(n) for n in ("vestibule_redis", "vestibule_memory", "refresh", "store-scale"))),
+    ]
+    lf = out.get("login_flood") or {}
+    la, lb, lc, lm = (lf.get(k) or {} for k in ("single_address", "many_addresses", "one_browser", "memory_store"))
+    cap, per_browser = lf.get("max_pending_total"), lf.get("max_pending_per_browser")
+    flood_rows = [
+        ("login flood: one address, starts admitted (burst + rate x elapsed)",
+         la.get("admitted_303"), "<=", la.get("admitted_limit")),
+        # each cap is kept by one atomic script: concurrent starts never exceed it
+        ("login flood: pending logins in Redis (max_pending_total)", lb.get("pending_after"), "<=", cap),
+        ("login flood: one browser's pending logins, concurrent starts (max_pending_per_browser)",
+         lc.get("pending_after_concurrent"), "<=", per_browser),
+        ("login flood: one browser's pending logins, then one by one (max_pending_per_browser)",
+         lc.get("pending_final"), "<=", per_browser),
+        ("login flood: one browser, records of its dropped logins left in Redis", lc.get("older_records_left"), "<=", 0),
+        ("login flood: store entries without their pending login (orphans)", lb.get("orphans"), "<=", 0),
+        ("login flood: Redis growth bytes (cap x MEMORY USAGE per login x 1.5)",
+         lb.get("redis_growth_bytes"), "<=", lb.get("redis_growth_limit_bytes")),
+        ("login flood: Redis growth MB (absolute)", lb.get("redis_growth_mb"), "<=", lf.get("redis_growth_limit_mb")),
+        ("login flood: in-memory store, RSS growth MB while at the cap", lm.get("rss_growth_at_cap_mb"), "<=", 4),
+        ("login flood: Vestibule peak RSS MB (Redis and in-memory store)", lf.get("vestibule_peak_rss_mb"), "<=", 64),
+        ("login flood: 5xx answers (none: a full cap displaces, never refuses)", lf.get("server_errors"), "<=", 0),
+    ]
+    rows += [(*row, ran("login-flood")) for row in flood_rows]
+    res = []
+    for name, val, op, lim, selected in rows:
+        if not selected:
+            verdict = "NOT RUN"
+        elif val is None or lim is None:
+            verdict = "NOT MEASURED"
+        else:
+            verdict = "PASS" if (val >= lim if op == ">=" else val <= lim) else "FAIL"
+        res.append({"target": name, "value": val, "op": op, "limit": lim, "result": verdict})
+    return res
+
+
+def fmt(v, nd=2):
+    return "n/a" if v is None else (f"{v:,.{nd}f}" if isinstance(v, float) else str(v))
+
+
+def render_md(out):
+    mode = "quick (1 run x 2 s)" if out.get("quick") else "3 runs x 15 s, median"
+    lines = [f"Benchmark {out['date']} — {out['machine']['cores']} cores, {out['machine']['mem_gb']} GB, "
+             f"`wrk -t2 -c32` keep-alive on loopback, {mode}; Vestibule {out['versions'].get('vestibule')}.",
+             "",
+             "| config | req/s | p50 ms | p99 ms | CPU% |",
+             "|---|---:|---:|---:|---:|"]
+    for n in CONFIGS:
+        c = out["configs"].get(n, {})
+        if c.get("not_run"):
+            lines.append(f"| {n} | not run ({c['not_run']}) | | | |")
+        elif c.get("rps") is None:
+            lines.append(f"| {n} | not measured: {c.get('not_measured', '?')} | | | |")
+        else:
+            lines.append(f"| {n} | {c['rps']:,.0f} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} | "
+                         f"{fmt(c.get('cpu_percent'), 0)} |")
+    lines += ["", "| figure | value |", "|---|---:|"]
+    for k, label in [
+        ("redis_commands_per_request", "Redis commands per proxied request (Vestibule)"),
+        ("modoidc_redis_commands_per_request", "Redis commands per request (mod_auth_openidc)"),
+        ("refresh_grants_per_expiry", "refresh grants per access-token expiry (64 conns, one session)"),
+        ("refresh_failed_requests", "failed requests during refresh under load"),
+        ("refresh_p99_ms", "p99 ms during refresh under load"),
+        ("redis_bytes_per_session", "Redis bytes per session"),
+        ("p50_ms_1k_sessions", "proxied p50 ms with 1k sessions in Redis"),
+        ("p50_ms_100k_sessions", "proxied p50 ms with 100k sessions in Redis"),
+        ("login_ms_p50", "full login p50 ms (sequential)"),
+        ("login_concurrent_wall_ms", f"{out.get('login_concurrent_count', 16)} concurrent logins, wall ms"),
+        ("login_concurrent_mean_ms", "concurrent logins, mean ms per login"),
+        ("vestibule_cpu_ms_per_login", "Vestibule CPU ms per login"),
+        ("peak_rss_mb", "peak RSS MB (Vestibule)"),
+    ]:
+        v = out.get(k)
+        note = out.get("not_measured", {}).get(k)
+        lines.append(f"| {label} | {fmt(v) if v is not None else 'not measured' + (': ' + note if note else '')} |")
+    lines += render_login_flood(out.get("login_flood"))
+    lines += ["", "| target | value | limit | result |", "|---|---:|---:|---|"]
+    for t in out["targets"]:
+        lines.append(f"| {t['target']} | {fmt(t['value'], 3)} | {t['op']} {t['limit']} | {t['result']} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_login_flood(lf):
+    if not lf:
+        return []
+    head = (f"Login flood (anonymous `GET /api/auth/login`, {lf['connections']} connections): "
+            f"max_pending_total {lf['max_pending_total']}, max_pending_per_browser "
+            f"{lf['max_pending_per_browser']}, {lf['rate_limit_per_minute']}/min burst "
+            f"{lf['rate_limit_burst']} per address; {lf.get('elapsed_s')} s.")
+    if lf.get("not_measured"):
+        return ["", head, "", f"Not measured: {lf['not_measured']}"]
+    lines = ["", head, "",
+             "| phase | starts | 303 | 429 | 5xx | s | pending logins after |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    phases = [
+        ("A one address", "single_address", lambda p: f"{p['pending_after']} in Redis"),
+        ("C one browser, many addresses", "one_browser",
+         lambda p: f"{p['pending_after_concurrent']} of this browser after the concurrent starts, "
+                   f"{p['pending_final']} at the end (newest kept: {p['newest_kept']})"),
+        ("B many addresses, no cookie", "many_addresses",
+         lambda p: f"{p['pending_after']} in Redis, {p['overshoot']} over the cap, {p['orphans']} orphan entries"),
+        ("M same as B, in-memory store", "memory_store",
+         lambda p: f"in Vestibule; RSS grew {p['rss_growth_at_cap_mb']} MB while at the cap"),
+    ]
+    for label, key, after in phases:
+        p = lf.get(key) or {}
+        if not p:
+            continue
+        lines.append(f"| {label} | {p['requests']} | {p['admitted_303']} | {p['refused_429']} | "
+                     f"{p['server_errors']} | {p['elapsed_s']} | {after(p)} |")
+    b, m = lf.get("many_addresses") or {}, lf.get("memory_store") or {}
+    if b:
+        lines += ["", "| login flood figure | value |", "|---|---:|",
+                  f"| pending login record value bytes (returnTo of {b['return_to_bytes']} bytes) | "
+                  f"{fmt(b['record_value_bytes'])} |",
+                  f"| Redis used_memory growth, bytes (baseline to end) | {b['redis_growth_bytes']:,} |",
+                  f"| Redis growth while at the cap (second half of B), bytes | {b['redis_growth_at_cap_bytes']:,} |",
+                  f"| Redis bytes per pending login (growth / pending) | {fmt(b['redis_bytes_per_pending_login'], 1)} |",
+                  f"| Redis MEMORY USAGE per pending login (record + browser index + share of global index) | "
+                  f"{fmt(b['redis_memory_usage_per_pending_login'], 1)} |",
+                  f"| Vestibule RSS MB, Redis store: before / at cap / after / peak | {b['vestibule_rss_mb_before']} / "
+                  f"{b['vestibule_rss_mb_at_cap']} / {b['vestibule_rss_mb_after']} / {b['vestibule_peak_rss_mb']} |",
+                  f"| login starts per second, Redis store (B) | {fmt(b['req_per_s'], 0)} |",
+                  f"| ERROR log lines written during B | {b['error_log_lines']} |",
+                  f"| displacement warnings during B (at most one a minute) | {b['displaced_warnings']} |"]
+    if m:
+        lines += [f"| Vestibule RSS MB, in-memory store: before / at cap / after / peak | {m['vestibule_rss_mb_before']} / "
+                  f"{m['vestibule_rss_mb_at_cap']} / {m['vestibule_rss_mb_after']} / {m['vestibule_peak_rss_mb']} |",
+                  f"| login starts per second, in-memory store (M) | {fmt(m['req_per_s'], 0)} |"]
+    return lines
+
+
+def assemble(b, only, elapsed_s):
+    """The results document (latest.json) of a finished run `b`."""
+    out = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "quick": b.quick,
+        "load": {"wrk": "-t2 -c32 --latency keep-alive", "duration_s": b.duration,
+                 "warmup_s": b.warmup, "runs": b.runs, "nginx_worker_processes": 1},
+        "configs": {n: b.cfg.get(n, {"rps": None, "p50_ms": None, "p99_ms": None, "runs": []}
+                                 if n in b.parts else {"rps": None, "p50_ms": None, "p99_ms": None,
+                                                       "runs": [], "not_run": "left out by --only"})
+                    for n in CONFIGS},
+    }
+    for k in ("redis_commands_per_request", "refresh_grants_per_expiry", "refresh_failed_requests",
+              "redis_bytes_per_session", "p50_ms_1k_sessions", "p50_ms_100k_sessions", "login_ms_p50"):
+        out[k] = b.res.get(k)
+    rss = b.peak_rss
+    out["peak_rss_mb"] = max(rss.values()) if rss else None
+    if not rss:
+        b.notes["peak_rss_mb"] = "no Vestibule process ran"
+    out["peak_rss_mb_by_process"] = rss
+    out["cpu_percent"] = {n: (b.cfg.get(n) or {}).get("cpu_percent") for n in CONFIGS}
+    for k, v in b.res.items():
+        out.setdefault(k, v)
+    out["targets"] = targets(out, b.parts)
+    out["ratios"] = {t["target"]: t["value"] for t in out["targets"]}
+    out["problems"] = b.problems
+    out["not_measured"] = b.notes
+    # Everything selected that has no figure: a run with any fails (bench.py exits 1).
+    out["unmeasured"] = b.failures + [f"target {t['target']}: NOT MEASURED" for t in out["targets"]
+                                      if t["result"] == "NOT MEASURED"]
+    out["elapsed_s"] = elapsed_s
+    out["only"] = only
+    return out
+
+
+def write(out, published):
+    """Writes latest.json and latest.md (bench/results for a full run of everything, else
+    target/bench/results, where each run also keeps a copy named by its time); returns the
+    markdown and the folder."""
+    results = RESULTS if published else os.path.join(WORK, "results")
+    os.makedirs(results, exist_ok=True)
+    md = render_md(out)
+    names = ["latest"]
+    if not published:
+        names.append("run-" + out["date"].replace(":", "").replace("+0000", "Z"))
+    for name in names:
+        with open(os.path.join(results, f"{name}.json"), "w") as f:
+            json.dump(out, f, indent=2)
+            f.write("\n")
+        with open(os.path.join(results, f"{name}.md"), "w") as f:
+            f.write(md)
+    return md, results
