@@ -23,15 +23,12 @@ pub(super) fn environment() -> Env {
 pub(super) fn merge_environment(figment: Figment, skip: &[String], verbatim: &[String]) -> Figment {
     let skip = skip.to_vec();
     let kept = move |key: &str| !skip.iter().any(|skipped| covers(skipped, key));
-    let is_verbatim = |key: &str| verbatim.iter().any(|known| known.eq_ignore_ascii_case(key));
-    let verbatim_keys = verbatim.to_vec();
-    let parsed = kept.clone();
-    let mut figment = figment.merge(environment().filter(move |key| {
-        !verbatim_keys
-            .iter()
-            .any(|known| known.eq_ignore_ascii_case(key.as_str()))
-            && parsed(key.as_str())
-    }));
+    let verbatim = verbatim.to_vec();
+    let is_verbatim = move |key: &str| verbatim.iter().any(|known| known.eq_ignore_ascii_case(key));
+    let (parsed, not_verbatim) = (kept.clone(), is_verbatim.clone());
+    let mut figment = figment.merge(
+        environment().filter(move |key| !not_verbatim(key.as_str()) && parsed(key.as_str())),
+    );
     for (key, value) in environment().iter() {
         if is_verbatim(key.as_str()) && kept(key.as_str()) {
             let key = key.as_str().to_ascii_lowercase();
