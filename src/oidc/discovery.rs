@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use openidconnect::core::{CoreClient, CoreJsonWebKeySet};
 use openidconnect::{
-    ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, RedirectUrl,
+    ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, JsonWebKeySetUrl,
+    RedirectUrl, TokenUrl,
 };
 use secrecy::ExposeSecret;
 
@@ -106,15 +107,21 @@ impl Provider {
                 settings.issuer
             )));
         }
-        let jwks = CoreJsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.http)
+        // Back-channel URLs, routed through the discovery origin where they name the issuer's.
+        let jwks_uri =
+            JsonWebKeySetUrl::from_url(self.back_channel.route(metadata.jwks_uri().url().clone()));
+        let jwks = CoreJsonWebKeySet::fetch_async(&jwks_uri, &self.http)
             .await
             .map_err(|error| unavailable("JWKS fetch failed", &error))?;
         let token_uri = metadata
             .token_endpoint()
-            .cloned()
+            .map(|endpoint| TokenUrl::from_url(self.back_channel.route(endpoint.url().clone())))
             .ok_or_else(|| OidcError::Invalid("discovery has no token_endpoint".into()))?;
         let auth_type = self.client_auth.for_discovered(&metadata);
-        let extra = metadata.additional_metadata().clone();
+        let mut extra = metadata.additional_metadata().clone();
+        extra.revocation_endpoint = extra
+            .revocation_endpoint
+            .map(|endpoint| self.back_channel.route(endpoint));
         let metadata = metadata.set_jwks(jwks);
         let redirect = RedirectUrl::from_url(settings.redirect_uri.clone());
         let client = CoreClient::from_provider_metadata(

@@ -1,11 +1,13 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
-//! `settings` and `discovery` (with `metadata`, `client_auth`) through `authorization`, `grants`
+//! `settings` and `discovery` (with `metadata`, `client_auth`, `back_channel`) through
+//! `authorization`, `grants`
 //! and `id_token` to `logout`.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
 
 mod authorization;
+mod back_channel;
 mod client_auth;
 mod discovery;
 mod grants;
@@ -24,6 +26,7 @@ pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
 pub use settings::{ClientAuthMethod, ProviderSettings};
 
+use back_channel::BackChannel;
 use client_auth::ClientAuth;
 use discovery::Discovered;
 
@@ -55,6 +58,7 @@ pub struct Provider {
     discovered: ArcSwapOption<Discovered>,
     discovery_lock: Mutex<()>,
     client_auth: ClientAuth,
+    back_channel: BackChannel,
 }
 
 impl Provider {
@@ -70,6 +74,7 @@ impl Provider {
                 OidcError::Unavailable(format!("cannot build HTTP client: {error}"))
             })?;
         Ok(Self {
+            back_channel: BackChannel::new(&settings.issuer, &settings.discovery_url),
             client_auth: ClientAuth::new(settings.auth_method.map(ClientAuthMethod::auth_type)),
             settings,
             http,
