@@ -1,7 +1,6 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
 //! `settings` and `discovery` (with `metadata`, `client_auth`, `back_channel`) through
-//! `authorization`, `grants`
-//! and `id_token` to `logout`.
+//! `authorization`, `grants` and `id_token` to `logout`.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
