@@ -46,13 +46,19 @@ fn output_dir() -> PathBuf {
 
 /// Runs `tests/e2e/<script>` against `app` in Chromium; returns its standard output.
 async fn run_script(app: &TestApp, script: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    run_script_at(&app.url, script, env).await
+}
+
+/// Runs `tests/e2e/<script>` in Chromium against the Vestibule at `url` (as `alice` unless
+/// `env` sets `E2E_USER`); returns its standard output.
+pub async fn run_script_at(url: &str, script: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
     ensure_installed();
     let chromium = chromium();
     let mut command = tokio::process::Command::new("node");
     command
         .arg(e2e_dir().join(script))
         .current_dir(e2e_dir())
-        .env("VESTIBULE_URL", &app.url)
+        .env("VESTIBULE_URL", url)
         .env("E2E_USER", "alice")
         .env("CHROMIUM_PATH", &chromium)
         .stdin(Stdio::null())

@@ -109,62 +109,7 @@ fn attribute<'a>(client: &'a Value, name: &str) -> &'a str {
 
 // ------------------------------------------------------------------ docker-compose.yml
 
-/// The lines of one top-level service (`  name:` under `services:`), by indentation.
-fn compose_service(compose: &str, name: &str) -> String {
-    let header = format!("  {name}:");
-    let mut lines = compose.lines().skip_while(|line| line.trim_end() != header);
-    assert!(
-        lines.next().is_some(),
-        "docker-compose.yml has no service {name:?}"
-    );
-    lines
-        .take_while(|line| {
-            line.trim().is_empty() || line.starts_with("    ") || line.starts_with("  #")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// `KEY: value` inside a service block, with YAML quotes removed.
-fn compose_value(block: &str, key: &str) -> Option<String> {
-    let prefix = format!("{key}:");
-    block.lines().map(str::trim).find_map(|line| {
-        let value = line.strip_prefix(&prefix)?.trim();
-        Some(unquote(value))
-    })
-}
-
-fn unquote(value: &str) -> String {
-    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-        inner.replace("''", "'")
-    } else if let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-        inner.replace("\\\"", "\"")
-    } else {
-        value.to_owned()
-    }
-}
-
-fn compose_env(service: &str, key: &str) -> String {
-    let compose = read("docker-compose.yml");
-    let block = compose_service(&compose, service);
-    compose_value(&block, key)
-        .unwrap_or_else(|| panic!("docker-compose.yml: service {service} does not set {key}"))
-}
-
-/// Every `VESTIBULE_*` variable the compose file gives the `vestibule` service.
-fn compose_vestibule_environment() -> Vec<(String, String)> {
-    let compose = read("docker-compose.yml");
-    let block = compose_service(&compose, "vestibule");
-    block
-        .lines()
-        .map(str::trim)
-        .filter(|line| line.starts_with("VESTIBULE_"))
-        .filter_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            Some((key.trim().to_owned(), unquote(value.trim())))
-        })
-        .collect()
-}
+use crate::harness::compose::{compose_env, compose_service, compose_vestibule_environment};
 
 // ------------------------------------------------------------------ the tests
 

@@ -207,6 +207,18 @@ impl Browser {
     /// accepts consent, and stops at the first response from Vestibule (the callback).
     /// Returns the callback URL the provider redirected to (not yet visited).
     pub async fn authorize_at_provider(&self, authorization_url: Url, user: &str) -> Url {
+        self.authorize_with_password(authorization_url, user, &STACK.users.password)
+            .await
+    }
+
+    /// [`Browser::authorize_at_provider`] with the user's own password (a real provider's
+    /// users have one: Keycloak's realm).
+    pub async fn authorize_with_password(
+        &self,
+        authorization_url: Url,
+        user: &str,
+        password: &str,
+    ) -> Url {
         let mut next = authorization_url;
         for _ in 0..20 {
             if next.origin() == self.base.origin() {
@@ -220,13 +232,14 @@ impl Browser {
             assert_eq!(response.status(), StatusCode::OK, "provider page at {next}");
             let page_url = next.clone();
             let html = response.text().await.unwrap();
-            next = self.submit_form(&page_url, &html, user).await;
+            next = self.submit_form(&page_url, &html, user, password).await;
         }
         panic!("the provider did not redirect back to Vestibule");
     }
 
-    /// Submits the single form on a provider page, filling `login`/`password` if present.
-    async fn submit_form(&self, page_url: &Url, html: &str, user: &str) -> Url {
+    /// Submits the first form on a provider page, filling the login name (`login` at the test
+    /// provider, `username` at Keycloak) and `password` if present.
+    async fn submit_form(&self, page_url: &Url, html: &str, user: &str, password: &str) -> Url {
         let (action, method, fields) = {
             let document = Html::parse_document(html);
             let form = document
@@ -245,8 +258,8 @@ impl Browser {
             for input in form.select(&Selector::parse("input[name]").unwrap()) {
                 let name = input.value().attr("name").unwrap().to_owned();
                 let value = match name.as_str() {
-                    "login" => user.to_owned(),
-                    "password" => STACK.users.password.clone(),
+                    "login" | "username" => user.to_owned(),
+                    "password" => password.to_owned(),
                     _ => input.value().attr("value").unwrap_or("").to_owned(),
                 };
                 fields.push((name, value));
@@ -278,7 +291,18 @@ impl Browser {
 
     /// Logs in and asserts success.
     pub async fn login(&self, user: &str) {
-        let outcome = self.login_as(user, None).await;
+        self.login_with_password(user, &STACK.users.password).await;
+    }
+
+    /// Logs in with the user's own password and asserts success.
+    pub async fn login_with_password(&self, user: &str, password: &str) {
+        let authorization = self.begin_login(None).await;
+        let callback = self
+            .authorize_with_password(authorization, user, password)
+            .await;
+        let outcome = LoginOutcome {
+            response: self.get(callback.as_str()).await,
+        };
         assert_eq!(
             outcome.response.status(),
             StatusCode::SEE_OTHER,

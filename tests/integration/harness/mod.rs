@@ -2,8 +2,12 @@
 //! each on a free loopback port, started per test.
 
 pub mod browser;
+pub mod compose;
+pub mod keycloak;
+pub mod keycloak_app;
 pub mod provider;
 pub mod redis;
+pub mod relay;
 pub mod stack;
 pub mod upstream;
 
@@ -16,6 +20,7 @@ use vestibule::app::Application;
 use vestibule::config::Settings;
 
 pub use browser::Browser;
+pub use keycloak_app::KeycloakApp;
 pub use provider::{ProviderOptions, TestProvider};
 pub use redis::RedisServer;
 pub use upstream::Upstream;
@@ -293,7 +298,7 @@ timeout_secs = 2
 }
 
 /// Builds Vestibule from a TOML configuration and serves it in the background.
-async fn spawn_vestibule(toml: &str) -> tokio::task::JoinHandle<()> {
+pub async fn spawn_vestibule(toml: &str) -> tokio::task::JoinHandle<()> {
     let settings = Settings::from_figment(Figment::new().merge(Toml::string(toml)))
         .unwrap_or_else(|error| panic!("test config invalid: {error}\n{toml}"));
     let app = Application::build(settings)

@@ -1,0 +1,108 @@
+//! Vestibule in front of the real Keycloak: its own Redis, the compose split (issuer on the
+//! browser's name, discovery through the back channel), the realm's client and secret, and the
+//! demo API behind `/api/demo`. It can be restarted in place, as a deployment would be.
+
+use super::compose::compose_env;
+use super::keycloak::Keycloak;
+use super::redis::RedisServer;
+use super::relay::Relay;
+use super::{Browser, ENCRYPTION_KEY, free_port, spawn_vestibule};
+
+/// One Vestibule deployment registered at the shared Keycloak.
+pub struct KeycloakApp {
+    /// Vestibule's public URL, `http://localhost:<port>` (same site as Keycloak, as in compose).
+    pub url: String,
+    /// The shared Keycloak.
+    pub keycloak: &'static Keycloak,
+    /// This deployment's Redis (stopped when the app is dropped).
+    _redis: RedisServer,
+    /// This deployment's own way to Keycloak (its "service name"): every back-channel call
+    /// it makes, and nothing else, passes here.
+    pub back: Relay,
+    config: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl KeycloakApp {
+    /// Starts Keycloak (once per process), Redis and Vestibule with `refresh_skew_secs`.
+    pub async fn start(refresh_skew_secs: u64) -> Self {
+        let keycloak = Keycloak::shared();
+        let redis = RedisServer::start().await;
+        let back = Relay::start(keycloak.http_port).await;
+        let port = free_port();
+        let url = format!("http://localhost:{port}");
+        keycloak.register_vestibule(&url).await;
+        let config = format!(
+            r#"
+listen = "127.0.0.1:{port}"
+public_url = "{url}"
+
+[oidc]
+issuer = "{issuer}"
+discovery_url = "{discovery}"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+refresh_skew_secs = {refresh_skew_secs}
+scopes = {scopes}
+
+[session]
+redis_url = "{redis}"
+encryption_key = "{ENCRYPTION_KEY}"
+
+[login]
+rate_limit_burst = 10000
+
+[[routes]]
+prefix = "/api/demo"
+upstream = "{demo_api}"
+"#,
+            issuer = keycloak.issuer(),
+            discovery = keycloak.discovery_url_via(&format!("http://127.0.0.1:{}", back.port)),
+            client_id = keycloak.client_id,
+            client_secret = keycloak.client_secret,
+            // The scopes compose asks Keycloak for (online refresh tokens).
+            scopes = compose_env("vestibule", "VESTIBULE_OIDC__SCOPES"),
+            redis = redis.url(),
+            demo_api = keycloak.demo_api_url,
+        );
+        let task = spawn_vestibule(&config).await;
+        Self {
+            url,
+            keycloak,
+            _redis: redis,
+            back,
+            config,
+            task: Some(task),
+        }
+    }
+
+    /// How many times this deployment fetched the discovery document.
+    pub fn discoveries(&self) -> usize {
+        self.back.requests_to(&format!(
+            "/realms/{}/.well-known/openid-configuration",
+            self.keycloak.realm
+        ))
+    }
+
+    /// A new browser (own cookie jar) pointed at this Vestibule.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.url)
+    }
+
+    /// Stops this Vestibule and starts it again with the same configuration and Redis.
+    pub async fn restart(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.task = Some(spawn_vestibule(&self.config).await);
+    }
+}
+
+impl Drop for KeycloakApp {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
