@@ -152,10 +152,11 @@ async fn alice_signs_in_on_keycloaks_own_page_calls_the_api_and_signs_out_in_chr
     assert_eq!(end_session["location"], format!("{}/", app.url));
     assert_eq!(report["landedOn"], format!("{}/", app.url));
 
-    // The SSO session is gone at Keycloak, and Keycloak logged the logout of that session.
+    // The SSO session is gone at Keycloak. (Which of the two ends it, the revocation Vestibule
+    // sends in the background or the browser's end-session request, is a race; the revocation
+    // itself is proven in the next-but-one test, where the order is fixed.)
     let alice = keycloak.session_ids("alice").await;
     assert!(!alice.contains(&sid), "Keycloak session {sid} still alive");
-    assert_eq!(keycloak.events(&sid, "LOGOUT").await.len(), 1);
     assert_back_channel_stayed_on_the_back_channel(&app);
 }
 
