@@ -52,17 +52,22 @@ pub fn compose_env(service: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("docker-compose.yml: service {service} does not set {key}"))
 }
 
-/// Every `VESTIBULE_*` variable the compose file gives the `vestibule` service.
-pub fn compose_vestibule_environment() -> Vec<(String, String)> {
+/// Every `KEY: value` line of `service` whose key starts with `prefix` (its environment).
+pub fn compose_environment(service: &str, prefix: &str) -> Vec<(String, String)> {
     let compose = read_compose_file();
-    let block = compose_service(&compose, "vestibule");
+    let block = compose_service(&compose, service);
     block
         .lines()
         .map(str::trim)
-        .filter(|line| line.starts_with("VESTIBULE_"))
+        .filter(|line| line.starts_with(prefix))
         .filter_map(|line| {
             let (key, value) = line.split_once(':')?;
             Some((key.trim().to_owned(), unquote(value.trim())))
         })
         .collect()
+}
+
+/// Every `VESTIBULE_*` variable the compose file gives the `vestibule` service.
+pub fn compose_vestibule_environment() -> Vec<(String, String)> {
+    compose_environment("vestibule", "VESTIBULE_")
 }

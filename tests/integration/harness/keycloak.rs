@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::compose::{compose_service, compose_value, read_compose_file, unquote};
+use super::compose::{compose_environment, compose_service, compose_value, read_compose_file};
 use super::relay::Relay;
 use super::{free_port, wait_for};
 
@@ -238,22 +238,18 @@ impl Keycloak {
 
     /// GET `/admin/realms/<realm>/<path>` as the bootstrap administrator.
     pub async fn admin_get(&self, path: &str) -> Value {
-        let url = format!("{}/admin/realms/{}/{path}", self.back_url, self.realm);
-        let response = http()
-            .get(&url)
-            .bearer_auth(self.admin_token().await)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "admin GET {url}: {}",
-            response.status()
-        );
+        let response = self.admin_send(reqwest::Method::GET, path, None).await;
         response.json().await.unwrap()
     }
 
-    async fn admin_send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) {
+    /// Sends `method` to `/admin/realms/<realm>/<path>` (with a JSON body) as the bootstrap
+    /// administrator; panics unless Keycloak answers with success.
+    async fn admin_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
         let url = format!("{}/admin/realms/{}/{path}", self.back_url, self.realm);
         let mut request = http()
             .request(method.clone(), &url)
@@ -263,11 +259,11 @@ impl Keycloak {
         }
         let response = request.send().await.unwrap();
         let status = response.status();
-        assert!(
-            status.is_success(),
-            "admin {method} {url}: {status} {}",
-            response.text().await.unwrap_or_default()
-        );
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            panic!("admin {method} {url}: {status} {text}");
+        }
+        response
     }
 }
 
@@ -293,13 +289,12 @@ async fn admin_token(base: &str, username: &str, password: &str) -> String {
         .send()
         .await
         .unwrap();
-    assert!(
-        response.status().is_success(),
-        "admin token: {}",
-        response.status()
-    );
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("admin token: {status} {body}"))
+        .to_owned()
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -326,15 +321,7 @@ struct ComposeKeycloak {
 fn compose_keycloak() -> ComposeKeycloak {
     let compose = read_compose_file();
     let block = compose_service(&compose, "keycloak");
-    let environment = block
-        .lines()
-        .map(str::trim)
-        .filter(|line| line.starts_with("KC_"))
-        .filter_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            Some((key.trim().to_owned(), unquote(value.trim())))
-        })
-        .collect();
+    let environment = compose_environment("keycloak", "KC_");
     let command = compose_value(&block, "command").expect("the keycloak service has a command");
     let command: Vec<String> = serde_json::from_str(&command)
         .unwrap_or_else(|error| panic!("keycloak command {command:?}: {error}"));
