@@ -1,29 +1,32 @@
 //! Split-horizon providers: the browser reaches the provider at the issuer's origin, Vestibule
-//! at `oidc.discovery_url`'s (compose: `localhost:8081` versus `keycloak:8080`). Back-channel
-//! endpoints that discovery still advertises on the issuer's origin are called through the
-//! discovery origin, which the operator told us is the one this process can reach.
+//! at `oidc.discovery_url`'s (compose: `localhost:8081` versus `keycloak:8080`). When the
+//! provider shows that it serves its back channel there (its token endpoint is on the discovery
+//! origin), the back-channel endpoints it still advertises on the issuer's origin are called
+//! through the discovery origin, which the operator told us this process can reach.
 //!
-//! Only origins move (scheme, host, port), never paths; only when the two origins differ; and
-//! never a front-channel endpoint (authorization, end-session), which the browser must visit.
-//! Keycloak 26 needs this: with `KC_HOSTNAME_BACKCHANNEL_DYNAMIC` its token, JWKS and userinfo
-//! URLs follow the caller, but `revocation_endpoint` stays on the front-channel hostname.
+//! Only origins move (scheme, host, port), never paths; never when the token endpoint is on
+//! another origin (a copy of discovery served elsewhere, say); and never a front-channel
+//! endpoint (authorization, end-session), which the browser must visit. Keycloak 26 needs
+//! this: with `KC_HOSTNAME_BACKCHANNEL_DYNAMIC` its token, JWKS and userinfo URLs follow the
+//! caller, but `revocation_endpoint` stays on the front-channel hostname.
 
 use url::{Origin, Url};
 
 /// Where back-channel calls go when discovery names the issuer's (browser-facing) origin.
 #[derive(Debug, Clone)]
 pub(super) struct BackChannel {
-    /// `Some((issuer origin, discovery URL))` when the two origins differ.
+    /// `Some((issuer origin, discovery URL))` when endpoints on the issuer's origin move.
     reroute: Option<(Origin, Url)>,
 }
 
 impl BackChannel {
-    /// The routing for this issuer and discovery URL.
-    pub(super) fn new(issuer: &str, discovery_url: &Url) -> Self {
+    /// The routing for this issuer, discovery URL and the token endpoint discovery named.
+    pub(super) fn new(issuer: &str, discovery_url: &Url, token_endpoint: &Url) -> Self {
+        let discovery = discovery_url.origin();
         let reroute = Url::parse(issuer)
             .ok()
             .map(|issuer| issuer.origin())
-            .filter(|issuer| *issuer != discovery_url.origin())
+            .filter(|issuer| *issuer != discovery && token_endpoint.origin() == discovery)
             .map(|issuer| (issuer, discovery_url.clone()));
         Self { reroute }
     }
@@ -68,6 +71,7 @@ mod tests {
         BackChannel::new(
             ISSUER,
             &url("http://keycloak:8080/realms/vestibule/.well-known/openid-configuration"),
+            &url("http://keycloak:8080/realms/vestibule/protocol/openid-connect/token"),
         )
     }
 
@@ -95,9 +99,25 @@ mod tests {
         let back_channel = BackChannel::new(
             ISSUER,
             &url("http://localhost:8081/realms/vestibule/.well-known/openid-configuration"),
+            &url("http://localhost:8081/realms/vestibule/protocol/openid-connect/token"),
         );
         let revoke = url("http://localhost:8081/realms/vestibule/protocol/openid-connect/revoke");
         assert_eq!(back_channel.route(revoke.clone()), revoke);
+    }
+
+    #[test]
+    fn nothing_moves_when_the_token_endpoint_is_not_on_the_discovery_origin() {
+        // A copy of the discovery document served from elsewhere: its origin is no way to
+        // the provider.
+        let back_channel = BackChannel::new(
+            ISSUER,
+            &url("http://mirror.internal/vestibule/openid-configuration"),
+            &url("http://localhost:8081/realms/vestibule/protocol/openid-connect/token"),
+        );
+        let revoke = url("http://localhost:8081/realms/vestibule/protocol/openid-connect/revoke");
+        assert_eq!(back_channel.route(revoke.clone()), revoke);
+        let jwks = url("http://localhost:8081/realms/vestibule/protocol/openid-connect/certs");
+        assert_eq!(back_channel.route(jwks.clone()), jwks);
     }
 
     #[test]
@@ -105,6 +125,7 @@ mod tests {
         let back_channel = BackChannel::new(
             "https://login.example.com/tenant",
             &url("http://idp.internal/tenant/.well-known/openid-configuration"),
+            &url("http://idp.internal/tenant/token"),
         );
         assert_eq!(
             back_channel

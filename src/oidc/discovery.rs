@@ -14,6 +14,7 @@ use openidconnect::{
 };
 use secrecy::ExposeSecret;
 
+use super::back_channel::BackChannel;
 use super::metadata::{ExtraMetadata, ProviderMetadata};
 use super::{OidcError, Provider};
 
@@ -107,21 +108,24 @@ impl Provider {
                 settings.issuer
             )));
         }
+        let token_endpoint = metadata
+            .token_endpoint()
+            .map(|endpoint| endpoint.url().clone())
+            .ok_or_else(|| OidcError::Invalid("discovery has no token_endpoint".into()))?;
         // Back-channel URLs, routed through the discovery origin where they name the issuer's.
+        let back_channel =
+            BackChannel::new(&settings.issuer, &settings.discovery_url, &token_endpoint);
         let jwks_uri =
-            JsonWebKeySetUrl::from_url(self.back_channel.route(metadata.jwks_uri().url().clone()));
+            JsonWebKeySetUrl::from_url(back_channel.route(metadata.jwks_uri().url().clone()));
         let jwks = CoreJsonWebKeySet::fetch_async(&jwks_uri, &self.http)
             .await
             .map_err(|error| unavailable("JWKS fetch failed", &error))?;
-        let token_uri = metadata
-            .token_endpoint()
-            .map(|endpoint| TokenUrl::from_url(self.back_channel.route(endpoint.url().clone())))
-            .ok_or_else(|| OidcError::Invalid("discovery has no token_endpoint".into()))?;
+        let token_uri = TokenUrl::from_url(back_channel.route(token_endpoint));
         let auth_type = self.client_auth.for_discovered(&metadata);
         let mut extra = metadata.additional_metadata().clone();
         extra.revocation_endpoint = extra
             .revocation_endpoint
-            .map(|endpoint| self.back_channel.route(endpoint));
+            .map(|endpoint| back_channel.route(endpoint));
         let metadata = metadata.set_jwks(jwks);
         let redirect = RedirectUrl::from_url(settings.redirect_uri.clone());
         let client = CoreClient::from_provider_metadata(

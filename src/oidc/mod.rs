@@ -25,7 +25,6 @@ pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
 pub use settings::{ClientAuthMethod, ProviderSettings};
 
-use back_channel::BackChannel;
 use client_auth::ClientAuth;
 use discovery::Discovered;
 
@@ -57,7 +56,6 @@ pub struct Provider {
     discovered: ArcSwapOption<Discovered>,
     discovery_lock: Mutex<()>,
     client_auth: ClientAuth,
-    back_channel: BackChannel,
 }
 
 impl Provider {
@@ -73,7 +71,6 @@ impl Provider {
                 OidcError::Unavailable(format!("cannot build HTTP client: {error}"))
             })?;
         Ok(Self {
-            back_channel: BackChannel::new(&settings.issuer, &settings.discovery_url),
             client_auth: ClientAuth::new(settings.auth_method.map(ClientAuthMethod::auth_type)),
             settings,
             http,
