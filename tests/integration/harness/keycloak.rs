@@ -521,6 +521,18 @@ async fn start() -> Keycloak {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The realm imports cleanly: a warning or error during start-up fails every Keycloak test.
+    let start_up_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let complaints: Vec<&str> = start_up_log
+        .lines()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "Keycloak warned while starting with the realm file (log {}):\n{}",
+        log.display(),
+        complaints.join("\n")
+    );
     eprintln!(
         "[keycloak] ready in {:.1} s: browser {front_url}, back channel {back_url} (log {})",
         started.elapsed().as_secs_f64(),
