@@ -59,7 +59,10 @@ async function main() {
   const back = nextNavigation(page, 'signing in');
   await page.getByRole('button', { name: 'Sign In' }).click({ noWaitAfter: true });
   await back;
-  await until(`back at ${BASE}`, async () => [new URL(page.url()).origin === new URL(BASE).origin && new URL(page.url()).pathname === '/', page.url()]);
+  await until(`back at ${BASE}`, async () => [
+    new URL(page.url()).origin === new URL(BASE).origin && new URL(page.url()).pathname === '/',
+    await pageSummary(page),
+  ]);
   await page.waitForLoadState('load');
 
   const status = await expectStatus(page, 'Logged in as');

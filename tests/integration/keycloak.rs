@@ -21,9 +21,11 @@ const REFRESH_SKEW_SECS: u64 = 2;
 /// A logged-in browser and the Keycloak SSO session (`sid`) behind its Vestibule session.
 async fn logged_in(app: &KeycloakApp, username: &str) -> (Browser, String) {
     let browser = app.browser();
+    let turn = app.keycloak.login_turn().await;
     browser
         .login_with_password(username, &app.keycloak.password_of(username))
         .await;
+    drop(turn);
     let (status, user) = browser.user().await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(user["claims"]["preferred_username"], username);
@@ -86,6 +88,8 @@ async fn alice_signs_in_on_keycloaks_own_page_calls_the_api_and_signs_out_in_chr
     let app = KeycloakApp::start(REFRESH_SKEW_SECS).await;
     let keycloak = app.keycloak;
     let password = keycloak.password_of("alice");
+    // The whole browser run is one turn: the login happens inside the script.
+    let turn = keycloak.login_turn().await;
     let stdout = run_script_at(
         &app.url,
         "keycloak-login.mjs",
@@ -96,6 +100,7 @@ async fn alice_signs_in_on_keycloaks_own_page_calls_the_api_and_signs_out_in_chr
         ],
     )
     .await;
+    drop(turn);
     let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|error| panic!("keycloak-login.mjs report ({error}): {stdout}"));
 

@@ -1,0 +1,178 @@
+//! Keycloak's admin REST API, as the bootstrap administrator of compose: what the tests change
+//! (token lifetime, events, each deployment's redirect URIs) and what they read as proof
+//! (users, SSO sessions, events).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{ACCESS_TOKEN_LIFESPAN_SECS, Keycloak, RECORDED_EVENTS};
+
+impl Keycloak {
+    /// Test-only realm settings (the realm file stays as shipped): a short access token, and
+    /// events recorded so the tests can count grants.
+    pub(super) async fn configure_for_tests(&self) {
+        self.admin_send(
+            reqwest::Method::PUT,
+            "",
+            Some(&json!({ "accessTokenLifespan": ACCESS_TOKEN_LIFESPAN_SECS })),
+        )
+        .await;
+        self.admin_send(
+            reqwest::Method::PUT,
+            "events/config",
+            Some(&json!({
+                "eventsEnabled": true,
+                "eventsExpiration": 3600,
+                "enabledEventTypes": RECORDED_EVENTS,
+            })),
+        )
+        .await;
+    }
+
+    /// Adds a Vestibule at `public_url` to the realm's client (redirect URI, post-logout
+    /// redirect URI, web origin), as an operator would register another deployment.
+    pub async fn register_vestibule(&self, public_url: &str) {
+        let _one_at_a_time = self.client_updates.lock().await;
+        let path = format!("clients?clientId={}", self.client_id);
+        let clients = self.admin_get(&path).await;
+        let mut client = clients[0].clone();
+        let id = client["id"].as_str().expect("client id").to_owned();
+        let push = |list: &mut Value, item: String| {
+            let items = list.as_array_mut().expect("an array");
+            if !items.iter().any(|existing| existing == &item) {
+                items.push(Value::String(item));
+            }
+        };
+        push(
+            &mut client["redirectUris"],
+            format!("{public_url}/api/auth/callback"),
+        );
+        push(&mut client["webOrigins"], public_url.to_owned());
+        let attributes = &mut client["attributes"];
+        let logout = attributes["post.logout.redirect.uris"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        attributes["post.logout.redirect.uris"] = Value::String(format!("{logout}##{public_url}/"));
+        self.admin_send(
+            reqwest::Method::PUT,
+            &format!("clients/{id}"),
+            Some(&client),
+        )
+        .await;
+    }
+
+    /// The realm's user id of `username`.
+    pub async fn user_id(&self, username: &str) -> String {
+        let users = self
+            .admin_get(&format!("users?username={username}&exact=true"))
+            .await;
+        users[0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no user {username} in the realm: {users}"))
+            .to_owned()
+    }
+
+    /// The ids of the user's live SSO sessions.
+    pub async fn session_ids(&self, username: &str) -> Vec<String> {
+        let id = self.user_id(username).await;
+        let sessions = self.admin_get(&format!("users/{id}/sessions")).await;
+        sessions
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .map(|session| session["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Ends one SSO session as an administrator would (admin console: Sessions → Sign out).
+    pub async fn end_session(&self, session_id: &str) {
+        self.admin_send(
+            reqwest::Method::DELETE,
+            &format!("sessions/{session_id}"),
+            None,
+        )
+        .await;
+    }
+
+    /// The realm's events of `kind` for one SSO session, oldest first.
+    pub async fn events(&self, session_id: &str, kind: &str) -> Vec<Value> {
+        let events = self
+            .admin_get(&format!("events?type={kind}&max=10000"))
+            .await;
+        let mut events: Vec<Value> = events
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|event| event["sessionId"] == session_id)
+            .cloned()
+            .collect();
+        events.reverse();
+        events
+    }
+
+    async fn admin_token(&self) -> String {
+        admin_token(&self.back_url, &self.admin_username, &self.admin_password).await
+    }
+
+    /// GET `/admin/realms/<realm>/<path>` as the bootstrap administrator.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let response = self.admin_send(reqwest::Method::GET, path, None).await;
+        response.json().await.unwrap()
+    }
+
+    /// Sends `method` to `/admin/realms/<realm>/<path>` (with a JSON body) as the bootstrap
+    /// administrator; panics unless Keycloak answers with success.
+    pub(super) async fn admin_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let url = format!("{}/admin/realms/{}/{path}", self.back_url, self.realm);
+        let mut request = http()
+            .request(method.clone(), &url)
+            .bearer_auth(self.admin_token().await);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            panic!("admin {method} {url}: {status} {text}");
+        }
+        response
+    }
+}
+
+pub(super) fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn admin_token(base: &str, username: &str, password: &str) -> String {
+    let response = http()
+        .post(format!(
+            "{base}/realms/master/protocol/openid-connect/token"
+        ))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "admin-cli"),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("admin token: {status} {body}"))
+        .to_owned()
+}
