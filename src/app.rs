@@ -11,6 +11,7 @@ use crate::http::client_address::TrustedProxies;
 use crate::http::connection::ConnectionLimits;
 use crate::http::frontend::FrontendService;
 use crate::http::headers::ForwardingHeaders;
+use crate::http::health::Lifecycle;
 use crate::http::login_limit::LoginRateLimit;
 use crate::http::server::ServeLimits;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
@@ -106,6 +107,7 @@ impl Application {
                 total: login.max_pending_total,
             },
             max_body_bytes: server.max_body_bytes,
+            lifecycle: Arc::new(Lifecycle::default()),
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::request_scope`), around the router and the proxy alike.
@@ -137,14 +139,14 @@ impl Application {
     /// Serves until Ctrl-C / SIGTERM, then finishes in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
-        http::server::serve(
-            self.listener,
-            self.state,
-            self.router,
-            self.limits,
-            shutdown_signal(),
-        )
-        .await;
+        let lifecycle = self.state.lifecycle.clone();
+        let stop = async move {
+            shutdown_signal().await;
+            // Readiness answers 503 from here on, while in-flight requests finish.
+            lifecycle.begin_shutdown();
+            tracing::info!("stop signal: no longer ready; finishing in-flight requests");
+        };
+        http::server::serve(self.listener, self.state, self.router, self.limits, stop).await;
         Ok(())
     }
 }

@@ -272,6 +272,14 @@ mod tests {
                 "routes[0].prefix",
             ),
             (
+                base().replace("\"/api/orders\"", "\"/healthz\""),
+                "routes[0].prefix",
+            ),
+            (
+                base().replace("\"/api/orders\"", "\"/readyz/deep\""),
+                "routes[0].prefix",
+            ),
+            (
                 base().replace("http://localhost:8080\"", "localhost\""),
                 "public_url",
             ),

@@ -261,6 +261,16 @@ fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigError> {
                 "/api/auth is reserved for Vestibule",
             ));
         }
+        // The probes (`http::health`) are Vestibule's own, whatever the routes say.
+        if ["/healthz", "/readyz"]
+            .iter()
+            .any(|probe| prefix == *probe || prefix.starts_with(&format!("{probe}/")))
+        {
+            return Err(ConfigError::new(
+                key("prefix"),
+                "/healthz and /readyz are reserved for Vestibule's health probes",
+            ));
+        }
         if !seen.insert(prefix) {
             return Err(ConfigError::new(key("prefix"), "is configured twice"));
         }

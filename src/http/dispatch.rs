@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 use super::AppState;
 use super::connection::{Activity, ConnectionSlot, TrackedBody};
+use super::health;
 use super::proxy::{self, UpstreamCall};
 use super::request_scope::RequestScope;
 use crate::error::AppError;
@@ -42,11 +43,12 @@ pub enum Dispatch {
 }
 
 impl Dispatch {
-    /// Classifies a request by its path. Vestibule's own `/api/auth` is never proxied, even
-    /// under a route like `/api`; any other `/api` path belongs to a route or to no one.
+    /// Classifies a request by its path. Vestibule's own `/api/auth` and the probes are never
+    /// proxied, even under a route like `/api` or `/`; any other `/api` path belongs to a route
+    /// or to no one.
     pub fn classify(upstreams: &UpstreamTable, uri: &Uri) -> Self {
         let path = uri.path();
-        if path == "/api/auth" || path.starts_with("/api/auth/") {
+        if path == "/api/auth" || path.starts_with("/api/auth/") || health::is_probe(path) {
             return Dispatch::Router;
         }
         match upstreams.resolve(path, uri.query()) {
@@ -154,6 +156,22 @@ mod tests {
             classify("/api/a/../../x"),
             Dispatch::Refused(AppError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn the_probes_are_never_proxied_even_by_a_route_that_claims_them() {
+        // The configuration refuses such routes; the dispatcher does not rely on it.
+        let route = |prefix: &str| Route {
+            prefix: prefix.into(),
+            upstream: url::Url::parse("http://127.0.0.1:9000").unwrap(),
+            timeout: Duration::from_secs(3),
+        };
+        let table = UpstreamTable::new(vec![route("/healthz"), route("/readyz")]);
+        for path in ["/healthz", "/readyz", "/healthz?x=/api/orders"] {
+            let dispatch = Dispatch::classify(&table, &path.parse().unwrap());
+            assert!(matches!(dispatch, Dispatch::Router), "{path}");
+        }
+        assert!(matches!(classify("/api/healthz"), Dispatch::Proxy(_)));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod csrf;
 pub mod dispatch;
 pub mod frontend;
 pub mod headers;
+pub mod health;
 pub mod login_limit;
 pub mod proxy;
 pub mod request_scope;
@@ -78,6 +79,8 @@ pub struct Components {
     pub pending_limits: PendingLimits,
     /// Largest request body Vestibule's own endpoints accept.
     pub max_body_bytes: usize,
+    /// Whether the process is shutting down (readiness).
+    pub lifecycle: Arc<health::Lifecycle>,
 }
 
 impl Components {
@@ -118,8 +121,8 @@ impl QueryParams {
     }
 }
 
-/// Vestibule's own endpoints under `/api/auth` and, as the fallback, the single-page app.
-/// (Proxied API calls never reach the router: see [`dispatch`].)
+/// Vestibule's own endpoints under `/api/auth`, the probes (`/healthz`, `/readyz`) and, as the
+/// fallback, the single-page app. (Proxied API calls never reach the router: see [`dispatch`].)
 pub fn router(state: AppState) -> Router {
     let auth = Router::new()
         .route("/login", get(auth::begin_login))
@@ -134,6 +137,14 @@ pub fn router(state: AppState) -> Router {
             auth::refuse_large_bodies,
         ));
     Router::new()
+        .route(
+            health::LIVENESS_PATH,
+            get(health::alive).fallback(health::method_not_allowed),
+        )
+        .route(
+            health::READINESS_PATH,
+            get(health::ready).fallback(health::method_not_allowed),
+        )
         .nest("/api/auth", auth)
         .fallback(frontend::serve)
         .with_state(state)

@@ -48,6 +48,11 @@ impl Provider {
         self.rediscover(None).await.map(|_| ())
     }
 
+    /// Whether discovery (metadata and signing keys) has succeeded at least once.
+    pub fn is_discovered(&self) -> bool {
+        self.discovered.load().is_some()
+    }
+
     /// The current discovery, fetching it on first use.
     pub(super) async fn current(&self) -> Result<Arc<Discovered>, OidcError> {
         match self.discovered.load_full() {

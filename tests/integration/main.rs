@@ -10,6 +10,7 @@ mod bundle;
 mod cli;
 mod cookies;
 mod frontend;
+mod health;
 mod keycloak;
 mod limits;
 mod login;
