@@ -134,8 +134,12 @@ pub struct OidcSection {
     pub discovery_url: Option<Url>,
     /// The registered client id.
     pub client_id: String,
-    /// The client secret.
-    pub client_secret: SecretString,
+    /// The client secret (or `client_secret_file`).
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// A file holding the client secret (Docker/Kubernetes secrets).
+    #[serde(default)]
+    pub client_secret_file: Option<std::path::PathBuf>,
     /// Scopes to request; must include `openid`.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
@@ -158,8 +162,15 @@ pub struct SessionSection {
     /// Redis URL; absent means the in-memory store (single instance only).
     #[serde(default)]
     pub redis_url: Option<SecretString>,
-    /// Base64 of 32 random bytes.
-    pub encryption_key: SecretString,
+    /// A file holding the Redis password (the URL keeps the ACL user name).
+    #[serde(default)]
+    pub redis_password_file: Option<std::path::PathBuf>,
+    /// Base64 of 32 random bytes (or `encryption_key_file`).
+    #[serde(default)]
+    pub encryption_key: Option<SecretString>,
+    /// A file holding the encryption key.
+    #[serde(default)]
+    pub encryption_key_file: Option<std::path::PathBuf>,
     /// Sliding idle timeout.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,

@@ -9,6 +9,7 @@ mod environment;
 mod error;
 mod file;
 mod parse;
+mod secret_files;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -154,7 +155,8 @@ impl Settings {
             let error = match figment.extract::<FileSettings>() {
                 Ok(file) => {
                     return Ok(LoadedSettings {
-                        settings: parse::parse(file)?,
+                        settings: parse::parse(file)
+                            .map_err(|error| error.mention_misspelt(&ignored))?,
                         ignored_environment: ignored,
                     });
                 }

@@ -10,6 +10,7 @@ use url::Url;
 
 use super::error::ConfigError;
 use super::file::{FileSettings, FrontendSection, RouteSection, ServerSection};
+use super::secret_files;
 use super::{Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
 use crate::session::MasterKey;
 use crate::upstreams::Route;
@@ -26,7 +27,12 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     if oidc.client_id.trim().is_empty() {
         return Err(ConfigError::new("oidc.client_id", "must not be empty"));
     }
-    if oidc.client_secret.expose_secret().is_empty() {
+    let client_secret = secret_files::required(
+        "oidc.client_secret",
+        oidc.client_secret,
+        oidc.client_secret_file.as_deref(),
+    )?;
+    if client_secret.expose_secret().is_empty() {
         return Err(ConfigError::new("oidc.client_secret", "must not be empty"));
     }
     if !oidc.scopes.iter().any(|scope| scope == "openid") {
@@ -47,7 +53,16 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         None => well_known_discovery(&oidc.issuer)?,
     };
     let session = file.session;
-    let master_key = master_key(session.encryption_key.expose_secret())?;
+    let encryption_key = secret_files::required(
+        "session.encryption_key",
+        session.encryption_key,
+        session.encryption_key_file.as_deref(),
+    )?;
+    let master_key = master_key(encryption_key.expose_secret())?;
+    let redis_url = secret_files::redis_url_with_password(
+        session.redis_url,
+        session.redis_password_file.as_deref(),
+    )?;
     if session.idle_timeout_secs == 0 {
         return Err(ConfigError::new(
             "session.idle_timeout_secs",
@@ -60,7 +75,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             "must not be shorter than session.idle_timeout_secs",
         ));
     }
-    if let Some(url) = &session.redis_url {
+    if let Some(url) = &redis_url {
         redis::parse_redis_url(url.expose_secret()).ok_or_else(|| {
             ConfigError::new("session.redis_url", "not a redis:// or rediss:// URL")
         })?;
@@ -77,13 +92,13 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             prompt: prompt(oidc.prompt, &oidc.scopes),
             issuer: oidc.issuer,
             client_id: oidc.client_id,
-            client_secret: oidc.client_secret,
+            client_secret,
             scopes: oidc.scopes,
             refresh_skew: Duration::from_secs(oidc.refresh_skew_secs),
             client_auth_method: oidc.client_auth_method,
         },
         session: SessionSettings {
-            redis_url: session.redis_url,
+            redis_url,
             master_key,
             idle_timeout: Duration::from_secs(session.idle_timeout_secs),
             absolute_timeout: Duration::from_secs(session.absolute_timeout_secs),

@@ -164,6 +164,76 @@ const KUBERNETES_SERVICE_LINKS: [(&str, &str); 8] = [
 ];
 
 #[test]
+fn secrets_can_come_from_files_named_in_the_environment_but_never_twice() {
+    let file = config_file(
+        &valid_config()
+            .replace("client_secret = \"file-secret\"", "")
+            .replace(&format!("encryption_key = \"{KEY}\""), ""),
+    );
+    // As Kubernetes mounts a Secret: one file per value, often with a trailing newline.
+    let client_secret = config_file("mounted-client-secret\n");
+    let encryption_key = config_file(&format!("{KEY}\n"));
+    let client_secret_path = client_secret.path.to_str().unwrap();
+    let encryption_key_path = encryption_key.path.to_str().unwrap();
+    let from_files = [
+        ("VESTIBULE_OIDC__CLIENT_SECRET_FILE", client_secret_path),
+        (
+            "VESTIBULE_SESSION__ENCRYPTION_KEY_FILE",
+            encryption_key_path,
+        ),
+    ];
+    let output = check_with_env(&file, &from_files);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let mut both = from_files.to_vec();
+    both.push(("VESTIBULE_OIDC__CLIENT_SECRET", "also-a-value"));
+    let output = check_with_env(&file, &both);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("oidc.client_secret_file"), "{stderr}");
+
+    let bad_key = config_file("not-a-key-at-all\n");
+    let output = check_with_env(
+        &file,
+        &[
+            ("VESTIBULE_OIDC__CLIENT_SECRET_FILE", client_secret_path),
+            (
+                "VESTIBULE_SESSION__ENCRYPTION_KEY_FILE",
+                bad_key.path.to_str().unwrap(),
+            ),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("session.encryption_key"), "{stderr}");
+    for secret in ["not-a-key-at-all", "mounted-client-secret"] {
+        assert!(!stderr.contains(secret), "a secret was echoed: {stderr}");
+    }
+
+    let output = check_with_env(
+        &file,
+        &[
+            ("VESTIBULE_OIDC__CLIENT_SECRET_FILE", "/nonexistent/secret"),
+            (
+                "VESTIBULE_SESSION__ENCRYPTION_KEY_FILE",
+                encryption_key_path,
+            ),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("oidc.client_secret_file") && stderr.contains("/nonexistent/secret"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn kubernetes_service_variables_do_not_stop_start_up_or_warn() {
     let mut env = KUBERNETES_SERVICE_LINKS.to_vec();
     // Other tools' variables, nested ones included.

@@ -1,0 +1,202 @@
+//! Secrets from files, the Docker and Kubernetes way: `oidc.client_secret_file`,
+//! `session.encryption_key_file` and `session.redis_password_file` name a file whose content is
+//! the secret (one trailing newline is dropped). A value and a file for the same secret is an
+//! error, never a silent choice.
+//!
+//! Errors name the keys and the file's path, never its content.
+
+use std::path::Path;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::environment::ENV_PREFIX;
+use super::error::ConfigError;
+
+/// The secret `key` from its value or from `key`_file, exactly one of them; `None` when both
+/// are absent.
+pub(super) fn value_or_file(
+    key: &str,
+    value: Option<SecretString>,
+    file: Option<&Path>,
+) -> Result<Option<SecretString>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            key,
+            format!("is set both directly and as {key}_file; set only one"),
+        )),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => read(&format!("{key}_file"), path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// [`value_or_file`] for a secret that must be given one way or the other.
+pub(super) fn required(
+    key: &str,
+    value: Option<SecretString>,
+    file: Option<&Path>,
+) -> Result<SecretString, ConfigError> {
+    value_or_file(key, value, file)?.ok_or_else(|| {
+        let env = format!("{ENV_PREFIX}{}", key.replace('.', "__")).to_uppercase();
+        ConfigError::new(
+            key,
+            format!(
+                "is missing (set it in the config file or as {env}, or name a file holding it \
+                 with {key}_file / {env}_FILE)"
+            ),
+        )
+    })
+}
+
+/// `redis_url` with the password read from `password_file` (the user name, for an ACL user,
+/// stays in the URL). A URL that already holds a password and a password file is an error.
+pub(super) fn redis_url_with_password(
+    redis_url: Option<SecretString>,
+    password_file: Option<&Path>,
+) -> Result<Option<SecretString>, ConfigError> {
+    let Some(path) = password_file else {
+        return Ok(redis_url);
+    };
+    let Some(redis_url) = redis_url else {
+        return Err(ConfigError::new(
+            "session.redis_password_file",
+            "needs session.redis_url",
+        ));
+    };
+    let mut url = Url::parse(redis_url.expose_secret())
+        .map_err(|_| ConfigError::new("session.redis_url", "not a redis:// or rediss:// URL"))?;
+    if url.password().is_some() {
+        return Err(ConfigError::new(
+            "session.redis_url",
+            "holds a password and session.redis_password_file is set; set only one",
+        ));
+    }
+    let password = read("session.redis_password_file", path)?;
+    url.set_password(Some(password.expose_secret()))
+        .map_err(|()| {
+            ConfigError::new(
+                "session.redis_url",
+                "cannot carry a password (it needs a host)",
+            )
+        })?;
+    Ok(Some(SecretString::from(String::from(url))))
+}
+
+/// The file's content without one trailing newline (`\n` or `\r\n`).
+fn read(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
+    let content = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::new(key, format!("cannot read {}: {error}", path.display()))
+    })?;
+    let secret = content
+        .strip_suffix("\r\n")
+        .or_else(|| content.strip_suffix('\n'))
+        .unwrap_or(&content);
+    if secret.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(SecretString::from(secret.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(name: &str, content: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vestibule-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_file_gives_its_content_without_one_trailing_newline() {
+        for (name, content, expected) in [
+            ("plain", "s3cret", "s3cret"),
+            ("newline", "s3cret\n", "s3cret"),
+            ("crlf", "s3cret\r\n", "s3cret"),
+            ("two", "s3cret\n\n", "s3cret\n"),
+            ("spaces", " s3cret ", " s3cret "),
+        ] {
+            let path = file_with(name, content);
+            let secret = value_or_file("oidc.client_secret", None, Some(&path))
+                .unwrap()
+                .unwrap();
+            assert_eq!(secret.expose_secret(), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_value_and_a_file_for_one_secret_is_an_error() {
+        let path = file_with("both", "from-file");
+        let error = value_or_file(
+            "oidc.client_secret",
+            Some(SecretString::from("from-value")),
+            Some(&path),
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "oidc.client_secret");
+        assert!(error.problem.contains("oidc.client_secret_file"), "{error}");
+    }
+
+    #[test]
+    fn unreadable_or_empty_files_name_the_key_and_path_not_the_content() {
+        let missing = std::env::temp_dir().join("vestibule-no-such-secret");
+        let error = required("session.encryption_key", None, Some(&missing)).unwrap_err();
+        assert_eq!(error.key, "session.encryption_key_file");
+        assert!(
+            error.problem.contains("vestibule-no-such-secret"),
+            "{error}"
+        );
+
+        let empty = file_with("empty", "\n");
+        let error = required("session.encryption_key", None, Some(&empty)).unwrap_err();
+        assert!(error.problem.ends_with("is empty"), "{error}");
+
+        let error = required("oidc.client_secret", None, None).unwrap_err();
+        assert_eq!(error.key, "oidc.client_secret");
+        assert!(
+            error.problem.contains("VESTIBULE_OIDC__CLIENT_SECRET_FILE"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_redis_password_file_fills_the_urls_password_and_keeps_the_acl_user() {
+        let path = file_with("redis", "p@ss:w/rd\n");
+        let url = redis_url_with_password(
+            Some(SecretString::from(
+                "redis://vestibule@cache.internal:6380/2",
+            )),
+            Some(&path),
+        )
+        .unwrap()
+        .unwrap();
+        let parsed = Url::parse(url.expose_secret()).unwrap();
+        assert_eq!(parsed.username(), "vestibule");
+        assert_eq!(parsed.password(), Some("p%40ss%3Aw%2Frd"));
+        assert_eq!(parsed.host_str(), Some("cache.internal"));
+        assert_eq!(parsed.path(), "/2");
+        let info = redis::IntoConnectionInfo::into_connection_info(url.expose_secret()).unwrap();
+        assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd"));
+        assert_eq!(info.redis_settings().username(), Some("vestibule"));
+
+        let error = redis_url_with_password(
+            Some(SecretString::from("redis://:inline@localhost:6379")),
+            Some(&path),
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "session.redis_url");
+        let error = redis_url_with_password(None, Some(&path)).unwrap_err();
+        assert_eq!(error.key, "session.redis_password_file");
+        let unchanged =
+            redis_url_with_password(Some(SecretString::from("redis://localhost")), None)
+                .unwrap()
+                .unwrap();
+        assert_eq!(unchanged.expose_secret(), "redis://localhost");
+    }
+}
