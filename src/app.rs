@@ -18,7 +18,7 @@ use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::refresh::Refresher;
 use crate::session::store::CacheSettings;
-use crate::session::{PendingLimits, Sessions, Store};
+use crate::session::{PendingLimits, Sessions, Store, StoreError};
 use crate::upstreams::UpstreamTable;
 
 /// A bound, ready-to-serve Vestibule.
@@ -50,8 +50,19 @@ impl Application {
             Some(url) => {
                 let cache = CacheSettings::new(session.local_cache_entries, session.idle_timeout);
                 let store = Store::redis(url.expose_secret(), cache)?;
-                if let Err(error) = store.ping().await {
-                    tracing::warn!(error = %error, "Redis is not reachable yet; sessions answer 503 until it is");
+                match store.ping().await {
+                    Ok(()) => {}
+                    // Wrong credentials will not fix themselves: refuse to start.
+                    Err(error @ StoreError::CredentialsRefused(_)) => {
+                        anyhow::bail!(
+                            "{error} (check the user and password in session.redis_url or \
+                             session.redis_password_file)"
+                        )
+                    }
+                    Err(error) => tracing::warn!(
+                        error = %error,
+                        "Redis is not reachable yet; sessions answer 503 until it is"
+                    ),
                 }
                 store
             }

@@ -335,6 +335,50 @@ async fn the_reported_idle_deadline_is_the_one_redis_enforces_and_never_moves_ba
     }
 }
 
+#[tokio::test]
+async fn an_acl_user_with_its_password_in_a_file_works_and_a_wrong_password_stops_start_up() {
+    let app = TestApp::builder()
+        .redis_acl_user("vestibule", "acl password: from a file")
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (status, _) = browser.user().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !app.redis().session_keys().await.is_empty(),
+        "the session was stored through the ACL user"
+    );
+    let users = app.redis().client_users().await;
+    assert!(
+        users.iter().any(|user| user == "vestibule"),
+        "Vestibule is connected as the ACL user: {users:?}"
+    );
+
+    // The wrong password is a configuration error at start-up, not a 503 forever.
+    let wrong = app.redis().dir().join("wrong.password");
+    std::fs::write(&wrong, "not the password\n").unwrap();
+    let password_file = app.redis().dir().join("vestibule.password");
+    let error = match app
+        .build_with(
+            &password_file.display().to_string(),
+            &wrong.display().to_string(),
+        )
+        .await
+    {
+        Ok(_) => panic!("Vestibule started with a wrong Redis password"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("refused the credentials") && error.contains("redis_password_file"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("not the password"),
+        "the password is never echoed: {error}"
+    );
+}
+
 mod sessions_in_redis {
     //! The session layer against a real Redis, as two instances would use it.
 

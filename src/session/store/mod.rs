@@ -29,12 +29,22 @@ pub enum StoreError {
     /// Redis is unreachable, timed out or answered with an error.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// Redis refused our credentials (wrong password or ACL user): a configuration error.
+    #[error("session store refused the credentials: {0}")]
+    CredentialsRefused(String),
 }
 
 impl From<::redis::RedisError> for StoreError {
     fn from(error: ::redis::RedisError) -> Self {
         // Redis error texts name commands, never values, so they are safe to log.
-        StoreError::Unavailable(format!("{:?}: {}", error.kind(), error))
+        let text = format!("{:?}: {}", error.kind(), error);
+        let refused = error.kind() == ::redis::ErrorKind::AuthenticationFailed
+            || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
+        if refused {
+            StoreError::CredentialsRefused(text)
+        } else {
+            StoreError::Unavailable(text)
+        }
     }
 }
 

@@ -108,6 +108,7 @@ pub struct TestAppBuilder {
     idle_timeout_secs: u64,
     login_toml: String,
     extra_toml: String,
+    redis_acl_user: Option<(String, String)>,
 }
 
 /// Everything a scenario talks to.
@@ -135,6 +136,7 @@ impl TestApp {
             // Tests log in many times from one address; the limits have tests of their own.
             login_toml: "rate_limit_burst = 10000\n".to_owned(),
             extra_toml: String::new(),
+            redis_acl_user: None,
         }
     }
 
@@ -160,6 +162,16 @@ impl TestApp {
         );
         self.tasks.push(spawn_vestibule(&toml).await);
         format!("http://127.0.0.1:{port}")
+    }
+
+    /// Builds (without serving) a Vestibule from this app's configuration with `from`
+    /// replaced by `to`, to see whether it starts.
+    pub async fn build_with(&self, from: &str, to: &str) -> anyhow::Result<Application> {
+        assert!(self.config.contains(from), "the config has no {from:?}");
+        let toml = self.config.replacen(from, to, 1);
+        let settings = Settings::from_figment(Figment::new().merge(Toml::string(&toml)))
+            .unwrap_or_else(|error| panic!("test config invalid: {error}\n{toml}"));
+        Application::build(settings).await
     }
 
     /// The Redis server; panics for in-memory apps.
@@ -226,6 +238,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Vestibule connects to Redis as the ACL user `user`, with `password` read from a file
+    /// (`session.redis_password_file`).
+    pub fn redis_acl_user(mut self, user: &str, password: &str) -> Self {
+        self.redis_acl_user = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
     /// Extra TOML appended to the config (e.g. more routes).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -247,10 +266,22 @@ impl TestAppBuilder {
             &self.provider,
         );
         let upstream = Upstream::start(&provider.issuer).await;
-        let redis_line = redis
+        let mut redis_line = redis
             .as_ref()
             .map(|r| format!("redis_url = \"{}\"\n", r.url()))
             .unwrap_or_default();
+        if let (Some(redis), Some((user, password))) = (&redis, &self.redis_acl_user) {
+            redis.add_acl_user(user, password).await;
+            let password_file = redis.dir().join(format!("{user}.password"));
+            std::fs::write(&password_file, format!("{password}\n")).unwrap();
+            redis_line = format!(
+                "redis_url = \"{}\"\nredis_password_file = \"{}\"\n",
+                redis
+                    .url()
+                    .replacen("redis://", &format!("redis://{user}@"), 1),
+                password_file.display()
+            );
+        }
         let toml = format!(
             r#"
 listen = "127.0.0.1:{port}"

@@ -31,6 +31,44 @@ impl RedisServer {
         server
     }
 
+    /// The folder holding this server's data (and files a test puts beside it).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Adds an ACL user with every permission (the default user stays, for the harness).
+    pub async fn add_acl_user(&self, user: &str, password: &str) {
+        let mut connection = self.connection().await;
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg("on")
+            .arg(format!(">{password}"))
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+
+    /// The ACL user names of the connected clients (`CLIENT LIST`).
+    pub async fn client_users(&self) -> Vec<String> {
+        let mut connection = self.connection().await;
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        list.lines()
+            .filter_map(|line| {
+                line.split(' ')
+                    .find_map(|field| field.strip_prefix("user="))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// The `redis://` URL for this server.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
