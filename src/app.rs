@@ -27,6 +27,7 @@ pub struct Application {
     router: axum::Router,
     state: AppState,
     limits: ServeLimits,
+    shutdown_delay: std::time::Duration,
 }
 
 impl Application {
@@ -139,6 +140,7 @@ impl Application {
             router,
             state,
             limits,
+            shutdown_delay: server.shutdown_delay,
         })
     }
 
@@ -151,11 +153,24 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
         let lifecycle = self.state.lifecycle.clone();
+        let delay = self.shutdown_delay;
         let stop = async move {
             shutdown_signal().await;
-            // Readiness answers 503 from here on, while in-flight requests finish.
+            // Readiness answers 503 from here on; connections are still accepted until the
+            // load balancers have seen it, then in-flight requests finish.
             lifecycle.begin_shutdown();
-            tracing::info!("stop signal: no longer ready; finishing in-flight requests");
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_secs = delay.as_secs(),
+                    "stop signal: readiness now answers 503; still serving for \
+                     server.shutdown_delay_secs (a second signal stops at once)"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown_signal() => {}
+                }
+            }
+            tracing::info!("no longer accepting connections; finishing in-flight requests");
         };
         http::server::serve(self.listener, self.state, self.router, self.limits, stop).await;
         Ok(())

@@ -207,7 +207,9 @@ prefix = "/api"
 upstream = "http://127.0.0.1:{upstream_port}"
 {extra}""")
     os.chmod(conf, 0o600)
-    p = start(name, [VESTIBULE_BIN, "--config", conf], env={"VESTIBULE_LOG": "warn"})
+    # Stopped and restarted between scenarios: no load balancer to wait for.
+    p = start(name, [VESTIBULE_BIN, "--config", conf],
+              env={"VESTIBULE_LOG": "warn", "VESTIBULE_SERVER__SHUTDOWN_DELAY_SECS": "0"})
     wait_for(name, lambda: port_open(port), p, 60, name)
     return p
 

@@ -70,6 +70,9 @@ pub struct ServerSection {
     /// Load balancers or proxies (CIDR ranges or addresses) whose `X-Forwarded-For` is believed
     /// when working out the client's address.
     pub trusted_proxies: Vec<String>,
+    /// After a stop signal, readiness answers 503 but connections are still accepted for this
+    /// many seconds, so load balancers stop sending traffic before the listener closes.
+    pub shutdown_delay_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -82,6 +85,7 @@ impl Default for ServerSection {
             send_timeout_secs: 60,
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
+            shutdown_delay_secs: 5,
         }
     }
 }

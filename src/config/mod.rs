@@ -104,6 +104,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Load balancers or proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long an instance stays up, unready, between a stop signal and closing its listener.
+    pub shutdown_delay: Duration,
 }
 
 /// Where the SPA is served from.

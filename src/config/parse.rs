@@ -185,6 +185,7 @@ fn server(server: ServerSection) -> Result<ServerSettings, ConfigError> {
         send_timeout: Duration::from_secs(server.send_timeout_secs),
         max_body_bytes: server.max_body_bytes,
         trusted_proxies: trusted_proxies(&server.trusted_proxies)?,
+        shutdown_delay: Duration::from_secs(server.shutdown_delay_secs),
     })
 }
 

@@ -17,4 +17,5 @@ mod login;
 mod proxy;
 mod refresh;
 mod server;
+mod shutdown;
 mod storage;

@@ -164,6 +164,11 @@ impl TestApp {
         format!("http://127.0.0.1:{port}")
     }
 
+    /// This app's configuration (TOML), e.g. to run the real binary beside it.
+    pub fn config_toml(&self) -> &str {
+        &self.config
+    }
+
     /// Builds (without serving) a Vestibule from this app's configuration with `from`
     /// replaced by `to`, to see whether it starts.
     pub async fn build_with(&self, from: &str, to: &str) -> anyhow::Result<Application> {

@@ -1,0 +1,152 @@
+//! Stopping the real binary as an orchestrator does (SIGTERM): readiness turns 503 at once,
+//! new connections are still accepted for `server.shutdown_delay_secs`, a request in flight
+//! finishes, and only then does the process exit and its port refuse connections.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::{Browser, TestApp, free_port, wait_for};
+
+const DELAY_SECS: u64 = 2;
+
+/// Runs the `vestibule` binary with `config` (TOML) on 127.0.0.1:`port`.
+fn spawn_binary(config: &str, dir: &std::path::Path) -> Child {
+    let path = dir.join("shutdown-test.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vestibule"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("VESTIBULE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("--config")
+        .arg(&path)
+        .env(
+            "VESTIBULE_SERVER__SHUTDOWN_DELAY_SECS",
+            DELAY_SECS.to_string(),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the vestibule binary runs")
+}
+
+async fn readiness(base: &str) -> Option<(StatusCode, Value)> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status();
+    Some((status, response.json().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readiness_off_keeps_accepting_for_the_delay_then_drains_and_exits() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let session = browser.cookie("vestibule").expect("a session cookie");
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let listen = app.url.trim_start_matches("http://");
+    let config = app
+        .config_toml()
+        .replacen(
+            &format!("listen = \"{listen}\""),
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        )
+        // The upstream's /slow answers after 5 s: let the route wait for it.
+        .replacen("timeout_secs = 2", "timeout_secs = 15", 1);
+    let mut child = spawn_binary(&config, app.redis().dir());
+    wait_for("the binary to be ready", Duration::from_secs(30), || {
+        let base = base.clone();
+        async move {
+            readiness(&base)
+                .await
+                .filter(|(status, _)| *status == StatusCode::OK)
+        }
+    })
+    .await;
+
+    // A call in flight (the same session, through the binary), reaching the upstream first.
+    let in_flight = Browser::new(&base);
+    in_flight.set_cookie("vestibule", &session);
+    let call = tokio::spawn(async move { in_flight.api_get("/api/orders/slow").await.status() });
+    wait_for(
+        "the slow call to reach the upstream",
+        Duration::from_secs(10),
+        || async {
+            app.upstream
+                .seen()
+                .iter()
+                .any(|seen| seen.path_and_query.ends_with("/slow"))
+                .then_some(())
+        },
+    )
+    .await;
+
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Not ready at once, but still accepting new connections (each probe is one).
+    let (_, body) = wait_for("readiness to turn 503", Duration::from_secs(5), || {
+        let base = base.clone();
+        async move {
+            readiness(&base)
+                .await
+                .filter(|(status, _)| *status == StatusCode::SERVICE_UNAVAILABLE)
+        }
+    })
+    .await;
+    assert_eq!(body["checks"]["lifecycle"], "stopping");
+    let healthz = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(
+        healthz.status(),
+        StatusCode::OK,
+        "new connections still served"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(DELAY_SECS),
+        "the checks above ran within the delay"
+    );
+
+    // The call in flight finishes; then the process exits and the port refuses.
+    let outcome = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the in-flight call finished")
+        .unwrap();
+    assert_eq!(
+        outcome,
+        StatusCode::OK,
+        "the in-flight call was drained, not cut"
+    );
+    let exit = wait_for("the binary to exit", Duration::from_secs(20), || {
+        let exited = child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert!(exit.success(), "a clean exit: {exit}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(DELAY_SECS),
+        "the listener stayed open for server.shutdown_delay_secs"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "the port refuses connections after exit"
+    );
+}
