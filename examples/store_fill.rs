@@ -78,7 +78,11 @@ async fn main() -> anyhow::Result<()> {
         .try_into()
         .map_err(|_| anyhow::anyhow!("--key must be 32 bytes, base64"))?;
     let sessions = Sessions::new(
-        Store::redis(&redis, None)?,
+        Store::redis(
+            &redis,
+            &vestibule::session::store::RedisTls::default(),
+            None,
+        )?,
         MasterKey::new(key),
         Duration::from_secs(1800),
         Duration::from_secs(28_800),

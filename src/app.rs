@@ -50,7 +50,7 @@ impl Application {
         let store = match &session.redis_url {
             Some(url) => {
                 let cache = CacheSettings::new(session.local_cache_entries, session.idle_timeout);
-                let store = Store::redis(url.expose_secret(), cache)?;
+                let store = Store::redis(url.expose_secret(), &session.redis_tls, cache)?;
                 match store.ping().await {
                     Ok(()) => {}
                     // Wrong credentials will not fix themselves: refuse to start.

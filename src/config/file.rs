@@ -169,6 +169,15 @@ pub struct SessionSection {
     /// A file holding the Redis password (the URL keeps the ACL user name).
     #[serde(default)]
     pub redis_password_file: Option<std::path::PathBuf>,
+    /// PEM of the CA that signed Redis's certificate (`rediss://` with a private CA).
+    #[serde(default)]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate Vestibule presents to Redis (mutual TLS), with its key.
+    #[serde(default)]
+    pub redis_client_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `redis_client_cert_file`.
+    #[serde(default)]
+    pub redis_client_key_file: Option<std::path::PathBuf>,
     /// Base64 of 32 random bytes (or `encryption_key_file`).
     #[serde(default)]
     pub encryption_key: Option<SecretString>,

@@ -22,6 +22,7 @@ use url::Url;
 
 use crate::oidc::ClientAuthMethod;
 use crate::session::MasterKey;
+use crate::session::store::RedisTls;
 use crate::upstreams::Route;
 use error::describe_figment_error;
 use file::FileSettings;
@@ -77,6 +78,8 @@ pub struct OidcSettings {
 pub struct SessionSettings {
     /// Redis URL; absent means the in-memory store (single instance only).
     pub redis_url: Option<SecretString>,
+    /// Certificates for `rediss://` (private CA, client certificate).
+    pub redis_tls: RedisTls,
     /// The decoded `session.encryption_key`.
     pub master_key: MasterKey,
     /// Sliding idle timeout.
@@ -291,6 +294,20 @@ mod tests {
             (
                 base().replace("[session]", "[session]\nidle_timeout_secs = \"x\""),
                 "session.idle_timeout_secs",
+            ),
+            (
+                base().replace(
+                    "[session]",
+                    "[session]\nredis_url = \"redis://x\"\nredis_ca_file = \"/etc/hostname\"",
+                ),
+                "session.redis_ca_file",
+            ),
+            (
+                base().replace(
+                    "[session]",
+                    "[session]\nredis_url = \"rediss://x\"\nredis_client_cert_file = \"/etc/hostname\"",
+                ),
+                "session.redis_client_cert_file",
             ),
             (
                 base().replace("[session]", "[session]\nredis_url = \"http://x\""),

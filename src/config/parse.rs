@@ -13,6 +13,7 @@ use super::file::{FileSettings, FrontendSection, RouteSection, ServerSection};
 use super::secret_files;
 use super::{Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
 use crate::session::MasterKey;
+use crate::session::store::RedisTls;
 use crate::upstreams::Route;
 
 /// Checks every value of `file` and converts it into [`Settings`].
@@ -75,6 +76,14 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             "must not be shorter than session.idle_timeout_secs",
         ));
     }
+    let redis_tls = redis_tls(
+        [
+            &session.redis_ca_file,
+            &session.redis_client_cert_file,
+            &session.redis_client_key_file,
+        ],
+        redis_url.as_ref(),
+    )?;
     if let Some(url) = &redis_url {
         redis::parse_redis_url(url.expose_secret()).ok_or_else(|| {
             ConfigError::new("session.redis_url", "not a redis:// or rediss:// URL")
@@ -99,6 +108,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         },
         session: SessionSettings {
             redis_url,
+            redis_tls,
             master_key,
             idle_timeout: Duration::from_secs(session.idle_timeout_secs),
             absolute_timeout: Duration::from_secs(session.absolute_timeout_secs),
@@ -310,6 +320,51 @@ fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigError> {
         });
     }
     Ok(routes)
+}
+
+/// The certificates for `rediss://`: only with a `rediss://` URL, client certificate and key
+/// together.
+fn redis_tls(
+    [ca_file, client_cert_file, client_key_file]: [&Option<std::path::PathBuf>; 3],
+    redis_url: Option<&secrecy::SecretString>,
+) -> Result<RedisTls, ConfigError> {
+    let files = [
+        ("session.redis_ca_file", ca_file),
+        ("session.redis_client_cert_file", client_cert_file),
+        ("session.redis_client_key_file", client_key_file),
+    ];
+    let Some((key, _)) = files.iter().find(|(_, file)| file.is_some()) else {
+        return Ok(RedisTls::default());
+    };
+    let tls_url = redis_url.is_some_and(|url| url.expose_secret().starts_with("rediss://"));
+    if !tls_url {
+        return Err(ConfigError::new(
+            *key,
+            "needs a rediss:// session.redis_url (TLS)",
+        ));
+    }
+    let read = |key: &str, file: &Option<std::path::PathBuf>| {
+        file.as_deref()
+            .map(|path| secret_files::read_bytes(key, path))
+            .transpose()
+    };
+    let client_pem = match (
+        read("session.redis_client_cert_file", client_cert_file)?,
+        read("session.redis_client_key_file", client_key_file)?,
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::new(
+                "session.redis_client_cert_file",
+                "needs session.redis_client_key_file, and the other way round",
+            ));
+        }
+    };
+    Ok(RedisTls {
+        ca_pem: read("session.redis_ca_file", ca_file)?,
+        client_pem,
+    })
 }
 
 /// The decoded `session.encryption_key`.

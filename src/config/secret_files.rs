@@ -83,6 +83,12 @@ pub(super) fn redis_url_with_password(
     Ok(Some(SecretString::from(String::from(url))))
 }
 
+/// A file's bytes (certificates, keys), the error naming `key` and the path.
+pub(super) fn read_bytes(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path)
+        .map_err(|error| ConfigError::new(key, format!("cannot read {}: {error}", path.display())))
+}
+
 /// The file's content without one trailing newline (`\n` or `\r\n`).
 fn read(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
     let content = std::fs::read_to_string(path).map_err(|error| {

@@ -379,6 +379,52 @@ async fn an_acl_user_with_its_password_in_a_file_works_and_a_wrong_password_stop
     );
 }
 
+#[tokio::test]
+async fn sessions_work_over_tls_with_a_private_ca_and_a_client_certificate() {
+    // Redis listens for TLS only and requires a client certificate signed by the test's CA.
+    let app = TestApp::builder().redis_tls().start().await;
+    assert!(app.redis().url().starts_with("rediss://"));
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (status, _) = browser.user().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        browser.api_get("/api/orders/1").await.status(),
+        StatusCode::OK,
+        "a proxied call reads the session over TLS"
+    );
+    assert!(!app.redis().session_keys().await.is_empty());
+    let ready = app.browser().get("/readyz").await;
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "readiness pings Redis over TLS"
+    );
+
+    // The client certificate is really presented: without it Redis refuses the handshake, and
+    // the store reports it as unavailable (a 503), not as a missing session.
+    use vestibule::session::Store;
+    use vestibule::session::store::RedisTls;
+    let files = app.redis().tls_files().unwrap();
+    let full = files.redis_tls();
+    let ca_only = RedisTls {
+        client_pem: None,
+        ..full.clone()
+    };
+    let url = app.redis().url();
+    let store = Store::redis(&url, &full, None).unwrap();
+    assert!(store.ping().await.is_ok());
+    let store = Store::redis(&url, &ca_only, None).unwrap();
+    let error = store
+        .ping()
+        .await
+        .expect_err("Redis requires a client certificate");
+    assert!(
+        matches!(error, vestibule::session::StoreError::Unavailable(_)),
+        "{error}"
+    );
+}
+
 mod sessions_in_redis {
     //! The session layer against a real Redis, as two instances would use it.
 
@@ -426,14 +472,26 @@ mod sessions_in_redis {
     #[tokio::test]
     async fn ending_a_session_revokes_what_redis_holds_not_this_instances_cached_copy() {
         let redis = RedisServer::start().await;
-        let here = Store::redis(&redis.url(), CacheSettings::new(100, IDLE)).unwrap();
+        let here = Store::redis(
+            &redis.url(),
+            &vestibule::session::store::RedisTls::default(),
+            CacheSettings::new(100, IDLE),
+        )
+        .unwrap();
         let cache = here.cache().unwrap();
         wait_for("the cache to serve", Duration::from_secs(10), || async {
             cache.is_serving().then_some(())
         })
         .await;
         let this_instance = sessions(&here);
-        let other_instance = sessions(&Store::redis(&redis.url(), None).unwrap());
+        let other_instance = sessions(
+            &Store::redis(
+                &redis.url(),
+                &vestibule::session::store::RedisTls::default(),
+                None,
+            )
+            .unwrap(),
+        );
         let token = this_instance.create(&record("rt-1")).await.unwrap();
         let key = token.storage_key();
         let mut conn = redis.connection().await;
@@ -483,7 +541,12 @@ mod sessions_in_redis {
     #[tokio::test]
     async fn a_cookie_whose_secret_does_not_open_the_record_ends_nothing() {
         let redis = RedisServer::start().await;
-        let store = Store::redis(&redis.url(), None).unwrap();
+        let store = Store::redis(
+            &redis.url(),
+            &vestibule::session::store::RedisTls::default(),
+            None,
+        )
+        .unwrap();
         let sessions = sessions(&store);
         let token = sessions.create(&record("rt-1")).await.unwrap();
         // The same id (first half of the cookie value) with another secret.
@@ -501,7 +564,12 @@ mod sessions_in_redis {
     #[tokio::test]
     async fn a_refresh_that_lost_its_lock_cannot_overwrite_the_next_holders_tokens() {
         let redis = RedisServer::start().await;
-        let store = Store::redis(&redis.url(), None).unwrap();
+        let store = Store::redis(
+            &redis.url(),
+            &vestibule::session::store::RedisTls::default(),
+            None,
+        )
+        .unwrap();
         let (slow, fast) = (sessions(&store), sessions(&store));
         let token = slow.create(&record("rt-1")).await.unwrap();
         // Both read the same record (the slow holder's lease lapsed meanwhile)...

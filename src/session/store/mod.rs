@@ -20,8 +20,8 @@ pub mod redis;
 
 pub use memory::MemoryStore;
 pub use pending::{Displaced, PendingLimits};
-pub use redis::RedisStore;
 pub use redis::cache::{CacheSettings, RecordCache};
+pub use redis::{RedisStore, RedisTls};
 
 /// The store could not answer; the caller must not treat this as a missing record.
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +84,12 @@ impl Store {
     /// Connects lazily to Redis at `url`; an unreachable Redis is reported per call, not here.
     /// With `cache`, session reads are served from a tracked in-process cache (see
     /// [`redis::cache`]); it needs a Redis that supports `CLIENT TRACKING` and otherwise stays off.
-    pub fn redis(url: &str, cache: Option<CacheSettings>) -> Result<Self, ::redis::RedisError> {
-        Ok(Store::Redis(RedisStore::connect(url, cache)?))
+    pub fn redis(
+        url: &str,
+        tls: &RedisTls,
+        cache: Option<CacheSettings>,
+    ) -> Result<Self, ::redis::RedisError> {
+        Ok(Store::Redis(RedisStore::connect(url, tls, cache)?))
     }
 
     /// An empty in-process store.

@@ -109,6 +109,7 @@ pub struct TestAppBuilder {
     login_toml: String,
     extra_toml: String,
     redis_acl_user: Option<(String, String)>,
+    redis_tls: bool,
 }
 
 /// Everything a scenario talks to.
@@ -137,6 +138,7 @@ impl TestApp {
             login_toml: "rate_limit_burst = 10000\n".to_owned(),
             extra_toml: String::new(),
             redis_acl_user: None,
+            redis_tls: false,
         }
     }
 
@@ -250,6 +252,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Redis over TLS only, with a CA made by the test and a client certificate required.
+    pub fn redis_tls(mut self) -> Self {
+        self.redis_tls = true;
+        self
+    }
+
     /// Extra TOML appended to the config (e.g. more routes).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -258,10 +266,10 @@ impl TestAppBuilder {
 
     /// Starts Redis, the provider, the upstream and Vestibule.
     pub async fn start(self) -> TestApp {
-        let redis = if self.use_redis {
-            Some(RedisServer::start().await)
-        } else {
-            None
+        let redis = match (self.use_redis, self.redis_tls) {
+            (false, _) => None,
+            (true, false) => Some(RedisServer::start().await),
+            (true, true) => Some(RedisServer::start_tls().await),
         };
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
@@ -275,6 +283,14 @@ impl TestAppBuilder {
             .as_ref()
             .map(|r| format!("redis_url = \"{}\"\n", r.url()))
             .unwrap_or_default();
+        if let Some(files) = redis.as_ref().and_then(RedisServer::tls_files) {
+            redis_line.push_str(&format!(
+                "redis_ca_file = \"{}\"\nredis_client_cert_file = \"{}\"\nredis_client_key_file = \"{}\"\n",
+                files.ca.display(),
+                files.client.0.display(),
+                files.client.1.display()
+            ));
+        }
         if let (Some(redis), Some((user, password))) = (&redis, &self.redis_acl_user) {
             redis.add_acl_user(user, password).await;
             let password_file = redis.dir().join(format!("{user}.password"));

@@ -1,7 +1,10 @@
 //! A real `redis-server` on a free loopback port, stoppable and restartable on that port.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use vestibule::session::store::RedisTls;
 
 use super::{free_port, wait_for};
 
@@ -10,25 +13,139 @@ pub struct RedisServer {
     port: u16,
     dir: std::path::PathBuf,
     child: Option<Child>,
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files made by the test for a TLS-only Redis that requires client certificates.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// The test's own CA (it signed both certificates below).
+    pub ca: PathBuf,
+    /// Redis's certificate (for 127.0.0.1 and localhost) and key.
+    pub server: (PathBuf, PathBuf),
+    /// The client certificate and key Vestibule presents.
+    pub client: (PathBuf, PathBuf),
+}
+
+impl TlsFiles {
+    /// These files as Vestibule's TLS settings.
+    pub fn redis_tls(&self) -> RedisTls {
+        let read = |path: &PathBuf| std::fs::read(path).unwrap();
+        RedisTls {
+            ca_pem: Some(read(&self.ca)),
+            client_pem: Some((read(&self.client.0), read(&self.client.1))),
+        }
+    }
+}
+
+/// Makes a CA and, signed by it, a server and a client certificate, with `openssl`.
+fn make_certificates(dir: &Path) -> TlsFiles {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Vestibule test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    for (name, extensions) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN=vestibule-test-{name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
+        ]);
+    }
+    TlsFiles {
+        ca: dir.join("ca.crt"),
+        server: (dir.join("server.crt"), dir.join("server.key")),
+        client: (dir.join("client.crt"), dir.join("client.key")),
+    }
 }
 
 impl RedisServer {
     /// Starts Redis on a free port and waits until it answers. Writes are persisted
     /// (append-only, fsync always) so a restart keeps the sessions, as in production.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// [`RedisServer::start`], TLS only (`rediss://`), with a CA made by the test and client
+    /// certificates required.
+    pub async fn start_tls() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "vestibule-test-redis-{port}-{}",
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let tls = tls.then(|| make_certificates(&dir));
         let mut server = Self {
             port,
             dir,
             child: None,
+            tls,
         };
         server.restart().await;
         server
+    }
+
+    /// The certificates of a TLS server.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The folder holding this server's data (and files a test puts beside it).
@@ -69,16 +186,43 @@ impl RedisServer {
             .collect()
     }
 
-    /// The `redis://` URL for this server.
+    /// The `redis://` (or, with TLS, `rediss://`) URL for this server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A client for this server (with the test's certificates when it speaks TLS).
+    fn client(&self) -> redis::Client {
+        let info = redis::IntoConnectionInfo::into_connection_info(self.url()).unwrap();
+        match &self.tls {
+            Some(files) => files.redis_tls().client(info).unwrap(),
+            None => redis::Client::open(info).unwrap(),
+        }
     }
 
     /// (Re)starts the server on its port.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "redis is already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(files) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&files.server.0)
+                .arg("--tls-key-file")
+                .arg(&files.server.1)
+                .arg("--tls-ca-cert-file")
+                .arg(&files.ca)
+                .args(["--tls-auth-clients", "yes"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
@@ -89,19 +233,14 @@ impl RedisServer {
                 panic!("cannot start redis-server ({error}); install it: apt-get install -y redis-server")
             });
         self.child = Some(child);
-        let port = self.port;
-        wait_for(
-            "redis to answer PING",
-            Duration::from_secs(10),
-            || async move {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .ok()
-            },
-        )
+        let client = self.client();
+        wait_for("redis to answer PING", Duration::from_secs(10), || async {
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .ok()
+        })
         .await;
     }
 
@@ -127,8 +266,7 @@ impl RedisServer {
 
     /// A fresh async connection for inspecting the data.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
+        self.client()
             .get_multiplexed_async_connection()
             .await
             .unwrap()

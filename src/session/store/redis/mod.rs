@@ -5,6 +5,7 @@
 //! comes back as a [`StoreError`] (a 503 upstream), never as "no such record".
 
 pub mod cache;
+mod tls;
 mod tracking;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use redis::{IntoConnectionInfo, ProtocolVersion};
 use super::{Freshness, SessionRead, StoreError};
 use crate::clock::unix_now;
 use cache::{CacheSettings, Lookup, RecordCache, SESSION_KEY_PREFIX};
+pub use tls::RedisTls;
 
 /// Bounds on every Redis call: an outage must turn into a quick 503, not a hung request.
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -45,12 +47,14 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects lazily to Redis at `url`, and starts the tracked cache if `cache` is set.
+    /// Connects lazily to Redis at `url` (with `tls` for `rediss://`), and starts the tracked
+    /// cache if `cache` is set.
     pub(super) fn connect(
         url: &str,
+        tls: &RedisTls,
         cache: Option<CacheSettings>,
     ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+        let client = tls.client(url.into_connection_info()?)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
@@ -65,7 +69,7 @@ impl RedisStore {
                     .redis_settings()
                     .clone()
                     .set_protocol(ProtocolVersion::RESP3);
-                let tracking = redis::Client::open(info.set_redis_settings(resp3))?;
+                let tracking = tls.client(info.set_redis_settings(resp3))?;
                 let cache = Arc::new(RecordCache::new(settings));
                 tracking::start(&cache, tracking, conn.clone());
                 Some(cache)
