@@ -380,9 +380,14 @@ async fn an_acl_user_with_its_password_in_a_file_works_and_a_wrong_password_stop
 }
 
 #[tokio::test]
-async fn sessions_work_over_tls_with_a_private_ca_and_a_client_certificate() {
-    // Redis listens for TLS only and requires a client certificate signed by the test's CA.
-    let app = TestApp::builder().redis_tls().start().await;
+async fn sessions_work_over_tls_with_a_private_ca_a_client_certificate_and_an_acl_user() {
+    // Redis listens for TLS only and requires a client certificate signed by the test's CA;
+    // Vestibule logs in as an ACL user whose password comes from a file.
+    let app = TestApp::builder()
+        .redis_tls()
+        .redis_acl_user("vestibule", "over tls")
+        .start()
+        .await;
     assert!(app.redis().url().starts_with("rediss://"));
     let browser = app.browser();
     browser.login("alice").await;
@@ -400,6 +405,29 @@ async fn sessions_work_over_tls_with_a_private_ca_and_a_client_certificate() {
         StatusCode::OK,
         "readiness pings Redis over TLS"
     );
+    assert!(
+        app.redis()
+            .client_users()
+            .await
+            .iter()
+            .any(|user| user == "vestibule"),
+        "connected over TLS as the ACL user"
+    );
+
+    // A wrong password over TLS is still a clear start-up error.
+    let wrong = app.redis().dir().join("wrong.password");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let password_file = app.redis().dir().join("vestibule.password");
+    let error = app
+        .build_with(
+            &password_file.display().to_string(),
+            &wrong.display().to_string(),
+        )
+        .await
+        .err()
+        .expect("Vestibule refuses to start with a wrong Redis password")
+        .to_string();
+    assert!(error.contains("refused the credentials"), "{error}");
 
     // The client certificate is really presented: without it Redis refuses the handshake, and
     // the store reports it as unavailable (a 503), not as a missing session.

@@ -283,6 +283,16 @@ impl TestAppBuilder {
             .as_ref()
             .map(|r| format!("redis_url = \"{}\"\n", r.url()))
             .unwrap_or_default();
+        if let (Some(redis), Some((user, password))) = (&redis, &self.redis_acl_user) {
+            redis.add_acl_user(user, password).await;
+            let password_file = redis.dir().join(format!("{user}.password"));
+            std::fs::write(&password_file, format!("{password}\n")).unwrap();
+            redis_line = format!(
+                "redis_url = \"{}\"\nredis_password_file = \"{}\"\n",
+                redis.url().replacen("://", &format!("://{user}@"), 1),
+                password_file.display()
+            );
+        }
         if let Some(files) = redis.as_ref().and_then(RedisServer::tls_files) {
             redis_line.push_str(&format!(
                 "redis_ca_file = \"{}\"\nredis_client_cert_file = \"{}\"\nredis_client_key_file = \"{}\"\n",
@@ -290,18 +300,6 @@ impl TestAppBuilder {
                 files.client.0.display(),
                 files.client.1.display()
             ));
-        }
-        if let (Some(redis), Some((user, password))) = (&redis, &self.redis_acl_user) {
-            redis.add_acl_user(user, password).await;
-            let password_file = redis.dir().join(format!("{user}.password"));
-            std::fs::write(&password_file, format!("{password}\n")).unwrap();
-            redis_line = format!(
-                "redis_url = \"{}\"\nredis_password_file = \"{}\"\n",
-                redis
-                    .url()
-                    .replacen("redis://", &format!("redis://{user}@"), 1),
-                password_file.display()
-            );
         }
         let toml = format!(
             r#"
