@@ -149,7 +149,8 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until Ctrl-C / SIGTERM, then finishes in-flight requests.
+    /// Serves until Ctrl-C / SIGTERM; then readiness turns 503, connections are still accepted
+    /// for `server.shutdown_delay_secs`, and in-flight requests finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
         let lifecycle = self.state.lifecycle.clone();
