@@ -13,6 +13,7 @@ mod frontend;
 mod health;
 mod keycloak;
 mod limits;
+mod load_balancer;
 mod login;
 mod proxy;
 mod refresh;

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod compose;
 pub mod keycloak;
 pub mod keycloak_app;
+pub mod nginx;
 pub mod provider;
 pub mod redis;
 pub mod relay;
@@ -110,6 +111,7 @@ pub struct TestAppBuilder {
     extra_toml: String,
     redis_acl_user: Option<(String, String)>,
     redis_tls: bool,
+    public_port: Option<u16>,
 }
 
 /// Everything a scenario talks to.
@@ -139,6 +141,7 @@ impl TestApp {
             extra_toml: String::new(),
             redis_acl_user: None,
             redis_tls: false,
+            public_port: None,
         }
     }
 
@@ -252,6 +255,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// The browser reaches Vestibule at `http://127.0.0.1:<port>` (a load balancer there),
+    /// not at the instance's own address: `public_url` and the registered redirect URI.
+    pub fn public_port(mut self, port: u16) -> Self {
+        self.public_port = Some(port);
+        self
+    }
+
     /// Redis over TLS only, with a CA made by the test and a client certificate required.
     pub fn redis_tls(mut self) -> Self {
         self.redis_tls = true;
@@ -273,9 +283,13 @@ impl TestAppBuilder {
         };
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
+        let public_url = self.public_port.map_or_else(
+            || url.clone(),
+            |public| format!("http://127.0.0.1:{public}"),
+        );
         let provider = TestProvider::start(
-            &format!("{url}/api/auth/callback"),
-            &format!("{url}/"),
+            &format!("{public_url}/api/auth/callback"),
+            &format!("{public_url}/"),
             &self.provider,
         );
         let upstream = Upstream::start(&provider.issuer).await;
@@ -304,7 +318,7 @@ impl TestAppBuilder {
         let toml = format!(
             r#"
 listen = "127.0.0.1:{port}"
-public_url = "{url}"
+public_url = "{public_url}"
 
 [oidc]
 issuer = "{issuer}"
