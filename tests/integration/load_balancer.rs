@@ -1,9 +1,11 @@
 //! Three Vestibule instances behind a real nginx (round-robin, no stickiness) on one Redis:
 //! a session logs in through the balancer, is refreshed by one instance and ended through
-//! another; concurrent calls spread over all three at expiry cause exactly one refresh grant.
+//! another; concurrent calls spread over all three at expiry cause exactly one refresh grant;
+//! and a rolling restart of three real processes under load loses no request.
 
 use reqwest::StatusCode;
 
+use crate::harness::binary::VestibuleProcess;
 use crate::harness::browser::call_concurrently;
 use crate::harness::nginx::Nginx;
 use crate::harness::{Browser, TestApp, free_port};
@@ -88,4 +90,89 @@ async fn three_instances_behind_nginx_share_one_session_and_refresh_it_once() {
         let (status, _) = with_session(instance, &session).user().await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{instance} after logout");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_no_request() {
+    let balancer_port = free_port();
+    let app = TestApp::builder().public_port(balancer_port).start().await;
+
+    // Three real processes (they can be signalled), configured like the in-process instance.
+    let listen = app.url.trim_start_matches("http://").to_owned();
+    let mut instances: Vec<VestibuleProcess> = (0..3)
+        .map(|_| {
+            let port = free_port();
+            let config = app.config_toml().replacen(
+                &format!("listen = \"{listen}\""),
+                &format!("listen = \"127.0.0.1:{port}\""),
+                1,
+            );
+            VestibuleProcess::spawn(&config, port, app.redis().dir(), 1)
+        })
+        .collect();
+    for instance in &instances {
+        instance.wait_until_ready().await;
+    }
+    let ports: Vec<u16> = instances.iter().map(|i| port_of(&i.base)).collect();
+    let _nginx = Nginx::start(balancer_port, &ports).await;
+    let balancer = format!("http://127.0.0.1:{balancer_port}");
+    let browser = Browser::new(&balancer);
+    browser.login("alice").await;
+    let session = browser.cookie("vestibule").expect("a session cookie");
+
+    // Load: four clients calling through the balancer until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let client = with_session(&balancer, &session);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = format!("/api/orders/rolling-{worker}-{n}");
+                    let response = client.api_get(&path).await;
+                    let status = response.status();
+                    if status != StatusCode::OK {
+                        let body = response.text().await.unwrap_or_default();
+                        eprintln!("{path}: {status} {}", &body[..body.len().min(200)]);
+                    }
+                    statuses.push(status);
+                    n += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+
+    // Restart each instance in turn: SIGTERM, drained exit, start, ready again.
+    for instance in &mut instances {
+        instance.terminate();
+        let exit = instance
+            .wait_for_exit(std::time::Duration::from_secs(20))
+            .await;
+        assert!(exit.success(), "{exit}");
+        instance.start();
+        instance.wait_until_ready().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    for worker in workers {
+        statuses.extend(worker.await.unwrap());
+    }
+    let failed: Vec<_> = statuses
+        .iter()
+        .filter(|status| **status != StatusCode::OK)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed during the rolling restart: {failed:?}",
+        failed.len(),
+        statuses.len()
+    );
+    assert!(
+        statuses.len() >= 100,
+        "the load ran through the restarts ({} calls)",
+        statuses.len()
+    );
 }

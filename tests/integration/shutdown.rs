@@ -2,39 +2,15 @@
 //! new connections are still accepted for `server.shutdown_delay_secs`, a request in flight
 //! finishes, and only then does the process exit and its port refuse connections.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::harness::binary::VestibuleProcess;
 use crate::harness::{Browser, TestApp, free_port, wait_for};
 
 const DELAY_SECS: u64 = 2;
-
-/// Runs the `vestibule` binary with `config` (TOML) on 127.0.0.1:`port`.
-fn spawn_binary(config: &str, dir: &std::path::Path) -> Child {
-    let path = dir.join("shutdown-test.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vestibule"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("VESTIBULE_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .arg("--config")
-        .arg(&path)
-        .env(
-            "VESTIBULE_SERVER__SHUTDOWN_DELAY_SECS",
-            DELAY_SECS.to_string(),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the vestibule binary runs")
-}
 
 async fn readiness(base: &str) -> Option<(StatusCode, Value)> {
     let response = reqwest::Client::new()
@@ -66,16 +42,8 @@ async fn sigterm_turns_readiness_off_keeps_accepting_for_the_delay_then_drains_a
         )
         // The upstream's /slow answers after 5 s: let the route wait for it.
         .replacen("timeout_secs = 2", "timeout_secs = 15", 1);
-    let mut child = spawn_binary(&config, app.redis().dir());
-    wait_for("the binary to be ready", Duration::from_secs(30), || {
-        let base = base.clone();
-        async move {
-            readiness(&base)
-                .await
-                .filter(|(status, _)| *status == StatusCode::OK)
-        }
-    })
-    .await;
+    let mut process = VestibuleProcess::spawn(&config, port, app.redis().dir(), DELAY_SECS);
+    process.wait_until_ready().await;
 
     // A call in flight (the same session, through the binary), reaching the upstream first.
     let in_flight = Browser::new(&base);
@@ -95,11 +63,7 @@ async fn sigterm_turns_readiness_off_keeps_accepting_for_the_delay_then_drains_a
     .await;
 
     let signalled = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    process.terminate();
 
     // Not ready at once, but still accepting new connections (each probe is one).
     let (_, body) = wait_for("readiness to turn 503", Duration::from_secs(5), || {
@@ -133,11 +97,7 @@ async fn sigterm_turns_readiness_off_keeps_accepting_for_the_delay_then_drains_a
         StatusCode::OK,
         "the in-flight call was drained, not cut"
     );
-    let exit = wait_for("the binary to exit", Duration::from_secs(20), || {
-        let exited = child.try_wait().unwrap();
-        async move { exited }
-    })
-    .await;
+    let exit = process.wait_for_exit(Duration::from_secs(20)).await;
     assert!(exit.success(), "a clean exit: {exit}");
     assert!(
         signalled.elapsed() >= Duration::from_secs(DELAY_SECS),

@@ -1,6 +1,7 @@
 //! Test harness: a real Redis, a real OpenID Provider, a real upstream API and Vestibule,
 //! each on a free loopback port, started per test.
 
+pub mod binary;
 pub mod browser;
 pub mod compose;
 pub mod keycloak;

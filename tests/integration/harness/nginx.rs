@@ -1,5 +1,6 @@
 //! A real nginx (Debian's) as the load balancer in front of several Vestibule instances:
-//! round-robin, no stickiness, one request per connection to each instance.
+//! round-robin, no stickiness, one request per connection to each instance, and a refused
+//! connection retried on the next instance.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -19,7 +20,10 @@ impl Nginx {
         std::fs::create_dir_all(&dir).unwrap();
         let servers: String = instances
             .iter()
-            .map(|instance| format!("    server 127.0.0.1:{instance};\n"))
+            // nginx (open source) has no active health checks: never mark an instance down
+            // for its fail_timeout (10 s by default), so a refused connection just moves the
+            // request on to the next instance (proxy_next_upstream's default).
+            .map(|instance| format!("    server 127.0.0.1:{instance} max_fails=0;\n"))
             .collect();
         let d = dir.display();
         let config = format!(

@@ -1,0 +1,114 @@
+//! The real `vestibule` binary as a process, for what only a process shows: signals, exit,
+//! a listener that closes. Its environment is cleared of `VESTIBULE_*` but for the shutdown
+//! delay the test chooses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use super::wait_for;
+
+/// One running `vestibule` process.
+pub struct VestibuleProcess {
+    child: Option<Child>,
+    config: PathBuf,
+    shutdown_delay_secs: u64,
+    /// Its base URL (`http://127.0.0.1:<port>`).
+    pub base: String,
+}
+
+impl VestibuleProcess {
+    /// Writes `config` (TOML, whose `listen` is `port`) to `dir` and starts the binary on it.
+    pub fn spawn(config: &str, port: u16, dir: &Path, shutdown_delay_secs: u64) -> Self {
+        let path = dir.join(format!("vestibule-{port}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut process = Self {
+            child: None,
+            config: path,
+            shutdown_delay_secs,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        process.start();
+        process
+    }
+
+    /// (Re)starts the binary with its configuration.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vestibule"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("VESTIBULE_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .arg("--config")
+            .arg(&self.config)
+            .env(
+                "VESTIBULE_SERVER__SHUTDOWN_DELAY_SECS",
+                self.shutdown_delay_secs.to_string(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the vestibule binary runs");
+        self.child = Some(child);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGTERM, as an orchestrator does.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits until the process has exited (after [`VestibuleProcess::terminate`]); its status.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let status = wait_for("vestibule to exit", limit, || {
+            let exited = child.try_wait().unwrap();
+            async move { exited }
+        })
+        .await;
+        self.child = None;
+        status
+    }
+
+    /// `GET /readyz`: the status, or `None` when nothing answers.
+    pub async fn readiness(&self) -> Option<StatusCode> {
+        reqwest::Client::new()
+            .get(format!("{}/readyz", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()
+            .map(|response| response.status())
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_until_ready(&self) {
+        wait_for("vestibule to be ready", Duration::from_secs(30), || async {
+            (self.readiness().await == Some(StatusCode::OK)).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for VestibuleProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
