@@ -91,9 +91,8 @@ pub(super) fn read_bytes(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError>
 
 /// The file's content without one trailing newline (`\n` or `\r\n`).
 fn read(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
-    let content = std::fs::read_to_string(path).map_err(|error| {
-        ConfigError::new(key, format!("cannot read {}: {error}", path.display()))
-    })?;
+    let content = String::from_utf8(read_bytes(key, path)?)
+        .map_err(|_| ConfigError::new(key, format!("{} is not UTF-8 text", path.display())))?;
     let secret = content
         .strip_suffix("\r\n")
         .or_else(|| content.strip_suffix('\n'))

@@ -98,15 +98,10 @@ async fn a_rolling_restart_under_load_loses_no_request() {
     let app = TestApp::builder().public_port(balancer_port).start().await;
 
     // Three real processes (they can be signalled), configured like the in-process instance.
-    let listen = app.url.trim_start_matches("http://").to_owned();
     let mut instances: Vec<VestibuleProcess> = (0..3)
         .map(|_| {
             let port = free_port();
-            let config = app.config_toml().replacen(
-                &format!("listen = \"{listen}\""),
-                &format!("listen = \"127.0.0.1:{port}\""),
-                1,
-            );
+            let config = app.config_listening_on(port);
             VestibuleProcess::spawn(&config, port, app.redis().dir(), 1)
         })
         .collect();

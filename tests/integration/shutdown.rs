@@ -5,23 +5,11 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::Value;
 
 use crate::harness::binary::VestibuleProcess;
 use crate::harness::{Browser, TestApp, free_port, wait_for};
 
 const DELAY_SECS: u64 = 2;
-
-async fn readiness(base: &str) -> Option<(StatusCode, Value)> {
-    let response = reqwest::Client::new()
-        .get(format!("{base}/readyz"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let status = response.status();
-    Some((status, response.json().await.ok()?))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_turns_readiness_off_keeps_accepting_for_the_delay_then_drains_and_exits() {
@@ -32,14 +20,8 @@ async fn sigterm_turns_readiness_off_keeps_accepting_for_the_delay_then_drains_a
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let listen = app.url.trim_start_matches("http://");
     let config = app
-        .config_toml()
-        .replacen(
-            &format!("listen = \"{listen}\""),
-            &format!("listen = \"127.0.0.1:{port}\""),
-            1,
-        )
+        .config_listening_on(port)
         // The upstream's /slow answers after 5 s: let the route wait for it.
         .replacen("timeout_secs = 2", "timeout_secs = 15", 1);
     let mut process = VestibuleProcess::spawn(&config, port, app.redis().dir(), DELAY_SECS);
@@ -66,13 +48,11 @@ async fn sigterm_turns_readiness_off_keeps_accepting_for_the_delay_then_drains_a
     process.terminate();
 
     // Not ready at once, but still accepting new connections (each probe is one).
-    let (_, body) = wait_for("readiness to turn 503", Duration::from_secs(5), || {
-        let base = base.clone();
-        async move {
-            readiness(&base)
-                .await
-                .filter(|(status, _)| *status == StatusCode::SERVICE_UNAVAILABLE)
-        }
+    let (_, body) = wait_for("readiness to turn 503", Duration::from_secs(5), || async {
+        process
+            .readiness()
+            .await
+            .filter(|(status, _)| *status == StatusCode::SERVICE_UNAVAILABLE)
     })
     .await;
     assert_eq!(body["checks"]["lifecycle"], "stopping");

@@ -335,27 +335,10 @@ async fn the_reported_idle_deadline_is_the_one_redis_enforces_and_never_moves_ba
     }
 }
 
-#[tokio::test]
-async fn an_acl_user_with_its_password_in_a_file_works_and_a_wrong_password_stops_start_up() {
-    let app = TestApp::builder()
-        .redis_acl_user("vestibule", "acl password: from a file")
-        .start()
-        .await;
-    let browser = app.browser();
-    browser.login("alice").await;
-    let (status, _) = browser.user().await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        !app.redis().session_keys().await.is_empty(),
-        "the session was stored through the ACL user"
-    );
-    let users = app.redis().client_users().await;
-    assert!(
-        users.iter().any(|user| user == "vestibule"),
-        "Vestibule is connected as the ACL user: {users:?}"
-    );
-
-    // The wrong password is a configuration error at start-up, not a 503 forever.
+/// The app's Redis password file swapped for a wrong one: Vestibule refuses to start, with a
+/// message naming the keys to check and never the password. (The harness writes the ACL
+/// user's password to `<redis dir>/vestibule.password`.)
+async fn assert_a_wrong_redis_password_stops_start_up(app: &TestApp) {
     let wrong = app.redis().dir().join("wrong.password");
     std::fs::write(&wrong, "not the password\n").unwrap();
     let password_file = app.redis().dir().join("vestibule.password");
@@ -377,6 +360,29 @@ async fn an_acl_user_with_its_password_in_a_file_works_and_a_wrong_password_stop
         !error.contains("not the password"),
         "the password is never echoed: {error}"
     );
+}
+
+#[tokio::test]
+async fn an_acl_user_with_its_password_in_a_file_works_and_a_wrong_password_stops_start_up() {
+    let app = TestApp::builder()
+        .redis_acl_user("vestibule", "acl password: from a file")
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (status, _) = browser.user().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !app.redis().session_keys().await.is_empty(),
+        "the session was stored through the ACL user"
+    );
+    let users = app.redis().client_users().await;
+    assert!(
+        users.iter().any(|user| user == "vestibule"),
+        "Vestibule is connected as the ACL user: {users:?}"
+    );
+
+    assert_a_wrong_redis_password_stops_start_up(&app).await;
 }
 
 #[tokio::test]
@@ -415,19 +421,7 @@ async fn sessions_work_over_tls_with_a_private_ca_a_client_certificate_and_an_ac
     );
 
     // A wrong password over TLS is still a clear start-up error.
-    let wrong = app.redis().dir().join("wrong.password");
-    std::fs::write(&wrong, "not it\n").unwrap();
-    let password_file = app.redis().dir().join("vestibule.password");
-    let error = app
-        .build_with(
-            &password_file.display().to_string(),
-            &wrong.display().to_string(),
-        )
-        .await
-        .err()
-        .expect("Vestibule refuses to start with a wrong Redis password")
-        .to_string();
-    assert!(error.contains("refused the credentials"), "{error}");
+    assert_a_wrong_redis_password_stops_start_up(&app).await;
 
     // The client certificate is really presented: without it Redis refuses the handshake, and
     // the store reports it as unavailable (a 503), not as a missing session.

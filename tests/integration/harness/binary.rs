@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use serde_json::Value;
 
 use super::wait_for;
 
@@ -84,21 +85,23 @@ impl VestibuleProcess {
         status
     }
 
-    /// `GET /readyz`: the status, or `None` when nothing answers.
-    pub async fn readiness(&self) -> Option<StatusCode> {
-        reqwest::Client::new()
+    /// `GET /readyz` on a new connection: status and body, or `None` when nothing answers.
+    pub async fn readiness(&self) -> Option<(StatusCode, Value)> {
+        let response = reqwest::Client::new()
             .get(format!("{}/readyz", self.base))
             .timeout(Duration::from_secs(5))
             .send()
             .await
-            .ok()
-            .map(|response| response.status())
+            .ok()?;
+        let status = response.status();
+        Some((status, response.json().await.ok()?))
     }
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_until_ready(&self) {
         wait_for("vestibule to be ready", Duration::from_secs(30), || async {
-            (self.readiness().await == Some(StatusCode::OK)).then_some(())
+            let (status, _) = self.readiness().await?;
+            (status == StatusCode::OK).then_some(())
         })
         .await;
     }

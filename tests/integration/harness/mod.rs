@@ -160,19 +160,20 @@ impl TestApp {
     /// public URL, as behind a load balancer) and returns its base URL.
     pub async fn start_another_instance(&mut self) -> String {
         let port = free_port();
-        let listen = self.url.trim_start_matches("http://");
-        let toml = self.config.replacen(
-            &format!("listen = \"{listen}\""),
-            &format!("listen = \"127.0.0.1:{port}\""),
-            1,
-        );
+        let toml = self.config_listening_on(port);
         self.tasks.push(spawn_vestibule(&toml).await);
         format!("http://127.0.0.1:{port}")
     }
 
-    /// This app's configuration (TOML), e.g. to run the real binary beside it.
-    pub fn config_toml(&self) -> &str {
-        &self.config
+    /// This app's configuration (TOML) with `listen` moved to 127.0.0.1:`port`: another
+    /// instance of the same deployment (in process, or the real binary).
+    pub fn config_listening_on(&self, port: u16) -> String {
+        let listen = self.url.trim_start_matches("http://");
+        self.config.replacen(
+            &format!("listen = \"{listen}\""),
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        )
     }
 
     /// Builds (without serving) a Vestibule from this app's configuration with `from`

@@ -30,14 +30,14 @@ fn repo() -> PathBuf {
 
 /// The compose file's `keycloak` service: its `KC_*` environment, its command line and the
 /// realm file it mounts into `data/import/`.
-pub(super) struct ComposeKeycloak {
+struct ComposeKeycloak {
     environment: Vec<(String, String)>,
     command: Vec<String>,
-    pub(super) realm_file: PathBuf,
+    realm_file: PathBuf,
     realm_file_name: String,
 }
 
-pub(super) fn compose_keycloak() -> ComposeKeycloak {
+fn compose_keycloak() -> ComposeKeycloak {
     let compose = read_compose_file();
     let block = compose_service(&compose, "keycloak");
     let environment = compose_environment("keycloak", "KC_");
@@ -287,6 +287,7 @@ pub(super) async fn start() -> Keycloak {
         back_url,
         http_port,
         realm,
+        realm_json,
         client_id: client["clientId"].as_str().unwrap().to_owned(),
         client_secret: client["secret"].as_str().unwrap().to_owned(),
         demo_api_url,

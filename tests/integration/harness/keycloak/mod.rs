@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::relay::Relay;
-use launch::{compose_keycloak, panic_message, start};
+use launch::{panic_message, start};
 
 /// The access-token lifetime the tests set on the realm (the file says 60 s), so a token
 /// expires within a test.
@@ -53,6 +53,8 @@ pub struct Keycloak {
     pub http_port: u16,
     /// The realm's name (from the realm file).
     pub realm: String,
+    /// The realm file as shipped (read once at start).
+    realm_json: Value,
     /// The Vestibule client's id in the realm file.
     pub client_id: String,
     /// The Vestibule client's secret in the realm file.
@@ -105,15 +107,13 @@ impl Keycloak {
 
     /// The password the realm file gives `username` (the README documents the same).
     pub fn password_of(&self, username: &str) -> String {
-        let path = compose_keycloak().realm_file;
-        let realm: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        realm["users"]
+        self.realm_json["users"]
             .as_array()
             .unwrap()
             .iter()
             .find(|user| user["username"] == username)
             .and_then(|user| user["credentials"][0]["value"].as_str())
-            .unwrap_or_else(|| panic!("{} has no password for {username}", path.display()))
+            .unwrap_or_else(|| panic!("the realm file has no password for {username}"))
             .to_owned()
     }
 
