@@ -238,6 +238,9 @@ async fn a_cluster_keeps_sessions_through_slot_migration_and_a_node_restart() {
     cluster.nodes[to].stop().await;
     let status = browser.api_get("/api/orders/node-down").await.status();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // The other masters answer: the instance stays in rotation for the sessions they hold.
+    let readiness = browser.get(format!("{}/readyz", app.url)).await.status();
+    assert_eq!(readiness, StatusCode::OK);
     cluster.nodes[to].restart().await;
     until_served(&browser, "/api/orders/node-back", Duration::from_secs(30)).await;
     let (status, user) = browser.user().await;
