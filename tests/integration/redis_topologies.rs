@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::harness::load::CallLoop;
-use crate::harness::redis_topologies::{RedisCluster, SentinelGroup};
+use crate::harness::redis_topologies::{RedisCluster, SENTINEL_PASSWORD, SentinelGroup};
 use crate::harness::{Browser, RedisServer, TestApp, wait_for};
 
 /// A browser at `base` holding the session cookie `session`.
@@ -69,8 +69,15 @@ fn assert_outage_answers(answers: &[Vec<StatusCode>]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_keeps_every_session_and_its_refresh_token() {
     let mut group = SentinelGroup::start().await;
+    // The Sentinels' own password comes from a file, the Kubernetes way.
+    let password_file = group.servers[0].dir().join("sentinel-password");
+    std::fs::write(&password_file, format!("{SENTINEL_PASSWORD}\n")).unwrap();
     let mut app = TestApp::builder()
         .external_redis(&group.url())
+        .session_toml(&format!(
+            "redis_sentinel_password_file = \"{}\"\n",
+            password_file.display()
+        ))
         .access_token_ttl(4)
         .refresh_skew(1)
         .start()

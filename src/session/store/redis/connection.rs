@@ -92,7 +92,11 @@ impl RedisConnection {
                     MultipleNodeRoutingInfo::AllMasters,
                     Some(ResponsePolicy::OneSucceeded),
                 ));
-                cluster.connection().await?.route_command(ping, any_master).await?;
+                cluster
+                    .connection()
+                    .await?
+                    .route_command(ping, any_master)
+                    .await?;
             }
             _ => {
                 let _: String = ping.query_async(&mut self.clone()).await?;
