@@ -1,18 +1,16 @@
 //! Checking and converting the file's values into typed settings, once: durations, the
-//! master key, the route table, the trusted proxies and the frontend choice. Every check
+//! key ring, the route table, the trusted proxies and the frontend choice. Every check
 //! names the key it is about.
 
 use std::time::Duration;
 
-use base64::Engine;
 use secrecy::ExposeSecret;
 use url::Url;
 
 use super::error::ConfigError;
 use super::file::{FileSettings, FrontendSection, RouteSection, ServerSection};
-use super::secret_files;
 use super::{Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
-use crate::session::MasterKey;
+use super::{encryption_keys, secret_files};
 use crate::session::store::RedisTls;
 use crate::upstreams::Route;
 
@@ -53,13 +51,8 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         Some(url) => url,
         None => well_known_discovery(&oidc.issuer)?,
     };
-    let session = file.session;
-    let encryption_key = secret_files::required(
-        "session.encryption_key",
-        session.encryption_key,
-        session.encryption_key_file.as_deref(),
-    )?;
-    let master_key = master_key(encryption_key.expose_secret())?;
+    let mut session = file.session;
+    let keys = encryption_keys::key_ring(&mut session)?;
     let redis_url = secret_files::redis_url_with_password(
         session.redis_url,
         session.redis_password_file.as_deref(),
@@ -109,7 +102,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         session: SessionSettings {
             redis_url,
             redis_tls,
-            master_key,
+            keys,
             idle_timeout: Duration::from_secs(session.idle_timeout_secs),
             absolute_timeout: Duration::from_secs(session.absolute_timeout_secs),
             local_cache_entries: session.local_cache_entries,
@@ -365,25 +358,4 @@ fn redis_tls(
         ca_pem: read("session.redis_ca_file", ca_file)?,
         client_pem,
     })
-}
-
-/// The decoded `session.encryption_key`.
-fn master_key(encoded: &str) -> Result<MasterKey, ConfigError> {
-    let problem =
-        "must be the base64 encoding of exactly 32 random bytes (e.g. `openssl rand -base64 32`)";
-    let encoded = encoded.trim();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(encoded))
-        .map_err(|_| ConfigError::new("session.encryption_key", problem))?;
-    let key: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| ConfigError::new("session.encryption_key", problem))?;
-    if key.iter().all(|byte| *byte == key[0]) {
-        return Err(ConfigError::new(
-            "session.encryption_key",
-            "is not random (all bytes equal)",
-        ));
-    }
-    Ok(MasterKey::new(key))
 }
