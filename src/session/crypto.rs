@@ -270,6 +270,18 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
+#[cfg(test)]
+impl KeyRing {
+    /// A ring of `(id, key byte)` entries, the first sealing (unit tests only).
+    pub(crate) fn for_testing(entries: &[(&str, u8)]) -> Self {
+        let keys = entries
+            .iter()
+            .filter_map(|(id, byte)| Some((KeyId::parse(id)?, MasterKey::new([*byte; 32]))))
+            .collect();
+        Self(Keys::Ring(keys))
+    }
+}
+
 /// The header of a record labelled with `id`: marker, id length, id.
 fn label(id: &KeyId) -> Vec<u8> {
     let id = id.0.as_bytes();
@@ -306,13 +318,8 @@ mod tests {
         KeyRing::single(key(byte))
     }
 
-    /// A ring of `(id, key byte)` entries, the first sealing.
     fn ring(entries: &[(&str, u8)]) -> KeyRing {
-        let keys = entries
-            .iter()
-            .map(|(id, byte)| (KeyId::parse(id).unwrap(), key(*byte)))
-            .collect();
-        KeyRing::labelled(keys).unwrap()
+        KeyRing::for_testing(entries)
     }
 
     fn open(ring: &KeyRing, sealed: &[u8]) -> Result<(Vec<u8>, bool), OpenError> {

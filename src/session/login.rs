@@ -154,13 +154,23 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{KeyId, KeyRing, MasterKey, Store};
+    use crate::session::{KeyRing, MasterKey, Store};
     use std::time::Duration;
 
     const LIMITS: PendingLimits = PendingLimits {
         per_browser: 5,
         total: 100,
     };
+
+    fn pending(state: &str) -> PendingLogin {
+        PendingLogin {
+            state: state.into(),
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+            return_to: "/x".into(),
+            previous_session: None,
+        }
+    }
 
     #[test]
     fn binding_round_trips_and_rejects_garbage() {
@@ -194,13 +204,6 @@ mod tests {
             Duration::from_secs(600),
         );
         let mine = BrowserBinding::generate();
-        let pending = |state: &str| PendingLogin {
-            state: state.into(),
-            nonce: "n".into(),
-            pkce_verifier: "v".into(),
-            return_to: "/x".into(),
-            previous_session: None,
-        };
         sessions
             .put_pending_login(&mine, &pending("s1"), LIMITS)
             .await
@@ -239,25 +242,14 @@ mod tests {
     async fn a_pending_login_opens_under_any_ring_key_and_expires_with_its_key() {
         let store = Store::memory();
         let ring = |entries: &[(&str, u8)]| {
-            let keys = entries
-                .iter()
-                .map(|(id, byte)| (KeyId::parse(id).unwrap(), MasterKey::new([*byte; 32])))
-                .collect();
             Sessions::new(
                 store.clone(),
-                KeyRing::labelled(keys).unwrap(),
+                KeyRing::for_testing(entries),
                 Duration::from_secs(60),
                 Duration::from_secs(600),
             )
         };
         let browser = BrowserBinding::generate();
-        let pending = |state: &str| PendingLogin {
-            state: state.into(),
-            nonce: "n".into(),
-            pkce_verifier: "v".into(),
-            return_to: "/x".into(),
-            previous_session: None,
-        };
         let before = ring(&[("k1", 1)]);
         for state in ["s1", "s2"] {
             before

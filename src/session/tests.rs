@@ -125,13 +125,9 @@ async fn replace_writes_only_over_the_record_it_read() {
 
 /// Sessions on `store` sealing with a ring of `(id, key byte)` entries, the first sealing.
 fn ring_sessions(store: &Store, entries: &[(&str, u8)]) -> Sessions {
-    let keys = entries
-        .iter()
-        .map(|(id, byte)| (KeyId::parse(id).unwrap(), MasterKey::new([*byte; 32])))
-        .collect();
     Sessions::new(
         store.clone(),
-        KeyRing::labelled(keys).unwrap(),
+        KeyRing::for_testing(entries),
         Duration::from_secs(60),
         Duration::from_secs(600),
     )
