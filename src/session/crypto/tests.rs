@@ -180,3 +180,31 @@ fn debug_shows_ids_never_key_bytes() {
     assert_eq!(shown, "KeyRing([current, old])");
     assert_eq!(format!("{:?}", single(0xAB)), "KeyRing(single key)");
 }
+
+#[test]
+fn the_single_key_writes_exactly_what_earlier_releases_write_and_read() {
+    // The previous release's sealing, spelt out: instances of it run beside this one.
+    let nonce = [9u8; NONCE_LEN];
+    let hkdf = Hkdf::<Sha256>::new(Some(b"secret"), &[1u8; 32]);
+    let mut okm = [0u8; 32];
+    hkdf.expand(b"vestibule record key v1", &mut okm).unwrap();
+    let payload = Payload {
+        msg: b"tokens",
+        aad: b"k1",
+    };
+    let ciphertext = Aes256Gcm::new(&Key::<Aes256Gcm>::from(okm))
+        .encrypt(&Nonce::from(nonce), payload)
+        .unwrap();
+    let previous = [nonce.as_slice(), &ciphertext].concat();
+    let parts = SealParts {
+        browser_secret: b"secret",
+        storage_key: b"k1",
+        plaintext: b"tokens",
+        nonce,
+    };
+    assert_eq!(single(1).seal_with_nonce(parts), previous);
+    assert_eq!(
+        open(&ring(&[("k1", 1)]), &previous).unwrap(),
+        (b"tokens".to_vec(), false)
+    );
+}
