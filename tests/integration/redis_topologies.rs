@@ -95,6 +95,76 @@ async fn a_sentinel_failover_keeps_every_session_and_its_refresh_token() {
     );
     assert_eq!(app.provider.refresh_grants().await, 1);
 
+    // Bob's record is in the instance's cache, and the replica is made to lack it (as if the
+    // master had died before replicating his last write).
+    let old_master_port = group.master_port().await.expect("a master");
+    let alice_keys = group.server(old_master_port).session_keys().await;
+    let bob = app.browser();
+    bob.login("bob").await;
+    let bob_key = group
+        .server(old_master_port)
+        .session_keys()
+        .await
+        .into_iter()
+        .find(|key| !alice_keys.contains(key))
+        .expect("bob's session key");
+    let old_master_server = group.server(old_master_port);
+    wait_for(
+        "bob's record to be cached",
+        Duration::from_secs(30),
+        || async {
+            let before = session_reads(&[old_master_server]).await;
+            for n in 0..5 {
+                assert_eq!(
+                    bob.api_get(&format!("/api/orders/bob-{n}")).await.status(),
+                    StatusCode::OK
+                );
+            }
+            (session_reads(&[old_master_server]).await == before).then_some(())
+        },
+    )
+    .await;
+    let replica = group
+        .servers
+        .iter()
+        .find(|server| server.port() != old_master_port)
+        .unwrap();
+    let mut on_replica = replica.connection().await;
+    let on_master: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&bob_key)
+        .query_async(&mut old_master_server.connection().await)
+        .await
+        .unwrap();
+    wait_for(
+        "bob's record on the replica",
+        Duration::from_secs(10),
+        || {
+            let mut on_replica = on_replica.clone();
+            let (key, expected) = (bob_key.clone(), on_master.clone());
+            async move {
+                let held: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut on_replica)
+                    .await
+                    .ok()?;
+                (held == expected).then_some(())
+            }
+        },
+    )
+    .await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("replica-read-only")
+        .arg("no")
+        .query_async(&mut on_replica)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(&bob_key)
+        .query_async(&mut on_replica)
+        .await
+        .unwrap();
+
     // The master dies under load; the Sentinels promote the replica.
     let load = CallLoop::start(std::slice::from_ref(&browser), 3, "/api/orders/failover");
     let killed_at = std::time::Instant::now();
@@ -109,6 +179,14 @@ async fn a_sentinel_failover_keeps_every_session_and_its_refresh_token() {
     );
     let answers = load.stop().await;
     assert_outage_answers(&answers);
+    // The cache did not outlive the old master: bob's record, which the new master lacks, is
+    // not served from it.
+    let (status, _) = bob.user().await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a record the new master lacks is gone"
+    );
     let refused = answers
         .concat()
         .iter()
