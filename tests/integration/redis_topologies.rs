@@ -280,7 +280,9 @@ async fn a_cluster_keeps_sessions_through_slot_migration_and_a_node_restart() {
             StatusCode::OK
         );
     }
-    assert_eq!(session_reads(&nodes).await - before, 5);
+    // (At least one read each; a refresh falling due meanwhile reads more.)
+    let reads = session_reads(&nodes).await - before;
+    assert!(reads >= 5, "{reads} reads for 5 calls");
 
     // The refresh lock works across slots: 20 calls on two instances at expiry, one grant.
     browser.wait_past_access_token_expiry().await;
