@@ -354,3 +354,44 @@ async fn a_cluster_keeps_sessions_through_slot_migration_and_a_node_restart() {
     }
     assert!(!cluster_session_keys(&cluster).await.contains(&key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_with_an_acl_user_serves_sessions() {
+    let cluster = RedisCluster::start_tls().await;
+    let files = cluster.tls.clone().expect("a TLS cluster");
+    // ACLs are per node: the user exists on every one, its password in a file.
+    for node in &cluster.nodes {
+        node.add_acl_user("vestibule", "cluster-pw").await;
+    }
+    let password_file = files.ca.with_file_name("vestibule.password");
+    std::fs::write(&password_file, "cluster-pw\n").unwrap();
+    let url = cluster.url().replacen("://", "://vestibule@", 1);
+    let app = TestApp::builder()
+        .external_redis(&url)
+        .session_toml(&format!(
+            "redis_password_file = \"{}\"\nredis_ca_file = \"{}\"\n\
+             redis_client_cert_file = \"{}\"\nredis_client_key_file = \"{}\"\n",
+            password_file.display(),
+            files.ca.display(),
+            files.client.0.display(),
+            files.client.1.display()
+        ))
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    assert_eq!(
+        browser.api_get("/api/orders/over-tls").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(cluster_session_keys(&cluster).await.len(), 1);
+    // Vestibule's connections are the ACL user's, on the node holding the session.
+    let mut users = Vec::new();
+    for node in &cluster.nodes {
+        users.extend(node.client_users().await);
+    }
+    assert!(users.iter().any(|user| user == "vestibule"), "{users:?}");
+    let (status, _) = browser.logout().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cluster_session_keys(&cluster).await.is_empty());
+}

@@ -41,7 +41,7 @@ impl TlsFiles {
 }
 
 /// Makes a CA and, signed by it, a server and a client certificate, with `openssl`.
-fn make_certificates(dir: &Path) -> TlsFiles {
+pub fn make_certificates(dir: &Path) -> TlsFiles {
     let run = |args: &[&str]| {
         let output = Command::new("openssl")
             .args(args)
@@ -69,10 +69,12 @@ fn make_certificates(dir: &Path) -> TlsFiles {
         "-out",
         "ca.crt",
     ]);
+    // The server certificate is also a client's: Cluster nodes present it to each other on the
+    // TLS cluster bus.
     for (name, extensions) in [
         (
             "server",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
         ),
         ("client", "extendedKeyUsage=clientAuth\n"),
     ] {
@@ -118,29 +120,38 @@ impl RedisServer {
     /// Starts Redis on a free port and waits until it answers. Writes are persisted
     /// (append-only, fsync always) so a restart keeps the sessions, as in production.
     pub async fn start() -> Self {
-        Self::start_with(false, Vec::new()).await
+        Self::start_with(None, Vec::new()).await
     }
 
     /// [`RedisServer::start`] with more `redis-server` arguments; `args` may name the port
     /// as `{port}`.
     pub async fn start_with_args(args: &[&str]) -> Self {
-        Self::start_with(false, args.iter().map(|arg| (*arg).to_owned()).collect()).await
+        Self::start_with(None, args.iter().map(|arg| (*arg).to_owned()).collect()).await
+    }
+
+    /// [`RedisServer::start_with_args`], TLS only with the certificates `files` (shared by
+    /// the servers of one deployment).
+    pub async fn start_tls_with_args(files: &TlsFiles, args: &[&str]) -> Self {
+        let args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        Self::start_with(Some(Some(files.clone())), args).await
     }
 
     /// [`RedisServer::start`], TLS only (`rediss://`), with a CA made by the test and client
     /// certificates required.
     pub async fn start_tls() -> Self {
-        Self::start_with(true, Vec::new()).await
+        Self::start_with(Some(None), Vec::new()).await
     }
 
-    async fn start_with(tls: bool, args: Vec<String>) -> Self {
+    /// `tls`: `None` plain, `Some(None)` TLS with certificates of its own, `Some(Some(files))`
+    /// TLS with those.
+    async fn start_with(tls: Option<Option<TlsFiles>>, args: Vec<String>) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "vestibule-test-redis-{port}-{}",
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let tls = tls.then(|| make_certificates(&dir));
+        let tls = tls.map(|files| files.unwrap_or_else(|| make_certificates(&dir)));
         let mut server = Self {
             port,
             dir,

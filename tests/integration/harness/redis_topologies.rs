@@ -5,6 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::redis::{TlsFiles, make_certificates};
 use super::{RedisServer, free_port, wait_for};
 
 /// The master's name in the Sentinels' configuration.
@@ -181,6 +182,12 @@ impl SentinelGroup {
     }
 }
 
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for SentinelGroup {
     fn drop(&mut self) {
         for (_, child) in &mut self.sentinels {
@@ -241,33 +248,67 @@ async fn sentinel_master(port: u16) -> Option<Vec<String>> {
 pub struct RedisCluster {
     /// The nodes, in the order they were created.
     pub nodes: Vec<RedisServer>,
+    /// The certificates of a TLS-only cluster (client certificates required, the cluster
+    /// bus over TLS too).
+    pub tls: Option<TlsFiles>,
+    dir: std::path::PathBuf,
 }
 
 impl RedisCluster {
     /// Starts three cluster-enabled servers and joins them with `redis-cli --cluster create`.
     /// A node down leaves the others serving their slots (`cluster-require-full-coverage no`).
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// [`RedisCluster::start`], TLS only, with one CA made by the test for every node.
+    pub async fn start_tls() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "vestibule-test-cluster-{}-{}",
+            free_port(),
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = tls.then(|| make_certificates(&dir));
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes-{port}.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--cluster-require-full-coverage",
+            "no",
+            "--tls-cluster",
+            "yes",
+        ];
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push(
-                RedisServer::start_with_args(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes-{port}.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--cluster-require-full-coverage",
-                    "no",
-                ])
-                .await,
-            );
+            nodes.push(match &tls {
+                Some(files) => RedisServer::start_tls_with_args(files, &args).await,
+                None => RedisServer::start_with_args(&args[..args.len() - 2]).await,
+            });
         }
         let addresses: Vec<String> = nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port()))
             .collect();
-        let output = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(files) = &tls {
+            create
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(&files.ca)
+                .arg("--cert")
+                .arg(&files.client.0)
+                .arg("--key")
+                .arg(&files.client.1);
+        }
+        let output = create
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -278,24 +319,29 @@ impl RedisCluster {
             "redis-cli --cluster create: {}",
             String::from_utf8_lossy(&output.stdout)
         );
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, tls, dir };
         for node in &cluster.nodes {
             wait_for("the cluster to be ok", Duration::from_secs(30), || async {
-                cluster_state_ok(node.port()).await.then_some(())
+                cluster_state_ok(node).await.then_some(())
             })
             .await;
         }
         cluster
     }
 
-    /// `redis+cluster://` naming every node as a seed.
+    /// `redis+cluster://` (or `rediss+cluster://`) naming every node as a seed.
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self
             .nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port()))
             .collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://{}", nodes.join(","))
     }
 
     /// The index of the node that serves `key`'s slot (as the running nodes see it).
@@ -346,22 +392,8 @@ impl RedisCluster {
         let (source, target) = (&self.nodes[from], &self.nodes[to]);
         let source_id = node_id(source).await;
         let target_id = node_id(target).await;
-        let set_slot = |node: &RedisServer, state: &'static str, id: String| {
-            let node_port = node.port();
-            async move {
-                let mut connection = connect(node_port).await.unwrap();
-                let () = redis::cmd("CLUSTER")
-                    .arg("SETSLOT")
-                    .arg(slot)
-                    .arg(state)
-                    .arg(id)
-                    .query_async(&mut connection)
-                    .await
-                    .unwrap();
-            }
-        };
-        set_slot(target, "IMPORTING", source_id.clone()).await;
-        set_slot(source, "MIGRATING", target_id.clone()).await;
+        set_slot(target, slot, "IMPORTING", &source_id).await;
+        set_slot(source, slot, "MIGRATING", &target_id).await;
         let mut connection = source.connection().await;
         loop {
             let keys: Vec<String> = redis::cmd("CLUSTER")
@@ -387,23 +419,33 @@ impl RedisCluster {
                 .unwrap();
         }
         // The new owner first, then the old one, then the rest, as redis-cli does.
-        set_slot(target, "NODE", target_id.clone()).await;
-        set_slot(source, "NODE", target_id.clone()).await;
+        set_slot(target, slot, "NODE", &target_id).await;
+        set_slot(source, slot, "NODE", &target_id).await;
         for node in self
             .nodes
             .iter()
             .filter(|node| ![from, to].contains(&self.index_of(node)))
         {
-            set_slot(node, "NODE", target_id.clone()).await;
+            set_slot(node, slot, "NODE", &target_id).await;
         }
     }
 }
 
-/// Whether the node on `port` reports `cluster_state:ok`.
-async fn cluster_state_ok(port: u16) -> bool {
-    let Some(mut connection) = connect(port).await else {
-        return false;
-    };
+/// `CLUSTER SETSLOT slot state id` on `node`.
+async fn set_slot(node: &RedisServer, slot: u16, state: &str, id: &str) {
+    let () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg(state)
+        .arg(id)
+        .query_async(&mut node.connection().await)
+        .await
+        .unwrap();
+}
+
+/// Whether `node` reports `cluster_state:ok`.
+async fn cluster_state_ok(node: &RedisServer) -> bool {
+    let mut connection = node.connection().await;
     let info: Option<String> = redis::cmd("CLUSTER")
         .arg("INFO")
         .query_async(&mut connection)
