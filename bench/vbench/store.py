@@ -1,7 +1,8 @@
 """The store-scale part: Redis filled with sessions by examples/store_fill.rs (the real session
 store, Keycloak-sized tokens) in steps, the proxied p50 of one logged-in session measured at
 each step, and Redis's memory per session. Full mode goes to 1,000,000 sessions (issue 12).
-A mixin of load.Bench, which supplies key, quick, up_port, res, notes and not_measured."""
+A mixin of load.Bench, which supplies key, quick, up_port, res, notes, problems and
+not_measured."""
 
 import json
 import os
@@ -10,8 +11,8 @@ import time
 import traceback
 
 from .clients import wrk
-from .context import CALLBACK, PROFILE, ROOT, SESSION_COOKIE, CSRF, STORE_FILL_BIN, STORE_FILL_SRC, Skip, log
-from .processes import free_port, stop, vm_hwm_mb
+from .context import CALLBACK, FOREIGN_LIMIT, PROFILE, ROOT, SESSION_COOKIE, CSRF, STORE_FILL_BIN, STORE_FILL_SRC, Skip, log
+from .processes import Contention, free_port, stop, vm_hwm_mb
 from .resp import redis_cmd, redis_info
 from .servers import start_provider, start_redis, start_vestibule
 
@@ -96,10 +97,16 @@ class StoreScale:
                 fill(n - have, n)
                 have = n
                 wrk(port, 1, hdr)
-                r = wrk(port, dur, hdr, name=f"store {n}")
+                with Contention() as busy:
+                    r = wrk(port, dur, hdr, name=f"store {n}")
                 self.res[f"p50_ms_{label(n)}_sessions"] = r["p50_ms"]
                 self.res[f"p99_ms_{label(n)}_sessions"] = r["p99_ms"]
-                log(f"  {n} sessions: p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms {r['rps']:.0f} req/s")
+                fills[label(n)]["foreign_cpu_percent"] = round(busy.foreign_percent, 1)
+                if busy.foreign_percent > FOREIGN_LIMIT:
+                    self.problems.append(f"store scale at {n} sessions: the machine was busy with other "
+                                         f"processes ({busy.foreign_percent:.0f}% CPU): not comparable")
+                log(f"  {n} sessions: p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms {r['rps']:.0f} req/s "
+                    f"other-procs CPU {busy.foreign_percent:.0f}%")
             mem = redis_info(sport, "memory")
             mem1 = int(mem["used_memory"])
             keys1 = redis_cmd(sport, "DBSIZE")
