@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("--key must be 32 bytes, base64"))?;
     let sessions = Sessions::new(
         Store::redis(
-            &redis,
+            &vestibule::session::store::RedisTopology::parse(&redis)?,
             &vestibule::session::store::RedisTls::default(),
             None,
         )?,

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
@@ -47,10 +46,11 @@ impl Application {
             login,
             log_format: _,
         } = settings;
-        let store = match &session.redis_url {
-            Some(url) => {
+        let store = match &session.redis {
+            Some(topology) => {
+                tracing::info!(redis = %topology.describe(), "session store: Redis");
                 let cache = CacheSettings::new(session.local_cache_entries, session.idle_timeout);
-                let store = Store::redis(url.expose_secret(), &session.redis_tls, cache)?;
+                let store = Store::redis(topology, &session.redis_tls, cache)?;
                 match store.ping().await {
                     Ok(()) => {}
                     // Wrong credentials will not fix themselves: refuse to start.

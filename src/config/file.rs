@@ -163,12 +163,22 @@ pub struct OidcSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSection {
-    /// Redis URL; absent means the in-memory store (single instance only).
+    /// Redis URL (`redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://`); absent
+    /// means the in-memory store (single instance only).
     #[serde(default)]
     pub redis_url: Option<SecretString>,
     /// A file holding the Redis password (the URL keeps the ACL user name).
     #[serde(default)]
     pub redis_password_file: Option<std::path::PathBuf>,
+    /// ACL user on the Sentinels themselves (with `redis_sentinel_password`).
+    #[serde(default)]
+    pub redis_sentinel_username: Option<String>,
+    /// Password the Sentinels require (their own, not the master's).
+    #[serde(default)]
+    pub redis_sentinel_password: Option<SecretString>,
+    /// A file holding `redis_sentinel_password`.
+    #[serde(default)]
+    pub redis_sentinel_password_file: Option<std::path::PathBuf>,
     /// PEM of the CA that signed Redis's certificate (`rediss://` with a private CA).
     #[serde(default)]
     pub redis_ca_file: Option<std::path::PathBuf>,

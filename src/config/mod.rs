@@ -9,6 +9,7 @@ mod environment;
 mod error;
 mod file;
 mod parse;
+mod redis;
 mod secret_files;
 
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use url::Url;
 
 use crate::oidc::ClientAuthMethod;
 use crate::session::MasterKey;
-use crate::session::store::RedisTls;
+use crate::session::store::{RedisTls, RedisTopology};
 use crate::upstreams::Route;
 use error::describe_figment_error;
 use file::FileSettings;
@@ -76,9 +77,10 @@ pub struct OidcSettings {
 
 /// `[session]`: storage, encryption and lifetimes.
 pub struct SessionSettings {
-    /// Redis URL; absent means the in-memory store (single instance only).
-    pub redis_url: Option<SecretString>,
-    /// Certificates for `rediss://` (private CA, client certificate).
+    /// The Redis deployment (`session.redis_url`); absent means the in-memory store (single
+    /// instance only).
+    pub redis: Option<RedisTopology>,
+    /// Certificates for `rediss…` URLs (private CA, client certificate).
     pub redis_tls: RedisTls,
     /// The decoded `session.encryption_key`.
     pub master_key: MasterKey,
@@ -398,5 +400,97 @@ mod tests {
             assert_eq!(error.key, "session.idle_timeout_secs");
             Ok(())
         });
+    }
+
+    #[test]
+    fn redis_deployments_and_their_secrets_come_from_the_url_and_files() {
+        let dir =
+            std::env::temp_dir().join(format!("vestibule-config-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password_file = dir.join("redis-password");
+        std::fs::write(&password_file, "data-pw\n").unwrap();
+        let sentinel_file = dir.join("sentinel-password");
+        std::fs::write(&sentinel_file, "sentinel-pw\n").unwrap();
+        let with = |lines: &str| base().replace("[session]", &format!("[session]\n{lines}"));
+
+        let settings = load(&with(&format!(
+            "redis_url = \"redis+sentinel://app@127.0.0.1:26379,127.0.0.1:26380/main\"\n\
+             redis_password_file = \"{}\"\n\
+             redis_sentinel_username = \"watcher\"\n\
+             redis_sentinel_password_file = \"{}\"",
+            password_file.display(),
+            sentinel_file.display()
+        )))
+        .unwrap();
+        let Some(RedisTopology::Sentinel(group)) = settings.session.redis else {
+            panic!("a Sentinel deployment");
+        };
+        assert_eq!(group.master_name, "main");
+        assert_eq!(group.sentinels.len(), 2);
+        assert_eq!(
+            (group.node.username(), group.node.password()),
+            (Some("app"), Some("data-pw"))
+        );
+        let auth = group.sentinel_auth.expect("the Sentinels' own credentials");
+        assert_eq!(
+            (auth.username.as_deref(), auth.password.as_str()),
+            (Some("watcher"), "sentinel-pw")
+        );
+
+        let settings = load(&with(
+            "redis_url = \"rediss+cluster://127.0.0.1:7000,127.0.0.1:7001\"\n\
+             redis_ca_file = \"/etc/hostname\"",
+        ))
+        .unwrap();
+        assert!(
+            matches!(settings.session.redis, Some(RedisTopology::Cluster(ref nodes)) if nodes.len() == 2)
+        );
+        assert!(settings.session.redis_tls.ca_pem.is_some());
+
+        let cases = [
+            (
+                format!(
+                    "redis_url = \"redis+cluster://:inline@h:7000\"\nredis_password_file = \"{}\"",
+                    password_file.display()
+                ),
+                "session.redis_url",
+            ),
+            (
+                format!("redis_password_file = \"{}\"", password_file.display()),
+                "session.redis_password_file",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_sentinel_password = \"x\"".to_owned(),
+                "session.redis_sentinel_password",
+            ),
+            (
+                "redis_url = \"redis+sentinel://h/m\"\nredis_sentinel_username = \"u\"".to_owned(),
+                "session.redis_sentinel_username",
+            ),
+            (
+                format!(
+                    "redis_url = \"redis+sentinel://h/m\"\nredis_sentinel_password = \"x\"\n\
+                     redis_sentinel_password_file = \"{}\"",
+                    sentinel_file.display()
+                ),
+                "session.redis_sentinel_password",
+            ),
+            (
+                "redis_url = \"redis+cluster://h:7000\"\nredis_ca_file = \"/etc/hostname\""
+                    .to_owned(),
+                "session.redis_ca_file",
+            ),
+            (
+                "redis_url = \"redis+sentinel://h\"".to_owned(),
+                "session.redis_url",
+            ),
+        ];
+        for (lines, key) in cases {
+            let error = load_error(&with(&lines));
+            assert_eq!(error.key, key, "{lines}: {error}");
+            assert!(!error.to_string().contains("inline"), "{error}");
+            assert!(!error.to_string().contains("data-pw"), "{error}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

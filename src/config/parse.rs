@@ -10,10 +10,10 @@ use url::Url;
 
 use super::error::ConfigError;
 use super::file::{FileSettings, FrontendSection, RouteSection, ServerSection};
+use super::redis;
 use super::secret_files;
 use super::{Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
 use crate::session::MasterKey;
-use crate::session::store::RedisTls;
 use crate::upstreams::Route;
 
 /// Checks every value of `file` and converts it into [`Settings`].
@@ -54,16 +54,14 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         None => well_known_discovery(&oidc.issuer)?,
     };
     let session = file.session;
+    let redis = redis::topology(&session)?;
+    let redis_tls = redis::tls(&session, redis.as_ref())?;
     let encryption_key = secret_files::required(
         "session.encryption_key",
         session.encryption_key,
         session.encryption_key_file.as_deref(),
     )?;
     let master_key = master_key(encryption_key.expose_secret())?;
-    let redis_url = secret_files::redis_url_with_password(
-        session.redis_url,
-        session.redis_password_file.as_deref(),
-    )?;
     if session.idle_timeout_secs == 0 {
         return Err(ConfigError::new(
             "session.idle_timeout_secs",
@@ -75,19 +73,6 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             "session.absolute_timeout_secs",
             "must not be shorter than session.idle_timeout_secs",
         ));
-    }
-    let redis_tls = redis_tls(
-        [
-            &session.redis_ca_file,
-            &session.redis_client_cert_file,
-            &session.redis_client_key_file,
-        ],
-        redis_url.as_ref(),
-    )?;
-    if let Some(url) = &redis_url {
-        redis::parse_redis_url(url.expose_secret()).ok_or_else(|| {
-            ConfigError::new("session.redis_url", "not a redis:// or rediss:// URL")
-        })?;
     }
     let routes = routes(&file.routes)?;
     let server = server(file.server)?;
@@ -107,7 +92,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             client_auth_method: oidc.client_auth_method,
         },
         session: SessionSettings {
-            redis_url,
+            redis,
             redis_tls,
             master_key,
             idle_timeout: Duration::from_secs(session.idle_timeout_secs),
@@ -320,51 +305,6 @@ fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigError> {
         });
     }
     Ok(routes)
-}
-
-/// The certificates for `rediss://`: only with a `rediss://` URL, client certificate and key
-/// together.
-fn redis_tls(
-    [ca_file, client_cert_file, client_key_file]: [&Option<std::path::PathBuf>; 3],
-    redis_url: Option<&secrecy::SecretString>,
-) -> Result<RedisTls, ConfigError> {
-    let files = [
-        ("session.redis_ca_file", ca_file),
-        ("session.redis_client_cert_file", client_cert_file),
-        ("session.redis_client_key_file", client_key_file),
-    ];
-    let Some((key, _)) = files.iter().find(|(_, file)| file.is_some()) else {
-        return Ok(RedisTls::default());
-    };
-    let tls_url = redis_url.is_some_and(|url| url.expose_secret().starts_with("rediss://"));
-    if !tls_url {
-        return Err(ConfigError::new(
-            *key,
-            "needs a rediss:// session.redis_url (TLS)",
-        ));
-    }
-    let read = |key: &str, file: &Option<std::path::PathBuf>| {
-        file.as_deref()
-            .map(|path| secret_files::read_bytes(key, path))
-            .transpose()
-    };
-    let client_pem = match (
-        read("session.redis_client_cert_file", client_cert_file)?,
-        read("session.redis_client_key_file", client_key_file)?,
-    ) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        _ => {
-            return Err(ConfigError::new(
-                "session.redis_client_cert_file",
-                "needs session.redis_client_key_file, and the other way round",
-            ));
-        }
-    };
-    Ok(RedisTls {
-        ca_pem: read("session.redis_ca_file", ca_file)?,
-        client_pem,
-    })
 }
 
 /// The decoded `session.encryption_key`.

@@ -7,8 +7,7 @@
 
 use std::path::Path;
 
-use secrecy::{ExposeSecret, SecretString};
-use url::Url;
+use secrecy::SecretString;
 
 use super::environment::ENV_PREFIX;
 use super::error::ConfigError;
@@ -49,40 +48,6 @@ pub(super) fn required(
     })
 }
 
-/// `redis_url` with the password read from `password_file` (the user name, for an ACL user,
-/// stays in the URL). A URL that already holds a password and a password file is an error.
-pub(super) fn redis_url_with_password(
-    redis_url: Option<SecretString>,
-    password_file: Option<&Path>,
-) -> Result<Option<SecretString>, ConfigError> {
-    let Some(path) = password_file else {
-        return Ok(redis_url);
-    };
-    let Some(redis_url) = redis_url else {
-        return Err(ConfigError::new(
-            "session.redis_password_file",
-            "needs session.redis_url",
-        ));
-    };
-    let mut url = Url::parse(redis_url.expose_secret())
-        .map_err(|_| ConfigError::new("session.redis_url", "not a redis:// or rediss:// URL"))?;
-    if url.password().is_some() {
-        return Err(ConfigError::new(
-            "session.redis_url",
-            "holds a password and session.redis_password_file is set; set only one",
-        ));
-    }
-    let password = read("session.redis_password_file", path)?;
-    url.set_password(Some(password.expose_secret()))
-        .map_err(|()| {
-            ConfigError::new(
-                "session.redis_url",
-                "cannot carry a password (it needs a host)",
-            )
-        })?;
-    Ok(Some(SecretString::from(String::from(url))))
-}
-
 /// A file's bytes (certificates, keys), the error naming `key` and the path.
 pub(super) fn read_bytes(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path)
@@ -108,6 +73,8 @@ fn read(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn file_with(name: &str, content: &str) -> std::path::PathBuf {
@@ -168,40 +135,5 @@ mod tests {
             error.problem.contains("VESTIBULE_OIDC__CLIENT_SECRET_FILE"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn the_redis_password_file_fills_the_urls_password_and_keeps_the_acl_user() {
-        let path = file_with("redis", "p@ss:w/rd\n");
-        let url = redis_url_with_password(
-            Some(SecretString::from(
-                "redis://vestibule@cache.internal:6380/2",
-            )),
-            Some(&path),
-        )
-        .unwrap()
-        .unwrap();
-        let parsed = Url::parse(url.expose_secret()).unwrap();
-        assert_eq!(parsed.username(), "vestibule");
-        assert_eq!(parsed.password(), Some("p%40ss%3Aw%2Frd"));
-        assert_eq!(parsed.host_str(), Some("cache.internal"));
-        assert_eq!(parsed.path(), "/2");
-        let info = redis::IntoConnectionInfo::into_connection_info(url.expose_secret()).unwrap();
-        assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd"));
-        assert_eq!(info.redis_settings().username(), Some("vestibule"));
-
-        let error = redis_url_with_password(
-            Some(SecretString::from("redis://:inline@localhost:6379")),
-            Some(&path),
-        )
-        .unwrap_err();
-        assert_eq!(error.key, "session.redis_url");
-        let error = redis_url_with_password(None, Some(&path)).unwrap_err();
-        assert_eq!(error.key, "session.redis_password_file");
-        let unchanged =
-            redis_url_with_password(Some(SecretString::from("redis://localhost")), None)
-                .unwrap()
-                .unwrap();
-        assert_eq!(unchanged.expose_secret(), "redis://localhost");
     }
 }

@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 
 use crate::harness::binary::VestibuleProcess;
 use crate::harness::browser::call_concurrently;
+use crate::harness::load::CallLoop;
 use crate::harness::nginx::Nginx;
 use crate::harness::{Browser, TestApp, free_port};
 
@@ -116,29 +117,11 @@ async fn a_rolling_restart_under_load_loses_no_request() {
     let session = browser.cookie("vestibule").expect("a session cookie");
 
     // Load: four clients calling through the balancer until told to stop.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..4)
-        .map(|worker| {
-            let client = with_session(&balancer, &session);
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut statuses = Vec::new();
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let path = format!("/api/orders/rolling-{worker}-{n}");
-                    let response = client.api_get(&path).await;
-                    let status = response.status();
-                    if status != StatusCode::OK {
-                        let body = response.text().await.unwrap_or_default();
-                        eprintln!("{path}: {status} {}", &body[..body.len().min(200)]);
-                    }
-                    statuses.push(status);
-                    n += 1;
-                }
-                statuses
-            })
-        })
-        .collect();
+    let load = CallLoop::start(
+        &[with_session(&balancer, &session)],
+        4,
+        "/api/orders/rolling",
+    );
 
     // Restart each instance in turn: SIGTERM, drained exit, start, ready again.
     for instance in &mut instances {
@@ -150,11 +133,7 @@ async fn a_rolling_restart_under_load_loses_no_request() {
         instance.start();
         instance.wait_until_ready().await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut statuses = Vec::new();
-    for worker in workers {
-        statuses.extend(worker.await.unwrap());
-    }
+    let statuses: Vec<StatusCode> = load.stop().await.concat();
     let failed: Vec<_> = statuses
         .iter()
         .filter(|status| **status != StatusCode::OK)

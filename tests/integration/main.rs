@@ -16,6 +16,7 @@ mod limits;
 mod load_balancer;
 mod login;
 mod proxy;
+mod redis_topologies;
 mod refresh;
 mod server;
 mod shutdown;

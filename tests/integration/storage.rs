@@ -433,10 +433,10 @@ async fn sessions_work_over_tls_with_a_private_ca_a_client_certificate_and_an_ac
         client_pem: None,
         ..full.clone()
     };
-    let url = app.redis().url();
-    let store = Store::redis(&url, &full, None).unwrap();
+    let topology = app.redis().topology();
+    let store = Store::redis(&topology, &full, None).unwrap();
     assert!(store.ping().await.is_ok());
-    let store = Store::redis(&url, &ca_only, None).unwrap();
+    let store = Store::redis(&topology, &ca_only, None).unwrap();
     let error = store
         .ping()
         .await
@@ -495,7 +495,7 @@ mod sessions_in_redis {
     async fn ending_a_session_revokes_what_redis_holds_not_this_instances_cached_copy() {
         let redis = RedisServer::start().await;
         let here = Store::redis(
-            &redis.url(),
+            &redis.topology(),
             &vestibule::session::store::RedisTls::default(),
             CacheSettings::new(100, IDLE),
         )
@@ -508,7 +508,7 @@ mod sessions_in_redis {
         let this_instance = sessions(&here);
         let other_instance = sessions(
             &Store::redis(
-                &redis.url(),
+                &redis.topology(),
                 &vestibule::session::store::RedisTls::default(),
                 None,
             )
@@ -564,7 +564,7 @@ mod sessions_in_redis {
     async fn a_cookie_whose_secret_does_not_open_the_record_ends_nothing() {
         let redis = RedisServer::start().await;
         let store = Store::redis(
-            &redis.url(),
+            &redis.topology(),
             &vestibule::session::store::RedisTls::default(),
             None,
         )
@@ -587,7 +587,7 @@ mod sessions_in_redis {
     async fn a_refresh_that_lost_its_lock_cannot_overwrite_the_next_holders_tokens() {
         let redis = RedisServer::start().await;
         let store = Store::redis(
-            &redis.url(),
+            &redis.topology(),
             &vestibule::session::store::RedisTls::default(),
             None,
         )

@@ -21,7 +21,8 @@ pub mod redis;
 pub use memory::MemoryStore;
 pub use pending::{Displaced, PendingLimits};
 pub use redis::cache::{CacheSettings, RecordCache};
-pub use redis::{RedisStore, RedisTls};
+pub use redis::topology::{SentinelAuth, TopologyError};
+pub use redis::{RedisStore, RedisTls, RedisTopology};
 
 /// The store could not answer; the caller must not treat this as a missing record.
 #[derive(Debug, thiserror::Error)]
@@ -81,15 +82,16 @@ pub struct SessionRead {
 }
 
 impl Store {
-    /// Connects lazily to Redis at `url`; an unreachable Redis is reported per call, not here.
-    /// With `cache`, session reads are served from a tracked in-process cache (see
-    /// [`redis::cache`]); it needs a Redis that supports `CLIENT TRACKING` and otherwise stays off.
+    /// Connects lazily to the Redis deployment `topology`; an unreachable Redis is reported
+    /// per call, not here. With `cache`, session reads are served from a tracked in-process
+    /// cache (see [`redis::cache`]); it needs a Redis that supports `CLIENT TRACKING` and
+    /// otherwise stays off, and it is off on a Cluster.
     pub fn redis(
-        url: &str,
+        topology: &RedisTopology,
         tls: &RedisTls,
         cache: Option<CacheSettings>,
     ) -> Result<Self, ::redis::RedisError> {
-        Ok(Store::Redis(RedisStore::connect(url, tls, cache)?))
+        Ok(Store::Redis(RedisStore::connect(topology, tls, cache)?))
     }
 
     /// An empty in-process store.

@@ -11,7 +11,8 @@
 //!
 //! Each index is trimmed by a one-key Lua script (prune expired, add, pop the excess),
 //! atomically, so concurrent starts on any number of instances never leave an index over its
-//! cap, and everything works unchanged on Redis Cluster. A browser's index holds the
+//! cap; no command or pipeline spans two keys, so everything works unchanged on Redis Cluster.
+//! A browser's index holds the
 //! 64-character hashes of its pending logins (Redis keeps such small sets in its compact
 //! encoding); the index of all names each login together with its browser's index, so a login
 //! displaced there leaves its browser's index too (otherwise every anonymous start of a flood
@@ -55,6 +56,16 @@ if excess > 0 then
   for i = 1, #popped, 2 do displaced[#displaced + 1] = popped[i] end
 end
 return displaced";
+
+/// `name key [member]`.
+fn command(name: &str, key: &str, member: Option<&str>) -> redis::Cmd {
+    let mut command = redis::cmd(name);
+    command.arg(key);
+    if let Some(member) = member {
+        command.arg(member);
+    }
+    command
+}
 
 /// How many logins may be in progress.
 #[derive(Debug, Clone, Copy)]
@@ -108,33 +119,32 @@ impl Store {
         redis.set(key, sealed, ttl, None).await?;
         let by_total = admit(ALL_PENDING, &in_all, limits.total).await?;
         let by_browser = admit(browser_index, member, limits.per_browser).await?;
-        let mut write = redis::pipe();
         // The oldest of all leave their browsers' indexes; a browser's oldest leave the
-        // index of all; both lose their records.
+        // index of all; both lose their records. One command per key, sent together: on a
+        // Cluster these keys live in different slots, which no pipeline may span.
+        let mut cleanup = Vec::new();
         for displaced in &by_total {
             let (login, browser) = displaced.split_once(':').unwrap_or((displaced, ""));
-            write
-                .cmd("DEL")
-                .arg(format!("{LOGIN_KEY_PREFIX}{login}"))
-                .ignore()
-                .cmd("ZREM")
-                .arg(format!("{BROWSER_INDEX_PREFIX}{browser}"))
-                .arg(login)
-                .ignore();
+            cleanup.push(command("DEL", &format!("{LOGIN_KEY_PREFIX}{login}"), None));
+            cleanup.push(command(
+                "ZREM",
+                &format!("{BROWSER_INDEX_PREFIX}{browser}"),
+                Some(login),
+            ));
         }
         for displaced in &by_browser {
-            write
-                .cmd("DEL")
-                .arg(format!("{LOGIN_KEY_PREFIX}{displaced}"))
-                .ignore()
-                .cmd("ZREM")
-                .arg(ALL_PENDING)
-                .arg(global_member(displaced, browser_index))
-                .ignore();
+            cleanup.push(command(
+                "DEL",
+                &format!("{LOGIN_KEY_PREFIX}{displaced}"),
+                None,
+            ));
+            cleanup.push(command(
+                "ZREM",
+                ALL_PENDING,
+                Some(&global_member(displaced, browser_index)),
+            ));
         }
-        if !by_total.is_empty() || !by_browser.is_empty() {
-            let () = write.query_async(&mut redis.conn.clone()).await?;
-        }
+        redis.run_all(cleanup).await?;
         Ok(Displaced {
             by_browser: by_browser.len(),
             by_total: by_total.len(),
@@ -154,16 +164,15 @@ impl Store {
             }
             Store::Redis(redis) => {
                 let member = key.strip_prefix(LOGIN_KEY_PREFIX).unwrap_or(key);
-                let () = redis::pipe()
-                    .cmd("ZREM")
-                    .arg(ALL_PENDING)
-                    .arg(global_member(member, browser_index))
-                    .ignore()
-                    .cmd("ZREM")
-                    .arg(browser_index)
-                    .arg(member)
-                    .ignore()
-                    .query_async(&mut redis.conn.clone())
+                redis
+                    .run_all(vec![
+                        command(
+                            "ZREM",
+                            ALL_PENDING,
+                            Some(&global_member(member, browser_index)),
+                        ),
+                        command("ZREM", browser_index, Some(member)),
+                    ])
                     .await?;
                 Ok(())
             }

@@ -6,9 +6,11 @@ pub mod browser;
 pub mod compose;
 pub mod keycloak;
 pub mod keycloak_app;
+pub mod load;
 pub mod nginx;
 pub mod provider;
 pub mod redis;
+pub mod redis_topologies;
 pub mod relay;
 pub mod stack;
 pub mod upstream;
@@ -113,6 +115,7 @@ pub struct TestAppBuilder {
     redis_acl_user: Option<(String, String)>,
     redis_tls: bool,
     public_port: Option<u16>,
+    external_redis: Option<String>,
 }
 
 /// Everything a scenario talks to.
@@ -143,6 +146,7 @@ impl TestApp {
             redis_acl_user: None,
             redis_tls: false,
             public_port: None,
+            external_redis: None,
         }
     }
 
@@ -270,6 +274,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Sessions in a Redis deployment the test started itself (a Sentinel group, a Cluster),
+    /// named by `session.redis_url`, instead of a server of the app's own.
+    pub fn external_redis(mut self, url: &str) -> Self {
+        self.external_redis = Some(url.to_owned());
+        self
+    }
+
     /// Extra TOML appended to the config (e.g. more routes).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -279,6 +290,7 @@ impl TestAppBuilder {
     /// Starts Redis, the provider, the upstream and Vestibule.
     pub async fn start(self) -> TestApp {
         let redis = match (self.use_redis, self.redis_tls) {
+            _ if self.external_redis.is_some() => None,
             (false, _) => None,
             (true, false) => Some(RedisServer::start().await),
             (true, true) => Some(RedisServer::start_tls().await),
@@ -297,7 +309,9 @@ impl TestAppBuilder {
         let upstream = Upstream::start(&provider.issuer).await;
         let mut redis_line = redis
             .as_ref()
-            .map(|r| format!("redis_url = \"{}\"\n", r.url()))
+            .map(RedisServer::url)
+            .or(self.external_redis)
+            .map(|url| format!("redis_url = \"{url}\"\n"))
             .unwrap_or_default();
         if let (Some(redis), Some((user, password))) = (&redis, &self.redis_acl_user) {
             redis.add_acl_user(user, password).await;

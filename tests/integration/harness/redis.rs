@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vestibule::session::store::RedisTls;
+use vestibule::session::store::{RedisTls, RedisTopology};
 
 use super::{free_port, wait_for};
 
@@ -14,6 +14,8 @@ pub struct RedisServer {
     dir: std::path::PathBuf,
     child: Option<Child>,
     tls: Option<TlsFiles>,
+    /// More `redis-server` arguments (a replica's `--replicaof`, a cluster node's settings).
+    args: Vec<String>,
 }
 
 /// PEM files made by the test for a TLS-only Redis that requires client certificates.
@@ -116,16 +118,22 @@ impl RedisServer {
     /// Starts Redis on a free port and waits until it answers. Writes are persisted
     /// (append-only, fsync always) so a restart keeps the sessions, as in production.
     pub async fn start() -> Self {
-        Self::start_with(false).await
+        Self::start_with(false, Vec::new()).await
+    }
+
+    /// [`RedisServer::start`] with more `redis-server` arguments; `args` may name the port
+    /// as `{port}`.
+    pub async fn start_with_args(args: &[&str]) -> Self {
+        Self::start_with(false, args.iter().map(|arg| (*arg).to_owned()).collect()).await
     }
 
     /// [`RedisServer::start`], TLS only (`rediss://`), with a CA made by the test and client
     /// certificates required.
     pub async fn start_tls() -> Self {
-        Self::start_with(true).await
+        Self::start_with(true, Vec::new()).await
     }
 
-    async fn start_with(tls: bool) -> Self {
+    async fn start_with(tls: bool, args: Vec<String>) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "vestibule-test-redis-{port}-{}",
@@ -138,9 +146,23 @@ impl RedisServer {
             dir,
             child: None,
             tls,
+            args: args
+                .into_iter()
+                .map(|arg| arg.replace("{port}", &port.to_string()))
+                .collect(),
         };
         server.restart().await;
         server
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether it runs (not stopped by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The certificates of a TLS server.
@@ -196,6 +218,11 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// This server as Vestibule's Redis deployment.
+    pub fn topology(&self) -> RedisTopology {
+        RedisTopology::parse(&self.url()).unwrap()
+    }
+
     /// A client for this server (with the test's certificates when it speaks TLS).
     fn client(&self) -> redis::Client {
         let info = redis::IntoConnectionInfo::into_connection_info(self.url()).unwrap();
@@ -226,6 +253,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -5,24 +5,21 @@
 //! comes back as a [`StoreError`] (a 503 upstream), never as "no such record".
 
 pub mod cache;
+pub(super) mod connection;
+pub(super) mod sentinel;
 mod tls;
+pub mod topology;
 mod tracking;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, ProtocolVersion};
-
 use super::{Freshness, SessionRead, StoreError};
 use crate::clock::unix_now;
 use cache::{CacheSettings, Lookup, RecordCache, SESSION_KEY_PREFIX};
+use connection::{RedisConnection, TrackingTarget};
 pub use tls::RedisTls;
-
-/// Bounds on every Redis call: an outage must turn into a quick 503, not a hung request.
-const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
-const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
-const REDIS_RECONNECT_RETRIES: usize = 2;
+pub use topology::RedisTopology;
 
 /// Replaces `KEYS[1]` with `ARGV[2]` (expiring in `ARGV[3]` ms) only if it holds `ARGV[1]`.
 const REPLACE_IF_UNCHANGED: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
@@ -42,41 +39,48 @@ const RENEW_IF_OWNER: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// A Redis connection plus, optionally, the tracked cache of session records.
 #[derive(Clone)]
 pub struct RedisStore {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisConnection,
     cache: Option<Arc<RecordCache>>,
 }
 
 impl RedisStore {
-    /// Connects lazily to Redis at `url` (with `tls` for `rediss://`), and starts the tracked
-    /// cache if `cache` is set.
+    /// Connects lazily to `topology` (with `tls` for `rediss…` URLs), and starts the tracked
+    /// cache if `cache` is set and the topology can keep it exact.
     pub(super) fn connect(
-        url: &str,
+        topology: &RedisTopology,
         tls: &RedisTls,
         cache: Option<CacheSettings>,
     ) -> Result<Self, redis::RedisError> {
-        let client = tls.client(url.into_connection_info()?)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-            .set_number_of_retries(REDIS_RECONNECT_RETRIES)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        let cache = match cache {
-            Some(settings) => {
-                // Invalidation messages need RESP3 on the tracking connection.
-                let info = url.into_connection_info()?;
-                let resp3 = info
-                    .redis_settings()
-                    .clone()
-                    .set_protocol(ProtocolVersion::RESP3);
-                let tracking = tls.client(info.set_redis_settings(resp3))?;
+        let conn = RedisConnection::open(topology, tls)?;
+        let cache = match (cache, TrackingTarget::for_topology(topology, tls)?) {
+            (Some(settings), Some(target)) => {
                 let cache = Arc::new(RecordCache::new(settings));
-                tracking::start(&cache, tracking, conn.clone());
+                tracking::start(&cache, target, conn.clone());
                 Some(cache)
             }
-            None => None,
+            (Some(_), None) => {
+                // Each Cluster node reports only its own slots' changes: an exact cache would
+                // need a tracking connection per node, followed through every resharding.
+                tracing::warn!(
+                    "session cache off on Redis Cluster (session.local_cache_entries is ignored): \
+                     invalidations would come from each node separately; every call reads Redis"
+                );
+                None
+            }
+            (None, _) => None,
         };
         Ok(Self { conn, cache })
+    }
+
+    /// Sends `commands` together (each on its own, so they may hit different Cluster slots)
+    /// and waits for all of them.
+    pub(super) async fn run_all(&self, commands: Vec<redis::Cmd>) -> Result<(), StoreError> {
+        let sent = commands.into_iter().map(|command| {
+            let mut conn = self.conn.clone();
+            async move { command.query_async::<redis::Value>(&mut conn).await }
+        });
+        futures_util::future::try_join_all(sent).await?;
+        Ok(())
     }
 
     /// The tracked cache of session records, if there is one.

@@ -25,18 +25,24 @@ impl std::fmt::Debug for RedisTls {
 impl RedisTls {
     /// A client for `info` with these certificates (plain `Client::open` when there are none).
     pub fn client(&self, info: ConnectionInfo) -> redis::RedisResult<redis::Client> {
-        if self.ca_pem.is_none() && self.client_pem.is_none() {
-            return redis::Client::open(info);
+        match self.certificates() {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates),
+            None => redis::Client::open(info),
         }
-        redis::Client::build_with_tls(
-            info,
-            TlsCertificates {
-                client_tls: self.client_pem.as_ref().map(|(cert, key)| ClientTlsConfig {
-                    client_cert: cert.clone(),
-                    client_key: key.clone(),
-                }),
-                root_cert: self.ca_pem.clone(),
-            },
-        )
+    }
+
+    /// These certificates in the `redis` crate's form; `None` when there are none (the
+    /// system's trust store, no client certificate).
+    pub fn certificates(&self) -> Option<TlsCertificates> {
+        if self.ca_pem.is_none() && self.client_pem.is_none() {
+            return None;
+        }
+        Some(TlsCertificates {
+            client_tls: self.client_pem.as_ref().map(|(cert, key)| ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            root_cert: self.ca_pem.clone(),
+        })
     }
 }

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind};
 
 use super::cache::{PROBE_KEY_PREFIX, RecordCache, SESSION_KEY_PREFIX};
+use super::connection::{RedisConnection, TrackingTarget};
 
 /// How often a probe key is written.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -26,7 +26,7 @@ const RECONNECT_DELAY: (Duration, Duration) = (Duration::from_millis(500), Durat
 /// Starts what keeps `cache` exact for as long as it exists: the tracking connection (on a
 /// thread of its own, so invalidations are applied as they arrive however busy the request
 /// workers are) and the probe written through `data` (the connection sessions are read on).
-pub(super) fn start(cache: &Arc<RecordCache>, tracking: redis::Client, data: ConnectionManager) {
+pub(super) fn start(cache: &Arc<RecordCache>, tracking: TrackingTarget, data: RedisConnection) {
     // The probe runs beside the requests; without a runtime the cache simply stays off.
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::error!("session cache off: started outside a Tokio runtime");
@@ -53,7 +53,7 @@ pub(super) fn start(cache: &Arc<RecordCache>, tracking: redis::Client, data: Con
 }
 
 /// Writes the probe key every [`PROBE_INTERVAL`]; its invalidation confirms the cache.
-async fn probe(mut data: ConnectionManager, cache: Weak<RecordCache>) {
+async fn probe(mut data: RedisConnection, cache: Weak<RecordCache>) {
     let mut ticks = tokio::time::interval(PROBE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,12 +76,12 @@ async fn probe(mut data: ConnectionManager, cache: Weak<RecordCache>) {
 
 /// Reconnects the tracking connection whenever it is lost, backing off while Redis cannot
 /// track (down, or without `CLIENT TRACKING`), and logs each change between on and off.
-async fn keep_tracking(client: redis::Client, cache: Weak<RecordCache>) {
+async fn keep_tracking(target: TrackingTarget, cache: Weak<RecordCache>) {
     let mut delay = RECONNECT_DELAY.0;
     let mut reported_off = false;
     while cache.strong_count() > 0 {
         let dead = Arc::new(AtomicBool::new(false));
-        let outcome = track(&client, &cache, &dead).await;
+        let outcome = track(&target, &cache, &dead).await;
         if let Some(cache) = cache.upgrade() {
             cache.go_dark();
         }
@@ -107,7 +107,7 @@ async fn keep_tracking(client: redis::Client, cache: Weak<RecordCache>) {
 /// One tracking connection; `Ok(true)` if it went live before it was lost, `Ok(false)` if
 /// the cache is gone.
 async fn track(
-    client: &redis::Client,
+    target: &TrackingTarget,
     cache: &Weak<RecordCache>,
     dead: &Arc<AtomicBool>,
 ) -> redis::RedisResult<bool> {
@@ -124,9 +124,7 @@ async fn track(
             }
             Ok::<(), std::convert::Infallible>(())
         });
-    let mut connection = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+    let mut connection = target.connect(&config).await?;
     let () = redis::cmd("CLIENT")
         .arg("TRACKING")
         .arg("ON")

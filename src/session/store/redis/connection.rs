@@ -1,0 +1,202 @@
+//! The one connection every Redis command goes through, whatever the topology: a reconnecting
+//! connection to one server, a connection that follows a Sentinel group's master, or the
+//! `redis` crate's Cluster connection (slot routing, `MOVED`/`ASK`, reconnects). Every kind
+//! is connected lazily and bounded by the same timeouts, so an unreachable Redis is a quick
+//! per-call error (a 503), never a hang and never a failed start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Cmd, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value,
+};
+
+use super::sentinel::SentinelConnection;
+use super::tls::RedisTls;
+use super::topology::RedisTopology;
+
+/// Bounds on every Redis call: an outage must turn into a quick 503, not a hung request.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+const RECONNECT_RETRIES: usize = 2;
+/// A Cluster request, with its redirects and retries, ends within this.
+const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_millis(2000);
+const CLUSTER_RETRIES: u32 = 5;
+
+/// A cloneable handle on the connection to the deployment (clones share it).
+#[derive(Clone)]
+pub(in crate::session::store) enum RedisConnection {
+    /// One server, reconnected by the `redis` crate's connection manager.
+    Server(ConnectionManager),
+    /// The current master of a Sentinel group.
+    Sentinel(SentinelConnection),
+    /// A Cluster, connected on first use.
+    Cluster(LazyCluster),
+}
+
+impl RedisConnection {
+    /// The connection to `topology`, made on first use.
+    pub(super) fn open(topology: &RedisTopology, tls: &RedisTls) -> RedisResult<Self> {
+        Ok(match topology {
+            RedisTopology::Server(info) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_number_of_retries(RECONNECT_RETRIES)
+                    .set_max_delay(Duration::from_millis(500));
+                let client = tls.client(info.clone())?;
+                RedisConnection::Server(ConnectionManager::new_lazy_with_config(client, config)?)
+            }
+            RedisTopology::Sentinel(group) => RedisConnection::Sentinel(SentinelConnection::new(
+                group,
+                tls,
+                ProtocolVersion::RESP2,
+                bounded(AsyncConnectionConfig::new()),
+            )?),
+            RedisTopology::Cluster(nodes) => {
+                // Redirects during a resharding (`ASK`, `MOVED`, the slot map rebuilt) are
+                // retried within one overall bound.
+                let mut builder = ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .overall_response_timeout(Some(CLUSTER_REQUEST_TIMEOUT))
+                    .retries(CLUSTER_RETRIES)
+                    .max_retry_wait(200);
+                if let Some(certificates) = tls.certificates() {
+                    builder = builder.certs(certificates);
+                }
+                RedisConnection::Cluster(LazyCluster {
+                    shared: Arc::new((builder.build()?, tokio::sync::OnceCell::new())),
+                })
+            }
+        })
+    }
+}
+
+/// `config` with this module's connection and response timeouts.
+pub(super) fn bounded(config: AsyncConnectionConfig) -> AsyncConnectionConfig {
+    config
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Server(connection) => connection.req_packed_command(cmd),
+            RedisConnection::Sentinel(connection) => connection.req_packed_command(cmd),
+            RedisConnection::Cluster(cluster) => {
+                Box::pin(async move { cluster.connection().await?.req_packed_command(cmd).await })
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Server(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            RedisConnection::Sentinel(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            RedisConnection::Cluster(cluster) => Box::pin(async move {
+                cluster
+                    .connection()
+                    .await?
+                    .req_packed_commands(pipeline, offset, count)
+                    .await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Server(connection) => connection.get_db(),
+            RedisConnection::Sentinel(connection) => connection.get_db(),
+            RedisConnection::Cluster(_) => 0,
+        }
+    }
+}
+
+/// The `redis` crate's Cluster connection, made on first use (it fails outright when no seed
+/// node answers, where the other kinds connect lazily).
+#[derive(Clone)]
+pub(in crate::session::store) struct LazyCluster {
+    shared: Arc<(
+        redis::cluster::ClusterClient,
+        tokio::sync::OnceCell<ClusterConnection>,
+    )>,
+}
+
+impl LazyCluster {
+    async fn connection(&self) -> RedisResult<ClusterConnection> {
+        let (client, connection) = &*self.shared;
+        connection
+            .get_or_try_init(|| client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
+/// Where the cache's tracking connection goes: the server itself, or the master the
+/// Sentinels name at each (re)connection. A Cluster has none (see `RedisStore::connect`).
+pub(super) enum TrackingTarget {
+    /// A RESP3 client for the one server.
+    Server(Box<redis::Client>),
+    /// A RESP3 connection to the Sentinel group's master of the moment.
+    Sentinel(SentinelConnection),
+}
+
+impl TrackingTarget {
+    /// The tracking target for `topology`; `None` for a Cluster.
+    pub(super) fn for_topology(
+        topology: &RedisTopology,
+        tls: &RedisTls,
+    ) -> RedisResult<Option<Self>> {
+        Ok(match topology {
+            RedisTopology::Server(info) => {
+                // Invalidation messages need RESP3 on the tracking connection.
+                let resp3 = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                let client = tls.client(info.clone().set_redis_settings(resp3))?;
+                Some(TrackingTarget::Server(Box::new(client)))
+            }
+            RedisTopology::Sentinel(group) => {
+                Some(TrackingTarget::Sentinel(SentinelConnection::new(
+                    group,
+                    tls,
+                    ProtocolVersion::RESP3,
+                    bounded(AsyncConnectionConfig::new()),
+                )?))
+            }
+            RedisTopology::Cluster(_) => None,
+        })
+    }
+
+    /// A new connection with `config` (its push sender and timeouts).
+    pub(super) async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> RedisResult<MultiplexedConnection> {
+        match self {
+            TrackingTarget::Server(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
+            TrackingTarget::Sentinel(sentinel) => sentinel.connect_new(config).await,
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Sessions on the Redis deployments users run beyond one server, started by the test: a
+//! Sentinel group whose master is killed under load, and a three-master Cluster whose slots
+//! move and whose nodes restart. Never a logout, never a lost refresh token.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::harness::load::CallLoop;
+use crate::harness::redis_topologies::{RedisCluster, SentinelGroup};
+use crate::harness::{Browser, RedisServer, TestApp, wait_for};
+
+/// A browser at `base` holding the session cookie `session`.
+fn with_session(base: &str, session: &str) -> Browser {
+    let browser = Browser::new(base);
+    browser.set_cookie("vestibule", session);
+    browser
+}
+
+/// Calls `path` until it answers 200 (within `limit`), asserting every other answer is a 503
+/// (the store unavailable), never a 401 (a logout).
+async fn until_served(browser: &Browser, path: &str, limit: Duration) {
+    wait_for("a call to be served again", limit, || async {
+        let status = browser.api_get(path).await.status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {status}"
+        );
+        (status == StatusCode::OK).then_some(())
+    })
+    .await;
+}
+
+/// `GET` + `GETEX` commands `server` has served.
+async fn session_reads(servers: &[&RedisServer]) -> u64 {
+    let mut total = 0;
+    for server in servers.iter().filter(|server| server.is_running()) {
+        total += server.session_reads().await;
+    }
+    total
+}
+
+/// Every answer is a 200 or a 503, and once a worker was served after the outage it is never
+/// refused again.
+fn assert_outage_answers(answers: &[Vec<StatusCode>]) {
+    for worker in answers {
+        assert!(
+            worker
+                .iter()
+                .all(|status| *status == StatusCode::OK
+                    || *status == StatusCode::SERVICE_UNAVAILABLE),
+            "only 200 or 503, never a logout: {worker:?}"
+        );
+        if let Some(first_refusal) = worker.iter().position(|s| *s != StatusCode::OK) {
+            let recovered = worker[first_refusal..]
+                .iter()
+                .position(|status| *status == StatusCode::OK)
+                .map(|offset| first_refusal + offset);
+            if let Some(recovered) = recovered {
+                assert!(
+                    worker[recovered..].iter().all(|s| *s == StatusCode::OK),
+                    "served again, then refused again: {worker:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_keeps_every_session_and_its_refresh_token() {
+    let mut group = SentinelGroup::start().await;
+    let mut app = TestApp::builder()
+        .external_redis(&group.url())
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let other_instance = app.start_another_instance().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let session = browser.cookie("vestibule").expect("a session cookie");
+
+    // A refresh before the failover: the rotated refresh token is on the master and its replica.
+    browser.wait_past_access_token_expiry().await;
+    assert_eq!(
+        browser.api_get("/api/orders/before").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+
+    // The master dies under load; the Sentinels promote the replica.
+    let load = CallLoop::start(std::slice::from_ref(&browser), 3, "/api/orders/failover");
+    let killed_at = std::time::Instant::now();
+    let old_master = group.kill_master().await;
+    let new_master = group.wait_for_failover(old_master).await;
+    let failed_over = killed_at.elapsed();
+    assert_ne!(new_master, old_master);
+    until_served(&browser, "/api/orders/after", Duration::from_secs(30)).await;
+    eprintln!(
+        "failover: the Sentinels named the new master after {failed_over:?}, served after {:?}",
+        killed_at.elapsed()
+    );
+    let answers = load.stop().await;
+    assert_outage_answers(&answers);
+    let refused = answers
+        .concat()
+        .iter()
+        .filter(|s| **s != StatusCode::OK)
+        .count();
+    eprintln!(
+        "failover: {refused} of {} calls answered 503",
+        answers.concat().len()
+    );
+
+    // The session and its rotated refresh token survived: the next refresh is granted (the
+    // provider rotates refresh tokens and refuses a used one).
+    browser.wait_past_access_token_expiry().await;
+    assert_eq!(
+        browser.api_get("/api/orders/refreshed").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 2);
+    let (status, user) = browser.user().await;
+    assert_eq!(
+        (status, user["sub"].as_str()),
+        (StatusCode::OK, Some("alice"))
+    );
+
+    // The record cache follows the new master: it serves again without reading Redis...
+    let master = group.server(new_master);
+    wait_for(
+        "the cache to serve from the new master",
+        Duration::from_secs(60),
+        || async {
+            let before = session_reads(&[master]).await;
+            for n in 0..5 {
+                browser.api_get(&format!("/api/orders/cached-{n}")).await;
+            }
+            (session_reads(&[master]).await == before).then_some(())
+        },
+    )
+    .await;
+    // ...and is exact: a logout through the other instance ends the session here at once.
+    let (status, _) = with_session(&other_instance, &session).logout().await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = browser.user().await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        browser.api_get("/api/orders/ended").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Every session key in the cluster (each node holds its own slots).
+async fn cluster_session_keys(cluster: &RedisCluster) -> Vec<String> {
+    let mut keys = Vec::new();
+    for node in cluster.nodes.iter().filter(|node| node.is_running()) {
+        keys.extend(node.session_keys().await);
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_keeps_sessions_through_slot_migration_and_a_node_restart() {
+    let mut cluster = RedisCluster::start().await;
+    let mut app = TestApp::builder()
+        .external_redis(&cluster.url())
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let second = app.start_another_instance().await;
+
+    // Logins work (pending-login indexes and records live in different slots).
+    let browser = app.browser();
+    browser.login("alice").await;
+    let session = browser.cookie("vestibule").expect("a session cookie");
+    let keys = cluster_session_keys(&cluster).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = keys[0].clone();
+    for user in ["bob", "alice", "bob"] {
+        app.browser().login(user).await;
+    }
+    assert_eq!(cluster_session_keys(&cluster).await.len(), 4);
+
+    // The cache is off on a Cluster: every call reads the session from Redis.
+    let nodes: Vec<&RedisServer> = cluster.nodes.iter().collect();
+    let before = session_reads(&nodes).await;
+    for n in 0..5 {
+        assert_eq!(
+            browser
+                .api_get(&format!("/api/orders/read-{n}"))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(session_reads(&nodes).await - before, 5);
+
+    // The refresh lock works across slots: 20 calls on two instances at expiry, one grant.
+    browser.wait_past_access_token_expiry().await;
+    let doors = [browser.clone(), with_session(&second, &session)];
+    let statuses =
+        crate::harness::browser::call_concurrently(&doors, 20, "/api/orders/expiry").await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+
+    // The session's slot moves to another node under load: no call notices.
+    let from = cluster.owner_of(&key).await;
+    let to = (from + 1) % cluster.nodes.len();
+    let load = CallLoop::start(&doors, 4, "/api/orders/migrating");
+    cluster.migrate_slot_of(&key, to).await;
+    until_served(&browser, "/api/orders/migrated", Duration::from_secs(10)).await;
+    let answers = load.stop().await;
+    let all: Vec<StatusCode> = answers.concat();
+    assert!(
+        all.iter().all(|s| *s == StatusCode::OK),
+        "a slot migration is invisible: {all:?}"
+    );
+    assert!(
+        all.len() >= 10,
+        "the load ran through the migration ({})",
+        all.len()
+    );
+    assert_eq!(cluster.owner_of(&key).await, to);
+    let moved: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut cluster.nodes[to].connection().await)
+        .await
+        .unwrap();
+    assert!(moved.is_some(), "the record moved with its slot");
+
+    // The node holding the session restarts: 503 while it is down, never a logout, and the
+    // session (persisted by the node) is served again once it is back.
+    cluster.nodes[to].stop().await;
+    let status = browser.api_get("/api/orders/node-down").await.status();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    cluster.nodes[to].restart().await;
+    until_served(&browser, "/api/orders/node-back", Duration::from_secs(30)).await;
+    let (status, user) = browser.user().await;
+    assert_eq!(
+        (status, user["sub"].as_str()),
+        (StatusCode::OK, Some("alice"))
+    );
+
+    // A refresh after all that still finds the rotated refresh token (the provider refuses
+    // a used one).
+    let grants = app.provider.refresh_grants().await;
+    browser.wait_past_access_token_expiry().await;
+    assert_eq!(
+        browser.api_get("/api/orders/refreshed").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, grants + 1);
+
+    // Logout through the second instance ends it on both.
+    let (status, _) = with_session(&second, &session).logout().await;
+    assert_eq!(status, StatusCode::OK);
+    for door in &doors {
+        assert_eq!(door.user().await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert!(!cluster_session_keys(&cluster).await.contains(&key));
+}
