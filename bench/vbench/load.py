@@ -12,7 +12,7 @@ import time
 import traceback
 
 from .clients import login, probe, wrk
-from .context import CALLBACK, CSRF, FOREIGN_LIMIT, SESSION_COOKIE, Skip, log
+from .context import CALLBACK, CSRF, FOREIGN_LIMIT, PATH, SESSION_COOKIE, Skip, log
 from .deploy import Deploy
 from .flood import LoginFlood
 from .processes import Contention, CpuMeter, free_port, stop, tail, vm_hwm_mb
