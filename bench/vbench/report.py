@@ -241,9 +241,11 @@ def render_redis_latency(rl):
                                   ["cpu_percent_redis", "cpu_percent_toxiproxy", "redis_commands_per_request"]))
     for path, label in (("loopback", "loopback"), ("latency", f"+{rl['added_ms_per_round_trip']} ms")):
         g = rl.get(f"cache_gain_{path}")
+        on, off = rl["cases"].get(f"{path}_cache_on") or {}, rl["cases"].get(f"{path}_cache_off") or {}
         if g:
-            lines.append(f"\nCache gain on {label}: req/s x{g['rps_on_over_off']}, p50 {g['p50_ms_saved']} ms "
-                         f"less, p99 {g['p99_ms_saved']} ms less.")
+            lines.append(f"\nThe cache on {label}: req/s x{g['rps_on_over_off']} (on / off), p50 "
+                         f"{off['p50_ms']:.2f} -> {on['p50_ms']:.2f} ms, p99 {off['p99_ms']:.2f} -> "
+                         f"{on['p99_ms']:.2f} ms (off -> on).")
     return lines
 
 
