@@ -77,10 +77,11 @@ impl Application {
         };
         let sessions = Sessions::new(
             store,
-            session.master_key,
+            session.keys,
             session.idle_timeout,
             session.absolute_timeout,
-        );
+        )
+        .with_refresh_skew(oidc.refresh_skew);
         let sessions = Arc::new(sessions);
         let provider = Arc::new(Provider::new(ProviderSettings {
             issuer: oidc.issuer,

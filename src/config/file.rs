@@ -194,6 +194,9 @@ pub struct SessionSection {
     /// A file holding the encryption key.
     #[serde(default)]
     pub encryption_key_file: Option<std::path::PathBuf>,
+    /// A ring of keys instead of `encryption_key`: the first seals, all open.
+    #[serde(default)]
+    pub encryption_keys: Option<Vec<RingKeySection>>,
     /// Sliding idle timeout.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
@@ -204,6 +207,20 @@ pub struct SessionSection {
     /// tracking (0 turns the cache off: every call reads Redis).
     #[serde(default = "default_local_cache_entries")]
     pub local_cache_entries: usize,
+}
+
+/// One `session.encryption_keys` entry: an id and exactly one of `key` or `key_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingKeySection {
+    /// The id stored in every record this key seals.
+    pub id: String,
+    /// Base64 of 32 random bytes.
+    #[serde(default)]
+    pub key: Option<SecretString>,
+    /// A file holding the key.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// One `[[routes]]` entry.

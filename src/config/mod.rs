@@ -1,10 +1,11 @@
 //! Configuration: a TOML file merged with `VESTIBULE_*` environment variables, checked and
-//! converted once into typed [`Settings`] (durations, the master key, the route table, the
+//! converted once into typed [`Settings`] (durations, the key ring, the route table, the
 //! frontend), which [`crate::app`] alone reads.
 //!
 //! Every problem becomes one [`ConfigError`] line naming the key and what is wrong. Secrets are
-//! held as `SecretString` or [`MasterKey`] so they cannot be `Debug`-printed.
+//! held as `SecretString` or in a [`KeyRing`] so they cannot be `Debug`-printed.
 
+mod encryption_keys;
 mod environment;
 mod error;
 mod file;
@@ -22,7 +23,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::oidc::ClientAuthMethod;
-use crate::session::MasterKey;
+use crate::session::KeyRing;
 use crate::session::store::{RedisTls, RedisTopology};
 use crate::upstreams::Route;
 use error::describe_figment_error;
@@ -82,8 +83,8 @@ pub struct SessionSettings {
     pub redis: Option<RedisTopology>,
     /// Certificates for `rediss…` URLs (private CA, client certificate).
     pub redis_tls: RedisTls,
-    /// The decoded `session.encryption_key`.
-    pub master_key: MasterKey,
+    /// The keys records are sealed and opened with (`session.encryption_key` or `_keys`).
+    pub keys: KeyRing,
     /// Sliding idle timeout.
     pub idle_timeout: Duration,
     /// Absolute session lifetime.

@@ -1,19 +1,17 @@
 //! Checking and converting the file's values into typed settings, once: durations, the
-//! master key, the route table, the trusted proxies and the frontend choice. Every check
+//! key ring, the route table, the trusted proxies and the frontend choice. Every check
 //! names the key it is about.
 
 use std::time::Duration;
 
-use base64::Engine;
 use secrecy::ExposeSecret;
 use url::Url;
 
 use super::error::ConfigError;
 use super::file::{FileSettings, FrontendSection, RouteSection, ServerSection};
 use super::redis;
-use super::secret_files;
 use super::{Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
-use crate::session::MasterKey;
+use super::{encryption_keys, secret_files};
 use crate::upstreams::Route;
 
 /// Checks every value of `file` and converts it into [`Settings`].
@@ -53,15 +51,10 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         Some(url) => url,
         None => well_known_discovery(&oidc.issuer)?,
     };
-    let session = file.session;
+    let mut session = file.session;
+    let keys = encryption_keys::key_ring(&mut session)?;
     let redis = redis::topology(&session)?;
     let redis_tls = redis::tls(&session, redis.as_ref())?;
-    let encryption_key = secret_files::required(
-        "session.encryption_key",
-        session.encryption_key,
-        session.encryption_key_file.as_deref(),
-    )?;
-    let master_key = master_key(encryption_key.expose_secret())?;
     if session.idle_timeout_secs == 0 {
         return Err(ConfigError::new(
             "session.idle_timeout_secs",
@@ -94,7 +87,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         session: SessionSettings {
             redis,
             redis_tls,
-            master_key,
+            keys,
             idle_timeout: Duration::from_secs(session.idle_timeout_secs),
             absolute_timeout: Duration::from_secs(session.absolute_timeout_secs),
             local_cache_entries: session.local_cache_entries,
@@ -305,25 +298,4 @@ fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigError> {
         });
     }
     Ok(routes)
-}
-
-/// The decoded `session.encryption_key`.
-fn master_key(encoded: &str) -> Result<MasterKey, ConfigError> {
-    let problem =
-        "must be the base64 encoding of exactly 32 random bytes (e.g. `openssl rand -base64 32`)";
-    let encoded = encoded.trim();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(encoded))
-        .map_err(|_| ConfigError::new("session.encryption_key", problem))?;
-    let key: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| ConfigError::new("session.encryption_key", problem))?;
-    if key.iter().all(|byte| *byte == key[0]) {
-        return Err(ConfigError::new(
-            "session.encryption_key",
-            "is not random (all bytes equal)",
-        ));
-    }
-    Ok(MasterKey::new(key))
 }

@@ -1,6 +1,7 @@
 //! Secrets from files, the Docker and Kubernetes way: `oidc.client_secret_file`,
-//! `session.encryption_key_file` and `session.redis_password_file` name a file whose content is
-//! the secret (one trailing newline is dropped). A value and a file for the same secret is an
+//! `session.encryption_key_file`, each `session.encryption_keys` entry's `key_file` and
+//! `session.redis_password_file` name a file whose content is the secret (one trailing newline
+//! is dropped). A value and a file for the same secret is an
 //! error, never a silent choice.
 //!
 //! Errors name the keys and the file's path, never its content.

@@ -1,9 +1,9 @@
-//! Sealing of stored records: AES-256-GCM under a key derived per record.
+//! Sealing of stored records: AES-256-GCM under a key derived per record from a ring of keys.
 //!
-//! The key is HKDF-SHA256 of the server's `encryption_key` *and* a secret that only the
-//! browser holds (in its cookie), so neither a store dump nor a store dump plus the server key
-//! opens a record. The storage key is the associated data: a record copied under another key
-//! fails to open. Plaintext never leaves this module except to its owner.
+//! The key is HKDF-SHA256 of a server key *and* a secret that only the browser holds (in its
+//! cookie), so neither a store dump nor a store dump plus the server keys opens a record. The
+//! storage key (and a labelled record's key id) is the associated data: a record copied under
+//! another key or relabelled fails to open. Key bytes never leave this module.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -11,19 +11,31 @@ use hkdf::Hkdf;
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 
-/// Length of the random nonce stored in front of each sealed record.
+/// Length of the random nonce stored in each sealed record.
 const NONCE_LEN: usize = 12;
 /// Length of the GCM authentication tag at the end of each sealed record.
 const TAG_LEN: usize = 16;
-/// Domain separation for the HKDF expansion: bump when the record format changes.
-const KEY_INFO: &[u8] = b"vestibule record key v1";
+/// HKDF info of unlabelled records (the format of the single `encryption_key`).
+const UNLABELLED_INFO: &[u8] = b"vestibule record key v1";
+/// HKDF info of labelled records: a new format gets its own derived keys.
+const LABELLED_INFO: &[u8] = b"vestibule record key v2";
+/// First byte of a labelled record.
+const LABEL_MARKER: u8 = 0xA5;
+/// Longest key id, so the id's length fits one byte and records stay small.
+pub const MAX_KEY_ID_LEN: usize = 32;
 
-/// A sealed record could not be opened: wrong key, wrong browser secret, moved or tampered.
+/// A sealed record could not be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the stored record does not open with this key")]
-pub struct OpenError;
+pub enum OpenError {
+    /// It names a key id the ring no longer holds (the key was removed).
+    #[error("the stored record is sealed under a key that is no longer configured")]
+    RemovedKey,
+    /// Wrong key, wrong browser secret, moved or tampered.
+    #[error("the stored record does not open with any configured key")]
+    DoesNotOpen,
+}
 
-/// The server-wide 256-bit master key from `session.encryption_key`.
+/// A server-wide 256-bit key: `session.encryption_key` or one entry of `encryption_keys`.
 pub struct MasterKey(SecretBox<[u8; 32]>);
 
 impl MasterKey {
@@ -32,108 +44,266 @@ impl MasterKey {
         Self(SecretBox::new(Box::new(bytes)))
     }
 
-    /// Derives the AES key for one record from the master key and the browser-held secret.
-    fn record_cipher(&self, browser_secret: &[u8]) -> Aes256Gcm {
+    /// Derives the AES key for one record from this key and the browser-held secret.
+    fn record_cipher(&self, browser_secret: &[u8], info: &[u8]) -> Aes256Gcm {
         let hkdf = Hkdf::<Sha256>::new(Some(browser_secret), self.0.expose_secret());
         let mut okm = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's 255*32 byte limit, so expansion cannot fail.
-        let _ = hkdf.expand(KEY_INFO, &mut okm);
+        let _ = hkdf.expand(info, &mut okm);
         let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(okm));
         okm.fill(0);
         cipher
     }
 
-    /// Encrypts `plaintext` for the record stored under `storage_key` with a fresh random nonce.
-    /// Output layout: nonce (12 bytes) || ciphertext || tag (16 bytes).
-    pub fn seal(&self, browser_secret: &[u8], storage_key: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let cipher = self.record_cipher(browser_secret);
-        let nonce_bytes: [u8; NONCE_LEN] = crate::random::bytes();
-        let nonce = Nonce::from(nonce_bytes);
+    /// Appends `ciphertext ‖ tag` of `plaintext` to `header ‖ nonce`.
+    fn seal_after(&self, info: &[u8], header: Vec<u8>, parts: SealParts<'_>) -> Vec<u8> {
+        let aad = [header.as_slice(), parts.storage_key].concat();
         let payload = Payload {
-            msg: plaintext,
-            aad: storage_key,
+            msg: parts.plaintext,
+            aad: &aad,
         };
         // Encryption only fails for inputs beyond 64 GiB, which records never approach.
-        let ciphertext = cipher.encrypt(&nonce, payload).unwrap_or_default();
-        let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-        sealed.extend_from_slice(&nonce_bytes);
+        let ciphertext = self
+            .record_cipher(parts.browser_secret, info)
+            .encrypt(&Nonce::from(parts.nonce), payload)
+            .unwrap_or_default();
+        let mut sealed = header;
+        sealed.extend_from_slice(&parts.nonce);
         sealed.extend_from_slice(&ciphertext);
         sealed
     }
 
-    /// Decrypts a record sealed by [`MasterKey::seal`] under the same secret and storage key.
+    /// Opens `nonce ‖ ciphertext ‖ tag` found after `header`, which is authenticated too.
+    fn open_after(
+        &self,
+        info: &[u8],
+        header: &[u8],
+        body: &[u8],
+        browser_secret: &[u8],
+        storage_key: &[u8],
+    ) -> Option<Vec<u8>> {
+        if body.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = body.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+        let aad = [header, storage_key].concat();
+        let payload = Payload {
+            msg: ciphertext,
+            aad: &aad,
+        };
+        self.record_cipher(browser_secret, info)
+            .decrypt(&Nonce::from(nonce), payload)
+            .ok()
+    }
+}
+
+/// What one seal needs besides the key.
+struct SealParts<'a> {
+    browser_secret: &'a [u8],
+    storage_key: &'a [u8],
+    plaintext: &'a [u8],
+    nonce: [u8; NONCE_LEN],
+}
+
+/// A key's name in `session.encryption_keys`, stored in every record it seals.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// The rule an id must follow, for error messages.
+    pub const RULE: &str = "must be 1 to 32 printable ASCII characters without spaces";
+
+    /// Checks an id against [`KeyId::RULE`].
+    pub fn parse(id: &str) -> Option<Self> {
+        let valid = !id.is_empty()
+            && id.len() <= MAX_KEY_ID_LEN
+            && id.bytes().all(|byte| byte.is_ascii_graphic());
+        valid.then(|| Self(id.to_owned()))
+    }
+
+    /// The id as written in the configuration.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// The keys an instance seals and opens records with.
+enum Keys {
+    /// `session.encryption_key`: unlabelled records, as every earlier release writes them.
+    Single(MasterKey),
+    /// `session.encryption_keys`: labelled records; never empty, the first entry seals.
+    Ring(Vec<(KeyId, MasterKey)>),
+}
+
+/// The configured keys: the first seals, all open. `Debug` shows the ids, never key bytes.
+///
+/// Two formats, so keys can rotate while instances of the previous release still run:
+/// - *unlabelled* (the single `session.encryption_key`): `nonce(12) ‖ ciphertext ‖ tag(16)`;
+/// - *labelled* (`session.encryption_keys`): `0xA5 ‖ id length ‖ id ‖ nonce ‖ ciphertext ‖
+///   tag`, the header being associated data too, under keys derived with HKDF info v2.
+///
+/// A random nonce can start with the marker byte, so an unlabelled record may parse as
+/// labelled: whatever does not open as labelled is tried as unlabelled with every key (the GCM
+/// tag makes trial decryption safe, and a ring holds a handful of keys).
+pub struct KeyRing(Keys);
+
+/// A record that opened, and whether it is sealed the way this ring seals today.
+pub struct Opened {
+    /// The record's plaintext.
+    pub plaintext: Vec<u8>,
+    /// `false` when it opened under an older key or format and is worth re-sealing.
+    pub current: bool,
+}
+
+impl KeyRing {
+    /// The single `session.encryption_key`: seals unlabelled records.
+    pub fn single(key: MasterKey) -> Self {
+        Self(Keys::Single(key))
+    }
+
+    /// `session.encryption_keys` in order; `None` if empty. The caller checks ids are unique.
+    pub fn labelled(keys: Vec<(KeyId, MasterKey)>) -> Option<Self> {
+        (!keys.is_empty()).then_some(Self(Keys::Ring(keys)))
+    }
+
+    /// The id records are sealed under now (`None`: the single, unlabelled key).
+    pub fn sealing_id(&self) -> Option<&KeyId> {
+        match &self.0 {
+            Keys::Single(_) => None,
+            Keys::Ring(keys) => keys.first().map(|(id, _)| id),
+        }
+    }
+
+    /// Encrypts `plaintext` for the record stored under `storage_key` with a fresh random
+    /// nonce, under the sealing key.
+    pub fn seal(&self, browser_secret: &[u8], storage_key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.seal_with_nonce(SealParts {
+            browser_secret,
+            storage_key,
+            plaintext,
+            nonce: crate::random::bytes(),
+        })
+    }
+
+    fn seal_with_nonce(&self, parts: SealParts<'_>) -> Vec<u8> {
+        match &self.0 {
+            Keys::Single(key) => key.seal_after(UNLABELLED_INFO, Vec::new(), parts),
+            Keys::Ring(keys) => {
+                let (id, key) = &keys[0];
+                key.seal_after(LABELLED_INFO, label(id), parts)
+            }
+        }
+    }
+
+    /// Decrypts a record sealed by any key of this ring (or of the single key before it)
+    /// under the same browser secret and storage key.
     pub fn open(
         &self,
         browser_secret: &[u8],
         storage_key: &[u8],
         sealed: &[u8],
-    ) -> Result<Vec<u8>, OpenError> {
-        if sealed.len() < NONCE_LEN + TAG_LEN {
-            return Err(OpenError);
+    ) -> Result<Opened, OpenError> {
+        let mut removed = false;
+        if let Some((header, id, body)) = parse_label(sealed) {
+            let (key, current) = match &self.0 {
+                // The single key has no id: it opens what a ring sealed with the same bytes.
+                Keys::Single(key) => (Some(key), false),
+                Keys::Ring(keys) => {
+                    let position = keys.iter().position(|(known, _)| known.0.as_bytes() == id);
+                    removed = position.is_none();
+                    (position.map(|at| &keys[at].1), position == Some(0))
+                }
+            };
+            let opened = key.and_then(|key| {
+                key.open_after(LABELLED_INFO, header, body, browser_secret, storage_key)
+            });
+            if let Some(plaintext) = opened {
+                return Ok(Opened { plaintext, current });
+            }
         }
-        let (nonce_bytes, ciphertext) = sealed.split_at(NONCE_LEN);
-        let nonce_array: [u8; NONCE_LEN] = nonce_bytes.try_into().map_err(|_| OpenError)?;
-        let payload = Payload {
-            msg: ciphertext,
-            aad: storage_key,
+        // Unlabelled, or an unlabelled record whose random nonce happens to look labelled.
+        let (keys, single): (Vec<&MasterKey>, bool) = match &self.0 {
+            Keys::Single(key) => (vec![key], true),
+            Keys::Ring(keys) => (keys.iter().map(|(_, key)| key).collect(), false),
         };
-        self.record_cipher(browser_secret)
-            .decrypt(&Nonce::from(nonce_array), payload)
-            .map_err(|_| OpenError)
+        for key in keys {
+            if let Some(plaintext) =
+                key.open_after(UNLABELLED_INFO, &[], sealed, browser_secret, storage_key)
+            {
+                return Ok(Opened {
+                    plaintext,
+                    current: single,
+                });
+            }
+        }
+        Err(if removed {
+            OpenError::RemovedKey
+        } else {
+            OpenError::DoesNotOpen
+        })
+    }
+}
+
+impl From<MasterKey> for KeyRing {
+    fn from(key: MasterKey) -> Self {
+        Self::single(key)
+    }
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Keys::Single(_) => formatter.write_str("KeyRing(single key)"),
+            Keys::Ring(keys) => formatter
+                .debug_tuple("KeyRing")
+                .field(&keys.iter().map(|(id, _)| id).collect::<Vec<_>>())
+                .finish(),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(byte: u8) -> MasterKey {
-        MasterKey::new([byte; 32])
-    }
-
-    #[test]
-    fn sealed_record_round_trips() {
-        let sealed = key(1).seal(b"secret", b"k1", b"hello tokens");
-        assert_eq!(
-            key(1).open(b"secret", b"k1", &sealed).unwrap(),
-            b"hello tokens"
-        );
-    }
-
-    #[test]
-    fn ciphertext_does_not_contain_plaintext_and_nonce_is_fresh() {
-        let a = key(1).seal(b"secret", b"k1", b"access-token-value");
-        let b = key(1).seal(b"secret", b"k1", b"access-token-value");
-        assert_ne!(a, b, "two writes must use different nonces");
-        assert!(!a.windows(6).any(|w| w == b"access"));
-    }
-
-    #[test]
-    fn wrong_master_key_fails() {
-        let sealed = key(1).seal(b"secret", b"k1", b"x");
-        assert_eq!(key(2).open(b"secret", b"k1", &sealed), Err(OpenError));
-    }
-
-    #[test]
-    fn server_key_alone_without_browser_secret_fails() {
-        let sealed = key(1).seal(b"secret", b"k1", b"x");
-        assert_eq!(key(1).open(b"other", b"k1", &sealed), Err(OpenError));
-        assert_eq!(key(1).open(b"", b"k1", &sealed), Err(OpenError));
-    }
-
-    #[test]
-    fn record_moved_to_another_storage_key_fails() {
-        let sealed = key(1).seal(b"secret", b"k1", b"x");
-        assert_eq!(key(1).open(b"secret", b"k2", &sealed), Err(OpenError));
-    }
-
-    #[test]
-    fn tampered_or_truncated_record_fails() {
-        let mut sealed = key(1).seal(b"secret", b"k1", b"some payload");
-        let last = sealed.len() - 1;
-        sealed[last] ^= 1;
-        assert_eq!(key(1).open(b"secret", b"k1", &sealed), Err(OpenError));
-        assert_eq!(key(1).open(b"secret", b"k1", &sealed[..10]), Err(OpenError));
-        assert_eq!(key(1).open(b"secret", b"k1", &[]), Err(OpenError));
+impl KeyRing {
+    /// A ring of `(id, key byte)` entries, the first sealing (unit tests only).
+    pub(crate) fn for_testing(entries: &[(&str, u8)]) -> Self {
+        let keys = entries
+            .iter()
+            .filter_map(|(id, byte)| Some((KeyId::parse(id)?, MasterKey::new([*byte; 32]))))
+            .collect();
+        Self(Keys::Ring(keys))
     }
 }
+
+/// The header of a record labelled with `id`: marker, id length, id.
+fn label(id: &KeyId) -> Vec<u8> {
+    let id = id.0.as_bytes();
+    let mut header = Vec::with_capacity(2 + id.len());
+    header.push(LABEL_MARKER);
+    // KeyId::parse caps the length at MAX_KEY_ID_LEN, well below 256.
+    header.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
+    header.extend_from_slice(id);
+    header
+}
+
+/// Splits a labelled record into header, id and `nonce ‖ ciphertext ‖ tag`; `None` if it
+/// cannot be one.
+fn parse_label(sealed: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (&marker, rest) = sealed.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    let len = usize::from(len);
+    if marker != LABEL_MARKER || len == 0 || len > MAX_KEY_ID_LEN || rest.len() < len {
+        return None;
+    }
+    let (header, body) = sealed.split_at(2 + len);
+    Some((header, &header[2..], body))
+}
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use super::crypto::OpenError;
 use super::{Displaced, PENDING_LOGIN_TTL, PendingLimits, Sessions, StoreError};
 
 /// The login cookie's value: a random secret binding pending logins to one browser.
@@ -97,7 +98,7 @@ impl Sessions {
         let key = super::store::storage_key("login", pending.state.as_bytes());
         let plaintext = serde_json::to_vec(pending)
             .map_err(|error| StoreError::Unavailable(format!("cannot encode login: {error}")))?;
-        let sealed = self.key.seal(binding.secret(), key.as_bytes(), &plaintext);
+        let sealed = self.keys.seal(binding.secret(), key.as_bytes(), &plaintext);
         self.store
             .put_pending_login(
                 &key,
@@ -122,16 +123,21 @@ impl Sessions {
         let Some(sealed) = self.store.get(&key).await? else {
             return Ok(Err(LoginLookupError::UnknownState));
         };
-        let opened = binding.and_then(|binding| {
-            let plaintext = self
-                .key
-                .open(binding.secret(), key.as_bytes(), &sealed)
-                .ok()?;
-            let pending = serde_json::from_slice::<PendingLogin>(&plaintext).ok()?;
-            Some((binding, pending))
-        });
-        let Some((binding, pending)) = opened.filter(|(_, pending)| pending.state_matches(state))
-        else {
+        let Some(binding) = binding else {
+            return Ok(Err(LoginLookupError::OtherBrowser));
+        };
+        // Any key of the ring opens it; a pending login lives minutes, so it is never
+        // re-sealed. One sealed under a key since removed has expired as far as anyone can
+        // tell; one that does not open otherwise was sealed for another browser.
+        let pending = match self.keys.open(binding.secret(), key.as_bytes(), &sealed) {
+            Ok(opened) => serde_json::from_slice::<PendingLogin>(&opened.plaintext).ok(),
+            Err(OpenError::RemovedKey) => {
+                tracing::info!("a pending login is sealed under a removed key; it has expired");
+                return Ok(Err(LoginLookupError::UnknownState));
+            }
+            Err(OpenError::DoesNotOpen) => None,
+        };
+        let Some(pending) = pending.filter(|pending| pending.state_matches(state)) else {
             return Ok(Err(LoginLookupError::OtherBrowser));
         };
         let taken = self.store.take(&key).await?;
@@ -148,13 +154,23 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{MasterKey, Store};
+    use crate::session::{KeyRing, MasterKey, Store};
     use std::time::Duration;
 
     const LIMITS: PendingLimits = PendingLimits {
         per_browser: 5,
         total: 100,
     };
+
+    fn pending(state: &str) -> PendingLogin {
+        PendingLogin {
+            state: state.into(),
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+            return_to: "/x".into(),
+            previous_session: None,
+        }
+    }
 
     #[test]
     fn binding_round_trips_and_rejects_garbage() {
@@ -188,13 +204,6 @@ mod tests {
             Duration::from_secs(600),
         );
         let mine = BrowserBinding::generate();
-        let pending = |state: &str| PendingLogin {
-            state: state.into(),
-            nonce: "n".into(),
-            pkce_verifier: "v".into(),
-            return_to: "/x".into(),
-            previous_session: None,
-        };
         sessions
             .put_pending_login(&mine, &pending("s1"), LIMITS)
             .await
@@ -227,5 +236,32 @@ mod tests {
             .unwrap();
         let no_cookie = sessions.take_pending_login(None, "s3").await.unwrap();
         assert_eq!(no_cookie.err(), Some(LoginLookupError::OtherBrowser));
+    }
+
+    #[tokio::test]
+    async fn a_pending_login_opens_under_any_ring_key_and_expires_with_its_key() {
+        let store = Store::memory();
+        let ring = |entries: &[(&str, u8)]| {
+            Sessions::new(
+                store.clone(),
+                KeyRing::for_testing(entries),
+                Duration::from_secs(60),
+                Duration::from_secs(600),
+            )
+        };
+        let browser = BrowserBinding::generate();
+        let before = ring(&[("k1", 1)]);
+        for state in ["s1", "s2"] {
+            before
+                .put_pending_login(&browser, &pending(state), LIMITS)
+                .await
+                .unwrap();
+        }
+        let rotated = ring(&[("k2", 2), ("k1", 1)]);
+        let taken = rotated.take_pending_login(Some(&browser), "s1").await;
+        assert_eq!(taken.unwrap().unwrap().return_to, "/x");
+        let retired = ring(&[("k2", 2)]);
+        let taken = retired.take_pending_login(Some(&browser), "s2").await;
+        assert_eq!(taken.unwrap().err(), Some(LoginLookupError::UnknownState));
     }
 }

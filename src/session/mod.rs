@@ -12,7 +12,7 @@ pub mod store;
 use std::time::Duration;
 
 pub use cookie_value::SessionCookie;
-pub use crypto::MasterKey;
+pub use crypto::{KeyId, KeyRing, MasterKey};
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
 pub use store::{Displaced, Freshness, PendingLimits, Store, StoreError};
@@ -21,6 +21,11 @@ use crate::clock::unix_now;
 
 /// Reads a logout makes before it settles for whatever the session holds.
 const END_ATTEMPTS: usize = 3;
+
+/// How long an access token must stay clear of its refresh time, beyond the refresh skew, for
+/// a read to re-seal its session: a re-seal then cannot land under a refresh that is running
+/// (the refresh's compare-and-set would lose its rotated tokens), even across clock skew.
+const RESEAL_MARGIN: Duration = Duration::from_secs(60);
 
 /// A refreshed record sealed for one session, ready to be written (see
 /// [`Sessions::replace`]).
@@ -50,25 +55,35 @@ pub struct ActiveSession {
 /// Creates, finds, updates and ends sessions; stores and takes pending logins.
 pub struct Sessions {
     store: Store,
-    key: MasterKey,
+    keys: KeyRing,
     idle_timeout: Duration,
     absolute_timeout: Duration,
+    refresh_skew: Duration,
 }
 
 impl Sessions {
-    /// Sessions in `store`, sealed under `key`, with the configured timeouts.
+    /// Sessions in `store`, sealed under `keys` (a [`KeyRing`] or a single [`MasterKey`]),
+    /// with the configured timeouts.
     pub fn new(
         store: Store,
-        key: MasterKey,
+        keys: impl Into<KeyRing>,
         idle_timeout: Duration,
         absolute_timeout: Duration,
     ) -> Self {
         Self {
             store,
-            key,
+            keys: keys.into(),
             idle_timeout,
             absolute_timeout,
+            refresh_skew: Duration::ZERO,
         }
+    }
+
+    /// Tells the sessions how early access tokens are refreshed, so that re-sealing a record
+    /// read under an older key never races a refresh (see [`RESEAL_MARGIN`]).
+    pub fn with_refresh_skew(mut self, refresh_skew: Duration) -> Self {
+        self.refresh_skew = refresh_skew;
+        self
     }
 
     /// The store the sessions live in; the refresh protocol keeps its cross-instance lock
@@ -130,7 +145,7 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        let Some(record) = self.open_record(cookie, &key, &read.sealed) else {
+        let Some((record, current)) = self.open_record(cookie, &key, &read.sealed) else {
             return Ok(None);
         };
         let now = unix_now();
@@ -149,12 +164,60 @@ impl Sessions {
         let idle_expires_at = read
             .touched_at
             .map(|at| (at + self.idle_timeout.as_secs()).min(record.expires_at));
+        let sealed = if current || !self.may_reseal(&record, now) {
+            read.sealed
+        } else {
+            self.reseal(cookie, &record, read.sealed).await
+        };
         Ok(Some(ActiveSession {
             cookie: cookie.clone(),
             idle_expires_at,
             record,
-            sealed: read.sealed,
+            sealed,
         }))
+    }
+
+    /// Whether no refresh can be running on `record` or start before a re-seal lands.
+    fn may_reseal(&self, record: &SessionRecord, now: u64) -> bool {
+        let quiet = (self.refresh_skew + RESEAL_MARGIN).as_secs();
+        match record.tokens.access_expires_at {
+            Some(expires_at) => now + quiet < expires_at,
+            None => true,
+        }
+    }
+
+    /// Writes `record`, read as `read` under an older key or format, back under the current
+    /// key, only over exactly what was read (a concurrent write wins). Best effort: a failure
+    /// leaves the old record, which still opens, and never fails the request. Returns the
+    /// sealed record the store now holds, as far as this instance knows.
+    async fn reseal(
+        &self,
+        cookie: &SessionCookie,
+        record: &SessionRecord,
+        read: Vec<u8>,
+    ) -> Vec<u8> {
+        let (key, sealed, ttl) = match self.seal_record(cookie, record) {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                tracing::warn!(error = %error, "re-sealing a session under the current key failed");
+                return read;
+            }
+        };
+        match self
+            .store
+            .replace_if_unchanged(&key, &read, &sealed, ttl)
+            .await
+        {
+            Ok(true) => {
+                tracing::debug!("session re-sealed under the current key");
+                sealed
+            }
+            Ok(false) => read,
+            Err(error) => {
+                tracing::warn!(error = %error, "re-sealing a session under the current key failed");
+                read
+            }
+        }
     }
 
     /// Seals `record` to replace what `current` read. Sealed once, so a retried write of the
@@ -214,7 +277,7 @@ impl Sessions {
             let Some(sealed) = self.store.get(&key).await? else {
                 return Ok(None);
             };
-            let Some(record) = self.open_record(cookie, &key, &sealed) else {
+            let Some((record, _)) = self.open_record(cookie, &key, &sealed) else {
                 return Ok(None);
             };
             if self.store.delete_if_unchanged(&key, &sealed).await? {
@@ -226,20 +289,28 @@ impl Sessions {
         let Some(sealed) = self.store.take(&key).await? else {
             return Ok(None);
         };
-        Ok(self.open_record(cookie, &key, &sealed))
+        Ok(self
+            .open_record(cookie, &key, &sealed)
+            .map(|(record, _)| record))
     }
 
+    /// The record sealed in `sealed`, and whether it is sealed under the current key; `None`
+    /// (no session) when no configured key opens it.
     fn open_record(
         &self,
         cookie: &SessionCookie,
         key: &str,
         sealed: &[u8],
-    ) -> Option<SessionRecord> {
-        let plaintext = self
-            .key
-            .open(cookie.secret(), key.as_bytes(), sealed)
-            .ok()?;
-        SessionRecord::decode(&plaintext)
+    ) -> Option<(SessionRecord, bool)> {
+        let opened = match self.keys.open(cookie.secret(), key.as_bytes(), sealed) {
+            Ok(opened) => opened,
+            Err(error) => {
+                // A removed key, or a cookie whose secret is wrong: no session, never an error.
+                tracing::info!(reason = %error, "a session record did not open; no session");
+                return None;
+            }
+        };
+        Some((SessionRecord::decode(&opened.plaintext)?, opened.current))
     }
 
     fn seal_record(
@@ -253,132 +324,10 @@ impl Sessions {
         let plaintext = record
             .encode()
             .map_err(|error| StoreError::Unavailable(format!("cannot encode session: {error}")))?;
-        let sealed = self.key.seal(cookie.secret(), key.as_bytes(), &plaintext);
+        let sealed = self.keys.seal(cookie.secret(), key.as_bytes(), &plaintext);
         Ok((key, sealed, ttl))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sessions(idle: u64, absolute: u64) -> Sessions {
-        Sessions::new(
-            Store::memory(),
-            MasterKey::new([7; 32]),
-            Duration::from_secs(idle),
-            Duration::from_secs(absolute),
-        )
-    }
-
-    fn record(expires_at: u64) -> SessionRecord {
-        SessionRecord {
-            sub: "alice".into(),
-            tokens: TokenSet {
-                access_token: "at".into(),
-                access_expires_at: None,
-                obtained_at: 0,
-                refresh_token: None,
-                id_token: "id".into(),
-            },
-            created_at: unix_now(),
-            expires_at,
-            logout_sid: "sid".into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn created_session_loads_with_its_token_only() {
-        let sessions = sessions(60, 600);
-        let cookie = sessions.create(&record(unix_now() + 600)).await.unwrap();
-        let loaded = sessions.load(&cookie).await.unwrap().unwrap();
-        assert_eq!(loaded.record.sub, "alice");
-        assert!(loaded.idle_expires_at.unwrap() <= unix_now() + 60);
-        assert!(
-            sessions
-                .load(&SessionCookie::generate())
-                .await
-                .unwrap()
-                .is_none()
-        );
-    }
-
-    #[tokio::test]
-    async fn session_past_absolute_expiry_is_gone() {
-        let sessions = sessions(60, 600);
-        let cookie = sessions.create(&record(unix_now() + 600)).await.unwrap();
-        let mut expired = record(unix_now().saturating_sub(1));
-        expired.sub = "bob".into();
-        // Write directly with a long TTL to prove the absolute check does not rely on the TTL.
-        let key = cookie.storage_key();
-        let sealed = sessions
-            .key
-            .seal(cookie.secret(), key.as_bytes(), &expired.encode().unwrap());
-        sessions
-            .store
-            .put(&key, &sealed, Duration::from_secs(60))
-            .await
-            .unwrap();
-        assert!(sessions.load(&cookie).await.unwrap().is_none());
-        assert!(
-            sessions.store.take(&key).await.unwrap().is_none(),
-            "deleted"
-        );
-    }
-
-    #[tokio::test]
-    async fn idle_expiry_is_capped_by_the_absolute_end() {
-        let sessions = sessions(600, 600);
-        let end = unix_now() + 10;
-        let cookie = sessions.create(&record(end)).await.unwrap();
-        assert_eq!(
-            sessions
-                .load(&cookie)
-                .await
-                .unwrap()
-                .unwrap()
-                .idle_expires_at,
-            Some(end)
-        );
-    }
-
-    #[tokio::test]
-    async fn replace_writes_only_over_the_record_it_read() {
-        let sessions = sessions(60, 600);
-        let cookie = sessions.create(&record(unix_now() + 600)).await.unwrap();
-        let first = sessions.load_fresh(&cookie).await.unwrap().unwrap();
-        let second = sessions.load_fresh(&cookie).await.unwrap().unwrap();
-        let mut refreshed = record(unix_now() + 600);
-        refreshed.sub = "alice-2".into();
-        let replacement = sessions.prepare_replacement(&first, &refreshed).unwrap();
-        assert!(sessions.replace(&replacement).await.unwrap());
-        assert!(
-            sessions.replace(&replacement).await.unwrap(),
-            "a retry of a write that landed counts as done"
-        );
-        let stale = sessions
-            .prepare_replacement(&second, &record(unix_now() + 600))
-            .unwrap();
-        assert!(
-            !sessions.replace(&stale).await.unwrap(),
-            "a writer holding an older read cannot overwrite the newer record"
-        );
-        assert!(
-            !sessions.delete_if_unchanged(&second).await.unwrap(),
-            "nor delete it"
-        );
-        let current = sessions.load(&cookie).await.unwrap().unwrap();
-        assert_eq!(current.record.sub, "alice-2");
-        let ended = sessions.end(&cookie).await.unwrap().unwrap();
-        assert_eq!(ended.sub, "alice-2", "ending returns the record it ended");
-        let late = sessions
-            .prepare_replacement(&current, &record(unix_now() + 600))
-            .unwrap();
-        assert!(
-            !sessions.replace(&late).await.unwrap(),
-            "an ended session is not resurrected"
-        );
-        assert!(sessions.load(&cookie).await.unwrap().is_none());
-        assert!(sessions.end(&cookie).await.unwrap().is_none());
-    }
-}
+mod tests;

@@ -11,6 +11,7 @@ mod cli;
 mod cookies;
 mod frontend;
 mod health;
+mod key_rotation;
 mod keycloak;
 mod limits;
 mod load_balancer;

@@ -35,6 +35,12 @@ impl VestibuleProcess {
         process
     }
 
+    /// Replaces its configuration (TOML, same `listen`); the next [`VestibuleProcess::start`]
+    /// runs with it, as a redeploy with a changed config does.
+    pub fn set_config(&self, config: &str) {
+        std::fs::write(&self.config, config).unwrap();
+    }
+
     /// (Re)starts the binary with its configuration.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");

@@ -116,6 +116,7 @@ pub struct TestAppBuilder {
     redis_tls: bool,
     public_port: Option<u16>,
     external_redis: Option<String>,
+    session_toml: String,
 }
 
 /// Everything a scenario talks to.
@@ -147,6 +148,7 @@ impl TestApp {
             redis_tls: false,
             public_port: None,
             external_redis: None,
+            session_toml: String::new(),
         }
     }
 
@@ -281,6 +283,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// More `[session]` settings (TOML lines).
+    pub fn session_toml(mut self, toml: &str) -> Self {
+        self.session_toml.push_str(toml);
+        self
+    }
+
     /// Extra TOML appended to the config (e.g. more routes).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -323,6 +331,7 @@ impl TestAppBuilder {
                 password_file.display()
             );
         }
+        redis_line.push_str(&self.session_toml);
         if let Some(files) = redis.as_ref().and_then(RedisServer::tls_files) {
             redis_line.push_str(&format!(
                 "redis_ca_file = \"{}\"\nredis_client_cert_file = \"{}\"\nredis_client_key_file = \"{}\"\n",

@@ -10,6 +10,9 @@ use super::{RedisServer, free_port, wait_for};
 /// The master's name in the Sentinels' configuration.
 pub const MASTER_NAME: &str = "vestibule";
 
+/// The password the test's Sentinels require of their clients (and of each other).
+pub const SENTINEL_PASSWORD: &str = "sentinels-own-secret";
+
 /// A master, its replica and three Sentinels watching them.
 pub struct SentinelGroup {
     /// The two data servers; which one is master changes at a failover.
@@ -20,7 +23,8 @@ pub struct SentinelGroup {
 
 impl SentinelGroup {
     /// Starts the master, a replica in sync with it, and three Sentinels that know both and
-    /// each other (so they can agree on a failover).
+    /// each other (so they can agree on a failover). The Sentinels require
+    /// [`SENTINEL_PASSWORD`]; the data servers need none.
     pub async fn start() -> Self {
         let master = RedisServer::start().await;
         let replicaof = format!("127.0.0.1 {}", master.port());
@@ -45,6 +49,7 @@ impl SentinelGroup {
                 &config,
                 format!(
                     "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     requirepass {SENTINEL_PASSWORD}\nsentinel sentinel-pass {SENTINEL_PASSWORD}\n\
                      sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
                      sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                      sentinel failover-timeout {MASTER_NAME} 5000\n\
@@ -113,7 +118,7 @@ impl SentinelGroup {
     /// The port of the server the Sentinels name as master now.
     pub async fn master_port(&self) -> Option<u16> {
         for (port, _) in &self.sentinels {
-            let Some(mut connection) = connect(*port).await else {
+            let Some(mut connection) = connect_sentinel(*port).await else {
                 continue;
             };
             let address: Option<(String, String)> = redis::cmd("SENTINEL")
@@ -208,9 +213,22 @@ async fn info(server: &RedisServer, section: &str) -> Option<String> {
         .ok()
 }
 
+/// A connection to the Sentinel on `port`, with its password.
+async fn connect_sentinel(port: u16) -> Option<redis::aio::MultiplexedConnection> {
+    let url = format!("redis://:{SENTINEL_PASSWORD}@127.0.0.1:{port}");
+    let client = redis::Client::open(url).ok()?;
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
 /// `SENTINEL MASTER` as a flat list of names and values.
 async fn sentinel_master(port: u16) -> Option<Vec<String>> {
-    let mut connection = connect(port).await?;
+    let mut connection = connect_sentinel(port).await?;
     redis::cmd("SENTINEL")
         .arg("MASTER")
         .arg(MASTER_NAME)

@@ -12,6 +12,7 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{
     AsyncConnectionConfig, Cmd, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value,
 };
@@ -75,6 +76,33 @@ impl RedisConnection {
                 })
             }
         })
+    }
+}
+
+impl RedisConnection {
+    /// Whether the deployment answers: `PING` on one server or the current master; on a
+    /// Cluster, any master answering is enough (a node down makes only its slots answer 503,
+    /// so taking every instance out of rotation for it would turn a partial outage into a
+    /// total one).
+    pub(super) async fn ping(&self) -> RedisResult<()> {
+        let ping = redis::cmd("PING");
+        match self {
+            RedisConnection::Cluster(cluster) => {
+                let any_master = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::OneSucceeded),
+                ));
+                cluster
+                    .connection()
+                    .await?
+                    .route_command(ping, any_master)
+                    .await?;
+            }
+            _ => {
+                let _: String = ping.query_async(&mut self.clone()).await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -89,10 +89,7 @@ impl RedisStore {
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        Ok(self.conn.ping().await?)
     }
 
     /// Reads a session record, from the cache when `freshness` allows and it holds one, and
