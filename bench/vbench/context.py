@@ -18,6 +18,10 @@ STORE_FILL_BIN = os.path.join(ROOT, "target", PROFILE, "examples", "store_fill")
 # The local stack's shared facts (client, users, provider defaults, Vestibule's cookie names).
 with open(os.path.join(ROOT, "dev", "stack.json")) as _f:
     STACK = json.load(_f)
+# What the drivers rely on in Vestibule (dev/stack.json).
+SESSION_COOKIE = STACK["vestibule"]["session_cookie"]
+CSRF = STACK["vestibule"]["csrf_header"]
+CALLBACK = STACK["vestibule"]["callback_path"]
 FOREIGN_LIMIT = 30.0  # % CPU used by processes not started by the benchmark -> run flagged
 PATH = "/api/x"  # every config is loaded on this path; the upstream answers any path
 

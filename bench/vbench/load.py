@@ -1,36 +1,34 @@
-"""The measurements: each config loaded with wrk (warm-up, runs, median), the login cost, the
-refresh under load and the store scale. A config or figure that cannot be measured is recorded
-with its reason (the run then fails, see report.unmeasured)."""
+"""The measurements: each config loaded with wrk (warm-up, runs, median), the login cost and
+the refresh under load; the other parts are mixins (deploy: scale-out and Redis latency,
+store: store scale, flood: login flood). A config or figure that cannot be measured is
+recorded with its reason (the run then fails, see report.unmeasured)."""
 
 import base64
 import concurrent.futures
-import json
-import os
+import contextlib
 import secrets
 import statistics
-import subprocess
 import time
 import traceback
 
 from .clients import login, probe, wrk
-from .context import FOREIGN_LIMIT, PATH, STACK, PROFILE, ROOT, STORE_FILL_BIN, STORE_FILL_SRC, Skip, log
+from .context import CALLBACK, CSRF, FOREIGN_LIMIT, PATH, SESSION_COOKIE, Skip, log
+from .deploy import Deploy
 from .flood import LoginFlood
 from .processes import Contention, CpuMeter, free_port, stop, tail, vm_hwm_mb
-from .resp import redis_cmd, redis_cmdstats, redis_info
+from .resp import redis_cmdstats
+from .store import StoreScale
 from .servers import (provider_stats, start_apache, start_nginx_proxy, start_provider, start_redis,
                       start_upstream, start_vestibule)
 
 
 # What --only can select: the five configs, then the extra measurements.
 CONFIGS = ["direct", "nginx_proxy", "mod_auth_openidc", "vestibule_redis", "vestibule_memory"]
-EXTRAS = ["refresh", "store-scale", "login-flood"]
+EXTRAS = ["refresh", "scale-out", "redis-latency", "store-scale", "login-flood"]
 PARTS = CONFIGS + EXTRAS
-SESSION_COOKIE = STACK["vestibule"]["session_cookie"]
-CSRF = STACK["vestibule"]["csrf_header"]
-CALLBACK = STACK["vestibule"]["callback_path"]
 
 
-class Bench(LoginFlood):
+class Bench(Deploy, StoreScale, LoginFlood):
     """One run: the selected parts, their figures (cfg, res), what could not be measured
     (failures, with the reason) and what was measured but is doubtful (problems)."""
 
@@ -54,21 +52,40 @@ class Bench(LoginFlood):
         self.failures.append(f"{field}: {reason}")
         log(f"NOT MEASURED {field}: {reason}")
 
-    def load(self, name, port, headers, pid, redis_port=None):
-        """Warm-up + `runs` measured runs; fills self.cfg[name] and self.cpu[name]."""
+    def load(self, name, port, headers, pid, redis_port=None, also=None):
+        """Warm-up + `runs` measured runs; fills self.cfg[name] and self.cpu[name]. `pid` may be
+        a list (several instances: their CPU is added up); `redis_port` a list (a Cluster: the
+        nodes' commands are added up); `also` {label: pid or [pids]} are the other processes
+        whose CPU% is reported beside (`cpu_percent_<label>`: a load balancer, Redis)."""
         log(f"{name}: warm-up {self.warmup} s, then {self.runs} x {self.duration} s (-t2 -c32)")
         wrk(port, self.warmup, headers, name=f"{name} warm-up")
         runs, cpus, calls, reqs = [], [], {}, 0
+        also = also or {}
+        others = {label: [] for label in also}
+        redis_ports = redis_port if isinstance(redis_port, (list, tuple)) else [redis_port] if redis_port else []
+
+        def cmdstats():
+            total = {}
+            for rp in redis_ports:
+                for cmd, n in redis_cmdstats(rp).items():
+                    total[cmd] = total.get(cmd, 0) + n
+            return total
+
         for i in range(self.runs):
-            c0 = redis_cmdstats(redis_port) if redis_port else {}
-            with Contention() as busy, CpuMeter(pid) as m:
+            c0 = cmdstats()
+            with contextlib.ExitStack() as meters:
+                busy = meters.enter_context(Contention())
+                m = meters.enter_context(CpuMeter(pid))
+                side = {label: meters.enter_context(CpuMeter(p)) for label, p in also.items()}
                 r = wrk(port, self.duration, headers, name=f"{name} run {i + 1}")
+            for label, meter in side.items():
+                others[label].append(meter.percent)
             r["foreign_cpu_percent"] = round(busy.foreign_percent, 1)
             if busy.foreign_percent > FOREIGN_LIMIT:
                 self.problems.append(f"{name} run {i + 1}: the machine was busy with other processes "
                                      f"({busy.foreign_percent:.0f}% CPU not from this benchmark): not comparable")
-            if redis_port:
-                for cmd, n in redis_cmdstats(redis_port).items():
+            if redis_ports:
+                for cmd, n in cmdstats().items():
                     calls[cmd] = calls.get(cmd, 0) + n - c0.get(cmd, 0)
                 reqs += r["requests"]
             r["cpu_percent"] = round(m.percent, 1)
@@ -92,6 +109,8 @@ class Bench(LoginFlood):
             "requests": sum(r["requests"] for r in runs),
             "foreign_cpu_percent": [r["foreign_cpu_percent"] for r in runs],
         }
+        for label, values in others.items():
+            self.cfg[name][f"cpu_percent_{label}"] = round(statistics.median(values), 1)
         if redis_port and reqs:
             self.cfg[name]["redis_commands"] = {k: v for k, v in calls.items() if v}
             log(f"  Redis commands during the measured runs: {self.cfg[name]['redis_commands']} "
@@ -113,7 +132,7 @@ class Bench(LoginFlood):
     def run(self):
         """Runs the selected parts in their fixed order (the upstream first, if any needs it)."""
         want = set(self.parts)
-        if want & (set(CONFIGS) | {"refresh", "store-scale"}):
+        if want & (set(CONFIGS) | {"refresh", "scale-out", "redis-latency", "store-scale"}):
             self.start_upstream()
 
         # 1. direct
@@ -146,6 +165,10 @@ class Bench(LoginFlood):
             self.run_vestibule(want)
         if "refresh" in want:
             self.run_refresh()
+        if "scale-out" in want:
+            self.run_scale_out()
+        if "redis-latency" in want:
+            self.run_redis_latency()
         if "store-scale" in want:
             self.run_store_scale()
         if "login-flood" in want:
@@ -344,88 +367,3 @@ class Bench(LoginFlood):
             for k in fields:
                 self.res[k] = None
                 self.not_measured(k, f"{type(e).__name__}: {e}")
-
-    # ---------------------------------------------------------------- store scale
-    def run_store_scale(self):
-        small, large = (1000, 10000) if self.quick else (1000, 100000)
-        self.res["store_sessions_small"] = small
-        self.res["store_sessions_large"] = large
-        fields = ["redis_bytes_per_session", "p50_ms_1k_sessions", "p50_ms_100k_sessions"]
-        for k in fields:
-            self.res[k] = None
-        if not os.path.exists(STORE_FILL_SRC):
-            for k in fields:
-                self.not_measured(k, "not measured: store_fill example missing (examples/store_fill.rs)")
-            return
-        try:
-            b = subprocess.run(["cargo", "build", "--locked", "--example", "store_fill"]
-                               + (["--release"] if PROFILE == "release" else []),
-                               cwd=ROOT, capture_output=True, text=True, timeout=900)
-            if b.returncode != 0:
-                err = b.stderr.strip().splitlines()
-                err = " / ".join(line for line in err if line.startswith("error"))[:300] or b.stderr[-300:]
-                if not os.path.exists(STORE_FILL_BIN):
-                    raise Skip("cannot build the store_fill example: " + err)
-                built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(STORE_FILL_BIN)))
-                self.res["store_fill_note"] = f"build failed ({err}); used the existing binary built {built}"
-                log(f"  WARNING: store_fill {self.res['store_fill_note']}")
-            sport, sp = start_redis("redis-store")
-            mem0 = int(redis_info(sport, "memory")["used_memory"])
-            keys0 = redis_cmd(sport, "DBSIZE")
-
-            def fill(n):
-                t0 = time.monotonic()
-                r = subprocess.run([STORE_FILL_BIN, "--redis", f"redis://127.0.0.1:{sport}",
-                                    "--count", str(n), "--key", self.key],
-                                   capture_output=True, text=True, timeout=900)
-                if r.returncode != 0:
-                    raise Skip(f"store_fill failed: {r.stderr.strip()[-400:]}")
-                reply = json.loads(r.stdout.strip().splitlines()[-1])
-                created = reply["created"]
-                if "plaintext_bytes" in reply:
-                    self.res["store_fill_plaintext_bytes"] = reply["plaintext_bytes"]
-                log(f"  store_fill: {created} sessions in {time.monotonic() - t0:.1f} s")
-                return created
-
-            port = free_port()
-            issuer, op = start_provider("provider-store", [f"http://127.0.0.1:{port}{CALLBACK}"], 3600)
-            v = start_vestibule("vestibule-store", port, issuer, self.up_port, self.key, sport)
-            cookie = self.vestibule_login(port)
-            self.prove_vestibule("store", port, cookie)
-            hdr = [f"Cookie: {SESSION_COOKIE}={cookie}", f"{CSRF}: 1"]
-            dur = 2 if self.quick else 5
-            fill(small)
-            wrk(port, 1, hdr)
-            r1 = wrk(port, dur, hdr, name=f"store {small}")
-            fill(large - small)
-            mem1 = int(redis_info(sport, "memory")["used_memory"])
-            keys1 = redis_cmd(sport, "DBSIZE")
-            wrk(port, 1, hdr)
-            r2 = wrk(port, dur, hdr, name=f"store {large}")
-            n = keys1 - keys0
-            try:
-                sample = redis_cmd(sport, "RANDOMKEY")
-                self.res["redis_sample_key_memory_usage"] = redis_cmd(sport, "MEMORY", "USAGE", sample)
-                self.res["redis_sample_key_type"] = redis_cmd(sport, "TYPE", sample)
-                if self.res["redis_sample_key_type"] == "string":
-                    self.res["redis_sample_value_bytes"] = redis_cmd(sport, "STRLEN", sample)
-            except Exception:  # noqa: BLE001
-                pass
-            self.res["redis_bytes_per_session"] = round((mem1 - mem0) / n, 1) if n else None
-            self.res["redis_keys_after_fill"] = keys1
-            self.res["p50_ms_1k_sessions"] = r1["p50_ms"]
-            self.res[f"p50_ms_{large // 1000}k_sessions"] = r2["p50_ms"]
-            if large != 100000:
-                self.notes["p50_ms_100k_sessions"] = f"quick mode: {large} sessions instead (see p50_ms_{large // 1000}k_sessions)"
-            log(f"  {(mem1 - mem0) / max(n, 1):.0f} bytes/session over {n} keys; p50 {r1['p50_ms']} ms at "
-                f"{small}, {r2['p50_ms']} ms at {large}")
-            self.peak_rss["vestibule_store"] = round(vm_hwm_mb(v.pid), 1)
-            for p in (v, op, sp):
-                stop(p)
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            for k in fields:
-                if self.res.get(k) is None:
-                    self.not_measured(k, f"{type(e).__name__}: {e}")
-
-    # ---------------------------------------------------------------- login flood

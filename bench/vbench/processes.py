@@ -175,19 +175,23 @@ class Contention:
 
 
 class CpuMeter:
-    """CPU time of a process tree over an interval, from /proc/<pid>/stat."""
+    """CPU time of a process tree (or of several: a list of PIDs) over an interval, from
+    /proc/<pid>/stat."""
 
     def __init__(self, root_pid):
-        self.root = root_pid
+        self.roots = root_pid if isinstance(root_pid, (list, tuple)) else [root_pid]
+
+    def _pids(self):
+        return [p for root in self.roots for p in proc_tree(root)]
 
     def __enter__(self):
         self.t0 = time.monotonic()
-        self.c0 = cpu_ticks(proc_tree(self.root))
+        self.c0 = cpu_ticks(self._pids())
         return self
 
     def __exit__(self, *exc):
         self.wall = time.monotonic() - self.t0
-        c1 = cpu_ticks(proc_tree(self.root))
+        c1 = cpu_ticks(self._pids())
         # processes present at both ends; new ones count from zero
         self.cpu_s = sum(v - self.c0.get(p, 0) for p, v in c1.items()) / CLK_TCK
         self.percent = 100.0 * self.cpu_s / self.wall if self.wall > 0 else None

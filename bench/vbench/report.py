@@ -85,6 +85,9 @@ def targets(out, parts):
         ("redis commands per proxied request", out.get("redis_commands_per_request"), "<=", 1,
          ran("vestibule_redis")),
         ("redis bytes per session", out.get("redis_bytes_per_session"), "<=", 5120, ran("store-scale")),
+        # issue 12: "p50 unchanged against 1,000" (full mode: 1,000,000 sessions; quick: 10,000)
+        ("proxied p50 with the most sessions / with 1k sessions", out.get("p50_ratio_largest_to_1k_sessions"),
+         "<=", 1.2, ran("store-scale")),
         ("peak RSS MB (max over Vestibule processes)", out.get("peak_rss_mb"), "<=", 64,
          any(ran(n) for n in ("vestibule_redis", "vestibule_memory", "refresh", "store-scale"))),
     ]
@@ -152,6 +155,8 @@ def render_md(out):
         ("redis_bytes_per_session", "Redis bytes per session"),
         ("p50_ms_1k_sessions", "proxied p50 ms with 1k sessions in Redis"),
         ("p50_ms_100k_sessions", "proxied p50 ms with 100k sessions in Redis"),
+        ("p50_ms_1m_sessions", "proxied p50 ms with 1,000,000 sessions in Redis"),
+        ("redis_used_memory_mb_largest", "Redis used_memory MB with the most sessions"),
         ("login_ms_p50", "full login p50 ms (sequential)"),
         ("login_concurrent_wall_ms", f"{out.get('login_concurrent_count', 16)} concurrent logins, wall ms"),
         ("login_concurrent_mean_ms", "concurrent logins, mean ms per login"),
@@ -161,11 +166,87 @@ def render_md(out):
         v = out.get(k)
         note = out.get("not_measured", {}).get(k)
         lines.append(f"| {label} | {fmt(v) if v is not None else 'not measured' + (': ' + note if note else '')} |")
+    lines += render_store_fill(out)
+    lines += render_scale_out(out.get("scale_out"))
+    lines += render_redis_latency(out.get("redis_latency"))
     lines += render_login_flood(out.get("login_flood"))
     lines += ["", "| target | value | limit | result |", "|---|---:|---:|---|"]
     for t in out["targets"]:
         lines.append(f"| {t['target']} | {fmt(t['value'], 3)} | {t['op']} {t['limit']} | {t['result']} |")
     return "\n".join(lines) + "\n"
+
+
+def render_store_fill(out):
+    fills = out.get("store_fill")
+    if not fills:
+        return []
+    steps = ", ".join(f"{k}: {v['sessions_added']:,} added in {v['seconds']} s ({v['sessions_per_s']:,}/s)"
+                      for k, v in fills.items())
+    return ["", f"Store scale: sessions filled by examples/store_fill.rs ({steps}); Redis used_memory "
+                f"{fmt(out.get('redis_used_memory_mb_largest'), 1)} MB (RSS "
+                f"{fmt(out.get('redis_used_memory_rss_mb_largest'), 1)} MB) with "
+                f"{out.get('redis_keys_after_fill', 0):,} keys."]
+
+
+def load_row(label, c, extra_cols):
+    """One table row of a loaded config (see load.Bench.load), or why it has none."""
+    if not c or c.get("rps") is None:
+        why = (c or {}).get("not_measured") or (c or {}).get("not_run") or "not measured"
+        return f"| {label} | {why} |" + " |" * (3 + len(extra_cols))
+    cols = [" / ".join(fmt(x, 0) for x in c[k]) if isinstance(c.get(k), list) else fmt(c.get(k), 0 if "cpu" in k else 3)
+            for k in extra_cols]
+    return (f"| {label} | {c['rps']:,.0f} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} | "
+            f"{fmt(c.get('cpu_percent'), 0)} | " + " | ".join(cols) + " |")
+
+
+def render_scale_out(so):
+    if not so:
+        return []
+    lines = ["", "Scale-out: nginx (round-robin, no stickiness, keep-alive, `max_fails=0`) in front of N "
+                 "instances, one session. Two cores: more instances cannot add CPU, only spread it.", "",
+             "| Redis | instances | req/s | p50 ms | p99 ms | Vestibule CPU% | per instance | nginx CPU% | "
+             "Redis CPU% | Redis commands / request |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for topology, label in (("one_redis", "one Redis"), ("cluster", "Cluster, 3 masters")):
+        t = so.get(topology) or {}
+        reason = t.get("not_run") or t.get("not_measured")
+        if reason:
+            lines.append(f"| {label} | {'NOT RUN' if t.get('not_run') else 'NOT MEASURED'}: {reason} "
+                         "| | | | | | | | |")
+            continue
+        for n in so.get("instances", []):
+            row = load_row(f"{label} | {n}", t.get(str(n)),
+                           ["cpu_percent_per_instance", "cpu_percent_nginx_lb", "cpu_percent_redis",
+                            "redis_commands_per_request"])
+            lines.append(row)
+    return lines
+
+
+def render_redis_latency(rl):
+    if not rl:
+        return []
+    head = (f"Redis latency: Redis behind {rl.get('proxy', 'a proxy')} adding "
+            f"{rl['added_ms_per_round_trip']} ms per round trip, per-instance cache on and off.")
+    if rl.get("not_measured"):
+        return ["", head, "", f"Not measured: {rl['not_measured']}"]
+    lines = ["", head + f" PING p50 (one at a time): direct {fmt(rl.get('ping_p50_ms_direct'), 3)} ms, "
+                        f"through the proxy with no latency {fmt(rl.get('ping_p50_ms_proxy_0ms'), 3)} ms, "
+                        f"with the latency {fmt(rl.get('ping_p50_ms_proxy_latency'), 3)} ms.", "",
+             "| Redis | cache | req/s | p50 ms | p99 ms | Vestibule CPU% | Redis CPU% | proxy CPU% | "
+             "Redis commands / request |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for path, label in (("loopback", "loopback"), ("latency", f"+{rl['added_ms_per_round_trip']} ms")):
+        for cache in ("on", "off"):
+            lines.append(load_row(f"{label} | {cache}", rl["cases"].get(f"{path}_cache_{cache}"),
+                                  ["cpu_percent_redis", "cpu_percent_toxiproxy", "redis_commands_per_request"]))
+    for path, label in (("loopback", "loopback"), ("latency", f"+{rl['added_ms_per_round_trip']} ms")):
+        g = rl.get(f"cache_gain_{path}")
+        on, off = rl["cases"].get(f"{path}_cache_on") or {}, rl["cases"].get(f"{path}_cache_off") or {}
+        if g:
+            lines.append(f"\nThe cache on {label}: req/s x{g['rps_on_over_off']} (on / off), p50 "
+                         f"{off['p50_ms']:.2f} -> {on['p50_ms']:.2f} ms, p99 {off['p99_ms']:.2f} -> "
+                         f"{on['p99_ms']:.2f} ms (off -> on).")
+    return lines
 
 
 def render_login_flood(lf):
@@ -233,7 +314,8 @@ def assemble(b, only, elapsed_s):
                     for n in CONFIGS},
     }
     for k in ("redis_commands_per_request", "refresh_grants_per_expiry", "refresh_failed_requests",
-              "redis_bytes_per_session", "p50_ms_1k_sessions", "p50_ms_100k_sessions", "login_ms_p50"):
+              "redis_bytes_per_session", "p50_ms_1k_sessions", "p50_ms_100k_sessions", "p50_ms_1m_sessions",
+              "login_ms_p50"):
         out[k] = b.res.get(k)
     rss = b.peak_rss
     out["peak_rss_mb"] = max(rss.values()) if rss else None

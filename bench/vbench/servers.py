@@ -183,14 +183,18 @@ rate_limit_per_minute = 0
 
 
 def start_vestibule(name, port, issuer, upstream_port, key, redis_port=None, skew=30,
-                    extra=UNLIMITED_LOGINS):
+                    extra=UNLIMITED_LOGINS, redis_url=None, public_port=None, session_extra=""):
+    """One Vestibule on 127.0.0.1:port (`public_port`: the load balancer's, when it has one),
+    on Redis at `redis_port` (or any `redis_url`) or in memory; `session_extra` adds lines
+    to `[session]`, `extra` whole sections."""
     d = os.path.join(WORK, name)
     os.makedirs(d, exist_ok=True)
     conf = os.path.join(d, "vestibule.toml")
-    redis_line = f'redis_url = "redis://127.0.0.1:{redis_port}"' if redis_port else "# in-memory store"
+    redis_url = redis_url or (f"redis://127.0.0.1:{redis_port}" if redis_port else None)
+    redis_line = f'redis_url = "{redis_url}"' if redis_url else "# in-memory store"
     with open(conf, "w") as f:
         f.write(f"""listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{public_port or port}"
 
 [oidc]
 issuer = "{issuer}"
@@ -201,6 +205,7 @@ refresh_skew_secs = {skew}
 [session]
 {redis_line}
 encryption_key = "{key}"
+{session_extra}
 
 [[routes]]
 prefix = "/api"
