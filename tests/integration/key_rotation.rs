@@ -32,13 +32,6 @@ fn config(app: &TestApp, port: u16, keys: &str) -> String {
     config.replacen(&single, keys, 1)
 }
 
-/// A browser at `base` holding the session cookie `session`.
-fn with_session(base: &str, session: &str) -> Browser {
-    let browser = Browser::new(base);
-    browser.set_cookie("vestibule", session);
-    browser
-}
-
 /// `url` sent to `instance` instead (the load balancer's choice, made by the test).
 fn on_instance(url: &Url, instance: &str) -> Url {
     let mut moved = url.clone();
@@ -76,7 +69,7 @@ async fn login_on(instance: &str, public: &str, user: &str) -> String {
 /// Asserts that `session` calls the API through `instance` (the upstream introspects the
 /// token), and reads the user there.
 async fn works_on(instance: &str, session: &str, what: &str) {
-    let browser = with_session(instance, session);
+    let browser = Browser::with_session(instance, session);
     let response = browser.api_get("/api/orders/rotation").await;
     assert_eq!(response.status(), StatusCode::OK, "{what} on {instance}");
     let (status, user) = browser.user().await;
@@ -86,7 +79,7 @@ async fn works_on(instance: &str, session: &str, what: &str) {
 
 /// Asserts that `session` has ended on `instance`: 401 with the JSON an SPA expects.
 async fn ended_on(instance: &str, session: &str, what: &str) {
-    let response = with_session(instance, session)
+    let response = Browser::with_session(instance, session)
         .api_get("/api/orders/rotation")
         .await;
     assert_eq!(
@@ -209,7 +202,7 @@ async fn a_rotation_rolled_over_two_instances_ends_only_sessions_left_on_the_rem
         works_on(url, &from_step_two, "made in step 2, step 4").await;
         ended_on(url, &idle, "idle under the removed k1").await;
     }
-    let (status, _) = with_session(&url_b, &idle).user().await;
+    let (status, _) = Browser::with_session(&url_b, &idle).user().await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // The login started under k1 ends on the login-expired page, not a server error.

@@ -15,13 +15,6 @@ fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
 }
 
-/// A browser at `base` holding the session cookie `session` (one browser, another door).
-fn with_session(base: &str, session: &str) -> Browser {
-    let browser = Browser::new(base);
-    browser.set_cookie("vestibule", session);
-    browser
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_behind_nginx_share_one_session_and_refresh_it_once() {
     let balancer_port = free_port();
@@ -46,13 +39,13 @@ async fn three_instances_behind_nginx_share_one_session_and_refresh_it_once() {
     browser.login("alice").await;
     let session = browser.cookie("vestibule").expect("a session cookie");
     for instance in [&first, &second, &third] {
-        let (status, user) = with_session(instance, &session).user().await;
+        let (status, user) = Browser::with_session(instance, &session).user().await;
         assert_eq!(status, StatusCode::OK, "{instance} knows the session");
         assert_eq!(user["sub"], "alice");
     }
 
     // Refreshed by the second instance.
-    let at_second = with_session(&second, &session);
+    let at_second = Browser::with_session(&second, &session);
     at_second.wait_past_access_token_expiry().await;
     assert_eq!(
         at_second
@@ -62,7 +55,7 @@ async fn three_instances_behind_nginx_share_one_session_and_refresh_it_once() {
         StatusCode::OK
     );
     assert_eq!(app.provider.refresh_grants().await, 1);
-    let (_, first_view) = with_session(&first, &session).user().await;
+    let (_, first_view) = Browser::with_session(&first, &session).user().await;
     let (_, second_view) = at_second.user().await;
     assert_eq!(
         first_view["session"]["access_token_expires_at"],
@@ -85,10 +78,10 @@ async fn three_instances_behind_nginx_share_one_session_and_refresh_it_once() {
     );
 
     // Ended through the third instance: gone everywhere at once.
-    let (status, _) = with_session(&third, &session).logout().await;
+    let (status, _) = Browser::with_session(&third, &session).logout().await;
     assert_eq!(status, StatusCode::OK);
     for instance in [&first, &second, &third, &balancer] {
-        let (status, _) = with_session(instance, &session).user().await;
+        let (status, _) = Browser::with_session(instance, &session).user().await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{instance} after logout");
     }
 }
@@ -118,7 +111,7 @@ async fn a_rolling_restart_under_load_loses_no_request() {
 
     // Load: four clients calling through the balancer until told to stop.
     let load = CallLoop::start(
-        &[with_session(&balancer, &session)],
+        &[Browser::with_session(&balancer, &session)],
         4,
         "/api/orders/rolling",
     );

@@ -10,13 +10,6 @@ use crate::harness::load::CallLoop;
 use crate::harness::redis_topologies::{RedisCluster, SENTINEL_PASSWORD, SentinelGroup};
 use crate::harness::{Browser, RedisServer, TestApp, wait_for};
 
-/// A browser at `base` holding the session cookie `session`.
-fn with_session(base: &str, session: &str) -> Browser {
-    let browser = Browser::new(base);
-    browser.set_cookie("vestibule", session);
-    browser
-}
-
 /// Calls `path` until it answers 200 (within `limit`), asserting every other answer is a 503
 /// (the store unavailable), never a 401 (a logout).
 async fn until_served(browser: &Browser, path: &str, limit: Duration) {
@@ -226,7 +219,9 @@ async fn a_sentinel_failover_keeps_every_session_and_its_refresh_token() {
     )
     .await;
     // ...and is exact: a logout through the other instance ends the session here at once.
-    let (status, _) = with_session(&other_instance, &session).logout().await;
+    let (status, _) = Browser::with_session(&other_instance, &session)
+        .logout()
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = browser.user().await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -286,7 +281,7 @@ async fn a_cluster_keeps_sessions_through_slot_migration_and_a_node_restart() {
 
     // The refresh lock works across slots: 20 calls on two instances at expiry, one grant.
     browser.wait_past_access_token_expiry().await;
-    let doors = [browser.clone(), with_session(&second, &session)];
+    let doors = [browser.clone(), Browser::with_session(&second, &session)];
     let statuses =
         crate::harness::browser::call_concurrently(&doors, 20, "/api/orders/expiry").await;
     assert!(
@@ -347,7 +342,7 @@ async fn a_cluster_keeps_sessions_through_slot_migration_and_a_node_restart() {
     assert_eq!(app.provider.refresh_grants().await, grants + 1);
 
     // Logout through the second instance ends it on both.
-    let (status, _) = with_session(&second, &session).logout().await;
+    let (status, _) = Browser::with_session(&second, &session).logout().await;
     assert_eq!(status, StatusCode::OK);
     for door in &doors {
         assert_eq!(door.user().await.0, StatusCode::UNAUTHORIZED);

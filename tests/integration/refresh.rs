@@ -76,8 +76,7 @@ async fn one_session_on_two_instances() -> (TestApp, Browser, Browser) {
     let second = app.start_another_instance().await;
     let browser = app.browser();
     browser.login("alice").await;
-    let other_instance = Browser::new(&second);
-    other_instance.set_cookie("vestibule", &browser.cookie("vestibule").unwrap());
+    let other_instance = Browser::with_session(&second, &browser.cookie("vestibule").unwrap());
     (app, browser, other_instance)
 }
 

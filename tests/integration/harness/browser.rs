@@ -52,6 +52,14 @@ impl Browser {
         }
     }
 
+    /// A browser at `base` holding the session cookie `session` (the same browser reaching
+    /// another door: another instance, or the balancer).
+    pub fn with_session(base: &str, session: &str) -> Self {
+        let browser = Self::new(base);
+        browser.set_cookie("vestibule", session);
+        browser
+    }
+
     /// The underlying HTTP client (cookies included, redirects not followed).
     pub fn http(&self) -> &reqwest::Client {
         &self.http

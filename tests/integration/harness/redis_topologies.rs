@@ -200,7 +200,12 @@ impl Drop for SentinelGroup {
 
 /// A connection to a server on `port` (none if it does not answer).
 async fn connect(port: u16) -> Option<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    connect_to(format!("redis://127.0.0.1:{port}")).await
+}
+
+/// A connection to `url`, within 2 s (none if it does not answer).
+async fn connect_to(url: String) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url).ok()?;
     tokio::time::timeout(
         Duration::from_secs(2),
         client.get_multiplexed_async_connection(),
@@ -222,15 +227,7 @@ async fn info(server: &RedisServer, section: &str) -> Option<String> {
 
 /// A connection to the Sentinel on `port`, with its password.
 async fn connect_sentinel(port: u16) -> Option<redis::aio::MultiplexedConnection> {
-    let url = format!("redis://:{SENTINEL_PASSWORD}@127.0.0.1:{port}");
-    let client = redis::Client::open(url).ok()?;
-    tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()
+    connect_to(format!("redis://:{SENTINEL_PASSWORD}@127.0.0.1:{port}")).await
 }
 
 /// `SENTINEL MASTER` as a flat list of names and values.
