@@ -12,7 +12,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use vestibule::clock::unix_now;
-use vestibule::session::{MasterKey, SessionRecord, Sessions, Store, StoredToken, TokenSet};
+use vestibule::session::{
+    MasterKey, SessionOrigin, SessionRecord, Sessions, Store, StoredToken, TokenSet,
+};
 
 fn argument(name: &str) -> Option<String> {
     let mut args = std::env::args().skip_while(|arg| arg != name);
@@ -40,7 +42,7 @@ fn record(index: usize) -> SessionRecord {
         "exp": now + 300, "iat": now, "auth_time": now, "jti": format!("{index:08x}-1b2c-4d5e-8f90-a1b2c3d4e5f6"),
         "iss": "http://localhost:8081/realms/vestibule", "aud": "vestibule",
         "sub": format!("{index:08x}-6f4a-4b8e-9c1d-2e3f4a5b6c7d"), "typ": "ID", "azp": "vestibule",
-        "nonce": "LapxEPcjwnVlSTYQr14Lv3rPMyAiqRwNfSXaLq4acw", "sid": "0f6b3a52-8f1e-4b7d-9a3c-5d2e1f0a9b8c",
+        "nonce": "LapxEPcjwnVlSTYQr14Lv3rPMyAiqRwNfSXaLq4acw", "sid": format!("{index:08x}-8f1e-4b7d-9a3c-5d2e1f0a9b8c"),
         "at_hash": "x3Jm9Q0sV7bL2kP8rT5wNg", "acr": "1", "email_verified": true,
         "name": "Alice Example", "preferred_username": format!("user{index}"),
         "given_name": "Alice", "family_name": "Example", "email": format!("user{index}@example.com"),
@@ -61,6 +63,17 @@ fn record(index: usize) -> SessionRecord {
         created_at: now,
         expires_at: now + 28_800,
         logout_sid: vestibule::random::url_safe_secret(),
+        handle: vestibule::random::url_safe_id(),
+    }
+}
+
+/// Where each session comes from, as a login files it in the user's index.
+fn origin(index: usize) -> SessionOrigin {
+    SessionOrigin {
+        device: "Firefox on Linux".into(),
+        network: "203.0.113.0/24".into(),
+        browser_family: "Firefox".into(),
+        provider_session: Some(format!("{index:08x}-8f1e-4b7d-9a3c-5d2e1f0a9b8c")),
     }
 }
 
@@ -91,7 +104,12 @@ async fn main() -> anyhow::Result<()> {
     let created = stream::iter(0..count)
         .map(|index| {
             let sessions = &sessions;
-            async move { sessions.create(&record(index)).await.is_ok() }
+            async move {
+                sessions
+                    .create(&record(index), &origin(index))
+                    .await
+                    .is_ok()
+            }
         })
         .buffer_unordered(64)
         .filter(|ok| std::future::ready(*ok))

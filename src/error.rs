@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
-use crate::oidc::OidcError;
+use crate::oidc::{LogoutCheckError, LogoutTokenError, OidcError};
 use crate::session::{LoginLookupError, StoreError};
 
 /// Where the browser should go to log in.
@@ -55,6 +55,15 @@ pub enum AppError {
     /// The request body is larger than this endpoint accepts.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The endpoint exists but not for this method; the value lists the allowed ones.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// A back-channel logout token failed validation (or was replayed).
+    #[error("logout token refused: {0}")]
+    LogoutTokenRejected(LogoutTokenError),
+    /// The session named in the path is not one of the caller's.
+    #[error("no such session")]
+    NoSuchSession,
 }
 
 /// Why a login callback failed, in words a user can act on.
@@ -100,6 +109,15 @@ impl From<LoginLookupError> for AppError {
     }
 }
 
+impl From<LogoutCheckError> for AppError {
+    fn from(error: LogoutCheckError) -> Self {
+        match error {
+            LogoutCheckError::Invalid(reason) => AppError::LogoutTokenRejected(reason),
+            LogoutCheckError::Provider(error) => AppError::Provider(error),
+        }
+    }
+}
+
 impl From<crate::refresh::AccessError> for AppError {
     fn from(error: crate::refresh::AccessError) -> Self {
         use crate::refresh::AccessError;
@@ -116,8 +134,11 @@ impl AppError {
         match self {
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AppError::BadRequest(_) | AppError::Login(_) => StatusCode::BAD_REQUEST,
-            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::BadRequest(_) | AppError::Login(_) | AppError::LogoutTokenRejected(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            AppError::NotFound | AppError::NoSuchSession => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Provider(OidcError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Provider(_) => StatusCode::BAD_GATEWAY,
@@ -143,6 +164,10 @@ impl AppError {
             AppError::UpstreamTimeout => "upstream_timeout",
             AppError::TooManyRequests(_) => "too_many_requests",
             AppError::PayloadTooLarge => "payload_too_large",
+            AppError::MethodNotAllowed(_) => "method_not_allowed",
+            // The error code Back-Channel Logout 1.0 §2.8 names.
+            AppError::LogoutTokenRejected(_) => "invalid_request",
+            AppError::NoSuchSession => "no_such_session",
         }
     }
 
@@ -184,6 +209,12 @@ impl AppError {
                 "Too many login attempts from your network. Please wait a moment and retry.".into()
             }
             AppError::PayloadTooLarge => "The request body is too large.".into(),
+            AppError::MethodNotAllowed(allowed) => {
+                format!("This endpoint answers {allowed} only.")
+            }
+            // Each reason is a fixed phrase about the sender's own token.
+            AppError::LogoutTokenRejected(reason) => format!("{reason}."),
+            AppError::NoSuchSession => "You have no session with this id.".into(),
         }
     }
 
@@ -200,6 +231,11 @@ impl AppError {
     }
 
     fn with_retry_after(&self, mut response: Response) -> Response {
+        if let AppError::MethodNotAllowed(allowed) = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        }
         if let AppError::TooManyRequests(wait) = self {
             // Whole seconds, rounded up, so a client that waits this long is let in.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

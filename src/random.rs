@@ -16,3 +16,10 @@ pub fn url_safe_secret() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes::<32>())
 }
+
+/// 128 random bits as base64url without padding (22 characters): public handles that must be
+/// unique and unguessable but are not secrets.
+pub fn url_safe_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes::<16>())
+}

@@ -11,12 +11,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use super::device::session_origin;
 use super::{AppState, QueryParams, csrf};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
 use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
-use crate::session::{BrowserBinding, PendingLogin, SessionCookie, SessionRecord, TokenSet};
+use crate::session::{
+    BrowserBinding, PendingLogin, SessionCookie, SessionOrigin, SessionRecord, TokenSet,
+};
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
 /// provider. Rate-limited per client address; the logins in progress are capped (the oldest
@@ -65,6 +68,7 @@ pub async fn begin_login(
 /// `GET /api/auth/callback`: validates the provider's answer and creates a new session.
 pub async fn finish_login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
@@ -109,6 +113,12 @@ pub async fn finish_login(
         created_at: unix_now(),
         expires_at: state.sessions.absolute_expiry_from_now(),
         logout_sid: crate::random::url_safe_secret(),
+        handle: crate::random::url_safe_id(),
+    };
+    let client = state.trusted_proxies.client(peer.ip(), &headers);
+    let origin = SessionOrigin {
+        provider_session: login.provider_session,
+        ..session_origin(client, &headers)
     };
     // A session the browser had is ended, never upgraded (no session fixation): the one it
     // brought to the login start, and the one it sent here, if the browser sent one.
@@ -119,7 +129,7 @@ pub async fn finish_login(
     for previous in [brought, cookies.session].into_iter().flatten() {
         end_session(&state, &previous).await?;
     }
-    let cookie = state.sessions.create(&record).await?;
+    let cookie = state.sessions.create(&record, &origin).await?;
     tracing::info!("login completed");
     let set_cookie = [(header::SET_COOKIE, state.cookies.session_cookie(&cookie))];
     Ok(no_store(
@@ -267,7 +277,9 @@ pub async fn refuse_large_bodies(
     next.run(request).await
 }
 
-fn no_store(mut response: Response) -> Response {
+/// `response` with `Cache-Control: no-store`: nothing Vestibule answers about sessions may be
+/// kept by a cache.
+pub(super) fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

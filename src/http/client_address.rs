@@ -68,6 +68,18 @@ fn parse_entry(text: &str) -> Option<IpAddr> {
         })
 }
 
+/// The network a client belongs to: IPv4 /24, IPv6 /48 (what one site or customer usually
+/// holds). Rate limits share a budget per network; session lists show it instead of the address.
+pub fn client_network(client: IpAddr) -> IpNet {
+    truncated(client, 24, 48)
+}
+
+/// `address` with all but its first `v4_bits` / `v6_bits` bits cleared, as a network.
+pub fn truncated(address: IpAddr, v4_bits: u8, v6_bits: u8) -> IpNet {
+    let bits = if address.is_ipv4() { v4_bits } else { v6_bits };
+    IpNet::new(address, bits).map_or_else(|_| IpNet::from(address), |net| net.trunc())
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) as the IPv4 address they are.
 fn canonical(address: IpAddr) -> IpAddr {
     match address {

@@ -13,9 +13,9 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::client_address::client_network;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use ipnet::IpNet;
 
 /// Checks between two sweeps of addresses whose buckets are full again (bounded memory).
 const SWEEP_EVERY: u32 = 1024;
@@ -98,9 +98,9 @@ impl LoginRateLimit {
     }
 }
 
-/// The network a client belongs to: IPv4 /24, IPv6 /48.
+/// The network a client belongs to (see [`client_network`]), by its first address.
 fn network(client: IpAddr) -> IpAddr {
-    truncated(client, 24, 48)
+    client_network(client).addr()
 }
 
 /// The address a bucket is kept for: IPv4 whole, IPv6 by /64.
@@ -110,8 +110,7 @@ fn bucket(client: IpAddr) -> IpAddr {
 
 /// `address` with all but its first `v4_bits` / `v6_bits` bits cleared.
 fn truncated(address: IpAddr, v4_bits: u8, v6_bits: u8) -> IpAddr {
-    let bits = if address.is_ipv4() { v4_bits } else { v6_bits };
-    IpNet::new(address, bits).map_or(address, |net| net.trunc().addr())
+    super::client_address::truncated(address, v4_bits, v6_bits).addr()
 }
 
 #[cfg(test)]

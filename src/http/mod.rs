@@ -2,10 +2,12 @@
 //! session, OIDC and refresh layers. Handlers stay thin; decisions live in those layers.
 
 pub mod auth;
+pub mod backchannel;
 pub mod client_address;
 pub mod connection;
 pub mod cookies;
 pub mod csrf;
+pub mod device;
 pub mod dispatch;
 pub mod frontend;
 pub mod headers;
@@ -14,12 +16,13 @@ pub mod login_limit;
 pub mod proxy;
 pub mod request_scope;
 pub mod server;
+pub mod sessions;
 pub mod upstream;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use url::Url;
 
 use crate::error::AppError;
@@ -129,6 +132,20 @@ pub fn router(state: AppState) -> Router {
         .route("/callback", get(auth::finish_login))
         .route("/user", get(auth::current_user))
         .route("/logout", get(auth::logout_link).post(auth::logout))
+        .route(
+            "/backchannel-logout",
+            post(backchannel::backchannel_logout).fallback(backchannel::method_not_allowed),
+        )
+        .route(
+            "/sessions",
+            get(sessions::list_sessions)
+                .delete(sessions::end_other_sessions)
+                .fallback(sessions::sessions_method_not_allowed),
+        )
+        .route(
+            "/sessions/{id}",
+            delete(sessions::end_session).fallback(sessions::session_method_not_allowed),
+        )
         .route("/client.js", get(frontend::client_js))
         .fallback(auth::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))

@@ -88,6 +88,7 @@ impl Provider {
         let switched = Arc::new(Discovered {
             client: current.client.clone().set_auth_type(other),
             extra: current.extra.clone(),
+            jwks: current.jwks.clone(),
             at: current.at,
         });
         self.discovered.store(Some(switched.clone()));

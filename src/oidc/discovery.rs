@@ -34,6 +34,9 @@ pub(super) struct Discovered {
     pub(super) client: Client,
     /// End-session, revocation and RFC 9207 metadata.
     pub(super) extra: ExtraMetadata,
+    /// The provider's signing keys (also inside `client`, which does not expose them), for
+    /// tokens openidconnect has no verifier for (back-channel logout tokens).
+    pub(super) jwks: CoreJsonWebKeySet,
     /// When this discovery was fetched (for the rate limit).
     pub(super) at: Instant,
 }
@@ -41,6 +44,11 @@ pub(super) struct Discovered {
 /// Minimum time between two discoveries triggered by unknown signing keys. Only ID tokens
 /// fetched from the provider's own token endpoint can trigger one, so this only bounds load.
 const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Minimum time between two discoveries triggered by tokens anyone may post (back-channel
+/// logout tokens with an unknown key): a stranger can cost the provider one JWKS fetch per
+/// interval at most, and never makes a request wait.
+const UNSOLICITED_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Provider {
     /// Fetches discovery and the JWKS now (at start-up, to report problems early).
@@ -59,6 +67,16 @@ impl Provider {
             Some(discovered) => Ok(discovered),
             None => self.rediscover(None).await,
         }
+    }
+
+    /// Whether a token anyone may post may trigger a re-discovery replacing `stale` now:
+    /// when another task already replaced it, or it is older than the unsolicited interval.
+    pub(super) fn may_rediscover_now(&self, stale: &Arc<Discovered>) -> bool {
+        let replaced = self
+            .discovered
+            .load_full()
+            .is_none_or(|current| !Arc::ptr_eq(&current, stale));
+        replaced || stale.at.elapsed() >= UNSOLICITED_REDISCOVERY_INTERVAL
     }
 
     /// Re-runs discovery unless another task already replaced `stale` (or, with `stale` absent,
@@ -131,7 +149,7 @@ impl Provider {
         extra.revocation_endpoint = extra
             .revocation_endpoint
             .map(|endpoint| back_channel.route(endpoint));
-        let metadata = metadata.set_jwks(jwks);
+        let metadata = metadata.set_jwks(jwks.clone());
         let redirect = RedirectUrl::from_url(settings.redirect_uri.clone());
         let client = CoreClient::from_provider_metadata(
             metadata,
@@ -147,6 +165,7 @@ impl Provider {
         Ok(Discovered {
             client,
             extra,
+            jwks,
             at: Instant::now(),
         })
     }

@@ -36,6 +36,8 @@ pub struct GrantedTokens {
 pub struct LoginTokens {
     /// The ID token's `sub`.
     pub sub: String,
+    /// The ID token's `sid`: the provider's session, named again by back-channel logout.
+    pub provider_session: Option<String>,
     /// The verified ID token, compact form.
     pub id_token: String,
     /// The access and refresh tokens.
@@ -87,6 +89,11 @@ impl Provider {
             .await?;
         Ok(LoginTokens {
             sub: subject(&claims)?,
+            provider_session: claims
+                .get("sid")
+                .and_then(Value::as_str)
+                .filter(|sid| !sid.is_empty())
+                .map(str::to_owned),
             id_token: id_token.to_string(),
             granted: GrantedTokens::from_response(&response),
         })

@@ -12,6 +12,7 @@ mod discovery;
 mod grants;
 mod id_token;
 mod logout;
+mod logout_token;
 mod metadata;
 mod settings;
 
@@ -23,6 +24,7 @@ use tokio::sync::Mutex;
 pub use authorization::AuthorizationRequest;
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
+pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError};
 pub use settings::{ClientAuthMethod, ProviderSettings};
 
 use client_auth::ClientAuth;

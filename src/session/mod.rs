@@ -5,6 +5,7 @@
 
 pub mod cookie_value;
 pub mod crypto;
+pub mod index;
 pub mod login;
 pub mod record;
 pub mod store;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 pub use cookie_value::SessionCookie;
 pub use crypto::{KeyId, KeyRing, MasterKey};
+pub use index::{SessionOrigin, SessionSummary};
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
 pub use store::{Displaced, Freshness, PendingLimits, Store, StoreError};
@@ -59,6 +61,13 @@ pub struct Sessions {
     idle_timeout: Duration,
     absolute_timeout: Duration,
     refresh_skew: Duration,
+    recent_uses: index::RecentUses,
+}
+
+/// How often one instance files a session's last use in the index: a tenth of the idle
+/// timeout, between 1 and 60 seconds (as the cache pushes the idle expiry back).
+fn use_filing_interval(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 impl Sessions {
@@ -76,6 +85,7 @@ impl Sessions {
             idle_timeout,
             absolute_timeout,
             refresh_skew: Duration::ZERO,
+            recent_uses: index::RecentUses::new(use_filing_interval(idle_timeout)),
         }
     }
 
@@ -98,9 +108,15 @@ impl Sessions {
     }
 
     /// Stores a new session under a fresh random cookie; never reuses anything the browser sent.
-    pub async fn create(&self, record: &SessionRecord) -> Result<SessionCookie, StoreError> {
+    /// It is filed in its user's index first, so every session can be found and ended.
+    pub async fn create(
+        &self,
+        record: &SessionRecord,
+        origin: &SessionOrigin,
+    ) -> Result<SessionCookie, StoreError> {
         let cookie = SessionCookie::generate();
         let (key, sealed, ttl) = self.seal_record(&cookie, record)?;
+        self.index_new(record, &key, origin).await?;
         self.store.put(&key, &sealed, ttl).await?;
         Ok(cookie)
     }
@@ -151,7 +167,11 @@ impl Sessions {
         let now = unix_now();
         if now >= record.expires_at {
             self.store.delete(&key).await?;
+            self.unindex(&record).await;
             return Ok(None);
+        }
+        if let Some(at) = read.touched_at {
+            self.note_use(&record, at);
         }
         if read.touched_at.is_some() && now + self.idle_timeout.as_secs() > record.expires_at {
             // The touch above may have stretched the key past the absolute end: pull it back.
@@ -262,9 +282,14 @@ impl Sessions {
     /// Deletes the session only if the store still holds exactly what `current` read: a
     /// refresh whose lock lapsed must not end a session another instance just renewed.
     pub async fn delete_if_unchanged(&self, current: &ActiveSession) -> Result<bool, StoreError> {
-        self.store
+        let deleted = self
+            .store
             .delete_if_unchanged(&current.cookie.storage_key(), &current.sealed)
-            .await
+            .await?;
+        if deleted {
+            self.unindex(&current.record).await;
+        }
+        Ok(deleted)
     }
 
     /// Ends the session for `cookie` and returns its record as the store held it at that moment
@@ -281,6 +306,7 @@ impl Sessions {
                 return Ok(None);
             };
             if self.store.delete_if_unchanged(&key, &sealed).await? {
+                self.unindex(&record).await;
                 return Ok(Some(record));
             }
             // Rewritten between the read and the delete (a refresh elsewhere): read again.
@@ -289,9 +315,13 @@ impl Sessions {
         let Some(sealed) = self.store.take(&key).await? else {
             return Ok(None);
         };
-        Ok(self
+        let record = self
             .open_record(cookie, &key, &sealed)
-            .map(|(record, _)| record))
+            .map(|(record, _)| record);
+        if let Some(record) = &record {
+            self.unindex(record).await;
+        }
+        Ok(record)
     }
 
     /// The record sealed in `sealed`, and whether it is sealed under the current key; `None`

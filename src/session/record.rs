@@ -125,6 +125,10 @@ pub struct SessionRecord {
     pub expires_at: u64,
     /// Random value that authorises `GET /api/auth/logout?sid=…` for this session only.
     pub logout_sid: String,
+    /// The session's public name in the user's session list (random; never derived from the
+    /// cookie). Empty for sessions created before the list existed: they are not listed.
+    #[serde(default)]
+    pub handle: String,
 }
 
 impl SessionRecord {
@@ -441,6 +445,7 @@ mod tests {
             created_at: 1,
             expires_at: 2,
             logout_sid: "sid".into(),
+            handle: "h".into(),
         };
         let decoded = SessionRecord::decode(&record.encode().unwrap()).unwrap();
         assert_eq!(

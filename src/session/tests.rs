@@ -25,13 +25,17 @@ fn record(expires_at: u64) -> SessionRecord {
         created_at: unix_now(),
         expires_at,
         logout_sid: "sid".into(),
+        handle: crate::random::url_safe_id(),
     }
 }
 
 #[tokio::test]
 async fn created_session_loads_with_its_token_only() {
     let sessions = sessions(60, 600);
-    let cookie = sessions.create(&record(unix_now() + 600)).await.unwrap();
+    let cookie = sessions
+        .create(&record(unix_now() + 600), &SessionOrigin::default())
+        .await
+        .unwrap();
     let loaded = sessions.load(&cookie).await.unwrap().unwrap();
     assert_eq!(loaded.record.sub, "alice");
     assert!(loaded.idle_expires_at.unwrap() <= unix_now() + 60);
@@ -47,7 +51,10 @@ async fn created_session_loads_with_its_token_only() {
 #[tokio::test]
 async fn session_past_absolute_expiry_is_gone() {
     let sessions = sessions(60, 600);
-    let cookie = sessions.create(&record(unix_now() + 600)).await.unwrap();
+    let cookie = sessions
+        .create(&record(unix_now() + 600), &SessionOrigin::default())
+        .await
+        .unwrap();
     let mut expired = record(unix_now().saturating_sub(1));
     expired.sub = "bob".into();
     // Write directly with a long TTL to prove the absolute check does not rely on the TTL.
@@ -71,7 +78,10 @@ async fn session_past_absolute_expiry_is_gone() {
 async fn idle_expiry_is_capped_by_the_absolute_end() {
     let sessions = sessions(600, 600);
     let end = unix_now() + 10;
-    let cookie = sessions.create(&record(end)).await.unwrap();
+    let cookie = sessions
+        .create(&record(end), &SessionOrigin::default())
+        .await
+        .unwrap();
     assert_eq!(
         sessions
             .load(&cookie)
@@ -86,7 +96,10 @@ async fn idle_expiry_is_capped_by_the_absolute_end() {
 #[tokio::test]
 async fn replace_writes_only_over_the_record_it_read() {
     let sessions = sessions(60, 600);
-    let cookie = sessions.create(&record(unix_now() + 600)).await.unwrap();
+    let cookie = sessions
+        .create(&record(unix_now() + 600), &SessionOrigin::default())
+        .await
+        .unwrap();
     let first = sessions.load_fresh(&cookie).await.unwrap().unwrap();
     let second = sessions.load_fresh(&cookie).await.unwrap().unwrap();
     let mut refreshed = record(unix_now() + 600);
@@ -145,7 +158,7 @@ async fn stored_label(store: &Store, cookie: &SessionCookie) -> Option<String> {
 async fn reading_a_session_under_an_older_key_reseals_it_under_the_current_one() {
     let store = Store::memory();
     let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&record(unix_now() + 600))
+        .create(&record(unix_now() + 600), &SessionOrigin::default())
         .await
         .unwrap();
     assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k1"));
@@ -165,7 +178,10 @@ async fn a_session_from_the_single_key_is_resealed_into_the_ring() {
         Duration::from_secs(60),
         Duration::from_secs(600),
     );
-    let cookie = single.create(&record(unix_now() + 600)).await.unwrap();
+    let cookie = single
+        .create(&record(unix_now() + 600), &SessionOrigin::default())
+        .await
+        .unwrap();
     assert_eq!(stored_label(&store, &cookie).await, None);
     let ring = ring_sessions(&store, &[("k1", 1)]);
     assert_eq!(
@@ -184,7 +200,7 @@ async fn no_reseal_while_a_refresh_may_be_running() {
     // Not yet due at a 30 s skew, but within the re-seal margin.
     due_soon.tokens.access_expires_at = Some(unix_now() + 60);
     let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&due_soon)
+        .create(&due_soon, &SessionOrigin::default())
         .await
         .unwrap();
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
@@ -196,11 +212,11 @@ async fn no_reseal_while_a_refresh_may_be_running() {
 async fn a_removed_key_ends_only_its_sessions() {
     let store = Store::memory();
     let old = ring_sessions(&store, &[("k1", 1)])
-        .create(&record(unix_now() + 600))
+        .create(&record(unix_now() + 600), &SessionOrigin::default())
         .await
         .unwrap();
     let new = ring_sessions(&store, &[("k2", 2), ("k1", 1)])
-        .create(&record(unix_now() + 600))
+        .create(&record(unix_now() + 600), &SessionOrigin::default())
         .await
         .unwrap();
     let retired = ring_sessions(&store, &[("k2", 2)]);

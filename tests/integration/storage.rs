@@ -455,7 +455,8 @@ mod sessions_in_redis {
     use vestibule::clock::unix_now;
     use vestibule::session::store::redis::cache::{CacheSettings, Lookup};
     use vestibule::session::{
-        MasterKey, SessionCookie, SessionRecord, Sessions, Store, StoredToken, TokenSet,
+        MasterKey, SessionCookie, SessionOrigin, SessionRecord, Sessions, Store, StoredToken,
+        TokenSet,
     };
 
     use crate::harness::{RedisServer, wait_for};
@@ -484,6 +485,7 @@ mod sessions_in_redis {
             created_at: unix_now(),
             expires_at: unix_now() + 3600,
             logout_sid: "sid".into(),
+            handle: vestibule::random::url_safe_id(),
         }
     }
 
@@ -514,7 +516,10 @@ mod sessions_in_redis {
             )
             .unwrap(),
         );
-        let token = this_instance.create(&record("rt-1")).await.unwrap();
+        let token = this_instance
+            .create(&record("rt-1"), &SessionOrigin::default())
+            .await
+            .unwrap();
         let key = token.storage_key();
         let mut conn = redis.connection().await;
         let before_rotation: Vec<u8> = redis::cmd("GET")
@@ -570,7 +575,10 @@ mod sessions_in_redis {
         )
         .unwrap();
         let sessions = sessions(&store);
-        let token = sessions.create(&record("rt-1")).await.unwrap();
+        let token = sessions
+            .create(&record("rt-1"), &SessionOrigin::default())
+            .await
+            .unwrap();
         // The same id (first half of the cookie value) with another secret.
         let other = SessionCookie::generate().encode();
         let forged = SessionCookie::parse(&format!("{}{}", &token.encode()[..43], &other[43..]));
@@ -593,7 +601,10 @@ mod sessions_in_redis {
         )
         .unwrap();
         let (slow, fast) = (sessions(&store), sessions(&store));
-        let token = slow.create(&record("rt-1")).await.unwrap();
+        let token = slow
+            .create(&record("rt-1"), &SessionOrigin::default())
+            .await
+            .unwrap();
         // Both read the same record (the slow holder's lease lapsed meanwhile)...
         let read_by_slow = slow.load_fresh(&token).await.unwrap().unwrap();
         let read_by_fast = fast.load_fresh(&token).await.unwrap().unwrap();

@@ -14,6 +14,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<MemoryInner>,
+    indexes: super::user_index::MemoryIndexLock,
 }
 
 #[derive(Default)]
@@ -76,17 +77,18 @@ impl PendingIndex {
 }
 
 impl MemoryInner {
-    /// Writes a record, sweeping out expired ones now and then.
-    fn put(&mut self, key: &str, value: &[u8], ttl: Duration, now: Instant) {
-        if self
+    /// Writes a record, sweeping out expired ones now and then; `true` when it swept.
+    fn put(&mut self, key: &str, value: &[u8], ttl: Duration, now: Instant) -> bool {
+        let sweep = self
             .last_sweep
-            .is_none_or(|last| now.duration_since(last) > SWEEP_INTERVAL)
-        {
+            .is_none_or(|last| now.duration_since(last) > SWEEP_INTERVAL);
+        if sweep {
             self.records.retain(|_, (_, expires)| *expires > now);
             self.last_sweep = Some(now);
         }
         self.records
             .insert(key.to_owned(), (value.to_vec(), now + ttl));
+        sweep
     }
 }
 
@@ -115,7 +117,16 @@ impl MemoryStore {
     }
 
     pub(super) fn put(&self, key: &str, value: &[u8], ttl: Duration) {
-        self.lock().put(key, value, ttl, Instant::now());
+        let swept = self.lock().put(key, value, ttl, Instant::now());
+        if swept {
+            // Index lock first, then the records' (never the other way round).
+            self.indexes().sweep(|record| self.get(record).is_some());
+        }
+    }
+
+    /// The session indexes (see `user_index.rs`).
+    pub(super) fn indexes(&self) -> std::sync::MutexGuard<'_, super::user_index::MemoryIndexes> {
+        self.indexes.lock()
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Vec<u8>> {

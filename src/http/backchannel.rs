@@ -1,0 +1,84 @@
+//! `POST /api/auth/backchannel-logout`: the provider tells us a session ended (OpenID Connect
+//! Back-Channel Logout 1.0). Server to server: no cookie, no anti-forgery header; the logout
+//! token's signature is the authentication.
+//!
+//! `200` once the sessions it names are gone from every instance; `400` with a JSON error for
+//! a token that fails validation or was already used; `503` when Redis cannot be reached (the
+//! provider may retry, and the retry is not taken for a replay).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::auth::no_store;
+use crate::error::AppError;
+use crate::oidc::LogoutTokenError;
+
+/// The form field carrying the token (§2.5).
+const LOGOUT_TOKEN_FIELD: &str = "logout_token";
+
+/// `POST /api/auth/backchannel-logout` with `logout_token` in a form body.
+pub async fn backchannel_logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(AppError::BadRequest(
+            "the logout token must be posted as application/x-www-form-urlencoded",
+        ));
+    }
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(name, _)| name == LOGOUT_TOKEN_FIELD)
+        .map(|(_, value)| value.into_owned())
+        .filter(|token| !token.is_empty())
+        .ok_or(AppError::BadRequest("the logout_token field is missing"))?;
+    let request = state.provider.check_logout_token(&token).await?;
+    if !state
+        .sessions
+        .accept_logout_token(&request.jti, request.acceptable_until)
+        .await?
+    {
+        return Err(AppError::LogoutTokenRejected(LogoutTokenError::Replayed));
+    }
+    let ended = match (&request.sid, &request.sub) {
+        (Some(sid), sub) => {
+            state
+                .sessions
+                .end_provider_session(sid, sub.as_deref())
+                .await
+        }
+        (None, Some(sub)) => state.sessions.end_all_of(sub).await,
+        (None, None) => Ok(0),
+    };
+    let ended = match ended {
+        Ok(ended) => ended,
+        Err(error) => {
+            // Let the provider's retry through: this token did not take effect.
+            state.sessions.forget_logout_token(&request.jti).await;
+            return Err(error.into());
+        }
+    };
+    tracing::info!(
+        ended,
+        by_sid = request.sid.is_some(),
+        "back-channel logout from the provider"
+    );
+    Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// Any other method.
+pub async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed("POST")
+}

@@ -1,0 +1,83 @@
+//! `/api/auth/sessions`: the signed-in user's own sessions ("my sessions"): list them, end
+//! one, end all but this one. The user is always the one of the caller's session, so nobody
+//! can see or end another user's sessions; the usual anti-forgery rules apply.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::auth::no_store;
+use super::{AppState, csrf};
+use crate::error::AppError;
+
+/// `GET /api/auth/sessions`: the caller's sessions, oldest first, the current one marked.
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    csrf::check(&headers, &state.origin)?;
+    let current = state
+        .require_session(state.cookies.read(&headers).session)
+        .await?;
+    let sessions = state.sessions.list_for(&current).await?;
+    Ok(no_store(
+        Json(json!({ "sessions": sessions })).into_response(),
+    ))
+}
+
+/// `DELETE /api/auth/sessions/{id}`: ends one of the caller's sessions (the current one too,
+/// which then also loses its cookie).
+pub async fn end_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    csrf::check(&headers, &state.origin)?;
+    let current = state
+        .require_session(state.cookies.read(&headers).session)
+        .await?;
+    if !state
+        .sessions
+        .end_by_handle(&current.record.sub, &id)
+        .await?
+    {
+        return Err(AppError::NoSuchSession);
+    }
+    tracing::info!(
+        current = id == current.record.handle,
+        "session ended by its user"
+    );
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if id == current.record.handle {
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, state.cookies.session_removal());
+    }
+    Ok(no_store(response))
+}
+
+/// `DELETE /api/auth/sessions`: ends every session of the caller's but the current one.
+pub async fn end_other_sessions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    csrf::check(&headers, &state.origin)?;
+    let current = state
+        .require_session(state.cookies.read(&headers).session)
+        .await?;
+    let ended = state.sessions.end_others(&current).await?;
+    tracing::info!(ended, "other sessions ended by their user");
+    Ok(no_store(Json(json!({ "ended": ended })).into_response()))
+}
+
+/// Any other method on the sessions endpoints.
+pub async fn sessions_method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed("GET, DELETE")
+}
+
+/// Any other method on a single session.
+pub async fn session_method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed("DELETE")
+}

@@ -1,0 +1,410 @@
+//! A user's sessions, found without their cookies: listed for "my sessions", ended from
+//! another session, by the provider's back-channel logout, or by the operator.
+//!
+//! Every session is filed in its user's index (see `store/user_index.rs`) before its record is
+//! written, so no session exists that these paths cannot find. An entry holds no token and
+//! nothing that opens or reaches the record without the browser's cookie: the record's key is
+//! a hash of the cookie's id, and the record opens only with the cookie's secret. What it does
+//! hold is what the user is shown: times, a coarse device, a truncated network.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::store::storage_key;
+use super::store::user_index::{NewIndexEntry, parse_member};
+use super::{ActiveSession, SessionRecord, Sessions, StoreError};
+use crate::clock::unix_now;
+
+/// Sessions whose last use this instance filed recently, so it files each at most once per
+/// touch interval (bounded; an evicted session is merely filed again).
+const RECENT_USES: usize = 16_384;
+
+/// Where a session was created: shown in "my sessions", compared for suspicious use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionOrigin {
+    /// A coarse description of the browser and system ("Firefox on Linux").
+    #[serde(rename = "d")]
+    pub device: String,
+    /// The client's network, truncated ("203.0.113.0/24", "2001:db8:1::/48").
+    #[serde(rename = "n")]
+    pub network: String,
+    /// The browser family alone ("Firefox").
+    #[serde(rename = "f")]
+    pub browser_family: String,
+    /// The provider's session id (`sid` of the ID token), if it named one.
+    #[serde(skip)]
+    pub provider_session: Option<String>,
+}
+
+/// One session in a user's index, as stored.
+#[derive(Serialize, Deserialize)]
+struct IndexEntry {
+    /// The record's store key.
+    #[serde(rename = "k")]
+    record_key: String,
+    /// When it was created (unix seconds).
+    #[serde(rename = "c")]
+    created_at: u64,
+    /// Its absolute end (unix seconds).
+    #[serde(rename = "x")]
+    expires_at: u64,
+    /// The provider-session index it is filed in.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    provider_session_index: Option<String>,
+    /// Where it was created.
+    #[serde(rename = "o")]
+    origin: SessionOrigin,
+}
+
+/// One of the user's sessions, as "my sessions" shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionSummary {
+    /// The session's public handle (never the cookie, nor derived from it).
+    pub id: String,
+    /// When it was created (unix seconds).
+    pub created_at: u64,
+    /// When it was last used (unix seconds), as precise as the touch interval.
+    pub last_seen_at: u64,
+    /// A coarse description of the browser and system.
+    pub device: String,
+    /// The client's network, truncated.
+    pub network: String,
+    /// Whether this is the session that asked.
+    pub current: bool,
+}
+
+/// A live session found in an index.
+struct Indexed {
+    handle: String,
+    last_seen: u64,
+    entry: IndexEntry,
+}
+
+/// This instance's memory of when it last filed each session's use.
+pub(super) struct RecentUses {
+    interval: Duration,
+    filed: Mutex<lru::LruCache<String, u64>>,
+}
+
+impl RecentUses {
+    /// Files a use at most once per `interval` per session.
+    pub(super) fn new(interval: Duration) -> Self {
+        let capacity =
+            std::num::NonZeroUsize::new(RECENT_USES).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            interval,
+            filed: Mutex::new(lru::LruCache::new(capacity)),
+        }
+    }
+
+    /// Whether a use at `at` should be filed now (and remembers it if so).
+    fn due(&self, handle: &str, at: u64) -> bool {
+        let mut filed = self
+            .filed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match filed.get(handle) {
+            Some(last) if at < last + self.interval.as_secs() => false,
+            _ => {
+                filed.put(handle.to_owned(), at);
+                true
+            }
+        }
+    }
+}
+
+/// The index key of a user's sessions.
+fn user_index(sub: &str) -> String {
+    storage_key("user-sessions", sub.as_bytes())
+}
+
+/// The index key of a provider session's sessions.
+fn provider_session_index(sid: &str) -> String {
+    storage_key("provider-session", sid.as_bytes())
+}
+
+impl Sessions {
+    /// Files a new session in the indexes (before its record is written).
+    pub(super) async fn index_new(
+        &self,
+        record: &SessionRecord,
+        record_key: &str,
+        origin: &SessionOrigin,
+    ) -> Result<(), StoreError> {
+        if record.handle.is_empty() {
+            return Ok(());
+        }
+        let user_index = user_index(&record.sub);
+        let provider_session_index = origin
+            .provider_session
+            .as_deref()
+            .map(provider_session_index);
+        let entry = IndexEntry {
+            record_key: record_key.to_owned(),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            provider_session_index: provider_session_index.clone(),
+            origin: origin.clone(),
+        };
+        let bytes = serde_json::to_vec(&entry).map_err(|error| {
+            StoreError::Unavailable(format!("cannot encode index entry: {error}"))
+        })?;
+        let now = unix_now();
+        self.store
+            .index_session(&NewIndexEntry {
+                user_index: &user_index,
+                handle: &record.handle,
+                entry: &bytes,
+                record_key,
+                now,
+                idle_deadline: (now + self.idle_timeout.as_secs()).min(record.expires_at),
+                expires_at: record.expires_at,
+                provider_session: provider_session_index.as_deref(),
+            })
+            .await
+    }
+
+    /// Files that `record`'s session was used at `at`, at most once per touch interval per
+    /// instance, in the background: a slow index never delays a request.
+    pub(super) fn note_use(&self, record: &SessionRecord, at: u64) {
+        if record.handle.is_empty() || !self.recent_uses.due(&record.handle, at) {
+            return;
+        }
+        let store = self.store.clone();
+        let user_index = user_index(&record.sub);
+        let handle = record.handle.clone();
+        let deadline = (at + self.idle_timeout.as_secs()).min(record.expires_at);
+        tokio::spawn(async move {
+            if let Err(error) = store
+                .touch_indexed_session(&user_index, &handle, at, deadline)
+                .await
+            {
+                tracing::debug!(error = %error, "could not file a session's last use");
+            }
+        });
+    }
+
+    /// The live sessions of `current`'s user, the current one marked, oldest first.
+    pub async fn list_for(
+        &self,
+        current: &ActiveSession,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
+        let live = self.live_sessions_of(&current.record.sub).await?;
+        let mut summaries: Vec<SessionSummary> = live
+            .into_iter()
+            .map(|indexed| SessionSummary {
+                current: indexed.handle == current.record.handle,
+                id: indexed.handle,
+                created_at: indexed.entry.created_at,
+                last_seen_at: indexed.last_seen,
+                device: indexed.entry.origin.device,
+                network: indexed.entry.origin.network,
+            })
+            .collect();
+        summaries.sort_by_key(|summary| (summary.created_at, summary.id.clone()));
+        Ok(summaries)
+    }
+
+    /// Ends the session `handle` of `sub`'s user; `false` if that user has no such session.
+    pub async fn end_by_handle(&self, sub: &str, handle: &str) -> Result<bool, StoreError> {
+        let live = self.live_sessions_of(sub).await?;
+        let Some(found) = live.into_iter().find(|indexed| indexed.handle == handle) else {
+            return Ok(false);
+        };
+        self.end_indexed(&user_index(sub), vec![found]).await?;
+        Ok(true)
+    }
+
+    /// Ends every session of `current`'s user but `current`; returns how many.
+    pub async fn end_others(&self, current: &ActiveSession) -> Result<usize, StoreError> {
+        let sub = &current.record.sub;
+        let others: Vec<Indexed> = self
+            .live_sessions_of(sub)
+            .await?
+            .into_iter()
+            .filter(|indexed| indexed.handle != current.record.handle)
+            .collect();
+        let count = others.len();
+        self.end_indexed(&user_index(sub), others).await?;
+        Ok(count)
+    }
+
+    /// Ends every session of `sub`; returns how many.
+    pub async fn end_all_of(&self, sub: &str) -> Result<usize, StoreError> {
+        let all = self.live_sessions_of(sub).await?;
+        let count = all.len();
+        self.end_indexed(&user_index(sub), all).await?;
+        Ok(count)
+    }
+
+    /// Ends the sessions created in the provider session `sid` (only those of `sub`, when
+    /// given); returns how many.
+    pub async fn end_provider_session(
+        &self,
+        sid: &str,
+        sub: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let members = self
+            .store
+            .provider_session_members(&provider_session_index(sid))
+            .await?;
+        let expected_user = sub.map(user_index);
+        let mut by_user: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for member in &members {
+            let Some((user, handle)) = parse_member(member) else {
+                continue;
+            };
+            if expected_user
+                .as_ref()
+                .is_some_and(|expected| *expected != user)
+            {
+                continue;
+            }
+            by_user.entry(user).or_default().push(handle);
+        }
+        let mut ended = 0;
+        for (user, handles) in by_user {
+            let sessions: Vec<Indexed> = self
+                .live_in_index(&user)
+                .await?
+                .into_iter()
+                .filter(|indexed| handles.contains(&indexed.handle))
+                .collect();
+            ended += sessions.len();
+            self.end_indexed(&user, sessions).await?;
+        }
+        Ok(ended)
+    }
+
+    /// How many sessions are live, across every instance (cheap: see the store's index).
+    pub async fn count_live(&self) -> Result<u64, StoreError> {
+        self.store.count_live_sessions(unix_now()).await
+    }
+
+    /// How many sessions `sub` has.
+    pub async fn count_of(&self, sub: &str) -> Result<usize, StoreError> {
+        Ok(self.live_sessions_of(sub).await?.len())
+    }
+
+    async fn live_sessions_of(&self, sub: &str) -> Result<Vec<Indexed>, StoreError> {
+        self.live_in_index(&user_index(sub)).await
+    }
+
+    /// The sessions of the index `user_index` whose record still exists; entries of ended
+    /// sessions are removed on the way.
+    async fn live_in_index(&self, user_index: &str) -> Result<Vec<Indexed>, StoreError> {
+        let stored = self.store.indexed_sessions(user_index).await?;
+        let mut candidates = Vec::with_capacity(stored.len());
+        let mut unreadable = Vec::new();
+        for stored in stored {
+            match serde_json::from_slice::<IndexEntry>(&stored.entry) {
+                Ok(entry) => candidates.push(Indexed {
+                    handle: stored.handle,
+                    last_seen: stored.last_seen,
+                    entry,
+                }),
+                Err(_) => unreadable.push(stored.handle),
+            }
+        }
+        let keys: Vec<String> = candidates
+            .iter()
+            .map(|indexed| indexed.entry.record_key.clone())
+            .collect();
+        let exists = self.store.exist(&keys).await?;
+        let now = unix_now();
+        let (live, stale): (Vec<_>, Vec<_>) = candidates
+            .into_iter()
+            .zip(exists)
+            .partition(|(indexed, exists)| *exists && indexed.entry.expires_at > now);
+        let mut removed: Vec<(&str, Option<&str>)> = stale
+            .iter()
+            .map(|(indexed, _)| {
+                (
+                    indexed.handle.as_str(),
+                    indexed.entry.provider_session_index.as_deref(),
+                )
+            })
+            .collect();
+        removed.extend(unreadable.iter().map(|handle| (handle.as_str(), None)));
+        self.store.unindex_sessions(user_index, &removed).await?;
+        Ok(live.into_iter().map(|(indexed, _)| indexed).collect())
+    }
+
+    /// Deletes the records of `sessions` (every instance's cache drops them as for a logout)
+    /// and their index entries.
+    async fn end_indexed(
+        &self,
+        user_index: &str,
+        sessions: Vec<Indexed>,
+    ) -> Result<(), StoreError> {
+        for indexed in &sessions {
+            self.store.delete(&indexed.entry.record_key).await?;
+        }
+        let removed: Vec<(&str, Option<&str>)> = sessions
+            .iter()
+            .map(|indexed| {
+                (
+                    indexed.handle.as_str(),
+                    indexed.entry.provider_session_index.as_deref(),
+                )
+            })
+            .collect();
+        self.store.unindex_sessions(user_index, &removed).await
+    }
+
+    /// Removes an ended session (a logout) from the indexes; best effort, as stale entries are
+    /// pruned by readers anyway.
+    pub(super) async fn unindex(&self, record: &SessionRecord) {
+        if record.handle.is_empty() {
+            return;
+        }
+        let user_index = user_index(&record.sub);
+        let provider_session = record
+            .claims()
+            .get("sid")
+            .and_then(serde_json::Value::as_str)
+            .map(provider_session_index);
+        if let Err(error) = self
+            .store
+            .unindex_sessions(
+                &user_index,
+                &[(record.handle.as_str(), provider_session.as_deref())],
+            )
+            .await
+        {
+            tracing::debug!(error = %error, "could not remove an ended session from its index");
+        }
+    }
+}
+
+/// The key that remembers an accepted logout token's `jti`.
+fn logout_token_key(jti: &str) -> String {
+    storage_key("logout-token", jti.as_bytes())
+}
+
+/// Clock skew added to a logout token's replay record, beyond its own acceptable window.
+const REPLAY_MARGIN_SECS: u64 = 60;
+
+impl Sessions {
+    /// Records a back-channel logout token's `jti` until the token stops being acceptable
+    /// (`SET NX`); `false` if it was already recorded (a replay).
+    pub async fn accept_logout_token(
+        &self,
+        jti: &str,
+        acceptable_until: u64,
+    ) -> Result<bool, StoreError> {
+        let ttl = acceptable_until.saturating_sub(unix_now()) + REPLAY_MARGIN_SECS;
+        self.store
+            .try_lock(&logout_token_key(jti), "accepted", Duration::from_secs(ttl))
+            .await
+    }
+
+    /// Forgets an accepted `jti` whose logout did not complete, so the provider's retry works.
+    pub async fn forget_logout_token(&self, jti: &str) {
+        if let Err(error) = self.store.delete(&logout_token_key(jti)).await {
+            tracing::debug!(error = %error, "could not forget a logout token's jti");
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The per-user index of sessions, the provider-session index beside it, and the count of
+//! live sessions: how a session is found without its cookie (to list a user's sessions, to end
+//! them from elsewhere, and for back-channel logout).
+//!
+//! Redis layout, every key with a TTL and every script on one key (so a Cluster serves it
+//! unchanged):
+//! - `vestibule:user-sessions:<sha256 of sub>`, a hash: `m:<handle>` → the entry (opaque
+//!   bytes here; [`crate::session::index`] defines them, and they hold no token) and
+//!   `s:<handle>` → when the session was last used (unix seconds). A set of sessions, never one
+//!   slot; it lives as long as its longest-lived session.
+//! - `vestibule:provider-session:<sha256 of sid>`, a set of `<user hash>:<handle>`: the
+//!   sessions created in one provider session.
+//! - `vestibule:live-sessions`, a sorted set of `<user hash>:<handle>` scored by when each
+//!   session ends if unused: counting live sessions is `ZCOUNT`, never `SCAN`.
+//!
+//! An entry can outlive its session (an idle expiry, a crash between two writes); readers
+//! check the session record itself before trusting one, and remove what they find stale.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use super::{Store, StoreError};
+
+/// The key prefix of per-user indexes.
+pub const USER_INDEX_PREFIX: &str = "vestibule:user-sessions:";
+/// The key prefix of provider-session indexes.
+pub const PROVIDER_SESSION_PREFIX: &str = "vestibule:provider-session:";
+/// The sorted set of every live session, scored by its idle deadline.
+pub const LIVE_SESSIONS: &str = "vestibule:live-sessions";
+
+/// Runs `ARGV[2] KEYS[1] ARGV[3..]`, then makes sure `KEYS[1]` lives at least `ARGV[1]`
+/// seconds (an index lives as long as its longest-lived member).
+const WRITE_AND_KEEP: &str = "\
+redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 1";
+
+/// Moves `s:ARGV[1]` of the index `KEYS[1]` forward to `ARGV[2]` if the entry still exists.
+const TOUCH: &str = "\
+if redis.call('HEXISTS', KEYS[1], 'm:' .. ARGV[1]) == 0 then return 0 end
+local seen = tonumber(redis.call('HGET', KEYS[1], 's:' .. ARGV[1]) or '0')
+if tonumber(ARGV[2]) > seen then redis.call('HSET', KEYS[1], 's:' .. ARGV[1], ARGV[2]) end
+return 1";
+
+/// Drops the members of `KEYS[1]` whose deadline (score) is before `ARGV[1]` and counts the rest.
+const COUNT_LIVE: &str = "\
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+return redis.call('ZCARD', KEYS[1])";
+
+/// One session in a user's index, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedSession {
+    /// The session's public handle.
+    pub handle: String,
+    /// The entry's bytes.
+    pub entry: Vec<u8>,
+    /// When the session was last used (unix seconds).
+    pub last_seen: u64,
+}
+
+/// Where one new session is filed.
+pub struct NewIndexEntry<'a> {
+    /// The user's index key.
+    pub user_index: &'a str,
+    /// The session's handle.
+    pub handle: &'a str,
+    /// The entry's bytes.
+    pub entry: &'a [u8],
+    /// The session record's key (the in-memory index prunes by it).
+    pub record_key: &'a str,
+    /// Now (unix seconds): the first use.
+    pub now: u64,
+    /// When the session ends if unused (unix seconds).
+    pub idle_deadline: u64,
+    /// When the session ends however it is used (unix seconds).
+    pub expires_at: u64,
+    /// The provider-session index key, when the ID token named a `sid`.
+    pub provider_session: Option<&'a str>,
+}
+
+/// The member naming one session in the shared indexes: `<user hash>:<handle>`.
+pub fn member(user_index: &str, handle: &str) -> String {
+    let user = user_index
+        .strip_prefix(USER_INDEX_PREFIX)
+        .unwrap_or(user_index);
+    format!("{user}:{handle}")
+}
+
+/// The user index key and handle a [`member`] names.
+pub fn parse_member(member: &str) -> Option<(String, String)> {
+    let (user, handle) = member.split_once(':')?;
+    Some((format!("{USER_INDEX_PREFIX}{user}"), handle.to_owned()))
+}
+
+impl Store {
+    /// Files a new session in its user's index, its provider session's index and the count.
+    /// Written before the session record, so a session is never findable-less.
+    pub async fn index_session(&self, new: &NewIndexEntry<'_>) -> Result<(), StoreError> {
+        let keep_for = new.expires_at.saturating_sub(new.now).max(1);
+        let member = member(new.user_index, new.handle);
+        let redis = match self {
+            Store::Memory(memory) => {
+                memory.indexes().add(new, &member);
+                return Ok(());
+            }
+            Store::Redis(redis) => redis,
+        };
+        let script = redis::Script::new(WRITE_AND_KEEP);
+        let write = |key: &str, args: Vec<Vec<u8>>| {
+            let mut invocation = script.key(key);
+            invocation.arg(keep_for);
+            for arg in args {
+                invocation.arg(arg);
+            }
+            let mut conn = redis.conn.clone();
+            async move {
+                let _: i64 = invocation.invoke_async(&mut conn).await?;
+                Ok::<_, StoreError>(())
+            }
+        };
+        let mut writes = vec![write(
+            new.user_index,
+            vec![
+                b"HSET".to_vec(),
+                format!("m:{}", new.handle).into_bytes(),
+                new.entry.to_vec(),
+                format!("s:{}", new.handle).into_bytes(),
+                new.now.to_string().into_bytes(),
+            ],
+        )];
+        writes.push(write(
+            LIVE_SESSIONS,
+            vec![
+                b"ZADD".to_vec(),
+                new.idle_deadline.to_string().into_bytes(),
+                member.clone().into_bytes(),
+            ],
+        ));
+        if let Some(provider_session) = new.provider_session {
+            writes.push(write(
+                provider_session,
+                vec![b"SADD".to_vec(), member.clone().into_bytes()],
+            ));
+        }
+        futures_util::future::try_join_all(writes).await?;
+        Ok(())
+    }
+
+    /// Records that a session was used at `at` and now ends, if unused, at `idle_deadline`.
+    pub async fn touch_indexed_session(
+        &self,
+        user_index: &str,
+        handle: &str,
+        at: u64,
+        idle_deadline: u64,
+    ) -> Result<(), StoreError> {
+        let redis = match self {
+            Store::Memory(memory) => {
+                memory
+                    .indexes()
+                    .touch(user_index, handle, at, idle_deadline);
+                return Ok(());
+            }
+            Store::Redis(redis) => redis,
+        };
+        let member = member(user_index, handle);
+        let mut conn = redis.conn.clone();
+        let touched: i64 = redis::Script::new(TOUCH)
+            .key(user_index)
+            .arg(handle)
+            .arg(at)
+            .invoke_async(&mut conn)
+            .await?;
+        if touched == 1 {
+            // XX: never re-adds a session another instance just ended; GT: never moves back.
+            let _: i64 = redis::cmd("ZADD")
+                .arg(LIVE_SESSIONS)
+                .arg("XX")
+                .arg("GT")
+                .arg(idle_deadline)
+                .arg(&member)
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every entry of a user's index (stale ones included: see the module docs).
+    pub async fn indexed_sessions(
+        &self,
+        user_index: &str,
+    ) -> Result<Vec<IndexedSession>, StoreError> {
+        let redis = match self {
+            Store::Memory(memory) => return Ok(memory.indexes().entries(user_index)),
+            Store::Redis(redis) => redis,
+        };
+        let fields: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(user_index)
+            .query_async(&mut redis.conn.clone())
+            .await?;
+        let mut sessions: Vec<IndexedSession> = fields
+            .iter()
+            .filter_map(|(field, entry)| {
+                let handle = field.strip_prefix("m:")?;
+                let last_seen = fields
+                    .get(&format!("s:{handle}"))
+                    .and_then(|seen| std::str::from_utf8(seen).ok())
+                    .and_then(|seen| seen.parse().ok())
+                    .unwrap_or(0);
+                Some(IndexedSession {
+                    handle: handle.to_owned(),
+                    entry: entry.clone(),
+                    last_seen,
+                })
+            })
+            .collect();
+        sessions.sort_by(|a, b| a.handle.cmp(&b.handle));
+        Ok(sessions)
+    }
+
+    /// Removes sessions from a user's index, the count, and (each with the provider-session
+    /// index it was filed in, if any) the provider-session indexes.
+    pub async fn unindex_sessions(
+        &self,
+        user_index: &str,
+        removed: &[(&str, Option<&str>)],
+    ) -> Result<(), StoreError> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let redis = match self {
+            Store::Memory(memory) => {
+                memory.indexes().remove(user_index, removed);
+                return Ok(());
+            }
+            Store::Redis(redis) => redis,
+        };
+        let mut fields = redis::cmd("HDEL");
+        fields.arg(user_index);
+        let mut live = redis::cmd("ZREM");
+        live.arg(LIVE_SESSIONS);
+        let mut commands = Vec::new();
+        for (handle, provider_session) in removed {
+            fields.arg(format!("m:{handle}")).arg(format!("s:{handle}"));
+            let member = member(user_index, handle);
+            live.arg(&member);
+            if let Some(provider_session) = provider_session {
+                let mut forget = redis::cmd("SREM");
+                forget.arg(*provider_session).arg(&member);
+                commands.push(forget);
+            }
+        }
+        commands.push(fields);
+        commands.push(live);
+        redis.run_all(commands).await
+    }
+
+    /// The sessions (as [`member`]s) filed under one provider session.
+    pub async fn provider_session_members(
+        &self,
+        provider_session: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Memory(memory) => Ok(memory.indexes().provider_session(provider_session)),
+            Store::Redis(redis) => Ok(redis::cmd("SMEMBERS")
+                .arg(provider_session)
+                .query_async(&mut redis.conn.clone())
+                .await?),
+        }
+    }
+
+    /// How many sessions are live at `now` (by the deadlines the index knows; those ended by
+    /// expiry drop out as their deadline passes). `ZCOUNT`-cheap, whatever the number.
+    pub async fn count_live_sessions(&self, now: u64) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(memory) => Ok(memory.indexes().count_live(now)),
+            Store::Redis(redis) => Ok(redis::Script::new(COUNT_LIVE)
+                .key(LIVE_SESSIONS)
+                .arg(now)
+                .invoke_async(&mut redis.conn.clone())
+                .await?),
+        }
+    }
+
+    /// Which of `keys` exist now (never the cache: an index is pruned by what Redis holds).
+    pub async fn exist(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        let redis = match self {
+            Store::Memory(memory) => {
+                return Ok(keys.iter().map(|key| memory.get(key).is_some()).collect());
+            }
+            Store::Redis(redis) => redis,
+        };
+        let checks = keys.iter().map(|key| {
+            let mut conn = redis.conn.clone();
+            async move {
+                let found: i64 = redis::cmd("EXISTS").arg(key).query_async(&mut conn).await?;
+                Ok::<_, StoreError>(found == 1)
+            }
+        });
+        futures_util::future::try_join_all(checks).await
+    }
+}
+
+/// One session in the in-memory user index: (record key, entry, last seen).
+type MemoryEntry = (String, Vec<u8>, u64);
+
+/// The same indexes in process memory (one instance). Entries of sessions that ended without
+/// being removed are dropped when the user's index is next read, and by the count.
+#[derive(Default)]
+pub(super) struct MemoryIndexes {
+    /// User index → handle → (record key, entry, last seen).
+    users: HashMap<String, HashMap<String, MemoryEntry>>,
+    /// Provider-session index → members.
+    provider_sessions: HashMap<String, HashSet<String>>,
+    /// Member → idle deadline.
+    live: HashMap<String, u64>,
+}
+
+impl MemoryIndexes {
+    fn add(&mut self, new: &NewIndexEntry<'_>, member: &str) {
+        self.users
+            .entry(new.user_index.to_owned())
+            .or_default()
+            .insert(
+                new.handle.to_owned(),
+                (new.record_key.to_owned(), new.entry.to_vec(), new.now),
+            );
+        if let Some(provider_session) = new.provider_session {
+            self.provider_sessions
+                .entry(provider_session.to_owned())
+                .or_default()
+                .insert(member.to_owned());
+        }
+        self.live.insert(member.to_owned(), new.idle_deadline);
+    }
+
+    fn touch(&mut self, user_index: &str, handle: &str, at: u64, idle_deadline: u64) {
+        let Some((_, _, seen)) = self
+            .users
+            .get_mut(user_index)
+            .and_then(|sessions| sessions.get_mut(handle))
+        else {
+            return;
+        };
+        *seen = (*seen).max(at);
+        if let Some(deadline) = self.live.get_mut(&member(user_index, handle)) {
+            *deadline = (*deadline).max(idle_deadline);
+        }
+    }
+
+    fn entries(&self, user_index: &str) -> Vec<IndexedSession> {
+        let mut sessions: Vec<IndexedSession> = self
+            .users
+            .get(user_index)
+            .into_iter()
+            .flatten()
+            .map(|(handle, (_, entry, last_seen))| IndexedSession {
+                handle: handle.clone(),
+                entry: entry.clone(),
+                last_seen: *last_seen,
+            })
+            .collect();
+        sessions.sort_by(|a, b| a.handle.cmp(&b.handle));
+        sessions
+    }
+
+    fn remove(&mut self, user_index: &str, removed: &[(&str, Option<&str>)]) {
+        for (handle, provider_session) in removed {
+            let member = member(user_index, handle);
+            if let Some(sessions) = self.users.get_mut(user_index) {
+                sessions.remove(*handle);
+                if sessions.is_empty() {
+                    self.users.remove(user_index);
+                }
+            }
+            if let Some(index) = provider_session
+                && let Some(members) = self.provider_sessions.get_mut(*index)
+            {
+                members.remove(&member);
+                if members.is_empty() {
+                    self.provider_sessions.remove(*index);
+                }
+            }
+            self.live.remove(&member);
+        }
+    }
+
+    fn provider_session(&self, provider_session: &str) -> Vec<String> {
+        self.provider_sessions
+            .get(provider_session)
+            .map(|members| members.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn count_live(&mut self, now: u64) -> u64 {
+        self.live.retain(|_, deadline| *deadline >= now);
+        self.live.len() as u64
+    }
+
+    /// Drops the entries whose record is gone (`exists` says), so a long-running instance's
+    /// index does not keep every session it ever saw.
+    pub(super) fn sweep(&mut self, exists: impl Fn(&str) -> bool) {
+        let mut removed = Vec::new();
+        for (user_index, sessions) in &self.users {
+            for (handle, (record_key, _, _)) in sessions {
+                if !exists(record_key) {
+                    removed.push((user_index.clone(), handle.clone()));
+                }
+            }
+        }
+        for (user_index, handle) in removed {
+            let member = member(&user_index, &handle);
+            if let Some(sessions) = self.users.get_mut(&user_index) {
+                sessions.remove(&handle);
+                if sessions.is_empty() {
+                    self.users.remove(&user_index);
+                }
+            }
+            self.live.remove(&member);
+            self.provider_sessions.retain(|_, members| {
+                members.remove(&member);
+                !members.is_empty()
+            });
+        }
+    }
+}
+
+/// The lock around [`MemoryIndexes`].
+#[derive(Default)]
+pub(super) struct MemoryIndexLock(Mutex<MemoryIndexes>);
+
+impl MemoryIndexLock {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, MemoryIndexes> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
