@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod backchannel_logout;
 mod browser;
 mod bundle;
 mod cli;
@@ -16,6 +17,7 @@ mod keycloak;
 mod limits;
 mod load_balancer;
 mod login;
+mod my_sessions;
 mod proxy;
 mod redis_topologies;
 mod refresh;

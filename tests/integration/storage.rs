@@ -63,6 +63,23 @@ async fn redis_holds_no_plaintext_token_claim_email_or_cookie() {
             .any(|(k, _)| k.starts_with("vestibule:session:"))
     );
     assert!(dump.iter().any(|(k, _)| k.starts_with("vestibule:login:")));
+    // The session's index entries were checked above like everything else: no token, no
+    // claim, no sub in clear (the provider's sid is only ever hashed too).
+    for index in [
+        "vestibule:user-sessions:",
+        "vestibule:provider-session:",
+        "vestibule:live-sessions",
+    ] {
+        assert!(
+            dump.iter().any(|(k, _)| k.starts_with(index)),
+            "{index} is in the dump"
+        );
+    }
+    let sid = user["claims"]["sid"].as_str().unwrap();
+    assert!(
+        dump.iter()
+            .all(|(k, v)| !contains(v, sid) && !k.contains(sid))
+    );
 }
 
 #[tokio::test]

@@ -84,6 +84,13 @@ const ALWAYS_ISSUE_REFRESH_TOKEN = boolEnv('OP_ALWAYS_ISSUE_REFRESH_TOKEN', STAC
 // Reject client_secret_post for a client registered with client_secret_basic and vice versa.
 const STRICT_CLIENT_AUTH = boolEnv('OP_STRICT_CLIENT_AUTH', STACK.strict_client_auth);
 const COOKIE_KEYS = listEnv('OP_COOKIE_KEYS', STACK.cookie_keys);
+// Where the provider posts back-channel logout tokens for the vestibule client (empty: none).
+const BACKCHANNEL_LOGOUT_URI = env.OP_BACKCHANNEL_LOGOUT_URI ?? `${new URL(REDIRECT_URIS[0]).origin}/api/auth/backchannel-logout`;
+// A second relying party on the same provider sessions ("another client"): its code flow is
+// driven by tests, which never serve its redirect URI.
+const PORTAL_CLIENT_ID = 'portal';
+const PORTAL_CLIENT_SECRET = 'portal-secret-long-enough-for-hs256-keys';
+const PORTAL_REDIRECT_URI = `${new URL(REDIRECT_URIS[0]).origin}/portal/callback`;
 
 const AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
 for (const [name, value] of [['OP_TOKEN_AUTH_METHOD', TOKEN_AUTH_METHOD], ['OP_UPSTREAM_TOKEN_AUTH_METHOD', UPSTREAM_TOKEN_AUTH_METHOD]]) {
@@ -126,6 +133,8 @@ function generateSigningKey(alg) {
   };
 }
 
+let SIGNING_JWKS;
+
 function loadOrCreateJwks() {
   let jwks = { keys: [] };
   let dirty = false;
@@ -145,7 +154,8 @@ function loadOrCreateJwks() {
   // Put the key for the selected algorithm first so it is the one used for signing.
   const preferred = jwks.keys.filter((jwk) => keyMatchesAlg(jwk, JWKS_ALG));
   const others = jwks.keys.filter((jwk) => !keyMatchesAlg(jwk, JWKS_ALG));
-  return { keys: [...preferred, ...others] };
+  SIGNING_JWKS = { keys: [...preferred, ...others] };
+  return SIGNING_JWKS;
 }
 
 // ---------------------------------------------------------------------------
@@ -299,6 +309,9 @@ function zeroStats() {
     end_sessions: 0, // requests to the end_session_endpoint (GET or POST, any outcome)
     end_session_success: 0, // completed logouts (logout confirmation form submitted)
     userinfo: 0, // requests to the userinfo endpoint (any outcome)
+    backchannel_logouts: 0, // logout tokens delivered (answered 200 or 204)
+    backchannel_logout_errors: 0, // logout tokens refused or undeliverable
+    backchannel_last_error: '', // why the last one was (for a failing test's message)
   };
 }
 
@@ -339,6 +352,19 @@ function buildProvider(issuer) {
       response_types: ['code'],
       token_endpoint_auth_method: TOKEN_AUTH_METHOD,
       id_token_signed_response_alg: ID_TOKEN_ALG,
+      ...(BACKCHANNEL_LOGOUT_URI ? {
+        backchannel_logout_uri: BACKCHANNEL_LOGOUT_URI,
+        backchannel_logout_session_required: true,
+      } : {}),
+    },
+    {
+      client_id: PORTAL_CLIENT_ID,
+      client_secret: PORTAL_CLIENT_SECRET,
+      redirect_uris: [PORTAL_REDIRECT_URI],
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: JWKS_ALG,
     },
     {
       client_id: UPSTREAM_CLIENT_ID,
@@ -399,6 +425,7 @@ function buildProvider(issuer) {
         },
       },
       rpInitiatedLogout: { enabled: true, logoutSource },
+      backchannelLogout: { enabled: true },
       userinfo: { enabled: true },
     },
     // oidc-provider silently drops offline_access from the requested scope unless the
@@ -425,6 +452,13 @@ function buildProvider(issuer) {
       Interaction: 60 * 60,
     },
     clockTolerance: 0,
+    // oidc-provider refuses outgoing requests to special-use addresses (SSRF protection), and
+    // every relying party of this test provider is on loopback: back-channel logout tokens
+    // must reach them.
+    fetch(url, options) {
+      const { dispatcher, ...rest } = options;
+      return globalThis.fetch(url, rest);
+    },
     async renderError(ctx, out) {
       ctx.type = 'html';
       ctx.body = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>error</title></head><body><h1>oops! something went wrong</h1>${
@@ -450,6 +484,12 @@ function buildProvider(issuer) {
   provider.on('introspection.error', () => { stats.introspection_errors += 1; });
   provider.on('revocation.error', () => { stats.revocation_errors += 1; });
   provider.on('end_session.success', () => { stats.end_session_success += 1; });
+  provider.on('backchannel.success', () => { stats.backchannel_logouts += 1; });
+  provider.on('backchannel.error', (ctx, err) => {
+    stats.backchannel_logout_errors += 1;
+    stats.backchannel_last_error = String(err.message ?? err);
+    process.stderr.write(`test-op: backchannel.error ${err.message ?? err}\n`);
+  });
   provider.on('server_error', (ctx, err) => {
     process.stderr.write(`test-op: server_error ${ctx.method} ${ctx.path}: ${err.stack ?? err}\n`);
   });
@@ -499,9 +539,73 @@ function sendJson(res, status, body) {
   res.end(text);
 }
 
+// ---------------------------------------------------------------------------
+// logout tokens made by hand, and provider-side session ends
+// ---------------------------------------------------------------------------
+
+const b64url = (data) => Buffer.from(data).toString('base64url');
+
+// Signs `claims` under `header` with the provider's own signing key ("provider"), a key the
+// provider never published ("unknown"), or the vestibule client's secret ("client-secret",
+// for HS256): logout tokens that only differ from real ones where a test says so.
+function signToken(header, claims, keyChoice) {
+  const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
+  const alg = header.alg;
+  let signature;
+  if (keyChoice === 'client-secret') {
+    signature = crypto.createHmac(`sha${alg.slice(2)}`, CLIENT_SECRET).update(signingInput).digest();
+  } else {
+    const jwk = keyChoice === 'unknown' ? generateSigningKey(alg) : SIGNING_JWKS.keys.find((key) => keyMatchesAlg(key, alg));
+    if (!jwk) throw new Error(`no ${alg} key`);
+    const key = crypto.createPrivateKey({ key: jwk, format: 'jwk' });
+    const hash = `sha${alg.slice(2)}`;
+    if (alg.startsWith('RS')) signature = crypto.sign(hash, Buffer.from(signingInput), key);
+    else if (alg.startsWith('PS')) signature = crypto.sign(hash, Buffer.from(signingInput), { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+    else signature = crypto.sign(hash, Buffer.from(signingInput), { key, dsaEncoding: 'ieee-p1363' });
+    if (!('kid' in header) && keyChoice !== 'unknown') header.kid = jwk.kid;
+  }
+  return `${signingInput}.${b64url(signature)}`;
+}
+
+// Ends every provider session of `sub` (what an administrator's "log out this user" does):
+// each client the session authorized that has a back-channel logout URI gets a logout token.
+async function endSessionsOf(sub) {
+  const sessions = store.model('Session');
+  let ended = 0;
+  let notified = 0;
+  for (const [id, { payload }] of [...sessions]) {
+    if (payload.accountId !== sub) continue;
+    for (const [clientId, authorization] of Object.entries(payload.authorizations ?? {})) {
+      const client = await providerInstance.Client.find(clientId);
+      if (client?.backchannelLogoutUri) {
+        await client.backchannelLogout(sub, authorization.sid);
+        stats.backchannel_logouts += 1;
+        notified += 1;
+      }
+    }
+    sessions.delete(id);
+    ended += 1;
+  }
+  return { ended, notified };
+}
+
+async function handleTestPost(req, res, route) {
+  const body = JSON.parse((await readBody(req)) || '{}');
+  if (route === 'POST /__test/logout-token') {
+    const header = { ...(body.header ?? { alg: JWKS_ALG, typ: 'logout+jwt' }) };
+    return sendJson(res, 200, { token: signToken(header, body.claims ?? {}, body.key ?? 'provider') });
+  }
+  const sub = new URL(req.url, 'http://localhost').searchParams.get('sub');
+  return sendJson(res, 200, await endSessionsOf(sub));
+}
+
 function handleTest(req, res) {
   const { pathname } = new URL(req.url, 'http://localhost');
   const route = `${req.method} ${pathname}`;
+  if (route === 'POST /__test/logout-token' || route === 'POST /__test/end-sessions') {
+    handleTestPost(req, res, route).catch((err) => sendJson(res, 500, { error: String(err.message ?? err) }));
+    return;
+  }
   // drain any request body
   req.resume();
   switch (route) {
@@ -612,6 +716,7 @@ async function strictClientAuth(req, res) {
 }
 
 let providerHandler;
+let providerInstance;
 
 const server = http.createServer((req, res) => {
   if (req.url.startsWith('/__test/')) {
@@ -646,6 +751,7 @@ const { port } = server.address();
 milestone(`listening on port ${port}`);
 const issuer = (env.OP_ISSUER || `http://127.0.0.1:${port}`).replace(/\/+$/, '');
 const provider = buildProvider(issuer);
+providerInstance = provider;
 milestone('provider built');
 providerHandler = provider.callback();
 

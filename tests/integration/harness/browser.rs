@@ -32,13 +32,24 @@ pub struct Browser {
 impl Browser {
     /// A browser with an empty cookie jar.
     pub fn new(base: &str) -> Self {
+        Self::build(base, None)
+    }
+
+    /// A browser with an empty cookie jar that sends `user_agent` on every request.
+    pub fn with_user_agent(base: &str, user_agent: &str) -> Self {
+        Self::build(base, Some(user_agent))
+    }
+
+    fn build(base: &str, user_agent: Option<&str>) -> Self {
         let jar = Arc::new(Jar::default());
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_LIMIT)
-            .build()
-            .unwrap();
+            .timeout(REQUEST_LIMIT);
+        if let Some(user_agent) = user_agent {
+            http = http.user_agent(user_agent);
+        }
+        let http = http.build().unwrap();
         let bare = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(REQUEST_LIMIT)
@@ -229,7 +240,9 @@ impl Browser {
     ) -> Url {
         let mut next = authorization_url;
         for _ in 0..20 {
-            if next.origin() == self.base.origin() {
+            // Back at Vestibule: this instance, or the public URL's when the login started at
+            // another instance of the deployment (the callback is registered there).
+            if next.origin() == self.base.origin() || next.path() == STACK.vestibule.callback_path {
                 return next;
             }
             let response = self.get(next.as_str()).await;
@@ -243,6 +256,63 @@ impl Browser {
             next = self.submit_form(&page_url, &html, user, password).await;
         }
         panic!("the provider did not redirect back to Vestibule");
+    }
+
+    /// Signs in to the test provider's second client ("portal") in this browser's provider
+    /// session, as that application would: its own authorization request (with PKCE), stopped
+    /// at its redirect URI with a code it never redeems.
+    pub async fn authorize_portal(&self, issuer: &str, user: &str) {
+        use base64::Engine;
+        use sha2::Digest;
+        let origin = self.base.origin().ascii_serialization();
+        let (client_id, redirect_uri) = super::provider::portal_client(&origin);
+        let verifier = "portal-verifier-0123456789abcdefghijklmnopqrstuvwxyz";
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
+        let mut url = Url::parse(&format!("{issuer}/auth")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", client_id)
+            .append_pair("response_type", "code")
+            .append_pair("scope", "openid")
+            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("state", "portal-state")
+            .append_pair("nonce", "portal-nonce")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let back = self.authorize_at_provider(url, user).await;
+        assert!(
+            back.as_str().starts_with(&redirect_uri)
+                && back.query().unwrap_or("").contains("code="),
+            "the portal got a code: {back}"
+        );
+    }
+
+    /// RP-initiated logout of `client_id` at the test provider, confirmed on its page: the
+    /// provider ends its session and, before it answers, posts back-channel logout tokens to
+    /// every client of that session.
+    pub async fn logout_at_provider(&self, issuer: &str, client_id: &str) {
+        let page_url = Url::parse(&format!("{issuer}/session/end?client_id={client_id}")).unwrap();
+        let response = self.get(page_url.as_str()).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the provider's logout page"
+        );
+        let html = response.text().await.unwrap();
+        let mut next = self.submit_form(&page_url, &html, "", "").await;
+        for _ in 0..5 {
+            let response = self.get(next.as_str()).await;
+            if !response.status().is_redirection() {
+                assert_eq!(
+                    response.status(),
+                    StatusCode::OK,
+                    "after the provider's logout"
+                );
+                return;
+            }
+            next = location(&response, &next);
+        }
+        panic!("the provider's logout kept redirecting");
     }
 
     /// Submits the first form on a provider page, filling the login name (`login` at the test

@@ -52,6 +52,12 @@ pub fn client_secret() -> &'static str {
     &STACK.provider.client_secret
 }
 
+/// The second relying party at the test provider ("another client" of the same provider
+/// sessions): its id, and the redirect URI it registered (on Vestibule's origin, never served).
+pub fn portal_client(vestibule_origin: &str) -> (&'static str, String) {
+    ("portal", format!("{vestibule_origin}/portal/callback"))
+}
+
 /// The upstream API's introspection credentials.
 pub fn upstream_client() -> (&'static str, &'static str) {
     (
@@ -240,6 +246,46 @@ impl TestProvider {
             .await
             .unwrap();
         assert!(response.status().is_success());
+    }
+
+    /// A logout token with `header` and `claims`, signed by the provider's own key
+    /// (`"provider"`), a key it never published (`"unknown"`), or the vestibule client's
+    /// secret (`"client-secret"`, for HS256).
+    pub async fn logout_token(&self, header: Value, claims: Value, key: &str) -> String {
+        let response: Value = reqwest::Client::new()
+            .post(format!("{}/__test/logout-token", self.issuer))
+            .json(&serde_json::json!({ "header": header, "claims": claims, "key": key }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the provider minted no token: {response}"))
+            .to_owned()
+    }
+
+    /// Ends every provider session of `sub`, as an administrator would: each client with a
+    /// back-channel logout URI gets its logout token (and must accept it, or this panics).
+    /// Returns how many sessions ended and how many logout tokens were delivered.
+    pub async fn end_sessions_of(&self, sub: &str) -> (u64, u64) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/end-sessions?sub={sub}", self.issuer))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            status.is_success(),
+            "ending {sub}'s provider sessions: {body}"
+        );
+        (
+            body["ended"].as_u64().unwrap(),
+            body["notified"].as_u64().unwrap(),
+        )
     }
 
     /// Stops the provider (its port then refuses connections).

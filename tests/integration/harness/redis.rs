@@ -311,8 +311,8 @@ impl RedisServer {
             .unwrap()
     }
 
-    /// Every key with its raw value (strings) or members (sorted sets), as an attacker with a
-    /// dump would see it.
+    /// Every key with its raw value (strings), members (sets, sorted sets) or fields and
+    /// values (hashes), as an attacker with a dump would see it.
     pub async fn dump(&self) -> Vec<(String, Vec<u8>)> {
         let mut conn = self.connection().await;
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -333,14 +333,17 @@ impl RedisServer {
                     .query_async(&mut conn)
                     .await
                     .unwrap(),
-                "zset" => {
-                    let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-                        .arg(&key)
-                        .arg(0)
-                        .arg(-1)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
+                "zset" | "set" | "hash" => {
+                    let mut read = match kind.as_str() {
+                        "zset" => redis::cmd("ZRANGE"),
+                        "set" => redis::cmd("SMEMBERS"),
+                        _ => redis::cmd("HGETALL"),
+                    };
+                    read.arg(&key);
+                    if kind == "zset" {
+                        read.arg(0).arg(-1);
+                    }
+                    let members: Vec<Vec<u8>> = read.query_async(&mut conn).await.unwrap();
                     Some(members.join(&b'\n'))
                 }
                 "none" => None,

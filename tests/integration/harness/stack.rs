@@ -13,6 +13,15 @@ pub struct Stack {
     pub provider: ProviderFacts,
     /// What a driver types into the provider's login form.
     pub users: Users,
+    /// Vestibule's fixed names.
+    pub vestibule: VestibuleFacts,
+}
+
+/// Names Vestibule fixes (paths, cookies).
+#[derive(Deserialize)]
+pub struct VestibuleFacts {
+    /// Where the provider sends the browser back.
+    pub callback_path: String,
 }
 
 /// The provider's dev login takes any name (it becomes `sub`) and ignores the password.

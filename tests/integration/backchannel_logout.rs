@@ -1,0 +1,310 @@
+//! Back-channel logout (OpenID Connect Back-Channel Logout 1.0) with the real provider's
+//! logout tokens: after an RP-initiated logout from another client of the same provider
+//! session, after a provider-side session end, and by `sub` alone; on two instances, the
+//! second serving from its cache. Tokens that break a rule of the specification, or come a
+//! second time, are refused with a JSON `400` and end nothing.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Browser, TestApp, unix_now, wait_for};
+
+const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// Whether the browser's session is still alive at its Vestibule.
+async fn alive(browser: &Browser) -> bool {
+    browser.user().await.0 == StatusCode::OK
+}
+
+/// Waits until `browser`'s session is refused (the other instance's cache learns of the
+/// deletion from Redis within its documented second).
+async fn wait_until_ended(browser: &Browser, what: &str) {
+    wait_for(what, std::time::Duration::from_secs(2), || async {
+        (!alive(browser).await).then_some(())
+    })
+    .await;
+}
+
+/// Posts a logout token as the provider does.
+async fn post_logout_token(base: &str, token: &str) -> (StatusCode, Option<String>, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/auth/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let cache_control = response
+        .headers()
+        .get("cache-control")
+        .map(|value| value.to_str().unwrap().to_owned());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, cache_control, body)
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_at_another_client_ends_exactly_that_session_on_every_instance() {
+    let mut app = TestApp::start().await;
+    let other_instance = app.start_another_instance().await;
+    let laptop = Browser::new(&app.url);
+    laptop.login("alice").await;
+    let phone = Browser::new(&app.url);
+    phone.login("alice").await;
+    let bob = Browser::new(&app.url);
+    bob.login("bob").await;
+    // The laptop's session, seen (and cached) by the other instance too.
+    let laptop_elsewhere =
+        Browser::with_session(&other_instance, &laptop.cookie("vestibule").unwrap());
+    assert!(alive(&laptop_elsewhere).await);
+    assert!(alive(&laptop_elsewhere).await, "served from the cache");
+
+    // The laptop also signs in to another application of the same provider, then signs out
+    // there: the provider tells every client of that provider session.
+    laptop.authorize_portal(&app.provider.issuer, "alice").await;
+    laptop
+        .logout_at_provider(&app.provider.issuer, "portal")
+        .await;
+    let stats = app.provider.stats().await;
+    assert_eq!(stats["backchannel_logouts"], 1, "{stats}");
+    assert_eq!(stats["backchannel_logout_errors"], 0, "{stats}");
+
+    assert!(!alive(&laptop).await, "ended where the token arrived");
+    wait_until_ended(&laptop_elsewhere, "the other instance to drop the session").await;
+    assert!(
+        alive(&phone).await,
+        "alice's other provider session is another sid"
+    );
+    assert!(alive(&bob).await);
+    // The phone's list no longer shows the laptop.
+    let sessions: Value = phone
+        .api_get("/api/auth/sessions")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sessions["sessions"].as_array().unwrap().len(),
+        1,
+        "{sessions}"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_side_session_end_ends_every_session_of_that_user_signed_with_the_client_secret()
+{
+    // HS256: the provider signs logout tokens with the client secret, as its ID tokens.
+    let mut app = TestApp::builder().id_token_alg("HS256").start().await;
+    let other_instance = app.start_another_instance().await;
+    let first = Browser::new(&app.url);
+    first.login("alice").await;
+    let second = Browser::new(&other_instance);
+    second.login("alice").await;
+    let bob = Browser::new(&app.url);
+    bob.login("bob").await;
+
+    let (ended, notified) = app.provider.end_sessions_of("alice").await;
+    assert_eq!(
+        (ended, notified),
+        (2, 2),
+        "two provider sessions, one token each"
+    );
+    assert!(!alive(&first).await);
+    wait_until_ended(&second, "alice's second session to end").await;
+    assert!(alive(&bob).await, "bob is not alice");
+}
+
+#[tokio::test]
+async fn a_token_naming_only_sub_ends_all_of_that_users_sessions() {
+    let app = TestApp::start().await;
+    let browsers = [Browser::new(&app.url), Browser::new(&app.url)];
+    for browser in &browsers {
+        browser.login("alice").await;
+    }
+    let bob = Browser::new(&app.url);
+    bob.login("bob").await;
+    let now = unix_now();
+    let token = app
+        .provider
+        .logout_token(
+            json!({ "alg": "RS256", "typ": "logout+jwt" }),
+            json!({
+                "iss": app.provider.issuer, "aud": "vestibule", "iat": now, "exp": now + 120,
+                "jti": "sub-only-1", "sub": "alice", "events": { EVENT: {} },
+            }),
+            "provider",
+        )
+        .await;
+    let (status, cache_control, _) = post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cache_control.as_deref(), Some("no-store"));
+    for browser in &browsers {
+        assert!(!alive(browser).await);
+    }
+    assert!(alive(&bob).await);
+}
+
+#[tokio::test]
+async fn logout_tokens_that_break_a_rule_are_refused_and_a_replay_changes_nothing() {
+    let app = TestApp::start().await;
+    let alice = Browser::new(&app.url);
+    alice.login("alice").await;
+    let (_, user) = alice.user().await;
+    let sid = user["claims"]["sid"]
+        .as_str()
+        .expect("the ID token names the provider session")
+        .to_owned();
+    let now = unix_now();
+    let issuer = app.provider.issuer.clone();
+    let claims = |changes: Value| {
+        let mut claims = json!({
+            "iss": issuer, "aud": "vestibule", "iat": now, "exp": now + 120,
+            "jti": format!("jti-{}", changes), "sub": "alice", "sid": sid,
+            "events": { EVENT: {} },
+        });
+        for (name, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        claims
+    };
+    let typed = json!({ "alg": "RS256", "typ": "logout+jwt" });
+    let refused: Vec<(&str, Value, Value, &str)> = vec![
+        (
+            "another audience",
+            typed.clone(),
+            claims(json!({ "aud": "portal" })),
+            "provider",
+        ),
+        (
+            "another issuer",
+            typed.clone(),
+            claims(json!({ "iss": "http://evil.example" })),
+            "provider",
+        ),
+        (
+            "no events",
+            typed.clone(),
+            claims(json!({ "events": null })),
+            "provider",
+        ),
+        (
+            "a nonce",
+            typed.clone(),
+            claims(json!({ "nonce": "n-1" })),
+            "provider",
+        ),
+        (
+            "expired",
+            typed.clone(),
+            claims(json!({ "iat": now - 200, "exp": now - 10 })),
+            "provider",
+        ),
+        (
+            "issued in the future",
+            typed.clone(),
+            claims(json!({ "iat": now + 3600, "exp": now + 3700 })),
+            "provider",
+        ),
+        (
+            "neither sub nor sid",
+            typed.clone(),
+            claims(json!({ "sub": null, "sid": null })),
+            "provider",
+        ),
+        (
+            "no jti",
+            typed.clone(),
+            claims(json!({ "jti": null })),
+            "provider",
+        ),
+        (
+            "signed by an unknown key",
+            typed.clone(),
+            claims(json!({})),
+            "unknown",
+        ),
+        (
+            "typed as something else",
+            json!({ "alg": "RS256", "typ": "JWT" }),
+            claims(json!({})),
+            "provider",
+        ),
+    ];
+    for (what, header, claims, key) in refused {
+        let token = app.provider.logout_token(header, claims, key).await;
+        let (status, _, body) = post_logout_token(&app.url, &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{what}: {body}");
+        assert!(alive(&alice).await, "{what} ended nothing");
+    }
+    // Unsigned, garbage, missing and wrongly posted tokens: clear 4xx answers, never a 500.
+    let header = base64_url(&json!({ "alg": "none" }).to_string());
+    let payload = base64_url(&claims(json!({})).to_string());
+    let (status, _, body) = post_logout_token(&app.url, &format!("{header}.{payload}.")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, _, _) = post_logout_token(&app.url, "not-a-jwt").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let http = reqwest::Client::new();
+    let endpoint = format!("{}/api/auth/backchannel-logout", app.url);
+    let missing = http
+        .post(&endpoint)
+        .form(&[("other", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    let as_json = http
+        .post(&endpoint)
+        .json(&json!({ "logout_token": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_json.status(), StatusCode::BAD_REQUEST);
+    let get = http.get(&endpoint).send().await.unwrap();
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.headers()["allow"], "POST");
+    assert!(alive(&alice).await);
+
+    // The valid token works once; the same token again is a replay.
+    let valid = app
+        .provider
+        .logout_token(typed, claims(json!({ "jti": "the-one" })), "provider")
+        .await;
+    let (status, _, _) = post_logout_token(&app.url, &valid).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!alive(&alice).await);
+    alice.login("alice").await;
+    let (status, _, body) = post_logout_token(&app.url, &valid).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["message"], "the logout token was already used.");
+    assert!(
+        alive(&alice).await,
+        "the replay did not end the new session"
+    );
+}
+
+#[tokio::test]
+async fn back_channel_logout_works_on_the_in_memory_store() {
+    let app = TestApp::builder().in_memory().start().await;
+    let alice = Browser::new(&app.url);
+    alice.login("alice").await;
+    let phone = Browser::new(&app.url);
+    phone.login("alice").await;
+    alice.authorize_portal(&app.provider.issuer, "alice").await;
+    alice
+        .logout_at_provider(&app.provider.issuer, "portal")
+        .await;
+    assert!(!alive(&alice).await);
+    assert!(alive(&phone).await);
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}

@@ -1,0 +1,308 @@
+//! "My sessions": a user lists their sessions (never a cookie, never another user's), ends one
+//! from another device or all but the current one, on two instances; the index stays right
+//! under concurrent logins and logouts on both, survives a Redis restart, and works on the
+//! in-memory store.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::{Browser, TestApp, unix_now, wait_for};
+
+const LAPTOP: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0";
+const PHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+
+/// `GET /api/auth/sessions`: the list (panics unless 200).
+async fn sessions_of(browser: &Browser) -> Vec<Value> {
+    let response = browser.api_get("/api/auth/sessions").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    body["sessions"].as_array().unwrap().clone()
+}
+
+/// The id of the session marked current.
+fn current_id(sessions: &[Value]) -> String {
+    let current: Vec<&Value> = sessions.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(
+        current.len(),
+        1,
+        "exactly one current session: {sessions:?}"
+    );
+    current[0]["id"].as_str().unwrap().to_owned()
+}
+
+/// `DELETE` with the anti-forgery header.
+async fn delete(browser: &Browser, path: &str) -> reqwest::Response {
+    browser
+        .http()
+        .delete(browser.url(path))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn alive(browser: &Browser) -> bool {
+    browser.user().await.0 == StatusCode::OK
+}
+
+#[tokio::test]
+async fn a_user_sees_their_devices_and_ends_the_lost_laptop_from_the_phone_on_every_instance() {
+    let mut app = TestApp::start().await;
+    let other_instance = app.start_another_instance().await;
+    let laptop = Browser::with_user_agent(&app.url, LAPTOP);
+    laptop.login("alice").await;
+    let phone = Browser::with_user_agent(&other_instance, PHONE);
+    phone.login("alice").await;
+    let bob = Browser::new(&app.url);
+    bob.login("bob").await;
+
+    let listed = sessions_of(&phone).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let phone_id = current_id(&listed);
+    let laptop_entry = listed
+        .iter()
+        .find(|s| s["id"] != phone_id.as_str())
+        .unwrap();
+    assert_eq!(laptop_entry["device"], "Firefox on Linux");
+    assert_eq!(
+        laptop_entry["network"], "127.0.0.0/24",
+        "truncated, never the address"
+    );
+    let phone_entry = listed
+        .iter()
+        .find(|s| s["id"] == phone_id.as_str())
+        .unwrap();
+    assert!(
+        phone_entry["device"]
+            .as_str()
+            .unwrap()
+            .starts_with("Safari on iPhone")
+    );
+    let now = unix_now();
+    for session in &listed {
+        let created = session["created_at"].as_u64().unwrap();
+        let seen = session["last_seen_at"].as_u64().unwrap();
+        assert!(
+            created <= now && created + 60 > now && seen >= created,
+            "{session}"
+        );
+        // The id is not the cookie, nor any part of it.
+        let id = session["id"].as_str().unwrap();
+        for browser in [&laptop, &phone] {
+            assert!(!browser.cookie("vestibule").unwrap().contains(id));
+        }
+        assert_eq!(
+            session.as_object().unwrap().len(),
+            6,
+            "exactly id, created_at, last_seen_at, device, network, current: {session}"
+        );
+    }
+    // Both instances list the same sessions; the laptop sees itself as current.
+    let from_laptop = sessions_of(&laptop).await;
+    assert_eq!(from_laptop.len(), 2);
+    let laptop_id = current_id(&from_laptop);
+    assert_eq!(laptop_id, laptop_entry["id"].as_str().unwrap());
+
+    // Bob sees only his own session and cannot end alice's.
+    let bobs = sessions_of(&bob).await;
+    assert_eq!(bobs.len(), 1);
+    assert_ne!(bobs[0]["id"], laptop_id.as_str());
+    let refused = delete(&bob, &format!("/api/auth/sessions/{laptop_id}")).await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "no_such_session");
+    assert!(alive(&laptop).await, "bob ended nothing of alice's");
+
+    // Anti-forgery: no X-CSRF, no list and no delete.
+    let forged = phone
+        .http()
+        .delete(phone.url(&format!("/api/auth/sessions/{laptop_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let forged = phone.get("/api/auth/sessions").await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(alive(&laptop).await);
+
+    // The phone ends the laptop: gone on both instances at once.
+    let laptop_elsewhere =
+        Browser::with_session(&other_instance, &laptop.cookie("vestibule").unwrap());
+    assert!(
+        alive(&laptop_elsewhere).await,
+        "cached by the other instance"
+    );
+    let ended = delete(&phone, &format!("/api/auth/sessions/{laptop_id}")).await;
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert!(!alive(&laptop).await);
+    wait_for(
+        "the other instance to drop the laptop",
+        std::time::Duration::from_secs(2),
+        || async { (!alive(&laptop_elsewhere).await).then_some(()) },
+    )
+    .await;
+    assert!(alive(&phone).await);
+    assert_eq!(sessions_of(&phone).await.len(), 1);
+    let again = delete(&phone, &format!("/api/auth/sessions/{laptop_id}")).await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND, "already ended");
+
+    // Without a session: 401.
+    let stranger = Browser::new(&app.url);
+    assert_eq!(
+        stranger.api_get("/api/auth/sessions").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn ending_the_others_keeps_the_current_session_and_its_own_deletion_drops_the_cookie() {
+    let app = TestApp::start().await;
+    let browsers: Vec<Browser> = (0..3).map(|_| Browser::new(&app.url)).collect();
+    for browser in &browsers {
+        browser.login("alice").await;
+    }
+    let response = delete(&browsers[0], "/api/auth/sessions").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["ended"], 2);
+    assert!(alive(&browsers[0]).await);
+    assert!(!alive(&browsers[1]).await && !alive(&browsers[2]).await);
+
+    // Ending the current session by its id is a logout: the cookie goes too.
+    let listed = sessions_of(&browsers[0]).await;
+    let own = current_id(&listed);
+    let response = delete(&browsers[0], &format!("/api/auth/sessions/{own}")).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.starts_with("vestibule=;") && cookie.contains("Max-Age=0"),
+        "{cookie}"
+    );
+    assert!(!alive(&browsers[0]).await);
+}
+
+#[tokio::test]
+async fn last_seen_follows_use_as_closely_as_the_touch_interval() {
+    // Idle timeout 20 s: the index files a use at most every 2 s per instance.
+    let app = TestApp::builder().idle_timeout(20).start().await;
+    let alice = Browser::new(&app.url);
+    alice.login("alice").await;
+    let created = sessions_of(&alice).await[0]["created_at"].as_u64().unwrap();
+    let seen = wait_for(
+        "a later use to be filed",
+        std::time::Duration::from_secs(10),
+        || async {
+            assert_eq!(
+                alice.api_get("/api/orders/x").await.status(),
+                StatusCode::OK
+            );
+            let seen = sessions_of(&alice).await[0]["last_seen_at"]
+                .as_u64()
+                .unwrap();
+            (seen >= created + 3).then_some(seen)
+        },
+    )
+    .await;
+    assert!(seen <= unix_now());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_is_exact_under_concurrent_logins_and_logouts_on_two_instances_and_survives_a_redis_restart()
+ {
+    let mut app = TestApp::start().await;
+    let other_instance = app.start_another_instance().await;
+    let browsers: Vec<Browser> = (0..8)
+        .map(|i| {
+            Browser::new(if i % 2 == 0 {
+                &app.url
+            } else {
+                &other_instance
+            })
+        })
+        .collect();
+    futures_util::future::join_all(browsers.iter().map(|browser| browser.login("alice"))).await;
+    let observer = Browser::new(&app.url);
+    observer.login("alice").await;
+    assert_eq!(sessions_of(&observer).await.len(), 9);
+
+    // Half log out at once, on both instances.
+    let results = futures_util::future::join_all(browsers[..4].iter().map(|b| b.logout())).await;
+    assert!(results.iter().all(|(status, _)| *status == StatusCode::OK));
+    assert_eq!(sessions_of(&observer).await.len(), 5);
+
+    // Redis restarts (persisted, as in production): sessions and their index are still there.
+    let redis = app.redis.as_mut().unwrap();
+    redis.stop().await;
+    assert_eq!(
+        observer.api_get("/api/auth/sessions").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a Redis outage is a 503, not an empty list"
+    );
+    redis.restart().await;
+    let listed = wait_for(
+        "Redis to be back",
+        std::time::Duration::from_secs(10),
+        || async {
+            let response = observer.api_get("/api/auth/sessions").await;
+            if response.status() != StatusCode::OK {
+                return None;
+            }
+            let body: Value = response.json().await.unwrap();
+            Some(body["sessions"].as_array().unwrap().len())
+        },
+    )
+    .await;
+    assert_eq!(listed, 5);
+    for browser in &browsers[4..] {
+        // Each instance reconnects on its own: a 503 may come first, never a 401.
+        wait_for(
+            "each session to answer again",
+            std::time::Duration::from_secs(10),
+            || async {
+                let (status, _) = browser.user().await;
+                assert_ne!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "a Redis restart is not a logout"
+                );
+                (status == StatusCode::OK).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn my_sessions_work_on_the_in_memory_store() {
+    let app = TestApp::builder().in_memory().start().await;
+    let laptop = Browser::with_user_agent(&app.url, LAPTOP);
+    laptop.login("alice").await;
+    let phone = Browser::with_user_agent(&app.url, PHONE);
+    phone.login("alice").await;
+    let listed = sessions_of(&phone).await;
+    assert_eq!(listed.len(), 2);
+    let laptop_id = listed.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        delete(&phone, &format!("/api/auth/sessions/{laptop_id}"))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(!alive(&laptop).await);
+    assert_eq!(sessions_of(&phone).await.len(), 1);
+    assert_eq!(phone.logout().await.0, StatusCode::OK);
+    let relogin = Browser::new(&app.url);
+    relogin.login("alice").await;
+    assert_eq!(
+        sessions_of(&relogin).await.len(),
+        1,
+        "a logout leaves the index too"
+    );
+}
