@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::Settings;
+use crate::config::{OidcSettings, SessionSettings, Settings};
 use crate::http::client_address::TrustedProxies;
 use crate::http::connection::ConnectionLimits;
 use crate::http::frontend::FrontendService;
@@ -19,6 +19,69 @@ use crate::refresh::Refresher;
 use crate::session::store::CacheSettings;
 use crate::session::{PendingLimits, Sessions, Store, StoreError};
 use crate::upstreams::UpstreamTable;
+
+/// The session store `session` describes (with the per-instance cache when `with_cache`).
+/// An unreachable Redis is only a warning (sessions answer 503 until it is back); refused
+/// credentials are an error, as they will not fix themselves.
+pub async fn open_store(session: &SessionSettings, with_cache: bool) -> anyhow::Result<Store> {
+    let Some(topology) = &session.redis else {
+        tracing::warn!(
+            "session.redis_url is not set: using the IN-MEMORY session store. Sessions are lost on restart \
+             and are not shared between instances. Do not run more than one instance like this."
+        );
+        return Ok(Store::memory());
+    };
+    tracing::info!(redis = %topology.describe(), "session store: Redis");
+    let cache = with_cache
+        .then(|| CacheSettings::new(session.local_cache_entries, session.idle_timeout))
+        .flatten();
+    let store = Store::redis(topology, &session.redis_tls, cache)?;
+    match store.ping().await {
+        Ok(()) => {}
+        Err(error @ StoreError::CredentialsRefused(_)) => {
+            anyhow::bail!(
+                "{error} (check the user and password in session.redis_url or \
+                 session.redis_password_file)"
+            )
+        }
+        Err(error) => tracing::warn!(
+            error = %error,
+            "Redis is not reachable yet; sessions answer 503 until it is"
+        ),
+    }
+    Ok(store)
+}
+
+/// The sessions in `store`, as `session` configures them.
+pub fn sessions_in(
+    store: Store,
+    session: SessionSettings,
+    refresh_skew: std::time::Duration,
+) -> Sessions {
+    Sessions::new(
+        store,
+        session.keys,
+        session.idle_timeout,
+        session.absolute_timeout,
+    )
+    .with_refresh_skew(refresh_skew)
+    .with_refresh_token_escrow(session.refresh_token_escrow)
+    .with_max_per_user(session.max_per_user)
+}
+
+/// The provider client `oidc` describes.
+pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Result<Provider> {
+    Ok(Provider::new(ProviderSettings {
+        issuer: oidc.issuer,
+        discovery_url: oidc.discovery_url,
+        client_id: oidc.client_id,
+        client_secret: oidc.client_secret,
+        redirect_uri,
+        scopes: oidc.scopes,
+        prompt: oidc.prompt,
+        auth_method: oidc.client_auth_method,
+    })?)
+}
 
 /// A bound, ready-to-serve Vestibule.
 pub struct Application {
@@ -46,53 +109,11 @@ impl Application {
             login,
             log_format: _,
         } = settings;
-        let store = match &session.redis {
-            Some(topology) => {
-                tracing::info!(redis = %topology.describe(), "session store: Redis");
-                let cache = CacheSettings::new(session.local_cache_entries, session.idle_timeout);
-                let store = Store::redis(topology, &session.redis_tls, cache)?;
-                match store.ping().await {
-                    Ok(()) => {}
-                    // Wrong credentials will not fix themselves: refuse to start.
-                    Err(error @ StoreError::CredentialsRefused(_)) => {
-                        anyhow::bail!(
-                            "{error} (check the user and password in session.redis_url or \
-                             session.redis_password_file)"
-                        )
-                    }
-                    Err(error) => tracing::warn!(
-                        error = %error,
-                        "Redis is not reachable yet; sessions answer 503 until it is"
-                    ),
-                }
-                store
-            }
-            None => {
-                tracing::warn!(
-                    "session.redis_url is not set: using the IN-MEMORY session store. Sessions are lost on restart \
-                     and are not shared between instances. Do not run more than one instance like this."
-                );
-                Store::memory()
-            }
-        };
-        let sessions = Sessions::new(
-            store,
-            session.keys,
-            session.idle_timeout,
-            session.absolute_timeout,
-        )
-        .with_refresh_skew(oidc.refresh_skew);
+        let store = open_store(&session, true).await?;
+        let sessions = sessions_in(store, session, oidc.refresh_skew);
         let sessions = Arc::new(sessions);
-        let provider = Arc::new(Provider::new(ProviderSettings {
-            issuer: oidc.issuer,
-            discovery_url: oidc.discovery_url,
-            client_id: oidc.client_id,
-            client_secret: oidc.client_secret,
-            redirect_uri,
-            scopes: oidc.scopes,
-            prompt: oidc.prompt,
-            auth_method: oidc.client_auth_method,
-        })?);
+        let refresh_skew = oidc.refresh_skew;
+        let provider = Arc::new(provider_for(oidc, redirect_uri)?);
         if let Err(error) = provider.discover().await {
             tracing::warn!(error = %error, "provider discovery failed; retrying on first login");
         }
@@ -105,7 +126,7 @@ impl Application {
             refresher: Arc::new(Refresher::new(
                 sessions.clone(),
                 provider.clone(),
-                oidc.refresh_skew.as_secs(),
+                refresh_skew.as_secs(),
             )),
             sessions,
             provider,

@@ -139,6 +139,7 @@ impl AppError {
             }
             AppError::NotFound | AppError::NoSuchSession => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             AppError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Provider(OidcError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Provider(_) => StatusCode::BAD_GATEWAY,
@@ -157,6 +158,7 @@ impl AppError {
             AppError::BadRequest(_) => "bad_request",
             AppError::NotFound => "not_found",
             AppError::Login(_) => "login_failed",
+            AppError::Store(StoreError::Conflict(_)) => "conflict",
             AppError::Store(_) => "session_store_unavailable",
             AppError::Provider(OidcError::Unavailable(_)) => "identity_provider_unavailable",
             AppError::Provider(_) => "identity_provider_error",
@@ -195,6 +197,11 @@ impl AppError {
             }
             AppError::Login(LoginFailure::IssuerMismatch) => {
                 "The login answer came from an unexpected identity provider.".into()
+            }
+            AppError::Store(StoreError::Conflict(_)) => {
+                "Your session was ended while it was being created (signed out elsewhere, or \
+                 more sign-ins at once than your account allows). Please log in again."
+                    .into()
             }
             AppError::Store(_) => {
                 "The session store is temporarily unavailable. Please retry shortly.".into()
@@ -293,6 +300,7 @@ impl IntoResponse for PageError {
         let error = self.0;
         error.log();
         let (title, retry_label, retry_url) = match &error {
+            AppError::Store(StoreError::Conflict(_)) => ("Login failed", "Log in again", LOGIN_URL),
             AppError::Store(_) | AppError::Provider(OidcError::Unavailable(_)) => {
                 ("Temporarily unavailable", "Try again", LOGIN_URL)
             }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod oidc;
+pub mod operator;
 pub mod random;
 pub mod refresh;
 pub mod return_to;

@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use vestibule::app::Application;
 use vestibule::config::Settings;
 use vestibule::logging;
+use vestibule::operator::{self, SessionsCommand};
 
 /// An OAuth2 / OpenID Connect backend-for-frontend.
 #[derive(Parser)]
@@ -18,6 +19,33 @@ struct Cli {
     /// Validate the configuration and exit (0 if valid, 2 if not).
     #[arg(long)]
     check_config: bool,
+    /// Without a command, Vestibule serves.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The operator's commands (they run beside the deployment, with its configuration).
+#[derive(Subcommand)]
+enum Command {
+    /// Count or end sessions in the deployment's Redis.
+    #[command(subcommand)]
+    Sessions(SessionsAction),
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// Print the number of live sessions (and, with --sub, of that subject) as JSON.
+    Count {
+        /// Also count this subject's sessions.
+        #[arg(long)]
+        sub: Option<String>,
+    },
+    /// End every session of a subject and revoke their refresh tokens; prints a JSON report.
+    Revoke {
+        /// The subject (the ID token's `sub`) whose sessions end.
+        #[arg(long)]
+        sub: String,
+    },
 }
 
 /// mimalloc: fewer cycles per request than glibc malloc on the proxy's small, short-lived
@@ -51,6 +79,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Sessions(action)) = cli.command {
+        let command = match action {
+            SessionsAction::Count { sub } => SessionsCommand::Count { sub },
+            SessionsAction::Revoke { sub } => SessionsCommand::Revoke { sub },
+        };
+        return match runtime.block_on(operator::run(settings, command)) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("vestibule: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     runtime.block_on(async {
         let app = match Application::build(settings).await {
             Ok(app) => app,

@@ -207,6 +207,13 @@ pub struct SessionSection {
     /// tracking (0 turns the cache off: every call reads Redis).
     #[serde(default = "default_local_cache_entries")]
     pub local_cache_entries: usize,
+    /// Most sessions one user may have; a login beyond it ends their least recently used.
+    #[serde(default)]
+    pub max_per_user: Option<usize>,
+    /// Keep each session's refresh token in escrow under the server keys, so sessions ended
+    /// without their cookie still have it revoked.
+    #[serde(default = "default_true")]
+    pub refresh_token_escrow: bool,
 }
 
 /// One `session.encryption_keys` entry: an id and exactly one of `key` or `key_file`.
@@ -243,6 +250,9 @@ fn default_scopes() -> Vec<String> {
 }
 fn default_refresh_skew() -> u64 {
     30
+}
+fn default_true() -> bool {
+    true
 }
 fn default_idle() -> u64 {
     1800

@@ -91,6 +91,10 @@ pub struct SessionSettings {
     pub absolute_timeout: Duration,
     /// Sealed session records each instance keeps in memory (0: no cache).
     pub local_cache_entries: usize,
+    /// Most sessions one user may have (`session.max_per_user`); `None`: no limit.
+    pub max_per_user: Option<usize>,
+    /// Whether refresh tokens are kept in escrow for remote revocation.
+    pub refresh_token_escrow: bool,
 }
 
 /// `[server]`: what one client may cost the listener.
@@ -297,6 +301,10 @@ mod tests {
             (
                 base().replace("[session]", "[session]\nidle_timeout_secs = \"x\""),
                 "session.idle_timeout_secs",
+            ),
+            (
+                base().replace("[session]", "[session]\nmax_per_user = 0"),
+                "session.max_per_user",
             ),
             (
                 base().replace(

@@ -91,6 +91,16 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             idle_timeout: Duration::from_secs(session.idle_timeout_secs),
             absolute_timeout: Duration::from_secs(session.absolute_timeout_secs),
             local_cache_entries: session.local_cache_entries,
+            max_per_user: match session.max_per_user {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "session.max_per_user",
+                        "must be at least 1 (leave it out for no limit)",
+                    ));
+                }
+                other => other,
+            },
+            refresh_token_escrow: session.refresh_token_escrow,
         },
         routes,
         frontend,

@@ -18,7 +18,8 @@ use crate::error::{AppError, LoginFailure, PageError};
 use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
 use crate::session::{
-    BrowserBinding, PendingLogin, SessionCookie, SessionOrigin, SessionRecord, TokenSet,
+    BrowserBinding, ENDED_WHILE_CREATED, PendingLogin, SessionCookie, SessionOrigin, SessionRecord,
+    StoreError, TokenSet,
 };
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
@@ -129,7 +130,26 @@ pub async fn finish_login(
     for previous in [brought, cookies.session].into_iter().flatten() {
         end_session(&state, &previous).await?;
     }
-    let cookie = state.sessions.create(&record, &origin).await?;
+    let created = state.sessions.create_within_limit(&record, &origin).await?;
+    let evicted = revoke_ended(&state, created.displaced);
+    if evicted > 0 {
+        tracing::info!(
+            evicted,
+            "login beyond session.max_per_user ended the least recently used"
+        );
+    }
+    let Some(cookie) = created.cookie else {
+        // Ended before it began: its own refresh token goes too.
+        revoke_in_background(
+            &state,
+            record
+                .tokens
+                .refresh_token
+                .as_ref()
+                .map(|token| token.text()),
+        );
+        return Err(AppError::Store(StoreError::Conflict(ENDED_WHILE_CREATED)).into());
+    };
     tracing::info!("login completed");
     let set_cookie = [(header::SET_COOKIE, state.cookies.session_cookie(&cookie))];
     Ok(no_store(
@@ -238,15 +258,14 @@ async fn end_session(state: &AppState, cookie: &SessionCookie) -> Result<Option<
         return Ok(None);
     };
     tracing::info!("logout");
-    if let Some(refresh_token) = record
-        .tokens
-        .refresh_token
-        .as_ref()
-        .map(|token| token.text())
-    {
-        let provider = state.provider.clone();
-        tokio::spawn(async move { provider.revoke_refresh_token(&refresh_token).await });
-    }
+    revoke_in_background(
+        state,
+        record
+            .tokens
+            .refresh_token
+            .as_ref()
+            .map(|token| token.text()),
+    );
     let post_logout = state
         .public_url
         .join("/")
@@ -256,6 +275,37 @@ async fn end_session(state: &AppState, cookie: &SessionCookie) -> Result<Option<
         .end_session_url(&record.tokens.id_token.text(), &post_logout)
         .await
         .map(|url| url.to_string()))
+}
+
+/// Revokes the refresh tokens of sessions that just ended, in a task of its own: the
+/// session is already gone, so the answer never waits for the provider.
+pub(super) fn revoke_in_background(
+    state: &AppState,
+    refresh_tokens: impl IntoIterator<Item = String>,
+) {
+    let refresh_tokens: Vec<String> = refresh_tokens.into_iter().collect();
+    if refresh_tokens.is_empty() {
+        return;
+    }
+    let provider = state.provider.clone();
+    tokio::spawn(async move {
+        for refresh_token in refresh_tokens {
+            provider.revoke_refresh_token(&refresh_token).await;
+        }
+    });
+}
+
+/// Ends sessions found without their cookies' help (`ended`): revokes their refresh tokens.
+pub(super) fn revoke_ended(state: &AppState, ended: crate::session::Ended) -> usize {
+    let count = ended.count;
+    revoke_in_background(
+        state,
+        ended
+            .refresh_tokens
+            .iter()
+            .map(|token| token.text().to_owned()),
+    );
+    count
 }
 
 /// Refuses a request to `/api/auth/*` whose declared body is larger than

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::auth::no_store;
+use super::auth::{no_store, revoke_ended};
 use crate::error::AppError;
 use crate::oidc::LogoutTokenError;
 
@@ -60,10 +60,12 @@ pub async fn backchannel_logout(
                 .await
         }
         (None, Some(sub)) => state.sessions.end_all_of(sub).await,
-        (None, None) => Ok(0),
+        (None, None) => Ok(Default::default()),
     };
+    // The provider ended its session; the refresh tokens of ours are revoked all the same
+    // (tokens issued with offline_access outlive a provider session).
     let ended = match ended {
-        Ok(ended) => ended,
+        Ok(ended) => revoke_ended(&state, ended),
         Err(error) => {
             // Let the provider's retry through: this token did not take effect.
             state.sessions.forget_logout_token(&request.jti).await;

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::auth::no_store;
+use super::auth::{no_store, revoke_ended};
 use super::{AppState, csrf};
 use crate::error::AppError;
 
@@ -38,11 +38,11 @@ pub async fn end_session(
     let current = state
         .require_session(state.cookies.read(&headers).session)
         .await?;
-    if !state
+    let ended = state
         .sessions
         .end_by_handle(&current.record.sub, &id)
-        .await?
-    {
+        .await?;
+    if revoke_ended(&state, ended) == 0 {
         return Err(AppError::NoSuchSession);
     }
     tracing::info!(
@@ -67,7 +67,7 @@ pub async fn end_other_sessions(
     let current = state
         .require_session(state.cookies.read(&headers).session)
         .await?;
-    let ended = state.sessions.end_others(&current).await?;
+    let ended = revoke_ended(&state, state.sessions.end_others(&current).await?);
     tracing::info!(ended, "other sessions ended by their user");
     Ok(no_store(Json(json!({ "ended": ended })).into_response()))
 }

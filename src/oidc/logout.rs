@@ -28,13 +28,14 @@ impl Provider {
         Some(url)
     }
 
-    /// Revokes a refresh token (RFC 7009) when the provider supports it; best effort.
-    pub async fn revoke_refresh_token(&self, refresh_token: &str) {
+    /// Revokes a refresh token (RFC 7009) when the provider supports it; best effort (failures
+    /// are logged). `true` when the provider accepted the revocation.
+    pub async fn revoke_refresh_token(&self, refresh_token: &str) -> bool {
         let Ok(discovered) = self.current().await else {
-            return;
+            return false;
         };
         let Some(endpoint) = discovered.extra.revocation_endpoint.clone() else {
-            return;
+            return false;
         };
         let form = vec![
             ("token", refresh_token.to_owned()),
@@ -45,9 +46,15 @@ impl Provider {
             .send()
             .await;
         match result {
-            Ok(response) if response.status().is_success() => {}
-            Ok(response) => tracing::warn!(status = %response.status(), "token revocation refused"),
-            Err(error) => tracing::warn!(error = %error, "token revocation failed"),
+            Ok(response) if response.status().is_success() => true,
+            Ok(response) => {
+                tracing::warn!(status = %response.status(), "token revocation refused");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "token revocation failed");
+                false
+            }
         }
     }
 }

@@ -13,9 +13,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::store::storage_key;
-use super::store::user_index::{NewIndexEntry, parse_member};
-use super::{ActiveSession, SessionRecord, Sessions, StoreError};
+use super::store::user_index::{IndexedSession, NewIndexEntry, SessionLimit, parse_member};
+use super::{ActiveSession, Ended, SessionRecord, Sessions, StoreError};
 use crate::clock::unix_now;
+
+/// How long after it was filed a session may still lack its record (it is being created).
+const CREATION_GRACE_SECS: u64 = 60;
 
 /// Sessions whose last use this instance filed recently, so it files each at most once per
 /// touch interval (bounded; an evicted session is merely filed again).
@@ -99,6 +102,11 @@ impl RecentUses {
         }
     }
 
+    /// How often a session's use is filed.
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// Whether a use at `at` should be filed now (and remembers it if so).
     fn due(&self, handle: &str, at: u64) -> bool {
         let mut filed = self
@@ -116,7 +124,7 @@ impl RecentUses {
 }
 
 /// The index key of a user's sessions.
-fn user_index(sub: &str) -> String {
+pub(super) fn user_index(sub: &str) -> String {
     storage_key("user-sessions", sub.as_bytes())
 }
 
@@ -126,15 +134,17 @@ fn provider_session_index(sid: &str) -> String {
 }
 
 impl Sessions {
-    /// Files a new session in the indexes (before its record is written).
+    /// Files a new session in the indexes (before its record is written); returns the user's
+    /// sessions it displaced beyond `session.max_per_user`, already out of the user's index,
+    /// for [`Sessions::end_displaced`].
     pub(super) async fn index_new(
         &self,
         record: &SessionRecord,
         record_key: &str,
         origin: &SessionOrigin,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<IndexedSession>, StoreError> {
         if record.handle.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let user_index = user_index(&record.sub);
         let provider_session_index = origin
@@ -153,17 +163,54 @@ impl Sessions {
         })?;
         let now = unix_now();
         self.store
-            .index_session(&NewIndexEntry {
-                user_index: &user_index,
-                handle: &record.handle,
-                entry: &bytes,
-                record_key,
-                now,
-                idle_deadline: (now + self.idle_timeout.as_secs()).min(record.expires_at),
-                expires_at: record.expires_at,
-                provider_session: provider_session_index.as_deref(),
-            })
+            .index_session(
+                &NewIndexEntry {
+                    user_index: &user_index,
+                    handle: &record.handle,
+                    entry: &bytes,
+                    record_key,
+                    now,
+                    idle_deadline: (now + self.idle_timeout.as_secs()).min(record.expires_at),
+                    expires_at: record.expires_at,
+                    provider_session: provider_session_index.as_deref(),
+                },
+                self.max_per_user.map(|max| SessionLimit {
+                    max,
+                    unused_for: (self.idle_timeout + self.recent_uses.interval()).as_secs(),
+                }),
+            )
             .await
+    }
+
+    /// Whether the session `record` is still filed in its user's index: a creation that finds
+    /// it gone was ended meanwhile (a back-channel logout, the user's "end all others").
+    pub(super) async fn still_indexed(&self, record: &SessionRecord) -> Result<bool, StoreError> {
+        if record.handle.is_empty() {
+            return Ok(true);
+        }
+        self.store
+            .is_indexed(&user_index(&record.sub), &record.handle)
+            .await
+    }
+
+    /// Ends sessions [`Sessions::index_new`] displaced: their records, the rest of their index
+    /// entries, and their escrowed refresh tokens.
+    pub(super) async fn end_displaced(
+        &self,
+        sub: &str,
+        displaced: Vec<IndexedSession>,
+    ) -> Result<Ended, StoreError> {
+        let sessions = displaced
+            .into_iter()
+            .filter_map(|stored| {
+                Some(Indexed {
+                    entry: serde_json::from_slice(&stored.entry).ok()?,
+                    handle: stored.handle,
+                    last_seen: stored.last_seen,
+                })
+            })
+            .collect();
+        self.end_indexed(&user_index(sub), sessions).await
     }
 
     /// Files that `record`'s session was used at `at`, at most once per touch interval per
@@ -191,7 +238,7 @@ impl Sessions {
         &self,
         current: &ActiveSession,
     ) -> Result<Vec<SessionSummary>, StoreError> {
-        let live = self.live_sessions_of(&current.record.sub).await?;
+        let live = self.live_sessions_of(&current.record.sub, false).await?;
         let mut summaries: Vec<SessionSummary> = live
             .into_iter()
             .map(|indexed| SessionSummary {
@@ -207,45 +254,42 @@ impl Sessions {
         Ok(summaries)
     }
 
-    /// Ends the session `handle` of `sub`'s user; `false` if that user has no such session.
-    pub async fn end_by_handle(&self, sub: &str, handle: &str) -> Result<bool, StoreError> {
-        let live = self.live_sessions_of(sub).await?;
-        let Some(found) = live.into_iter().find(|indexed| indexed.handle == handle) else {
-            return Ok(false);
-        };
-        self.end_indexed(&user_index(sub), vec![found]).await?;
-        Ok(true)
+    /// Ends the session `handle` of `sub`'s user (`count` 0 if that user has no such session).
+    pub async fn end_by_handle(&self, sub: &str, handle: &str) -> Result<Ended, StoreError> {
+        let found: Vec<Indexed> = self
+            .live_sessions_of(sub, false)
+            .await?
+            .into_iter()
+            .filter(|indexed| indexed.handle == handle)
+            .collect();
+        self.end_indexed(&user_index(sub), found).await
     }
 
-    /// Ends every session of `current`'s user but `current`; returns how many.
-    pub async fn end_others(&self, current: &ActiveSession) -> Result<usize, StoreError> {
+    /// Ends every session of `current`'s user but `current`.
+    pub async fn end_others(&self, current: &ActiveSession) -> Result<Ended, StoreError> {
         let sub = &current.record.sub;
         let others: Vec<Indexed> = self
-            .live_sessions_of(sub)
+            .live_sessions_of(sub, true)
             .await?
             .into_iter()
             .filter(|indexed| indexed.handle != current.record.handle)
             .collect();
-        let count = others.len();
-        self.end_indexed(&user_index(sub), others).await?;
-        Ok(count)
+        self.end_indexed(&user_index(sub), others).await
     }
 
-    /// Ends every session of `sub`; returns how many.
-    pub async fn end_all_of(&self, sub: &str) -> Result<usize, StoreError> {
-        let all = self.live_sessions_of(sub).await?;
-        let count = all.len();
-        self.end_indexed(&user_index(sub), all).await?;
-        Ok(count)
+    /// Ends every session of `sub`.
+    pub async fn end_all_of(&self, sub: &str) -> Result<Ended, StoreError> {
+        let all = self.live_sessions_of(sub, true).await?;
+        self.end_indexed(&user_index(sub), all).await
     }
 
     /// Ends the sessions created in the provider session `sid` (only those of `sub`, when
-    /// given); returns how many.
+    /// given).
     pub async fn end_provider_session(
         &self,
         sid: &str,
         sub: Option<&str>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Ended, StoreError> {
         let members = self
             .store
             .provider_session_members(&provider_session_index(sid))
@@ -264,16 +308,17 @@ impl Sessions {
             }
             by_user.entry(user).or_default().push(handle);
         }
-        let mut ended = 0;
+        let mut ended = Ended::default();
         for (user, handles) in by_user {
             let sessions: Vec<Indexed> = self
-                .live_in_index(&user)
+                .live_in_index(&user, true)
                 .await?
                 .into_iter()
                 .filter(|indexed| handles.contains(&indexed.handle))
                 .collect();
-            ended += sessions.len();
-            self.end_indexed(&user, sessions).await?;
+            let these = self.end_indexed(&user, sessions).await?;
+            ended.count += these.count;
+            ended.refresh_tokens.extend(these.refresh_tokens);
         }
         Ok(ended)
     }
@@ -285,16 +330,25 @@ impl Sessions {
 
     /// How many sessions `sub` has.
     pub async fn count_of(&self, sub: &str) -> Result<usize, StoreError> {
-        Ok(self.live_sessions_of(sub).await?.len())
+        Ok(self.live_sessions_of(sub, false).await?.len())
     }
 
-    async fn live_sessions_of(&self, sub: &str) -> Result<Vec<Indexed>, StoreError> {
-        self.live_in_index(&user_index(sub)).await
+    async fn live_sessions_of(
+        &self,
+        sub: &str,
+        include_pending: bool,
+    ) -> Result<Vec<Indexed>, StoreError> {
+        self.live_in_index(&user_index(sub), include_pending).await
     }
 
-    /// The sessions of the index `user_index` whose record still exists; entries of ended
-    /// sessions are removed on the way.
-    async fn live_in_index(&self, user_index: &str) -> Result<Vec<Indexed>, StoreError> {
+    /// The sessions of the index `user_index` whose record still exists (and, with
+    /// `include_pending`, those still being created); entries of ended sessions are removed on
+    /// the way.
+    async fn live_in_index(
+        &self,
+        user_index: &str,
+        include_pending: bool,
+    ) -> Result<Vec<Indexed>, StoreError> {
         let stored = self.store.indexed_sessions(user_index).await?;
         let mut candidates = Vec::with_capacity(stored.len());
         let mut unreadable = Vec::new();
@@ -314,10 +368,16 @@ impl Sessions {
             .collect();
         let exists = self.store.exist(&keys).await?;
         let now = unix_now();
+        // A session being created is filed before its record exists: within the grace it is
+        // pending (ended by the paths that end sessions, neither listed nor pruned).
+        let pending = |indexed: &Indexed| indexed.last_seen + CREATION_GRACE_SECS >= now;
         let (live, stale): (Vec<_>, Vec<_>) = candidates
             .into_iter()
             .zip(exists)
-            .partition(|(indexed, exists)| *exists && indexed.entry.expires_at > now);
+            .filter(|(indexed, exists)| *exists || include_pending || !pending(indexed))
+            .partition(|(indexed, exists)| {
+                indexed.entry.expires_at > now && (*exists || pending(indexed))
+            });
         let mut removed: Vec<(&str, Option<&str>)> = stale
             .iter()
             .map(|(indexed, _)| {
@@ -333,14 +393,19 @@ impl Sessions {
     }
 
     /// Deletes the records of `sessions` (every instance's cache drops them as for a logout)
-    /// and their index entries.
+    /// and their index entries, and takes their escrowed refresh tokens.
     async fn end_indexed(
         &self,
         user_index: &str,
         sessions: Vec<Indexed>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Ended, StoreError> {
+        let mut ended = Ended::default();
         for indexed in &sessions {
             self.store.delete(&indexed.entry.record_key).await?;
+            ended.count += 1;
+            if let Some(token) = self.take_escrowed(&indexed.entry.record_key).await? {
+                ended.refresh_tokens.push(token);
+            }
         }
         let removed: Vec<(&str, Option<&str>)> = sessions
             .iter()
@@ -351,7 +416,8 @@ impl Sessions {
                 )
             })
             .collect();
-        self.store.unindex_sessions(user_index, &removed).await
+        self.store.unindex_sessions(user_index, &removed).await?;
+        Ok(ended)
     }
 
     /// Removes an ended session (a logout) from the indexes; best effort, as stale entries are

@@ -5,6 +5,7 @@
 
 pub mod cookie_value;
 pub mod crypto;
+pub mod escrow;
 pub mod index;
 pub mod login;
 pub mod record;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use cookie_value::SessionCookie;
 pub use crypto::{KeyId, KeyRing, MasterKey};
+pub use escrow::{Ended, EndedRefreshToken};
 pub use index::{SessionOrigin, SessionSummary};
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
@@ -36,7 +38,22 @@ pub struct Replacement {
     expected: Vec<u8>,
     sealed: Vec<u8>,
     ttl: Duration,
+    /// The new record's refresh token and absolute end, for the escrow.
+    refresh_token: Option<StoredToken>,
+    expires_at: u64,
 }
+
+/// What [`Sessions::create_within_limit`] did.
+pub struct Created {
+    /// The new session's cookie; `None` if the session was ended while it was being created
+    /// (a back-channel logout, "end all others", or a concurrent login beyond the limit).
+    pub cookie: Option<SessionCookie>,
+    /// The sessions it displaced beyond `session.max_per_user`, already ended.
+    pub displaced: Ended,
+}
+
+/// Why a session that was ended while being created has no cookie.
+pub const ENDED_WHILE_CREATED: &str = "the session was ended while it was being created";
 
 /// How long a started login may take before its `state` expires.
 pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -62,6 +79,8 @@ pub struct Sessions {
     absolute_timeout: Duration,
     refresh_skew: Duration,
     recent_uses: index::RecentUses,
+    refresh_token_escrow: bool,
+    max_per_user: Option<usize>,
 }
 
 /// How often one instance files a session's last use in the index: a tenth of the idle
@@ -86,7 +105,23 @@ impl Sessions {
             absolute_timeout,
             refresh_skew: Duration::ZERO,
             recent_uses: index::RecentUses::new(use_filing_interval(idle_timeout)),
+            refresh_token_escrow: true,
+            max_per_user: None,
         }
+    }
+
+    /// Caps the sessions one user may have (`session.max_per_user`; see
+    /// [`Sessions::enforce_limit`]).
+    pub fn with_max_per_user(mut self, max_per_user: Option<usize>) -> Self {
+        self.max_per_user = max_per_user;
+        self
+    }
+
+    /// Whether refresh tokens are kept in escrow for sessions ended without their cookie
+    /// (`session.refresh_token_escrow`; see [`escrow`]).
+    pub fn with_refresh_token_escrow(mut self, escrow: bool) -> Self {
+        self.refresh_token_escrow = escrow;
+        self
     }
 
     /// Tells the sessions how early access tokens are refreshed, so that re-sealing a record
@@ -108,17 +143,49 @@ impl Sessions {
     }
 
     /// Stores a new session under a fresh random cookie; never reuses anything the browser sent.
-    /// It is filed in its user's index first, so every session can be found and ended.
+    /// It is filed in its user's index first, so every session can be found and ended. Sessions
+    /// it displaces beyond `session.max_per_user` end without their refresh tokens being handed
+    /// back: callers that can revoke use [`Sessions::create_within_limit`].
     pub async fn create(
         &self,
         record: &SessionRecord,
         origin: &SessionOrigin,
     ) -> Result<SessionCookie, StoreError> {
+        self.create_within_limit(record, origin)
+            .await?
+            .cookie
+            .ok_or(StoreError::Conflict(ENDED_WHILE_CREATED))
+    }
+
+    /// [`Sessions::create`], also ending the user's least recently used sessions beyond
+    /// `session.max_per_user` (returned, with their refresh tokens to revoke).
+    pub async fn create_within_limit(
+        &self,
+        record: &SessionRecord,
+        origin: &SessionOrigin,
+    ) -> Result<Created, StoreError> {
         let cookie = SessionCookie::generate();
         let (key, sealed, ttl) = self.seal_record(&cookie, record)?;
-        self.index_new(record, &key, origin).await?;
+        // Index and escrow first: a record never exists that cannot be found and revoked.
+        let displaced = self.index_new(record, &key, origin).await?;
+        // Displaced sessions end first, whatever happens to this one.
+        let ended = self.end_displaced(&record.sub, displaced).await?;
+        self.escrow(&key, record).await?;
         self.store.put(&key, &sealed, ttl).await?;
-        Ok(cookie)
+        if !self.still_indexed(record).await? {
+            // Ended while being created (its entry was taken by a back-channel logout or
+            // the user's "end all others"): it must not outlive that.
+            self.store.delete(&key).await?;
+            self.drop_escrow(&key).await;
+            return Ok(Created {
+                cookie: None,
+                displaced: ended,
+            });
+        }
+        Ok(Created {
+            cookie: Some(cookie),
+            displaced: ended,
+        })
     }
 
     /// Finds the session for `cookie`, recent enough to serve a request; the store slides its
@@ -168,6 +235,7 @@ impl Sessions {
         if now >= record.expires_at {
             self.store.delete(&key).await?;
             self.unindex(&record).await;
+            self.drop_escrow(&key).await;
             return Ok(None);
         }
         if let Some(at) = read.touched_at {
@@ -230,6 +298,12 @@ impl Sessions {
         {
             Ok(true) => {
                 tracing::debug!("session re-sealed under the current key");
+                self.escrow_after_write(
+                    &key,
+                    record.tokens.refresh_token.as_ref(),
+                    record.expires_at,
+                )
+                .await;
                 sealed
             }
             Ok(false) => read,
@@ -253,6 +327,8 @@ impl Sessions {
             expected: current.sealed.clone(),
             sealed,
             ttl,
+            refresh_token: record.tokens.refresh_token.clone(),
+            expires_at: record.expires_at,
         })
     }
 
@@ -267,16 +343,20 @@ impl Sessions {
             expected,
             sealed,
             ttl,
+            refresh_token,
+            expires_at,
         } = replacement;
-        if self
+        let written = self
             .store
             .replace_if_unchanged(key, expected, sealed, *ttl)
             .await?
-        {
-            return Ok(true);
+            // The sealed bytes carry a fresh random nonce: finding them means we wrote them.
+            || self.store.get(key).await?.as_deref() == Some(sealed.as_slice());
+        if written {
+            self.escrow_after_write(key, refresh_token.as_ref(), *expires_at)
+                .await;
         }
-        // The sealed bytes carry a fresh random nonce: finding them means we wrote them.
-        Ok(self.store.get(key).await?.as_deref() == Some(sealed.as_slice()))
+        Ok(written)
     }
 
     /// Deletes the session only if the store still holds exactly what `current` read: a
@@ -288,6 +368,7 @@ impl Sessions {
             .await?;
         if deleted {
             self.unindex(&current.record).await;
+            self.drop_escrow(&current.cookie.storage_key()).await;
         }
         Ok(deleted)
     }
@@ -307,6 +388,7 @@ impl Sessions {
             };
             if self.store.delete_if_unchanged(&key, &sealed).await? {
                 self.unindex(&record).await;
+                self.drop_escrow(&key).await;
                 return Ok(Some(record));
             }
             // Rewritten between the read and the delete (a refresh elsewhere): read again.

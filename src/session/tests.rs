@@ -224,3 +224,114 @@ async fn a_removed_key_ends_only_its_sessions() {
     assert!(retired.end(&old).await.unwrap().is_none());
     assert!(retired.load(&new).await.unwrap().is_some());
 }
+
+fn with_refresh_token(mut record: SessionRecord, token: &str) -> SessionRecord {
+    record.tokens.refresh_token = Some(token.into());
+    record
+}
+
+#[tokio::test]
+async fn a_login_beyond_the_limit_ends_the_least_recently_used_and_hands_back_its_refresh_token() {
+    let sessions = sessions(60, 600).with_max_per_user(Some(2));
+    let origin = SessionOrigin::default();
+    let first = with_refresh_token(record(unix_now() + 600), "rt-first");
+    let Created {
+        cookie: first_cookie,
+        displaced: none,
+    } = sessions.create_within_limit(&first, &origin).await.unwrap();
+    let first_cookie = first_cookie.unwrap();
+    assert_eq!(none.count, 0);
+    let second = with_refresh_token(record(unix_now() + 600), "rt-second");
+    let Created {
+        cookie: second_cookie,
+        displaced: none,
+    } = sessions
+        .create_within_limit(&second, &origin)
+        .await
+        .unwrap();
+    let second_cookie = second_cookie.unwrap();
+    assert_eq!(none.count, 0, "two sessions are within the limit");
+    // The first is used later than the second was: the second is the least recently used.
+    sessions
+        .store
+        .touch_indexed_session(
+            &index::user_index("alice"),
+            &first.handle,
+            unix_now() + 5,
+            unix_now() + 65,
+        )
+        .await
+        .unwrap();
+    let third = with_refresh_token(record(unix_now() + 600), "rt-third");
+    let Created {
+        cookie: third_cookie,
+        displaced: ended,
+    } = sessions.create_within_limit(&third, &origin).await.unwrap();
+    let third_cookie = third_cookie.unwrap();
+    assert_eq!(ended.count, 1);
+    let revoked: Vec<&str> = ended
+        .refresh_tokens
+        .iter()
+        .map(|token| token.text())
+        .collect();
+    assert_eq!(revoked, ["rt-second"]);
+    assert!(sessions.load(&second_cookie).await.unwrap().is_none());
+    for kept in [&first_cookie, &third_cookie] {
+        assert!(sessions.load(kept).await.unwrap().is_some());
+    }
+    let current = sessions.load(&third_cookie).await.unwrap().unwrap();
+    assert_eq!(sessions.list_for(&current).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn without_escrow_a_remote_end_still_ends_but_has_no_token_to_revoke() {
+    let escrowed = sessions(60, 600);
+    let unescrowed = sessions(60, 600).with_refresh_token_escrow(false);
+    for (sessions, expected) in [(escrowed, vec!["rt-1"]), (unescrowed, vec![])] {
+        let origin = SessionOrigin::default();
+        let cookie = sessions
+            .create(
+                &with_refresh_token(record(unix_now() + 600), "rt-1"),
+                &origin,
+            )
+            .await
+            .unwrap();
+        let ended = sessions.end_all_of("alice").await.unwrap();
+        assert_eq!(ended.count, 1);
+        let tokens: Vec<&str> = ended
+            .refresh_tokens
+            .iter()
+            .map(|token| token.text())
+            .collect();
+        assert_eq!(tokens, expected);
+        assert!(sessions.load(&cookie).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_logout_takes_the_session_out_of_every_index_and_escrow() {
+    let sessions = sessions(60, 600);
+    let origin = SessionOrigin {
+        provider_session: Some("op-1".into()),
+        ..SessionOrigin::default()
+    };
+    let cookie = sessions
+        .create(
+            &with_refresh_token(record(unix_now() + 600), "rt-1"),
+            &origin,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sessions.count_live().await.unwrap(), 1);
+    assert!(sessions.end(&cookie).await.unwrap().is_some());
+    assert_eq!(sessions.count_live().await.unwrap(), 0);
+    assert_eq!(
+        sessions
+            .end_provider_session("op-1", None)
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+    assert_eq!(sessions.end_all_of("alice").await.unwrap().count, 0);
+}

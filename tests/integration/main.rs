@@ -18,6 +18,7 @@ mod limits;
 mod load_balancer;
 mod login;
 mod my_sessions;
+mod operator;
 mod proxy;
 mod redis_topologies;
 mod refresh;

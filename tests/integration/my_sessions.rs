@@ -46,6 +46,20 @@ async fn alive(browser: &Browser) -> bool {
     browser.user().await.0 == StatusCode::OK
 }
 
+/// Waits until the provider has answered `count` revocation requests, none refused.
+async fn wait_for_revocations(app: &TestApp, count: u64) {
+    let stats = wait_for(
+        "the refresh tokens to be revoked",
+        std::time::Duration::from_secs(5),
+        || async {
+            let stats = app.provider.stats().await;
+            (stats["revocations"].as_u64() == Some(count)).then_some(stats)
+        },
+    )
+    .await;
+    assert_eq!(stats["revocation_errors"], 0, "{stats}");
+}
+
 #[tokio::test]
 async fn a_user_sees_their_devices_and_ends_the_lost_laptop_from_the_phone_on_every_instance() {
     let mut app = TestApp::start().await;
@@ -144,6 +158,8 @@ async fn a_user_sees_their_devices_and_ends_the_lost_laptop_from_the_phone_on_ev
     .await;
     assert!(alive(&phone).await);
     assert_eq!(sessions_of(&phone).await.len(), 1);
+    // The laptop's refresh token, kept in escrow, is revoked at the provider.
+    wait_for_revocations(&app, 1).await;
     let again = delete(&phone, &format!("/api/auth/sessions/{laptop_id}")).await;
     assert_eq!(again.status(), StatusCode::NOT_FOUND, "already ended");
 
@@ -305,4 +321,96 @@ async fn my_sessions_work_on_the_in_memory_store() {
         1,
         "a logout leaves the index too"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_beyond_max_per_user_ends_the_least_recently_used_and_revokes_its_refresh_token() {
+    // Idle timeout 20 s: uses are filed every 2 s, so "least recently used" is observable.
+    let mut app = TestApp::builder()
+        .idle_timeout(20)
+        .session_toml("max_per_user = 2\n")
+        .start()
+        .await;
+    let other_instance = app.start_another_instance().await;
+    let first = Browser::new(&app.url);
+    first.login("alice").await;
+    let second = Browser::new(&other_instance);
+    second.login("alice").await;
+    let second_seen = sessions_of(&second)
+        .await
+        .iter()
+        .map(|s| s["last_seen_at"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    // The first is used after the second logged in: the second becomes the least recent.
+    wait_for(
+        "the first session's use to be filed",
+        std::time::Duration::from_secs(10),
+        || async {
+            assert_eq!(
+                first.api_get("/api/orders/x").await.status(),
+                StatusCode::OK
+            );
+            let listed = sessions_of(&first).await;
+            let own = listed.iter().find(|s| s["current"] == true).unwrap();
+            (own["last_seen_at"].as_u64().unwrap() > second_seen).then_some(())
+        },
+    )
+    .await;
+    let third = Browser::new(&app.url);
+    third.login("alice").await;
+    assert!(
+        !alive(&second).await,
+        "the least recently used session ended"
+    );
+    assert!(alive(&first).await && alive(&third).await);
+    wait_for_revocations(&app, 1).await;
+    let bob = Browser::new(&app.url);
+    bob.login("bob").await;
+    assert!(
+        alive(&first).await,
+        "another user's login displaces nothing of alice's"
+    );
+
+    // Concurrent logins on both instances: the user ends at exactly the limit, never above.
+    // A login that loses a same-second race to the limit is told so (409, log in again).
+    let browsers: Vec<Browser> = (0..4)
+        .map(|i| {
+            Browser::new(if i % 2 == 0 {
+                &app.url
+            } else {
+                &other_instance
+            })
+        })
+        .collect();
+    let outcomes = futures_util::future::join_all(
+        browsers
+            .iter()
+            .map(|browser| browser.login_as("alice", None)),
+    )
+    .await;
+    for outcome in &outcomes {
+        let status = outcome.response.status();
+        assert!(
+            status == StatusCode::SEE_OTHER || status == StatusCode::CONFLICT,
+            "a login completes or is told it lost the race: {status}"
+        );
+    }
+    let mut survivors = Vec::new();
+    for browser in browsers.iter().chain([&first, &third]) {
+        if alive(browser).await {
+            survivors.push(browser);
+        }
+    }
+    assert_eq!(survivors.len(), 2);
+    assert_eq!(sessions_of(survivors[0]).await.len(), 2, "the index agrees");
+    // Every ended session's refresh token was revoked (a revocation ends the provider's grant):
+    // the provider holds exactly the two survivors' and bob's.
+    wait_for(
+        "every ended session's refresh token to be revoked",
+        std::time::Duration::from_secs(5),
+        || async { (app.provider.stored("RefreshToken").await == 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(app.provider.stats().await["revocation_errors"], 0);
 }

@@ -120,7 +120,9 @@ impl MemoryStore {
         let swept = self.lock().put(key, value, ttl, Instant::now());
         if swept {
             // Index lock first, then the records' (never the other way round).
-            self.indexes().sweep(|record| self.get(record).is_some());
+            self.indexes().sweep(crate::clock::unix_now(), |record| {
+                self.get(record).is_some()
+            });
         }
     }
 

@@ -34,6 +34,10 @@ pub enum StoreError {
     /// Redis refused our credentials (wrong password or ACL user): a configuration error.
     #[error("session store refused the credentials: {0}")]
     CredentialsRefused(String),
+    /// Not a failure of the store: a change made meanwhile, possibly on another instance,
+    /// made this operation moot (a session ended while it was being created).
+    #[error("a concurrent change won: {0}")]
+    Conflict(&'static str),
 }
 
 impl From<::redis::RedisError> for StoreError {

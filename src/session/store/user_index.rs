@@ -36,6 +36,47 @@ local ttl = redis.call('TTL', KEYS[1])
 if ttl < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return 1";
 
+/// Files session `ARGV[1]` (entry `ARGV[2]`, used at `ARGV[3]`, ending by `ARGV[4]`) in the
+/// user index `KEYS[1]`, kept alive at least `ARGV[5]` seconds; then, with a limit `ARGV[6]`
+/// (0: none), marks the least recently used other sessions beyond it as being ended (`e:`) and
+/// returns them as `handle, entry` pairs. Marked entries, entries past their absolute end, or
+/// unused for longer than `ARGV[7]` seconds (the idle timeout plus the filing interval) do not
+/// count. One key, one atomic step: concurrent logins on any number of instances never leave a
+/// user above the limit, nor evict more than needed. A marked session stays in the index (still
+/// findable by every path that ends sessions) until its record is deleted.
+const ADMIT: &str = "\
+local h = ARGV[1]
+redis.call('HSET', KEYS[1], 'm:' .. h, ARGV[2], 's:' .. h, ARGV[3], 'x:' .. h, ARGV[4])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[5]) then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+local max = tonumber(ARGV[6])
+if max == 0 then return {} end
+local now, unused_for = tonumber(ARGV[3]), tonumber(ARGV[7])
+local all = redis.call('HGETALL', KEYS[1])
+local fields = {}
+for i = 1, #all, 2 do fields[all[i]] = all[i + 1] end
+local live = {}
+for field, entry in pairs(fields) do
+  local other = string.match(field, '^m:(.*)$')
+  if other and other ~= h and not fields['e:' .. other] then
+    local seen = tonumber(fields['s:' .. other] or '0')
+    local ends = tonumber(fields['x:' .. other] or '0')
+    if ends > now and seen + unused_for >= now then live[#live + 1] = {other, seen, entry} end
+  end
+end
+local excess = #live + 1 - max
+if excess <= 0 then return {} end
+table.sort(live, function(a, b)
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[1] < b[1]
+end)
+local evicted = {}
+for i = 1, excess do
+  redis.call('HSET', KEYS[1], 'e:' .. live[i][1], '1')
+  evicted[#evicted + 1] = live[i][1]
+  evicted[#evicted + 1] = live[i][3]
+end
+return evicted";
+
 /// Moves `s:ARGV[1]` of the index `KEYS[1]` forward to `ARGV[2]` if the entry still exists.
 const TOUCH: &str = "\
 if redis.call('HEXISTS', KEYS[1], 'm:' .. ARGV[1]) == 0 then return 0 end
@@ -57,6 +98,16 @@ pub struct IndexedSession {
     pub entry: Vec<u8>,
     /// When the session was last used (unix seconds).
     pub last_seen: u64,
+}
+
+/// The most sessions one user may have, and how long unused an indexed session must have been
+/// to count as ended already (its idle timeout plus the interval its uses are filed at).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimit {
+    /// Sessions per user.
+    pub max: usize,
+    /// Seconds.
+    pub unused_for: u64,
 }
 
 /// Where one new session is filed.
@@ -94,18 +145,36 @@ pub fn parse_member(member: &str) -> Option<(String, String)> {
 }
 
 impl Store {
-    /// Files a new session in its user's index, its provider session's index and the count.
-    /// Written before the session record, so a session is never findable-less.
-    pub async fn index_session(&self, new: &NewIndexEntry<'_>) -> Result<(), StoreError> {
+    /// Files a new session in its user's index, its provider session's index and the count
+    /// (before the session record is written, so no session exists that cannot be found).
+    /// With a `limit`, the user's least recently used sessions beyond it are marked in the same
+    /// atomic step and returned for the caller to end (and then remove from the indexes).
+    pub async fn index_session(
+        &self,
+        new: &NewIndexEntry<'_>,
+        limit: Option<SessionLimit>,
+    ) -> Result<Vec<IndexedSession>, StoreError> {
         let keep_for = new.expires_at.saturating_sub(new.now).max(1);
         let member = member(new.user_index, new.handle);
         let redis = match self {
-            Store::Memory(memory) => {
-                memory.indexes().add(new, &member);
-                return Ok(());
-            }
+            Store::Memory(memory) => return Ok(memory.indexes().add(new, &member, limit)),
             Store::Redis(redis) => redis,
         };
+        let limit = limit.unwrap_or(SessionLimit {
+            max: 0,
+            unused_for: 0,
+        });
+        let admitted: Vec<Vec<u8>> = redis::Script::new(ADMIT)
+            .key(new.user_index)
+            .arg(new.handle)
+            .arg(new.entry)
+            .arg(new.now)
+            .arg(new.expires_at)
+            .arg(keep_for)
+            .arg(limit.max)
+            .arg(limit.unused_for)
+            .invoke_async(&mut redis.conn.clone())
+            .await?;
         let script = redis::Script::new(WRITE_AND_KEEP);
         let write = |key: &str, args: Vec<Vec<u8>>| {
             let mut invocation = script.key(key);
@@ -120,23 +189,13 @@ impl Store {
             }
         };
         let mut writes = vec![write(
-            new.user_index,
-            vec![
-                b"HSET".to_vec(),
-                format!("m:{}", new.handle).into_bytes(),
-                new.entry.to_vec(),
-                format!("s:{}", new.handle).into_bytes(),
-                new.now.to_string().into_bytes(),
-            ],
-        )];
-        writes.push(write(
             LIVE_SESSIONS,
             vec![
                 b"ZADD".to_vec(),
                 new.idle_deadline.to_string().into_bytes(),
                 member.clone().into_bytes(),
             ],
-        ));
+        )];
         if let Some(provider_session) = new.provider_session {
             writes.push(write(
                 provider_session,
@@ -144,7 +203,17 @@ impl Store {
             ));
         }
         futures_util::future::try_join_all(writes).await?;
-        Ok(())
+        Ok(admitted
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [handle, entry] => Some(IndexedSession {
+                    handle: String::from_utf8_lossy(handle).into_owned(),
+                    entry: entry.clone(),
+                    last_seen: 0,
+                }),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Records that a session was used at `at` and now ends, if unused, at `idle_deadline`.
@@ -242,7 +311,11 @@ impl Store {
         live.arg(LIVE_SESSIONS);
         let mut commands = Vec::new();
         for (handle, provider_session) in removed {
-            fields.arg(format!("m:{handle}")).arg(format!("s:{handle}"));
+            fields
+                .arg(format!("m:{handle}"))
+                .arg(format!("s:{handle}"))
+                .arg(format!("x:{handle}"))
+                .arg(format!("e:{handle}"));
             let member = member(user_index, handle);
             live.arg(&member);
             if let Some(provider_session) = provider_session {
@@ -254,6 +327,22 @@ impl Store {
         commands.push(fields);
         commands.push(live);
         redis.run_all(commands).await
+    }
+
+    /// Whether session `handle` is in the user index `user_index` and not being ended.
+    pub async fn is_indexed(&self, user_index: &str, handle: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(memory) => Ok(memory.indexes().contains(user_index, handle)),
+            Store::Redis(redis) => {
+                let (entry, ending): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+                    .arg(user_index)
+                    .arg(format!("m:{handle}"))
+                    .arg(format!("e:{handle}"))
+                    .query_async(&mut redis.conn.clone())
+                    .await?;
+                Ok(entry.is_some() && ending.is_none())
+            }
+        }
     }
 
     /// The sessions (as [`member`]s) filed under one provider session.
@@ -302,8 +391,18 @@ impl Store {
     }
 }
 
-/// One session in the in-memory user index: (record key, entry, last seen).
-type MemoryEntry = (String, Vec<u8>, u64);
+/// How long an in-memory index entry may go without its record before a sweep drops it.
+const SWEEP_GRACE_SECS: u64 = 60;
+
+/// One session in the in-memory user index.
+struct MemoryEntry {
+    record_key: String,
+    entry: Vec<u8>,
+    last_seen: u64,
+    expires_at: u64,
+    /// Chosen to be ended by a login beyond the limit (no longer counted against it).
+    ending: bool,
+}
 
 /// The same indexes in process memory (one instance). Entries of sessions that ended without
 /// being removed are dropped when the user's index is next read, and by the count.
@@ -318,14 +417,48 @@ pub(super) struct MemoryIndexes {
 }
 
 impl MemoryIndexes {
-    fn add(&mut self, new: &NewIndexEntry<'_>, member: &str) {
-        self.users
-            .entry(new.user_index.to_owned())
-            .or_default()
-            .insert(
-                new.handle.to_owned(),
-                (new.record_key.to_owned(), new.entry.to_vec(), new.now),
-            );
+    fn add(
+        &mut self,
+        new: &NewIndexEntry<'_>,
+        member: &str,
+        limit: Option<SessionLimit>,
+    ) -> Vec<IndexedSession> {
+        let sessions = self.users.entry(new.user_index.to_owned()).or_default();
+        sessions.insert(
+            new.handle.to_owned(),
+            MemoryEntry {
+                record_key: new.record_key.to_owned(),
+                entry: new.entry.to_vec(),
+                last_seen: new.now,
+                expires_at: new.expires_at,
+                ending: false,
+            },
+        );
+        let mut evicted = Vec::new();
+        if let Some(limit) = limit {
+            let mut live: Vec<(u64, String)> = sessions
+                .iter()
+                .filter(|(handle, entry)| {
+                    handle.as_str() != new.handle
+                        && !entry.ending
+                        && entry.expires_at > new.now
+                        && entry.last_seen + limit.unused_for >= new.now
+                })
+                .map(|(handle, entry)| (entry.last_seen, handle.clone()))
+                .collect();
+            live.sort();
+            let excess = (live.len() + 1).saturating_sub(limit.max);
+            for (_, handle) in live.into_iter().take(excess) {
+                if let Some(entry) = sessions.get_mut(&handle) {
+                    entry.ending = true;
+                    evicted.push(IndexedSession {
+                        handle,
+                        entry: entry.entry.clone(),
+                        last_seen: entry.last_seen,
+                    });
+                }
+            }
+        }
         if let Some(provider_session) = new.provider_session {
             self.provider_sessions
                 .entry(provider_session.to_owned())
@@ -333,17 +466,18 @@ impl MemoryIndexes {
                 .insert(member.to_owned());
         }
         self.live.insert(member.to_owned(), new.idle_deadline);
+        evicted
     }
 
     fn touch(&mut self, user_index: &str, handle: &str, at: u64, idle_deadline: u64) {
-        let Some((_, _, seen)) = self
+        let Some(entry) = self
             .users
             .get_mut(user_index)
             .and_then(|sessions| sessions.get_mut(handle))
         else {
             return;
         };
-        *seen = (*seen).max(at);
+        entry.last_seen = entry.last_seen.max(at);
         if let Some(deadline) = self.live.get_mut(&member(user_index, handle)) {
             *deadline = (*deadline).max(idle_deadline);
         }
@@ -355,10 +489,10 @@ impl MemoryIndexes {
             .get(user_index)
             .into_iter()
             .flatten()
-            .map(|(handle, (_, entry, last_seen))| IndexedSession {
+            .map(|(handle, entry)| IndexedSession {
                 handle: handle.clone(),
-                entry: entry.clone(),
-                last_seen: *last_seen,
+                entry: entry.entry.clone(),
+                last_seen: entry.last_seen,
             })
             .collect();
         sessions.sort_by(|a, b| a.handle.cmp(&b.handle));
@@ -386,6 +520,13 @@ impl MemoryIndexes {
         }
     }
 
+    fn contains(&self, user_index: &str, handle: &str) -> bool {
+        self.users
+            .get(user_index)
+            .and_then(|sessions| sessions.get(handle))
+            .is_some_and(|entry| !entry.ending)
+    }
+
     fn provider_session(&self, provider_session: &str) -> Vec<String> {
         self.provider_sessions
             .get(provider_session)
@@ -398,13 +539,14 @@ impl MemoryIndexes {
         self.live.len() as u64
     }
 
-    /// Drops the entries whose record is gone (`exists` says), so a long-running instance's
-    /// index does not keep every session it ever saw.
-    pub(super) fn sweep(&mut self, exists: impl Fn(&str) -> bool) {
+    /// Drops the entries whose record is gone (`exists` says) and that were filed a while ago
+    /// (a session being created is filed before its record is written), so a long-running
+    /// instance's index does not keep every session it ever saw.
+    pub(super) fn sweep(&mut self, now: u64, exists: impl Fn(&str) -> bool) {
         let mut removed = Vec::new();
         for (user_index, sessions) in &self.users {
-            for (handle, (record_key, _, _)) in sessions {
-                if !exists(record_key) {
+            for (handle, entry) in sessions {
+                if entry.last_seen + SWEEP_GRACE_SECS < now && !exists(&entry.record_key) {
                     removed.push((user_index.clone(), handle.clone()));
                 }
             }

@@ -219,6 +219,17 @@ impl TestProvider {
             .unwrap()
     }
 
+    /// How many tokens of `model` (`RefreshToken`, `AccessToken`, …) the provider holds.
+    pub async fn stored(&self, model: &str) -> u64 {
+        let counts: Value = reqwest::get(format!("{}/__test/store", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        counts[model]["stored"].as_u64().unwrap_or(0)
+    }
+
     /// How many refresh grants the provider served.
     pub async fn refresh_grants(&self) -> u64 {
         self.stats().await["refresh_token"].as_u64().unwrap()

@@ -1,0 +1,71 @@
+//! The operator's kill switch: `vestibule sessions revoke --sub …` ends every session of a
+//! subject (incident response, a disabled account) and `vestibule sessions count [--sub …]`
+//! counts sessions, without touching Redis by hand.
+//!
+//! These are commands, not endpoints: they run with the deployment's own configuration (its
+//! Redis credentials and keys, from the same file and environment) wherever the operator can
+//! run the binary (`kubectl exec`, `docker compose exec`), and talk to Redis directly. Nothing
+//! here listens, so nothing of it can be reached from the public listener. They need Redis:
+//! the in-memory store lives inside one running process.
+
+use serde_json::{Value, json};
+
+use crate::app::{open_store, provider_for, sessions_in};
+use crate::config::Settings;
+
+/// What the operator asked for.
+pub enum SessionsCommand {
+    /// Count live sessions, in total and, with `sub`, of that subject.
+    Count {
+        /// The subject to count, too.
+        sub: Option<String>,
+    },
+    /// End every session of `sub` and revoke their refresh tokens.
+    Revoke {
+        /// The subject whose sessions end.
+        sub: String,
+    },
+}
+
+/// Runs `command` against the deployment `settings` describe; the report is JSON for scripts.
+pub async fn run(settings: Settings, command: SessionsCommand) -> anyhow::Result<Value> {
+    if settings.session.redis.is_none() {
+        anyhow::bail!(
+            "session commands need session.redis_url: the in-memory store lives inside the running instance"
+        );
+    }
+    let redirect_uri = settings.redirect_uri();
+    let Settings { oidc, session, .. } = settings;
+    let store = open_store(&session, false).await?;
+    let refresh_skew = oidc.refresh_skew;
+    let sessions = sessions_in(store, session, refresh_skew);
+    match command {
+        SessionsCommand::Count { sub } => {
+            let mut report = json!({ "live_sessions": sessions.count_live().await? });
+            if let Some(sub) = sub {
+                report["sub"] = json!(sub);
+                report["sessions_of_sub"] = json!(sessions.count_of(&sub).await?);
+            }
+            Ok(report)
+        }
+        SessionsCommand::Revoke { sub } => {
+            let ended = sessions.end_all_of(&sub).await?;
+            let provider = provider_for(oidc, redirect_uri)?;
+            let mut revoked = 0;
+            for token in &ended.refresh_tokens {
+                revoked += usize::from(provider.revoke_refresh_token(token.text()).await);
+            }
+            tracing::info!(
+                ended = ended.count,
+                revoked,
+                "sessions of a subject ended by the operator"
+            );
+            Ok(json!({
+                "sub": sub,
+                "ended": ended.count,
+                "refresh_tokens_revoked": revoked,
+                "refresh_tokens_not_revoked": ended.refresh_tokens.len() - revoked,
+            }))
+        }
+    }
+}
