@@ -64,6 +64,8 @@ fn record(index: usize) -> SessionRecord {
         expires_at: now + 28_800,
         logout_sid: vestibule::random::url_safe_secret(),
         handle: vestibule::random::url_safe_id(),
+        origin_network: "203.0.113.0/24".into(),
+        origin_browser: "Firefox".into(),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::http::headers::ForwardingHeaders;
 use crate::http::health::Lifecycle;
 use crate::http::login_limit::LoginRateLimit;
 use crate::http::server::ServeLimits;
+use crate::http::suspicious_use::SuspiciousUsePolicy;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::refresh::Refresher;
@@ -110,6 +111,7 @@ impl Application {
             log_format: _,
         } = settings;
         let store = open_store(&session, true).await?;
+        let suspicious_use = SuspiciousUsePolicy::new(session.suspicious_use);
         let sessions = sessions_in(store, session, oidc.refresh_skew);
         let sessions = Arc::new(sessions);
         let refresh_skew = oidc.refresh_skew;
@@ -142,6 +144,7 @@ impl Application {
             },
             max_body_bytes: server.max_body_bytes,
             lifecycle: Arc::new(Lifecycle::default()),
+            suspicious_use,
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::request_scope`), around the router and the proxy alike.

@@ -214,6 +214,10 @@ pub struct SessionSection {
     /// without their cookie still have it revoked.
     #[serde(default = "default_true")]
     pub refresh_token_escrow: bool,
+    /// What happens when a session is used from another network with another browser:
+    /// `log` or `end`.
+    #[serde(default)]
+    pub suspicious_use: crate::session::SuspiciousUseAction,
 }
 
 /// One `session.encryption_keys` entry: an id and exactly one of `key` or `key_file`.

@@ -95,6 +95,8 @@ pub struct SessionSettings {
     pub max_per_user: Option<usize>,
     /// Whether refresh tokens are kept in escrow for remote revocation.
     pub refresh_token_escrow: bool,
+    /// What happens on suspicious use (`session.suspicious_use`).
+    pub suspicious_use: crate::session::SuspiciousUseAction,
 }
 
 /// `[server]`: what one client may cost the listener.

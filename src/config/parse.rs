@@ -101,6 +101,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
                 other => other,
             },
             refresh_token_escrow: session.refresh_token_escrow,
+            suspicious_use: session.suspicious_use,
         },
         routes,
         frontend,

@@ -12,7 +12,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::device::session_origin;
-use super::{AppState, QueryParams, csrf};
+use super::{AppState, Components, QueryParams, csrf};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
 use crate::oidc::OidcError;
@@ -105,9 +105,16 @@ pub async fn finish_login(
         .exchange_code(code, &pending.pkce_verifier, &pending.nonce)
         .await
         .map_err(|error| match error {
-            OidcError::Rejected(_) => AppError::Login(LoginFailure::CodeRejected),
+            OidcError::Rejected(_) | OidcError::ReuseReported(_) => {
+                AppError::Login(LoginFailure::CodeRejected)
+            }
             other => other.into(),
         })?;
+    let client = state.trusted_proxies.client(peer.ip(), &headers);
+    let origin = SessionOrigin {
+        provider_session: login.provider_session,
+        ..session_origin(client, &headers)
+    };
     let record = SessionRecord {
         sub: login.sub,
         tokens: TokenSet::from_login(login.granted, &login.id_token),
@@ -115,11 +122,8 @@ pub async fn finish_login(
         expires_at: state.sessions.absolute_expiry_from_now(),
         logout_sid: crate::random::url_safe_secret(),
         handle: crate::random::url_safe_id(),
-    };
-    let client = state.trusted_proxies.client(peer.ip(), &headers);
-    let origin = SessionOrigin {
-        provider_session: login.provider_session,
-        ..session_origin(client, &headers)
+        origin_network: origin.network.clone(),
+        origin_browser: origin.browser_family.clone(),
     };
     // A session the browser had is ended, never upgraded (no session fixation): the one it
     // brought to the login start, and the one it sent here, if the browser sent one.
@@ -173,6 +177,7 @@ fn error_code(raw: &str) -> String {
 /// session, so the idle deadline it reports is the one Redis enforces from now on.
 pub async fn current_user(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
@@ -186,6 +191,8 @@ pub async fn current_user(
         .load_touched(&cookie)
         .await?
         .ok_or(AppError::Unauthenticated)?;
+    let client = state.trusted_proxies.client(peer.ip(), &headers);
+    let session = state.check_use(session, client, &headers).await?;
     let record = &session.record;
     let body = json!({
         "sub": record.sub,
@@ -280,7 +287,7 @@ async fn end_session(state: &AppState, cookie: &SessionCookie) -> Result<Option<
 /// Revokes the refresh tokens of sessions that just ended, in a task of its own: the
 /// session is already gone, so the answer never waits for the provider.
 pub(super) fn revoke_in_background(
-    state: &AppState,
+    state: &Components,
     refresh_tokens: impl IntoIterator<Item = String>,
 ) {
     let refresh_tokens: Vec<String> = refresh_tokens.into_iter().collect();
@@ -296,7 +303,7 @@ pub(super) fn revoke_in_background(
 }
 
 /// Ends sessions found without their cookies' help (`ended`): revokes their refresh tokens.
-pub(super) fn revoke_ended(state: &AppState, ended: crate::session::Ended) -> usize {
+pub(super) fn revoke_ended(state: &Components, ended: crate::session::Ended) -> usize {
     let count = ended.count;
     revoke_in_background(
         state,

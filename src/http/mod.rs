@@ -17,11 +17,14 @@ pub mod proxy;
 pub mod request_scope;
 pub mod server;
 pub mod sessions;
+pub mod suspicious_use;
 pub mod upstream;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::HeaderMap;
 use axum::routing::{delete, get, post};
 use url::Url;
 
@@ -84,19 +87,55 @@ pub struct Components {
     pub max_body_bytes: usize,
     /// Whether the process is shutting down (readiness).
     pub lifecycle: Arc<health::Lifecycle>,
+    /// What happens when a session is used suspiciously.
+    pub suspicious_use: suspicious_use::SuspiciousUsePolicy,
 }
 
 impl Components {
-    /// The valid session for this request, or `401` (`503` if the store is down).
+    /// The valid session for this request from `client`, or `401` (`503` if the store is
+    /// down); suspicious use is judged on the way (see [`Components::check_use`]).
     pub async fn require_session(
         &self,
         token: Option<SessionCookie>,
+        client: IpAddr,
+        headers: &HeaderMap,
     ) -> Result<ActiveSession, AppError> {
         let token = token.ok_or(AppError::Unauthenticated)?;
-        self.sessions
+        let session = self
+            .sessions
             .load(&token)
             .await?
-            .ok_or(AppError::Unauthenticated)
+            .ok_or(AppError::Unauthenticated)?;
+        self.check_use(session, client, headers).await
+    }
+
+    /// Judges whether `session` is used suspiciously by this request (another network and
+    /// another browser than it was created with): reports it, and with
+    /// `session.suspicious_use = "end"` ends the session (`401`, refresh token revoked).
+    pub async fn check_use(
+        &self,
+        session: ActiveSession,
+        client: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<ActiveSession, AppError> {
+        let Some(finding) = suspicious_use::assess(&session.record, client, headers) else {
+            return Ok(session);
+        };
+        self.suspicious_use.report(&session.record.handle, &finding);
+        if self.suspicious_use.action != suspicious_use::SuspiciousUseAction::End {
+            return Ok(session);
+        }
+        if let Some(record) = self.sessions.end(&session.cookie).await? {
+            auth::revoke_in_background(
+                self,
+                record
+                    .tokens
+                    .refresh_token
+                    .as_ref()
+                    .map(|token| token.text()),
+            );
+        }
+        Err(AppError::Unauthenticated)
     }
 }
 

@@ -39,7 +39,9 @@ pub async fn forward(
     let (mut parts, body) = request.into_parts();
     let client = state.trusted_proxies.client(peer.ip(), &parts.headers);
     let session_token = state.cookies.strip(&mut parts.headers).session;
-    let session = state.require_session(session_token).await?;
+    let session = state
+        .require_session(session_token, client, &parts.headers)
+        .await?;
     let access_token = state.refresher.access_token(session).await?;
 
     parts.uri = upstream_uri;

@@ -3,7 +3,9 @@
 //! can see or end another user's sessions; the usual anti-forgery rules apply.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -15,11 +17,16 @@ use crate::error::AppError;
 /// `GET /api/auth/sessions`: the caller's sessions, oldest first, the current one marked.
 pub async fn list_sessions(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
     let current = state
-        .require_session(state.cookies.read(&headers).session)
+        .require_session(
+            state.cookies.read(&headers).session,
+            state.trusted_proxies.client(peer.ip(), &headers),
+            &headers,
+        )
         .await?;
     let sessions = state.sessions.list_for(&current).await?;
     Ok(no_store(
@@ -31,12 +38,17 @@ pub async fn list_sessions(
 /// which then also loses its cookie).
 pub async fn end_session(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
     let current = state
-        .require_session(state.cookies.read(&headers).session)
+        .require_session(
+            state.cookies.read(&headers).session,
+            state.trusted_proxies.client(peer.ip(), &headers),
+            &headers,
+        )
         .await?;
     let ended = state
         .sessions
@@ -61,11 +73,16 @@ pub async fn end_session(
 /// `DELETE /api/auth/sessions`: ends every session of the caller's but the current one.
 pub async fn end_other_sessions(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
     let current = state
-        .require_session(state.cookies.read(&headers).session)
+        .require_session(
+            state.cookies.read(&headers).session,
+            state.trusted_proxies.client(peer.ip(), &headers),
+            &headers,
+        )
         .await?;
     let ended = revoke_ended(&state, state.sessions.end_others(&current).await?);
     tracing::info!(ended, "other sessions ended by their user");

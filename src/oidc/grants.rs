@@ -193,6 +193,15 @@ fn expiry(now: u64, expires_in: Option<Duration>, access_token: &AccessToken) ->
         })
 }
 
+/// Whether an `invalid_grant` description says the token was used before (Keycloak: "Maximum
+/// allowed refresh token reuse exceeded"; others: "already used", "replayed").
+fn reports_reuse(description: &str) -> bool {
+    let description = description.to_ascii_lowercase();
+    ["reuse", "already used", "already been used", "replay"]
+        .iter()
+        .any(|phrase| description.contains(phrase))
+}
+
 /// Classifies a token-endpoint failure: `invalid_grant` means the grant is gone.
 fn token_error<RE>(error: TokenRequestError<RE>) -> OidcError
 where
@@ -202,7 +211,11 @@ where
         RequestTokenError::ServerResponse(response) => {
             let code = response.error().clone();
             let text = code.as_ref().to_string();
+            let reused = response
+                .error_description()
+                .is_some_and(|description| reports_reuse(description));
             match code {
+                CoreErrorResponseType::InvalidGrant if reused => OidcError::ReuseReported(text),
                 CoreErrorResponseType::InvalidGrant => OidcError::Rejected(text),
                 _ => OidcError::Refused(format!("token endpoint error: {text}")),
             }
@@ -220,6 +233,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reuse_is_recognised_in_the_words_providers_use() {
+        for reused in [
+            "Maximum allowed refresh token reuse exceeded",
+            "refresh token already used",
+            "The token has already been used",
+            "Token replay detected",
+        ] {
+            assert!(reports_reuse(reused), "{reused}");
+        }
+        for other in [
+            "grant request is invalid",
+            "Token is not active",
+            "Session not active",
+        ] {
+            assert!(!reports_reuse(other), "{other}");
+        }
+    }
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 

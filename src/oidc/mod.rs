@@ -43,6 +43,10 @@ pub enum OidcError {
     /// a configuration problem, not worth an immediate retry.
     #[error("identity provider refused the request: {0}")]
     Refused(String),
+    /// The provider refused the grant and says its token (or code) was used before: a refresh
+    /// token reused by someone else. Like [`OidcError::Rejected`], plus a security event.
+    #[error("identity provider rejected the grant as reused: {0}")]
+    ReuseReported(String),
     /// A refreshed ID token names another user (OIDC Core §12.2): the session must end.
     #[error("refreshed ID token is for another subject")]
     SubjectChanged,

@@ -182,9 +182,11 @@ impl Refresher {
         let now = unix_now();
         match self.grant(&current).await {
             Ok(tokens) => self.store(&current, tokens).await,
-            Err(error @ (OidcError::Rejected(_) | OidcError::SubjectChanged)) => {
-                self.end_refused(&current, &error).await
-            }
+            Err(
+                error @ (OidcError::Rejected(_)
+                | OidcError::ReuseReported(_)
+                | OidcError::SubjectChanged),
+            ) => self.end_refused(&current, &error).await,
             Err(error) if !current.record.tokens.is_expired(now) => {
                 // Still valid for a little while: serve the request, retry the refresh next time.
                 tracing::warn!(error = %error, "refresh failed; using the current access token");
@@ -249,6 +251,9 @@ impl Refresher {
     ) -> Result<String, AccessError> {
         if self.sessions.delete_if_unchanged(current).await? {
             tracing::info!(reason = %error, "refresh refused; ending the session");
+            if matches!(error, OidcError::ReuseReported(_)) {
+                report_refresh_token_reuse(&current.record.handle);
+            }
             return Err(AccessError::SessionEnded);
         }
         self.stored_by_another_holder(&current.cookie).await
@@ -280,4 +285,17 @@ impl Refresher {
             }
         }
     }
+}
+
+/// The security event for a refresh token the provider reports reused (a copy of it is in
+/// someone else's hands): the session has just ended, as on any refused refresh.
+fn report_refresh_token_reuse(handle: &str) {
+    tracing::warn!(
+        target: "vestibule::security",
+        event = "suspicious_use",
+        reason = "refresh_token_reused",
+        session = handle,
+        action = "session_ended",
+        "the provider reports this session's refresh token was used again"
+    );
 }

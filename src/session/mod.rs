@@ -43,6 +43,17 @@ pub struct Replacement {
     expires_at: u64,
 }
 
+/// What happens when a session is used suspiciously (`session.suspicious_use`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspiciousUseAction {
+    /// Report the security event only.
+    #[default]
+    Log,
+    /// Report it and end the session.
+    End,
+}
+
 /// What [`Sessions::create_within_limit`] did.
 pub struct Created {
     /// The new session's cookie; `None` if the session was ended while it was being created

@@ -129,6 +129,13 @@ pub struct SessionRecord {
     /// cookie). Empty for sessions created before the list existed: they are not listed.
     #[serde(default)]
     pub handle: String,
+    /// The client network the session was created from (see suspicious use); empty for
+    /// sessions created before it was recorded.
+    #[serde(default)]
+    pub origin_network: String,
+    /// The browser family the session was created with.
+    #[serde(default)]
+    pub origin_browser: String,
 }
 
 impl SessionRecord {
@@ -446,6 +453,8 @@ mod tests {
             expires_at: 2,
             logout_sid: "sid".into(),
             handle: "h".into(),
+            origin_network: String::new(),
+            origin_browser: String::new(),
         };
         let decoded = SessionRecord::decode(&record.encode().unwrap()).unwrap();
         assert_eq!(

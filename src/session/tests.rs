@@ -26,6 +26,8 @@ fn record(expires_at: u64) -> SessionRecord {
         expires_at,
         logout_sid: "sid".into(),
         handle: crate::random::url_safe_id(),
+        origin_network: String::new(),
+        origin_browser: String::new(),
     }
 }
 

@@ -25,3 +25,4 @@ mod refresh;
 mod server;
 mod shutdown;
 mod storage;
+mod suspicious_use;

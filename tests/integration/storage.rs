@@ -503,6 +503,8 @@ mod sessions_in_redis {
             expires_at: unix_now() + 3600,
             logout_sid: "sid".into(),
             handle: vestibule::random::url_safe_id(),
+            origin_network: String::new(),
+            origin_browser: String::new(),
         }
     }
 

@@ -321,6 +321,11 @@ let stats = zeroStats();
 // provider, set by POST /__test/refresh-delay?ms=N).
 let refreshDelayMs = 0;
 
+// The next refresh_token grant is answered with this error instead of reaching oidc-provider
+// (POST /__test/refresh-error with {"error": …, "error_description": …}): the words other
+// providers use, such as Keycloak's "Maximum allowed refresh token reuse exceeded".
+let nextRefreshError = null;
+
 // ---------------------------------------------------------------------------
 // provider
 // ---------------------------------------------------------------------------
@@ -591,6 +596,10 @@ async function endSessionsOf(sub) {
 
 async function handleTestPost(req, res, route) {
   const body = JSON.parse((await readBody(req)) || '{}');
+  if (route === 'POST /__test/refresh-error') {
+    nextRefreshError = { error: body.error ?? 'invalid_grant', error_description: body.error_description };
+    return sendJson(res, 200, nextRefreshError);
+  }
   if (route === 'POST /__test/logout-token') {
     const header = { ...(body.header ?? { alg: JWKS_ALG, typ: 'logout+jwt' }) };
     return sendJson(res, 200, { token: signToken(header, body.claims ?? {}, body.key ?? 'provider') });
@@ -602,7 +611,7 @@ async function handleTestPost(req, res, route) {
 function handleTest(req, res) {
   const { pathname } = new URL(req.url, 'http://localhost');
   const route = `${req.method} ${pathname}`;
-  if (route === 'POST /__test/logout-token' || route === 'POST /__test/end-sessions') {
+  if (['POST /__test/logout-token', 'POST /__test/end-sessions', 'POST /__test/refresh-error'].includes(route)) {
     handleTestPost(req, res, route).catch((err) => sendJson(res, 500, { error: String(err.message ?? err) }));
     return;
   }
@@ -731,7 +740,12 @@ const server = http.createServer((req, res) => {
     if (!proceed) return;
     const isRefresh = typeof req.body === 'string'
       && new URLSearchParams(req.body).get('grant_type') === 'refresh_token';
-    if (isRefresh && refreshDelayMs > 0) {
+    if (isRefresh && nextRefreshError) {
+      const answer = nextRefreshError;
+      nextRefreshError = null;
+      stats.refresh_token_errors += 1;
+      sendJson(res, 400, answer);
+    } else if (isRefresh && refreshDelayMs > 0) {
       setTimeout(() => providerHandler(req, res), refreshDelayMs);
     } else {
       providerHandler(req, res);

@@ -15,6 +15,7 @@ use super::wait_for;
 pub struct VestibuleProcess {
     child: Option<Child>,
     config: PathBuf,
+    log: Option<PathBuf>,
     shutdown_delay_secs: u64,
     /// Its base URL (`http://127.0.0.1:<port>`).
     pub base: String,
@@ -28,11 +29,47 @@ impl VestibuleProcess {
         let mut process = Self {
             child: None,
             config: path,
+            log: None,
             shutdown_delay_secs,
             base: format!("http://127.0.0.1:{port}"),
         };
         process.start();
         process
+    }
+
+    /// Like [`VestibuleProcess::spawn`], with its log (JSON lines) kept in `dir` for
+    /// [`VestibuleProcess::log_events`].
+    pub fn spawn_logging(config: &str, port: u16, dir: &Path) -> Self {
+        let path = dir.join(format!("vestibule-{port}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut process = Self {
+            child: None,
+            config: path,
+            log: Some(dir.join(format!("vestibule-{port}.log"))),
+            shutdown_delay_secs: 0,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        process.start();
+        process
+    }
+
+    /// Every line it logged so far, as JSON (it must have been spawned logging).
+    pub fn log_events(&self) -> Vec<Value> {
+        let log = self.log.as_ref().expect("spawned with spawn_logging");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|error| panic!("not a JSON log line ({error}): {line}"))
+            })
+            .collect()
+    }
+
+    /// The raw log text (it must have been spawned logging).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.as_ref().expect("spawned with spawn_logging"))
+            .unwrap_or_default()
     }
 
     /// Replaces its configuration (TOML, same `listen`); the next [`VestibuleProcess::start`]
@@ -50,7 +87,7 @@ impl VestibuleProcess {
                 command.env_remove(name);
             }
         }
-        let child = command
+        command
             .arg("--config")
             .arg(&self.config)
             .env(
@@ -58,10 +95,21 @@ impl VestibuleProcess {
                 self.shutdown_delay_secs.to_string(),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the vestibule binary runs");
+            .stdout(Stdio::null());
+        match &self.log {
+            Some(log) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap();
+                command
+                    .env("VESTIBULE_LOG_FORMAT", "json")
+                    .stderr(Stdio::from(file))
+            }
+            None => command.stderr(Stdio::null()),
+        };
+        let child = command.spawn().expect("the vestibule binary runs");
         self.child = Some(child);
     }
 

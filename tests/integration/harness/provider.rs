@@ -278,6 +278,18 @@ impl TestProvider {
             .to_owned()
     }
 
+    /// Answers the next refresh grant with `error` and `description` (as another provider
+    /// would word it), instead of oidc-provider's own answer.
+    pub async fn fail_next_refresh(&self, error: &str, description: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/refresh-error", self.issuer))
+            .json(&serde_json::json!({ "error": error, "error_description": description }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
     /// Ends every provider session of `sub`, as an administrator would: each client with a
     /// back-channel logout URI gets its logout token (and must accept it, or this panics).
     /// Returns how many sessions ended and how many logout tokens were delivered.
