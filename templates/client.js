@@ -5,6 +5,9 @@
  *   const me = await vestibule.user();            // claims object, or null when logged out
  *   const res = await vestibule.fetch('/api/orders/42');   // X-CSRF added; 401 → login
  *   await vestibule.logout();                     // ends the session, then the provider's
+ *   const mine = await vestibule.sessions();      // [{id, device, network, created_at, …}]
+ *   await vestibule.endSession(id);               // ends one of them (refresh token revoked)
+ *   await vestibule.endOtherSessions();           // ends all but this one
  *
  * The session lives in an HttpOnly cookie this script cannot read; that is the point.
  */
@@ -69,5 +72,32 @@
       });
   }
 
-  global.vestibule = Object.freeze({ fetch: vestibuleFetch, user: user, login: login, logout: logout });
+  /** This user's sessions (`[{id, created_at, last_seen_at, device, network, current}]`). */
+  function sessions() {
+    return global.fetch('/api/auth/sessions', withCsrf()).then(function (response) {
+      if (!response.ok) throw new Error('GET /api/auth/sessions answered ' + response.status);
+      return response.json();
+    }).then(function (body) { return body.sessions; });
+  }
+
+  /** Ends one of this user's sessions by its id (from `sessions()`). */
+  function endSession(id) {
+    var path = '/api/auth/sessions/' + encodeURIComponent(id);
+    return global.fetch(path, withCsrf({ method: 'DELETE' })).then(function (response) {
+      if (!response.ok) throw new Error('DELETE ' + path + ' answered ' + response.status);
+    });
+  }
+
+  /** Ends every session of this user but this one; resolves to how many ended. */
+  function endOtherSessions() {
+    return global.fetch('/api/auth/sessions', withCsrf({ method: 'DELETE' })).then(function (response) {
+      if (!response.ok) throw new Error('DELETE /api/auth/sessions answered ' + response.status);
+      return response.json();
+    }).then(function (body) { return body.ended; });
+  }
+
+  global.vestibule = Object.freeze({
+    fetch: vestibuleFetch, user: user, login: login, logout: logout,
+    sessions: sessions, endSession: endSession, endOtherSessions: endOtherSessions,
+  });
 })(window);

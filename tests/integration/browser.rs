@@ -180,3 +180,24 @@ async fn demo_spa_login_api_refresh_and_logout_in_chromium() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_demo_page_lists_your_sessions_and_ends_the_others_in_chromium() {
+    let app = TestApp::start().await;
+    let laptop = crate::harness::Browser::with_user_agent(
+        &app.url,
+        "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0",
+    );
+    laptop.login("alice").await;
+    run_script(
+        &app,
+        "my-sessions.mjs",
+        &[("E2E_OTHER_DEVICE", std::ffi::OsStr::new("Firefox on Linux"))],
+    )
+    .await;
+    assert_eq!(
+        laptop.user().await.0,
+        reqwest::StatusCode::UNAUTHORIZED,
+        "the laptop's session was ended from the page"
+    );
+}
