@@ -224,6 +224,13 @@ fn the_client_is_a_confidential_code_flow_client_with_pkce_s256() {
         attribute(&client, "backchannel.logout.session.required"),
         "true"
     );
+    // Keycloak (in its container) posts logout tokens to Vestibule by its service name.
+    let listen = compose_env("vestibule", "VESTIBULE_LISTEN");
+    let port = listen.rsplit(':').next().unwrap();
+    assert_eq!(
+        attribute(&client, "backchannel.logout.url"),
+        format!("http://vestibule:{port}/api/auth/backchannel-logout")
+    );
 
     let defaults = strings(&client["defaultClientScopes"], "defaultClientScopes");
     // `basic` carries `sub` since Keycloak 25; listing the scopes replaces the defaults.

@@ -373,3 +373,44 @@ async fn a_restarted_vestibule_keeps_the_session_and_fetches_discovery_again() {
     assert_eq!(refreshes.len(), 1, "{refreshes:#?}");
     assert_back_channel_stayed_on_the_back_channel(&app);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycloak_ending_the_sso_session_logs_out_through_the_back_channel_at_once() {
+    let app = KeycloakApp::start_with_backchannel_logout(REFRESH_SKEW_SECS).await;
+    let keycloak = app.keycloak;
+    let (browser, sid) = logged_in(&app, "alice").await;
+    let (other, other_sid) = logged_in(&app, "alice").await;
+    assert_ne!(sid, other_sid, "two SSO sessions");
+    let (status, _) = call_demo_api(&browser, "/api/demo/before").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // An administrator signs one SSO session out: Keycloak posts its logout token (signed
+    // with the realm's key, typ logout+jwt, naming sid) to this Vestibule, which ends exactly
+    // that session, before any refresh could have noticed.
+    keycloak.end_session(&sid).await;
+    wait_for(
+        "Keycloak's logout token to end the session",
+        Duration::from_secs(10),
+        || async { (browser.user().await.0 == StatusCode::UNAUTHORIZED).then_some(()) },
+    )
+    .await;
+    assert!(
+        keycloak
+            .events(&sid, "REFRESH_TOKEN_ERROR")
+            .await
+            .is_empty(),
+        "ended by the back channel, not by a refused refresh"
+    );
+    assert_eq!(
+        other.user().await.0,
+        StatusCode::OK,
+        "the other SSO session stays"
+    );
+    let listed: Value = other
+        .api_get("/api/auth/sessions")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+}

@@ -26,12 +26,32 @@ pub struct KeycloakApp {
 impl KeycloakApp {
     /// Starts Keycloak (once per process), Redis and Vestibule with `refresh_skew_secs`.
     pub async fn start(refresh_skew_secs: u64) -> Self {
+        Self::start_with(refresh_skew_secs, false).await
+    }
+
+    /// [`KeycloakApp::start`] with a Keycloak client of its own whose back-channel logout URL
+    /// is this Vestibule's `/api/auth/backchannel-logout`.
+    pub async fn start_with_backchannel_logout(refresh_skew_secs: u64) -> Self {
+        Self::start_with(refresh_skew_secs, true).await
+    }
+
+    async fn start_with(refresh_skew_secs: u64, own_client: bool) -> Self {
         let keycloak = Keycloak::shared();
         let redis = RedisServer::start().await;
         let back = Relay::start(keycloak.http_port).await;
         let port = free_port();
         let url = format!("http://localhost:{port}");
-        keycloak.register_vestibule(&url).await;
+        let (client_id, client_secret) = if own_client {
+            keycloak
+                .register_client_with_backchannel_logout(
+                    &url,
+                    &format!("http://127.0.0.1:{port}/api/auth/backchannel-logout"),
+                )
+                .await
+        } else {
+            keycloak.register_vestibule(&url).await;
+            (keycloak.client_id.clone(), keycloak.client_secret.clone())
+        };
         let config = format!(
             r#"
 listen = "127.0.0.1:{port}"
@@ -58,8 +78,8 @@ upstream = "{demo_api}"
 "#,
             issuer = keycloak.issuer(),
             discovery = keycloak.discovery_url_via(&format!("http://127.0.0.1:{}", back.port)),
-            client_id = keycloak.client_id,
-            client_secret = keycloak.client_secret,
+            client_id = client_id,
+            client_secret = client_secret,
             // The scopes compose asks Keycloak for (online refresh tokens).
             scopes = compose_env("vestibule", "VESTIBULE_OIDC__SCOPES"),
             redis = redis.url(),

@@ -18,6 +18,13 @@ impl Keycloak {
             Some(&json!({ "accessTokenLifespan": ACCESS_TOKEN_LIFESPAN_SECS })),
         )
         .await;
+        // The realm's client posts back-channel logout tokens to compose's `vestibule` service,
+        // which does not exist here: the deployments of these tests share that client, so it
+        // posts none (the back-channel test registers a client of its own).
+        self.update_client(|client| {
+            client["attributes"]["backchannel.logout.url"] = Value::String(String::new());
+        })
+        .await;
         self.admin_send(
             reqwest::Method::PUT,
             "events/config",
@@ -30,14 +37,66 @@ impl Keycloak {
         .await;
     }
 
-    /// Adds a Vestibule at `public_url` to the realm's client (redirect URI, post-logout
-    /// redirect URI, web origin), as an operator would register another deployment.
-    pub async fn register_vestibule(&self, public_url: &str) {
+    /// Changes the realm's Vestibule client with `change` (one change at a time).
+    async fn update_client(&self, change: impl FnOnce(&mut Value)) {
         let _one_at_a_time = self.client_updates.lock().await;
         let path = format!("clients?clientId={}", self.client_id);
         let clients = self.admin_get(&path).await;
         let mut client = clients[0].clone();
         let id = client["id"].as_str().expect("client id").to_owned();
+        change(&mut client);
+        self.admin_send(
+            reqwest::Method::PUT,
+            &format!("clients/{id}"),
+            Some(&client),
+        )
+        .await;
+    }
+
+    /// Registers a client of its own for one Vestibule at `public_url`, a copy of the realm
+    /// file's client whose back-channel logout URL is `backchannel_logout_url`; returns its
+    /// id and secret. (A client has one such URL, so deployments that share one cannot each
+    /// be told.)
+    pub async fn register_client_with_backchannel_logout(
+        &self,
+        public_url: &str,
+        backchannel_logout_url: &str,
+    ) -> (String, String) {
+        let shipped = self.realm_json["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .find(|client| client["clientId"] == self.client_id.as_str())
+            .expect("the realm file's client")
+            .clone();
+        let suffix = public_url.rsplit(':').next().unwrap_or("x");
+        let client_id = format!("{}-backchannel-{suffix}", self.client_id);
+        let secret = format!("secret-of-{client_id}");
+        let mut client = shipped;
+        if let Some(fields) = client.as_object_mut() {
+            fields.remove("id");
+        }
+        client["clientId"] = Value::String(client_id.clone());
+        client["secret"] = Value::String(secret.clone());
+        client["rootUrl"] = Value::String(public_url.to_owned());
+        client["redirectUris"] = json!([format!("{public_url}/api/auth/callback")]);
+        client["webOrigins"] = json!([public_url]);
+        client["attributes"]["post.logout.redirect.uris"] = Value::String(format!("{public_url}/"));
+        client["attributes"]["backchannel.logout.url"] =
+            Value::String(backchannel_logout_url.to_owned());
+        self.admin_send(reqwest::Method::POST, "clients", Some(&client))
+            .await;
+        (client_id, secret)
+    }
+
+    /// Adds a Vestibule at `public_url` to the realm's client (redirect URI, post-logout
+    /// redirect URI, web origin), as an operator would register another deployment.
+    pub async fn register_vestibule(&self, public_url: &str) {
+        self.update_client(|client| Self::add_deployment(client, public_url))
+            .await;
+    }
+
+    fn add_deployment(client: &mut Value, public_url: &str) {
         let push = |list: &mut Value, item: String| {
             let items = list.as_array_mut().expect("an array");
             if !items.iter().any(|existing| existing == &item) {
@@ -55,12 +114,6 @@ impl Keycloak {
             .unwrap_or("")
             .to_owned();
         attributes["post.logout.redirect.uris"] = Value::String(format!("{logout}##{public_url}/"));
-        self.admin_send(
-            reqwest::Method::PUT,
-            &format!("clients/{id}"),
-            Some(&client),
-        )
-        .await;
     }
 
     /// The realm's user id of `username`.
