@@ -120,7 +120,11 @@ class StoreScale:
             except Exception:  # noqa: BLE001
                 pass
             self.res["store_fill"] = fills
-            self.res["redis_bytes_per_session"] = round((mem1 - mem0) / n, 1) if n else None
+            # Per session, not per key: a session is its record, its escrowed refresh token and
+            # its entries in the user, provider-session and live indexes.
+            sessions = sum(step["sessions_added"] for step in fills.values())
+            self.res["redis_keys_per_session"] = round(n / sessions, 2) if sessions else None
+            self.res["redis_bytes_per_session"] = round((mem1 - mem0) / sessions, 1) if sessions else None
             self.res["redis_keys_after_fill"] = keys1
             self.res["redis_used_memory_mb_largest"] = round(mem1 / 2**20, 1)
             self.res["redis_used_memory_rss_mb_largest"] = round(int(mem["used_memory_rss"]) / 2**20, 1)

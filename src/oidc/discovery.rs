@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openidconnect::core::{CoreClient, CoreJsonWebKeySet};
+use openidconnect::core::{CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
 use openidconnect::{
     ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, JsonWebKeySetUrl,
     RedirectUrl, TokenUrl,
@@ -37,6 +37,9 @@ pub(super) struct Discovered {
     /// The provider's signing keys (also inside `client`, which does not expose them), for
     /// tokens openidconnect has no verifier for (back-channel logout tokens).
     pub(super) jwks: CoreJsonWebKeySet,
+    /// The algorithms the provider signs ID tokens with (`id_token_signing_alg_values_supported`):
+    /// the only ones accepted for its logout tokens too.
+    pub(super) id_token_algs: Vec<CoreJwsSigningAlgorithm>,
     /// When this discovery was fetched (for the rate limit).
     pub(super) at: Instant,
 }
@@ -149,6 +152,7 @@ impl Provider {
         extra.revocation_endpoint = extra
             .revocation_endpoint
             .map(|endpoint| back_channel.route(endpoint));
+        let id_token_algs = metadata.id_token_signing_alg_values_supported().clone();
         let metadata = metadata.set_jwks(jwks.clone());
         let redirect = RedirectUrl::from_url(settings.redirect_uri.clone());
         let client = CoreClient::from_provider_metadata(
@@ -166,6 +170,7 @@ impl Provider {
             client,
             extra,
             jwks,
+            id_token_algs,
             at: Instant::now(),
         })
     }

@@ -110,6 +110,9 @@ pub(super) struct Expectations<'a> {
     pub client_id: &'a str,
     /// Our client secret (the key of HS-signed tokens).
     pub client_secret: &'a str,
+    /// The algorithms the provider signs ID tokens with; a token under any other is refused
+    /// (so HS, keyed with the client secret, only where the provider uses it).
+    pub allowed_algs: &'a [CoreJwsSigningAlgorithm],
     /// Now, unix seconds.
     pub now: u64,
 }
@@ -119,20 +122,30 @@ impl Provider {
     /// (unless that happened a moment ago) and tries again.
     pub async fn check_logout_token(&self, token: &str) -> Result<LogoutRequest, LogoutCheckError> {
         let discovered = self.current().await?;
-        let expect = Expectations {
-            issuer: &self.settings.issuer,
-            client_id: &self.settings.client_id,
-            client_secret: self.settings.client_secret.expose_secret(),
-            now: unix_now(),
-        };
-        match check(&discovered.jwks, &expect, token) {
+        let now = unix_now();
+        match check(
+            &discovered.jwks,
+            &self.expectations(&discovered, now),
+            token,
+        ) {
             Err(LogoutTokenError::Signature) => {
                 let Some(fresh) = self.rediscover_now(&discovered).await? else {
                     return Err(LogoutTokenError::Signature.into());
                 };
-                Ok(check(&fresh.jwks, &expect, token)?)
+                Ok(check(&fresh.jwks, &self.expectations(&fresh, now), token)?)
             }
             other => Ok(other?),
+        }
+    }
+
+    /// What a logout token must match, with the algorithms of `discovered`.
+    fn expectations<'a>(&'a self, discovered: &'a Discovered, now: u64) -> Expectations<'a> {
+        Expectations {
+            issuer: &self.settings.issuer,
+            client_id: &self.settings.client_id,
+            client_secret: self.settings.client_secret.expose_secret(),
+            allowed_algs: &discovered.id_token_algs,
+            now,
         }
     }
 
@@ -168,6 +181,9 @@ pub(super) fn check(
     };
     let header = json_object(header_b64)?;
     let alg = signing_algorithm(&header)?;
+    if !expect.allowed_algs.contains(&alg) {
+        return Err(LogoutTokenError::Algorithm);
+    }
     if let Some(typ) = header.get("typ") {
         let typ = typ.as_str().ok_or(LogoutTokenError::Type)?;
         let typ = typ.strip_prefix("application/").unwrap_or(typ);
@@ -362,11 +378,18 @@ mod tests {
     const SECRET: &str = "a-client-secret-of-thirty-two-bytes!";
     const NOW: u64 = 1_800_000_000;
 
+    const ALGS: &[CoreJwsSigningAlgorithm] = &[
+        CoreJwsSigningAlgorithm::HmacSha256,
+        CoreJwsSigningAlgorithm::HmacSha512,
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    ];
+
     fn expect() -> Expectations<'static> {
         Expectations {
             issuer: ISSUER,
             client_id: CLIENT,
             client_secret: SECRET,
+            allowed_algs: ALGS,
             now: NOW,
         }
     }
@@ -564,6 +587,17 @@ mod tests {
                 &token(serde_json::json!({ "typ": "logout+jwt" }))
             ),
             Err(E::Algorithm)
+        );
+        // An algorithm the provider does not sign ID tokens with is refused, even with a
+        // valid MAC: the client secret is no key for a provider that signs with RS256.
+        let only_rs256 = Expectations {
+            allowed_algs: &[CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
+            ..expect()
+        };
+        assert_eq!(
+            check(&no_keys(), &only_rs256, &mint(&valid)),
+            Err(E::Algorithm),
+            "HS256 where the provider signs RS256"
         );
         assert_eq!(
             check(

@@ -1,29 +1,32 @@
 //! Refresh-token escrow: what lets a session ended *without its cookie* (from the user's other
-//! device, by `max_per_user`, by the operator) still have its refresh token revoked.
+//! device, by `max_per_user`, by the operator, by the provider) still have its refresh token
+//! revoked.
 //!
-//! A session's record opens only with its browser's secret, so nothing but that browser can
-//! reach its refresh token. With `session.refresh_token_escrow` on (the default), each
-//! session's current refresh token is also kept beside it, alone, sealed under the server keys
-//! (a key of its own derived from each, the record's key as associated data), in
-//! `vestibule:revocation:<same hash>`, with the session's lifetime. Ending a session from
-//! elsewhere takes it (`GETDEL`) and hands it over for revocation; nothing else ever opens it.
-//! The price: a Redis dump *plus* the server keys yields refresh tokens (never access or ID
-//! tokens, claims or cookies). With escrow off, that dump yields nothing, and sessions ended
-//! from elsewhere end at once but their refresh tokens live on at the provider until they
-//! expire (unusable through Vestibule: their only copy is deleted).
+//! A session's record opens only with its browser's secret, so without escrow nothing but that
+//! browser can reach its refresh token. With `session.refresh_token_escrow` on (the default),
+//! the refresh token is not in that sealed record but beside it, in the same Redis value,
+//! sealed under the server keys alone (keys of their own, derived with a salt no browser
+//! secret equals; the record's key as associated data):
+//!
+//! `0xE5 ‖ length (u16, big endian) ‖ refresh token sealed under the server keys ‖ the rest of
+//! the record sealed under the server keys and the browser's secret`
+//!
+//! One value, so every write (a refresh's compare-and-set included) replaces both halves at
+//! once, and the token is stored once. Ending a session from elsewhere takes the value
+//! (`GETDEL`) and opens the first half only. The price: a Redis dump *plus* the server keys
+//! yields refresh tokens (never access or ID tokens, claims or cookies; using a refresh token
+//! also takes the client's credentials). With escrow off, that dump yields nothing, and
+//! sessions ended from elsewhere end at once but their refresh tokens live on at the provider
+//! until they expire (unusable through Vestibule: their only copy is deleted).
 
-use std::time::Duration;
+use super::record::StoredToken;
+use super::{SessionRecord, Sessions, StoreError};
 
-use super::store::storage_key;
-use super::{SessionRecord, Sessions, StoreError, StoredToken};
-use crate::clock::unix_now;
-
-/// HKDF salt of escrow capsules (where a record's key uses the browser's secret): capsules get
-/// keys of their own, which no record key equals.
+/// HKDF salt of escrowed refresh tokens (where a record's key uses the browser's secret).
 const ESCROW_SALT: &[u8] = b"vestibule refresh-token escrow v1";
 
-/// The key prefix of session records, whose hash the capsule's key shares.
-const SESSION_KEY_PREFIX: &str = "vestibule:session:";
+/// First byte of a value with an escrowed refresh token.
+const ESCROW_MARKER: u8 = 0xE5;
 
 /// A refresh token of a session that just ended, to be revoked at the provider. Not `Debug`:
 /// it is a credential.
@@ -45,91 +48,105 @@ pub struct Ended {
     pub refresh_tokens: Vec<EndedRefreshToken>,
 }
 
-/// The escrow key beside a session record's key.
-fn capsule_key(record_key: &str) -> String {
-    match record_key.strip_prefix(SESSION_KEY_PREFIX) {
-        Some(hash) => format!("vestibule:revocation:{hash}"),
-        // Not a session key (never happens): a key of its own, still never the record's.
-        None => storage_key("revocation", record_key.as_bytes()),
+/// The escrowed part and the browser-sealed part of a value that has both.
+fn split(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&marker, rest) = value.split_first()?;
+    if marker != ESCROW_MARKER {
+        return None;
     }
+    let length = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+    let rest = rest.get(2..)?;
+    (rest.len() > length).then(|| rest.split_at(length))
 }
 
 impl Sessions {
-    /// Keeps `record`'s refresh token in escrow beside `record_key` (or removes a stale capsule
-    /// when it has none); nothing when escrow is off.
-    pub(super) async fn escrow(
+    /// The value stored for `record` under `storage_key`: sealed with the browser's
+    /// `secret`, its refresh token in escrow in front when escrow is on.
+    pub(super) fn seal_value(
         &self,
-        record_key: &str,
+        secret: &[u8],
+        storage_key: &str,
         record: &SessionRecord,
-    ) -> Result<(), StoreError> {
-        self.escrow_token(
-            record_key,
-            record.tokens.refresh_token.as_ref(),
-            record.expires_at,
-        )
-        .await
-    }
-
-    /// [`Sessions::escrow`] of a refresh token for a session that ends at `expires_at`.
-    pub(super) async fn escrow_token(
-        &self,
-        record_key: &str,
-        refresh_token: Option<&StoredToken>,
-        expires_at: u64,
-    ) -> Result<(), StoreError> {
-        if !self.refresh_token_escrow {
-            return Ok(());
-        }
-        let key = capsule_key(record_key);
-        let Some(refresh_token) = refresh_token else {
-            return self.store.delete(&key).await;
+    ) -> Result<Vec<u8>, StoreError> {
+        let encode = |record: &SessionRecord| {
+            record
+                .encode()
+                .map_err(|error| StoreError::Unavailable(format!("cannot encode session: {error}")))
         };
-        let remaining = expires_at.saturating_sub(unix_now()).max(1);
-        let sealed = self
+        let escrowed = record
+            .tokens
+            .refresh_token
+            .as_ref()
+            .filter(|_| self.refresh_token_escrow);
+        let Some(refresh_token) = escrowed else {
+            return Ok(self
+                .keys
+                .seal(secret, storage_key.as_bytes(), &encode(record)?));
+        };
+        let mut rest = record.clone();
+        rest.tokens.refresh_token = None;
+        let server_part = self.keys.seal(
+            ESCROW_SALT,
+            storage_key.as_bytes(),
+            refresh_token.as_bytes(),
+        );
+        let browser_part = self
             .keys
-            .seal(ESCROW_SALT, key.as_bytes(), refresh_token.text().as_bytes());
-        self.store
-            .put(&key, &sealed, Duration::from_secs(remaining))
-            .await
+            .seal(secret, storage_key.as_bytes(), &encode(&rest)?);
+        let length = u16::try_from(server_part.len())
+            .map_err(|_| StoreError::Unavailable("refresh token too large to escrow".into()))?;
+        let mut value = Vec::with_capacity(3 + server_part.len() + browser_part.len());
+        value.push(ESCROW_MARKER);
+        value.extend_from_slice(&length.to_be_bytes());
+        value.extend_from_slice(&server_part);
+        value.extend_from_slice(&browser_part);
+        Ok(value)
     }
 
-    /// Like [`Sessions::escrow_token`], for a write that already succeeded: a failure is
-    /// logged, and a later remote end then revokes the previous (already rotated) token.
-    pub(super) async fn escrow_after_write(
+    /// Opens a stored value with the browser's `secret`: the record (its refresh token back in
+    /// place) and whether it is sealed under the current key; `None` when nothing opens it.
+    pub(super) fn open_value(
         &self,
-        record_key: &str,
-        refresh_token: Option<&StoredToken>,
-        expires_at: u64,
-    ) {
-        if let Err(error) = self
-            .escrow_token(record_key, refresh_token, expires_at)
-            .await
+        secret: &[u8],
+        storage_key: &str,
+        value: &[u8],
+    ) -> Option<(SessionRecord, bool)> {
+        if let Some((server_part, browser_part)) = split(value)
+            && let Ok(opened) = self.keys.open(secret, storage_key.as_bytes(), browser_part)
         {
-            tracing::warn!(error = %error, "could not escrow a session's refresh token");
+            let mut record = SessionRecord::decode(&opened.plaintext)?;
+            let escrowed = self
+                .keys
+                .open(ESCROW_SALT, storage_key.as_bytes(), server_part)
+                .ok()?;
+            record.tokens.refresh_token = Some(StoredToken::from_bytes(escrowed.plaintext)?);
+            return Some((record, opened.current && escrowed.current));
+        }
+        // No escrow (or a record without one whose random first byte is the marker).
+        match self.keys.open(secret, storage_key.as_bytes(), value) {
+            Ok(opened) => Some((SessionRecord::decode(&opened.plaintext)?, opened.current)),
+            Err(error) => {
+                // A removed key, or a cookie whose secret is wrong: no session, never an error.
+                tracing::info!(reason = %error, "a session record did not open; no session");
+                None
+            }
         }
     }
 
-    /// Takes the escrowed refresh token of the session at `record_key` (single use); `None`
-    /// when escrow is off, the session had none, or no configured key opens it.
-    pub(super) async fn take_escrowed(
+    /// The refresh token escrowed in a stored value, opened with the server keys alone;
+    /// `None` when the value has none (escrow off, or no refresh token).
+    pub(super) fn escrowed_token(
         &self,
-        record_key: &str,
-    ) -> Result<Option<EndedRefreshToken>, StoreError> {
-        let key = capsule_key(record_key);
-        let Some(sealed) = self.store.take(&key).await? else {
-            return Ok(None);
-        };
-        let opened = self.keys.open(ESCROW_SALT, key.as_bytes(), &sealed).ok();
-        Ok(opened
-            .and_then(|opened| String::from_utf8(opened.plaintext).ok())
-            .map(EndedRefreshToken))
-    }
-
-    /// Deletes the capsule of a session ended by its own browser (which revokes the record's
-    /// token itself); best effort.
-    pub(super) async fn drop_escrow(&self, record_key: &str) {
-        if let Err(error) = self.store.delete(&capsule_key(record_key)).await {
-            tracing::debug!(error = %error, "could not delete an escrowed refresh token");
-        }
+        storage_key: &str,
+        value: &[u8],
+    ) -> Option<EndedRefreshToken> {
+        let (server_part, _) = split(value)?;
+        let opened = self
+            .keys
+            .open(ESCROW_SALT, storage_key.as_bytes(), server_part)
+            .ok()?;
+        Some(EndedRefreshToken(
+            StoredToken::from_bytes(opened.plaintext)?.text(),
+        ))
     }
 }

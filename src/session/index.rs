@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::storage_key;
-use super::store::user_index::{IndexedSession, NewIndexEntry, SessionLimit, parse_member};
+use super::store::user_index::{Admission, IndexedSession, NewIndexEntry, parse_member};
+use super::store::{compact_storage_key, storage_key};
 use super::{ActiveSession, Ended, SessionRecord, Sessions, StoreError};
 use crate::clock::unix_now;
 
@@ -33,32 +33,64 @@ pub struct SessionOrigin {
     /// The client's network, truncated ("203.0.113.0/24", "2001:db8:1::/48").
     #[serde(rename = "n")]
     pub network: String,
-    /// The browser family alone ("Firefox").
-    #[serde(rename = "f")]
+    /// The browser family alone ("Firefox"); kept in the session record, not in the index.
+    #[serde(skip)]
     pub browser_family: String,
     /// The provider's session id (`sid` of the ID token), if it named one.
     #[serde(skip)]
     pub provider_session: Option<String>,
 }
 
-/// One session in a user's index, as stored.
+/// One session in a user's index, as stored (compactly: keys without their common prefix).
 #[derive(Serialize, Deserialize)]
 struct IndexEntry {
     /// The record's store key.
-    #[serde(rename = "k")]
+    #[serde(rename = "k", with = "record_key")]
     record_key: String,
     /// When it was created (unix seconds).
     #[serde(rename = "c")]
     created_at: u64,
-    /// Its absolute end (unix seconds).
-    #[serde(rename = "x")]
-    expires_at: u64,
-    /// The provider-session index it is filed in.
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
-    provider_session_index: Option<String>,
     /// Where it was created.
-    #[serde(rename = "o")]
+    #[serde(flatten)]
     origin: SessionOrigin,
+}
+
+/// A session record's key, stored as its hash in base64url (43 characters instead of the
+/// key's 82).
+mod record_key {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const PREFIX: &str = "vestibule:session:";
+
+    pub fn serialize<S: Serializer>(key: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        let hex = key.strip_prefix(PREFIX).unwrap_or(key);
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|at| {
+                hex.get(at..at + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            })
+            .collect();
+        match bytes {
+            Some(bytes) => serializer.serialize_str(&URL_SAFE_NO_PAD.encode(bytes)),
+            None => Err(serde::ser::Error::custom("not a session key")),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        let encoded = String::deserialize(deserializer)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(serde::de::Error::custom)?;
+        let mut key = String::with_capacity(PREFIX.len() + 2 * bytes.len());
+        key.push_str(PREFIX);
+        for byte in bytes {
+            key.push_str(&format!("{byte:02x}"));
+        }
+        Ok(key)
+    }
 }
 
 /// One of the user's sessions, as "my sessions" shows it.
@@ -82,6 +114,7 @@ pub struct SessionSummary {
 struct Indexed {
     handle: String,
     last_seen: u64,
+    expires_at: u64,
     entry: IndexEntry,
 }
 
@@ -125,12 +158,26 @@ impl RecentUses {
 
 /// The index key of a user's sessions.
 pub(super) fn user_index(sub: &str) -> String {
-    storage_key("user-sessions", sub.as_bytes())
+    compact_storage_key("user", sub.as_bytes())
+}
+
+/// How long the marks of ends that may overtake a login in progress are kept: longer than a
+/// login takes from its code exchange to its session being filed.
+const ENDED_MARK_TTL: Duration = Duration::from_secs(900);
+
+/// The key marking that every session of `sub` was ended (its value: when, unix seconds).
+fn user_ended_key(sub: &str) -> String {
+    compact_storage_key("user-ended", sub.as_bytes())
+}
+
+/// The key marking that the provider session `sid` was ended by a back-channel logout.
+fn provider_session_ended_key(sid: &str) -> String {
+    compact_storage_key("sid-ended", sid.as_bytes())
 }
 
 /// The index key of a provider session's sessions.
 fn provider_session_index(sid: &str) -> String {
-    storage_key("provider-session", sid.as_bytes())
+    compact_storage_key("sid", sid.as_bytes())
 }
 
 impl Sessions {
@@ -154,8 +201,6 @@ impl Sessions {
         let entry = IndexEntry {
             record_key: record_key.to_owned(),
             created_at: record.created_at,
-            expires_at: record.expires_at,
-            provider_session_index: provider_session_index.clone(),
             origin: origin.clone(),
         };
         let bytes = serde_json::to_vec(&entry).map_err(|error| {
@@ -174,23 +219,56 @@ impl Sessions {
                     expires_at: record.expires_at,
                     provider_session: provider_session_index.as_deref(),
                 },
-                self.max_per_user.map(|max| SessionLimit {
-                    max,
+                Admission {
                     unused_for: (self.idle_timeout + self.recent_uses.interval()).as_secs(),
-                }),
+                    max_per_user: self.max_per_user,
+                },
             )
             .await
     }
 
     /// Whether the session `record` is still filed in its user's index: a creation that finds
     /// it gone was ended meanwhile (a back-channel logout, the user's "end all others").
-    pub(super) async fn still_indexed(&self, record: &SessionRecord) -> Result<bool, StoreError> {
+    ///
+    /// Also `false` when, meanwhile, its provider session was ended by a back-channel logout,
+    /// or all of its user's sessions were ended after its ID token was issued: those ends may
+    /// have read the indexes before this session was filed.
+    pub(super) async fn still_indexed(
+        &self,
+        record: &SessionRecord,
+        origin: &SessionOrigin,
+    ) -> Result<bool, StoreError> {
         if record.handle.is_empty() {
             return Ok(true);
         }
-        self.store
+        if !self
+            .store
             .is_indexed(&user_index(&record.sub), &record.handle)
-            .await
+            .await?
+        {
+            return Ok(false);
+        }
+        if let Some(sid) = &origin.provider_session
+            && self
+                .store
+                .get(&provider_session_ended_key(sid))
+                .await?
+                .is_some()
+        {
+            return Ok(false);
+        }
+        let ended_at = self
+            .store
+            .get(&user_ended_key(&record.sub))
+            .await?
+            .and_then(|value| String::from_utf8(value).ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        let issued_at = record
+            .claims()
+            .get("iat")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(record.created_at);
+        Ok(ended_at.is_none_or(|ended_at| issued_at > ended_at))
     }
 
     /// Ends sessions [`Sessions::index_new`] displaced: their records, the rest of their index
@@ -207,6 +285,7 @@ impl Sessions {
                     entry: serde_json::from_slice(&stored.entry).ok()?,
                     handle: stored.handle,
                     last_seen: stored.last_seen,
+                    expires_at: stored.expires_at,
                 })
             })
             .collect();
@@ -279,6 +358,16 @@ impl Sessions {
 
     /// Ends every session of `sub`.
     pub async fn end_all_of(&self, sub: &str) -> Result<Ended, StoreError> {
+        // A login of this user whose ID token was issued before now, still on its way to the
+        // index, is ended too (see `still_indexed`).
+        let now = unix_now();
+        self.store
+            .put(
+                &user_ended_key(sub),
+                now.to_string().as_bytes(),
+                ENDED_MARK_TTL,
+            )
+            .await?;
         let all = self.live_sessions_of(sub, true).await?;
         self.end_indexed(&user_index(sub), all).await
     }
@@ -290,6 +379,10 @@ impl Sessions {
         sid: &str,
         sub: Option<&str>,
     ) -> Result<Ended, StoreError> {
+        // A login in this provider session still on its way to the index is ended too.
+        self.store
+            .put(&provider_session_ended_key(sid), b"1", ENDED_MARK_TTL)
+            .await?;
         let members = self
             .store
             .provider_session_members(&provider_session_index(sid))
@@ -357,6 +450,7 @@ impl Sessions {
                 Ok(entry) => candidates.push(Indexed {
                     handle: stored.handle,
                     last_seen: stored.last_seen,
+                    expires_at: stored.expires_at,
                     entry,
                 }),
                 Err(_) => unreadable.push(stored.handle),
@@ -376,16 +470,11 @@ impl Sessions {
             .zip(exists)
             .filter(|(indexed, exists)| *exists || include_pending || !pending(indexed))
             .partition(|(indexed, exists)| {
-                indexed.entry.expires_at > now && (*exists || pending(indexed))
+                indexed.expires_at > now && (*exists || pending(indexed))
             });
         let mut removed: Vec<(&str, Option<&str>)> = stale
             .iter()
-            .map(|(indexed, _)| {
-                (
-                    indexed.handle.as_str(),
-                    indexed.entry.provider_session_index.as_deref(),
-                )
-            })
+            .map(|(indexed, _)| (indexed.handle.as_str(), None))
             .collect();
         removed.extend(unreadable.iter().map(|handle| (handle.as_str(), None)));
         self.store.unindex_sessions(user_index, &removed).await?;
@@ -400,21 +489,27 @@ impl Sessions {
         sessions: Vec<Indexed>,
     ) -> Result<Ended, StoreError> {
         let mut ended = Ended::default();
+        // Marked first: a session being created that these include learns, once its record
+        // is written, that it was ended (and deletes it), whatever the order of the writes.
+        let handles: Vec<&str> = sessions
+            .iter()
+            .map(|indexed| indexed.handle.as_str())
+            .collect();
+        self.store
+            .mark_ending(user_index, &handles, unix_now())
+            .await?;
         for indexed in &sessions {
-            self.store.delete(&indexed.entry.record_key).await?;
+            let key = &indexed.entry.record_key;
             ended.count += 1;
-            if let Some(token) = self.take_escrowed(&indexed.entry.record_key).await? {
+            if let Some(value) = self.store.take(key).await?
+                && let Some(token) = self.escrowed_token(key, &value)
+            {
                 ended.refresh_tokens.push(token);
             }
         }
         let removed: Vec<(&str, Option<&str>)> = sessions
             .iter()
-            .map(|indexed| {
-                (
-                    indexed.handle.as_str(),
-                    indexed.entry.provider_session_index.as_deref(),
-                )
-            })
+            .map(|indexed| (indexed.handle.as_str(), None))
             .collect();
         self.store.unindex_sessions(user_index, &removed).await?;
         Ok(ended)

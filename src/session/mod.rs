@@ -38,9 +38,6 @@ pub struct Replacement {
     expected: Vec<u8>,
     sealed: Vec<u8>,
     ttl: Duration,
-    /// The new record's refresh token and absolute end, for the escrow.
-    refresh_token: Option<StoredToken>,
-    expires_at: u64,
 }
 
 /// What happens when a session is used suspiciously (`session.suspicious_use`).
@@ -177,17 +174,16 @@ impl Sessions {
     ) -> Result<Created, StoreError> {
         let cookie = SessionCookie::generate();
         let (key, sealed, ttl) = self.seal_record(&cookie, record)?;
-        // Index and escrow first: a record never exists that cannot be found and revoked.
+        // Indexed first: a record never exists that cannot be found.
         let displaced = self.index_new(record, &key, origin).await?;
         // Displaced sessions end first, whatever happens to this one.
         let ended = self.end_displaced(&record.sub, displaced).await?;
-        self.escrow(&key, record).await?;
         self.store.put(&key, &sealed, ttl).await?;
-        if !self.still_indexed(record).await? {
+        if !self.still_indexed(record, origin).await? {
             // Ended while being created (its entry was taken by a back-channel logout or
             // the user's "end all others"): it must not outlive that.
             self.store.delete(&key).await?;
-            self.drop_escrow(&key).await;
+            self.unindex(record).await;
             return Ok(Created {
                 cookie: None,
                 displaced: ended,
@@ -246,7 +242,6 @@ impl Sessions {
         if now >= record.expires_at {
             self.store.delete(&key).await?;
             self.unindex(&record).await;
-            self.drop_escrow(&key).await;
             return Ok(None);
         }
         if let Some(at) = read.touched_at {
@@ -309,12 +304,6 @@ impl Sessions {
         {
             Ok(true) => {
                 tracing::debug!("session re-sealed under the current key");
-                self.escrow_after_write(
-                    &key,
-                    record.tokens.refresh_token.as_ref(),
-                    record.expires_at,
-                )
-                .await;
                 sealed
             }
             Ok(false) => read,
@@ -338,8 +327,6 @@ impl Sessions {
             expected: current.sealed.clone(),
             sealed,
             ttl,
-            refresh_token: record.tokens.refresh_token.clone(),
-            expires_at: record.expires_at,
         })
     }
 
@@ -354,20 +341,16 @@ impl Sessions {
             expected,
             sealed,
             ttl,
-            refresh_token,
-            expires_at,
         } = replacement;
-        let written = self
+        if self
             .store
             .replace_if_unchanged(key, expected, sealed, *ttl)
             .await?
-            // The sealed bytes carry a fresh random nonce: finding them means we wrote them.
-            || self.store.get(key).await?.as_deref() == Some(sealed.as_slice());
-        if written {
-            self.escrow_after_write(key, refresh_token.as_ref(), *expires_at)
-                .await;
+        {
+            return Ok(true);
         }
-        Ok(written)
+        // The sealed bytes carry a fresh random nonce: finding them means we wrote them.
+        Ok(self.store.get(key).await?.as_deref() == Some(sealed.as_slice()))
     }
 
     /// Deletes the session only if the store still holds exactly what `current` read: a
@@ -379,7 +362,6 @@ impl Sessions {
             .await?;
         if deleted {
             self.unindex(&current.record).await;
-            self.drop_escrow(&current.cookie.storage_key()).await;
         }
         Ok(deleted)
     }
@@ -399,7 +381,6 @@ impl Sessions {
             };
             if self.store.delete_if_unchanged(&key, &sealed).await? {
                 self.unindex(&record).await;
-                self.drop_escrow(&key).await;
                 return Ok(Some(record));
             }
             // Rewritten between the read and the delete (a refresh elsewhere): read again.
@@ -425,15 +406,7 @@ impl Sessions {
         key: &str,
         sealed: &[u8],
     ) -> Option<(SessionRecord, bool)> {
-        let opened = match self.keys.open(cookie.secret(), key.as_bytes(), sealed) {
-            Ok(opened) => opened,
-            Err(error) => {
-                // A removed key, or a cookie whose secret is wrong: no session, never an error.
-                tracing::info!(reason = %error, "a session record did not open; no session");
-                return None;
-            }
-        };
-        Some((SessionRecord::decode(&opened.plaintext)?, opened.current))
+        self.open_value(cookie.secret(), key, sealed)
     }
 
     fn seal_record(
@@ -444,10 +417,7 @@ impl Sessions {
         let key = cookie.storage_key();
         let remaining = record.expires_at.saturating_sub(unix_now());
         let ttl = self.idle_timeout.min(Duration::from_secs(remaining.max(1)));
-        let plaintext = record
-            .encode()
-            .map_err(|error| StoreError::Unavailable(format!("cannot encode session: {error}")))?;
-        let sealed = self.keys.seal(cookie.secret(), key.as_bytes(), &plaintext);
+        let sealed = self.seal_value(cookie.secret(), &key, record)?;
         Ok((key, sealed, ttl))
     }
 }

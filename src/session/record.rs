@@ -3,9 +3,10 @@
 //!
 //! Records exist in plaintext only in memory; [`super::Sessions`] seals them before storing.
 //! Nothing here is `Debug`, so a token cannot reach a log line by accident. Records are
-//! encoded compactly (MessagePack, JWT segments as raw bytes) so a session with Keycloak-sized
-//! tokens stays within 5 KB of Redis memory; the ID-token claims are read from the stored,
-//! already verified ID token rather than stored twice.
+//! encoded compactly (MessagePack with one-letter field names, JWT segments as raw bytes) so a
+//! session with Keycloak-sized tokens stays within 5 KB of Redis memory, its index entries
+//! included; records written with the full field names still decode (`alias`). The ID-token
+//! claims are read from the stored, already verified ID token rather than stored twice.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,15 +19,19 @@ use crate::oidc::{GrantedTokens, RefreshedTokens, jwt_payload};
 #[derive(Clone, Serialize, Deserialize)]
 pub struct TokenSet {
     /// The bearer token forwarded to upstream APIs.
-    #[serde(with = "compact_token")]
+    #[serde(rename = "a", alias = "access_token", with = "compact_token")]
     pub access_token: String,
     /// When the access token expires (unix seconds), if the provider said so.
+    #[serde(rename = "e", alias = "access_expires_at")]
     pub access_expires_at: Option<u64>,
     /// When the access token was obtained (unix seconds).
+    #[serde(rename = "o", alias = "obtained_at")]
     pub obtained_at: u64,
     /// The refresh token, if the provider issued one.
+    #[serde(rename = "r", alias = "refresh_token")]
     pub refresh_token: Option<StoredToken>,
     /// The most recent verified ID token (claims for `/api/auth/user`, `id_token_hint` at logout).
+    #[serde(rename = "i", alias = "id_token")]
     pub id_token: StoredToken,
 }
 
@@ -41,6 +46,16 @@ impl StoredToken {
     /// Stores a token compactly.
     pub fn new(text: &str) -> Self {
         Self(compact_token::encode(text))
+    }
+
+    /// The stored form (for sealing it on its own: see `escrow.rs`).
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A token from its stored form; `None` unless it is well-formed.
+    pub(super) fn from_bytes(bytes: Vec<u8>) -> Option<Self> {
+        compact_token::is_well_formed(&bytes).then_some(Self(bytes))
     }
 
     /// The token as the provider issued it.
@@ -116,25 +131,30 @@ impl TokenSet {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// The user's subject identifier at the provider.
+    #[serde(rename = "s", alias = "sub")]
     pub sub: String,
     /// The provider's tokens.
+    #[serde(rename = "t", alias = "tokens")]
     pub tokens: TokenSet,
     /// When the session was created (unix seconds).
+    #[serde(rename = "c", alias = "created_at")]
     pub created_at: u64,
     /// Absolute end of the session (unix seconds), however active it is.
+    #[serde(rename = "x", alias = "expires_at")]
     pub expires_at: u64,
     /// Random value that authorises `GET /api/auth/logout?sid=…` for this session only.
+    #[serde(rename = "l", alias = "logout_sid")]
     pub logout_sid: String,
     /// The session's public name in the user's session list (random; never derived from the
     /// cookie). Empty for sessions created before the list existed: they are not listed.
-    #[serde(default)]
+    #[serde(rename = "h", default)]
     pub handle: String,
     /// The client network the session was created from (see suspicious use); empty for
     /// sessions created before it was recorded.
-    #[serde(default)]
+    #[serde(rename = "n", default)]
     pub origin_network: String,
     /// The browser family the session was created with.
-    #[serde(default)]
+    #[serde(rename = "b", default)]
     pub origin_browser: String,
 }
 
@@ -464,5 +484,45 @@ mod tests {
         assert_eq!(decoded.tokens.id_token.text(), id_token);
         assert_eq!(decoded.claims()["email"], "a@example.com");
         assert!(SessionRecord::decode(b"not a record").is_none());
+        // A record written before the short field names (and before handles) still decodes.
+        #[derive(Serialize)]
+        struct OldTokens<'a> {
+            #[serde(with = "compact_token")]
+            access_token: String,
+            access_expires_at: Option<u64>,
+            obtained_at: u64,
+            refresh_token: Option<&'a StoredToken>,
+            id_token: &'a StoredToken,
+        }
+        #[derive(Serialize)]
+        struct OldRecord<'a> {
+            sub: &'a str,
+            tokens: OldTokens<'a>,
+            created_at: u64,
+            expires_at: u64,
+            logout_sid: &'a str,
+        }
+        let old = rmp_serde::to_vec_named(&OldRecord {
+            sub: "alice",
+            tokens: OldTokens {
+                access_token: "opaque".into(),
+                access_expires_at: Some(5),
+                obtained_at: 1,
+                refresh_token: record.tokens.refresh_token.as_ref(),
+                id_token: &record.tokens.id_token,
+            },
+            created_at: 1,
+            expires_at: 2,
+            logout_sid: "sid",
+        })
+        .unwrap();
+        let decoded = SessionRecord::decode(&old).unwrap();
+        assert_eq!((decoded.sub.as_str(), decoded.expires_at), ("alice", 2));
+        assert_eq!(decoded.tokens.refresh_token.unwrap().text(), "refresh");
+        assert_eq!(decoded.handle, "", "not listed, never an error");
+        assert!(
+            record.encode().unwrap().len() < old.len(),
+            "short names are shorter"
+        );
     }
 }

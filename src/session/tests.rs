@@ -337,3 +337,57 @@ async fn a_logout_takes_the_session_out_of_every_index_and_escrow() {
     );
     assert_eq!(sessions.end_all_of("alice").await.unwrap().count, 0);
 }
+
+#[tokio::test]
+async fn a_login_overtaken_by_an_end_of_its_user_or_provider_session_does_not_start() {
+    let sessions = sessions(60, 600);
+    // Every session of alice ends now; a login whose ID token is from before (or this very
+    // second) was on its way when that happened: it must not start. A later one starts.
+    sessions.end_all_of("alice").await.unwrap();
+    let overtaken = record(unix_now() + 600);
+    let created = sessions
+        .create_within_limit(&overtaken, &SessionOrigin::default())
+        .await
+        .unwrap();
+    assert!(created.cookie.is_none(), "ended while being created");
+    let mut later = record(unix_now() + 600);
+    later.created_at = unix_now() + 5;
+    let created = sessions
+        .create_within_limit(&later, &SessionOrigin::default())
+        .await
+        .unwrap();
+    assert!(created.cookie.is_some(), "a login after the end starts");
+
+    // The provider ended session op-1 by back-channel logout: no login in it starts.
+    sessions.end_provider_session("op-1", None).await.unwrap();
+    let mut bob = record(unix_now() + 600);
+    bob.sub = "bob".into();
+    let in_ended = SessionOrigin {
+        provider_session: Some("op-1".into()),
+        ..SessionOrigin::default()
+    };
+    assert!(
+        sessions
+            .create_within_limit(&bob, &in_ended)
+            .await
+            .unwrap()
+            .cookie
+            .is_none()
+    );
+    let mut bob = record(unix_now() + 600);
+    bob.sub = "bob".into();
+    let in_another = SessionOrigin {
+        provider_session: Some("op-2".into()),
+        ..SessionOrigin::default()
+    };
+    assert!(
+        sessions
+            .create_within_limit(&bob, &in_another)
+            .await
+            .unwrap()
+            .cookie
+            .is_some()
+    );
+    // Nothing of the refused logins is left in the store.
+    assert_eq!(sessions.count_live().await.unwrap(), 2);
+}

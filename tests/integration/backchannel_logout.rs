@@ -271,14 +271,29 @@ async fn logout_tokens_that_break_a_rule_are_refused_and_a_replay_changes_nothin
     assert_eq!(get.headers()["allow"], "POST");
     assert!(alive(&alice).await);
 
-    // The valid token works once; the same token again is a replay.
+    // A valid token naming only alice works once; the same token again is a replay, which
+    // must not end the session she signs in with afterwards.
     let valid = app
         .provider
-        .logout_token(typed, claims(json!({ "jti": "the-one" })), "provider")
+        .logout_token(
+            typed,
+            claims(json!({ "jti": "the-one", "sid": null })),
+            "provider",
+        )
         .await;
     let (status, _, _) = post_logout_token(&app.url, &valid).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!alive(&alice).await);
+    // A login whose ID token is from the second of that logout could have overtaken it: the
+    // next login is from a later second.
+    let ended_at = unix_now();
+    wait_for(
+        "the next second",
+        std::time::Duration::from_secs(2),
+        || async { (unix_now() > ended_at).then_some(()) },
+    )
+    .await;
+    let alice = Browser::new(&app.url);
     alice.login("alice").await;
     let (status, _, body) = post_logout_token(&app.url, &valid).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

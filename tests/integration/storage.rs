@@ -66,8 +66,8 @@ async fn redis_holds_no_plaintext_token_claim_email_or_cookie() {
     // The session's index entries were checked above like everything else: no token, no
     // claim, no sub in clear (the provider's sid is only ever hashed too).
     for index in [
-        "vestibule:user-sessions:",
-        "vestibule:provider-session:",
+        "vestibule:user:",
+        "vestibule:sid:",
         "vestibule:live-sessions",
     ] {
         assert!(
@@ -649,5 +649,109 @@ mod sessions_in_redis {
             .unwrap();
         assert!(!fast.replace(&resurrection).await.unwrap());
         assert!(fast.load_fresh(&token).await.unwrap().is_none());
+    }
+}
+
+mod session_index_in_redis {
+    //! The per-user index against a real Redis: sessions that end by themselves leave it as
+    //! the user logs in again, so neither it nor the live count grows without bound.
+
+    use std::time::Duration;
+
+    use vestibule::clock::unix_now;
+    use vestibule::session::{MasterKey, SessionOrigin, SessionRecord, Sessions, Store, TokenSet};
+
+    use crate::harness::{RedisServer, wait_for};
+
+    fn record() -> SessionRecord {
+        SessionRecord {
+            sub: "alice".into(),
+            tokens: TokenSet {
+                access_token: "at".into(),
+                access_expires_at: None,
+                obtained_at: unix_now(),
+                refresh_token: Some("rt".into()),
+                id_token: "id".into(),
+            },
+            created_at: unix_now(),
+            expires_at: unix_now() + 3600,
+            logout_sid: "sid".into(),
+            handle: vestibule::random::url_safe_id(),
+            origin_network: String::new(),
+            origin_browser: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_expired_sessions_leave_the_users_index_and_the_live_count() {
+        let redis = RedisServer::start().await;
+        let store = Store::redis(
+            &redis.topology(),
+            &vestibule::session::store::RedisTls::default(),
+            None,
+        )
+        .unwrap();
+        // A 1 s idle timeout: unused for 2 s (idle plus the filing interval), a session is over.
+        let sessions = Sessions::new(
+            store,
+            MasterKey::new([9; 32]),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
+        for _ in 0..3 {
+            sessions
+                .create(&record(), &SessionOrigin::default())
+                .await
+                .unwrap();
+        }
+        let mut conn = redis.connection().await;
+        let index_fields = |conn: &mut redis::aio::MultiplexedConnection| {
+            let mut conn = conn.clone();
+            async move {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg("vestibule:user:*")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let mut fields = 0;
+                for key in keys {
+                    let length: u64 = redis::cmd("HLEN")
+                        .arg(key)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    fields += length;
+                }
+                fields
+            }
+        };
+        assert_eq!(
+            index_fields(&mut conn).await,
+            9,
+            "three sessions, three fields each"
+        );
+        let started = unix_now();
+        wait_for(
+            "the three sessions to be over",
+            Duration::from_secs(10),
+            || async { (unix_now() > started + 3).then_some(()) },
+        )
+        .await;
+        sessions
+            .create(&record(), &SessionOrigin::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            index_fields(&mut conn).await,
+            3,
+            "only the new session is left"
+        );
+        assert_eq!(sessions.count_live().await.unwrap(), 1);
+        let members: u64 = redis::cmd("ZCARD")
+            .arg("vestibule:live-sessions")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(members <= 4, "{members}");
     }
 }

@@ -272,6 +272,17 @@ pub fn storage_key(kind: &str, identifier: &[u8]) -> String {
     key
 }
 
+/// Like [`storage_key`], with the hash in base64url (43 characters, not 64): for the index keys,
+/// which are many and whose names Redis keeps in memory beside each one.
+pub fn compact_storage_key(kind: &str, identifier: &[u8]) -> String {
+    use base64::Engine;
+    let digest = Sha256::digest(identifier);
+    format!(
+        "vestibule:{kind}:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +292,10 @@ mod tests {
         assert_eq!(
             storage_key("session", b"abc"),
             "vestibule:session:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            compact_storage_key("user", b"abc"),
+            "vestibule:user:ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
         );
     }
 }

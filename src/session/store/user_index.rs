@@ -4,14 +4,17 @@
 //!
 //! Redis layout, every key with a TTL and every script on one key (so a Cluster serves it
 //! unchanged):
-//! - `vestibule:user-sessions:<sha256 of sub>`, a hash: `m:<handle>` → the entry (opaque
-//!   bytes here; [`crate::session::index`] defines them, and they hold no token) and
-//!   `s:<handle>` → when the session was last used (unix seconds). A set of sessions, never one
-//!   slot; it lives as long as its longest-lived session.
-//! - `vestibule:provider-session:<sha256 of sid>`, a set of `<user hash>:<handle>`: the
-//!   sessions created in one provider session.
-//! - `vestibule:live-sessions`, a sorted set of `<user hash>:<handle>` scored by when each
-//!   session ends if unused: counting live sessions is `ZCOUNT`, never `SCAN`.
+//! - `vestibule:user:<sha256 of sub, base64url>`, a hash: `m:<handle>` → the entry (opaque
+//!   bytes here; [`crate::session::index`] defines them, and they hold no token),
+//!   `s:<handle>` → when the session was last used and `x:<handle>` → when it ends however it
+//!   is used (unix seconds), and `e:<handle>` while a login beyond the limit is ending it. A set
+//!   of sessions, never one slot; it lives as long as its longest-lived session.
+//! - `vestibule:sid:<sha256 of sid, base64url>`, a set of `<user hash>:<handle>`: the sessions created
+//!   in one provider session. A logout takes its member out; other ends leave it to expire
+//!   with the set (a member is only ever followed to the user's index, which is exact).
+//! - `vestibule:live-sessions`, a sorted set of handles (random, so unique across users)
+//!   scored by when each session ends if unused: counting live sessions is `ZCOUNT`, never
+//!   `SCAN`.
 //!
 //! An entry can outlive its session (an idle expiry, a crash between two writes); readers
 //! check the session record itself before trusting one, and remove what they find stale.
@@ -22,9 +25,9 @@ use std::sync::Mutex;
 use super::{Store, StoreError};
 
 /// The key prefix of per-user indexes.
-pub const USER_INDEX_PREFIX: &str = "vestibule:user-sessions:";
+pub const USER_INDEX_PREFIX: &str = "vestibule:user:";
 /// The key prefix of provider-session indexes.
-pub const PROVIDER_SESSION_PREFIX: &str = "vestibule:provider-session:";
+pub const SID_INDEX_PREFIX: &str = "vestibule:sid:";
 /// The sorted set of every live session, scored by its idle deadline.
 pub const LIVE_SESSIONS: &str = "vestibule:live-sessions";
 
@@ -37,45 +40,69 @@ if ttl < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return 1";
 
 /// Files session `ARGV[1]` (entry `ARGV[2]`, used at `ARGV[3]`, ending by `ARGV[4]`) in the
-/// user index `KEYS[1]`, kept alive at least `ARGV[5]` seconds; then, with a limit `ARGV[6]`
-/// (0: none), marks the least recently used other sessions beyond it as being ended (`e:`) and
-/// returns them as `handle, entry` pairs. Marked entries, entries past their absolute end, or
-/// unused for longer than `ARGV[7]` seconds (the idle timeout plus the filing interval) do not
-/// count. One key, one atomic step: concurrent logins on any number of instances never leave a
-/// user above the limit, nor evict more than needed. A marked session stays in the index (still
-/// findable by every path that ends sessions) until its record is deleted.
+/// user index `KEYS[1]`, kept alive at least `ARGV[5]` seconds. On the way it removes the
+/// entries of sessions that have ended by themselves (past their absolute end, or unused for
+/// longer than `ARGV[7]` seconds: the idle timeout plus the filing interval), so a user's index
+/// stays as small as their live sessions. With a limit `ARGV[6]` (0: none) it then marks the
+/// least recently used other sessions beyond it as being ended (`e:` = now) and returns them as
+/// `handle, entry` pairs, with any whose mark is older than `ARGV[8]` seconds (an ending that
+/// did not finish: ended again). Marked entries do not count. One key, one atomic step:
+/// concurrent logins on any number of instances never leave a user above the limit, nor evict
+/// more than needed; a marked session stays findable by every path that ends sessions until its
+/// record is deleted.
 const ADMIT: &str = "\
 local h = ARGV[1]
 redis.call('HSET', KEYS[1], 'm:' .. h, ARGV[2], 's:' .. h, ARGV[3], 'x:' .. h, ARGV[4])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[5]) then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
-local max = tonumber(ARGV[6])
-if max == 0 then return {} end
-local now, unused_for = tonumber(ARGV[3]), tonumber(ARGV[7])
+local now, max, unused_for, retry_after = tonumber(ARGV[3]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local all = redis.call('HGETALL', KEYS[1])
 local fields = {}
 for i = 1, #all, 2 do fields[all[i]] = all[i + 1] end
-local live = {}
+local live, evicted = {}, {}
 for field, entry in pairs(fields) do
   local other = string.match(field, '^m:(.*)$')
-  if other and other ~= h and not fields['e:' .. other] then
+  if other and other ~= h then
     local seen = tonumber(fields['s:' .. other] or '0')
     local ends = tonumber(fields['x:' .. other] or '0')
-    if ends > now and seen + unused_for >= now then live[#live + 1] = {other, seen, entry} end
+    local marked = tonumber(fields['e:' .. other] or '0')
+    if ends <= now or seen + unused_for < now then
+      redis.call('HDEL', KEYS[1], 'm:' .. other, 's:' .. other, 'x:' .. other, 'e:' .. other)
+    elseif marked > 0 then
+      if max > 0 and marked + retry_after < now then
+        redis.call('HSET', KEYS[1], 'e:' .. other, now)
+        evicted[#evicted + 1] = other
+        evicted[#evicted + 1] = entry
+      end
+    else
+      live[#live + 1] = {other, seen, entry}
+    end
   end
 end
+if max == 0 then return evicted end
 local excess = #live + 1 - max
-if excess <= 0 then return {} end
+if excess <= 0 then return evicted end
 table.sort(live, function(a, b)
   if a[2] ~= b[2] then return a[2] < b[2] end
   return a[1] < b[1]
 end)
-local evicted = {}
 for i = 1, excess do
-  redis.call('HSET', KEYS[1], 'e:' .. live[i][1], '1')
+  redis.call('HSET', KEYS[1], 'e:' .. live[i][1], now)
   evicted[#evicted + 1] = live[i][1]
   evicted[#evicted + 1] = live[i][3]
 end
 return evicted";
+
+/// Adds handle `ARGV[3]` to the live-session set `KEYS[1]` with deadline `ARGV[2]`, drops the
+/// members whose deadline passed more than a minute before `ARGV[1]` (sessions that ended by
+/// themselves), and keeps the set alive at least `ARGV[4]` seconds.
+const ADD_LIVE: &str = "\
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(ARGV[1]) - 60))
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+return 1";
+
+/// How long a session marked as being ended may stay marked before a login ends it again.
+const ENDING_RETRY_SECS: u64 = 60;
 
 /// Moves `s:ARGV[1]` of the index `KEYS[1]` forward to `ARGV[2]` if the entry still exists.
 const TOUCH: &str = "\
@@ -98,16 +125,19 @@ pub struct IndexedSession {
     pub entry: Vec<u8>,
     /// When the session was last used (unix seconds).
     pub last_seen: u64,
+    /// When the session ends however it is used (unix seconds).
+    pub expires_at: u64,
 }
 
-/// The most sessions one user may have, and how long unused an indexed session must have been
-/// to count as ended already (its idle timeout plus the interval its uses are filed at).
+/// How a user's index admits a new session: how long unused an indexed session must have been
+/// to count as ended already (its idle timeout plus the interval its uses are filed at), and
+/// the most sessions one user may have.
 #[derive(Debug, Clone, Copy)]
-pub struct SessionLimit {
-    /// Sessions per user.
-    pub max: usize,
+pub struct Admission {
     /// Seconds.
     pub unused_for: u64,
+    /// Sessions per user (`None`: no limit).
+    pub max_per_user: Option<usize>,
 }
 
 /// Where one new session is filed.
@@ -147,23 +177,20 @@ pub fn parse_member(member: &str) -> Option<(String, String)> {
 impl Store {
     /// Files a new session in its user's index, its provider session's index and the count
     /// (before the session record is written, so no session exists that cannot be found).
-    /// With a `limit`, the user's least recently used sessions beyond it are marked in the same
-    /// atomic step and returned for the caller to end (and then remove from the indexes).
+    /// Sessions that ended by themselves leave the user's index on the way; with a limit, the
+    /// user's least recently used sessions beyond it are marked in the same atomic step and
+    /// returned for the caller to end (and then remove from the indexes).
     pub async fn index_session(
         &self,
         new: &NewIndexEntry<'_>,
-        limit: Option<SessionLimit>,
+        admission: Admission,
     ) -> Result<Vec<IndexedSession>, StoreError> {
         let keep_for = new.expires_at.saturating_sub(new.now).max(1);
         let member = member(new.user_index, new.handle);
         let redis = match self {
-            Store::Memory(memory) => return Ok(memory.indexes().add(new, &member, limit)),
+            Store::Memory(memory) => return Ok(memory.indexes().add(new, &member, admission)),
             Store::Redis(redis) => redis,
         };
-        let limit = limit.unwrap_or(SessionLimit {
-            max: 0,
-            unused_for: 0,
-        });
         let admitted: Vec<Vec<u8>> = redis::Script::new(ADMIT)
             .key(new.user_index)
             .arg(new.handle)
@@ -171,8 +198,9 @@ impl Store {
             .arg(new.now)
             .arg(new.expires_at)
             .arg(keep_for)
-            .arg(limit.max)
-            .arg(limit.unused_for)
+            .arg(admission.max_per_user.unwrap_or(0))
+            .arg(admission.unused_for)
+            .arg(ENDING_RETRY_SECS)
             .invoke_async(&mut redis.conn.clone())
             .await?;
         let script = redis::Script::new(WRITE_AND_KEEP);
@@ -188,21 +216,30 @@ impl Store {
                 Ok::<_, StoreError>(())
             }
         };
-        let mut writes = vec![write(
-            LIVE_SESSIONS,
-            vec![
-                b"ZADD".to_vec(),
-                new.idle_deadline.to_string().into_bytes(),
-                member.clone().into_bytes(),
-            ],
-        )];
-        if let Some(provider_session) = new.provider_session {
-            writes.push(write(
-                provider_session,
-                vec![b"SADD".to_vec(), member.clone().into_bytes()],
-            ));
-        }
-        futures_util::future::try_join_all(writes).await?;
+        let add_live = redis::Script::new(ADD_LIVE);
+        let mut live_invocation = add_live.key(LIVE_SESSIONS);
+        live_invocation
+            .arg(new.now)
+            .arg(new.idle_deadline)
+            .arg(new.handle)
+            .arg(keep_for);
+        let mut live_conn = redis.conn.clone();
+        let live = live_invocation.invoke_async::<i64>(&mut live_conn);
+        let provider_session = async {
+            match new.provider_session {
+                Some(provider_session) => {
+                    write(
+                        provider_session,
+                        vec![b"SADD".to_vec(), member.clone().into_bytes()],
+                    )
+                    .await
+                }
+                None => Ok(()),
+            }
+        };
+        let (live, provider_session) = futures_util::future::join(live, provider_session).await;
+        live?;
+        provider_session?;
         Ok(admitted
             .chunks(2)
             .filter_map(|pair| match pair {
@@ -210,6 +247,7 @@ impl Store {
                     handle: String::from_utf8_lossy(handle).into_owned(),
                     entry: entry.clone(),
                     last_seen: 0,
+                    expires_at: 0,
                 }),
                 _ => None,
             })
@@ -233,7 +271,6 @@ impl Store {
             }
             Store::Redis(redis) => redis,
         };
-        let member = member(user_index, handle);
         let mut conn = redis.conn.clone();
         let touched: i64 = redis::Script::new(TOUCH)
             .key(user_index)
@@ -248,7 +285,7 @@ impl Store {
                 .arg("XX")
                 .arg("GT")
                 .arg(idle_deadline)
-                .arg(&member)
+                .arg(handle)
                 .query_async(&mut conn)
                 .await?;
         }
@@ -272,15 +309,18 @@ impl Store {
             .iter()
             .filter_map(|(field, entry)| {
                 let handle = field.strip_prefix("m:")?;
-                let last_seen = fields
-                    .get(&format!("s:{handle}"))
-                    .and_then(|seen| std::str::from_utf8(seen).ok())
-                    .and_then(|seen| seen.parse().ok())
-                    .unwrap_or(0);
+                let number = |prefix: &str| {
+                    fields
+                        .get(&format!("{prefix}:{handle}"))
+                        .and_then(|value| std::str::from_utf8(value).ok())
+                        .and_then(|value| value.parse().ok())
+                        .unwrap_or(0)
+                };
                 Some(IndexedSession {
                     handle: handle.to_owned(),
                     entry: entry.clone(),
-                    last_seen,
+                    last_seen: number("s"),
+                    expires_at: number("x"),
                 })
             })
             .collect();
@@ -317,7 +357,7 @@ impl Store {
                 .arg(format!("x:{handle}"))
                 .arg(format!("e:{handle}"));
             let member = member(user_index, handle);
-            live.arg(&member);
+            live.arg(*handle);
             if let Some(provider_session) = provider_session {
                 let mut forget = redis::cmd("SREM");
                 forget.arg(*provider_session).arg(&member);
@@ -327,6 +367,34 @@ impl Store {
         commands.push(fields);
         commands.push(live);
         redis.run_all(commands).await
+    }
+
+    /// Marks sessions of the user index `user_index` as being ended, before their records are
+    /// deleted: a session still being created then sees, once its record is written, that it
+    /// must not start (see [`Store::is_indexed`]).
+    pub async fn mark_ending(
+        &self,
+        user_index: &str,
+        handles: &[&str],
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if handles.is_empty() {
+            return Ok(());
+        }
+        let redis = match self {
+            Store::Memory(memory) => {
+                memory.indexes().mark_ending(user_index, handles);
+                return Ok(());
+            }
+            Store::Redis(redis) => redis,
+        };
+        let mut command = redis::cmd("HSET");
+        command.arg(user_index);
+        for handle in handles {
+            command.arg(format!("e:{handle}")).arg(now);
+        }
+        let _: i64 = command.query_async(&mut redis.conn.clone()).await?;
+        Ok(())
     }
 
     /// Whether session `handle` is in the user index `user_index` and not being ended.
@@ -412,7 +480,7 @@ pub(super) struct MemoryIndexes {
     users: HashMap<String, HashMap<String, MemoryEntry>>,
     /// Provider-session index → members.
     provider_sessions: HashMap<String, HashSet<String>>,
-    /// Member → idle deadline.
+    /// Handle → idle deadline.
     live: HashMap<String, u64>,
 }
 
@@ -421,9 +489,14 @@ impl MemoryIndexes {
         &mut self,
         new: &NewIndexEntry<'_>,
         member: &str,
-        limit: Option<SessionLimit>,
+        admission: Admission,
     ) -> Vec<IndexedSession> {
         let sessions = self.users.entry(new.user_index.to_owned()).or_default();
+        // Sessions that ended by themselves leave (their records expired with them).
+        sessions.retain(|handle, entry| {
+            handle.as_str() == new.handle
+                || (entry.expires_at > new.now && entry.last_seen + admission.unused_for >= new.now)
+        });
         sessions.insert(
             new.handle.to_owned(),
             MemoryEntry {
@@ -435,19 +508,14 @@ impl MemoryIndexes {
             },
         );
         let mut evicted = Vec::new();
-        if let Some(limit) = limit {
+        if let Some(max) = admission.max_per_user {
             let mut live: Vec<(u64, String)> = sessions
                 .iter()
-                .filter(|(handle, entry)| {
-                    handle.as_str() != new.handle
-                        && !entry.ending
-                        && entry.expires_at > new.now
-                        && entry.last_seen + limit.unused_for >= new.now
-                })
+                .filter(|(handle, entry)| handle.as_str() != new.handle && !entry.ending)
                 .map(|(handle, entry)| (entry.last_seen, handle.clone()))
                 .collect();
             live.sort();
-            let excess = (live.len() + 1).saturating_sub(limit.max);
+            let excess = (live.len() + 1).saturating_sub(max);
             for (_, handle) in live.into_iter().take(excess) {
                 if let Some(entry) = sessions.get_mut(&handle) {
                     entry.ending = true;
@@ -455,6 +523,7 @@ impl MemoryIndexes {
                         handle,
                         entry: entry.entry.clone(),
                         last_seen: entry.last_seen,
+                        expires_at: entry.expires_at,
                     });
                 }
             }
@@ -465,7 +534,7 @@ impl MemoryIndexes {
                 .or_default()
                 .insert(member.to_owned());
         }
-        self.live.insert(member.to_owned(), new.idle_deadline);
+        self.live.insert(new.handle.to_owned(), new.idle_deadline);
         evicted
     }
 
@@ -478,7 +547,7 @@ impl MemoryIndexes {
             return;
         };
         entry.last_seen = entry.last_seen.max(at);
-        if let Some(deadline) = self.live.get_mut(&member(user_index, handle)) {
+        if let Some(deadline) = self.live.get_mut(handle) {
             *deadline = (*deadline).max(idle_deadline);
         }
     }
@@ -493,6 +562,7 @@ impl MemoryIndexes {
                 handle: handle.clone(),
                 entry: entry.entry.clone(),
                 last_seen: entry.last_seen,
+                expires_at: entry.expires_at,
             })
             .collect();
         sessions.sort_by(|a, b| a.handle.cmp(&b.handle));
@@ -516,7 +586,17 @@ impl MemoryIndexes {
                     self.provider_sessions.remove(*index);
                 }
             }
-            self.live.remove(&member);
+            self.live.remove(*handle);
+        }
+    }
+
+    fn mark_ending(&mut self, user_index: &str, handles: &[&str]) {
+        if let Some(sessions) = self.users.get_mut(user_index) {
+            for handle in handles {
+                if let Some(entry) = sessions.get_mut(*handle) {
+                    entry.ending = true;
+                }
+            }
         }
     }
 
@@ -559,7 +639,7 @@ impl MemoryIndexes {
                     self.users.remove(&user_index);
                 }
             }
-            self.live.remove(&member);
+            self.live.remove(&handle);
             self.provider_sessions.retain(|_, members| {
                 members.remove(&member);
                 !members.is_empty()
