@@ -2,9 +2,9 @@
 //! one, end all but this one. The user is always the one of the caller's session, so nobody
 //! can see or end another user's sessions; the usual anti-forgery rules apply.
 
-use axum::Json;
 use std::net::SocketAddr;
 
+use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +13,24 @@ use serde_json::json;
 use super::auth::{no_store, revoke_ended};
 use super::{AppState, csrf};
 use crate::error::AppError;
+use crate::session::ActiveSession;
+
+/// The caller's own session, after the anti-forgery check (every endpoint here acts on the
+/// user of this session, and on no one else).
+async fn caller_session(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<ActiveSession, AppError> {
+    csrf::check(headers, &state.origin)?;
+    state
+        .require_session(
+            state.cookies.read(headers).session,
+            state.trusted_proxies.client(peer.ip(), headers),
+            headers,
+        )
+        .await
+}
 
 /// `GET /api/auth/sessions`: the caller's sessions, oldest first, the current one marked.
 pub async fn list_sessions(
@@ -20,14 +38,7 @@ pub async fn list_sessions(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    csrf::check(&headers, &state.origin)?;
-    let current = state
-        .require_session(
-            state.cookies.read(&headers).session,
-            state.trusted_proxies.client(peer.ip(), &headers),
-            &headers,
-        )
-        .await?;
+    let current = caller_session(&state, peer, &headers).await?;
     let sessions = state.sessions.list_for(&current).await?;
     Ok(no_store(
         Json(json!({ "sessions": sessions })).into_response(),
@@ -42,14 +53,7 @@ pub async fn end_session(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    csrf::check(&headers, &state.origin)?;
-    let current = state
-        .require_session(
-            state.cookies.read(&headers).session,
-            state.trusted_proxies.client(peer.ip(), &headers),
-            &headers,
-        )
-        .await?;
+    let current = caller_session(&state, peer, &headers).await?;
     let ended = state
         .sessions
         .end_by_handle(&current.record.sub, &id)
@@ -76,14 +80,7 @@ pub async fn end_other_sessions(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    csrf::check(&headers, &state.origin)?;
-    let current = state
-        .require_session(
-            state.cookies.read(&headers).session,
-            state.trusted_proxies.client(peer.ip(), &headers),
-            &headers,
-        )
-        .await?;
+    let current = caller_session(&state, peer, &headers).await?;
     let ended = revoke_ended(&state, state.sessions.end_others(&current).await?);
     tracing::info!(ended, "other sessions ended by their user");
     Ok(no_store(Json(json!({ "ended": ended })).into_response()))

@@ -42,8 +42,9 @@ pub fn assess(record: &SessionRecord, client: IpAddr, headers: &HeaderMap) -> Op
     if record.origin_network.is_empty() {
         return None;
     }
-    let network = client_network(client).to_string();
-    if network == record.origin_network {
+    // Compared as networks, without formatting one on every request.
+    let network = client_network(client);
+    if record.origin_network.parse::<ipnet::IpNet>().ok() == Some(network) {
         return None;
     }
     let user_agent = headers
@@ -55,7 +56,7 @@ pub fn assess(record: &SessionRecord, client: IpAddr, headers: &HeaderMap) -> Op
     }
     Some(Finding {
         created: (record.origin_network.clone(), record.origin_browser.clone()),
-        now: (network, browser),
+        now: (network.to_string(), browser),
     })
 }
 
@@ -117,7 +118,6 @@ impl SuspiciousUsePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::TokenSet;
     use axum::http::HeaderValue;
 
     const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0";
@@ -125,20 +125,9 @@ mod tests {
 
     fn record(network: &str, browser: &str) -> SessionRecord {
         SessionRecord {
-            sub: "alice".into(),
-            tokens: TokenSet {
-                access_token: "at".into(),
-                access_expires_at: None,
-                obtained_at: 0,
-                refresh_token: None,
-                id_token: "id".into(),
-            },
-            created_at: 0,
-            expires_at: 1,
-            logout_sid: "sid".into(),
-            handle: "h".into(),
             origin_network: network.into(),
             origin_browser: browser.into(),
+            ..SessionRecord::for_testing("alice", 1)
         }
     }
 

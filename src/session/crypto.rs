@@ -35,18 +35,49 @@ pub enum OpenError {
     DoesNotOpen,
 }
 
+/// The HKDF salt of what is sealed under the server keys alone (escrowed refresh tokens: see
+/// `escrow.rs`), in the place of a browser's secret; no browser secret (32 random bytes) equals
+/// it. Its ciphers are derived once per key, not per record.
+pub const SERVER_ONLY_SALT: &[u8] = b"vestibule refresh-token escrow v1";
+
 /// A server-wide 256-bit key: `session.encryption_key` or one entry of `encryption_keys`.
-pub struct MasterKey(SecretBox<[u8; 32]>);
+pub struct MasterKey {
+    key: SecretBox<[u8; 32]>,
+    /// The [`SERVER_ONLY_SALT`] ciphers (unlabelled, labelled), derived on first use.
+    server_only: std::sync::OnceLock<Box<[Aes256Gcm; 2]>>,
+}
 
 impl MasterKey {
     /// Wraps 32 key bytes; the caller guarantees they come from a secure source.
     pub fn new(bytes: [u8; 32]) -> Self {
-        Self(SecretBox::new(Box::new(bytes)))
+        Self {
+            key: SecretBox::new(Box::new(bytes)),
+            server_only: std::sync::OnceLock::new(),
+        }
     }
 
-    /// Derives the AES key for one record from this key and the browser-held secret.
+    /// The AES key for one record: derived from this key and the browser-held secret, or (for
+    /// [`SERVER_ONLY_SALT`]) the one this key derives for server-only sealing.
     fn record_cipher(&self, browser_secret: &[u8], info: &[u8]) -> Aes256Gcm {
-        let hkdf = Hkdf::<Sha256>::new(Some(browser_secret), self.0.expose_secret());
+        if browser_secret == SERVER_ONLY_SALT {
+            let [unlabelled, labelled] = &**self.server_only.get_or_init(|| {
+                Box::new([
+                    self.derive(SERVER_ONLY_SALT, UNLABELLED_INFO),
+                    self.derive(SERVER_ONLY_SALT, LABELLED_INFO),
+                ])
+            });
+            return if info == LABELLED_INFO {
+                labelled.clone()
+            } else {
+                unlabelled.clone()
+            };
+        }
+        self.derive(browser_secret, info)
+    }
+
+    /// HKDF-SHA256 of this key with `salt` and `info`, as an AES-256-GCM cipher.
+    fn derive(&self, salt: &[u8], info: &[u8]) -> Aes256Gcm {
+        let hkdf = Hkdf::<Sha256>::new(Some(salt), self.key.expose_secret());
         let mut okm = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's 255*32 byte limit, so expansion cannot fail.
         let _ = hkdf.expand(info, &mut okm);

@@ -23,7 +23,7 @@ use super::record::StoredToken;
 use super::{SessionRecord, Sessions, StoreError};
 
 /// HKDF salt of escrowed refresh tokens (where a record's key uses the browser's secret).
-const ESCROW_SALT: &[u8] = b"vestibule refresh-token escrow v1";
+const ESCROW_SALT: &[u8] = super::crypto::SERVER_ONLY_SALT;
 
 /// First byte of a value with an escrowed refresh token.
 const ESCROW_MARKER: u8 = 0xE5;

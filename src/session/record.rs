@@ -159,6 +159,27 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// A record of `sub` with placeholder tokens and lifetimes, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_testing(sub: &str, expires_at: u64) -> Self {
+        Self {
+            sub: sub.into(),
+            tokens: TokenSet {
+                access_token: "at".into(),
+                access_expires_at: None,
+                obtained_at: 0,
+                refresh_token: None,
+                id_token: "id".into(),
+            },
+            created_at: crate::clock::unix_now(),
+            expires_at,
+            logout_sid: "sid".into(),
+            handle: crate::random::url_safe_id(),
+            origin_network: String::new(),
+            origin_browser: String::new(),
+        }
+    }
+
     /// The claims of the session's ID token (verified before it was stored).
     pub fn claims(&self) -> Map<String, Value> {
         jwt_payload(&self.tokens.id_token.text()).unwrap_or_default()

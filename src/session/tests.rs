@@ -13,22 +13,7 @@ fn sessions(idle: u64, absolute: u64) -> Sessions {
 }
 
 fn record(expires_at: u64) -> SessionRecord {
-    SessionRecord {
-        sub: "alice".into(),
-        tokens: TokenSet {
-            access_token: "at".into(),
-            access_expires_at: None,
-            obtained_at: 0,
-            refresh_token: None,
-            id_token: "id".into(),
-        },
-        created_at: unix_now(),
-        expires_at,
-        logout_sid: "sid".into(),
-        handle: crate::random::url_safe_id(),
-        origin_network: String::new(),
-        origin_browser: String::new(),
-    }
+    SessionRecord::for_testing("alice", expires_at)
 }
 
 #[tokio::test]
@@ -360,29 +345,26 @@ async fn a_login_overtaken_by_an_end_of_its_user_or_provider_session_does_not_st
 
     // The provider ended session op-1 by back-channel logout: no login in it starts.
     sessions.end_provider_session("op-1", None).await.unwrap();
-    let mut bob = record(unix_now() + 600);
-    bob.sub = "bob".into();
+    let bob = || SessionRecord::for_testing("bob", unix_now() + 600);
     let in_ended = SessionOrigin {
         provider_session: Some("op-1".into()),
         ..SessionOrigin::default()
     };
     assert!(
         sessions
-            .create_within_limit(&bob, &in_ended)
+            .create_within_limit(&bob(), &in_ended)
             .await
             .unwrap()
             .cookie
             .is_none()
     );
-    let mut bob = record(unix_now() + 600);
-    bob.sub = "bob".into();
     let in_another = SessionOrigin {
         provider_session: Some("op-2".into()),
         ..SessionOrigin::default()
     };
     assert!(
         sessions
-            .create_within_limit(&bob, &in_another)
+            .create_within_limit(&bob(), &in_another)
             .await
             .unwrap()
             .cookie

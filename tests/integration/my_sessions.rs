@@ -46,6 +46,11 @@ async fn alive(browser: &Browser) -> bool {
     browser.user().await.0 == StatusCode::OK
 }
 
+/// `count` new browsers, at the two instances in turn.
+fn browsers_on(count: usize, instances: [&str; 2]) -> Vec<Browser> {
+    (0..count).map(|i| Browser::new(instances[i % 2])).collect()
+}
+
 /// Waits until the provider has answered `count` revocation requests, none refused.
 async fn wait_for_revocations(app: &TestApp, count: u64) {
     let stats = wait_for(
@@ -231,15 +236,7 @@ async fn the_index_is_exact_under_concurrent_logins_and_logouts_on_two_instances
  {
     let mut app = TestApp::start().await;
     let other_instance = app.start_another_instance().await;
-    let browsers: Vec<Browser> = (0..8)
-        .map(|i| {
-            Browser::new(if i % 2 == 0 {
-                &app.url
-            } else {
-                &other_instance
-            })
-        })
-        .collect();
+    let browsers = browsers_on(8, [&app.url, &other_instance]);
     futures_util::future::join_all(browsers.iter().map(|browser| browser.login("alice"))).await;
     let observer = Browser::new(&app.url);
     observer.login("alice").await;
@@ -374,15 +371,7 @@ async fn a_login_beyond_max_per_user_ends_the_least_recently_used_and_revokes_it
 
     // Concurrent logins on both instances: the user ends at exactly the limit, never above.
     // A login that loses a same-second race to the limit is told so (409, log in again).
-    let browsers: Vec<Browser> = (0..4)
-        .map(|i| {
-            Browser::new(if i % 2 == 0 {
-                &app.url
-            } else {
-                &other_instance
-            })
-        })
-        .collect();
+    let browsers = browsers_on(4, [&app.url, &other_instance]);
     let outcomes = futures_util::future::join_all(
         browsers
             .iter()

@@ -650,38 +650,9 @@ mod sessions_in_redis {
         assert!(!fast.replace(&resurrection).await.unwrap());
         assert!(fast.load_fresh(&token).await.unwrap().is_none());
     }
-}
 
-mod session_index_in_redis {
-    //! The per-user index against a real Redis: sessions that end by themselves leave it as
-    //! the user logs in again, so neither it nor the live count grows without bound.
-
-    use std::time::Duration;
-
-    use vestibule::clock::unix_now;
-    use vestibule::session::{MasterKey, SessionOrigin, SessionRecord, Sessions, Store, TokenSet};
-
-    use crate::harness::{RedisServer, wait_for};
-
-    fn record() -> SessionRecord {
-        SessionRecord {
-            sub: "alice".into(),
-            tokens: TokenSet {
-                access_token: "at".into(),
-                access_expires_at: None,
-                obtained_at: unix_now(),
-                refresh_token: Some("rt".into()),
-                id_token: "id".into(),
-            },
-            created_at: unix_now(),
-            expires_at: unix_now() + 3600,
-            logout_sid: "sid".into(),
-            handle: vestibule::random::url_safe_id(),
-            origin_network: String::new(),
-            origin_browser: String::new(),
-        }
-    }
-
+    /// Sessions that end by themselves leave the user's index as the user logs in again,
+    /// so neither it nor the live count grows without bound.
     #[tokio::test]
     async fn idle_expired_sessions_leave_the_users_index_and_the_live_count() {
         let redis = RedisServer::start().await;
@@ -700,7 +671,7 @@ mod session_index_in_redis {
         );
         for _ in 0..3 {
             sessions
-                .create(&record(), &SessionOrigin::default())
+                .create(&record("rt"), &SessionOrigin::default())
                 .await
                 .unwrap();
         }
@@ -738,7 +709,7 @@ mod session_index_in_redis {
         )
         .await;
         sessions
-            .create(&record(), &SessionOrigin::default())
+            .create(&record("rt"), &SessionOrigin::default())
             .await
             .unwrap();
         assert_eq!(

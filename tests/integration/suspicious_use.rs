@@ -56,6 +56,19 @@ fn security_events(binary: &VestibuleProcess) -> Vec<Value> {
         .collect()
 }
 
+/// Waits until the binary has logged a security event; all of them so far.
+async fn logged_security_events(binary: &VestibuleProcess) -> Vec<Value> {
+    wait_for(
+        "a security event",
+        std::time::Duration::from_secs(5),
+        || async {
+            let events = security_events(binary);
+            (!events.is_empty()).then_some(events)
+        },
+    )
+    .await
+}
+
 /// This browser's session id in "my sessions".
 async fn own_session_id(browser: &Browser) -> String {
     let listed: Value = browser
@@ -103,15 +116,7 @@ async fn another_network_with_another_browser_is_reported_once_and_the_session_s
             StatusCode::OK
         );
     }
-    let events = wait_for(
-        "the security event",
-        std::time::Duration::from_secs(5),
-        || async {
-            let events = security_events(&binary);
-            (!events.is_empty()).then_some(events)
-        },
-    )
-    .await;
+    let events = logged_security_events(&binary).await;
     assert_eq!(
         events.len(),
         1,
@@ -160,15 +165,7 @@ async fn with_end_the_session_ends_everywhere_and_its_refresh_token_is_revoked()
         || async { (app.provider.stored("RefreshToken").await == 0).then_some(()) },
     )
     .await;
-    let events = wait_for(
-        "the security event",
-        std::time::Duration::from_secs(5),
-        || async {
-            let events = security_events(&binary);
-            (!events.is_empty()).then_some(events)
-        },
-    )
-    .await;
+    let events = logged_security_events(&binary).await;
     assert_eq!(events[0]["action"], "session_ended");
     assert_eq!(events[0]["session"], handle.as_str());
     let _ = std::fs::remove_dir_all(dir);
@@ -195,15 +192,7 @@ async fn a_refresh_token_the_provider_reports_reused_ends_the_session_with_a_sec
         "the refresh was refused: the session ends"
     );
     assert_eq!(alice.user().await.0, StatusCode::UNAUTHORIZED);
-    let events = wait_for(
-        "the security event",
-        std::time::Duration::from_secs(5),
-        || async {
-            let events = security_events(&binary);
-            (!events.is_empty()).then_some(events)
-        },
-    )
-    .await;
+    let events = logged_security_events(&binary).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["reason"], "refresh_token_reused");
     assert_eq!(events[0]["action"], "session_ended");
