@@ -104,6 +104,45 @@ async fn the_operator_counts_sessions_and_ends_every_session_of_a_subject_on_eve
 }
 
 #[tokio::test]
+async fn nothing_on_the_public_listener_ends_another_users_sessions() {
+    let app = TestApp::start().await;
+    let alice = Browser::new(&app.url);
+    alice.login("alice").await;
+    let bob = Browser::new(&app.url);
+    bob.login("bob").await;
+    // Bob, with his own valid session and the anti-forgery header, tries what an admin
+    // endpoint would look like: none exists, and alice's session stays.
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/auth/sessions/revoke?sub=alice"),
+        (reqwest::Method::DELETE, "/api/auth/sessions?sub=alice"),
+        (reqwest::Method::DELETE, "/api/auth/admin/sessions/alice"),
+        (reqwest::Method::POST, "/api/auth/admin/sessions/revoke"),
+        (reqwest::Method::GET, "/api/auth/admin/sessions/count"),
+    ] {
+        let response = bob
+            .http()
+            .request(method.clone(), bob.url(path))
+            .header("x-csrf", "1")
+            .form(&[("sub", "alice")])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_client_error() || response.status() == StatusCode::OK,
+            "{method} {path}: {}",
+            response.status()
+        );
+        assert_eq!(
+            alice.user().await.0,
+            StatusCode::OK,
+            "{method} {path} ended nothing of alice's"
+        );
+    }
+    // Bob's own "end all others" ended only his own (none).
+    assert_eq!(bob.user().await.0, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn session_commands_explain_what_they_need() {
     let app = TestApp::builder().in_memory().start().await;
     let output = vestibule(&app, &["sessions", "count"]);

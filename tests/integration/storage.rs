@@ -554,19 +554,39 @@ mod sessions_in_redis {
             .unwrap();
         assert!(other_instance.replace(&rotated).await.unwrap());
 
-        // This instance has not heard of it yet (the window before an invalidation arrives):
-        // its cache still holds the record from before the rotation.
+        // Every invalidation of those writes has reached this instance once that of a write
+        // made after them has (Redis reports them in order on the one tracking connection).
+        let barrier = format!(
+            "vestibule:session:barrier-{}",
+            vestibule::random::url_safe_id()
+        );
+        let Lookup::Miss(read) = cache.lookup(&barrier) else {
+            panic!("a new key is not cached");
+        };
+        cache.store(&barrier, Some(b"x"), read);
+        let _: () = redis::cmd("SET")
+            .arg(&barrier)
+            .arg("y")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         wait_for(
-            "the rotation's invalidation",
+            "the barrier's invalidation",
+            Duration::from_secs(5),
+            || async { matches!(cache.lookup(&barrier), Lookup::Miss(_)).then_some(()) },
+        )
+        .await;
+        // This instance has not heard of the rotation yet (the window before an invalidation
+        // arrives): its cache still holds the record from before it.
+        wait_for(
+            "the stale copy to be served",
             Duration::from_secs(5),
             || async {
-                match cache.lookup(&key) {
-                    Lookup::Miss(read) => {
-                        cache.store(&key, Some(&before_rotation), read);
-                        Some(())
-                    }
-                    Lookup::Hit(_) => None,
+                if let Lookup::Miss(read) = cache.lookup(&key) {
+                    // Kept only while the cache serves (its probes confirm it every 250 ms).
+                    cache.store(&key, Some(&before_rotation), read);
                 }
+                matches!(cache.lookup(&key), Lookup::Hit(_)).then_some(())
             },
         )
         .await;
