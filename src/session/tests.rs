@@ -345,31 +345,20 @@ async fn a_login_overtaken_by_an_end_of_its_user_or_provider_session_does_not_st
 
     // The provider ended session op-1 by back-channel logout: no login in it starts.
     sessions.end_provider_session("op-1", None).await.unwrap();
-    let bob = || SessionRecord::for_testing("bob", unix_now() + 600);
-    let in_ended = SessionOrigin {
-        provider_session: Some("op-1".into()),
-        ..SessionOrigin::default()
+    let bob_starts_in = |sid: &str| {
+        let origin = SessionOrigin {
+            provider_session: Some(sid.into()),
+            ..SessionOrigin::default()
+        };
+        let sessions = &sessions;
+        async move {
+            let bob = SessionRecord::for_testing("bob", unix_now() + 600);
+            let created = sessions.create_within_limit(&bob, &origin).await.unwrap();
+            created.cookie.is_some()
+        }
     };
-    assert!(
-        sessions
-            .create_within_limit(&bob(), &in_ended)
-            .await
-            .unwrap()
-            .cookie
-            .is_none()
-    );
-    let in_another = SessionOrigin {
-        provider_session: Some("op-2".into()),
-        ..SessionOrigin::default()
-    };
-    assert!(
-        sessions
-            .create_within_limit(&bob(), &in_another)
-            .await
-            .unwrap()
-            .cookie
-            .is_some()
-    );
+    assert!(!bob_starts_in("op-1").await, "the ended provider session");
+    assert!(bob_starts_in("op-2").await, "another provider session");
     // Nothing of the refused logins is left in the store.
     assert_eq!(sessions.count_live().await.unwrap(), 2);
 }

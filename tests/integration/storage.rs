@@ -508,6 +508,16 @@ mod sessions_in_redis {
         }
     }
 
+    /// A store on `redis` without the per-instance cache.
+    fn uncached_store(redis: &RedisServer) -> Store {
+        Store::redis(
+            &redis.topology(),
+            &vestibule::session::store::RedisTls::default(),
+            None,
+        )
+        .unwrap()
+    }
+
     fn refresh_token(record: &SessionRecord) -> String {
         record.tokens.refresh_token.as_ref().unwrap().text()
     }
@@ -607,12 +617,7 @@ mod sessions_in_redis {
     #[tokio::test]
     async fn a_cookie_whose_secret_does_not_open_the_record_ends_nothing() {
         let redis = RedisServer::start().await;
-        let store = Store::redis(
-            &redis.topology(),
-            &vestibule::session::store::RedisTls::default(),
-            None,
-        )
-        .unwrap();
+        let store = uncached_store(&redis);
         let sessions = sessions(&store);
         let token = sessions
             .create(&record("rt-1"), &SessionOrigin::default())
@@ -633,12 +638,7 @@ mod sessions_in_redis {
     #[tokio::test]
     async fn a_refresh_that_lost_its_lock_cannot_overwrite_the_next_holders_tokens() {
         let redis = RedisServer::start().await;
-        let store = Store::redis(
-            &redis.topology(),
-            &vestibule::session::store::RedisTls::default(),
-            None,
-        )
-        .unwrap();
+        let store = uncached_store(&redis);
         let (slow, fast) = (sessions(&store), sessions(&store));
         let token = slow
             .create(&record("rt-1"), &SessionOrigin::default())
@@ -676,12 +676,7 @@ mod sessions_in_redis {
     #[tokio::test]
     async fn idle_expired_sessions_leave_the_users_index_and_the_live_count() {
         let redis = RedisServer::start().await;
-        let store = Store::redis(
-            &redis.topology(),
-            &vestibule::session::store::RedisTls::default(),
-            None,
-        )
-        .unwrap();
+        let store = uncached_store(&redis);
         // A 1 s idle timeout: unused for 2 s (idle plus the filing interval), a session is over.
         let sessions = Sessions::new(
             store,
