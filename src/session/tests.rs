@@ -221,22 +221,19 @@ fn with_refresh_token(mut record: SessionRecord, token: &str) -> SessionRecord {
 async fn a_login_beyond_the_limit_ends_the_least_recently_used_and_hands_back_its_refresh_token() {
     let sessions = sessions(60, 600).with_max_per_user(Some(2));
     let origin = SessionOrigin::default();
-    let first = with_refresh_token(record(unix_now() + 600), "rt-first");
-    let Created {
-        cookie: first_cookie,
-        displaced: none,
-    } = sessions.create_within_limit(&first, &origin).await.unwrap();
-    let first_cookie = first_cookie.unwrap();
+    // Creates a session with this refresh token: its cookie and the sessions it displaced.
+    let login = |refresh_token: &'static str| {
+        let sessions = &sessions;
+        let origin = &origin;
+        async move {
+            let record = with_refresh_token(record(unix_now() + 600), refresh_token);
+            let created = sessions.create_within_limit(&record, origin).await.unwrap();
+            (record, created.cookie.unwrap(), created.displaced)
+        }
+    };
+    let (first, first_cookie, none) = login("rt-first").await;
     assert_eq!(none.count, 0);
-    let second = with_refresh_token(record(unix_now() + 600), "rt-second");
-    let Created {
-        cookie: second_cookie,
-        displaced: none,
-    } = sessions
-        .create_within_limit(&second, &origin)
-        .await
-        .unwrap();
-    let second_cookie = second_cookie.unwrap();
+    let (_, second_cookie, none) = login("rt-second").await;
     assert_eq!(none.count, 0, "two sessions are within the limit");
     // The first is used later than the second was: the second is the least recently used.
     sessions
@@ -249,12 +246,7 @@ async fn a_login_beyond_the_limit_ends_the_least_recently_used_and_hands_back_it
         )
         .await
         .unwrap();
-    let third = with_refresh_token(record(unix_now() + 600), "rt-third");
-    let Created {
-        cookie: third_cookie,
-        displaced: ended,
-    } = sessions.create_within_limit(&third, &origin).await.unwrap();
-    let third_cookie = third_cookie.unwrap();
+    let (_, third_cookie, ended) = login("rt-third").await;
     assert_eq!(ended.count, 1);
     let revoked: Vec<&str> = ended
         .refresh_tokens
