@@ -12,6 +12,7 @@ use crate::http::frontend::FrontendService;
 use crate::http::headers::ForwardingHeaders;
 use crate::http::health::Lifecycle;
 use crate::http::login_limit::LoginRateLimit;
+use crate::http::request_id::RequestIds;
 use crate::http::server::ServeLimits;
 use crate::http::suspicious_use::SuspiciousUsePolicy;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
@@ -145,6 +146,10 @@ impl Application {
             max_body_bytes: server.max_body_bytes,
             lifecycle: Arc::new(Lifecycle::default()),
             suspicious_use,
+            request_ids: RequestIds::new(
+                server.trust_request_id,
+                TrustedProxies::new(server.trusted_proxies.clone()),
+            ),
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::request_scope`), around the router and the proxy alike.

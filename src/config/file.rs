@@ -73,6 +73,9 @@ pub struct ServerSection {
     /// After a stop signal, readiness answers 503 but connections are still accepted for this
     /// many seconds, so load balancers stop sending traffic before the listener closes.
     pub shutdown_delay_secs: u64,
+    /// Keep the `X-Request-Id` of requests that come through `trusted_proxies` instead of
+    /// generating one.
+    pub trust_request_id: bool,
 }
 
 impl Default for ServerSection {
@@ -86,6 +89,7 @@ impl Default for ServerSection {
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             shutdown_delay_secs: 5,
+            trust_request_id: false,
         }
     }
 }

@@ -118,6 +118,8 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long an instance stays up, unready, between a stop signal and closing its listener.
     pub shutdown_delay: Duration,
+    /// Keep the front proxies' `X-Request-Id` (`server.trust_request_id`).
+    pub trust_request_id: bool,
 }
 
 /// Where the SPA is served from.

@@ -185,6 +185,7 @@ fn server(server: ServerSection) -> Result<ServerSettings, ConfigError> {
         max_body_bytes: server.max_body_bytes,
         trusted_proxies: trusted_proxies(&server.trusted_proxies)?,
         shutdown_delay: Duration::from_secs(server.shutdown_delay_secs),
+        trust_request_id: server.trust_request_id,
     })
 }
 

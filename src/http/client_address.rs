@@ -23,6 +23,11 @@ impl TrustedProxies {
         Self(ranges)
     }
 
+    /// Whether the TCP peer `address` is one of the trusted proxies.
+    pub fn trusts_peer(&self, address: IpAddr) -> bool {
+        self.trusts(canonical(address))
+    }
+
     fn trusts(&self, address: IpAddr) -> bool {
         self.0.iter().any(|range| range.contains(&address))
     }

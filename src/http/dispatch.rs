@@ -93,7 +93,12 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.request_started();
         let mut request = request.map(Body::new);
-        let scope = RequestScope::open(&request);
+        let id = self
+            .state
+            .request_ids
+            .assign(self.peer.ip(), request.headers());
+        let scope = RequestScope::open(&request, &id);
+        request.extensions_mut().insert(id);
         let handling = match Dispatch::classify(&self.state.upstreams, request.uri()) {
             Dispatch::Proxy(call) => {
                 let (state, peer) = (self.state.clone(), self.peer);

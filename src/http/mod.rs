@@ -14,6 +14,7 @@ pub mod headers;
 pub mod health;
 pub mod login_limit;
 pub mod proxy;
+pub mod request_id;
 pub mod request_scope;
 pub mod server;
 pub mod sessions;
@@ -89,6 +90,8 @@ pub struct Components {
     pub lifecycle: Arc<health::Lifecycle>,
     /// What happens when a session is used suspiciously.
     pub suspicious_use: suspicious_use::SuspiciousUsePolicy,
+    /// Where request ids come from.
+    pub request_ids: request_id::RequestIds,
 }
 
 impl Components {

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::headers::{VIA, clean_upstream_response, remove_hop_by_hop};
+use super::request_id::{RequestId, X_REQUEST_ID};
 use super::upstream::describe;
 use super::{AppState, csrf};
 use crate::error::AppError;
@@ -48,6 +49,17 @@ pub async fn forward(
     parts.version = axum::http::Version::HTTP_11;
     prepare_request_headers(&mut parts.headers, &access_token)?;
     state.forwarded.apply(&mut parts.headers, client);
+    // The upstream sees the request's own id, never one the browser chose.
+    match parts.extensions.get::<RequestId>() {
+        Some(id) => {
+            parts
+                .headers
+                .insert(X_REQUEST_ID, id.header_value().clone());
+        }
+        None => {
+            parts.headers.remove(X_REQUEST_ID);
+        }
+    }
     let upstream_request = Request::from_parts(parts, body);
 
     let response =

@@ -1,9 +1,11 @@
 //! What every request gets, whichever way it is dispatched: a span with its method and path,
 //! a panic that costs the one request a JSON 500 (never the connection), and one debug line
-//! with its status and duration. Request ids and metrics hook in here, so that they cover the
-//! proxied calls and Vestibule's own endpoints alike.
+//! with its status and duration, and its request id (see [`super::request_id`]) on the span and
+//! the response. Metrics hook in here too, so that they cover the proxied calls and
+//! Vestibule's own endpoints alike.
 //!
-//! The span holds method and path only: queries carry codes and states, headers cookies.
+//! The span holds method, path and request id only: queries carry codes and states, headers
+//! cookies.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -13,24 +15,28 @@ use axum::response::Response;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use super::request_id::{RequestId, X_REQUEST_ID};
 use crate::error::panic_response;
 
 /// The scope one request is handled in, opened before it is dispatched.
 pub struct RequestScope {
     span: tracing::Span,
     started: Instant,
+    id: RequestId,
 }
 
 impl RequestScope {
-    /// Opens the scope for `request`.
-    pub fn open<B>(request: &hyper::Request<B>) -> Self {
+    /// Opens the scope for `request`, known by `id`.
+    pub fn open<B>(request: &hyper::Request<B>, id: &RequestId) -> Self {
         Self {
             span: tracing::info_span!(
                 "request",
                 method = %request.method(),
-                path = %request.uri().path()
+                path = %request.uri().path(),
+                request_id = %id.as_str()
             ),
             started: Instant::now(),
+            id: id.clone(),
         }
     }
 
@@ -39,14 +45,17 @@ impl RequestScope {
         self,
         handling: impl Future<Output = Response> + Send,
     ) -> impl Future<Output = Response> + Send {
-        let Self { span, started } = self;
+        let Self { span, started, id } = self;
         AssertUnwindSafe(handling)
             .catch_unwind()
             .map(move |outcome| {
-                let response = outcome.unwrap_or_else(|_| {
+                let mut response = outcome.unwrap_or_else(|_| {
                     tracing::error!("a request handler panicked");
                     panic_response()
                 });
+                response
+                    .headers_mut()
+                    .insert(X_REQUEST_ID, id.header_value().clone());
                 tracing::debug!(
                     status = response.status().as_u16(),
                     elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,

@@ -22,6 +22,7 @@ mod operator;
 mod proxy;
 mod redis_topologies;
 mod refresh;
+mod request_ids;
 mod server;
 mod shutdown;
 mod storage;
