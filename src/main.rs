@@ -70,6 +70,7 @@ fn main() -> ExitCode {
     let settings = loaded.settings;
     if cli.check_config {
         println!("configuration is valid");
+        print!("{}", settings.summary());
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Runtime::new() {

@@ -12,6 +12,7 @@ mod file;
 mod parse;
 mod redis;
 mod secret_files;
+mod summary;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -204,6 +204,28 @@ impl KeyRing {
         (!keys.is_empty()).then_some(Self(Keys::Ring(keys)))
     }
 
+    /// The keys by name, for an operator (never their bytes): the single key, or the ring's
+    /// ids with the one that seals marked.
+    pub fn describe(&self) -> String {
+        match &self.0 {
+            Keys::Single(_) => "one key (session.encryption_key)".to_owned(),
+            Keys::Ring(keys) => {
+                let ids: Vec<String> = keys
+                    .iter()
+                    .enumerate()
+                    .map(|(at, (id, _))| {
+                        if at == 0 {
+                            format!("{} (seals)", id.as_str())
+                        } else {
+                            id.as_str().to_owned()
+                        }
+                    })
+                    .collect();
+                format!("ring of {}: {}", keys.len(), ids.join(", "))
+            }
+        }
+    }
+
     /// The id records are sealed under now (`None`: the single, unlabelled key).
     pub fn sealing_id(&self) -> Option<&KeyId> {
         match &self.0 {

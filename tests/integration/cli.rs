@@ -69,6 +69,59 @@ fn check_config_accepts_a_valid_file() {
 }
 
 #[test]
+fn check_config_summarises_what_the_file_and_environment_produced_without_a_secret() {
+    let file = config_file(&valid_config().replace(
+        "[session]\n",
+        "[session]\nredis_url = \"redis://vestibule:redis-pa55word@redis.internal:6380/2\"\nmax_per_user = 3\n",
+    ));
+    let output = check_with_env(
+        &file,
+        &[
+            ("VESTIBULE_OIDC__CLIENT_SECRET", "env-secret-value"),
+            (
+                "VESTIBULE_ROUTES",
+                "[{prefix=\"/api/billing\", upstream=\"http://svc:s3cr3t@billing.internal:8000/v2\"}]",
+            ),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "configuration is valid",
+        "127.0.0.1:8080",
+        "http://localhost:8081/realms/vestibule",
+        "vestibule (secret set",
+        "Redis, server redis.internal:6380",
+        "one key (session.encryption_key)",
+        "max_per_user 3",
+        "/api/billing -> http://billing.internal:8000/v2",
+        "the built-in demo page",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "{expected:?} missing from:\n{summary}"
+        );
+    }
+    for secret in [
+        "env-secret-value",
+        "file-secret",
+        "redis-pa55word",
+        "s3cr3t",
+        KEY,
+    ] {
+        assert!(!summary.contains(secret), "{secret:?} shown in:\n{summary}");
+    }
+    assert!(
+        !summary.contains("/api/orders"),
+        "the environment replaced the routes"
+    );
+}
+
+#[test]
 fn bad_settings_stop_start_up_with_one_line_naming_the_key_and_exit_code_2() {
     let cases = [
         (

@@ -1,0 +1,141 @@
+//! `vestibule --check-config`: what the file and the `VESTIBULE_*` variables produced, as an
+//! operator needs to see it (which provider, which store, which routes, which listeners), with
+//! every secret left out: a secret is reported as set, never shown, nor its length.
+
+use std::fmt::Write;
+
+use url::Url;
+
+use super::{Frontend, LogFormat, Settings};
+use crate::oidc::ClientAuthMethod;
+use crate::session::SuspiciousUseAction;
+
+impl Settings {
+    /// A few lines describing the effective configuration; no secret appears in them.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, value: String| {
+            let _ = writeln!(out, "{name:<16} {value}");
+        };
+        line("listen", self.listen.to_string());
+        line(
+            "public_url",
+            format!(
+                "{} (callback {})",
+                without_credentials(&self.public_url),
+                without_credentials(&self.redirect_uri())
+            ),
+        );
+        let oidc = &self.oidc;
+        line("oidc.issuer", oidc.issuer.clone());
+        line("oidc.discovery", without_credentials(&oidc.discovery_url));
+        line(
+            "oidc.client",
+            format!(
+                "{} (secret set; authentication {})",
+                oidc.client_id,
+                match oidc.client_auth_method {
+                    None => "from discovery",
+                    Some(ClientAuthMethod::ClientSecretBasic) => "client_secret_basic",
+                    Some(ClientAuthMethod::ClientSecretPost) => "client_secret_post",
+                }
+            ),
+        );
+        line(
+            "oidc.scopes",
+            format!(
+                "{} (prompt {}; refresh {} s before expiry)",
+                oidc.scopes.join(" "),
+                oidc.prompt.as_deref().unwrap_or("none"),
+                oidc.refresh_skew.as_secs()
+            ),
+        );
+        let session = &self.session;
+        line(
+            "session.store",
+            match &session.redis {
+                Some(topology) => format!("Redis, {}", topology.describe()),
+                None => "in process memory (one instance only; lost on restart)".to_owned(),
+            },
+        );
+        line("session.keys", session.keys.describe());
+        line(
+            "session.lifetime",
+            format!(
+                "idle {} s, absolute {} s, cache {} records per instance",
+                session.idle_timeout.as_secs(),
+                session.absolute_timeout.as_secs(),
+                session.local_cache_entries
+            ),
+        );
+        line(
+            "session.policy",
+            format!(
+                "max_per_user {}, refresh_token_escrow {}, suspicious_use {}",
+                session
+                    .max_per_user
+                    .map_or("none".to_owned(), |max| max.to_string()),
+                session.refresh_token_escrow,
+                match session.suspicious_use {
+                    SuspiciousUseAction::Log => "log",
+                    SuspiciousUseAction::End => "end",
+                }
+            ),
+        );
+        if self.routes.is_empty() {
+            line("routes", "none".to_owned());
+        }
+        for route in &self.routes {
+            line(
+                "route",
+                format!(
+                    "{} -> {} (timeout {} s)",
+                    route.prefix,
+                    without_credentials(&route.upstream),
+                    route.timeout.as_secs()
+                ),
+            );
+        }
+        line(
+            "frontend",
+            match &self.frontend {
+                Frontend::Demo => "the built-in demo page".to_owned(),
+                Frontend::Dir(dir) => format!("files from {}", dir.display()),
+                Frontend::Upstream(url) => format!("proxied from {}", without_credentials(url)),
+            },
+        );
+        let server = &self.server;
+        line(
+            "server",
+            format!(
+                "trusted_proxies [{}], trust_request_id {}, max_connections {}, shutdown_delay {} s",
+                server
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                server.trust_request_id,
+                server.max_connections,
+                server.shutdown_delay.as_secs()
+            ),
+        );
+        line(
+            "log_format",
+            match self.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+            .to_owned(),
+        );
+        out
+    }
+}
+
+/// `url` with any user name and password removed.
+fn without_credentials(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
