@@ -111,6 +111,10 @@ async fn request_and_response_pass_through_without_vestibule_secrets() {
         "yes",
         "upstream headers pass back"
     );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let echoed: serde_json::Value = response.json().await.unwrap();
     assert_eq!(echoed["body_len"], 48 * 64 * 1024);
     assert_eq!(echoed["method"], "PUT");
@@ -121,7 +125,12 @@ async fn request_and_response_pass_through_without_vestibule_secrets() {
     assert_eq!(request.method, "PUT");
     assert_eq!(request.body.len(), 48 * 64 * 1024, "the body arrives whole");
     assert!(request.body.iter().all(|b| *b == b'x'));
-    assert_eq!(request.headers["x-request-id"], "abc");
+    assert_eq!(
+        request.headers["x-request-id"].to_str().unwrap(),
+        request_id,
+        "the request's own id, not the one the browser chose"
+    );
+    assert_ne!(request_id, "abc");
     assert_eq!(
         request.headers["x-forwarded-for"], "127.0.0.1",
         "a forged client address is replaced"

@@ -124,7 +124,7 @@ impl RedisServer {
     }
 
     /// [`RedisServer::start`] with more `redis-server` arguments; `args` may name the port
-    /// as `{port}`.
+    /// as `{port}`, and ask for another free port as `{free_port}`.
     pub async fn start_with_args(args: &[&str]) -> Self {
         Self::start_with(None, args.iter().map(|arg| (*arg).to_owned()).collect()).await
     }
@@ -159,7 +159,16 @@ impl RedisServer {
             tls,
             args: args
                 .into_iter()
-                .map(|arg| arg.replace("{port}", &port.to_string()))
+                .map(|arg| {
+                    // `{free_port}`: another port of its own (a Cluster node's bus port, which
+                    // would otherwise be port + 10000 and may be taken).
+                    let arg = arg.replace("{port}", &port.to_string());
+                    if arg.contains("{free_port}") {
+                        arg.replace("{free_port}", &free_port().to_string())
+                    } else {
+                        arg
+                    }
+                })
                 .collect(),
         };
         server.restart().await;

@@ -280,6 +280,9 @@ impl RedisCluster {
             "2000",
             "--cluster-require-full-coverage",
             "no",
+            // The bus port is chosen free like the port itself (port + 10000 may be taken).
+            "--cluster-port",
+            "{free_port}",
             "--tls-cluster",
             "yes",
         ];
