@@ -11,13 +11,13 @@
 //! request (same network) costs no User-Agent parsing.
 
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 
 use super::client_address::client_network;
 use super::device::describe;
+use crate::clock::{OncePerInterval, unix_now};
 use crate::session::SessionRecord;
 pub use crate::session::SuspiciousUseAction;
 
@@ -64,17 +64,15 @@ pub fn assess(record: &SessionRecord, client: IpAddr, headers: &HeaderMap) -> Op
 pub struct SuspiciousUsePolicy {
     /// What happens besides the report.
     pub action: SuspiciousUseAction,
-    reported: Mutex<lru::LruCache<String, Instant>>,
+    reported: OncePerInterval,
 }
 
 impl SuspiciousUsePolicy {
     /// A policy taking `action`.
     pub fn new(action: SuspiciousUseAction) -> Self {
-        let capacity =
-            std::num::NonZeroUsize::new(RECENT_REPORTS).unwrap_or(std::num::NonZeroUsize::MIN);
         Self {
             action,
-            reported: Mutex::new(lru::LruCache::new(capacity)),
+            reported: OncePerInterval::new(REPORT_INTERVAL, RECENT_REPORTS),
         }
     }
 
@@ -100,18 +98,7 @@ impl SuspiciousUsePolicy {
     }
 
     fn due(&self, handle: &str) -> bool {
-        let mut reported = self
-            .reported
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        match reported.get(handle) {
-            Some(at) if now.duration_since(*at) < REPORT_INTERVAL => false,
-            _ => {
-                reported.put(handle.to_owned(), now);
-                true
-            }
-        }
+        self.reported.due(handle, unix_now())
     }
 }
 

@@ -7,7 +7,6 @@
 //! a hash of the cookie's id, and the record opens only with the cookie's secret. What it does
 //! hold is what the user is shown: times, a coarse device, a truncated network.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +21,7 @@ const CREATION_GRACE_SECS: u64 = 60;
 
 /// Sessions whose last use this instance filed recently, so it files each at most once per
 /// touch interval (bounded; an evicted session is merely filed again).
-const RECENT_USES: usize = 16_384;
+pub(super) const RECENT_USES: usize = 16_384;
 
 /// Where a session was created: shown in "my sessions", compared for suspicious use.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,44 +115,6 @@ struct Indexed {
     last_seen: u64,
     expires_at: u64,
     entry: IndexEntry,
-}
-
-/// This instance's memory of when it last filed each session's use.
-pub(super) struct RecentUses {
-    interval: Duration,
-    filed: Mutex<lru::LruCache<String, u64>>,
-}
-
-impl RecentUses {
-    /// Files a use at most once per `interval` per session.
-    pub(super) fn new(interval: Duration) -> Self {
-        let capacity =
-            std::num::NonZeroUsize::new(RECENT_USES).unwrap_or(std::num::NonZeroUsize::MIN);
-        Self {
-            interval,
-            filed: Mutex::new(lru::LruCache::new(capacity)),
-        }
-    }
-
-    /// How often a session's use is filed.
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-
-    /// Whether a use at `at` should be filed now (and remembers it if so).
-    fn due(&self, handle: &str, at: u64) -> bool {
-        let mut filed = self
-            .filed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match filed.get(handle) {
-            Some(last) if at < last + self.interval.as_secs() => false,
-            _ => {
-                filed.put(handle.to_owned(), at);
-                true
-            }
-        }
-    }
 }
 
 /// The index key of a user's sessions.

@@ -86,7 +86,7 @@ pub struct Sessions {
     idle_timeout: Duration,
     absolute_timeout: Duration,
     refresh_skew: Duration,
-    recent_uses: index::RecentUses,
+    recent_uses: crate::clock::OncePerInterval,
     refresh_token_escrow: bool,
     max_per_user: Option<usize>,
 }
@@ -112,7 +112,10 @@ impl Sessions {
             idle_timeout,
             absolute_timeout,
             refresh_skew: Duration::ZERO,
-            recent_uses: index::RecentUses::new(use_filing_interval(idle_timeout)),
+            recent_uses: crate::clock::OncePerInterval::new(
+                use_filing_interval(idle_timeout),
+                index::RECENT_USES,
+            ),
             refresh_token_escrow: true,
             max_per_user: None,
         }

@@ -26,17 +26,14 @@ use super::{Store, StoreError};
 
 /// The key prefix of per-user indexes.
 pub const USER_INDEX_PREFIX: &str = "vestibule:user:";
-/// The key prefix of provider-session indexes.
-pub const SID_INDEX_PREFIX: &str = "vestibule:sid:";
 /// The sorted set of every live session, scored by its idle deadline.
 pub const LIVE_SESSIONS: &str = "vestibule:live-sessions";
 
-/// Runs `ARGV[2] KEYS[1] ARGV[3..]`, then makes sure `KEYS[1]` lives at least `ARGV[1]`
-/// seconds (an index lives as long as its longest-lived member).
-const WRITE_AND_KEEP: &str = "\
-redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+/// Adds `ARGV[1]` to the set `KEYS[1]` and keeps the set alive at least `ARGV[2]` seconds (an
+/// index lives as long as its longest-lived member).
+const ADD_MEMBER: &str = "\
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1";
 
 /// Files session `ARGV[1]` (entry `ARGV[2]`, used at `ARGV[3]`, ending by `ARGV[4]`) in the
@@ -203,43 +200,30 @@ impl Store {
             .arg(ENDING_RETRY_SECS)
             .invoke_async(&mut redis.conn.clone())
             .await?;
-        let script = redis::Script::new(WRITE_AND_KEEP);
-        let write = |key: &str, args: Vec<Vec<u8>>| {
-            let mut invocation = script.key(key);
-            invocation.arg(keep_for);
-            for arg in args {
-                invocation.arg(arg);
-            }
-            let mut conn = redis.conn.clone();
-            async move {
-                let _: i64 = invocation.invoke_async(&mut conn).await?;
-                Ok::<_, StoreError>(())
-            }
-        };
+        // The live set and the provider session's set, together (different Cluster slots).
         let add_live = redis::Script::new(ADD_LIVE);
-        let mut live_invocation = add_live.key(LIVE_SESSIONS);
-        live_invocation
-            .arg(new.now)
+        let mut live = add_live.key(LIVE_SESSIONS);
+        live.arg(new.now)
             .arg(new.idle_deadline)
             .arg(new.handle)
             .arg(keep_for);
-        let mut live_conn = redis.conn.clone();
-        let live = live_invocation.invoke_async::<i64>(&mut live_conn);
-        let provider_session = async {
-            match new.provider_session {
-                Some(provider_session) => {
-                    write(
-                        provider_session,
-                        vec![b"SADD".to_vec(), member.clone().into_bytes()],
-                    )
-                    .await
+        let add_member = redis::Script::new(ADD_MEMBER);
+        let in_provider_session = new.provider_session.map(|key| {
+            let mut invocation = add_member.key(key);
+            invocation.arg(&member).arg(keep_for);
+            invocation
+        });
+        let (mut live_conn, mut member_conn) = (redis.conn.clone(), redis.conn.clone());
+        let (live, in_provider_session) =
+            futures_util::future::join(live.invoke_async::<i64>(&mut live_conn), async {
+                match &in_provider_session {
+                    Some(invocation) => invocation.invoke_async::<i64>(&mut member_conn).await,
+                    None => Ok(0),
                 }
-                None => Ok(()),
-            }
-        };
-        let (live, provider_session) = futures_util::future::join(live, provider_session).await;
+            })
+            .await;
         live?;
-        provider_session?;
+        in_provider_session?;
         Ok(admitted
             .chunks(2)
             .filter_map(|pair| match pair {
