@@ -144,14 +144,7 @@ pub async fn finish_login(
     }
     let Some(cookie) = created.cookie else {
         // Ended before it began: its own refresh token goes too.
-        revoke_in_background(
-            &state,
-            record
-                .tokens
-                .refresh_token
-                .as_ref()
-                .map(|token| token.text()),
-        );
+        revoke_refresh_token_of(&state, &record);
         return Err(AppError::Store(StoreError::Conflict(ENDED_WHILE_CREATED)).into());
     };
     tracing::info!("login completed");
@@ -265,14 +258,7 @@ async fn end_session(state: &AppState, cookie: &SessionCookie) -> Result<Option<
         return Ok(None);
     };
     tracing::info!("logout");
-    revoke_in_background(
-        state,
-        record
-            .tokens
-            .refresh_token
-            .as_ref()
-            .map(|token| token.text()),
-    );
+    revoke_refresh_token_of(state, &record);
     let post_logout = state
         .public_url
         .join("/")
@@ -286,7 +272,7 @@ async fn end_session(state: &AppState, cookie: &SessionCookie) -> Result<Option<
 
 /// Revokes the refresh tokens of sessions that just ended, in a task of its own: the
 /// session is already gone, so the answer never waits for the provider.
-pub(super) fn revoke_in_background(
+fn revoke_in_background(
     state: &Components,
     refresh_tokens: impl IntoIterator<Item = String>,
 ) {
@@ -300,6 +286,18 @@ pub(super) fn revoke_in_background(
             provider.revoke_refresh_token(&refresh_token).await;
         }
     });
+}
+
+/// Revokes the refresh token of `record`, a session that just ended (if it had one).
+pub(super) fn revoke_refresh_token_of(state: &Components, record: &SessionRecord) {
+    revoke_in_background(
+        state,
+        record
+            .tokens
+            .refresh_token
+            .as_ref()
+            .map(|token| token.text()),
+    );
 }
 
 /// Ends sessions found without their cookies' help (`ended`): revokes their refresh tokens.

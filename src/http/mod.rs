@@ -129,14 +129,7 @@ impl Components {
             return Ok(session);
         }
         if let Some(record) = self.sessions.end(&session.cookie).await? {
-            auth::revoke_in_background(
-                self,
-                record
-                    .tokens
-                    .refresh_token
-                    .as_ref()
-                    .map(|token| token.text()),
-            );
+            auth::revoke_refresh_token_of(self, &record);
         }
         Err(AppError::Unauthenticated)
     }
