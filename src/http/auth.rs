@@ -272,10 +272,7 @@ async fn end_session(state: &AppState, cookie: &SessionCookie) -> Result<Option<
 
 /// Revokes the refresh tokens of sessions that just ended, in a task of its own: the
 /// session is already gone, so the answer never waits for the provider.
-fn revoke_in_background(
-    state: &Components,
-    refresh_tokens: impl IntoIterator<Item = String>,
-) {
+fn revoke_in_background(state: &Components, refresh_tokens: impl IntoIterator<Item = String>) {
     let refresh_tokens: Vec<String> = refresh_tokens.into_iter().collect();
     if refresh_tokens.is_empty() {
         return;
