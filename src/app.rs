@@ -5,7 +5,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::{OidcSettings, SessionSettings, Settings};
+use hkdf::Hkdf;
+use secrecy::{ExposeSecret, SecretBox};
+use sha2::Sha256;
+
+use crate::audit::{AuditTrail, SUBJECT_KEY_PURPOSE};
+use crate::config::{AuditSettings, AuditSubject, OidcSettings, SessionSettings, Settings};
 use crate::http::client_address::TrustedProxies;
 use crate::http::connection::ConnectionLimits;
 use crate::http::frontend::FrontendService;
@@ -19,7 +24,7 @@ use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::refresh::Refresher;
 use crate::session::store::CacheSettings;
-use crate::session::{PendingLimits, Sessions, Store, StoreError};
+use crate::session::{KeyRing, PendingLimits, Sessions, Store, StoreError};
 use crate::upstreams::UpstreamTable;
 
 /// The session store `session` describes (with the per-instance cache when `with_cache`).
@@ -71,6 +76,23 @@ pub fn sessions_in(
     .with_max_per_user(session.max_per_user)
 }
 
+/// The audit trail `audit` configures; the subject key, unless given, is derived from `keys`.
+pub fn audit_trail(audit: AuditSettings, keys: &KeyRing) -> AuditTrail {
+    match (audit.subject, audit.subject_key) {
+        (AuditSubject::Clear, _) => AuditTrail::clear(),
+        (AuditSubject::Hashed, Some(key)) => {
+            let derived = Hkdf::<Sha256>::new(None, key.expose_secret().as_bytes());
+            let mut bytes = Box::new([0u8; 32]);
+            // 32 bytes is far below HKDF-SHA256's limit, so expansion cannot fail.
+            let _ = derived.expand(SUBJECT_KEY_PURPOSE, bytes.as_mut_slice());
+            AuditTrail::hashed(SecretBox::new(bytes))
+        }
+        (AuditSubject::Hashed, None) => {
+            AuditTrail::hashed(keys.derive_purpose_key(SUBJECT_KEY_PURPOSE))
+        }
+    }
+}
+
 /// The provider client `oidc` describes.
 pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Result<Provider> {
     Ok(Provider::new(ProviderSettings {
@@ -110,9 +132,12 @@ impl Application {
             server,
             login,
             log_format: _,
+            audit,
+            metrics_listen: _,
         } = settings;
         let store = open_store(&session, true).await?;
-        let suspicious_use = SuspiciousUsePolicy::new(session.suspicious_use);
+        let audit = audit_trail(audit, &session.keys);
+        let suspicious_use = SuspiciousUsePolicy::new(session.suspicious_use, audit.clone());
         let sessions = sessions_in(store, session, oidc.refresh_skew);
         let sessions = Arc::new(sessions);
         let refresh_skew = oidc.refresh_skew;
@@ -130,6 +155,7 @@ impl Application {
                 sessions.clone(),
                 provider.clone(),
                 refresh_skew.as_secs(),
+                audit.clone(),
             )),
             sessions,
             provider,
@@ -150,6 +176,7 @@ impl Application {
                 server.trust_request_id,
                 TrustedProxies::new(server.trusted_proxies.clone()),
             ),
+            audit,
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::request_scope`), around the router and the proxy alike.

@@ -130,6 +130,30 @@ impl From<crate::refresh::AccessError> for AppError {
 }
 
 impl AppError {
+    /// Why a login callback failed, as a word of a small vocabulary (audit reasons and metric
+    /// labels): never the provider's own text.
+    pub fn login_failure_reason(&self) -> &'static str {
+        match self {
+            AppError::Login(LoginFailure::ProviderError(code)) if code == "access_denied" => {
+                "user_cancelled"
+            }
+            AppError::Login(LoginFailure::ProviderError(_)) => "provider_error",
+            AppError::Login(LoginFailure::UnknownState) => "state_mismatch",
+            AppError::Login(LoginFailure::OtherBrowser) => "other_browser",
+            AppError::Login(LoginFailure::MissingParameters) => "missing_parameters",
+            AppError::Login(LoginFailure::CodeRejected) => "code_rejected",
+            AppError::Login(LoginFailure::IssuerMismatch) => "issuer_mismatch",
+            AppError::Provider(OidcError::Invalid(_) | OidcError::SubjectChanged) => {
+                "id_token_invalid"
+            }
+            AppError::Provider(OidcError::Unavailable(_)) => "provider_unavailable",
+            AppError::Provider(_) => "provider_refused",
+            AppError::Store(StoreError::Conflict(_)) => "session_ended_while_created",
+            AppError::Store(_) => "store_unavailable",
+            _ => "other",
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,

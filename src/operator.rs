@@ -10,7 +10,8 @@
 
 use serde_json::{Value, json};
 
-use crate::app::{open_store, provider_for, sessions_in};
+use crate::app::{audit_trail, open_store, provider_for, sessions_in};
+use crate::audit::{AuditEvent, Details};
 use crate::config::Settings;
 
 /// What the operator asked for.
@@ -35,7 +36,13 @@ pub async fn run(settings: Settings, command: SessionsCommand) -> anyhow::Result
         );
     }
     let redirect_uri = settings.redirect_uri();
-    let Settings { oidc, session, .. } = settings;
+    let Settings {
+        oidc,
+        session,
+        audit,
+        ..
+    } = settings;
+    let audit = audit_trail(audit, &session.keys);
     let store = open_store(&session, false).await?;
     let refresh_skew = oidc.refresh_skew;
     let sessions = sessions_in(store, session, refresh_skew);
@@ -55,10 +62,14 @@ pub async fn run(settings: Settings, command: SessionsCommand) -> anyhow::Result
             for token in &ended.refresh_tokens {
                 revoked += usize::from(provider.revoke_refresh_token(token.text()).await);
             }
-            tracing::info!(
-                ended = ended.count,
-                revoked,
-                "sessions of a subject ended by the operator"
+            audit.record(
+                AuditEvent::SessionsEndedByOperator,
+                Details {
+                    sub: Some(&sub),
+                    reason: Some("operator_command"),
+                    sessions_ended: Some(ended.count),
+                    ..Details::default()
+                },
             );
             Ok(json!({
                 "sub": sub,

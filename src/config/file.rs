@@ -37,6 +37,48 @@ pub struct FileSettings {
     /// Limits on starting logins.
     #[serde(default)]
     pub login: LoginSettings,
+    /// How the audit trail names users.
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[audit]`: how audit events name the user.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// `hashed` (a keyed hash of `sub`, the default) or `clear` (the `sub` itself).
+    #[serde(default)]
+    pub subject: AuditSubject,
+    /// The key of the subject hash (at least 32 characters); absent: derived from the
+    /// encryption key (so it changes when the sealing key rotates).
+    #[serde(default)]
+    pub subject_key: Option<SecretString>,
+    /// A file holding `subject_key`.
+    #[serde(default)]
+    pub subject_key_file: Option<std::path::PathBuf>,
+}
+
+/// `audit.subject`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSubject {
+    /// A keyed hash (HMAC-SHA256) of `sub`: events correlate, identities stay out of the logs.
+    #[default]
+    Hashed,
+    /// The `sub` in clear.
+    Clear,
+}
+
+/// `[metrics]`: the Prometheus endpoint, on a listener of its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address of the metrics listener (`GET /metrics`); absent: no metrics listener.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `log_format`: one line of text per event, or one JSON object per line.

@@ -32,7 +32,7 @@ use file::FileSettings;
 
 pub use environment::{ENV_PREFIX, IgnoredVariable};
 pub use error::ConfigError;
-pub use file::{LogFormat, LoginSettings};
+pub use file::{AuditSubject, LogFormat, LoginSettings};
 
 /// The whole configuration, checked and converted.
 pub struct Settings {
@@ -54,6 +54,18 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Limits on starting logins.
     pub login: LoginSettings,
+    /// How the audit trail names users.
+    pub audit: AuditSettings,
+    /// Where Prometheus scrapes (`metrics.listen`); `None`: no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `[audit]`.
+pub struct AuditSettings {
+    /// Hashed or clear subjects.
+    pub subject: AuditSubject,
+    /// The subject hash's key (`audit.subject_key`); `None`: derived from the encryption key.
+    pub subject_key: Option<SecretString>,
 }
 
 /// `[oidc]`: the OpenID Provider and this client's registration.
@@ -251,6 +263,24 @@ mod tests {
             Ok(_) => panic!("loaded a bad configuration"),
             Err(error) => error,
         }
+    }
+
+    #[test]
+    fn the_audit_subject_key_is_long_and_only_for_hashed_subjects() {
+        let key = "k".repeat(32);
+        let hashed = load(&format!("{}\n[audit]\nsubject_key = \"{key}\"", base())).unwrap();
+        assert_eq!(hashed.audit.subject, AuditSubject::Hashed);
+        assert!(hashed.audit.subject_key.is_some());
+        let short = load_error(&format!("{}\n[audit]\nsubject_key = \"short\"", base()));
+        assert_eq!(short.key, "audit.subject_key");
+        let both = load_error(&format!(
+            "{}\n[audit]\nsubject = \"clear\"\nsubject_key = \"{key}\"",
+            base()
+        ));
+        assert!(both.problem.contains("clear"), "{both}");
+        let clear = load(&format!("{}\n[audit]\nsubject = \"clear\"", base())).unwrap();
+        assert_eq!(clear.audit.subject, AuditSubject::Clear);
+        assert!(load(&base()).unwrap().metrics_listen.is_none());
     }
 
     #[test]

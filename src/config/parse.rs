@@ -8,9 +8,11 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use super::error::ConfigError;
-use super::file::{FileSettings, FrontendSection, RouteSection, ServerSection};
+use super::file::{
+    AuditSection, AuditSubject, FileSettings, FrontendSection, RouteSection, ServerSection,
+};
 use super::redis;
-use super::{Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
+use super::{AuditSettings, Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
 use super::{encryption_keys, secret_files};
 use crate::upstreams::Route;
 
@@ -108,7 +110,39 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         log_format: file.log_format,
         server,
         login: file.login,
+        audit: audit(file.audit)?,
+        metrics_listen: file.metrics.listen,
     })
+}
+
+/// Minimum length of `audit.subject_key`: a guessable key would let anyone holding the logs
+/// test candidate user ids against the hashes.
+const MIN_SUBJECT_KEY_LEN: usize = 32;
+
+fn audit(section: AuditSection) -> Result<AuditSettings, ConfigError> {
+    let subject_key = secret_files::value_or_file(
+        "audit.subject_key",
+        section.subject_key,
+        section.subject_key_file.as_deref(),
+    )?;
+    match &subject_key {
+        Some(_) if section.subject == AuditSubject::Clear => Err(ConfigError::new(
+            "audit.subject_key",
+            "is set but audit.subject is \"clear\"; remove one of them",
+        )),
+        Some(key) if key.expose_secret().chars().count() < MIN_SUBJECT_KEY_LEN => {
+            Err(ConfigError::new(
+                "audit.subject_key",
+                format!(
+                    "must be at least {MIN_SUBJECT_KEY_LEN} characters (e.g. openssl rand -base64 32)"
+                ),
+            ))
+        }
+        _ => Ok(AuditSettings {
+            subject: section.subject,
+            subject_key,
+        }),
+    }
 }
 
 /// `issuer` + `/.well-known/openid-configuration` (OpenID Connect Discovery §4).

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use url::Url;
 
-use super::{Frontend, LogFormat, Settings};
+use super::{AuditSubject, Frontend, LogFormat, Settings};
 use crate::oidc::ClientAuthMethod;
 use crate::session::SuspiciousUseAction;
 
@@ -119,6 +119,24 @@ impl Settings {
                 server.max_connections,
                 server.shutdown_delay.as_secs()
             ),
+        );
+        line(
+            "audit",
+            match (&self.audit.subject, &self.audit.subject_key) {
+                (AuditSubject::Clear, _) => "subjects in clear (audit.subject = \"clear\")",
+                (AuditSubject::Hashed, Some(_)) => "subjects hashed (key set)",
+                (AuditSubject::Hashed, None) => {
+                    "subjects hashed (key derived from the encryption key)"
+                }
+            }
+            .to_owned(),
+        );
+        line(
+            "metrics",
+            match self.metrics_listen {
+                Some(address) => format!("GET /metrics on {address}"),
+                None => "off (metrics.listen not set)".to_owned(),
+            },
         );
         line(
             "log_format",

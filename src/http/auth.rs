@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::device::session_origin;
 use super::{AppState, Components, QueryParams, csrf};
+use crate::audit::{AuditEvent, Details};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
 use crate::oidc::OidcError;
@@ -66,20 +67,53 @@ pub async fn begin_login(
     ))
 }
 
-/// `GET /api/auth/callback`: validates the provider's answer and creates a new session.
+/// `GET /api/auth/callback`: validates the provider's answer and creates a new session; the
+/// outcome goes to the audit trail either way.
 pub async fn finish_login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let query = QueryParams::parse(query.as_deref());
-    let cookies = state.cookies.read(&headers);
+    match complete_login(&state, peer, &headers, query.as_deref()).await {
+        Ok((response, record)) => {
+            state.audit.record(
+                AuditEvent::LoginSucceeded,
+                Details {
+                    sub: Some(&record.sub),
+                    session: Some(&record.handle),
+                    ..Details::default()
+                },
+            );
+            Ok(response)
+        }
+        Err(error) => {
+            state.audit.record(
+                AuditEvent::LoginFailed,
+                Details {
+                    reason: Some(error.login_failure_reason()),
+                    ..Details::default()
+                },
+            );
+            Err(error.into())
+        }
+    }
+}
+
+/// The callback's work: the response and the new session's record, or why the login failed.
+async fn complete_login(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(Response, SessionRecord), AppError> {
+    let query = QueryParams::parse(query);
+    let cookies = state.cookies.read(headers);
     let Some(received_state) = query
         .get("state")
         .filter(|s| !s.is_empty() && s.len() <= 512)
     else {
-        return Err(AppError::Login(LoginFailure::MissingParameters).into());
+        return Err(AppError::Login(LoginFailure::MissingParameters));
     };
     // Taking the pending login burns the state even on an error answer: it is single use.
     let pending = state
@@ -87,10 +121,12 @@ pub async fn finish_login(
         .take_pending_login(cookies.login.as_ref(), received_state)
         .await??;
     if let Some(error) = query.get("error") {
-        return Err(AppError::Login(LoginFailure::ProviderError(error_code(error))).into());
+        return Err(AppError::Login(LoginFailure::ProviderError(error_code(
+            error,
+        ))));
     }
     let Some(code) = query.get("code").filter(|c| !c.is_empty()) else {
-        return Err(AppError::Login(LoginFailure::MissingParameters).into());
+        return Err(AppError::Login(LoginFailure::MissingParameters));
     };
     state
         .provider
@@ -110,10 +146,10 @@ pub async fn finish_login(
             }
             other => other.into(),
         })?;
-    let client = state.trusted_proxies.client(peer.ip(), &headers);
+    let client = state.trusted_proxies.client(peer.ip(), headers);
     let origin = SessionOrigin {
         provider_session: login.provider_session,
-        ..session_origin(client, &headers)
+        ..session_origin(client, headers)
     };
     let record = SessionRecord {
         sub: login.sub,
@@ -132,26 +168,29 @@ pub async fn finish_login(
         .as_deref()
         .and_then(SessionCookie::parse);
     for previous in [brought, cookies.session].into_iter().flatten() {
-        end_session(&state, &previous).await?;
+        end_session(state, &previous, "replaced_by_login").await?;
     }
     let created = state.sessions.create_within_limit(&record, &origin).await?;
-    let evicted = revoke_ended(&state, created.displaced);
+    let evicted = revoke_ended(state, created.displaced);
     if evicted > 0 {
-        tracing::info!(
-            evicted,
-            "login beyond session.max_per_user ended the least recently used"
+        state.audit.record(
+            AuditEvent::SessionsEvicted,
+            Details {
+                sub: Some(&record.sub),
+                reason: Some("max_per_user"),
+                sessions_ended: Some(evicted),
+                ..Details::default()
+            },
         );
     }
     let Some(cookie) = created.cookie else {
         // Ended before it began: its own refresh token goes too.
-        revoke_refresh_token_of(&state, &record);
-        return Err(AppError::Store(StoreError::Conflict(ENDED_WHILE_CREATED)).into());
+        revoke_refresh_token_of(state, &record);
+        return Err(AppError::Store(StoreError::Conflict(ENDED_WHILE_CREATED)));
     };
-    tracing::info!("login completed");
     let set_cookie = [(header::SET_COOKIE, state.cookies.session_cookie(&cookie))];
-    Ok(no_store(
-        (set_cookie, Redirect::to(&pending.return_to)).into_response(),
-    ))
+    let response = no_store((set_cookie, Redirect::to(&pending.return_to)).into_response());
+    Ok((response, record))
 }
 
 /// Provider error codes are a small ASCII vocabulary; anything else is not echoed.
@@ -207,7 +246,7 @@ pub async fn logout(
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
     let end_session_url = match state.cookies.read(&headers).session {
-        Some(cookie) => end_session(&state, &cookie).await?,
+        Some(cookie) => end_session(&state, &cookie, "logout").await?,
         None => None,
     };
     let set_cookie = [(header::SET_COOKIE, state.cookies.session_removal())];
@@ -242,7 +281,7 @@ pub async fn logout_link(
     if !bool::from(session.record.logout_sid.as_bytes().ct_eq(sid.as_bytes())) {
         return Err(AppError::Forbidden("the logout link does not belong to this session").into());
     }
-    let target = end_session(&state, &session.cookie).await?;
+    let target = end_session(&state, &session.cookie, "logout").await?;
     let set_cookie = [(header::SET_COOKIE, state.cookies.session_removal())];
     let location = target.unwrap_or_else(|| "/".to_owned());
     Ok(no_store(
@@ -250,14 +289,27 @@ pub async fn logout_link(
     ))
 }
 
-/// Ends the session for `token` as Redis holds it, revokes its refresh token in the
-/// background, and builds the provider's end-session URL (`None` when there was no session
-/// or the provider has no end-session endpoint).
-async fn end_session(state: &AppState, cookie: &SessionCookie) -> Result<Option<String>, AppError> {
+/// Ends the session for `token` as Redis holds it (for `reason`: `logout`, or
+/// `replaced_by_login`), revokes its refresh token in the background, and builds the
+/// provider's end-session URL (`None` when there was no session or the provider has no
+/// end-session endpoint).
+async fn end_session(
+    state: &AppState,
+    cookie: &SessionCookie,
+    reason: &'static str,
+) -> Result<Option<String>, AppError> {
     let Some(record) = state.sessions.end(cookie).await? else {
         return Ok(None);
     };
-    tracing::info!("logout");
+    state.audit.record(
+        AuditEvent::Logout,
+        Details {
+            sub: Some(&record.sub),
+            session: Some(&record.handle),
+            reason: Some(reason),
+            ..Details::default()
+        },
+    );
     revoke_refresh_token_of(state, &record);
     let post_logout = state
         .public_url

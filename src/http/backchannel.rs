@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::auth::{no_store, revoke_ended};
+use crate::audit::{AuditEvent, Details};
 use crate::error::AppError;
 use crate::oidc::LogoutTokenError;
 
@@ -72,10 +73,18 @@ pub async fn backchannel_logout(
             return Err(error.into());
         }
     };
-    tracing::info!(
-        ended,
-        by_sid = request.sid.is_some(),
-        "back-channel logout from the provider"
+    state.audit.record(
+        AuditEvent::BackchannelLogout,
+        Details {
+            sub: request.sub.as_deref(),
+            reason: Some(if request.sid.is_some() {
+                "provider_session_ended"
+            } else {
+                "provider_user_logged_out"
+            }),
+            sessions_ended: Some(ended),
+            ..Details::default()
+        },
     );
     Ok(no_store(StatusCode::OK.into_response()))
 }

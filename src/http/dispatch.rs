@@ -97,7 +97,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
             .state
             .request_ids
             .assign(self.peer.ip(), request.headers());
-        let scope = RequestScope::open(&request, &id);
+        let client = self
+            .state
+            .trusted_proxies
+            .client(self.peer.ip(), request.headers());
+        let scope = RequestScope::open(&request, &id, client);
         request.extensions_mut().insert(id);
         let handling = match Dispatch::classify(&self.state.upstreams, request.uri()) {
             Dispatch::Proxy(call) => {

@@ -92,6 +92,8 @@ pub struct Components {
     pub suspicious_use: suspicious_use::SuspiciousUsePolicy,
     /// Where request ids come from.
     pub request_ids: request_id::RequestIds,
+    /// Where authentication events are recorded.
+    pub audit: crate::audit::AuditTrail,
 }
 
 impl Components {
@@ -124,7 +126,7 @@ impl Components {
         let Some(finding) = suspicious_use::assess(&session.record, client, headers) else {
             return Ok(session);
         };
-        self.suspicious_use.report(&session.record.handle, &finding);
+        self.suspicious_use.report(&session.record, &finding);
         if self.suspicious_use.action != suspicious_use::SuspiciousUseAction::End {
             return Ok(session);
         }

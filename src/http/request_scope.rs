@@ -1,21 +1,26 @@
 //! What every request gets, whichever way it is dispatched: a span with its method and path,
 //! a panic that costs the one request a JSON 500 (never the connection), and one debug line
 //! with its status and duration, and its request id (see [`super::request_id`]) on the span and
-//! the response. Metrics hook in here too, so that they cover the proxied calls and
+//! the response. The id and the client's network are also the request's audit context
+//! ([`crate::audit::context`]). Metrics hook in here too, so that they cover the proxied calls and
 //! Vestibule's own endpoints alike.
 //!
 //! The span holds method, path and request id only: queries carry codes and states, headers
 //! cookies.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use axum::response::Response;
 use futures_util::FutureExt;
+use ipnet::IpNet;
 use tracing::Instrument;
 
+use super::client_address::client_network;
 use super::request_id::{RequestId, X_REQUEST_ID};
+use crate::audit::RequestContext;
 use crate::error::panic_response;
 
 /// The scope one request is handled in, opened before it is dispatched.
@@ -23,12 +28,14 @@ pub struct RequestScope {
     span: tracing::Span,
     started: Instant,
     id: RequestId,
+    client_network: IpNet,
 }
 
 impl RequestScope {
-    /// Opens the scope for `request`, known by `id`.
-    pub fn open<B>(request: &hyper::Request<B>, id: &RequestId) -> Self {
+    /// Opens the scope for `request` from `client`, known by `id`.
+    pub fn open<B>(request: &hyper::Request<B>, id: &RequestId, client: IpAddr) -> Self {
         Self {
+            client_network: client_network(client),
             span: tracing::info_span!(
                 "request",
                 method = %request.method(),
@@ -45,7 +52,17 @@ impl RequestScope {
         self,
         handling: impl Future<Output = Response> + Send,
     ) -> impl Future<Output = Response> + Send {
-        let Self { span, started, id } = self;
+        let Self {
+            span,
+            started,
+            id,
+            client_network,
+        } = self;
+        let context = RequestContext {
+            request_id: id.header_value().clone(),
+            client_network,
+        };
+        let handling = context.scope(handling);
         AssertUnwindSafe(handling)
             .catch_unwind()
             .map(move |outcome| {

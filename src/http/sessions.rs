@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::auth::{no_store, revoke_ended};
 use super::{AppState, csrf};
+use crate::audit::{AuditEvent, Details};
 use crate::error::AppError;
 use crate::session::ActiveSession;
 
@@ -61,10 +62,12 @@ pub async fn end_session(
     if revoke_ended(&state, ended) == 0 {
         return Err(AppError::NoSuchSession);
     }
-    tracing::info!(
-        current = id == current.record.handle,
-        "session ended by its user"
-    );
+    let reason = if id == current.record.handle {
+        "this_session"
+    } else {
+        "one_session"
+    };
+    audit_ended_by_user(&state, &current, reason, 1);
     let mut response = StatusCode::NO_CONTENT.into_response();
     if id == current.record.handle {
         response
@@ -82,8 +85,22 @@ pub async fn end_other_sessions(
 ) -> Result<Response, AppError> {
     let current = caller_session(&state, peer, &headers).await?;
     let ended = revoke_ended(&state, state.sessions.end_others(&current).await?);
-    tracing::info!(ended, "other sessions ended by their user");
+    audit_ended_by_user(&state, &current, "other_sessions", ended);
     Ok(no_store(Json(json!({ "ended": ended })).into_response()))
+}
+
+/// Records that the user of `current` ended `ended` sessions.
+fn audit_ended_by_user(state: &AppState, current: &ActiveSession, reason: &str, ended: usize) {
+    state.audit.record(
+        AuditEvent::SessionsEndedByUser,
+        Details {
+            sub: Some(&current.record.sub),
+            session: Some(&current.record.handle),
+            reason: Some(reason),
+            sessions_ended: Some(ended),
+            ..Details::default()
+        },
+    );
 }
 
 /// Any other method on the sessions endpoints.

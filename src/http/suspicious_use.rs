@@ -4,8 +4,8 @@
 //!
 //! (The second is reported where refreshes are decided, in [`crate::refresh`].)
 //!
-//! Each finding is a structured security event on the `vestibule::security` log target, at
-//! most once per session per [`REPORT_INTERVAL`] and instance. `session.suspicious_use`
+//! Each finding is a `suspicious_use` event of the audit trail ([`crate::audit`]), at most
+//! once per session per [`REPORT_INTERVAL`] and instance. `session.suspicious_use`
 //! decides what else happens: `log` (the default) only reports, `end` also ends the session
 //! (its refresh token revoked) and answers `401`. The network is compared first, so the usual
 //! request (same network) costs no User-Agent parsing.
@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, header};
 
 use super::client_address::client_network;
 use super::device::describe;
+use crate::audit::{AuditEvent, AuditTrail, Details};
 use crate::clock::{OncePerInterval, unix_now};
 use crate::session::SessionRecord;
 pub use crate::session::SuspiciousUseAction;
@@ -65,35 +66,38 @@ pub struct SuspiciousUsePolicy {
     /// What happens besides the report.
     pub action: SuspiciousUseAction,
     reported: OncePerInterval,
+    audit: AuditTrail,
 }
 
 impl SuspiciousUsePolicy {
-    /// A policy taking `action`.
-    pub fn new(action: SuspiciousUseAction) -> Self {
+    /// A policy taking `action`, reporting to `audit`.
+    pub fn new(action: SuspiciousUseAction, audit: AuditTrail) -> Self {
         Self {
             action,
             reported: OncePerInterval::new(REPORT_INTERVAL, RECENT_REPORTS),
+            audit,
         }
     }
 
-    /// Emits the security event for `finding` on session `handle`, unless this instance
+    /// Records the audit event for `finding` on the session of `record`, unless this instance
     /// reported that session within [`REPORT_INTERVAL`] (always when the session ends).
-    pub fn report(&self, handle: &str, finding: &Finding) {
+    pub fn report(&self, record: &SessionRecord, finding: &Finding) {
         let ending = self.action == SuspiciousUseAction::End;
-        if !ending && !self.due(handle) {
+        if !ending && !self.due(&record.handle) {
             return;
         }
-        tracing::warn!(
-            target: "vestibule::security",
-            event = "suspicious_use",
-            reason = "network_and_browser_changed",
-            session = handle,
-            created_network = %finding.created.0,
-            created_browser = %finding.created.1,
-            network = %finding.now.0,
-            browser = %finding.now.1,
-            action = if ending { "session_ended" } else { "logged" },
-            "a session was used from another network with another browser"
+        self.audit.record(
+            AuditEvent::SuspiciousUse,
+            Details {
+                sub: Some(&record.sub),
+                session: Some(&record.handle),
+                reason: Some("network_and_browser_changed"),
+                outcome: Some(if ending { "session_ended" } else { "logged" }),
+                created_network: Some(&finding.created.0),
+                created_browser: Some(&finding.created.1),
+                browser: Some(&finding.now.1),
+                ..Details::default()
+            },
         );
     }
 
@@ -158,11 +162,15 @@ mod tests {
             created: ("a".into(), "b".into()),
             now: ("c".into(), "d".into()),
         };
-        let policy = SuspiciousUsePolicy::new(SuspiciousUseAction::Log);
+        let policy = SuspiciousUsePolicy::new(SuspiciousUseAction::Log, AuditTrail::clear());
         assert!(policy.due("s1"));
         assert!(!policy.due("s1"));
         assert!(policy.due("s2"));
-        policy.report("s3", &finding);
+        let record = SessionRecord {
+            handle: "s3".into(),
+            ..SessionRecord::for_testing("alice", 1)
+        };
+        policy.report(&record, &finding);
         assert!(!policy.due("s3"), "the report was remembered");
     }
 }

@@ -25,9 +25,15 @@ mod local_lock;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
+use crate::audit::context::carry;
+use crate::audit::{AuditEvent, AuditTrail, Details};
 use crate::clock::unix_now;
 use crate::oidc::{OidcError, Provider};
-use crate::session::{ActiveSession, Replacement, SessionCookie, Sessions, StoreError, TokenSet};
+use crate::session::{
+    ActiveSession, Replacement, SessionCookie, SessionRecord, Sessions, StoreError, TokenSet,
+};
 use cluster_lock::ClusterLock;
 use local_lock::LocalLocks;
 
@@ -59,6 +65,7 @@ pub struct Refresher {
     /// How long before expiry an access token is refreshed.
     skew_secs: u64,
     local_locks: LocalLocks,
+    audit: AuditTrail,
 }
 
 /// What a fresh read of the stored session says.
@@ -78,13 +85,20 @@ enum Turn {
 }
 
 impl Refresher {
-    /// Refreshes the tokens of `sessions` at `provider`, `skew_secs` before they expire.
-    pub fn new(sessions: Arc<Sessions>, provider: Arc<Provider>, skew_secs: u64) -> Self {
+    /// Refreshes the tokens of `sessions` at `provider`, `skew_secs` before they expire;
+    /// failures are recorded in `audit`.
+    pub fn new(
+        sessions: Arc<Sessions>,
+        provider: Arc<Provider>,
+        skew_secs: u64,
+        audit: AuditTrail,
+    ) -> Self {
         Self {
             sessions,
             provider,
             skew_secs,
             local_locks: LocalLocks::default(),
+            audit,
         }
     }
 
@@ -111,16 +125,19 @@ impl Refresher {
             Turn::Joined(winners_access_token) => return Ok(winners_access_token),
         };
         let this = self.clone();
-        let task = tokio::spawn(async move {
-            let outcome = tokio::select! {
-                biased;
-                outcome = this.refresh_holding_locks(&current.cookie) => outcome,
-                never = lock.keep() => match never {},
-            };
-            lock.release().await;
-            drop(local);
-            outcome
-        });
+        let task = tokio::spawn(carry(
+            async move {
+                let outcome = tokio::select! {
+                    biased;
+                    outcome = this.refresh_holding_locks(&current.cookie) => outcome,
+                    never = lock.keep() => match never {},
+                };
+                lock.release().await;
+                drop(local);
+                outcome
+            }
+            .in_current_span(),
+        ));
         task.await.unwrap_or_else(|_| {
             Err(AccessError::Provider(OidcError::Unavailable(
                 "the refresh task failed".into(),
@@ -190,9 +207,13 @@ impl Refresher {
             Err(error) if !current.record.tokens.is_expired(now) => {
                 // Still valid for a little while: serve the request, retry the refresh next time.
                 tracing::warn!(error = %error, "refresh failed; using the current access token");
+                self.audit_failure(&current, failure_reason(&error), "session_kept");
                 Ok(current.record.tokens.access_token)
             }
-            Err(error) => Err(AccessError::Provider(error)),
+            Err(error) => {
+                self.audit_failure(&current, failure_reason(&error), "request_failed");
+                Err(AccessError::Provider(error))
+            }
         }
     }
 
@@ -231,7 +252,11 @@ impl Refresher {
         let mut record = current.record.clone();
         record.tokens = tokens;
         let replacement = self.sessions.prepare_replacement(current, &record)?;
-        if self.replace_with_retries(&replacement).await? {
+        let replaced = self.replace_with_retries(&replacement).await;
+        if replaced.is_err() {
+            self.audit_failure(current, "store_unavailable", "request_failed");
+        }
+        if replaced? {
             tracing::debug!("access token refreshed");
             return Ok(record.tokens.access_token);
         }
@@ -251,8 +276,9 @@ impl Refresher {
     ) -> Result<String, AccessError> {
         if self.sessions.delete_if_unchanged(current).await? {
             tracing::info!(reason = %error, "refresh refused; ending the session");
+            self.audit_failure(current, failure_reason(error), "session_ended");
             if matches!(error, OidcError::ReuseReported(_)) {
-                report_refresh_token_reuse(&current.record.handle);
+                self.report_refresh_token_reuse(&current.record);
             }
             return Err(AccessError::SessionEnded);
         }
@@ -287,15 +313,45 @@ impl Refresher {
     }
 }
 
-/// The security event for a refresh token the provider reports reused (a copy of it is in
-/// someone else's hands): the session has just ended, as on any refused refresh.
-fn report_refresh_token_reuse(handle: &str) {
-    tracing::warn!(
-        target: "vestibule::security",
-        event = "suspicious_use",
-        reason = "refresh_token_reused",
-        session = handle,
-        action = "session_ended",
-        "the provider reports this session's refresh token was used again"
-    );
+impl Refresher {
+    /// Records a failed refresh of `current`'s tokens.
+    fn audit_failure(&self, current: &ActiveSession, reason: &str, outcome: &str) {
+        self.audit.record(
+            AuditEvent::RefreshFailed,
+            Details {
+                sub: Some(&current.record.sub),
+                session: Some(&current.record.handle),
+                reason: Some(reason),
+                outcome: Some(outcome),
+                ..Details::default()
+            },
+        );
+    }
+
+    /// The suspicious-use event for a refresh token the provider reports reused (a copy of it
+    /// is in someone else's hands): the session has just ended, as on any refused refresh.
+    fn report_refresh_token_reuse(&self, record: &SessionRecord) {
+        self.audit.record(
+            AuditEvent::SuspiciousUse,
+            Details {
+                sub: Some(&record.sub),
+                session: Some(&record.handle),
+                reason: Some("refresh_token_reused"),
+                outcome: Some("session_ended"),
+                ..Details::default()
+            },
+        );
+    }
+}
+
+/// Why a refresh failed, as a word of a small vocabulary (audit reasons and metric labels).
+pub fn failure_reason(error: &OidcError) -> &'static str {
+    match error {
+        OidcError::Rejected(_) => "refresh_rejected",
+        OidcError::ReuseReported(_) => "refresh_token_reused",
+        OidcError::SubjectChanged => "subject_changed",
+        OidcError::Refused(_) => "provider_refused",
+        OidcError::Unavailable(_) => "provider_unavailable",
+        OidcError::Invalid(_) => "invalid_response",
+    }
 }

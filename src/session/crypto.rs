@@ -226,6 +226,21 @@ impl KeyRing {
         }
     }
 
+    /// A 256-bit key for another purpose than sealing records (`purpose` names it, e.g. the
+    /// audit trail's subject hashing), derived with HKDF from the sealing key: instances with
+    /// the same keys derive the same one, and it reveals nothing of the sealing key.
+    pub fn derive_purpose_key(&self, purpose: &[u8]) -> SecretBox<[u8; 32]> {
+        let key = match &self.0 {
+            Keys::Single(key) => key,
+            Keys::Ring(keys) => &keys[0].1,
+        };
+        let hkdf = Hkdf::<Sha256>::new(Some(purpose), key.key.expose_secret());
+        let mut okm = Box::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's 255*32 byte limit, so expansion cannot fail.
+        let _ = hkdf.expand(b"vestibule purpose key v1", okm.as_mut_slice());
+        SecretBox::new(okm)
+    }
+
     /// The id records are sealed under now (`None`: the single, unlabelled key).
     pub fn sealing_id(&self) -> Option<&KeyId> {
         match &self.0 {

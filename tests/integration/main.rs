@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod audit;
 mod backchannel_logout;
 mod browser;
 mod bundle;

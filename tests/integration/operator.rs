@@ -72,8 +72,23 @@ async fn the_operator_counts_sessions_and_ends_every_session_of_a_subject_on_eve
         "{counted}"
     );
 
-    let revoked = report(&vestibule(&app, &["sessions", "revoke", "--sub", "alice"]));
+    let revoking = vestibule(&app, &["sessions", "revoke", "--sub", "alice"]);
+    let revoked = report(&revoking);
     assert_eq!(revoked["ended"], 2, "{revoked}");
+    // The audit trail has the operator's act, without the subject in clear.
+    let stderr = String::from_utf8_lossy(&revoking.stderr);
+    let audited: Value = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["target"] == "vestibule::audit")
+        .unwrap_or_else(|| panic!("no audit event: {stderr}"));
+    assert_eq!(audited["event"], "sessions_ended_by_operator");
+    assert_eq!(audited["sessions_ended"], 2);
+    assert!(
+        audited["subject"].as_str().is_some_and(|s| s.len() == 22),
+        "{audited}"
+    );
+    crate::harness::logs::assert_no_secrets(&stderr, &[], "the operator command's log");
     assert_eq!(revoked["refresh_tokens_revoked"], 2, "{revoked}");
     assert_eq!(revoked["refresh_tokens_not_revoked"], 0, "{revoked}");
     assert_eq!(laptop.user().await.0, StatusCode::UNAUTHORIZED);

@@ -47,12 +47,12 @@ async fn call_from(browser: &Browser, base: &str, address: &str, agent: &str) ->
         .status()
 }
 
-/// The security events the binary logged.
+/// The suspicious-use events of the binary's audit trail.
 fn security_events(binary: &VestibuleProcess) -> Vec<Value> {
     binary
         .log_events()
         .into_iter()
-        .filter(|event| event["target"] == "vestibule::security")
+        .filter(|event| event["target"] == "vestibule::audit" && event["event"] == "suspicious_use")
         .collect()
 }
 
@@ -125,10 +125,16 @@ async fn another_network_with_another_browser_is_reported_once_and_the_session_s
     let event = &events[0];
     assert_eq!(event["event"], "suspicious_use");
     assert_eq!(event["reason"], "network_and_browser_changed");
-    assert_eq!(event["action"], "logged");
+    assert_eq!(event["outcome"], "logged");
     assert_eq!(event["session"], handle.as_str());
     assert_eq!(event["created_network"], "127.0.0.0/24");
-    assert_eq!(event["network"], "198.51.100.0/24");
+    assert_eq!(event["client_network"], "198.51.100.0/24");
+    assert!(
+        event["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 32),
+        "{event}"
+    );
     assert_eq!(
         (event["created_browser"].as_str(), event["browser"].as_str()),
         (Some("Firefox"), Some("Chrome"))
@@ -166,7 +172,7 @@ async fn with_end_the_session_ends_everywhere_and_its_refresh_token_is_revoked()
     )
     .await;
     let events = logged_security_events(&binary).await;
-    assert_eq!(events[0]["action"], "session_ended");
+    assert_eq!(events[0]["outcome"], "session_ended");
     assert_eq!(events[0]["session"], handle.as_str());
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -195,7 +201,7 @@ async fn a_refresh_token_the_provider_reports_reused_ends_the_session_with_a_sec
     let events = logged_security_events(&binary).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["reason"], "refresh_token_reused");
-    assert_eq!(events[0]["action"], "session_ended");
+    assert_eq!(events[0]["outcome"], "session_ended");
     assert_eq!(events[0]["session"], handle.as_str());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -214,6 +214,11 @@ class MemoryStore {
 }
 
 const store = new MemoryStore();
+
+// Every secret value this provider handed out (opaque token values are their ids), kept after
+// the token expires or is revoked: GET /__test/secrets lets a test look for them in logs.
+const SECRET_MODELS = new Set(['AccessToken', 'RefreshToken', 'AuthorizationCode', 'ClientCredentials']);
+const issuedSecrets = [];
 setInterval(() => store.sweep(), 30_000).unref();
 
 class MemoryAdapter {
@@ -226,6 +231,7 @@ class MemoryAdapter {
   }
 
   async upsert(id, payload, expiresIn) {
+    if (SECRET_MODELS.has(this.name) && !this.entries.has(id)) issuedSecrets.push(id);
     const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
     this.entries.set(id, { payload: structuredClone(payload), expiresAt });
   }
@@ -629,6 +635,8 @@ function handleTest(req, res) {
       return sendJson(res, 200, { deleted: store.clear(['RefreshToken', 'AccessToken', 'Grant']) });
     case 'GET /__test/store':
       return sendJson(res, 200, store.counts());
+    case 'GET /__test/secrets':
+      return sendJson(res, 200, { issued: issuedSecrets });
     case 'POST /__test/refresh-delay': {
       const ms = Number.parseInt(new URL(req.url, 'http://localhost').searchParams.get('ms') ?? '', 10);
       if (!Number.isFinite(ms) || ms < 0) return sendJson(res, 400, { error: 'ms must be a non-negative integer' });

@@ -15,21 +15,25 @@ use super::wait_for;
 pub struct VestibuleProcess {
     child: Option<Child>,
     config: PathBuf,
-    log: Option<PathBuf>,
+    log: PathBuf,
+    /// Whether it logs JSON (else text).
+    json: bool,
     shutdown_delay_secs: u64,
     /// Its base URL (`http://127.0.0.1:<port>`).
     pub base: String,
 }
 
 impl VestibuleProcess {
-    /// Writes `config` (TOML, whose `listen` is `port`) to `dir` and starts the binary on it.
+    /// Writes `config` (TOML, whose `listen` is `port`) to `dir` and starts the binary on it;
+    /// its log (text) goes to `dir` too, and is checked for secrets when it is dropped.
     pub fn spawn(config: &str, port: u16, dir: &Path, shutdown_delay_secs: u64) -> Self {
         let path = dir.join(format!("vestibule-{port}.toml"));
         std::fs::write(&path, config).unwrap();
         let mut process = Self {
             child: None,
             config: path,
-            log: None,
+            log: dir.join(format!("vestibule-{port}.log")),
+            json: false,
             shutdown_delay_secs,
             base: format!("http://127.0.0.1:{port}"),
         };
@@ -37,7 +41,7 @@ impl VestibuleProcess {
         process
     }
 
-    /// Like [`VestibuleProcess::spawn`], with its log (JSON lines) kept in `dir` for
+    /// Like [`VestibuleProcess::spawn`], logging JSON lines, for
     /// [`VestibuleProcess::log_events`].
     pub fn spawn_logging(config: &str, port: u16, dir: &Path) -> Self {
         let path = dir.join(format!("vestibule-{port}.toml"));
@@ -45,7 +49,8 @@ impl VestibuleProcess {
         let mut process = Self {
             child: None,
             config: path,
-            log: Some(dir.join(format!("vestibule-{port}.log"))),
+            log: dir.join(format!("vestibule-{port}.log")),
+            json: true,
             shutdown_delay_secs: 0,
             base: format!("http://127.0.0.1:{port}"),
         };
@@ -55,8 +60,8 @@ impl VestibuleProcess {
 
     /// Every line it logged so far, as JSON (it must have been spawned logging).
     pub fn log_events(&self) -> Vec<Value> {
-        let log = self.log.as_ref().expect("spawned with spawn_logging");
-        std::fs::read_to_string(log)
+        assert!(self.json, "spawned with spawn_logging");
+        std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
             .map(|line| {
@@ -66,10 +71,9 @@ impl VestibuleProcess {
             .collect()
     }
 
-    /// The raw log text (it must have been spawned logging).
+    /// The raw log text.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log.as_ref().expect("spawned with spawn_logging"))
-            .unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Replaces its configuration (TOML, same `listen`); the next [`VestibuleProcess::start`]
@@ -96,19 +100,17 @@ impl VestibuleProcess {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        match &self.log {
-            Some(log) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap();
-                command
-                    .env("VESTIBULE_LOG_FORMAT", "json")
-                    .stderr(Stdio::from(file))
-            }
-            None => command.stderr(Stdio::null()),
-        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        command
+            .env("VESTIBULE_LOG", "info,vestibule=trace")
+            .stderr(Stdio::from(file));
+        if self.json {
+            command.env("VESTIBULE_LOG_FORMAT", "json");
+        }
         let child = command.spawn().expect("the vestibule binary runs");
         self.child = Some(child);
     }
@@ -166,6 +168,16 @@ impl Drop for VestibuleProcess {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            super::logs::assert_no_secrets(
+                &self.log_text(),
+                &[
+                    super::ENCRYPTION_KEY.to_owned(),
+                    super::provider::client_secret().to_owned(),
+                ],
+                "the vestibule binary's log",
+            );
         }
     }
 }

@@ -24,7 +24,7 @@ pub struct LoginOutcome {
 #[derive(Clone)]
 pub struct Browser {
     base: Url,
-    jar: Arc<Jar>,
+    jar: Arc<RecordingJar>,
     http: reqwest::Client,
     bare: reqwest::Client,
 }
@@ -41,7 +41,7 @@ impl Browser {
     }
 
     fn build(base: &str, user_agent: Option<&str>) -> Self {
-        let jar = Arc::new(Jar::default());
+        let jar = Arc::new(RecordingJar::default());
         let mut http = reqwest::Client::builder()
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
@@ -401,7 +401,8 @@ pub async fn call_concurrently(browsers: &[Browser], count: usize, path: &str) -
     futures_util::future::join_all(calls).await
 }
 
-/// The `Location` of a redirect, resolved against the request URL.
+/// The `Location` of a redirect, resolved against the request URL. Codes and states in it are
+/// noted as secrets no log may contain.
 pub fn location(response: &Response, base: &Url) -> Url {
     let value = response
         .headers()
@@ -409,5 +410,51 @@ pub fn location(response: &Response, base: &Url) -> Url {
         .unwrap_or_else(|| panic!("{} without Location", response.status()))
         .to_str()
         .unwrap();
-    base.join(value).unwrap()
+    let url = base.join(value).unwrap();
+    for (name, value) in url.query_pairs() {
+        if matches!(&*name, "code" | "state" | "id_token_hint" | "logout_token") {
+            super::logs::note_secret(&value);
+        }
+    }
+    url
+}
+
+/// A cookie jar that notes every cookie value it is given as a secret no log may contain.
+#[derive(Default)]
+pub struct RecordingJar(Jar);
+
+impl CookieStore for RecordingJar {
+    fn set_cookies(
+        &self,
+        cookie_headers: &mut dyn Iterator<Item = &reqwest::header::HeaderValue>,
+        url: &Url,
+    ) {
+        let headers: Vec<reqwest::header::HeaderValue> = cookie_headers.cloned().collect();
+        for header in &headers {
+            if let Some(value) = header
+                .to_str()
+                .ok()
+                .and_then(|text| text.split(';').next())
+                .and_then(|pair| pair.split_once('='))
+                .map(|(_, value)| value)
+            {
+                super::logs::note_secret(value);
+            }
+        }
+        self.0.set_cookies(&mut headers.iter(), url);
+    }
+
+    fn cookies(&self, url: &Url) -> Option<reqwest::header::HeaderValue> {
+        self.0.cookies(url)
+    }
+}
+
+impl RecordingJar {
+    /// Adds a cookie as `Set-Cookie` would.
+    pub fn add_cookie_str(&self, cookie: &str, url: &Url) {
+        if let Some((_, value)) = cookie.split(';').next().and_then(|p| p.split_once('=')) {
+            super::logs::note_secret(value);
+        }
+        self.0.add_cookie_str(cookie, url);
+    }
 }

@@ -7,6 +7,7 @@ pub mod compose;
 pub mod keycloak;
 pub mod keycloak_app;
 pub mod load;
+pub mod logs;
 pub mod nginx;
 pub mod provider;
 pub mod redis;
@@ -131,6 +132,8 @@ pub struct TestApp {
     pub upstream: Upstream,
     config: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where this scenario's part of the captured log begins.
+    log_from: usize,
 }
 
 impl TestApp {
@@ -203,6 +206,15 @@ impl Drop for TestApp {
         for task in &self.tasks {
             task.abort();
         }
+        if std::thread::panicking() {
+            return;
+        }
+        let mut secrets = self.provider.issued_secrets();
+        secrets.extend([
+            provider::client_secret().to_owned(),
+            ENCRYPTION_KEY.to_owned(),
+        ]);
+        logs::assert_no_secrets(&logs::since(self.log_from), &secrets, "vestibule's log");
     }
 }
 
@@ -297,6 +309,8 @@ impl TestAppBuilder {
 
     /// Starts Redis, the provider, the upstream and Vestibule.
     pub async fn start(self) -> TestApp {
+        logs::capture();
+        let log_from = logs::position();
         let redis = match (self.use_redis, self.redis_tls) {
             _ if self.external_redis.is_some() => None,
             (false, _) => None,
@@ -382,12 +396,14 @@ timeout_secs = 2
             upstream,
             config: toml,
             tasks: vec![task],
+            log_from,
         }
     }
 }
 
 /// Builds Vestibule from a TOML configuration and serves it in the background.
 pub async fn spawn_vestibule(toml: &str) -> tokio::task::JoinHandle<()> {
+    logs::capture();
     let settings = Settings::from_figment(Figment::new().merge(Toml::string(toml)))
         .unwrap_or_else(|error| panic!("test config invalid: {error}\n{toml}"));
     let app = Application::build(settings)

@@ -230,6 +230,37 @@ impl TestProvider {
         counts[model]["stored"].as_u64().unwrap_or(0)
     }
 
+    /// Every token value (access, refresh, code) the provider issued so far; callable where
+    /// nothing can be awaited (a `Drop`). Empty if the provider no longer answers.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return Vec::new();
+        };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+        let request = format!(
+            "GET /__test/secrets HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.port
+        );
+        let mut answer = String::new();
+        if stream.write_all(request.as_bytes()).is_err()
+            || stream.read_to_string(&mut answer).is_err()
+        {
+            return Vec::new();
+        }
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let secrets: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        secrets["issued"]
+            .as_array()
+            .map(|issued| {
+                issued
+                    .iter()
+                    .filter_map(|value| value.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// How many refresh grants the provider served.
     pub async fn refresh_grants(&self) -> u64 {
         self.stats().await["refresh_token"].as_u64().unwrap()

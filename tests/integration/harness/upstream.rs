@@ -90,6 +90,9 @@ async fn handle(State(state): State<UpstreamState>, request: Request) -> Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
+    if let Some(token) = &bearer {
+        super::logs::note_secret(token);
+    }
     let introspection = match &bearer {
         Some(token) => introspect(&state, token).await,
         None => json!({ "active": false }),

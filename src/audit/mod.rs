@@ -1,0 +1,220 @@
+//! The audit trail: one JSON line per authentication event, on the log target
+//! [`TARGET`] (`vestibule::audit`), whatever `log_format` and `VESTIBULE_LOG` say (see
+//! [`crate::logging`]), so a log pipeline can route it to a SIEM by target.
+//!
+//! Every event has its time, its kind (`event`), and where it applies the request id and the
+//! client's network (from [`context`]), the subject, the session's public handle (the id "my
+//! sessions" shows), a reason and a count. The subject is a keyed hash by default
+//! (HMAC-SHA256, 128 bits, base64url): the same user gives the same value on every instance,
+//! so events correlate, but the log does not hold identities; `audit.subject = "clear"` logs
+//! the `sub` itself. Never a token, cookie, code, state or secret: events are built from the
+//! fixed fields below only.
+
+pub mod context;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretBox};
+use sha2::Sha256;
+
+pub use context::RequestContext;
+
+/// The log target of audit events.
+pub const TARGET: &str = "vestibule::audit";
+
+/// The HKDF purpose of the subject key derived from the encryption key when `audit.subject_key`
+/// is not set.
+pub const SUBJECT_KEY_PURPOSE: &[u8] = b"vestibule audit subject v1";
+
+/// Bytes of the HMAC kept in a subject hash (128 bits: no collisions among any real user base).
+const SUBJECT_HASH_LEN: usize = 16;
+
+/// The kinds of audit event; [`AuditEvent::name`] is the `event` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditEvent {
+    /// A login completed: a session was created.
+    LoginSucceeded,
+    /// A login callback failed (`reason` says why).
+    LoginFailed,
+    /// A user logged out (or a login replaced the session the browser had).
+    Logout,
+    /// The provider ended sessions through back-channel logout.
+    BackchannelLogout,
+    /// A refresh failed; `outcome` says whether the session ended.
+    RefreshFailed,
+    /// The operator ended a subject's sessions (`vestibule sessions revoke`).
+    SessionsEndedByOperator,
+    /// A user ended sessions from "my sessions".
+    SessionsEndedByUser,
+    /// A login beyond `session.max_per_user` ended the user's least recently used sessions.
+    SessionsEvicted,
+    /// A session was used in a way that suggests it is in someone else's hands.
+    SuspiciousUse,
+}
+
+impl AuditEvent {
+    /// The event's name in the `event` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditEvent::LoginSucceeded => "login_succeeded",
+            AuditEvent::LoginFailed => "login_failed",
+            AuditEvent::Logout => "logout",
+            AuditEvent::BackchannelLogout => "backchannel_logout",
+            AuditEvent::RefreshFailed => "refresh_failed",
+            AuditEvent::SessionsEndedByOperator => "sessions_ended_by_operator",
+            AuditEvent::SessionsEndedByUser => "sessions_ended_by_user",
+            AuditEvent::SessionsEvicted => "sessions_evicted",
+            AuditEvent::SuspiciousUse => "suspicious_use",
+        }
+    }
+
+    /// A sentence for people reading the line.
+    fn message(self) -> &'static str {
+        match self {
+            AuditEvent::LoginSucceeded => "login succeeded",
+            AuditEvent::LoginFailed => "login failed",
+            AuditEvent::Logout => "session ended by logout",
+            AuditEvent::BackchannelLogout => "sessions ended by the provider (back-channel logout)",
+            AuditEvent::RefreshFailed => "token refresh failed",
+            AuditEvent::SessionsEndedByOperator => "sessions of a subject ended by the operator",
+            AuditEvent::SessionsEndedByUser => "sessions ended by their user",
+            AuditEvent::SessionsEvicted => "sessions ended: more than session.max_per_user",
+            AuditEvent::SuspiciousUse => "suspicious use of a session",
+        }
+    }
+}
+
+/// What an event says besides its kind and its request; every field is optional and a fixed,
+/// non-secret value (reasons are words from a small vocabulary, never another system's text).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Details<'a> {
+    /// The user (the ID token's `sub`), logged as [`AuditTrail`] is configured.
+    pub sub: Option<&'a str>,
+    /// The session's public handle.
+    pub session: Option<&'a str>,
+    /// Why (`state_mismatch`, `refresh_rejected`, …).
+    pub reason: Option<&'a str>,
+    /// What came of it (`session_ended`, `session_kept`, …).
+    pub outcome: Option<&'a str>,
+    /// How many sessions ended.
+    pub sessions_ended: Option<usize>,
+    /// The network the session was created from (suspicious use).
+    pub created_network: Option<&'a str>,
+    /// The browser family the session was created with (suspicious use).
+    pub created_browser: Option<&'a str>,
+    /// The browser family of this request (suspicious use).
+    pub browser: Option<&'a str>,
+}
+
+/// How subjects appear in audit events (`audit.subject`).
+enum SubjectForm {
+    /// A keyed hash under this key.
+    Hashed(SecretBox<[u8; 32]>),
+    /// The `sub` itself (the operator opted in).
+    Clear,
+}
+
+/// Where audit events are recorded. Cloning shares it.
+#[derive(Clone)]
+pub struct AuditTrail(Arc<SubjectForm>);
+
+impl AuditTrail {
+    /// Subjects as keyed hashes under `key` (instances sharing the key agree on them).
+    pub fn hashed(key: SecretBox<[u8; 32]>) -> Self {
+        Self(Arc::new(SubjectForm::Hashed(key)))
+    }
+
+    /// Subjects as they are.
+    pub fn clear() -> Self {
+        Self(Arc::new(SubjectForm::Clear))
+    }
+
+    /// How `sub` appears in events.
+    pub fn subject(&self, sub: &str) -> String {
+        match &*self.0 {
+            SubjectForm::Clear => sub.to_owned(),
+            SubjectForm::Hashed(key) => {
+                // HMAC accepts keys of any length, so this cannot fail.
+                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose_secret()) else {
+                    return String::new();
+                };
+                mac.update(sub.as_bytes());
+                let digest = mac.finalize().into_bytes();
+                URL_SAFE_NO_PAD.encode(&digest[..SUBJECT_HASH_LEN])
+            }
+        }
+    }
+
+    /// Records `event` with `details`, in the current request's context (if any).
+    pub fn record(&self, event: AuditEvent, details: Details<'_>) {
+        let context = RequestContext::current();
+        let request_id = context.as_ref().map(RequestContext::request_id);
+        let client_network = context
+            .as_ref()
+            .map(|context| tracing::field::display(context.client_network));
+        let subject = details.sub.map(|sub| self.subject(sub));
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(
+                    target: TARGET,
+                    $level,
+                    event = event.name(),
+                    request_id,
+                    client_network,
+                    subject = subject.as_deref(),
+                    session = details.session,
+                    reason = details.reason,
+                    outcome = details.outcome,
+                    sessions_ended = details.sessions_ended,
+                    created_network = details.created_network,
+                    created_browser = details.created_browser,
+                    browser = details.browser,
+                    "{}",
+                    event.message()
+                )
+            };
+        }
+        match event {
+            AuditEvent::SuspiciousUse | AuditEvent::LoginFailed => emit!(tracing::Level::WARN),
+            _ => emit!(tracing::Level::INFO),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuditTrail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match &*self.0 {
+            SubjectForm::Hashed(_) => "AuditTrail(hashed subjects)",
+            SubjectForm::Clear => "AuditTrail(clear subjects)",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed(byte: u8) -> AuditTrail {
+        AuditTrail::hashed(SecretBox::new(Box::new([byte; 32])))
+    }
+
+    #[test]
+    fn subjects_hash_the_same_under_one_key_and_differently_under_another() {
+        let trail = keyed(1);
+        let alice = trail.subject("alice");
+        assert_eq!(alice, keyed(1).subject("alice"), "instances agree");
+        assert_eq!(alice.len(), 22, "128 bits, base64url");
+        assert!(!alice.contains("alice"));
+        assert_ne!(alice, trail.subject("bob"));
+        assert_ne!(alice, keyed(2).subject("alice"), "keyed: not a plain hash");
+        assert_eq!(AuditTrail::clear().subject("alice"), "alice");
+    }
+
+    #[test]
+    fn the_debug_form_never_shows_the_key() {
+        assert_eq!(format!("{:?}", keyed(7)), "AuditTrail(hashed subjects)");
+    }
+}
