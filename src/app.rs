@@ -114,6 +114,7 @@ pub struct Application {
     state: AppState,
     limits: ServeLimits,
     shutdown_delay: std::time::Duration,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -133,7 +134,7 @@ impl Application {
             login,
             log_format: _,
             audit,
-            metrics_listen: _,
+            metrics_listen,
         } = settings;
         let store = open_store(&session, true).await?;
         let audit = audit_trail(audit, &session.keys);
@@ -182,6 +183,10 @@ impl Application {
         // (`http::request_scope`), around the router and the proxy alike.
         let router = http::router(state.clone());
         let listener = TcpListener::bind(listen).await?;
+        let metrics_listener = match metrics_listen {
+            Some(address) => Some(TcpListener::bind(address).await?),
+            None => None,
+        };
         let limits = ServeLimits {
             connection: ConnectionLimits {
                 header_read_timeout: server.header_read_timeout,
@@ -198,6 +203,7 @@ impl Application {
             state,
             limits,
             shutdown_delay: server.shutdown_delay,
+            metrics_listener,
         })
     }
 
@@ -210,6 +216,11 @@ impl Application {
     /// for `server.shutdown_delay_secs`, and in-flight requests finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
+        if let Some(listener) = self.metrics_listener {
+            tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
+            let serving = crate::metrics::endpoint::serve(listener, self.state.sessions.clone());
+            tokio::spawn(serving);
+        }
         let lifecycle = self.state.lifecycle.clone();
         let delay = self.shutdown_delay;
         let stop = async move {

@@ -62,6 +62,7 @@ pub async fn run(settings: Settings, command: SessionsCommand) -> anyhow::Result
             for token in &ended.refresh_tokens {
                 revoked += usize::from(provider.revoke_refresh_token(token.text()).await);
             }
+            crate::metrics::metrics().sessions_ended("revoked", ended.count);
             audit.record(
                 AuditEvent::SessionsEndedByOperator,
                 Details {

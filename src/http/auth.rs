@@ -16,6 +16,7 @@ use super::{AppState, Components, QueryParams, csrf};
 use crate::audit::{AuditEvent, Details};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
+use crate::metrics::metrics;
 use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
 use crate::session::{
@@ -61,6 +62,7 @@ pub async fn begin_login(
             .login_limit
             .report_displaced_logins(displaced.by_total);
     }
+    metrics().logins_started.inc();
     let set_cookie = [(header::SET_COOKIE, state.cookies.login_cookie(&binding))];
     Ok(no_store(
         (set_cookie, Redirect::to(request.url.as_str())).into_response(),
@@ -77,6 +79,8 @@ pub async fn finish_login(
 ) -> Result<Response, PageError> {
     match complete_login(&state, peer, &headers, query.as_deref()).await {
         Ok((response, record)) => {
+            metrics().logins_completed.inc();
+            metrics().sessions_created.inc();
             state.audit.record(
                 AuditEvent::LoginSucceeded,
                 Details {
@@ -88,6 +92,7 @@ pub async fn finish_login(
             Ok(response)
         }
         Err(error) => {
+            metrics().login_failed(error.login_failure_reason());
             state.audit.record(
                 AuditEvent::LoginFailed,
                 Details {
@@ -173,6 +178,7 @@ async fn complete_login(
     let created = state.sessions.create_within_limit(&record, &origin).await?;
     let evicted = revoke_ended(state, created.displaced);
     if evicted > 0 {
+        metrics().sessions_ended("evicted_by_limit", evicted);
         state.audit.record(
             AuditEvent::SessionsEvicted,
             Details {
@@ -301,6 +307,7 @@ async fn end_session(
     let Some(record) = state.sessions.end(cookie).await? else {
         return Ok(None);
     };
+    metrics().sessions_ended(reason, 1);
     state.audit.record(
         AuditEvent::Logout,
         Details {

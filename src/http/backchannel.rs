@@ -73,6 +73,7 @@ pub async fn backchannel_logout(
             return Err(error.into());
         }
     };
+    crate::metrics::metrics().sessions_ended("backchannel", ended);
     state.audit.record(
         AuditEvent::BackchannelLogout,
         Details {

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -28,6 +29,7 @@ use super::health;
 use super::proxy::{self, UpstreamCall};
 use super::request_scope::RequestScope;
 use crate::error::AppError;
+use crate::metrics::metrics;
 use crate::upstreams::{RouteError, UpstreamTable};
 
 /// How one request is handled.
@@ -55,6 +57,7 @@ impl Dispatch {
             Ok(target) => Dispatch::Proxy(UpstreamCall {
                 url: target.url,
                 timeout: target.route.timeout,
+                route: target.label,
             }),
             Err(RouteError::Traversal) => {
                 Dispatch::Refused(AppError::BadRequest("path leaves its route"))
@@ -106,10 +109,19 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
         let handling = match Dispatch::classify(&self.state.upstreams, request.uri()) {
             Dispatch::Proxy(call) => {
                 let (state, peer) = (self.state.clone(), self.peer);
+                let (method, route, started) =
+                    (request.method().clone(), call.route, Instant::now());
                 Either::Left(async move {
-                    proxy::forward(&state, peer, request, call)
+                    let response = proxy::forward(&state, peer, request, call)
                         .await
-                        .unwrap_or_else(IntoResponse::into_response)
+                        .unwrap_or_else(IntoResponse::into_response);
+                    metrics().proxied(
+                        route,
+                        &method,
+                        response.status().as_u16(),
+                        started.elapsed(),
+                    );
+                    response
                 })
             }
             Dispatch::Refused(error) => {

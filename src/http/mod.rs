@@ -131,6 +131,7 @@ impl Components {
             return Ok(session);
         }
         if let Some(record) = self.sessions.end(&session.cookie).await? {
+            crate::metrics::metrics().sessions_ended("suspicious_use", 1);
             auth::revoke_refresh_token_of(self, &record);
         }
         Err(AppError::Unauthenticated)

@@ -15,6 +15,7 @@ use super::request_id::{RequestId, X_REQUEST_ID};
 use super::upstream::describe;
 use super::{AppState, csrf};
 use crate::error::AppError;
+use crate::metrics::metrics;
 
 /// Where a proxied call goes.
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub struct UpstreamCall {
     pub url: String,
     /// How long to wait for the upstream's response headers.
     pub timeout: Duration,
+    /// The route's metric label.
+    pub route: &'static str,
 }
 
 /// Forwards an API call with the session's access token.
@@ -33,7 +36,11 @@ pub async fn forward(
     call: UpstreamCall,
 ) -> Result<Response, AppError> {
     csrf::check(request.headers(), &state.origin)?;
-    let UpstreamCall { url, timeout } = call;
+    let UpstreamCall {
+        url,
+        timeout,
+        route,
+    } = call;
     let upstream_uri: Uri = url
         .parse()
         .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
@@ -64,8 +71,14 @@ pub async fn forward(
 
     let response =
         match tokio::time::timeout(timeout, state.upstream.request(upstream_request)).await {
-            Err(_) => return Err(AppError::UpstreamTimeout),
-            Ok(Err(error)) => return Err(AppError::UpstreamUnavailable(describe(&error))),
+            Err(_) => {
+                metrics().upstream_error(route, "timeout");
+                return Err(AppError::UpstreamTimeout);
+            }
+            Ok(Err(error)) => {
+                metrics().upstream_error(route, "connect");
+                return Err(AppError::UpstreamUnavailable(describe(&error)));
+            }
             Ok(Ok(response)) => response,
         };
     let (mut parts, body) = response.into_parts();

@@ -91,6 +91,7 @@ pub async fn end_other_sessions(
 
 /// Records that the user of `current` ended `ended` sessions.
 fn audit_ended_by_user(state: &AppState, current: &ActiveSession, reason: &str, ended: usize) {
+    crate::metrics::metrics().sessions_ended("ended_by_user", ended);
     state.audit.record(
         AuditEvent::SessionsEndedByUser,
         Details {

@@ -66,16 +66,15 @@ impl Provider {
         pkce_verifier: &str,
         nonce: &str,
     ) -> Result<LoginTokens, OidcError> {
-        let (discovered, response) = self
-            .token_request(|discovered: Arc<Discovered>| async move {
-                discovered
-                    .client
-                    .exchange_code(AuthorizationCode::new(code.to_owned()))
-                    .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
-                    .request_async(&self.http)
-                    .await
-            })
-            .await?;
+        let exchange = self.token_request(|discovered: Arc<Discovered>| async move {
+            discovered
+                .client
+                .exchange_code(AuthorizationCode::new(code.to_owned()))
+                .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+                .request_async(&self.http)
+                .await
+        });
+        let (discovered, response) = super::observed("code_exchange", exchange).await?;
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::Invalid("token response has no id_token".into()))?;
@@ -107,15 +106,14 @@ impl Provider {
         sub: &str,
     ) -> Result<RefreshedTokens, OidcError> {
         let refresh_token = &RefreshToken::new(refresh_token.to_owned());
-        let (discovered, response) = self
-            .token_request(|discovered: Arc<Discovered>| async move {
-                discovered
-                    .client
-                    .exchange_refresh_token(refresh_token)
-                    .request_async(&self.http)
-                    .await
-            })
-            .await?;
+        let grant = self.token_request(|discovered: Arc<Discovered>| async move {
+            discovered
+                .client
+                .exchange_refresh_token(refresh_token)
+                .request_async(&self.http)
+                .await
+        });
+        let (discovered, response) = super::observed("refresh", grant).await?;
         let mut new_id_token = None;
         if let Some(id_token) = response.id_token() {
             // Refreshed ID tokens need not carry a nonce (Keycloak omits it).

@@ -41,20 +41,23 @@ impl Provider {
             ("token", refresh_token.to_owned()),
             ("token_type_hint", "refresh_token".to_owned()),
         ];
+        let started = std::time::Instant::now();
         let result = self
             .authenticated_form_post(&discovered, endpoint, form)
             .send()
             .await;
-        match result {
-            Ok(response) if response.status().is_success() => true,
+        let (revoked, outcome) = match result {
+            Ok(response) if response.status().is_success() => (true, "ok"),
             Ok(response) => {
                 tracing::warn!(status = %response.status(), "token revocation refused");
-                false
+                (false, "rejected")
             }
             Err(error) => {
                 tracing::warn!(error = %error, "token revocation failed");
-                false
+                (false, "error")
             }
-        }
+        };
+        crate::metrics::metrics().provider_request("revocation", outcome, started.elapsed());
+        revoked
     }
 }

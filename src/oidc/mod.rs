@@ -55,6 +55,25 @@ pub enum OidcError {
     Invalid(String),
 }
 
+/// Times `request` to the provider's `endpoint` and records it in the metrics: `ok`,
+/// `rejected` (the provider said no) or `error` (unreachable, invalid answer).
+async fn observed<T>(
+    endpoint: &'static str,
+    request: impl std::future::Future<Output = Result<T, OidcError>>,
+) -> Result<T, OidcError> {
+    let started = std::time::Instant::now();
+    let result = request.await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(OidcError::Rejected(_) | OidcError::ReuseReported(_) | OidcError::Refused(_)) => {
+            "rejected"
+        }
+        Err(_) => "error",
+    };
+    crate::metrics::metrics().provider_request(endpoint, outcome, started.elapsed());
+    result
+}
+
 /// The OpenID Provider client. Its steps are `impl` blocks in the files named above.
 pub struct Provider {
     settings: ProviderSettings,

@@ -30,6 +30,7 @@ use tracing::Instrument;
 use crate::audit::context::carry;
 use crate::audit::{AuditEvent, AuditTrail, Details};
 use crate::clock::unix_now;
+use crate::metrics::{KindLabel, ReasonLabel, metrics};
 use crate::oidc::{OidcError, Provider};
 use crate::session::{
     ActiveSession, Replacement, SessionCookie, SessionRecord, Sessions, StoreError, TokenSet,
@@ -114,7 +115,14 @@ impl Refresher {
             .acquire(&session.cookie.storage_key())
             .await;
         let current = match self.reread(&session.cookie).await? {
-            Stored::Usable(access_token) => return Ok(access_token),
+            Stored::Usable(access_token) => {
+                // Another request on this instance refreshed while this one queued.
+                metrics()
+                    .refresh_waits
+                    .get_or_create(&KindLabel { kind: "local" })
+                    .inc();
+                return Ok(access_token);
+            }
             Stored::Due(current) => current,
         };
         if current.record.tokens.refresh_token.is_none() {
@@ -167,7 +175,9 @@ impl Refresher {
         if !current.record.tokens.is_expired(unix_now()) {
             return Ok(current.record.tokens.access_token.clone());
         }
-        self.sessions.delete_if_unchanged(current).await?;
+        if self.sessions.delete_if_unchanged(current).await? {
+            metrics().sessions_ended("access_token_expired", 1);
+        }
         Err(AccessError::SessionEnded)
     }
 
@@ -176,7 +186,15 @@ impl Refresher {
     async fn take_cluster_lock_or_join(&self, cookie: &SessionCookie) -> Result<Turn, AccessError> {
         let lock = ClusterLock::new(self.sessions.store(), cookie);
         let wait = cluster_lock::Wait::start();
+        let mut waited = false;
         while !lock.try_take().await? {
+            if !waited {
+                waited = true;
+                metrics()
+                    .refresh_waits
+                    .get_or_create(&KindLabel { kind: "cluster" })
+                    .inc();
+            }
             wait.next_poll().await?;
             if let Stored::Usable(access_token) = self.reread(cookie).await? {
                 return Ok(Turn::Joined(access_token));
@@ -197,7 +215,26 @@ impl Refresher {
     /// Refreshes, stores the result, and decides what a failure means.
     async fn refresh_and_store(&self, current: ActiveSession) -> Result<String, AccessError> {
         let now = unix_now();
-        match self.grant(&current).await {
+        let metrics = metrics();
+        metrics.refresh_attempts.inc();
+        let started = std::time::Instant::now();
+        let granted = self.grant(&current).await;
+        metrics
+            .refresh_duration
+            .observe(started.elapsed().as_secs_f64());
+        match &granted {
+            Ok(_) => {
+                metrics.refresh_successes.inc();
+            }
+            Err(error) => {
+                let reason = failure_reason(error);
+                metrics
+                    .refresh_failures
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+            }
+        }
+        match granted {
             Ok(tokens) => self.store(&current, tokens).await,
             Err(
                 error @ (OidcError::Rejected(_)
@@ -276,6 +313,7 @@ impl Refresher {
     ) -> Result<String, AccessError> {
         if self.sessions.delete_if_unchanged(current).await? {
             tracing::info!(reason = %error, "refresh refused; ending the session");
+            metrics().sessions_ended(failure_reason(error), 1);
             self.audit_failure(current, failure_reason(error), "session_ended");
             if matches!(error, OidcError::ReuseReported(_)) {
                 self.report_refresh_token_reuse(&current.record);

@@ -38,6 +38,9 @@ pub enum RouteError {
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamTable {
     routes: Vec<Route>,
+    /// Each route's prefix as a metric label (`'static`: labels live as long as the metrics,
+    /// and the routes are a handful of strings fixed at start-up).
+    labels: Vec<&'static str>,
 }
 
 /// A matched route and the upstream URL for the request.
@@ -47,21 +50,30 @@ pub struct Target<'a> {
     pub route: &'a Route,
     /// The full upstream URL (path remainder and query appended).
     pub url: String,
+    /// The route's metric label (its prefix).
+    pub label: &'static str,
 }
 
 impl UpstreamTable {
     /// Builds the table; prefixes are normalised by the config layer.
     pub fn new(mut routes: Vec<Route>) -> Self {
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-        Self { routes }
+        let labels = routes
+            .iter()
+            .map(|route| &*Box::leak(route.prefix.clone().into_boxed_str()))
+            .collect();
+        Self { routes, labels }
     }
 
     /// Finds the route for `path` and builds the upstream URL with `query`.
     pub fn resolve(&self, path: &str, query: Option<&str>) -> Result<Target<'_>, RouteError> {
-        let (route, remainder) = self
+        let (at, route, remainder) = self
             .routes
             .iter()
-            .find_map(|route| remainder_after(path, &route.prefix).map(|rest| (route, rest)))
+            .enumerate()
+            .find_map(|(at, route)| {
+                remainder_after(path, &route.prefix).map(|rest| (at, route, rest))
+            })
             .ok_or(RouteError::NoRoute)?;
         if climbs_out(remainder) {
             return Err(RouteError::Traversal);
@@ -78,7 +90,11 @@ impl UpstreamTable {
             url.push('?');
             url.push_str(query);
         }
-        Ok(Target { route, url })
+        Ok(Target {
+            route,
+            url,
+            label: self.labels[at],
+        })
     }
 }
 

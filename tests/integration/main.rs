@@ -18,6 +18,7 @@ mod keycloak;
 mod limits;
 mod load_balancer;
 mod login;
+mod metrics;
 mod my_sessions;
 mod operator;
 mod proxy;

@@ -170,12 +170,15 @@ impl RecordCache {
         let now = Instant::now();
         let mut state = self.state();
         let touch = self.touch_due(&state, key, now);
+        let metrics = crate::metrics::metrics();
         if !touch
             && state.serving(now)
             && let Some(sealed) = state.records.get(key)
         {
+            metrics.cache_hits.inc();
             return Lookup::Hit(sealed.clone());
         }
+        metrics.cache_misses.inc();
         Lookup::Miss(Self::begin(&mut state, key, now, touch))
     }
 

@@ -113,15 +113,32 @@ pub(super) fn bounded(config: AsyncConnectionConfig) -> AsyncConnectionConfig {
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
 }
 
+/// Records one Redis round trip in the metrics; a script not yet loaded (`NOSCRIPT`, retried at
+/// once with the script) is not a failure.
+fn observe(started: std::time::Instant, error: Option<&redis::RedisError>) {
+    let metrics = crate::metrics::metrics();
+    metrics
+        .redis_duration
+        .observe(started.elapsed().as_secs_f64());
+    if error.is_some_and(|error| error.code() != Some("NOSCRIPT")) {
+        metrics.redis_errors.inc();
+    }
+}
+
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            RedisConnection::Server(connection) => connection.req_packed_command(cmd),
-            RedisConnection::Sentinel(connection) => connection.req_packed_command(cmd),
-            RedisConnection::Cluster(cluster) => {
-                Box::pin(async move { cluster.connection().await?.req_packed_command(cmd).await })
-            }
-        }
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let reply = match self {
+                RedisConnection::Server(connection) => connection.req_packed_command(cmd).await,
+                RedisConnection::Sentinel(connection) => connection.req_packed_command(cmd).await,
+                RedisConnection::Cluster(cluster) => {
+                    cluster.connection().await?.req_packed_command(cmd).await
+                }
+            };
+            observe(started, reply.as_ref().err());
+            reply
+        })
     }
 
     fn req_packed_commands<'a>(

@@ -1,0 +1,410 @@
+//! Prometheus metrics: what an SRE's dashboard needs to see of logins, sessions, refreshes, the
+//! provider, Redis, the per-instance cache and the proxy.
+//!
+//! One process-wide set (every layer records into [`metrics()`] without it being passed
+//! around), exposed in the Prometheus text format by [`endpoint`] on `metrics.listen` only,
+//! never on the public listener. Labels are bounded: reasons and outcomes are words of fixed
+//! vocabularies, routes are the configured prefixes, never raw paths or user ids. Recording
+//! costs a few atomic operations (and a label lookup), whether or not anything scrapes.
+//!
+//! Built on `prometheus-client` (the Prometheus project's own Rust client): typed label sets
+//! keep cardinality bounded by construction, and there is no global recorder to install.
+
+pub mod endpoint;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A label set of one reason (`reason="state_mismatch"`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason, a word of a fixed vocabulary.
+    pub reason: &'static str,
+}
+
+/// A provider endpoint and the outcome of one request to it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// `discovery`, `code_exchange`, `refresh` or `revocation`.
+    pub endpoint: &'static str,
+    /// `ok`, `rejected` (the provider said no) or `error` (unreachable, invalid answer).
+    pub outcome: &'static str,
+}
+
+/// A provider endpoint.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    /// As in [`ProviderLabels::endpoint`].
+    pub endpoint: &'static str,
+}
+
+/// A proxied call's route, method and status class.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabels {
+    /// The route's configured prefix.
+    pub route: &'static str,
+    /// `GET`, `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE`, `OPTIONS` or `other`.
+    pub method: &'static str,
+    /// `2xx` … `5xx`.
+    pub status: &'static str,
+}
+
+/// A route.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The route's configured prefix.
+    pub route: &'static str,
+}
+
+/// A route and what went wrong reaching its upstream.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    /// The route's configured prefix.
+    pub route: &'static str,
+    /// `connect` (unreachable, refused, reset) or `timeout`.
+    pub kind: &'static str,
+}
+
+/// A kind of wait.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// What was waited for.
+    pub kind: &'static str,
+}
+
+/// A cache lookup's outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `hit` or `miss`.
+    pub outcome: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets (seconds) for calls to the provider, Redis and upstreams: 0.5 ms to 10 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+/// Every metric Vestibule records.
+pub struct Metrics {
+    registry: Registry,
+    /// Logins started (`/api/auth/login` redirected to the provider).
+    pub logins_started: Counter,
+    /// Logins completed (a session was created).
+    pub logins_completed: Counter,
+    /// Login callbacks that failed, by reason.
+    pub logins_failed: Family<ReasonLabel, Counter>,
+    /// Sessions created.
+    pub sessions_created: Counter,
+    /// Sessions ended, by reason.
+    pub sessions_ended: Family<ReasonLabel, Counter>,
+    /// Live sessions in the store (set when scraped).
+    pub live_sessions: Gauge,
+    /// Refresh grants attempted.
+    pub refresh_attempts: Counter,
+    /// Refresh grants that succeeded.
+    pub refresh_successes: Counter,
+    /// Refreshes that failed, by reason.
+    pub refresh_failures: Family<ReasonLabel, Counter>,
+    /// Duration of refresh grants.
+    pub refresh_duration: Histogram,
+    /// Requests that waited for another request's refresh: `local` (on this instance) or
+    /// `cluster` (for another instance's lock).
+    pub refresh_waits: Family<KindLabel, Counter>,
+    /// Requests to the provider, by endpoint and outcome.
+    pub provider_requests: Family<ProviderLabels, Counter>,
+    /// Duration of requests to the provider, by endpoint.
+    pub provider_duration: Histograms<EndpointLabel>,
+    /// Duration of Redis commands.
+    pub redis_duration: Histogram,
+    /// Redis commands that failed (unreachable, timed out, refused).
+    pub redis_errors: Counter,
+    /// Lookups in this instance's session cache.
+    cache_lookups: Family<OutcomeLabel, Counter>,
+    /// Session cache hits (the `hit` member of the lookups, resolved once: the hot path).
+    pub cache_hits: Counter,
+    /// Session cache misses.
+    pub cache_misses: Counter,
+    /// Whether this instance's session cache serves hits (1) or every call reads Redis (0).
+    pub cache_serving: Gauge,
+    /// Proxied calls, by route, method and status class.
+    pub proxy_requests: Family<ProxyLabels, Counter>,
+    /// Duration of proxied calls until the upstream's response headers, by route.
+    pub proxy_duration: Histograms<RouteLabel>,
+    /// Upstream calls that failed, by route and kind.
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let cache_lookups = Family::<OutcomeLabel, Counter>::default();
+        let outcome = |outcome| {
+            cache_lookups
+                .get_or_create(&OutcomeLabel { outcome })
+                .clone()
+        };
+        let (cache_hits, cache_misses) = (outcome("hit"), outcome("miss"));
+        let metrics = Self {
+            registry: Registry::with_prefix("vestibule"),
+            logins_started: Counter::default(),
+            logins_completed: Counter::default(),
+            logins_failed: Family::default(),
+            sessions_created: Counter::default(),
+            sessions_ended: Family::default(),
+            live_sessions: Gauge::default(),
+            refresh_attempts: Counter::default(),
+            refresh_successes: Counter::default(),
+            refresh_failures: Family::default(),
+            refresh_duration: latency_histogram(),
+            refresh_waits: Family::default(),
+            provider_requests: Family::default(),
+            provider_duration: Histograms::new_with_constructor(latency_histogram),
+            redis_duration: latency_histogram(),
+            redis_errors: Counter::default(),
+            cache_lookups,
+            cache_hits,
+            cache_misses,
+            cache_serving: Gauge::default(),
+            proxy_requests: Family::default(),
+            proxy_duration: Histograms::new_with_constructor(latency_histogram),
+            upstream_errors: Family::default(),
+        };
+        metrics.registered()
+    }
+
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "logins_started",
+            "Logins started",
+            self.logins_started.clone(),
+        );
+        r.register(
+            "logins_completed",
+            "Logins completed",
+            self.logins_completed.clone(),
+        );
+        r.register(
+            "logins_failed",
+            "Login callbacks that failed, by reason",
+            self.logins_failed.clone(),
+        );
+        r.register(
+            "sessions_created",
+            "Sessions created",
+            self.sessions_created.clone(),
+        );
+        r.register(
+            "sessions_ended",
+            "Sessions ended, by reason",
+            self.sessions_ended.clone(),
+        );
+        r.register(
+            "live_sessions",
+            "Live sessions in the store (at scrape time)",
+            self.live_sessions.clone(),
+        );
+        r.register(
+            "refresh_attempts",
+            "Refresh grants attempted",
+            self.refresh_attempts.clone(),
+        );
+        r.register(
+            "refresh_successes",
+            "Refresh grants that succeeded",
+            self.refresh_successes.clone(),
+        );
+        r.register(
+            "refresh_failures",
+            "Refreshes that failed, by reason",
+            self.refresh_failures.clone(),
+        );
+        r.register(
+            "refresh_duration_seconds",
+            "Duration of refresh grants",
+            self.refresh_duration.clone(),
+        );
+        r.register("refresh_waits", "Requests that waited for another request's refresh (local) or another instance's lock (cluster)", self.refresh_waits.clone());
+        r.register(
+            "provider_requests",
+            "Requests to the provider, by endpoint and outcome",
+            self.provider_requests.clone(),
+        );
+        r.register(
+            "provider_request_duration_seconds",
+            "Duration of requests to the provider",
+            self.provider_duration.clone(),
+        );
+        r.register(
+            "redis_command_duration_seconds",
+            "Duration of Redis commands",
+            self.redis_duration.clone(),
+        );
+        r.register(
+            "redis_errors",
+            "Redis commands that failed",
+            self.redis_errors.clone(),
+        );
+        r.register(
+            "session_cache_lookups",
+            "Lookups in this instance's session cache",
+            self.cache_lookups.clone(),
+        );
+        r.register(
+            "session_cache_serving",
+            "Whether this instance's session cache serves hits",
+            self.cache_serving.clone(),
+        );
+        r.register(
+            "proxy_requests",
+            "Proxied calls, by route, method and status class",
+            self.proxy_requests.clone(),
+        );
+        r.register(
+            "proxy_request_duration_seconds",
+            "Duration of proxied calls until the upstream's response headers",
+            self.proxy_duration.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Upstream calls that failed, by route and kind",
+            self.upstream_errors.clone(),
+        );
+        self
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts a failed login callback.
+    pub fn login_failed(&self, reason: &'static str) {
+        self.logins_failed
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts `count` sessions ended for `reason`.
+    pub fn sessions_ended(&self, reason: &'static str, count: usize) {
+        if count > 0 {
+            self.sessions_ended
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(count as u64);
+        }
+    }
+
+    /// Records one request to the provider's `endpoint`.
+    pub fn provider_request(&self, endpoint: &'static str, outcome: &'static str, took: Duration) {
+        self.provider_requests
+            .get_or_create(&ProviderLabels { endpoint, outcome })
+            .inc();
+        self.provider_duration
+            .get_or_create(&EndpointLabel { endpoint })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records one proxied call on `route` (status `None`: no response from the upstream).
+    pub fn proxied(
+        &self,
+        route: &'static str,
+        method: &axum::http::Method,
+        status: u16,
+        took: Duration,
+    ) {
+        self.proxy_requests
+            .get_or_create(&ProxyLabels {
+                route,
+                method: method_label(method),
+                status: status_class(status),
+            })
+            .inc();
+        self.proxy_duration
+            .get_or_create(&RouteLabel { route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts an upstream call on `route` that failed (`connect` or `timeout`).
+    pub fn upstream_error(&self, route: &'static str, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels { route, kind })
+            .inc();
+    }
+}
+
+/// A method as a label: the common ones by name, the rest as `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// A status as its class.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_family_with_bounded_labels() {
+        let metrics = Metrics::new();
+        metrics.login_failed("state_mismatch");
+        metrics.proxied(
+            "/api/orders",
+            &axum::http::Method::PATCH,
+            503,
+            Duration::from_millis(3),
+        );
+        metrics.proxied(
+            "/api/orders",
+            &axum::http::Method::from_bytes(b"PURGE").unwrap(),
+            204,
+            Duration::ZERO,
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains("vestibule_logins_failed_total{reason=\"state_mismatch\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("vestibule_proxy_requests_total{route=\"/api/orders\",method=\"PATCH\",status=\"5xx\"} 1"), "{text}");
+        assert!(text.contains("method=\"other\",status=\"2xx\""), "{text}");
+        assert!(text.contains("vestibule_proxy_request_duration_seconds_bucket{le=\"0.005\",route=\"/api/orders\"} 2") || text.contains("vestibule_proxy_request_duration_seconds_bucket{route=\"/api/orders\",le=\"0.005\"} 2"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,224 @@
+//! The Prometheus endpoint, through the real binary: on `metrics.listen` only, and its values
+//! move exactly as a real scenario (Redis, the provider, an upstream) makes them.
+
+use std::collections::HashMap;
+
+use reqwest::StatusCode;
+
+use crate::harness::binary::VestibuleProcess;
+use crate::harness::{Browser, TestApp, free_port, wait_for};
+
+/// A scrape: series (name with labels, as written) to value.
+struct Scrape(HashMap<String, f64>);
+
+impl Scrape {
+    /// The value of `series` (0 when absent: a counter not yet incremented).
+    fn get(&self, series: &str) -> f64 {
+        self.0.get(series).copied().unwrap_or(0.0)
+    }
+}
+
+async fn scrape(metrics: &str) -> Scrape {
+    let response = reqwest::get(format!("{metrics}/metrics")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = response.text().await.unwrap();
+    Scrape(
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                Some((series.to_owned(), value.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+/// Every series whose value differs between two scrapes, with the change.
+fn changes(before: &Scrape, after: &Scrape, prefix: &str) -> Vec<(String, f64)> {
+    let mut moved: Vec<(String, f64)> = after
+        .0
+        .keys()
+        .chain(before.0.keys())
+        .filter(|series| series.starts_with(prefix))
+        .map(|series| (series.clone(), after.get(series) - before.get(series)))
+        .filter(|(_, change)| *change != 0.0)
+        .collect();
+    moved.sort_by(|a, b| a.0.cmp(&b.0));
+    moved.dedup();
+    moved
+}
+
+#[tokio::test]
+async fn the_figures_move_exactly_as_the_scenario_does() {
+    let public = free_port();
+    let down = free_port();
+    let (in_process_metrics, metrics_port) = (free_port(), free_port());
+    let app = TestApp::builder()
+        .public_port(public)
+        .access_token_ttl(3)
+        .extra_toml(&format!(
+            "\n[[routes]]\nprefix = \"/api/down\"\nupstream = \"http://127.0.0.1:{down}\"\n\n[metrics]\nlisten = \"127.0.0.1:{in_process_metrics}\"\n"
+        ))
+        .start()
+        .await;
+    // The binary (a process of its own, so its figures are this scenario's alone) listens on
+    // another metrics port than the in-process instance.
+    let dir = std::env::temp_dir().join(format!("vestibule-metrics-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = app.config_listening_on(public).replace(
+        &format!("127.0.0.1:{in_process_metrics}"),
+        &format!("127.0.0.1:{metrics_port}"),
+    );
+    let binary = VestibuleProcess::spawn_logging(&config, public, &dir);
+    binary.wait_until_ready().await;
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+
+    // Never on the public listener.
+    let public_page = reqwest::get(format!("{}/metrics", binary.base))
+        .await
+        .unwrap();
+    assert!(
+        !public_page
+            .text()
+            .await
+            .unwrap()
+            .contains("vestibule_logins_started_total")
+    );
+
+    // A forged callback: exactly one failure counter moves, with its reason.
+    let before = scrape(&metrics).await;
+    let alice = Browser::new(&binary.base);
+    let forged = alice
+        .get(format!(
+            "{}/api/auth/callback?state=forged-state&code=x",
+            binary.base
+        ))
+        .await;
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    let after = scrape(&metrics).await;
+    assert_eq!(
+        changes(&before, &after, "vestibule_log"),
+        vec![(
+            "vestibule_logins_failed_total{reason=\"state_mismatch\"}".to_owned(),
+            1.0
+        )]
+    );
+
+    // A login, a proxied call.
+    let before = after;
+    alice.login("alice").await;
+    assert_eq!(
+        alice.api_get("/api/orders/x").await.status(),
+        StatusCode::OK
+    );
+    let after = scrape(&metrics).await;
+    assert_eq!(
+        after.get("vestibule_logins_started_total") - before.get("vestibule_logins_started_total"),
+        1.0
+    );
+    assert_eq!(
+        after.get("vestibule_logins_completed_total")
+            - before.get("vestibule_logins_completed_total"),
+        1.0
+    );
+    assert_eq!(
+        after.get("vestibule_sessions_created_total")
+            - before.get("vestibule_sessions_created_total"),
+        1.0
+    );
+    assert_eq!(
+        after.get("vestibule_live_sessions"),
+        1.0,
+        "one session in Redis"
+    );
+    let ok_calls =
+        "vestibule_proxy_requests_total{route=\"/api/orders\",method=\"GET\",status=\"2xx\"}";
+    assert_eq!(after.get(ok_calls) - before.get(ok_calls), 1.0);
+    let latency = "vestibule_proxy_request_duration_seconds_count{route=\"/api/orders\"}";
+    assert_eq!(after.get(latency) - before.get(latency), 1.0);
+    let code_exchanges =
+        "vestibule_provider_requests_total{endpoint=\"code_exchange\",outcome=\"ok\"}";
+    assert_eq!(after.get(code_exchanges) - before.get(code_exchanges), 1.0);
+    assert!(
+        after.get("vestibule_redis_command_duration_seconds_count")
+            > before.get("vestibule_redis_command_duration_seconds_count")
+    );
+    assert_eq!(after.get("vestibule_redis_errors_total"), 0.0);
+
+    // A transparent refresh.
+    let before = after;
+    alice.wait_past_access_token_expiry().await;
+    assert_eq!(
+        alice.api_get("/api/orders/x").await.status(),
+        StatusCode::OK
+    );
+    let after = scrape(&metrics).await;
+    for (series, change) in [
+        ("vestibule_refresh_attempts_total", 1.0),
+        ("vestibule_refresh_successes_total", 1.0),
+        ("vestibule_refresh_duration_seconds_count", 1.0),
+        (
+            "vestibule_provider_requests_total{endpoint=\"refresh\",outcome=\"ok\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(after.get(series) - before.get(series), change, "{series}");
+    }
+    assert!(
+        changes(&before, &after, "vestibule_refresh_failures").is_empty(),
+        "no failure"
+    );
+
+    // The provider refuses the next refresh: the session ends for that reason.
+    let before = after;
+    app.provider
+        .fail_next_refresh("invalid_grant", "grant revoked")
+        .await;
+    alice.wait_past_access_token_expiry().await;
+    assert_eq!(
+        alice.api_get("/api/orders/x").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let after = scrape(&metrics).await;
+    let refused = "vestibule_refresh_failures_total{reason=\"refresh_rejected\"}";
+    assert_eq!(after.get(refused) - before.get(refused), 1.0);
+    let ended = "vestibule_sessions_ended_total{reason=\"refresh_rejected\"}";
+    assert_eq!(after.get(ended) - before.get(ended), 1.0);
+    assert_eq!(after.get("vestibule_live_sessions"), 0.0);
+
+    // Logout, and an upstream that is down.
+    alice.login("alice").await;
+    let before = scrape(&metrics).await;
+    assert_eq!(
+        alice.api_get("/api/down/x").await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(alice.logout().await.0, StatusCode::OK);
+    let after = scrape(&metrics).await;
+    let down_errors = "vestibule_upstream_errors_total{route=\"/api/down\",kind=\"connect\"}";
+    assert_eq!(after.get(down_errors) - before.get(down_errors), 1.0);
+    let down_calls =
+        "vestibule_proxy_requests_total{route=\"/api/down\",method=\"GET\",status=\"5xx\"}";
+    assert_eq!(after.get(down_calls) - before.get(down_calls), 1.0);
+    let logouts = "vestibule_sessions_ended_total{reason=\"logout\"}";
+    assert_eq!(after.get(logouts) - before.get(logouts), 1.0);
+    wait_for(
+        "the session cache to serve",
+        std::time::Duration::from_secs(10),
+        || async {
+            (scrape(&metrics)
+                .await
+                .get("vestibule_session_cache_serving")
+                == 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
