@@ -135,6 +135,7 @@ impl Application {
             log_format: _,
             audit,
             metrics_listen,
+            traces,
         } = settings;
         let store = open_store(&session, true).await?;
         let audit = audit_trail(audit, &session.keys);
@@ -178,6 +179,7 @@ impl Application {
                 TrustedProxies::new(server.trusted_proxies.clone()),
             ),
             audit,
+            trust_traceparent: traces.trust_traceparent,
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::request_scope`), around the router and the proxy alike.

@@ -23,4 +23,5 @@ pub mod random;
 pub mod refresh;
 pub mod return_to;
 pub mod session;
+pub mod traces;
 pub mod upstreams;

@@ -11,20 +11,30 @@ use tracing::{Level, Subscriber};
 use tracing_subscriber::filter::{FilterExt, Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, Registry};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::audit;
 use crate::config::{IgnoredVariable, LogFormat};
 
+/// A layer of the global subscriber, boxed so that the log, the audit trail and the trace
+/// exporter can be stacked whichever are configured.
+pub type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync>;
+
 /// The variable that sets the log filter (`info` when unset), e.g. `vestibule=debug`.
 pub const FILTER_VARIABLE: &str = "VESTIBULE_LOG";
 
-/// Installs the global subscriber; call once, before anything logs.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber, with `extra` layers (the trace exporter's) beside the log;
+/// call once, before anything logs.
+pub fn init(format: LogFormat, extra: Vec<BoxedLayer<Registry>>) {
     tracing_subscriber::registry()
-        .with(layers(format, filter(), std::io::stderr, wants_colour()))
+        .with(
+            layers(format, filter(), std::io::stderr, wants_colour())
+                .into_iter()
+                .chain(extra)
+                .collect::<Vec<_>>(),
+        )
         .init();
 }
 
@@ -41,7 +51,7 @@ pub fn layers<S, W>(
     filter: EnvFilter,
     writer: W,
     colour: bool,
-) -> Vec<Box<dyn Layer<S> + Send + Sync>>
+) -> Vec<BoxedLayer<S>>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
     W: for<'writer> MakeWriter<'writer> + Clone + Send + Sync + 'static,

@@ -65,7 +65,22 @@ fn main() -> ExitCode {
             return ExitCode::from(CONFIG_ERROR);
         }
     };
-    logging::init(loaded.settings.log_format);
+    // Spans are exported by a serving instance only (not by --check-config or a command).
+    let serving = !cli.check_config && cli.command.is_none();
+    let traces = if serving {
+        vestibule::traces::start(&loaded.settings.traces)
+    } else {
+        Ok(None)
+    };
+    let (trace_layer, _trace_export) = match traces {
+        Ok(Some((layer, export))) => (vec![layer], Some(export)),
+        Ok(None) => (Vec::new(), None),
+        Err(error) => {
+            eprintln!("vestibule: cannot start the trace exporter: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(loaded.settings.log_format, trace_layer);
     logging::report_ignored_environment(&loaded.ignored_environment);
     let settings = loaded.settings;
     if cli.check_config {

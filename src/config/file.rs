@@ -43,6 +43,34 @@ pub struct FileSettings {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// OpenTelemetry trace export.
+    #[serde(default)]
+    pub traces: TracesSection,
+}
+
+/// `[traces]`: OpenTelemetry spans over OTLP/HTTP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesSection {
+    /// The collector's OTLP/HTTP base URL (e.g. `http://collector:4318`); absent: no export.
+    pub otlp_endpoint: Option<Url>,
+    /// Adopt the `traceparent` a request brings as the parent of its spans.
+    pub trust_traceparent: bool,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Share of new traces sampled, 0 to 1.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracesSection {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            trust_traceparent: false,
+            service_name: "vestibule".to_owned(),
+            sample_ratio: 1.0,
+        }
+    }
 }
 
 /// `[audit]`: how audit events name the user.

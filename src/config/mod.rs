@@ -58,6 +58,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// Where Prometheus scrapes (`metrics.listen`); `None`: no metrics listener.
     pub metrics_listen: Option<SocketAddr>,
+    /// OpenTelemetry trace export (`[traces]`).
+    pub traces: crate::traces::TraceSettings,
 }
 
 /// `[audit]`.

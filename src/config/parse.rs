@@ -10,10 +10,12 @@ use url::Url;
 use super::error::ConfigError;
 use super::file::{
     AuditSection, AuditSubject, FileSettings, FrontendSection, RouteSection, ServerSection,
+    TracesSection,
 };
 use super::redis;
 use super::{AuditSettings, Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
 use super::{encryption_keys, secret_files};
+use crate::traces::TraceSettings;
 use crate::upstreams::Route;
 
 /// Checks every value of `file` and converts it into [`Settings`].
@@ -112,6 +114,33 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         login: file.login,
         audit: audit(file.audit)?,
         metrics_listen: file.metrics.listen,
+        traces: traces(file.traces)?,
+    })
+}
+
+fn traces(section: TracesSection) -> Result<TraceSettings, ConfigError> {
+    if let Some(endpoint) = &section.otlp_endpoint
+        && !matches!(endpoint.scheme(), "http" | "https")
+    {
+        return Err(ConfigError::new(
+            "traces.otlp_endpoint",
+            "must be an http(s) URL (OTLP over HTTP)",
+        ));
+    }
+    if !(0.0..=1.0).contains(&section.sample_ratio) {
+        return Err(ConfigError::new(
+            "traces.sample_ratio",
+            "must be between 0 and 1",
+        ));
+    }
+    if section.service_name.trim().is_empty() {
+        return Err(ConfigError::new("traces.service_name", "must not be empty"));
+    }
+    Ok(TraceSettings {
+        otlp_endpoint: section.otlp_endpoint,
+        trust_traceparent: section.trust_traceparent,
+        service_name: section.service_name,
+        sample_ratio: section.sample_ratio,
     })
 }
 

@@ -139,6 +139,19 @@ impl Settings {
             },
         );
         line(
+            "traces",
+            match &self.traces.otlp_endpoint {
+                Some(endpoint) => format!(
+                    "OTLP/HTTP to {} as {} (sample_ratio {}, trust_traceparent {})",
+                    without_credentials(endpoint),
+                    self.traces.service_name,
+                    self.traces.sample_ratio,
+                    self.traces.trust_traceparent
+                ),
+                None => "off (traces.otlp_endpoint not set)".to_owned(),
+            },
+        );
+        line(
             "log_format",
             match self.log_format {
                 LogFormat::Text => "text",

@@ -27,6 +27,7 @@ use crate::session::{
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
 /// provider. Rate-limited per client address; the logins in progress are capped (the oldest
 /// are displaced).
+#[tracing::instrument(level = "debug", name = "login", skip_all)]
 pub async fn begin_login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -71,6 +72,7 @@ pub async fn begin_login(
 
 /// `GET /api/auth/callback`: validates the provider's answer and creates a new session; the
 /// outcome goes to the audit trail either way.
+#[tracing::instrument(level = "debug", name = "callback", skip_all)]
 pub async fn finish_login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -104,7 +104,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
             .state
             .trusted_proxies
             .client(self.peer.ip(), request.headers());
-        let scope = RequestScope::open(&request, &id, client);
+        let scope = RequestScope::open(&request, &id, client, self.state.trust_traceparent);
         request.extensions_mut().insert(id);
         let handling = match Dispatch::classify(&self.state.upstreams, request.uri()) {
             Dispatch::Proxy(call) => {

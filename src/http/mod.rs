@@ -94,6 +94,8 @@ pub struct Components {
     pub request_ids: request_id::RequestIds,
     /// Where authentication events are recorded.
     pub audit: crate::audit::AuditTrail,
+    /// Whether a request's `traceparent` is trusted (`traces.trust_traceparent`).
+    pub trust_traceparent: bool,
 }
 
 impl Components {

@@ -16,6 +16,8 @@ use super::upstream::describe;
 use super::{AppState, csrf};
 use crate::error::AppError;
 use crate::metrics::metrics;
+use crate::traces;
+use tracing::Instrument;
 
 /// Where a proxied call goes.
 #[derive(Debug)]
@@ -29,6 +31,7 @@ pub struct UpstreamCall {
 }
 
 /// Forwards an API call with the session's access token.
+#[tracing::instrument(level = "debug", name = "proxy", skip_all, fields(route = call.route))]
 pub async fn forward(
     state: &AppState,
     peer: SocketAddr,
@@ -67,20 +70,34 @@ pub async fn forward(
             parts.headers.remove(X_REQUEST_ID);
         }
     }
+    // The upstream continues the trace from its own span; a browser's context goes no further
+    // unless it is trusted (and then, when spans are exported, it is this trace's parent).
+    if state.trust_traceparent && !traces::exporting() {
+        // Passed through as the browser or front proxy sent it.
+    } else {
+        for name in traces::TRACE_HEADERS {
+            parts.headers.remove(name);
+        }
+    }
+    let upstream_span = tracing::debug_span!("upstream", route);
+    upstream_span.in_scope(|| traces::inject(&mut parts.headers));
     let upstream_request = Request::from_parts(parts, body);
 
-    let response =
-        match tokio::time::timeout(timeout, state.upstream.request(upstream_request)).await {
-            Err(_) => {
-                metrics().upstream_error(route, "timeout");
-                return Err(AppError::UpstreamTimeout);
-            }
-            Ok(Err(error)) => {
-                metrics().upstream_error(route, "connect");
-                return Err(AppError::UpstreamUnavailable(describe(&error)));
-            }
-            Ok(Ok(response)) => response,
-        };
+    let upstream_call = state
+        .upstream
+        .request(upstream_request)
+        .instrument(upstream_span);
+    let response = match tokio::time::timeout(timeout, upstream_call).await {
+        Err(_) => {
+            metrics().upstream_error(route, "timeout");
+            return Err(AppError::UpstreamTimeout);
+        }
+        Ok(Err(error)) => {
+            metrics().upstream_error(route, "connect");
+            return Err(AppError::UpstreamUnavailable(describe(&error)));
+        }
+        Ok(Ok(response)) => response,
+    };
     let (mut parts, body) = response.into_parts();
     clean_upstream_response(&mut parts.headers);
     parts

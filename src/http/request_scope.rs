@@ -33,15 +33,25 @@ pub struct RequestScope {
 
 impl RequestScope {
     /// Opens the scope for `request` from `client`, known by `id`.
-    pub fn open<B>(request: &hyper::Request<B>, id: &RequestId, client: IpAddr) -> Self {
+    /// With `trust_traceparent`, a `traceparent` the request brings becomes its span's parent.
+    pub fn open<B>(
+        request: &hyper::Request<B>,
+        id: &RequestId,
+        client: IpAddr,
+        trust_traceparent: bool,
+    ) -> Self {
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = %id.as_str()
+        );
+        if trust_traceparent {
+            crate::traces::adopt_parent(&span, request.headers());
+        }
         Self {
             client_network: client_network(client),
-            span: tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                request_id = %id.as_str()
-            ),
+            span,
             started: Instant::now(),
             id: id.clone(),
         }

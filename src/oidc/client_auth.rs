@@ -105,7 +105,7 @@ impl Provider {
         mut form: Vec<(&'static str, String)>,
     ) -> reqwest::RequestBuilder {
         let (client_id, secret) = (&self.settings.client_id, &self.settings.client_secret);
-        let mut request = self.http.post(endpoint);
+        let mut request = self.http.post(endpoint).headers(crate::traces::headers());
         if matches!(discovered.client.auth_type(), AuthType::RequestBody) {
             form.push(("client_id", client_id.clone()));
             form.push(("client_secret", secret.expose_secret().to_owned()));

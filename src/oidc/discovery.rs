@@ -114,6 +114,7 @@ impl Provider {
         let response = self
             .http
             .get(settings.discovery_url.clone())
+            .headers(crate::traces::headers())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
@@ -143,7 +144,7 @@ impl Provider {
             BackChannel::new(&settings.issuer, &settings.discovery_url, &token_endpoint);
         let jwks_uri =
             JsonWebKeySetUrl::from_url(back_channel.route(metadata.jwks_uri().url().clone()));
-        let jwks = CoreJsonWebKeySet::fetch_async(&jwks_uri, &self.http)
+        let jwks = CoreJsonWebKeySet::fetch_async(&jwks_uri, &self.traced_http())
             .await
             .map_err(|error| unavailable("JWKS fetch failed", &error))?;
         let token_uri = TokenUrl::from_url(back_channel.route(token_endpoint));

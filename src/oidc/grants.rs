@@ -60,6 +60,7 @@ pub(super) type TokenRequestError<RE> =
 impl Provider {
     /// Exchanges an authorization code and validates the ID token (signature, `iss`, `aud`,
     /// `exp`, `nonce`, `at_hash`).
+    #[tracing::instrument(level = "debug", name = "code_exchange", skip_all)]
     pub async fn exchange_code(
         &self,
         code: &str,
@@ -71,7 +72,7 @@ impl Provider {
                 .client
                 .exchange_code(AuthorizationCode::new(code.to_owned()))
                 .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
-                .request_async(&self.http)
+                .request_async(&self.traced_http())
                 .await
         });
         let (discovered, response) = super::observed("code_exchange", exchange).await?;
@@ -100,6 +101,7 @@ impl Provider {
 
     /// Runs the refresh grant for the session of `sub`, checking that a returned ID token is
     /// for the same `sub` (OIDC Core §12.2).
+    #[tracing::instrument(level = "debug", name = "refresh_grant", skip_all)]
     pub async fn refresh(
         &self,
         refresh_token: &str,
@@ -110,7 +112,7 @@ impl Provider {
             discovered
                 .client
                 .exchange_refresh_token(refresh_token)
-                .request_async(&self.http)
+                .request_async(&self.traced_http())
                 .await
         });
         let (discovered, response) = super::observed("refresh", grant).await?;

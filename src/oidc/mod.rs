@@ -55,6 +55,26 @@ pub enum OidcError {
     Invalid(String),
 }
 
+impl Provider {
+    /// The HTTP client for the OAuth library's requests, adding the trace context to each.
+    fn traced_http(&self) -> TracedHttp<'_> {
+        TracedHttp(&self.http)
+    }
+}
+
+/// The provider's HTTP client, adding the current trace context to each request.
+struct TracedHttp<'a>(&'a reqwest::Client);
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for TracedHttp<'_> {
+    type Error = <reqwest::Client as openidconnect::AsyncHttpClient<'c>>::Error;
+    type Future = <reqwest::Client as openidconnect::AsyncHttpClient<'c>>::Future;
+
+    fn call(&'c self, mut request: openidconnect::HttpRequest) -> Self::Future {
+        crate::traces::inject(request.headers_mut());
+        self.0.call(request)
+    }
+}
+
 /// Times `request` to the provider's `endpoint` and records it in the metrics: `ok`,
 /// `rejected` (the provider said no) or `error` (unreachable, invalid answer).
 async fn observed<T>(

@@ -213,6 +213,7 @@ impl Refresher {
     }
 
     /// Refreshes, stores the result, and decides what a failure means.
+    #[tracing::instrument(level = "debug", name = "refresh", skip_all)]
     async fn refresh_and_store(&self, current: ActiveSession) -> Result<String, AccessError> {
         let now = unix_now();
         let metrics = metrics();

@@ -170,6 +170,7 @@ impl Sessions {
 
     /// [`Sessions::create`], also ending the user's least recently used sessions beyond
     /// `session.max_per_user` (returned, with their refresh tokens to revoke).
+    #[tracing::instrument(level = "debug", name = "session_store", skip_all)]
     pub async fn create_within_limit(
         &self,
         record: &SessionRecord,
@@ -203,12 +204,14 @@ impl Sessions {
     ///
     /// `Ok(None)` means "no valid session" (unknown, expired, or does not decrypt);
     /// an unreachable store is an error, so the caller answers 503 rather than logging out.
+    #[tracing::instrument(level = "debug", name = "session_load", skip_all)]
     pub async fn load(&self, cookie: &SessionCookie) -> Result<Option<ActiveSession>, StoreError> {
         self.load_with(cookie, Freshness::Recent).await
     }
 
     /// Like [`Sessions::load`], but exactly as the store holds it now: for decisions that must
     /// see what other instances wrote a moment ago (whether a refresh is still needed).
+    #[tracing::instrument(level = "debug", name = "session_load", skip_all)]
     pub async fn load_fresh(
         &self,
         cookie: &SessionCookie,
@@ -218,6 +221,7 @@ impl Sessions {
 
     /// Like [`Sessions::load_fresh`], and pushes the idle expiry back now, so
     /// [`ActiveSession::idle_expires_at`] is the deadline the store enforces.
+    #[tracing::instrument(level = "debug", name = "session_load", skip_all)]
     pub async fn load_touched(
         &self,
         cookie: &SessionCookie,
@@ -338,6 +342,7 @@ impl Sessions {
     /// refresh that finishes after it, and a refresh whose lock lapsed cannot overwrite the
     /// next holder's tokens). `Ok(true)` also when an earlier attempt of this replacement
     /// already wrote it. The TTL is the idle timeout, capped by the absolute end.
+    #[tracing::instrument(level = "debug", name = "session_store", skip_all)]
     pub async fn replace(&self, replacement: &Replacement) -> Result<bool, StoreError> {
         let Replacement {
             key,

@@ -29,3 +29,4 @@ mod server;
 mod shutdown;
 mod storage;
 mod suspicious_use;
+mod traces;

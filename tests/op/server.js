@@ -318,6 +318,7 @@ function zeroStats() {
     backchannel_logouts: 0, // logout tokens delivered (answered 200 or 204)
     backchannel_logout_errors: 0, // logout tokens refused or undeliverable
     backchannel_last_error: '', // why the last one was (for a failing test's message)
+    token_traceparents: [], // the W3C traceparent of each token request (null when absent)
   };
 }
 
@@ -699,6 +700,7 @@ function usedAuthMethod(req, form) {
 
 async function strictClientAuth(req, res) {
   const route = CLIENT_AUTH_PATHS.get(new URL(req.url, 'http://localhost').pathname);
+  if (route === 'token') stats.token_traceparents.push(req.headers.traceparent ?? null);
   if (!STRICT_CLIENT_AUTH || req.method !== 'POST' || !route
     || !/^application\/x-www-form-urlencoded/i.test(req.headers['content-type'] ?? '')) {
     return true;

@@ -9,6 +9,7 @@ pub mod keycloak_app;
 pub mod load;
 pub mod logs;
 pub mod nginx;
+pub mod otlp;
 pub mod provider;
 pub mod redis;
 pub mod redis_topologies;

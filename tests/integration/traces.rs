@@ -1,0 +1,181 @@
+//! OpenTelemetry traces, through the real binary exporting to a real OTLP/HTTP receiver: the
+//! span tree of one proxied call that triggers a refresh, the trace context the upstream and
+//! the provider receive, and a browser's `traceparent` adopted only when trusted.
+
+use std::collections::HashMap;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::binary::VestibuleProcess;
+use crate::harness::otlp::{OtlpReceiver, ReceivedSpan};
+use crate::harness::{Browser, TestApp, free_port, wait_for};
+
+/// A browser's own trace context (its trace and span ids).
+const BROWSER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const BROWSER_SPAN: &str = "00f067aa0ba902b7";
+
+/// An app whose public URL is the real binary's, exporting spans to `receiver`, with 3-second
+/// access tokens.
+async fn stack(
+    receiver: &OtlpReceiver,
+    trust: bool,
+) -> (TestApp, VestibuleProcess, std::path::PathBuf) {
+    let public = free_port();
+    let app = TestApp::builder()
+        .public_port(public)
+        .access_token_ttl(3)
+        .extra_toml(&format!(
+            "\n[traces]\notlp_endpoint = \"{}\"\nservice_name = \"vestibule-test\"\ntrust_traceparent = {trust}\n",
+            receiver.url
+        ))
+        .start()
+        .await;
+    let dir = std::env::temp_dir().join(format!("vestibule-traces-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = VestibuleProcess::spawn_logging(&app.config_listening_on(public), public, &dir);
+    binary.wait_until_ready().await;
+    (app, binary, dir)
+}
+
+/// Logs `alice` in, waits until her access token is due, then makes one call with the
+/// browser's own `traceparent`; returns the browser, the call's request id and the upstream's
+/// `traceparent`.
+async fn one_refreshing_call(app: &TestApp, binary: &VestibuleProcess) -> (String, String) {
+    let alice = Browser::new(&binary.base);
+    alice.login("alice").await;
+    alice.wait_past_access_token_expiry().await;
+    let response = alice
+        .http()
+        .get(format!("{}/api/orders/x", binary.base))
+        .header("x-csrf", "1")
+        .header(
+            "traceparent",
+            format!("00-{BROWSER_TRACE}-{BROWSER_SPAN}-01"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let seen = app.upstream.seen();
+    let upstream_traceparent = seen.last().unwrap().headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (request_id, upstream_traceparent)
+}
+
+/// Waits until the receiver holds the whole trace of the request `request_id` (down to the
+/// refresh grant); its spans by name.
+async fn trace_of(receiver: &OtlpReceiver, request_id: &str) -> HashMap<String, ReceivedSpan> {
+    wait_for(
+        "the proxied call's spans to be exported",
+        std::time::Duration::from_secs(20),
+        || async {
+            let spans = receiver.spans();
+            let request = spans.iter().find(|span| {
+                span.name == "request"
+                    && span.attributes.get("request_id").map(String::as_str) == Some(request_id)
+            })?;
+            let trace: HashMap<String, ReceivedSpan> = spans
+                .iter()
+                .filter(|span| span.trace_id == request.trace_id)
+                .map(|span| (span.name.clone(), span.clone()))
+                .collect();
+            [
+                "proxy",
+                "refresh",
+                "refresh_grant",
+                "session_store",
+                "upstream",
+            ]
+            .iter()
+            .all(|name| trace.contains_key(*name))
+            .then_some(trace)
+        },
+    )
+    .await
+}
+
+/// `(trace id, parent id)` of a `traceparent` value.
+fn parse_traceparent(value: &str) -> (String, String) {
+    let parts: Vec<&str> = value.split('-').collect();
+    assert_eq!(parts.len(), 4, "{value}");
+    (parts[1].to_owned(), parts[2].to_owned())
+}
+
+#[tokio::test]
+async fn a_proxied_call_that_refreshes_is_one_span_tree_continued_by_the_upstream_and_the_provider()
+{
+    let receiver = OtlpReceiver::start().await;
+    let (app, binary, dir) = stack(&receiver, true).await;
+    let (request_id, upstream_traceparent) = one_refreshing_call(&app, &binary).await;
+    let trace = trace_of(&receiver, &request_id).await;
+    let span = |name: &str| &trace[name];
+    let parent_of = |name: &str| span(name).parent_span_id.clone();
+
+    // The trusted browser context is the parent; the tree below it is Vestibule's.
+    assert_eq!(span("request").trace_id, BROWSER_TRACE);
+    assert_eq!(parent_of("request"), BROWSER_SPAN);
+    assert_eq!(span("request").service, "vestibule-test");
+    assert_eq!(span("request").attributes["path"], "/api/orders/x");
+    assert_eq!(parent_of("proxy"), span("request").span_id);
+    assert_eq!(span("proxy").attributes["route"], "/api/orders");
+    assert_eq!(parent_of("refresh"), span("proxy").span_id);
+    assert_eq!(parent_of("refresh_grant"), span("refresh").span_id);
+    assert_eq!(parent_of("session_store"), span("refresh").span_id);
+    assert_eq!(parent_of("upstream"), span("proxy").span_id);
+    let loads: Vec<ReceivedSpan> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "session_load" && s.trace_id == BROWSER_TRACE)
+        .collect();
+    assert!(
+        loads
+            .iter()
+            .any(|load| load.parent_span_id == span("proxy").span_id),
+        "the session is loaded under the proxied call: {loads:?}"
+    );
+
+    // The upstream continues the trace from the upstream span.
+    assert_eq!(
+        parse_traceparent(&upstream_traceparent),
+        (BROWSER_TRACE.to_owned(), span("upstream").span_id.clone())
+    );
+    // So does the provider, from the refresh grant.
+    let stats: Value = app.provider.stats().await;
+    let token_requests = stats["token_traceparents"].as_array().unwrap();
+    let refresh_traceparent = token_requests.last().unwrap().as_str().unwrap();
+    assert_eq!(
+        parse_traceparent(refresh_traceparent),
+        (
+            BROWSER_TRACE.to_owned(),
+            span("refresh_grant").span_id.clone()
+        )
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_untrusted_browser_traceparent_starts_nothing_and_goes_no_further() {
+    let receiver = OtlpReceiver::start().await;
+    let (app, binary, dir) = stack(&receiver, false).await;
+    let (request_id, upstream_traceparent) = one_refreshing_call(&app, &binary).await;
+    let trace = trace_of(&receiver, &request_id).await;
+    let request = &trace["request"];
+    assert_ne!(
+        request.trace_id, BROWSER_TRACE,
+        "a trace of Vestibule's own"
+    );
+    assert_eq!(request.parent_span_id, "", "a root span");
+    assert_eq!(
+        parse_traceparent(&upstream_traceparent),
+        (request.trace_id.clone(), trace["upstream"].span_id.clone()),
+        "the upstream continues Vestibule's trace, not the browser's"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
