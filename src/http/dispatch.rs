@@ -57,7 +57,7 @@ impl Dispatch {
             Ok(target) => Dispatch::Proxy(UpstreamCall {
                 url: target.url,
                 timeout: target.route.timeout,
-                route: target.label,
+                route: target.metrics,
             }),
             Err(RouteError::Traversal) => {
                 Dispatch::Refused(AppError::BadRequest("path leaves its route"))

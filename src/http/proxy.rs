@@ -15,7 +15,7 @@ use super::request_id::{RequestId, X_REQUEST_ID};
 use super::upstream::describe;
 use super::{AppState, csrf};
 use crate::error::AppError;
-use crate::metrics::metrics;
+use crate::metrics::{RouteMetrics, metrics};
 use crate::traces;
 use tracing::Instrument;
 
@@ -26,12 +26,12 @@ pub struct UpstreamCall {
     pub url: String,
     /// How long to wait for the upstream's response headers.
     pub timeout: Duration,
-    /// The route's metric label.
-    pub route: &'static str,
+    /// The route's metric handles.
+    pub route: &'static RouteMetrics,
 }
 
 /// Forwards an API call with the session's access token.
-#[tracing::instrument(level = "debug", name = "proxy", skip_all, fields(route = call.route))]
+#[tracing::instrument(level = "debug", name = "proxy", skip_all, fields(route = call.route.label))]
 pub async fn forward(
     state: &AppState,
     peer: SocketAddr,
@@ -79,7 +79,7 @@ pub async fn forward(
             parts.headers.remove(name);
         }
     }
-    let upstream_span = tracing::debug_span!("upstream", route);
+    let upstream_span = tracing::debug_span!("upstream", route = route.label);
     upstream_span.in_scope(|| traces::inject(&mut parts.headers));
     let upstream_request = Request::from_parts(parts, body);
 
@@ -89,11 +89,11 @@ pub async fn forward(
         .instrument(upstream_span);
     let response = match tokio::time::timeout(timeout, upstream_call).await {
         Err(_) => {
-            metrics().upstream_error(route, "timeout");
+            metrics().upstream_error(route.label, "timeout");
             return Err(AppError::UpstreamTimeout);
         }
         Ok(Err(error)) => {
-            metrics().upstream_error(route, "connect");
+            metrics().upstream_error(route.label, "connect");
             return Err(AppError::UpstreamUnavailable(describe(&error)));
         }
         Ok(Ok(response)) => response,

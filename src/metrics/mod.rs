@@ -32,7 +32,7 @@ pub struct ReasonLabel {
 /// A provider endpoint and the outcome of one request to it.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
-    /// `discovery`, `code_exchange`, `refresh` or `revocation`.
+    /// `discovery` (with the signing keys), `code_exchange`, `refresh` or `revocation`.
     pub endpoint: &'static str,
     /// `ok`, `rejected` (the provider said no) or `error` (unreachable, invalid answer).
     pub outcome: &'static str,
@@ -317,24 +317,33 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Records one proxied call on `route` (status `None`: no response from the upstream).
+    /// The metric handles of the route with `prefix`, made once per route at start-up and kept
+    /// for the life of the process (routes are a handful, fixed by the configuration).
+    pub fn route(&self, prefix: &str) -> &'static RouteMetrics {
+        let label: &'static str = Box::leak(prefix.to_owned().into_boxed_str());
+        let duration = self
+            .proxy_duration
+            .get_or_create(&RouteLabel { route: label })
+            .clone();
+        Box::leak(Box::new(RouteMetrics { label, duration }))
+    }
+
+    /// Records one proxied call on `route` that was answered `status`.
     pub fn proxied(
         &self,
-        route: &'static str,
+        route: &RouteMetrics,
         method: &axum::http::Method,
         status: u16,
         took: Duration,
     ) {
         self.proxy_requests
             .get_or_create(&ProxyLabels {
-                route,
+                route: route.label,
                 method: method_label(method),
                 status: status_class(status),
             })
             .inc();
-        self.proxy_duration
-            .get_or_create(&RouteLabel { route })
-            .observe(took.as_secs_f64());
+        route.duration.observe(took.as_secs_f64());
     }
 
     /// Counts an upstream call on `route` that failed (`connect` or `timeout`).
@@ -343,6 +352,14 @@ impl Metrics {
             .get_or_create(&UpstreamErrorLabels { route, kind })
             .inc();
     }
+}
+
+/// One route's metric handles (see [`Metrics::route`]).
+#[derive(Debug)]
+pub struct RouteMetrics {
+    /// The route's label (its prefix).
+    pub label: &'static str,
+    duration: Histogram,
 }
 
 /// A method as a label: the common ones by name, the rest as `other`.
@@ -385,14 +402,15 @@ mod tests {
     fn the_exposition_names_every_family_with_bounded_labels() {
         let metrics = Metrics::new();
         metrics.login_failed("state_mismatch");
+        let orders = metrics.route("/api/orders");
         metrics.proxied(
-            "/api/orders",
+            orders,
             &axum::http::Method::PATCH,
             503,
             Duration::from_millis(3),
         );
         metrics.proxied(
-            "/api/orders",
+            orders,
             &axum::http::Method::from_bytes(b"PURGE").unwrap(),
             204,
             Duration::ZERO,

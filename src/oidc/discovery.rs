@@ -100,7 +100,7 @@ impl Provider {
                 tokio::time::sleep(REDISCOVERY_INTERVAL - elapsed).await;
             }
         }
-        let discovered = Arc::new(self.fetch_discovery().await?);
+        let discovered = Arc::new(super::observed("discovery", self.fetch_discovery()).await?);
         self.discovered.store(Some(discovered.clone()));
         Ok(discovered)
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::user_index::{Admission, IndexedSession, NewIndexEntry, parse_member};
+use super::store::user_index::{Admission, Deadline, IndexedSession, NewIndexEntry, parse_member};
 use super::store::{compact_storage_key, storage_key};
 use super::{ActiveSession, Ended, SessionRecord, Sessions, StoreError};
 use crate::clock::unix_now;
@@ -176,7 +176,11 @@ impl Sessions {
                     entry: &bytes,
                     record_key,
                     now,
-                    idle_deadline: (now + self.idle_timeout.as_secs()).min(record.expires_at),
+                    idle_deadline: Deadline::of(
+                        now,
+                        self.idle_timeout.as_secs(),
+                        record.expires_at,
+                    ),
                     expires_at: record.expires_at,
                     provider_session: provider_session_index.as_deref(),
                 },
@@ -262,7 +266,7 @@ impl Sessions {
         let store = self.store.clone();
         let user_index = user_index(&record.sub);
         let handle = record.handle.clone();
-        let deadline = (at + self.idle_timeout.as_secs()).min(record.expires_at);
+        let deadline = Deadline::of(at, self.idle_timeout.as_secs(), record.expires_at);
         tokio::spawn(async move {
             if let Err(error) = store
                 .touch_indexed_session(&user_index, &handle, at, deadline)

@@ -242,7 +242,7 @@ async fn a_login_beyond_the_limit_ends_the_least_recently_used_and_hands_back_it
             &index::user_index("alice"),
             &first.handle,
             unix_now() + 5,
-            unix_now() + 65,
+            crate::session::store::user_index::Deadline::of(unix_now() + 5, 60, u64::MAX),
         )
         .await
         .unwrap();

@@ -10,6 +10,7 @@ mod path_safety;
 #[cfg(test)]
 mod properties;
 
+use crate::metrics::RouteMetrics;
 use url::Url;
 
 use path_safety::climbs_out;
@@ -38,9 +39,8 @@ pub enum RouteError {
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamTable {
     routes: Vec<Route>,
-    /// Each route's prefix as a metric label (`'static`: labels live as long as the metrics,
-    /// and the routes are a handful of strings fixed at start-up).
-    labels: Vec<&'static str>,
+    /// Each route's metric handles.
+    metrics: Vec<&'static RouteMetrics>,
 }
 
 /// A matched route and the upstream URL for the request.
@@ -50,19 +50,19 @@ pub struct Target<'a> {
     pub route: &'a Route,
     /// The full upstream URL (path remainder and query appended).
     pub url: String,
-    /// The route's metric label (its prefix).
-    pub label: &'static str,
+    /// The route's metric handles.
+    pub metrics: &'static RouteMetrics,
 }
 
 impl UpstreamTable {
     /// Builds the table; prefixes are normalised by the config layer.
     pub fn new(mut routes: Vec<Route>) -> Self {
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-        let labels = routes
+        let metrics = routes
             .iter()
-            .map(|route| &*Box::leak(route.prefix.clone().into_boxed_str()))
+            .map(|route| crate::metrics::metrics().route(&route.prefix))
             .collect();
-        Self { routes, labels }
+        Self { routes, metrics }
     }
 
     /// Finds the route for `path` and builds the upstream URL with `query`.
@@ -93,7 +93,7 @@ impl UpstreamTable {
         Ok(Target {
             route,
             url,
-            label: self.labels[at],
+            metrics: self.metrics[at],
         })
     }
 }

@@ -222,3 +222,51 @@ async fn the_figures_move_exactly_as_the_scenario_does() {
     .await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn sessions_that_time_out_are_counted_by_the_timeout_that_ended_them() {
+    // Idle timeout = absolute lifetime: the session's deadline is its absolute end.
+    let public = free_port();
+    let (in_process_metrics, metrics_port) = (free_port(), free_port());
+    let app = TestApp::builder()
+        .public_port(public)
+        .idle_timeout_secs(2)
+        .absolute_timeout_secs(2)
+        .extra_toml(&format!(
+            "\n[metrics]\nlisten = \"127.0.0.1:{in_process_metrics}\"\n"
+        ))
+        .start()
+        .await;
+    let dir = std::env::temp_dir().join(format!("vestibule-metrics-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = app.config_listening_on(public).replace(
+        &format!("127.0.0.1:{in_process_metrics}"),
+        &format!("127.0.0.1:{metrics_port}"),
+    );
+    let binary = VestibuleProcess::spawn_logging(&config, public, &dir);
+    binary.wait_until_ready().await;
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let alice = Browser::new(&binary.base);
+    alice.login("alice").await;
+    assert_eq!(scrape(&metrics).await.get("vestibule_live_sessions"), 1.0);
+    // A scrape after the deadline prunes the session from the live set and counts it.
+    let after = wait_for(
+        "the session to time out",
+        std::time::Duration::from_secs(10),
+        || async {
+            let scraped = scrape(&metrics).await;
+            (scraped.get("vestibule_live_sessions") == 0.0).then_some(scraped)
+        },
+    )
+    .await;
+    assert_eq!(
+        after.get("vestibule_sessions_ended_total{reason=\"absolute_timeout\"}"),
+        1.0
+    );
+    assert_eq!(
+        after.get("vestibule_sessions_ended_total{reason=\"idle_timeout\"}"),
+        0.0
+    );
+    assert_eq!(alice.user().await.0, StatusCode::UNAUTHORIZED);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -89,14 +89,33 @@ for i = 1, excess do
 end
 return evicted";
 
-/// Adds handle `ARGV[3]` to the live-session set `KEYS[1]` with deadline `ARGV[2]`, drops the
-/// members whose deadline passed more than a minute before `ARGV[1]` (sessions that ended by
-/// themselves), and keeps the set alive at least `ARGV[4]` seconds.
+/// Removes up to [`PRUNE_BATCH`] members of the live set `key` whose deadline is before
+/// `before` (sessions that ended by themselves); returns how many had reached their idle
+/// timeout and how many their absolute end (a score with a fraction: see [`Deadline`]).
+const PRUNE_EXPIRED: &str = "\
+local function prune(key, before)
+  local gone = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. before, 'WITHSCORES', 'LIMIT', 0, 1000)
+  local members, absolute = {}, 0
+  for i = 1, #gone, 2 do
+    members[#members + 1] = gone[i]
+    if tonumber(gone[i + 1]) % 1 ~= 0 then absolute = absolute + 1 end
+  end
+  if #members > 0 then redis.call('ZREM', key, unpack(members)) end
+  return {#members - absolute, absolute}
+end
+";
+
+/// Most expired members one prune removes (the rest go at the next).
+pub const PRUNE_BATCH: usize = 1000;
+
+/// Adds handle `ARGV[3]` to the live-session set `KEYS[1]` with deadline score `ARGV[2]`, prunes
+/// the members whose deadline passed more than a minute before `ARGV[1]`, and keeps the set
+/// alive at least `ARGV[4]` seconds. Returns the pruned counts (idle, absolute).
 const ADD_LIVE: &str = "\
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(ARGV[1]) - 60))
+local expired = prune(KEYS[1], tonumber(ARGV[1]) - 60)
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
-return 1";
+return expired";
 
 /// How long a session marked as being ended may stay marked before a login ends it again.
 const ENDING_RETRY_SECS: u64 = 60;
@@ -108,10 +127,53 @@ local seen = tonumber(redis.call('HGET', KEYS[1], 's:' .. ARGV[1]) or '0')
 if tonumber(ARGV[2]) > seen then redis.call('HSET', KEYS[1], 's:' .. ARGV[1], ARGV[2]) end
 return 1";
 
-/// Drops the members of `KEYS[1]` whose deadline (score) is before `ARGV[1]` and counts the rest.
+/// Prunes the members of `KEYS[1]` whose deadline is before `ARGV[1]` and counts the members
+/// whose deadline is not; returns (live, idle expired, absolute expired).
 const COUNT_LIVE: &str = "\
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-return redis.call('ZCARD', KEYS[1])";
+local expired = prune(KEYS[1], ARGV[1])
+return {redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf'), expired[1], expired[2]}";
+
+/// When a session ends if it is not used again, and whether that is its absolute end (else its
+/// idle timeout). In the live set the score is the deadline, plus a half for an absolute end:
+/// counts and order are the same, and an expiry can be told apart when it is pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// Unix seconds.
+    pub at: u64,
+    /// Whether `at` is the session's absolute end.
+    pub absolute: bool,
+}
+
+impl Deadline {
+    /// The deadline of a session last used at `last_use`, idle for at most `idle_secs`, ending
+    /// at `expires_at` however it is used.
+    pub fn of(last_use: u64, idle_secs: u64, expires_at: u64) -> Self {
+        let idle_end = last_use.saturating_add(idle_secs);
+        Self {
+            at: idle_end.min(expires_at),
+            absolute: expires_at <= idle_end,
+        }
+    }
+
+    /// Its score in the live set.
+    fn score(self) -> String {
+        if self.absolute {
+            format!("{}.5", self.at)
+        } else {
+            self.at.to_string()
+        }
+    }
+}
+
+/// Counts the sessions a prune found expired, by which of their timeouts ended them.
+fn count_expired(idle: u64, absolute: u64) {
+    let metrics = crate::metrics::metrics();
+    metrics.sessions_ended("idle_timeout", usize::try_from(idle).unwrap_or(usize::MAX));
+    metrics.sessions_ended(
+        "absolute_timeout",
+        usize::try_from(absolute).unwrap_or(usize::MAX),
+    );
+}
 
 /// One session in a user's index, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,8 +211,8 @@ pub struct NewIndexEntry<'a> {
     pub record_key: &'a str,
     /// Now (unix seconds): the first use.
     pub now: u64,
-    /// When the session ends if unused (unix seconds).
-    pub idle_deadline: u64,
+    /// When the session ends if unused.
+    pub idle_deadline: Deadline,
     /// When the session ends however it is used (unix seconds).
     pub expires_at: u64,
     /// The provider-session index key, when the ID token named a `sid`.
@@ -201,10 +263,10 @@ impl Store {
             .invoke_async(&mut redis.conn.clone())
             .await?;
         // The live set and the provider session's set, together (different Cluster slots).
-        let add_live = redis::Script::new(ADD_LIVE);
+        let add_live = redis::Script::new(&format!("{PRUNE_EXPIRED}{ADD_LIVE}"));
         let mut live = add_live.key(LIVE_SESSIONS);
         live.arg(new.now)
-            .arg(new.idle_deadline)
+            .arg(new.idle_deadline.score())
             .arg(new.handle)
             .arg(keep_for);
         let add_member = redis::Script::new(ADD_MEMBER);
@@ -215,14 +277,15 @@ impl Store {
         });
         let (mut live_conn, mut member_conn) = (redis.conn.clone(), redis.conn.clone());
         let (live, in_provider_session) =
-            futures_util::future::join(live.invoke_async::<i64>(&mut live_conn), async {
+            futures_util::future::join(live.invoke_async::<(u64, u64)>(&mut live_conn), async {
                 match &in_provider_session {
                     Some(invocation) => invocation.invoke_async::<i64>(&mut member_conn).await,
                     None => Ok(0),
                 }
             })
             .await;
-        live?;
+        let (idle, absolute) = live?;
+        count_expired(idle, absolute);
         in_provider_session?;
         Ok(admitted
             .chunks(2)
@@ -244,7 +307,7 @@ impl Store {
         user_index: &str,
         handle: &str,
         at: u64,
-        idle_deadline: u64,
+        idle_deadline: Deadline,
     ) -> Result<(), StoreError> {
         let redis = match self {
             Store::Memory(memory) => {
@@ -268,7 +331,7 @@ impl Store {
                 .arg(LIVE_SESSIONS)
                 .arg("XX")
                 .arg("GT")
-                .arg(idle_deadline)
+                .arg(idle_deadline.score())
                 .arg(handle)
                 .query_async(&mut conn)
                 .await?;
@@ -413,15 +476,20 @@ impl Store {
 
     /// How many sessions are live at `now` (by the deadlines the index knows; those ended by
     /// expiry drop out as their deadline passes). `ZCOUNT`-cheap, whatever the number.
+    /// Sessions found expired on the way are counted in the metrics, by timeout.
     pub async fn count_live_sessions(&self, now: u64) -> Result<u64, StoreError> {
-        match self {
-            Store::Memory(memory) => Ok(memory.indexes().count_live(now)),
-            Store::Redis(redis) => Ok(redis::Script::new(COUNT_LIVE)
-                .key(LIVE_SESSIONS)
-                .arg(now)
-                .invoke_async(&mut redis.conn.clone())
-                .await?),
-        }
+        let (live, idle, absolute) = match self {
+            Store::Memory(memory) => memory.indexes().count_live(now),
+            Store::Redis(redis) => {
+                redis::Script::new(&format!("{PRUNE_EXPIRED}{COUNT_LIVE}"))
+                    .key(LIVE_SESSIONS)
+                    .arg(now)
+                    .invoke_async(&mut redis.conn.clone())
+                    .await?
+            }
+        };
+        count_expired(idle, absolute);
+        Ok(live)
     }
 
     /// Which of `keys` exist now (never the cache: an index is pruned by what Redis holds).
@@ -464,8 +532,8 @@ pub(super) struct MemoryIndexes {
     users: HashMap<String, HashMap<String, MemoryEntry>>,
     /// Provider-session index → members.
     provider_sessions: HashMap<String, HashSet<String>>,
-    /// Handle → idle deadline.
-    live: HashMap<String, u64>,
+    /// Handle → deadline.
+    live: HashMap<String, Deadline>,
 }
 
 impl MemoryIndexes {
@@ -522,7 +590,7 @@ impl MemoryIndexes {
         evicted
     }
 
-    fn touch(&mut self, user_index: &str, handle: &str, at: u64, idle_deadline: u64) {
+    fn touch(&mut self, user_index: &str, handle: &str, at: u64, idle_deadline: Deadline) {
         let Some(entry) = self
             .users
             .get_mut(user_index)
@@ -531,8 +599,10 @@ impl MemoryIndexes {
             return;
         };
         entry.last_seen = entry.last_seen.max(at);
-        if let Some(deadline) = self.live.get_mut(handle) {
-            *deadline = (*deadline).max(idle_deadline);
+        if let Some(deadline) = self.live.get_mut(handle)
+            && idle_deadline.at > deadline.at
+        {
+            *deadline = idle_deadline;
         }
     }
 
@@ -598,9 +668,21 @@ impl MemoryIndexes {
             .unwrap_or_default()
     }
 
-    fn count_live(&mut self, now: u64) -> u64 {
-        self.live.retain(|_, deadline| *deadline >= now);
-        self.live.len() as u64
+    /// (live, idle expired, absolute expired), pruning the expired.
+    fn count_live(&mut self, now: u64) -> (u64, u64, u64) {
+        let (mut idle, mut absolute) = (0, 0);
+        self.live.retain(|_, deadline| {
+            let live = deadline.at >= now;
+            if !live {
+                *if deadline.absolute {
+                    &mut absolute
+                } else {
+                    &mut idle
+                } += 1;
+            }
+            live
+        });
+        (self.live.len() as u64, idle, absolute)
     }
 
     /// Drops the entries whose record is gone (`exists` says) and that were filed a while ago
@@ -641,5 +723,40 @@ impl MemoryIndexLock {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_is_absolute_when_the_session_ends_before_its_idle_timeout() {
+        let idle = Deadline::of(1_000, 600, 10_000);
+        assert_eq!(
+            (idle.at, idle.absolute, idle.score()),
+            (1_600, false, "1600".into())
+        );
+        let absolute = Deadline::of(9_700, 600, 10_000);
+        assert_eq!(
+            (absolute.at, absolute.absolute, absolute.score()),
+            (10_000, true, "10000.5".into())
+        );
+    }
+
+    #[test]
+    fn expired_sessions_are_told_apart_by_timeout_when_pruned() {
+        let mut indexes = MemoryIndexes::default();
+        indexes
+            .live
+            .insert("idle".into(), Deadline::of(0, 100, 1_000));
+        indexes
+            .live
+            .insert("absolute".into(), Deadline::of(950, 100, 1_000));
+        indexes
+            .live
+            .insert("live".into(), Deadline::of(1_900, 100, 5_000));
+        assert_eq!(indexes.count_live(2_000), (1, 1, 1));
+        assert_eq!(indexes.count_live(2_000), (1, 0, 0), "counted once");
     }
 }

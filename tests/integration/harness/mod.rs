@@ -112,6 +112,7 @@ pub struct TestAppBuilder {
     use_redis: bool,
     refresh_skew_secs: u64,
     idle_timeout_secs: u64,
+    absolute_timeout_secs: u64,
     login_toml: String,
     extra_toml: String,
     redis_acl_user: Option<(String, String)>,
@@ -145,6 +146,7 @@ impl TestApp {
             use_redis: true,
             refresh_skew_secs: 1,
             idle_timeout_secs: 600,
+            absolute_timeout_secs: 3600,
             // Tests log in many times from one address; the limits have tests of their own.
             login_toml: "rate_limit_burst = 10000\n".to_owned(),
             extra_toml: String::new(),
@@ -263,6 +265,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// `session.absolute_timeout_secs` (default 3600).
+    pub fn absolute_timeout_secs(mut self, secs: u64) -> Self {
+        self.absolute_timeout_secs = secs;
+        self
+    }
+
     /// The `[login]` section (replacing the harness's generous rate limit).
     pub fn login_settings(mut self, toml: &str) -> Self {
         self.login_toml = toml.to_owned();
@@ -369,7 +377,7 @@ refresh_skew_secs = {skew}
 [session]
 {redis_line}encryption_key = "{key}"
 idle_timeout_secs = {idle}
-absolute_timeout_secs = 3600
+absolute_timeout_secs = {absolute}
 
 [login]
 {login}
@@ -384,6 +392,7 @@ timeout_secs = 2
             client_secret = provider::client_secret(),
             skew = self.refresh_skew_secs,
             idle = self.idle_timeout_secs,
+            absolute = self.absolute_timeout_secs,
             key = ENCRYPTION_KEY,
             upstream = upstream.base_url,
             login = self.login_toml,
