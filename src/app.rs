@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use hkdf::Hkdf;
-use secrecy::{ExposeSecret, SecretBox};
-use sha2::Sha256;
+use secrecy::ExposeSecret;
 
 use crate::audit::{AuditTrail, SUBJECT_KEY_PURPOSE};
 use crate::config::{AuditSettings, AuditSubject, OidcSettings, SessionSettings, Settings};
@@ -23,6 +21,7 @@ use crate::http::suspicious_use::SuspiciousUsePolicy;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::refresh::Refresher;
+use crate::session::crypto::purpose_key;
 use crate::session::store::CacheSettings;
 use crate::session::{KeyRing, PendingLimits, Sessions, Store, StoreError};
 use crate::upstreams::UpstreamTable;
@@ -80,13 +79,10 @@ pub fn sessions_in(
 pub fn audit_trail(audit: AuditSettings, keys: &KeyRing) -> AuditTrail {
     match (audit.subject, audit.subject_key) {
         (AuditSubject::Clear, _) => AuditTrail::clear(),
-        (AuditSubject::Hashed, Some(key)) => {
-            let derived = Hkdf::<Sha256>::new(None, key.expose_secret().as_bytes());
-            let mut bytes = Box::new([0u8; 32]);
-            // 32 bytes is far below HKDF-SHA256's limit, so expansion cannot fail.
-            let _ = derived.expand(SUBJECT_KEY_PURPOSE, bytes.as_mut_slice());
-            AuditTrail::hashed(SecretBox::new(bytes))
-        }
+        (AuditSubject::Hashed, Some(key)) => AuditTrail::hashed(purpose_key(
+            key.expose_secret().as_bytes(),
+            SUBJECT_KEY_PURPOSE,
+        )),
         (AuditSubject::Hashed, None) => {
             AuditTrail::hashed(keys.derive_purpose_key(SUBJECT_KEY_PURPOSE))
         }

@@ -2,6 +2,9 @@
 //! set; otherwise nothing is installed and nothing is spent: the spans below are at debug level,
 //! which the log filter leaves out, and [`inject`] returns at once.
 //!
+//! The spans on the hot path (a proxied call, its session load, its upstream call) are made only
+//! when exporting ([`span`], [`within`]): otherwise not even a disabled span or a wrapper.
+//!
 //! Spans: each request (`request`), login start (`login`), callback (`callback`), code exchange
 //! (`code_exchange`), refresh (`refresh`, with the provider's `refresh_grant`), session load and
 //! store (`session_load`, `session_store`) and each proxied call (`proxy`, with `upstream`). The
@@ -12,7 +15,11 @@
 //! The exporter runs in the SDK's own batch thread with a blocking client (`reqwest`'s, the
 //! HTTP client Vestibule already has), so export never takes a request's time.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::future::Either;
+use tracing::Instrument;
 
 use axum::http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
@@ -120,6 +127,24 @@ fn traces_url(endpoint: &Url) -> Url {
 /// Whether spans are exported.
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// A span made by `make` when spans are exported; `None` (nothing made) otherwise. For the hot
+/// path's spans, with [`within`].
+pub fn span(make: impl FnOnce() -> tracing::Span) -> Option<tracing::Span> {
+    exporting().then(make)
+}
+
+/// `future` inside `span`, or as it is without one: no wrapper, no span, when spans are not
+/// exported.
+pub fn within<F: Future>(
+    span: Option<tracing::Span>,
+    future: F,
+) -> Either<tracing::instrument::Instrumented<F>, F> {
+    match span {
+        Some(span) => Either::Left(future.instrument(span)),
+        None => Either::Right(future),
+    }
 }
 
 /// Makes the trace context in `headers` the parent of `span` (for a trusted `traceparent`).

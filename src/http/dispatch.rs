@@ -30,7 +30,9 @@ use super::proxy::{self, UpstreamCall};
 use super::request_scope::RequestScope;
 use crate::error::AppError;
 use crate::metrics::metrics;
+use crate::traces;
 use crate::upstreams::{RouteError, UpstreamTable};
+use tracing::Instrument;
 
 /// How one request is handled.
 #[derive(Debug)]
@@ -108,13 +110,20 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
         request.extensions_mut().insert(id);
         let handling = match Dispatch::classify(&self.state.upstreams, request.uri()) {
             Dispatch::Proxy(call) => {
-                let (state, peer) = (self.state.clone(), self.peer);
+                let state = self.state.clone();
                 let (method, route, started) =
                     (request.method().clone(), call.route, Instant::now());
                 Either::Left(async move {
-                    let response = proxy::forward(&state, peer, request, call)
-                        .await
-                        .unwrap_or_else(IntoResponse::into_response);
+                    let span = traces::span(|| tracing::debug_span!("proxy", route = route.label));
+                    let response = match span {
+                        Some(span) => {
+                            proxy::forward(&state, client, request, call)
+                                .instrument(span)
+                                .await
+                        }
+                        None => proxy::forward(&state, client, request, call).await,
+                    }
+                    .unwrap_or_else(IntoResponse::into_response);
                     metrics().proxied(
                         route,
                         &method,

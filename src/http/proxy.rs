@@ -2,7 +2,7 @@
 //! session's access token, and keeps Vestibule's own cookies and headers away from it (the
 //! rules themselves are in [`super::headers`]). Bodies are streamed, never buffered.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,7 +17,6 @@ use super::{AppState, csrf};
 use crate::error::AppError;
 use crate::metrics::{RouteMetrics, metrics};
 use crate::traces;
-use tracing::Instrument;
 
 /// Where a proxied call goes.
 #[derive(Debug)]
@@ -30,11 +29,11 @@ pub struct UpstreamCall {
     pub route: &'static RouteMetrics,
 }
 
-/// Forwards an API call with the session's access token.
-#[tracing::instrument(level = "debug", name = "proxy", skip_all, fields(route = call.route.label))]
+/// Forwards an API call from `client` (as the dispatcher worked it out) with the session's
+/// access token.
 pub async fn forward(
     state: &AppState,
-    peer: SocketAddr,
+    client: IpAddr,
     request: Request,
     call: UpstreamCall,
 ) -> Result<Response, AppError> {
@@ -48,7 +47,6 @@ pub async fn forward(
         .parse()
         .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
     let (mut parts, body) = request.into_parts();
-    let client = state.trusted_proxies.client(peer.ip(), &parts.headers);
     let session_token = state.cookies.strip(&mut parts.headers).session;
     let session = state
         .require_session(session_token, client, &parts.headers)
@@ -70,23 +68,23 @@ pub async fn forward(
             parts.headers.remove(X_REQUEST_ID);
         }
     }
-    // The upstream continues the trace from its own span; a browser's context goes no further
-    // unless it is trusted (and then, when spans are exported, it is this trace's parent).
-    if state.trust_traceparent && !traces::exporting() {
-        // Passed through as the browser or front proxy sent it.
-    } else {
+    // The upstream continues the trace from its own span. A context the request brought goes
+    // no further, unless it is trusted: then it is this trace's parent when spans are
+    // exported, and passed through as it came when they are not.
+    let pass_through = state.trust_traceparent && !traces::exporting();
+    if !pass_through {
         for name in traces::TRACE_HEADERS {
             parts.headers.remove(name);
         }
     }
-    let upstream_span = tracing::debug_span!("upstream", route = route.label);
-    upstream_span.in_scope(|| traces::inject(&mut parts.headers));
-    let upstream_request = Request::from_parts(parts, body);
-
-    let upstream_call = state
-        .upstream
-        .request(upstream_request)
-        .instrument(upstream_span);
+    let upstream_span = traces::span(|| tracing::debug_span!("upstream", route = route.label));
+    if let Some(span) = &upstream_span {
+        span.in_scope(|| traces::inject(&mut parts.headers));
+    }
+    let upstream_call = traces::within(
+        upstream_span,
+        state.upstream.request(Request::from_parts(parts, body)),
+    );
     let response = match tokio::time::timeout(timeout, upstream_call).await {
         Err(_) => {
             metrics().upstream_error(route.label, "timeout");

@@ -325,7 +325,22 @@ impl Metrics {
             .proxy_duration
             .get_or_create(&RouteLabel { route: label })
             .clone();
-        Box::leak(Box::new(RouteMetrics { label, duration }))
+        let requests = METHODS.map(|method| {
+            STATUS_CLASSES.map(|status| {
+                self.proxy_requests
+                    .get_or_create(&ProxyLabels {
+                        route: label,
+                        method,
+                        status,
+                    })
+                    .clone()
+            })
+        });
+        Box::leak(Box::new(RouteMetrics {
+            label,
+            duration,
+            requests,
+        }))
     }
 
     /// Records one proxied call on `route` that was answered `status`.
@@ -336,13 +351,7 @@ impl Metrics {
         status: u16,
         took: Duration,
     ) {
-        self.proxy_requests
-            .get_or_create(&ProxyLabels {
-                route: route.label,
-                method: method_label(method),
-                status: status_class(status),
-            })
-            .inc();
+        route.requests[method_index(method)][status_index(status)].inc();
         route.duration.observe(took.as_secs_f64());
     }
 
@@ -360,31 +369,42 @@ pub struct RouteMetrics {
     /// The route's label (its prefix).
     pub label: &'static str,
     duration: Histogram,
+    /// Its call counters by method and status class (made up front, so recording one is an
+    /// index, not a hash lookup, and every series starts at 0).
+    requests: [[Counter; STATUS_CLASSES.len()]; METHODS.len()],
 }
 
-/// A method as a label: the common ones by name, the rest as `other`.
-fn method_label(method: &axum::http::Method) -> &'static str {
+/// The methods counted by name; any other is `other`.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+
+/// The status classes.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index of a method in [`METHODS`].
+fn method_index(method: &axum::http::Method) -> usize {
     use axum::http::Method;
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-/// A status as its class.
-fn status_class(status: u16) -> &'static str {
+/// The index of a status's class in [`STATUS_CLASSES`].
+fn status_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 

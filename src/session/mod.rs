@@ -12,6 +12,7 @@ pub mod record;
 pub mod store;
 
 use std::time::Duration;
+use tracing::Instrument;
 
 pub use cookie_value::SessionCookie;
 pub use crypto::{KeyId, KeyRing, MasterKey};
@@ -204,14 +205,12 @@ impl Sessions {
     ///
     /// `Ok(None)` means "no valid session" (unknown, expired, or does not decrypt);
     /// an unreachable store is an error, so the caller answers 503 rather than logging out.
-    #[tracing::instrument(level = "debug", name = "session_load", skip_all)]
     pub async fn load(&self, cookie: &SessionCookie) -> Result<Option<ActiveSession>, StoreError> {
         self.load_with(cookie, Freshness::Recent).await
     }
 
     /// Like [`Sessions::load`], but exactly as the store holds it now: for decisions that must
     /// see what other instances wrote a moment ago (whether a refresh is still needed).
-    #[tracing::instrument(level = "debug", name = "session_load", skip_all)]
     pub async fn load_fresh(
         &self,
         cookie: &SessionCookie,
@@ -221,7 +220,6 @@ impl Sessions {
 
     /// Like [`Sessions::load_fresh`], and pushes the idle expiry back now, so
     /// [`ActiveSession::idle_expires_at`] is the deadline the store enforces.
-    #[tracing::instrument(level = "debug", name = "session_load", skip_all)]
     pub async fn load_touched(
         &self,
         cookie: &SessionCookie,
@@ -229,7 +227,19 @@ impl Sessions {
         self.load_with(cookie, Freshness::Touched).await
     }
 
+    /// [`Sessions::load_record`] in a `session_load` span when spans are exported.
     async fn load_with(
+        &self,
+        cookie: &SessionCookie,
+        freshness: Freshness,
+    ) -> Result<Option<ActiveSession>, StoreError> {
+        match crate::traces::span(|| tracing::debug_span!("session_load")) {
+            Some(span) => self.load_record(cookie, freshness).instrument(span).await,
+            None => self.load_record(cookie, freshness).await,
+        }
+    }
+
+    async fn load_record(
         &self,
         cookie: &SessionCookie,
         freshness: Freshness,

@@ -230,8 +230,8 @@ async fn sessions_that_time_out_are_counted_by_the_timeout_that_ended_them() {
     let (in_process_metrics, metrics_port) = (free_port(), free_port());
     let app = TestApp::builder()
         .public_port(public)
-        .idle_timeout_secs(2)
-        .absolute_timeout_secs(2)
+        .idle_timeout(2)
+        .absolute_timeout(2)
         .extra_toml(&format!(
             "\n[metrics]\nlisten = \"127.0.0.1:{in_process_metrics}\"\n"
         ))
@@ -261,7 +261,9 @@ async fn sessions_that_time_out_are_counted_by_the_timeout_that_ended_them() {
     .await;
     assert_eq!(
         after.get("vestibule_sessions_ended_total{reason=\"absolute_timeout\"}"),
-        1.0
+        1.0,
+        "{:?}",
+        changes(&Scrape(HashMap::new()), &after, "vestibule_sessions")
     );
     assert_eq!(
         after.get("vestibule_sessions_ended_total{reason=\"idle_timeout\"}"),

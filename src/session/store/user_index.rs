@@ -105,6 +105,11 @@ local function prune(key, before)
 end
 ";
 
+/// How much longer than its longest-lived session the live set is kept: past their deadline,
+/// members wait to be pruned (and counted) by the next login or scrape, not expired unseen
+/// with the whole set.
+const LIVE_SET_MARGIN_SECS: u64 = 600;
+
 /// Most expired members one prune removes (the rest go at the next).
 pub const PRUNE_BATCH: usize = 1000;
 
@@ -268,7 +273,7 @@ impl Store {
         live.arg(new.now)
             .arg(new.idle_deadline.score())
             .arg(new.handle)
-            .arg(keep_for);
+            .arg(keep_for + LIVE_SET_MARGIN_SECS);
         let add_member = redis::Script::new(ADD_MEMBER);
         let in_provider_session = new.provider_session.map(|key| {
             let mut invocation = add_member.key(key);

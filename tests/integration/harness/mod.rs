@@ -266,7 +266,7 @@ impl TestAppBuilder {
     }
 
     /// `session.absolute_timeout_secs` (default 3600).
-    pub fn absolute_timeout_secs(mut self, secs: u64) -> Self {
+    pub fn absolute_timeout(mut self, secs: u64) -> Self {
         self.absolute_timeout_secs = secs;
         self
     }
