@@ -115,13 +115,14 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
                     (request.method().clone(), call.route, Instant::now());
                 Either::Left(async move {
                     let span = traces::span(|| tracing::debug_span!("proxy", route = route.label));
+                    // Boxed: the forwarding future is large, and the layers around a request
+                    // (its scope, span, panic guard) would otherwise each move all of it.
                     let response = match span {
                         Some(span) => {
-                            proxy::forward(&state, client, request, call)
-                                .instrument(span)
+                            Box::pin(proxy::forward(&state, client, request, call).instrument(span))
                                 .await
                         }
-                        None => proxy::forward(&state, client, request, call).await,
+                        None => Box::pin(proxy::forward(&state, client, request, call)).await,
                     }
                     .unwrap_or_else(IntoResponse::into_response);
                     metrics().proxied(
