@@ -6,26 +6,16 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::binary::VestibuleProcess;
-use crate::harness::{Browser, TestApp, free_port, unix_now, wait_for};
-
-const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+use crate::harness::binary::{VestibuleProcess, binary_in_front};
+use crate::harness::{Browser, TestApp, wait_for};
 
 /// An app whose public URL is the real binary's (so browsers log in through the binary), with
 /// `audit_toml` as its `[audit]` section and 3-second access tokens.
 async fn stack(audit_toml: &str) -> (TestApp, VestibuleProcess, std::path::PathBuf) {
-    let public = free_port();
-    let app = TestApp::builder()
-        .public_port(public)
+    let builder = TestApp::builder()
         .access_token_ttl(3)
-        .extra_toml(&format!("\n[audit]\n{audit_toml}\n"))
-        .start()
-        .await;
-    let dir = std::env::temp_dir().join(format!("vestibule-audit-{}", free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let binary = VestibuleProcess::spawn_logging(&app.config_listening_on(public), public, &dir);
-    binary.wait_until_ready().await;
-    (app, binary, dir)
+        .extra_toml(&format!("\n[audit]\n{audit_toml}\n"));
+    binary_in_front(builder, |config| config).await
 }
 
 /// The binary's audit events so far.
@@ -66,12 +56,7 @@ async fn every_authentication_event_is_audited_with_its_request_network_and_a_ke
     let alice = Browser::new(&binary.base);
 
     // A callback with a state nobody issued.
-    let forged = alice
-        .get(format!(
-            "{}/api/auth/callback?state=forged-state&code=x",
-            binary.base
-        ))
-        .await;
+    let forged = alice.forged_callback().await;
     assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
     let failed = nth_event(&binary, "login_failed", 1).await;
     assert_eq!(failed["reason"], "state_mismatch");
@@ -164,18 +149,7 @@ async fn every_authentication_event_is_audited_with_its_request_network_and_a_ke
     );
 
     // The provider signs bob out through the back channel.
-    let now = unix_now();
-    let token = app
-        .provider
-        .logout_token(
-            json!({ "alg": "RS256", "typ": "logout+jwt" }),
-            json!({
-                "iss": app.provider.issuer, "aud": "vestibule", "iat": now, "exp": now + 120,
-                "jti": "audit-1", "sub": "bob", "events": { EVENT: {} },
-            }),
-            "provider",
-        )
-        .await;
+    let token = app.provider.logout_token_for_sub("bob", "audit-1").await;
     let posted = reqwest::Client::new()
         .post(format!("{}/api/auth/backchannel-logout", binary.base))
         .form(&[("logout_token", token.as_str())])

@@ -122,17 +122,9 @@ async fn a_token_naming_only_sub_ends_all_of_that_users_sessions() {
     }
     let bob = Browser::new(&app.url);
     bob.login("bob").await;
-    let now = unix_now();
     let token = app
         .provider
-        .logout_token(
-            json!({ "alg": "RS256", "typ": "logout+jwt" }),
-            json!({
-                "iss": app.provider.issuer, "aud": "vestibule", "iat": now, "exp": now + 120,
-                "jti": "sub-only-1", "sub": "alice", "events": { EVENT: {} },
-            }),
-            "provider",
-        )
+        .logout_token_for_sub("alice", "sub-only-1")
         .await;
     let (status, cache_control, _) = post_logout_token(&app.url, &token).await;
     assert_eq!(status, StatusCode::OK);

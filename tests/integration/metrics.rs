@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use reqwest::StatusCode;
 
-use crate::harness::binary::VestibuleProcess;
-use crate::harness::{Browser, TestApp, free_port, wait_for};
+use crate::harness::binary::{VestibuleProcess, binary_in_front};
+use crate::harness::{Browser, TestApp, TestAppBuilder, free_port, wait_for};
 
 /// A scrape: series (name with labels, as written) to value.
 struct Scrape(HashMap<String, f64>);
@@ -54,30 +54,32 @@ fn changes(before: &Scrape, after: &Scrape, prefix: &str) -> Vec<(String, f64)> 
     moved
 }
 
+/// The binary in front of `builder`'s deployment with `[metrics]` on: the binary's metrics
+/// listener (a port other than the in-process instance's); returns its base URL too.
+async fn with_metrics(
+    builder: TestAppBuilder,
+) -> (TestApp, VestibuleProcess, std::path::PathBuf, String) {
+    let (in_process_metrics, metrics_port) = (free_port(), free_port());
+    let builder = builder.extra_toml(&format!(
+        "\n[metrics]\nlisten = \"127.0.0.1:{in_process_metrics}\"\n"
+    ));
+    let (app, binary, dir) = binary_in_front(builder, |config| {
+        config.replace(
+            &format!("127.0.0.1:{in_process_metrics}"),
+            &format!("127.0.0.1:{metrics_port}"),
+        )
+    })
+    .await;
+    (app, binary, dir, format!("http://127.0.0.1:{metrics_port}"))
+}
+
 #[tokio::test]
 async fn the_figures_move_exactly_as_the_scenario_does() {
-    let public = free_port();
     let down = free_port();
-    let (in_process_metrics, metrics_port) = (free_port(), free_port());
-    let app = TestApp::builder()
-        .public_port(public)
-        .access_token_ttl(3)
-        .extra_toml(&format!(
-            "\n[[routes]]\nprefix = \"/api/down\"\nupstream = \"http://127.0.0.1:{down}\"\n\n[metrics]\nlisten = \"127.0.0.1:{in_process_metrics}\"\n"
-        ))
-        .start()
-        .await;
-    // The binary (a process of its own, so its figures are this scenario's alone) listens on
-    // another metrics port than the in-process instance.
-    let dir = std::env::temp_dir().join(format!("vestibule-metrics-{}", free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = app.config_listening_on(public).replace(
-        &format!("127.0.0.1:{in_process_metrics}"),
-        &format!("127.0.0.1:{metrics_port}"),
-    );
-    let binary = VestibuleProcess::spawn_logging(&config, public, &dir);
-    binary.wait_until_ready().await;
-    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let builder = TestApp::builder().access_token_ttl(3).extra_toml(&format!(
+        "\n[[routes]]\nprefix = \"/api/down\"\nupstream = \"http://127.0.0.1:{down}\"\n"
+    ));
+    let (app, binary, dir, metrics) = with_metrics(builder).await;
 
     // Never on the public listener.
     let public_page = reqwest::get(format!("{}/metrics", binary.base))
@@ -94,12 +96,7 @@ async fn the_figures_move_exactly_as_the_scenario_does() {
     // A forged callback: exactly one failure counter moves, with its reason.
     let before = scrape(&metrics).await;
     let alice = Browser::new(&binary.base);
-    let forged = alice
-        .get(format!(
-            "{}/api/auth/callback?state=forged-state&code=x",
-            binary.base
-        ))
-        .await;
+    let forged = alice.forged_callback().await;
     assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
     let after = scrape(&metrics).await;
     assert_eq!(
@@ -226,26 +223,8 @@ async fn the_figures_move_exactly_as_the_scenario_does() {
 #[tokio::test]
 async fn sessions_that_time_out_are_counted_by_the_timeout_that_ended_them() {
     // Idle timeout = absolute lifetime: the session's deadline is its absolute end.
-    let public = free_port();
-    let (in_process_metrics, metrics_port) = (free_port(), free_port());
-    let app = TestApp::builder()
-        .public_port(public)
-        .idle_timeout(2)
-        .absolute_timeout(2)
-        .extra_toml(&format!(
-            "\n[metrics]\nlisten = \"127.0.0.1:{in_process_metrics}\"\n"
-        ))
-        .start()
-        .await;
-    let dir = std::env::temp_dir().join(format!("vestibule-metrics-{}", free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = app.config_listening_on(public).replace(
-        &format!("127.0.0.1:{in_process_metrics}"),
-        &format!("127.0.0.1:{metrics_port}"),
-    );
-    let binary = VestibuleProcess::spawn_logging(&config, public, &dir);
-    binary.wait_until_ready().await;
-    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let builder = TestApp::builder().idle_timeout(2).absolute_timeout(2);
+    let (_app, binary, dir, metrics) = with_metrics(builder).await;
     let alice = Browser::new(&binary.base);
     alice.login("alice").await;
     assert_eq!(scrape(&metrics).await.get("vestibule_live_sessions"), 1.0);

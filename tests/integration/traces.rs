@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::harness::binary::VestibuleProcess;
+use crate::harness::binary::{VestibuleProcess, binary_in_front};
 use crate::harness::otlp::{OtlpReceiver, ReceivedSpan};
-use crate::harness::{Browser, TestApp, free_port, wait_for};
+use crate::harness::{Browser, TestApp, wait_for};
 
 /// A browser's own trace context (its trace and span ids).
 const BROWSER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -21,25 +21,15 @@ async fn stack(
     receiver: &OtlpReceiver,
     trust: bool,
 ) -> (TestApp, VestibuleProcess, std::path::PathBuf) {
-    let public = free_port();
-    let app = TestApp::builder()
-        .public_port(public)
-        .access_token_ttl(3)
-        .extra_toml(&format!(
-            "\n[traces]\notlp_endpoint = \"{}\"\nservice_name = \"vestibule-test\"\ntrust_traceparent = {trust}\n",
-            receiver.url
-        ))
-        .start()
-        .await;
-    let dir = std::env::temp_dir().join(format!("vestibule-traces-{}", free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let binary = VestibuleProcess::spawn_logging(&app.config_listening_on(public), public, &dir);
-    binary.wait_until_ready().await;
-    (app, binary, dir)
+    let builder = TestApp::builder().access_token_ttl(3).extra_toml(&format!(
+        "\n[traces]\notlp_endpoint = \"{}\"\nservice_name = \"vestibule-test\"\ntrust_traceparent = {trust}\n",
+        receiver.url
+    ));
+    binary_in_front(builder, |config| config).await
 }
 
 /// Logs `alice` in, waits until her access token is due, then makes one call with the
-/// browser's own `traceparent`; returns the browser, the call's request id and the upstream's
+/// browser's own `traceparent`; returns the call's request id and the upstream's
 /// `traceparent`.
 async fn one_refreshing_call(app: &TestApp, binary: &VestibuleProcess) -> (String, String) {
     let alice = Browser::new(&binary.base);

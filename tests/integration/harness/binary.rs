@@ -181,3 +181,22 @@ impl Drop for VestibuleProcess {
         }
     }
 }
+
+/// A deployment whose public URL is the real binary's (so browsers log in through it and its
+/// JSON log and figures are the scenario's alone), with an in-process instance of the same
+/// configuration beside it; `for_binary` adapts the configuration the binary runs with (a port
+/// of its own for a listener both would bind). The binary is ready when this returns; its
+/// files are in the returned directory.
+pub async fn binary_in_front(
+    builder: super::TestAppBuilder,
+    for_binary: impl FnOnce(String) -> String,
+) -> (super::TestApp, VestibuleProcess, PathBuf) {
+    let public = super::free_port();
+    let app = builder.public_port(public).start().await;
+    let dir = std::env::temp_dir().join(format!("vestibule-binary-{}", super::free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = for_binary(app.config_listening_on(public));
+    let binary = VestibuleProcess::spawn_logging(&config, public, &dir);
+    binary.wait_until_ready().await;
+    (app, binary, dir)
+}

@@ -207,6 +207,15 @@ impl Browser {
         self.base.join(url).unwrap()
     }
 
+    /// Visits the callback with a state no login issued (a forged or replayed answer).
+    pub async fn forged_callback(&self) -> Response {
+        self.get(
+            self.url("/api/auth/callback?state=forged-state&code=x")
+                .as_str(),
+        )
+        .await
+    }
+
     /// Starts a login and returns the provider URL Vestibule redirected to.
     pub async fn begin_login(&self, return_to: Option<&str>) -> Url {
         let mut url = self.url("/api/auth/login");

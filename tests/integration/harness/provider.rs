@@ -309,6 +309,22 @@ impl TestProvider {
             .to_owned()
     }
 
+    /// A valid logout token naming only `sub` (every session of that user ends), signed by the
+    /// provider's own key, with the id `jti`.
+    pub async fn logout_token_for_sub(&self, sub: &str, jti: &str) -> String {
+        let now = super::unix_now();
+        self.logout_token(
+            serde_json::json!({ "alg": "RS256", "typ": "logout+jwt" }),
+            serde_json::json!({
+                "iss": self.issuer, "aud": super::provider::client_id(), "iat": now,
+                "exp": now + 120, "jti": jti, "sub": sub,
+                "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+            }),
+            "provider",
+        )
+        .await
+    }
+
     /// Answers the next refresh grant with `error` and `description` (as another provider
     /// would word it), instead of oidc-provider's own answer.
     pub async fn fail_next_refresh(&self, error: &str, description: &str) {
