@@ -84,6 +84,13 @@ pub fn audit_trail(audit: AuditSettings, keys: &KeyRing) -> AuditTrail {
             SUBJECT_KEY_PURPOSE,
         )),
         (AuditSubject::Hashed, None) => {
+            if keys.len() > 1 {
+                tracing::warn!(
+                    "audit subjects are hashed under a key derived from the sealing key, so they \
+                     change when it rotates (and differ between instances during a rollout); set \
+                     audit.subject_key to keep them stable"
+                );
+            }
             AuditTrail::hashed(keys.derive_purpose_key(SUBJECT_KEY_PURPOSE))
         }
     }

@@ -106,7 +106,9 @@ where
                 metadata.target().starts_with("vestibule")
                     && *metadata.level() <= tracing::Level::DEBUG
             } else {
+                // The audit trail stays in the log pipeline its operator chose.
                 *metadata.level() <= tracing::Level::WARN
+                    && metadata.target() != crate::audit::TARGET
             }
         }))
         .boxed();

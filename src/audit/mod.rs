@@ -13,6 +13,7 @@
 pub mod context;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,6 +22,8 @@ use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 
 pub use context::RequestContext;
+
+use crate::clock::{OncePerInterval, unix_now};
 
 /// The log target of audit events.
 pub const TARGET: &str = "vestibule::audit";
@@ -117,24 +120,82 @@ enum SubjectForm {
     Clear,
 }
 
+/// How often an event that can be caused again and again is recorded, per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeats {
+    /// Once per second per client network and reason: a flood of forged callbacks from one
+    /// place is a line a second, not a line a request.
+    PerClientPerSecond,
+    /// Once per minute per session: a provider that is down for a while is a line a minute
+    /// per waiting session, not one per request.
+    PerSessionPerMinute,
+}
+
+/// Keys remembered per throttle (bounded; an old key is forgotten, never refused).
+const THROTTLED_KEYS: usize = 4_096;
+
 /// Where audit events are recorded. Cloning shares it.
 #[derive(Clone)]
-pub struct AuditTrail(Arc<SubjectForm>);
+pub struct AuditTrail(Arc<Trail>);
+
+struct Trail {
+    subjects: SubjectForm,
+    per_client: OncePerInterval,
+    per_session: OncePerInterval,
+}
 
 impl AuditTrail {
     /// Subjects as keyed hashes under `key` (instances sharing the key agree on them).
     pub fn hashed(key: SecretBox<[u8; 32]>) -> Self {
-        Self(Arc::new(SubjectForm::Hashed(key)))
+        Self::with(SubjectForm::Hashed(key))
     }
 
     /// Subjects as they are.
     pub fn clear() -> Self {
-        Self(Arc::new(SubjectForm::Clear))
+        Self::with(SubjectForm::Clear)
+    }
+
+    fn with(subjects: SubjectForm) -> Self {
+        Self(Arc::new(Trail {
+            subjects,
+            per_client: OncePerInterval::new(Duration::from_secs(1), THROTTLED_KEYS),
+            per_session: OncePerInterval::new(Duration::from_secs(60), THROTTLED_KEYS),
+        }))
+    }
+
+    /// Records `event` unless the same kind of it was recorded for the same key (the client's
+    /// network and the reason, or the session) within the interval `repeats` names.
+    pub fn record_unless_repeated(
+        &self,
+        event: AuditEvent,
+        details: Details<'_>,
+        repeats: Repeats,
+    ) {
+        let (throttle, key) = match repeats {
+            Repeats::PerClientPerSecond => (
+                &self.0.per_client,
+                format!(
+                    "{}|{}|{}",
+                    event.name(),
+                    RequestContext::current()
+                        .map(|context| context.client_network.to_string())
+                        .unwrap_or_default(),
+                    details.reason.unwrap_or_default()
+                ),
+            ),
+            Repeats::PerSessionPerMinute => (
+                &self.0.per_session,
+                format!("{}|{}", event.name(), details.session.unwrap_or_default()),
+            ),
+        };
+        if throttle.due(&key, unix_now()) {
+            self.record(event, details);
+        }
     }
 
     /// How `sub` appears in events.
     pub fn subject(&self, sub: &str) -> String {
-        match &*self.0 {
+        match &self.0.subjects {
             SubjectForm::Clear => sub.to_owned(),
             SubjectForm::Hashed(key) => {
                 // HMAC accepts keys of any length, so this cannot fail.
@@ -186,7 +247,7 @@ impl AuditTrail {
 
 impl std::fmt::Debug for AuditTrail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match &*self.0 {
+        f.write_str(match &self.0.subjects {
             SubjectForm::Hashed(_) => "AuditTrail(hashed subjects)",
             SubjectForm::Clear => "AuditTrail(clear subjects)",
         })
@@ -211,6 +272,31 @@ mod tests {
         assert_ne!(alice, trail.subject("bob"));
         assert_ne!(alice, keyed(2).subject("alice"), "keyed: not a plain hash");
         assert_eq!(AuditTrail::clear().subject("alice"), "alice");
+    }
+
+    #[test]
+    fn an_event_anyone_can_repeat_is_recorded_once_per_interval_and_key() {
+        let trail = keyed(3);
+        let details = Details {
+            session: Some("s1"),
+            reason: Some("provider_unavailable"),
+            ..Details::default()
+        };
+        let key = |session| format!("refresh_failed|{session}");
+        assert!(trail.0.per_session.due(&key("s0"), unix_now()));
+        trail.record_unless_repeated(
+            AuditEvent::RefreshFailed,
+            details,
+            Repeats::PerSessionPerMinute,
+        );
+        assert!(
+            !trail.0.per_session.due(&key("s1"), unix_now()),
+            "remembered"
+        );
+        assert!(
+            trail.0.per_session.due(&key("s2"), unix_now()),
+            "another session"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::device::session_origin;
 use super::{AppState, Components, QueryParams, csrf};
-use crate::audit::{AuditEvent, Details};
+use crate::audit::{AuditEvent, Details, Repeats};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
 use crate::metrics::metrics;
@@ -95,12 +95,14 @@ pub async fn finish_login(
         }
         Err(error) => {
             metrics().login_failed(error.login_failure_reason());
-            state.audit.record(
+            // Anyone can send callbacks: a flood from one network is a line a second.
+            state.audit.record_unless_repeated(
                 AuditEvent::LoginFailed,
                 Details {
                     reason: Some(error.login_failure_reason()),
                     ..Details::default()
                 },
+                Repeats::PerClientPerSecond,
             );
             Err(error.into())
         }

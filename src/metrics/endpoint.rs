@@ -2,7 +2,8 @@
 //! figures are reachable from the cluster's monitoring and not from browsers.
 //!
 //! A scrape also reads the two gauges that are state rather than events: the live sessions
-//! (one `ZCOUNT` in Redis, bounded by a timeout) and whether the session cache serves.
+//! (one small script in Redis, one scrape at a time, bounded by a timeout) and whether the
+//! session cache serves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio::sync::Mutex;
 
 use super::metrics;
 use crate::session::Sessions;
@@ -20,6 +22,13 @@ use crate::session::Sessions;
 /// How long a scrape waits for Redis to count the live sessions (the gauge keeps its last
 /// value when it cannot).
 const COUNT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a scrape needs: the sessions to count, and a lock so that concurrent scrapes count one
+/// at a time (however many scrapers read the endpoint, one script runs in Redis at once).
+struct Scraper {
+    sessions: Arc<Sessions>,
+    counting: Mutex<()>,
+}
 
 /// The OpenMetrics content type `prometheus-client` writes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -29,18 +38,25 @@ pub async fn serve(listener: TcpListener, sessions: Arc<Sessions>) {
     let router = Router::new()
         .route("/metrics", get(scrape))
         .fallback(|| async { (StatusCode::NOT_FOUND, "metrics are at /metrics\n") })
-        .with_state(sessions);
+        .with_state(Arc::new(Scraper {
+            sessions,
+            counting: Mutex::new(()),
+        }));
     if let Err(error) = axum::serve(listener, router).await {
         tracing::error!(error = %error, "the metrics listener stopped");
     }
 }
 
-async fn scrape(State(sessions): State<Arc<Sessions>>) -> Response {
+async fn scrape(State(scraper): State<Arc<Scraper>>) -> Response {
     let metrics = metrics();
-    if let Ok(Ok(live)) = tokio::time::timeout(COUNT_TIMEOUT, sessions.count_live()).await {
-        metrics
-            .live_sessions
-            .set(i64::try_from(live).unwrap_or(i64::MAX));
+    let sessions = &scraper.sessions;
+    {
+        let _one_at_a_time = scraper.counting.lock().await;
+        if let Ok(Ok(live)) = tokio::time::timeout(COUNT_TIMEOUT, sessions.count_live()).await {
+            metrics
+                .live_sessions
+                .set(i64::try_from(live).unwrap_or(i64::MAX));
+        }
     }
     let serving = sessions
         .store()

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::audit::context::carry;
-use crate::audit::{AuditEvent, AuditTrail, Details};
+use crate::audit::{AuditEvent, AuditTrail, Details, Repeats};
 use crate::clock::unix_now;
 use crate::metrics::{KindLabel, ReasonLabel, metrics};
 use crate::oidc::{OidcError, Provider};
@@ -354,17 +354,25 @@ impl Refresher {
 
 impl Refresher {
     /// Records a failed refresh of `current`'s tokens.
+    /// A failure that ends the session is always recorded; one that keeps it (the provider is
+    /// down and every request retries) once a minute per session.
     fn audit_failure(&self, current: &ActiveSession, reason: &str, outcome: &str) {
-        self.audit.record(
-            AuditEvent::RefreshFailed,
-            Details {
-                sub: Some(&current.record.sub),
-                session: Some(&current.record.handle),
-                reason: Some(reason),
-                outcome: Some(outcome),
-                ..Details::default()
-            },
-        );
+        let details = Details {
+            sub: Some(&current.record.sub),
+            session: Some(&current.record.handle),
+            reason: Some(reason),
+            outcome: Some(outcome),
+            ..Details::default()
+        };
+        if outcome == "session_ended" {
+            self.audit.record(AuditEvent::RefreshFailed, details);
+        } else {
+            self.audit.record_unless_repeated(
+                AuditEvent::RefreshFailed,
+                details,
+                Repeats::PerSessionPerMinute,
+            );
+        }
     }
 
     /// The suspicious-use event for a refresh token the provider reports reused (a copy of it

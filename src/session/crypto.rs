@@ -237,6 +237,19 @@ impl KeyRing {
         purpose_key(key.key.expose_secret(), purpose)
     }
 
+    /// How many keys the ring holds.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Keys::Single(_) => 1,
+            Keys::Ring(keys) => keys.len(),
+        }
+    }
+
+    /// Never: a ring holds at least one key.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
     /// The id records are sealed under now (`None`: the single, unlabelled key).
     pub fn sealing_id(&self) -> Option<&KeyId> {
         match &self.0 {

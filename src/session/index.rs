@@ -383,7 +383,9 @@ impl Sessions {
 
     /// How many sessions are live, across every instance (cheap: see the store's index).
     pub async fn count_live(&self) -> Result<u64, StoreError> {
-        self.store.count_live_sessions(unix_now()).await
+        self.store
+            .count_live_sessions(unix_now(), self.recent_uses.interval().as_secs())
+            .await
     }
 
     /// How many sessions `sub` has.

@@ -258,6 +258,8 @@ impl Sessions {
         let now = unix_now();
         if now >= record.expires_at {
             self.store.delete(&key).await?;
+            // Taken out of the live set here, so the pruner will not count it.
+            crate::metrics::metrics().sessions_ended("absolute_timeout", 1);
             self.unindex(&record).await;
             return Ok(None);
         }

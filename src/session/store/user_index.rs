@@ -132,10 +132,12 @@ local seen = tonumber(redis.call('HGET', KEYS[1], 's:' .. ARGV[1]) or '0')
 if tonumber(ARGV[2]) > seen then redis.call('HSET', KEYS[1], 's:' .. ARGV[1], ARGV[2]) end
 return 1";
 
-/// Prunes the members of `KEYS[1]` whose deadline is before `ARGV[1]` and counts the members
-/// whose deadline is not; returns (live, idle expired, absolute expired).
+/// Counts the members of `KEYS[1]` whose deadline is not before `ARGV[1]`, and prunes those
+/// whose deadline passed more than `ARGV[2]` seconds before it (a use is filed at most that
+/// late, so a member inside that margin may still be live); returns (live, idle expired,
+/// absolute expired).
 const COUNT_LIVE: &str = "\
-local expired = prune(KEYS[1], ARGV[1])
+local expired = prune(KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[2]))
 return {redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf'), expired[1], expired[2]}";
 
 /// When a session ends if it is not used again, and whether that is its absolute end (else its
@@ -481,14 +483,20 @@ impl Store {
 
     /// How many sessions are live at `now` (by the deadlines the index knows; those ended by
     /// expiry drop out as their deadline passes). `ZCOUNT`-cheap, whatever the number.
-    /// Sessions found expired on the way are counted in the metrics, by timeout.
-    pub async fn count_live_sessions(&self, now: u64) -> Result<u64, StoreError> {
+    /// Sessions whose deadline passed more than `filing_delay` ago (the longest a use may wait
+    /// to be filed) are pruned on the way and counted in the metrics, by timeout.
+    pub async fn count_live_sessions(
+        &self,
+        now: u64,
+        filing_delay: u64,
+    ) -> Result<u64, StoreError> {
         let (live, idle, absolute) = match self {
-            Store::Memory(memory) => memory.indexes().count_live(now),
+            Store::Memory(memory) => memory.indexes().count_live(now, filing_delay),
             Store::Redis(redis) => {
                 redis::Script::new(&format!("{PRUNE_EXPIRED}{COUNT_LIVE}"))
                     .key(LIVE_SESSIONS)
                     .arg(now)
+                    .arg(filing_delay)
                     .invoke_async(&mut redis.conn.clone())
                     .await?
             }
@@ -673,21 +681,27 @@ impl MemoryIndexes {
             .unwrap_or_default()
     }
 
-    /// (live, idle expired, absolute expired), pruning the expired.
-    fn count_live(&mut self, now: u64) -> (u64, u64, u64) {
+    /// (live, idle expired, absolute expired), pruning what expired more than `margin`
+    /// seconds ago.
+    fn count_live(&mut self, now: u64, margin: u64) -> (u64, u64, u64) {
         let (mut idle, mut absolute) = (0, 0);
         self.live.retain(|_, deadline| {
-            let live = deadline.at >= now;
-            if !live {
+            let kept = deadline.at.saturating_add(margin) >= now;
+            if !kept {
                 *if deadline.absolute {
                     &mut absolute
                 } else {
                     &mut idle
                 } += 1;
             }
-            live
+            kept
         });
-        (self.live.len() as u64, idle, absolute)
+        let live = self
+            .live
+            .values()
+            .filter(|deadline| deadline.at >= now)
+            .count();
+        (live as u64, idle, absolute)
     }
 
     /// Drops the entries whose record is gone (`exists` says) and that were filed a while ago
@@ -761,7 +775,16 @@ mod tests {
         indexes
             .live
             .insert("live".into(), Deadline::of(1_900, 100, 5_000));
-        assert_eq!(indexes.count_live(2_000), (1, 1, 1));
-        assert_eq!(indexes.count_live(2_000), (1, 0, 0), "counted once");
+        assert_eq!(indexes.count_live(2_000, 0), (1, 1, 1));
+        assert_eq!(indexes.count_live(2_000, 0), (1, 0, 0), "counted once");
+        indexes
+            .live
+            .insert("lately".into(), Deadline::of(1_850, 100, 5_000));
+        assert_eq!(
+            indexes.count_live(2_000, 60),
+            (1, 0, 0),
+            "not live, but within the filing delay: kept, not counted yet"
+        );
+        assert_eq!(indexes.count_live(2_100, 60), (0, 2, 0));
     }
 }

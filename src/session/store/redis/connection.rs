@@ -132,9 +132,10 @@ impl ConnectionLike for RedisConnection {
             let reply = match self {
                 RedisConnection::Server(connection) => connection.req_packed_command(cmd).await,
                 RedisConnection::Sentinel(connection) => connection.req_packed_command(cmd).await,
-                RedisConnection::Cluster(cluster) => {
-                    cluster.connection().await?.req_packed_command(cmd).await
-                }
+                RedisConnection::Cluster(cluster) => match cluster.connection().await {
+                    Ok(mut connection) => connection.req_packed_command(cmd).await,
+                    Err(error) => Err(error),
+                },
             };
             observe(started, reply.as_ref().err());
             reply
@@ -147,21 +148,31 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            RedisConnection::Server(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
-            }
-            RedisConnection::Sentinel(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
-            }
-            RedisConnection::Cluster(cluster) => Box::pin(async move {
-                cluster
-                    .connection()
-                    .await?
-                    .req_packed_commands(pipeline, offset, count)
-                    .await
-            }),
-        }
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let replies = match self {
+                RedisConnection::Server(connection) => {
+                    connection
+                        .req_packed_commands(pipeline, offset, count)
+                        .await
+                }
+                RedisConnection::Sentinel(connection) => {
+                    connection
+                        .req_packed_commands(pipeline, offset, count)
+                        .await
+                }
+                RedisConnection::Cluster(cluster) => match cluster.connection().await {
+                    Ok(mut connection) => {
+                        connection
+                            .req_packed_commands(pipeline, offset, count)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
+            };
+            observe(started, replies.as_ref().err());
+            replies
+        })
     }
 
     fn get_db(&self) -> i64 {
