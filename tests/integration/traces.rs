@@ -131,6 +131,32 @@ async fn a_proxied_call_that_refreshes_is_one_span_tree_continued_by_the_upstrea
         "the session is loaded under the proxied call: {loads:?}"
     );
 
+    // The login that came before is traced too: its start, and the callback with its code
+    // exchange and the session it stored.
+    let login_spans: HashMap<String, ReceivedSpan> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| {
+            ["login", "callback", "code_exchange", "session_store"].contains(&s.name.as_str())
+        })
+        .filter(|s| s.trace_id != BROWSER_TRACE)
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let login_span = |name: &str| {
+        login_spans
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} span: {login_spans:?}"))
+    };
+    assert_eq!(
+        login_span("code_exchange").parent_span_id,
+        login_span("callback").span_id
+    );
+    assert_eq!(
+        login_span("session_store").parent_span_id,
+        login_span("callback").span_id
+    );
+    assert!(!login_span("login").trace_id.is_empty());
+
     // The upstream continues the trace from the upstream span.
     assert_eq!(
         parse_traceparent(&upstream_traceparent),
