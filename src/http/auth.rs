@@ -1,16 +1,18 @@
 //! `/api/auth/*`: login, callback, current user and logout. Handlers only translate HTTP to
 //! calls on [`crate::oidc`] and [`crate::session`].
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use super::client_address::ClientAddress;
 use super::device::session_origin;
 use super::{AppState, Components, QueryParams, csrf};
 use crate::audit::{AuditEvent, Details, Repeats};
@@ -30,11 +32,10 @@ use crate::session::{
 #[tracing::instrument(level = "debug", name = "login", skip_all)]
 pub async fn begin_login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let client = state.trusted_proxies.client(peer.ip(), &headers);
     state
         .login_limit
         .check(client)
@@ -75,11 +76,11 @@ pub async fn begin_login(
 #[tracing::instrument(level = "debug", name = "callback", skip_all)]
 pub async fn finish_login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    match complete_login(&state, peer, &headers, query.as_deref()).await {
+    match complete_login(&state, client, &headers, query.as_deref()).await {
         Ok((response, record)) => {
             metrics().logins_completed.inc();
             metrics().sessions_created.inc();
@@ -94,12 +95,13 @@ pub async fn finish_login(
             Ok(response)
         }
         Err(error) => {
-            metrics().login_failed(error.login_failure_reason());
+            let reason = error.login_failure_reason();
+            metrics().login_failed(reason);
             // Anyone can send callbacks: a flood from one network is a line a second.
             state.audit.record_unless_repeated(
                 AuditEvent::LoginFailed,
                 Details {
-                    reason: Some(error.login_failure_reason()),
+                    reason: Some(reason),
                     ..Details::default()
                 },
                 Repeats::PerClientPerSecond,
@@ -112,7 +114,7 @@ pub async fn finish_login(
 /// The callback's work: the response and the new session's record, or why the login failed.
 async fn complete_login(
     state: &AppState,
-    peer: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<(Response, SessionRecord), AppError> {
@@ -155,7 +157,6 @@ async fn complete_login(
             }
             other => other.into(),
         })?;
-    let client = state.trusted_proxies.client(peer.ip(), headers);
     let origin = SessionOrigin {
         provider_session: login.provider_session,
         ..session_origin(client, headers)
@@ -219,7 +220,7 @@ fn error_code(raw: &str) -> String {
 /// session, so the idle deadline it reports is the one Redis enforces from now on.
 pub async fn current_user(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
@@ -233,7 +234,6 @@ pub async fn current_user(
         .load_touched(&cookie)
         .await?
         .ok_or(AppError::Unauthenticated)?;
-    let client = state.trusted_proxies.client(peer.ip(), &headers);
     let session = state.check_use(session, client, &headers).await?;
     let record = &session.record;
     let body = json!({

@@ -13,6 +13,11 @@ use ipnet::IpNet;
 
 use super::headers::X_FORWARDED_FOR;
 
+/// The client's address for the request, worked out once by the dispatcher from the peer and
+/// the trusted proxies' `X-Forwarded-For`: an extension of every request the router handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
 /// The proxies whose `X-Forwarded-For` entries are believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<IpNet>);

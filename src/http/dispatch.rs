@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -24,6 +23,7 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::AppState;
+use super::client_address::ClientAddress;
 use super::connection::{Activity, ConnectionSlot, TrackedBody};
 use super::health;
 use super::proxy::{self, UpstreamCall};
@@ -138,7 +138,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
                 Either::Right(Either::Left(std::future::ready(error.into_response())))
             }
             Dispatch::Router => {
-                request.extensions_mut().insert(ConnectInfo(self.peer));
+                request.extensions_mut().insert(ClientAddress(client));
                 request.extensions_mut().insert(self.slot.clone());
                 Either::Right(Either::Right(self.router.clone().oneshot(request).map(
                     |outcome| {

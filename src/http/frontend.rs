@@ -4,12 +4,11 @@
 //! Frontend requests never need a session and never carry a token: Vestibule's cookies are
 //! stripped before a development server sees the request.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -18,6 +17,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use url::Url;
 
 use super::AppState;
+use super::client_address::ClientAddress;
 use super::connection::ConnectionSlot;
 use super::headers::{clean_upstream_response, remove_hop_by_hop, remove_own_set_cookies};
 use super::upstream::describe;
@@ -194,10 +194,10 @@ async fn dev_server(
         .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
     let upgrade = wants_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let peer = request
+    let client = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip());
+        .get::<ClientAddress>()
+        .map(|ClientAddress(client)| *client);
     // The relay outlives this exchange: it keeps the connection's place under the cap.
     let slot = request.extensions().get::<ConnectionSlot>().cloned();
 
@@ -209,8 +209,7 @@ async fn dev_server(
     // A frontend server never sees Vestibule's cookies; the session is not its business. It
     // gets the same forwarding headers as an API, from what Vestibule knows.
     let _ = state.cookies.strip(&mut parts.headers);
-    if let Some(peer) = peer {
-        let client = state.trusted_proxies.client(peer, &parts.headers);
+    if let Some(client) = client {
         state.forwarded.apply(&mut parts.headers, client);
     }
     if !upgrade {

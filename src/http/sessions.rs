@@ -2,15 +2,17 @@
 //! one, end all but this one. The user is always the one of the caller's session, so nobody
 //! can see or end another user's sessions; the usual anti-forgery rules apply.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::auth::{no_store, revoke_ended};
+use super::client_address::ClientAddress;
 use super::{AppState, csrf};
 use crate::audit::{AuditEvent, Details};
 use crate::error::AppError;
@@ -20,26 +22,22 @@ use crate::session::ActiveSession;
 /// user of this session, and on no one else).
 async fn caller_session(
     state: &AppState,
-    peer: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
 ) -> Result<ActiveSession, AppError> {
     csrf::check(headers, &state.origin)?;
     state
-        .require_session(
-            state.cookies.read(headers).session,
-            state.trusted_proxies.client(peer.ip(), headers),
-            headers,
-        )
+        .require_session(state.cookies.read(headers).session, client, headers)
         .await
 }
 
 /// `GET /api/auth/sessions`: the caller's sessions, oldest first, the current one marked.
 pub async fn list_sessions(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let current = caller_session(&state, peer, &headers).await?;
+    let current = caller_session(&state, client, &headers).await?;
     let sessions = state.sessions.list_for(&current).await?;
     Ok(no_store(
         Json(json!({ "sessions": sessions })).into_response(),
@@ -50,11 +48,11 @@ pub async fn list_sessions(
 /// which then also loses its cookie).
 pub async fn end_session(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let current = caller_session(&state, peer, &headers).await?;
+    let current = caller_session(&state, client, &headers).await?;
     let ended = state
         .sessions
         .end_by_handle(&current.record.sub, &id)
@@ -80,10 +78,10 @@ pub async fn end_session(
 /// `DELETE /api/auth/sessions`: ends every session of the caller's but the current one.
 pub async fn end_other_sessions(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let current = caller_session(&state, peer, &headers).await?;
+    let current = caller_session(&state, client, &headers).await?;
     let ended = revoke_ended(&state, state.sessions.end_others(&current).await?);
     audit_ended_by_user(&state, &current, "other_sessions", ended);
     Ok(no_store(Json(json!({ "ended": ended })).into_response()))
