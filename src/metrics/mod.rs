@@ -95,7 +95,8 @@ fn latency_histogram() -> Histogram {
     ])
 }
 
-/// Every metric Vestibule records.
+/// Every metric Vestibule records. The families with labels are recorded through the methods
+/// below, which name the label values; the plain counters, gauges and histograms directly.
 pub struct Metrics {
     registry: Registry,
     /// Logins started (`/api/auth/login` redirected to the provider).
@@ -103,11 +104,11 @@ pub struct Metrics {
     /// Logins completed (a session was created).
     pub logins_completed: Counter,
     /// Login callbacks that failed, by reason.
-    pub logins_failed: Family<ReasonLabel, Counter>,
+    logins_failed: Family<ReasonLabel, Counter>,
     /// Sessions created.
     pub sessions_created: Counter,
     /// Sessions ended, by reason.
-    pub sessions_ended: Family<ReasonLabel, Counter>,
+    sessions_ended: Family<ReasonLabel, Counter>,
     /// Live sessions in the store (set when scraped).
     pub live_sessions: Gauge,
     /// Refresh grants attempted.
@@ -115,16 +116,16 @@ pub struct Metrics {
     /// Refresh grants that succeeded.
     pub refresh_successes: Counter,
     /// Refreshes that failed, by reason.
-    pub refresh_failures: Family<ReasonLabel, Counter>,
+    refresh_failures: Family<ReasonLabel, Counter>,
     /// Duration of refresh grants.
     pub refresh_duration: Histogram,
     /// Requests that waited for another request's refresh: `local` (on this instance) or
     /// `cluster` (for another instance's lock).
-    pub refresh_waits: Family<KindLabel, Counter>,
+    refresh_waits: Family<KindLabel, Counter>,
     /// Requests to the provider, by endpoint and outcome.
-    pub provider_requests: Family<ProviderLabels, Counter>,
+    provider_requests: Family<ProviderLabels, Counter>,
     /// Duration of requests to the provider, by endpoint.
-    pub provider_duration: Histograms<EndpointLabel>,
+    provider_duration: Histograms<EndpointLabel>,
     /// Duration of Redis commands.
     pub redis_duration: Histogram,
     /// Redis commands that failed (unreachable, timed out, refused).
@@ -138,11 +139,11 @@ pub struct Metrics {
     /// Whether this instance's session cache serves hits (1) or every call reads Redis (0).
     pub cache_serving: Gauge,
     /// Proxied calls, by route, method and status class.
-    pub proxy_requests: Family<ProxyLabels, Counter>,
+    proxy_requests: Family<ProxyLabels, Counter>,
     /// Duration of proxied calls until the upstream's response headers, by route.
-    pub proxy_duration: Histograms<RouteLabel>,
+    proxy_duration: Histograms<RouteLabel>,
     /// Upstream calls that failed, by route and kind.
-    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
 }
 
 impl Metrics {
@@ -296,6 +297,19 @@ impl Metrics {
         self.logins_failed
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// Counts a refresh that failed for `reason`.
+    pub fn refresh_failed(&self, reason: &'static str) {
+        self.refresh_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a request that waited for a refresh instead of making one: `local` (another
+    /// request of this instance's) or `cluster` (another instance's lock).
+    pub fn refresh_waited(&self, kind: &'static str) {
+        self.refresh_waits.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Counts `count` sessions ended for `reason`.

@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::audit::context::carry;
 use crate::audit::{AuditEvent, AuditTrail, Details, Repeats};
 use crate::clock::unix_now;
-use crate::metrics::{KindLabel, ReasonLabel, metrics};
+use crate::metrics::metrics;
 use crate::oidc::{OidcError, Provider};
 use crate::session::{
     ActiveSession, Replacement, SessionCookie, SessionRecord, Sessions, StoreError, TokenSet,
@@ -117,10 +117,7 @@ impl Refresher {
         let current = match self.reread(&session.cookie).await? {
             Stored::Usable(access_token) => {
                 // Another request on this instance refreshed while this one queued.
-                metrics()
-                    .refresh_waits
-                    .get_or_create(&KindLabel { kind: "local" })
-                    .inc();
+                metrics().refresh_waited("local");
                 return Ok(access_token);
             }
             Stored::Due(current) => current,
@@ -190,10 +187,7 @@ impl Refresher {
         while !lock.try_take().await? {
             if !waited {
                 waited = true;
-                metrics()
-                    .refresh_waits
-                    .get_or_create(&KindLabel { kind: "cluster" })
-                    .inc();
+                metrics().refresh_waited("cluster");
             }
             wait.next_poll().await?;
             if let Stored::Usable(access_token) = self.reread(cookie).await? {
@@ -228,11 +222,7 @@ impl Refresher {
                 metrics.refresh_successes.inc();
             }
             Err(error) => {
-                let reason = failure_reason(error);
-                metrics
-                    .refresh_failures
-                    .get_or_create(&ReasonLabel { reason })
-                    .inc();
+                metrics.refresh_failed(failure_reason(error));
             }
         }
         match granted {
