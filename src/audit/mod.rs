@@ -28,8 +28,8 @@ use crate::clock::{OncePerInterval, unix_now};
 /// The log target of audit events.
 pub const TARGET: &str = "vestibule::audit";
 
-/// The HKDF purpose of the subject key derived from the encryption key when `audit.subject_key`
-/// is not set.
+/// The purpose the subject key is derived for (from `audit.subject_key`, or from the encryption
+/// key when that is not set): see [`crate::session::crypto::purpose_key`].
 pub const SUBJECT_KEY_PURPOSE: &[u8] = b"vestibule audit subject v1";
 
 /// Bytes of the HMAC kept in a subject hash (128 bits: no collisions among any real user base).

@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use axum::response::Response;
 use futures_util::FutureExt;
-use ipnet::IpNet;
 use tracing::Instrument;
 
 use super::client_address::client_network;
@@ -27,8 +26,7 @@ use crate::error::panic_response;
 pub struct RequestScope {
     span: tracing::Span,
     started: Instant,
-    id: RequestId,
-    client_network: IpNet,
+    context: RequestContext,
 }
 
 impl RequestScope {
@@ -50,10 +48,12 @@ impl RequestScope {
             crate::traces::adopt_parent(&span, request.headers());
         }
         Self {
-            client_network: client_network(client),
             span,
             started: Instant::now(),
-            id: id.clone(),
+            context: RequestContext {
+                request_id: id.header_value().clone(),
+                client_network: client_network(client),
+            },
         }
     }
 
@@ -65,24 +65,17 @@ impl RequestScope {
         let Self {
             span,
             started,
-            id,
-            client_network,
+            context,
         } = self;
-        let context = RequestContext {
-            request_id: id.header_value().clone(),
-            client_network,
-        };
-        let handling = context.scope(handling);
-        AssertUnwindSafe(handling)
+        let request_id = context.request_id.clone();
+        AssertUnwindSafe(context.scope(handling))
             .catch_unwind()
             .map(move |outcome| {
                 let mut response = outcome.unwrap_or_else(|_| {
                     tracing::error!("a request handler panicked");
                     panic_response()
                 });
-                response
-                    .headers_mut()
-                    .insert(X_REQUEST_ID, id.header_value().clone());
+                response.headers_mut().insert(X_REQUEST_ID, request_id);
                 tracing::debug!(
                     status = response.status().as_u16(),
                     elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
