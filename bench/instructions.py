@@ -21,9 +21,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from vbench.clients import login  # noqa: E402
-from vbench.context import CALLBACK, CSRF, PATH, SESSION_COOKIE, STACK, WORK  # noqa: E402
-from vbench.processes import free_port, port_open, start, stop, stop_all, wait_for  # noqa: E402
-from vbench.servers import start_provider, start_redis, start_upstream  # noqa: E402
+from vbench.context import CALLBACK, CSRF, PATH, SESSION_COOKIE, WORK  # noqa: E402
+from vbench.processes import free_port, stop, stop_all  # noqa: E402
+from vbench.servers import start_provider, start_redis, start_upstream, start_vestibule  # noqa: E402
 
 CALLS = int(os.environ.get("CALLS", "3000"))
 WARM_UP = 300
@@ -49,29 +49,12 @@ def callgrind_control(*args):
 
 def measure(binary, issuer, upstream_port, port, index):
     redis_port, redis = start_redis(f"instructions-redis-{index}")
-    directory = os.path.join(WORK, f"instructions-{index}")
-    os.makedirs(directory, exist_ok=True)
-    config = os.path.join(directory, "vestibule.toml")
-    with open(config, "w") as f:
-        f.write(f"""listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-[oidc]
-issuer = "{issuer}"
-client_id = "{STACK['provider']['client_id']}"
-client_secret = "{STACK['provider']['client_secret']}"
-[session]
-redis_url = "redis://127.0.0.1:{redis_port}"
-encryption_key = "{KEY}"
-[[routes]]
-prefix = "/api"
-upstream = "http://127.0.0.1:{upstream_port}"
-""")
+    name = f"instructions-{index}"
+    directory = os.path.join(WORK, name)
     out = os.path.join(directory, "callgrind.out")
-    process = start(f"instructions-vestibule-{index}", [
-        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
-        binary, "--config", config,
-    ], env={"VESTIBULE_LOG": "warn", "VESTIBULE_SERVER__SHUTDOWN_DELAY_SECS": "0"})
-    wait_for("vestibule under callgrind", lambda: port_open(port), process, 180)
+    valgrind = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no")
+    process = start_vestibule(name, port, issuer, upstream_port, KEY, redis_port,
+                              binary=binary, launcher=valgrind, start_timeout=180)
     cookie = login(f"http://127.0.0.1:{port}/api/auth/login", SESSION_COOKIE)
     calls(port, cookie, WARM_UP)
     callgrind_control("--zero", str(process.pid))
