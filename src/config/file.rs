@@ -181,9 +181,13 @@ pub struct LoginSettings {
 impl Default for LoginSettings {
     fn default() -> Self {
         Self {
-            rate_limit_per_minute: 60,
-            rate_limit_burst: 20,
-            max_pending_per_browser: 5,
+            // One address can be a campus NAT or a carrier's CGNAT: a thousand browsers may
+            // start logins through it within a minute (after an outage, all at once), so the
+            // burst alone admits them; a flood of thousands a second is still cut to 20/s.
+            rate_limit_per_minute: 1_200,
+            rate_limit_burst: 1_200,
+            // An SPA whose session expired sends every open tab to the login at once.
+            max_pending_per_browser: 20,
             max_pending_total: 10_000,
         }
     }

@@ -1,8 +1,12 @@
 //! What one client may cost: login starts per address, logins in progress per browser and
 //! in total (the oldest are displaced, never more are stored).
 
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
 use reqwest::StatusCode;
 
+use crate::harness::browser::location;
 use crate::harness::{Browser, TestApp};
 
 /// Starts a login as a navigation from `client` (an address a trusted balancer reports).
@@ -181,5 +185,150 @@ async fn the_in_memory_store_caps_pending_logins_too() {
         first.get(callback.as_str()).await.status(),
         StatusCode::BAD_REQUEST,
         "displaced by the newer two"
+    );
+}
+
+/// The defaults' campus NAT: this many browsers start their logins through one address.
+const BROWSERS_BEHIND_ONE_NAT: usize = 1_000;
+
+#[tokio::test]
+async fn a_thousand_browsers_behind_one_nat_all_log_in_within_a_minute_at_the_defaults() {
+    // The [login] defaults, and every browser comes from one address: the loopback peer.
+    let app = TestApp::builder().login_settings("").start().await;
+    let browsers: Vec<Browser> = (0..BROWSERS_BEHIND_ONE_NAT)
+        .map(|_| app.browser())
+        .collect();
+    // The hardest shape for a rate limit: every start as fast as the machine allows (a NAT's
+    // users after an outage, every tab redirected at once), before any login completes.
+    let started_at = std::time::Instant::now();
+    let authorizations: Vec<reqwest::Response> = stream::iter(&browsers)
+        .map(|browser| browser.get("/api/auth/login"))
+        .buffered(32)
+        .collect()
+        .await;
+    let starting = started_at.elapsed();
+    assert!(
+        starting < Duration::from_secs(60),
+        "the starts took {starting:?}: not a minute's worth"
+    );
+    let refused = authorizations
+        .iter()
+        .filter(|response| response.status() != StatusCode::SEE_OTHER)
+        .count();
+    assert_eq!(
+        refused, 0,
+        "{refused} of {BROWSERS_BEHIND_ONE_NAT} login starts from one address were refused"
+    );
+    let logins = browsers
+        .iter()
+        .zip(&authorizations)
+        .enumerate()
+        .map(|(i, (browser, started))| {
+            let authorization = location(started, &browser.url("/api/auth/login"));
+            async move {
+                let callback = browser
+                    .authorize_at_provider(authorization, &format!("nat-user-{i}"))
+                    .await;
+                let finished = browser.get(callback.as_str()).await.status();
+                (finished, browser.user().await.0)
+            }
+        });
+    let outcomes: Vec<(StatusCode, StatusCode)> =
+        stream::iter(logins).buffer_unordered(16).collect().await;
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|outcome| **outcome != (StatusCode::SEE_OTHER, StatusCode::OK))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {BROWSERS_BEHIND_ONE_NAT} logins failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+#[tokio::test]
+async fn a_login_flood_from_one_address_is_throttled_at_the_defaults() {
+    let app = TestApp::builder()
+        .login_settings("")
+        .extra_toml("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+        .start()
+        .await;
+    let defaults = vestibule::config::LoginSettings::default();
+    let flood = 3 * defaults.rate_limit_burst as usize;
+    // Thousands of cookie-less starts, as fast as they go (each a "new browser").
+    let started_at = std::time::Instant::now();
+    let statuses: Vec<StatusCode> = stream::iter(0..flood)
+        .map(|_| {
+            let browser = app.browser();
+            async move {
+                let response = start_login_from(&browser, "203.0.113.7").await;
+                if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                    assert!(
+                        response.headers().contains_key("retry-after"),
+                        "a refusal says when to come back"
+                    );
+                }
+                response.status()
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let elapsed = started_at.elapsed().as_secs_f64();
+    let admitted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SEE_OTHER)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(admitted + refused, flood, "only 303 or 429: {statuses:?}");
+    // The burst, plus what the rate refills while the flood lasts (one more for rounding).
+    let allowed = f64::from(defaults.rate_limit_burst)
+        + f64::from(defaults.rate_limit_per_minute) * elapsed / 60.0
+        + 1.0;
+    assert!(
+        admitted as f64 <= allowed,
+        "{admitted} starts admitted in {elapsed:.1} s; the defaults allow {allowed:.0}"
+    );
+    assert!(
+        refused > 0 && refused >= flood - allowed as usize,
+        "{refused} of {flood} refused in {elapsed:.1} s"
+    );
+    assert_eq!(
+        pending_logins(&app).await,
+        admitted,
+        "refused starts store nothing"
+    );
+
+    // One browser's logins in progress stay capped at the default, however many it starts.
+    let browser = Browser::new(&app.url);
+    let mut conn = app.redis().connection().await;
+    let before = pending_logins(&app).await;
+    let other_address = "198.51.100.77";
+    for _ in 0..2 * defaults.max_pending_per_browser {
+        let started = start_login_from(&browser, other_address).await;
+        assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    }
+    let browser_indexes: Vec<String> = redis::cmd("KEYS")
+        .arg("vestibule:login-browser:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut largest = 0;
+    for index in browser_indexes {
+        let size: usize = redis::cmd("ZCARD")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        largest = largest.max(size);
+    }
+    assert_eq!(largest, defaults.max_pending_per_browser);
+    assert_eq!(
+        pending_logins(&app).await,
+        before + defaults.max_pending_per_browser
     );
 }
