@@ -42,14 +42,20 @@ class FormParser(html.parser.HTMLParser):
                 self.forms[-1]["inputs"].append((a["name"], a.get("value") or ""))
 
 
-def login(start_url, cookie_name, user=STACK["users"]["login"], max_steps=20):
-    """Runs a full login from start_url; returns the value of cookie_name set by the client."""
+def login(start_url, cookie_name, user=STACK["users"]["login"], max_steps=20, vestibule_headers=None):
+    """Runs a full login from start_url; returns the value of cookie_name set by the client.
+    vestibule_headers are added to the requests to start_url's origin (e.g. the address a
+    trusted balancer reports), never to the provider's."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect())
+    origin = urllib.parse.urlsplit(start_url)[:2]
     url, data = start_url, None
     for _ in range(max_steps):
         req = urllib.request.Request(url, data=data, headers={
             "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"})
+        if vestibule_headers and urllib.parse.urlsplit(url)[:2] == origin:
+            for k, v in vestibule_headers.items():
+                req.add_header(k, v)
         if data is not None:
             req.add_header("Content-Type", "application/x-www-form-urlencoded")
         try:

@@ -94,7 +94,10 @@ def targets(out, parts):
     lf = out.get("login_flood") or {}
     la, lb, lc, lm = (lf.get(k) or {} for k in ("single_address", "many_addresses", "one_browser", "memory_store"))
     cap, per_browser = lf.get("max_pending_total"), lf.get("max_pending_per_browser")
+    ln = lf.get("nat") or {}
     flood_rows = [
+        ("login flood: browsers behind one NAT address logged in (all, at the default rate limit)",
+         ln.get("logged_in"), ">=", ln.get("browsers")),
         ("login flood: one address, starts admitted (burst + rate x elapsed)",
          la.get("admitted_303"), "<=", la.get("admitted_limit")),
         # each cap is kept by one atomic script: concurrent starts never exceed it
@@ -271,6 +274,11 @@ def render_login_flood(lf):
         ("M same as B, in-memory store", "memory_store",
          lambda p: f"in Vestibule; RSS grew {p['rss_growth_at_cap_mb']} MB while at the cap"),
     ]
+    n = lf.get("nat") or {}
+    if n:
+        lines.append(f"| N one NAT address, {n['browsers']} browsers, whole logins | {n['browsers']} | "
+                     f"{n['logged_in']} logged in | {n['failed']} failed | | {n['elapsed_s']} | "
+                     f"{n['logins_per_s']} logins/s over {n['connections']} connections |")
     for label, key, after in phases:
         p = lf.get(key) or {}
         if not p:
