@@ -84,6 +84,9 @@ def targets(out, parts):
          ran("vestibule_redis", "vestibule_memory")),
         ("redis commands per proxied request", out.get("redis_commands_per_request"), "<=", 1,
          ran("vestibule_redis")),
+        # single-flight refresh: never two grants for one expiry (64 connections, one session)
+        ("refresh grants per access-token expiry", out.get("refresh_grants_per_expiry"), "<=", 1,
+         ran("refresh")),
         ("redis bytes per session", out.get("redis_bytes_per_session"), "<=", 5120, ran("store-scale")),
         # issue 12: "p50 unchanged against 1,000" (full mode: 1,000,000 sessions; quick: 10,000)
         ("proxied p50 with the most sessions / with 1k sessions", out.get("p50_ratio_largest_to_1k_sessions"),

@@ -307,6 +307,7 @@ function zeroStats() {
     authorization_code_errors: 0, // failed authorization_code grants
     refresh_token: 0, // successful refresh_token grants
     refresh_token_errors: 0, // failed refresh_token grants (invalid_grant, invalid_client, ...)
+    refresh_token_at: [], // when each of the last 1000 successful refresh_token grants happened (ms)
     introspections: 0, // requests to the introspection endpoint (any outcome)
     introspections_active: 0, // of those, answered with active:true
     introspection_errors: 0, // of those, answered with an error (e.g. invalid_client)
@@ -485,7 +486,11 @@ function buildProvider(issuer) {
   provider.on('grant.success', (ctx) => {
     const gt = ctx.oidc.params?.grant_type;
     if (gt === 'authorization_code') stats.authorization_code += 1;
-    else if (gt === 'refresh_token') stats.refresh_token += 1;
+    else if (gt === 'refresh_token') {
+      stats.refresh_token += 1;
+      stats.refresh_token_at.push(Date.now());
+      if (stats.refresh_token_at.length > 1000) stats.refresh_token_at.shift();
+    }
   });
   provider.on('grant.error', (ctx, err) => {
     const gt = ctx.oidc?.params?.grant_type;
