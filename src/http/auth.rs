@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::client_address::ClientAddress;
 use super::device::session_origin;
+use super::headers::X_FORWARDED_FOR;
 use super::{AppState, Components, QueryParams, csrf};
 use crate::audit::{AuditEvent, Details, Repeats};
 use crate::clock::unix_now;
@@ -36,10 +37,14 @@ pub async fn begin_login(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    state
-        .login_limit
-        .check(client)
-        .map_err(AppError::TooManyRequests)?;
+    state.login_limit.check(client).map_err(|wait| {
+        if state.trusted_proxies.is_empty() && headers.contains_key(X_FORWARDED_FOR) {
+            state
+                .login_limit
+                .report_refused_behind_untrusted_proxy(client);
+        }
+        AppError::TooManyRequests(wait)
+    })?;
     let query = QueryParams::parse(query.as_deref());
     let return_to = ReturnTo::parse_or_root(query.get("returnTo"), &state.public_url);
     let cookies = state.cookies.read(&headers);

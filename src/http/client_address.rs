@@ -28,6 +28,11 @@ impl TrustedProxies {
         Self(ranges)
     }
 
+    /// Whether no proxy is trusted (every peer is taken for the client).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether the TCP peer `address` is one of the trusted proxies.
     pub fn trusts_peer(&self, address: IpAddr) -> bool {
         self.trusts(canonical(address))

@@ -26,8 +26,9 @@ const SWEEP_EVERY: u32 = 1024;
 /// Each address's own budget already admits a whole NAT's burst of logins.
 pub const NETWORK_FACTOR: u32 = 4;
 
-/// At most one warning about displaced pending logins per this many seconds.
-const DISPLACED_WARNING_INTERVAL_SECS: u64 = 60;
+/// At most one warning of each kind (displaced pending logins, a proxy that is not trusted)
+/// per this many seconds.
+const WARNING_INTERVAL_SECS: u64 = 60;
 
 /// Login starts per client address.
 pub struct LoginRateLimit {
@@ -39,6 +40,8 @@ pub struct LoginRateLimit {
     checks: AtomicU32,
     /// Unix second of the last displaced-logins warning.
     last_warning: AtomicU64,
+    /// Unix second of the last warning about refusals behind an untrusted proxy.
+    last_proxy_warning: AtomicU64,
 }
 
 impl LoginRateLimit {
@@ -59,6 +62,7 @@ impl LoginRateLimit {
             clock: DefaultClock::default(),
             checks: AtomicU32::new(0),
             last_warning: AtomicU64::new(0),
+            last_proxy_warning: AtomicU64::new(0),
         }
     }
 
@@ -66,18 +70,27 @@ impl LoginRateLimit {
     /// starting logins at once (a flood, or a cap too small for the traffic). Warns at most
     /// once a minute.
     pub fn report_displaced_logins(&self, count: usize) {
-        let now = crate::clock::unix_now();
-        let last = self.last_warning.load(Ordering::Relaxed);
-        if now >= last + DISPLACED_WARNING_INTERVAL_SECS
-            && self
-                .last_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if due(&self.last_warning) {
             tracing::warn!(
                 displaced = count,
                 "login.max_pending_total reached: new logins displace the oldest in progress \
                  (a login flood from many addresses, or a cap too small for the traffic)"
+            );
+        }
+    }
+
+    /// Records a refused start from `client` whose request came with `X-Forwarded-For` while
+    /// no proxy is trusted: most likely a load balancer that is not in
+    /// `server.trusted_proxies`, so every client behind it shares one address's budget (the
+    /// lockout an operator must hear about). Warns at most once a minute, naming the client's
+    /// network only.
+    pub fn report_refused_behind_untrusted_proxy(&self, client: IpAddr) {
+        if due(&self.last_proxy_warning) {
+            tracing::warn!(
+                network = %client_network(client),
+                "login starts refused by the rate limit for an address whose requests carry \
+                 X-Forwarded-For, but server.trusted_proxies is empty: if this is your load \
+                 balancer or ingress, list it there, or all its users share one budget"
             );
         }
     }
@@ -97,6 +110,17 @@ impl LoginRateLimit {
         by_address.check_key(&bucket(client)).map_err(wait)?;
         by_network.check_key(&network(client)).map_err(wait)
     }
+}
+
+/// Whether a once-a-minute warning whose last time is in `last` is due now (and if so, takes
+/// it).
+fn due(last: &AtomicU64) -> bool {
+    let now = crate::clock::unix_now();
+    let previous = last.load(Ordering::Relaxed);
+    now >= previous + WARNING_INTERVAL_SECS
+        && last
+            .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// The network a client belongs to (see [`client_network`]), by its first address.

@@ -7,7 +7,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::StatusCode;
 
 use crate::harness::browser::location;
-use crate::harness::{Browser, TestApp};
+use crate::harness::{Browser, TestApp, logs};
 
 /// Starts a login as a navigation from `client` (an address a trusted balancer reports).
 async fn start_login_from(browser: &Browser, client: &str) -> reqwest::Response {
@@ -330,5 +330,39 @@ async fn a_login_flood_from_one_address_is_throttled_at_the_defaults() {
     assert_eq!(
         pending_logins(&app).await,
         before + defaults.max_pending_per_browser
+    );
+}
+
+#[tokio::test]
+async fn refusals_behind_a_proxy_that_is_not_trusted_tell_the_operator_what_to_configure() {
+    // A load balancer adds X-Forwarded-For, but server.trusted_proxies is left empty: every
+    // user behind it shares the balancer's budget.
+    let app = TestApp::builder()
+        .login_settings("rate_limit_per_minute = 6\nrate_limit_burst = 1\n")
+        .start()
+        .await;
+    let from = logs::position();
+    let browser = app.browser();
+    assert_eq!(
+        start_login_from(&browser, "198.51.100.4").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        start_login_from(&browser, "198.51.100.5").await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the header is not believed: both users are the balancer"
+    );
+    start_login_from(&browser, "198.51.100.6").await;
+    let log = logs::since(from);
+    // Each event is captured in both formats; count the JSON lines.
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.starts_with('{') && line.contains("server.trusted_proxies is empty"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning a minute: {log}");
+    assert!(
+        warnings[0].contains("\"network\":\"127.0.0.0/24\"") && !warnings[0].contains("198.51.100"),
+        "the warning names the balancer's network, never an address: {}",
+        warnings[0]
     );
 }
