@@ -11,6 +11,8 @@ mod error;
 mod file;
 mod parse;
 mod redis;
+#[cfg(test)]
+mod reference;
 mod secret_files;
 mod summary;
 
