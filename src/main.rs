@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         Ok(None)
     };
     let (trace_layer, _trace_export) = match traces {
-        Ok(Some((layer, export))) => (vec![layer], Some(export)),
+        Ok(Some(started)) => (vec![started.layer], Some(started.export)),
         Ok(None) => (Vec::new(), None),
         Err(error) => {
             eprintln!("vestibule: cannot start the trace exporter: {error:#}");

@@ -38,8 +38,6 @@ use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 use url::Url;
 
-use crate::logging::BoxedLayer;
-
 /// Whether spans are exported (set once, at start-up).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
@@ -69,10 +67,18 @@ impl Drop for TraceExport {
     }
 }
 
-/// The layer that turns Vestibule's spans into OpenTelemetry spans, and its exporter; `None`
-/// when `settings` names no endpoint. Call before the async runtime starts (the exporter's
-/// client is a blocking one).
-pub fn start<S>(settings: &TraceSettings) -> anyhow::Result<Option<(BoxedLayer<S>, TraceExport)>>
+/// A started export: what the global subscriber needs, and what must live as long as it.
+pub struct Started<S> {
+    /// Turns Vestibule's spans into OpenTelemetry spans; boxed, to stack beside the log's
+    /// layers whichever are configured.
+    pub layer: Box<dyn Layer<S> + Send + Sync>,
+    /// The exporter the layer feeds; keep it until the process ends.
+    pub export: TraceExport,
+}
+
+/// Starts exporting spans as `settings` say; `None` when they name no endpoint. Call before the
+/// async runtime starts (the exporter's client is a blocking one).
+pub fn start<S>(settings: &TraceSettings) -> anyhow::Result<Option<Started<S>>>
 where
     S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
 {
@@ -112,7 +118,10 @@ where
             }
         }))
         .boxed();
-    Ok(Some((layer, TraceExport(provider))))
+    Ok(Some(Started {
+        layer,
+        export: TraceExport(provider),
+    }))
 }
 
 /// The OTLP/HTTP traces URL for a collector's base URL (`…/v1/traces` appended unless there).
