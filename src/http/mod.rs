@@ -16,6 +16,7 @@ pub mod login_limit;
 pub mod proxy;
 pub mod request_id;
 pub mod request_scope;
+pub mod scrape;
 pub mod server;
 pub mod sessions;
 pub mod suspicious_use;
