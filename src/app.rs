@@ -21,6 +21,7 @@ use crate::http::request_id::RequestIds;
 use crate::http::scrape;
 use crate::http::server::ServeLimits;
 use crate::http::suspicious_use::SuspiciousUsePolicy;
+use crate::http::trace_context::TraceContextTrust;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::refresh::Refresher;
@@ -191,7 +192,10 @@ impl Application {
                 TrustedProxies::new(server.trusted_proxies.clone()),
             ),
             audit,
-            trust_traceparent: traces.trust_traceparent,
+            trace_context: TraceContextTrust::new(
+                traces.trust_traceparent,
+                TrustedProxies::new(server.trusted_proxies.clone()),
+            ),
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::request_scope`), around the router and the proxy alike.

@@ -100,7 +100,11 @@ impl ConnectionService for Dispatcher {
             .state
             .trusted_proxies
             .client(self.peer.ip(), request.headers());
-        let scope = RequestScope::open(&request, &id, client, self.state.trust_traceparent);
+        let trusted_context = self
+            .state
+            .trace_context
+            .admit(self.peer.ip(), request.headers_mut());
+        let scope = RequestScope::open(&request, &id, client, trusted_context);
         request.extensions_mut().insert(id);
         let handling = match Dispatch::classify(&self.state.upstreams, request.uri()) {
             Dispatch::Proxy(call) => {
