@@ -1,6 +1,9 @@
 # Vestibule container image: a release build on Debian bookworm, run as a non-root user.
 #   docker build -t vestibule .
-# Configuration comes from VESTIBULE_* environment variables (or --config FILE).
+# Configuration comes from VESTIBULE_* environment variables and, for a file, VESTIBULE_CONFIG=FILE
+# (rather than --config in the container's arguments: the operator's commands run with
+# `kubectl exec`/`docker exec … vestibule sessions …` see the container's environment, not its
+# arguments, so they find the same file).
 
 FROM rust:1-slim-bookworm AS builder
 WORKDIR /build

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use tokio::net::TcpListener;
 
 use secrecy::ExposeSecret;
@@ -11,13 +12,16 @@ use crate::audit::{AuditTrail, SUBJECT_KEY_PURPOSE};
 use crate::config::{AuditSettings, AuditSubject, OidcSettings, SessionSettings, Settings};
 use crate::http::client_address::TrustedProxies;
 use crate::http::connection::ConnectionLimits;
+use crate::http::dispatch::Dispatcher;
 use crate::http::frontend::FrontendService;
 use crate::http::headers::ForwardingHeaders;
 use crate::http::health::Lifecycle;
 use crate::http::login_limit::LoginRateLimit;
 use crate::http::request_id::RequestIds;
+use crate::http::scrape;
 use crate::http::server::ServeLimits;
 use crate::http::suspicious_use::SuspiciousUsePolicy;
+use crate::http::trace_context::TraceContextTrust;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::refresh::Refresher;
@@ -117,7 +121,13 @@ pub struct Application {
     state: AppState,
     limits: ServeLimits,
     shutdown_delay: std::time::Duration,
-    metrics_listener: Option<TcpListener>,
+    metrics: Option<MetricsListener>,
+}
+
+/// The metrics listener (`metrics.listen`) and what it serves.
+struct MetricsListener {
+    listener: TcpListener,
+    router: axum::Router,
 }
 
 impl Application {
@@ -182,14 +192,20 @@ impl Application {
                 TrustedProxies::new(server.trusted_proxies.clone()),
             ),
             audit,
-            trust_traceparent: traces.trust_traceparent,
+            trace_context: TraceContextTrust::new(
+                traces.trust_traceparent,
+                TrustedProxies::new(server.trusted_proxies.clone()),
+            ),
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::request_scope`), around the router and the proxy alike.
         let router = http::router(state.clone());
         let listener = TcpListener::bind(listen).await?;
-        let metrics_listener = match metrics_listen {
-            Some(address) => Some(TcpListener::bind(address).await?),
+        let metrics = match metrics_listen {
+            Some(address) => Some(MetricsListener {
+                listener: TcpListener::bind(address).await?,
+                router: scrape::router(state.sessions.clone()),
+            }),
             None => None,
         };
         let limits = ServeLimits {
@@ -201,14 +217,17 @@ impl Application {
             },
             max_connections: server.max_connections,
         };
-        warn_if_descriptors_run_out(limits.max_connections);
+        let metrics_connections = metrics
+            .as_ref()
+            .map_or(0, |_| scrape::LIMITS.max_connections);
+        warn_if_descriptors_run_out(limits.max_connections, metrics_connections);
         Ok(Self {
             listener,
             router,
             state,
             limits,
             shutdown_delay: server.shutdown_delay,
-            metrics_listener,
+            metrics,
         })
     }
 
@@ -218,47 +237,64 @@ impl Application {
     }
 
     /// Serves until Ctrl-C / SIGTERM; then readiness turns 503, connections are still accepted
-    /// for `server.shutdown_delay_secs`, and in-flight requests finish.
+    /// for `server.shutdown_delay_secs`, and in-flight requests finish. The metrics listener
+    /// serves through the delay too, and stops with the public one.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
-        if let Some(listener) = self.metrics_listener {
-            tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
-            let serving = crate::metrics::endpoint::serve(listener, self.state.sessions.clone());
-            tokio::spawn(serving);
-        }
-        let lifecycle = self.state.lifecycle.clone();
-        let delay = self.shutdown_delay;
-        let stop = async move {
-            shutdown_signal().await;
-            // Readiness answers 503 from here on; connections are still accepted until the
-            // load balancers have seen it, then in-flight requests finish.
-            lifecycle.begin_shutdown();
-            if !delay.is_zero() {
-                tracing::info!(
-                    delay_secs = delay.as_secs(),
-                    "stop signal: readiness now answers 503; still serving for \
-                     server.shutdown_delay_secs (a second signal stops at once)"
-                );
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown_signal() => {}
-                }
+        let stop = stopping(self.state.lifecycle.clone(), self.shutdown_delay).shared();
+        let (state, router) = (self.state, self.router);
+        let public = http::server::serve(
+            self.listener,
+            self.limits,
+            move |accepted| Dispatcher::new(state.clone(), router.clone(), accepted),
+            stop.clone(),
+        );
+        match self.metrics {
+            None => public.await,
+            Some(MetricsListener { listener, router }) => {
+                tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
+                let scrapes =
+                    http::server::serve(listener, scrape::LIMITS, move |_| router.clone(), stop);
+                tokio::join!(public, scrapes);
             }
-            tracing::info!("no longer accepting connections; finishing in-flight requests");
-        };
-        http::server::serve(self.listener, self.state, self.router, self.limits, stop).await;
+        }
         Ok(())
     }
 }
 
+/// Completes when the listeners should stop accepting: on Ctrl-C / SIGTERM readiness answers
+/// 503 at once, and connections are still accepted for `delay` (or until a second signal), so
+/// the load balancers see it before the listener closes.
+async fn stopping(lifecycle: Arc<Lifecycle>, delay: std::time::Duration) {
+    shutdown_signal().await;
+    lifecycle.begin_shutdown();
+    if !delay.is_zero() {
+        tracing::info!(
+            delay_secs = delay.as_secs(),
+            "stop signal: readiness now answers 503; still serving for \
+             server.shutdown_delay_secs (a second signal stops at once)"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown_signal() => {}
+        }
+    }
+    tracing::info!("no longer accepting connections; finishing in-flight requests");
+}
+
 /// Each connection needs a file descriptor, and so does its upstream call: warn when
-/// `server.max_connections` cannot be reached before the process's limit (`ulimit -n`).
-fn warn_if_descriptors_run_out(max_connections: usize) {
+/// `server.max_connections` (beside the metrics listener's) cannot be reached before the
+/// process's limit (`ulimit -n`).
+fn warn_if_descriptors_run_out(max_connections: usize, metrics_connections: usize) {
     let Some(limit) = open_file_limit() else {
         return;
     };
-    // A client connection, an upstream connection, plus Redis, the provider and the runtime.
-    let needed = max_connections.saturating_mul(2).saturating_add(64);
+    // A client connection, an upstream connection, plus the scrapers', Redis, the provider and
+    // the runtime.
+    let needed = max_connections
+        .saturating_mul(2)
+        .saturating_add(metrics_connections)
+        .saturating_add(64);
     if needed as u64 > limit {
         tracing::warn!(
             max_connections,

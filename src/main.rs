@@ -13,8 +13,9 @@ use vestibule::operator::{self, SessionsCommand};
 #[derive(Parser)]
 #[command(name = "vestibule", version, about)]
 struct Cli {
-    /// Configuration file (TOML). `VESTIBULE_*` environment variables override it.
-    #[arg(long, env = "VESTIBULE_CONFIG")]
+    /// Configuration file (TOML), before or after a command. `VESTIBULE_*` environment
+    /// variables override it.
+    #[arg(long, env = "VESTIBULE_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Validate the configuration and exit (0 if valid, 2 if not).
     #[arg(long)]
@@ -60,6 +61,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let loaded = match Settings::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
+        // Without a file, only the environment configures: say so, as a command run beside a
+        // deployment (`kubectl exec … vestibule sessions …`) lands here when the file is named
+        // only in the server's arguments.
+        Err(error) if cli.config.is_none() => {
+            eprintln!(
+                "vestibule: {error} (no configuration file given: --config FILE or VESTIBULE_CONFIG=FILE)"
+            );
+            return ExitCode::from(CONFIG_ERROR);
+        }
         Err(error) => {
             eprintln!("vestibule: {error}");
             return ExitCode::from(CONFIG_ERROR);
@@ -73,7 +83,7 @@ fn main() -> ExitCode {
         Ok(None)
     };
     let (trace_layer, _trace_export) = match traces {
-        Ok(Some((layer, export))) => (vec![layer], Some(export)),
+        Ok(Some(started)) => (vec![started.layer], Some(started.export)),
         Ok(None) => (Vec::new(), None),
         Err(error) => {
             eprintln!("vestibule: cannot start the trace exporter: {error:#}");

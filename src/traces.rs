@@ -8,9 +8,9 @@
 //! Spans: each request (`request`), login start (`login`), callback (`callback`), code exchange
 //! (`code_exchange`), refresh (`refresh`, with the provider's `refresh_grant`), session load and
 //! store (`session_load`, `session_store`) and each proxied call (`proxy`, with `upstream`). The
-//! W3C `traceparent` is sent to upstreams and to every provider call; one from the browser (or
-//! the front proxy) is adopted as the request's parent only with `trust_traceparent`, so
-//! nobody outside chooses the trace ids of Vestibule's spans otherwise.
+//! W3C `traceparent` is sent to upstreams and to every provider call; one that a request brings
+//! is adopted as its parent only from a trusted front proxy with `trust_traceparent` (see
+//! `http::trace_context`), so nobody outside chooses the trace ids of Vestibule's spans.
 //!
 //! The exporter runs in the SDK's own batch thread with a blocking client (`reqwest`'s, the
 //! HTTP client Vestibule already has), so export never takes a request's time.
@@ -38,13 +38,14 @@ use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 use url::Url;
 
-use crate::logging::BoxedLayer;
-
 /// Whether spans are exported (set once, at start-up).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
-/// The W3C trace-context headers.
+/// The W3C trace-context headers (Vestibule writes them on its own outgoing calls).
 pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// The W3C baggage header (Vestibule never writes it; a trusted sender's passes on).
+pub const BAGGAGE: &str = "baggage";
 
 /// `[traces]`.
 #[derive(Debug, Clone, Default)]
@@ -52,7 +53,8 @@ pub struct TraceSettings {
     /// Where spans go (the collector's OTLP/HTTP base URL, e.g. `http://collector:4318`);
     /// `None`: no export.
     pub otlp_endpoint: Option<Url>,
-    /// Adopt the `traceparent` a request brings as its parent.
+    /// Adopt the `traceparent` (and pass on the `baggage`) that a request from one of
+    /// `server.trusted_proxies` brings.
     pub trust_traceparent: bool,
     /// `service.name` of the exported spans.
     pub service_name: String,
@@ -69,10 +71,18 @@ impl Drop for TraceExport {
     }
 }
 
-/// The layer that turns Vestibule's spans into OpenTelemetry spans, and its exporter; `None`
-/// when `settings` names no endpoint. Call before the async runtime starts (the exporter's
-/// client is a blocking one).
-pub fn start<S>(settings: &TraceSettings) -> anyhow::Result<Option<(BoxedLayer<S>, TraceExport)>>
+/// A started export: what the global subscriber needs, and what must live as long as it.
+pub struct Started<S> {
+    /// Turns Vestibule's spans into OpenTelemetry spans; boxed, to stack beside the log's
+    /// layers whichever are configured.
+    pub layer: Box<dyn Layer<S> + Send + Sync>,
+    /// The exporter the layer feeds; keep it until the process ends.
+    pub export: TraceExport,
+}
+
+/// Starts exporting spans as `settings` say; `None` when they name no endpoint. Call before the
+/// async runtime starts (the exporter's client is a blocking one).
+pub fn start<S>(settings: &TraceSettings) -> anyhow::Result<Option<Started<S>>>
 where
     S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
 {
@@ -112,7 +122,10 @@ where
             }
         }))
         .boxed();
-    Ok(Some((layer, TraceExport(provider))))
+    Ok(Some(Started {
+        layer,
+        export: TraceExport(provider),
+    }))
 }
 
 /// The OTLP/HTTP traces URL for a collector's base URL (`…/v1/traces` appended unless there).

@@ -541,4 +541,14 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_trace_context_is_trusted_only_with_trusted_proxies_to_trust_it_from() {
+        let trusting = format!("{}\n[traces]\ntrust_traceparent = true\n", base());
+        let error = load_error(&trusting);
+        assert_eq!(error.key, "traces.trust_traceparent");
+        assert!(error.problem.contains("server.trusted_proxies"), "{error}");
+        let behind_proxies = format!("{trusting}[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+        assert!(load(&behind_proxies).unwrap().traces.trust_traceparent);
+    }
 }

@@ -73,6 +73,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     }
     let routes = routes(&file.routes)?;
     let server = server(file.server)?;
+    let traces = traces(file.traces, &server)?;
     check_login_limits(&file.login)?;
     let frontend = frontend(file.frontend)?;
     Ok(Settings {
@@ -114,11 +115,20 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         login: file.login,
         audit: audit(file.audit)?,
         metrics_listen: file.metrics.listen,
-        traces: traces(file.traces)?,
+        traces,
     })
 }
 
-fn traces(section: TracesSection) -> Result<TraceSettings, ConfigError> {
+/// `[traces]`; a trace context is trusted from `server.trusted_proxies` alone, so trusting it
+/// without any would trust nobody (and a browser never).
+fn traces(section: TracesSection, server: &ServerSettings) -> Result<TraceSettings, ConfigError> {
+    if section.trust_traceparent && server.trusted_proxies.is_empty() {
+        return Err(ConfigError::new(
+            "traces.trust_traceparent",
+            "trusts the trace context of server.trusted_proxies only, and none is set (a \
+             browser's is never trusted: find its requests by their X-Request-Id)",
+        ));
+    }
     if let Some(endpoint) = &section.otlp_endpoint
         && !matches!(endpoint.scheme(), "http" | "https")
     {

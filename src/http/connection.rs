@@ -27,7 +27,8 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// The per-connection limits, from `[server]`.
+/// The per-connection limits: `[server]`'s on the public listener, [`super::scrape::LIMITS`] on
+/// the metrics one.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     /// From a request's first byte to the end of its headers.
@@ -40,7 +41,7 @@ pub struct ConnectionLimits {
     pub send_timeout: Duration,
 }
 
-/// One of the `server.max_connections` places, held by a connection and by anything that
+/// One of a listener's `max_connections` places, held by a connection and by anything that
 /// outlives its HTTP exchange on the same socket (an upgraded WebSocket relay), so upgraded
 /// connections count against the cap too.
 #[derive(Clone)]

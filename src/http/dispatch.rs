@@ -6,28 +6,23 @@
 //! Proxied calls are the hot path of a BFF; the router would cost them a path match and a
 //! fallback dispatch per call (about a tenth of the throughput, measured with `bench/run`).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
+use axum::extract::Request;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt;
 use futures_util::future::Either;
-use hyper::body::Incoming;
-use tower::ServiceExt;
 
 use super::AppState;
 use super::client_address::ClientAddress;
-use super::connection::{Activity, ConnectionSlot, TrackedBody};
+use super::connection::ConnectionSlot;
 use super::health;
 use super::proxy::{self, UpstreamCall};
 use super::request_scope::RequestScope;
+use super::server::{Accepted, ConnectionService};
 use crate::error::AppError;
 use crate::metrics::metrics;
 use crate::traces;
@@ -72,32 +67,31 @@ impl Dispatch {
     }
 }
 
-/// The service for one connection: dispatches each request within its scope.
-#[derive(Clone)]
+/// The service for one connection of the public listener: dispatches each request within its
+/// scope.
 pub struct Dispatcher {
-    /// The application.
-    pub state: AppState,
-    /// The router for Vestibule's endpoints and the frontend.
-    pub router: Router,
+    state: AppState,
+    router: Router,
     /// The client's (or the front proxy's) address.
-    pub peer: SocketAddr,
-    /// The connection's activity, for its limits.
-    pub activity: Arc<Activity>,
+    peer: SocketAddr,
     /// The connection's place under the cap on connections.
-    pub slot: ConnectionSlot,
+    slot: ConnectionSlot,
 }
 
-type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+impl Dispatcher {
+    /// The dispatcher for the `accepted` connection, to `router` and the proxy.
+    pub fn new(state: AppState, router: Router, accepted: Accepted) -> Self {
+        Self {
+            state,
+            router,
+            peer: accepted.peer,
+            slot: accepted.slot,
+        }
+    }
+}
 
-impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
-    type Response = Response<TrackedBody>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        let in_flight = self.activity.request_started();
-        let mut request = request.map(Body::new);
+impl ConnectionService for Dispatcher {
+    fn respond(&self, mut request: Request) -> impl Future<Output = Response> + Send + 'static {
         let id = self
             .state
             .request_ids
@@ -106,7 +100,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
             .state
             .trusted_proxies
             .client(self.peer.ip(), request.headers());
-        let scope = RequestScope::open(&request, &id, client, self.state.trust_traceparent);
+        let trusted_context = self
+            .state
+            .trace_context
+            .admit(self.peer.ip(), request.headers_mut());
+        let scope = RequestScope::open(&request, &id, client, trusted_context);
         request.extensions_mut().insert(id);
         let handling = match Dispatch::classify(&self.state.upstreams, request.uri()) {
             Dispatch::Proxy(call) => {
@@ -140,19 +138,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Dispatcher {
             Dispatch::Router => {
                 request.extensions_mut().insert(ClientAddress(client));
                 request.extensions_mut().insert(self.slot.clone());
-                Either::Right(Either::Right(self.router.clone().oneshot(request).map(
-                    |outcome| {
-                        let Ok(response) = outcome;
-                        response
-                    },
-                )))
+                Either::Right(Either::Right(self.router.respond(request)))
             }
         };
-        Box::pin(
-            scope
-                .run(handling)
-                .map(move |response| Ok(response.map(|body| TrackedBody::new(body, in_flight)))),
-        )
+        scope.run(handling)
     }
 }
 

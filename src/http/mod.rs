@@ -16,9 +16,11 @@ pub mod login_limit;
 pub mod proxy;
 pub mod request_id;
 pub mod request_scope;
+pub mod scrape;
 pub mod server;
 pub mod sessions;
 pub mod suspicious_use;
+pub mod trace_context;
 pub mod upstream;
 
 use std::net::IpAddr;
@@ -94,8 +96,8 @@ pub struct Components {
     pub request_ids: request_id::RequestIds,
     /// Where authentication events are recorded.
     pub audit: crate::audit::AuditTrail,
-    /// Whether a request's `traceparent` is trusted (`traces.trust_traceparent`).
-    pub trust_traceparent: bool,
+    /// Whose W3C trace context is believed (`traces.trust_traceparent`).
+    pub trace_context: trace_context::TraceContextTrust,
 }
 
 impl Components {

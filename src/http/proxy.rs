@@ -68,17 +68,14 @@ pub async fn forward(
             parts.headers.remove(X_REQUEST_ID);
         }
     }
-    // The upstream continues the trace from its own span. A context the request brought goes
-    // no further, unless it is trusted: then it is this trace's parent when spans are
-    // exported, and passed through as it came when they are not.
-    let pass_through = state.trust_traceparent && !traces::exporting();
-    if !pass_through {
+    // Any trace context still on the request is trusted (the dispatcher removed any other,
+    // see `trace_context`). When spans are exported the upstream continues the trace from its
+    // own span; otherwise the trusted context passes on as it came. Baggage passes on either way.
+    let upstream_span = traces::span(|| tracing::debug_span!("upstream", route = route.label));
+    if let Some(span) = &upstream_span {
         for name in traces::TRACE_HEADERS {
             parts.headers.remove(name);
         }
-    }
-    let upstream_span = traces::span(|| tracing::debug_span!("upstream", route = route.label));
-    if let Some(span) = &upstream_span {
         span.in_scope(|| traces::inject(&mut parts.headers));
     }
     let upstream_call = traces::within(

@@ -30,13 +30,14 @@ pub struct RequestScope {
 }
 
 impl RequestScope {
-    /// Opens the scope for `request` from `client`, known by `id`.
-    /// With `trust_traceparent`, a `traceparent` the request brings becomes its span's parent.
+    /// Opens the scope for `request` from `client`, known by `id`. With `trusted_context`
+    /// (see [`super::trace_context`]), a `traceparent` the request brings becomes its span's
+    /// parent.
     pub fn open<B>(
         request: &hyper::Request<B>,
         id: &RequestId,
         client: IpAddr,
-        trust_traceparent: bool,
+        trusted_context: bool,
     ) -> Self {
         let span = tracing::info_span!(
             "request",
@@ -44,7 +45,7 @@ impl RequestScope {
             path = %request.uri().path(),
             request_id = %id.as_str()
         );
-        if trust_traceparent {
+        if trusted_context {
             crate::traces::adopt_parent(&span, request.headers());
         }
         Self {

@@ -1,29 +1,36 @@
 //! Accepting connections: HTTP/1.1 with upgrades, per-connection limits, a cap on
-//! connections and graceful shutdown. Each request on a connection is handed to the
-//! [`Dispatcher`], the one place that decides where it goes.
+//! connections and graceful shutdown, for every listener Vestibule has (the public one, whose
+//! requests go to the [`super::dispatch::Dispatcher`], and the metrics one). Each request is
+//! handed to the listener's [`ConnectionService`].
 //!
-//! At most `server.max_connections` connections are served at once: past that, the loop
-//! stops accepting and new connections wait in the kernel's queue, so a flood of idle
-//! connections cannot exhaust file descriptors. Each connection is bounded by
-//! [`super::connection`].
+//! At most `max_connections` connections are served at once: past that, the loop stops
+//! accepting and new connections wait in the kernel's queue, so a flood of idle connections
+//! cannot exhaust file descriptors. Each connection is bounded by [`super::connection`].
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use futures_util::FutureExt;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 
-use super::AppState;
 use super::connection::{
-    Activity, ConnectionLimits, ConnectionSlot, Expiry, WatchedStream, watchdog,
+    Activity, ConnectionLimits, ConnectionSlot, Expiry, TrackedBody, WatchedStream, watchdog,
 };
-use super::dispatch::Dispatcher;
 
-/// How the listener treats connections.
+/// How a listener treats connections.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
     /// Per-connection limits.
@@ -32,13 +39,37 @@ pub struct ServeLimits {
     pub max_connections: usize,
 }
 
-/// Serves connections from `listener` until `shutdown` completes, then lets in-flight
-/// requests finish.
-pub async fn serve(
+/// One accepted connection, as the service for it is made.
+pub struct Accepted {
+    /// The client's (or the front proxy's) address.
+    pub peer: SocketAddr,
+    /// The connection's place under the cap (the connection holds it until it is done; a
+    /// clone keeps it for whatever outlives the HTTP exchange, such as an upgraded relay).
+    pub slot: ConnectionSlot,
+}
+
+/// What answers the requests of one connection.
+pub trait ConnectionService: Send + 'static {
+    /// The response to `request` (errors are responses too).
+    fn respond(&self, request: Request) -> impl Future<Output = Response> + Send + 'static;
+}
+
+/// A plain router answers as it routes (the metrics listener's).
+impl ConnectionService for Router {
+    fn respond(&self, request: Request) -> impl Future<Output = Response> + Send + 'static {
+        self.clone().oneshot(request).map(|outcome| {
+            let Ok(response) = outcome;
+            response
+        })
+    }
+}
+
+/// Serves connections from `listener`, each answered by the service `service_for` makes for
+/// it, until `shutdown` completes; then lets in-flight requests finish.
+pub async fn serve<S: ConnectionService>(
     listener: TcpListener,
-    state: AppState,
-    router: Router,
     limits: ServeLimits,
+    service_for: impl Fn(Accepted) -> S,
     shutdown: impl Future<Output = ()>,
 ) {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
@@ -49,7 +80,10 @@ pub async fn serve(
         .keep_alive(true)
         .max_header_size(limits.connection.max_header_bytes);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut accept_errors = AcceptErrors::default();
+    let mut accept_errors = AcceptErrors {
+        listener: listener.local_addr().ok(),
+        last_logged: None,
+    };
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot {
@@ -69,16 +103,19 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let slot = ConnectionSlot::new(slot);
+        let service = service_for(Accepted {
+            peer,
+            slot: slot.clone(),
+        });
         let connection = Connection {
             builder: builder.clone(),
             limits: limits.connection,
-            dispatcher: Dispatcher {
-                state: state.clone(),
-                router: router.clone(),
-                peer,
+            service: Watched {
+                service,
                 activity: Activity::accepted_now(),
-                slot: ConnectionSlot::new(slot),
             },
+            _slot: slot,
         };
         let stop_signal = stop_signal.clone();
         tokio::spawn(connection.run(stream, stop_signal));
@@ -100,21 +137,23 @@ pub async fn serve(
 const DRAIN_LIMIT: Duration = Duration::from_secs(25);
 
 /// One accepted connection and what it needs.
-struct Connection {
+struct Connection<S> {
     builder: http1::Builder,
     limits: ConnectionLimits,
-    dispatcher: Dispatcher,
+    service: Watched<S>,
+    /// Held until the connection is done, whatever its service keeps.
+    _slot: ConnectionSlot,
 }
 
-impl Connection {
+impl<S: ConnectionService> Connection<S> {
     /// Serves the connection until the client closes it, a limit expires, or the server
     /// stops (then in-flight requests finish first, within the same limits).
     async fn run(self, stream: TcpStream, mut stop_signal: watch::Receiver<bool>) {
-        let activity = self.dispatcher.activity.clone();
+        let activity = self.service.activity.clone();
         let io = TokioIo::new(WatchedStream::new(stream, activity.clone()));
         let connection = self
             .builder
-            .serve_connection(io, self.dispatcher)
+            .serve_connection(io, self.service)
             .with_upgrades();
         let mut connection = std::pin::pin!(connection);
         let mut stopping = false;
@@ -154,11 +193,37 @@ impl Connection {
     }
 }
 
+/// A connection's service, with each request in flight for its [`Activity`] from its complete
+/// head until its response body is sent: the watchdog then applies no header or idle deadline.
+struct Watched<S> {
+    service: S,
+    activity: Arc<Activity>,
+}
+
+type WatchedResponse =
+    Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+
+impl<S: ConnectionService> hyper::service::Service<hyper::Request<Incoming>> for Watched<S> {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = WatchedResponse;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.request_started();
+        let responding = self.service.respond(request.map(Body::new));
+        Box::pin(
+            responding
+                .map(move |response| Ok(response.map(|body| TrackedBody::new(body, in_flight)))),
+        )
+    }
+}
+
 /// Logs failed accepts at most once a second. Per-connection errors (a client that went
 /// away) are routine; anything else (out of file descriptors) pauses the loop instead of
 /// spinning.
-#[derive(Default)]
 struct AcceptErrors {
+    /// The listener's address, for the log.
+    listener: Option<SocketAddr>,
     last_logged: Option<Instant>,
 }
 
@@ -175,7 +240,12 @@ impl AcceptErrors {
             .last_logged
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
         {
-            tracing::error!(error = %error, "accepting a connection failed; pausing (is server.max_connections above the file-descriptor limit?)");
+            tracing::error!(
+                error = %error,
+                listener = ?self.listener,
+                "accepting a connection failed; pausing (is server.max_connections above the \
+                 file-descriptor limit?)"
+            );
             self.last_logged = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -2,15 +2,14 @@
 //! provider, Redis, the per-instance cache and the proxy.
 //!
 //! One process-wide set (every layer records into [`metrics()`] without it being passed
-//! around), exposed in the Prometheus text format by [`endpoint`] on `metrics.listen` only,
-//! never on the public listener. Labels are bounded: reasons and outcomes are words of fixed
-//! vocabularies, routes are the configured prefixes, never raw paths or user ids. Recording
-//! costs a few atomic operations (and a label lookup), whether or not anything scrapes.
+//! around), exposed in the Prometheus text format by [`Metrics::encode`], which the HTTP layer
+//! serves on `metrics.listen` only, never on the public listener. Labels are bounded: reasons
+//! and outcomes are words of fixed vocabularies, routes are the configured prefixes, never raw
+//! paths or user ids. Recording costs a few atomic operations (and a label lookup), whether or
+//! not anything scrapes.
 //!
 //! Built on `prometheus-client` (the Prometheus project's own Rust client): typed label sets
 //! keep cardinality bounded by construction, and there is no global recorder to install.
-
-pub mod endpoint;
 
 use std::sync::LazyLock;
 use std::time::Duration;

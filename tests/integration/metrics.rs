@@ -1,11 +1,16 @@
-//! The Prometheus endpoint, through the real binary: on `metrics.listen` only, and its values
-//! move exactly as a real scenario (Redis, the provider, an upstream) makes them.
+//! The Prometheus endpoint, through the real binary: on `metrics.listen` only, its values
+//! move exactly as a real scenario (Redis, the provider, an upstream) makes them, and its
+//! listener has limits of its own that keep it from costing the public one anything.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vestibule::http::scrape::LIMITS;
 
 use crate::harness::binary::{VestibuleProcess, binary_in_front};
+use crate::harness::raw_http::{self, read_until_closed};
 use crate::harness::{Browser, TestApp, TestAppBuilder, free_port, wait_for};
 
 /// A scrape: series (name with labels, as written) to value.
@@ -207,7 +212,7 @@ async fn the_figures_move_exactly_as_the_scenario_does() {
     assert_eq!(after.get(logouts) - before.get(logouts), 1.0);
     wait_for(
         "the session cache to serve",
-        std::time::Duration::from_secs(10),
+        Duration::from_secs(10),
         || async {
             (scrape(&metrics)
                 .await
@@ -233,7 +238,7 @@ async fn sessions_that_time_out_are_counted_by_the_timeout_that_ended_them() {
     let absolute = "vestibule_sessions_ended_total{reason=\"absolute_timeout\"}";
     let after = wait_for(
         "the session's timeout to be counted",
-        std::time::Duration::from_secs(10),
+        Duration::from_secs(10),
         || async {
             let scraped = scrape(&metrics).await;
             (scraped.get(absolute) == 1.0).then_some(scraped)
@@ -246,5 +251,65 @@ async fn sessions_that_time_out_are_counted_by_the_timeout_that_ended_them() {
         0.0
     );
     assert_eq!(alice.user().await.0, StatusCode::UNAUTHORIZED);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn half_sent_requests_to_the_metrics_port_are_closed_after_its_header_timeout() {
+    let (_app, _binary, dir, metrics) = with_metrics(TestApp::builder()).await;
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..LIMITS.max_connections {
+        held.push(raw_http::half_sent_request(&metrics, "/metrics").await);
+    }
+    let header_timeout = LIMITS.connection.header_read_timeout;
+    for stream in &mut held {
+        read_until_closed(stream, header_timeout + Duration::from_secs(15)).await;
+    }
+    assert!(
+        started.elapsed() >= header_timeout,
+        "closed after {:?}, before the header timeout",
+        started.elapsed()
+    );
+    // The listener serves scrapers again.
+    scrape(&metrics).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn past_the_metrics_cap_connections_wait_and_the_public_listener_still_serves() {
+    let (_app, binary, dir, metrics) = with_metrics(TestApp::builder()).await;
+    // Scrapers (or anyone) hold every slot with kept-alive connections.
+    let mut held = Vec::new();
+    for _ in 0..LIMITS.max_connections {
+        let mut stream = raw_http::connect(&metrics).await;
+        let status = raw_http::exchange(&mut stream, "/metrics").await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        held.push(stream);
+    }
+    // One more waits in the accept queue...
+    let mut next = raw_http::connect(&metrics).await;
+    next.write_all(b"GET /metrics HTTP/1.1\r\nHost: vestibule\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first_byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(700), next.read(&mut first_byte)).await;
+    assert!(
+        early.is_err(),
+        "served beyond the metrics listener's cap of {}",
+        LIMITS.max_connections
+    );
+    // ...while the public listener serves as ever.
+    let health = reqwest::get(format!("{}/healthz", binary.base))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    // A slot frees up: the waiting scrape is served.
+    drop(held.pop());
+    let read = tokio::time::timeout(Duration::from_secs(5), next.read(&mut first_byte))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert_eq!((read, first_byte[0]), (1, b'H'));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,6 +1,10 @@
 //! The operator's kill switch, through the real binary: `vestibule sessions count` and
 //! `vestibule sessions revoke --sub …` with the deployment's configuration, against the Redis
 //! two running instances share. Nothing of it listens: it is a command, not an endpoint.
+//!
+//! Each command runs with nothing in its environment but what the test gives it, as
+//! `kubectl exec deploy/vestibule -- vestibule sessions revoke --sub …` runs with the
+//! container's environment only.
 
 use std::process::{Command, Output};
 
@@ -9,25 +13,44 @@ use serde_json::Value;
 
 use crate::harness::{Browser, TestApp, free_port, wait_for};
 
-/// Runs `vestibule --config <app's config> <args>`, with no `VESTIBULE_*` from the test's
-/// own environment.
-fn vestibule(app: &TestApp, args: &[&str]) -> Output {
+/// How a command is given the deployment's configuration file.
+#[derive(Clone, Copy, Debug)]
+enum Config {
+    /// `VESTIBULE_CONFIG`, as a Deployment sets it once for the server and `kubectl exec` alike:
+    /// the command line is exactly `vestibule <args>`.
+    FromEnvironment,
+    /// `vestibule --config FILE <args>`.
+    FlagFirst,
+    /// `vestibule <args> --config FILE`.
+    FlagLast,
+    /// None at all (a Deployment that names the file only in the server's arguments).
+    None,
+}
+
+/// Runs `vestibule <args>` with the app's configuration given as `config` says, and nothing
+/// else in its environment.
+fn vestibule(app: &TestApp, config: Config, args: &[&str]) -> Output {
     let dir = std::env::temp_dir().join(format!("vestibule-operator-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("vestibule.toml");
-    std::fs::write(&config, app.config_listening_on(free_port())).unwrap();
+    let file = dir.join("vestibule.toml");
+    std::fs::write(&file, app.config_listening_on(free_port())).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_vestibule"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("VESTIBULE_") {
-            command.env_remove(name);
+    command.env_clear();
+    match config {
+        Config::FromEnvironment => {
+            command.env("VESTIBULE_CONFIG", &file).args(args);
+        }
+        Config::FlagFirst => {
+            command.arg("--config").arg(&file).args(args);
+        }
+        Config::FlagLast => {
+            command.args(args).arg("--config").arg(&file);
+        }
+        Config::None => {
+            command.args(args);
         }
     }
-    let output = command
-        .arg("--config")
-        .arg(&config)
-        .args(args)
-        .output()
-        .unwrap();
+    let output = command.output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     output
 }
@@ -60,9 +83,13 @@ async fn the_operator_counts_sessions_and_ends_every_session_of_a_subject_on_eve
     // The phone's session is cached by the other instance.
     assert_eq!(phone.user().await.0, StatusCode::OK);
 
-    let counted = report(&vestibule(&app, &["sessions", "count"]));
+    let counted = report(&vestibule(&app, Config::FlagFirst, &["sessions", "count"]));
     assert_eq!(counted["live_sessions"], 3, "{counted}");
-    let counted = report(&vestibule(&app, &["sessions", "count", "--sub", "alice"]));
+    let counted = report(&vestibule(
+        &app,
+        Config::FlagLast,
+        &["sessions", "count", "--sub", "alice"],
+    ));
     assert_eq!(
         (
             counted["live_sessions"].as_u64(),
@@ -72,7 +99,13 @@ async fn the_operator_counts_sessions_and_ends_every_session_of_a_subject_on_eve
         "{counted}"
     );
 
-    let revoking = vestibule(&app, &["sessions", "revoke", "--sub", "alice"]);
+    // The README's invocation, as `kubectl exec` runs it in a pod whose Deployment sets
+    // VESTIBULE_CONFIG.
+    let revoking = vestibule(
+        &app,
+        Config::FromEnvironment,
+        &["sessions", "revoke", "--sub", "alice"],
+    );
     let revoked = report(&revoking);
     assert_eq!(revoked["ended"], 2, "{revoked}");
     // The audit trail has the operator's act, without the subject in clear.
@@ -104,7 +137,11 @@ async fn the_operator_counts_sessions_and_ends_every_session_of_a_subject_on_eve
         1,
         "only bob's grant is left"
     );
-    let counted = report(&vestibule(&app, &["sessions", "count", "--sub", "alice"]));
+    let counted = report(&vestibule(
+        &app,
+        Config::FromEnvironment,
+        &["sessions", "count", "--sub", "alice"],
+    ));
     assert_eq!(
         (
             counted["live_sessions"].as_u64(),
@@ -114,7 +151,11 @@ async fn the_operator_counts_sessions_and_ends_every_session_of_a_subject_on_eve
         "{counted}"
     );
     // Again: nothing left to end, and that is not an error.
-    let again = report(&vestibule(&app, &["sessions", "revoke", "--sub", "alice"]));
+    let again = report(&vestibule(
+        &app,
+        Config::FlagLast,
+        &["sessions", "revoke", "--sub", "alice"],
+    ));
     assert_eq!(again["ended"], 0);
 }
 
@@ -160,11 +201,43 @@ async fn nothing_on_the_public_listener_ends_another_users_sessions() {
 #[tokio::test]
 async fn session_commands_explain_what_they_need() {
     let app = TestApp::builder().in_memory().start().await;
-    let output = vestibule(&app, &["sessions", "count"]);
+    let output = vestibule(&app, Config::FlagFirst, &["sessions", "count"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("session.redis_url"), "{stderr}");
-    let output = vestibule(&app, &["sessions", "revoke"]);
+    let output = vestibule(&app, Config::FlagFirst, &["sessions", "revoke"]);
     assert_eq!(output.status.code(), Some(2), "clap: --sub is required");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--sub"));
+    // No configuration at all (the file named only in the server's arguments): one line
+    // saying how to give it.
+    let output = vestibule(
+        &app,
+        Config::None,
+        &["sessions", "revoke", "--sub", "alice"],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--config FILE or VESTIBULE_CONFIG"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_configuration_file_is_found_wherever_the_operator_names_it() {
+    let app = TestApp::start().await;
+    Browser::new(&app.url).login("alice").await;
+    for config in [Config::FromEnvironment, Config::FlagFirst, Config::FlagLast] {
+        for args in [
+            &["sessions", "count", "--sub", "alice"][..],
+            &["sessions", "count"][..],
+        ] {
+            let counted = report(&vestibule(&app, config, args));
+            assert_eq!(
+                counted["live_sessions"], 1,
+                "{config:?} {args:?}: {counted}"
+            );
+        }
+    }
 }

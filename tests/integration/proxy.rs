@@ -433,3 +433,78 @@ async fn behind_a_trusted_balancer_the_client_address_comes_from_its_header() {
         "the entry the balancer appended, not the one the client forged"
     );
 }
+
+/// A W3C trace context and baggage, as an instrumented browser or a front proxy sends them.
+const TRACE_CONTEXT: [(&str, &str); 3] = [
+    (
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ),
+    ("tracestate", "vendor=chosen"),
+    ("baggage", "user.tier=gold,tenant=other-customer"),
+];
+
+/// Calls `/api/orders/traced` with `browser`'s session and [`TRACE_CONTEXT`] from the loopback
+/// address `from`; the trace-context headers the upstream received.
+async fn trace_context_upstream_sees(
+    app: &TestApp,
+    browser: &Browser,
+    from: &str,
+) -> Vec<(String, String)> {
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut request = client
+        .get(browser.url("/api/orders/traced"))
+        .header("x-csrf", "1")
+        .header("cookie", browser.cookie_header());
+    for (name, value) in TRACE_CONTEXT {
+        request = request.header(name, value);
+    }
+    assert_eq!(request.send().await.unwrap().status(), StatusCode::OK);
+    let seen = app.upstream.seen();
+    let headers = &seen.last().unwrap().headers;
+    TRACE_CONTEXT
+        .iter()
+        .filter_map(|(name, _)| {
+            let value = headers.get(*name)?.to_str().unwrap().to_owned();
+            Some(((*name).to_owned(), value))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_browsers_trace_context_and_baggage_never_reach_the_upstream() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let seen = trace_context_upstream_sees(&app, &browser, "127.0.0.1").await;
+    assert_eq!(
+        seen,
+        Vec::new(),
+        "nothing of the browser's context passes on"
+    );
+}
+
+#[tokio::test]
+async fn a_trace_context_and_baggage_pass_on_only_from_a_trusted_proxy() {
+    let app = TestApp::builder()
+        .extra_toml(
+            "[server]\ntrusted_proxies = [\"127.0.0.2/32\"]\n[traces]\ntrust_traceparent = true\n",
+        )
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    // The front proxy's context passes on as it came (spans are not exported here).
+    let from_proxy = trace_context_upstream_sees(&app, &browser, "127.0.0.2").await;
+    let sent: Vec<(String, String)> = TRACE_CONTEXT
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    assert_eq!(from_proxy, sent);
+    // A browser reaching Vestibule directly is not the proxy, whatever it sends.
+    let from_browser = trace_context_upstream_sees(&app, &browser, "127.0.0.1").await;
+    assert_eq!(from_browser, Vec::new(), "the browser's context passed on");
+}

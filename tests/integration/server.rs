@@ -7,36 +7,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::TestApp;
+use crate::harness::raw_http::{self, read_until_closed};
 
 async fn connect(app: &TestApp) -> TcpStream {
-    TcpStream::connect(app.url.trim_start_matches("http://"))
-        .await
-        .unwrap()
-}
-
-/// Reads until the server closes the connection; panics if it does not within `limit`.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
-    let mut received = Vec::new();
-    tokio::time::timeout(limit, stream.read_to_end(&mut received))
-        .await
-        .unwrap_or_else(|_| panic!("the server kept the connection open for {limit:?}"))
-        .ok();
-    received
-}
-
-/// Reads one response head (up to the blank line) from a keep-alive connection.
-async fn read_response_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
-            .await
-            .expect("a response within 5 s")
-            .unwrap();
-        assert_eq!(read, 1, "connection closed mid-response: {head:?}");
-        head.push(byte[0]);
-    }
-    String::from_utf8(head).unwrap()
+    raw_http::connect(&app.url).await
 }
 
 /// A complete request that Vestibule answers itself (a JSON 404), without a session.
@@ -48,11 +22,7 @@ async fn a_half_sent_request_is_closed_after_the_header_read_timeout() {
         .extra_toml("[server]\nheader_read_timeout_secs = 1\nkeep_alive_timeout_secs = 60\n")
         .start()
         .await;
-    let mut stream = connect(&app).await;
-    stream
-        .write_all(b"GET /api/auth/user HTTP/1.1\r\nHost: vestibule\r\nX-Slow: ")
-        .await
-        .unwrap();
+    let mut stream = raw_http::half_sent_request(&app.url, "/api/auth/user").await;
     let started = Instant::now();
     let received = read_until_closed(&mut stream, Duration::from_secs(10)).await;
     assert!(
@@ -76,28 +46,14 @@ async fn an_idle_keep_alive_connection_outlives_the_header_timeout_then_closes()
         .start()
         .await;
     let mut stream = connect(&app).await;
-    stream.write_all(GET_MISSING_PAGE).await.unwrap();
-    let head = read_response_head(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length: "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.unwrap();
+    let status = raw_http::exchange(&mut stream, "/missing.txt").await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
 
     // Idle for longer than the header timeout (a load balancer holding a pooled connection):
     // the connection is still usable.
     tokio::time::sleep(Duration::from_millis(1800)).await;
-    stream.write_all(GET_MISSING_PAGE).await.unwrap();
-    assert!(
-        read_response_head(&mut stream)
-            .await
-            .starts_with("HTTP/1.1 404")
-    );
-    stream.read_exact(&mut body).await.unwrap();
+    let status = raw_http::exchange(&mut stream, "/missing.txt").await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
 
     // Then idle past the keep-alive timeout: closed.
     let idle_since = Instant::now();

@@ -1,6 +1,7 @@
 //! OpenTelemetry traces, through the real binary exporting to a real OTLP/HTTP receiver: the
 //! span tree of one proxied call that triggers a refresh, the trace context the upstream and
-//! the provider receive, and a browser's `traceparent` adopted only when trusted.
+//! the provider receive, and a `traceparent` (and `baggage`) believed only from a trusted front
+//! proxy.
 
 use std::collections::HashMap;
 
@@ -15,23 +16,44 @@ use crate::harness::{Browser, TestApp, wait_for};
 const BROWSER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const BROWSER_SPAN: &str = "00f067aa0ba902b7";
 
-/// An app whose public URL is the real binary's, exporting spans to `receiver`, with 3-second
-/// access tokens.
+/// A browser's own baggage.
+const BROWSER_BAGGAGE: &str = "user.tier=gold";
+
+/// `[traces]` lines that trust the context from the browsers' own address, as if they were the
+/// front proxy.
+const TRUSTING_THE_SENDER: &str =
+    "trust_traceparent = true\n[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
+
+/// `[traces]` lines that trust a front proxy at another address than the browsers'.
+const TRUSTING_ANOTHER_PROXY: &str =
+    "trust_traceparent = true\n[server]\ntrusted_proxies = [\"127.0.0.2/32\"]\n";
+
+/// An app whose public URL is the real binary's, exporting spans to `receiver` (`[traces]`
+/// with `trust` added), with 3-second access tokens.
 async fn stack(
     receiver: &OtlpReceiver,
-    trust: bool,
+    trust: &str,
 ) -> (TestApp, VestibuleProcess, std::path::PathBuf) {
     let builder = TestApp::builder().access_token_ttl(3).extra_toml(&format!(
-        "\n[traces]\notlp_endpoint = \"{}\"\nservice_name = \"vestibule-test\"\ntrust_traceparent = {trust}\n",
+        "\n[traces]\notlp_endpoint = \"{}\"\nservice_name = \"vestibule-test\"\n{trust}",
         receiver.url
     ));
     binary_in_front(builder, |config| config).await
 }
 
+/// What the upstream received of one call.
+struct UpstreamSaw {
+    /// The call's request id (from its response).
+    request_id: String,
+    /// The upstream's `traceparent`.
+    traceparent: String,
+    /// The upstream's `baggage`, if any.
+    baggage: Option<String>,
+}
+
 /// Logs `alice` in, waits until her access token is due, then makes one call with the
-/// browser's own `traceparent`; returns the call's request id and the upstream's
-/// `traceparent`.
-async fn one_refreshing_call(app: &TestApp, binary: &VestibuleProcess) -> (String, String) {
+/// browser's own `traceparent` and `baggage`.
+async fn one_refreshing_call(app: &TestApp, binary: &VestibuleProcess) -> UpstreamSaw {
     let alice = Browser::new(&binary.base);
     alice.login("alice").await;
     alice.wait_past_access_token_expiry().await;
@@ -43,6 +65,7 @@ async fn one_refreshing_call(app: &TestApp, binary: &VestibuleProcess) -> (Strin
             "traceparent",
             format!("00-{BROWSER_TRACE}-{BROWSER_SPAN}-01"),
         )
+        .header("baggage", BROWSER_BAGGAGE)
         .send()
         .await
         .unwrap();
@@ -52,11 +75,13 @@ async fn one_refreshing_call(app: &TestApp, binary: &VestibuleProcess) -> (Strin
         .unwrap()
         .to_owned();
     let seen = app.upstream.seen();
-    let upstream_traceparent = seen.last().unwrap().headers["traceparent"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    (request_id, upstream_traceparent)
+    let headers = &seen.last().unwrap().headers;
+    let text = |name: &str| Some(headers.get(name)?.to_str().unwrap().to_owned());
+    UpstreamSaw {
+        request_id,
+        traceparent: text("traceparent").unwrap(),
+        baggage: text("baggage"),
+    }
 }
 
 /// Waits until the receiver holds the whole trace of the request `request_id` (down to the
@@ -102,9 +127,9 @@ fn parse_traceparent(value: &str) -> (String, String) {
 async fn a_proxied_call_that_refreshes_is_one_span_tree_continued_by_the_upstream_and_the_provider()
 {
     let receiver = OtlpReceiver::start().await;
-    let (app, binary, dir) = stack(&receiver, true).await;
-    let (request_id, upstream_traceparent) = one_refreshing_call(&app, &binary).await;
-    let trace = trace_of(&receiver, &request_id).await;
+    let (app, binary, dir) = stack(&receiver, TRUSTING_THE_SENDER).await;
+    let saw = one_refreshing_call(&app, &binary).await;
+    let trace = trace_of(&receiver, &saw.request_id).await;
     let span = |name: &str| &trace[name];
     let parent_of = |name: &str| span(name).parent_span_id.clone();
 
@@ -157,11 +182,12 @@ async fn a_proxied_call_that_refreshes_is_one_span_tree_continued_by_the_upstrea
     );
     assert!(!login_span("login").trace_id.is_empty());
 
-    // The upstream continues the trace from the upstream span.
+    // The upstream continues the trace from the upstream span, with the trusted baggage.
     assert_eq!(
-        parse_traceparent(&upstream_traceparent),
+        parse_traceparent(&saw.traceparent),
         (BROWSER_TRACE.to_owned(), span("upstream").span_id.clone())
     );
+    assert_eq!(saw.baggage.as_deref(), Some(BROWSER_BAGGAGE));
     // So does the provider, from the refresh grant.
     let stats: Value = app.provider.stats().await;
     let token_requests = stats["token_traceparents"].as_array().unwrap();
@@ -176,12 +202,12 @@ async fn a_proxied_call_that_refreshes_is_one_span_tree_continued_by_the_upstrea
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test]
-async fn an_untrusted_browser_traceparent_starts_nothing_and_goes_no_further() {
+/// A browser's context, not trusted under `trust`, starts nothing and goes no further.
+async fn a_browsers_context_is_ignored(trust: &str) {
     let receiver = OtlpReceiver::start().await;
-    let (app, binary, dir) = stack(&receiver, false).await;
-    let (request_id, upstream_traceparent) = one_refreshing_call(&app, &binary).await;
-    let trace = trace_of(&receiver, &request_id).await;
+    let (app, binary, dir) = stack(&receiver, trust).await;
+    let saw = one_refreshing_call(&app, &binary).await;
+    let trace = trace_of(&receiver, &saw.request_id).await;
     let request = &trace["request"];
     assert_ne!(
         request.trace_id, BROWSER_TRACE,
@@ -189,9 +215,20 @@ async fn an_untrusted_browser_traceparent_starts_nothing_and_goes_no_further() {
     );
     assert_eq!(request.parent_span_id, "", "a root span");
     assert_eq!(
-        parse_traceparent(&upstream_traceparent),
+        parse_traceparent(&saw.traceparent),
         (request.trace_id.clone(), trace["upstream"].span_id.clone()),
         "the upstream continues Vestibule's trace, not the browser's"
     );
+    assert_eq!(saw.baggage, None, "the browser's baggage went no further");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_untrusted_browser_traceparent_starts_nothing_and_goes_no_further() {
+    a_browsers_context_is_ignored("").await;
+}
+
+#[tokio::test]
+async fn with_trust_on_a_browser_that_is_not_the_trusted_proxy_still_starts_nothing() {
+    a_browsers_context_is_ignored(TRUSTING_ANOTHER_PROXY).await;
 }
