@@ -42,6 +42,17 @@ impl Settings {
             ),
         );
         line(
+            "oidc.signing",
+            match &oidc.id_token_signed_response_alg {
+                Some(alg) => format!(
+                    "ID and logout tokens signed with {alg} (oidc.id_token_signed_response_alg)"
+                ),
+                None => "logout tokens under the algorithms of verified ID tokens, never HS* \
+                         (oidc.id_token_signed_response_alg not set)"
+                    .to_owned(),
+            },
+        );
+        line(
             "oidc.scopes",
             format!(
                 "{} (prompt {}; refresh {} s before expiry)",
