@@ -11,6 +11,7 @@ pub mod logs;
 pub mod nginx;
 pub mod otlp;
 pub mod provider;
+pub mod provider_front;
 pub mod redis;
 pub mod redis_topologies;
 pub mod relay;
