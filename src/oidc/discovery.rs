@@ -94,18 +94,35 @@ impl Provider {
         self.attempt().await
     }
 
-    /// An unsolicited re-discovery replacing `stale` (absent: the first one), for a token anyone
-    /// may post. It never waits: while another attempt runs, or discovery is backing off after
+    /// The current discovery for a token anyone may post: fetched on first use as an
+    /// unsolicited attempt, never waiting for another one ([`OidcError::Deferred`] instead).
+    pub(super) async fn current_unsolicited(&self) -> Result<Arc<Discovered>, OidcError> {
+        if let Some(discovered) = self.discovered.load_full() {
+            return Ok(discovered);
+        }
+        let _guard = self.try_discovery_lock()?;
+        if let Some(current) = self.replaced(None) {
+            return Ok(current);
+        }
+        let now = Instant::now();
+        let gate = self.attempts().unsolicited(now);
+        match gate {
+            Gate::Open => self.attempt().await,
+            Gate::Closed { retry_in, .. } => Err(OidcError::Deferred(retry_in)),
+            Gate::OpenAt(at) => Err(OidcError::Deferred(at.saturating_duration_since(now))),
+        }
+    }
+
+    /// An unsolicited re-discovery replacing `stale`, for a token anyone may post that no key of
+    /// `stale` verifies. It never waits: while another attempt runs, or discovery backs off after
     /// failures, the answer is [`OidcError::Deferred`] (a `503` the provider may retry); within
     /// the interval after a successful attempt, [`Unsolicited::Current`].
     pub(super) async fn rediscover_unsolicited(
         &self,
-        stale: Option<&Arc<Discovered>>,
+        stale: &Arc<Discovered>,
     ) -> Result<Unsolicited, OidcError> {
-        let Ok(_guard) = self.discovery_lock.try_lock() else {
-            return Err(OidcError::Deferred(std::time::Duration::from_secs(1)));
-        };
-        if let Some(current) = self.replaced(stale) {
+        let _guard = self.try_discovery_lock()?;
+        if let Some(current) = self.replaced(Some(stale)) {
             return Ok(Unsolicited::Newer(current));
         }
         let now = Instant::now();
@@ -113,10 +130,18 @@ impl Provider {
         match gate {
             Gate::Open => self.attempt().await.map(Unsolicited::Newer),
             // The last attempt succeeded moments ago: its keys are what the provider publishes.
-            Gate::Closed { failing: false, .. } if stale.is_some() => Ok(Unsolicited::Current),
+            Gate::Closed { failing: false, .. } => Ok(Unsolicited::Current),
             Gate::Closed { retry_in, .. } => Err(OidcError::Deferred(retry_in)),
             Gate::OpenAt(at) => Err(OidcError::Deferred(at.saturating_duration_since(now))),
         }
+    }
+
+    /// The discovery lock if no attempt holds it; else [`OidcError::Deferred`] (for requests
+    /// that must not wait for an attempt someone else started).
+    fn try_discovery_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, OidcError> {
+        self.discovery_lock
+            .try_lock()
+            .map_err(|_| OidcError::Deferred(std::time::Duration::from_secs(1)))
     }
 
     /// The current discovery, if it is not `stale` (with `stale` absent: if there is one).

@@ -135,18 +135,10 @@ impl Provider {
             // Keyed with the client secret: no key of the provider's is involved.
             return Ok(screened.verify(&CoreJsonWebKeySet::new(Vec::new()), &expect)?);
         }
-        let discovered = match self.discovered.load_full() {
-            Some(discovered) => discovered,
-            None => match self.rediscover_unsolicited(None).await? {
-                Unsolicited::Newer(discovered) => discovered,
-                Unsolicited::Current => {
-                    return Err(OidcError::Deferred(std::time::Duration::from_secs(1)).into());
-                }
-            },
-        };
+        let discovered = self.current_unsolicited().await?;
         match screened.verify(&discovered.jwks, &expect) {
             Err(LogoutTokenError::Signature) => {
-                match self.rediscover_unsolicited(Some(&discovered)).await? {
+                match self.rediscover_unsolicited(&discovered).await? {
                     Unsolicited::Newer(fresh) => Ok(screened.verify(&fresh.jwks, &expect)?),
                     // The keys are as fresh as they may be: no key of the provider signed it.
                     Unsolicited::Current => Err(LogoutTokenError::Signature.into()),
@@ -173,7 +165,7 @@ impl Provider {
 }
 
 /// A token whose header passed (§2.6 step 2, up to the signature), split into its parts.
-pub(super) struct Screened<'t> {
+struct Screened<'t> {
     alg: CoreJwsSigningAlgorithm,
     kid: Option<String>,
     signing_input: &'t str,
@@ -194,10 +186,7 @@ pub(super) fn check(
 
 /// The header's checks: a compact JWS under an allowed algorithm, of the right `typ`, with no
 /// critical extension. Nothing here needs the provider's keys.
-pub(super) fn screen<'t>(
-    token: &'t str,
-    expect: &Expectations<'_>,
-) -> Result<Screened<'t>, LogoutTokenError> {
+fn screen<'t>(token: &'t str, expect: &Expectations<'_>) -> Result<Screened<'t>, LogoutTokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(LogoutTokenError::Malformed);
     }
@@ -238,7 +227,7 @@ pub(super) fn screen<'t>(
 
 impl Screened<'_> {
     /// The signature (with `jwks`, or the client secret for HS) and then the claims.
-    pub(super) fn verify(
+    fn verify(
         &self,
         jwks: &CoreJsonWebKeySet,
         expect: &Expectations<'_>,
