@@ -219,6 +219,49 @@ async fn logout_tokens_under_an_algorithm_this_client_does_not_receive_are_refus
 }
 
 #[tokio::test]
+async fn a_refresh_on_any_instance_teaches_the_algorithm_of_a_session_from_before_it_was_recorded()
+{
+    let mut app = TestApp::builder()
+        .access_token_ttl(2)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let other = app.start_another_instance().await;
+    let alice = Browser::new(&app.url);
+    alice.login("alice").await;
+    let sid = provider_session(&alice).await;
+    // As after an upgrade from a version that recorded no algorithm: nothing is known, so no
+    // logout token can be accepted.
+    let _: () = redis::cmd("DEL")
+        .arg("vestibule:id-token-algs")
+        .query_async(&mut app.redis().connection().await)
+        .await
+        .unwrap();
+    let token = |jti: &'static str| {
+        app.provider.logout_token(
+            json!({ "alg": "RS256", "typ": "logout+jwt" }),
+            logout_claims(&app, "alice", Some(&sid), jti),
+            "provider",
+        )
+    };
+    let (status, _, body) = post_logout_token(&app.url, &token("before-refresh").await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(alive(&alice).await);
+    // A call through the other instance (which wrote nothing yet) refreshes the session; the
+    // refreshed ID token teaches every instance its algorithm.
+    alice.wait_past_access_token_expiry().await;
+    let through_other = Browser::with_session(&other, &alice.cookie("vestibule").unwrap());
+    assert_eq!(
+        through_other.api_get("/api/orders/1").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+    let (status, _, body) = post_logout_token(&app.url, &token("after-refresh").await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!alive(&alice).await);
+}
+
+#[tokio::test]
 async fn hs256_id_tokens_do_not_make_hs256_logout_tokens_acceptable_unless_configured() {
     let app = TestApp::builder().id_token_alg("HS256").start().await;
     let alice = Browser::new(&app.url);
