@@ -111,6 +111,7 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         scopes: oidc.scopes,
         prompt: oidc.prompt,
         auth_method: oidc.client_auth_method,
+        id_token_alg: oidc.id_token_signed_response_alg,
     })?)
 }
 
@@ -158,7 +159,7 @@ impl Application {
         let refresh_skew = oidc.refresh_skew;
         let provider = Arc::new(provider_for(oidc, redirect_uri)?);
         if let Err(error) = provider.discover().await {
-            tracing::warn!(error = %error, "provider discovery failed; retrying on first login");
+            tracing::warn!(error = %error, "provider discovery failed; retrying when a request needs it (backing off while it fails)");
         }
         let frontend =
             FrontendService::new(frontend, routes.first().map(|route| route.prefix.as_str()));

@@ -47,6 +47,14 @@ impl OncePerInterval {
             }
         }
     }
+
+    /// Forgets that `key` was acted on (the action failed): its next occurrence is due.
+    pub fn forget(&self, key: &str) {
+        self.last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop(key);
+    }
 }
 
 #[cfg(test)]
@@ -60,5 +68,7 @@ mod tests {
         assert!(!gate.due("a", 109));
         assert!(gate.due("b", 109));
         assert!(gate.due("a", 110));
+        gate.forget("a");
+        assert!(gate.due("a", 111), "forgotten: due again at once");
     }
 }

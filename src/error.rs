@@ -146,7 +146,9 @@ impl AppError {
             AppError::Provider(OidcError::Invalid(_) | OidcError::SubjectChanged) => {
                 "id_token_invalid"
             }
-            AppError::Provider(OidcError::Unavailable(_)) => "provider_unavailable",
+            AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
+                "provider_unavailable"
+            }
             AppError::Provider(_) => "provider_refused",
             AppError::Store(StoreError::Conflict(_)) => "session_ended_while_created",
             AppError::Store(_) => "store_unavailable",
@@ -165,7 +167,9 @@ impl AppError {
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             AppError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Provider(OidcError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Provider(_) => StatusCode::BAD_GATEWAY,
             AppError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             AppError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -184,7 +188,9 @@ impl AppError {
             AppError::Login(_) => "login_failed",
             AppError::Store(StoreError::Conflict(_)) => "conflict",
             AppError::Store(_) => "session_store_unavailable",
-            AppError::Provider(OidcError::Unavailable(_)) => "identity_provider_unavailable",
+            AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
+                "identity_provider_unavailable"
+            }
             AppError::Provider(_) => "identity_provider_error",
             AppError::UpstreamUnavailable(_) => "upstream_unavailable",
             AppError::UpstreamTimeout => "upstream_timeout",
@@ -230,7 +236,7 @@ impl AppError {
             AppError::Store(_) => {
                 "The session store is temporarily unavailable. Please retry shortly.".into()
             }
-            AppError::Provider(OidcError::Unavailable(_)) => {
+            AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
                 "The identity provider is temporarily unavailable. Please retry shortly.".into()
             }
             AppError::Provider(_) => "The identity provider's answer could not be verified.".into(),
@@ -254,6 +260,10 @@ impl AppError {
         if matches!(self, AppError::TooManyRequests(_)) {
             // A flood is refused by the thousand: one line each would be the flood's echo.
             tracing::debug!(status = status.as_u16(), cause = %self, "request refused");
+        } else if matches!(self, AppError::Provider(OidcError::Deferred(_))) {
+            // The discovery attempt that failed was logged as an error once; the requests
+            // answered while it backs off (strangers' logout tokens among them) are not news.
+            tracing::info!(status = status.as_u16(), cause = %self, "request refused");
         } else if status.is_server_error() {
             tracing::error!(status = status.as_u16(), cause = %self, "request failed");
         } else {
@@ -267,7 +277,9 @@ impl AppError {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allowed));
         }
-        if let AppError::TooManyRequests(wait) = self {
+        if let AppError::TooManyRequests(wait) | AppError::Provider(OidcError::Deferred(wait)) =
+            self
+        {
             // Whole seconds, rounded up, so a client that waits this long is let in.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response
@@ -325,7 +337,8 @@ impl IntoResponse for PageError {
         error.log();
         let (title, retry_label, retry_url) = match &error {
             AppError::Store(StoreError::Conflict(_)) => ("Login failed", "Log in again", LOGIN_URL),
-            AppError::Store(_) | AppError::Provider(OidcError::Unavailable(_)) => {
+            AppError::Store(_)
+            | AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
                 ("Temporarily unavailable", "Try again", LOGIN_URL)
             }
             AppError::TooManyRequests(_) => ("Too many attempts", "Try again", LOGIN_URL),

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod operator;
 pub mod random;
+pub mod redact;
 pub mod refresh;
 pub mod return_to;
 pub mod session;

@@ -235,6 +235,10 @@ pub struct OidcSection {
     /// `offline_access` is requested (OIDC Core §11), set to `""` to send none.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// The algorithm this client's ID tokens are signed with, as registered at the provider
+    /// (OIDC Dynamic Client Registration's parameter of the same name); absent: learnt.
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<String>,
 }
 
 /// `[session]`.

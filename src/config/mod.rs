@@ -25,7 +25,7 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::oidc::ClientAuthMethod;
+use crate::oidc::{ClientAuthMethod, SigningAlg};
 use crate::session::KeyRing;
 use crate::session::store::{RedisTls, RedisTopology};
 use crate::upstreams::Route;
@@ -91,6 +91,9 @@ pub struct OidcSettings {
     /// `prompt` sent with the authorization request: as configured (`""`: none), else
     /// `consent` when `offline_access` is requested (OIDC Core §11).
     pub prompt: Option<String>,
+    /// `oidc.id_token_signed_response_alg`: the one algorithm ID tokens and logout tokens must
+    /// be signed with; `None`: logout tokens under the algorithms of verified ID tokens (never HS).
+    pub id_token_signed_response_alg: Option<SigningAlg>,
 }
 
 /// `[session]`: storage, encryption and lifetimes.
@@ -297,6 +300,14 @@ mod tests {
             "http://localhost:8080/api/auth/callback"
         );
         assert!(settings.oidc.scopes.contains(&"offline_access".to_owned()));
+        assert!(settings.oidc.id_token_signed_response_alg.is_none());
+        let es256 =
+            load(&base().replace("[oidc]", "[oidc]\nid_token_signed_response_alg = \"ES256\""))
+                .unwrap();
+        assert_eq!(
+            es256.oidc.id_token_signed_response_alg,
+            SigningAlg::parse("ES256")
+        );
     }
 
     #[test]
@@ -370,6 +381,14 @@ mod tests {
             (
                 base().replace("[oidc]", "[oidc]\nscopes = [\"profile\"]"),
                 "oidc.scopes",
+            ),
+            (
+                base().replace("[oidc]", "[oidc]\nid_token_signed_response_alg = \"none\""),
+                "oidc.id_token_signed_response_alg",
+            ),
+            (
+                base().replace("[oidc]", "[oidc]\nid_token_signed_response_alg = \"rs256\""),
+                "oidc.id_token_signed_response_alg",
             ),
         ];
         for (toml, key) in cases {

@@ -15,6 +15,7 @@ use super::file::{
 use super::redis;
 use super::{AuditSettings, Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
 use super::{encryption_keys, secret_files};
+use crate::oidc::SigningAlg;
 use crate::traces::TraceSettings;
 use crate::upstreams::Route;
 
@@ -51,6 +52,16 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             "scopes must be non-empty words",
         ));
     }
+    let id_token_signed_response_alg = match oidc.id_token_signed_response_alg.as_deref() {
+        None => None,
+        Some(name) => Some(SigningAlg::parse(name).ok_or_else(|| {
+            ConfigError::new(
+                "oidc.id_token_signed_response_alg",
+                "must be a JWS algorithm as registered at the provider: RS256, RS384, RS512, \
+                 PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, HS256, HS384 or HS512",
+            )
+        })?),
+    };
     let discovery_url = match oidc.discovery_url {
         Some(url) => url,
         None => well_known_discovery(&oidc.issuer)?,
@@ -88,6 +99,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             scopes: oidc.scopes,
             refresh_skew: Duration::from_secs(oidc.refresh_skew_secs),
             client_auth_method: oidc.client_auth_method,
+            id_token_signed_response_alg,
         },
         session: SessionSettings {
             redis,

@@ -1,13 +1,13 @@
 //! `vestibule --check-config`: what the file and the `VESTIBULE_*` variables produced, as an
 //! operator needs to see it (which provider, which store, which routes, which listeners), with
-//! every secret left out: a secret is reported as set, never shown, nor its length.
+//! every secret left out: a secret is reported as set, never shown, nor its length, and every
+//! URL is shown through [`crate::redact::url`] (no user name or password, no query values).
 
 use std::fmt::Write;
 
-use url::Url;
-
 use super::{AuditSubject, Frontend, LogFormat, Settings};
 use crate::oidc::ClientAuthMethod;
+use crate::redact;
 use crate::session::SuspiciousUseAction;
 
 impl Settings {
@@ -22,13 +22,13 @@ impl Settings {
             "public_url",
             format!(
                 "{} (callback {})",
-                without_credentials(&self.public_url),
-                without_credentials(&self.redirect_uri())
+                redact::url(&self.public_url),
+                redact::url(&self.redirect_uri())
             ),
         );
         let oidc = &self.oidc;
         line("oidc.issuer", oidc.issuer.clone());
-        line("oidc.discovery", without_credentials(&oidc.discovery_url));
+        line("oidc.discovery", redact::url(&oidc.discovery_url));
         line(
             "oidc.client",
             format!(
@@ -40,6 +40,17 @@ impl Settings {
                     Some(ClientAuthMethod::ClientSecretPost) => "client_secret_post",
                 }
             ),
+        );
+        line(
+            "oidc.signing",
+            match &oidc.id_token_signed_response_alg {
+                Some(alg) => format!(
+                    "ID and logout tokens signed with {alg} (oidc.id_token_signed_response_alg)"
+                ),
+                None => "logout tokens under the algorithms of verified ID tokens, never HS* \
+                         (oidc.id_token_signed_response_alg not set)"
+                    .to_owned(),
+            },
         );
         line(
             "oidc.scopes",
@@ -91,7 +102,7 @@ impl Settings {
                 format!(
                     "{} -> {} (timeout {} s)",
                     route.prefix,
-                    without_credentials(&route.upstream),
+                    redact::url(&route.upstream),
                     route.timeout.as_secs()
                 ),
             );
@@ -101,7 +112,7 @@ impl Settings {
             match &self.frontend {
                 Frontend::Demo => "the built-in demo page".to_owned(),
                 Frontend::Dir(dir) => format!("files from {}", dir.display()),
-                Frontend::Upstream(url) => format!("proxied from {}", without_credentials(url)),
+                Frontend::Upstream(url) => format!("proxied from {}", redact::url(url)),
             },
         );
         let server = &self.server;
@@ -143,7 +154,7 @@ impl Settings {
             match &self.traces.otlp_endpoint {
                 Some(endpoint) => format!(
                     "OTLP/HTTP to {} as {} (sample_ratio {}, trust_traceparent {})",
-                    without_credentials(endpoint),
+                    redact::url(endpoint),
                     self.traces.service_name,
                     self.traces.sample_ratio,
                     self.traces.trust_traceparent
@@ -161,12 +172,4 @@ impl Settings {
         );
         out
     }
-}
-
-/// `url` with any user name and password removed.
-fn without_credentials(url: &Url) -> String {
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
 }

@@ -162,6 +162,11 @@ async fn complete_login(
             }
             other => other.into(),
         })?;
+    // Before the session exists: a logout token for it, on any instance, then finds the
+    // algorithm its ID token was signed with among the accepted ones.
+    if let Some(alg) = state.provider.learnable_alg(&login.id_token) {
+        state.sessions.learn_id_token_alg(&alg).await?;
+    }
     let origin = SessionOrigin {
         provider_session: login.provider_session,
         ..session_origin(client, headers)

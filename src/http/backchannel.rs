@@ -3,8 +3,9 @@
 //! token's signature is the authentication.
 //!
 //! `200` once the sessions it names are gone from every instance; `400` with a JSON error for
-//! a token that fails validation or was already used; `503` when Redis cannot be reached (the
-//! provider may retry, and the retry is not taken for a replay).
+//! a token that fails validation or was already used; `503` when Redis cannot be reached, or
+//! the provider's keys cannot be fetched now (the provider may retry, and the retry is not
+//! taken for a replay).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -45,7 +46,9 @@ pub async fn backchannel_logout(
         .map(|(_, value)| value.into_owned())
         .filter(|token| !token.is_empty())
         .ok_or(AppError::BadRequest("the logout_token field is missing"))?;
-    let request = state.provider.check_logout_token(&token).await?;
+    // The algorithms every instance learnt from verified ID tokens (this one may have seen none).
+    let learnt = state.sessions.learnt_id_token_algs().await?;
+    let request = state.provider.check_logout_token(&token, &learnt).await?;
     if !state
         .sessions
         .accept_logout_token(&request.jti, request.acceptable_until)

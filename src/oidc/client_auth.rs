@@ -89,8 +89,6 @@ impl Provider {
             client: current.client.clone().set_auth_type(other),
             extra: current.extra.clone(),
             jwks: current.jwks.clone(),
-            id_token_algs: current.id_token_algs.clone(),
-            at: current.at,
         });
         self.discovered.store(Some(switched.clone()));
         switched

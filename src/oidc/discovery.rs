@@ -1,19 +1,23 @@
 //! Discovery: the provider's metadata and signing keys, fetched once and replaced on key rotation.
 //!
-//! A snapshot is swapped in whole (`arc-swap`), so a request always sees one consistent client.
-//! Re-discovery is serialised and rate-limited: an unknown signing key can trigger it, but never
-//! more than once per [`REDISCOVERY_INTERVAL`].
+//! A snapshot is swapped in whole (`arc-swap`), so a request always sees one consistent client;
+//! a request that has one never waits for discovery. Attempts are serialised (one at a time,
+//! and a request that needs the outcome of one already running shares it) and paced by
+//! [`super::attempts`], which counts attempts rather than successes: a failing provider is
+//! asked less and less often however many requests want it. A token anyone may post never
+//! waits for an attempt someone else started: it answers from what is known, or `503` at once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use openidconnect::core::{CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::core::{CoreClient, CoreJsonWebKeySet};
 use openidconnect::{
     ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, JsonWebKeySetUrl,
     RedirectUrl, TokenUrl,
 };
 use secrecy::ExposeSecret;
 
+use super::attempts::{Attempts, Gate};
 use super::back_channel::BackChannel;
 use super::metadata::{ExtraMetadata, ProviderMetadata};
 use super::{OidcError, Provider};
@@ -37,21 +41,16 @@ pub(super) struct Discovered {
     /// The provider's signing keys (also inside `client`, which does not expose them), for
     /// tokens openidconnect has no verifier for (back-channel logout tokens).
     pub(super) jwks: CoreJsonWebKeySet,
-    /// The algorithms the provider signs ID tokens with (`id_token_signing_alg_values_supported`):
-    /// the only ones accepted for its logout tokens too.
-    pub(super) id_token_algs: Vec<CoreJwsSigningAlgorithm>,
-    /// When this discovery was fetched (for the rate limit).
-    pub(super) at: Instant,
 }
 
-/// Minimum time between two discoveries triggered by unknown signing keys. Only ID tokens
-/// fetched from the provider's own token endpoint can trigger one, so this only bounds load.
-const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Minimum time between two discoveries triggered by tokens anyone may post (back-channel
-/// logout tokens with an unknown key): a stranger can cost the provider one JWKS fetch per
-/// interval at most, and never makes a request wait.
-const UNSOLICITED_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
+/// What a token anyone may post may have discovery do for it (see
+/// [`Provider::rediscover_unsolicited`]).
+pub(super) enum Unsolicited {
+    /// A discovery newer than the one the token was checked against.
+    Newer(Arc<Discovered>),
+    /// The keys known are as fresh as a stranger may ask for: the token is checked against them.
+    Current,
+}
 
 impl Provider {
     /// Fetches discovery and the JWKS now (at start-up, to report problems early).
@@ -64,7 +63,7 @@ impl Provider {
         self.discovered.load().is_some()
     }
 
-    /// The current discovery, fetching it on first use.
+    /// The current discovery, fetching it on first use (a solicited attempt).
     pub(super) async fn current(&self) -> Result<Arc<Discovered>, OidcError> {
         match self.discovered.load_full() {
             Some(discovered) => Ok(discovered),
@@ -72,60 +71,132 @@ impl Provider {
         }
     }
 
-    /// Whether a token anyone may post may trigger a re-discovery replacing `stale` now:
-    /// when another task already replaced it, or it is older than the unsolicited interval.
-    pub(super) fn may_rediscover_now(&self, stale: &Arc<Discovered>) -> bool {
-        let replaced = self
-            .discovered
-            .load_full()
-            .is_none_or(|current| !Arc::ptr_eq(&current, stale));
-        replaced || stale.at.elapsed() >= UNSOLICITED_REDISCOVERY_INTERVAL
-    }
-
-    /// Re-runs discovery unless another task already replaced `stale` (or, with `stale` absent,
-    /// unless a discovery exists at all).
+    /// A solicited re-discovery replacing `stale` (with `stale` absent: the first one), unless
+    /// another task already replaced it. A request arriving while an attempt runs waits for it
+    /// and takes its outcome rather than asking again; while discovery fails, attempts back off
+    /// and the requests in between are answered at once ([`OidcError::Deferred`]).
     pub(super) async fn rediscover(
         &self,
         stale: Option<&Arc<Discovered>>,
     ) -> Result<Arc<Discovered>, OidcError> {
         let _guard = self.discovery_lock.lock().await;
-        if let Some(current) = self.discovered.load_full() {
-            if stale.is_none_or(|old| !Arc::ptr_eq(old, &current)) {
-                return Ok(current);
-            }
-            // Bound the load on the provider without failing a genuine key rotation: wait out
-            // the interval instead of answering with the stale keys.
-            let elapsed = current.at.elapsed();
-            if elapsed < REDISCOVERY_INTERVAL {
-                tokio::time::sleep(REDISCOVERY_INTERVAL - elapsed).await;
-            }
+        if let Some(current) = self.replaced(stale) {
+            return Ok(current);
         }
-        let discovered = Arc::new(super::observed("discovery", self.fetch_discovery()).await?);
+        let gate = self.attempts().solicited(Instant::now());
+        match gate {
+            Gate::Open => {}
+            // The provider answered a moment ago: bound its load without failing a genuine key
+            // rotation (the token came from its own token endpoint), by waiting.
+            Gate::OpenAt(at) => tokio::time::sleep_until(at.into()).await,
+            Gate::Closed { retry_in, .. } => return Err(OidcError::Deferred(retry_in)),
+        }
+        self.attempt().await
+    }
+
+    /// The current discovery for a token anyone may post: fetched on first use as an
+    /// unsolicited attempt, never waiting for another one ([`OidcError::Deferred`] instead).
+    pub(super) async fn current_unsolicited(&self) -> Result<Arc<Discovered>, OidcError> {
+        if let Some(discovered) = self.discovered.load_full() {
+            return Ok(discovered);
+        }
+        let _guard = self.try_discovery_lock()?;
+        if let Some(current) = self.replaced(None) {
+            return Ok(current);
+        }
+        let now = Instant::now();
+        let gate = self.attempts().unsolicited(now);
+        match gate {
+            Gate::Open => self.attempt().await,
+            Gate::Closed { retry_in, .. } => Err(OidcError::Deferred(retry_in)),
+            Gate::OpenAt(at) => Err(OidcError::Deferred(at.saturating_duration_since(now))),
+        }
+    }
+
+    /// An unsolicited re-discovery replacing `stale`, for a token anyone may post that no key of
+    /// `stale` verifies. It never waits: while another attempt runs, or discovery backs off after
+    /// failures, the answer is [`OidcError::Deferred`] (a `503` the provider may retry); within
+    /// the interval after a successful attempt, [`Unsolicited::Current`].
+    pub(super) async fn rediscover_unsolicited(
+        &self,
+        stale: &Arc<Discovered>,
+    ) -> Result<Unsolicited, OidcError> {
+        let _guard = self.try_discovery_lock()?;
+        if let Some(current) = self.replaced(Some(stale)) {
+            return Ok(Unsolicited::Newer(current));
+        }
+        let now = Instant::now();
+        let gate = self.attempts().unsolicited(now);
+        match gate {
+            Gate::Open => self.attempt().await.map(Unsolicited::Newer),
+            // The last attempt succeeded moments ago: its keys are what the provider publishes.
+            Gate::Closed { failing: false, .. } => Ok(Unsolicited::Current),
+            Gate::Closed { retry_in, .. } => Err(OidcError::Deferred(retry_in)),
+            Gate::OpenAt(at) => Err(OidcError::Deferred(at.saturating_duration_since(now))),
+        }
+    }
+
+    /// The discovery lock if no attempt holds it; else [`OidcError::Deferred`] (for requests
+    /// that must not wait for an attempt someone else started).
+    fn try_discovery_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, OidcError> {
+        self.discovery_lock
+            .try_lock()
+            .map_err(|_| OidcError::Deferred(std::time::Duration::from_secs(1)))
+    }
+
+    /// The current discovery, if it is not `stale` (with `stale` absent: if there is one).
+    fn replaced(&self, stale: Option<&Arc<Discovered>>) -> Option<Arc<Discovered>> {
+        self.discovered
+            .load_full()
+            .filter(|current| stale.is_none_or(|old| !Arc::ptr_eq(old, current)))
+    }
+
+    /// One attempt (the caller holds the discovery lock): fetched, recorded, swapped in.
+    async fn attempt(&self) -> Result<Arc<Discovered>, OidcError> {
+        self.attempts().begin(Instant::now());
+        let fetched = super::observed("discovery", self.fetch_discovery()).await;
+        self.attempts().end(Instant::now(), fetched.is_ok());
+        let discovered = Arc::new(fetched?);
         self.discovered.store(Some(discovered.clone()));
         Ok(discovered)
+    }
+
+    fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
+        // Plain bookkeeping: a panic elsewhere cannot leave it half-written.
+        self.attempts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Fetches the discovery document and the JWKS, checks the issuer, and builds the client.
     async fn fetch_discovery(&self) -> Result<Discovered, OidcError> {
         let settings = &self.settings;
-        let unavailable = |what: &str, error: &dyn std::fmt::Display| {
-            OidcError::Unavailable(format!("{what} ({}): {error}", settings.discovery_url))
+        // URLs are shown redacted: a discovery URL may carry credentials (Basic authentication).
+        let unavailable = |what: &str, url: &url::Url, error: &dyn std::fmt::Display| {
+            OidcError::Unavailable(format!("{what} ({}): {error}", crate::redact::url(url)))
         };
+        let discovery_url = &settings.discovery_url;
         let response = self
             .http
-            .get(settings.discovery_url.clone())
+            .get(discovery_url.clone())
             .headers(crate::traces::headers())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|error| unavailable("discovery request failed", &error))?;
+            .map_err(|error| {
+                unavailable("discovery request failed", discovery_url, &cause(error))
+            })?;
         if !response.status().is_success() {
-            return Err(unavailable("discovery answered", &response.status()));
+            return Err(unavailable(
+                "discovery answered",
+                discovery_url,
+                &response.status(),
+            ));
         }
         let body = response
             .bytes()
             .await
-            .map_err(|error| unavailable("discovery body", &error))?;
+            .map_err(|error| unavailable("discovery body", discovery_url, &cause(error)))?;
         let metadata: ProviderMetadata = serde_json::from_slice(&body)
             .map_err(|error| OidcError::Invalid(format!("discovery document: {error}")))?;
         if metadata.issuer().as_str() != settings.issuer {
@@ -146,14 +217,25 @@ impl Provider {
             JsonWebKeySetUrl::from_url(back_channel.route(metadata.jwks_uri().url().clone()));
         let jwks = CoreJsonWebKeySet::fetch_async(&jwks_uri, &self.traced_http())
             .await
-            .map_err(|error| unavailable("JWKS fetch failed", &error))?;
+            .map_err(|error| unavailable("JWKS fetch failed", jwks_uri.url(), &error))?;
         let token_uri = TokenUrl::from_url(back_channel.route(token_endpoint));
         let auth_type = self.client_auth.for_discovered(&metadata);
         let mut extra = metadata.additional_metadata().clone();
         extra.revocation_endpoint = extra
             .revocation_endpoint
             .map(|endpoint| back_channel.route(endpoint));
-        let id_token_algs = metadata.id_token_signing_alg_values_supported().clone();
+        if let Some(configured) = &settings.id_token_alg
+            && !metadata
+                .id_token_signing_alg_values_supported()
+                .contains(&configured.0)
+        {
+            tracing::warn!(
+                alg = %configured,
+                "oidc.id_token_signed_response_alg is not in the provider's \
+                 id_token_signing_alg_values_supported; logins fail unless it signs this client's \
+                 ID tokens with it"
+            );
+        }
         let metadata = metadata.set_jwks(jwks.clone());
         let redirect = RedirectUrl::from_url(settings.redirect_uri.clone());
         let client = CoreClient::from_provider_metadata(
@@ -171,8 +253,19 @@ impl Provider {
             client,
             extra,
             jwks,
-            id_token_algs,
-            at: Instant::now(),
         })
     }
+}
+
+/// A request error without its URL (shown redacted by the caller), with its causes.
+fn cause(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }

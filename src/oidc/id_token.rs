@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use openidconnect::core::{CoreIdToken, CoreJsonWebKey};
+use openidconnect::core::{CoreIdToken, CoreJsonWebKey, CoreJwsSigningAlgorithm};
 use openidconnect::{AccessToken, AccessTokenHash, Nonce};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use super::discovery::{Client, Discovered};
+use super::signing_algs;
 use super::{OidcError, Provider};
 
 /// Why an ID token did not verify.
@@ -50,11 +51,15 @@ impl Provider {
     {
         let secret = self.settings.client_secret.expose_secret();
         let client_id = &self.settings.client_id;
+        let configured = self.settings.id_token_alg.as_ref().map(|alg| &alg.0);
         let verify = |client: &Client| {
             verify_with(
                 client,
-                client_id,
-                secret,
+                Expected {
+                    client_id,
+                    client_secret: secret,
+                    alg: configured,
+                },
                 id_token,
                 access_token,
                 nonce_check.clone(),
@@ -89,12 +94,22 @@ pub(super) fn nonce_equal_to(
     }
 }
 
-/// Checks the ID token (OIDC Core §3.1.3.7: signature, `iss`, `aud`, `azp`, `exp`, `nonce`)
-/// and its `at_hash`, returning the raw claims of the verified token.
+/// What an ID token is checked against besides the discovered client.
+#[derive(Clone, Copy)]
+struct Expected<'a> {
+    /// Our client id (`azp`).
+    client_id: &'a str,
+    /// Our client secret (the key of HS-signed tokens, for `at_hash`).
+    client_secret: &'a str,
+    /// `oidc.id_token_signed_response_alg`: the only algorithm accepted when set.
+    alg: Option<&'a CoreJwsSigningAlgorithm>,
+}
+
+/// Checks the ID token (OIDC Core §3.1.3.7: algorithm, signature, `iss`, `aud`, `azp`, `exp`,
+/// `nonce`) and its `at_hash`, returning the raw claims of the verified token.
 fn verify_with<N>(
     client: &Client,
-    client_id: &str,
-    client_secret: &str,
+    expected: Expected<'_>,
     id_token: &CoreIdToken,
     access_token: &AccessToken,
     nonce_check: N,
@@ -103,8 +118,28 @@ where
     N: Fn(Option<&Nonce>) -> Result<(), String>,
 {
     use openidconnect::{ClaimsVerificationError, JsonWebKey, JwsSigningAlgorithm};
+    let Expected {
+        client_id,
+        client_secret,
+        alg: configured,
+    } = expected;
+    let mut verifier = client.id_token_verifier();
+    if let Some(configured) = configured {
+        // §3.1.3.7 step 7: the algorithm registered as id_token_signed_response_alg. Refused
+        // as invalid, not as a signature failure: no new key would make it acceptable.
+        let alg = id_token
+            .signing_alg()
+            .map_err(|error| VerifyFailure::Invalid(format!("ID token alg: {error}")))?;
+        if alg != configured {
+            return Err(VerifyFailure::Invalid(format!(
+                "ID token signed with {}, not {} (oidc.id_token_signed_response_alg)",
+                signing_algs::name(alg),
+                signing_algs::name(configured)
+            )));
+        }
+        verifier = verifier.set_allowed_algs([configured.clone()]);
+    }
     check_mac_length(id_token)?;
-    let verifier = client.id_token_verifier();
     let claims = id_token
         .claims(&verifier, |nonce: Option<&Nonce>| nonce_check(nonce))
         .map_err(|error| match error {
@@ -253,14 +288,45 @@ mod tests {
 
     /// Verifies as a login would: the nonce must be `n-1`.
     fn check(token: &CoreIdToken, access: &str) -> Result<Map<String, Value>, VerifyFailure> {
+        check_configured(token, access, None)
+    }
+
+    /// Like [`check`], with `oidc.id_token_signed_response_alg` set to `alg`.
+    fn check_configured(
+        token: &CoreIdToken,
+        access: &str,
+        alg: Option<&CoreJwsSigningAlgorithm>,
+    ) -> Result<Map<String, Value>, VerifyFailure> {
+        let expected = Expected {
+            client_id: "vestibule",
+            client_secret: SECRET,
+            alg,
+        };
         verify_with(
             &hs256_client(),
-            "vestibule",
-            SECRET,
+            expected,
             token,
             &AccessToken::new(access.into()),
             nonce_equal_to("n-1"),
         )
+    }
+
+    #[test]
+    fn a_configured_algorithm_is_the_only_one_accepted() {
+        let token = mint(claims(serde_json::json!({})));
+        assert!(
+            check_configured(&token, "at-1", Some(&CoreJwsSigningAlgorithm::HmacSha256)).is_ok()
+        );
+        // The provider supports HS256, but this client registered RS256: refused as invalid
+        // (no re-discovery could change that), not as a signature failure.
+        assert!(matches!(
+            check_configured(
+                &token,
+                "at-1",
+                Some(&CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256)
+            ),
+            Err(VerifyFailure::Invalid(reason)) if reason.contains("signed with HS256, not RS256")
+        ));
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl Provider {
             ("token_type_hint", "refresh_token".to_owned()),
         ];
         let started = std::time::Instant::now();
+        let shown = crate::redact::url(&endpoint);
         let result = self
             .authenticated_form_post(&discovered, endpoint, form)
             .send()
@@ -49,11 +50,12 @@ impl Provider {
         let (revoked, outcome) = match result {
             Ok(response) if response.status().is_success() => (true, "ok"),
             Ok(response) => {
-                tracing::warn!(status = %response.status(), "token revocation refused");
+                tracing::warn!(status = %response.status(), endpoint = %shown, "token revocation refused");
                 (false, "rejected")
             }
             Err(error) => {
-                tracing::warn!(error = %error, "token revocation failed");
+                // The error's own URL is left out: it is shown redacted.
+                tracing::warn!(error = %error.without_url(), endpoint = %shown, "token revocation failed");
                 (false, "error")
             }
         };

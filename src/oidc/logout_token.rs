@@ -1,13 +1,14 @@
 //! Back-channel logout tokens (OpenID Connect Back-Channel Logout 1.0 §2.4, §2.6): a JWS the
 //! provider posts to tell us a session ended, checked exactly as the specification says.
 //!
-//! The signature is checked with openidconnect's JOSE keys (the provider's JWKS, or the client
-//! secret for HS algorithms), with one re-fetch of the JWKS when no key verifies (rotation).
-//! Anyone on the network can post here, so a token with an unknown key triggers a re-fetch
-//! at most once per [`super::discovery`] interval and never waits for one. Replay is the
-//! caller's business: it gets the `jti` and how long the token would stay acceptable.
-
-use std::sync::Arc;
+//! Only the algorithms this client receives ID tokens under are accepted ([`super::signing_algs`]),
+//! checked before anything else. The signature is checked with openidconnect's JOSE keys (the
+//! provider's JWKS, or the client secret for a configured HS algorithm), with one re-fetch of
+//! the JWKS when no key verifies (rotation). Anyone on the network can post here, so such a
+//! re-fetch is paced as an unsolicited attempt ([`super::attempts`]) and never waited for: a
+//! token arriving while one runs, or while discovery backs off after failures, is answered
+//! `503` at once. Replay is the caller's business: it gets the `jti` and how long the token
+//! would stay acceptable.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,7 +17,7 @@ use openidconnect::{JsonWebKey, JsonWebKeyAlgorithm, JsonWebKeyUse, JwsSigningAl
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
-use super::discovery::Discovered;
+use super::discovery::Unsolicited;
 use super::{OidcError, Provider};
 use crate::clock::unix_now;
 
@@ -110,65 +111,82 @@ pub(super) struct Expectations<'a> {
     pub client_id: &'a str,
     /// Our client secret (the key of HS-signed tokens).
     pub client_secret: &'a str,
-    /// The algorithms the provider signs ID tokens with; a token under any other is refused
-    /// (so HS, keyed with the client secret, only where the provider uses it).
+    /// The algorithms this client receives ID tokens under (configured, or learnt; HS only
+    /// when configured): a token under any other is refused.
     pub allowed_algs: &'a [CoreJwsSigningAlgorithm],
     /// Now, unix seconds.
     pub now: u64,
 }
 
 impl Provider {
-    /// Checks a back-channel logout token; on a signature failure, re-fetches the JWKS once
-    /// (unless that happened a moment ago) and tries again.
-    pub async fn check_logout_token(&self, token: &str) -> Result<LogoutRequest, LogoutCheckError> {
-        let discovered = self.current().await?;
-        let now = unix_now();
-        match check(
-            &discovered.jwks,
-            &self.expectations(&discovered, now),
-            token,
-        ) {
+    /// Checks a back-channel logout token. `learnt` names the ID-token signing algorithms the
+    /// instances learnt from verified ID tokens ([`Provider::learnable_alg`]); with
+    /// `oidc.id_token_signed_response_alg` set, that one alone counts. On a signature failure,
+    /// re-fetches the JWKS once if a stranger may cause that now, and tries again.
+    pub async fn check_logout_token(
+        &self,
+        token: &str,
+        learnt: &[String],
+    ) -> Result<LogoutRequest, LogoutCheckError> {
+        let allowed = self.logout_token_algs(learnt);
+        let expect = self.expectations(&allowed, unix_now());
+        let screened = screen(token, &expect)?;
+        if screened.alg.uses_shared_secret() {
+            // Keyed with the client secret: no key of the provider's is involved.
+            return Ok(screened.verify(&CoreJsonWebKeySet::new(Vec::new()), &expect)?);
+        }
+        let discovered = self.current_unsolicited().await?;
+        match screened.verify(&discovered.jwks, &expect) {
             Err(LogoutTokenError::Signature) => {
-                let Some(fresh) = self.rediscover_now(&discovered).await? else {
-                    return Err(LogoutTokenError::Signature.into());
-                };
-                Ok(check(&fresh.jwks, &self.expectations(&fresh, now), token)?)
+                match self.rediscover_unsolicited(&discovered).await? {
+                    Unsolicited::Newer(fresh) => Ok(screened.verify(&fresh.jwks, &expect)?),
+                    // The keys are as fresh as they may be: no key of the provider signed it.
+                    Unsolicited::Current => Err(LogoutTokenError::Signature.into()),
+                }
             }
             other => Ok(other?),
         }
     }
 
-    /// What a logout token must match, with the algorithms of `discovered`.
-    fn expectations<'a>(&'a self, discovered: &'a Discovered, now: u64) -> Expectations<'a> {
+    /// What a logout token must match, under the algorithms `allowed`.
+    fn expectations<'a>(
+        &'a self,
+        allowed: &'a [CoreJwsSigningAlgorithm],
+        now: u64,
+    ) -> Expectations<'a> {
         Expectations {
             issuer: &self.settings.issuer,
             client_id: &self.settings.client_id,
             client_secret: self.settings.client_secret.expose_secret(),
-            allowed_algs: &discovered.id_token_algs,
+            allowed_algs: allowed,
             now,
         }
     }
+}
 
-    /// A new discovery replacing `stale`, unless one happened within the rate limit (then
-    /// `None`: a stranger's tokens never make a request wait for, or cause, a burst of fetches).
-    async fn rediscover_now(
-        &self,
-        stale: &Arc<Discovered>,
-    ) -> Result<Option<Arc<Discovered>>, OidcError> {
-        if !self.may_rediscover_now(stale) {
-            return Ok(None);
-        }
-        self.rediscover(Some(stale)).await.map(Some)
-    }
+/// A token whose header passed (§2.6 step 2, up to the signature), split into its parts.
+struct Screened<'t> {
+    alg: CoreJwsSigningAlgorithm,
+    kid: Option<String>,
+    signing_input: &'t str,
+    payload_b64: &'t str,
+    signature: Vec<u8>,
 }
 
 /// Checks `token` against the provider's `jwks` and `expect` (§2.6, steps 2 to 7; replay, the
 /// last step, is the caller's).
+#[cfg(test)]
 pub(super) fn check(
     jwks: &CoreJsonWebKeySet,
     expect: &Expectations<'_>,
     token: &str,
 ) -> Result<LogoutRequest, LogoutTokenError> {
+    screen(token, expect)?.verify(jwks, expect)
+}
+
+/// The header's checks: a compact JWS under an allowed algorithm, of the right `typ`, with no
+/// critical extension. Nothing here needs the provider's keys.
+fn screen<'t>(token: &'t str, expect: &Expectations<'_>) -> Result<Screened<'t>, LogoutTokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(LogoutTokenError::Malformed);
     }
@@ -198,18 +216,33 @@ pub(super) fn check(
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| LogoutTokenError::Malformed)?;
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-    let kid = header.get("kid").and_then(Value::as_str);
-    verify_signature(
-        jwks,
-        expect.client_secret,
-        &alg,
-        kid,
-        signing_input,
-        &signature,
-    )?;
-    let claims = json_object(payload_b64)?;
-    check_claims(&claims, expect)
+    Ok(Screened {
+        alg,
+        kid: header.get("kid").and_then(Value::as_str).map(str::to_owned),
+        signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
+        payload_b64,
+        signature,
+    })
+}
+
+impl Screened<'_> {
+    /// The signature (with `jwks`, or the client secret for HS) and then the claims.
+    fn verify(
+        &self,
+        jwks: &CoreJsonWebKeySet,
+        expect: &Expectations<'_>,
+    ) -> Result<LogoutRequest, LogoutTokenError> {
+        verify_signature(
+            jwks,
+            expect.client_secret,
+            &self.alg,
+            self.kid.as_deref(),
+            self.signing_input,
+            &self.signature,
+        )?;
+        let claims = json_object(self.payload_b64)?;
+        check_claims(&claims, expect)
+    }
 }
 
 /// The claims' checks (§2.6 steps 3 to 6), on a payload whose signature verified.
@@ -588,8 +621,8 @@ mod tests {
             ),
             Err(E::Algorithm)
         );
-        // An algorithm the provider does not sign ID tokens with is refused, even with a
-        // valid MAC: the client secret is no key for a provider that signs with RS256.
+        // An algorithm this client does not receive ID tokens under is refused, even with a
+        // valid MAC: the client secret is no key for a client whose ID tokens are RS256.
         let only_rs256 = Expectations {
             allowed_algs: &[CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
             ..expect()

@@ -1,10 +1,12 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
-//! `settings` and `discovery` (with `metadata`, `client_auth`, `back_channel`) through
-//! `authorization`, `grants` and `id_token` to `logout`.
+//! `settings` and `discovery` (with `attempts`, `metadata`, `client_auth`, `back_channel`)
+//! through `authorization`, `grants` and `id_token` (with `signing_algs`) to `logout` and
+//! `logout_token`.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
 
+mod attempts;
 mod authorization;
 mod back_channel;
 mod client_auth;
@@ -15,8 +17,11 @@ mod logout;
 mod logout_token;
 mod metadata;
 mod settings;
+mod signing_algs;
 
 use std::time::Duration;
+
+use std::sync::atomic::AtomicBool;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::Mutex;
@@ -26,7 +31,9 @@ pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError};
 pub use settings::{ClientAuthMethod, ProviderSettings};
+pub use signing_algs::SigningAlg;
 
+use attempts::Attempts;
 use client_auth::ClientAuth;
 use discovery::Discovered;
 
@@ -36,6 +43,14 @@ pub enum OidcError {
     /// The provider could not be reached or answered nonsense (a 502/503 for the caller).
     #[error("identity provider unavailable: {0}")]
     Unavailable(String),
+    /// Discovery is needed but not attempted for this request: it failed moments ago and backs
+    /// off for this long, or another request's attempt is running. Unavailable like
+    /// [`OidcError::Unavailable`], but no new failure: the attempt that failed was reported.
+    #[error(
+        "identity provider unavailable: discovery failed recently or is running; next attempt in {} s",
+        .0.as_secs_f64().ceil()
+    )]
+    Deferred(Duration),
     /// The provider refused the grant (`invalid_grant`): the tokens are no longer valid.
     #[error("identity provider rejected the grant: {0}")]
     Rejected(String),
@@ -99,8 +114,13 @@ pub struct Provider {
     settings: ProviderSettings,
     http: reqwest::Client,
     discovered: ArcSwapOption<Discovered>,
+    /// Held by the one discovery attempt running.
     discovery_lock: Mutex<()>,
+    /// When discovery may be attempted again.
+    attempts: std::sync::Mutex<Attempts>,
     client_auth: ClientAuth,
+    /// Whether the operator was told that HS-signed ID tokens teach nothing (once).
+    warned_client_secret_alg: AtomicBool,
 }
 
 impl Provider {
@@ -121,6 +141,8 @@ impl Provider {
             http,
             discovered: ArcSwapOption::empty(),
             discovery_lock: Mutex::new(()),
+            attempts: std::sync::Mutex::new(Attempts::default()),
+            warned_client_secret_alg: AtomicBool::new(false),
         })
     }
 }

@@ -6,6 +6,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+use super::SigningAlg;
+
 /// How the client authenticates at the token endpoint (`oidc.client_auth_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,4 +46,8 @@ pub struct ProviderSettings {
     pub prompt: Option<String>,
     /// The configured client-authentication method; `None` lets discovery decide.
     pub auth_method: Option<ClientAuthMethod>,
+    /// `oidc.id_token_signed_response_alg`: the one algorithm ID tokens (and logout tokens) must
+    /// be signed with; `None`: ID tokens under any the provider supports, logout tokens under
+    /// those learnt from verified ID tokens.
+    pub id_token_alg: Option<SigningAlg>,
 }

@@ -259,6 +259,16 @@ impl Refresher {
             .provider
             .refresh(&refresh_token.text(), &current.record.sub)
             .await?;
+        let learnable = refreshed
+            .id_token
+            .as_deref()
+            .and_then(|id_token| self.provider.learnable_alg(id_token));
+        if let Some(alg) = learnable
+            && let Err(error) = self.sessions.learn_id_token_alg(&alg).await
+        {
+            // The tokens are rotated already: keep them; the next login or refresh writes it.
+            tracing::warn!(error = %error, "recording the refreshed ID token's algorithm failed");
+        }
         Ok(tokens.refreshed(refreshed))
     }
 
@@ -388,7 +398,7 @@ pub fn failure_reason(error: &OidcError) -> &'static str {
         OidcError::ReuseReported(_) => "refresh_token_reused",
         OidcError::SubjectChanged => "subject_changed",
         OidcError::Refused(_) => "provider_refused",
-        OidcError::Unavailable(_) => "provider_unavailable",
+        OidcError::Unavailable(_) | OidcError::Deferred(_) => "provider_unavailable",
         OidcError::Invalid(_) => "invalid_response",
     }
 }

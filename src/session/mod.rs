@@ -9,6 +9,7 @@ pub mod escrow;
 pub mod index;
 pub mod login;
 pub mod record;
+mod signing_algs;
 pub mod store;
 
 use std::time::Duration;
@@ -90,6 +91,8 @@ pub struct Sessions {
     recent_uses: crate::clock::OncePerInterval,
     refresh_token_escrow: bool,
     max_per_user: Option<usize>,
+    /// The ID-token signing algorithms this instance wrote to the shared set lately.
+    algs_written: crate::clock::OncePerInterval,
 }
 
 /// How often one instance files a session's last use in the index: a tenth of the idle
@@ -119,6 +122,7 @@ impl Sessions {
             ),
             refresh_token_escrow: true,
             max_per_user: None,
+            algs_written: signing_algs::memo(),
         }
     }
 

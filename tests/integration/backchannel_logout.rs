@@ -92,8 +92,13 @@ async fn rp_initiated_logout_at_another_client_ends_exactly_that_session_on_ever
 #[tokio::test]
 async fn a_provider_side_session_end_ends_every_session_of_that_user_signed_with_the_client_secret()
 {
-    // HS256: the provider signs logout tokens with the client secret, as its ID tokens.
-    let mut app = TestApp::builder().id_token_alg("HS256").start().await;
+    // HS256: the provider signs logout tokens with the client secret, as its ID tokens; HS
+    // counts for logout tokens only because it is configured.
+    let mut app = TestApp::builder()
+        .id_token_alg("HS256")
+        .oidc_toml("id_token_signed_response_alg = \"HS256\"\n")
+        .start()
+        .await;
     let other_instance = app.start_another_instance().await;
     let first = Browser::new(&app.url);
     first.login("alice").await;
@@ -111,6 +116,172 @@ async fn a_provider_side_session_end_ends_every_session_of_that_user_signed_with
     assert!(!alive(&first).await);
     wait_until_ended(&second, "alice's second session to end").await;
     assert!(alive(&bob).await, "bob is not alice");
+}
+
+/// The claims of a valid logout token from `app`'s provider for `sub` and `sid`.
+fn logout_claims(app: &TestApp, sub: &str, sid: Option<&str>, jti: &str) -> Value {
+    let now = unix_now();
+    let mut claims = json!({
+        "iss": app.provider.issuer, "aud": "vestibule", "iat": now, "exp": now + 120,
+        "jti": jti, "sub": sub, "events": { EVENT: {} },
+    });
+    if let Some(sid) = sid {
+        claims["sid"] = json!(sid);
+    }
+    claims
+}
+
+/// The provider session alice's browser is in (the `sid` of its ID token).
+async fn provider_session(browser: &Browser) -> String {
+    let (_, user) = browser.user().await;
+    user["claims"]["sid"]
+        .as_str()
+        .expect("the ID token names the provider session")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn logout_tokens_under_an_algorithm_this_client_does_not_receive_are_refused_on_every_instance()
+ {
+    // The provider lists ES256 and HS256 too (as Keycloak and Auth0 list several), and its
+    // JWKS holds an ES256 key, but it signs this client's ID tokens with RS256.
+    let mut app = TestApp::builder()
+        .provider_also_supports("ES256,HS256")
+        .start()
+        .await;
+    let discovery: Value = reqwest::get(format!(
+        "{}/.well-known/openid-configuration",
+        app.provider.issuer
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let supported = discovery["id_token_signing_alg_values_supported"].to_string();
+    for alg in ["RS256", "ES256", "HS256"] {
+        assert!(supported.contains(alg), "{alg} listed: {supported}");
+    }
+    // A second instance behind the same load balancer, which verifies no ID token itself.
+    let restarted = app.start_another_instance().await;
+    let alice = Browser::new(&app.url);
+    alice.login("alice").await;
+    let sid = provider_session(&alice).await;
+
+    let wrong = [
+        (
+            "ES256",
+            "provider",
+            "an ES256 token signed by a key of the provider's JWKS",
+        ),
+        (
+            "HS256",
+            "client-secret",
+            "an HS256 token keyed with the client secret",
+        ),
+    ];
+    for instance in [&restarted, &app.url] {
+        for (alg, key, what) in wrong {
+            let token = app
+                .provider
+                .logout_token(
+                    json!({ "alg": alg, "typ": "logout+jwt" }),
+                    logout_claims(&app, "alice", Some(&sid), &format!("{alg}-{instance}")),
+                    key,
+                )
+                .await;
+            let (status, _, body) = post_logout_token(instance, &token).await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{what} at {instance}: {body}"
+            );
+            assert_eq!(
+                body["message"], "the logout token's algorithm is not accepted.",
+                "{what} at {instance}"
+            );
+            assert!(alive(&alice).await, "{what} at {instance} ended nothing");
+        }
+    }
+    // The algorithm the login's ID token came under is known to the instance that never saw
+    // an ID token: a genuine RS256 token ends the session there.
+    let genuine = app
+        .provider
+        .logout_token(
+            json!({ "alg": "RS256", "typ": "logout+jwt" }),
+            logout_claims(&app, "alice", Some(&sid), "genuine"),
+            "provider",
+        )
+        .await;
+    let (status, _, body) = post_logout_token(&restarted, &genuine).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!alive(&alice).await);
+}
+
+#[tokio::test]
+async fn a_refresh_on_any_instance_teaches_the_algorithm_of_a_session_from_before_it_was_recorded()
+{
+    let mut app = TestApp::builder()
+        .access_token_ttl(2)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let other = app.start_another_instance().await;
+    let alice = Browser::new(&app.url);
+    alice.login("alice").await;
+    let sid = provider_session(&alice).await;
+    // As after an upgrade from a version that recorded no algorithm: nothing is known, so no
+    // logout token can be accepted.
+    let _: () = redis::cmd("DEL")
+        .arg("vestibule:id-token-algs")
+        .query_async(&mut app.redis().connection().await)
+        .await
+        .unwrap();
+    let token = |jti: &'static str| {
+        app.provider.logout_token(
+            json!({ "alg": "RS256", "typ": "logout+jwt" }),
+            logout_claims(&app, "alice", Some(&sid), jti),
+            "provider",
+        )
+    };
+    let (status, _, body) = post_logout_token(&app.url, &token("before-refresh").await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(alive(&alice).await);
+    // A call through the other instance (which wrote nothing yet) refreshes the session; the
+    // refreshed ID token teaches every instance its algorithm.
+    alice.wait_past_access_token_expiry().await;
+    let through_other = Browser::with_session(&other, &alice.cookie("vestibule").unwrap());
+    assert_eq!(
+        through_other.api_get("/api/orders/1").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+    let (status, _, body) = post_logout_token(&app.url, &token("after-refresh").await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!alive(&alice).await);
+}
+
+#[tokio::test]
+async fn hs256_id_tokens_do_not_make_hs256_logout_tokens_acceptable_unless_configured() {
+    let app = TestApp::builder().id_token_alg("HS256").start().await;
+    let alice = Browser::new(&app.url);
+    alice.login("alice").await;
+    let sid = provider_session(&alice).await;
+    let token = app
+        .provider
+        .logout_token(
+            json!({ "alg": "HS256", "typ": "logout+jwt" }),
+            logout_claims(&app, "alice", Some(&sid), "hs-unconfigured"),
+            "client-secret",
+        )
+        .await;
+    let (status, _, body) = post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["message"],
+        "the logout token's algorithm is not accepted."
+    );
+    assert!(alive(&alice).await);
 }
 
 #[tokio::test]

@@ -122,6 +122,47 @@ fn check_config_summarises_what_the_file_and_environment_produced_without_a_secr
 }
 
 #[test]
+fn check_config_shows_no_credentials_nor_query_values_of_any_url() {
+    let file = config_file(
+        &(valid_config()
+            .replace(
+                "client_secret = \"file-secret\"\n",
+                "client_secret = \"file-secret\"\n\
+                 discovery_url = \"https://d1sc0-us3r:d1sc0-pa55@idp.internal/.well-known/openid-configuration?tenant=t3nant-id\"\n\
+                 id_token_signed_response_alg = \"ES256\"\n",
+            )
+            + "[traces]\notlp_endpoint = \"https://collector.example.com:4318/?api_key=k3y-in-query&region=eu\"\n"),
+    );
+    let output = check_with_flag(&file);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "OTLP/HTTP to https://collector.example.com:4318/?api_key=***&region=***",
+        "https://idp.internal/.well-known/openid-configuration?tenant=***",
+        "ID and logout tokens signed with ES256 (oidc.id_token_signed_response_alg)",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "{expected:?} missing from:\n{summary}"
+        );
+    }
+    for secret in ["k3y-in-query", "d1sc0-pa55", "d1sc0-us3r", "t3nant-id"] {
+        assert!(!summary.contains(secret), "{secret:?} shown in:\n{summary}");
+    }
+    let unset = check_with_flag(&config_file(&valid_config()));
+    assert!(
+        String::from_utf8_lossy(&unset.stdout)
+            .contains("logout tokens under the algorithms of verified ID tokens, never HS*"),
+        "{}",
+        String::from_utf8_lossy(&unset.stdout)
+    );
+}
+
+#[test]
 fn bad_settings_stop_start_up_with_one_line_naming_the_key_and_exit_code_2() {
     let cases = [
         (

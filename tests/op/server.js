@@ -103,6 +103,17 @@ if (!['RS256', 'PS256', 'ES256', 'HS256'].includes(ID_TOKEN_ALG)) {
 }
 // HS256 ID tokens are keyed with the client secret; the JWKS still needs an asymmetric key.
 const JWKS_ALG = ID_TOKEN_ALG === 'HS256' ? 'RS256' : ID_TOKEN_ALG;
+// More algorithms the provider supports (id_token_signing_alg_values_supported), beyond the one
+// it signs the vestibule client's tokens with, as Keycloak and Auth0 list several; each
+// asymmetric one gets a key of its own in the JWKS.
+const EXTRA_ID_TOKEN_ALGS = listEnv('OP_EXTRA_ID_TOKEN_ALGS', []);
+for (const alg of EXTRA_ID_TOKEN_ALGS) {
+  if (!['RS256', 'PS256', 'ES256', 'HS256'].includes(alg)) {
+    throw new Error(`OP_EXTRA_ID_TOKEN_ALGS may list RS256, PS256, ES256 and HS256, got ${alg}`);
+  }
+}
+const ID_TOKEN_ALGS = [...new Set([ID_TOKEN_ALG, ...EXTRA_ID_TOKEN_ALGS])];
+const KEY_ALGS = [...new Set([JWKS_ALG, ...EXTRA_ID_TOKEN_ALGS.filter((alg) => alg !== 'HS256')])];
 
 // ---------------------------------------------------------------------------
 // signing keys
@@ -143,9 +154,11 @@ function loadOrCreateJwks() {
     if (!Array.isArray(jwks.keys)) throw new Error(`${KEYS_FILE} is not a JWKS ({"keys":[...]})`);
     process.stderr.write(`test-op: loaded ${jwks.keys.length} key(s) from ${KEYS_FILE}\n`);
   }
-  if (!jwks.keys.some((jwk) => keyMatchesAlg(jwk, JWKS_ALG))) {
-    jwks.keys.push(generateSigningKey(JWKS_ALG));
-    dirty = true;
+  for (const alg of KEY_ALGS) {
+    if (!jwks.keys.some((jwk) => keyMatchesAlg(jwk, alg))) {
+      jwks.keys.push(generateSigningKey(alg));
+      dirty = true;
+    }
   }
   if (KEYS_FILE && dirty) {
     fs.writeFileSync(KEYS_FILE, `${JSON.stringify(jwks, null, 2)}\n`, { mode: 0o600 });
@@ -401,7 +414,7 @@ function buildProvider(issuer) {
     },
     clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
     enabledJWA: {
-      idTokenSigningAlgValues: ID_TOKEN_ALG === 'HS256' ? ['HS256', 'RS256'] : [ID_TOKEN_ALG],
+      idTokenSigningAlgValues: ID_TOKEN_ALG === 'HS256' ? [...new Set([...ID_TOKEN_ALGS, 'RS256'])] : ID_TOKEN_ALGS,
     },
     // Put scope-requested claims (email, profile) into the ID token, as Keycloak does;
     // oidc-provider's default returns them from userinfo only.

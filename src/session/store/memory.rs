@@ -198,6 +198,39 @@ impl MemoryStore {
         }
     }
 
+    /// Adds `member` to the set at `key` (newline-separated members), keeping the set at
+    /// least `ttl` longer (an expiry is only ever pushed back, as `SADD` + the set script).
+    pub(super) fn add_to_set(&self, key: &str, member: &str, ttl: Duration) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let entry = inner
+            .records
+            .entry(key.to_owned())
+            .or_insert_with(|| (Vec::new(), now));
+        if entry.1 <= now {
+            *entry = (Vec::new(), now);
+        }
+        let text = String::from_utf8_lossy(&entry.0).into_owned();
+        if !text.lines().any(|present| present == member) {
+            let mut members: Vec<&str> = text.lines().collect();
+            members.push(member);
+            entry.0 = members.join("\n").into_bytes();
+        }
+        entry.1 = entry.1.max(now + ttl);
+    }
+
+    /// The members of the set at `key` (see [`MemoryStore::add_to_set`]).
+    pub(super) fn set_members(&self, key: &str) -> Vec<String> {
+        self.get(key)
+            .map(|value| {
+                String::from_utf8_lossy(&value)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub(super) fn renew_lock(&self, key: &str, owner: &str, ttl: Duration) -> bool {
         let now = Instant::now();
         match self.lock().records.get_mut(key) {

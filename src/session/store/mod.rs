@@ -17,6 +17,7 @@ use crate::clock::unix_now;
 mod memory;
 mod pending;
 pub mod redis;
+mod sets;
 pub mod user_index;
 
 pub use memory::MemoryStore;

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod nginx;
 pub mod otlp;
 pub mod provider;
+pub mod provider_front;
 pub mod raw_http;
 pub mod redis;
 pub mod redis_topologies;
@@ -121,6 +122,7 @@ pub struct TestAppBuilder {
     public_port: Option<u16>,
     external_redis: Option<String>,
     session_toml: String,
+    oidc_toml: String,
 }
 
 /// Everything a scenario talks to.
@@ -156,6 +158,7 @@ impl TestApp {
             public_port: None,
             external_redis: None,
             session_toml: String::new(),
+            oidc_toml: String::new(),
         }
     }
 
@@ -238,6 +241,19 @@ impl TestAppBuilder {
     /// ID-token signing algorithm of the provider.
     pub fn id_token_alg(mut self, alg: &'static str) -> Self {
         self.provider.id_token_alg = alg;
+        self
+    }
+
+    /// Makes the provider list `algs` (comma-separated) as supported for ID tokens too, with a
+    /// key for each asymmetric one, while it signs the vestibule client's tokens as before.
+    pub fn provider_also_supports(mut self, algs: &'static str) -> Self {
+        self.provider.extra_id_token_algs = algs;
+        self
+    }
+
+    /// More `[oidc]` settings (TOML lines).
+    pub fn oidc_toml(mut self, toml: &str) -> Self {
+        self.oidc_toml.push_str(toml);
         self
     }
 
@@ -374,7 +390,7 @@ issuer = "{issuer}"
 client_id = "{client_id}"
 client_secret = "{client_secret}"
 refresh_skew_secs = {skew}
-
+{oidc}
 [session]
 {redis_line}encryption_key = "{key}"
 idle_timeout_secs = {idle}
@@ -392,6 +408,7 @@ timeout_secs = 2
             client_id = provider::client_id(),
             client_secret = provider::client_secret(),
             skew = self.refresh_skew_secs,
+            oidc = self.oidc_toml,
             idle = self.idle_timeout_secs,
             absolute = self.absolute_timeout_secs,
             key = ENCRYPTION_KEY,

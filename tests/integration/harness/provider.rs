@@ -27,6 +27,9 @@ pub struct ProviderOptions {
     /// Host name in the issuer URL (default `127.0.0.1`); `localhost` puts the provider on
     /// another site than a Vestibule at `127.0.0.1`, as in production.
     pub issuer_host: &'static str,
+    /// More algorithms the provider lists as supported (comma-separated; empty: none), with a
+    /// key in its JWKS for each asymmetric one; the vestibule client's stay `id_token_alg`.
+    pub extra_id_token_algs: &'static str,
 }
 
 impl Default for ProviderOptions {
@@ -38,6 +41,7 @@ impl Default for ProviderOptions {
             port: 0,
             keys_file: None,
             issuer_host: "127.0.0.1",
+            extra_id_token_algs: "",
         }
     }
 }
@@ -132,6 +136,7 @@ impl TestProvider {
             .env("OP_POST_LOGOUT_REDIRECT_URIS", post_logout_uri)
             .env("OP_TOKEN_AUTH_METHOD", options.auth_method)
             .env("OP_ID_TOKEN_ALG", options.id_token_alg)
+            .env("OP_EXTRA_ID_TOKEN_ALGS", options.extra_id_token_algs)
             .env("OP_ACCESS_TOKEN_TTL", options.access_token_ttl.to_string())
             // Stock oidc-provider behaviour: a refresh token only with prompt=consent.
             .env("OP_ALWAYS_ISSUE_REFRESH_TOKEN", "0")
