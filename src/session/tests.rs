@@ -131,12 +131,16 @@ fn ring_sessions(store: &Store, entries: &[(&str, u8)]) -> Sessions {
         Duration::from_secs(60),
         Duration::from_secs(600),
     )
-    .with_refresh_skew(Duration::from_secs(30))
 }
 
-/// The key id the stored record for `cookie` is labelled with (`None`: unlabelled).
+/// The key id the stored record for `cookie` is labelled with (`None`: unlabelled); with an
+/// escrowed refresh token, the id of the browser-sealed part after it.
 async fn stored_label(store: &Store, cookie: &SessionCookie) -> Option<String> {
-    let sealed = store.get(&cookie.storage_key()).await.unwrap().unwrap();
+    let mut sealed = store.get(&cookie.storage_key()).await.unwrap().unwrap();
+    if sealed[0] == 0xE5 {
+        let escrowed = usize::from(u16::from_be_bytes([sealed[1], sealed[2]]));
+        sealed.drain(..3 + escrowed);
+    }
     let len = usize::from(sealed[1]);
     (sealed[0] == 0xA5).then(|| String::from_utf8(sealed[2..2 + len].to_vec()).unwrap())
 }
@@ -181,18 +185,93 @@ async fn a_session_from_the_single_key_is_resealed_into_the_ring() {
 }
 
 #[tokio::test]
-async fn no_reseal_while_a_refresh_may_be_running() {
+async fn a_session_whose_access_token_is_due_soon_is_resealed_too() {
     let store = Store::memory();
     let mut due_soon = record(unix_now() + 600);
-    // Not yet due at a 30 s skew, but within the re-seal margin.
-    due_soon.tokens.access_expires_at = Some(unix_now() + 60);
+    due_soon.tokens.access_expires_at = Some(unix_now() + 20);
     let cookie = ring_sessions(&store, &[("k1", 1)])
         .create(&due_soon, &SessionOrigin::default())
         .await
         .unwrap();
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     assert!(rotated.load(&cookie).await.unwrap().is_some());
+    assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k2"));
+    // The re-seal released the lock it took: a refresh can take it at once.
+    assert!(
+        store
+            .try_lock(
+                &cookie.refresh_lock_key(),
+                "refresh",
+                Duration::from_secs(10)
+            )
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn no_reseal_lands_between_a_running_refreshs_read_and_its_write() {
+    let store = Store::memory();
+    let refresh_token = with_refresh_token(record(unix_now() + 600), "rt-1");
+    let cookie = ring_sessions(&store, &[("k1", 1)])
+        .create(&refresh_token, &SessionOrigin::default())
+        .await
+        .unwrap();
+    let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
+    // A refresh (another instance) holds the session's lock and has read the record...
+    assert!(
+        store
+            .try_lock(
+                &cookie.refresh_lock_key(),
+                "refresh",
+                Duration::from_secs(10)
+            )
+            .await
+            .unwrap()
+    );
+    let refreshing = rotated.load_fresh(&cookie).await.unwrap().unwrap();
+    // ...while requests read the session under the new ring: none re-seals it.
+    for _ in 0..3 {
+        assert!(rotated.load(&cookie).await.unwrap().is_some());
+    }
     assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k1"));
+    // The refresh's compare-and-set lands, under the current key.
+    let refreshed = with_refresh_token(record(unix_now() + 600), "rt-2");
+    let replacement = rotated
+        .prepare_replacement(&refreshing, &refreshed)
+        .unwrap();
+    assert!(rotated.replace(&replacement).await.unwrap());
+    store
+        .unlock(&cookie.refresh_lock_key(), "refresh")
+        .await
+        .unwrap();
+    assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k2"));
+    let loaded = rotated.load(&cookie).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.record.tokens.refresh_token.map(|token| token.text()),
+        Some("rt-2".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_reseal_never_overwrites_a_concurrent_write() {
+    let store = Store::memory();
+    let cookie = ring_sessions(&store, &[("k1", 1)])
+        .create(&record(unix_now() + 600), &SessionOrigin::default())
+        .await
+        .unwrap();
+    let old = ring_sessions(&store, &[("k1", 1)]);
+    let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
+    // What a request read under k1, before another write (here, a logout) changed it.
+    let read = old.load_fresh(&cookie).await.unwrap().unwrap();
+    let (record, sealed) = (read.record.clone(), read.sealed.clone());
+    assert!(old.end(&cookie).await.unwrap().is_some());
+    let held = rotated.reseal(&cookie, &record, sealed).await;
+    assert!(
+        store.get(&cookie.storage_key()).await.unwrap().is_none(),
+        "an ended session is not resurrected by a re-seal ({} bytes held)",
+        held.len()
+    );
 }
 
 #[tokio::test]
