@@ -102,7 +102,7 @@ async fn label(app: &TestApp, session: &str) -> Option<String> {
         .query_async(&mut redis)
         .await
         .unwrap();
-    // With the refresh token in escrow: `0xE5 ‖ u16 length ‖ escrowed part ‖ record`, both
+    // With the refresh token in escrow: `0xE6 ‖ u16 length ‖ escrowed part ‖ record`, both
     // parts sealed under the same key.
     if let Some((&ESCROW_MARKER, rest)) = value.split_first()
         && let Some(length) = rest.get(..2)
@@ -128,7 +128,7 @@ fn label_of(sealed: &[u8]) -> Option<String> {
 }
 
 /// First byte of a stored value with an escrowed refresh token (session/escrow.rs).
-const ESCROW_MARKER: u8 = 0xE5;
+const ESCROW_MARKER: u8 = 0xE6;
 
 /// Restarts `instance` with `config`: SIGTERM, drained exit, start, ready.
 async fn redeploy(instance: &mut VestibuleProcess, config: &str) {

@@ -11,6 +11,7 @@ mod browser;
 mod bundle;
 mod cli;
 mod cookies;
+mod escrow;
 mod frontend;
 mod health;
 mod key_rotation;
