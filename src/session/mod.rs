@@ -27,10 +27,10 @@ use crate::clock::unix_now;
 /// Reads a logout makes before it settles for whatever the session holds.
 const END_ATTEMPTS: usize = 3;
 
-/// How long a re-seal holds its session's refresh lock (see [`Sessions::reseal`]): far longer
-/// than its one compare-and-set can take (each store call is bounded to about a second), as
-/// long as a refresh holds it, so a re-seal never writes while a refresh is between its read
-/// and its compare-and-set.
+/// How long a re-seal's hold on its session's refresh lock lasts unless released (see
+/// [`Sessions::reseal`]): a refresh's lease, far longer than the one compare-and-set it guards
+/// can take (each store call is bounded to about a second), so that write cannot land after
+/// the lock lapsed and a refresh took it.
 const RESEAL_LOCK_LEASE: Duration = Duration::from_secs(10);
 
 /// A refreshed record sealed for one session, ready to be written (see
