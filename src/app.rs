@@ -63,18 +63,13 @@ pub async fn open_store(session: &SessionSettings, with_cache: bool) -> anyhow::
 }
 
 /// The sessions in `store`, as `session` configures them.
-pub fn sessions_in(
-    store: Store,
-    session: SessionSettings,
-    refresh_skew: std::time::Duration,
-) -> Sessions {
+pub fn sessions_in(store: Store, session: SessionSettings) -> Sessions {
     Sessions::new(
         store,
         session.keys,
         session.idle_timeout,
         session.absolute_timeout,
     )
-    .with_refresh_skew(refresh_skew)
     .with_refresh_token_escrow(session.refresh_token_escrow)
     .with_max_per_user(session.max_per_user)
 }
@@ -154,7 +149,7 @@ impl Application {
         let store = open_store(&session, true).await?;
         let audit = audit_trail(audit, &session.keys);
         let suspicious_use = SuspiciousUsePolicy::new(session.suspicious_use, audit.clone());
-        let sessions = sessions_in(store, session, oidc.refresh_skew);
+        let sessions = sessions_in(store, session);
         let sessions = Arc::new(sessions);
         let refresh_skew = oidc.refresh_skew;
         let provider = Arc::new(provider_for(oidc, redirect_uri)?);

@@ -44,8 +44,7 @@ pub async fn run(settings: Settings, command: SessionsCommand) -> anyhow::Result
     } = settings;
     let audit = audit_trail(audit, &session.keys);
     let store = open_store(&session, false).await?;
-    let refresh_skew = oidc.refresh_skew;
-    let sessions = sessions_in(store, session, refresh_skew);
+    let sessions = sessions_in(store, session);
     match command {
         SessionsCommand::Count { sub } => {
             let mut report = json!({ "live_sessions": sessions.count_live().await? });

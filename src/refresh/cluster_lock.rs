@@ -4,6 +4,9 @@
 //! the holder renews the lease while its refresh runs, however slow the provider, and only
 //! the holder can renew or release it. Losing it never corrupts anything: the refresh's
 //! write is fenced (compare-and-set), so a late holder cannot overwrite the next one's tokens.
+//! The session layer takes the same lock for the one write that re-seals a session under a
+//! new key, so that write never lands inside a refresh (a request finding it taken waits as
+//! for a refresh, for one round trip).
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,12 @@
 //! Sealing of stored records: AES-256-GCM under a key derived per record from a ring of keys.
 //!
-//! The key is HKDF-SHA256 of a server key *and* a secret that only the browser holds (in its
-//! cookie), so neither a store dump nor a store dump plus the server keys opens a record. The
-//! storage key (and a labelled record's key id) is the associated data: a record copied under
-//! another key or relabelled fails to open. Key bytes never leave this module.
+//! A session record's key is HKDF-SHA256 of a server key *and* a secret that only the browser
+//! holds (in its cookie), so neither a store dump nor a store dump plus the server keys opens
+//! it. What is sealed under the server keys alone (an escrowed refresh token) gets a key of its
+//! own per record too: HKDF-SHA256 of the server key with the record's storage key in the info,
+//! so no two records share an AES-GCM key and random nonces never approach their limit. The
+//! storage key (and a labelled record's key id) is the associated data as well: a record copied
+//! under another key or relabelled fails to open. Key bytes never leave this module.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -35,16 +38,42 @@ pub enum OpenError {
     DoesNotOpen,
 }
 
-/// The HKDF salt of what is sealed under the server keys alone (escrowed refresh tokens: see
-/// `escrow.rs`), in the place of a browser's secret; no browser secret (32 random bytes) equals
-/// it. Its ciphers are derived once per key, not per record.
-pub const SERVER_ONLY_SALT: &[u8] = b"vestibule refresh-token escrow v1";
+/// The HKDF salt of what is sealed under the server keys alone with one key per record, in
+/// the place of a browser's secret (no browser secret, 32 random bytes, equals it).
+const SERVER_ONLY_SALT: &[u8] = b"vestibule server-only record key v2";
+/// The HKDF salt of the one key per server key that escrowed refresh tokens were sealed under
+/// before keys were derived per record: records sealed so still open, nothing seals so again.
+const SHARED_SERVER_SALT: &[u8] = b"vestibule refresh-token escrow v1";
+
+/// Where a record's key comes from besides the server key.
+#[derive(Clone, Copy)]
+enum Derivation<'a> {
+    /// A session record: the browser-held secret is the HKDF salt.
+    Browser(&'a [u8]),
+    /// Sealed under the server keys alone, one key per record (its storage key in the info).
+    ServerPerRecord,
+    /// Sealed under the server keys alone with one key for every record (opened, never sealed).
+    ServerShared,
+}
+
+/// How something sealed under the server keys alone was sealed (the caller's format says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSealing {
+    /// Under a key derived for its record alone: what [`KeyRing::seal_for_server`] writes.
+    PerRecord,
+    /// Under one key shared by every record of a server key, as escrow was sealed before
+    /// per-record keys; opened, never written.
+    Shared,
+}
 
 /// A server-wide 256-bit key: `session.encryption_key` or one entry of `encryption_keys`.
 pub struct MasterKey {
     key: SecretBox<[u8; 32]>,
-    /// The [`SERVER_ONLY_SALT`] ciphers (unlabelled, labelled), derived on first use.
-    server_only: std::sync::OnceLock<Box<[Aes256Gcm; 2]>>,
+    /// HKDF-Extract of this key with [`SERVER_ONLY_SALT`], on first use: a per-record key
+    /// then costs one HMAC (the expansion), not two.
+    server_only: std::sync::OnceLock<Hkdf<Sha256>>,
+    /// The [`SHARED_SERVER_SALT`] ciphers (unlabelled, labelled), derived on first use.
+    shared_server: std::sync::OnceLock<Box<[Aes256Gcm; 2]>>,
 }
 
 impl MasterKey {
@@ -53,37 +82,45 @@ impl MasterKey {
         Self {
             key: SecretBox::new(Box::new(bytes)),
             server_only: std::sync::OnceLock::new(),
+            shared_server: std::sync::OnceLock::new(),
         }
     }
 
-    /// The AES key for one record: derived from this key and the browser-held secret, or (for
-    /// [`SERVER_ONLY_SALT`]) the one this key derives for server-only sealing.
-    fn record_cipher(&self, browser_secret: &[u8], info: &[u8]) -> Aes256Gcm {
-        if browser_secret == SERVER_ONLY_SALT {
-            let [unlabelled, labelled] = &**self.server_only.get_or_init(|| {
-                Box::new([
-                    self.derive(SERVER_ONLY_SALT, UNLABELLED_INFO),
-                    self.derive(SERVER_ONLY_SALT, LABELLED_INFO),
-                ])
-            });
-            return if info == LABELLED_INFO {
-                labelled.clone()
-            } else {
-                unlabelled.clone()
-            };
+    /// The AES key of one record stored under `storage_key`; `info` names the format.
+    fn record_cipher(
+        &self,
+        derivation: Derivation<'_>,
+        info: &[u8],
+        storage_key: &[u8],
+    ) -> Aes256Gcm {
+        match derivation {
+            Derivation::Browser(secret) => cipher(
+                &Hkdf::<Sha256>::new(Some(secret), self.key.expose_secret()),
+                &[info],
+            ),
+            Derivation::ServerPerRecord => {
+                let hkdf = self.server_only.get_or_init(|| {
+                    Hkdf::<Sha256>::new(Some(SERVER_ONLY_SALT), self.key.expose_secret())
+                });
+                // The info's parts are fixed-length but for the last: no two records share it.
+                cipher(hkdf, &[info, b"\0", storage_key])
+            }
+            Derivation::ServerShared => {
+                let [unlabelled, labelled] = &**self.shared_server.get_or_init(|| {
+                    let hkdf =
+                        Hkdf::<Sha256>::new(Some(SHARED_SERVER_SALT), self.key.expose_secret());
+                    Box::new([
+                        cipher(&hkdf, &[UNLABELLED_INFO]),
+                        cipher(&hkdf, &[LABELLED_INFO]),
+                    ])
+                });
+                if info == LABELLED_INFO {
+                    labelled.clone()
+                } else {
+                    unlabelled.clone()
+                }
+            }
         }
-        self.derive(browser_secret, info)
-    }
-
-    /// HKDF-SHA256 of this key with `salt` and `info`, as an AES-256-GCM cipher.
-    fn derive(&self, salt: &[u8], info: &[u8]) -> Aes256Gcm {
-        let hkdf = Hkdf::<Sha256>::new(Some(salt), self.key.expose_secret());
-        let mut okm = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's 255*32 byte limit, so expansion cannot fail.
-        let _ = hkdf.expand(info, &mut okm);
-        let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(okm));
-        okm.fill(0);
-        cipher
     }
 
     /// Appends `ciphertext ‖ tag` of `plaintext` to `header ‖ nonce`.
@@ -95,7 +132,7 @@ impl MasterKey {
         };
         // Encryption only fails for inputs beyond 64 GiB, which records never approach.
         let ciphertext = self
-            .record_cipher(parts.browser_secret, info)
+            .record_cipher(parts.derivation, info, parts.storage_key)
             .encrypt(&Nonce::from(parts.nonce), payload)
             .unwrap_or_default();
         let mut sealed = header;
@@ -110,7 +147,7 @@ impl MasterKey {
         info: &[u8],
         header: &[u8],
         body: &[u8],
-        browser_secret: &[u8],
+        derivation: Derivation<'_>,
         storage_key: &[u8],
     ) -> Option<Vec<u8>> {
         if body.len() < NONCE_LEN + TAG_LEN {
@@ -123,15 +160,25 @@ impl MasterKey {
             msg: ciphertext,
             aad: &aad,
         };
-        self.record_cipher(browser_secret, info)
+        self.record_cipher(derivation, info, storage_key)
             .decrypt(&Nonce::from(nonce), payload)
             .ok()
     }
 }
 
+/// HKDF-Expand of `hkdf` with the concatenated `info`, as an AES-256-GCM cipher.
+fn cipher(hkdf: &Hkdf<Sha256>, info: &[&[u8]]) -> Aes256Gcm {
+    let mut okm = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA256's 255*32 byte limit, so expansion cannot fail.
+    let _ = hkdf.expand_multi_info(info, &mut okm);
+    let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(okm));
+    okm.fill(0);
+    cipher
+}
+
 /// What one seal needs besides the key.
 struct SealParts<'a> {
-    browser_secret: &'a [u8],
+    derivation: Derivation<'a>,
     storage_key: &'a [u8],
     plaintext: &'a [u8],
     nonce: [u8; NONCE_LEN],
@@ -179,6 +226,10 @@ enum Keys {
 /// - *unlabelled* (the single `session.encryption_key`): `nonce(12) ‖ ciphertext ‖ tag(16)`;
 /// - *labelled* (`session.encryption_keys`): `0xA5 ‖ id length ‖ id ‖ nonce ‖ ciphertext ‖
 ///   tag`, the header being associated data too, under keys derived with HKDF info v2.
+///
+/// Either format's key is derived from the server key with the browser's secret as HKDF
+/// salt ([`KeyRing::seal`]), or, for what the server alone must open, with a fixed salt and
+/// the storage key appended to the info ([`KeyRing::seal_for_server`]).
 ///
 /// A random nonce can start with the marker byte, so an unlabelled record may parse as
 /// labelled: whatever does not open as labelled is tried as unlabelled with every key (the GCM
@@ -259,10 +310,21 @@ impl KeyRing {
     }
 
     /// Encrypts `plaintext` for the record stored under `storage_key` with a fresh random
-    /// nonce, under the sealing key.
+    /// nonce, under the sealing key and the browser's secret.
     pub fn seal(&self, browser_secret: &[u8], storage_key: &[u8], plaintext: &[u8]) -> Vec<u8> {
         self.seal_with_nonce(SealParts {
-            browser_secret,
+            derivation: Derivation::Browser(browser_secret),
+            storage_key,
+            plaintext,
+            nonce: crate::random::bytes(),
+        })
+    }
+
+    /// Encrypts `plaintext` for the record stored under `storage_key` under the sealing key
+    /// alone (no browser secret), with a key derived for that storage key only.
+    pub fn seal_for_server(&self, storage_key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.seal_with_nonce(SealParts {
+            derivation: Derivation::ServerPerRecord,
             storage_key,
             plaintext,
             nonce: crate::random::bytes(),
@@ -287,6 +349,31 @@ impl KeyRing {
         storage_key: &[u8],
         sealed: &[u8],
     ) -> Result<Opened, OpenError> {
+        self.open_with(Derivation::Browser(browser_secret), storage_key, sealed)
+    }
+
+    /// Decrypts what was sealed under the server keys alone for `storage_key`, the way
+    /// `sealing` says. [`Opened::current`] speaks of the key only: a shared-key record is not
+    /// worth re-sealing for its format alone (reading it seals nothing under the shared key).
+    pub fn open_for_server(
+        &self,
+        storage_key: &[u8],
+        sealed: &[u8],
+        sealing: ServerSealing,
+    ) -> Result<Opened, OpenError> {
+        let derivation = match sealing {
+            ServerSealing::PerRecord => Derivation::ServerPerRecord,
+            ServerSealing::Shared => Derivation::ServerShared,
+        };
+        self.open_with(derivation, storage_key, sealed)
+    }
+
+    fn open_with(
+        &self,
+        derivation: Derivation<'_>,
+        storage_key: &[u8],
+        sealed: &[u8],
+    ) -> Result<Opened, OpenError> {
         let mut removed = false;
         if let Some((header, id, body)) = parse_label(sealed) {
             let (key, current) = match &self.0 {
@@ -299,7 +386,7 @@ impl KeyRing {
                 }
             };
             let opened = key.and_then(|key| {
-                key.open_after(LABELLED_INFO, header, body, browser_secret, storage_key)
+                key.open_after(LABELLED_INFO, header, body, derivation, storage_key)
             });
             if let Some(plaintext) = opened {
                 return Ok(Opened { plaintext, current });
@@ -312,7 +399,7 @@ impl KeyRing {
         };
         for key in keys {
             if let Some(plaintext) =
-                key.open_after(UNLABELLED_INFO, &[], sealed, browser_secret, storage_key)
+                key.open_after(UNLABELLED_INFO, &[], sealed, derivation, storage_key)
             {
                 return Ok(Opened {
                     plaintext,
@@ -355,6 +442,17 @@ impl KeyRing {
             .filter_map(|(id, byte)| Some((KeyId::parse(id)?, MasterKey::new([*byte; 32]))))
             .collect();
         Self(Keys::Ring(keys))
+    }
+
+    /// Seals for the server under the key every record shared, as escrow was sealed before
+    /// per-record keys (unit tests of that format only: nothing seals so any more).
+    pub(crate) fn seal_for_server_shared(&self, storage_key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.seal_with_nonce(SealParts {
+            derivation: Derivation::ServerShared,
+            storage_key,
+            plaintext,
+            nonce: crate::random::bytes(),
+        })
     }
 }
 

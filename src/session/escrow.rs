@@ -5,11 +5,15 @@
 //! A session's record opens only with its browser's secret, so without escrow nothing but that
 //! browser can reach its refresh token. With `session.refresh_token_escrow` on (the default),
 //! the refresh token is not in that sealed record but beside it, in the same Redis value,
-//! sealed under the server keys alone (keys of their own, derived with a salt no browser
-//! secret equals; the record's key as associated data):
+//! sealed under the server keys alone, with a key derived for this record (its Redis key in
+//! the HKDF info, and as associated data: see [`super::crypto`]):
 //!
-//! `0xE5 ‖ length (u16, big endian) ‖ refresh token sealed under the server keys ‖ the rest of
+//! `0xE6 ‖ length (u16, big endian) ‖ refresh token sealed under the server keys ‖ the rest of
 //! the record sealed under the server keys and the browser's secret`
+//!
+//! Values that start with `0xE5` have their refresh token sealed under one key per server key
+//! shared by every record, as before keys were derived per record: they still open, and the
+//! next write of the session (a refresh, a re-seal under a new key) replaces them.
 //!
 //! One value, so every write (a refresh's compare-and-set included) replaces both halves at
 //! once, and the token is stored once. Ending a session from elsewhere takes the value
@@ -19,14 +23,15 @@
 //! sessions ended from elsewhere end at once but their refresh tokens live on at the provider
 //! until they expire (unusable through Vestibule: their only copy is deleted).
 
+use super::crypto::ServerSealing;
 use super::record::StoredToken;
 use super::{SessionRecord, Sessions, StoreError};
 
-/// HKDF salt of escrowed refresh tokens (where a record's key uses the browser's secret).
-const ESCROW_SALT: &[u8] = super::crypto::SERVER_ONLY_SALT;
-
-/// First byte of a value with an escrowed refresh token.
-const ESCROW_MARKER: u8 = 0xE5;
+/// First byte of a value with an escrowed refresh token sealed under a key of its record's.
+const ESCROW_MARKER: u8 = 0xE6;
+/// First byte of a value whose refresh token is sealed under the key every record shared
+/// (written before per-record keys; read, never written).
+const SHARED_KEY_ESCROW_MARKER: u8 = 0xE5;
 
 /// A refresh token of a session that just ended, to be revoked at the provider. Not `Debug`:
 /// it is a credential.
@@ -48,15 +53,19 @@ pub struct Ended {
     pub refresh_tokens: Vec<EndedRefreshToken>,
 }
 
-/// The escrowed part and the browser-sealed part of a value that has both.
-fn split(value: &[u8]) -> Option<(&[u8], &[u8])> {
+/// How the escrowed part of a value that has both was sealed, that part, and the
+/// browser-sealed part.
+fn split(value: &[u8]) -> Option<(ServerSealing, &[u8], &[u8])> {
     let (&marker, rest) = value.split_first()?;
-    if marker != ESCROW_MARKER {
-        return None;
-    }
+    let sealing = match marker {
+        ESCROW_MARKER => ServerSealing::PerRecord,
+        SHARED_KEY_ESCROW_MARKER => ServerSealing::Shared,
+        _ => return None,
+    };
     let length = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
     let rest = rest.get(2..)?;
-    (rest.len() > length).then(|| rest.split_at(length))
+    let (escrowed, browser_part) = rest.split_at_checked(length)?;
+    (!browser_part.is_empty()).then_some((sealing, escrowed, browser_part))
 }
 
 impl Sessions {
@@ -85,11 +94,9 @@ impl Sessions {
         };
         let mut rest = record.clone();
         rest.tokens.refresh_token = None;
-        let server_part = self.keys.seal(
-            ESCROW_SALT,
-            storage_key.as_bytes(),
-            refresh_token.as_bytes(),
-        );
+        let server_part = self
+            .keys
+            .seal_for_server(storage_key.as_bytes(), refresh_token.as_bytes());
         let browser_part = self
             .keys
             .seal(secret, storage_key.as_bytes(), &encode(&rest)?);
@@ -111,13 +118,13 @@ impl Sessions {
         storage_key: &str,
         value: &[u8],
     ) -> Option<(SessionRecord, bool)> {
-        if let Some((server_part, browser_part)) = split(value)
+        if let Some((sealing, server_part, browser_part)) = split(value)
             && let Ok(opened) = self.keys.open(secret, storage_key.as_bytes(), browser_part)
         {
             let mut record = SessionRecord::decode(&opened.plaintext)?;
             let escrowed = self
                 .keys
-                .open(ESCROW_SALT, storage_key.as_bytes(), server_part)
+                .open_for_server(storage_key.as_bytes(), server_part, sealing)
                 .ok()?;
             record.tokens.refresh_token = Some(StoredToken::from_bytes(escrowed.plaintext)?);
             return Some((record, opened.current && escrowed.current));
@@ -140,10 +147,10 @@ impl Sessions {
         storage_key: &str,
         value: &[u8],
     ) -> Option<EndedRefreshToken> {
-        let (server_part, _) = split(value)?;
+        let (sealing, server_part, _) = split(value)?;
         let opened = self
             .keys
-            .open(ESCROW_SALT, storage_key.as_bytes(), server_part)
+            .open_for_server(storage_key.as_bytes(), server_part, sealing)
             .ok()?;
         Some(EndedRefreshToken(
             StoredToken::from_bytes(opened.plaintext)?.text(),

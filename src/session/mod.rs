@@ -28,10 +28,11 @@ use crate::clock::unix_now;
 /// Reads a logout makes before it settles for whatever the session holds.
 const END_ATTEMPTS: usize = 3;
 
-/// How long an access token must stay clear of its refresh time, beyond the refresh skew, for
-/// a read to re-seal its session: a re-seal then cannot land under a refresh that is running
-/// (the refresh's compare-and-set would lose its rotated tokens), even across clock skew.
-const RESEAL_MARGIN: Duration = Duration::from_secs(60);
+/// How long a re-seal's hold on its session's refresh lock lasts unless released (see
+/// [`Sessions::reseal`]): a refresh's lease, far longer than the one compare-and-set it guards
+/// can take (each store call is bounded to about a second), so that write cannot land after
+/// the lock lapsed and a refresh took it.
+const RESEAL_LOCK_LEASE: Duration = Duration::from_secs(10);
 
 /// A refreshed record sealed for one session, ready to be written (see
 /// [`Sessions::replace`]).
@@ -87,7 +88,6 @@ pub struct Sessions {
     keys: KeyRing,
     idle_timeout: Duration,
     absolute_timeout: Duration,
-    refresh_skew: Duration,
     recent_uses: crate::clock::OncePerInterval,
     refresh_token_escrow: bool,
     max_per_user: Option<usize>,
@@ -115,7 +115,6 @@ impl Sessions {
             keys: keys.into(),
             idle_timeout,
             absolute_timeout,
-            refresh_skew: Duration::ZERO,
             recent_uses: crate::clock::OncePerInterval::new(
                 use_filing_interval(idle_timeout),
                 index::RECENT_USES,
@@ -137,13 +136,6 @@ impl Sessions {
     /// (`session.refresh_token_escrow`; see [`escrow`]).
     pub fn with_refresh_token_escrow(mut self, escrow: bool) -> Self {
         self.refresh_token_escrow = escrow;
-        self
-    }
-
-    /// Tells the sessions how early access tokens are refreshed, so that re-sealing a record
-    /// read under an older key never races a refresh (see [`RESEAL_MARGIN`]).
-    pub fn with_refresh_skew(mut self, refresh_skew: Duration) -> Self {
-        self.refresh_skew = refresh_skew;
         self
     }
 
@@ -281,7 +273,7 @@ impl Sessions {
         let idle_expires_at = read
             .touched_at
             .map(|at| (at + self.idle_timeout.as_secs()).min(record.expires_at));
-        let sealed = if current || !self.may_reseal(&record, now) {
+        let sealed = if current {
             read.sealed
         } else {
             self.reseal(cookie, &record, read.sealed).await
@@ -294,19 +286,14 @@ impl Sessions {
         }))
     }
 
-    /// Whether no refresh can be running on `record` or start before a re-seal lands.
-    fn may_reseal(&self, record: &SessionRecord, now: u64) -> bool {
-        let quiet = (self.refresh_skew + RESEAL_MARGIN).as_secs();
-        match record.tokens.access_expires_at {
-            Some(expires_at) => now + quiet < expires_at,
-            None => true,
-        }
-    }
-
     /// Writes `record`, read as `read` under an older key or format, back under the current
-    /// key, only over exactly what was read (a concurrent write wins). Best effort: a failure
-    /// leaves the old record, which still opens, and never fails the request. Returns the
-    /// sealed record the store now holds, as far as this instance knows.
+    /// key, only over exactly what was read (the compare-and-set a refresh's write uses, so a
+    /// concurrent write wins), and only while holding the session's refresh lock: a refresh
+    /// that is running holds it from before its read to after its compare-and-set, which a
+    /// re-seal landing in between would make fail (losing the tokens the provider just
+    /// rotated). If a refresh holds it, the refresh writes under the current key anyway.
+    /// Best effort: a failure leaves the old record, which still opens, and never fails the
+    /// request. Returns the sealed record the store now holds, as far as this instance knows.
     async fn reseal(
         &self,
         cookie: &SessionCookie,
@@ -320,20 +307,36 @@ impl Sessions {
                 return read;
             }
         };
-        match self
+        let lock = cookie.refresh_lock_key();
+        let owner = crate::random::url_safe_secret();
+        match self.store.try_lock(&lock, &owner, RESEAL_LOCK_LEASE).await {
+            Ok(true) => {}
+            Ok(false) => return read,
+            Err(error) => {
+                tracing::warn!(error = %error, "re-sealing a session under the current key failed");
+                return read;
+            }
+        }
+        let written = match self
             .store
             .replace_if_unchanged(&key, &read, &sealed, ttl)
             .await
         {
-            Ok(true) => {
-                tracing::debug!("session re-sealed under the current key");
-                sealed
-            }
-            Ok(false) => read,
+            Ok(written) => written,
             Err(error) => {
+                // The write may still land: the lock is left to expire, not released under it.
                 tracing::warn!(error = %error, "re-sealing a session under the current key failed");
-                read
+                return read;
             }
+        };
+        if let Err(error) = self.store.unlock(&lock, &owner).await {
+            tracing::warn!(error = %error, "releasing the re-seal's lock failed; it expires by itself");
+        }
+        if written {
+            tracing::debug!("session re-sealed under the current key");
+            sealed
+        } else {
+            read
         }
     }
 

@@ -1,5 +1,5 @@
-//! Sessions against the in-memory store: lifetimes, compare-and-set writes, and re-sealing
-//! under the current key of a key ring.
+//! Sessions against the in-memory store: lifetimes, compare-and-set writes, re-sealing under
+//! the current key of a key ring, and the refresh-token escrow's formats.
 
 use super::*;
 
@@ -131,12 +131,16 @@ fn ring_sessions(store: &Store, entries: &[(&str, u8)]) -> Sessions {
         Duration::from_secs(60),
         Duration::from_secs(600),
     )
-    .with_refresh_skew(Duration::from_secs(30))
 }
 
-/// The key id the stored record for `cookie` is labelled with (`None`: unlabelled).
+/// The key id the stored record for `cookie` is labelled with (`None`: unlabelled); with an
+/// escrowed refresh token, the id of the browser-sealed part after it.
 async fn stored_label(store: &Store, cookie: &SessionCookie) -> Option<String> {
-    let sealed = store.get(&cookie.storage_key()).await.unwrap().unwrap();
+    let mut sealed = store.get(&cookie.storage_key()).await.unwrap().unwrap();
+    if matches!(sealed[0], 0xE5 | 0xE6) {
+        let escrowed = usize::from(u16::from_be_bytes([sealed[1], sealed[2]]));
+        sealed.drain(..3 + escrowed);
+    }
     let len = usize::from(sealed[1]);
     (sealed[0] == 0xA5).then(|| String::from_utf8(sealed[2..2 + len].to_vec()).unwrap())
 }
@@ -181,18 +185,93 @@ async fn a_session_from_the_single_key_is_resealed_into_the_ring() {
 }
 
 #[tokio::test]
-async fn no_reseal_while_a_refresh_may_be_running() {
+async fn a_session_whose_access_token_is_due_soon_is_resealed_too() {
     let store = Store::memory();
     let mut due_soon = record(unix_now() + 600);
-    // Not yet due at a 30 s skew, but within the re-seal margin.
-    due_soon.tokens.access_expires_at = Some(unix_now() + 60);
+    due_soon.tokens.access_expires_at = Some(unix_now() + 20);
     let cookie = ring_sessions(&store, &[("k1", 1)])
         .create(&due_soon, &SessionOrigin::default())
         .await
         .unwrap();
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     assert!(rotated.load(&cookie).await.unwrap().is_some());
+    assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k2"));
+    // The re-seal released the lock it took: a refresh can take it at once.
+    assert!(
+        store
+            .try_lock(
+                &cookie.refresh_lock_key(),
+                "refresh",
+                Duration::from_secs(10)
+            )
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn no_reseal_lands_between_a_running_refreshs_read_and_its_write() {
+    let store = Store::memory();
+    let refresh_token = with_refresh_token(record(unix_now() + 600), "rt-1");
+    let cookie = ring_sessions(&store, &[("k1", 1)])
+        .create(&refresh_token, &SessionOrigin::default())
+        .await
+        .unwrap();
+    let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
+    // A refresh (another instance) holds the session's lock and has read the record...
+    assert!(
+        store
+            .try_lock(
+                &cookie.refresh_lock_key(),
+                "refresh",
+                Duration::from_secs(10)
+            )
+            .await
+            .unwrap()
+    );
+    let refreshing = rotated.load_fresh(&cookie).await.unwrap().unwrap();
+    // ...while requests read the session under the new ring: none re-seals it.
+    for _ in 0..3 {
+        assert!(rotated.load(&cookie).await.unwrap().is_some());
+    }
     assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k1"));
+    // The refresh's compare-and-set lands, under the current key.
+    let refreshed = with_refresh_token(record(unix_now() + 600), "rt-2");
+    let replacement = rotated
+        .prepare_replacement(&refreshing, &refreshed)
+        .unwrap();
+    assert!(rotated.replace(&replacement).await.unwrap());
+    store
+        .unlock(&cookie.refresh_lock_key(), "refresh")
+        .await
+        .unwrap();
+    assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k2"));
+    let loaded = rotated.load(&cookie).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.record.tokens.refresh_token.map(|token| token.text()),
+        Some("rt-2".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_reseal_never_overwrites_a_concurrent_write() {
+    let store = Store::memory();
+    let cookie = ring_sessions(&store, &[("k1", 1)])
+        .create(&record(unix_now() + 600), &SessionOrigin::default())
+        .await
+        .unwrap();
+    let old = ring_sessions(&store, &[("k1", 1)]);
+    let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
+    // What a request read under k1, before another write (here, a logout) changed it.
+    let read = old.load_fresh(&cookie).await.unwrap().unwrap();
+    let (record, sealed) = (read.record.clone(), read.sealed.clone());
+    assert!(old.end(&cookie).await.unwrap().is_some());
+    let held = rotated.reseal(&cookie, &record, sealed).await;
+    assert!(
+        store.get(&cookie.storage_key()).await.unwrap().is_none(),
+        "an ended session is not resurrected by a re-seal ({} bytes held)",
+        held.len()
+    );
 }
 
 #[tokio::test]
@@ -353,4 +432,108 @@ async fn a_login_overtaken_by_an_end_of_its_user_or_provider_session_does_not_st
     assert!(bob_starts_in("op-2").await, "another provider session");
     // Nothing of the refused logins is left in the store.
     assert_eq!(sessions.count_live().await.unwrap(), 2);
+}
+
+/// The value stored for `cookie`, with its escrowed refresh token sealed the way earlier
+/// releases sealed it (under the key every record shared, marker `0xE5`) instead.
+async fn with_shared_key_escrow(sessions: &Sessions, cookie: &SessionCookie, token: &str) {
+    let key = cookie.storage_key();
+    let value = sessions.store.get(&key).await.unwrap().unwrap();
+    assert_eq!(value[0], 0xE6, "escrowed under a key of its record's");
+    let length = usize::from(u16::from_be_bytes([value[1], value[2]]));
+    let browser_part = &value[3 + length..];
+    let shared = sessions
+        .keys
+        .seal_for_server_shared(key.as_bytes(), StoredToken::new(token).as_bytes());
+    let old = [
+        [0xE5].as_slice(),
+        &u16::try_from(shared.len()).unwrap().to_be_bytes(),
+        &shared,
+        browser_part,
+    ]
+    .concat();
+    sessions
+        .store
+        .put(&key, &old, Duration::from_secs(60))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_session_whose_escrow_was_sealed_under_the_shared_key_opens_and_ends_with_its_token() {
+    for ring in [false, true] {
+        let sessions = if ring {
+            ring_sessions(&Store::memory(), &[("k1", 1)])
+        } else {
+            sessions(60, 600)
+        };
+        let create = || async {
+            let record = with_refresh_token(record(unix_now() + 600), "rt-old");
+            sessions
+                .create(&record, &SessionOrigin::default())
+                .await
+                .unwrap()
+        };
+        // Read with its cookie: the refresh token is back in the record, nothing to re-seal.
+        let cookie = create().await;
+        with_shared_key_escrow(&sessions, &cookie, "rt-old").await;
+        let stored = sessions.store.get(&cookie.storage_key()).await.unwrap();
+        let loaded = sessions.load(&cookie).await.unwrap().unwrap();
+        assert_eq!(
+            loaded.record.tokens.refresh_token.map(|token| token.text()),
+            Some("rt-old".to_owned())
+        );
+        assert_eq!(
+            sessions.store.get(&cookie.storage_key()).await.unwrap(),
+            stored,
+            "a read alone does not rewrite it"
+        );
+        // Ended with its cookie (a logout).
+        let ended = sessions.end(&cookie).await.unwrap().unwrap();
+        assert_eq!(
+            ended.tokens.refresh_token.map(|token| token.text()),
+            Some("rt-old".to_owned())
+        );
+        // Ended without it: the token comes back from escrow, to be revoked.
+        let cookie = create().await;
+        with_shared_key_escrow(&sessions, &cookie, "rt-old").await;
+        let ended = sessions.end_all_of("alice").await.unwrap();
+        let tokens: Vec<&str> = ended
+            .refresh_tokens
+            .iter()
+            .map(|token| token.text())
+            .collect();
+        assert_eq!(tokens, ["rt-old"]);
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_token_escrowed_for_one_record_does_not_open_in_another() {
+    let sessions = sessions(60, 600);
+    let record = with_refresh_token(record(unix_now() + 600), "rt-1");
+    let first = sessions
+        .create(&record, &SessionOrigin::default())
+        .await
+        .unwrap();
+    let second = sessions
+        .create(&record, &SessionOrigin::default())
+        .await
+        .unwrap();
+    // The first record's escrowed part, spliced in front of the second's browser-sealed part.
+    let value = |cookie: &SessionCookie| {
+        let sessions = &sessions;
+        let key = cookie.storage_key();
+        async move { sessions.store.get(&key).await.unwrap().unwrap() }
+    };
+    let (from, into) = (value(&first).await, value(&second).await);
+    let part = |value: &[u8]| 3 + usize::from(u16::from_be_bytes([value[1], value[2]]));
+    let spliced = [&from[..part(&from)], &into[part(&into)..]].concat();
+    let key = second.storage_key();
+    assert!(sessions.escrowed_token(&key, &spliced).is_none());
+    assert!(
+        sessions
+            .open_value(second.secret(), &key, &spliced)
+            .is_none()
+    );
+    assert!(sessions.escrowed_token(&key, &into).is_some());
 }

@@ -102,7 +102,7 @@ async fn label(app: &TestApp, session: &str) -> Option<String> {
         .query_async(&mut redis)
         .await
         .unwrap();
-    // With the refresh token in escrow: `0xE5 ‖ u16 length ‖ escrowed part ‖ record`, both
+    // With the refresh token in escrow: `0xE6 ‖ u16 length ‖ escrowed part ‖ record`, both
     // parts sealed under the same key.
     if let Some((&ESCROW_MARKER, rest)) = value.split_first()
         && let Some(length) = rest.get(..2)
@@ -128,7 +128,7 @@ fn label_of(sealed: &[u8]) -> Option<String> {
 }
 
 /// First byte of a stored value with an escrowed refresh token (session/escrow.rs).
-const ESCROW_MARKER: u8 = 0xE5;
+const ESCROW_MARKER: u8 = 0xE6;
 
 /// Restarts `instance` with `config`: SIGTERM, drained exit, start, ready.
 async fn redeploy(instance: &mut VestibuleProcess, config: &str) {
@@ -253,4 +253,68 @@ async fn a_session_from_the_single_key_is_served_and_resealed_by_a_ring_of_the_s
     assert_eq!(label(&app, &session).await.as_deref(), Some("k1"));
     // An instance still on the single key (mid-roll, or rolled back) reads it too.
     works_on(&app.url, &session, "labelled session on the single key").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_used_under_the_new_ring_survives_the_removal_of_the_old_key() {
+    // Access tokens of 90 s refreshed 30 s before they expire (the default skew): no refresh
+    // falls due in the first minute, so only re-sealing on read can move a session to k2.
+    let public_port = free_port();
+    let public = format!("http://127.0.0.1:{public_port}");
+    let app = TestApp::builder()
+        .public_port(public_port)
+        .access_token_ttl(90)
+        .refresh_skew(30)
+        .start()
+        .await;
+    let steps = [
+        ring(&[("k1", K1)]),
+        ring(&[("k2", K2), ("k1", K1)]),
+        ring(&[("k2", K2)]),
+    ];
+    // One instance with the record cache (the default), one without: each rolled on its own
+    // through the steps, each with a session of its own.
+    let caches = ["", "\nlocal_cache_entries = 0"];
+    let ports = [free_port(), free_port()];
+    let configure =
+        |at: usize, step: &str| config(&app, ports[at], &format!("{step}{}", caches[at]));
+    let mut instances: Vec<VestibuleProcess> = (0..2)
+        .map(|at| {
+            VestibuleProcess::spawn(&configure(at, &steps[0]), ports[at], app.redis().dir(), 0)
+        })
+        .collect();
+    let mut sessions = Vec::new();
+    for instance in &instances {
+        instance.wait_until_ready().await;
+        let session = login_on(&instance.base, &public, "alice").await;
+        assert_eq!(label(&app, &session).await.as_deref(), Some("k1"));
+        sessions.push(session);
+    }
+
+    // [k2, k1]: the session is used (the user, a proxied call) and is stored under k2.
+    for (at, instance) in instances.iter_mut().enumerate() {
+        redeploy(instance, &configure(at, &steps[1])).await;
+        works_on(&instance.base, &sessions[at], "used under [k2, k1]").await;
+        assert_eq!(
+            label(&app, &sessions[at]).await.as_deref(),
+            Some("k2"),
+            "re-sealed by the read ({})",
+            if caches[at].is_empty() {
+                "cache on"
+            } else {
+                "cache off"
+            }
+        );
+    }
+
+    // [k2]: k1 is gone, and the session used since it became second still works.
+    for (at, instance) in instances.iter_mut().enumerate() {
+        redeploy(instance, &configure(at, &steps[2])).await;
+        works_on(&instance.base, &sessions[at], "after k1 was removed").await;
+    }
+    assert_eq!(
+        app.provider.refresh_grants().await,
+        0,
+        "no refresh did the re-sealing"
+    );
 }

@@ -12,6 +12,7 @@ mod bundle;
 mod cli;
 mod cookies;
 mod discovery;
+mod escrow;
 mod frontend;
 mod health;
 mod key_rotation;

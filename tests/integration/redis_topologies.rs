@@ -1,6 +1,7 @@
 //! Sessions on the Redis deployments users run beyond one server, started by the test: a
-//! Sentinel group whose master is killed under load, and a three-master Cluster whose slots
-//! move and whose nodes restart. Never a logout, never a lost refresh token.
+//! Sentinel group whose master is killed under load (in plaintext, and TLS-only with a private
+//! CA and client certificates), and a three-master Cluster whose slots move and whose nodes
+//! restart. Never a logout, never a lost refresh token.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use reqwest::StatusCode;
 
 use crate::harness::load::CallLoop;
 use crate::harness::redis_topologies::{RedisCluster, SENTINEL_PASSWORD, SentinelGroup};
-use crate::harness::{Browser, RedisServer, TestApp, wait_for};
+use crate::harness::{Browser, RedisServer, TestApp, free_port, spawn_vestibule, wait_for};
 
 /// Calls `path` until it answers 200 (within `limit`), asserting every other answer is a 503
 /// (the store unavailable), never a 401 (a logout).
@@ -229,6 +230,165 @@ async fn a_sentinel_failover_keeps_every_session_and_its_refresh_token() {
         browser.api_get("/api/orders/ended").await.status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// Whether anything on `port` answers a plaintext `PING` (after `AUTH` with `password`, if
+/// given) in RESP: a TLS-only port takes the bytes for a bad TLS handshake and never replies
+/// with `+` or `-`. The port must be open (connecting is asserted).
+async fn speaks_plaintext(port: u16, password: Option<&str>) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|error| panic!("port {port} is open: {error}"));
+    let auth = password.map_or_else(String::new, |password| format!("AUTH {password}\r\n"));
+    stream
+        .write_all(format!("{auth}PING\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
+    matches!(reply.first(), Some(b'+' | b'-'))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_only_sentinel_group_serves_sessions_through_a_failover() {
+    let mut group = SentinelGroup::start_tls().await;
+    let files = group.tls.clone().expect("a TLS group");
+
+    // TLS only: no Sentinel and no data server answers plaintext (each answers TLS: the
+    // group's own readiness checks above went through it).
+    for port in group.sentinel_ports() {
+        assert!(
+            !speaks_plaintext(port, Some(SENTINEL_PASSWORD)).await,
+            "Sentinel {port}"
+        );
+    }
+    for server in &group.servers {
+        assert!(
+            !speaks_plaintext(server.port(), None).await,
+            "server {}",
+            server.port()
+        );
+    }
+
+    let password_file = files.ca.with_file_name("sentinel-password");
+    std::fs::write(&password_file, format!("{SENTINEL_PASSWORD}\n")).unwrap();
+    let certificates = format!(
+        "redis_ca_file = \"{}\"\nredis_client_cert_file = \"{}\"\nredis_client_key_file = \"{}\"\n",
+        files.ca.display(),
+        files.client.0.display(),
+        files.client.1.display()
+    );
+    let mut app = TestApp::builder()
+        .external_redis(&group.url())
+        .session_toml(&format!(
+            "redis_sentinel_password_file = \"{}\"\n{certificates}",
+            password_file.display(),
+        ))
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .start()
+        .await;
+    // The same deployment named without TLS (`redis+sentinel://`) reaches nothing.
+    let port = free_port();
+    let plaintext = app
+        .config_listening_on(port)
+        .replacen("rediss+sentinel://", "redis+sentinel://", 1)
+        .replacen(&certificates, "", 1);
+    let _plaintext_instance = spawn_vestibule(&plaintext).await;
+    let readiness = app
+        .browser()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .status();
+    assert_eq!(readiness, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = app.browser().user().await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the TLS instance serves");
+
+    let other_instance = app.start_another_instance().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let session = browser.cookie("vestibule").expect("a session cookie");
+    assert_eq!(
+        browser.api_get("/api/orders/over-tls").await.status(),
+        StatusCode::OK
+    );
+    // A refresh before the failover, its rotated refresh token replicated (over TLS).
+    browser.wait_past_access_token_expiry().await;
+    assert_eq!(
+        browser.api_get("/api/orders/before").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+    let old_master = group.master_port().await.expect("a master");
+    let key = group.server(old_master).session_keys().await[0].clone();
+    let replica = group
+        .servers
+        .iter()
+        .find(|server| server.port() != old_master)
+        .unwrap();
+    let held_by = |server: &RedisServer| {
+        let key = key.clone();
+        let client = server.client();
+        async move {
+            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<Vec<u8>>>(&mut connection)
+                .await
+                .ok()?
+        }
+    };
+    let on_master = held_by(group.server(old_master)).await.expect("the record");
+    wait_for(
+        "the refreshed record on the replica",
+        Duration::from_secs(10),
+        || async { (held_by(replica).await.as_ref() == Some(&on_master)).then_some(()) },
+    )
+    .await;
+
+    // The master dies under load; the Sentinels promote the replica; Vestibule follows.
+    let load = CallLoop::start(std::slice::from_ref(&browser), 3, "/api/orders/failover");
+    let old_master = group.kill_master().await;
+    let new_master = group.wait_for_failover(old_master).await;
+    until_served(&browser, "/api/orders/after", Duration::from_secs(30)).await;
+    assert_outage_answers(&load.stop().await);
+
+    // The rotated refresh token survived: the next refresh is granted.
+    browser.wait_past_access_token_expiry().await;
+    assert_eq!(
+        browser.api_get("/api/orders/refreshed").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 2);
+    let (status, user) = browser.user().await;
+    assert_eq!(
+        (status, user["sub"].as_str()),
+        (StatusCode::OK, Some("alice"))
+    );
+
+    // The record cache's tracking connection (RESP3, TLS) follows the new master: calls are
+    // served without reading Redis...
+    let master = group.server(new_master);
+    wait_for(
+        "the cache to serve from the new master",
+        Duration::from_secs(60),
+        || async {
+            let before = session_reads(&[master]).await;
+            for n in 0..5 {
+                browser.api_get(&format!("/api/orders/cached-{n}")).await;
+            }
+            (session_reads(&[master]).await == before).then_some(())
+        },
+    )
+    .await;
+    // ...and a logout through the other instance ends the session here at once.
+    let (status, _) = Browser::with_session(&other_instance, &session)
+        .logout()
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
+    assert!(master.session_keys().await.is_empty());
 }
 
 /// Every session key in the cluster (each node holds its own slots).

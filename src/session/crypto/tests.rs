@@ -1,5 +1,6 @@
 //! The sealing formats case by case: rotation through a ring, the single key's format, a
-//! relabelled or tampered record, and an unlabelled nonce that looks labelled.
+//! relabelled or tampered record, an unlabelled nonce that looks labelled, and what is sealed
+//! under the server keys alone (per record now, shared by every record before).
 
 use super::*;
 
@@ -149,7 +150,7 @@ fn an_unlabelled_nonce_that_starts_with_the_marker_still_opens() {
     let keys = ring(&[("k2", 2), ("k1", 1)]);
     for nonce in nonces {
         let parts = SealParts {
-            browser_secret: b"secret",
+            derivation: Derivation::Browser(b"secret"),
             storage_key: b"k1",
             plaintext: b"legacy",
             nonce,
@@ -197,7 +198,7 @@ fn the_single_key_writes_exactly_what_earlier_releases_write_and_read() {
         .unwrap();
     let previous = [nonce.as_slice(), &ciphertext].concat();
     let parts = SealParts {
-        browser_secret: b"secret",
+        derivation: Derivation::Browser(b"secret"),
         storage_key: b"k1",
         plaintext: b"tokens",
         nonce,
@@ -207,4 +208,181 @@ fn the_single_key_writes_exactly_what_earlier_releases_write_and_read() {
         open(&ring(&[("k1", 1)]), &previous).unwrap(),
         (b"tokens".to_vec(), false)
     );
+}
+
+/// AES-256-GCM of `plaintext` under HKDF-SHA256(`salt`, `key`, `info`) with `nonce` and `aad`,
+/// spelt out with the crates directly: `nonce ‖ ciphertext ‖ tag`.
+fn spelt_out(
+    salt: &[u8],
+    key: [u8; 32],
+    info: &[u8],
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+) -> Vec<u8> {
+    let mut okm = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(salt), &key)
+        .expand(info, &mut okm)
+        .unwrap();
+    let payload = Payload {
+        msg: b"refresh token",
+        aad,
+    };
+    let ciphertext = Aes256Gcm::new(&Key::<Aes256Gcm>::from(okm))
+        .encrypt(&Nonce::from(nonce), payload)
+        .unwrap();
+    [nonce.as_slice(), &ciphertext].concat()
+}
+
+fn server_parts<'a>(storage_key: &'a [u8], nonce: [u8; NONCE_LEN]) -> SealParts<'a> {
+    SealParts {
+        derivation: Derivation::ServerPerRecord,
+        storage_key,
+        plaintext: b"refresh token",
+        nonce,
+    }
+}
+
+#[test]
+fn two_records_sealed_for_the_server_have_keys_of_their_own() {
+    let key = key(1);
+    let nonce = Nonce::from([3u8; NONCE_LEN]);
+    let encrypt = |storage_key: &[u8]| {
+        key.record_cipher(Derivation::ServerPerRecord, LABELLED_INFO, storage_key)
+            .encrypt(&nonce, b"same plaintext".as_slice())
+            .unwrap()
+    };
+    // Same key bytes, nonce, plaintext and (here) no associated data: only the derived keys
+    // can tell the two apart.
+    assert_ne!(
+        encrypt(b"vestibule:session:aa"),
+        encrypt(b"vestibule:session:bb")
+    );
+    assert_eq!(
+        encrypt(b"vestibule:session:aa"),
+        encrypt(b"vestibule:session:aa")
+    );
+    // And none of them is the key every record shared before.
+    let shared = key
+        .record_cipher(
+            Derivation::ServerShared,
+            LABELLED_INFO,
+            b"vestibule:session:aa",
+        )
+        .encrypt(&nonce, b"same plaintext".as_slice())
+        .unwrap();
+    assert_ne!(encrypt(b"vestibule:session:aa"), shared);
+}
+
+#[test]
+fn a_record_sealed_for_the_server_opens_only_under_its_own_storage_key() {
+    for keys in [single(1), ring(&[("k2", 2), ("k1", 1)])] {
+        let sealed = keys.seal_for_server(b"vestibule:session:aa", b"refresh token");
+        let opened = keys
+            .open_for_server(b"vestibule:session:aa", &sealed, ServerSealing::PerRecord)
+            .unwrap();
+        assert_eq!(
+            (opened.plaintext.as_slice(), opened.current),
+            (b"refresh token".as_slice(), true)
+        );
+        // Moved under another record's key, read as the shared format, or with a browser's
+        // secret: nothing opens.
+        assert!(
+            keys.open_for_server(b"vestibule:session:bb", &sealed, ServerSealing::PerRecord)
+                .is_err()
+        );
+        assert!(
+            keys.open_for_server(b"vestibule:session:aa", &sealed, ServerSealing::Shared)
+                .is_err()
+        );
+        assert!(
+            keys.open(
+                b"vestibule server-only record key v2",
+                b"vestibule:session:aa",
+                &sealed
+            )
+            .is_err()
+        );
+    }
+}
+
+#[test]
+fn per_record_server_sealing_is_hkdf_of_the_server_key_with_the_storage_key_in_the_info() {
+    let nonce = [5u8; NONCE_LEN];
+    let storage_key = b"vestibule:session:aa";
+    let info = [b"vestibule record key v1".as_slice(), b"\0", storage_key].concat();
+    let expected = spelt_out(
+        b"vestibule server-only record key v2",
+        [1; 32],
+        &info,
+        nonce,
+        storage_key,
+    );
+    assert_eq!(
+        single(1).seal_with_nonce(server_parts(storage_key, nonce)),
+        expected
+    );
+    // Labelled: the header in front, the labelled format's info, the header authenticated.
+    let header = [LABEL_MARKER, 2, b'k', b'1'];
+    let info = [b"vestibule record key v2".as_slice(), b"\0", storage_key].concat();
+    let aad = [header.as_slice(), storage_key].concat();
+    let expected = [
+        header.as_slice(),
+        &spelt_out(
+            b"vestibule server-only record key v2",
+            [1; 32],
+            &info,
+            nonce,
+            &aad,
+        ),
+    ]
+    .concat();
+    assert_eq!(
+        ring(&[("k1", 1)]).seal_with_nonce(server_parts(storage_key, nonce)),
+        expected
+    );
+}
+
+#[test]
+fn escrow_sealed_under_the_shared_key_before_still_opens() {
+    // What earlier releases wrote, spelt out: one key per server key for every record.
+    let nonce = [7u8; NONCE_LEN];
+    let storage_key = b"vestibule:session:aa";
+    let salt = b"vestibule refresh-token escrow v1";
+    let unlabelled = spelt_out(
+        salt,
+        [1; 32],
+        b"vestibule record key v1",
+        nonce,
+        storage_key,
+    );
+    let header = [LABEL_MARKER, 2, b'k', b'1'];
+    let aad = [header.as_slice(), storage_key].concat();
+    let labelled = [
+        header.as_slice(),
+        &spelt_out(salt, [1; 32], b"vestibule record key v2", nonce, &aad),
+    ]
+    .concat();
+    for (keys, sealed, current) in [
+        (single(1), &unlabelled, true),
+        (ring(&[("k1", 1)]), &labelled, true),
+        (ring(&[("k2", 2), ("k1", 1)]), &labelled, false),
+        (ring(&[("k2", 2), ("k1", 1)]), &unlabelled, false),
+    ] {
+        let opened = keys
+            .open_for_server(storage_key, sealed, ServerSealing::Shared)
+            .unwrap();
+        assert_eq!(opened.plaintext, b"refresh token");
+        assert_eq!(
+            opened.current, current,
+            "current means under the sealing key"
+        );
+        assert!(
+            keys.open_for_server(storage_key, sealed, ServerSealing::PerRecord)
+                .is_err()
+        );
+        assert!(
+            keys.open_for_server(b"vestibule:session:bb", sealed, ServerSealing::Shared)
+                .is_err()
+        );
+    }
 }

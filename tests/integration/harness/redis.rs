@@ -244,7 +244,7 @@ impl RedisServer {
     }
 
     /// A client for this server (with the test's certificates when it speaks TLS).
-    fn client(&self) -> redis::Client {
+    pub fn client(&self) -> redis::Client {
         let info = redis::IntoConnectionInfo::into_connection_info(self.url()).unwrap();
         match &self.tls {
             Some(files) => files.redis_tls().client(info).unwrap(),

@@ -1,6 +1,7 @@
 //! Real Redis deployments beyond one server, started by the test on loopback: a Sentinel group
-//! (master, replica, three Sentinels) and a three-master Cluster (`redis-cli --cluster create`).
-//! Every process is a `redis-server` owned (and killed on drop) by the test.
+//! (master, replica, three Sentinels; `redis-server --sentinel`, no separate package) and a
+//! three-master Cluster (`redis-cli --cluster create`), each also TLS-only. Every process is a
+//! `redis-server` owned (and killed on drop) by the test.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,6 +19,9 @@ pub const SENTINEL_PASSWORD: &str = "sentinels-own-secret";
 pub struct SentinelGroup {
     /// The two data servers; which one is master changes at a failover.
     pub servers: Vec<RedisServer>,
+    /// The certificates of a TLS-only group: Sentinels and data servers listen on TLS alone,
+    /// require client certificates, and speak TLS to each other.
+    pub tls: Option<TlsFiles>,
     sentinels: Vec<(u16, Child)>,
     dir: std::path::PathBuf,
 }
@@ -27,29 +31,63 @@ impl SentinelGroup {
     /// each other (so they can agree on a failover). The Sentinels require
     /// [`SENTINEL_PASSWORD`]; the data servers need none.
     pub async fn start() -> Self {
-        let master = RedisServer::start().await;
-        let replicaof = format!("127.0.0.1 {}", master.port());
-        let replica = RedisServer::start_with_args(&[
-            "--replicaof",
-            &replicaof,
-            "--replica-read-only",
-            "yes",
-        ])
-        .await;
+        Self::start_with(false).await
+    }
+
+    /// [`SentinelGroup::start`], TLS only (no plaintext port anywhere: `port 0`), with one CA
+    /// made by the test for every server and Sentinel, client certificates required, and
+    /// replication and the Sentinels' own links over TLS too.
+    pub async fn start_tls() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "vestibule-test-sentinels-{}-{}",
-            master.port(),
+            free_port(),
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let tls = tls.then(|| make_certificates(&dir));
+        let start = |args: Vec<String>| {
+            let tls = tls.clone();
+            async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                match &tls {
+                    Some(files) => {
+                        let args = [args.as_slice(), &["--tls-replication", "yes"]].concat();
+                        RedisServer::start_tls_with_args(files, &args).await
+                    }
+                    None => RedisServer::start_with_args(&args).await,
+                }
+            }
+        };
+        let master = start(Vec::new()).await;
+        let replica = start(vec![
+            "--replicaof".into(),
+            format!("127.0.0.1 {}", master.port()),
+            "--replica-read-only".into(),
+            "yes".into(),
+        ])
+        .await;
         let mut sentinels = Vec::new();
         for _ in 0..3 {
             let port = free_port();
+            let listener = match &tls {
+                None => format!("port {port}\n"),
+                Some(files) => format!(
+                    "port 0\ntls-port {port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+                     tls-ca-cert-file {ca}\ntls-auth-clients yes\ntls-replication yes\n",
+                    cert = files.server.0.display(),
+                    key = files.server.1.display(),
+                    ca = files.ca.display(),
+                ),
+            };
             let config = dir.join(format!("sentinel-{port}.conf"));
             std::fs::write(
                 &config,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                    "{listener}bind 127.0.0.1\ndir {dir}\n\
                      requirepass {SENTINEL_PASSWORD}\nsentinel sentinel-pass {SENTINEL_PASSWORD}\n\
                      sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
                      sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
@@ -71,6 +109,7 @@ impl SentinelGroup {
         }
         let group = Self {
             servers: vec![master, replica],
+            tls,
             sentinels,
             dir,
         };
@@ -92,7 +131,7 @@ impl SentinelGroup {
                 "a Sentinel to know the whole group",
                 Duration::from_secs(30),
                 || async {
-                    let fields = sentinel_master(*port).await?;
+                    let fields = self.sentinel_master(*port).await?;
                     let count = |name: &str| {
                         fields
                             .windows(2)
@@ -106,20 +145,30 @@ impl SentinelGroup {
         }
     }
 
-    /// `redis+sentinel://` naming the three Sentinels.
+    /// `redis+sentinel://` (or `rediss+sentinel://`) naming the three Sentinels.
     pub fn url(&self) -> String {
         let sentinels: Vec<String> = self
-            .sentinels
+            .sentinel_ports()
             .iter()
-            .map(|(port, _)| format!("127.0.0.1:{port}"))
+            .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", sentinels.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        format!("{scheme}://{}/{MASTER_NAME}", sentinels.join(","))
+    }
+
+    /// The ports the Sentinels listen on.
+    pub fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().map(|(port, _)| *port).collect()
     }
 
     /// The port of the server the Sentinels name as master now.
     pub async fn master_port(&self) -> Option<u16> {
         for (port, _) in &self.sentinels {
-            let Some(mut connection) = connect_sentinel(*port).await else {
+            let Some(mut connection) = self.connect_sentinel(*port).await else {
                 continue;
             };
             let address: Option<(String, String)> = redis::cmd("SENTINEL")
@@ -180,6 +229,34 @@ impl SentinelGroup {
         .await;
         new
     }
+
+    /// A connection to the Sentinel on `port`, with its password (and, in a TLS group, the
+    /// test's certificates).
+    async fn connect_sentinel(&self, port: u16) -> Option<redis::aio::MultiplexedConnection> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let url = format!("{scheme}://:{SENTINEL_PASSWORD}@127.0.0.1:{port}");
+        let info = redis::IntoConnectionInfo::into_connection_info(url).ok()?;
+        let client = match &self.tls {
+            Some(files) => files.redis_tls().client(info).ok()?,
+            None => redis::Client::open(info).ok()?,
+        };
+        connect_within(&client).await
+    }
+
+    /// `SENTINEL MASTER` as a flat list of names and values.
+    async fn sentinel_master(&self, port: u16) -> Option<Vec<String>> {
+        let mut connection = self.connect_sentinel(port).await?;
+        redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(MASTER_NAME)
+            .query_async(&mut connection)
+            .await
+            .ok()
+    }
 }
 
 impl Drop for RedisCluster {
@@ -198,14 +275,8 @@ impl Drop for SentinelGroup {
     }
 }
 
-/// A connection to a server on `port` (none if it does not answer).
-async fn connect(port: u16) -> Option<redis::aio::MultiplexedConnection> {
-    connect_to(format!("redis://127.0.0.1:{port}")).await
-}
-
-/// A connection to `url`, within 2 s (none if it does not answer).
-async fn connect_to(url: String) -> Option<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(url).ok()?;
+/// A connection made by `client` within 2 s (none if nothing answers).
+async fn connect_within(client: &redis::Client) -> Option<redis::aio::MultiplexedConnection> {
     tokio::time::timeout(
         Duration::from_secs(2),
         client.get_multiplexed_async_connection(),
@@ -217,25 +288,9 @@ async fn connect_to(url: String) -> Option<redis::aio::MultiplexedConnection> {
 
 /// `INFO section` of `server`.
 async fn info(server: &RedisServer, section: &str) -> Option<String> {
-    let mut connection = connect(server.port()).await?;
+    let mut connection = connect_within(&server.client()).await?;
     redis::cmd("INFO")
         .arg(section)
-        .query_async(&mut connection)
-        .await
-        .ok()
-}
-
-/// A connection to the Sentinel on `port`, with its password.
-async fn connect_sentinel(port: u16) -> Option<redis::aio::MultiplexedConnection> {
-    connect_to(format!("redis://:{SENTINEL_PASSWORD}@127.0.0.1:{port}")).await
-}
-
-/// `SENTINEL MASTER` as a flat list of names and values.
-async fn sentinel_master(port: u16) -> Option<Vec<String>> {
-    let mut connection = connect_sentinel(port).await?;
-    redis::cmd("SENTINEL")
-        .arg("MASTER")
-        .arg(MASTER_NAME)
         .query_async(&mut connection)
         .await
         .ok()
