@@ -89,6 +89,7 @@ impl Provider {
             client: current.client.clone().set_auth_type(other),
             extra: current.extra.clone(),
             jwks: current.jwks.clone(),
+            asymmetric_id_token_algs: current.asymmetric_id_token_algs.clone(),
         });
         self.discovered.store(Some(switched.clone()));
         switched

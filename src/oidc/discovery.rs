@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use openidconnect::core::{CoreClient, CoreJsonWebKeySet};
+use openidconnect::core::{CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
 use openidconnect::{
     ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, JsonWebKeySetUrl,
-    RedirectUrl, TokenUrl,
+    JwsSigningAlgorithm, RedirectUrl, TokenUrl,
 };
 use secrecy::ExposeSecret;
 
@@ -41,6 +41,9 @@ pub(super) struct Discovered {
     /// The provider's signing keys (also inside `client`, which does not expose them), for
     /// tokens openidconnect has no verifier for (back-channel logout tokens).
     pub(super) jwks: CoreJsonWebKeySet,
+    /// The provider's asymmetric ID-token algorithms (`id_token_signing_alg_values_supported`
+    /// without HS*): what logout tokens fall back to while no algorithm has been learnt.
+    pub(super) asymmetric_id_token_algs: Vec<CoreJwsSigningAlgorithm>,
 }
 
 /// What a token anyone may post may have discovery do for it (see
@@ -236,6 +239,12 @@ impl Provider {
                  ID tokens with it"
             );
         }
+        let asymmetric_id_token_algs = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter(|alg| !alg.uses_shared_secret())
+            .cloned()
+            .collect();
         let metadata = metadata.set_jwks(jwks.clone());
         let redirect = RedirectUrl::from_url(settings.redirect_uri.clone());
         let client = CoreClient::from_provider_metadata(
@@ -253,6 +262,7 @@ impl Provider {
             client,
             extra,
             jwks,
+            asymmetric_id_token_algs,
         })
     }
 }

@@ -128,7 +128,15 @@ impl Provider {
         token: &str,
         learnt: &[String],
     ) -> Result<LogoutRequest, LogoutCheckError> {
-        let allowed = self.logout_token_algs(learnt);
+        let mut allowed = self.logout_token_algs(learnt);
+        if allowed.is_empty() {
+            // Nothing configured and nothing learnt: no instance verified an ID token since the
+            // shared set began (an upgrade from a version that kept none, a Redis that lost it),
+            // yet sessions from before may live. Until a login or refresh records the real
+            // algorithm, the provider's asymmetric ones stand in; never one keyed with the
+            // client secret.
+            allowed = self.provider_asymmetric_algs().await?;
+        }
         let expect = self.expectations(&allowed, unix_now());
         let screened = screen(token, &expect)?;
         if screened.alg.uses_shared_secret() {
@@ -146,6 +154,15 @@ impl Provider {
             }
             other => Ok(other?),
         }
+    }
+
+    /// The asymmetric algorithms the provider says it signs ID tokens with.
+    async fn provider_asymmetric_algs(&self) -> Result<Vec<CoreJwsSigningAlgorithm>, OidcError> {
+        Ok(self
+            .current_unsolicited()
+            .await?
+            .asymmetric_id_token_algs
+            .clone())
     }
 
     /// What a logout token must match, under the algorithms `allowed`.

@@ -8,7 +8,10 @@
 //! with the client secret, a key of the JWKS meant for other clients) end our users' sessions.
 //! So logout tokens are accepted under the configured algorithm, else under the ones learnt
 //! from verified ID tokens, never an HS one unless configured. Learning is shared between
-//! instances by the caller (the session store); this file only says what counts.
+//! instances by the caller (the session store); this file only says what counts. (While nothing
+//! at all is learnt, sessions from before the shared set began may live: the provider's
+//! asymmetric algorithms stand in until a login or refresh records the real one; see
+//! `check_logout_token`.)
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -219,9 +219,11 @@ async fn logout_tokens_under_an_algorithm_this_client_does_not_receive_are_refus
 }
 
 #[tokio::test]
-async fn a_refresh_on_any_instance_teaches_the_algorithm_of_a_session_from_before_it_was_recorded()
+async fn until_a_refresh_teaches_the_algorithm_the_providers_asymmetric_ones_stand_in_never_hs()
 {
+    // The provider lists ES256 and HS256 too, but signs this client's ID tokens with RS256.
     let mut app = TestApp::builder()
+        .provider_also_supports("ES256,HS256")
         .access_token_ttl(2)
         .refresh_skew(1)
         .start()
@@ -230,25 +232,36 @@ async fn a_refresh_on_any_instance_teaches_the_algorithm_of_a_session_from_befor
     let alice = Browser::new(&app.url);
     alice.login("alice").await;
     let sid = provider_session(&alice).await;
-    // As after an upgrade from a version that recorded no algorithm: nothing is known, so no
-    // logout token can be accepted.
+    // As after an upgrade from a version that recorded no algorithm: alice's session lives,
+    // but nothing is known of the algorithm it came under.
     let _: () = redis::cmd("DEL")
         .arg("vestibule:id-token-algs")
         .query_async(&mut app.redis().connection().await)
         .await
         .unwrap();
-    let token = |jti: &'static str| {
-        app.provider.logout_token(
-            json!({ "alg": "RS256", "typ": "logout+jwt" }),
-            logout_claims(&app, "alice", Some(&sid), jti),
-            "provider",
-        )
+    let token = |alg: &'static str, key: &'static str, sub: &'static str, jti: &'static str| {
+        let claims = if sub == "alice" {
+            logout_claims(&app, sub, Some(&sid), jti)
+        } else {
+            logout_claims(&app, sub, None, jti)
+        };
+        app.provider
+            .logout_token(json!({ "alg": alg, "typ": "logout+jwt" }), claims, key)
     };
-    let (status, _, body) = post_logout_token(&app.url, &token("before-refresh").await).await;
+    // Never one keyed with the client secret...
+    let hs = token("HS256", "client-secret", "alice", "hs-before").await;
+    let (status, _, body) = post_logout_token(&app.url, &hs).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(alive(&alice).await);
+    // ...but any asymmetric algorithm the provider lists stands in (for a user with no
+    // session here, so that alice's survives to be tested below).
+    let es = token("ES256", "provider", "bob", "es-before").await;
+    let (status, _, body) = post_logout_token(&app.url, &es).await;
+    assert_eq!(status, StatusCode::OK, "the provider's ES256 stands in: {body}");
+    assert!(alive(&alice).await);
+
     // A call through the other instance (which wrote nothing yet) refreshes the session; the
-    // refreshed ID token teaches every instance its algorithm.
+    // refreshed ID token teaches every instance its algorithm, RS256.
     alice.wait_past_access_token_expiry().await;
     let through_other = Browser::with_session(&other, &alice.cookie("vestibule").unwrap());
     assert_eq!(
@@ -256,7 +269,12 @@ async fn a_refresh_on_any_instance_teaches_the_algorithm_of_a_session_from_befor
         StatusCode::OK
     );
     assert_eq!(app.provider.refresh_grants().await, 1);
-    let (status, _, body) = post_logout_token(&app.url, &token("after-refresh").await).await;
+    let es = token("ES256", "provider", "alice", "es-after").await;
+    let (status, _, body) = post_logout_token(&app.url, &es).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "ES256 no longer: {body}");
+    assert!(alive(&alice).await);
+    let rs = token("RS256", "provider", "alice", "rs-after").await;
+    let (status, _, body) = post_logout_token(&app.url, &rs).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(!alive(&alice).await);
 }
