@@ -570,4 +570,14 @@ mod tests {
         let behind_proxies = format!("{trusting}[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
         assert!(load(&behind_proxies).unwrap().traces.trust_traceparent);
     }
+
+    #[test]
+    fn request_ids_are_kept_only_with_trusted_proxies_to_keep_them_from() {
+        let keeping = format!("{}\n[server]\ntrust_request_id = true\n", base());
+        let error = load_error(&keeping);
+        assert_eq!(error.key, "server.trust_request_id");
+        assert!(error.problem.contains("server.trusted_proxies"), "{error}");
+        let behind_proxies = format!("{keeping}trusted_proxies = [\"10.0.0.0/8\"]\n");
+        assert!(load(&behind_proxies).unwrap().server.trust_request_id);
+    }
 }

@@ -261,6 +261,13 @@ fn server(server: ServerSection) -> Result<ServerSettings, ConfigError> {
         1024,
     )?;
     at_least("server.max_body_bytes", server.max_body_bytes as u64, 1024)?;
+    if server.trust_request_id && server.trusted_proxies.is_empty() {
+        // As for traces.trust_traceparent: a setting that would silently do nothing.
+        return Err(ConfigError::new(
+            "server.trust_request_id",
+            "keeps the X-Request-Id of server.trusted_proxies only, and none is set",
+        ));
+    }
     Ok(ServerSettings {
         header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
         keep_alive_timeout: Duration::from_secs(server.keep_alive_timeout_secs),
