@@ -159,7 +159,10 @@ impl Settings {
                     self.traces.sample_ratio,
                     self.traces.trust_traceparent
                 ),
-                None => "off (traces.otlp_endpoint not set)".to_owned(),
+                None => format!(
+                    "off (traces.otlp_endpoint not set); trust_traceparent {}",
+                    self.traces.trust_traceparent
+                ),
             },
         );
         line(
