@@ -5,8 +5,10 @@
 //! is what every other user waits).
 //!
 //! `cargo run --example index_scale -- --redis redis://127.0.0.1:6379 [--entries 10000,100000]
-//! [--max-per-user N]` prints one JSON line per size. Uses keys under `vestibule:`: give it a
-//! Redis of its own.
+//! [--max-per-user N]` prints one JSON line per size and place: the entries filed under the
+//! user's current index name (`"filed": "current"`: an index grown past the bound, as one filed
+//! under a larger limit), and under the unkeyed name an earlier release wrote (`"legacy"`).
+//! Uses keys under `vestibule:`: give it a Redis of its own.
 
 use std::time::{Duration, Instant};
 
@@ -66,6 +68,28 @@ async fn redis_busy_usec(conn: &mut redis::aio::MultiplexedConnection) -> anyhow
         .sum())
 }
 
+/// The longest single command (or script) Redis ran since the slow log was reset, in ms:
+/// what every other client waited at most.
+async fn longest_command(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(100_000)
+        .query_async(conn)
+        .await?;
+    let longest = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            redis::Value::Array(fields) => match fields.get(2) {
+                Some(redis::Value::Int(usec)) => Some(*usec),
+                _ => None,
+            },
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(longest as f64 / 1e3)
+}
+
 /// Adds `count` entries of live sessions (whose records do not exist: a list checks each)
 /// to `index`, in the layout the index uses, all used within the last minute.
 async fn fill(
@@ -99,9 +123,16 @@ async fn fill(
     Ok(())
 }
 
-/// The user index key of `sub` (the store's naming).
-fn index_name(sub: &str) -> String {
-    vestibule::session::store::compact_storage_key("user", sub.as_bytes())
+/// The name of the one user index in this Redis (the store's naming is its own).
+async fn only_user_index(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<String> {
+    let names: Vec<String> = redis::cmd("KEYS")
+        .arg("vestibule:user:*")
+        .query_async(conn)
+        .await?;
+    match names.as_slice() {
+        [name] => Ok(name.clone()),
+        _ => anyhow::bail!("expected one user index, found {names:?}"),
+    }
 }
 
 #[tokio::main]
@@ -112,7 +143,10 @@ async fn main() -> anyhow::Result<()> {
         .split(',')
         .map(str::parse)
         .collect::<Result<_, _>>()?;
-    let max_per_user = argument("--max-per-user").map(|n| n.parse()).transpose()?;
+    let max_per_user = match argument("--max-per-user") {
+        Some(max) => max.parse()?,
+        None => vestibule::session::DEFAULT_MAX_PER_USER,
+    };
     let client = redis::Client::open(url.as_str())?;
     // The timed commands may block Redis for seconds: wait for them.
     let mut conn = client
@@ -133,19 +167,36 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(28_800),
     )
     .with_max_per_user(max_per_user);
-    for size in sizes {
-        let sub = format!("bench-user-{size}");
-        let index = index_name(&sub);
-        let _: () = redis::cmd("DEL").arg(&index).query_async(&mut conn).await?;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
+    for (size, filed) in sizes
+        .iter()
+        .flat_map(|size| [(*size, "current"), (*size, "legacy")])
+    {
+        let sub = format!("bench-user-{size}-{filed}");
         // The session whose list is timed, made while the index is empty.
         let cookie = sessions.create(&record(&sub), &origin()).await?;
+        let index = match filed {
+            "current" => only_user_index(&mut conn).await?,
+            _ => vestibule::session::store::compact_storage_key("user", sub.as_bytes()),
+        };
         fill(&mut conn, &index, size).await?;
 
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-log-slower-than")
+            .arg(0)
+            .query_async(&mut conn)
+            .await?;
+        let _: () = redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query_async(&mut conn)
+            .await?;
         let busy = redis_busy_usec(&mut conn).await?;
         let started = Instant::now();
         let login = sessions.create_within_limit(&record(&sub), &origin()).await;
         let login_wall = started.elapsed();
         let login_redis = redis_busy_usec(&mut conn).await? - busy;
+        let login_longest = longest_command(&mut conn).await?;
         let (evicted, login_error) = match login {
             Ok(created) => (created.displaced.count, None),
             Err(error) => (0, Some(error.to_string())),
@@ -155,13 +206,18 @@ async fn main() -> anyhow::Result<()> {
             .load(&cookie)
             .await?
             .ok_or_else(|| anyhow::anyhow!("the first session does not load"))?;
+        let _: () = redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query_async(&mut conn)
+            .await?;
         let busy = redis_busy_usec(&mut conn).await?;
         let started = Instant::now();
         let listed = sessions.list_for(&current).await;
         let list_wall = started.elapsed();
         let list_redis = redis_busy_usec(&mut conn).await? - busy;
+        let list_longest = longest_command(&mut conn).await?;
         let (listed, list_error) = match listed {
-            Ok(listed) => (listed.len(), None),
+            Ok(listed) => (listed.sessions.len(), None),
             Err(error) => (0, Some(error.to_string())),
         };
         let left: usize = redis::cmd("HLEN")
@@ -172,19 +228,22 @@ async fn main() -> anyhow::Result<()> {
             "{}",
             json!({
                 "entries": size,
+                "filed": filed,
                 "max_per_user": max_per_user,
                 "login_ms": login_wall.as_secs_f64() * 1e3,
                 "login_redis_ms": login_redis as f64 / 1e3,
+                "login_longest_command_ms": login_longest,
                 "login_error": login_error,
                 "evicted": evicted,
                 "list_ms": list_wall.as_secs_f64() * 1e3,
                 "list_redis_ms": list_redis as f64 / 1e3,
+                "list_longest_command_ms": list_longest,
                 "list_error": list_error,
                 "listed": listed,
                 "index_fields_after": left,
             })
         );
-        let _: () = redis::cmd("DEL").arg(&index).query_async(&mut conn).await?;
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
     }
     Ok(())
 }

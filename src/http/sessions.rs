@@ -31,17 +31,17 @@ async fn caller_session(
         .await
 }
 
-/// `GET /api/auth/sessions`: the caller's sessions, oldest first, the current one marked.
+/// `GET /api/auth/sessions`: the caller's sessions, oldest first, the current one marked: at
+/// most [`LIST_LIMIT`](crate::session::index::LIST_LIMIT) (the current one and the most
+/// recently used others), with `truncated` saying whether there may be more.
 pub async fn list_sessions(
     State(state): State<AppState>,
     Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let current = caller_session(&state, client, &headers).await?;
-    let sessions = state.sessions.list_for(&current).await?;
-    Ok(no_store(
-        Json(json!({ "sessions": sessions })).into_response(),
-    ))
+    let list = state.sessions.list_for(&current).await?;
+    Ok(no_store(Json(list).into_response()))
 }
 
 /// `DELETE /api/auth/sessions/{id}`: ends one of the caller's sessions (the current one too,

@@ -26,7 +26,10 @@ async fn wait_until_ended(browser: &Browser, what: &str) {
 }
 
 /// Posts a logout token as the provider does.
-async fn post_logout_token(base: &str, token: &str) -> (StatusCode, Option<String>, Value) {
+pub(crate) async fn post_logout_token(
+    base: &str,
+    token: &str,
+) -> (StatusCode, Option<String>, Value) {
     let response = reqwest::Client::new()
         .post(format!("{base}/api/auth/backchannel-logout"))
         .form(&[("logout_token", token)])

@@ -12,10 +12,17 @@ use crate::harness::{Browser, TestApp, free_port, wait_for};
 /// Runs `vestibule --config <app's config> <args>`, with no `VESTIBULE_*` from the test's
 /// own environment.
 fn vestibule(app: &TestApp, args: &[&str]) -> Output {
+    vestibule_configured(&app.config_listening_on(free_port()), args)
+}
+
+/// Runs `vestibule --config <a file holding config> <args>`, with no `VESTIBULE_*` from the
+/// test's own environment.
+pub(crate) fn vestibule_configured(config: &str, args: &[&str]) -> Output {
     let dir = std::env::temp_dir().join(format!("vestibule-operator-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("vestibule.toml");
-    std::fs::write(&config, app.config_listening_on(free_port())).unwrap();
+    let file = dir.join("vestibule.toml");
+    std::fs::write(&file, config).unwrap();
+    let config = file;
     let mut command = Command::new(env!("CARGO_BIN_EXE_vestibule"));
     for (name, _) in std::env::vars() {
         if name.starts_with("VESTIBULE_") {
@@ -33,7 +40,7 @@ fn vestibule(app: &TestApp, args: &[&str]) -> Output {
 }
 
 /// The JSON report of a command that succeeded.
-fn report(output: &Output) -> Value {
+pub(crate) fn report(output: &Output) -> Value {
     assert!(
         output.status.success(),
         "the command failed: {}",
