@@ -444,6 +444,38 @@ async fn logins_in_the_same_second_on_two_instances_never_evict_the_newest() {
     }
 }
 
+#[tokio::test]
+async fn ending_the_current_session_by_its_id_revokes_its_refresh_token_without_escrow() {
+    let app = TestApp::builder()
+        .session_toml("refresh_token_escrow = false\n")
+        .start()
+        .await;
+    let laptop = Browser::new(&app.url);
+    laptop.login("alice").await;
+    let phone = Browser::new(&app.url);
+    phone.login("alice").await;
+    assert_eq!(app.provider.stored("RefreshToken").await, 2);
+    let own = current_id(&sessions_of(&laptop).await);
+    let response = delete(&laptop, &format!("/api/auth/sessions/{own}")).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(
+        response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("vestibule=;")
+    );
+    assert!(!alive(&laptop).await);
+    // As a logout: the refresh token the record held is revoked at the provider.
+    wait_for_revocations(&app, 1).await;
+    wait_for(
+        "the provider to drop the laptop's grant",
+        std::time::Duration::from_secs(5),
+        || async { (app.provider.stored("RefreshToken").await == 1).then_some(()) },
+    )
+    .await;
+    assert!(alive(&phone).await, "the phone's session and grant stay");
+}
+
 /// The provider session (`sid`) of `browser`'s session.
 pub(crate) async fn provider_session_of(browser: &Browser) -> String {
     let (status, user) = browser.user().await;
