@@ -14,7 +14,7 @@ use serde_json::json;
 use super::auth::{end_by_cookie, no_store, revoke_ended};
 use super::client_address::ClientAddress;
 use super::{AppState, csrf};
-use crate::audit::{AuditEvent, Details};
+use crate::audit::{AuditEvent, Details, Repeats};
 use crate::error::AppError;
 use crate::session::ActiveSession;
 
@@ -89,19 +89,27 @@ pub async fn end_other_sessions(
     Ok(no_store(Json(json!({ "ended": ended })).into_response()))
 }
 
-/// Records that the user of `current` ended `ended` sessions.
+/// Records that the user of `current` ended `ended` sessions. Asking to end sessions when
+/// there are none is recorded too (the user may suspect someone else has one), but at most
+/// once a minute per session: a signed-in user repeating it cannot flood the audit trail.
 fn audit_ended_by_user(state: &AppState, current: &ActiveSession, reason: &str, ended: usize) {
     crate::metrics::metrics().sessions_ended("ended_by_user", ended);
-    state.audit.record(
-        AuditEvent::SessionsEndedByUser,
-        Details {
-            sub: Some(&current.record.sub),
-            session: Some(&current.record.handle),
-            reason: Some(reason),
-            sessions_ended: Some(ended),
-            ..Details::default()
-        },
-    );
+    let details = Details {
+        sub: Some(&current.record.sub),
+        session: Some(&current.record.handle),
+        reason: Some(reason),
+        sessions_ended: Some(ended),
+        ..Details::default()
+    };
+    if ended == 0 {
+        state.audit.record_unless_repeated(
+            AuditEvent::SessionsEndedByUser,
+            details,
+            Repeats::PerSessionPerMinute,
+        );
+    } else {
+        state.audit.record(AuditEvent::SessionsEndedByUser, details);
+    }
 }
 
 /// Any other method on the sessions endpoints.

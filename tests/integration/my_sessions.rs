@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use vestibule::session::store::compact_storage_key;
 
+use crate::harness::binary::binary_in_front;
 use crate::harness::{Browser, TestApp, free_port, spawn_vestibule, unix_now, wait_for};
 use crate::key_rotation::{K1, K2, config, ended_on, login_on, on_instance, ring, works_on};
 
@@ -474,6 +475,51 @@ async fn ending_the_current_session_by_its_id_revokes_its_refresh_token_without_
     )
     .await;
     assert!(alive(&phone).await, "the phone's session and grant stay");
+}
+
+#[tokio::test]
+async fn asking_again_and_again_to_end_sessions_that_are_not_there_is_audited_a_bounded_number_of_times()
+ {
+    let (_app, binary, _dir) = binary_in_front(TestApp::builder(), |config| config).await;
+    let alice = Browser::new(&binary.base);
+    alice.login("alice").await;
+    let other = Browser::new(&binary.base);
+    other.login("alice").await;
+    let ended_by_user = || {
+        crate::audit::audit_events(&binary)
+            .into_iter()
+            .filter(|event| event["event"] == "sessions_ended_by_user")
+            .collect::<Vec<Value>>()
+    };
+    for call in 0..60 {
+        let response = delete(&alice, "/api/auth/sessions").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["ended"], usize::from(call == 0), "call {call}");
+    }
+    // A logout after them: once its event is in the log, theirs are too.
+    assert_eq!(alice.logout().await.0, StatusCode::OK);
+    wait_for(
+        "the logout's audit event",
+        std::time::Duration::from_secs(10),
+        || async {
+            crate::audit::audit_events(&binary)
+                .iter()
+                .any(|event| event["event"] == "logout")
+                .then_some(())
+        },
+    )
+    .await;
+    let recorded = ended_by_user();
+    let counts: Vec<&Value> = recorded
+        .iter()
+        .map(|event| &event["sessions_ended"])
+        .collect();
+    assert_eq!(
+        counts,
+        [1, 0],
+        "every end that ended something, and one line for the 59 that ended nothing: {recorded:?}"
+    );
 }
 
 /// The provider session (`sid`) of `browser`'s session.
