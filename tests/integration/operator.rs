@@ -175,3 +175,24 @@ async fn session_commands_explain_what_they_need() {
     assert_eq!(output.status.code(), Some(2), "clap: --sub is required");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--sub"));
 }
+
+#[tokio::test]
+async fn the_kill_switch_ends_sessions_an_earlier_release_filed_under_unkeyed_names() {
+    let app = TestApp::start().await;
+    let earlier = [Browser::new(&app.url), Browser::new(&app.url)];
+    for browser in &earlier {
+        browser.login("alice").await;
+    }
+    crate::my_sessions::file_as_an_earlier_release(&app, "alice", &[&earlier[0], &earlier[1]])
+        .await;
+    let since = Browser::new(&app.url);
+    since.login("alice").await;
+    let counted = report(&vestibule(&app, &["sessions", "count", "--sub", "alice"]));
+    assert_eq!(counted["sessions_of_sub"], 3, "{counted}");
+    let revoked = report(&vestibule(&app, &["sessions", "revoke", "--sub", "alice"]));
+    assert_eq!(revoked["ended"], 3, "{revoked}");
+    assert_eq!(revoked["refresh_tokens_revoked"], 3, "{revoked}");
+    for browser in earlier.iter().chain([&since]) {
+        assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
+    }
+}
