@@ -127,7 +127,8 @@ pub enum Repeats {
     /// place is a line a second, not a line a request.
     PerClientPerSecond,
     /// Once per minute per session: a provider that is down for a while is a line a minute
-    /// per waiting session, not one per request.
+    /// per waiting session, not one per request; so is a user asking again and again to end
+    /// sessions they do not have.
     PerSessionPerMinute,
 }
 

@@ -289,7 +289,8 @@ pub struct SessionSection {
     /// tracking (0 turns the cache off: every call reads Redis).
     #[serde(default = "default_local_cache_entries")]
     pub local_cache_entries: usize,
-    /// Most sessions one user may have; a login beyond it ends their least recently used.
+    /// Most sessions one user may have (1 to 1000; absent: 100); a login beyond it ends their
+    /// least recently used.
     #[serde(default)]
     pub max_per_user: Option<usize>,
     /// Keep each session's refresh token in escrow under the server keys, so sessions ended

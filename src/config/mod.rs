@@ -111,8 +111,8 @@ pub struct SessionSettings {
     pub absolute_timeout: Duration,
     /// Sealed session records each instance keeps in memory (0: no cache).
     pub local_cache_entries: usize,
-    /// Most sessions one user may have (`session.max_per_user`); `None`: no limit.
-    pub max_per_user: Option<usize>,
+    /// Most sessions one user may have (`session.max_per_user`).
+    pub max_per_user: usize,
     /// Whether refresh tokens are kept in escrow for remote revocation.
     pub refresh_token_escrow: bool,
     /// What happens on suspicious use (`session.suspicious_use`).
@@ -354,6 +354,10 @@ mod tests {
             ),
             (
                 base().replace("[session]", "[session]\nmax_per_user = 0"),
+                "session.max_per_user",
+            ),
+            (
+                base().replace("[session]", "[session]\nmax_per_user = 1001"),
                 "session.max_per_user",
             ),
             (

@@ -16,6 +16,8 @@ use super::redis;
 use super::{AuditSettings, Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
 use super::{encryption_keys, secret_files};
 use crate::oidc::SigningAlg;
+use crate::session::DEFAULT_MAX_PER_USER;
+use crate::session::store::user_index::MAX_PER_USER_LIMIT;
 use crate::traces::TraceSettings;
 use crate::upstreams::Route;
 
@@ -109,13 +111,18 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             absolute_timeout: Duration::from_secs(session.absolute_timeout_secs),
             local_cache_entries: session.local_cache_entries,
             max_per_user: match session.max_per_user {
-                Some(0) => {
+                None => DEFAULT_MAX_PER_USER,
+                Some(max @ 1..=MAX_PER_USER_LIMIT) => max,
+                Some(_) => {
                     return Err(ConfigError::new(
                         "session.max_per_user",
-                        "must be at least 1 (leave it out for no limit)",
+                        format!(
+                            "must be between 1 and {MAX_PER_USER_LIMIT} (every login of a user \
+                             costs Redis time in proportion to it; {DEFAULT_MAX_PER_USER} when \
+                             left out)"
+                        ),
                     ));
                 }
-                other => other,
             },
             refresh_token_escrow: session.refresh_token_escrow,
             suspicious_use: session.suspicious_use,

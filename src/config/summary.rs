@@ -83,9 +83,7 @@ impl Settings {
             "session.policy",
             format!(
                 "max_per_user {}, refresh_token_escrow {}, suspicious_use {}",
-                session
-                    .max_per_user
-                    .map_or("none".to_owned(), |max| max.to_string()),
+                session.max_per_user,
                 session.refresh_token_escrow,
                 match session.suspicious_use {
                     SuspiciousUseAction::Log => "log",

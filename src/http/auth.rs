@@ -309,16 +309,30 @@ pub async fn logout_link(
     ))
 }
 
-/// Ends the session for `token` as Redis holds it (for `reason`: `logout`, or
-/// `replaced_by_login`), revokes its refresh token in the background, and builds the
-/// provider's end-session URL (`None` when there was no session or the provider has no
-/// end-session endpoint).
+/// Ends the session for `cookie` as Redis holds it and revokes its refresh token (taken from
+/// the record itself, so escrow or not) in the background: how a session whose cookie is at
+/// hand ends, whoever asks (a logout, the user's own "end this session"). `None` when there
+/// was no session.
+pub(super) async fn end_by_cookie(
+    state: &AppState,
+    cookie: &SessionCookie,
+) -> Result<Option<SessionRecord>, AppError> {
+    let Some(record) = state.sessions.end(cookie).await? else {
+        return Ok(None);
+    };
+    revoke_refresh_token_of(state, &record);
+    Ok(Some(record))
+}
+
+/// Ends the session for `cookie` (see [`end_by_cookie`]) for `reason` (`logout`, or
+/// `replaced_by_login`), and builds the provider's end-session URL (`None` when there was no
+/// session or the provider has no end-session endpoint).
 async fn end_session(
     state: &AppState,
     cookie: &SessionCookie,
     reason: &'static str,
 ) -> Result<Option<String>, AppError> {
-    let Some(record) = state.sessions.end(cookie).await? else {
+    let Some(record) = end_by_cookie(state, cookie).await? else {
         return Ok(None);
     };
     metrics().sessions_ended(reason, 1);
@@ -331,7 +345,6 @@ async fn end_session(
             ..Details::default()
         },
     );
-    revoke_refresh_token_of(state, &record);
     let post_logout = state
         .public_url
         .join("/")

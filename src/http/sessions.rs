@@ -11,10 +11,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::auth::{no_store, revoke_ended};
+use super::auth::{end_by_cookie, no_store, revoke_ended};
 use super::client_address::ClientAddress;
 use super::{AppState, csrf};
-use crate::audit::{AuditEvent, Details};
+use crate::audit::{AuditEvent, Details, Repeats};
 use crate::error::AppError;
 use crate::session::ActiveSession;
 
@@ -31,21 +31,21 @@ async fn caller_session(
         .await
 }
 
-/// `GET /api/auth/sessions`: the caller's sessions, oldest first, the current one marked.
+/// `GET /api/auth/sessions`: the caller's sessions, oldest first, the current one marked: at
+/// most [`LIST_LIMIT`](crate::session::index::LIST_LIMIT) (the current one and the most
+/// recently used others), with `truncated` saying whether there may be more.
 pub async fn list_sessions(
     State(state): State<AppState>,
     Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let current = caller_session(&state, client, &headers).await?;
-    let sessions = state.sessions.list_for(&current).await?;
-    Ok(no_store(
-        Json(json!({ "sessions": sessions })).into_response(),
-    ))
+    let list = state.sessions.list_for(&current).await?;
+    Ok(no_store(Json(list).into_response()))
 }
 
-/// `DELETE /api/auth/sessions/{id}`: ends one of the caller's sessions (the current one too,
-/// which then also loses its cookie).
+/// `DELETE /api/auth/sessions/{id}`: ends one of the caller's sessions; the current one as
+/// a logout ends it, and it loses its cookie.
 pub async fn end_session(
     State(state): State<AppState>,
     Extension(ClientAddress(client)): Extension<ClientAddress>,
@@ -53,6 +53,19 @@ pub async fn end_session(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let current = caller_session(&state, client, &headers).await?;
+    if id == current.record.handle {
+        // The caller's own session: its cookie is here, so it ends as a logout ends it (its
+        // refresh token revoked from the record, whether or not it is kept in escrow).
+        if end_by_cookie(&state, &current.cookie).await?.is_none() {
+            return Err(AppError::NoSuchSession);
+        }
+        audit_ended_by_user(&state, &current, "this_session", 1);
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, state.cookies.session_removal());
+        return Ok(no_store(response));
+    }
     let ended = state
         .sessions
         .end_by_handle(&current.record.sub, &id)
@@ -60,19 +73,8 @@ pub async fn end_session(
     if revoke_ended(&state, ended) == 0 {
         return Err(AppError::NoSuchSession);
     }
-    let reason = if id == current.record.handle {
-        "this_session"
-    } else {
-        "one_session"
-    };
-    audit_ended_by_user(&state, &current, reason, 1);
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    if id == current.record.handle {
-        response
-            .headers_mut()
-            .insert(header::SET_COOKIE, state.cookies.session_removal());
-    }
-    Ok(no_store(response))
+    audit_ended_by_user(&state, &current, "one_session", 1);
+    Ok(no_store(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// `DELETE /api/auth/sessions`: ends every session of the caller's but the current one.
@@ -87,19 +89,27 @@ pub async fn end_other_sessions(
     Ok(no_store(Json(json!({ "ended": ended })).into_response()))
 }
 
-/// Records that the user of `current` ended `ended` sessions.
+/// Records that the user of `current` ended `ended` sessions. Asking to end sessions when
+/// there are none is recorded too (the user may suspect someone else has one), but at most
+/// once a minute per session: a signed-in user repeating it cannot flood the audit trail.
 fn audit_ended_by_user(state: &AppState, current: &ActiveSession, reason: &str, ended: usize) {
     crate::metrics::metrics().sessions_ended("ended_by_user", ended);
-    state.audit.record(
-        AuditEvent::SessionsEndedByUser,
-        Details {
-            sub: Some(&current.record.sub),
-            session: Some(&current.record.handle),
-            reason: Some(reason),
-            sessions_ended: Some(ended),
-            ..Details::default()
-        },
-    );
+    let details = Details {
+        sub: Some(&current.record.sub),
+        session: Some(&current.record.handle),
+        reason: Some(reason),
+        sessions_ended: Some(ended),
+        ..Details::default()
+    };
+    if ended == 0 {
+        state.audit.record_unless_repeated(
+            AuditEvent::SessionsEndedByUser,
+            details,
+            Repeats::PerSessionPerMinute,
+        );
+    } else {
+        state.audit.record(AuditEvent::SessionsEndedByUser, details);
+    }
 }
 
 /// Any other method on the sessions endpoints.

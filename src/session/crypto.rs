@@ -288,6 +288,18 @@ impl KeyRing {
         purpose_key(key.key.expose_secret(), purpose)
     }
 
+    /// [`KeyRing::derive_purpose_key`] under every key of the ring, the sealing key first: for
+    /// a purpose whose values made under an older key must still be recognised.
+    pub fn derive_purpose_keys(&self, purpose: &[u8]) -> Vec<SecretBox<[u8; 32]>> {
+        match &self.0 {
+            Keys::Single(key) => vec![purpose_key(key.key.expose_secret(), purpose)],
+            Keys::Ring(keys) => keys
+                .iter()
+                .map(|(_, key)| purpose_key(key.key.expose_secret(), purpose))
+                .collect(),
+        }
+    }
+
     /// How many keys the ring holds.
     pub fn len(&self) -> usize {
         match &self.0 {

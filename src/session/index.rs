@@ -6,13 +6,25 @@
 //! nothing that opens or reaches the record without the browser's cookie: the record's key is
 //! a hash of the cookie's id, and the record opens only with the cookie's secret. What it does
 //! hold is what the user is shown: times, a coarse device, a truncated network.
+//!
+//! A user's and a provider session's indexes are named by keyed hashes of `sub` and `sid`
+//! (see `index_names.rs`): new entries go under the current key's names, and every path here
+//! looks under all of them (older ring keys', and the unkeyed names of earlier releases), so
+//! listing, ending and the limit see every session through a key rotation and an upgrade.
+//! Work is bounded however large an index grows: "my sessions" lists at most [`LIST_LIMIT`],
+//! and a login reads at most a few hundred sessions of an index too large to read whole.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::store::user_index::{Admission, Deadline, IndexedSession, NewIndexEntry, parse_member};
-use super::store::{compact_storage_key, storage_key};
+use super::index_names::Filed;
+use super::store::storage_key;
+use super::store::user_index::{
+    Admission, Deadline, IndexedSession, NewIndexEntry, WHOLE_INDEX_FIELDS, member, parse_member,
+};
 use super::{ActiveSession, Ended, SessionRecord, Sessions, StoreError};
 use crate::clock::unix_now;
 
@@ -109,41 +121,96 @@ pub struct SessionSummary {
     pub current: bool,
 }
 
-/// A live session found in an index.
+/// "My sessions": the sessions listed (at most [`LIST_LIMIT`]) and whether the user has more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionList {
+    /// The current session and the most recently used others, oldest first.
+    pub sessions: Vec<SessionSummary>,
+    /// Whether the user may have more sessions than listed.
+    pub truncated: bool,
+}
+
+/// `session.max_per_user` when it is not set: far above what one person uses (a laptop, a
+/// phone, a tablet, a few browsers and private windows: rarely more than 20 sessions at once),
+/// with room for a shared kiosk or test account on dozens of terminals, and small enough that
+/// every login of that user costs Redis well under a millisecond (see
+/// `store/user_index.rs`). At most
+/// [`MAX_PER_USER_LIMIT`](crate::session::store::user_index::MAX_PER_USER_LIMIT).
+pub const DEFAULT_MAX_PER_USER: usize = 100;
+
+/// Most sessions "my sessions" lists: the current one and the most recently used others.
+pub const LIST_LIMIT: usize = 100;
+
+/// Most sessions read from an index too large to read whole ([`WHOLE_INDEX_FIELDS`]) when not
+/// all of them are needed: to choose what to list, to count a login against the limit.
+const PARTIAL_READ: usize = 4 * LIST_LIMIT;
+
+/// Sessions ended at once (their records deleted) by one end of many.
+const ENDS_IN_FLIGHT: usize = 32;
+
+/// A session found in a user's index (under any of the user's names).
 struct Indexed {
     handle: String,
     last_seen: u64,
     expires_at: u64,
+    ending_since: Option<u64>,
+    /// Where in the user's names (0: the current one) and in which order it was filed, as
+    /// far as the most current name holding it says.
+    filed: (usize, u64),
     entry: IndexEntry,
 }
 
-/// The index key of a user's sessions.
-pub(super) fn user_index(sub: &str) -> String {
-    compact_storage_key("user", sub.as_bytes())
+impl Indexed {
+    /// The stored session, decoded; `None` when its entry does not decode.
+    fn decode(stored: IndexedSession) -> Option<Self> {
+        Some(Self {
+            entry: serde_json::from_slice(&stored.entry).ok()?,
+            handle: stored.handle,
+            last_seen: stored.last_seen,
+            expires_at: stored.expires_at,
+            ending_since: stored.ending_since,
+            filed: (0, stored.order),
+        })
+    }
 }
 
 /// How long the marks of ends that may overtake a login in progress are kept: longer than a
 /// login takes from its code exchange to its session being filed.
 const ENDED_MARK_TTL: Duration = Duration::from_secs(900);
 
-/// The key marking that every session of `sub` was ended (its value: when, unix seconds).
-fn user_ended_key(sub: &str) -> String {
-    compact_storage_key("user-ended", sub.as_bytes())
-}
-
-/// The key marking that the provider session `sid` was ended by a back-channel logout.
-fn provider_session_ended_key(sid: &str) -> String {
-    compact_storage_key("sid-ended", sid.as_bytes())
-}
-
-/// The index key of a provider session's sessions.
-fn provider_session_index(sid: &str) -> String {
-    compact_storage_key("sid", sid.as_bytes())
+/// The filings of one session under its user's names (in the order of the names), keyed by
+/// handle: a session filed under several names is one session, as recently used as its most
+/// recent filing says.
+fn merge_filings(filings: Vec<Vec<Indexed>>) -> Vec<Indexed> {
+    let mut by_handle: HashMap<String, Indexed> = HashMap::new();
+    let filings = filings.into_iter().enumerate().flat_map(|(rank, filing)| {
+        filing.into_iter().map(move |mut indexed| {
+            indexed.filed.0 = rank;
+            indexed
+        })
+    });
+    for indexed in filings {
+        match by_handle.get_mut(&indexed.handle) {
+            Some(known) => {
+                known.last_seen = known.last_seen.max(indexed.last_seen);
+                known.ending_since = known.ending_since.or(indexed.ending_since);
+            }
+            None => {
+                by_handle.insert(indexed.handle.clone(), indexed);
+            }
+        }
+    }
+    by_handle.into_values().collect()
 }
 
 impl Sessions {
+    /// Every name `sub`'s sessions may be filed under, the current one first.
+    fn user_indexes(&self, sub: &str) -> Vec<String> {
+        self.index_names.all(Filed::User, sub)
+    }
+
     /// Files a new session in the indexes (before its record is written); returns the user's
-    /// sessions it displaced beyond `session.max_per_user`, already out of the user's index,
+    /// sessions it displaced beyond `session.max_per_user`, already marked as being ended,
     /// for [`Sessions::end_displaced`].
     pub(super) async fn index_new(
         &self,
@@ -154,11 +221,14 @@ impl Sessions {
         if record.handle.is_empty() {
             return Ok(Vec::new());
         }
-        let user_index = user_index(&record.sub);
+        let user_indexes = self.user_indexes(&record.sub);
+        let Some((current, older)) = user_indexes.split_first() else {
+            return Ok(Vec::new());
+        };
         let provider_session_index = origin
             .provider_session
             .as_deref()
-            .map(provider_session_index);
+            .map(|sid| self.index_names.current(Filed::ProviderSession, sid));
         let entry = IndexEntry {
             record_key: record_key.to_owned(),
             created_at: record.created_at,
@@ -168,28 +238,100 @@ impl Sessions {
             StoreError::Unavailable(format!("cannot encode index entry: {error}"))
         })?;
         let now = unix_now();
-        self.store
-            .index_session(
-                &NewIndexEntry {
-                    user_index: &user_index,
-                    handle: &record.handle,
-                    entry: &bytes,
-                    record_key,
-                    now,
-                    idle_deadline: Deadline::of(
-                        now,
-                        self.idle_timeout.as_secs(),
-                        record.expires_at,
-                    ),
-                    expires_at: record.expires_at,
-                    provider_session: provider_session_index.as_deref(),
-                },
-                Admission {
-                    unused_for: (self.idle_timeout + self.recent_uses.interval()).as_secs(),
-                    max_per_user: self.max_per_user,
-                },
-            )
-            .await
+        let admission = Admission {
+            unused_for: (self.idle_timeout + self.recent_uses.interval()).as_secs(),
+            max_per_user: self.max_per_user,
+        };
+        let new = NewIndexEntry {
+            user_index: current,
+            handle: &record.handle,
+            entry: &bytes,
+            record_key,
+            now,
+            idle_deadline: Deadline::of(now, self.idle_timeout.as_secs(), record.expires_at),
+            expires_at: record.expires_at,
+            provider_session: provider_session_index.as_deref(),
+        };
+        // The user's other names are asked at the same time: after an upgrade or a key
+        // rotation, sessions filed under them count against the limit too.
+        let (admitted, elsewhere) = futures_util::future::join(
+            self.store.index_session(&new, admission),
+            self.store.index_sizes(older),
+        )
+        .await;
+        let admitted = admitted?;
+        if admitted.oversized {
+            tracing::warn!(
+                fields = WHOLE_INDEX_FIELDS,
+                "a user's session index is larger than a whole read allows (filed before \
+                 session.max_per_user applied, or the limit was lowered): each login of that \
+                 user trims one page of it"
+            );
+        }
+        let mut evicted = admitted.evicted;
+        if elsewhere?.iter().any(|size| *size > 0) {
+            let beyond = self
+                .beyond_limit_across(&user_indexes, &record.handle, &evicted, admission)
+                .await?;
+            evicted.extend(beyond);
+        }
+        Ok(evicted)
+    }
+
+    /// The user's least recently used sessions beyond the limit once the sessions filed under
+    /// their other names (an earlier release's, an older key's) are counted too, not counting
+    /// `new` and those already `evicted`; marked as being ended.
+    async fn beyond_limit_across(
+        &self,
+        user_indexes: &[String],
+        new: &str,
+        evicted: &[IndexedSession],
+        admission: Admission,
+    ) -> Result<Vec<IndexedSession>, StoreError> {
+        let now = unix_now();
+        let (filed, _) = self.filed_under(user_indexes, Some(PARTIAL_READ)).await?;
+        let mut live: Vec<Indexed> = filed
+            .into_iter()
+            .filter(|indexed| {
+                indexed.handle != new
+                    && indexed.ending_since.is_none()
+                    && indexed.expires_at > now
+                    && indexed.last_seen + admission.unused_for >= now
+                    && !evicted.iter().any(|gone| gone.handle == indexed.handle)
+            })
+            .collect();
+        let excess = (live.len() + 1).saturating_sub(admission.max_per_user.max(1));
+        if excess == 0 {
+            return Ok(Vec::new());
+        }
+        // Least recently used first; used in the same second: those filed only under older
+        // names (not used since the rotation or upgrade) first, then in admission order.
+        live.sort_by(|a, b| {
+            let rank = |indexed: &Indexed| {
+                (
+                    indexed.last_seen,
+                    std::cmp::Reverse(indexed.filed.0),
+                    indexed.filed.1,
+                )
+            };
+            rank(a).cmp(&rank(b)).then_with(|| a.handle.cmp(&b.handle))
+        });
+        live.truncate(excess);
+        let handles: Vec<&str> = live.iter().map(|indexed| indexed.handle.as_str()).collect();
+        self.store.mark_ending(user_indexes, &handles, now).await?;
+        Ok(live
+            .into_iter()
+            .filter_map(|indexed| {
+                Some(IndexedSession {
+                    entry: serde_json::to_vec(&indexed.entry).ok()?,
+                    handle: indexed.handle,
+                    last_seen: indexed.last_seen,
+                    expires_at: indexed.expires_at,
+                    ending_since: Some(now),
+                    order: indexed.filed.1,
+                })
+            })
+            .collect())
     }
 
     /// Whether the session `record` is still filed in its user's index: a creation that finds
@@ -206,34 +348,42 @@ impl Sessions {
         if record.handle.is_empty() {
             return Ok(true);
         }
-        if !self
-            .store
-            .is_indexed(&user_index(&record.sub), &record.handle)
-            .await?
-        {
+        let user_index = self.index_names.current(Filed::User, &record.sub);
+        if !self.store.is_indexed(&user_index, &record.handle).await? {
             return Ok(false);
         }
         if let Some(sid) = &origin.provider_session
-            && self
-                .store
-                .get(&provider_session_ended_key(sid))
+            && !self
+                .marks(Filed::ProviderSessionEnded, sid)
                 .await?
-                .is_some()
+                .is_empty()
         {
             return Ok(false);
         }
         let ended_at = self
-            .store
-            .get(&user_ended_key(&record.sub))
+            .marks(Filed::UserEnded, &record.sub)
             .await?
-            .and_then(|value| String::from_utf8(value).ok())
-            .and_then(|value| value.parse::<u64>().ok());
+            .into_iter()
+            .filter_map(|value| String::from_utf8(value).ok()?.parse::<u64>().ok())
+            .max();
         let issued_at = record
             .claims()
             .get("iat")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(record.created_at);
         Ok(ended_at.is_none_or(|ended_at| issued_at > ended_at))
+    }
+
+    /// The values of the `marked` marks of `identifier` under each of its names (written
+    /// under the current name; an instance not yet rolled may have written an older one).
+    async fn marks(&self, marked: Filed, identifier: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let names = self.index_names.all(marked, identifier);
+        let reads = names.iter().map(|name| self.store.get(name));
+        Ok(futures_util::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// Ends sessions [`Sessions::index_new`] displaced: their records, the rest of their index
@@ -243,18 +393,8 @@ impl Sessions {
         sub: &str,
         displaced: Vec<IndexedSession>,
     ) -> Result<Ended, StoreError> {
-        let sessions = displaced
-            .into_iter()
-            .filter_map(|stored| {
-                Some(Indexed {
-                    entry: serde_json::from_slice(&stored.entry).ok()?,
-                    handle: stored.handle,
-                    last_seen: stored.last_seen,
-                    expires_at: stored.expires_at,
-                })
-            })
-            .collect();
-        self.end_indexed(&user_index(sub), sessions).await
+        let sessions = displaced.into_iter().filter_map(Indexed::decode).collect();
+        self.end_indexed(&self.user_indexes(sub), sessions).await
     }
 
     /// Files that `record`'s session was used at `at`, at most once per touch interval per
@@ -264,26 +404,108 @@ impl Sessions {
             return;
         }
         let store = self.store.clone();
-        let user_index = user_index(&record.sub);
+        let user_indexes = self.user_indexes(&record.sub);
         let handle = record.handle.clone();
         let deadline = Deadline::of(at, self.idle_timeout.as_secs(), record.expires_at);
         tokio::spawn(async move {
-            if let Err(error) = store
-                .touch_indexed_session(&user_index, &handle, at, deadline)
-                .await
-            {
-                tracing::debug!(error = %error, "could not file a session's last use");
+            // Where it is filed: under the current name, or (filed before an upgrade or a
+            // rotation) under an older one.
+            for user_index in &user_indexes {
+                match store
+                    .touch_indexed_session(user_index, &handle, at, deadline)
+                    .await
+                {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::debug!(error = %error, "could not file a session's last use");
+                        return;
+                    }
+                }
             }
         });
     }
 
-    /// The live sessions of `current`'s user, the current one marked, oldest first.
-    pub async fn list_for(
-        &self,
-        current: &ActiveSession,
-    ) -> Result<Vec<SessionSummary>, StoreError> {
-        let live = self.live_sessions_of(&current.record.sub, false).await?;
-        let mut summaries: Vec<SessionSummary> = live
+    /// Files `record`'s session under its user's current names too, when it was filed under
+    /// an older key's (it was just read under an older key, and may be sealed under the
+    /// current one at any moment: once that key is removed, only the current names are
+    /// looked up). At most once per touch interval per session on this instance.
+    pub(super) async fn refile(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        if record.handle.is_empty() || !self.refiled.due(&record.handle, unix_now()) {
+            return Ok(());
+        }
+        let user_indexes = self.user_indexes(&record.sub);
+        let Some((current, older)) = user_indexes.split_first() else {
+            return Ok(());
+        };
+        let handle = [record.handle.clone()];
+        let keep_for = record.expires_at.saturating_sub(unix_now());
+        let mut filed = self.store.sessions_filed(current, &handle).await?;
+        if filed.is_empty() {
+            for user_index in older {
+                filed = self.store.sessions_filed(user_index, &handle).await?;
+                if !filed.is_empty() {
+                    break;
+                }
+            }
+            let copies: Vec<(IndexedSession, String)> = filed
+                .iter()
+                .filter_map(|stored| {
+                    let entry: IndexEntry = serde_json::from_slice(&stored.entry).ok()?;
+                    Some((stored.clone(), entry.record_key))
+                })
+                .collect();
+            self.store
+                .merge_indexed_sessions(current, &copies, keep_for)
+                .await?;
+        }
+        if let Some(sid) = record.claims().get("sid").and_then(|sid| sid.as_str()) {
+            self.store
+                .add_to_provider_session(
+                    &self.index_names.current(Filed::ProviderSession, sid),
+                    &member(current, &record.handle),
+                    keep_for,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The live sessions of `current`'s user (at most [`LIST_LIMIT`]: the current one and the
+    /// most recently used others), oldest first, the current one marked.
+    pub async fn list_for(&self, current: &ActiveSession) -> Result<SessionList, StoreError> {
+        let user_indexes = self.user_indexes(&current.record.sub);
+        let (mut filed, complete) = self.filed_under(&user_indexes, Some(PARTIAL_READ)).await?;
+        if !filed
+            .iter()
+            .any(|indexed| indexed.handle == current.record.handle)
+        {
+            // Not in the part of a large index that was read: the caller's own is always listed.
+            filed.extend(
+                self.filings_of(&user_indexes, std::slice::from_ref(&current.record.handle))
+                    .await?,
+            );
+        }
+        // The current session first, then the most recently used: checked (and listed) in
+        // that order, a round at a time, until the list is full.
+        filed.sort_by(|a, b| {
+            let rank = |indexed: &Indexed| {
+                (
+                    indexed.handle != current.record.handle,
+                    std::cmp::Reverse(indexed.last_seen),
+                )
+            };
+            rank(a).cmp(&rank(b)).then_with(|| a.handle.cmp(&b.handle))
+        });
+        let mut unchecked = filed.into_iter().peekable();
+        let mut live = Vec::new();
+        while live.len() < LIST_LIMIT && unchecked.peek().is_some() {
+            let round: Vec<Indexed> = unchecked.by_ref().take(LIST_LIMIT).collect();
+            live.extend(self.live_among(&user_indexes, round, false).await?);
+        }
+        let truncated = !complete || live.len() > LIST_LIMIT || unchecked.peek().is_some();
+        live.truncate(LIST_LIMIT);
+        let mut sessions: Vec<SessionSummary> = live
             .into_iter()
             .map(|indexed| SessionSummary {
                 current: indexed.handle == current.record.handle,
@@ -294,31 +516,31 @@ impl Sessions {
                 network: indexed.entry.origin.network,
             })
             .collect();
-        summaries.sort_by_key(|summary| (summary.created_at, summary.id.clone()));
-        Ok(summaries)
+        sessions.sort_by_key(|summary| (summary.created_at, summary.id.clone()));
+        Ok(SessionList {
+            sessions,
+            truncated,
+        })
     }
 
     /// Ends the session `handle` of `sub`'s user (`count` 0 if that user has no such session).
     pub async fn end_by_handle(&self, sub: &str, handle: &str) -> Result<Ended, StoreError> {
-        let found: Vec<Indexed> = self
-            .live_sessions_of(sub, false)
-            .await?
-            .into_iter()
-            .filter(|indexed| indexed.handle == handle)
-            .collect();
-        self.end_indexed(&user_index(sub), found).await
+        let user_indexes = self.user_indexes(sub);
+        let filed = self.filings_of(&user_indexes, &[handle.to_owned()]).await?;
+        let found = self.live_among(&user_indexes, filed, false).await?;
+        self.end_indexed(&user_indexes, found).await
     }
 
     /// Ends every session of `current`'s user but `current`.
     pub async fn end_others(&self, current: &ActiveSession) -> Result<Ended, StoreError> {
-        let sub = &current.record.sub;
+        let user_indexes = self.user_indexes(&current.record.sub);
         let others: Vec<Indexed> = self
-            .live_sessions_of(sub, true)
+            .all_live_under(&user_indexes)
             .await?
             .into_iter()
             .filter(|indexed| indexed.handle != current.record.handle)
             .collect();
-        self.end_indexed(&user_index(sub), others).await
+        self.end_indexed(&user_indexes, others).await
     }
 
     /// Ends every session of `sub`.
@@ -328,13 +550,14 @@ impl Sessions {
         let now = unix_now();
         self.store
             .put(
-                &user_ended_key(sub),
+                &self.index_names.current(Filed::UserEnded, sub),
                 now.to_string().as_bytes(),
                 ENDED_MARK_TTL,
             )
             .await?;
-        let all = self.live_sessions_of(sub, true).await?;
-        self.end_indexed(&user_index(sub), all).await
+        let user_indexes = self.user_indexes(sub);
+        let all = self.all_live_under(&user_indexes).await?;
+        self.end_indexed(&user_indexes, all).await
     }
 
     /// Ends the sessions created in the provider session `sid` (only those of `sub`, when
@@ -346,35 +569,48 @@ impl Sessions {
     ) -> Result<Ended, StoreError> {
         // A login in this provider session still on its way to the index is ended too.
         self.store
-            .put(&provider_session_ended_key(sid), b"1", ENDED_MARK_TTL)
+            .put(
+                &self.index_names.current(Filed::ProviderSessionEnded, sid),
+                b"1",
+                ENDED_MARK_TTL,
+            )
             .await?;
-        let members = self
-            .store
-            .provider_session_members(&provider_session_index(sid))
-            .await?;
-        let expected_user = sub.map(user_index);
-        let mut by_user: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let indexes = self.index_names.all(Filed::ProviderSession, sid);
+        let reads = indexes
+            .iter()
+            .map(|index| self.store.provider_session_members(index));
+        let members: HashSet<String> = futures_util::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let expected_user = sub.map(|sub| self.user_indexes(sub));
+        // Each session with the names it is filed under (several, after a rotation).
+        let mut filed_as: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for member in &members {
-            let Some((user, handle)) = parse_member(member) else {
+            let Some((user_index, handle)) = parse_member(member) else {
                 continue;
             };
             if expected_user
                 .as_ref()
-                .is_some_and(|expected| *expected != user)
+                .is_some_and(|expected| !expected.contains(&user_index))
             {
                 continue;
             }
-            by_user.entry(user).or_default().push(handle);
+            filed_as.entry(handle).or_default().push(user_index);
+        }
+        // Sessions filed under the same names are ended together (one user's, usually all).
+        let mut by_names: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+        for (handle, mut user_indexes) in filed_as {
+            user_indexes.sort();
+            let names = expected_user.clone().unwrap_or(user_indexes);
+            by_names.entry(names).or_default().push(handle);
         }
         let mut ended = Ended::default();
-        for (user, handles) in by_user {
-            let sessions: Vec<Indexed> = self
-                .live_in_index(&user, true)
-                .await?
-                .into_iter()
-                .filter(|indexed| handles.contains(&indexed.handle))
-                .collect();
-            let these = self.end_indexed(&user, sessions).await?;
+        for (user_indexes, handles) in by_names {
+            let filed = self.filings_of(&user_indexes, &handles).await?;
+            let sessions = self.live_among(&user_indexes, filed, true).await?;
+            let these = self.end_indexed(&user_indexes, sessions).await?;
             ended.count += these.count;
             ended.refresh_tokens.extend(these.refresh_tokens);
         }
@@ -390,39 +626,77 @@ impl Sessions {
 
     /// How many sessions `sub` has.
     pub async fn count_of(&self, sub: &str) -> Result<usize, StoreError> {
-        Ok(self.live_sessions_of(sub, false).await?.len())
+        let user_indexes = self.user_indexes(sub);
+        let (filed, _) = self.filed_under(&user_indexes, None).await?;
+        Ok(self.live_among(&user_indexes, filed, false).await?.len())
     }
 
-    async fn live_sessions_of(
-        &self,
-        sub: &str,
-        include_pending: bool,
-    ) -> Result<Vec<Indexed>, StoreError> {
-        self.live_in_index(&user_index(sub), include_pending).await
+    /// Every session filed under `user_indexes` whose record exists or that is still being
+    /// created (the paths that end sessions end those too).
+    async fn all_live_under(&self, user_indexes: &[String]) -> Result<Vec<Indexed>, StoreError> {
+        let (filed, _) = self.filed_under(user_indexes, None).await?;
+        self.live_among(user_indexes, filed, true).await
     }
 
-    /// The sessions of the index `user_index` whose record still exists (and, with
-    /// `include_pending`, those still being created); entries of ended sessions are removed on
-    /// the way.
-    async fn live_in_index(
+    /// The sessions filed under any of `user_indexes` (each once), reading at most
+    /// `at_most` from each index too large to read whole; and whether that is all of them.
+    /// Entries that do not decode are removed on the way.
+    async fn filed_under(
         &self,
-        user_index: &str,
-        include_pending: bool,
-    ) -> Result<Vec<Indexed>, StoreError> {
-        let stored = self.store.indexed_sessions(user_index).await?;
-        let mut candidates = Vec::with_capacity(stored.len());
+        user_indexes: &[String],
+        at_most: Option<usize>,
+    ) -> Result<(Vec<Indexed>, bool), StoreError> {
+        let reads = user_indexes
+            .iter()
+            .map(|user_index| self.store.indexed_sessions(user_index, at_most));
+        let mut complete = true;
+        let mut filings = Vec::with_capacity(user_indexes.len());
         let mut unreadable = Vec::new();
-        for stored in stored {
-            match serde_json::from_slice::<IndexEntry>(&stored.entry) {
-                Ok(entry) => candidates.push(Indexed {
-                    handle: stored.handle,
-                    last_seen: stored.last_seen,
-                    expires_at: stored.expires_at,
-                    entry,
-                }),
-                Err(_) => unreadable.push(stored.handle),
+        for (stored, all) in futures_util::future::try_join_all(reads).await? {
+            complete &= all;
+            let mut filing = Vec::with_capacity(stored.len());
+            for stored in stored {
+                let handle = stored.handle.clone();
+                match Indexed::decode(stored) {
+                    Some(indexed) => filing.push(indexed),
+                    None => unreadable.push(handle),
+                }
             }
+            filings.push(filing);
         }
+        let unreadable: Vec<&str> = unreadable.iter().map(String::as_str).collect();
+        self.store
+            .unindex_sessions(user_indexes, &unreadable, &[])
+            .await?;
+        Ok((merge_filings(filings), complete))
+    }
+
+    /// The sessions `handles` as filed under any of `user_indexes` (each once).
+    async fn filings_of(
+        &self,
+        user_indexes: &[String],
+        handles: &[String],
+    ) -> Result<Vec<Indexed>, StoreError> {
+        let reads = user_indexes
+            .iter()
+            .map(|user_index| self.store.sessions_filed(user_index, handles));
+        let filings = futures_util::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .map(|stored| stored.into_iter().filter_map(Indexed::decode).collect())
+            .collect();
+        Ok(merge_filings(filings))
+    }
+
+    /// Those of `candidates` whose record still exists (and, with `include_pending`, those
+    /// still being created), all filed under `user_indexes`; entries of ended sessions are
+    /// removed on the way.
+    async fn live_among(
+        &self,
+        user_indexes: &[String],
+        candidates: Vec<Indexed>,
+        include_pending: bool,
+    ) -> Result<Vec<Indexed>, StoreError> {
         let keys: Vec<String> = candidates
             .iter()
             .map(|indexed| indexed.entry.record_key.clone())
@@ -439,20 +713,22 @@ impl Sessions {
             .partition(|(indexed, exists)| {
                 indexed.expires_at > now && (*exists || pending(indexed))
             });
-        let mut removed: Vec<(&str, Option<&str>)> = stale
+        let removed: Vec<&str> = stale
             .iter()
-            .map(|(indexed, _)| (indexed.handle.as_str(), None))
+            .map(|(indexed, _)| indexed.handle.as_str())
             .collect();
-        removed.extend(unreadable.iter().map(|handle| (handle.as_str(), None)));
-        self.store.unindex_sessions(user_index, &removed).await?;
+        self.store
+            .unindex_sessions(user_indexes, &removed, &[])
+            .await?;
         Ok(live.into_iter().map(|(indexed, _)| indexed).collect())
     }
 
     /// Deletes the records of `sessions` (every instance's cache drops them as for a logout)
-    /// and their index entries, and takes their escrowed refresh tokens.
+    /// and their entries under every one of `user_indexes`, and takes their escrowed refresh
+    /// tokens.
     async fn end_indexed(
         &self,
-        user_index: &str,
+        user_indexes: &[String],
         sessions: Vec<Indexed>,
     ) -> Result<Ended, StoreError> {
         let mut ended = Ended::default();
@@ -463,22 +739,31 @@ impl Sessions {
             .map(|indexed| indexed.handle.as_str())
             .collect();
         self.store
-            .mark_ending(user_index, &handles, unix_now())
+            .mark_ending(user_indexes, &handles, unix_now())
             .await?;
-        for indexed in &sessions {
-            let key = &indexed.entry.record_key;
+        // Many at once (a kill switch on a large index), a bounded number in flight.
+        let store = &self.store;
+        let keys: Vec<String> = sessions
+            .iter()
+            .map(|indexed| indexed.entry.record_key.clone())
+            .collect();
+        let takes = futures_util::stream::iter(keys.into_iter().map(|key| async move {
+            let value = store.take(&key).await?;
+            Ok::<_, StoreError>((key, value))
+        }))
+        .buffer_unordered(ENDS_IN_FLIGHT);
+        let taken: Vec<(String, Option<Vec<u8>>)> = takes.try_collect().await?;
+        for (key, value) in taken {
             ended.count += 1;
-            if let Some(value) = self.store.take(key).await?
-                && let Some(token) = self.escrowed_token(key, &value)
+            if let Some(value) = value
+                && let Some(token) = self.escrowed_token(&key, &value)
             {
                 ended.refresh_tokens.push(token);
             }
         }
-        let removed: Vec<(&str, Option<&str>)> = sessions
-            .iter()
-            .map(|indexed| (indexed.handle.as_str(), None))
-            .collect();
-        self.store.unindex_sessions(user_index, &removed).await?;
+        self.store
+            .unindex_sessions(user_indexes, &handles, &[])
+            .await?;
         Ok(ended)
     }
 
@@ -488,17 +773,18 @@ impl Sessions {
         if record.handle.is_empty() {
             return;
         }
-        let user_index = user_index(&record.sub);
-        let provider_session = record
+        let provider_sessions = record
             .claims()
             .get("sid")
             .and_then(serde_json::Value::as_str)
-            .map(provider_session_index);
+            .map(|sid| self.index_names.all(Filed::ProviderSession, sid))
+            .unwrap_or_default();
         if let Err(error) = self
             .store
             .unindex_sessions(
-                &user_index,
-                &[(record.handle.as_str(), provider_session.as_deref())],
+                &self.user_indexes(&record.sub),
+                &[record.handle.as_str()],
+                &provider_sessions,
             )
             .await
         {
@@ -507,7 +793,8 @@ impl Sessions {
     }
 }
 
-/// The key that remembers an accepted logout token's `jti`.
+/// The key that remembers an accepted logout token's `jti` (a random token id, unlike `sub`
+/// and `sid`: a plain hash confirms nothing worth hiding).
 fn logout_token_key(jti: &str) -> String {
     storage_key("logout-token", jti.as_bytes())
 }

@@ -7,6 +7,7 @@ pub mod cookie_value;
 pub mod crypto;
 pub mod escrow;
 pub mod index;
+mod index_names;
 pub mod login;
 pub mod record;
 mod signing_algs;
@@ -18,7 +19,7 @@ use tracing::Instrument;
 pub use cookie_value::SessionCookie;
 pub use crypto::{KeyId, KeyRing, MasterKey};
 pub use escrow::{Ended, EndedRefreshToken};
-pub use index::{SessionOrigin, SessionSummary};
+pub use index::{DEFAULT_MAX_PER_USER, SessionList, SessionOrigin, SessionSummary};
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
 pub use store::{Displaced, Freshness, PendingLimits, Store, StoreError};
@@ -90,7 +91,9 @@ pub struct Sessions {
     absolute_timeout: Duration,
     recent_uses: crate::clock::OncePerInterval,
     refresh_token_escrow: bool,
-    max_per_user: Option<usize>,
+    max_per_user: usize,
+    index_names: index_names::IndexNames,
+    refiled: crate::clock::OncePerInterval,
     /// The ID-token signing algorithms this instance wrote to the shared set lately.
     algs_written: crate::clock::OncePerInterval,
 }
@@ -110,24 +113,30 @@ impl Sessions {
         idle_timeout: Duration,
         absolute_timeout: Duration,
     ) -> Self {
+        let keys = keys.into();
         Self {
+            index_names: index_names::IndexNames::from_ring(&keys),
             store,
-            keys: keys.into(),
+            keys,
             idle_timeout,
             absolute_timeout,
             recent_uses: crate::clock::OncePerInterval::new(
                 use_filing_interval(idle_timeout),
                 index::RECENT_USES,
             ),
+            refiled: crate::clock::OncePerInterval::new(
+                use_filing_interval(idle_timeout),
+                index::RECENT_USES,
+            ),
             refresh_token_escrow: true,
-            max_per_user: None,
+            max_per_user: DEFAULT_MAX_PER_USER,
             algs_written: signing_algs::memo(),
         }
     }
 
-    /// Caps the sessions one user may have (`session.max_per_user`; see
-    /// [`Sessions::enforce_limit`]).
-    pub fn with_max_per_user(mut self, max_per_user: Option<usize>) -> Self {
+    /// Caps the sessions one user may have (`session.max_per_user`, at least 1; see
+    /// [`Sessions::create_within_limit`]).
+    pub fn with_max_per_user(mut self, max_per_user: usize) -> Self {
         self.max_per_user = max_per_user;
         self
     }
@@ -251,6 +260,11 @@ impl Sessions {
         let Some((record, current)) = self.open_record(cookie, &key, &read.sealed) else {
             return Ok(None);
         };
+        if !current {
+            // Before anything seals it under the current key: filed under the current key's
+            // names too, so it is still found once the older key is removed.
+            self.refile(&record).await?;
+        }
         let now = unix_now();
         if now >= record.expires_at {
             self.store.delete(&key).await?;

@@ -298,7 +298,7 @@ fn with_refresh_token(mut record: SessionRecord, token: &str) -> SessionRecord {
 
 #[tokio::test]
 async fn a_login_beyond_the_limit_ends_the_least_recently_used_and_hands_back_its_refresh_token() {
-    let sessions = sessions(60, 600).with_max_per_user(Some(2));
+    let sessions = sessions(60, 600).with_max_per_user(2);
     let origin = SessionOrigin::default();
     // Creates a session with this refresh token: its cookie and the sessions it displaced.
     let login = |refresh_token: &'static str| {
@@ -318,7 +318,9 @@ async fn a_login_beyond_the_limit_ends_the_least_recently_used_and_hands_back_it
     sessions
         .store
         .touch_indexed_session(
-            &index::user_index("alice"),
+            &sessions
+                .index_names
+                .current(index_names::Filed::User, "alice"),
             &first.handle,
             unix_now() + 5,
             crate::session::store::user_index::Deadline::of(unix_now() + 5, 60, u64::MAX),
@@ -338,7 +340,7 @@ async fn a_login_beyond_the_limit_ends_the_least_recently_used_and_hands_back_it
         assert!(sessions.load(kept).await.unwrap().is_some());
     }
     let current = sessions.load(&third_cookie).await.unwrap().unwrap();
-    assert_eq!(sessions.list_for(&current).await.unwrap().len(), 2);
+    assert_eq!(sessions.list_for(&current).await.unwrap().sessions.len(), 2);
 }
 
 #[tokio::test]
@@ -536,4 +538,176 @@ async fn a_refresh_token_escrowed_for_one_record_does_not_open_in_another() {
             .is_none()
     );
     assert!(sessions.escrowed_token(&key, &into).is_some());
+}
+
+#[tokio::test]
+async fn logins_in_the_same_second_never_evict_the_newest() {
+    // Every login here lands in the same second or the next, so last-use seconds tie: the
+    // sessions admitted last must survive, round after round, never the older one left.
+    let sessions = sessions(60, 600).with_max_per_user(2);
+    let mut cookies = Vec::new();
+    for round in 0..40 {
+        let created = sessions
+            .create_within_limit(&record(unix_now() + 600), &SessionOrigin::default())
+            .await
+            .unwrap();
+        cookies.push(created.cookie.expect("the login being admitted survives"));
+        assert_eq!(created.displaced.count, usize::from(round >= 2));
+        for (at, cookie) in cookies.iter().enumerate() {
+            let newest_two = at + 2 >= cookies.len();
+            assert_eq!(
+                sessions.load(cookie).await.unwrap().is_some(),
+                newest_two,
+                "round {round}: session {at} of {}",
+                cookies.len()
+            );
+        }
+    }
+}
+
+/// A record of alice's created in the provider session `sid` (its ID token names it).
+fn record_in(sid: &str) -> SessionRecord {
+    use base64::Engine;
+    let mut record = record(unix_now() + 600);
+    let claims = serde_json::json!({ "sub": "alice", "sid": sid });
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+    record.tokens.id_token = format!("h.{payload}.s").as_str().into();
+    record
+}
+
+fn in_provider_session(sid: &str) -> SessionOrigin {
+    SessionOrigin {
+        provider_session: Some(sid.into()),
+        ..SessionOrigin::default()
+    }
+}
+
+/// How many sessions "my sessions" shows the user of `cookie`.
+async fn listed(sessions: &Sessions, cookie: &SessionCookie) -> usize {
+    let current = sessions.load(cookie).await.unwrap().unwrap();
+    sessions.list_for(&current).await.unwrap().sessions.len()
+}
+
+#[tokio::test]
+async fn a_users_sessions_stay_listed_and_endable_through_a_key_rotation() {
+    let store = Store::memory();
+    let steps = [
+        ring_sessions(&store, &[("k1", 1)]).with_max_per_user(3),
+        ring_sessions(&store, &[("k1", 1), ("k2", 2)]).with_max_per_user(3),
+        ring_sessions(&store, &[("k2", 2), ("k1", 1)]).with_max_per_user(3),
+        ring_sessions(&store, &[("k2", 2)]).with_max_per_user(3),
+    ];
+    // [k1]: filed under k1's names.
+    let first = steps[0]
+        .create(&record_in("op-1"), &in_provider_session("op-1"))
+        .await
+        .unwrap();
+    let second = steps[0]
+        .create(&record_in("op-2"), &in_provider_session("op-2"))
+        .await
+        .unwrap();
+    // [k1, k2], then [k2, k1]: new sessions are filed under k2's names; both are used, so
+    // they are re-sealed under k2 and filed under k2's names too.
+    let third = steps[1]
+        .create(&record_in("op-3"), &in_provider_session("op-3"))
+        .await
+        .unwrap();
+    assert_eq!(listed(&steps[2], &first).await, 3);
+    let fourth = steps[2]
+        .create(&record_in("op-4"), &in_provider_session("op-4"))
+        .await
+        .unwrap();
+    // The limit (3) counts the sessions filed under k1's names: the least recently used
+    // ends, the one not used since k2 began to seal (the first was used just now).
+    assert!(steps[2].load(&second).await.unwrap().is_none());
+    for cookie in [&first, &third] {
+        assert!(steps[2].load(cookie).await.unwrap().is_some());
+    }
+    // [k2]: k1 is gone; every session still listed, ended by `sid`, by handle, by `sub`.
+    let last = &steps[3];
+    assert_eq!(listed(last, &fourth).await, 3);
+    assert_eq!(
+        last.end_provider_session("op-1", None).await.unwrap().count,
+        1
+    );
+    assert!(last.load(&first).await.unwrap().is_none());
+    let third_id = last.load(&third).await.unwrap().unwrap().record.handle;
+    assert_eq!(
+        last.end_by_handle("alice", &third_id).await.unwrap().count,
+        1
+    );
+    assert_eq!(last.count_of("alice").await.unwrap(), 1);
+    assert_eq!(last.end_all_of("alice").await.unwrap().count, 1);
+    assert!(last.load(&fourth).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sessions_filed_under_the_unkeyed_names_of_earlier_releases_are_still_found() {
+    use crate::session::store::compact_storage_key;
+    use crate::session::store::user_index::member;
+    let sessions = sessions(60, 600).with_max_per_user(2);
+    let keyed = sessions
+        .index_names
+        .current(index_names::Filed::User, "alice");
+    let legacy = compact_storage_key("user", b"alice");
+    // Two sessions filed as an earlier release filed them: under SHA-256 of sub and sid.
+    let mut earlier = Vec::new();
+    for sid in ["op-1", "op-2"] {
+        let record = record_in(sid);
+        let cookie = sessions
+            .create(&record, &in_provider_session(sid))
+            .await
+            .unwrap();
+        let (filed, _) = sessions.store.indexed_sessions(&keyed, None).await.unwrap();
+        let filed: Vec<_> = filed
+            .into_iter()
+            .filter(|stored| stored.handle == record.handle)
+            .map(|stored| (stored, cookie.storage_key()))
+            .collect();
+        sessions
+            .store
+            .merge_indexed_sessions(&legacy, &filed, 600)
+            .await
+            .unwrap();
+        sessions
+            .store
+            .add_to_provider_session(
+                &compact_storage_key("sid", sid.as_bytes()),
+                &member(&legacy, &record.handle),
+                600,
+            )
+            .await
+            .unwrap();
+        sessions
+            .store
+            .unindex_sessions(
+                std::slice::from_ref(&keyed),
+                &[record.handle.as_str()],
+                &[sessions
+                    .index_names
+                    .current(index_names::Filed::ProviderSession, sid)],
+            )
+            .await
+            .unwrap();
+        earlier.push((cookie, record.handle));
+    }
+    assert_eq!(sessions.count_of("alice").await.unwrap(), 2, "found");
+    // A new login counts them against the limit (2): the least recent one ends.
+    let new = sessions
+        .create(&record_in("op-3"), &in_provider_session("op-3"))
+        .await
+        .unwrap();
+    assert!(sessions.load(&earlier[0].0).await.unwrap().is_none());
+    assert_eq!(listed(&sessions, &new).await, 2);
+    // Ended by its provider session, found through the unkeyed provider-session index.
+    assert_eq!(
+        sessions
+            .end_provider_session("op-2", None)
+            .await
+            .unwrap()
+            .count,
+        1
+    );
+    assert!(sessions.load(&earlier[1].0).await.unwrap().is_none());
+    assert_eq!(listed(&sessions, &new).await, 1);
 }

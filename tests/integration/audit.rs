@@ -19,7 +19,7 @@ async fn stack(audit_toml: &str) -> (TestApp, VestibuleProcess, std::path::PathB
 }
 
 /// The binary's audit events so far.
-fn audit_events(binary: &VestibuleProcess) -> Vec<Value> {
+pub(crate) fn audit_events(binary: &VestibuleProcess) -> Vec<Value> {
     binary
         .log_events()
         .into_iter()

@@ -26,7 +26,10 @@ async fn wait_until_ended(browser: &Browser, what: &str) {
 }
 
 /// Posts a logout token as the provider does.
-async fn post_logout_token(base: &str, token: &str) -> (StatusCode, Option<String>, Value) {
+pub(crate) async fn post_logout_token(
+    base: &str,
+    token: &str,
+) -> (StatusCode, Option<String>, Value) {
     let response = reqwest::Client::new()
         .post(format!("{base}/api/auth/backchannel-logout"))
         .form(&[("logout_token", token)])
@@ -219,8 +222,7 @@ async fn logout_tokens_under_an_algorithm_this_client_does_not_receive_are_refus
 }
 
 #[tokio::test]
-async fn until_a_refresh_teaches_the_algorithm_the_providers_asymmetric_ones_stand_in_never_hs()
-{
+async fn until_a_refresh_teaches_the_algorithm_the_providers_asymmetric_ones_stand_in_never_hs() {
     // The provider lists ES256 and HS256 too, but signs this client's ID tokens with RS256.
     let mut app = TestApp::builder()
         .provider_also_supports("ES256,HS256")
@@ -257,7 +259,11 @@ async fn until_a_refresh_teaches_the_algorithm_the_providers_asymmetric_ones_sta
     // session here, so that alice's survives to be tested below).
     let es = token("ES256", "provider", "bob", "es-before").await;
     let (status, _, body) = post_logout_token(&app.url, &es).await;
-    assert_eq!(status, StatusCode::OK, "the provider's ES256 stands in: {body}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the provider's ES256 stands in: {body}"
+    );
     assert!(alive(&alice).await);
 
     // A call through the other instance (which wrote nothing yet) refreshes the session; the
@@ -322,6 +328,28 @@ async fn a_token_naming_only_sub_ends_all_of_that_users_sessions() {
         assert!(!alive(browser).await);
     }
     assert!(alive(&bob).await);
+}
+
+#[tokio::test]
+async fn a_token_naming_only_sub_also_ends_sessions_an_earlier_release_filed_under_unkeyed_names() {
+    let app = TestApp::start().await;
+    let earlier = [Browser::new(&app.url), Browser::new(&app.url)];
+    for browser in &earlier {
+        browser.login("alice").await;
+    }
+    crate::my_sessions::file_as_an_earlier_release(&app, "alice", &[&earlier[0], &earlier[1]])
+        .await;
+    let since = Browser::new(&app.url);
+    since.login("alice").await;
+    let token = app
+        .provider
+        .logout_token_for_sub("alice", "earlier-sub-1")
+        .await;
+    let (status, _, _) = post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    for browser in earlier.iter().chain([&since]) {
+        assert!(!alive(browser).await);
+    }
 }
 
 #[tokio::test]

@@ -12,11 +12,11 @@ use crate::harness::{Browser, ENCRYPTION_KEY, TestApp, free_port, spawn_vestibul
 
 /// The first byte of a record labelled with its key id (see `session::crypto`).
 const LABEL_MARKER: u8 = 0xA5;
-const K1: &str = "c2l4dGVlbiBieXRlcyBvZiBrMXNpeHRlZW4gYnl0ZXM=";
-const K2: &str = "azIgaXMgdGhlIG5ldyBrZXksIDMyIGJ5dGVzIGxvbmc=";
+pub(crate) const K1: &str = "c2l4dGVlbiBieXRlcyBvZiBrMXNpeHRlZW4gYnl0ZXM=";
+pub(crate) const K2: &str = "azIgaXMgdGhlIG5ldyBrZXksIDMyIGJ5dGVzIGxvbmc=";
 
 /// `session.encryption_keys` for `(id, key)` entries, the first sealing.
-fn ring(entries: &[(&str, &str)]) -> String {
+pub(crate) fn ring(entries: &[(&str, &str)]) -> String {
     let entries: Vec<String> = entries
         .iter()
         .map(|(id, key)| format!("{{ id = \"{id}\", key = \"{key}\" }}"))
@@ -25,7 +25,7 @@ fn ring(entries: &[(&str, &str)]) -> String {
 }
 
 /// `app`'s configuration on `port` with the single key replaced by `keys`.
-fn config(app: &TestApp, port: u16, keys: &str) -> String {
+pub(crate) fn config(app: &TestApp, port: u16, keys: &str) -> String {
     let single = format!("encryption_key = \"{ENCRYPTION_KEY}\"");
     let config = app.config_listening_on(port);
     assert!(config.contains(&single));
@@ -33,7 +33,7 @@ fn config(app: &TestApp, port: u16, keys: &str) -> String {
 }
 
 /// `url` sent to `instance` instead (the load balancer's choice, made by the test).
-fn on_instance(url: &Url, instance: &str) -> Url {
+pub(crate) fn on_instance(url: &Url, instance: &str) -> Url {
     let mut moved = url.clone();
     moved
         .set_port(Url::parse(instance).unwrap().port())
@@ -55,7 +55,7 @@ async fn start_login(instance: &str, public: &str, user: &str) -> (Browser, Url)
 }
 
 /// Logs `user` in entirely on `instance`; returns the session cookie.
-async fn login_on(instance: &str, public: &str, user: &str) -> String {
+pub(crate) async fn login_on(instance: &str, public: &str, user: &str) -> String {
     let (browser, callback) = start_login(instance, public, user).await;
     let response = browser.get(callback.as_str()).await;
     assert_eq!(
@@ -68,7 +68,7 @@ async fn login_on(instance: &str, public: &str, user: &str) -> String {
 
 /// Asserts that `session` calls the API through `instance` (the upstream introspects the
 /// token), and reads the user there.
-async fn works_on(instance: &str, session: &str, what: &str) {
+pub(crate) async fn works_on(instance: &str, session: &str, what: &str) {
     let browser = Browser::with_session(instance, session);
     let response = browser.api_get("/api/orders/rotation").await;
     assert_eq!(response.status(), StatusCode::OK, "{what} on {instance}");
@@ -78,7 +78,7 @@ async fn works_on(instance: &str, session: &str, what: &str) {
 }
 
 /// Asserts that `session` has ended on `instance`: 401 with the JSON an SPA expects.
-async fn ended_on(instance: &str, session: &str, what: &str) {
+pub(crate) async fn ended_on(instance: &str, session: &str, what: &str) {
     let response = Browser::with_session(instance, session)
         .api_get("/api/orders/rotation")
         .await;

@@ -1,18 +1,23 @@
 //! "My sessions": a user lists their sessions (never a cookie, never another user's), ends one
 //! from another device or all but the current one, on two instances; the index stays right
 //! under concurrent logins and logouts on both, survives a Redis restart, and works on the
-//! in-memory store.
+//! in-memory store. Its Redis keys do not confirm a guessed user or provider session, and a
+//! user's sessions stay listed and endable through a key rotation and after an upgrade from
+//! the unkeyed names an earlier release wrote.
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use vestibule::session::store::compact_storage_key;
 
-use crate::harness::{Browser, TestApp, unix_now, wait_for};
+use crate::harness::binary::binary_in_front;
+use crate::harness::{Browser, TestApp, free_port, spawn_vestibule, unix_now, wait_for};
+use crate::key_rotation::{K1, K2, config, ended_on, login_on, on_instance, ring, works_on};
 
 const LAPTOP: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0";
 const PHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 
 /// `GET /api/auth/sessions`: the list (panics unless 200).
-async fn sessions_of(browser: &Browser) -> Vec<Value> {
+pub(crate) async fn sessions_of(browser: &Browser) -> Vec<Value> {
     let response = browser.api_get("/api/auth/sessions").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["cache-control"], "no-store");
@@ -32,7 +37,7 @@ fn current_id(sessions: &[Value]) -> String {
 }
 
 /// `DELETE` with the anti-forgery header.
-async fn delete(browser: &Browser, path: &str) -> reqwest::Response {
+pub(crate) async fn delete(browser: &Browser, path: &str) -> reqwest::Response {
     browser
         .http()
         .delete(browser.url(path))
@@ -42,7 +47,7 @@ async fn delete(browser: &Browser, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn alive(browser: &Browser) -> bool {
+pub(crate) async fn alive(browser: &Browser) -> bool {
     browser.user().await.0 == StatusCode::OK
 }
 
@@ -402,4 +407,401 @@ async fn a_login_beyond_max_per_user_ends_the_least_recently_used_and_revokes_it
     )
     .await;
     assert_eq!(app.provider.stats().await["revocation_errors"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_in_the_same_second_on_two_instances_never_evict_the_newest() {
+    let mut app = TestApp::builder()
+        .session_toml("max_per_user = 2\n")
+        .start()
+        .await;
+    let other_instance = app.start_another_instance().await;
+    let instances = [app.url.clone(), other_instance];
+    for round in 0..20 {
+        // Three logins of one user, approved at the provider first, then finished back to
+        // back (within a second) on alternating instances: the two admitted last stay.
+        let user = format!("same-second-{round}");
+        let mut approved = Vec::new();
+        for at in 0..3 {
+            let browser = Browser::new(&app.url);
+            let authorization = browser.begin_login(None).await;
+            let callback = browser.authorize_at_provider(authorization, &user).await;
+            approved.push((browser, on_instance(&callback, &instances[at % 2])));
+        }
+        for (browser, callback) in &approved {
+            let response = browser.get(callback.as_str()).await;
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "round {round}");
+        }
+        let survivors = [
+            alive(&approved[0].0).await,
+            alive(&approved[1].0).await,
+            alive(&approved[2].0).await,
+        ];
+        assert_eq!(
+            survivors,
+            [false, true, true],
+            "round {round}: the oldest login ends, the newest two stay"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ending_the_current_session_by_its_id_revokes_its_refresh_token_without_escrow() {
+    let app = TestApp::builder()
+        .session_toml("refresh_token_escrow = false\n")
+        .start()
+        .await;
+    let laptop = Browser::new(&app.url);
+    laptop.login("alice").await;
+    let phone = Browser::new(&app.url);
+    phone.login("alice").await;
+    assert_eq!(app.provider.stored("RefreshToken").await, 2);
+    let own = current_id(&sessions_of(&laptop).await);
+    let response = delete(&laptop, &format!("/api/auth/sessions/{own}")).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(
+        response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("vestibule=;")
+    );
+    assert!(!alive(&laptop).await);
+    // As a logout: the refresh token the record held is revoked at the provider.
+    wait_for_revocations(&app, 1).await;
+    wait_for(
+        "the provider to drop the laptop's grant",
+        std::time::Duration::from_secs(5),
+        || async { (app.provider.stored("RefreshToken").await == 1).then_some(()) },
+    )
+    .await;
+    assert!(alive(&phone).await, "the phone's session and grant stay");
+}
+
+#[tokio::test]
+async fn asking_again_and_again_to_end_sessions_that_are_not_there_is_audited_a_bounded_number_of_times()
+ {
+    let (_app, binary, _dir) = binary_in_front(TestApp::builder(), |config| config).await;
+    let alice = Browser::new(&binary.base);
+    alice.login("alice").await;
+    let other = Browser::new(&binary.base);
+    other.login("alice").await;
+    let ended_by_user = || {
+        crate::audit::audit_events(&binary)
+            .into_iter()
+            .filter(|event| event["event"] == "sessions_ended_by_user")
+            .collect::<Vec<Value>>()
+    };
+    for call in 0..60 {
+        let response = delete(&alice, "/api/auth/sessions").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["ended"], usize::from(call == 0), "call {call}");
+    }
+    // A logout after them: once its event is in the log, theirs are too.
+    assert_eq!(alice.logout().await.0, StatusCode::OK);
+    wait_for(
+        "the logout's audit event",
+        std::time::Duration::from_secs(10),
+        || async {
+            crate::audit::audit_events(&binary)
+                .iter()
+                .any(|event| event["event"] == "logout")
+                .then_some(())
+        },
+    )
+    .await;
+    let recorded = ended_by_user();
+    let counts: Vec<&Value> = recorded
+        .iter()
+        .map(|event| &event["sessions_ended"])
+        .collect();
+    assert_eq!(
+        counts,
+        [1, 0],
+        "every end that ended something, and one line for the 59 that ended nothing: {recorded:?}"
+    );
+}
+
+/// The provider session (`sid`) of `browser`'s session.
+pub(crate) async fn provider_session_of(browser: &Browser) -> String {
+    let (status, user) = browser.user().await;
+    assert_eq!(status, StatusCode::OK);
+    user["claims"]["sid"]
+        .as_str()
+        .expect("the ID token names its provider session")
+        .to_owned()
+}
+
+/// Every Redis key under `pattern`.
+async fn keys(app: &TestApp, pattern: &str) -> Vec<String> {
+    let mut redis = app.redis().connection().await;
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_index_keys_in_redis_do_not_confirm_a_guessed_user_or_provider_session() {
+    let app = TestApp::start().await;
+    let alice = Browser::new(&app.url);
+    alice.login("alice").await;
+    let sid = provider_session_of(&alice).await;
+    let bob = Browser::new(&app.url);
+    bob.login("bob").await;
+    // The marks that ends leave: every session of bob, and alice's provider session.
+    let token = app.provider.logout_token_for_sub("bob", "dump-1").await;
+    let (status, _, _) = crate::backchannel_logout::post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = app.provider.logout_token_for_sid(&sid, "dump-2").await;
+    let (status, _, _) = crate::backchannel_logout::post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let alice_again = Browser::new(&app.url);
+    alice_again.login("alice").await;
+    let again_sid = provider_session_of(&alice_again).await;
+
+    let all = keys(&app, "vestibule:*").await;
+    // What anyone holding a dump could compute from a guess: none of it is there.
+    for (kind, guess) in [
+        ("user", "alice"),
+        ("user", "bob"),
+        ("user-ended", "bob"),
+        ("sid", sid.as_str()),
+        ("sid", again_sid.as_str()),
+        ("sid-ended", sid.as_str()),
+    ] {
+        let unkeyed = compact_storage_key(kind, guess.as_bytes());
+        assert!(
+            !all.contains(&unkeyed),
+            "{unkeyed} ({kind} {guess}) in {all:?}"
+        );
+        let hex = vestibule::session::store::storage_key(kind, guess.as_bytes());
+        assert!(!all.contains(&hex), "{hex} in {all:?}");
+    }
+    // The keyed ones are: alice's index (bob's went with his last session), the three
+    // provider sessions' (left to expire), and both marks.
+    for (pattern, count) in [
+        ("vestibule:user:*", 1),
+        ("vestibule:sid:*", 3),
+        ("vestibule:user-ended:*", 1),
+        ("vestibule:sid-ended:*", 1),
+    ] {
+        assert_eq!(keys(&app, pattern).await.len(), count, "{pattern}: {all:?}");
+    }
+    // And they work: alice's session is listed and ends by its provider session.
+    assert_eq!(sessions_of(&alice_again).await.len(), 1);
+    let token = app
+        .provider
+        .logout_token_for_sid(&again_sid, "dump-3")
+        .await;
+    let (status, _, _) = crate::backchannel_logout::post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!alive(&alice_again).await);
+}
+
+/// Files the sessions of `user` (their browsers) as an earlier release filed them: under the
+/// unkeyed SHA-256 names of `sub` and `sid`, without admission order.
+pub(crate) async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[&Browser]) {
+    let mut filed = Vec::new();
+    for browser in browsers {
+        let sid = provider_session_of(browser).await;
+        filed.push((sid, current_id(&sessions_of(browser).await)));
+    }
+    let mut redis = app.redis().connection().await;
+    let keyed = keys(app, "vestibule:user:*").await;
+    assert_eq!(keyed.len(), 1, "only {user}'s index: {keyed:?}");
+    let legacy_user = compact_storage_key("user", user.as_bytes());
+    let _: () = redis::cmd("RENAME")
+        .arg(&keyed[0])
+        .arg(&legacy_user)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&legacy_user)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for field in fields
+        .iter()
+        .filter(|field| field.starts_with("o:") || field.starts_with('#'))
+    {
+        let _: () = redis::cmd("HDEL")
+            .arg(&legacy_user)
+            .arg(field)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    let legacy_suffix = legacy_user.trim_start_matches("vestibule:user:");
+    for key in keys(app, "vestibule:sid:*").await {
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    for (sid, handle) in filed {
+        let legacy_sid = compact_storage_key("sid", sid.as_bytes());
+        let _: () = redis::cmd("SADD")
+            .arg(&legacy_sid)
+            .arg(format!("{legacy_suffix}:{handle}"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("EXPIRE")
+            .arg(&legacy_sid)
+            .arg(3600)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    assert_eq!(keys(app, "vestibule:user:*").await, [legacy_user]);
+}
+
+#[tokio::test]
+async fn sessions_filed_under_an_earlier_releases_unkeyed_names_are_listed_counted_and_ended() {
+    let app = TestApp::builder()
+        .session_toml("max_per_user = 3\n")
+        .start()
+        .await;
+    let earlier: Vec<Browser> = (0..3).map(|_| Browser::new(&app.url)).collect();
+    for browser in &earlier {
+        browser.login("alice").await;
+    }
+    file_as_an_earlier_release(&app, "alice", &earlier.iter().collect::<Vec<_>>()).await;
+    assert_eq!(sessions_of(&earlier[0]).await.len(), 3, "listed");
+
+    // A new login counts them against the limit: one of them ends.
+    let new = Browser::new(&app.url);
+    new.login("alice").await;
+    let mut left = Vec::new();
+    for browser in &earlier {
+        if alive(browser).await {
+            left.push(browser);
+        }
+    }
+    assert_eq!(
+        left.len(),
+        2,
+        "three sessions at most, the new one among them"
+    );
+    assert_eq!(sessions_of(&new).await.len(), 3);
+
+    // Ended by its id, and by its provider session.
+    let id = current_id(&sessions_of(left[0]).await);
+    assert_eq!(
+        delete(&new, &format!("/api/auth/sessions/{id}"))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(!alive(left[0]).await);
+    let sid = provider_session_of(left[1]).await;
+    let token = app.provider.logout_token_for_sid(&sid, "earlier-1").await;
+    let (status, _, _) = crate::backchannel_logout::post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!alive(left[1]).await);
+    assert_eq!(sessions_of(&new).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_sessions_stay_listed_counted_and_endable_through_a_key_rotation() {
+    let public_port = free_port();
+    let public = format!("http://127.0.0.1:{public_port}");
+    let app = TestApp::builder()
+        .public_port(public_port)
+        .session_toml("max_per_user = 6\n")
+        .start()
+        .await;
+    // Each step of the documented rotation on an instance of its own, on one Redis.
+    let mut instances = Vec::new();
+    let step = |keys: String| {
+        let port = free_port();
+        let config = config(&app, port, &keys);
+        async move {
+            let task = spawn_vestibule(&config).await;
+            (format!("http://127.0.0.1:{port}"), task, config)
+        }
+    };
+    let (k1, task, _) = step(ring(&[("k1", K1)])).await;
+    instances.push(task);
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(login_on(&k1, &public, "alice").await);
+    }
+    let idle = login_on(&k1, &public, "alice").await;
+    let (k1_k2, task, _) = step(ring(&[("k1", K1), ("k2", K2)])).await;
+    instances.push(task);
+    sessions.push(login_on(&k1_k2, &public, "alice").await);
+
+    // [k2 seals, k1 opens]: every session in use moves to k2 (and so to k2's names).
+    let (k2_k1, task, _) = step(ring(&[("k2", K2), ("k1", K1)])).await;
+    instances.push(task);
+    for session in &sessions {
+        works_on(&k2_k1, session, "in use through step 3").await;
+    }
+    let listed = sessions_of(&Browser::with_session(&k2_k1, &sessions[0])).await;
+    assert_eq!(listed.len(), 6, "five in use and the idle one: {listed:?}");
+    // One more login: beyond the limit (6), counted across k1's and k2's names, the idle
+    // session (not used since k2 began to seal) ends.
+    sessions.push(login_on(&k2_k1, &public, "alice").await);
+    ended_on(&k2_k1, &idle, "the least recently used, beyond the limit").await;
+    for session in &sessions {
+        works_on(&k2_k1, session, "within the limit").await;
+    }
+
+    // [k2]: k1 is gone. Every session is still listed and ends every way there is.
+    let (k2, task, k2_config) = step(ring(&[("k2", K2)])).await;
+    instances.push(task);
+    let newest = Browser::with_session(&k2, sessions.last().unwrap());
+    let listed = sessions_of(&newest).await;
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    // By its id, from another of the user's sessions.
+    let first = Browser::with_session(&k2, &sessions[0]);
+    let first_id = current_id(&sessions_of(&first).await);
+    assert_eq!(
+        delete(&newest, &format!("/api/auth/sessions/{first_id}"))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    ended_on(&k2, &sessions[0], "ended by its id").await;
+    // By back-channel logout, naming its provider session.
+    let second_sid = provider_session_of(&Browser::with_session(&k2, &sessions[1])).await;
+    let token = app
+        .provider
+        .logout_token_for_sid(&second_sid, "rotated-1")
+        .await;
+    let (status, _, _) = crate::backchannel_logout::post_logout_token(&k2, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    ended_on(&k2, &sessions[1], "ended by its provider session").await;
+    // By the operator's kill switch, with the deployment's [k2] configuration.
+    let revoked = crate::operator::report(&crate::operator::vestibule_configured(
+        &k2_config,
+        &["sessions", "revoke", "--sub", "alice"],
+    ));
+    assert_eq!(revoked["ended"], 4, "{revoked}");
+    for session in &sessions {
+        ended_on(&k2, session, "ended by the operator").await;
+    }
+    // And by back-channel logout naming the user. (A login whose ID token is from the second
+    // of the operator's end, or before, is refused as overtaken by it: the next one.)
+    let revoked_at = unix_now();
+    wait_for(
+        "the second after the operator's end",
+        std::time::Duration::from_secs(2),
+        || async { (unix_now() > revoked_at).then_some(()) },
+    )
+    .await;
+    let again = login_on(&k2, &public, "alice").await;
+    let token = app
+        .provider
+        .logout_token_for_sub("alice", "rotated-2")
+        .await;
+    let (status, _, _) = crate::backchannel_logout::post_logout_token(&k2, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    ended_on(&k2, &again, "ended by its user's logout at the provider").await;
+    drop(instances);
 }

@@ -30,10 +30,21 @@ enum Config {
 /// Runs `vestibule <args>` with the app's configuration given as `config` says, and nothing
 /// else in its environment.
 fn vestibule(app: &TestApp, config: Config, args: &[&str]) -> Output {
+    run(&app.config_listening_on(free_port()), config, args)
+}
+
+/// Runs `vestibule --config <a file holding config> <args>`, with nothing else in its
+/// environment.
+pub(crate) fn vestibule_configured(config: &str, args: &[&str]) -> Output {
+    run(config, Config::FlagFirst, args)
+}
+
+/// Runs `vestibule <args>` with `config_text` in a file given as `config` says.
+fn run(config_text: &str, config: Config, args: &[&str]) -> Output {
     let dir = std::env::temp_dir().join(format!("vestibule-operator-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("vestibule.toml");
-    std::fs::write(&file, app.config_listening_on(free_port())).unwrap();
+    std::fs::write(&file, config_text).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_vestibule"));
     command.env_clear();
     match config {
@@ -56,7 +67,7 @@ fn vestibule(app: &TestApp, config: Config, args: &[&str]) -> Output {
 }
 
 /// The JSON report of a command that succeeded.
-fn report(output: &Output) -> Value {
+pub(crate) fn report(output: &Output) -> Value {
     assert!(
         output.status.success(),
         "the command failed: {}",
@@ -239,5 +250,34 @@ async fn the_configuration_file_is_found_wherever_the_operator_names_it() {
                 "{config:?} {args:?}: {counted}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn the_kill_switch_ends_sessions_an_earlier_release_filed_under_unkeyed_names() {
+    let app = TestApp::start().await;
+    let earlier = [Browser::new(&app.url), Browser::new(&app.url)];
+    for browser in &earlier {
+        browser.login("alice").await;
+    }
+    crate::my_sessions::file_as_an_earlier_release(&app, "alice", &[&earlier[0], &earlier[1]])
+        .await;
+    let since = Browser::new(&app.url);
+    since.login("alice").await;
+    let counted = report(&vestibule(
+        &app,
+        Config::FromEnvironment,
+        &["sessions", "count", "--sub", "alice"],
+    ));
+    assert_eq!(counted["sessions_of_sub"], 3, "{counted}");
+    let revoked = report(&vestibule(
+        &app,
+        Config::FromEnvironment,
+        &["sessions", "revoke", "--sub", "alice"],
+    ));
+    assert_eq!(revoked["ended"], 3, "{revoked}");
+    assert_eq!(revoked["refresh_tokens_revoked"], 3, "{revoked}");
+    for browser in earlier.iter().chain([&since]) {
+        assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
     }
 }

@@ -464,6 +464,141 @@ async fn sessions_work_over_tls_with_a_private_ca_a_client_certificate_and_an_ac
     );
 }
 
+/// Files `count` sessions into the user index `index` as logins would have (used now, live
+/// for an hour; their records do not exist), `batch` at a time.
+async fn fill_user_index(app: &TestApp, index: &str, count: usize) {
+    use base64::Engine;
+    let mut redis = app.redis().connection().await;
+    let now = crate::harness::unix_now();
+    let all: Vec<usize> = (0..count).collect();
+    for chunk in all.chunks(1_000) {
+        let mut command = redis::cmd("HSET");
+        command.arg(index);
+        for at in chunk {
+            let handle = format!("filled{at:08}");
+            let record_key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!("{at:032}").as_bytes());
+            let entry = serde_json::json!({
+                "k": record_key, "c": now, "d": "Firefox on Linux", "n": "203.0.113.0/24",
+            });
+            command
+                .arg(format!("m:{handle}"))
+                .arg(entry.to_string())
+                .arg(format!("s:{handle}"))
+                .arg(now)
+                .arg(format!("x:{handle}"))
+                .arg(now + 3600);
+        }
+        let _: () = command.query_async(&mut redis).await.unwrap();
+    }
+}
+
+/// The only user index in the app's Redis.
+async fn only_user_index(app: &TestApp) -> String {
+    let mut redis = app.redis().connection().await;
+    let names: Vec<String> = redis::cmd("KEYS")
+        .arg("vestibule:user:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names[0].clone()
+}
+
+/// How many sessions the user index `index` holds that are not being ended.
+async fn filed_sessions(app: &TestApp, index: &str) -> usize {
+    let mut redis = app.redis().connection().await;
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(index)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let ending = fields
+        .iter()
+        .filter(|field| field.starts_with("e:"))
+        .count();
+    fields
+        .iter()
+        .filter(|field| field.starts_with("m:"))
+        .count()
+        - ending
+}
+
+#[tokio::test]
+async fn without_configuration_a_user_has_at_most_a_hundred_sessions() {
+    let app = TestApp::start().await;
+    let first = Browser::new(&app.url);
+    first.login("alice").await;
+    let index = only_user_index(&app).await;
+    fill_user_index(&app, &index, 150).await;
+    assert_eq!(filed_sessions(&app, &index).await, 151);
+    let next = Browser::new(&app.url);
+    next.login("alice").await;
+    assert_eq!(
+        filed_sessions(&app, &index).await,
+        100,
+        "session.max_per_user defaults to 100: the least recently used ended"
+    );
+    assert_eq!(next.user().await.0, StatusCode::OK, "the new login stays");
+}
+
+#[tokio::test]
+async fn a_user_index_far_beyond_the_limit_never_makes_a_login_or_the_list_block_redis() {
+    let app = TestApp::start().await;
+    let first = Browser::new(&app.url);
+    first.login("alice").await;
+    let index = only_user_index(&app).await;
+    // 100,000 sessions filed (as under a limit since lowered, or by hand): reading them whole
+    // would hold Redis, single-threaded, for most of a second at every login of alice.
+    fill_user_index(&app, &index, 100_000).await;
+    let mut redis = app.redis().connection().await;
+    for (name, value) in [
+        ("slowlog-log-slower-than", "50000"),
+        ("slowlog-max-len", "128"),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let next = Browser::new(&app.url);
+    next.login("alice").await;
+    let response = first.api_get("/api/auth/sessions").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let listed: serde_json::Value = response.json().await.unwrap();
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert!(sessions.len() <= 100, "{}", sessions.len());
+    assert!(
+        sessions.iter().any(|session| session["current"] == true),
+        "the caller's own session is always listed"
+    );
+    assert_eq!(listed["truncated"], true);
+    // Nothing Redis ran for them took 50 ms (a whole read of this index takes far longer).
+    let slow: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(128)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(slow.is_empty(), "commands of 50 ms or more: {slow:?}");
+    // The login trimmed a page of it, and did not make the index grow.
+    let left: usize = redis::cmd("HLEN")
+        .arg(&index)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(left < 300_000, "{left}");
+}
+
 mod sessions_in_redis {
     //! The session layer against a real Redis, as two instances would use it.
 
@@ -713,8 +848,8 @@ mod sessions_in_redis {
         };
         assert_eq!(
             index_fields(&mut conn).await,
-            9,
-            "three sessions, three fields each"
+            13,
+            "three sessions, four fields each, and the admission counter"
         );
         let started = unix_now();
         wait_for(
@@ -729,8 +864,8 @@ mod sessions_in_redis {
             .unwrap();
         assert_eq!(
             index_fields(&mut conn).await,
-            3,
-            "only the new session is left"
+            5,
+            "only the new session is left (and the counter)"
         );
         assert_eq!(sessions.count_live().await.unwrap(), 1);
         let members: u64 = redis::cmd("ZCARD")

@@ -330,6 +330,22 @@ impl TestProvider {
         .await
     }
 
+    /// A valid logout token naming only the provider session `sid` (the sessions created in
+    /// it end), signed by the provider's own key, with the id `jti`.
+    pub async fn logout_token_for_sid(&self, sid: &str, jti: &str) -> String {
+        let now = super::unix_now();
+        self.logout_token(
+            serde_json::json!({ "alg": "RS256", "typ": "logout+jwt" }),
+            serde_json::json!({
+                "iss": self.issuer, "aud": super::provider::client_id(), "iat": now,
+                "exp": now + 120, "jti": jti, "sid": sid,
+                "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+            }),
+            "provider",
+        )
+        .await
+    }
+
     /// Answers the next refresh grant with `error` and `description` (as another provider
     /// would word it), instead of oidc-provider's own answer.
     pub async fn fail_next_refresh(&self, error: &str, description: &str) {
