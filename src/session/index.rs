@@ -429,11 +429,23 @@ impl Sessions {
     /// Files `record`'s session under its user's current names too, when it was filed under
     /// an older key's (it was just read under an older key, and may be sealed under the
     /// current one at any moment: once that key is removed, only the current names are
-    /// looked up). At most once per touch interval per session on this instance.
+    /// looked up). At most once per touch interval per session on this instance, counted from
+    /// a re-file that succeeded: one that failed is tried again at the next read (and that read
+    /// must not re-seal, or the session could end up sealed under the current key but filed
+    /// only under the older one's names).
     pub(super) async fn refile(&self, record: &SessionRecord) -> Result<(), StoreError> {
         if record.handle.is_empty() || !self.refiled.due(&record.handle, unix_now()) {
             return Ok(());
         }
+        let refiled = self.refile_now(record).await;
+        if refiled.is_err() {
+            self.refiled.forget(&record.handle);
+        }
+        refiled
+    }
+
+    /// [`Sessions::refile`]'s work, every time.
+    async fn refile_now(&self, record: &SessionRecord) -> Result<(), StoreError> {
         let user_indexes = self.user_indexes(&record.sub);
         let Some((current, older)) = user_indexes.split_first() else {
             return Ok(());

@@ -260,11 +260,6 @@ impl Sessions {
         let Some((record, current)) = self.open_record(cookie, &key, &read.sealed) else {
             return Ok(None);
         };
-        if !current {
-            // Before anything seals it under the current key: filed under the current key's
-            // names too, so it is still found once the older key is removed.
-            self.refile(&record).await?;
-        }
         let now = unix_now();
         if now >= record.expires_at {
             self.store.delete(&key).await?;
@@ -272,6 +267,12 @@ impl Sessions {
             crate::metrics::metrics().sessions_ended("absolute_timeout", 1);
             self.unindex(&record).await;
             return Ok(None);
+        }
+        if !current {
+            // Before anything seals it under the current key: filed under the current key's
+            // names too, so it is still found once the older key is removed. A failure fails
+            // this read (no re-seal below) and is tried again at the next.
+            self.refile(&record).await?;
         }
         if let Some(at) = read.touched_at {
             self.note_use(&record, at);

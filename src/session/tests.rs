@@ -711,3 +711,34 @@ async fn sessions_filed_under_the_unkeyed_names_of_earlier_releases_are_still_fo
     assert!(sessions.load(&earlier[1].0).await.unwrap().is_none());
     assert_eq!(listed(&sessions, &new).await, 1);
 }
+
+#[tokio::test]
+async fn a_refile_that_failed_is_tried_again_before_the_session_is_resealed() {
+    let store = Store::memory();
+    let old = ring_sessions(&store, &[("k1", 1)]);
+    let rolled = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
+    let cookie = old
+        .create(&record_in("op-1"), &in_provider_session("op-1"))
+        .await
+        .unwrap();
+    // Under [k2, k1], the first read's re-file meets a store failure: that read fails...
+    let Store::Memory(memory) = &store else {
+        unreachable!("an in-memory store")
+    };
+    memory
+        .failing_merges
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(rolled.load(&cookie).await.is_err());
+    assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k1"));
+    // ...and the next read files it under k2's names before re-sealing it under k2.
+    assert!(rolled.load(&cookie).await.unwrap().is_some());
+    assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k2"));
+    // With k1 gone, the session is still found by every path that ends sessions.
+    let last = ring_sessions(&store, &[("k2", 2)]);
+    assert_eq!(listed(&last, &cookie).await, 1);
+    assert_eq!(
+        last.end_provider_session("op-1", None).await.unwrap().count,
+        1
+    );
+    assert!(last.load(&cookie).await.unwrap().is_none());
+}

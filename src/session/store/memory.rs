@@ -15,6 +15,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub struct MemoryStore {
     inner: Mutex<MemoryInner>,
     indexes: super::user_index::MemoryIndexLock,
+    /// Tests: index merges that fail before one succeeds (a Redis outage in the middle).
+    #[cfg(test)]
+    pub(crate) failing_merges: std::sync::atomic::AtomicU32,
 }
 
 #[derive(Default)]
@@ -129,6 +132,17 @@ impl MemoryStore {
     /// The session indexes (see `user_index.rs`).
     pub(super) fn indexes(&self) -> std::sync::MutexGuard<'_, super::user_index::MemoryIndexes> {
         self.indexes.lock()
+    }
+
+    /// Tests: whether this index merge fails (one of the injected failures).
+    #[cfg(test)]
+    pub(super) fn merge_fails(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.failing_merges
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Vec<u8>> {

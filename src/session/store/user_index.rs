@@ -502,7 +502,13 @@ impl Store {
             return Ok(0);
         }
         let redis = match self {
-            Store::Memory(memory) => return Ok(memory.indexes().merge(user_index, sessions)),
+            Store::Memory(memory) => {
+                #[cfg(test)]
+                if memory.merge_fails() {
+                    return Err(StoreError::Unavailable("injected by a test".into()));
+                }
+                return Ok(memory.indexes().merge(user_index, sessions));
+            }
             Store::Redis(redis) => redis,
         };
         let script = redis::Script::new(MERGE);
