@@ -34,7 +34,7 @@ class LoginFlood:
         cap = 200 if q else 2000
         per_browser, conns = 5, 4
         # the rate limit is left at its defaults (src/config/file.rs): what a NAT gets
-        rate, burst = 1200, 1200
+        rate, burst = 300, 1200
         n_nat, nat_conns = (100, 8) if q else (1000, 16)
         n_single, n_browser, n_many = (3 * burst, 200, 2000) if q else (6 * burst, 2000, 20000)
         half = n_many // 2  # B and M in two halves: filling the cap, then at the cap

@@ -174,7 +174,8 @@ pub struct LoginSettings {
     pub rate_limit_burst: u32,
     /// Logins one browser may have in progress; starting another drops its oldest.
     pub max_pending_per_browser: usize,
-    /// Logins in progress across all browsers and instances; past it, new ones get `503`.
+    /// Logins in progress across all browsers and instances; past it, a new one displaces the
+    /// oldest.
     pub max_pending_total: usize,
 }
 
@@ -183,12 +184,15 @@ impl Default for LoginSettings {
         Self {
             // One address can be a campus NAT or a carrier's CGNAT: a thousand browsers may
             // start logins through it within a minute (after an outage, all at once), so the
-            // burst alone admits them; a flood of thousands a second is still cut to 20/s.
-            rate_limit_per_minute: 1_200,
+            // burst alone admits them. The sustained rate stays low (5/s, far above any NAT's
+            // steady logins), so a flood cannot turn the logins in progress over quickly.
+            rate_limit_per_minute: 300,
             rate_limit_burst: 1_200,
             // An SPA whose session expired sends every open tab to the login at once.
             max_pending_per_browser: 20,
-            max_pending_total: 10_000,
+            // Room for a morning rush ten times over, and for a flood from one network on
+            // several instances without displacing a login that takes a couple of minutes.
+            max_pending_total: 20_000,
         }
     }
 }

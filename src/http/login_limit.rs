@@ -23,8 +23,9 @@ const SWEEP_EVERY: u32 = 1024;
 /// How many client addresses' worth of login starts a whole network (IPv4 /24, IPv6 /48)
 /// gets: enough for a campus or carrier whose NAT pool spans a few addresses of one prefix,
 /// far below the hundreds (IPv4) or tens of thousands (IPv6 /64s) of addresses it holds.
-/// Each address's own budget already admits a whole NAT's burst of logins.
-pub const NETWORK_FACTOR: u32 = 4;
+/// Each address's own budget already admits a whole NAT's burst of logins, and what one
+/// network may start bounds how fast its flood displaces other people's logins in progress.
+pub const NETWORK_FACTOR: u32 = 2;
 
 /// At most one warning of each kind (displaced pending logins, a proxy that is not trusted)
 /// per this many seconds.
@@ -168,7 +169,7 @@ mod tests {
     #[test]
     fn the_addresses_of_one_network_share_a_larger_budget() {
         let limit = LoginRateLimit::new(1, 1);
-        // Four addresses of one /24 get one start each; the fifth address is refused.
+        // Two addresses of one /24 get one start each; the third address is refused.
         for host in 1..=NETWORK_FACTOR {
             let client: IpAddr = format!("198.51.100.{host}").parse().unwrap();
             assert!(limit.check(client).is_ok(), "{client}");

@@ -7,6 +7,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::StatusCode;
 
 use crate::harness::browser::location;
+use vestibule::http::login_limit::NETWORK_FACTOR;
 use crate::harness::{Browser, TestApp, logs};
 
 /// Starts a login as a navigation from `client` (an address a trusted balancer reports).
@@ -364,5 +365,76 @@ async fn refusals_behind_a_proxy_that_is_not_trusted_tell_the_operator_what_to_c
         warnings[0].contains("\"network\":\"127.0.0.0/24\"") && !warnings[0].contains("198.51.100"),
         "the warning names the balancer's network, never an address: {}",
         warnings[0]
+    );
+}
+
+#[tokio::test]
+async fn a_flood_from_one_network_on_two_instances_never_displaces_a_login_in_progress() {
+    let trusted = "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n";
+    let mut app = TestApp::builder()
+        .login_settings("")
+        .extra_toml(trusted)
+        .start()
+        .await;
+    let instances = [app.url.clone(), app.start_another_instance().await];
+    // A user on another network starts a login and takes their time (a password manager, a
+    // second factor, a consent screen).
+    let user = app.browser();
+    let started = start_login_from(&user, "192.0.2.10").await;
+    assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    let authorization = location(&started, &user.url("/api/auth/login"));
+
+    // Meanwhile one /24 floods both instances from all its addresses, until each instance has
+    // refused plenty: the network's whole budget is spent on both.
+    let defaults = vestibule::config::LoginSettings::default();
+    let flooder = |i: usize| {
+        let base = instances[i % 2].clone();
+        async move {
+            let response = Browser::new(&base)
+                .http()
+                .get(format!("{base}/api/auth/login"))
+                .header("x-forwarded-for", format!("198.51.100.{}", i % 250 + 1))
+                .send()
+                .await
+                .unwrap();
+            (i % 2, response.status())
+        }
+    };
+    let started_at = std::time::Instant::now();
+    let (mut admitted, mut refused, mut sent) = ([0usize; 2], [0usize; 2], 0);
+    while refused.iter().any(|count| *count < 500) {
+        let batch: Vec<(usize, StatusCode)> = stream::iter(sent..sent + 1000)
+            .map(flooder)
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        sent += batch.len();
+        for (instance, status) in batch {
+            match status {
+                StatusCode::SEE_OTHER => admitted[instance] += 1,
+                StatusCode::TOO_MANY_REQUESTS => refused[instance] += 1,
+                other => panic!("a flooded start answered {other}"),
+            }
+        }
+    }
+    let elapsed = started_at.elapsed().as_secs_f64();
+    let network_burst = f64::from(defaults.rate_limit_burst * NETWORK_FACTOR);
+    let network_rate = f64::from(defaults.rate_limit_per_minute * NETWORK_FACTOR) / 60.0;
+    for count in admitted {
+        assert!(
+            count as f64 <= network_burst + network_rate * elapsed + 1.0,
+            "{count} starts of one /24 admitted by one instance in {elapsed:.1} s"
+        );
+    }
+    // Well within the total cap: nothing was displaced, the user's login completes.
+    assert!(
+        admitted.iter().sum::<usize>() < defaults.max_pending_total,
+        "{admitted:?} of {sent} flooded starts admitted"
+    );
+    let callback = user.authorize_at_provider(authorization, "slow-user").await;
+    assert_eq!(
+        user.get(callback.as_str()).await.status(),
+        StatusCode::SEE_OTHER,
+        "the login in progress survived the flood ({admitted:?} admitted, {refused:?} refused in {elapsed:.1} s)"
     );
 }
