@@ -280,7 +280,9 @@ impl Sessions {
 
     /// The user's least recently used sessions beyond the limit once the sessions filed under
     /// their other names (an earlier release's, an older key's) are counted too, not counting
-    /// `new` and those already `evicted`; marked as being ended.
+    /// `new`, those already `evicted`, and those admitted after `new` (a concurrent login's:
+    /// this pass runs outside the atomic admission, and must never end a newer login than the
+    /// one it admits); marked as being ended.
     async fn beyond_limit_across(
         &self,
         user_indexes: &[String],
@@ -290,10 +292,18 @@ impl Sessions {
     ) -> Result<Vec<IndexedSession>, StoreError> {
         let now = unix_now();
         let (filed, _) = self.filed_under(user_indexes, Some(PARTIAL_READ)).await?;
+        let admitted_as = filed
+            .iter()
+            .find(|indexed| indexed.handle == new && indexed.filed.0 == 0)
+            .map(|indexed| indexed.filed.1);
+        let admitted_later = |indexed: &Indexed| {
+            indexed.filed.0 == 0 && admitted_as.is_none_or(|order| indexed.filed.1 > order)
+        };
         let mut live: Vec<Indexed> = filed
             .into_iter()
             .filter(|indexed| {
                 indexed.handle != new
+                    && !admitted_later(indexed)
                     && indexed.ending_since.is_none()
                     && indexed.expires_at > now
                     && indexed.last_seen + admission.unused_for >= now
@@ -332,6 +342,22 @@ impl Sessions {
                 })
             })
             .collect())
+    }
+
+    /// Tests: [`Sessions::beyond_limit_across`] for `sub`'s login `new`, as its admission runs
+    /// it; the handles it marks as being ended.
+    #[cfg(test)]
+    pub(super) async fn count_across_older_names(&self, sub: &str, new: &str) -> Vec<String> {
+        let admission = Admission {
+            unused_for: (self.idle_timeout + self.recent_uses.interval()).as_secs(),
+            max_per_user: self.max_per_user,
+        };
+        self.beyond_limit_across(&self.user_indexes(sub), new, &[], admission)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|ended| ended.handle)
+            .collect()
     }
 
     /// Whether the session `record` is still filed in its user's index: a creation that finds

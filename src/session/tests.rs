@@ -641,55 +641,61 @@ async fn a_users_sessions_stay_listed_and_endable_through_a_key_rotation() {
     assert!(last.load(&fourth).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn sessions_filed_under_the_unkeyed_names_of_earlier_releases_are_still_found() {
+/// Creates a session of alice's in provider session `sid` and files it as an earlier release
+/// filed it: under SHA-256 of `sub` and `sid` instead of the keyed names. Its cookie and handle.
+async fn create_as_an_earlier_release(sessions: &Sessions, sid: &str) -> (SessionCookie, String) {
     use crate::session::store::compact_storage_key;
     use crate::session::store::user_index::member;
-    let sessions = sessions(60, 600).with_max_per_user(2);
     let keyed = sessions
         .index_names
         .current(index_names::Filed::User, "alice");
     let legacy = compact_storage_key("user", b"alice");
+    let record = record_in(sid);
+    let cookie = sessions
+        .create(&record, &in_provider_session(sid))
+        .await
+        .unwrap();
+    let (filed, _) = sessions.store.indexed_sessions(&keyed, None).await.unwrap();
+    let filed: Vec<_> = filed
+        .into_iter()
+        .filter(|stored| stored.handle == record.handle)
+        .map(|stored| (stored, cookie.storage_key()))
+        .collect();
+    sessions
+        .store
+        .merge_indexed_sessions(&legacy, &filed, 600)
+        .await
+        .unwrap();
+    sessions
+        .store
+        .add_to_provider_session(
+            &compact_storage_key("sid", sid.as_bytes()),
+            &member(&legacy, &record.handle),
+            600,
+        )
+        .await
+        .unwrap();
+    sessions
+        .store
+        .unindex_sessions(
+            std::slice::from_ref(&keyed),
+            &[record.handle.as_str()],
+            &[sessions
+                .index_names
+                .current(index_names::Filed::ProviderSession, sid)],
+        )
+        .await
+        .unwrap();
+    (cookie, record.handle)
+}
+
+#[tokio::test]
+async fn sessions_filed_under_the_unkeyed_names_of_earlier_releases_are_still_found() {
+    let sessions = sessions(60, 600).with_max_per_user(2);
     // Two sessions filed as an earlier release filed them: under SHA-256 of sub and sid.
     let mut earlier = Vec::new();
     for sid in ["op-1", "op-2"] {
-        let record = record_in(sid);
-        let cookie = sessions
-            .create(&record, &in_provider_session(sid))
-            .await
-            .unwrap();
-        let (filed, _) = sessions.store.indexed_sessions(&keyed, None).await.unwrap();
-        let filed: Vec<_> = filed
-            .into_iter()
-            .filter(|stored| stored.handle == record.handle)
-            .map(|stored| (stored, cookie.storage_key()))
-            .collect();
-        sessions
-            .store
-            .merge_indexed_sessions(&legacy, &filed, 600)
-            .await
-            .unwrap();
-        sessions
-            .store
-            .add_to_provider_session(
-                &compact_storage_key("sid", sid.as_bytes()),
-                &member(&legacy, &record.handle),
-                600,
-            )
-            .await
-            .unwrap();
-        sessions
-            .store
-            .unindex_sessions(
-                std::slice::from_ref(&keyed),
-                &[record.handle.as_str()],
-                &[sessions
-                    .index_names
-                    .current(index_names::Filed::ProviderSession, sid)],
-            )
-            .await
-            .unwrap();
-        earlier.push((cookie, record.handle));
+        earlier.push(create_as_an_earlier_release(&sessions, sid).await);
     }
     assert_eq!(sessions.count_of("alice").await.unwrap(), 2, "found");
     // A new login counts them against the limit (2): the least recent one ends.
@@ -741,4 +747,36 @@ async fn a_refile_that_failed_is_tried_again_before_the_session_is_resealed() {
         1
     );
     assert!(last.load(&cookie).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_count_across_older_names_never_ends_a_login_admitted_after_the_one_it_admits() {
+    // max_per_user = 1, and alice has a session an earlier release filed. Two logins at once:
+    // A is admitted, then B (whose own admission marks A beyond the limit), and only then does
+    // A's count across the older names run: it may end the earlier release's session, never B.
+    let store = Store::memory();
+    let roomy = ring_sessions(&store, &[("k1", 1)]).with_max_per_user(10);
+    let (earlier, _) = create_as_an_earlier_release(&roomy, "op-0").await;
+    let a = roomy
+        .create(&record_in("op-a"), &in_provider_session("op-a"))
+        .await
+        .unwrap();
+    let b = roomy
+        .create(&record_in("op-b"), &in_provider_session("op-b"))
+        .await
+        .unwrap();
+    let handle = |cookie: &SessionCookie| {
+        let roomy = &roomy;
+        let cookie = cookie.clone();
+        async move { roomy.load(&cookie).await.unwrap().unwrap().record.handle }
+    };
+    let (earlier_handle, a_handle, b_handle) =
+        (handle(&earlier).await, handle(&a).await, handle(&b).await);
+    let tight = ring_sessions(&store, &[("k1", 1)]).with_max_per_user(1);
+    let ended = tight.count_across_older_names("alice", &a_handle).await;
+    assert_eq!(
+        ended,
+        [earlier_handle],
+        "never B ({b_handle}), admitted after A"
+    );
 }

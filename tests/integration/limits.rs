@@ -7,8 +7,8 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::StatusCode;
 
 use crate::harness::browser::location;
-use vestibule::http::login_limit::NETWORK_FACTOR;
 use crate::harness::{Browser, TestApp, logs};
+use vestibule::http::login_limit::NETWORK_FACTOR;
 
 /// Starts a login as a navigation from `client` (an address a trusted balancer reports).
 async fn start_login_from(browser: &Browser, client: &str) -> reqwest::Response {
