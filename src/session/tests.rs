@@ -133,6 +133,27 @@ fn ring_sessions(store: &Store, entries: &[(&str, u8)]) -> Sessions {
     )
 }
 
+/// Takes `cookie`'s refresh lock as a refresh does; whether it was free.
+async fn take_refresh_lock(store: &Store, cookie: &SessionCookie) -> bool {
+    store
+        .try_lock(
+            &cookie.refresh_lock_key(),
+            "refresh",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+}
+
+/// The refresh tokens an end handed back for revocation.
+fn refresh_tokens(ended: &Ended) -> Vec<&str> {
+    ended
+        .refresh_tokens
+        .iter()
+        .map(|token| token.text())
+        .collect()
+}
+
 /// The key id the stored record for `cookie` is labelled with (`None`: unlabelled); with an
 /// escrowed refresh token, the id of the browser-sealed part after it.
 async fn stored_label(store: &Store, cookie: &SessionCookie) -> Option<String> {
@@ -197,16 +218,7 @@ async fn a_session_whose_access_token_is_due_soon_is_resealed_too() {
     assert!(rotated.load(&cookie).await.unwrap().is_some());
     assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k2"));
     // The re-seal released the lock it took: a refresh can take it at once.
-    assert!(
-        store
-            .try_lock(
-                &cookie.refresh_lock_key(),
-                "refresh",
-                Duration::from_secs(10)
-            )
-            .await
-            .unwrap()
-    );
+    assert!(take_refresh_lock(&store, &cookie).await);
 }
 
 #[tokio::test]
@@ -219,16 +231,7 @@ async fn no_reseal_lands_between_a_running_refreshs_read_and_its_write() {
         .unwrap();
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     // A refresh (another instance) holds the session's lock and has read the record...
-    assert!(
-        store
-            .try_lock(
-                &cookie.refresh_lock_key(),
-                "refresh",
-                Duration::from_secs(10)
-            )
-            .await
-            .unwrap()
-    );
+    assert!(take_refresh_lock(&store, &cookie).await);
     let refreshing = rotated.load_fresh(&cookie).await.unwrap().unwrap();
     // ...while requests read the session under the new ring: none re-seals it.
     for _ in 0..3 {
@@ -329,11 +332,7 @@ async fn a_login_beyond_the_limit_ends_the_least_recently_used_and_hands_back_it
         .unwrap();
     let (_, third_cookie, ended) = login("rt-third").await;
     assert_eq!(ended.count, 1);
-    let revoked: Vec<&str> = ended
-        .refresh_tokens
-        .iter()
-        .map(|token| token.text())
-        .collect();
+    let revoked = refresh_tokens(&ended);
     assert_eq!(revoked, ["rt-second"]);
     assert!(sessions.load(&second_cookie).await.unwrap().is_none());
     for kept in [&first_cookie, &third_cookie] {
@@ -358,11 +357,7 @@ async fn without_escrow_a_remote_end_still_ends_but_has_no_token_to_revoke() {
             .unwrap();
         let ended = sessions.end_all_of("alice").await.unwrap();
         assert_eq!(ended.count, 1);
-        let tokens: Vec<&str> = ended
-            .refresh_tokens
-            .iter()
-            .map(|token| token.text())
-            .collect();
+        let tokens = refresh_tokens(&ended);
         assert_eq!(tokens, expected);
         assert!(sessions.load(&cookie).await.unwrap().is_none());
     }
@@ -500,11 +495,7 @@ async fn a_session_whose_escrow_was_sealed_under_the_shared_key_opens_and_ends_w
         let cookie = create().await;
         with_shared_key_escrow(&sessions, &cookie, "rt-old").await;
         let ended = sessions.end_all_of("alice").await.unwrap();
-        let tokens: Vec<&str> = ended
-            .refresh_tokens
-            .iter()
-            .map(|token| token.text())
-            .collect();
+        let tokens = refresh_tokens(&ended);
         assert_eq!(tokens, ["rt-old"]);
     }
 }
