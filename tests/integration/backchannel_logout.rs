@@ -307,21 +307,14 @@ async fn a_token_naming_only_sub_ends_all_of_that_users_sessions() {
 #[tokio::test]
 async fn a_token_naming_only_sub_also_ends_sessions_an_earlier_release_filed_under_unkeyed_names() {
     let app = TestApp::start().await;
-    let earlier = [Browser::new(&app.url), Browser::new(&app.url)];
-    for browser in &earlier {
-        browser.login("alice").await;
-    }
-    crate::my_sessions::file_as_an_earlier_release(&app, "alice", &[&earlier[0], &earlier[1]])
-        .await;
-    let since = Browser::new(&app.url);
-    since.login("alice").await;
+    let browsers = crate::my_sessions::sessions_across_an_upgrade(&app, "alice").await;
     let token = app
         .provider
         .logout_token_for_sub("alice", "earlier-sub-1")
         .await;
     let (status, _, _) = post_logout_token(&app.url, &token).await;
     assert_eq!(status, StatusCode::OK);
-    for browser in earlier.iter().chain([&since]) {
+    for browser in &browsers {
         assert!(!alive(browser).await);
     }
 }

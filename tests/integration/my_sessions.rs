@@ -600,9 +600,34 @@ async fn the_index_keys_in_redis_do_not_confirm_a_guessed_user_or_provider_sessi
     assert!(!alive(&alice_again).await);
 }
 
+/// `count` sessions of `user`, each in a browser of its own, filed as an earlier release filed
+/// them (see [`file_as_an_earlier_release`]).
+async fn logged_in_under_an_earlier_release(
+    app: &TestApp,
+    user: &str,
+    count: usize,
+) -> Vec<Browser> {
+    let browsers: Vec<Browser> = (0..count).map(|_| Browser::new(&app.url)).collect();
+    for browser in &browsers {
+        browser.login(user).await;
+    }
+    file_as_an_earlier_release(app, user, &browsers).await;
+    browsers
+}
+
+/// Three sessions of `user` across an upgrade: two filed by an earlier release, then one
+/// since, the last.
+pub(crate) async fn sessions_across_an_upgrade(app: &TestApp, user: &str) -> Vec<Browser> {
+    let mut browsers = logged_in_under_an_earlier_release(app, user, 2).await;
+    let since = Browser::new(&app.url);
+    since.login(user).await;
+    browsers.push(since);
+    browsers
+}
+
 /// Files the sessions of `user` (their browsers) as an earlier release filed them: under the
 /// unkeyed SHA-256 names of `sub` and `sid`, without admission order.
-pub(crate) async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[&Browser]) {
+async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[Browser]) {
     let mut filed = Vec::new();
     for browser in browsers {
         let sid = provider_session_of(browser).await;
@@ -666,11 +691,7 @@ async fn sessions_filed_under_an_earlier_releases_unkeyed_names_are_listed_count
         .session_toml("max_per_user = 3\n")
         .start()
         .await;
-    let earlier: Vec<Browser> = (0..3).map(|_| Browser::new(&app.url)).collect();
-    for browser in &earlier {
-        browser.login("alice").await;
-    }
-    file_as_an_earlier_release(&app, "alice", &earlier.iter().collect::<Vec<_>>()).await;
+    let earlier = logged_in_under_an_earlier_release(&app, "alice", 3).await;
     assert_eq!(sessions_of(&earlier[0]).await.len(), 3, "listed");
 
     // A new login counts them against the limit: one of them ends.
