@@ -36,17 +36,6 @@ fn current_id(sessions: &[Value]) -> String {
     current[0]["id"].as_str().unwrap().to_owned()
 }
 
-/// `DELETE` with the anti-forgery header.
-pub(crate) async fn delete(browser: &Browser, path: &str) -> reqwest::Response {
-    browser
-        .http()
-        .delete(browser.url(path))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap()
-}
-
 pub(crate) async fn alive(browser: &Browser) -> bool {
     browser.user().await.0 == StatusCode::OK
 }
@@ -132,7 +121,9 @@ async fn a_user_sees_their_devices_and_ends_the_lost_laptop_from_the_phone_on_ev
     let bobs = sessions_of(&bob).await;
     assert_eq!(bobs.len(), 1);
     assert_ne!(bobs[0]["id"], laptop_id.as_str());
-    let refused = delete(&bob, &format!("/api/auth/sessions/{laptop_id}")).await;
+    let refused = bob
+        .api_delete(&format!("/api/auth/sessions/{laptop_id}"))
+        .await;
     assert_eq!(refused.status(), StatusCode::NOT_FOUND);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "no_such_session");
@@ -157,7 +148,9 @@ async fn a_user_sees_their_devices_and_ends_the_lost_laptop_from_the_phone_on_ev
         alive(&laptop_elsewhere).await,
         "cached by the other instance"
     );
-    let ended = delete(&phone, &format!("/api/auth/sessions/{laptop_id}")).await;
+    let ended = phone
+        .api_delete(&format!("/api/auth/sessions/{laptop_id}"))
+        .await;
     assert_eq!(ended.status(), StatusCode::NO_CONTENT);
     assert!(!alive(&laptop).await);
     wait_for(
@@ -170,7 +163,9 @@ async fn a_user_sees_their_devices_and_ends_the_lost_laptop_from_the_phone_on_ev
     assert_eq!(sessions_of(&phone).await.len(), 1);
     // The laptop's refresh token, kept in escrow, is revoked at the provider.
     wait_for_revocations(&app, 1).await;
-    let again = delete(&phone, &format!("/api/auth/sessions/{laptop_id}")).await;
+    let again = phone
+        .api_delete(&format!("/api/auth/sessions/{laptop_id}"))
+        .await;
     assert_eq!(again.status(), StatusCode::NOT_FOUND, "already ended");
 
     // Without a session: 401.
@@ -188,7 +183,7 @@ async fn ending_the_others_keeps_the_current_session_and_its_own_deletion_drops_
     for browser in &browsers {
         browser.login("alice").await;
     }
-    let response = delete(&browsers[0], "/api/auth/sessions").await;
+    let response = browsers[0].api_delete("/api/auth/sessions").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["ended"], 2);
@@ -198,7 +193,9 @@ async fn ending_the_others_keeps_the_current_session_and_its_own_deletion_drops_
     // Ending the current session by its id is a logout: the cookie goes too.
     let listed = sessions_of(&browsers[0]).await;
     let own = current_id(&listed);
-    let response = delete(&browsers[0], &format!("/api/auth/sessions/{own}")).await;
+    let response = browsers[0]
+        .api_delete(&format!("/api/auth/sessions/{own}"))
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let cookie = response.headers()["set-cookie"]
         .to_str()
@@ -308,7 +305,8 @@ async fn my_sessions_work_on_the_in_memory_store() {
         .unwrap()
         .to_owned();
     assert_eq!(
-        delete(&phone, &format!("/api/auth/sessions/{laptop_id}"))
+        phone
+            .api_delete(&format!("/api/auth/sessions/{laptop_id}"))
             .await
             .status(),
         StatusCode::NO_CONTENT
@@ -457,7 +455,9 @@ async fn ending_the_current_session_by_its_id_revokes_its_refresh_token_without_
     phone.login("alice").await;
     assert_eq!(app.provider.stored("RefreshToken").await, 2);
     let own = current_id(&sessions_of(&laptop).await);
-    let response = delete(&laptop, &format!("/api/auth/sessions/{own}")).await;
+    let response = laptop
+        .api_delete(&format!("/api/auth/sessions/{own}"))
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(
         response.headers()["set-cookie"]
@@ -492,7 +492,7 @@ async fn asking_again_and_again_to_end_sessions_that_are_not_there_is_audited_a_
             .collect::<Vec<Value>>()
     };
     for call in 0..60 {
-        let response = delete(&alice, "/api/auth/sessions").await;
+        let response = alice.api_delete("/api/auth/sessions").await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["ended"], usize::from(call == 0), "call {call}");
@@ -713,7 +713,7 @@ async fn sessions_filed_under_an_earlier_releases_unkeyed_names_are_listed_count
     // Ended by its id, and by its provider session.
     let id = current_id(&sessions_of(left[0]).await);
     assert_eq!(
-        delete(&new, &format!("/api/auth/sessions/{id}"))
+        new.api_delete(&format!("/api/auth/sessions/{id}"))
             .await
             .status(),
         StatusCode::NO_CONTENT
@@ -783,7 +783,8 @@ async fn a_users_sessions_stay_listed_counted_and_endable_through_a_key_rotation
     let first = Browser::with_session(&k2, &sessions[0]);
     let first_id = current_id(&sessions_of(&first).await);
     assert_eq!(
-        delete(&newest, &format!("/api/auth/sessions/{first_id}"))
+        newest
+            .api_delete(&format!("/api/auth/sessions/{first_id}"))
             .await
             .status(),
         StatusCode::NO_CONTENT
