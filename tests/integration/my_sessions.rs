@@ -532,16 +532,6 @@ pub(crate) async fn provider_session_of(browser: &Browser) -> String {
         .to_owned()
 }
 
-/// Every Redis key under `pattern`.
-async fn keys(app: &TestApp, pattern: &str) -> Vec<String> {
-    let mut redis = app.redis().connection().await;
-    redis::cmd("KEYS")
-        .arg(pattern)
-        .query_async(&mut redis)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_index_keys_in_redis_do_not_confirm_a_guessed_user_or_provider_session() {
     let app = TestApp::start().await;
@@ -561,7 +551,7 @@ async fn the_index_keys_in_redis_do_not_confirm_a_guessed_user_or_provider_sessi
     alice_again.login("alice").await;
     let again_sid = provider_session_of(&alice_again).await;
 
-    let all = keys(&app, "vestibule:*").await;
+    let all = app.redis().keys("vestibule:*").await;
     // What anyone holding a dump could compute from a guess: none of it is there.
     for (kind, guess) in [
         ("user", "alice"),
@@ -587,7 +577,11 @@ async fn the_index_keys_in_redis_do_not_confirm_a_guessed_user_or_provider_sessi
         ("vestibule:user-ended:*", 1),
         ("vestibule:sid-ended:*", 1),
     ] {
-        assert_eq!(keys(&app, pattern).await.len(), count, "{pattern}: {all:?}");
+        assert_eq!(
+            app.redis().keys(pattern).await.len(),
+            count,
+            "{pattern}: {all:?}"
+        );
     }
     // And they work: alice's session is listed and ends by its provider session.
     assert_eq!(sessions_of(&alice_again).await.len(), 1);
@@ -634,7 +628,7 @@ async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[Brows
         filed.push((sid, current_id(&sessions_of(browser).await)));
     }
     let mut redis = app.redis().connection().await;
-    let keyed = keys(app, "vestibule:user:*").await;
+    let keyed = app.redis().keys("vestibule:user:*").await;
     assert_eq!(keyed.len(), 1, "only {user}'s index: {keyed:?}");
     let legacy_user = compact_storage_key("user", user.as_bytes());
     let _: () = redis::cmd("RENAME")
@@ -660,7 +654,7 @@ async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[Brows
             .unwrap();
     }
     let legacy_suffix = legacy_user.trim_start_matches("vestibule:user:");
-    for key in keys(app, "vestibule:sid:*").await {
+    for key in app.redis().keys("vestibule:sid:*").await {
         let _: () = redis::cmd("DEL")
             .arg(&key)
             .query_async(&mut redis)
@@ -682,7 +676,7 @@ async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[Brows
             .await
             .unwrap();
     }
-    assert_eq!(keys(app, "vestibule:user:*").await, [legacy_user]);
+    assert_eq!(app.redis().keys("vestibule:user:*").await, [legacy_user]);
 }
 
 #[tokio::test]

@@ -495,12 +495,7 @@ async fn fill_user_index(app: &TestApp, index: &str, count: usize) {
 
 /// The only user index in the app's Redis.
 async fn only_user_index(app: &TestApp) -> String {
-    let mut redis = app.redis().connection().await;
-    let names: Vec<String> = redis::cmd("KEYS")
-        .arg("vestibule:user:*")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let names = app.redis().keys("vestibule:user:*").await;
     assert_eq!(names.len(), 1, "{names:?}");
     names[0].clone()
 }
@@ -828,14 +823,10 @@ mod sessions_in_redis {
         let mut conn = redis.connection().await;
         let index_fields = |conn: &mut redis::aio::MultiplexedConnection| {
             let mut conn = conn.clone();
+            let redis = &redis;
             async move {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg("vestibule:user:*")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
                 let mut fields = 0;
-                for key in keys {
+                for key in redis.keys("vestibule:user:*").await {
                     let length: u64 = redis::cmd("HLEN")
                         .arg(key)
                         .query_async(&mut conn)
