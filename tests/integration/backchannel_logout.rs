@@ -7,7 +7,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Browser, TestApp, unix_now, wait_for};
+use crate::harness::{Browser, TestApp, unix_now, wait_for, wait_for_the_next_second};
 
 /// Whether the browser's session is still alive at its Vestibule.
 async fn alive(browser: &Browser) -> bool {
@@ -458,13 +458,7 @@ async fn logout_tokens_that_break_a_rule_are_refused_and_a_replay_changes_nothin
     assert!(!alive(&alice).await);
     // A login whose ID token is from the second of that logout could have overtaken it: the
     // next login is from a later second.
-    let ended_at = unix_now();
-    wait_for(
-        "the next second",
-        std::time::Duration::from_secs(2),
-        || async { (unix_now() > ended_at).then_some(()) },
-    )
-    .await;
+    wait_for_the_next_second().await;
     let alice = Browser::new(&app.url);
     alice.login("alice").await;
     let (status, _, body) = post_logout_token(&app.url, &valid).await;

@@ -10,7 +10,9 @@ use serde_json::Value;
 use vestibule::session::store::compact_storage_key;
 
 use crate::harness::binary::binary_in_front;
-use crate::harness::{Browser, TestApp, free_port, spawn_vestibule, unix_now, wait_for};
+use crate::harness::{
+    Browser, TestApp, free_port, spawn_vestibule, unix_now, wait_for, wait_for_the_next_second,
+};
 use crate::key_rotation::{K1, K2, config, ended_on, login_on, on_instance, ring, works_on};
 
 const LAPTOP: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0";
@@ -804,13 +806,7 @@ async fn a_users_sessions_stay_listed_counted_and_endable_through_a_key_rotation
     }
     // And by back-channel logout naming the user. (A login whose ID token is from the second
     // of the operator's end, or before, is refused as overtaken by it: the next one.)
-    let revoked_at = unix_now();
-    wait_for(
-        "the second after the operator's end",
-        std::time::Duration::from_secs(2),
-        || async { (unix_now() > revoked_at).then_some(()) },
-    )
-    .await;
+    wait_for_the_next_second().await;
     let again = login_on(&k2, &public, "alice").await;
     let token = app
         .provider
