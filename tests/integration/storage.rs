@@ -500,6 +500,15 @@ async fn only_user_index(app: &TestApp) -> String {
     names[0].clone()
 }
 
+/// Alice logged in (her browser), and `count` more sessions filed in her index (its name).
+async fn alice_with_sessions_filed_beside(app: &TestApp, count: usize) -> (Browser, String) {
+    let browser = Browser::new(&app.url);
+    browser.login("alice").await;
+    let index = only_user_index(app).await;
+    fill_user_index(app, &index, count).await;
+    (browser, index)
+}
+
 /// How many sessions the user index `index` holds that are not being ended.
 async fn filed_sessions(app: &TestApp, index: &str) -> usize {
     let mut redis = app.redis().connection().await;
@@ -522,10 +531,7 @@ async fn filed_sessions(app: &TestApp, index: &str) -> usize {
 #[tokio::test]
 async fn without_configuration_a_user_has_at_most_a_hundred_sessions() {
     let app = TestApp::start().await;
-    let first = Browser::new(&app.url);
-    first.login("alice").await;
-    let index = only_user_index(&app).await;
-    fill_user_index(&app, &index, 150).await;
+    let (_, index) = alice_with_sessions_filed_beside(&app, 150).await;
     assert_eq!(filed_sessions(&app, &index).await, 151);
     let next = Browser::new(&app.url);
     next.login("alice").await;
@@ -540,12 +546,9 @@ async fn without_configuration_a_user_has_at_most_a_hundred_sessions() {
 #[tokio::test]
 async fn a_user_index_far_beyond_the_limit_never_makes_a_login_or_the_list_block_redis() {
     let app = TestApp::start().await;
-    let first = Browser::new(&app.url);
-    first.login("alice").await;
-    let index = only_user_index(&app).await;
     // 100,000 sessions filed (as under a limit since lowered, or by hand): reading them whole
     // would hold Redis, single-threaded, for most of a second at every login of alice.
-    fill_user_index(&app, &index, 100_000).await;
+    let (first, index) = alice_with_sessions_filed_beside(&app, 100_000).await;
     let mut redis = app.redis().connection().await;
     for (name, value) in [
         ("slowlog-log-slower-than", "50000"),
