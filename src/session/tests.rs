@@ -154,6 +154,18 @@ fn refresh_tokens(ended: &Ended) -> Vec<&str> {
         .collect()
 }
 
+/// A session of `record`, created by an instance with the key ring `entries` on `store`.
+async fn created_under(
+    store: &Store,
+    entries: &[(&str, u8)],
+    record: &SessionRecord,
+) -> SessionCookie {
+    ring_sessions(store, entries)
+        .create(record, &SessionOrigin::default())
+        .await
+        .unwrap()
+}
+
 /// The key id the stored record for `cookie` is labelled with (`None`: unlabelled); with an
 /// escrowed refresh token, the id of the browser-sealed part after it.
 async fn stored_label(store: &Store, cookie: &SessionCookie) -> Option<String> {
@@ -169,10 +181,7 @@ async fn stored_label(store: &Store, cookie: &SessionCookie) -> Option<String> {
 #[tokio::test]
 async fn reading_a_session_under_an_older_key_reseals_it_under_the_current_one() {
     let store = Store::memory();
-    let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&record(unix_now() + 600), &SessionOrigin::default())
-        .await
-        .unwrap();
+    let cookie = created_under(&store, &[("k1", 1)], &record(unix_now() + 600)).await;
     assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k1"));
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     let loaded = rotated.load(&cookie).await.unwrap().unwrap();
@@ -210,10 +219,7 @@ async fn a_session_whose_access_token_is_due_soon_is_resealed_too() {
     let store = Store::memory();
     let mut due_soon = record(unix_now() + 600);
     due_soon.tokens.access_expires_at = Some(unix_now() + 20);
-    let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&due_soon, &SessionOrigin::default())
-        .await
-        .unwrap();
+    let cookie = created_under(&store, &[("k1", 1)], &due_soon).await;
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     assert!(rotated.load(&cookie).await.unwrap().is_some());
     assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k2"));
@@ -225,10 +231,7 @@ async fn a_session_whose_access_token_is_due_soon_is_resealed_too() {
 async fn no_reseal_lands_between_a_running_refreshs_read_and_its_write() {
     let store = Store::memory();
     let refresh_token = with_refresh_token(record(unix_now() + 600), "rt-1");
-    let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&refresh_token, &SessionOrigin::default())
-        .await
-        .unwrap();
+    let cookie = created_under(&store, &[("k1", 1)], &refresh_token).await;
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     // A refresh (another instance) holds the session's lock and has read the record...
     assert!(take_refresh_lock(&store, &cookie).await);
@@ -259,10 +262,7 @@ async fn no_reseal_lands_between_a_running_refreshs_read_and_its_write() {
 #[tokio::test]
 async fn a_reseal_never_overwrites_a_concurrent_write() {
     let store = Store::memory();
-    let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&record(unix_now() + 600), &SessionOrigin::default())
-        .await
-        .unwrap();
+    let cookie = created_under(&store, &[("k1", 1)], &record(unix_now() + 600)).await;
     let old = ring_sessions(&store, &[("k1", 1)]);
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     // What a request read under k1, before another write (here, a logout) changed it.
@@ -280,14 +280,8 @@ async fn a_reseal_never_overwrites_a_concurrent_write() {
 #[tokio::test]
 async fn a_removed_key_ends_only_its_sessions() {
     let store = Store::memory();
-    let old = ring_sessions(&store, &[("k1", 1)])
-        .create(&record(unix_now() + 600), &SessionOrigin::default())
-        .await
-        .unwrap();
-    let new = ring_sessions(&store, &[("k2", 2), ("k1", 1)])
-        .create(&record(unix_now() + 600), &SessionOrigin::default())
-        .await
-        .unwrap();
+    let old = created_under(&store, &[("k1", 1)], &record(unix_now() + 600)).await;
+    let new = created_under(&store, &[("k2", 2), ("k1", 1)], &record(unix_now() + 600)).await;
     let retired = ring_sessions(&store, &[("k2", 2)]);
     assert!(retired.load(&old).await.unwrap().is_none());
     assert!(retired.end(&old).await.unwrap().is_none());
