@@ -7,7 +7,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use vestibule::session::store::compact_storage_key;
+use vestibule::session::store::{compact_storage_key, user_index};
 
 use crate::harness::binary::binary_in_front;
 use crate::harness::{
@@ -655,7 +655,6 @@ async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[Brows
             .await
             .unwrap();
     }
-    let legacy_suffix = legacy_user.trim_start_matches("vestibule:user:");
     for key in app.redis().keys("vestibule:sid:*").await {
         let _: () = redis::cmd("DEL")
             .arg(&key)
@@ -667,7 +666,7 @@ async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[Brows
         let legacy_sid = compact_storage_key("sid", sid.as_bytes());
         let _: () = redis::cmd("SADD")
             .arg(&legacy_sid)
-            .arg(format!("{legacy_suffix}:{handle}"))
+            .arg(user_index::member(&legacy_user, &handle))
             .query_async(&mut redis)
             .await
             .unwrap();
