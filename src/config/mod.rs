@@ -567,7 +567,9 @@ mod tests {
 
     #[test]
     fn what_proxies_send_is_believed_only_with_trusted_proxies_to_believe_it_from() {
-        let settings: [(&str, &str, fn(&Settings) -> bool); 2] = [
+        /// Whether loaded settings believe what the proxies send.
+        type Believed = fn(&Settings) -> bool;
+        let settings: [(&str, &str, Believed); 2] = [
             (
                 "traces.trust_traceparent",
                 "[traces]\ntrust_traceparent = true\n[server]\n",
