@@ -18,41 +18,25 @@ use vestibule::session::{
     MasterKey, SessionOrigin, SessionRecord, Sessions, Store, StoredToken, TokenSet,
 };
 
-fn argument(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|arg| arg != name);
-    args.next()?;
-    args.next()
-}
+mod common;
+use common::argument;
 
 const KEY: [u8; 32] = [42; 32];
 
 fn record(sub: &str) -> SessionRecord {
     let now = unix_now();
-    SessionRecord {
-        sub: sub.to_owned(),
-        tokens: TokenSet {
-            access_token: "access".into(),
-            access_expires_at: Some(now + 300),
-            obtained_at: now,
-            refresh_token: Some(StoredToken::new("refresh")),
-            id_token: StoredToken::new("id"),
-        },
-        created_at: now,
-        expires_at: now + 28_800,
-        logout_sid: vestibule::random::url_safe_secret(),
-        handle: vestibule::random::url_safe_id(),
-        origin_network: "203.0.113.0/24".into(),
-        origin_browser: "Firefox".into(),
-    }
+    let tokens = TokenSet {
+        access_token: "access".into(),
+        access_expires_at: Some(now + 300),
+        obtained_at: now,
+        refresh_token: Some(StoredToken::new("refresh")),
+        id_token: StoredToken::new("id"),
+    };
+    common::record(sub.to_owned(), tokens, now)
 }
 
 fn origin() -> SessionOrigin {
-    SessionOrigin {
-        device: "Firefox on Linux".into(),
-        network: "203.0.113.0/24".into(),
-        browser_family: "Firefox".into(),
-        provider_session: None,
-    }
+    common::origin(None)
 }
 
 /// Microseconds Redis has spent running commands and scripts so far.
@@ -88,6 +72,35 @@ async fn longest_command(conn: &mut redis::aio::MultiplexedConnection) -> anyhow
         .max()
         .unwrap_or(0);
     Ok(longest as f64 / 1e3)
+}
+
+/// What one timed operation cost, in milliseconds.
+struct Cost {
+    /// Wall time.
+    wall_ms: f64,
+    /// Time Redis spent running commands and scripts meanwhile.
+    redis_ms: f64,
+    /// The longest single command (or script): what every other client waited at most.
+    longest_command_ms: f64,
+}
+
+/// Runs `operation` and measures what it cost (the slow log must be recording every command).
+async fn measured<T>(
+    conn: &mut redis::aio::MultiplexedConnection,
+    operation: impl std::future::Future<Output = T>,
+) -> anyhow::Result<(T, Cost)> {
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query_async(conn).await?;
+    let busy = redis_busy_usec(conn).await?;
+    let started = Instant::now();
+    let outcome = operation.await;
+    let wall = started.elapsed();
+    let redis = redis_busy_usec(conn).await? - busy;
+    let cost = Cost {
+        wall_ms: wall.as_secs_f64() * 1e3,
+        redis_ms: redis as f64 / 1e3,
+        longest_command_ms: longest_command(conn).await?,
+    };
+    Ok((outcome, cost))
 }
 
 /// Adds `count` entries of live sessions (whose records do not exist: a list checks each)
@@ -187,16 +200,11 @@ async fn main() -> anyhow::Result<()> {
             .arg(0)
             .query_async(&mut conn)
             .await?;
-        let _: () = redis::cmd("SLOWLOG")
-            .arg("RESET")
-            .query_async(&mut conn)
-            .await?;
-        let busy = redis_busy_usec(&mut conn).await?;
-        let started = Instant::now();
-        let login = sessions.create_within_limit(&record(&sub), &origin()).await;
-        let login_wall = started.elapsed();
-        let login_redis = redis_busy_usec(&mut conn).await? - busy;
-        let login_longest = longest_command(&mut conn).await?;
+        let (login, login_cost) = measured(
+            &mut conn,
+            sessions.create_within_limit(&record(&sub), &origin()),
+        )
+        .await?;
         let (evicted, login_error) = match login {
             Ok(created) => (created.displaced.count, None),
             Err(error) => (0, Some(error.to_string())),
@@ -206,16 +214,7 @@ async fn main() -> anyhow::Result<()> {
             .load(&cookie)
             .await?
             .ok_or_else(|| anyhow::anyhow!("the first session does not load"))?;
-        let _: () = redis::cmd("SLOWLOG")
-            .arg("RESET")
-            .query_async(&mut conn)
-            .await?;
-        let busy = redis_busy_usec(&mut conn).await?;
-        let started = Instant::now();
-        let listed = sessions.list_for(&current).await;
-        let list_wall = started.elapsed();
-        let list_redis = redis_busy_usec(&mut conn).await? - busy;
-        let list_longest = longest_command(&mut conn).await?;
+        let (listed, list_cost) = measured(&mut conn, sessions.list_for(&current)).await?;
         let (listed, list_error) = match listed {
             Ok(listed) => (listed.sessions.len(), None),
             Err(error) => (0, Some(error.to_string())),
@@ -230,14 +229,14 @@ async fn main() -> anyhow::Result<()> {
                 "entries": size,
                 "filed": filed,
                 "max_per_user": max_per_user,
-                "login_ms": login_wall.as_secs_f64() * 1e3,
-                "login_redis_ms": login_redis as f64 / 1e3,
-                "login_longest_command_ms": login_longest,
+                "login_ms": login_cost.wall_ms,
+                "login_redis_ms": login_cost.redis_ms,
+                "login_longest_command_ms": login_cost.longest_command_ms,
                 "login_error": login_error,
                 "evicted": evicted,
-                "list_ms": list_wall.as_secs_f64() * 1e3,
-                "list_redis_ms": list_redis as f64 / 1e3,
-                "list_longest_command_ms": list_longest,
+                "list_ms": list_cost.wall_ms,
+                "list_redis_ms": list_cost.redis_ms,
+                "list_longest_command_ms": list_cost.longest_command_ms,
                 "list_error": list_error,
                 "listed": listed,
                 "index_fields_after": left,

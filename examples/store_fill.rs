@@ -16,11 +16,8 @@ use vestibule::session::{
     MasterKey, SessionOrigin, SessionRecord, Sessions, Store, StoredToken, TokenSet,
 };
 
-fn argument(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|arg| arg != name);
-    args.next()?;
-    args.next()
-}
+mod common;
+use common::argument;
 
 /// A JWT-shaped string of about `size` bytes with the given payload claims.
 fn jwt(claims: &Value, size: usize) -> String {
@@ -48,9 +45,10 @@ fn record(index: usize) -> SessionRecord {
         "given_name": "Alice", "family_name": "Example", "email": format!("user{index}@example.com"),
     });
     let id_token = jwt(&id_claims, 1536);
-    SessionRecord {
-        sub: id_claims["sub"].as_str().unwrap_or_default().to_owned(),
-        tokens: TokenSet {
+    let sub = id_claims["sub"].as_str().unwrap_or_default().to_owned();
+    common::record(
+        sub,
+        TokenSet {
             access_token: jwt(
                 &json!({ "exp": now + 300, "scope": "openid profile email" }),
                 1536,
@@ -60,23 +58,13 @@ fn record(index: usize) -> SessionRecord {
             refresh_token: Some(StoredToken::new(&jwt(&json!({ "typ": "Refresh" }), 1024))),
             id_token: StoredToken::new(&id_token),
         },
-        created_at: now,
-        expires_at: now + 28_800,
-        logout_sid: vestibule::random::url_safe_secret(),
-        handle: vestibule::random::url_safe_id(),
-        origin_network: "203.0.113.0/24".into(),
-        origin_browser: "Firefox".into(),
-    }
+        now,
+    )
 }
 
-/// Where each session comes from, as a login files it in the user's index.
+/// Where each session comes from: a provider session of its own.
 fn origin(index: usize) -> SessionOrigin {
-    SessionOrigin {
-        device: "Firefox on Linux".into(),
-        network: "203.0.113.0/24".into(),
-        browser_family: "Firefox".into(),
-        provider_session: Some(format!("{index:08x}-8f1e-4b7d-9a3c-5d2e1f0a9b8c")),
-    }
+    common::origin(Some(format!("{index:08x}-8f1e-4b7d-9a3c-5d2e1f0a9b8c")))
 }
 
 #[tokio::main]

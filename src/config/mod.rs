@@ -566,22 +566,28 @@ mod tests {
     }
 
     #[test]
-    fn a_trace_context_is_trusted_only_with_trusted_proxies_to_trust_it_from() {
-        let trusting = format!("{}\n[traces]\ntrust_traceparent = true\n", base());
-        let error = load_error(&trusting);
-        assert_eq!(error.key, "traces.trust_traceparent");
-        assert!(error.problem.contains("server.trusted_proxies"), "{error}");
-        let behind_proxies = format!("{trusting}[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
-        assert!(load(&behind_proxies).unwrap().traces.trust_traceparent);
-    }
-
-    #[test]
-    fn request_ids_are_kept_only_with_trusted_proxies_to_keep_them_from() {
-        let keeping = format!("{}\n[server]\ntrust_request_id = true\n", base());
-        let error = load_error(&keeping);
-        assert_eq!(error.key, "server.trust_request_id");
-        assert!(error.problem.contains("server.trusted_proxies"), "{error}");
-        let behind_proxies = format!("{keeping}trusted_proxies = [\"10.0.0.0/8\"]\n");
-        assert!(load(&behind_proxies).unwrap().server.trust_request_id);
+    fn what_proxies_send_is_believed_only_with_trusted_proxies_to_believe_it_from() {
+        /// Whether loaded settings believe what the proxies send.
+        type Believed = fn(&Settings) -> bool;
+        let settings: [(&str, &str, Believed); 2] = [
+            (
+                "traces.trust_traceparent",
+                "[traces]\ntrust_traceparent = true\n[server]\n",
+                |settings| settings.traces.trust_traceparent,
+            ),
+            (
+                "server.trust_request_id",
+                "[server]\ntrust_request_id = true\n",
+                |settings| settings.server.trust_request_id,
+            ),
+        ];
+        for (key, toml, believed) in settings {
+            let trusting = format!("{}\n{toml}", base());
+            let error = load_error(&trusting);
+            assert_eq!(error.key, key);
+            assert!(error.problem.contains("server.trusted_proxies"), "{error}");
+            let behind_proxies = format!("{trusting}trusted_proxies = [\"10.0.0.0/8\"]\n");
+            assert!(believed(&load(&behind_proxies).unwrap()), "{key}");
+        }
     }
 }

@@ -141,13 +141,13 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
 /// `[traces]`; a trace context is trusted from `server.trusted_proxies` alone, so trusting it
 /// without any would trust nobody (and a browser never).
 fn traces(section: TracesSection, server: &ServerSettings) -> Result<TraceSettings, ConfigError> {
-    if section.trust_traceparent && server.trusted_proxies.is_empty() {
-        return Err(ConfigError::new(
-            "traces.trust_traceparent",
-            "trusts the trace context of server.trusted_proxies only, and none is set (a \
-             browser's is never trusted: find its requests by their X-Request-Id)",
-        ));
-    }
+    only_with_trusted_proxies(
+        "traces.trust_traceparent",
+        section.trust_traceparent,
+        &server.trusted_proxies,
+        "trusts the trace context of server.trusted_proxies only, and none is set (a browser's \
+         is never trusted: find its requests by their X-Request-Id)",
+    )?;
     if let Some(endpoint) = &section.otlp_endpoint
         && !matches!(endpoint.scheme(), "http" | "https")
     {
@@ -240,6 +240,21 @@ fn check_public_url(public_url: &Url) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A setting `key` that believes what `server.trusted_proxies` send, turned on (`on`) with
+/// none listed (`proxies`): it would silently believe nobody, so it is refused with `problem`.
+fn only_with_trusted_proxies<T>(
+    key: &str,
+    on: bool,
+    proxies: &[T],
+    problem: &str,
+) -> Result<(), ConfigError> {
+    if on && proxies.is_empty() {
+        Err(ConfigError::new(key, problem))
+    } else {
+        Ok(())
+    }
+}
+
 /// `value` must be at least `minimum`.
 fn at_least(key: &str, value: u64, minimum: u64) -> Result<(), ConfigError> {
     if value < minimum {
@@ -268,13 +283,12 @@ fn server(server: ServerSection) -> Result<ServerSettings, ConfigError> {
         1024,
     )?;
     at_least("server.max_body_bytes", server.max_body_bytes as u64, 1024)?;
-    if server.trust_request_id && server.trusted_proxies.is_empty() {
-        // As for traces.trust_traceparent: a setting that would silently do nothing.
-        return Err(ConfigError::new(
-            "server.trust_request_id",
-            "keeps the X-Request-Id of server.trusted_proxies only, and none is set",
-        ));
-    }
+    only_with_trusted_proxies(
+        "server.trust_request_id",
+        server.trust_request_id,
+        &server.trusted_proxies,
+        "keeps the X-Request-Id of server.trusted_proxies only, and none is set",
+    )?;
     Ok(ServerSettings {
         header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
         keep_alive_timeout: Duration::from_secs(server.keep_alive_timeout_secs),

@@ -28,6 +28,12 @@ impl TrustedProxies {
         Self(ranges)
     }
 
+    /// These proxies if `believed` (a setting that believes what they send is on), otherwise
+    /// none: for what only a trusted proxy may send (a request id, a trace context).
+    pub fn if_believed(self, believed: bool) -> Self {
+        if believed { self } else { Self::default() }
+    }
+
     /// Whether no proxy is trusted (every peer is taken for the client).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -10,10 +10,11 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::client_address::client_network;
+use crate::clock::{OncePerInterval, unix_now};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -39,11 +40,15 @@ pub struct LoginRateLimit {
     )>,
     clock: DefaultClock,
     checks: AtomicU32,
-    /// Unix second of the last displaced-logins warning.
-    last_warning: AtomicU64,
-    /// Unix second of the last warning about refusals behind an untrusted proxy.
-    last_proxy_warning: AtomicU64,
+    /// When each kind of warning was last given ([`DISPLACED`], [`UNTRUSTED_PROXY`]).
+    warnings: OncePerInterval,
 }
+
+/// The warning that new logins displace others from the total cap.
+const DISPLACED: &str = "displaced";
+
+/// The warning that refusals come from behind a proxy that is not trusted.
+const UNTRUSTED_PROXY: &str = "untrusted-proxy";
 
 impl LoginRateLimit {
     /// `per_minute` starts per address (0: no limit), after a burst of `burst`.
@@ -62,8 +67,7 @@ impl LoginRateLimit {
             limiter,
             clock: DefaultClock::default(),
             checks: AtomicU32::new(0),
-            last_warning: AtomicU64::new(0),
-            last_proxy_warning: AtomicU64::new(0),
+            warnings: OncePerInterval::new(Duration::from_secs(WARNING_INTERVAL_SECS), 2),
         }
     }
 
@@ -71,7 +75,7 @@ impl LoginRateLimit {
     /// starting logins at once (a flood, or a cap too small for the traffic). Warns at most
     /// once a minute.
     pub fn report_displaced_logins(&self, count: usize) {
-        if due(&self.last_warning) {
+        if self.warnings.due(DISPLACED, unix_now()) {
             tracing::warn!(
                 displaced = count,
                 "login.max_pending_total reached: new logins displace the oldest in progress \
@@ -86,7 +90,7 @@ impl LoginRateLimit {
     /// lockout an operator must hear about). Warns at most once a minute, naming the client's
     /// network only.
     pub fn report_refused_behind_untrusted_proxy(&self, client: IpAddr) {
-        if due(&self.last_proxy_warning) {
+        if self.warnings.due(UNTRUSTED_PROXY, unix_now()) {
             tracing::warn!(
                 network = %client_network(client),
                 "login starts refused by the rate limit for an address whose requests carry \
@@ -111,17 +115,6 @@ impl LoginRateLimit {
         by_address.check_key(&bucket(client)).map_err(wait)?;
         by_network.check_key(&network(client)).map_err(wait)
     }
-}
-
-/// Whether a once-a-minute warning whose last time is in `last` is due now (and if so, takes
-/// it).
-fn due(last: &AtomicU64) -> bool {
-    let now = crate::clock::unix_now();
-    let previous = last.load(Ordering::Relaxed);
-    now >= previous + WARNING_INTERVAL_SECS
-        && last
-            .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
 }
 
 /// The network a client belongs to (see [`client_network`]), by its first address.

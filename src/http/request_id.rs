@@ -49,25 +49,25 @@ impl RequestId {
 /// Where request ids come from (`server.trust_request_id`, `server.trusted_proxies`).
 #[derive(Debug, Clone, Default)]
 pub struct RequestIds {
-    /// The proxies whose ids are kept; `None`: every id is Vestibule's own.
-    trusted: Option<TrustedProxies>,
+    /// The proxies whose ids are kept; none: every id is Vestibule's own.
+    senders: TrustedProxies,
 }
 
 impl RequestIds {
     /// Keeps the ids `proxies` send when `trust` is on; otherwise always generates.
     pub fn new(trust: bool, proxies: TrustedProxies) -> Self {
         Self {
-            trusted: trust.then_some(proxies),
+            senders: proxies.if_believed(trust),
         }
     }
 
     /// The id of a request that arrived from `peer` with `headers`.
     pub fn assign(&self, peer: IpAddr, headers: &HeaderMap) -> RequestId {
         let forwarded = self
-            .trusted
-            .as_ref()
-            .filter(|proxies| proxies.trusts_peer(peer))
-            .and_then(|_| headers.get(&X_REQUEST_ID))
+            .senders
+            .trusts_peer(peer)
+            .then(|| headers.get(&X_REQUEST_ID))
+            .flatten()
             .filter(|value| acceptable(value.as_bytes()));
         match forwarded {
             Some(value) => RequestId(value.clone()),

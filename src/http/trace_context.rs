@@ -29,11 +29,7 @@ impl TraceContextTrust {
     /// Believes the context `proxies` send when `trust` is on; otherwise nobody's.
     pub fn new(trust: bool, proxies: TrustedProxies) -> Self {
         Self {
-            senders: if trust {
-                proxies
-            } else {
-                TrustedProxies::default()
-            },
+            senders: proxies.if_believed(trust),
         }
     }
 

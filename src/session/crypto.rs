@@ -281,22 +281,31 @@ impl KeyRing {
     /// audit trail's subject hashing), derived from the sealing key: instances with the same
     /// keys derive the same one, and it reveals nothing of the sealing key.
     pub fn derive_purpose_key(&self, purpose: &[u8]) -> SecretBox<[u8; 32]> {
-        let key = match &self.0 {
-            Keys::Single(key) => key,
-            Keys::Ring(keys) => &keys[0].1,
-        };
-        purpose_key(key.key.expose_secret(), purpose)
+        purpose_key(self.sealing_key().key.expose_secret(), purpose)
     }
 
     /// [`KeyRing::derive_purpose_key`] under every key of the ring, the sealing key first: for
     /// a purpose whose values made under an older key must still be recognised.
     pub fn derive_purpose_keys(&self, purpose: &[u8]) -> Vec<SecretBox<[u8; 32]>> {
+        self.master_keys()
+            .into_iter()
+            .map(|key| purpose_key(key.key.expose_secret(), purpose))
+            .collect()
+    }
+
+    /// Every key, the sealing key first.
+    fn master_keys(&self) -> Vec<&MasterKey> {
         match &self.0 {
-            Keys::Single(key) => vec![purpose_key(key.key.expose_secret(), purpose)],
-            Keys::Ring(keys) => keys
-                .iter()
-                .map(|(_, key)| purpose_key(key.key.expose_secret(), purpose))
-                .collect(),
+            Keys::Single(key) => vec![key],
+            Keys::Ring(keys) => keys.iter().map(|(_, key)| key).collect(),
+        }
+    }
+
+    /// The key that seals.
+    fn sealing_key(&self) -> &MasterKey {
+        match &self.0 {
+            Keys::Single(key) => key,
+            Keys::Ring(keys) => &keys[0].1,
         }
     }
 
@@ -405,11 +414,8 @@ impl KeyRing {
             }
         }
         // Unlabelled, or an unlabelled record whose random nonce happens to look labelled.
-        let (keys, single): (Vec<&MasterKey>, bool) = match &self.0 {
-            Keys::Single(key) => (vec![key], true),
-            Keys::Ring(keys) => (keys.iter().map(|(_, key)| key).collect(), false),
-        };
-        for key in keys {
+        let single = matches!(self.0, Keys::Single(_));
+        for key in self.master_keys() {
             if let Some(plaintext) =
                 key.open_after(UNLABELLED_INFO, &[], sealed, derivation, storage_key)
             {

@@ -133,6 +133,39 @@ fn ring_sessions(store: &Store, entries: &[(&str, u8)]) -> Sessions {
     )
 }
 
+/// Takes `cookie`'s refresh lock as a refresh does; whether it was free.
+async fn take_refresh_lock(store: &Store, cookie: &SessionCookie) -> bool {
+    store
+        .try_lock(
+            &cookie.refresh_lock_key(),
+            "refresh",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+}
+
+/// The refresh tokens an end handed back for revocation.
+fn refresh_tokens(ended: &Ended) -> Vec<&str> {
+    ended
+        .refresh_tokens
+        .iter()
+        .map(|token| token.text())
+        .collect()
+}
+
+/// A session of `record`, created by an instance with the key ring `entries` on `store`.
+async fn created_under(
+    store: &Store,
+    entries: &[(&str, u8)],
+    record: &SessionRecord,
+) -> SessionCookie {
+    ring_sessions(store, entries)
+        .create(record, &SessionOrigin::default())
+        .await
+        .unwrap()
+}
+
 /// The key id the stored record for `cookie` is labelled with (`None`: unlabelled); with an
 /// escrowed refresh token, the id of the browser-sealed part after it.
 async fn stored_label(store: &Store, cookie: &SessionCookie) -> Option<String> {
@@ -148,10 +181,7 @@ async fn stored_label(store: &Store, cookie: &SessionCookie) -> Option<String> {
 #[tokio::test]
 async fn reading_a_session_under_an_older_key_reseals_it_under_the_current_one() {
     let store = Store::memory();
-    let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&record(unix_now() + 600), &SessionOrigin::default())
-        .await
-        .unwrap();
+    let cookie = created_under(&store, &[("k1", 1)], &record(unix_now() + 600)).await;
     assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k1"));
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     let loaded = rotated.load(&cookie).await.unwrap().unwrap();
@@ -189,46 +219,22 @@ async fn a_session_whose_access_token_is_due_soon_is_resealed_too() {
     let store = Store::memory();
     let mut due_soon = record(unix_now() + 600);
     due_soon.tokens.access_expires_at = Some(unix_now() + 20);
-    let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&due_soon, &SessionOrigin::default())
-        .await
-        .unwrap();
+    let cookie = created_under(&store, &[("k1", 1)], &due_soon).await;
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     assert!(rotated.load(&cookie).await.unwrap().is_some());
     assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k2"));
     // The re-seal released the lock it took: a refresh can take it at once.
-    assert!(
-        store
-            .try_lock(
-                &cookie.refresh_lock_key(),
-                "refresh",
-                Duration::from_secs(10)
-            )
-            .await
-            .unwrap()
-    );
+    assert!(take_refresh_lock(&store, &cookie).await);
 }
 
 #[tokio::test]
 async fn no_reseal_lands_between_a_running_refreshs_read_and_its_write() {
     let store = Store::memory();
     let refresh_token = with_refresh_token(record(unix_now() + 600), "rt-1");
-    let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&refresh_token, &SessionOrigin::default())
-        .await
-        .unwrap();
+    let cookie = created_under(&store, &[("k1", 1)], &refresh_token).await;
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     // A refresh (another instance) holds the session's lock and has read the record...
-    assert!(
-        store
-            .try_lock(
-                &cookie.refresh_lock_key(),
-                "refresh",
-                Duration::from_secs(10)
-            )
-            .await
-            .unwrap()
-    );
+    assert!(take_refresh_lock(&store, &cookie).await);
     let refreshing = rotated.load_fresh(&cookie).await.unwrap().unwrap();
     // ...while requests read the session under the new ring: none re-seals it.
     for _ in 0..3 {
@@ -256,10 +262,7 @@ async fn no_reseal_lands_between_a_running_refreshs_read_and_its_write() {
 #[tokio::test]
 async fn a_reseal_never_overwrites_a_concurrent_write() {
     let store = Store::memory();
-    let cookie = ring_sessions(&store, &[("k1", 1)])
-        .create(&record(unix_now() + 600), &SessionOrigin::default())
-        .await
-        .unwrap();
+    let cookie = created_under(&store, &[("k1", 1)], &record(unix_now() + 600)).await;
     let old = ring_sessions(&store, &[("k1", 1)]);
     let rotated = ring_sessions(&store, &[("k2", 2), ("k1", 1)]);
     // What a request read under k1, before another write (here, a logout) changed it.
@@ -277,14 +280,8 @@ async fn a_reseal_never_overwrites_a_concurrent_write() {
 #[tokio::test]
 async fn a_removed_key_ends_only_its_sessions() {
     let store = Store::memory();
-    let old = ring_sessions(&store, &[("k1", 1)])
-        .create(&record(unix_now() + 600), &SessionOrigin::default())
-        .await
-        .unwrap();
-    let new = ring_sessions(&store, &[("k2", 2), ("k1", 1)])
-        .create(&record(unix_now() + 600), &SessionOrigin::default())
-        .await
-        .unwrap();
+    let old = created_under(&store, &[("k1", 1)], &record(unix_now() + 600)).await;
+    let new = created_under(&store, &[("k2", 2), ("k1", 1)], &record(unix_now() + 600)).await;
     let retired = ring_sessions(&store, &[("k2", 2)]);
     assert!(retired.load(&old).await.unwrap().is_none());
     assert!(retired.end(&old).await.unwrap().is_none());
@@ -329,11 +326,7 @@ async fn a_login_beyond_the_limit_ends_the_least_recently_used_and_hands_back_it
         .unwrap();
     let (_, third_cookie, ended) = login("rt-third").await;
     assert_eq!(ended.count, 1);
-    let revoked: Vec<&str> = ended
-        .refresh_tokens
-        .iter()
-        .map(|token| token.text())
-        .collect();
+    let revoked = refresh_tokens(&ended);
     assert_eq!(revoked, ["rt-second"]);
     assert!(sessions.load(&second_cookie).await.unwrap().is_none());
     for kept in [&first_cookie, &third_cookie] {
@@ -358,11 +351,7 @@ async fn without_escrow_a_remote_end_still_ends_but_has_no_token_to_revoke() {
             .unwrap();
         let ended = sessions.end_all_of("alice").await.unwrap();
         assert_eq!(ended.count, 1);
-        let tokens: Vec<&str> = ended
-            .refresh_tokens
-            .iter()
-            .map(|token| token.text())
-            .collect();
+        let tokens = refresh_tokens(&ended);
         assert_eq!(tokens, expected);
         assert!(sessions.load(&cookie).await.unwrap().is_none());
     }
@@ -500,11 +489,7 @@ async fn a_session_whose_escrow_was_sealed_under_the_shared_key_opens_and_ends_w
         let cookie = create().await;
         with_shared_key_escrow(&sessions, &cookie, "rt-old").await;
         let ended = sessions.end_all_of("alice").await.unwrap();
-        let tokens: Vec<&str> = ended
-            .refresh_tokens
-            .iter()
-            .map(|token| token.text())
-            .collect();
+        let tokens = refresh_tokens(&ended);
         assert_eq!(tokens, ["rt-old"]);
     }
 }

@@ -127,13 +127,7 @@ async fn every_authentication_event_is_audited_with_its_request_network_and_a_ke
     alice.login("alice").await;
     let phone = Browser::new(&binary.base);
     phone.login("alice").await;
-    let ended = alice
-        .http()
-        .delete(alice.url("/api/auth/sessions"))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap();
+    let ended = alice.api_delete("/api/auth/sessions").await;
     assert_eq!(ended.status(), StatusCode::OK);
     let by_user = nth_event(&binary, "sessions_ended_by_user", 1).await;
     assert_eq!(

@@ -7,9 +7,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Browser, TestApp, unix_now, wait_for};
-
-const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+use crate::harness::{Browser, TestApp, unix_now, wait_for, wait_for_the_next_second};
 
 /// Whether the browser's session is still alive at its Vestibule.
 async fn alive(browser: &Browser) -> bool {
@@ -121,19 +119,6 @@ async fn a_provider_side_session_end_ends_every_session_of_that_user_signed_with
     assert!(alive(&bob).await, "bob is not alice");
 }
 
-/// The claims of a valid logout token from `app`'s provider for `sub` and `sid`.
-fn logout_claims(app: &TestApp, sub: &str, sid: Option<&str>, jti: &str) -> Value {
-    let now = unix_now();
-    let mut claims = json!({
-        "iss": app.provider.issuer, "aud": "vestibule", "iat": now, "exp": now + 120,
-        "jti": jti, "sub": sub, "events": { EVENT: {} },
-    });
-    if let Some(sid) = sid {
-        claims["sid"] = json!(sid);
-    }
-    claims
-}
-
 /// The provider session alice's browser is in (the `sid` of its ID token).
 async fn provider_session(browser: &Browser) -> String {
     let (_, user) = browser.user().await;
@@ -185,14 +170,9 @@ async fn logout_tokens_under_an_algorithm_this_client_does_not_receive_are_refus
     ];
     for instance in [&restarted, &app.url] {
         for (alg, key, what) in wrong {
-            let token = app
-                .provider
-                .logout_token(
-                    json!({ "alg": alg, "typ": "logout+jwt" }),
-                    logout_claims(&app, "alice", Some(&sid), &format!("{alg}-{instance}")),
-                    key,
-                )
-                .await;
+            let jti = format!("{alg}-{instance}");
+            let claims = app.provider.logout_claims(Some("alice"), Some(&sid), &jti);
+            let token = app.provider.logout_token_under(alg, key, claims).await;
             let (status, _, body) = post_logout_token(instance, &token).await;
             assert_eq!(
                 status,
@@ -208,13 +188,12 @@ async fn logout_tokens_under_an_algorithm_this_client_does_not_receive_are_refus
     }
     // The algorithm the login's ID token came under is known to the instance that never saw
     // an ID token: a genuine RS256 token ends the session there.
+    let claims = app
+        .provider
+        .logout_claims(Some("alice"), Some(&sid), "genuine");
     let genuine = app
         .provider
-        .logout_token(
-            json!({ "alg": "RS256", "typ": "logout+jwt" }),
-            logout_claims(&app, "alice", Some(&sid), "genuine"),
-            "provider",
-        )
+        .logout_token_under("RS256", "provider", claims)
         .await;
     let (status, _, body) = post_logout_token(&restarted, &genuine).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -242,13 +221,9 @@ async fn until_a_refresh_teaches_the_algorithm_the_providers_asymmetric_ones_sta
         .await
         .unwrap();
     let token = |alg: &'static str, key: &'static str, sub: &'static str, jti: &'static str| {
-        let claims = if sub == "alice" {
-            logout_claims(&app, sub, Some(&sid), jti)
-        } else {
-            logout_claims(&app, sub, None, jti)
-        };
-        app.provider
-            .logout_token(json!({ "alg": alg, "typ": "logout+jwt" }), claims, key)
+        let sid = (sub == "alice").then_some(sid.as_str());
+        let claims = app.provider.logout_claims(Some(sub), sid, jti);
+        app.provider.logout_token_under(alg, key, claims)
     };
     // Never one keyed with the client secret...
     let hs = token("HS256", "client-secret", "alice", "hs-before").await;
@@ -291,13 +266,12 @@ async fn hs256_id_tokens_do_not_make_hs256_logout_tokens_acceptable_unless_confi
     let alice = Browser::new(&app.url);
     alice.login("alice").await;
     let sid = provider_session(&alice).await;
+    let claims = app
+        .provider
+        .logout_claims(Some("alice"), Some(&sid), "hs-unconfigured");
     let token = app
         .provider
-        .logout_token(
-            json!({ "alg": "HS256", "typ": "logout+jwt" }),
-            logout_claims(&app, "alice", Some(&sid), "hs-unconfigured"),
-            "client-secret",
-        )
+        .logout_token_under("HS256", "client-secret", claims)
         .await;
     let (status, _, body) = post_logout_token(&app.url, &token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -333,21 +307,14 @@ async fn a_token_naming_only_sub_ends_all_of_that_users_sessions() {
 #[tokio::test]
 async fn a_token_naming_only_sub_also_ends_sessions_an_earlier_release_filed_under_unkeyed_names() {
     let app = TestApp::start().await;
-    let earlier = [Browser::new(&app.url), Browser::new(&app.url)];
-    for browser in &earlier {
-        browser.login("alice").await;
-    }
-    crate::my_sessions::file_as_an_earlier_release(&app, "alice", &[&earlier[0], &earlier[1]])
-        .await;
-    let since = Browser::new(&app.url);
-    since.login("alice").await;
+    let browsers = crate::my_sessions::sessions_across_an_upgrade(&app, "alice").await;
     let token = app
         .provider
         .logout_token_for_sub("alice", "earlier-sub-1")
         .await;
     let (status, _, _) = post_logout_token(&app.url, &token).await;
     assert_eq!(status, StatusCode::OK);
-    for browser in earlier.iter().chain([&since]) {
+    for browser in &browsers {
         assert!(!alive(browser).await);
     }
 }
@@ -363,13 +330,9 @@ async fn logout_tokens_that_break_a_rule_are_refused_and_a_replay_changes_nothin
         .expect("the ID token names the provider session")
         .to_owned();
     let now = unix_now();
-    let issuer = app.provider.issuer.clone();
     let claims = |changes: Value| {
-        let mut claims = json!({
-            "iss": issuer, "aud": "vestibule", "iat": now, "exp": now + 120,
-            "jti": format!("jti-{}", changes), "sub": "alice", "sid": sid,
-            "events": { EVENT: {} },
-        });
+        let jti = format!("jti-{changes}");
+        let mut claims = app.provider.logout_claims(Some("alice"), Some(&sid), &jti);
         for (name, value) in changes.as_object().unwrap() {
             if value.is_null() {
                 claims.as_object_mut().unwrap().remove(name);
@@ -495,13 +458,7 @@ async fn logout_tokens_that_break_a_rule_are_refused_and_a_replay_changes_nothin
     assert!(!alive(&alice).await);
     // A login whose ID token is from the second of that logout could have overtaken it: the
     // next login is from a later second.
-    let ended_at = unix_now();
-    wait_for(
-        "the next second",
-        std::time::Duration::from_secs(2),
-        || async { (unix_now() > ended_at).then_some(()) },
-    )
-    .await;
+    wait_for_the_next_second().await;
     let alice = Browser::new(&app.url);
     alice.login("alice").await;
     let (status, _, body) = post_logout_token(&app.url, &valid).await;

@@ -58,14 +58,36 @@ fn check_with_env(file: &tempfile_path::TempFile, env: &[(&str, &str)]) -> std::
     command.output().unwrap()
 }
 
-#[test]
-fn check_config_accepts_a_valid_file() {
-    let output = check_with_flag(&config_file(&valid_config()));
+/// Asserts the binary exited successfully (showing its standard error if not).
+fn assert_succeeded(output: &std::process::Output) {
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The summary a successful `--check-config` printed, asserted to show every one of `shown`
+/// and none of `hidden`.
+fn summary_showing(output: &std::process::Output, shown: &[&str], hidden: &[&str]) -> String {
+    assert_succeeded(output);
+    let summary = String::from_utf8_lossy(&output.stdout).into_owned();
+    for expected in shown {
+        assert!(
+            summary.contains(expected),
+            "{expected:?} missing from:\n{summary}"
+        );
+    }
+    for secret in hidden {
+        assert!(!summary.contains(secret), "{secret:?} shown in:\n{summary}");
+    }
+    summary
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let output = check_with_flag(&config_file(&valid_config()));
+    assert_succeeded(&output);
 }
 
 #[test]
@@ -84,37 +106,27 @@ fn check_config_summarises_what_the_file_and_environment_produced_without_a_secr
             ),
         ],
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let summary = summary_showing(
+        &output,
+        &[
+            "configuration is valid",
+            "127.0.0.1:8080",
+            "http://localhost:8081/realms/vestibule",
+            "vestibule (secret set",
+            "Redis, server redis.internal:6380",
+            "one key (session.encryption_key)",
+            "max_per_user 3",
+            "/api/billing -> http://billing.internal:8000/v2",
+            "the built-in demo page",
+        ],
+        &[
+            "env-secret-value",
+            "file-secret",
+            "redis-pa55word",
+            "s3cr3t",
+            KEY,
+        ],
     );
-    let summary = String::from_utf8_lossy(&output.stdout);
-    for expected in [
-        "configuration is valid",
-        "127.0.0.1:8080",
-        "http://localhost:8081/realms/vestibule",
-        "vestibule (secret set",
-        "Redis, server redis.internal:6380",
-        "one key (session.encryption_key)",
-        "max_per_user 3",
-        "/api/billing -> http://billing.internal:8000/v2",
-        "the built-in demo page",
-    ] {
-        assert!(
-            summary.contains(expected),
-            "{expected:?} missing from:\n{summary}"
-        );
-    }
-    for secret in [
-        "env-secret-value",
-        "file-secret",
-        "redis-pa55word",
-        "s3cr3t",
-        KEY,
-    ] {
-        assert!(!summary.contains(secret), "{secret:?} shown in:\n{summary}");
-    }
     assert!(
         !summary.contains("/api/orders"),
         "the environment replaced the routes"
@@ -134,25 +146,15 @@ fn check_config_shows_no_credentials_nor_query_values_of_any_url() {
             + "[traces]\notlp_endpoint = \"https://collector.example.com:4318/?api_key=k3y-in-query&region=eu\"\n"),
     );
     let output = check_with_flag(&file);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    summary_showing(
+        &output,
+        &[
+            "OTLP/HTTP to https://collector.example.com:4318/?api_key=***&region=***",
+            "https://idp.internal/.well-known/openid-configuration?tenant=***",
+            "ID and logout tokens signed with ES256 (oidc.id_token_signed_response_alg)",
+        ],
+        &["k3y-in-query", "d1sc0-pa55", "d1sc0-us3r", "t3nant-id"],
     );
-    let summary = String::from_utf8_lossy(&output.stdout);
-    for expected in [
-        "OTLP/HTTP to https://collector.example.com:4318/?api_key=***&region=***",
-        "https://idp.internal/.well-known/openid-configuration?tenant=***",
-        "ID and logout tokens signed with ES256 (oidc.id_token_signed_response_alg)",
-    ] {
-        assert!(
-            summary.contains(expected),
-            "{expected:?} missing from:\n{summary}"
-        );
-    }
-    for secret in ["k3y-in-query", "d1sc0-pa55", "d1sc0-us3r", "t3nant-id"] {
-        assert!(!summary.contains(secret), "{secret:?} shown in:\n{summary}");
-    }
     let unset = check_with_flag(&config_file(&valid_config()));
     assert!(
         String::from_utf8_lossy(&unset.stdout)
@@ -204,11 +206,7 @@ fn bad_settings_stop_start_up_with_one_line_naming_the_key_and_exit_code_2() {
 fn environment_overrides_the_file_and_can_supply_missing_keys() {
     let file = config_file(&valid_config().replace("client_secret = \"file-secret\"", ""));
     let output = check_with_env(&file, &[("VESTIBULE_OIDC__CLIENT_SECRET", "from-env")]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
 
     // A secret that looks like a number or a boolean is still a string.
     for secret in ["123456", "true", "1.50"] {
@@ -277,11 +275,7 @@ fn secrets_can_come_from_files_named_in_the_environment_but_never_twice() {
         ),
     ];
     let output = check_with_env(&file, &from_files);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
 
     let mut both = from_files.to_vec();
     both.push(("VESTIBULE_OIDC__CLIENT_SECRET", "also-a-value"));

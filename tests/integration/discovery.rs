@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::harness::binary::VestibuleProcess;
 use crate::harness::provider_front::{Mode, ProviderFront};
-use crate::harness::{Browser, TestApp, free_port, unix_now, wait_for};
+use crate::harness::{Browser, TestApp, free_port, wait_for};
 
 /// The user name and password in the discovery URL.
 const USER: &str = "front-user";
@@ -86,15 +86,10 @@ async fn post_logout_token(base: &str, token: &str) -> (StatusCode, Value) {
 /// A logout token for alice signed by a key the provider never published (a forgery that
 /// makes the instance wonder whether the provider's keys changed).
 async fn forged_token(app: &TestApp, jti: &str) -> String {
-    let now = unix_now();
     app.provider
         .logout_token(
             json!({ "alg": "RS256", "typ": "logout+jwt", "kid": "forged" }),
-            json!({
-                "iss": app.provider.issuer, "aud": "vestibule", "iat": now, "exp": now + 120,
-                "jti": jti, "sub": "alice",
-                "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
-            }),
+            app.provider.logout_claims(Some("alice"), None, jti),
             "unknown",
         )
         .await

@@ -127,13 +127,7 @@ async fn a_session_stored_with_the_shared_escrow_key_still_works_and_its_refresh
 
     // ...until the phone ends every other session: the laptop's refresh token, opened from
     // the old escrow, is revoked at the provider, which holds only the phone's now.
-    let response = phone
-        .http()
-        .delete(phone.url("/api/auth/sessions"))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap();
+    let response = phone.api_delete("/api/auth/sessions").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["ended"], 1);

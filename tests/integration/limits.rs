@@ -22,13 +22,7 @@ async fn start_login_from(browser: &Browser, client: &str) -> reqwest::Response 
 }
 
 async fn pending_logins(app: &TestApp) -> usize {
-    let mut conn = app.redis().connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("vestibule:login:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    keys.len()
+    app.redis().keys("vestibule:login:*").await.len()
 }
 
 #[tokio::test]
@@ -119,11 +113,7 @@ async fn logins_in_progress_are_capped_in_total_by_displacing_the_oldest() {
         .await
         .unwrap();
     assert_eq!(indexed, 3);
-    let browser_indexes: Vec<String> = redis::cmd("KEYS")
-        .arg("vestibule:login-browser:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let browser_indexes = app.redis().keys("vestibule:login-browser:*").await;
     assert_eq!(
         browser_indexes.len(),
         3,
@@ -313,13 +303,8 @@ async fn a_login_flood_from_one_address_is_throttled_at_the_defaults() {
         let started = start_login_from(&browser, other_address).await;
         assert_eq!(started.status(), StatusCode::SEE_OTHER);
     }
-    let browser_indexes: Vec<String> = redis::cmd("KEYS")
-        .arg("vestibule:login-browser:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let mut largest = 0;
-    for index in browser_indexes {
+    for index in app.redis().keys("vestibule:login-browser:*").await {
         let size: usize = redis::cmd("ZCARD")
             .arg(&index)
             .query_async(&mut conn)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use vestibule::http::scrape::LIMITS;
 
 use crate::harness::binary::{VestibuleProcess, binary_in_front};
@@ -292,10 +292,9 @@ async fn past_the_metrics_cap_connections_wait_and_the_public_listener_still_ser
     next.write_all(b"GET /metrics HTTP/1.1\r\nHost: vestibule\r\n\r\n")
         .await
         .unwrap();
-    let mut first_byte = [0u8; 1];
-    let early = tokio::time::timeout(Duration::from_millis(700), next.read(&mut first_byte)).await;
+    let early = raw_http::first_byte_within(&mut next, Duration::from_millis(700)).await;
     assert!(
-        early.is_err(),
+        early.is_none(),
         "served beyond the metrics listener's cap of {}",
         LIMITS.max_connections
     );
@@ -306,10 +305,10 @@ async fn past_the_metrics_cap_connections_wait_and_the_public_listener_still_ser
     assert_eq!(health.status(), StatusCode::OK);
     // A slot frees up: the waiting scrape is served.
     drop(held.pop());
-    let read = tokio::time::timeout(Duration::from_secs(5), next.read(&mut first_byte))
-        .await
-        .expect("served once a connection closed")
-        .unwrap();
-    assert_eq!((read, first_byte[0]), (1, b'H'));
+    assert_eq!(
+        raw_http::first_byte_within(&mut next, Duration::from_secs(5)).await,
+        Some(b'H'),
+        "served once a connection closed"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -7,10 +7,12 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use vestibule::session::store::compact_storage_key;
+use vestibule::session::store::{compact_storage_key, user_index};
 
 use crate::harness::binary::binary_in_front;
-use crate::harness::{Browser, TestApp, free_port, spawn_vestibule, unix_now, wait_for};
+use crate::harness::{
+    Browser, TestApp, free_port, spawn_vestibule, unix_now, wait_for, wait_for_the_next_second,
+};
 use crate::key_rotation::{K1, K2, config, ended_on, login_on, on_instance, ring, works_on};
 
 const LAPTOP: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0";
@@ -34,17 +36,6 @@ fn current_id(sessions: &[Value]) -> String {
         "exactly one current session: {sessions:?}"
     );
     current[0]["id"].as_str().unwrap().to_owned()
-}
-
-/// `DELETE` with the anti-forgery header.
-pub(crate) async fn delete(browser: &Browser, path: &str) -> reqwest::Response {
-    browser
-        .http()
-        .delete(browser.url(path))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap()
 }
 
 pub(crate) async fn alive(browser: &Browser) -> bool {
@@ -132,7 +123,9 @@ async fn a_user_sees_their_devices_and_ends_the_lost_laptop_from_the_phone_on_ev
     let bobs = sessions_of(&bob).await;
     assert_eq!(bobs.len(), 1);
     assert_ne!(bobs[0]["id"], laptop_id.as_str());
-    let refused = delete(&bob, &format!("/api/auth/sessions/{laptop_id}")).await;
+    let refused = bob
+        .api_delete(&format!("/api/auth/sessions/{laptop_id}"))
+        .await;
     assert_eq!(refused.status(), StatusCode::NOT_FOUND);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "no_such_session");
@@ -157,7 +150,9 @@ async fn a_user_sees_their_devices_and_ends_the_lost_laptop_from_the_phone_on_ev
         alive(&laptop_elsewhere).await,
         "cached by the other instance"
     );
-    let ended = delete(&phone, &format!("/api/auth/sessions/{laptop_id}")).await;
+    let ended = phone
+        .api_delete(&format!("/api/auth/sessions/{laptop_id}"))
+        .await;
     assert_eq!(ended.status(), StatusCode::NO_CONTENT);
     assert!(!alive(&laptop).await);
     wait_for(
@@ -170,7 +165,9 @@ async fn a_user_sees_their_devices_and_ends_the_lost_laptop_from_the_phone_on_ev
     assert_eq!(sessions_of(&phone).await.len(), 1);
     // The laptop's refresh token, kept in escrow, is revoked at the provider.
     wait_for_revocations(&app, 1).await;
-    let again = delete(&phone, &format!("/api/auth/sessions/{laptop_id}")).await;
+    let again = phone
+        .api_delete(&format!("/api/auth/sessions/{laptop_id}"))
+        .await;
     assert_eq!(again.status(), StatusCode::NOT_FOUND, "already ended");
 
     // Without a session: 401.
@@ -188,7 +185,7 @@ async fn ending_the_others_keeps_the_current_session_and_its_own_deletion_drops_
     for browser in &browsers {
         browser.login("alice").await;
     }
-    let response = delete(&browsers[0], "/api/auth/sessions").await;
+    let response = browsers[0].api_delete("/api/auth/sessions").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["ended"], 2);
@@ -198,7 +195,9 @@ async fn ending_the_others_keeps_the_current_session_and_its_own_deletion_drops_
     // Ending the current session by its id is a logout: the cookie goes too.
     let listed = sessions_of(&browsers[0]).await;
     let own = current_id(&listed);
-    let response = delete(&browsers[0], &format!("/api/auth/sessions/{own}")).await;
+    let response = browsers[0]
+        .api_delete(&format!("/api/auth/sessions/{own}"))
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let cookie = response.headers()["set-cookie"]
         .to_str()
@@ -308,7 +307,8 @@ async fn my_sessions_work_on_the_in_memory_store() {
         .unwrap()
         .to_owned();
     assert_eq!(
-        delete(&phone, &format!("/api/auth/sessions/{laptop_id}"))
+        phone
+            .api_delete(&format!("/api/auth/sessions/{laptop_id}"))
             .await
             .status(),
         StatusCode::NO_CONTENT
@@ -457,7 +457,9 @@ async fn ending_the_current_session_by_its_id_revokes_its_refresh_token_without_
     phone.login("alice").await;
     assert_eq!(app.provider.stored("RefreshToken").await, 2);
     let own = current_id(&sessions_of(&laptop).await);
-    let response = delete(&laptop, &format!("/api/auth/sessions/{own}")).await;
+    let response = laptop
+        .api_delete(&format!("/api/auth/sessions/{own}"))
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(
         response.headers()["set-cookie"]
@@ -492,7 +494,7 @@ async fn asking_again_and_again_to_end_sessions_that_are_not_there_is_audited_a_
             .collect::<Vec<Value>>()
     };
     for call in 0..60 {
-        let response = delete(&alice, "/api/auth/sessions").await;
+        let response = alice.api_delete("/api/auth/sessions").await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["ended"], usize::from(call == 0), "call {call}");
@@ -532,16 +534,6 @@ pub(crate) async fn provider_session_of(browser: &Browser) -> String {
         .to_owned()
 }
 
-/// Every Redis key under `pattern`.
-async fn keys(app: &TestApp, pattern: &str) -> Vec<String> {
-    let mut redis = app.redis().connection().await;
-    redis::cmd("KEYS")
-        .arg(pattern)
-        .query_async(&mut redis)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_index_keys_in_redis_do_not_confirm_a_guessed_user_or_provider_session() {
     let app = TestApp::start().await;
@@ -561,7 +553,7 @@ async fn the_index_keys_in_redis_do_not_confirm_a_guessed_user_or_provider_sessi
     alice_again.login("alice").await;
     let again_sid = provider_session_of(&alice_again).await;
 
-    let all = keys(&app, "vestibule:*").await;
+    let all = app.redis().keys("vestibule:*").await;
     // What anyone holding a dump could compute from a guess: none of it is there.
     for (kind, guess) in [
         ("user", "alice"),
@@ -587,7 +579,11 @@ async fn the_index_keys_in_redis_do_not_confirm_a_guessed_user_or_provider_sessi
         ("vestibule:user-ended:*", 1),
         ("vestibule:sid-ended:*", 1),
     ] {
-        assert_eq!(keys(&app, pattern).await.len(), count, "{pattern}: {all:?}");
+        assert_eq!(
+            app.redis().keys(pattern).await.len(),
+            count,
+            "{pattern}: {all:?}"
+        );
     }
     // And they work: alice's session is listed and ends by its provider session.
     assert_eq!(sessions_of(&alice_again).await.len(), 1);
@@ -600,16 +596,41 @@ async fn the_index_keys_in_redis_do_not_confirm_a_guessed_user_or_provider_sessi
     assert!(!alive(&alice_again).await);
 }
 
+/// `count` sessions of `user`, each in a browser of its own, filed as an earlier release filed
+/// them (see [`file_as_an_earlier_release`]).
+async fn logged_in_under_an_earlier_release(
+    app: &TestApp,
+    user: &str,
+    count: usize,
+) -> Vec<Browser> {
+    let browsers: Vec<Browser> = (0..count).map(|_| Browser::new(&app.url)).collect();
+    for browser in &browsers {
+        browser.login(user).await;
+    }
+    file_as_an_earlier_release(app, user, &browsers).await;
+    browsers
+}
+
+/// Three sessions of `user` across an upgrade: two filed by an earlier release, then one
+/// since, the last.
+pub(crate) async fn sessions_across_an_upgrade(app: &TestApp, user: &str) -> Vec<Browser> {
+    let mut browsers = logged_in_under_an_earlier_release(app, user, 2).await;
+    let since = Browser::new(&app.url);
+    since.login(user).await;
+    browsers.push(since);
+    browsers
+}
+
 /// Files the sessions of `user` (their browsers) as an earlier release filed them: under the
 /// unkeyed SHA-256 names of `sub` and `sid`, without admission order.
-pub(crate) async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[&Browser]) {
+async fn file_as_an_earlier_release(app: &TestApp, user: &str, browsers: &[Browser]) {
     let mut filed = Vec::new();
     for browser in browsers {
         let sid = provider_session_of(browser).await;
         filed.push((sid, current_id(&sessions_of(browser).await)));
     }
     let mut redis = app.redis().connection().await;
-    let keyed = keys(app, "vestibule:user:*").await;
+    let keyed = app.redis().keys("vestibule:user:*").await;
     assert_eq!(keyed.len(), 1, "only {user}'s index: {keyed:?}");
     let legacy_user = compact_storage_key("user", user.as_bytes());
     let _: () = redis::cmd("RENAME")
@@ -634,8 +655,7 @@ pub(crate) async fn file_as_an_earlier_release(app: &TestApp, user: &str, browse
             .await
             .unwrap();
     }
-    let legacy_suffix = legacy_user.trim_start_matches("vestibule:user:");
-    for key in keys(app, "vestibule:sid:*").await {
+    for key in app.redis().keys("vestibule:sid:*").await {
         let _: () = redis::cmd("DEL")
             .arg(&key)
             .query_async(&mut redis)
@@ -646,7 +666,7 @@ pub(crate) async fn file_as_an_earlier_release(app: &TestApp, user: &str, browse
         let legacy_sid = compact_storage_key("sid", sid.as_bytes());
         let _: () = redis::cmd("SADD")
             .arg(&legacy_sid)
-            .arg(format!("{legacy_suffix}:{handle}"))
+            .arg(user_index::member(&legacy_user, &handle))
             .query_async(&mut redis)
             .await
             .unwrap();
@@ -657,7 +677,7 @@ pub(crate) async fn file_as_an_earlier_release(app: &TestApp, user: &str, browse
             .await
             .unwrap();
     }
-    assert_eq!(keys(app, "vestibule:user:*").await, [legacy_user]);
+    assert_eq!(app.redis().keys("vestibule:user:*").await, [legacy_user]);
 }
 
 #[tokio::test]
@@ -666,11 +686,7 @@ async fn sessions_filed_under_an_earlier_releases_unkeyed_names_are_listed_count
         .session_toml("max_per_user = 3\n")
         .start()
         .await;
-    let earlier: Vec<Browser> = (0..3).map(|_| Browser::new(&app.url)).collect();
-    for browser in &earlier {
-        browser.login("alice").await;
-    }
-    file_as_an_earlier_release(&app, "alice", &earlier.iter().collect::<Vec<_>>()).await;
+    let earlier = logged_in_under_an_earlier_release(&app, "alice", 3).await;
     assert_eq!(sessions_of(&earlier[0]).await.len(), 3, "listed");
 
     // A new login counts them against the limit: one of them ends.
@@ -692,7 +708,7 @@ async fn sessions_filed_under_an_earlier_releases_unkeyed_names_are_listed_count
     // Ended by its id, and by its provider session.
     let id = current_id(&sessions_of(left[0]).await);
     assert_eq!(
-        delete(&new, &format!("/api/auth/sessions/{id}"))
+        new.api_delete(&format!("/api/auth/sessions/{id}"))
             .await
             .status(),
         StatusCode::NO_CONTENT
@@ -762,7 +778,8 @@ async fn a_users_sessions_stay_listed_counted_and_endable_through_a_key_rotation
     let first = Browser::with_session(&k2, &sessions[0]);
     let first_id = current_id(&sessions_of(&first).await);
     assert_eq!(
-        delete(&newest, &format!("/api/auth/sessions/{first_id}"))
+        newest
+            .api_delete(&format!("/api/auth/sessions/{first_id}"))
             .await
             .status(),
         StatusCode::NO_CONTENT
@@ -788,13 +805,7 @@ async fn a_users_sessions_stay_listed_counted_and_endable_through_a_key_rotation
     }
     // And by back-channel logout naming the user. (A login whose ID token is from the second
     // of the operator's end, or before, is refused as overtaken by it: the next one.)
-    let revoked_at = unix_now();
-    wait_for(
-        "the second after the operator's end",
-        std::time::Duration::from_secs(2),
-        || async { (unix_now() > revoked_at).then_some(()) },
-    )
-    .await;
+    wait_for_the_next_second().await;
     let again = login_on(&k2, &public, "alice").await;
     let token = app
         .provider

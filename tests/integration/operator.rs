@@ -256,14 +256,7 @@ async fn the_configuration_file_is_found_wherever_the_operator_names_it() {
 #[tokio::test]
 async fn the_kill_switch_ends_sessions_an_earlier_release_filed_under_unkeyed_names() {
     let app = TestApp::start().await;
-    let earlier = [Browser::new(&app.url), Browser::new(&app.url)];
-    for browser in &earlier {
-        browser.login("alice").await;
-    }
-    crate::my_sessions::file_as_an_earlier_release(&app, "alice", &[&earlier[0], &earlier[1]])
-        .await;
-    let since = Browser::new(&app.url);
-    since.login("alice").await;
+    let browsers = crate::my_sessions::sessions_across_an_upgrade(&app, "alice").await;
     let counted = report(&vestibule(
         &app,
         Config::FromEnvironment,
@@ -277,7 +270,7 @@ async fn the_kill_switch_ends_sessions_an_earlier_release_filed_under_unkeyed_na
     ));
     assert_eq!(revoked["ended"], 3, "{revoked}");
     assert_eq!(revoked["refresh_tokens_revoked"], 3, "{revoked}");
-    for browser in earlier.iter().chain([&since]) {
+    for browser in &browsers {
         assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
     }
 }

@@ -34,6 +34,71 @@ async fn session_reads(servers: &[&RedisServer]) -> u64 {
     total
 }
 
+/// `browser`'s access token is past its expiry: the call to `path` refreshes it, the provider's
+/// `grants`th refresh grant.
+async fn assert_refreshed(app: &TestApp, browser: &Browser, path: &str, grants: u64) {
+    browser.wait_past_access_token_expiry().await;
+    assert_eq!(browser.api_get(path).await.status(), StatusCode::OK);
+    assert_eq!(app.provider.refresh_grants().await, grants);
+}
+
+/// Waits until `replica` holds what `master` holds at `key` (replication caught up).
+async fn wait_until_replicated(master: &RedisServer, replica: &RedisServer, key: &str, what: &str) {
+    let held_by = |server: &RedisServer| {
+        let client = server.client();
+        async move {
+            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<Vec<u8>>>(&mut connection)
+                .await
+                .ok()?
+        }
+    };
+    let on_master = held_by(master).await.expect("the record on the master");
+    wait_for(what, Duration::from_secs(10), || async {
+        (held_by(replica).await.as_ref() == Some(&on_master)).then_some(())
+    })
+    .await;
+}
+
+/// After a failover to `master`, alice's session in `browser` (cookie `session`) is whole:
+/// its rotated refresh token survived (the next refresh is granted: the provider rotates
+/// refresh tokens and refuses a used one); the record cache follows the new master, serving
+/// again without reading Redis, and is exact: a logout through `other_instance` ends the
+/// session here at once.
+async fn assert_session_followed_the_failover(
+    app: &TestApp,
+    browser: &Browser,
+    master: &RedisServer,
+    other_instance: &str,
+    session: &str,
+) {
+    assert_refreshed(app, browser, "/api/orders/refreshed", 2).await;
+    let (status, user) = browser.user().await;
+    assert_eq!(
+        (status, user["sub"].as_str()),
+        (StatusCode::OK, Some("alice"))
+    );
+    wait_for(
+        "the cache to serve from the new master",
+        Duration::from_secs(60),
+        || async {
+            let before = session_reads(&[master]).await;
+            for n in 0..5 {
+                browser.api_get(&format!("/api/orders/cached-{n}")).await;
+            }
+            (session_reads(&[master]).await == before).then_some(())
+        },
+    )
+    .await;
+    let (status, _) = Browser::with_session(other_instance, session)
+        .logout()
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
+}
+
 /// Every answer is a 200 or a 503, and once a worker was served after the outage it is never
 /// refused again.
 fn assert_outage_answers(answers: &[Vec<StatusCode>]) {
@@ -82,12 +147,7 @@ async fn a_sentinel_failover_keeps_every_session_and_its_refresh_token() {
     let session = browser.cookie("vestibule").expect("a session cookie");
 
     // A refresh before the failover: the rotated refresh token is on the master and its replica.
-    browser.wait_past_access_token_expiry().await;
-    assert_eq!(
-        browser.api_get("/api/orders/before").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(app.provider.refresh_grants().await, 1);
+    assert_refreshed(&app, &browser, "/api/orders/before", 1).await;
 
     // Bob's record is in the instance's cache, and the replica is made to lack it (as if the
     // master had died before replicating his last write).
@@ -123,29 +183,14 @@ async fn a_sentinel_failover_keeps_every_session_and_its_refresh_token() {
         .iter()
         .find(|server| server.port() != old_master_port)
         .unwrap();
-    let mut on_replica = replica.connection().await;
-    let on_master: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(&bob_key)
-        .query_async(&mut old_master_server.connection().await)
-        .await
-        .unwrap();
-    wait_for(
+    wait_until_replicated(
+        old_master_server,
+        replica,
+        &bob_key,
         "bob's record on the replica",
-        Duration::from_secs(10),
-        || {
-            let mut on_replica = on_replica.clone();
-            let (key, expected) = (bob_key.clone(), on_master.clone());
-            async move {
-                let held: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut on_replica)
-                    .await
-                    .ok()?;
-                (held == expected).then_some(())
-            }
-        },
     )
     .await;
+    let mut on_replica = replica.connection().await;
     let () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("replica-read-only")
@@ -191,41 +236,8 @@ async fn a_sentinel_failover_keeps_every_session_and_its_refresh_token() {
         answers.concat().len()
     );
 
-    // The session and its rotated refresh token survived: the next refresh is granted (the
-    // provider rotates refresh tokens and refuses a used one).
-    browser.wait_past_access_token_expiry().await;
-    assert_eq!(
-        browser.api_get("/api/orders/refreshed").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(app.provider.refresh_grants().await, 2);
-    let (status, user) = browser.user().await;
-    assert_eq!(
-        (status, user["sub"].as_str()),
-        (StatusCode::OK, Some("alice"))
-    );
-
-    // The record cache follows the new master: it serves again without reading Redis...
     let master = group.server(new_master);
-    wait_for(
-        "the cache to serve from the new master",
-        Duration::from_secs(60),
-        || async {
-            let before = session_reads(&[master]).await;
-            for n in 0..5 {
-                browser.api_get(&format!("/api/orders/cached-{n}")).await;
-            }
-            (session_reads(&[master]).await == before).then_some(())
-        },
-    )
-    .await;
-    // ...and is exact: a logout through the other instance ends the session here at once.
-    let (status, _) = Browser::with_session(&other_instance, &session)
-        .logout()
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _) = browser.user().await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_session_followed_the_failover(&app, &browser, master, &other_instance, &session).await;
     assert_eq!(
         browser.api_get("/api/orders/ended").await.status(),
         StatusCode::UNAUTHORIZED
@@ -314,12 +326,7 @@ async fn a_tls_only_sentinel_group_serves_sessions_through_a_failover() {
         StatusCode::OK
     );
     // A refresh before the failover, its rotated refresh token replicated (over TLS).
-    browser.wait_past_access_token_expiry().await;
-    assert_eq!(
-        browser.api_get("/api/orders/before").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(app.provider.refresh_grants().await, 1);
+    assert_refreshed(&app, &browser, "/api/orders/before", 1).await;
     let old_master = group.master_port().await.expect("a master");
     let key = group.server(old_master).session_keys().await[0].clone();
     let replica = group
@@ -327,23 +334,11 @@ async fn a_tls_only_sentinel_group_serves_sessions_through_a_failover() {
         .iter()
         .find(|server| server.port() != old_master)
         .unwrap();
-    let held_by = |server: &RedisServer| {
-        let key = key.clone();
-        let client = server.client();
-        async move {
-            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("GET")
-                .arg(&key)
-                .query_async::<Option<Vec<u8>>>(&mut connection)
-                .await
-                .ok()?
-        }
-    };
-    let on_master = held_by(group.server(old_master)).await.expect("the record");
-    wait_for(
+    wait_until_replicated(
+        group.server(old_master),
+        replica,
+        &key,
         "the refreshed record on the replica",
-        Duration::from_secs(10),
-        || async { (held_by(replica).await.as_ref() == Some(&on_master)).then_some(()) },
     )
     .await;
 
@@ -354,40 +349,9 @@ async fn a_tls_only_sentinel_group_serves_sessions_through_a_failover() {
     until_served(&browser, "/api/orders/after", Duration::from_secs(30)).await;
     assert_outage_answers(&load.stop().await);
 
-    // The rotated refresh token survived: the next refresh is granted.
-    browser.wait_past_access_token_expiry().await;
-    assert_eq!(
-        browser.api_get("/api/orders/refreshed").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(app.provider.refresh_grants().await, 2);
-    let (status, user) = browser.user().await;
-    assert_eq!(
-        (status, user["sub"].as_str()),
-        (StatusCode::OK, Some("alice"))
-    );
-
-    // The record cache's tracking connection (RESP3, TLS) follows the new master: calls are
-    // served without reading Redis...
+    // The record cache's tracking connection (RESP3, TLS) follows the new master too.
     let master = group.server(new_master);
-    wait_for(
-        "the cache to serve from the new master",
-        Duration::from_secs(60),
-        || async {
-            let before = session_reads(&[master]).await;
-            for n in 0..5 {
-                browser.api_get(&format!("/api/orders/cached-{n}")).await;
-            }
-            (session_reads(&[master]).await == before).then_some(())
-        },
-    )
-    .await;
-    // ...and a logout through the other instance ends the session here at once.
-    let (status, _) = Browser::with_session(&other_instance, &session)
-        .logout()
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
+    assert_session_followed_the_failover(&app, &browser, master, &other_instance, &session).await;
     assert!(master.session_keys().await.is_empty());
 }
 
@@ -494,12 +458,7 @@ async fn a_cluster_keeps_sessions_through_slot_migration_and_a_node_restart() {
     // A refresh after all that still finds the rotated refresh token (the provider refuses
     // a used one).
     let grants = app.provider.refresh_grants().await;
-    browser.wait_past_access_token_expiry().await;
-    assert_eq!(
-        browser.api_get("/api/orders/refreshed").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(app.provider.refresh_grants().await, grants + 1);
+    assert_refreshed(&app, &browser, "/api/orders/refreshed", grants + 1).await;
 
     // Logout through the second instance ends it on both.
     let (status, _) = Browser::with_session(&second, &session).logout().await;

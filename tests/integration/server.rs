@@ -81,16 +81,15 @@ async fn past_max_connections_new_clients_wait_until_one_closes() {
     // A third client's complete request waits in the accept queue...
     let mut third = connect(&app).await;
     third.write_all(GET_MISSING_PAGE).await.unwrap();
-    let mut first_byte = [0u8; 1];
-    let early = tokio::time::timeout(Duration::from_millis(700), third.read(&mut first_byte)).await;
-    assert!(early.is_err(), "served beyond max_connections");
+    let early = raw_http::first_byte_within(&mut third, Duration::from_millis(700)).await;
+    assert!(early.is_none(), "served beyond max_connections");
     // ...and is served as soon as a slot frees up.
     drop(held.pop());
-    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut first_byte))
-        .await
-        .expect("served once a connection closed")
-        .unwrap();
-    assert_eq!((read, first_byte[0]), (1, b'H'));
+    assert_eq!(
+        raw_http::first_byte_within(&mut third, Duration::from_secs(5)).await,
+        Some(b'H'),
+        "served once a connection closed"
+    );
 }
 
 #[tokio::test]

@@ -495,14 +495,18 @@ async fn fill_user_index(app: &TestApp, index: &str, count: usize) {
 
 /// The only user index in the app's Redis.
 async fn only_user_index(app: &TestApp) -> String {
-    let mut redis = app.redis().connection().await;
-    let names: Vec<String> = redis::cmd("KEYS")
-        .arg("vestibule:user:*")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let names = app.redis().keys("vestibule:user:*").await;
     assert_eq!(names.len(), 1, "{names:?}");
     names[0].clone()
+}
+
+/// Alice logged in (her browser), and `count` more sessions filed in her index (its name).
+async fn alice_with_sessions_filed_beside(app: &TestApp, count: usize) -> (Browser, String) {
+    let browser = Browser::new(&app.url);
+    browser.login("alice").await;
+    let index = only_user_index(app).await;
+    fill_user_index(app, &index, count).await;
+    (browser, index)
 }
 
 /// How many sessions the user index `index` holds that are not being ended.
@@ -527,10 +531,7 @@ async fn filed_sessions(app: &TestApp, index: &str) -> usize {
 #[tokio::test]
 async fn without_configuration_a_user_has_at_most_a_hundred_sessions() {
     let app = TestApp::start().await;
-    let first = Browser::new(&app.url);
-    first.login("alice").await;
-    let index = only_user_index(&app).await;
-    fill_user_index(&app, &index, 150).await;
+    let (_, index) = alice_with_sessions_filed_beside(&app, 150).await;
     assert_eq!(filed_sessions(&app, &index).await, 151);
     let next = Browser::new(&app.url);
     next.login("alice").await;
@@ -545,12 +546,9 @@ async fn without_configuration_a_user_has_at_most_a_hundred_sessions() {
 #[tokio::test]
 async fn a_user_index_far_beyond_the_limit_never_makes_a_login_or_the_list_block_redis() {
     let app = TestApp::start().await;
-    let first = Browser::new(&app.url);
-    first.login("alice").await;
-    let index = only_user_index(&app).await;
     // 100,000 sessions filed (as under a limit since lowered, or by hand): reading them whole
     // would hold Redis, single-threaded, for most of a second at every login of alice.
-    fill_user_index(&app, &index, 100_000).await;
+    let (first, index) = alice_with_sessions_filed_beside(&app, 100_000).await;
     let mut redis = app.redis().connection().await;
     for (name, value) in [
         ("slowlog-log-slower-than", "50000"),
@@ -828,14 +826,10 @@ mod sessions_in_redis {
         let mut conn = redis.connection().await;
         let index_fields = |conn: &mut redis::aio::MultiplexedConnection| {
             let mut conn = conn.clone();
+            let redis = &redis;
             async move {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg("vestibule:user:*")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
                 let mut fields = 0;
-                for key in keys {
+                for key in redis.keys("vestibule:user:*").await {
                     let length: u64 = redis::cmd("HLEN")
                         .arg(key)
                         .query_async(&mut conn)

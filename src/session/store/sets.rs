@@ -3,11 +3,12 @@
 //!
 //! One key per set, written by a one-key Lua script (Cluster-safe), always with a TTL that an
 //! addition only ever pushes back, so a set outlives the longest-lived thing that depends on it
-//! and vanishes once nothing writes it. Not for anything large or read on every request.
+//! and vanishes once nothing writes it. Not for anything large or read on every request. The
+//! provider-session indexes (`user_index.rs`) are added to the same way ([`RedisStore::add_keeping`]).
 
 use std::time::Duration;
 
-use super::redis::millis;
+use super::redis::{RedisStore, millis};
 use super::{Store, StoreError};
 
 /// Adds `ARGV[1]` to the set `KEYS[1]` and keeps the set at least `ARGV[2]` ms from now (a
@@ -18,6 +19,24 @@ local ttl = tonumber(ARGV[2])
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1";
 
+impl RedisStore {
+    /// Adds `member` to the set at `key`, which then lives at least `ttl` from now.
+    pub(super) async fn add_keeping(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let _: i64 = ::redis::Script::new(ADD_KEEPING)
+            .key(key)
+            .arg(member)
+            .arg(millis(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+}
+
 impl Store {
     /// Adds `member` to the set at `key`, which then lives at least `ttl` from now.
     pub async fn add_to_set(
@@ -27,15 +46,7 @@ impl Store {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Redis(redis) => {
-                let _: i64 = ::redis::Script::new(ADD_KEEPING)
-                    .key(key)
-                    .arg(member)
-                    .arg(millis(ttl))
-                    .invoke_async(&mut redis.conn.clone())
-                    .await?;
-                Ok(())
-            }
+            Store::Redis(redis) => redis.add_keeping(key, member, ttl).await,
             Store::Memory(memory) => {
                 memory.add_to_set(key, member, ttl);
                 Ok(())

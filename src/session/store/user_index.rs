@@ -55,13 +55,6 @@ pub const WHOLE_INDEX_FIELDS: usize = FIELDS_PER_ENTRY * (2 * MAX_PER_USER_LIMIT
 /// Fields one page of a larger index spans (`HSCAN … COUNT`): about 200 sessions.
 const PAGE_FIELDS: usize = 1_000;
 
-/// Adds `ARGV[1]` to the set `KEYS[1]` and keeps the set alive at least `ARGV[2]` seconds (an
-/// index lives as long as its longest-lived member).
-const ADD_MEMBER: &str = "\
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 1";
-
 /// Files session `ARGV[1]` (entry `ARGV[2]`, used at `ARGV[3]`, ending by `ARGV[4]`) in the
 /// user index `KEYS[1]`, after every session filed there before (its admission order), kept
 /// alive at least `ARGV[5]` seconds. On the way it removes the entries of sessions that have
@@ -423,21 +416,22 @@ impl Store {
             .arg(new.idle_deadline.score())
             .arg(new.handle)
             .arg(keep_for + LIVE_SET_MARGIN_SECS);
-        let add_member = redis::Script::new(ADD_MEMBER);
-        let in_provider_session = new.provider_session.map(|key| {
-            let mut invocation = add_member.key(key);
-            invocation.arg(&member).arg(keep_for);
-            invocation
-        });
-        let (mut live_conn, mut member_conn) = (redis.conn.clone(), redis.conn.clone());
-        let (live, in_provider_session) =
-            futures_util::future::join(live.invoke_async::<(u64, u64)>(&mut live_conn), async {
-                match &in_provider_session {
-                    Some(invocation) => invocation.invoke_async::<i64>(&mut member_conn).await,
-                    None => Ok(0),
+        // A provider session's index lives as long as its longest-lived member.
+        let in_provider_session = async {
+            match new.provider_session {
+                Some(key) => {
+                    let keep = std::time::Duration::from_secs(keep_for);
+                    redis.add_keeping(key, &member, keep).await
                 }
-            })
-            .await;
+                None => Ok(()),
+            }
+        };
+        let mut live_conn = redis.conn.clone();
+        let (live, in_provider_session) = futures_util::future::join(
+            live.invoke_async::<(u64, u64)>(&mut live_conn),
+            in_provider_session,
+        )
+        .await;
         let (idle, absolute) = live?;
         count_expired(idle, absolute);
         in_provider_session?;
@@ -477,13 +471,8 @@ impl Store {
                 Ok(())
             }
             Store::Redis(redis) => {
-                let _: i64 = redis::Script::new(ADD_MEMBER)
-                    .key(provider_session)
-                    .arg(member)
-                    .arg(keep_for.max(1))
-                    .invoke_async(&mut redis.conn.clone())
-                    .await?;
-                Ok(())
+                let keep = std::time::Duration::from_secs(keep_for.max(1));
+                redis.add_keeping(provider_session, member, keep).await
             }
         }
     }

@@ -114,8 +114,17 @@ impl Browser {
 
     /// An API call as a SPA makes it: `X-CSRF: 1`.
     pub async fn api_get(&self, path: &str) -> Response {
+        self.api_call(reqwest::Method::GET, path).await
+    }
+
+    /// An API DELETE as a SPA makes it: `X-CSRF: 1`.
+    pub async fn api_delete(&self, path: &str) -> Response {
+        self.api_call(reqwest::Method::DELETE, path).await
+    }
+
+    async fn api_call(&self, method: reqwest::Method, path: &str) -> Response {
         self.http
-            .get(self.url(path))
+            .request(method, self.url(path))
             .header("x-csrf", "1")
             .send()
             .await

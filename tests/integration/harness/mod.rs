@@ -108,6 +108,16 @@ pub fn unix_now() -> u64 {
     vestibule::clock::unix_now()
 }
 
+/// Waits until the current unix second is over, so that what happens next is stamped later
+/// than anything before it (Vestibule compares ID tokens and ends to the second).
+pub async fn wait_for_the_next_second() {
+    let second = unix_now();
+    wait_for("the next second", Duration::from_secs(2), || async {
+        (unix_now() > second).then_some(())
+    })
+    .await;
+}
+
 /// How a test wants its stack.
 pub struct TestAppBuilder {
     provider: ProviderOptions,

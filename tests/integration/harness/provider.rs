@@ -314,36 +314,42 @@ impl TestProvider {
             .to_owned()
     }
 
+    /// The claims of a valid logout token for the vestibule client with the id `jti`, naming
+    /// the user `sub`, the provider session `sid`, or both.
+    pub fn logout_claims(&self, sub: Option<&str>, sid: Option<&str>, jti: &str) -> Value {
+        let now = super::unix_now();
+        let mut claims = serde_json::json!({
+            "iss": self.issuer, "aud": client_id(), "iat": now, "exp": now + 120, "jti": jti,
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        });
+        if let Some(sub) = sub {
+            claims["sub"] = sub.into();
+        }
+        if let Some(sid) = sid {
+            claims["sid"] = sid.into();
+        }
+        claims
+    }
+
+    /// A logout token with `claims`, under `alg` (typed `logout+jwt`), signed with `key` (see
+    /// [`Self::logout_token`]).
+    pub async fn logout_token_under(&self, alg: &str, key: &str, claims: Value) -> String {
+        let header = serde_json::json!({ "alg": alg, "typ": "logout+jwt" });
+        self.logout_token(header, claims, key).await
+    }
+
     /// A valid logout token naming only `sub` (every session of that user ends), signed by the
     /// provider's own key, with the id `jti`.
     pub async fn logout_token_for_sub(&self, sub: &str, jti: &str) -> String {
-        let now = super::unix_now();
-        self.logout_token(
-            serde_json::json!({ "alg": "RS256", "typ": "logout+jwt" }),
-            serde_json::json!({
-                "iss": self.issuer, "aud": super::provider::client_id(), "iat": now,
-                "exp": now + 120, "jti": jti, "sub": sub,
-                "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
-            }),
-            "provider",
-        )
-        .await
+        let claims = self.logout_claims(Some(sub), None, jti);
+        self.logout_token_under("RS256", "provider", claims).await
     }
 
     /// A valid logout token naming only the provider session `sid` (the sessions created in
     /// it end), signed by the provider's own key, with the id `jti`.
     pub async fn logout_token_for_sid(&self, sid: &str, jti: &str) -> String {
-        let now = super::unix_now();
-        self.logout_token(
-            serde_json::json!({ "alg": "RS256", "typ": "logout+jwt" }),
-            serde_json::json!({
-                "iss": self.issuer, "aud": super::provider::client_id(), "iat": now,
-                "exp": now + 120, "jti": jti, "sid": sid,
-                "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
-            }),
-            "provider",
-        )
-        .await
+        let claims = self.logout_claims(None, Some(sid), jti);
+        self.logout_token_under("RS256", "provider", claims).await
     }
 
     /// Answers the next refresh grant with `error` and `description` (as another provider

@@ -33,6 +33,18 @@ pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u
     received
 }
 
+/// The first byte the server sends on `stream` within `limit`; `None` if it sends nothing by
+/// then (as to a request still waiting in the accept queue). Panics if the server closes the
+/// connection instead.
+pub async fn first_byte_within(stream: &mut TcpStream, limit: Duration) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(limit, stream.read(&mut byte))
+        .await
+        .ok()?;
+    assert_eq!(read.unwrap(), 1, "the connection closed unanswered");
+    Some(byte[0])
+}
+
 /// Reads one response head (up to the blank line) from a keep-alive connection.
 async fn read_response_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();

@@ -367,9 +367,14 @@ impl RedisServer {
 
     /// Keys that hold sessions.
     pub async fn session_keys(&self) -> Vec<String> {
+        self.keys("vestibule:session:*").await
+    }
+
+    /// Every key matching `pattern` (`KEYS`: a test's small Redis only).
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
         let mut conn = self.connection().await;
         redis::cmd("KEYS")
-            .arg("vestibule:session:*")
+            .arg(pattern)
             .query_async(&mut conn)
             .await
             .unwrap()
