@@ -158,6 +158,8 @@ impl Application {
         }
         let frontend =
             FrontendService::new(frontend, routes.first().map(|route| route.prefix.as_str()));
+        // Whose forwarded client address, request id and trace context are believed.
+        let trusted_proxies = TrustedProxies::new(server.trusted_proxies.clone());
         let state = AppState::new(Components {
             forwarded: ForwardingHeaders::new(&public_url),
             origin: public_url.origin().ascii_serialization(),
@@ -174,7 +176,7 @@ impl Application {
             cookies: CookiePolicy::new(https),
             upstream: http::upstream::upstream_client(),
             frontend,
-            trusted_proxies: TrustedProxies::new(server.trusted_proxies.clone()),
+            trusted_proxies: trusted_proxies.clone(),
             login_limit: LoginRateLimit::new(login.rate_limit_per_minute, login.rate_limit_burst),
             pending_limits: PendingLimits {
                 per_browser: login.max_pending_per_browser,
@@ -183,15 +185,9 @@ impl Application {
             max_body_bytes: server.max_body_bytes,
             lifecycle: Arc::new(Lifecycle::default()),
             suspicious_use,
-            request_ids: RequestIds::new(
-                server.trust_request_id,
-                TrustedProxies::new(server.trusted_proxies.clone()),
-            ),
+            request_ids: RequestIds::new(server.trust_request_id, trusted_proxies.clone()),
             audit,
-            trace_context: TraceContextTrust::new(
-                traces.trust_traceparent,
-                TrustedProxies::new(server.trusted_proxies.clone()),
-            ),
+            trace_context: TraceContextTrust::new(traces.trust_traceparent, trusted_proxies),
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::request_scope`), around the router and the proxy alike.

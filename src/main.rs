@@ -61,17 +61,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let loaded = match Settings::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
-        // Without a file, only the environment configures: say so, as a command run beside a
-        // deployment (`kubectl exec … vestibule sessions …`) lands here when the file is named
-        // only in the server's arguments.
-        Err(error) if cli.config.is_none() => {
-            eprintln!(
-                "vestibule: {error} (no configuration file given: --config FILE or VESTIBULE_CONFIG=FILE)"
-            );
-            return ExitCode::from(CONFIG_ERROR);
-        }
         Err(error) => {
-            eprintln!("vestibule: {error}");
+            // Without a file, only the environment configures: say so, as a command run beside
+            // a deployment (`kubectl exec … vestibule sessions …`) lands here when the file is
+            // named only in the server's arguments.
+            let hint = if cli.config.is_none() {
+                " (no configuration file given: --config FILE or VESTIBULE_CONFIG=FILE)"
+            } else {
+                ""
+            };
+            eprintln!("vestibule: {error}{hint}");
             return ExitCode::from(CONFIG_ERROR);
         }
     };
