@@ -477,13 +477,22 @@ impl KeyRing {
 /// HMAC-SHA256(`secret`, label ‖ `purpose`): a key for `purpose` that reveals nothing of
 /// `secret`. (HMAC, not HKDF: one pass, and the record path's HKDF stays its only user.)
 pub fn purpose_key(secret: &[u8], purpose: &[u8]) -> SecretBox<[u8; 32]> {
+    SecretBox::new(Box::new(hmac_sha256(
+        secret,
+        &[b"vestibule purpose key v1\0", purpose],
+    )))
+}
+
+/// HMAC-SHA256 under `key` of the concatenated `parts`.
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     use hmac::{Hmac, Mac};
     // HMAC accepts keys of any length.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(b"vestibule purpose key v1\0");
-    mac.update(purpose);
-    SecretBox::new(Box::new(mac.finalize().into_bytes().into()))
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 /// The header of a record labelled with `id`: marker, id length, id.

@@ -204,6 +204,15 @@ fn merge_filings(filings: Vec<Vec<Indexed>>) -> Vec<Indexed> {
 }
 
 impl Sessions {
+    /// How a user's index admits a new session here: past how long unused a session counts
+    /// as ended already (the idle timeout plus the interval uses are filed at), and the limit.
+    fn admission(&self) -> Admission {
+        Admission {
+            unused_for: (self.idle_timeout + self.recent_uses.interval()).as_secs(),
+            max_per_user: self.max_per_user,
+        }
+    }
+
     /// Every name `sub`'s sessions may be filed under, the current one first.
     fn user_indexes(&self, sub: &str) -> Vec<String> {
         self.index_names.all(Filed::User, sub)
@@ -238,10 +247,7 @@ impl Sessions {
             StoreError::Unavailable(format!("cannot encode index entry: {error}"))
         })?;
         let now = unix_now();
-        let admission = Admission {
-            unused_for: (self.idle_timeout + self.recent_uses.interval()).as_secs(),
-            max_per_user: self.max_per_user,
-        };
+        let admission = self.admission();
         let new = NewIndexEntry {
             user_index: current,
             handle: &record.handle,
@@ -348,10 +354,7 @@ impl Sessions {
     /// it; the handles it marks as being ended.
     #[cfg(test)]
     pub(super) async fn count_across_older_names(&self, sub: &str, new: &str) -> Vec<String> {
-        let admission = Admission {
-            unused_for: (self.idle_timeout + self.recent_uses.interval()).as_secs(),
-            max_per_user: self.max_per_user,
-        };
+        let admission = self.admission();
         self.beyond_limit_across(&self.user_indexes(sub), new, &[], admission)
             .await
             .unwrap_or_default()

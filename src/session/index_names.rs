@@ -12,11 +12,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretBox};
-use sha2::Sha256;
 
-use super::crypto::KeyRing;
+use super::crypto::{KeyRing, hmac_sha256};
 use super::store::compact_storage_key;
 
 /// The purpose the names' keys are derived for (see [`crate::session::crypto::purpose_key`]).
@@ -89,18 +87,11 @@ impl IndexNames {
 
 /// `vestibule:<kind>:` + base64url(HMAC-SHA256(`key`, kind ‖ 0 ‖ identifier)).
 fn keyed(key: &SecretBox<[u8; 32]>, filed: Filed, identifier: &str) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose_secret()) else {
-        return compact_storage_key(filed.kind(), identifier.as_bytes());
-    };
-    mac.update(filed.kind().as_bytes());
-    mac.update(&[0]);
-    mac.update(identifier.as_bytes());
-    format!(
-        "vestibule:{}:{}",
-        filed.kind(),
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    let mac = hmac_sha256(
+        key.expose_secret(),
+        &[filed.kind().as_bytes(), &[0], identifier.as_bytes()],
+    );
+    format!("vestibule:{}:{}", filed.kind(), URL_SAFE_NO_PAD.encode(mac))
 }
 
 #[cfg(test)]
