@@ -44,8 +44,12 @@ pub const LIVE_SESSIONS: &str = "vestibule:live-sessions";
 /// admission, small (see [`WHOLE_INDEX_FIELDS`]).
 pub const MAX_PER_USER_LIMIT: usize = 1_000;
 
-/// Fields one session takes in a user's index at most (`m`, `s`, `x`, `o`, `e`).
-const FIELDS_PER_ENTRY: usize = 5;
+/// The fields one session takes in a user's index (`<prefix>:<handle>`): its entry, last use,
+/// end, being-ended mark and admission order, in the order [`indexed_session`] reads them.
+const ENTRY_FIELDS: [&str; 5] = ["m", "s", "x", "e", "o"];
+
+/// Fields one session takes in a user's index at most.
+const FIELDS_PER_ENTRY: usize = ENTRY_FIELDS.len();
 
 /// The largest user index read or admitted in one step (`HGETALL`, the admission script):
 /// what a user at [`MAX_PER_USER_LIMIT`] holds at most (their sessions, as many being ended,
@@ -346,6 +350,11 @@ pub fn parse_member(member: &str) -> Option<(String, String)> {
     Some((format!("{USER_INDEX_PREFIX}{user}"), handle.to_owned()))
 }
 
+/// The names of session `handle`'s [`ENTRY_FIELDS`].
+fn entry_fields(handle: &str) -> [String; 5] {
+    ENTRY_FIELDS.map(|prefix| format!("{prefix}:{handle}"))
+}
+
 /// Decimal unix seconds from a hash field, 0 when absent or unreadable.
 fn seconds(value: Option<&Vec<u8>>) -> u64 {
     value
@@ -354,21 +363,29 @@ fn seconds(value: Option<&Vec<u8>>) -> u64 {
         .unwrap_or(0)
 }
 
-/// The sessions in a user index's fields (`m:` entries and their `s:`, `x:`, `e:` fields).
+/// Session `handle` from the values of its [`ENTRY_FIELDS`]; `None` without an entry.
+fn indexed_session(handle: &str, fields: [Option<&Vec<u8>>; 5]) -> Option<IndexedSession> {
+    let [entry, seen, ends, ending, order] = fields;
+    Some(IndexedSession {
+        handle: handle.to_owned(),
+        entry: entry?.clone(),
+        last_seen: seconds(seen),
+        expires_at: seconds(ends),
+        ending_since: ending.map(|at| seconds(Some(at))),
+        order: seconds(order),
+    })
+}
+
+/// The sessions in a user index's fields (every `m:` entry, with its other fields).
 fn sessions_in(fields: &HashMap<String, Vec<u8>>) -> Vec<IndexedSession> {
     fields
-        .iter()
-        .filter_map(|(field, entry)| {
+        .keys()
+        .filter_map(|field| {
             let handle = field.strip_prefix("m:")?;
-            let field = |prefix: &str| fields.get(&format!("{prefix}:{handle}"));
-            Some(IndexedSession {
-                handle: handle.to_owned(),
-                entry: entry.clone(),
-                last_seen: seconds(field("s")),
-                expires_at: seconds(field("x")),
-                ending_since: field("e").map(|at| seconds(Some(at))),
-                order: seconds(field("o")),
-            })
+            indexed_session(
+                handle,
+                ENTRY_FIELDS.map(|prefix| fields.get(&format!("{prefix}:{handle}"))),
+            )
         })
         .collect()
 }
@@ -419,10 +436,7 @@ impl Store {
         // A provider session's index lives as long as its longest-lived member.
         let in_provider_session = async {
             match new.provider_session {
-                Some(key) => {
-                    let keep = std::time::Duration::from_secs(keep_for);
-                    redis.add_keeping(key, &member, keep).await
-                }
+                Some(key) => self.add_to_provider_session(key, &member, keep_for).await,
                 None => Ok(()),
             }
         };
@@ -656,26 +670,15 @@ impl Store {
         let reads = handles.iter().map(|handle| {
             let mut conn = redis.conn.clone();
             async move {
-                let fields: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                let fields: [Option<Vec<u8>>; 5] = redis::cmd("HMGET")
                     .arg(user_index)
-                    .arg(format!("m:{handle}"))
-                    .arg(format!("s:{handle}"))
-                    .arg(format!("x:{handle}"))
-                    .arg(format!("e:{handle}"))
-                    .arg(format!("o:{handle}"))
+                    .arg(&entry_fields(handle))
                     .query_async(&mut conn)
                     .await?;
-                Ok::<_, StoreError>(match fields.as_slice() {
-                    [Some(entry), seen, ends, ending, order] => Some(IndexedSession {
-                        handle: handle.clone(),
-                        entry: entry.clone(),
-                        last_seen: seconds(seen.as_ref()),
-                        expires_at: seconds(ends.as_ref()),
-                        ending_since: ending.as_ref().map(|at| seconds(Some(at))),
-                        order: seconds(order.as_ref()),
-                    }),
-                    _ => None,
-                })
+                Ok::<_, StoreError>(indexed_session(
+                    handle,
+                    fields.each_ref().map(Option::as_ref),
+                ))
             }
         });
         Ok(futures_util::future::try_join_all(reads)
@@ -710,10 +713,7 @@ impl Store {
             }
             Store::Redis(redis) => redis,
         };
-        let fields: Vec<String> = handles
-            .iter()
-            .flat_map(|handle| ["m", "s", "x", "e", "o"].map(|prefix| format!("{prefix}:{handle}")))
-            .collect();
+        let fields: Vec<String> = handles.iter().flat_map(|h| entry_fields(h)).collect();
         let remove = redis::Script::new(REMOVE_FIELDS);
         let from_indexes = user_indexes.iter().map(|user_index| {
             let mut invocation = remove.key(user_index);
