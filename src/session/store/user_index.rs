@@ -76,7 +76,8 @@ const PAGE_FIELDS: usize = 1_000;
 ///
 /// An index of more than `ARGV[9]` fields is not read whole: one page of it (`ARGV[10]`
 /// fields, from where the last page ended: `#c`) is pruned, and its least recently used live
-/// sessions end while the index holds more than the limit, so the index shrinks back a page
+/// sessions end while the index holds more than the limit (counted as its size over `ARGV[11]`,
+/// the fields per session), so the index shrinks back a page
 /// per login and no login costs more than a page. Returns whether the index was that large,
 /// and the pairs.
 const ADMIT: &str = "\
@@ -126,7 +127,7 @@ for field, entry in pairs(fields) do
 end
 local excess = #live + 1 - max
 if not whole then
-  excess = math.min(#live, math.floor(redis.call('HLEN', KEYS[1]) / 5) - max)
+  excess = math.min(#live, math.floor(redis.call('HLEN', KEYS[1]) / tonumber(ARGV[11])) - max)
 end
 if excess > 0 then
   table.sort(live, function(a, b)
@@ -424,6 +425,7 @@ impl Store {
             .arg(ENDING_RETRY_SECS)
             .arg(WHOLE_INDEX_FIELDS)
             .arg(PAGE_FIELDS)
+            .arg(FIELDS_PER_ENTRY)
             .invoke_async(&mut redis.conn.clone())
             .await?;
         // The live set and the provider session's set, together (different Cluster slots).
