@@ -243,6 +243,10 @@ pub struct OidcSection {
     /// (OIDC Dynamic Client Registration's parameter of the same name); absent: learnt.
     #[serde(default)]
     pub id_token_signed_response_alg: Option<String>,
+    /// A PEM bundle of CA certificates trusted, besides the public roots, for every call to
+    /// the provider (a provider on a private CA).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// `[session]`.

@@ -94,6 +94,8 @@ pub struct OidcSettings {
     /// `oidc.id_token_signed_response_alg`: the one algorithm ID tokens and logout tokens must
     /// be signed with; `None`: logout tokens under the algorithms of verified ID tokens (never HS).
     pub id_token_signed_response_alg: Option<SigningAlg>,
+    /// `oidc.ca_file`: CA certificates trusted besides the public roots for provider calls.
+    pub ca_certificates: Vec<reqwest::Certificate>,
 }
 
 /// `[session]`: storage, encryption and lifetimes.
@@ -359,6 +361,14 @@ mod tests {
             (
                 base().replace("[session]", "[session]\nmax_per_user = 1001"),
                 "session.max_per_user",
+            ),
+            (
+                base().replace("[oidc]", "[oidc]\nca_file = \"/etc/hostname\""),
+                "oidc.ca_file",
+            ),
+            (
+                base().replace("[oidc]", "[oidc]\nca_file = \"/nonexistent/ca.pem\""),
+                "oidc.ca_file",
             ),
             (
                 base().replace(

@@ -102,6 +102,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             refresh_skew: Duration::from_secs(oidc.refresh_skew_secs),
             client_auth_method: oidc.client_auth_method,
             id_token_signed_response_alg,
+            ca_certificates: provider_ca(oidc.ca_file.as_deref())?,
         },
         session: SessionSettings {
             redis,
@@ -211,6 +212,29 @@ fn well_known_discovery(issuer: &str) -> Result<Url, ConfigError> {
     );
     Url::parse(&well_known)
         .map_err(|error| ConfigError::new("oidc.issuer", format!("not a URL: {error}")))
+}
+
+/// The CA certificates of `oidc.ca_file`: a readable PEM bundle with at least one certificate.
+fn provider_ca(file: Option<&std::path::Path>) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    const KEY: &str = "oidc.ca_file";
+    let Some(path) = file else {
+        return Ok(Vec::new());
+    };
+    let pem = secret_files::read_bytes(KEY, path)?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certificates) if !certificates.is_empty() => Ok(certificates),
+        Ok(_) => Err(ConfigError::new(
+            KEY,
+            format!("{} holds no PEM certificate", path.display()),
+        )),
+        Err(error) => Err(ConfigError::new(
+            KEY,
+            format!(
+                "{} is not a PEM certificate bundle: {error}",
+                path.display()
+            ),
+        )),
+    }
 }
 
 /// The `prompt` to send: as configured (`""` sends none), else `consent` when

@@ -30,6 +30,13 @@ impl Settings {
         line("oidc.issuer", oidc.issuer.clone());
         line("oidc.discovery", redact::url(&oidc.discovery_url));
         line(
+            "oidc.tls",
+            match oidc.ca_certificates.len() {
+                0 => "the public roots".to_owned(),
+                count => format!("the public roots and {count} CA certificate(s) of oidc.ca_file"),
+            },
+        );
+        line(
             "oidc.client",
             format!(
                 "{} (secret set; authentication {})",

@@ -126,7 +126,13 @@ pub struct Provider {
 impl Provider {
     /// A provider client; discovery happens on first use (or in [`Provider::discover`]).
     pub fn new(settings: ProviderSettings) -> Result<Self, OidcError> {
-        let http = reqwest::Client::builder()
+        let http = settings
+            .ca_certificates
+            .iter()
+            .cloned()
+            .fold(reqwest::Client::builder(), |builder, certificate| {
+                builder.add_root_certificate(certificate)
+            })
             // Never follow redirects from the provider's back channel (SSRF and token leaks).
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))

@@ -50,4 +50,6 @@ pub struct ProviderSettings {
     /// be signed with; `None`: ID tokens under any the provider supports, logout tokens under
     /// those learnt from verified ID tokens.
     pub id_token_alg: Option<SigningAlg>,
+    /// CA certificates trusted besides the public roots (`oidc.ca_file`).
+    pub ca_certificates: Vec<reqwest::Certificate>,
 }

@@ -23,6 +23,7 @@ mod login;
 mod metrics;
 mod my_sessions;
 mod operator;
+mod provider_tls;
 mod proxy;
 mod redis_topologies;
 mod refresh;

@@ -794,6 +794,8 @@ milestone(`listening on port ${port}`);
 const issuer = (env.OP_ISSUER || `http://127.0.0.1:${port}`).replace(/\/+$/, '');
 const provider = buildProvider(issuer);
 providerInstance = provider;
+// Behind a front that terminates TLS (OP_ISSUER is https): believe its X-Forwarded-Proto.
+if (env.OP_TRUST_PROXY === '1') provider.proxy = true;
 milestone('provider built');
 providerHandler = provider.callback();
 

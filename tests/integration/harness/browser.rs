@@ -32,15 +32,21 @@ pub struct Browser {
 impl Browser {
     /// A browser with an empty cookie jar.
     pub fn new(base: &str) -> Self {
-        Self::build(base, None)
+        Self::build(base, None, None)
     }
 
     /// A browser with an empty cookie jar that sends `user_agent` on every request.
     pub fn with_user_agent(base: &str, user_agent: &str) -> Self {
-        Self::build(base, Some(user_agent))
+        Self::build(base, Some(user_agent), None)
     }
 
-    fn build(base: &str, user_agent: Option<&str>) -> Self {
+    /// A browser with an empty cookie jar whose trust store also holds the CA in `ca_pem`
+    /// (a provider on a private CA, trusted by the organisation's browsers).
+    pub fn trusting(base: &str, ca_pem: &[u8]) -> Self {
+        Self::build(base, None, Some(ca_pem))
+    }
+
+    fn build(base: &str, user_agent: Option<&str>, ca_pem: Option<&[u8]>) -> Self {
         let jar = Arc::new(RecordingJar::default());
         let mut http = reqwest::Client::builder()
             .cookie_provider(jar.clone())
@@ -48,6 +54,9 @@ impl Browser {
             .timeout(REQUEST_LIMIT);
         if let Some(user_agent) = user_agent {
             http = http.user_agent(user_agent);
+        }
+        if let Some(pem) = ca_pem {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap());
         }
         let http = http.build().unwrap();
         let bare = reqwest::Client::builder()

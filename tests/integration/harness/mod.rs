@@ -17,6 +17,7 @@ pub mod redis;
 pub mod redis_topologies;
 pub mod relay;
 pub mod stack;
+pub mod tls;
 pub mod upstream;
 
 use std::future::Future;

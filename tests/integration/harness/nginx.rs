@@ -1,6 +1,6 @@
-//! A real nginx (Debian's) as the load balancer in front of several Vestibule instances:
-//! round-robin, no stickiness, one request per connection to each instance, and a refused
-//! connection retried on the next instance.
+//! A real nginx (Debian's): the load balancer in front of several Vestibule instances
+//! (round-robin, no stickiness, one request per connection to each instance, and a refused
+//! connection retried on the next instance), or a front that terminates TLS for one server.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -36,6 +36,38 @@ impl Nginx {
              proxy_set_header Host $http_host;\n\
              proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}\n}}\n"
         );
+        Self::run(port, dir, &config).await
+    }
+
+    /// Listens on 127.0.0.1:`port` with TLS (`certificate` and `key`, PEM) and passes every
+    /// request on to plain HTTP at 127.0.0.1:`backend`, saying `X-Forwarded-Proto: https`.
+    pub async fn tls_front(
+        port: u16,
+        backend: u16,
+        certificate: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Self {
+        let dir = std::env::temp_dir().join(format!("vestibule-test-nginx-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let (certificate, key) = (certificate.display(), key.display());
+        let config = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n\
+             access_log off;\nclient_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
+             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {certificate};\n\
+             ssl_certificate_key {key};\n    location / {{\n\
+             proxy_pass http://127.0.0.1:{backend};\n      proxy_http_version 1.1;\n\
+             proxy_set_header Host $http_host;\n\
+             proxy_set_header X-Forwarded-Proto https;\n    }}\n  }}\n}}\n"
+        );
+        Self::run(port, dir, &config).await
+    }
+
+    /// Starts nginx with `config` from `dir` and waits until it listens on `port`.
+    async fn run(port: u16, dir: std::path::PathBuf, config: &str) -> Self {
+        let d = dir.display();
         let path = dir.join("nginx.conf");
         std::fs::write(&path, config).unwrap();
         let child = Command::new("nginx")

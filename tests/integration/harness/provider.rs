@@ -30,6 +30,9 @@ pub struct ProviderOptions {
     /// More algorithms the provider lists as supported (comma-separated; empty: none), with a
     /// key in its JWKS for each asymmetric one; the vestibule client's stay `id_token_alg`.
     pub extra_id_token_algs: &'static str,
+    /// The whole issuer URL, for a provider behind a front that terminates TLS (the provider
+    /// then trusts `X-Forwarded-Proto`); `None`: `http://<issuer_host>:<port>`.
+    pub issuer_behind_front: Option<String>,
 }
 
 impl Default for ProviderOptions {
@@ -42,6 +45,7 @@ impl Default for ProviderOptions {
             keys_file: None,
             issuer_host: "127.0.0.1",
             extra_id_token_algs: "",
+            issuer_behind_front: None,
         }
     }
 }
@@ -146,7 +150,9 @@ impl TestProvider {
         if let Some(keys) = &options.keys_file {
             command.env("OP_KEYS_FILE", keys);
         }
-        if options.issuer_host != "127.0.0.1" {
+        if let Some(issuer) = &options.issuer_behind_front {
+            command.env("OP_ISSUER", issuer).env("OP_TRUST_PROXY", "1");
+        } else if options.issuer_host != "127.0.0.1" {
             // The issuer names the port, so the port is chosen here.
             let port = if options.port == 0 {
                 super::free_port()

@@ -1,11 +1,11 @@
 //! A real `redis-server` on a free loopback port, stoppable and restartable on that port.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vestibule::session::store::{RedisTls, RedisTopology};
+use vestibule::session::store::RedisTopology;
 
+pub use super::tls::{TlsFiles, make_certificates};
 use super::{free_port, wait_for};
 
 /// A `redis-server` owned by one test.
@@ -16,104 +16,6 @@ pub struct RedisServer {
     tls: Option<TlsFiles>,
     /// More `redis-server` arguments (a replica's `--replicaof`, a cluster node's settings).
     args: Vec<String>,
-}
-
-/// PEM files made by the test for a TLS-only Redis that requires client certificates.
-#[derive(Clone)]
-pub struct TlsFiles {
-    /// The test's own CA (it signed both certificates below).
-    pub ca: PathBuf,
-    /// Redis's certificate (for 127.0.0.1 and localhost) and key.
-    pub server: (PathBuf, PathBuf),
-    /// The client certificate and key Vestibule presents.
-    pub client: (PathBuf, PathBuf),
-}
-
-impl TlsFiles {
-    /// These files as Vestibule's TLS settings.
-    pub fn redis_tls(&self) -> RedisTls {
-        let read = |path: &PathBuf| std::fs::read(path).unwrap();
-        RedisTls {
-            ca_pem: Some(read(&self.ca)),
-            client_pem: Some((read(&self.client.0), read(&self.client.1))),
-        }
-    }
-}
-
-/// Makes a CA and, signed by it, a server and a client certificate, with `openssl`.
-pub fn make_certificates(dir: &Path) -> TlsFiles {
-    let run = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Vestibule test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ]);
-    // The server certificate is also a client's: Cluster nodes present it to each other on the
-    // TLS cluster bus.
-    for (name, extensions) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
-        ),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN=vestibule-test-{name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.crt"),
-        ]);
-    }
-    TlsFiles {
-        ca: dir.join("ca.crt"),
-        server: (dir.join("server.crt"), dir.join("server.key")),
-        client: (dir.join("client.crt"), dir.join("client.key")),
-    }
 }
 
 impl RedisServer {
