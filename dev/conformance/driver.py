@@ -88,8 +88,11 @@ EXPECT = {
 }
 
 # What the post-logout landing must answer, per RP-initiated logout module.
+# A state that is not ours, or none although we sent one (the OP MUST return it: RP-Initiated
+# Logout §3), is refused with an error page; the session ended already.
 LOGOUT_LANDING = {
     "oidcc-client-test-rp-init-logout-other-state": "error page",
+    "oidcc-client-test-rp-init-logout-no-state": "error page",
 }
 
 # Modules that need more than one login through the same Vestibule process.
@@ -252,7 +255,9 @@ def js_string(page, name):
     m = re.search(name + r"\s*=\s*'((?:[^'\\]|\\.)*)'", page)
     if not m:
         return None
-    return json.loads('"' + m.group(1).replace('"', '\\"').replace("\\'", "'") + '"')
+    # Unescape what StringEscapeUtils.escapeEcmaScript escaped (\\x for a character, \\uXXXX).
+    return re.sub(r"\\u([0-9a-fA-F]{4})|\\(.)",
+                  lambda e: chr(int(e.group(1), 16)) if e.group(1) else e.group(2), m.group(1))
 
 
 def frontchannel_page(s, page, vbase, hops, ca):
@@ -280,7 +285,7 @@ def logout(s, vbase, hops, ca):
     hops.append({"url": vbase + "/api/auth/logout", "status": lo.status_code})
     end = lo.json().get("end_session_url") if lo.status_code == 200 else None
     if end:
-        last = follow(s, end, vbase, hops, stop_at_landing=False)
+        last = follow(s, end, vbase, hops)
         if last is not None and "frontchannel_logout_callback" in last.text:
             frontchannel_page(s, last.text, vbase, hops, ca)
 

@@ -21,8 +21,11 @@ WHY = {
     "oidcc-client-test-idtoken-sig-none": "the suite skips it when the RP does not accept "
     "`alg: none` ID tokens, which Vestibule never does (allowed by the plan)",
     "oidcc-client-test-rp-frontchannel-rpinitlogout": "the suite cannot see inside the RP's "
-    "frame, so it always asks for review; Vestibule's session was gone afterwards and its "
-    "frame answer allowed only the provider as `frame-ancestors` (see the module's record)",
+    "frame, so it always asks for review. Its page writes the frame's URL HTML-escaped into a "
+    "script (`…/&amp;sid=…`), so a browser, and the driver like one, requests it without a "
+    "`sid` parameter, which Vestibule refuses (400). The session had ended already through "
+    "RP-initiated logout, as the record shows; front-channel logout itself is proven by "
+    "`cargo test` against oidc-provider",
     "oidcc-client-test-userinfo-bearer-body": "Vestibule sends the access token to UserInfo in "
     "the `Authorization` header (RFC 6750 §2.1, which servers must support); this module "
     "expects the form-body method (§2.2, optional)",
