@@ -13,6 +13,7 @@ pub mod frontend;
 pub mod headers;
 pub mod health;
 pub mod login_limit;
+pub mod logout;
 pub mod proxy;
 pub mod request_id;
 pub mod request_scope;
@@ -174,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .route("/callback", get(auth::finish_login))
         .route("/user", get(auth::current_user))
         .route("/logout", get(auth::logout_link).post(auth::logout))
+        .route("/logout-callback", get(logout::logout_callback))
         .route(
             "/backchannel-logout",
             post(backchannel::backchannel_logout).fallback(backchannel::method_not_allowed),

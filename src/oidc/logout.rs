@@ -10,11 +10,13 @@ use url::Url;
 use super::Provider;
 
 impl Provider {
-    /// The provider's end-session URL for RP-initiated logout, when it advertises one.
+    /// The provider's end-session URL for RP-initiated logout, when it advertises one; the
+    /// provider sends `state` back to `post_logout_redirect_uri` (RP-Initiated Logout 1.0 §3).
     pub async fn end_session_url(
         &self,
         id_token_hint: &str,
         post_logout_redirect_uri: &Url,
+        state: &str,
     ) -> Option<Url> {
         let discovered = self.current().await.ok()?;
         let mut url = discovered.extra.end_session_endpoint.clone()?;
@@ -24,7 +26,8 @@ impl Provider {
                 "post_logout_redirect_uri",
                 post_logout_redirect_uri.as_str(),
             )
-            .append_pair("client_id", &self.settings.client_id);
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("state", state);
         Some(url)
     }
 

@@ -148,13 +148,20 @@ async fn alice_signs_in_on_keycloaks_own_page_calls_the_api_and_signs_out_in_chr
     );
     assert_eq!(
         query.get("post_logout_redirect_uri").map(String::as_str),
-        Some(format!("{}/", app.url).as_str())
+        Some(format!("{}/api/auth/logout-callback", app.url).as_str())
     );
+    let state = query
+        .get("state")
+        .expect("the end-session URL carries a state");
     assert_eq!(
         end_session["status"], 302,
         "Keycloak redirected: {end_session}"
     );
-    assert_eq!(end_session["location"], format!("{}/", app.url));
+    // Keycloak passed the state back; Vestibule's logout callback checked it and went home.
+    assert_eq!(
+        end_session["location"],
+        format!("{}/api/auth/logout-callback?state={state}", app.url)
+    );
     assert_eq!(report["landedOn"], format!("{}/", app.url));
 
     // The SSO session is gone at Keycloak. (Which of the two ends it, the revocation Vestibule

@@ -69,7 +69,10 @@ async fn full_flow_login_user_api_call_and_logout() {
     let params: std::collections::HashMap<_, _> = end_session.query_pairs().into_owned().collect();
     assert!(end_session.as_str().starts_with(&app.provider.issuer));
     assert_eq!(params["client_id"], "vestibule");
-    assert_eq!(params["post_logout_redirect_uri"], format!("{}/", app.url));
+    assert_eq!(
+        params["post_logout_redirect_uri"],
+        format!("{}/api/auth/logout-callback", app.url)
+    );
     assert_eq!(params["id_token_hint"].split('.').count(), 3);
 
     let (status, body) = browser.user().await;

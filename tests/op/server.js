@@ -65,7 +65,7 @@ const CLIENT_SECRET = env.OP_CLIENT_SECRET || STACK.client_secret;
 const REDIRECT_URIS = listEnv('OP_REDIRECT_URIS', STACK.redirect_uris);
 const POST_LOGOUT_REDIRECT_URIS = listEnv(
   'OP_POST_LOGOUT_REDIRECT_URIS',
-  [...new Set(REDIRECT_URIS.map((uri) => `${new URL(uri).origin}/`))],
+  [...new Set(REDIRECT_URIS.map((uri) => `${new URL(uri).origin}/api/auth/logout-callback`))],
 );
 const TOKEN_AUTH_METHOD = env.OP_TOKEN_AUTH_METHOD || STACK.token_auth_method;
 const ID_TOKEN_ALG = env.OP_ID_TOKEN_ALG || STACK.id_token_alg;
