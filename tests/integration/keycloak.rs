@@ -306,10 +306,20 @@ async fn logout_revokes_at_keycloak_and_keycloak_accepts_the_end_session_url() {
         StatusCode::FOUND,
         "Keycloak accepted the end-session request"
     );
+    let state = end_session
+        .query_pairs()
+        .find(|(name, _)| name == "state")
+        .map(|(_, value)| value.into_owned())
+        .expect("the end-session URL carries a state");
+    let back = response.headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(
-        response.headers()["location"].to_str().unwrap(),
-        format!("{}/", app.url)
+        back,
+        format!("{}/api/auth/logout-callback?state={state}", app.url),
+        "Keycloak sends the state back to the registered logout callback"
     );
+    let landing = browser.get(&back).await;
+    assert_eq!(landing.status(), StatusCode::SEE_OTHER);
+    assert_eq!(landing.headers()["location"], "/");
     let alive = keycloak.session_ids("alice").await;
     assert!(!alive.contains(&sid), "Keycloak session {sid} still alive");
     let (status, _) = browser.user().await;
