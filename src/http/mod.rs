@@ -9,6 +9,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod device;
 pub mod dispatch;
+pub mod frontchannel;
 pub mod frontend;
 pub mod headers;
 pub mod health;
@@ -176,6 +177,10 @@ pub fn router(state: AppState) -> Router {
         .route("/user", get(auth::current_user))
         .route("/logout", get(auth::logout_link).post(auth::logout))
         .route("/logout-callback", get(logout::logout_callback))
+        .route(
+            "/frontchannel-logout",
+            get(frontchannel::frontchannel_logout),
+        )
         .route(
             "/backchannel-logout",
             post(backchannel::backchannel_logout).fallback(backchannel::method_not_allowed),

@@ -31,6 +31,34 @@ impl Provider {
         Some(url)
     }
 
+    /// The origins whose pages may frame the front-channel logout page: the issuer's, and the
+    /// end-session endpoint's when discovery names one on another origin (the provider's
+    /// logout page is what loads the relying parties' front-channel URIs). Discovery that is
+    /// not at hand leaves the issuer's origin alone; it is never fetched for this.
+    pub async fn logout_page_origins(&self) -> Vec<String> {
+        let mut origins = Vec::new();
+        if let Ok(issuer) = Url::parse(&self.settings.issuer) {
+            origins.push(issuer.origin().ascii_serialization());
+        }
+        let end_session = self
+            .discovered
+            .load_full()
+            .and_then(|discovered| discovered.extra.end_session_endpoint.clone());
+        if let Some(endpoint) = end_session {
+            let origin = endpoint.origin().ascii_serialization();
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+        origins.retain(|origin| origin != "null");
+        origins
+    }
+
+    /// Whether `iss` names this client's issuer exactly.
+    pub fn is_issuer(&self, iss: &str) -> bool {
+        iss == self.settings.issuer
+    }
+
     /// Revokes a refresh token (RFC 7009) when the provider supports it; best effort (failures
     /// are logged). `true` when the provider accepted the revocation.
     pub async fn revoke_refresh_token(&self, refresh_token: &str) -> bool {

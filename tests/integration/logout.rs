@@ -180,3 +180,135 @@ async fn a_tampered_or_missing_state_or_a_missing_cookie_gets_an_error_page() {
     stateless.set_query(None);
     assert_refused_page(carol.get(stateless.as_str()).await, "no state").await;
 }
+
+/// Loads `url` as the provider's iframe would: no cookie of Vestibule's (a third-party frame
+/// gets no `SameSite` cookie), no redirects followed.
+async fn load_in_provider_iframe(url: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn front_channel_logout_ends_that_provider_sessions_session_without_its_cookie() {
+    let app = TestApp::start().await;
+    let laptop = app.browser();
+    laptop.login("alice").await;
+    let phone = app.browser();
+    phone.login("alice").await;
+    let bob = app.browser();
+    bob.login("bob").await;
+    let urls = app.provider.frontchannel_logout_urls("alice").await;
+    assert_eq!(urls.len(), 2, "alice has two provider sessions: {urls:?}");
+    assert!(
+        urls[0].starts_with(&format!("{}/api/auth/frontchannel-logout?", app.url)),
+        "{urls:?}"
+    );
+
+    let response = load_in_provider_iframe(&urls[0]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers();
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(
+        headers["content-security-policy"],
+        format!(
+            "default-src 'none'; frame-ancestors {}",
+            app.provider.issuer
+        )
+        .as_str(),
+        "only the provider may frame the page"
+    );
+    assert!(!headers.contains_key("x-frame-options"), "{headers:?}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // Exactly the session created in that provider session ended; bob's is untouched.
+    let statuses = [laptop.user().await.0, phone.user().await.0];
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| **status == StatusCode::UNAUTHORIZED)
+            .count(),
+        1,
+        "one of alice's two sessions ended: {statuses:?}"
+    );
+    assert_eq!(bob.user().await.0, StatusCode::OK, "bob's session survives");
+
+    let response = load_in_provider_iframe(&urls[1]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(laptop.user().await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(phone.user().await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(bob.user().await.0, StatusCode::OK, "bob's session survives");
+    // The provider may load it again (or for a session that is long gone): still 200.
+    assert_eq!(
+        load_in_provider_iframe(&urls[1]).await.status(),
+        StatusCode::OK
+    );
+    // Each ended session's refresh token is revoked, as for back-channel logout.
+    crate::harness::wait_for(
+        "the refresh tokens' revocation",
+        std::time::Duration::from_secs(5),
+        || async {
+            (app.provider.stats().await["revocations"].as_u64().unwrap() == 2).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn front_channel_logout_refuses_a_foreign_or_missing_issuer_and_a_missing_sid() {
+    let mut app = TestApp::start().await;
+    let alice = app.browser();
+    alice.login("alice").await;
+    let urls = app.provider.frontchannel_logout_urls("alice").await;
+    let genuine = Url::parse(&urls[0]).unwrap();
+    let with = |pairs: &[(&str, &str)]| {
+        let mut url = genuine.clone();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        url.to_string()
+    };
+    let sid = genuine
+        .query_pairs()
+        .find(|(name, _)| name == "sid")
+        .unwrap()
+        .1
+        .into_owned();
+    let issuer = app.provider.issuer.clone();
+    for (what, url) in [
+        (
+            "another issuer",
+            with(&[("iss", "https://evil.example"), ("sid", &sid)]),
+        ),
+        (
+            "the issuer with a trailing slash",
+            with(&[("iss", &format!("{issuer}/")), ("sid", &sid)]),
+        ),
+        ("no issuer", with(&[("sid", &sid)])),
+        ("no sid", with(&[("iss", &issuer)])),
+        ("an empty sid", with(&[("iss", &issuer), ("sid", "")])),
+    ] {
+        let response = load_in_provider_iframe(&url).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{what}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{what}"
+        );
+        assert_eq!(alice.user().await.0, StatusCode::OK, "{what} ends nothing");
+    }
+
+    // Redis down: the sessions cannot be ended, and the provider's page is not told they were.
+    app.redis.as_mut().unwrap().stop().await;
+    let response = load_in_provider_iframe(&urls[0]).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
