@@ -30,7 +30,9 @@ use crate::session::{
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
 /// provider. Rate-limited per client address; the logins in progress are capped (the oldest
-/// are displaced).
+/// are displaced). Also the third-party-initiated login URI (OIDC Core §4): with `iss`, only
+/// for our issuer; `login_hint` is passed on; `target_link_uri` is kept under `returnTo`'s
+/// rules (ignored otherwise), and `returnTo` wins when both are given.
 #[tracing::instrument(level = "debug", name = "login", skip_all)]
 pub async fn begin_login(
     State(state): State<AppState>,
@@ -47,11 +49,25 @@ pub async fn begin_login(
         AppError::TooManyRequests(wait)
     })?;
     let query = QueryParams::parse(query.as_deref());
-    let return_to = ReturnTo::parse_or_root(query.get("returnTo"), &state.public_url);
+    if query
+        .get("iss")
+        .is_some_and(|iss| !state.provider.is_issuer(iss))
+    {
+        return Err(AppError::BadRequest("the login was initiated for another issuer").into());
+    }
+    let return_to = match (query.get("returnTo"), query.get("target_link_uri")) {
+        (None, Some(target)) => {
+            ReturnTo::from_target_link_uri(target, &state.public_url).unwrap_or_else(ReturnTo::root)
+        }
+        (return_to, _) => ReturnTo::parse_or_root(return_to, &state.public_url),
+    };
+    let login_hint = query
+        .get("login_hint")
+        .filter(|hint| !hint.is_empty() && hint.len() <= MAX_LOGIN_HINT_LEN);
     let cookies = state.cookies.read(&headers);
     // Reuse this browser's binding so parallel logins in several tabs share one cookie.
     let binding = cookies.login.unwrap_or_else(BrowserBinding::generate);
-    let request = state.provider.authorization_request().await?;
+    let request = state.provider.authorization_request(login_hint).await?;
     let pending = PendingLogin {
         state: request.state,
         nonce: request.nonce,
@@ -76,6 +92,9 @@ pub async fn begin_login(
         (set_cookie, Redirect::to(request.url.as_str())).into_response(),
     ))
 }
+
+/// Longest `login_hint` passed on (an e-mail address or a user name; longer ones are dropped).
+const MAX_LOGIN_HINT_LEN: usize = 512;
 
 /// `GET /api/auth/callback`: validates the provider's answer and creates a new session; the
 /// outcome goes to the audit trail either way.
