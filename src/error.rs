@@ -64,6 +64,10 @@ pub enum AppError {
     /// The session named in the path is not one of the caller's.
     #[error("no such session")]
     NoSuchSession,
+    /// The provider's redirect after RP-initiated logout does not carry the `state` this
+    /// browser's logout cookie holds (another state, no state, or no cookie).
+    #[error("post-logout redirect with an unexpected or missing state")]
+    LogoutNotConfirmed,
 }
 
 /// Why a login callback failed, in words a user can act on.
@@ -160,9 +164,10 @@ impl AppError {
         match self {
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AppError::BadRequest(_) | AppError::Login(_) | AppError::LogoutTokenRejected(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            AppError::BadRequest(_)
+            | AppError::Login(_)
+            | AppError::LogoutTokenRejected(_)
+            | AppError::LogoutNotConfirmed => StatusCode::BAD_REQUEST,
             AppError::NotFound | AppError::NoSuchSession => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
@@ -200,6 +205,7 @@ impl AppError {
             // The error code Back-Channel Logout 1.0 §2.8 names.
             AppError::LogoutTokenRejected(_) => "invalid_request",
             AppError::NoSuchSession => "no_such_session",
+            AppError::LogoutNotConfirmed => "logout_not_confirmed",
         }
     }
 
@@ -252,6 +258,12 @@ impl AppError {
             // Each reason is a fixed phrase about the sender's own token.
             AppError::LogoutTokenRejected(reason) => format!("{reason}."),
             AppError::NoSuchSession => "You have no session with this id.".into(),
+            AppError::LogoutNotConfirmed => {
+                "You are logged out of this application, but the identity provider's answer does \
+                 not belong to a logout started in this browser (or it came too late), so it was \
+                 not accepted."
+                    .into()
+            }
         }
     }
 
@@ -346,6 +358,7 @@ impl IntoResponse for PageError {
                 ("Login failed", "Try logging in again", LOGIN_URL)
             }
             AppError::Unauthenticated => ("Not logged in", "Log in", LOGIN_URL),
+            AppError::LogoutNotConfirmed => ("Logout not confirmed", "Log in", LOGIN_URL),
             _ => ("Something went wrong", "Log in", LOGIN_URL),
         };
         let code = match &error {

@@ -28,6 +28,39 @@ impl ReturnTo {
             .unwrap_or_else(Self::root)
     }
 
+    /// A third-party-initiated login's `target_link_uri` (OIDC Core §4): an absolute URL on
+    /// `public_url`'s origin (without user info), or a local path, kept as its local part
+    /// under the same checks as `returnTo`; anything else is `None`.
+    pub fn from_target_link_uri(candidate: &str, public_url: &Url) -> Option<Self> {
+        if candidate.len() > MAX_LEN
+            || candidate
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return None;
+        }
+        if candidate.starts_with('/') {
+            return Self::parse(candidate, public_url);
+        }
+        let url = Url::parse(candidate).ok()?;
+        if url.origin() != public_url.origin()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return None;
+        }
+        let mut local = url.path().to_owned();
+        if let Some(query) = url.query() {
+            local.push('?');
+            local.push_str(query);
+        }
+        if let Some(fragment) = url.fragment() {
+            local.push('#');
+            local.push_str(fragment);
+        }
+        Self::parse(&local, public_url)
+    }
+
     fn parse(candidate: &str, public_url: &Url) -> Option<Self> {
         if !is_acceptable(candidate) {
             return None;
@@ -100,6 +133,33 @@ mod tests {
     fn check(candidate: &str) -> String {
         let base = Url::parse("http://localhost:8080").unwrap();
         ReturnTo::parse_or_root(Some(candidate), &base).0
+    }
+
+    #[test]
+    fn a_target_link_uri_is_kept_only_on_our_origin() {
+        let base = Url::parse("http://localhost:8080").unwrap();
+        let target =
+            |candidate: &str| ReturnTo::from_target_link_uri(candidate, &base).map(|kept| kept.0);
+        assert_eq!(
+            target("http://localhost:8080/orders/42?tab=a#x").as_deref(),
+            Some("/orders/42?tab=a#x")
+        );
+        assert_eq!(target("/orders/42").as_deref(), Some("/orders/42"));
+        for foreign in [
+            "https://evil.example/",
+            "https://localhost:8080/",
+            "http://localhost:8081/",
+            "http://evil@localhost:8080/",
+            "http://localhost:8080//evil.example",
+            "http://localhost:8080/%2F%2Fevil.example",
+            "http://localhost:8080/\t/evil",
+            "http://localhost:8080/	/evil.example",
+            "//evil.example",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert_eq!(target(foreign), None, "{foreign}");
+        }
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum AuditEvent {
     Logout,
     /// The provider ended sessions through back-channel logout.
     BackchannelLogout,
+    /// The provider ended sessions through front-channel logout (an unauthenticated request
+    /// naming the provider session).
+    FrontchannelLogout,
     /// A refresh failed; `outcome` says whether the session ended.
     RefreshFailed,
     /// The operator ended a subject's sessions (`vestibule sessions revoke`).
@@ -66,6 +69,7 @@ impl AuditEvent {
             AuditEvent::LoginFailed => "login_failed",
             AuditEvent::Logout => "logout",
             AuditEvent::BackchannelLogout => "backchannel_logout",
+            AuditEvent::FrontchannelLogout => "frontchannel_logout",
             AuditEvent::RefreshFailed => "refresh_failed",
             AuditEvent::SessionsEndedByOperator => "sessions_ended_by_operator",
             AuditEvent::SessionsEndedByUser => "sessions_ended_by_user",
@@ -81,6 +85,9 @@ impl AuditEvent {
             AuditEvent::LoginFailed => "login failed",
             AuditEvent::Logout => "session ended by logout",
             AuditEvent::BackchannelLogout => "sessions ended by the provider (back-channel logout)",
+            AuditEvent::FrontchannelLogout => {
+                "sessions ended by the provider (front-channel logout)"
+            }
             AuditEvent::RefreshFailed => "token refresh failed",
             AuditEvent::SessionsEndedByOperator => "sessions of a subject ended by the operator",
             AuditEvent::SessionsEndedByUser => "sessions ended by their user",

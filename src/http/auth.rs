@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use super::client_address::ClientAddress;
 use super::device::session_origin;
 use super::headers::X_FORWARDED_FOR;
+use super::logout::provider_logout;
 use super::{AppState, Components, QueryParams, csrf};
 use crate::audit::{AuditEvent, Details, Repeats};
 use crate::clock::unix_now;
@@ -29,7 +30,9 @@ use crate::session::{
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
 /// provider. Rate-limited per client address; the logins in progress are capped (the oldest
-/// are displaced).
+/// are displaced). Also the third-party-initiated login URI (OIDC Core §4): with `iss`, only
+/// for our issuer; `login_hint` is passed on; `target_link_uri` is kept under `returnTo`'s
+/// rules (ignored otherwise), and `returnTo` wins when both are given.
 #[tracing::instrument(level = "debug", name = "login", skip_all)]
 pub async fn begin_login(
     State(state): State<AppState>,
@@ -46,11 +49,25 @@ pub async fn begin_login(
         AppError::TooManyRequests(wait)
     })?;
     let query = QueryParams::parse(query.as_deref());
-    let return_to = ReturnTo::parse_or_root(query.get("returnTo"), &state.public_url);
+    if query
+        .get("iss")
+        .is_some_and(|iss| !state.provider.is_issuer(iss))
+    {
+        return Err(AppError::BadRequest("the login was initiated for another issuer").into());
+    }
+    let return_to = match (query.get("returnTo"), query.get("target_link_uri")) {
+        (None, Some(target)) => {
+            ReturnTo::from_target_link_uri(target, &state.public_url).unwrap_or_else(ReturnTo::root)
+        }
+        (return_to, _) => ReturnTo::parse_or_root(return_to, &state.public_url),
+    };
+    let login_hint = query
+        .get("login_hint")
+        .filter(|hint| !hint.is_empty() && hint.len() <= MAX_LOGIN_HINT_LEN);
     let cookies = state.cookies.read(&headers);
     // Reuse this browser's binding so parallel logins in several tabs share one cookie.
     let binding = cookies.login.unwrap_or_else(BrowserBinding::generate);
-    let request = state.provider.authorization_request().await?;
+    let request = state.provider.authorization_request(login_hint).await?;
     let pending = PendingLogin {
         state: request.state,
         nonce: request.nonce,
@@ -75,6 +92,9 @@ pub async fn begin_login(
         (set_cookie, Redirect::to(request.url.as_str())).into_response(),
     ))
 }
+
+/// Longest `login_hint` passed on (an e-mail address or a user name; longer ones are dropped).
+const MAX_LOGIN_HINT_LEN: usize = 512;
 
 /// `GET /api/auth/callback`: validates the provider's answer and creates a new session; the
 /// outcome goes to the audit trail either way.
@@ -259,24 +279,32 @@ pub async fn current_user(
     Ok(no_store(Json(body).into_response()))
 }
 
-/// `POST /api/auth/logout`: ends the session; answers the provider's end-session URL.
+/// `POST /api/auth/logout`: ends the session; answers the provider's end-session URL (with
+/// the logout cookie that remembers its `state`).
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
-    let end_session_url = match state.cookies.read(&headers).session {
+    let ended = match state.cookies.read(&headers).session {
         Some(cookie) => end_session(&state, &cookie, "logout").await?,
         None => None,
     };
-    let set_cookie = [(header::SET_COOKIE, state.cookies.session_removal())];
-    Ok(no_store(
-        (
-            set_cookie,
-            Json(json!({ "end_session_url": end_session_url })),
-        )
-            .into_response(),
-    ))
+    let provider_logout = match &ended {
+        Some(record) => provider_logout(&state, record).await,
+        None => None,
+    };
+    let mut response = (
+        [(header::SET_COOKIE, state.cookies.session_removal())],
+        Json(json!({ "end_session_url": provider_logout.as_ref().map(|logout| &logout.url) })),
+    )
+        .into_response();
+    if let Some(logout) = provider_logout {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, logout.set_cookie);
+    }
+    Ok(no_store(response))
 }
 
 /// `GET /api/auth/logout?sid=…`: logout by plain link; the `sid` proves the link came from us.
@@ -301,12 +329,25 @@ pub async fn logout_link(
     if !bool::from(session.record.logout_sid.as_bytes().ct_eq(sid.as_bytes())) {
         return Err(AppError::Forbidden("the logout link does not belong to this session").into());
     }
-    let target = end_session(&state, &session.cookie, "logout").await?;
-    let set_cookie = [(header::SET_COOKIE, state.cookies.session_removal())];
-    let location = target.unwrap_or_else(|| "/".to_owned());
-    Ok(no_store(
-        (set_cookie, Redirect::to(&location)).into_response(),
-    ))
+    let ended = end_session(&state, &session.cookie, "logout").await?;
+    let provider_logout = match &ended {
+        Some(record) => provider_logout(&state, record).await,
+        None => None,
+    };
+    let location = provider_logout
+        .as_ref()
+        .map_or("/", |logout| logout.url.as_str());
+    let mut response = (
+        [(header::SET_COOKIE, state.cookies.session_removal())],
+        Redirect::to(location),
+    )
+        .into_response();
+    if let Some(logout) = provider_logout {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, logout.set_cookie);
+    }
+    Ok(no_store(response))
 }
 
 /// Ends the session for `cookie` as Redis holds it and revokes its refresh token (taken from
@@ -325,13 +366,12 @@ pub(super) async fn end_by_cookie(
 }
 
 /// Ends the session for `cookie` (see [`end_by_cookie`]) for `reason` (`logout`, or
-/// `replaced_by_login`), and builds the provider's end-session URL (`None` when there was no
-/// session or the provider has no end-session endpoint).
+/// `replaced_by_login`): the ended session's record, `None` when there was no session.
 async fn end_session(
     state: &AppState,
     cookie: &SessionCookie,
     reason: &'static str,
-) -> Result<Option<String>, AppError> {
+) -> Result<Option<SessionRecord>, AppError> {
     let Some(record) = end_by_cookie(state, cookie).await? else {
         return Ok(None);
     };
@@ -345,15 +385,7 @@ async fn end_session(
             ..Details::default()
         },
     );
-    let post_logout = state
-        .public_url
-        .join("/")
-        .unwrap_or_else(|_| state.public_url.clone());
-    Ok(state
-        .provider
-        .end_session_url(&record.tokens.id_token.text(), &post_logout)
-        .await
-        .map(|url| url.to_string()))
+    Ok(Some(record))
 }
 
 /// Revokes the refresh tokens of sessions that just ended, in a task of its own: the

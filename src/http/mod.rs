@@ -9,10 +9,12 @@ pub mod cookies;
 pub mod csrf;
 pub mod device;
 pub mod dispatch;
+pub mod frontchannel;
 pub mod frontend;
 pub mod headers;
 pub mod health;
 pub mod login_limit;
+pub mod logout;
 pub mod proxy;
 pub mod request_id;
 pub mod request_scope;
@@ -174,6 +176,11 @@ pub fn router(state: AppState) -> Router {
         .route("/callback", get(auth::finish_login))
         .route("/user", get(auth::current_user))
         .route("/logout", get(auth::logout_link).post(auth::logout))
+        .route("/logout-callback", get(logout::logout_callback))
+        .route(
+            "/frontchannel-logout",
+            get(frontchannel::frontchannel_logout),
+        )
         .route(
             "/backchannel-logout",
             post(backchannel::backchannel_logout).fallback(backchannel::method_not_allowed),

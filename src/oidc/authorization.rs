@@ -22,8 +22,12 @@ pub struct AuthorizationRequest {
 }
 
 impl Provider {
-    /// Builds an authorization request with PKCE (S256), `state` and `nonce`.
-    pub async fn authorization_request(&self) -> Result<AuthorizationRequest, OidcError> {
+    /// Builds an authorization request with PKCE (S256), `state` and `nonce`, passing on a
+    /// third party's `login_hint` (OIDC Core §3.1.2.1, §4) when given.
+    pub async fn authorization_request(
+        &self,
+        login_hint: Option<&str>,
+    ) -> Result<AuthorizationRequest, OidcError> {
         let discovered = self.current().await?;
         let state = crate::random::url_safe_secret();
         let nonce = crate::random::url_safe_secret();
@@ -49,6 +53,9 @@ impl Provider {
         }
         if let Some(prompt) = &self.settings.prompt {
             request = request.add_extra_param("prompt", prompt.clone());
+        }
+        if let Some(login_hint) = login_hint {
+            request = request.add_extra_param("login_hint", login_hint.to_owned());
         }
         let (url, _, _) = request.set_pkce_challenge(challenge).url();
         Ok(AuthorizationRequest {

@@ -10,11 +10,13 @@ use url::Url;
 use super::Provider;
 
 impl Provider {
-    /// The provider's end-session URL for RP-initiated logout, when it advertises one.
+    /// The provider's end-session URL for RP-initiated logout, when it advertises one; the
+    /// provider sends `state` back to `post_logout_redirect_uri` (RP-Initiated Logout 1.0 §3).
     pub async fn end_session_url(
         &self,
         id_token_hint: &str,
         post_logout_redirect_uri: &Url,
+        state: &str,
     ) -> Option<Url> {
         let discovered = self.current().await.ok()?;
         let mut url = discovered.extra.end_session_endpoint.clone()?;
@@ -24,8 +26,37 @@ impl Provider {
                 "post_logout_redirect_uri",
                 post_logout_redirect_uri.as_str(),
             )
-            .append_pair("client_id", &self.settings.client_id);
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("state", state);
         Some(url)
+    }
+
+    /// The origins whose pages may frame the front-channel logout page: the issuer's, and the
+    /// end-session endpoint's when discovery names one on another origin (the provider's
+    /// logout page is what loads the relying parties' front-channel URIs). Discovery that is
+    /// not at hand leaves the issuer's origin alone; it is never fetched for this.
+    pub async fn logout_page_origins(&self) -> Vec<String> {
+        let mut origins = Vec::new();
+        if let Ok(issuer) = Url::parse(&self.settings.issuer) {
+            origins.push(issuer.origin().ascii_serialization());
+        }
+        let end_session = self
+            .discovered
+            .load_full()
+            .and_then(|discovered| discovered.extra.end_session_endpoint.clone());
+        if let Some(endpoint) = end_session {
+            let origin = endpoint.origin().ascii_serialization();
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+        origins.retain(|origin| origin != "null");
+        origins
+    }
+
+    /// Whether `iss` names this client's issuer exactly.
+    pub fn is_issuer(&self, iss: &str) -> bool {
+        iss == self.settings.issuer
     }
 
     /// Revokes a refresh token (RFC 7009) when the provider supports it; best effort (failures

@@ -148,13 +148,20 @@ async fn alice_signs_in_on_keycloaks_own_page_calls_the_api_and_signs_out_in_chr
     );
     assert_eq!(
         query.get("post_logout_redirect_uri").map(String::as_str),
-        Some(format!("{}/", app.url).as_str())
+        Some(format!("{}/api/auth/logout-callback", app.url).as_str())
     );
+    let state = query
+        .get("state")
+        .expect("the end-session URL carries a state");
     assert_eq!(
         end_session["status"], 302,
         "Keycloak redirected: {end_session}"
     );
-    assert_eq!(end_session["location"], format!("{}/", app.url));
+    // Keycloak passed the state back; Vestibule's logout callback checked it and went home.
+    assert_eq!(
+        end_session["location"],
+        format!("{}/api/auth/logout-callback?state={state}", app.url)
+    );
     assert_eq!(report["landedOn"], format!("{}/", app.url));
 
     // The SSO session is gone at Keycloak. (Which of the two ends it, the revocation Vestibule
@@ -299,10 +306,20 @@ async fn logout_revokes_at_keycloak_and_keycloak_accepts_the_end_session_url() {
         StatusCode::FOUND,
         "Keycloak accepted the end-session request"
     );
+    let state = end_session
+        .query_pairs()
+        .find(|(name, _)| name == "state")
+        .map(|(_, value)| value.into_owned())
+        .expect("the end-session URL carries a state");
+    let back = response.headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(
-        response.headers()["location"].to_str().unwrap(),
-        format!("{}/", app.url)
+        back,
+        format!("{}/api/auth/logout-callback?state={state}", app.url),
+        "Keycloak sends the state back to the registered logout callback"
     );
+    let landing = browser.get(&back).await;
+    assert_eq!(landing.status(), StatusCode::SEE_OTHER);
+    assert_eq!(landing.headers()["location"], "/");
     let alive = keycloak.session_ids("alice").await;
     assert!(!alive.contains(&sid), "Keycloak session {sid} still alive");
     let (status, _) = browser.user().await;

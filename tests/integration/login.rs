@@ -69,7 +69,10 @@ async fn full_flow_login_user_api_call_and_logout() {
     let params: std::collections::HashMap<_, _> = end_session.query_pairs().into_owned().collect();
     assert!(end_session.as_str().starts_with(&app.provider.issuer));
     assert_eq!(params["client_id"], "vestibule");
-    assert_eq!(params["post_logout_redirect_uri"], format!("{}/", app.url));
+    assert_eq!(
+        params["post_logout_redirect_uri"],
+        format!("{}/api/auth/logout-callback", app.url)
+    );
     assert_eq!(params["id_token_hint"].split('.').count(), 3);
 
     let (status, body) = browser.user().await;
@@ -354,4 +357,101 @@ async fn login_replaces_any_session_the_browser_brought() {
         "the old session was ended"
     );
     assert_eq!(app.redis().session_keys().await.len(), 1);
+}
+
+/// `GET /api/auth/login` with `params` (as a third party's link would carry them).
+fn third_party_login_url(browser: &Browser, params: &[(&str, &str)]) -> url::Url {
+    let mut url = browser.url("/api/auth/login");
+    url.query_pairs_mut().extend_pairs(params);
+    url
+}
+
+#[tokio::test]
+async fn third_party_initiated_login_passes_the_login_hint_and_lands_on_the_target_link() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    let target = format!("{}/orders/7?tab=items", app.url);
+    let start = third_party_login_url(
+        &browser,
+        &[
+            ("iss", &app.provider.issuer),
+            ("login_hint", "alice@example.test"),
+            ("target_link_uri", &target),
+        ],
+    );
+    let response = browser.get(start.as_str()).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let authorization = crate::harness::browser::location(&response, &start);
+    assert!(authorization.as_str().starts_with(&app.provider.issuer));
+    assert!(
+        authorization
+            .query_pairs()
+            .any(|(name, value)| name == "login_hint" && value == "alice@example.test"),
+        "{authorization}"
+    );
+    // The provider received it: its login form is filled in with the hint.
+    let mut next = authorization.clone();
+    let login_page = loop {
+        let response = browser.get(next.as_str()).await;
+        if response.status().is_redirection() {
+            next = crate::harness::browser::location(&response, &next);
+            continue;
+        }
+        break response.text().await.unwrap();
+    };
+    assert!(
+        login_page.contains("value=\"alice@example.test\""),
+        "the provider's login form: {login_page}"
+    );
+
+    let callback = browser.authorize_at_provider(authorization, "alice").await;
+    let done = browser.get(callback.as_str()).await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(done.headers()["location"], "/orders/7?tab=items");
+    assert_eq!(browser.user().await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn third_party_initiated_login_for_another_issuer_is_refused_before_the_provider() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    let issuer_with_slash = format!("{}/", app.provider.issuer);
+    for iss in ["https://evil.example", issuer_with_slash.as_str(), ""] {
+        let start = third_party_login_url(&browser, &[("iss", iss), ("login_hint", "alice")]);
+        let response = browser.get(start.as_str()).await;
+        assert!(
+            !response.headers().contains_key("location"),
+            "{iss:?}: no redirect"
+        );
+        assert!(
+            !response.headers().contains_key("set-cookie"),
+            "{iss:?}: no login started"
+        );
+        let (status, content_type, body) = page(response).await;
+        assert_error_page(status, &content_type, &body);
+        assert!(body.contains("another issuer"), "{iss:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_target_link_uri_on_another_origin_is_not_honoured() {
+    let app = TestApp::start().await;
+    for target in [
+        "https://evil.example/orders/7".to_owned(),
+        "//evil.example/orders/7".to_owned(),
+        format!("{}@evil.example/", app.url),
+    ] {
+        let browser = app.browser();
+        let start = third_party_login_url(
+            &browser,
+            &[("iss", &app.provider.issuer), ("target_link_uri", &target)],
+        );
+        let response = browser.get(start.as_str()).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{target}");
+        let authorization = crate::harness::browser::location(&response, &start);
+        let callback = browser.authorize_at_provider(authorization, "alice").await;
+        let done = browser.get(callback.as_str()).await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER, "{target}");
+        assert_eq!(done.headers()["location"], "/", "{target}");
+    }
 }

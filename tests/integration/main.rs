@@ -20,6 +20,7 @@ mod keycloak;
 mod limits;
 mod load_balancer;
 mod login;
+mod logout;
 mod metrics;
 mod my_sessions;
 mod operator;

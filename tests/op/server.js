@@ -65,7 +65,7 @@ const CLIENT_SECRET = env.OP_CLIENT_SECRET || STACK.client_secret;
 const REDIRECT_URIS = listEnv('OP_REDIRECT_URIS', STACK.redirect_uris);
 const POST_LOGOUT_REDIRECT_URIS = listEnv(
   'OP_POST_LOGOUT_REDIRECT_URIS',
-  [...new Set(REDIRECT_URIS.map((uri) => `${new URL(uri).origin}/`))],
+  [...new Set(REDIRECT_URIS.map((uri) => `${new URL(uri).origin}/api/auth/logout-callback`))],
 );
 const TOKEN_AUTH_METHOD = env.OP_TOKEN_AUTH_METHOD || STACK.token_auth_method;
 const ID_TOKEN_ALG = env.OP_ID_TOKEN_ALG || STACK.id_token_alg;
@@ -619,6 +619,33 @@ async function endSessionsOf(sub) {
   return { ended, notified };
 }
 
+// ---------------------------------------------------------------------------
+// front-channel logout (OpenID Connect Front-Channel Logout 1.0), which oidc-provider v9 no
+// longer implements: the URLs this provider's logout page would load in iframes
+// ---------------------------------------------------------------------------
+
+// The vestibule client's front-channel logout URI (frontchannel_logout_session_required=true,
+// so every URL carries iss and sid); empty: none.
+const FRONTCHANNEL_LOGOUT_URI = env.OP_FRONTCHANNEL_LOGOUT_URI ?? `${new URL(REDIRECT_URIS[0]).origin}/api/auth/frontchannel-logout`;
+
+// GET /__test/frontchannel-logout-urls?sub=…: for each provider session of `sub` (oldest
+// first) in which the vestibule client signed in, the URL the provider's logout page would
+// frame, with the provider's own issuer and the sid of that client's ID tokens. Nothing is
+// ended here: a test loads the URLs as the iframes would, without the browser's cookies.
+function frontchannelLogoutUrls(sub) {
+  const urls = [];
+  if (!FRONTCHANNEL_LOGOUT_URI) return { urls };
+  for (const { payload } of store.model('Session').values()) {
+    const authorization = payload.accountId === sub ? payload.authorizations?.[CLIENT_ID] : undefined;
+    if (!authorization?.sid) continue;
+    const url = new URL(FRONTCHANNEL_LOGOUT_URI);
+    url.searchParams.set('iss', providerInstance.issuer);
+    url.searchParams.set('sid', authorization.sid);
+    urls.push(url.href);
+  }
+  return { urls };
+}
+
 async function handleTestPost(req, res, route) {
   const body = JSON.parse((await readBody(req)) || '{}');
   if (route === 'POST /__test/refresh-error') {
@@ -656,6 +683,8 @@ function handleTest(req, res) {
       return sendJson(res, 200, store.counts());
     case 'GET /__test/secrets':
       return sendJson(res, 200, { issued: issuedSecrets });
+    case 'GET /__test/frontchannel-logout-urls':
+      return sendJson(res, 200, frontchannelLogoutUrls(new URL(req.url, 'http://localhost').searchParams.get('sub')));
     case 'POST /__test/refresh-delay': {
       const ms = Number.parseInt(new URL(req.url, 'http://localhost').searchParams.get('ms') ?? '', 10);
       if (!Number.isFinite(ms) || ms < 0) return sendJson(res, 400, { error: 'ms must be a non-negative integer' });

@@ -1,7 +1,10 @@
-//! Vestibule's two cookies: the session cookie and the short-lived login cookie.
+//! Vestibule's cookies: the session cookie, the short-lived login cookie and the short-lived
+//! logout cookie (the `state` of an RP-initiated logout, see [`super::logout`]).
 //!
-//! Both are HttpOnly (never readable by JavaScript), `Path=/`, without `Domain`; over https
-//! they are `Secure` and carry the `__Host-` prefix, which browsers enforce.
+//! All are HttpOnly (never readable by JavaScript) and without `Domain`. The session and login
+//! cookies are `Path=/`; over https they are `Secure` and carry the `__Host-` prefix, which
+//! browsers enforce. The logout cookie is scoped to the logout callback's path, which
+//! `__Host-` forbids: over https it is `Secure` with the `__Secure-` prefix.
 //!
 //! Every path reads cookies through the one byte-wise parser here. A cookie is ours only if
 //! its name is *byte for byte* ours: `__Host-` protection holds for the exact name only, so a
@@ -15,14 +18,17 @@ use cookie::time::Duration;
 use cookie::{Cookie, SameSite};
 use percent_encoding::percent_decode;
 
+use super::logout::{LOGOUT_CALLBACK_PATH, LOGOUT_STATE_TTL, LogoutState};
 use crate::session::{BrowserBinding, PENDING_LOGIN_TTL, SessionCookie};
 
 /// Every name Vestibule uses, over http and over https: an upstream may set none of them.
-const ALL_OWN_NAMES: [&str; 4] = [
+const ALL_OWN_NAMES: [&str; 6] = [
     "vestibule",
     "vestibule-login",
+    "vestibule-logout",
     "__Host-vestibule",
     "__Host-vestibule-login",
+    "__Secure-vestibule-logout",
 ];
 
 /// Cookie names and attributes derived from `public_url`.
@@ -31,6 +37,7 @@ pub struct CookiePolicy {
     secure: bool,
     session_name: &'static str,
     login_name: &'static str,
+    logout_name: &'static str,
 }
 
 /// Vestibule's cookies as a request carried them. Each is present only if the request sent
@@ -43,12 +50,15 @@ pub struct OwnCookies {
     pub session: Option<SessionCookie>,
     /// The login-binding cookie.
     pub login: Option<BrowserBinding>,
+    /// The logout cookie: the `state` of the RP-initiated logout this browser started.
+    pub logout: Option<LogoutState>,
 }
 
 /// Which of our cookies a name is, compared byte for byte.
 enum Own {
     Session,
     Login,
+    Logout,
 }
 
 /// The values seen under one of our names.
@@ -83,6 +93,7 @@ impl<'a> Seen<'a> {
 struct SeenOwn<'a> {
     session: Seen<'a>,
     login: Seen<'a>,
+    logout: Seen<'a>,
 }
 
 impl SeenOwn<'_> {
@@ -90,6 +101,7 @@ impl SeenOwn<'_> {
         OwnCookies {
             session: self.session.value().and_then(SessionCookie::parse),
             login: self.login.value().and_then(BrowserBinding::parse),
+            logout: self.logout.value().and_then(LogoutState::parse),
         }
     }
 }
@@ -102,12 +114,14 @@ impl CookiePolicy {
                 secure: true,
                 session_name: "__Host-vestibule",
                 login_name: "__Host-vestibule-login",
+                logout_name: "__Secure-vestibule-logout",
             }
         } else {
             Self {
                 secure: false,
                 session_name: "vestibule",
                 login_name: "vestibule-login",
+                logout_name: "vestibule-logout",
             }
         }
     }
@@ -117,6 +131,8 @@ impl CookiePolicy {
             Some(Own::Session)
         } else if name == self.login_name.as_bytes() {
             Some(Own::Login)
+        } else if name == self.logout_name.as_bytes() {
+            Some(Own::Logout)
         } else {
             None
         }
@@ -174,6 +190,7 @@ impl CookiePolicy {
         match self.own(pair.name) {
             Some(Own::Session) => seen.session.add(pair.value),
             Some(Own::Login) => seen.login.add(pair.value),
+            Some(Own::Logout) => seen.logout.add(pair.value),
             None => return false,
         }
         true
@@ -203,7 +220,13 @@ impl CookiePolicy {
     /// `Set-Cookie` for a new session: `SameSite=Strict`, a session cookie (no `Max-Age`),
     /// since the server enforces idle and absolute timeouts.
     pub fn session_cookie(&self, cookie: &SessionCookie) -> HeaderValue {
-        self.header(self.session_name, cookie.encode(), SameSite::Strict, None)
+        self.header(
+            self.session_name,
+            cookie.encode(),
+            SameSite::Strict,
+            "/",
+            None,
+        )
     }
 
     /// `Set-Cookie` for the login binding: `SameSite=Lax` so it comes back on the provider's
@@ -214,7 +237,33 @@ impl CookiePolicy {
             self.login_name,
             binding.encode(),
             SameSite::Lax,
+            "/",
             Some(max_age),
+        )
+    }
+
+    /// `Set-Cookie` for the logout cookie, holding the `state` of the RP-initiated logout
+    /// this browser is leaving for: `SameSite=Lax` so the provider's top-level redirect back
+    /// carries it, sent to the logout callback only, and only for [`LOGOUT_STATE_TTL`].
+    pub fn logout_cookie(&self, state: &LogoutState) -> HeaderValue {
+        let max_age = Duration::seconds(LOGOUT_STATE_TTL.as_secs() as i64);
+        self.header(
+            self.logout_name,
+            state.as_str().to_owned(),
+            SameSite::Lax,
+            LOGOUT_CALLBACK_PATH,
+            Some(max_age),
+        )
+    }
+
+    /// `Set-Cookie` that removes the logout cookie.
+    pub fn logout_removal(&self) -> HeaderValue {
+        self.header(
+            self.logout_name,
+            String::new(),
+            SameSite::Lax,
+            LOGOUT_CALLBACK_PATH,
+            Some(Duration::ZERO),
         )
     }
 
@@ -224,6 +273,7 @@ impl CookiePolicy {
             self.session_name,
             String::new(),
             SameSite::Strict,
+            "/",
             Some(Duration::ZERO),
         )
     }
@@ -233,13 +283,14 @@ impl CookiePolicy {
         name: &'static str,
         value: String,
         same_site: SameSite,
+        path: &'static str,
         max_age: Option<Duration>,
     ) -> HeaderValue {
         let mut cookie = Cookie::build((name, value))
             .http_only(true)
             .secure(self.secure)
             .same_site(same_site)
-            .path("/")
+            .path(path)
             .build();
         if let Some(max_age) = max_age {
             cookie.set_max_age(max_age);

@@ -342,6 +342,28 @@ impl Browser {
         panic!("the provider's logout kept redirecting");
     }
 
+    /// Follows an end-session URL Vestibule handed out (RP-initiated logout), confirms the
+    /// logout on the provider's page, and stops at the provider's redirect back to Vestibule:
+    /// that URL (its `post_logout_redirect_uri` with the `state`), not yet visited.
+    pub async fn end_session_at_provider(&self, end_session_url: &str) -> Url {
+        let mut next = Url::parse(end_session_url).unwrap();
+        for _ in 0..6 {
+            if next.origin() == self.base.origin() {
+                return next;
+            }
+            let response = self.get(next.as_str()).await;
+            if response.status().is_redirection() {
+                next = location(&response, &next);
+                continue;
+            }
+            assert_eq!(response.status(), StatusCode::OK, "provider page at {next}");
+            let page_url = next.clone();
+            let html = response.text().await.unwrap();
+            next = self.submit_form(&page_url, &html, "", "").await;
+        }
+        panic!("the provider did not redirect back to Vestibule after its logout");
+    }
+
     /// Submits the first form on a provider page, filling the login name (`login` at the test
     /// provider, `username` at Keycloak) and `password` if present.
     async fn submit_form(&self, page_url: &Url, html: &str, user: &str, password: &str) -> Url {

@@ -362,7 +362,7 @@ impl TestAppBuilder {
         );
         let provider = TestProvider::start(
             &format!("{public_url}/api/auth/callback"),
-            &format!("{public_url}/"),
+            &format!("{public_url}/api/auth/logout-callback"),
             &self.provider,
         );
         let upstream = Upstream::start(&provider.issuer).await;

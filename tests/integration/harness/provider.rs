@@ -391,6 +391,27 @@ impl TestProvider {
         )
     }
 
+    /// The front-channel logout URLs (with `iss` and `sid`) the provider's logout page would
+    /// load in iframes for each of `sub`'s provider sessions in which Vestibule signed in,
+    /// oldest first.
+    pub async fn frontchannel_logout_urls(&self, sub: &str) -> Vec<String> {
+        let answer: Value = reqwest::get(format!(
+            "{}/__test/frontchannel-logout-urls?sub={sub}",
+            self.issuer
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        answer["urls"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no front-channel logout URLs: {answer}"))
+            .iter()
+            .map(|url| url.as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Stops the provider (its port then refuses connections).
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -81,7 +81,8 @@ impl Keycloak {
         client["rootUrl"] = Value::String(public_url.to_owned());
         client["redirectUris"] = json!([format!("{public_url}/api/auth/callback")]);
         client["webOrigins"] = json!([public_url]);
-        client["attributes"]["post.logout.redirect.uris"] = Value::String(format!("{public_url}/"));
+        client["attributes"]["post.logout.redirect.uris"] =
+            Value::String(format!("{public_url}/api/auth/logout-callback"));
         client["attributes"]["backchannel.logout.url"] =
             Value::String(backchannel_logout_url.to_owned());
         self.admin_send(reqwest::Method::POST, "clients", Some(&client))
@@ -113,7 +114,8 @@ impl Keycloak {
             .as_str()
             .unwrap_or("")
             .to_owned();
-        attributes["post.logout.redirect.uris"] = Value::String(format!("{logout}##{public_url}/"));
+        attributes["post.logout.redirect.uris"] =
+            Value::String(format!("{logout}##{public_url}/api/auth/logout-callback"));
     }
 
     /// The realm's user id of `username`.
