@@ -202,6 +202,42 @@ fn reports_reuse(description: &str) -> bool {
         .any(|phrase| description.contains(phrase))
 }
 
+/// The claims OIDC Core §2 requires in every ID token.
+const REQUIRED_ID_TOKEN_CLAIMS: [&str; 5] = ["iss", "sub", "aud", "exp", "iat"];
+
+/// Whether a token response that did not parse (`body`) is a good one but for its ID token:
+/// it parses once the `id_token` is taken out.
+fn only_the_id_token_unreadable(body: &[u8]) -> bool {
+    let Ok(Value::Object(mut response)) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    response.remove("id_token").is_some()
+        && serde_json::from_value::<CoreTokenResponse>(Value::Object(response)).is_ok()
+}
+
+/// Why the ID token of a token response (`body`) could not be read, naming the required claims
+/// it lacks; never the token or a claim's value.
+fn unreadable_id_token(body: &[u8]) -> String {
+    let claims = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|response| response.get("id_token")?.as_str().and_then(jwt_payload));
+    let Some(claims) = claims else {
+        return "ID token is not a readable JWT".into();
+    };
+    let missing: Vec<&str> = REQUIRED_ID_TOKEN_CLAIMS
+        .into_iter()
+        .filter(|claim| !claims.contains_key(*claim))
+        .collect();
+    if missing.is_empty() {
+        "ID token has a claim of the wrong type".into()
+    } else {
+        format!(
+            "ID token lacks the required claim(s) {}",
+            missing.join(", ")
+        )
+    }
+}
+
 /// Classifies a token-endpoint failure: `invalid_grant` means the grant is gone.
 fn token_error<RE>(error: TokenRequestError<RE>) -> OidcError
 where
@@ -222,6 +258,11 @@ where
         }
         RequestTokenError::Request(error) => {
             OidcError::Unavailable(format!("token endpoint unreachable: {error}"))
+        }
+        // The ID token is parsed with the response: one without a claim the library requires
+        // (`sub`, `iat`, …) fails here, not in verification. It is a bad token, not an outage.
+        RequestTokenError::Parse(_, body) if only_the_id_token_unreadable(&body) => {
+            OidcError::Invalid(unreadable_id_token(&body))
         }
         RequestTokenError::Parse(_, _) => OidcError::Unavailable(
             "token endpoint answered something that is not a token response".into(),
@@ -254,6 +295,29 @@ mod tests {
     }
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    #[test]
+    fn an_unreadable_id_token_is_described_by_the_claims_it_lacks_never_its_values() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"iss":"i","aud":"a","exp":2,"email":"e@x"}"#);
+        let body =
+            format!(r#"{{"access_token":"at","token_type":"Bearer","id_token":"h.{payload}.s"}}"#);
+        let reason = unreadable_id_token(body.as_bytes());
+        assert_eq!(reason, "ID token lacks the required claim(s) sub, iat");
+        assert!(only_the_id_token_unreadable(body.as_bytes()));
+        // No access token: not a token response at all, whatever its ID token.
+        let without_access_token =
+            format!(r#"{{"token_type":"Bearer","id_token":"h.{payload}.s"}}"#);
+        assert!(!only_the_id_token_unreadable(
+            without_access_token.as_bytes()
+        ));
+        assert!(!only_the_id_token_unreadable(
+            b"<html>502 Bad Gateway</html>"
+        ));
+        assert_eq!(
+            unreadable_id_token(br#"{"id_token":"not a jwt"}"#),
+            "ID token is not a readable JWT"
+        );
+    }
 
     #[test]
     fn expiry_prefers_expires_in_then_jwt_exp() {
