@@ -107,6 +107,7 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         prompt: oidc.prompt,
         auth_method: oidc.client_auth_method,
         id_token_alg: oidc.id_token_signed_response_alg,
+        assumed_token_lifetime: oidc.assumed_token_lifetime,
     })?)
 }
 

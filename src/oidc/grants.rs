@@ -23,8 +23,12 @@ use crate::clock::unix_now;
 pub struct GrantedTokens {
     /// The bearer token for upstream APIs.
     pub access_token: String,
-    /// When the access token expires (unix seconds), if the provider said so.
+    /// When the access token expires (unix seconds), if the provider said so or a lifetime was
+    /// assumed (see `access_expiry_assumed`).
     pub access_expires_at: Option<u64>,
+    /// Whether `access_expires_at` is `oidc.assumed_token_lifetime_secs` from now rather than
+    /// the provider's word: it says when to refresh, not that the token is dead.
+    pub access_expiry_assumed: bool,
     /// When the tokens were obtained (unix seconds).
     pub obtained_at: u64,
     /// A refresh token, if the provider issued one (after a refresh, `None` means the previous
@@ -95,7 +99,14 @@ impl Provider {
                 .filter(|sid| !sid.is_empty())
                 .map(str::to_owned),
             id_token: id_token.to_string(),
-            granted: GrantedTokens::from_response(&response),
+            granted: GrantedTokens::from_response(
+                &response,
+                // Assumed only when there is a refresh token to act on it: without one, an
+                // assumed expiry would end a session whose token may well be valid.
+                response
+                    .refresh_token()
+                    .map(|_| self.settings.assumed_token_lifetime),
+            ),
         })
     }
 
@@ -136,7 +147,10 @@ impl Provider {
         }
         Ok(RefreshedTokens {
             id_token: new_id_token,
-            granted: GrantedTokens::from_response(&response),
+            granted: GrantedTokens::from_response(
+                &response,
+                Some(self.settings.assumed_token_lifetime),
+            ),
         })
     }
 
@@ -171,12 +185,16 @@ impl Provider {
 }
 
 impl GrantedTokens {
-    /// The access and refresh tokens of a (checked) token response, obtained now.
-    fn from_response(response: &CoreTokenResponse) -> Self {
+    /// The access and refresh tokens of a (checked) token response, obtained now; `assumed`
+    /// is the access token's lifetime when the response names none.
+    fn from_response(response: &CoreTokenResponse, assumed: Option<Duration>) -> Self {
         let now = unix_now();
+        let named = expiry(now, response.expires_in(), response.access_token());
+        let assumed = assumed.filter(|_| named.is_none());
         Self {
             access_token: response.access_token().secret().clone(),
-            access_expires_at: expiry(now, response.expires_in(), response.access_token()),
+            access_expires_at: named.or(assumed.map(|lifetime| now + lifetime.as_secs())),
+            access_expiry_assumed: assumed.is_some(),
             obtained_at: now,
             refresh_token: response.refresh_token().map(|token| token.secret().clone()),
         }
@@ -317,6 +335,26 @@ mod tests {
             unreadable_id_token(br#"{"id_token":"not a jwt"}"#),
             "ID token is not a readable JWT"
         );
+    }
+
+    fn response(json: &str) -> CoreTokenResponse {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_lifetime_is_assumed_only_when_the_provider_names_none() {
+        let assumed = Some(Duration::from_secs(300));
+        let unnamed = response(r#"{"access_token":"opaque","token_type":"Bearer"}"#);
+        let granted = GrantedTokens::from_response(&unnamed, assumed);
+        assert!(granted.access_expiry_assumed);
+        assert_eq!(granted.access_expires_at, Some(granted.obtained_at + 300));
+        let nothing_to_refresh_with = GrantedTokens::from_response(&unnamed, None);
+        assert!(!nothing_to_refresh_with.access_expiry_assumed);
+        assert_eq!(nothing_to_refresh_with.access_expires_at, None);
+        let named = response(r#"{"access_token":"opaque","token_type":"Bearer","expires_in":60}"#);
+        let granted = GrantedTokens::from_response(&named, assumed);
+        assert!(!granted.access_expiry_assumed);
+        assert_eq!(granted.access_expires_at, Some(granted.obtained_at + 60));
     }
 
     #[test]

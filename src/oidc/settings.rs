@@ -50,4 +50,7 @@ pub struct ProviderSettings {
     /// be signed with; `None`: ID tokens under any the provider supports, logout tokens under
     /// those learnt from verified ID tokens.
     pub id_token_alg: Option<SigningAlg>,
+    /// `oidc.assumed_token_lifetime_secs`: the access token's lifetime when the provider names
+    /// none, so a refreshable token is still refreshed.
+    pub assumed_token_lifetime: std::time::Duration,
 }
