@@ -37,6 +37,10 @@ pub struct TokenSet {
     /// named no lifetime): it is when to refresh, never a reason to think the token dead.
     #[serde(rename = "y", default, skip_serializing_if = "is_false")]
     pub expiry_assumed: bool,
+    /// Whether the access token came from a refresh forced by an upstream's `invalid_token`:
+    /// such a token is never the reason for another forced refresh (see [`crate::refresh`]).
+    #[serde(rename = "f", default, skip_serializing_if = "is_false")]
+    pub from_forced_refresh: bool,
 }
 
 /// For `skip_serializing_if`: records without the flag stay as compact as before.
@@ -106,6 +110,7 @@ impl TokenSet {
             access_token: granted.access_token,
             access_expires_at: granted.access_expires_at,
             expiry_assumed: granted.access_expiry_assumed,
+            from_forced_refresh: false,
             obtained_at: granted.obtained_at,
             refresh_token: granted
                 .refresh_token
@@ -182,6 +187,7 @@ impl SessionRecord {
                 refresh_token: None,
                 id_token: "id".into(),
                 expiry_assumed: false,
+                from_forced_refresh: false,
             },
             created_at: crate::clock::unix_now(),
             expires_at,
@@ -373,6 +379,7 @@ mod tests {
             refresh_token: None,
             id_token: "id".into(),
             expiry_assumed: false,
+            from_forced_refresh: false,
         }
     }
 
@@ -514,6 +521,7 @@ mod tests {
                 refresh_token: Some("refresh".into()),
                 id_token: StoredToken::new(&id_token),
                 expiry_assumed: false,
+                from_forced_refresh: false,
             },
             created_at: 1,
             expires_at: 2,

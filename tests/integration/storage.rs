@@ -632,6 +632,7 @@ mod sessions_in_redis {
                 refresh_token: Some(StoredToken::new(refresh_token)),
                 id_token: "id".into(),
                 expiry_assumed: false,
+                from_forced_refresh: false,
             },
             created_at: unix_now(),
             expires_at: unix_now() + 3600,

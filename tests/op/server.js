@@ -640,6 +640,11 @@ function handleTest(req, res) {
     handleTokenResponseSwitch(req, res);
     return;
   }
+  if (route === 'POST /__test/revoke-access-tokens') {
+    req.resume();
+    revokeAccessTokens(res);
+    return;
+  }
   if (['POST /__test/logout-token', 'POST /__test/end-sessions', 'POST /__test/refresh-error'].includes(route)) {
     handleTestPost(req, res, route).catch((err) => sendJson(res, 500, { error: String(err.message ?? err) }));
     return;
@@ -800,6 +805,12 @@ function changeTokenResponse(req, res) {
     res.end = end;
     return res.end(text);
   };
+}
+
+// POST /__test/revoke-access-tokens forgets every access token (introspection then calls them
+// inactive) and keeps the refresh tokens: a token revoked before its expiry.
+function revokeAccessTokens(res) {
+  sendJson(res, 200, { deleted: store.clear(['AccessToken']) });
 }
 
 function handleTokenResponseSwitch(req, res) {

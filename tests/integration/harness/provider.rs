@@ -413,6 +413,17 @@ impl TestProvider {
             .unwrap();
         assert!(response.status().is_success());
     }
+
+    /// Revokes every access token issued so far (the upstream's introspection then says
+    /// inactive), keeping the refresh tokens.
+    pub async fn revoke_access_tokens(&self) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/revoke-access-tokens", self.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
 }
 
 impl Drop for TestProvider {
