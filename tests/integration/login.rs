@@ -366,6 +366,8 @@ async fn an_id_token_without_sub_or_iat_is_refused_as_invalid_not_as_an_outage()
     use crate::harness::binary::binary_in_front;
     let (app, binary, dir) = binary_in_front(TestApp::builder(), |config| config).await;
     for (nth, claim) in ["sub", "iat"].into_iter().enumerate() {
+        // Failed logins from one network are audited once a second.
+        crate::harness::wait_for_the_next_second().await;
         app.provider.change_token_responses(&[claim], false).await;
         let browser = Browser::new(&binary.base);
         let outcome = browser.login_as("alice", None).await;
