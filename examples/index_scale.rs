@@ -31,6 +31,8 @@ fn record(sub: &str) -> SessionRecord {
         obtained_at: now,
         refresh_token: Some(StoredToken::new("refresh")),
         id_token: StoredToken::new("id"),
+        expiry_assumed: false,
+        from_forced_refresh: false,
     };
     common::record(sub.to_owned(), tokens, now)
 }

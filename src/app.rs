@@ -108,6 +108,7 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         auth_method: oidc.client_auth_method,
         id_token_alg: oidc.id_token_signed_response_alg,
         ca_certificates: oidc.ca_certificates,
+        assumed_token_lifetime: oidc.assumed_token_lifetime,
     })?)
 }
 

@@ -232,6 +232,10 @@ pub struct OidcSection {
     /// Refresh when the access token expires within this many seconds.
     #[serde(default = "default_refresh_skew")]
     pub refresh_skew_secs: u64,
+    /// The access token's lifetime when the token response has no `expires_in` and the access
+    /// token is not a JWT with `exp`.
+    #[serde(default = "default_assumed_token_lifetime")]
+    pub assumed_token_lifetime_secs: u64,
     /// Token endpoint authentication; chosen from discovery when absent.
     #[serde(default)]
     pub client_auth_method: Option<ClientAuthMethod>,
@@ -345,6 +349,11 @@ fn default_scopes() -> Vec<String> {
 }
 fn default_refresh_skew() -> u64 {
     30
+}
+/// Keycloak's default access-token lifespan, and the shortest common among providers: a
+/// guess that errs towards refreshing a little early rather than proxying a dead token.
+fn default_assumed_token_lifetime() -> u64 {
+    300
 }
 fn default_true() -> bool {
     true

@@ -86,6 +86,9 @@ pub struct OidcSettings {
     pub scopes: Vec<String>,
     /// Refresh when the access token expires within this long.
     pub refresh_skew: Duration,
+    /// `oidc.assumed_token_lifetime_secs`: an access token's lifetime when the provider names
+    /// none (no `expires_in`, not a JWT with `exp`).
+    pub assumed_token_lifetime: Duration,
     /// Token endpoint authentication; chosen from discovery when absent.
     pub client_auth_method: Option<ClientAuthMethod>,
     /// `prompt` sent with the authorization request: as configured (`""`: none), else
@@ -290,6 +293,30 @@ mod tests {
         let clear = load(&format!("{}\n[audit]\nsubject = \"clear\"", base())).unwrap();
         assert_eq!(clear.audit.subject, AuditSubject::Clear);
         assert!(load(&base()).unwrap().metrics_listen.is_none());
+    }
+
+    #[test]
+    fn the_assumed_token_lifetime_defaults_to_five_minutes_within_a_sensible_range() {
+        let settings = load(&base()).unwrap();
+        assert_eq!(
+            settings.oidc.assumed_token_lifetime,
+            Duration::from_secs(300)
+        );
+        let with = |secs: u64| {
+            base().replace(
+                "client_secret = \"s3cret\"",
+                &format!("client_secret = \"s3cret\"\nassumed_token_lifetime_secs = {secs}"),
+            )
+        };
+        for good in [5, 60, 86_400] {
+            let settings = load(&with(good)).unwrap();
+            assert_eq!(settings.oidc.assumed_token_lifetime.as_secs(), good);
+        }
+        for bad in [0, 4, 86_401] {
+            let error = load_error(&with(bad));
+            assert_eq!(error.key, "oidc.assumed_token_lifetime_secs");
+            assert!(error.problem.contains("between 5 and 86400"), "{error}");
+        }
     }
 
     #[test]

@@ -21,6 +21,10 @@ use crate::session::store::user_index::MAX_PER_USER_LIMIT;
 use crate::traces::TraceSettings;
 use crate::upstreams::Route;
 
+/// `oidc.assumed_token_lifetime_secs`: below 5 s every call would refresh (the refresh skew is
+/// capped at half the lifetime); beyond a day a revoked token would be proxied for too long.
+const ASSUMED_TOKEN_LIFETIME_SECS: std::ops::RangeInclusive<u64> = 5..=86_400;
+
 /// Checks every value of `file` and converts it into [`Settings`].
 pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     check_public_url(&file.public_url)?;
@@ -68,6 +72,17 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         Some(url) => url,
         None => well_known_discovery(&oidc.issuer)?,
     };
+    if !ASSUMED_TOKEN_LIFETIME_SECS.contains(&oidc.assumed_token_lifetime_secs) {
+        return Err(ConfigError::new(
+            "oidc.assumed_token_lifetime_secs",
+            format!(
+                "must be between {} and {} seconds (the access token's lifetime when the \
+                 provider names none; 300 when left out)",
+                ASSUMED_TOKEN_LIFETIME_SECS.start(),
+                ASSUMED_TOKEN_LIFETIME_SECS.end()
+            ),
+        ));
+    }
     let mut session = file.session;
     let keys = encryption_keys::key_ring(&mut session)?;
     let redis = redis::topology(&session)?;
@@ -100,6 +115,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             client_secret,
             scopes: oidc.scopes,
             refresh_skew: Duration::from_secs(oidc.refresh_skew_secs),
+            assumed_token_lifetime: Duration::from_secs(oidc.assumed_token_lifetime_secs),
             client_auth_method: oidc.client_auth_method,
             id_token_signed_response_alg,
             ca_certificates: provider_ca(oidc.ca_file.as_deref())?,

@@ -62,10 +62,11 @@ impl Settings {
         line(
             "oidc.scopes",
             format!(
-                "{} (prompt {}; refresh {} s before expiry)",
+                "{} (prompt {}; refresh {} s before expiry; {} s assumed when unnamed)",
                 oidc.scopes.join(" "),
                 oidc.prompt.as_deref().unwrap_or("none"),
-                oidc.refresh_skew.as_secs()
+                oidc.refresh_skew.as_secs(),
+                oidc.assumed_token_lifetime.as_secs()
             ),
         );
         let session = &self.session;

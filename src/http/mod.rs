@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod backchannel;
+pub mod bearer_challenge;
 pub mod client_address;
 pub mod connection;
 pub mod cookies;

@@ -1,21 +1,26 @@
 //! The reverse proxy for `[[routes]]`: streams a dispatched API call to its upstream with the
 //! session's access token, and keeps Vestibule's own cookies and headers away from it (the
-//! rules themselves are in [`super::headers`]). Bodies are streamed, never buffered.
+//! rules themselves are in [`super::headers`]). Bodies are streamed, never buffered, and so
+//! never replayed: when an upstream rejects a token believed valid (`401` with
+//! `error="invalid_token"`, [`super::bearer_challenge`]), the token is replaced once and only
+//! a call without a body is sent again.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use super::bearer_challenge::says_invalid_token;
 use super::headers::{VIA, clean_upstream_response, remove_hop_by_hop};
 use super::request_id::{RequestId, X_REQUEST_ID};
 use super::upstream::describe;
 use super::{AppState, csrf};
 use crate::error::AppError;
 use crate::metrics::{RouteMetrics, metrics};
+use crate::refresh::AccessError;
 use crate::traces;
 
 /// Where a proxied call goes.
@@ -51,6 +56,7 @@ pub async fn forward(
     let session = state
         .require_session(session_token, client, &parts.headers)
         .await?;
+    let cookie = session.cookie.clone();
     let access_token = state.refresher.access_token(session).await?;
 
     parts.uri = upstream_uri;
@@ -68,37 +74,68 @@ pub async fn forward(
             parts.headers.remove(X_REQUEST_ID);
         }
     }
-    // Any trace context still on the request is trusted (the dispatcher removed any other,
-    // see `trace_context`). When spans are exported the upstream continues the trace from its
-    // own span; otherwise the trusted context passes on as it came. Baggage passes on either way.
-    let upstream_span = traces::span(|| tracing::debug_span!("upstream", route = route.label));
-    if let Some(span) = &upstream_span {
-        for name in traces::TRACE_HEADERS {
-            parts.headers.remove(name);
+    // A call without a body can be sent again with another token; one with a body never is.
+    let again = body.is_end_stream().then(|| parts.clone());
+    let mut response = send(state, Request::from_parts(parts, body), timeout, route).await?;
+    if response.status() == StatusCode::UNAUTHORIZED && says_invalid_token(response.headers()) {
+        // Believed valid, rejected as invalid (revoked, or a lifetime the provider never
+        // named): replace it, once per token, and send a bodiless call once more.
+        match state
+            .refresher
+            .replace_rejected(&cookie, &access_token)
+            .await
+        {
+            Ok(Some(replacement)) if replacement != access_token => {
+                if let Some(mut parts) = again {
+                    prepare_request_headers(&mut parts.headers, &replacement)?;
+                    let retry = Request::from_parts(parts, Body::empty());
+                    response = send(state, retry, timeout, route).await?;
+                }
+            }
+            // Not replaced, or the provider is unavailable: the upstream's answer stands and
+            // the session stays.
+            Ok(_) | Err(AccessError::Provider(_)) => {}
+            Err(error) => return Err(error.into()),
         }
-        span.in_scope(|| traces::inject(&mut parts.headers));
     }
-    let upstream_call = traces::within(
-        upstream_span,
-        state.upstream.request(Request::from_parts(parts, body)),
-    );
-    let response = match tokio::time::timeout(timeout, upstream_call).await {
-        Err(_) => {
-            metrics().upstream_error(route.label, "timeout");
-            return Err(AppError::UpstreamTimeout);
-        }
-        Ok(Err(error)) => {
-            metrics().upstream_error(route.label, "connect");
-            return Err(AppError::UpstreamUnavailable(describe(&error)));
-        }
-        Ok(Ok(response)) => response,
-    };
     let (mut parts, body) = response.into_parts();
     clean_upstream_response(&mut parts.headers);
     parts
         .headers
         .append(header::VIA, HeaderValue::from_static(VIA));
     Ok(Response::from_parts(parts, Body::new(body)).into_response())
+}
+
+/// Sends `request` to the upstream within `timeout`, in a span of its own when spans are
+/// exported.
+async fn send(
+    state: &AppState,
+    mut request: Request,
+    timeout: Duration,
+    route: &'static RouteMetrics,
+) -> Result<axum::http::Response<hyper::body::Incoming>, AppError> {
+    // Any trace context still on the request is trusted (the dispatcher removed any other,
+    // see `trace_context`). When spans are exported the upstream continues the trace from its
+    // own span; otherwise the trusted context passes on as it came. Baggage passes on either way.
+    let upstream_span = traces::span(|| tracing::debug_span!("upstream", route = route.label));
+    if let Some(span) = &upstream_span {
+        for name in traces::TRACE_HEADERS {
+            request.headers_mut().remove(name);
+        }
+        span.in_scope(|| traces::inject(request.headers_mut()));
+    }
+    let upstream_call = traces::within(upstream_span, state.upstream.request(request));
+    match tokio::time::timeout(timeout, upstream_call).await {
+        Err(_) => {
+            metrics().upstream_error(route.label, "timeout");
+            Err(AppError::UpstreamTimeout)
+        }
+        Ok(Err(error)) => {
+            metrics().upstream_error(route.label, "connect");
+            Err(AppError::UpstreamUnavailable(describe(&error)))
+        }
+        Ok(Ok(response)) => Ok(response),
+    }
 }
 
 /// Rewrites the browser's headers for the upstream (our cookies are already gone):

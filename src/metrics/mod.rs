@@ -121,6 +121,9 @@ pub struct Metrics {
     /// Requests that waited for another request's refresh: `local` (on this instance) or
     /// `cluster` (for another instance's lock).
     refresh_waits: Family<KindLabel, Counter>,
+    /// Access tokens upstreams rejected as invalid (`invalid_token`) while believed valid, by
+    /// what was done: `refreshed`, `joined`, `declined`.
+    refresh_replacements: Family<KindLabel, Counter>,
     /// Requests to the provider, by endpoint and outcome.
     provider_requests: Family<ProviderLabels, Counter>,
     /// Duration of requests to the provider, by endpoint.
@@ -167,6 +170,7 @@ impl Metrics {
             refresh_failures: Family::default(),
             refresh_duration: latency_histogram(),
             refresh_waits: Family::default(),
+            refresh_replacements: Family::default(),
             provider_requests: Family::default(),
             provider_duration: Histograms::new_with_constructor(latency_histogram),
             redis_duration: latency_histogram(),
@@ -235,6 +239,11 @@ impl Metrics {
             self.refresh_duration.clone(),
         );
         r.register("refresh_waits", "Requests that waited for another request's refresh (local) or another instance's lock (cluster)", self.refresh_waits.clone());
+        r.register(
+            "refresh_replacements",
+            "Access tokens an upstream rejected as invalid_token while believed valid: refreshed, joined another request's refresh, or declined (already replaced once)",
+            self.refresh_replacements.clone(),
+        );
         r.register(
             "provider_requests",
             "Requests to the provider, by endpoint and outcome",
@@ -309,6 +318,15 @@ impl Metrics {
     /// request of this instance's) or `cluster` (another instance's lock).
     pub fn refresh_waited(&self, kind: &'static str) {
         self.refresh_waits.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts an access token an upstream rejected as invalid while it was believed valid:
+    /// `refreshed` (this request's grant replaced it), `joined` (another request's had) or
+    /// `declined` (it came from such a refresh already, or there is nothing to refresh with).
+    pub fn refresh_replaced(&self, kind: &'static str) {
+        self.refresh_replacements
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     /// Counts `count` sessions ended for `reason`.

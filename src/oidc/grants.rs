@@ -23,8 +23,12 @@ use crate::clock::unix_now;
 pub struct GrantedTokens {
     /// The bearer token for upstream APIs.
     pub access_token: String,
-    /// When the access token expires (unix seconds), if the provider said so.
+    /// When the access token expires (unix seconds), if the provider said so or a lifetime was
+    /// assumed (see `access_expiry_assumed`).
     pub access_expires_at: Option<u64>,
+    /// Whether `access_expires_at` is `oidc.assumed_token_lifetime_secs` from now rather than
+    /// the provider's word: it says when to refresh, not that the token is dead.
+    pub access_expiry_assumed: bool,
     /// When the tokens were obtained (unix seconds).
     pub obtained_at: u64,
     /// A refresh token, if the provider issued one (after a refresh, `None` means the previous
@@ -95,7 +99,14 @@ impl Provider {
                 .filter(|sid| !sid.is_empty())
                 .map(str::to_owned),
             id_token: id_token.to_string(),
-            granted: GrantedTokens::from_response(&response),
+            granted: GrantedTokens::from_response(
+                &response,
+                // Assumed only when there is a refresh token to act on it: without one, an
+                // assumed expiry would end a session whose token may well be valid.
+                response
+                    .refresh_token()
+                    .map(|_| self.settings.assumed_token_lifetime),
+            ),
         })
     }
 
@@ -136,7 +147,10 @@ impl Provider {
         }
         Ok(RefreshedTokens {
             id_token: new_id_token,
-            granted: GrantedTokens::from_response(&response),
+            granted: GrantedTokens::from_response(
+                &response,
+                Some(self.settings.assumed_token_lifetime),
+            ),
         })
     }
 
@@ -171,12 +185,16 @@ impl Provider {
 }
 
 impl GrantedTokens {
-    /// The access and refresh tokens of a (checked) token response, obtained now.
-    fn from_response(response: &CoreTokenResponse) -> Self {
+    /// The access and refresh tokens of a (checked) token response, obtained now; `assumed`
+    /// is the access token's lifetime when the response names none.
+    fn from_response(response: &CoreTokenResponse, assumed: Option<Duration>) -> Self {
         let now = unix_now();
+        let named = expiry(now, response.expires_in(), response.access_token());
+        let assumed = assumed.filter(|_| named.is_none());
         Self {
             access_token: response.access_token().secret().clone(),
-            access_expires_at: expiry(now, response.expires_in(), response.access_token()),
+            access_expires_at: named.or(assumed.map(|lifetime| now + lifetime.as_secs())),
+            access_expiry_assumed: assumed.is_some(),
             obtained_at: now,
             refresh_token: response.refresh_token().map(|token| token.secret().clone()),
         }
@@ -202,6 +220,42 @@ fn reports_reuse(description: &str) -> bool {
         .any(|phrase| description.contains(phrase))
 }
 
+/// The claims OIDC Core §2 requires in every ID token.
+const REQUIRED_ID_TOKEN_CLAIMS: [&str; 5] = ["iss", "sub", "aud", "exp", "iat"];
+
+/// Whether a token response that did not parse (`body`) is a good one but for its ID token:
+/// it parses once the `id_token` is taken out.
+fn only_the_id_token_unreadable(body: &[u8]) -> bool {
+    let Ok(Value::Object(mut response)) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    response.remove("id_token").is_some()
+        && serde_json::from_value::<CoreTokenResponse>(Value::Object(response)).is_ok()
+}
+
+/// Why the ID token of a token response (`body`) could not be read, naming the required claims
+/// it lacks; never the token or a claim's value.
+fn unreadable_id_token(body: &[u8]) -> String {
+    let claims = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|response| response.get("id_token")?.as_str().and_then(jwt_payload));
+    let Some(claims) = claims else {
+        return "ID token is not a readable JWT".into();
+    };
+    let missing: Vec<&str> = REQUIRED_ID_TOKEN_CLAIMS
+        .into_iter()
+        .filter(|claim| !claims.contains_key(*claim))
+        .collect();
+    if missing.is_empty() {
+        "ID token has a claim of the wrong type".into()
+    } else {
+        format!(
+            "ID token lacks the required claim(s) {}",
+            missing.join(", ")
+        )
+    }
+}
+
 /// Classifies a token-endpoint failure: `invalid_grant` means the grant is gone.
 fn token_error<RE>(error: TokenRequestError<RE>) -> OidcError
 where
@@ -222,6 +276,11 @@ where
         }
         RequestTokenError::Request(error) => {
             OidcError::Unavailable(format!("token endpoint unreachable: {error}"))
+        }
+        // The ID token is parsed with the response: one without a claim the library requires
+        // (`sub`, `iat`, …) fails here, not in verification. It is a bad token, not an outage.
+        RequestTokenError::Parse(_, body) if only_the_id_token_unreadable(&body) => {
+            OidcError::Invalid(unreadable_id_token(&body))
         }
         RequestTokenError::Parse(_, _) => OidcError::Unavailable(
             "token endpoint answered something that is not a token response".into(),
@@ -254,6 +313,49 @@ mod tests {
     }
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    #[test]
+    fn an_unreadable_id_token_is_described_by_the_claims_it_lacks_never_its_values() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"iss":"i","aud":"a","exp":2,"email":"e@x"}"#);
+        let body =
+            format!(r#"{{"access_token":"at","token_type":"Bearer","id_token":"h.{payload}.s"}}"#);
+        let reason = unreadable_id_token(body.as_bytes());
+        assert_eq!(reason, "ID token lacks the required claim(s) sub, iat");
+        assert!(only_the_id_token_unreadable(body.as_bytes()));
+        // No access token: not a token response at all, whatever its ID token.
+        let without_access_token =
+            format!(r#"{{"token_type":"Bearer","id_token":"h.{payload}.s"}}"#);
+        assert!(!only_the_id_token_unreadable(
+            without_access_token.as_bytes()
+        ));
+        assert!(!only_the_id_token_unreadable(
+            b"<html>502 Bad Gateway</html>"
+        ));
+        assert_eq!(
+            unreadable_id_token(br#"{"id_token":"not a jwt"}"#),
+            "ID token is not a readable JWT"
+        );
+    }
+
+    fn response(json: &str) -> CoreTokenResponse {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_lifetime_is_assumed_only_when_the_provider_names_none() {
+        let assumed = Some(Duration::from_secs(300));
+        let unnamed = response(r#"{"access_token":"opaque","token_type":"Bearer"}"#);
+        let granted = GrantedTokens::from_response(&unnamed, assumed);
+        assert!(granted.access_expiry_assumed);
+        assert_eq!(granted.access_expires_at, Some(granted.obtained_at + 300));
+        let nothing_to_refresh_with = GrantedTokens::from_response(&unnamed, None);
+        assert!(!nothing_to_refresh_with.access_expiry_assumed);
+        assert_eq!(nothing_to_refresh_with.access_expires_at, None);
+        let named = response(r#"{"access_token":"opaque","token_type":"Bearer","expires_in":60}"#);
+        let granted = GrantedTokens::from_response(&named, assumed);
+        assert!(!granted.access_expiry_assumed);
+        assert_eq!(granted.access_expires_at, Some(granted.obtained_at + 60));
+    }
 
     #[test]
     fn expiry_prefers_expires_in_then_jwt_exp() {

@@ -52,4 +52,7 @@ pub struct ProviderSettings {
     pub id_token_alg: Option<SigningAlg>,
     /// CA certificates trusted besides the public roots (`oidc.ca_file`).
     pub ca_certificates: Vec<reqwest::Certificate>,
+    /// `oidc.assumed_token_lifetime_secs`: the access token's lifetime when the provider names
+    /// none, so a refreshable token is still refreshed.
+    pub assumed_token_lifetime: std::time::Duration,
 }

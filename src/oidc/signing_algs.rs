@@ -126,6 +126,7 @@ mod tests {
             auth_method: None,
             id_token_alg: configured.map(|name| SigningAlg::parse(name).unwrap()),
             ca_certificates: Vec::new(),
+            assumed_token_lifetime: std::time::Duration::from_secs(300),
         })
         .unwrap()
     }

@@ -18,6 +18,11 @@
 //! A refresh the provider rejects ends the session (unless another instance renewed it
 //! meanwhile); one that fails otherwise keeps the session and uses the current access token
 //! while it lasts.
+//!
+//! An upstream may also reject a token that is not yet due (revoked, or a lifetime the provider
+//! never named): [`Refresher::replace_rejected`] takes the same steps for it, at most once per
+//! access token; the token it obtains is marked in the record and never replaced that way
+//! again, so an upstream that rejects every token cannot turn every call into a grant.
 
 mod cluster_lock;
 mod local_lock;
@@ -69,6 +74,15 @@ pub struct Refresher {
     audit: AuditTrail,
 }
 
+/// Why a request wants a new access token.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    /// The stored one is due (or past) its expiry.
+    Fresh,
+    /// An upstream rejected this one (`error="invalid_token"`); any other will do.
+    Replacing(&'a str),
+}
+
 /// What a fresh read of the stored session says.
 enum Stored {
     /// Its access token will do (another request refreshed it meanwhile).
@@ -114,7 +128,7 @@ impl Refresher {
             .local_locks
             .acquire(&session.cookie.storage_key())
             .await;
-        let current = match self.reread(&session.cookie).await? {
+        let current = match self.reread(&session.cookie, Want::Fresh).await? {
             Stored::Usable(access_token) => {
                 // Another request on this instance refreshed while this one queued.
                 metrics().refresh_waited("local");
@@ -125,16 +139,34 @@ impl Refresher {
         if current.record.tokens.refresh_token.is_none() {
             return self.use_until_expiry(&current).await;
         }
-        let lock = match self.take_cluster_lock_or_join(&current.cookie).await? {
+        self.refresh_in_turn(*current, local, Want::Fresh).await
+    }
+
+    /// Steps 3 to 5 for `current`, with this instance's lock for it (`local`) held.
+    async fn refresh_in_turn(
+        &self,
+        current: ActiveSession,
+        local: local_lock::LocalGuard,
+        want: Want<'_>,
+    ) -> Result<String, AccessError> {
+        let lock = match self
+            .take_cluster_lock_or_join(&current.cookie, want)
+            .await?
+        {
             Turn::Ours(lock) => lock,
             Turn::Joined(winners_access_token) => return Ok(winners_access_token),
         };
         let this = self.clone();
+        let replacing = match want {
+            Want::Fresh => None,
+            Want::Replacing(rejected) => Some(rejected.to_owned()),
+        };
         let task = tokio::spawn(carry(
             async move {
+                let want = replacing.as_deref().map_or(Want::Fresh, Want::Replacing);
                 let outcome = tokio::select! {
                     biased;
-                    outcome = this.refresh_holding_locks(&current.cookie) => outcome,
+                    outcome = this.refresh_holding_locks(&current.cookie, want) => outcome,
                     never = lock.keep() => match never {},
                 };
                 lock.release().await;
@@ -150,18 +182,59 @@ impl Refresher {
         })
     }
 
+    /// A new access token for the session of `cookie`, whose access token `rejected` an
+    /// upstream refused as invalid (`WWW-Authenticate: Bearer error="invalid_token"`) while it
+    /// was believed valid. Single-flight like [`Refresher::access_token`]: concurrent callers
+    /// that saw the same rejection share one grant, across instances. `None` when no refresh is
+    /// made: the rejected token came from such a refresh already, or there is nothing to
+    /// refresh with. A provider outage answers the rejected token itself (the session stays);
+    /// a refused grant ends the session as always.
+    pub async fn replace_rejected(
+        &self,
+        cookie: &SessionCookie,
+        rejected: &str,
+    ) -> Result<Option<String>, AccessError> {
+        let want = Want::Replacing(rejected);
+        let local = self.local_locks.acquire(&cookie.storage_key()).await;
+        let current = match self.reread(cookie, want).await? {
+            Stored::Usable(access_token) => {
+                metrics().refresh_replaced("joined");
+                return Ok(Some(access_token));
+            }
+            Stored::Due(current) => current,
+        };
+        let tokens = &current.record.tokens;
+        if tokens.refresh_token.is_none()
+            || (tokens.access_token == rejected && tokens.from_forced_refresh)
+        {
+            metrics().refresh_replaced("declined");
+            return Ok(None);
+        }
+        let replaced = self.refresh_in_turn(*current, local, want).await?;
+        Ok(Some(replaced))
+    }
+
     /// Step 1: whether `tokens`' access token is not yet due for refresh.
     fn fresh_enough(&self, tokens: &TokenSet) -> bool {
         !tokens.needs_refresh(unix_now(), self.skew_secs)
     }
 
+    /// Whether `tokens`' access token will do for a request that wants one.
+    fn will_do(&self, tokens: &TokenSet, want: Want<'_>) -> bool {
+        self.fresh_enough(tokens)
+            && match want {
+                Want::Fresh => true,
+                Want::Replacing(rejected) => tokens.access_token != rejected,
+            }
+    }
+
     /// Reads the session as the store holds it now (never a copy that may lag behind
     /// another instance's refresh).
-    async fn reread(&self, cookie: &SessionCookie) -> Result<Stored, AccessError> {
+    async fn reread(&self, cookie: &SessionCookie, want: Want<'_>) -> Result<Stored, AccessError> {
         let Some(current) = self.sessions.load_fresh(cookie).await? else {
             return Err(AccessError::SessionEnded);
         };
-        if self.fresh_enough(&current.record.tokens) {
+        if self.will_do(&current.record.tokens, want) {
             return Ok(Stored::Usable(current.record.tokens.access_token));
         }
         Ok(Stored::Due(Box::new(current)))
@@ -180,7 +253,11 @@ impl Refresher {
 
     /// Step 3: takes the session's lock in the shared store, or waits for whoever holds it to
     /// store fresh tokens and uses them.
-    async fn take_cluster_lock_or_join(&self, cookie: &SessionCookie) -> Result<Turn, AccessError> {
+    async fn take_cluster_lock_or_join(
+        &self,
+        cookie: &SessionCookie,
+        want: Want<'_>,
+    ) -> Result<Turn, AccessError> {
         let lock = ClusterLock::new(self.sessions.store(), cookie);
         let wait = cluster_lock::Wait::start();
         let mut waited = false;
@@ -190,7 +267,7 @@ impl Refresher {
                 metrics().refresh_waited("cluster");
             }
             wait.next_poll().await?;
-            if let Stored::Usable(access_token) = self.reread(cookie).await? {
+            if let Stored::Usable(access_token) = self.reread(cookie, want).await? {
                 return Ok(Turn::Joined(access_token));
             }
         }
@@ -198,17 +275,29 @@ impl Refresher {
     }
 
     /// Steps 4 and 5, while this instance's and the store's locks are held.
-    async fn refresh_holding_locks(&self, cookie: &SessionCookie) -> Result<String, AccessError> {
+    async fn refresh_holding_locks(
+        &self,
+        cookie: &SessionCookie,
+        want: Want<'_>,
+    ) -> Result<String, AccessError> {
         // Someone may have finished just before we took the lock: read once more.
-        match self.reread(cookie).await? {
+        match self.reread(cookie, want).await? {
             Stored::Usable(access_token) => Ok(access_token),
-            Stored::Due(current) => self.refresh_and_store(*current).await,
+            Stored::Due(current) => {
+                self.refresh_and_store(*current, matches!(want, Want::Replacing(_)))
+                    .await
+            }
         }
     }
 
-    /// Refreshes, stores the result, and decides what a failure means.
+    /// Refreshes, stores the result, and decides what a failure means. `forced`: an upstream
+    /// rejected the current token; the new one is marked so that it is never forced again.
     #[tracing::instrument(level = "debug", name = "refresh", skip_all)]
-    async fn refresh_and_store(&self, current: ActiveSession) -> Result<String, AccessError> {
+    async fn refresh_and_store(
+        &self,
+        current: ActiveSession,
+        forced: bool,
+    ) -> Result<String, AccessError> {
         let now = unix_now();
         let metrics = metrics();
         metrics.refresh_attempts.inc();
@@ -226,7 +315,13 @@ impl Refresher {
             }
         }
         match granted {
-            Ok(tokens) => self.store(&current, tokens).await,
+            Ok(mut tokens) => {
+                if forced {
+                    metrics.refresh_replaced("refreshed");
+                }
+                tokens.from_forced_refresh = forced;
+                self.store(&current, tokens).await
+            }
             Err(
                 error @ (OidcError::Rejected(_)
                 | OidcError::ReuseReported(_)
@@ -329,7 +424,7 @@ impl Refresher {
         &self,
         cookie: &SessionCookie,
     ) -> Result<String, AccessError> {
-        match self.reread(cookie).await? {
+        match self.reread(cookie, Want::Fresh).await? {
             Stored::Usable(access_token) => Ok(access_token),
             Stored::Due(_) => Err(AccessError::SessionEnded),
         }

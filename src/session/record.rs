@@ -33,6 +33,19 @@ pub struct TokenSet {
     /// The most recent verified ID token (claims for `/api/auth/user`, `id_token_hint` at logout).
     #[serde(rename = "i", alias = "id_token")]
     pub id_token: StoredToken,
+    /// Whether `access_expires_at` was assumed (`oidc.assumed_token_lifetime_secs`: the provider
+    /// named no lifetime): it is when to refresh, never a reason to think the token dead.
+    #[serde(rename = "y", default, skip_serializing_if = "is_false")]
+    pub expiry_assumed: bool,
+    /// Whether the access token came from a refresh forced by an upstream's `invalid_token`:
+    /// such a token is never the reason for another forced refresh (see [`crate::refresh`]).
+    #[serde(rename = "f", default, skip_serializing_if = "is_false")]
+    pub from_forced_refresh: bool,
+}
+
+/// For `skip_serializing_if`: records without the flag stay as compact as before.
+fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 /// A token kept in its stored form and turned back into text only where it is used, so
@@ -96,6 +109,8 @@ impl TokenSet {
         Self {
             access_token: granted.access_token,
             access_expires_at: granted.access_expires_at,
+            expiry_assumed: granted.access_expiry_assumed,
+            from_forced_refresh: false,
             obtained_at: granted.obtained_at,
             refresh_token: granted
                 .refresh_token
@@ -121,9 +136,10 @@ impl TokenSet {
         }
     }
 
-    /// Whether the access token is already past its expiry at `now`.
+    /// Whether the access token is already past its expiry at `now` (never for an assumed
+    /// expiry: the provider did not say the token ends then).
     pub fn is_expired(&self, now: u64) -> bool {
-        self.access_expires_at.is_some_and(|at| now >= at)
+        !self.expiry_assumed && self.access_expires_at.is_some_and(|at| now >= at)
     }
 }
 
@@ -170,6 +186,8 @@ impl SessionRecord {
                 obtained_at: 0,
                 refresh_token: None,
                 id_token: "id".into(),
+                expiry_assumed: false,
+                from_forced_refresh: false,
             },
             created_at: crate::clock::unix_now(),
             expires_at,
@@ -360,7 +378,19 @@ mod tests {
             obtained_at,
             refresh_token: None,
             id_token: "id".into(),
+            expiry_assumed: false,
+            from_forced_refresh: false,
         }
+    }
+
+    #[test]
+    fn an_assumed_expiry_says_when_to_refresh_never_that_the_token_is_dead() {
+        let mut t = tokens(1000, Some(1300));
+        t.expiry_assumed = true;
+        assert!(t.needs_refresh(1270, 30));
+        assert!(!t.is_expired(1400));
+        t.expiry_assumed = false;
+        assert!(t.is_expired(1400));
     }
 
     #[test]
@@ -383,6 +413,7 @@ mod tests {
         GrantedTokens {
             access_token: "at-2".into(),
             access_expires_at: Some(2300),
+            access_expiry_assumed: false,
             obtained_at: 2000,
             refresh_token: refresh_token.map(str::to_owned),
         }
@@ -489,6 +520,8 @@ mod tests {
                 obtained_at: 1,
                 refresh_token: Some("refresh".into()),
                 id_token: StoredToken::new(&id_token),
+                expiry_assumed: false,
+                from_forced_refresh: false,
             },
             created_at: 1,
             expires_at: 2,

@@ -167,3 +167,53 @@ async fn a_probe_never_lets_another_request_skip_authentication() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Issue 29 measured 99 `/readyz` probes in 20 s cost a failing provider 101 discovery
+/// requests. Probes are solicited discoveries, paced like every other: while discovery fails,
+/// a stream of probes (counted at a real failing front) costs the provider a handful of
+/// requests, the probes still answer at once, and readiness follows the provider back.
+#[tokio::test]
+async fn readiness_probes_while_discovery_fails_cost_the_provider_a_bounded_number_of_requests() {
+    use crate::harness::provider_front::{Mode, ProviderFront};
+    let app = TestApp::start().await;
+    let front = ProviderFront::start(app.provider.port, Mode::Failing).await;
+    let port = crate::harness::free_port();
+    let config = app.config_listening_on(port).replacen(
+        "[oidc]\n",
+        &format!(
+            "[oidc]\ndiscovery_url = \"http://127.0.0.1:{}/.well-known/openid-configuration\"\n",
+            front.port
+        ),
+        1,
+    );
+    let _instance = crate::harness::spawn_vestibule(&config).await;
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Probes back to back for six seconds (a busy orchestrator, several probers).
+    let started = std::time::Instant::now();
+    let mut probes = 0;
+    while started.elapsed() < Duration::from_secs(6) || probes < 99 {
+        let (status, body) = probe_at(&base, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["checks"]["provider"], "not_discovered");
+        probes += 1;
+    }
+    // Attempts at the start and after back-offs of 1, 2 and 4 s (doubling, capped at 10 s).
+    let asked = front.requests();
+    assert!(
+        asked <= 5,
+        "{probes} probes in {:?} cost the failing provider {asked} discovery requests",
+        started.elapsed()
+    );
+
+    front.set(Mode::Up);
+    wait_for(
+        "readiness once the provider is back",
+        Duration::from_secs(15),
+        || async {
+            let (status, _) = probe_at(&base, "/readyz").await;
+            (status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+}

@@ -455,3 +455,47 @@ async fn a_target_link_uri_on_another_origin_is_not_honoured() {
         assert_eq!(done.headers()["location"], "/", "{target}");
     }
 }
+
+/// An ID token without `sub` or without `iat` (signed by the provider's own key, so only the
+/// claim is wrong) is a bad token like any other: `502`, the page that says the answer could
+/// not be verified, no session, and the audit reason `id_token_invalid`; never a provider
+/// outage (`503`, `provider_unavailable`), which would tell alerts and users the wrong thing.
+#[tokio::test]
+async fn an_id_token_without_sub_or_iat_is_refused_as_invalid_not_as_an_outage() {
+    use crate::audit::audit_events;
+    use crate::harness::binary::binary_in_front;
+    let (app, binary, dir) = binary_in_front(TestApp::builder(), |config| config).await;
+    for (nth, claim) in ["sub", "iat"].into_iter().enumerate() {
+        // Failed logins from one network are audited once a second.
+        crate::harness::wait_for_the_next_second().await;
+        app.provider.change_token_responses(&[claim], false).await;
+        let browser = Browser::new(&binary.base);
+        let outcome = browser.login_as("alice", None).await;
+        let (status, content_type, body) = page(outcome.response).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "without {claim}: {body}");
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(
+            body.contains("could not be verified"),
+            "without {claim}: {body}"
+        );
+        assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
+        let failed = crate::harness::wait_for(
+            "the login_failed audit event",
+            std::time::Duration::from_secs(10),
+            || async {
+                audit_events(&binary)
+                    .into_iter()
+                    .filter(|event| event["event"] == "login_failed")
+                    .nth(nth)
+            },
+        )
+        .await;
+        assert_eq!(failed["reason"], "id_token_invalid", "without {claim}");
+    }
+    assert!(app.redis().session_keys().await.is_empty());
+    // The same provider with whole ID tokens: logins work.
+    app.provider.change_token_responses(&[], false).await;
+    Browser::new(&binary.base).login("alice").await;
+    drop(binary);
+    let _ = std::fs::remove_dir_all(dir);
+}

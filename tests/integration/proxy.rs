@@ -508,3 +508,153 @@ async fn a_trace_context_and_baggage_pass_on_only_from_a_trusted_proxy() {
     let from_browser = trace_context_upstream_sees(&app, &browser, "127.0.0.1").await;
     assert_eq!(from_browser, Vec::new(), "the browser's context passed on");
 }
+
+// ---------------------------------------------------------------------------------------------
+// An upstream rejects a token Vestibule believed valid: `401` with
+// `WWW-Authenticate: Bearer error="invalid_token"` (the harness's upstream answers so under
+// `/rfc6750/` when the provider's introspection says the token is no longer active).
+// ---------------------------------------------------------------------------------------------
+
+/// The calls the upstream saw at paths containing `fragment`.
+fn seen_at(app: &TestApp, fragment: &str) -> Vec<crate::harness::upstream::SeenRequest> {
+    app.upstream
+        .seen()
+        .into_iter()
+        .filter(|seen| seen.path_and_query.contains(fragment))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_get_whose_token_the_upstream_rejects_as_invalid_is_retried_once_after_one_refresh() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    assert_eq!(
+        browser.api_get("/api/orders/rfc6750/before").await.status(),
+        StatusCode::OK
+    );
+    app.provider.revoke_access_tokens().await;
+
+    let response = browser.api_get("/api/orders/rfc6750/after").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "retried with a new token"
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+    let after = seen_at(&app, "/rfc6750/after");
+    assert_eq!(after.len(), 2, "the rejected call and its one retry");
+    assert!(!after[0].token_active && after[1].token_active);
+    assert_ne!(after[0].bearer, after[1].bearer);
+    // The new token is stored: later calls use it without another grant.
+    assert_eq!(
+        browser.api_get("/api/orders/rfc6750/later").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_calls_rejected_as_invalid_on_two_instances_cause_one_refresh_grant() {
+    let mut app = TestApp::start().await;
+    let second = app.start_another_instance().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let other = Browser::with_session(&second, &browser.cookie("vestibule").unwrap());
+    assert_eq!(
+        other.api_get("/api/orders/rfc6750/warm").await.status(),
+        StatusCode::OK
+    );
+    app.provider.revoke_access_tokens().await;
+
+    let statuses = crate::harness::browser::call_concurrently(
+        &[browser.clone(), other.clone()],
+        20,
+        "/api/orders/rfc6750/together",
+    )
+    .await;
+    assert!(
+        statuses.iter().all(|status| *status == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        app.provider.refresh_grants().await,
+        1,
+        "one refresh grant for every rejected call on both instances"
+    );
+    assert_eq!(app.provider.stats().await["refresh_token_errors"], 0);
+}
+
+#[tokio::test]
+async fn a_call_with_a_body_rejected_as_invalid_is_passed_through_and_never_replayed() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    app.provider.revoke_access_tokens().await;
+
+    let response = browser
+        .http()
+        .post(browser.url("/api/orders/rfc6750/create"))
+        .header("x-csrf", "1")
+        .body("an order, sent once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    let created = seen_at(&app, "/rfc6750/create");
+    assert_eq!(created.len(), 1, "the body reached the upstream once");
+    assert_eq!(&created[0].body[..], b"an order, sent once");
+    assert_eq!(app.provider.refresh_grants().await, 1, "refreshed anyway");
+    // The SPA may send it again itself: with the new token, at once.
+    assert_eq!(
+        browser.api_get("/api/orders/rfc6750/next").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_rejects_every_token_costs_at_most_one_forced_refresh() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    for call in 0..5 {
+        let response = browser
+            .api_get(&format!("/api/orders/{call}/always-invalid-token"))
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "call {call}");
+        assert_eq!(
+            app.provider.refresh_grants().await,
+            1,
+            "after call {call}: one forced refresh in all"
+        );
+    }
+    // Only the first call was retried (with the replacement); the session is intact.
+    assert_eq!(seen_at(&app, "/always-invalid-token").len(), 6);
+    assert_eq!(browser.user().await.0, StatusCode::OK);
+    assert_eq!(
+        browser.api_get("/api/orders/fine").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_401_that_does_not_say_invalid_token_passes_through_without_a_refresh() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let response = browser.api_get("/api/orders/insufficient-scope").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    // A revoked token at an upstream that says nothing but 401.
+    app.provider.revoke_access_tokens().await;
+    let bare = browser.api_get("/api/orders/plain").await;
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    assert!(bare.headers().get("www-authenticate").is_none());
+    assert_eq!(app.provider.refresh_grants().await, 0);
+    assert_eq!(seen_at(&app, "/insufficient-scope").len(), 1);
+    assert_eq!(seen_at(&app, "/plain").len(), 1);
+}

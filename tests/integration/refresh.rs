@@ -294,3 +294,59 @@ async fn provider_key_rotation_is_picked_up_without_a_restart() {
     browser.login("bob").await;
     assert_eq!(browser.user().await.1["sub"], "bob");
 }
+
+/// A provider that names no lifetime (no `expires_in`, opaque access tokens; RFC 6749 only
+/// RECOMMENDS it) still gets its tokens refreshed: after `oidc.assumed_token_lifetime_secs`,
+/// on login and again after each refresh, instead of a dead token proxied until the session ends.
+#[tokio::test]
+async fn without_expires_in_tokens_are_refreshed_after_the_assumed_lifetime() {
+    let app = TestApp::builder()
+        .refresh_skew(1)
+        .oidc_toml("assumed_token_lifetime_secs = 5\n")
+        .start()
+        .await;
+    app.provider.change_token_responses(&[], true).await;
+    let browser = app.browser();
+    let logged_in = std::time::Instant::now();
+    browser.login("alice").await;
+    let (_, user) = browser.user().await;
+    let first_expiry = user["session"]["access_token_expires_at"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("an assumed expiry: {user}"));
+    assert!(
+        first_expiry <= crate::harness::unix_now() + 5,
+        "{first_expiry}"
+    );
+    assert_eq!(
+        browser.api_get("/api/orders/first").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 0);
+
+    crate::harness::wait_for(
+        "a refresh after the assumed lifetime",
+        std::time::Duration::from_secs(15),
+        || async {
+            assert_eq!(
+                browser.api_get("/api/orders/poll").await.status(),
+                StatusCode::OK
+            );
+            (app.provider.refresh_grants().await >= 1).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        logged_in.elapsed() >= std::time::Duration::from_secs(3),
+        "refreshed when the assumed lifetime was nearly over, not at once: {:?}",
+        logged_in.elapsed()
+    );
+    let (_, user) = browser.user().await;
+    let second_expiry = user["session"]["access_token_expires_at"].as_u64().unwrap();
+    assert!(
+        second_expiry > first_expiry,
+        "{second_expiry} {first_expiry}"
+    );
+    let seen = app.upstream.seen();
+    assert!(seen.iter().all(|request| request.token_active));
+    assert_ne!(seen[0].bearer, seen.last().unwrap().bearer, "a new token");
+}

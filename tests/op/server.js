@@ -663,6 +663,15 @@ async function handleTestPost(req, res, route) {
 function handleTest(req, res) {
   const { pathname } = new URL(req.url, 'http://localhost');
   const route = `${req.method} ${pathname}`;
+  if (route === 'POST /__test/token-response') {
+    handleTokenResponseSwitch(req, res);
+    return;
+  }
+  if (route === 'POST /__test/revoke-access-tokens') {
+    req.resume();
+    revokeAccessTokens(res);
+    return;
+  }
   if (['POST /__test/logout-token', 'POST /__test/end-sessions', 'POST /__test/refresh-error'].includes(route)) {
     handleTestPost(req, res, route).catch((err) => sendJson(res, 500, { error: String(err.message ?? err) }));
     return;
@@ -781,6 +790,65 @@ async function strictClientAuth(req, res) {
   return false;
 }
 
+// ---------------------------------------------------------------------------
+// token responses changed on the way out (issue 29: what the conformance suite sends)
+// ---------------------------------------------------------------------------
+
+// POST /__test/token-response with {"drop_id_token_claims": ["sub"], "omit_expires_in": true}
+// changes every later token-endpoint answer (code and refresh grants) until it is posted
+// again ({} restores them): the ID token loses those claims and is signed again with the
+// provider's own key (so only the claims are wrong), and expires_in goes (RFC 6749 only
+// RECOMMENDS it).
+let tokenResponseChanges = {};
+
+function changedTokenResponse(text) {
+  const answer = JSON.parse(text);
+  if (answer.error) return text;
+  if (tokenResponseChanges.omit_expires_in) delete answer.expires_in;
+  const drop = tokenResponseChanges.drop_id_token_claims ?? [];
+  if (answer.id_token && drop.length > 0) {
+    const [header, payload] = answer.id_token.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url').toString('utf8')));
+    for (const claim of drop) delete payload[claim];
+    answer.id_token = signToken(header, payload, header.alg.startsWith('HS') ? 'client-secret' : 'provider');
+  }
+  return JSON.stringify(answer);
+}
+
+// Buffers what oidc-provider writes for a token request and sends the changed answer instead.
+function changeTokenResponse(req, res) {
+  if (new URL(req.url, 'http://localhost').pathname !== '/token') return;
+  if (!tokenResponseChanges.omit_expires_in && !(tokenResponseChanges.drop_id_token_claims ?? []).length) return;
+  const chunks = [];
+  const { write, end } = res;
+  res.write = (chunk) => { chunks.push(Buffer.from(chunk)); return true; };
+  res.end = (chunk, ...rest) => {
+    if (chunk && typeof chunk !== 'function') chunks.push(Buffer.from(chunk));
+    let text = Buffer.concat(chunks).toString('utf8');
+    try {
+      text = changedTokenResponse(text);
+    } catch (err) {
+      process.stderr.write(`test-op: token response left unchanged: ${err}\n`);
+    }
+    if (!res.headersSent) res.setHeader('content-length', Buffer.byteLength(text));
+    res.write = write;
+    res.end = end;
+    return res.end(text);
+  };
+}
+
+// POST /__test/revoke-access-tokens forgets every access token (introspection then calls them
+// inactive) and keeps the refresh tokens: a token revoked before its expiry.
+function revokeAccessTokens(res) {
+  sendJson(res, 200, { deleted: store.clear(['AccessToken']) });
+}
+
+function handleTokenResponseSwitch(req, res) {
+  readBody(req).then((raw) => {
+    tokenResponseChanges = JSON.parse(raw || '{}');
+    sendJson(res, 200, tokenResponseChanges);
+  }).catch((err) => sendJson(res, 400, { error: String(err.message ?? err) }));
+}
+
 let providerHandler;
 let providerInstance;
 
@@ -795,6 +863,7 @@ const server = http.createServer((req, res) => {
   }
   strictClientAuth(req, res).then((proceed) => {
     if (!proceed) return;
+    changeTokenResponse(req, res);
     const isRefresh = typeof req.body === 'string'
       && new URLSearchParams(req.body).get('grant_type') === 'refresh_token';
     if (isRefresh && nextRefreshError) {

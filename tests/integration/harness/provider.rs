@@ -419,6 +419,40 @@ impl TestProvider {
     }
 }
 
+/// Token responses as other providers (and the conformance suite) shape them.
+impl TestProvider {
+    /// Changes every later token-endpoint answer (code and refresh grants): the ID token loses
+    /// `drop_id_token_claims` (signed again with the provider's own key), and `expires_in`
+    /// goes when `omit_expires_in`. `(&[], false)` restores them.
+    pub async fn change_token_responses(
+        &self,
+        drop_id_token_claims: &[&str],
+        omit_expires_in: bool,
+    ) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/token-response", self.issuer))
+            .json(&serde_json::json!({
+                "drop_id_token_claims": drop_id_token_claims,
+                "omit_expires_in": omit_expires_in,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// Revokes every access token issued so far (the upstream's introspection then says
+    /// inactive), keeping the refresh tokens.
+    pub async fn revoke_access_tokens(&self) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/revoke-access-tokens", self.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+}
+
 impl Drop for TestProvider {
     fn drop(&mut self) {
         self.stop();

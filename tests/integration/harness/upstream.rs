@@ -111,6 +111,15 @@ async fn handle(State(state): State<UpstreamState>, request: Request) -> Respons
         token_active: active,
         body: body.clone(),
     });
+    let path = parts.uri.path();
+    if let Some(challenge) = bearer_challenge(path, active) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", challenge)],
+            axum::Json(json!({ "error": "rejected" })),
+        )
+            .into_response();
+    }
     if !active {
         return (
             StatusCode::UNAUTHORIZED,
@@ -118,7 +127,6 @@ async fn handle(State(state): State<UpstreamState>, request: Request) -> Respons
         )
             .into_response();
     }
-    let path = parts.uri.path();
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
@@ -150,6 +158,22 @@ async fn handle(State(state): State<UpstreamState>, request: Request) -> Respons
         headers.append("set-cookie", "upstream_pref=dark; Path=/".parse().unwrap());
     }
     response
+}
+
+/// The RFC 6750 challenge the upstream answers `path` with, if any: under `/rfc6750/` an
+/// inactive token gets `error="invalid_token"`; `…/always-invalid-token` rejects every token
+/// that way, `…/insufficient-scope` every token as lacking scope. (Elsewhere an inactive token
+/// gets a bare `401`.)
+fn bearer_challenge(path: &str, active: bool) -> Option<&'static str> {
+    if path.ends_with("/always-invalid-token") {
+        Some(r#"Bearer realm="orders", error="invalid_token", error_description="rejected""#)
+    } else if path.ends_with("/insufficient-scope") {
+        Some(r#"Bearer realm="orders", error="insufficient_scope", scope="orders:admin""#)
+    } else if path.contains("/rfc6750/") && !active {
+        Some(r#"bearer error=invalid_token, realm="orders""#)
+    } else {
+        None
+    }
 }
 
 async fn introspect(state: &UpstreamState, token: &str) -> Value {

@@ -1,0 +1,163 @@
+//! Reading an upstream's `401` challenge: whether its `WWW-Authenticate` says the bearer token
+//! is invalid (RFC 6750 §3.1 `error="invalid_token"`: expired, revoked, malformed), the one
+//! answer a refresh can cure. Parsed as RFC 9110 §11.6.1 writes challenges: schemes and
+//! parameter names case-insensitive, values tokens or quoted strings, several challenges per
+//! field and several fields per response. It only reads headers; it never decides what to do.
+
+use axum::http::HeaderMap;
+use axum::http::header::WWW_AUTHENTICATE;
+
+/// Whether a `Bearer` challenge in `headers` carries `error="invalid_token"`.
+pub fn says_invalid_token(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(field_says_invalid_token)
+}
+
+/// Whether one `WWW-Authenticate` field value has a `Bearer` challenge with
+/// `error="invalid_token"`.
+fn field_says_invalid_token(field: &str) -> bool {
+    let mut scheme: Option<&str> = None;
+    for element in elements(field) {
+        let element = element.trim();
+        if element.is_empty() {
+            continue;
+        }
+        // `scheme [param]` starts a challenge; `name=value` continues the current one.
+        let param = match split_scheme(element) {
+            Some((new_scheme, rest)) => {
+                scheme = Some(new_scheme);
+                rest
+            }
+            None => element,
+        };
+        let Some((name, value)) = param.split_once('=') else {
+            continue; // a token68 or an empty challenge
+        };
+        if scheme.is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"))
+            && name.trim().eq_ignore_ascii_case("error")
+            && unquote(value.trim()) == "invalid_token"
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// `element` as `(scheme, rest)` when it begins a challenge: a token followed by whitespace
+/// (or nothing), not by `=`.
+fn split_scheme(element: &str) -> Option<(&str, &str)> {
+    let end = element
+        .find(|c: char| !is_token_char(c))
+        .unwrap_or(element.len());
+    let (token, rest) = element.split_at(end);
+    if token.is_empty() || rest.trim_start().starts_with('=') {
+        return None;
+    }
+    if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
+        return None;
+    }
+    Some((token, rest.trim_start()))
+}
+
+/// The comma-separated elements of a field value, commas inside quoted strings kept.
+fn elements(field: &str) -> Vec<&str> {
+    let mut elements = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (index, c) in field.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                elements.push(&field[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+    elements.push(&field[start..]);
+    elements
+}
+
+/// A parameter value as a string: a token as it is, a quoted string without its quotes and
+/// escapes.
+fn unquote(value: &str) -> String {
+    match value
+        .strip_prefix('"')
+        .and_then(|inner| inner.strip_suffix('"'))
+    {
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut escaped = false;
+            for c in inner.chars() {
+                if c == '\\' && !escaped {
+                    escaped = true;
+                } else {
+                    out.push(c);
+                    escaped = false;
+                }
+            }
+            out
+        }
+        None => value.to_owned(),
+    }
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn says(values: &[&str]) -> bool {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(WWW_AUTHENTICATE, HeaderValue::from_str(value).unwrap());
+        }
+        says_invalid_token(&headers)
+    }
+
+    #[test]
+    fn invalid_token_is_read_however_it_is_written() {
+        for value in [
+            r#"Bearer error="invalid_token""#,
+            r#"Bearer realm="api", error="invalid_token", error_description="The access token expired""#,
+            "bearer error=invalid_token",
+            r#"BEARER   Error = "invalid_token""#,
+            r#"Bearer realm="a, b", error="invalid_token""#,
+            r#"Basic realm="x", Bearer error="invalid_token""#,
+            r#"Bearer error="invalid\_token""#,
+        ] {
+            assert!(says(&[value]), "{value}");
+        }
+        assert!(says(&[
+            r#"Basic realm="x""#,
+            r#"Bearer error="invalid_token""#
+        ]));
+    }
+
+    #[test]
+    fn other_challenges_are_not_an_invalid_token() {
+        for value in [
+            "Bearer",
+            r#"Bearer realm="api""#,
+            r#"Bearer error="insufficient_scope", scope="orders""#,
+            r#"Bearer error="invalid_request""#,
+            r#"Basic error="invalid_token""#,
+            r#"Bearer realm="error=invalid_token""#,
+            r#"Bearer error_description="invalid_token""#,
+            r#"DPoP error="invalid_token""#,
+            r#"Basic realm="x", DPoP error="invalid_token""#,
+        ] {
+            assert!(!says(&[value]), "{value}");
+        }
+        assert!(!says(&[]));
+    }
+}
