@@ -31,6 +31,7 @@ fn record(sub: &str) -> SessionRecord {
         obtained_at: now,
         refresh_token: Some(StoredToken::new("refresh")),
         id_token: StoredToken::new("id"),
+        userinfo: None,
     };
     common::record(sub.to_owned(), tokens, now)
 }

@@ -57,6 +57,7 @@ fn record(index: usize) -> SessionRecord {
             obtained_at: now,
             refresh_token: Some(StoredToken::new(&jwt(&json!({ "typ": "Refresh" }), 1024))),
             id_token: StoredToken::new(&id_token),
+            userinfo: None,
         },
         now,
     )

@@ -125,6 +125,7 @@ mod tests {
             prompt: None,
             auth_method: None,
             id_token_alg: configured.map(|name| SigningAlg::parse(name).unwrap()),
+            userinfo: Default::default(),
         })
         .unwrap()
     }

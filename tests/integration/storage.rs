@@ -631,6 +631,7 @@ mod sessions_in_redis {
                 obtained_at: unix_now(),
                 refresh_token: Some(StoredToken::new(refresh_token)),
                 id_token: "id".into(),
+                userinfo: None,
             },
             created_at: unix_now(),
             expires_at: unix_now() + 3600,
