@@ -32,3 +32,4 @@ mod shutdown;
 mod storage;
 mod suspicious_use;
 mod traces;
+mod userinfo;

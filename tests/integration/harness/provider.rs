@@ -30,6 +30,9 @@ pub struct ProviderOptions {
     /// More algorithms the provider lists as supported (comma-separated; empty: none), with a
     /// key in its JWKS for each asymmetric one; the vestibule client's stay `id_token_alg`.
     pub extra_id_token_algs: &'static str,
+    /// UserInfo: `"signed"` answers a signed JWT (`userinfo_signed_response_alg` RS256),
+    /// `"absent"` leaves the endpoint out of discovery; empty: plain JSON.
+    pub userinfo: &'static str,
 }
 
 impl Default for ProviderOptions {
@@ -42,6 +45,7 @@ impl Default for ProviderOptions {
             keys_file: None,
             issuer_host: "127.0.0.1",
             extra_id_token_algs: "",
+            userinfo: "",
         }
     }
 }
@@ -138,6 +142,11 @@ impl TestProvider {
             .env("OP_ID_TOKEN_ALG", options.id_token_alg)
             .env("OP_EXTRA_ID_TOKEN_ALGS", options.extra_id_token_algs)
             .env("OP_ACCESS_TOKEN_TTL", options.access_token_ttl.to_string())
+            .env(
+                "OP_USERINFO_SIGNED",
+                (options.userinfo == "signed").to_string(),
+            )
+            .env("OP_NO_USERINFO", (options.userinfo == "absent").to_string())
             // Stock oidc-provider behaviour: a refresh token only with prompt=consent.
             .env("OP_ALWAYS_ISSUE_REFRESH_TOKEN", "0")
             .stdin(Stdio::null())
@@ -383,6 +392,23 @@ impl TestProvider {
             body["ended"].as_u64().unwrap(),
             body["notified"].as_u64().unwrap(),
         )
+    }
+
+    /// Sets what the userinfo endpoint answers from now on (see tests/op/README.md):
+    /// `{"claims": {…}}`, `{"sub": "…"}`, `{"refuse": true}`; `{}` restores the defaults.
+    pub async fn set_userinfo(&self, switches: Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/userinfo", self.issuer))
+            .json(&switches)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// Requests to the userinfo endpoint so far (any outcome).
+    pub async fn userinfo_calls(&self) -> u64 {
+        self.stats().await["userinfo"].as_u64().unwrap()
     }
 
     /// Stops the provider (its port then refuses connections).
