@@ -584,7 +584,16 @@ function withUserinfoSwitches(use, claims) {
   return { ...claims, ...(userinfoSwitches.claims ?? {}) };
 }
 
-function setUserinfoSwitches(req, res) {
+// The W3C traceparent of each request to the userinfo endpoint (null when absent).
+const userinfoTraceparents = [];
+
+// POST sets the switches; GET answers them with the traceparents seen.
+function userinfoTestEndpoint(req, res) {
+  if (req.method === 'GET') {
+    req.resume();
+    sendJson(res, 200, { switches: userinfoSwitches, traceparents: userinfoTraceparents });
+    return;
+  }
   readBody(req).then((raw) => {
     userinfoSwitches = JSON.parse(raw || '{}');
     sendJson(res, 200, userinfoSwitches);
@@ -610,8 +619,9 @@ function answerForAnotherSub(res) {
 
 function refusedByUserinfoSwitch(req, res) {
   const status = userinfoSwitches.refuse ? 401 : userinfoSwitches.status;
-  const switched = status || userinfoSwitches.sub;
-  if (!switched || new URL(req.url, 'http://localhost').pathname !== '/me') return false;
+  if (new URL(req.url, 'http://localhost').pathname !== '/me') return false;
+  userinfoTraceparents.push(req.headers.traceparent ?? null);
+  if (!status && !userinfoSwitches.sub) return false;
   req.resume();
   stats.userinfo += 1;
   if (!status) {
@@ -710,8 +720,8 @@ async function handleTestPost(req, res, route) {
 function handleTest(req, res) {
   const { pathname } = new URL(req.url, 'http://localhost');
   const route = `${req.method} ${pathname}`;
-  if (route === 'POST /__test/userinfo') {
-    setUserinfoSwitches(req, res);
+  if (pathname === '/__test/userinfo') {
+    userinfoTestEndpoint(req, res);
     return;
   }
   if (['POST /__test/logout-token', 'POST /__test/end-sessions', 'POST /__test/refresh-error'].includes(route)) {

@@ -406,6 +406,22 @@ impl TestProvider {
         assert!(response.status().is_success());
     }
 
+    /// The `traceparent` of each request to the userinfo endpoint so far (`None`: absent).
+    pub async fn userinfo_traceparents(&self) -> Vec<Option<String>> {
+        let answer: Value = reqwest::get(format!("{}/__test/userinfo", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["traceparents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|value| value.as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Requests to the userinfo endpoint so far (any outcome).
     pub async fn userinfo_calls(&self) -> u64 {
         self.stats().await["userinfo"].as_u64().unwrap()
