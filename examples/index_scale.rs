@@ -33,6 +33,7 @@ fn record(sub: &str) -> SessionRecord {
         id_token: StoredToken::new("id"),
         expiry_assumed: false,
         from_forced_refresh: false,
+        userinfo: None,
     };
     common::record(sub.to_owned(), tokens, now)
 }

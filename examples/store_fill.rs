@@ -59,6 +59,7 @@ fn record(index: usize) -> SessionRecord {
             id_token: StoredToken::new(&id_token),
             expiry_assumed: false,
             from_forced_refresh: false,
+            userinfo: None,
         },
         now,
     )

@@ -105,6 +105,7 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         redirect_uri,
         scopes: oidc.scopes,
         prompt: oidc.prompt,
+        userinfo: oidc.userinfo,
         auth_method: oidc.client_auth_method,
         id_token_alg: oidc.id_token_signed_response_alg,
         ca_certificates: oidc.ca_certificates,

@@ -150,6 +150,7 @@ impl AppError {
             AppError::Provider(OidcError::Invalid(_) | OidcError::SubjectChanged) => {
                 "id_token_invalid"
             }
+            AppError::Provider(OidcError::UserInfo(error)) => error.reason(),
             AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
                 "provider_unavailable"
             }

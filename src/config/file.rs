@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use crate::oidc::ClientAuthMethod;
+use crate::oidc::{ClientAuthMethod, UserInfoMode};
 
 /// The whole configuration file, as written (environment variables merged in).
 #[derive(Debug, Deserialize)]
@@ -243,6 +243,9 @@ pub struct OidcSection {
     /// `offline_access` is requested (OIDC Core §11), set to `""` to send none.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// Whether logins and refreshes read the UserInfo endpoint (`auto`, `required`, `off`).
+    #[serde(default)]
+    pub userinfo: UserInfoMode,
     /// The algorithm this client's ID tokens are signed with, as registered at the provider
     /// (OIDC Dynamic Client Registration's parameter of the same name); absent: learnt.
     #[serde(default)]

@@ -25,7 +25,7 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::oidc::{ClientAuthMethod, SigningAlg};
+use crate::oidc::{ClientAuthMethod, SigningAlg, UserInfoMode};
 use crate::session::KeyRing;
 use crate::session::store::{RedisTls, RedisTopology};
 use crate::upstreams::Route;
@@ -94,6 +94,8 @@ pub struct OidcSettings {
     /// `prompt` sent with the authorization request: as configured (`""`: none), else
     /// `consent` when `offline_access` is requested (OIDC Core §11).
     pub prompt: Option<String>,
+    /// `oidc.userinfo`: whether logins and refreshes read the UserInfo endpoint.
+    pub userinfo: UserInfoMode,
     /// `oidc.id_token_signed_response_alg`: the one algorithm ID tokens and logout tokens must
     /// be signed with; `None`: logout tokens under the algorithms of verified ID tokens (never HS).
     pub id_token_signed_response_alg: Option<SigningAlg>,
@@ -337,6 +339,24 @@ mod tests {
             es256.oidc.id_token_signed_response_alg,
             SigningAlg::parse("ES256")
         );
+    }
+
+    #[test]
+    fn userinfo_is_auto_unless_required_or_off() {
+        let mode = |line: &str| load(&base().replace("[oidc]", &format!("[oidc]\n{line}")));
+        assert_eq!(mode("").unwrap().oidc.userinfo, UserInfoMode::Auto);
+        assert_eq!(
+            mode("userinfo = \"required\"").unwrap().oidc.userinfo,
+            UserInfoMode::Required
+        );
+        assert_eq!(
+            mode("userinfo = \"off\"").unwrap().oidc.userinfo,
+            UserInfoMode::Off
+        );
+        for refused in ["\"Auto\"", "\"on\"", "true"] {
+            let error = mode(&format!("userinfo = {refused}")).err().unwrap();
+            assert!(error.to_string().contains("oidc.userinfo"), "{error}");
+        }
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         oidc: OidcSettings {
             discovery_url,
             prompt: prompt(oidc.prompt, &oidc.scopes),
+            userinfo: oidc.userinfo,
             issuer: oidc.issuer,
             client_id: oidc.client_id,
             client_secret,

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::{AuditSubject, Frontend, LogFormat, Settings};
-use crate::oidc::ClientAuthMethod;
+use crate::oidc::{ClientAuthMethod, UserInfoMode};
 use crate::redact;
 use crate::session::SuspiciousUseAction;
 
@@ -68,6 +68,18 @@ impl Settings {
                 oidc.refresh_skew.as_secs(),
                 oidc.assumed_token_lifetime.as_secs()
             ),
+        );
+        line(
+            "oidc.userinfo",
+            match oidc.userinfo {
+                UserInfoMode::Auto => {
+                    "read at each login and refresh when discovery names an endpoint; \
+                     tolerated when it refuses (auto)"
+                }
+                UserInfoMode::Required => "read at each login and refresh; required (required)",
+                UserInfoMode::Off => "never read (off)",
+            }
+            .to_owned(),
         );
         let session = &self.session;
         line(

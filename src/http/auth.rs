@@ -188,12 +188,12 @@ async fn complete_login(
         state.sessions.learn_id_token_alg(&alg).await?;
     }
     let origin = SessionOrigin {
-        provider_session: login.provider_session,
+        provider_session: login.provider_session.clone(),
         ..session_origin(client, headers)
     };
     let record = SessionRecord {
-        sub: login.sub,
-        tokens: TokenSet::from_login(login.granted, &login.id_token),
+        sub: login.sub.clone(),
+        tokens: TokenSet::from_login(login),
         created_at: unix_now(),
         expires_at: state.sessions.absolute_expiry_from_now(),
         logout_sid: crate::random::url_safe_secret(),

@@ -31,7 +31,8 @@ pub struct ReasonLabel {
 /// A provider endpoint and the outcome of one request to it.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
-    /// `discovery` (with the signing keys), `code_exchange`, `refresh` or `revocation`.
+    /// `discovery` (with the signing keys), `code_exchange`, `userinfo`, `refresh` or
+    /// `revocation`.
     pub endpoint: &'static str,
     /// `ok`, `rejected` (the provider said no) or `error` (unreachable, invalid answer).
     pub outcome: &'static str,

@@ -90,6 +90,7 @@ impl Provider {
             extra: current.extra.clone(),
             jwks: current.jwks.clone(),
             asymmetric_id_token_algs: current.asymmetric_id_token_algs.clone(),
+            userinfo_endpoint: current.userinfo_endpoint.clone(),
         });
         self.discovered.store(Some(switched.clone()));
         switched

@@ -13,14 +13,14 @@ use std::time::Instant;
 use openidconnect::core::{CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
 use openidconnect::{
     ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, JsonWebKeySetUrl,
-    JwsSigningAlgorithm, RedirectUrl, TokenUrl,
+    JwsSigningAlgorithm, RedirectUrl, TokenUrl, UserInfoUrl,
 };
 use secrecy::ExposeSecret;
 
 use super::attempts::{Attempts, Gate};
 use super::back_channel::BackChannel;
 use super::metadata::{ExtraMetadata, ProviderMetadata};
-use super::{OidcError, Provider};
+use super::{OidcError, Provider, UserInfoMode};
 
 /// The openidconnect client as discovery configures it (authorization and token endpoints set).
 pub(super) type Client = CoreClient<
@@ -44,6 +44,8 @@ pub(super) struct Discovered {
     /// The provider's asymmetric ID-token algorithms (`id_token_signing_alg_values_supported`
     /// without HS*): what logout tokens fall back to while no algorithm has been learnt.
     pub(super) asymmetric_id_token_algs: Vec<CoreJwsSigningAlgorithm>,
+    /// The UserInfo endpoint, on the back channel's origin (see [`BackChannel`]), if any.
+    pub(super) userinfo_endpoint: Option<UserInfoUrl>,
 }
 
 /// What a token anyone may post may have discovery do for it (see
@@ -222,6 +224,16 @@ impl Provider {
             .await
             .map_err(|error| unavailable("JWKS fetch failed", jwks_uri.url(), &error))?;
         let token_uri = TokenUrl::from_url(back_channel.route(token_endpoint));
+        let userinfo_endpoint = metadata
+            .userinfo_endpoint()
+            .map(|endpoint| UserInfoUrl::from_url(back_channel.route(endpoint.url().clone())));
+        if userinfo_endpoint.is_none() && settings.userinfo == UserInfoMode::Required {
+            return Err(OidcError::Invalid(
+                "oidc.userinfo is \"required\", but the provider's discovery names no \
+                 userinfo_endpoint"
+                    .into(),
+            ));
+        }
         let auth_type = self.client_auth.for_discovered(&metadata);
         let mut extra = metadata.additional_metadata().clone();
         extra.revocation_endpoint = extra
@@ -263,6 +275,7 @@ impl Provider {
             extra,
             jwks,
             asymmetric_id_token_algs,
+            userinfo_endpoint,
         })
     }
 }

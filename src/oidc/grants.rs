@@ -12,10 +12,11 @@ use openidconnect::{
     AccessToken, AuthorizationCode, OAuth2TokenResponse, PkceCodeVerifier, RefreshToken,
     RequestTokenError, TokenResponse,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::discovery::Discovered;
 use super::id_token::{jwt_payload, nonce_equal_to, subject};
+use super::userinfo::Occasion;
 use super::{OidcError, Provider};
 use crate::clock::unix_now;
 
@@ -44,6 +45,9 @@ pub struct LoginTokens {
     pub provider_session: Option<String>,
     /// The verified ID token, compact form.
     pub id_token: String,
+    /// The claims UserInfo answered for this `sub` (`None`: not read, or unusable under
+    /// `oidc.userinfo = "auto"`).
+    pub userinfo: Option<Map<String, Value>>,
     /// The access and refresh tokens.
     pub granted: GrantedTokens,
 }
@@ -53,6 +57,9 @@ pub struct RefreshedTokens {
     /// A new ID token for the same subject, if the response carried one and it verified; `None`
     /// when the previous one should stay.
     pub id_token: Option<String>,
+    /// The claims UserInfo answered with the new access token; `None` when the previous ones
+    /// should stay (not read, or unusable: a refresh never fails for UserInfo's sake).
+    pub userinfo: Option<Map<String, Value>>,
     /// The access and refresh tokens.
     pub granted: GrantedTokens,
 }
@@ -62,8 +69,8 @@ pub(super) type TokenRequestError<RE> =
     RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>;
 
 impl Provider {
-    /// Exchanges an authorization code and validates the ID token (signature, `iss`, `aud`,
-    /// `exp`, `nonce`, `at_hash`).
+    /// Exchanges an authorization code, validates the ID token (signature, `iss`, `aud`,
+    /// `exp`, `nonce`, `at_hash`) and reads UserInfo for its `sub` (`oidc.userinfo`).
     #[tracing::instrument(level = "debug", name = "code_exchange", skip_all)]
     pub async fn exchange_code(
         &self,
@@ -85,20 +92,25 @@ impl Provider {
             .ok_or_else(|| OidcError::Invalid("token response has no id_token".into()))?;
         let claims = self
             .verify_id_token(
-                discovered,
+                discovered.clone(),
                 id_token,
                 response.access_token(),
                 nonce_equal_to(nonce),
             )
             .await?;
+        let sub = subject(&claims)?;
+        let userinfo = self
+            .user_info(&discovered, response.access_token(), &sub, Occasion::Login)
+            .await?;
         Ok(LoginTokens {
-            sub: subject(&claims)?,
+            sub,
             provider_session: claims
                 .get("sid")
                 .and_then(Value::as_str)
                 .filter(|sid| !sid.is_empty())
                 .map(str::to_owned),
             id_token: id_token.to_string(),
+            userinfo,
             granted: GrantedTokens::from_response(
                 &response,
                 // Assumed only when there is a refresh token to act on it: without one, an
@@ -111,7 +123,8 @@ impl Provider {
     }
 
     /// Runs the refresh grant for the session of `sub`, checking that a returned ID token is
-    /// for the same `sub` (OIDC Core §12.2).
+    /// for the same `sub` (OIDC Core §12.2), and re-reads UserInfo with the new access token
+    /// (another `sub` there ends the session too).
     #[tracing::instrument(level = "debug", name = "refresh_grant", skip_all)]
     pub async fn refresh(
         &self,
@@ -131,7 +144,12 @@ impl Provider {
         if let Some(id_token) = response.id_token() {
             // Refreshed ID tokens need not carry a nonce (Keycloak omits it).
             match self
-                .verify_id_token(discovered, id_token, response.access_token(), |_| Ok(()))
+                .verify_id_token(
+                    discovered.clone(),
+                    id_token,
+                    response.access_token(),
+                    |_| Ok(()),
+                )
                 .await
             {
                 Ok(verified) if subject(&verified)? != sub => {
@@ -145,8 +163,12 @@ impl Provider {
                 }
             }
         }
+        let userinfo = self
+            .user_info(&discovered, response.access_token(), sub, Occasion::Refresh)
+            .await?;
         Ok(RefreshedTokens {
             id_token: new_id_token,
+            userinfo,
             granted: GrantedTokens::from_response(
                 &response,
                 Some(self.settings.assumed_token_lifetime),

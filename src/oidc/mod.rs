@@ -1,7 +1,7 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
 //! `settings` and `discovery` (with `attempts`, `metadata`, `client_auth`, `back_channel`)
-//! through `authorization`, `grants` and `id_token` (with `signing_algs`) to `logout` and
-//! `logout_token`.
+//! through `authorization`, `grants` and `id_token` (with `signing_algs`) and `userinfo` to
+//! `logout` and `logout_token`.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
@@ -18,6 +18,7 @@ mod logout_token;
 mod metadata;
 mod settings;
 mod signing_algs;
+mod userinfo;
 
 use std::time::Duration;
 
@@ -30,8 +31,9 @@ pub use authorization::AuthorizationRequest;
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError};
-pub use settings::{ClientAuthMethod, ProviderSettings};
+pub use settings::{ClientAuthMethod, ProviderSettings, UserInfoMode};
 pub use signing_algs::SigningAlg;
+pub use userinfo::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS, UserInfoError, merge_claims};
 
 use attempts::Attempts;
 use client_auth::ClientAuth;
@@ -68,6 +70,11 @@ pub enum OidcError {
     /// The provider's answer failed validation (bad ID token, wrong issuer, …).
     #[error("identity provider response is invalid: {0}")]
     Invalid(String),
+    /// The UserInfo endpoint's answer cannot be used at a login (OIDC Core §5.3): it names
+    /// another subject (under every `oidc.userinfo` mode), or, under `required`, it refused
+    /// the access token or its answer is invalid. A bad answer (502), never an outage.
+    #[error(transparent)]
+    UserInfo(#[from] UserInfoError),
 }
 
 impl Provider {
@@ -100,9 +107,12 @@ async fn observed<T>(
     let result = request.await;
     let outcome = match &result {
         Ok(_) => "ok",
-        Err(OidcError::Rejected(_) | OidcError::ReuseReported(_) | OidcError::Refused(_)) => {
-            "rejected"
-        }
+        Err(
+            OidcError::Rejected(_)
+            | OidcError::ReuseReported(_)
+            | OidcError::Refused(_)
+            | OidcError::UserInfo(UserInfoError::Refused(_)),
+        ) => "rejected",
         Err(_) => "error",
     };
     crate::metrics::metrics().provider_request(endpoint, outcome, started.elapsed());
@@ -121,6 +131,9 @@ pub struct Provider {
     client_auth: ClientAuth,
     /// Whether the operator was told that HS-signed ID tokens teach nothing (once).
     warned_client_secret_alg: AtomicBool,
+    /// When the operator was last told that UserInfo is unusable under `auto` (once an hour,
+    /// not once a login).
+    userinfo_warnings: crate::clock::OncePerInterval,
 }
 
 impl Provider {
@@ -149,6 +162,7 @@ impl Provider {
             discovery_lock: Mutex::new(()),
             attempts: std::sync::Mutex::new(Attempts::default()),
             warned_client_secret_alg: AtomicBool::new(false),
+            userinfo_warnings: userinfo::warnings(),
         })
     }
 }

@@ -28,6 +28,21 @@ impl ClientAuthMethod {
     }
 }
 
+/// When the UserInfo endpoint is read (`oidc.userinfo`, OIDC Core §5.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserInfoMode {
+    /// At each login and refresh when discovery names a `userinfo_endpoint`; an endpoint that
+    /// refuses the token or fails is reported once and the session keeps the ID token's claims.
+    #[default]
+    Auto,
+    /// At each login and refresh; a login fails unless UserInfo answers, and discovery fails
+    /// without a `userinfo_endpoint`.
+    Required,
+    /// Never: the session's claims are the ID token's.
+    Off,
+}
+
 /// Settings the provider client needs.
 pub struct ProviderSettings {
     /// The configured issuer; discovery must name exactly this one.
@@ -55,4 +70,6 @@ pub struct ProviderSettings {
     /// `oidc.assumed_token_lifetime_secs`: the access token's lifetime when the provider names
     /// none, so a refreshable token is still refreshed.
     pub assumed_token_lifetime: std::time::Duration,
+    /// `oidc.userinfo`: whether logins and refreshes read the UserInfo endpoint.
+    pub userinfo: UserInfoMode,
 }

@@ -127,6 +127,7 @@ mod tests {
             id_token_alg: configured.map(|name| SigningAlg::parse(name).unwrap()),
             ca_certificates: Vec::new(),
             assumed_token_lifetime: std::time::Duration::from_secs(300),
+            userinfo: Default::default(),
         })
         .unwrap()
     }

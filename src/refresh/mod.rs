@@ -495,5 +495,7 @@ pub fn failure_reason(error: &OidcError) -> &'static str {
         OidcError::Refused(_) => "provider_refused",
         OidcError::Unavailable(_) | OidcError::Deferred(_) => "provider_unavailable",
         OidcError::Invalid(_) => "invalid_response",
+        // Not at a refresh (another subject there is `SubjectChanged`); named all the same.
+        OidcError::UserInfo(error) => error.reason(),
     }
 }

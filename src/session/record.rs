@@ -6,14 +6,16 @@
 //! encoded compactly (MessagePack with one-letter field names, JWT segments as raw bytes) so a
 //! session with Keycloak-sized tokens stays within 5 KB of Redis memory, its index entries
 //! included; records written with the full field names still decode (`alias`). The ID-token
-//! claims are read from the stored, already verified ID token rather than stored twice.
+//! claims are read from the stored, already verified ID token rather than stored twice; the
+//! UserInfo claims (bounded by [`crate::oidc::MAX_USERINFO_CLAIMS_BYTES`]) are stored beside
+//! it, and [`SessionRecord::claims`] merges the two ([`crate::oidc::merge_claims`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::oidc::{GrantedTokens, RefreshedTokens, jwt_payload};
+use crate::oidc::{GrantedTokens, LoginTokens, RefreshedTokens, jwt_payload, merge_claims};
 
 /// The provider's tokens for one session.
 #[derive(Clone, Serialize, Deserialize)]
@@ -41,6 +43,10 @@ pub struct TokenSet {
     /// such a token is never the reason for another forced refresh (see [`crate::refresh`]).
     #[serde(rename = "f", default, skip_serializing_if = "is_false")]
     pub from_forced_refresh: bool,
+    /// The claims UserInfo last answered (without the protocol claims), read with an access
+    /// token of this session; `None` when never read or never usable.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub userinfo: Option<Map<String, Value>>,
 }
 
 /// For `skip_serializing_if`: records without the flag stay as compact as before.
@@ -85,19 +91,25 @@ impl From<&str> for StoredToken {
 }
 
 impl TokenSet {
-    /// The tokens of a new login: what the code exchange granted, with its verified ID token.
-    pub fn from_login(granted: GrantedTokens, id_token: &str) -> Self {
-        Self::from_grant(granted, None, StoredToken::new(id_token))
+    /// The tokens of a new login: what the code exchange granted, with its verified ID token
+    /// and the UserInfo claims read with its access token.
+    pub fn from_login(login: LoginTokens) -> Self {
+        let mut tokens = Self::from_grant(login.granted, None, StoredToken::new(&login.id_token));
+        tokens.userinfo = login.userinfo;
+        tokens
     }
 
-    /// The tokens after a refresh: the new ones, keeping the refresh token and the ID token the
-    /// provider did not replace (none returned, or the new ID token failed verification).
+    /// The tokens after a refresh: the new ones, keeping the refresh token, the ID token and
+    /// the UserInfo claims the provider did not replace (none returned, or the new ID token
+    /// failed verification, or UserInfo was unusable).
     pub fn refreshed(&self, refreshed: RefreshedTokens) -> Self {
         let id_token = match refreshed.id_token {
             Some(id_token) => StoredToken::new(&id_token),
             None => self.id_token.clone(),
         };
-        Self::from_grant(refreshed.granted, self.refresh_token.clone(), id_token)
+        let mut tokens = Self::from_grant(refreshed.granted, self.refresh_token.clone(), id_token);
+        tokens.userinfo = refreshed.userinfo.or_else(|| self.userinfo.clone());
+        tokens
     }
 
     /// The one place a granted token set becomes a stored one.
@@ -118,6 +130,7 @@ impl TokenSet {
                 .map(StoredToken::new)
                 .or(previous_refresh_token),
             id_token,
+            userinfo: None,
         }
     }
 
@@ -188,6 +201,7 @@ impl SessionRecord {
                 id_token: "id".into(),
                 expiry_assumed: false,
                 from_forced_refresh: false,
+                userinfo: None,
             },
             created_at: crate::clock::unix_now(),
             expires_at,
@@ -198,9 +212,15 @@ impl SessionRecord {
         }
     }
 
-    /// The claims of the session's ID token (verified before it was stored).
+    /// The session's claims: those of its ID token (verified before it was stored), merged
+    /// with those UserInfo answered ([`merge_claims`]: UserInfo's win, except the ID token's
+    /// protocol claims).
     pub fn claims(&self) -> Map<String, Value> {
-        jwt_payload(&self.tokens.id_token.text()).unwrap_or_default()
+        let id_token = jwt_payload(&self.tokens.id_token.text()).unwrap_or_default();
+        match &self.tokens.userinfo {
+            Some(userinfo) => merge_claims(id_token, userinfo),
+            None => id_token,
+        }
     }
 
     /// Encodes the record for sealing.
@@ -380,6 +400,7 @@ mod tests {
             id_token: "id".into(),
             expiry_assumed: false,
             from_forced_refresh: false,
+            userinfo: None,
         }
     }
 
@@ -429,7 +450,19 @@ mod tests {
 
     #[test]
     fn a_login_stores_what_was_granted() {
-        let tokens = TokenSet::from_login(granted(Some("rt-1")), "id-1");
+        let tokens = TokenSet::from_login(LoginTokens {
+            sub: "alice".into(),
+            provider_session: None,
+            id_token: "id-1".into(),
+            userinfo: Some(
+                serde_json::json!({ "name": "A" })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+            granted: granted(Some("rt-1")),
+        });
+        assert_eq!(tokens.userinfo.as_ref().unwrap()["name"], "A");
         assert_eq!(tokens.access_token, "at-2");
         assert_eq!(
             (tokens.access_expires_at, tokens.obtained_at),
@@ -445,20 +478,33 @@ mod tests {
     fn a_refresh_keeps_the_tokens_the_provider_did_not_replace() {
         let mut before = tokens(1000, Some(1300));
         before.refresh_token = Some("rt-1".into());
+        let userinfo = |name: &str| {
+            Some(
+                serde_json::json!({ "name": name })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+        };
+        before.userinfo = userinfo("before");
         let kept = before.refreshed(RefreshedTokens {
             id_token: None,
+            userinfo: None,
             granted: granted(None),
         });
         assert_eq!(kept.access_token, "at-2");
         assert_eq!(refresh_and_id(&kept), (Some("rt-1".into()), "id".into()));
+        assert_eq!(kept.userinfo, userinfo("before"), "UserInfo unusable: kept");
         let replaced = before.refreshed(RefreshedTokens {
             id_token: Some("id-2".into()),
+            userinfo: userinfo("after"),
             granted: granted(Some("rt-2")),
         });
         assert_eq!(
             refresh_and_id(&replaced),
             (Some("rt-2".into()), "id-2".into())
         );
+        assert_eq!(replaced.userinfo, userinfo("after"));
     }
 
     #[test]
@@ -522,6 +568,7 @@ mod tests {
                 id_token: StoredToken::new(&id_token),
                 expiry_assumed: false,
                 from_forced_refresh: false,
+                userinfo: None,
             },
             created_at: 1,
             expires_at: 2,
@@ -538,6 +585,19 @@ mod tests {
         assert_eq!(decoded.tokens.id_token.text(), id_token);
         assert_eq!(decoded.claims()["email"], "a@example.com");
         assert!(SessionRecord::decode(b"not a record").is_none());
+        // UserInfo claims are kept in the record and merged over the ID token's, never over
+        // its protocol claims.
+        let mut with_userinfo = record.clone();
+        with_userinfo.tokens.userinfo = serde_json::json!({
+            "email": "fresh@example.com", "groups": ["admins"], "sub": "mallory",
+        })
+        .as_object()
+        .cloned();
+        let decoded = SessionRecord::decode(&with_userinfo.encode().unwrap()).unwrap();
+        let claims = decoded.claims();
+        assert_eq!(claims["email"], "fresh@example.com");
+        assert_eq!(claims["groups"], serde_json::json!(["admins"]));
+        assert_eq!(claims["sub"], "alice");
         // A record written before the short field names (and before handles) still decodes.
         #[derive(Serialize)]
         struct OldTokens<'a> {

@@ -175,7 +175,22 @@ async fn alice_signs_in_on_keycloaks_own_page_calls_the_api_and_signs_out_in_chr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bob_has_no_admin_role_and_the_demo_api_sees_that() {
     let app = KeycloakApp::start(REFRESH_SKEW_SECS).await;
+    let log_from = crate::harness::logs::position();
     let (bob, _) = logged_in(&app, "bob").await;
+    // UserInfo (oidc.userinfo = "auto") was read on the back channel, and Keycloak accepted its
+    // own access token there: no "unusable" warning.
+    assert!(
+        app.back
+            .request_lines()
+            .iter()
+            .any(|line| line.contains("/protocol/openid-connect/userinfo")),
+        "UserInfo is read through the back channel"
+    );
+    let log = crate::harness::logs::since(log_from);
+    assert!(
+        !log.contains("UserInfo is unusable"),
+        "Keycloak's UserInfo answers: {log}"
+    );
     let (status, answer) = call_demo_api(&bob, "/api/demo/whoami").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["caller"]["preferred_username"], "bob");

@@ -34,3 +34,4 @@ mod shutdown;
 mod storage;
 mod suspicious_use;
 mod traces;
+mod userinfo;

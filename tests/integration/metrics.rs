@@ -147,6 +147,8 @@ async fn the_figures_move_exactly_as_the_scenario_does() {
     let code_exchanges =
         "vestibule_provider_requests_total{endpoint=\"code_exchange\",outcome=\"ok\"}";
     assert_eq!(after.get(code_exchanges) - before.get(code_exchanges), 1.0);
+    let userinfo_calls = "vestibule_provider_requests_total{endpoint=\"userinfo\",outcome=\"ok\"}";
+    assert_eq!(after.get(userinfo_calls) - before.get(userinfo_calls), 1.0);
     assert!(
         after.get("vestibule_redis_command_duration_seconds_count")
             > before.get("vestibule_redis_command_duration_seconds_count")
@@ -167,6 +169,10 @@ async fn the_figures_move_exactly_as_the_scenario_does() {
         ("vestibule_refresh_duration_seconds_count", 1.0),
         (
             "vestibule_provider_requests_total{endpoint=\"refresh\",outcome=\"ok\"}",
+            1.0,
+        ),
+        (
+            "vestibule_provider_requests_total{endpoint=\"userinfo\",outcome=\"ok\"}",
             1.0,
         ),
     ] {

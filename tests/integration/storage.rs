@@ -633,6 +633,7 @@ mod sessions_in_redis {
                 id_token: "id".into(),
                 expiry_assumed: false,
                 from_forced_refresh: false,
+                userinfo: None,
             },
             created_at: unix_now(),
             expires_at: unix_now() + 3600,

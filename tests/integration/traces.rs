@@ -199,6 +199,15 @@ async fn a_proxied_call_that_refreshes_is_one_span_tree_continued_by_the_upstrea
             span("refresh_grant").span_id.clone()
         )
     );
+    // And from the UserInfo call the refresh makes with its new access token.
+    let userinfo_traceparent = app.provider.userinfo_traceparents().await.pop().flatten();
+    assert_eq!(
+        parse_traceparent(&userinfo_traceparent.expect("UserInfo got a traceparent")),
+        (
+            BROWSER_TRACE.to_owned(),
+            span("refresh_grant").span_id.clone()
+        )
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -296,8 +296,8 @@ async function findAccount(ctx, id) {
   if (typeof id !== 'string' || id === '') return undefined;
   return {
     accountId: id,
-    async claims() {
-      return {
+    async claims(use) {
+      return withUserinfoSwitches(use, {
         sub: id,
         email: `${id}@example.test`,
         email_verified: true,
@@ -305,7 +305,7 @@ async function findAccount(ctx, id) {
         given_name: 'Test',
         family_name: id,
         preferred_username: id,
-      };
+      });
     },
   };
 }
@@ -378,6 +378,7 @@ function buildProvider(issuer) {
       response_types: ['code'],
       token_endpoint_auth_method: TOKEN_AUTH_METHOD,
       id_token_signed_response_alg: ID_TOKEN_ALG,
+      ...(USERINFO_SIGNED ? { userinfo_signed_response_alg: 'RS256' } : {}),
       ...(BACKCHANNEL_LOGOUT_URI ? {
         backchannel_logout_uri: BACKCHANNEL_LOGOUT_URI,
         backchannel_logout_session_required: true,
@@ -426,7 +427,7 @@ function buildProvider(issuer) {
     claims: {
       openid: ['sub'],
       email: ['email', 'email_verified'],
-      profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+      profile: ['name', 'given_name', 'family_name', 'preferred_username', ...USERINFO_TEST_CLAIMS],
     },
     responseTypes: ['code'],
     pkce: {
@@ -452,7 +453,8 @@ function buildProvider(issuer) {
       },
       rpInitiatedLogout: { enabled: true, logoutSource },
       backchannelLogout: { enabled: true },
-      userinfo: { enabled: true },
+      userinfo: { enabled: USERINFO_ENABLED },
+      jwtUserinfo: { enabled: USERINFO_SIGNED },
     },
     // oidc-provider silently drops offline_access from the requested scope unless the
     // authorization request carries prompt=consent. So by default (OP_ALWAYS_ISSUE_REFRESH_TOKEN=1)
@@ -553,6 +555,88 @@ function buildProvider(issuer) {
   });
 
   return provider;
+}
+
+// ---------------------------------------------------------------------------
+// UserInfo test switches (POST /__test/userinfo with a JSON body; {} restores the defaults)
+// ---------------------------------------------------------------------------
+// What the userinfo endpoint answers, set by a test:
+//   "claims": {...}   claims the account has in UserInfo only (never in the ID token), under
+//                     the profile scope (names from USERINFO_TEST_CLAIMS, or standard ones);
+//   "sub": "…"        UserInfo names this subject instead of the account's (answered here,
+//                     before oidc-provider, which always names the account's);
+//   "refuse": true    401 invalid_token before oidc-provider sees the request (what Entra's
+//                     Graph UserInfo answers a token issued for another API);
+//   "status": N       answers N (a 503: UserInfo down while the rest of the provider works).
+// OP_USERINFO_SIGNED=1 registers the vestibule client with userinfo_signed_response_alg RS256:
+// UserInfo answers a signed JWT (application/jwt) instead of JSON. OP_NO_USERINFO=1 turns the
+// endpoint off.
+
+const USERINFO_SIGNED = boolEnv('OP_USERINFO_SIGNED', false);
+// OP_NO_USERINFO=1: no userinfo endpoint at all (none in discovery).
+const USERINFO_ENABLED = !boolEnv('OP_NO_USERINFO', false);
+// Claim names only a test's switch gives an account (in UserInfo only).
+const USERINFO_TEST_CLAIMS = ['nickname', 'groups'];
+let userinfoSwitches = {};
+
+function withUserinfoSwitches(use, claims) {
+  if (use !== 'userinfo') return claims;
+  return { ...claims, ...(userinfoSwitches.claims ?? {}) };
+}
+
+// The W3C traceparent of each request to the userinfo endpoint (null when absent).
+const userinfoTraceparents = [];
+
+// POST sets the switches; GET answers them with the traceparents seen.
+function userinfoTestEndpoint(req, res) {
+  if (req.method === 'GET') {
+    req.resume();
+    sendJson(res, 200, { switches: userinfoSwitches, traceparents: userinfoTraceparents });
+    return;
+  }
+  readBody(req).then((raw) => {
+    userinfoSwitches = JSON.parse(raw || '{}');
+    sendJson(res, 200, userinfoSwitches);
+  }).catch((err) => sendJson(res, 400, { error: String(err.message ?? err) }));
+}
+
+// oidc-provider always answers the account's own sub, so an answer about another subject is
+// made here, signed like oidc-provider's own when OP_USERINFO_SIGNED is set.
+function answerForAnotherSub(res) {
+  const claims = { sub: userinfoSwitches.sub, name: 'Someone Else' };
+  let type = 'application/json; charset=utf-8';
+  let text = JSON.stringify(claims);
+  if (USERINFO_SIGNED) {
+    const now = Math.floor(Date.now() / 1000);
+    text = signToken({ alg: 'RS256', typ: 'JWT' }, {
+      ...claims, iss: issuer, aud: CLIENT_ID, iat: now, exp: now + 60,
+    }, 'provider');
+    type = 'application/jwt; charset=utf-8';
+  }
+  res.writeHead(200, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function refusedByUserinfoSwitch(req, res) {
+  const status = userinfoSwitches.refuse ? 401 : userinfoSwitches.status;
+  if (new URL(req.url, 'http://localhost').pathname !== '/me') return false;
+  userinfoTraceparents.push(req.headers.traceparent ?? null);
+  if (!status && !userinfoSwitches.sub) return false;
+  req.resume();
+  stats.userinfo += 1;
+  if (!status) {
+    answerForAnotherSub(res);
+    return true;
+  }
+  const error = status === 401 ? 'invalid_token' : 'server_error';
+  const text = JSON.stringify({ error, error_description: 'test-op: answered by /__test/userinfo' });
+  res.writeHead(status, {
+    ...(status === 401 ? { 'www-authenticate': 'Bearer error="invalid_token"' } : {}),
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+  });
+  res.end(text);
+  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -670,6 +754,10 @@ function handleTest(req, res) {
   if (route === 'POST /__test/revoke-access-tokens') {
     req.resume();
     revokeAccessTokens(res);
+    return;
+  }
+  if (pathname === '/__test/userinfo') {
+    userinfoTestEndpoint(req, res);
     return;
   }
   if (['POST /__test/logout-token', 'POST /__test/end-sessions', 'POST /__test/refresh-error'].includes(route)) {
@@ -861,6 +949,7 @@ const server = http.createServer((req, res) => {
     sendJson(res, 503, { error: 'starting' });
     return;
   }
+  if (refusedByUserinfoSwitch(req, res)) return;
   strictClientAuth(req, res).then((proceed) => {
     if (!proceed) return;
     changeTokenResponse(req, res);

@@ -262,6 +262,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// The provider's UserInfo: `"signed"` (a signed JWT), `"absent"` (not in discovery).
+    pub fn provider_userinfo(mut self, userinfo: &'static str) -> Self {
+        self.provider.userinfo = userinfo;
+        self
+    }
+
     /// More `[oidc]` settings (TOML lines).
     pub fn oidc_toml(mut self, toml: &str) -> Self {
         self.oidc_toml.push_str(toml);

@@ -33,6 +33,9 @@ pub struct ProviderOptions {
     /// The whole issuer URL, for a provider behind a front that terminates TLS (the provider
     /// then trusts `X-Forwarded-Proto`); `None`: `http://<issuer_host>:<port>`.
     pub issuer_behind_front: Option<String>,
+    /// UserInfo: `"signed"` answers a signed JWT (`userinfo_signed_response_alg` RS256),
+    /// `"absent"` leaves the endpoint out of discovery; empty: plain JSON.
+    pub userinfo: &'static str,
 }
 
 impl Default for ProviderOptions {
@@ -46,6 +49,7 @@ impl Default for ProviderOptions {
             issuer_host: "127.0.0.1",
             extra_id_token_algs: "",
             issuer_behind_front: None,
+            userinfo: "",
         }
     }
 }
@@ -142,6 +146,11 @@ impl TestProvider {
             .env("OP_ID_TOKEN_ALG", options.id_token_alg)
             .env("OP_EXTRA_ID_TOKEN_ALGS", options.extra_id_token_algs)
             .env("OP_ACCESS_TOKEN_TTL", options.access_token_ttl.to_string())
+            .env(
+                "OP_USERINFO_SIGNED",
+                (options.userinfo == "signed").to_string(),
+            )
+            .env("OP_NO_USERINFO", (options.userinfo == "absent").to_string())
             // Stock oidc-provider behaviour: a refresh token only with prompt=consent.
             .env("OP_ALWAYS_ISSUE_REFRESH_TOKEN", "0")
             .stdin(Stdio::null())
@@ -410,6 +419,39 @@ impl TestProvider {
             .iter()
             .map(|url| url.as_str().unwrap().to_owned())
             .collect()
+    }
+
+    /// Sets what the userinfo endpoint answers from now on (see tests/op/README.md):
+    /// `{"claims": {…}}`, `{"sub": "…"}`, `{"refuse": true}`; `{}` restores the defaults.
+    pub async fn set_userinfo(&self, switches: Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/userinfo", self.issuer))
+            .json(&switches)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// The `traceparent` of each request to the userinfo endpoint so far (`None`: absent).
+    pub async fn userinfo_traceparents(&self) -> Vec<Option<String>> {
+        let answer: Value = reqwest::get(format!("{}/__test/userinfo", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["traceparents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|value| value.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Requests to the userinfo endpoint so far (any outcome).
+    pub async fn userinfo_calls(&self) -> u64 {
+        self.stats().await["userinfo"].as_u64().unwrap()
     }
 
     /// Stops the provider (its port then refuses connections).

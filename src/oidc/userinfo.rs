@@ -1,0 +1,355 @@
+//! The UserInfo endpoint (OIDC Core §5.3): read with the access token of each login and refresh
+//! (`oidc.userinfo`), checked, and merged into the session's claims by [`merge_claims`].
+//!
+//! The check is openidconnect's: the answer's `sub` must be the ID token's (§5.3.2), and a
+//! signed answer (`application/jwt`) must verify with the provider's keys and name the issuer
+//! and this client (`iss`, `aud`). An answer about another user is never used, whatever the
+//! mode; any other failure is the caller's to weigh ([`Provider::user_info`]). Aggregated and
+//! distributed claims (`_claim_names`, `_claim_sources`) are not resolved: they are dropped (a
+//! source may carry an access token), as are the protocol claims no answer may replace.
+
+use std::time::Duration;
+
+use openidconnect::core::CoreGenderClaim;
+use openidconnect::{AccessToken, AdditionalClaims, ClaimsVerificationError, SubjectIdentifier};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::discovery::Discovered;
+use super::{OidcError, Provider, UserInfoMode};
+use crate::clock::{OncePerInterval, unix_now};
+
+/// The ID token's claims that no UserInfo answer replaces: who the user is, for whom and when
+/// the token was issued, and how the user authenticated.
+pub const PROTOCOL_CLAIMS: [&str; 15] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "auth_time",
+    "acr",
+    "amr",
+    "azp",
+    "sid",
+    "at_hash",
+    "c_hash",
+    "jti",
+];
+
+/// Aggregated and distributed claims (OIDC Core §5.6.2): references, not values; not resolved.
+const UNRESOLVED_CLAIMS: [&str; 2] = ["_claim_names", "_claim_sources"];
+
+/// The most UserInfo claims a session keeps (their JSON, in bytes): every session record
+/// carries them. A larger answer is unusable (refused under `required`, ignored under `auto`),
+/// never trimmed, so no claim a rule may depend on goes missing unnoticed.
+pub const MAX_USERINFO_CLAIMS_BYTES: usize = 4096;
+
+/// How often an unusable UserInfo endpoint is reported (not once a login).
+const WARNING_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Why a UserInfo answer cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UserInfoError {
+    /// The endpoint refused the access token (`401`, `403`, another `4xx`): Entra ID's Graph
+    /// UserInfo refuses a token issued for another API.
+    #[error("the UserInfo endpoint refused the access token: {0}")]
+    Refused(String),
+    /// The answer is not usable UserInfo: not JSON or a signed JWT, a signature, `iss` or `aud`
+    /// that does not verify, too large.
+    #[error("the UserInfo answer is unusable: {0}")]
+    Invalid(String),
+    /// The answer is about another user than the ID token (§5.3.2: never used).
+    #[error("the UserInfo answer names another subject than the ID token")]
+    OtherSubject,
+}
+
+impl UserInfoError {
+    /// The failure as a word of a small vocabulary (audit reasons and metric labels).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UserInfoError::Refused(_) => "userinfo_refused",
+            UserInfoError::Invalid(_) => "userinfo_invalid",
+            UserInfoError::OtherSubject => "userinfo_subject_mismatch",
+        }
+    }
+}
+
+/// The session's claims: the ID token's, with UserInfo's wherever UserInfo has a claim (its
+/// profile data is the fresher, re-read at each refresh), except the [`PROTOCOL_CLAIMS`], where
+/// the ID token's always stand.
+pub fn merge_claims(
+    mut id_token: Map<String, Value>,
+    userinfo: &Map<String, Value>,
+) -> Map<String, Value> {
+    for (name, value) in userinfo {
+        if !PROTOCOL_CLAIMS.contains(&name.as_str()) {
+            id_token.insert(name.clone(), value.clone());
+        }
+    }
+    id_token
+}
+
+/// The warning gate of a provider client.
+pub(super) fn warnings() -> OncePerInterval {
+    OncePerInterval::new(WARNING_INTERVAL, 1)
+}
+
+/// When UserInfo is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Occasion {
+    /// At a login: under `required`, any failure fails it.
+    Login,
+    /// At a refresh: the tokens are rotated already, so only another subject ends the session.
+    Refresh,
+}
+
+/// Every claim beyond the standard ones, as the provider sent it.
+#[derive(Debug, Deserialize, Serialize)]
+struct OtherClaims(Map<String, Value>);
+
+impl AdditionalClaims for OtherClaims {}
+
+/// A checked UserInfo answer as openidconnect reads it.
+type Claims = openidconnect::UserInfoClaims<OtherClaims, CoreGenderClaim>;
+
+impl Provider {
+    /// The UserInfo claims to keep for the user `sub`, read with `access_token` as
+    /// `oidc.userinfo` says. `None`: none to keep (off; no endpoint; or, except at a login
+    /// under `required`, an endpoint that refused or failed, reported once an hour), so the
+    /// session keeps the claims it has. An answer about another user is an error under every
+    /// mode: at a login [`UserInfoError::OtherSubject`], at a refresh
+    /// [`OidcError::SubjectChanged`] (the session ends, as for a refreshed ID token).
+    pub(super) async fn user_info(
+        &self,
+        discovered: &Discovered,
+        access_token: &AccessToken,
+        sub: &str,
+        occasion: Occasion,
+    ) -> Result<Option<Map<String, Value>>, OidcError> {
+        let mode = self.settings.userinfo;
+        if mode == UserInfoMode::Off {
+            return Ok(None);
+        }
+        // Under `required`, a discovery without one fails, so no login gets this far.
+        let Some(endpoint) = discovered.userinfo_endpoint.clone() else {
+            return Ok(None);
+        };
+        let client = discovered.client.clone().set_user_info_url(endpoint);
+        let request = async {
+            let claims: Claims = client
+                .user_info(
+                    access_token.clone(),
+                    Some(SubjectIdentifier::new(sub.to_owned())),
+                )
+                .request_async(&self.traced_http())
+                .await
+                .map_err(classify)?;
+            Ok(kept_claims(&claims)?)
+        };
+        match super::observed("userinfo", request).await {
+            Ok(claims) => Ok(Some(claims)),
+            Err(OidcError::UserInfo(UserInfoError::OtherSubject)) => Err(match occasion {
+                Occasion::Login => UserInfoError::OtherSubject.into(),
+                Occasion::Refresh => OidcError::SubjectChanged,
+            }),
+            Err(error) if occasion == Occasion::Login && mode == UserInfoMode::Required => {
+                Err(error)
+            }
+            Err(error) => {
+                self.report_unusable(&error, occasion);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Tells the operator, once an hour, that UserInfo answers nothing usable.
+    fn report_unusable(&self, error: &OidcError, occasion: Occasion) {
+        if self.userinfo_warnings.due("userinfo", unix_now()) {
+            tracing::warn!(
+                issuer = %self.settings.issuer,
+                error = %error,
+                occasion = ?occasion,
+                "UserInfo is unusable: sessions keep the claims they have, the ID token's at a \
+                 login (oidc.userinfo; reported once an hour; `off` stops the calls)"
+            );
+        } else {
+            tracing::debug!(error = %error, occasion = ?occasion, "UserInfo is unusable");
+        }
+    }
+}
+
+/// What a session keeps of a checked answer: its claims without the protocol and unresolved
+/// ones, within [`MAX_USERINFO_CLAIMS_BYTES`].
+fn kept_claims(claims: &Claims) -> Result<Map<String, Value>, UserInfoError> {
+    let Ok(Value::Object(mut kept)) = serde_json::to_value(claims) else {
+        return Err(UserInfoError::Invalid(
+            "the claims are not a JSON object".into(),
+        ));
+    };
+    kept.retain(|name, _| {
+        !PROTOCOL_CLAIMS.contains(&name.as_str()) && !UNRESOLVED_CLAIMS.contains(&name.as_str())
+    });
+    let size = serde_json::to_vec(&kept).map_or(usize::MAX, |json| json.len());
+    if size > MAX_USERINFO_CLAIMS_BYTES {
+        return Err(UserInfoError::Invalid(format!(
+            "its claims take {size} bytes, more than the {MAX_USERINFO_CLAIMS_BYTES} a session keeps"
+        )));
+    }
+    Ok(kept)
+}
+
+/// Classifies a failed UserInfo request: unreachable or a server error is an outage; a `4xx`
+/// a refusal of the token; anything else an unusable answer. Never a claim value in the text.
+fn classify<RE>(error: openidconnect::UserInfoError<RE>) -> OidcError
+where
+    RE: std::error::Error + 'static,
+{
+    use openidconnect::UserInfoError as Failed;
+    match error {
+        Failed::ClaimsVerification(ClaimsVerificationError::InvalidSubject(_)) => {
+            UserInfoError::OtherSubject.into()
+        }
+        Failed::ClaimsVerification(other) => {
+            UserInfoError::Invalid(format!("signed answer: {other}")).into()
+        }
+        Failed::Parse(error) => {
+            UserInfoError::Invalid(format!("not a UserInfo response (at `{}`)", error.path()))
+                .into()
+        }
+        Failed::Request(error) => {
+            OidcError::Unavailable(format!("UserInfo endpoint unreachable: {error}"))
+        }
+        Failed::Response(status, _, _) if status.is_server_error() => {
+            OidcError::Unavailable(format!("UserInfo endpoint answered {status}"))
+        }
+        Failed::Response(status, _, _) if status.is_client_error() => {
+            UserInfoError::Refused(format!("HTTP {status}")).into()
+        }
+        Failed::Response(_, _, message) | Failed::Other(message) => {
+            UserInfoError::Invalid(message).into()
+        }
+        _ => UserInfoError::Invalid("unexpected failure".into()).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    fn checked(json: Value, sub: &str) -> Result<Map<String, Value>, OidcError> {
+        let expected = SubjectIdentifier::new(sub.to_owned());
+        let claims =
+            Claims::from_json::<std::io::Error>(json.to_string().as_bytes(), Some(&expected))
+                .map_err(classify)?;
+        Ok(kept_claims(&claims)?)
+    }
+
+    #[test]
+    fn userinfo_wins_for_profile_claims_and_never_for_protocol_ones() {
+        let id_token = map(json!({
+            "iss": "https://op", "sub": "alice", "aud": "vestibule", "exp": 10, "iat": 1,
+            "nonce": "n", "acr": "1", "amr": ["pwd"], "sid": "s", "auth_time": 1,
+            "name": "Old Name", "email": "a@old",
+        }));
+        let userinfo = map(json!({
+            "sub": "mallory", "iss": "https://evil", "aud": "other", "exp": 99, "acr": "0",
+            "amr": [], "sid": "x", "nonce": "m", "auth_time": 5, "jti": "j", "azp": "other",
+            "name": "New Name", "groups": ["admins"],
+        }));
+        let merged = merge_claims(id_token.clone(), &userinfo);
+        assert_eq!(merged["name"], "New Name", "UserInfo is the fresher");
+        assert_eq!(
+            merged["groups"],
+            json!(["admins"]),
+            "UserInfo-only claims are added"
+        );
+        assert_eq!(merged["email"], "a@old", "ID-token-only claims stay");
+        for protocol in PROTOCOL_CLAIMS {
+            assert_eq!(merged.get(protocol), id_token.get(protocol), "{protocol}");
+        }
+    }
+
+    #[test]
+    fn a_checked_answer_keeps_its_claims_without_protocol_and_unresolved_ones() {
+        let kept = checked(
+            json!({
+                "sub": "alice", "iss": "https://op", "aud": "vestibule",
+                "name": "Alice", "email_verified": true, "groups": ["a", "b"],
+                "_claim_names": { "credit": "src1" },
+                "_claim_sources": { "src1": { "endpoint": "https://x", "access_token": "secret" } },
+            }),
+            "alice",
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(kept),
+            json!({ "name": "Alice", "email_verified": true, "groups": ["a", "b"] })
+        );
+    }
+
+    #[test]
+    fn an_answer_about_another_user_or_none_is_refused() {
+        assert!(matches!(
+            checked(json!({ "sub": "mallory", "name": "M" }), "alice"),
+            Err(OidcError::UserInfo(UserInfoError::OtherSubject))
+        ));
+        assert!(matches!(
+            checked(json!({ "name": "nobody" }), "alice"),
+            Err(OidcError::UserInfo(UserInfoError::Invalid(_)))
+        ));
+    }
+
+    #[test]
+    fn an_answer_too_large_for_a_session_is_refused_whole() {
+        let fits = "x".repeat(MAX_USERINFO_CLAIMS_BYTES - 100);
+        assert!(checked(json!({ "sub": "alice", "bio": fits }), "alice").is_ok());
+        let too_large = "x".repeat(MAX_USERINFO_CLAIMS_BYTES);
+        let refused = checked(json!({ "sub": "alice", "bio": too_large }), "alice");
+        assert!(
+            matches!(&refused, Err(OidcError::UserInfo(UserInfoError::Invalid(reason))) if reason.contains("4096")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn failures_are_outages_refusals_or_bad_answers() {
+        use openidconnect::http::StatusCode;
+        type Failed = openidconnect::UserInfoError<std::io::Error>;
+        let response = |status| Failed::Response(status, Vec::new(), "status".into());
+        assert!(matches!(
+            classify(response(StatusCode::UNAUTHORIZED)),
+            OidcError::UserInfo(UserInfoError::Refused(_))
+        ));
+        assert!(matches!(
+            classify(response(StatusCode::FORBIDDEN)),
+            OidcError::UserInfo(UserInfoError::Refused(_))
+        ));
+        assert!(matches!(
+            classify(response(StatusCode::SERVICE_UNAVAILABLE)),
+            OidcError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(Failed::Request(std::io::Error::other("refused"))),
+            OidcError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(Failed::Response(
+                StatusCode::OK,
+                Vec::new(),
+                "unexpected response Content-Type".into()
+            )),
+            OidcError::UserInfo(UserInfoError::Invalid(_))
+        ));
+    }
+}
