@@ -127,8 +127,8 @@ fn the_realm_client_matches_the_public_url() {
     );
     assert_eq!(
         attribute(&client, "post.logout.redirect.uris"),
-        format!("{public_url}/"),
-        "{file}: the post-logout redirect URI must be public_url + /"
+        format!("{public_url}/api/auth/logout-callback"),
+        "{file}: the post-logout redirect URI must be public_url + /api/auth/logout-callback"
     );
     assert_eq!(
         strings(&client["webOrigins"], "webOrigins"),
