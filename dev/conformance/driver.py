@@ -87,6 +87,13 @@ EXPECT = {
     "oidcc-client-test-refresh-token-invalid-sub": "refresh-refused",
 }
 
+# What Vestibule's callback must answer where a refusal has one right status: an ID token
+# without `sub` or `iat` is a bad token (502), not a provider outage (503).
+CALLBACK_STATUS = {
+    "oidcc-client-test-missing-sub": 502,
+    "oidcc-client-test-missing-iat": 502,
+}
+
 # What the post-logout landing must answer, per RP-initiated logout module.
 # A state that is not ours, or none although we sent one (the OP MUST return it: RP-Initiated
 # Logout §3), is refused with an error page; the session ended already.
@@ -337,6 +344,10 @@ def run_module(args, suite, mid, name, rec, issuer, workdir, upstream):
             rec["sub"] = user.get("sub")
             rec["claims"] = sorted(user.get("claims", {}).keys())
         got = "accept" if status == 200 else "reject"
+        callback = [h["status"] for h in hops if h["url"].endswith("/api/auth/callback")]
+        rec["callback_status"] = callback[-1] if callback else None
+        if name in CALLBACK_STATUS and rec["callback_status"] != CALLBACK_STATUS[name]:
+            got = "callback answered %s, expected %s" % (rec["callback_status"], CALLBACK_STATUS[name])
         if args.scenario == "refresh" and status == 200:
             before = Upstream.calls
             # The token's assumed lifetime (less the refresh skew) must pass: the next call
