@@ -106,6 +106,7 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         scopes: oidc.scopes,
         prompt: oidc.prompt,
         userinfo: oidc.userinfo,
+        userinfo_token_method: oidc.userinfo_token_method,
         auth_method: oidc.client_auth_method,
         id_token_alg: oidc.id_token_signed_response_alg,
         ca_certificates: oidc.ca_certificates,

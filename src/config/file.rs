@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use crate::oidc::{ClientAuthMethod, UserInfoMode};
+use crate::oidc::{ClientAuthMethod, UserInfoMode, UserInfoTokenMethod};
 
 /// The whole configuration file, as written (environment variables merged in).
 #[derive(Debug, Deserialize)]
@@ -246,6 +246,9 @@ pub struct OidcSection {
     /// Whether logins and refreshes read the UserInfo endpoint (`auto`, `required`, `off`).
     #[serde(default)]
     pub userinfo: UserInfoMode,
+    /// How UserInfo receives the access token (`header`, `body`).
+    #[serde(default)]
+    pub userinfo_token_method: UserInfoTokenMethod,
     /// The algorithm this client's ID tokens are signed with, as registered at the provider
     /// (OIDC Dynamic Client Registration's parameter of the same name); absent: learnt.
     #[serde(default)]

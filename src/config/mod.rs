@@ -25,7 +25,7 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::oidc::{ClientAuthMethod, SigningAlg, UserInfoMode};
+use crate::oidc::{ClientAuthMethod, SigningAlg, UserInfoMode, UserInfoTokenMethod};
 use crate::session::KeyRing;
 use crate::session::store::{RedisTls, RedisTopology};
 use crate::upstreams::Route;
@@ -96,6 +96,8 @@ pub struct OidcSettings {
     pub prompt: Option<String>,
     /// `oidc.userinfo`: whether logins and refreshes read the UserInfo endpoint.
     pub userinfo: UserInfoMode,
+    /// `oidc.userinfo_token_method`: how UserInfo receives the access token.
+    pub userinfo_token_method: UserInfoTokenMethod,
     /// `oidc.id_token_signed_response_alg`: the one algorithm ID tokens and logout tokens must
     /// be signed with; `None`: logout tokens under the algorithms of verified ID tokens (never HS).
     pub id_token_signed_response_alg: Option<SigningAlg>,
@@ -339,6 +341,31 @@ mod tests {
             es256.oidc.id_token_signed_response_alg,
             SigningAlg::parse("ES256")
         );
+    }
+
+    #[test]
+    fn the_userinfo_token_travels_in_the_header_unless_body_is_asked_for() {
+        let method = |line: &str| load(&base().replace("[oidc]", &format!("[oidc]\n{line}")));
+        assert_eq!(
+            method("").unwrap().oidc.userinfo_token_method,
+            UserInfoTokenMethod::Header
+        );
+        assert_eq!(
+            method("userinfo_token_method = \"body\"")
+                .unwrap()
+                .oidc
+                .userinfo_token_method,
+            UserInfoTokenMethod::Body
+        );
+        for refused in ["\"query\"", "\"Body\"", "true"] {
+            let error = method(&format!("userinfo_token_method = {refused}"))
+                .err()
+                .unwrap();
+            assert!(
+                error.to_string().contains("oidc.userinfo_token_method"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

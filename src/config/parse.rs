@@ -111,6 +111,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             discovery_url,
             prompt: prompt(oidc.prompt, &oidc.scopes),
             userinfo: oidc.userinfo,
+            userinfo_token_method: oidc.userinfo_token_method,
             issuer: oidc.issuer,
             client_id: oidc.client_id,
             client_secret,

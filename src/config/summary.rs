@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::{AuditSubject, Frontend, LogFormat, Settings};
-use crate::oidc::{ClientAuthMethod, UserInfoMode};
+use crate::oidc::{ClientAuthMethod, UserInfoMode, UserInfoTokenMethod};
 use crate::redact;
 use crate::session::SuspiciousUseAction;
 
@@ -78,6 +78,14 @@ impl Settings {
                 }
                 UserInfoMode::Required => "read at each login and refresh; required (required)",
                 UserInfoMode::Off => "never read (off)",
+            }
+            .to_owned(),
+        );
+        line(
+            "oidc.userinfo_token_method",
+            match oidc.userinfo_token_method {
+                UserInfoTokenMethod::Header => "Authorization: Bearer header (header)",
+                UserInfoTokenMethod::Body => "form-encoded POST body (body)",
             }
             .to_owned(),
         );

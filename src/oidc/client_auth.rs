@@ -91,6 +91,7 @@ impl Provider {
             jwks: current.jwks.clone(),
             asymmetric_id_token_algs: current.asymmetric_id_token_algs.clone(),
             userinfo_endpoint: current.userinfo_endpoint.clone(),
+            back_channel: current.back_channel.clone(),
         });
         self.discovered.store(Some(switched.clone()));
         switched

@@ -46,6 +46,8 @@ pub(super) struct Discovered {
     pub(super) asymmetric_id_token_algs: Vec<CoreJwsSigningAlgorithm>,
     /// The UserInfo endpoint, on the back channel's origin (see [`BackChannel`]), if any.
     pub(super) userinfo_endpoint: Option<UserInfoUrl>,
+    /// How back-channel URLs on the issuer's origin are reached (distributed claims too).
+    pub(super) back_channel: BackChannel,
 }
 
 /// What a token anyone may post may have discovery do for it (see
@@ -276,6 +278,7 @@ impl Provider {
             jwks,
             asymmetric_id_token_algs,
             userinfo_endpoint,
+            back_channel,
         })
     }
 }

@@ -391,7 +391,7 @@ fn verify_signature(
 }
 
 /// Whether `key` may verify an `alg` signature (its use, type and own `alg`).
-fn fits(key: &CoreJsonWebKey, alg: &CoreJwsSigningAlgorithm) -> bool {
+pub(super) fn fits(key: &CoreJsonWebKey, alg: &CoreJwsSigningAlgorithm) -> bool {
     if key
         .key_use()
         .is_some_and(|key_use| !key_use.allows_signature())

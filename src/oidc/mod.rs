@@ -9,6 +9,7 @@
 mod attempts;
 mod authorization;
 mod back_channel;
+mod claim_sources;
 mod client_auth;
 mod discovery;
 mod grants;
@@ -31,7 +32,7 @@ pub use authorization::AuthorizationRequest;
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError};
-pub use settings::{ClientAuthMethod, ProviderSettings, UserInfoMode};
+pub use settings::{ClientAuthMethod, ProviderSettings, UserInfoMode, UserInfoTokenMethod};
 pub use signing_algs::SigningAlg;
 pub use userinfo::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS, UserInfoError, merge_claims};
 

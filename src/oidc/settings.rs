@@ -43,6 +43,18 @@ pub enum UserInfoMode {
     Off,
 }
 
+/// How the access token travels to the UserInfo endpoint (`oidc.userinfo_token_method`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserInfoTokenMethod {
+    /// `Authorization: Bearer` (RFC 6750 §2.1): what every server must accept.
+    #[default]
+    Header,
+    /// A form-encoded `POST` body with `access_token` (RFC 6750 §2.2), for the rare provider
+    /// that demands it.
+    Body,
+}
+
 /// Settings the provider client needs.
 pub struct ProviderSettings {
     /// The configured issuer; discovery must name exactly this one.
@@ -72,4 +84,6 @@ pub struct ProviderSettings {
     pub assumed_token_lifetime: std::time::Duration,
     /// `oidc.userinfo`: whether logins and refreshes read the UserInfo endpoint.
     pub userinfo: UserInfoMode,
+    /// `oidc.userinfo_token_method`: how UserInfo receives the access token.
+    pub userinfo_token_method: UserInfoTokenMethod,
 }

@@ -128,6 +128,7 @@ mod tests {
             ca_certificates: Vec::new(),
             assumed_token_lifetime: std::time::Duration::from_secs(300),
             userinfo: Default::default(),
+            userinfo_token_method: Default::default(),
         })
         .unwrap()
     }

@@ -5,8 +5,10 @@
 //! signed answer (`application/jwt`) must verify with the provider's keys and name the issuer
 //! and this client (`iss`, `aud`). An answer about another user is never used, whatever the
 //! mode; any other failure is the caller's to weigh ([`Provider::user_info`]). Aggregated and
-//! distributed claims (`_claim_names`, `_claim_sources`) are not resolved: they are dropped (a
-//! source may carry an access token), as are the protocol claims no answer may replace.
+//! distributed claims (`_claim_names`, `_claim_sources`) are resolved by [`claim_sources`]
+//! when they come from this provider, and never stored themselves (a source may carry an
+//! access token); the protocol claims no answer may replace are dropped. The token is sent as
+//! `oidc.userinfo_token_method` says.
 
 use std::time::Duration;
 
@@ -15,8 +17,9 @@ use openidconnect::{AccessToken, AdditionalClaims, ClaimsVerificationError, Subj
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::claim_sources::{self, ProviderOrigins, SourceError};
 use super::discovery::Discovered;
-use super::{OidcError, Provider, UserInfoMode};
+use super::{OidcError, Provider, TracedHttp, UserInfoMode, UserInfoTokenMethod};
 use crate::clock::{OncePerInterval, unix_now};
 
 /// The ID token's claims that no UserInfo answer replaces: who the user is, for whom and when
@@ -39,7 +42,8 @@ pub const PROTOCOL_CLAIMS: [&str; 15] = [
     "jti",
 ];
 
-/// Aggregated and distributed claims (OIDC Core §5.6.2): references, not values; not resolved.
+/// Aggregated and distributed claims (OIDC Core §5.6.2): references, never stored (a source
+/// may carry an access token); their values are resolved by [`claim_sources`].
 const UNRESOLVED_CLAIMS: [&str; 2] = ["_claim_names", "_claim_sources"];
 
 /// The most UserInfo claims a session keeps (their JSON, in bytes): every session record
@@ -92,9 +96,9 @@ pub fn merge_claims(
     id_token
 }
 
-/// The warning gate of a provider client.
+/// The warning gate of a provider client (UserInfo unusable; claim sources unresolved).
 pub(super) fn warnings() -> OncePerInterval {
-    OncePerInterval::new(WARNING_INTERVAL, 1)
+    OncePerInterval::new(WARNING_INTERVAL, 2)
 }
 
 /// When UserInfo is read.
@@ -144,13 +148,28 @@ impl Provider {
                     access_token.clone(),
                     Some(SubjectIdentifier::new(sub.to_owned())),
                 )
-                .request_async(&self.traced_http())
+                .request_async(&UserInfoHttp {
+                    inner: self.traced_http(),
+                    token_method: self.settings.userinfo_token_method,
+                })
                 .await
                 .map_err(classify)?;
-            Ok(kept_claims(&claims)?)
+            let answer = answer_claims(&claims)?;
+            let origins = ProviderOrigins::new(&self.settings.issuer, &self.settings.discovery_url);
+            let sources =
+                claim_sources::plan(&answer, &origins, |url| discovered.back_channel.route(url));
+            Ok((kept_claims(answer)?, sources))
         };
         match super::observed("userinfo", request).await {
-            Ok(claims) => Ok(Some(claims)),
+            Ok((mut claims, sources)) => {
+                let skipped = self
+                    .resolve_claim_sources(discovered, access_token, sources, &mut claims)
+                    .await;
+                if !skipped.is_empty() {
+                    self.report_unresolved(&skipped);
+                }
+                Ok(Some(claims))
+            }
             Err(OidcError::UserInfo(UserInfoError::OtherSubject)) => Err(match occasion {
                 Occasion::Login => UserInfoError::OtherSubject.into(),
                 Occasion::Refresh => OidcError::SubjectChanged,
@@ -162,6 +181,27 @@ impl Provider {
                 self.report_unusable(&error, occasion);
                 Ok(None)
             }
+        }
+    }
+
+    /// Tells the operator, once an hour, that some aggregated or distributed claims were not
+    /// resolved (the source names and fixed reasons only: never a claim or a token).
+    fn report_unresolved(&self, skipped: &[(String, SourceError)]) {
+        let sources = skipped
+            .iter()
+            .map(|(name, error)| format!("{name}: {error}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.userinfo_warnings.due("claim_sources", unix_now()) {
+            tracing::warn!(
+                issuer = %self.settings.issuer,
+                sources = %sources,
+                "UserInfo names aggregated or distributed claims that were not resolved: \
+                 sessions keep the other claims (only sources of this provider, signed with its \
+                 keys, are resolved; reported once an hour)"
+            );
+        } else {
+            tracing::debug!(sources = %sources, "claim sources not resolved");
         }
     }
 
@@ -181,14 +221,70 @@ impl Provider {
     }
 }
 
-/// What a session keeps of a checked answer: its claims without the protocol and unresolved
-/// ones, within [`MAX_USERINFO_CLAIMS_BYTES`].
-fn kept_claims(claims: &Claims) -> Result<Map<String, Value>, UserInfoError> {
-    let Ok(Value::Object(mut kept)) = serde_json::to_value(claims) else {
-        return Err(UserInfoError::Invalid(
+/// The provider's HTTP client for UserInfo requests, sending the access token the way
+/// `oidc.userinfo_token_method` says. openidconnect always builds an `Authorization: Bearer`
+/// GET; under `body` that request is rewritten on its way out, so the answer is read and
+/// checked exactly as under `header`.
+struct UserInfoHttp<'a> {
+    inner: TracedHttp<'a>,
+    token_method: UserInfoTokenMethod,
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for UserInfoHttp<'_> {
+    type Error = <TracedHttp<'c> as openidconnect::AsyncHttpClient<'c>>::Error;
+    type Future = <TracedHttp<'c> as openidconnect::AsyncHttpClient<'c>>::Future;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        let request = match self.token_method {
+            UserInfoTokenMethod::Header => request,
+            UserInfoTokenMethod::Body => token_in_body(request),
+        };
+        self.inner.call(request)
+    }
+}
+
+/// `request` with its bearer token moved from the `Authorization` header into a form-encoded
+/// `POST` body (RFC 6750 §2.2): one token, in one place (a server must refuse two).
+fn token_in_body(mut request: openidconnect::HttpRequest) -> openidconnect::HttpRequest {
+    use openidconnect::http::{HeaderValue, Method, header};
+    let token = request
+        .headers_mut()
+        .remove(header::AUTHORIZATION)
+        .and_then(|value| {
+            let value = value.to_str().ok()?;
+            let token = value
+                .get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                .map(|_| &value[7..])?;
+            Some(token.to_owned())
+        })
+        .unwrap_or_default();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("access_token", &token)
+        .finish();
+    *request.method_mut() = Method::POST;
+    request.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    *request.body_mut() = body.into_bytes();
+    request
+}
+
+/// A checked answer's claims, as a JSON object.
+fn answer_claims(claims: &Claims) -> Result<Map<String, Value>, UserInfoError> {
+    match serde_json::to_value(claims) {
+        Ok(Value::Object(answer)) => Ok(answer),
+        _ => Err(UserInfoError::Invalid(
             "the claims are not a JSON object".into(),
-        ));
-    };
+        )),
+    }
+}
+
+/// What a session keeps of a checked answer: its claims without the protocol ones and the
+/// claim-source references (resolved separately, see [`claim_sources`]), within
+/// [`MAX_USERINFO_CLAIMS_BYTES`].
+fn kept_claims(mut kept: Map<String, Value>) -> Result<Map<String, Value>, UserInfoError> {
     kept.retain(|name, _| {
         !PROTOCOL_CLAIMS.contains(&name.as_str()) && !UNRESOLVED_CLAIMS.contains(&name.as_str())
     });
@@ -252,7 +348,7 @@ mod tests {
         let claims =
             Claims::from_json::<std::io::Error>(json.to_string().as_bytes(), Some(&expected))
                 .map_err(classify)?;
-        Ok(kept_claims(&claims)?)
+        Ok(kept_claims(answer_claims(&claims)?)?)
     }
 
     #[test]
@@ -320,6 +416,31 @@ mod tests {
             matches!(&refused, Err(OidcError::UserInfo(UserInfoError::Invalid(reason))) if reason.contains("4096")),
             "{refused:?}"
         );
+    }
+
+    #[test]
+    fn under_body_the_token_moves_from_the_header_into_a_form_post() {
+        use openidconnect::http::{Method, Request, header};
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri("https://op.example/userinfo")
+            .header(header::AUTHORIZATION, "Bearer a+b/c=")
+            .header(header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .unwrap();
+        let moved = token_in_body(request);
+        assert_eq!(moved.method(), Method::POST);
+        assert_eq!(moved.uri(), "https://op.example/userinfo");
+        assert!(
+            moved.headers().get(header::AUTHORIZATION).is_none(),
+            "one token, in the body only"
+        );
+        assert_eq!(
+            moved.headers()[header::CONTENT_TYPE],
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(moved.headers()[header::ACCEPT], "application/json");
+        assert_eq!(moved.body(), b"access_token=a%2Bb%2Fc%3D");
     }
 
     #[test]

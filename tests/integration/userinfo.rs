@@ -323,3 +323,145 @@ async fn required_without_a_userinfo_endpoint_is_not_ready_and_refuses_logins() 
     browser.login("alice").await;
     assert_eq!(auto.provider.userinfo_calls().await, 0);
 }
+
+/// A loopback HTTP server on another origin than the provider's, counting the requests it
+/// receives (a distributed claim source Vestibule must never call).
+async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let router = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            "eyJhbGciOiJub25lIn0.eyJ0ZWFtIjoiZXZpbCJ9."
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/claims", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn under_body_the_token_reaches_userinfo_in_a_form_post_and_claims_are_merged() {
+    let app = app_with(None)
+        .oidc_toml("userinfo_token_method = \"body\"\n")
+        .start()
+        .await;
+    app.provider
+        .set_userinfo(json!({ "claims": { "nickname": "posted" } }))
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (_, user) = browser.user().await;
+    assert_eq!(user["claims"]["nickname"], "posted", "{user}");
+    let record = app.provider.claim_source_record().await;
+    assert_eq!(
+        record["userinfo_transports"],
+        json!([{ "method": "POST", "header": false, "body": true, "query": false }]),
+        "the token in the form body only"
+    );
+}
+
+#[tokio::test]
+async fn by_default_the_token_reaches_userinfo_in_the_authorization_header() {
+    let app = app_with(None).start().await;
+    app.browser().login("alice").await;
+    let record = app.provider.claim_source_record().await;
+    assert_eq!(
+        record["userinfo_transports"],
+        json!([{ "method": "GET", "header": true, "body": false, "query": false }])
+    );
+}
+
+#[tokio::test]
+async fn aggregated_and_distributed_claims_of_the_provider_are_resolved() {
+    let app = app_with(None).start().await;
+    app.provider
+        .set_claim_sources(json!({
+            "aggregated": { "claims": { "team": "blue" } },
+            "distributed": { "claims": { "credit_score": 650 }, "access_token": "source-token-1" },
+        }))
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (_, user) = browser.user().await;
+    let claims = &user["claims"];
+    assert_eq!(claims["team"], "blue", "aggregated: {user}");
+    assert_eq!(claims["credit_score"], 650, "distributed: {user}");
+    assert!(claims.get("_claim_names").is_none(), "{user}");
+    assert!(claims.get("_claim_sources").is_none(), "{user}");
+    let record = app.provider.claim_source_record().await;
+    assert_eq!(
+        record["claims_endpoint_requests"],
+        json!([{ "method": "GET", "bearer_ok": true }]),
+        "fetched once, with the source's own access token"
+    );
+    assert!(
+        !user.to_string().contains("source-token-1"),
+        "never kept: {user}"
+    );
+    assert!(!logs::since(0).contains("source-token-1"), "never logged");
+}
+
+#[tokio::test]
+async fn a_distributed_source_on_another_origin_is_never_fetched() {
+    let (elsewhere, hits) = counting_server().await;
+    let app = app_with(None).start().await;
+    app.provider
+        .set_claim_sources(json!({
+            "distributed": { "claims": { "credit_score": 999 }, "endpoint": elsewhere },
+            "aggregated": { "claims": { "team": "blue" } },
+        }))
+        .await;
+    let from = logs::position();
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (_, user) = browser.user().await;
+    assert!(user["claims"].get("credit_score").is_none(), "{user}");
+    assert_eq!(
+        user["claims"]["team"], "blue",
+        "the other sources still count"
+    );
+    assert_eq!(user["claims"]["nickname"], Value::Null);
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the other origin saw no request"
+    );
+    wait_for(
+        "the unresolved source's warning",
+        std::time::Duration::from_secs(10),
+        || async move {
+            logs::since(from)
+                .contains("not on the provider's origin")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_claim_source_not_signed_by_the_provider_is_not_merged() {
+    let app = app_with(Some("required")).start().await;
+    app.provider
+        .set_claim_sources(json!({
+            "aggregated": { "claims": { "team": "forged" }, "key": "unknown" },
+            "distributed": { "claims": { "credit_score": 1 }, "key": "unknown" },
+        }))
+        .await;
+    app.provider
+        .set_userinfo(json!({ "claims": { "nickname": "ally" } }))
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (_, user) = browser.user().await;
+    let claims = &user["claims"];
+    assert!(claims.get("team").is_none(), "{user}");
+    assert!(claims.get("credit_score").is_none(), "{user}");
+    assert_eq!(
+        claims["nickname"], "ally",
+        "the login and the rest of UserInfo stand, even under required"
+    );
+}

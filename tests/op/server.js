@@ -427,7 +427,7 @@ function buildProvider(issuer) {
     claims: {
       openid: ['sub'],
       email: ['email', 'email_verified'],
-      profile: ['name', 'given_name', 'family_name', 'preferred_username', ...USERINFO_TEST_CLAIMS],
+      profile: ['name', 'given_name', 'family_name', 'preferred_username', ...USERINFO_TEST_CLAIMS, ...CLAIM_SOURCE_TEST_CLAIMS],
     },
     responseTypes: ['code'],
     pkce: {
@@ -581,7 +581,7 @@ let userinfoSwitches = {};
 
 function withUserinfoSwitches(use, claims) {
   if (use !== 'userinfo') return claims;
-  return { ...claims, ...(userinfoSwitches.claims ?? {}) };
+  return withClaimSources({ ...claims, ...(userinfoSwitches.claims ?? {}) });
 }
 
 // The W3C traceparent of each request to the userinfo endpoint (null when absent).
@@ -637,6 +637,100 @@ function refusedByUserinfoSwitch(req, res) {
   });
   res.end(text);
   return true;
+}
+
+// ---------------------------------------------------------------------------
+// Aggregated and distributed claims, and how the UserInfo token arrived (issue 29, "claims")
+// ---------------------------------------------------------------------------
+// POST /__test/claim-sources with a JSON body ({} restores the defaults) makes UserInfo answer
+// `_claim_names` / `_claim_sources` (OIDC Core §5.6.2) besides its own claims:
+//   "aggregated":  {"claims": {...}, "key": "provider" | "unknown", "iss": "…"}
+//                  source "agg": a JWT of those claims (with `iss` = this issuer unless "iss"
+//                  is given), signed with the provider's own key (or a key not in its JWKS);
+//   "distributed": {"claims": {...}, "key": …, "access_token": "…", "endpoint": "…"}
+//                  source "dist": an endpoint (default: GET /__test/claims-endpoint on this
+//                  origin) that answers those claims as a signed JWT when called with
+//                  `Authorization: Bearer <access_token>`, 401 otherwise; without
+//                  "access_token" the source names none (the caller's own token is not checked).
+// Claim names must be in CLAIM_SOURCE_TEST_CLAIMS (oidc-provider keeps `_claim_names` only for
+// claims the granted scopes allow). GET /__test/claim-sources answers the switches, each
+// claims-endpoint request ({bearer_ok}), and how each UserInfo request carried its token
+// ({method, header, body, query}: whether an `Authorization: Bearer` header, a form body
+// `access_token`, a query `access_token` was present). Never a token value.
+
+const CLAIM_SOURCE_TEST_CLAIMS = ['team', 'credit_score'];
+let claimSourceSwitches = {};
+const claimsEndpointRequests = [];
+const userinfoTransports = [];
+
+function claimSourceJwt(source) {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { ...(source.claims ?? {}), iat: now, exp: now + 300 };
+  if (source.iss !== null) claims.iss = source.iss ?? issuer;
+  return signToken({ alg: JWKS_ALG, typ: 'JWT' }, claims, source.key ?? 'provider');
+}
+
+function withClaimSources(claims) {
+  const { aggregated, distributed } = claimSourceSwitches;
+  if (!aggregated && !distributed) return claims;
+  const names = {};
+  const sources = {};
+  if (aggregated) {
+    for (const name of Object.keys(aggregated.claims ?? {})) names[name] = 'agg';
+    sources.agg = { JWT: claimSourceJwt(aggregated) };
+  }
+  if (distributed) {
+    for (const name of Object.keys(distributed.claims ?? {})) names[name] = 'dist';
+    sources.dist = { endpoint: distributed.endpoint ?? `${issuer}/__test/claims-endpoint` };
+    if (distributed.access_token) sources.dist.access_token = distributed.access_token;
+  }
+  return { ...claims, _claim_names: names, _claim_sources: sources };
+}
+
+function claimSourceTestEndpoint(req, res) {
+  if (req.method === 'GET') {
+    req.resume();
+    sendJson(res, 200, { switches: claimSourceSwitches, claims_endpoint_requests: claimsEndpointRequests, userinfo_transports: userinfoTransports });
+    return;
+  }
+  readBody(req).then((raw) => {
+    claimSourceSwitches = JSON.parse(raw || '{}');
+    sendJson(res, 200, claimSourceSwitches);
+  }).catch((err) => sendJson(res, 400, { error: String(err.message ?? err) }));
+}
+
+function claimsEndpoint(req, res) {
+  req.resume();
+  const distributed = claimSourceSwitches.distributed ?? {};
+  const expected = distributed.access_token;
+  const bearerOk = !expected || req.headers.authorization === `Bearer ${expected}`;
+  claimsEndpointRequests.push({ method: req.method, bearer_ok: bearerOk });
+  if (!bearerOk) {
+    res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"', 'content-length': 0 });
+    res.end();
+    return;
+  }
+  const text = claimSourceJwt(distributed);
+  res.writeHead(200, { 'content-type': 'application/jwt', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+// Records how a UserInfo request carries its token; a form body is read here and handed on
+// to oidc-provider (as strictClientAuth does).
+async function recordUserinfoTransport(req) {
+  const url = new URL(req.url, 'http://localhost');
+  if (url.pathname !== '/me') return;
+  let body = false;
+  if (req.method === 'POST' && /^application\/x-www-form-urlencoded/i.test(req.headers['content-type'] ?? '')) {
+    req.body = await readBody(req);
+    body = new URLSearchParams(req.body).has('access_token');
+  }
+  userinfoTransports.push({
+    method: req.method,
+    header: /^bearer /i.test(req.headers.authorization ?? ''),
+    body,
+    query: url.searchParams.has('access_token'),
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -758,6 +852,14 @@ function handleTest(req, res) {
   }
   if (pathname === '/__test/userinfo') {
     userinfoTestEndpoint(req, res);
+    return;
+  }
+  if (pathname === '/__test/claim-sources') {
+    claimSourceTestEndpoint(req, res);
+    return;
+  }
+  if (pathname === '/__test/claims-endpoint') {
+    claimsEndpoint(req, res);
     return;
   }
   if (['POST /__test/logout-token', 'POST /__test/end-sessions', 'POST /__test/refresh-error'].includes(route)) {
@@ -950,7 +1052,7 @@ const server = http.createServer((req, res) => {
     return;
   }
   if (refusedByUserinfoSwitch(req, res)) return;
-  strictClientAuth(req, res).then((proceed) => {
+  recordUserinfoTransport(req).then(() => strictClientAuth(req, res)).then((proceed) => {
     if (!proceed) return;
     changeTokenResponse(req, res);
     const isRefresh = typeof req.body === 'string'

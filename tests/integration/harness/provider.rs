@@ -449,6 +449,29 @@ impl TestProvider {
             .collect()
     }
 
+    /// Makes UserInfo answer aggregated (`"aggregated"`) and distributed (`"distributed"`)
+    /// claims from now on (see tests/op/README.md); `{}` restores the defaults.
+    pub async fn set_claim_sources(&self, switches: Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/claim-sources", self.issuer))
+            .json(&switches)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// What the claim-source switches recorded: `claims_endpoint_requests` (`{method,
+    /// bearer_ok}` each) and `userinfo_transports` (`{method, header, body, query}` each).
+    pub async fn claim_source_record(&self) -> Value {
+        reqwest::get(format!("{}/__test/claim-sources", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Requests to the userinfo endpoint so far (any outcome).
     pub async fn userinfo_calls(&self) -> u64 {
         self.stats().await["userinfo"].as_u64().unwrap()
