@@ -147,9 +147,11 @@ impl AppError {
             AppError::Login(LoginFailure::MissingParameters) => "missing_parameters",
             AppError::Login(LoginFailure::CodeRejected) => "code_rejected",
             AppError::Login(LoginFailure::IssuerMismatch) => "issuer_mismatch",
-            AppError::Provider(OidcError::Invalid(_) | OidcError::SubjectChanged) => {
-                "id_token_invalid"
-            }
+            AppError::Provider(
+                OidcError::Invalid(_)
+                | OidcError::SubjectChanged
+                | OidcError::RefreshedIdTokenInvalid(_),
+            ) => "id_token_invalid",
             AppError::Provider(OidcError::UserInfo(error)) => error.reason(),
             AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
                 "provider_unavailable"

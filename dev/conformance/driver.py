@@ -168,11 +168,12 @@ class Suite:
 
 
 class Upstream(BaseHTTPRequestHandler):
-    """The API behind Vestibule's route: answers 200 and counts the calls it receives."""
-    calls = 0
+    """The API behind Vestibule's route: answers 200 and keeps the bearer token of each call
+    (in memory only, to tell whether a refreshed token arrived)."""
+    tokens = []
 
     def do_GET(self):  # noqa: N802 (the standard library's name)
-        Upstream.calls += 1
+        Upstream.tokens.append(self.headers.get("authorization", ""))
         body = b'{"ok":true}'
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -349,14 +350,16 @@ def run_module(args, suite, mid, name, rec, issuer, workdir, upstream):
         if name in CALLBACK_STATUS and rec["callback_status"] != CALLBACK_STATUS[name]:
             got = "callback answered %s, expected %s" % (rec["callback_status"], CALLBACK_STATUS[name])
         if args.scenario == "refresh" and status == 200:
-            before = Upstream.calls
+            Upstream.tokens.clear()
+            first = s.get(vbase + "/api/echo/before-refresh", headers={"X-CSRF": "1"}, timeout=30)
             # The token's assumed lifetime (less the refresh skew) must pass: the next call
             # then refreshes first.
             time.sleep(ASSUMED_LIFETIME)
             call = s.get(vbase + "/api/echo/after-refresh", headers={"X-CSRF": "1"}, timeout=30)
-            rec["call_after_lifetime"] = call.status_code
-            rec["upstream_reached"] = Upstream.calls > before
-            got = "refresh-ok" if call.status_code == 200 else "refresh-refused"
+            rec["calls"] = [first.status_code, call.status_code]
+            new_token = len(Upstream.tokens) == 2 and Upstream.tokens[0] != Upstream.tokens[1]
+            rec["upstream_got_a_new_token"] = new_token
+            got = "refresh-ok" if call.status_code == 200 and new_token else "refresh-refused"
         if args.scenario in ("logout", "frontchannel") and status == 200:
             logout_hops = []
             logout(s, vbase, logout_hops, args.ca)

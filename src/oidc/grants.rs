@@ -122,8 +122,8 @@ impl Provider {
         })
     }
 
-    /// Runs the refresh grant for the session of `sub`, checking that a returned ID token is
-    /// for the same `sub` (OIDC Core §12.2), and re-reads UserInfo with the new access token
+    /// Runs the refresh grant for the session of `sub`, checking that a returned ID token
+    /// verifies and is for the same `sub` (OIDC Core §12.2), and re-reads UserInfo with the new access token
     /// (another `sub` there ends the session too).
     #[tracing::instrument(level = "debug", name = "refresh_grant", skip_all)]
     pub async fn refresh(
@@ -156,11 +156,14 @@ impl Provider {
                     return Err(OidcError::SubjectChanged);
                 }
                 Ok(_) => new_id_token = Some(id_token.to_string()),
-                // The token endpoint answered over an authenticated channel and has already
-                // rotated the refresh token: keep the new tokens, keep the old ID token.
-                Err(error) => {
-                    tracing::warn!(error = %error, "refreshed ID token rejected; keeping the previous one");
+                // An ID token that fails its checks (another issuer, audience, signature) makes
+                // the whole answer untrustworthy (OIDC Core §12.2: its claims MUST match the
+                // login's): none of its tokens is used, and UserInfo is not asked with them.
+                Err(OidcError::Invalid(why)) => {
+                    return Err(OidcError::RefreshedIdTokenInvalid(why));
                 }
+                // The keys could not be fetched to check it: an outage, tried again later.
+                Err(error) => return Err(error),
             }
         }
         let userinfo = self

@@ -68,6 +68,11 @@ pub enum OidcError {
     /// A refreshed ID token names another user (OIDC Core §12.2): the session must end.
     #[error("refreshed ID token is for another subject")]
     SubjectChanged,
+    /// A refreshed ID token fails its checks (another issuer or audience, a bad signature):
+    /// the whole answer is untrustworthy, its tokens unusable, and the session must end
+    /// (with a rotating provider its refresh token was spent on this answer anyway).
+    #[error("refreshed ID token is invalid: {0}")]
+    RefreshedIdTokenInvalid(String),
     /// The provider's answer failed validation (bad ID token, wrong issuer, …).
     #[error("identity provider response is invalid: {0}")]
     Invalid(String),

@@ -325,7 +325,8 @@ impl Refresher {
             Err(
                 error @ (OidcError::Rejected(_)
                 | OidcError::ReuseReported(_)
-                | OidcError::SubjectChanged),
+                | OidcError::SubjectChanged
+                | OidcError::RefreshedIdTokenInvalid(_)),
             ) => self.end_refused(&current, &error).await,
             Err(error) if !current.record.tokens.is_expired(now) => {
                 // Still valid for a little while: serve the request, retry the refresh next time.
@@ -342,7 +343,7 @@ impl Refresher {
 
     /// Step 4: the refresh grant at the provider.
     /// The new set keeps the old refresh token when the provider returned none, and the old
-    /// ID token unless a new one verified.
+    /// ID token when the answer has none (one that fails its checks fails the refresh).
     async fn grant(&self, current: &ActiveSession) -> Result<TokenSet, OidcError> {
         let tokens = &current.record.tokens;
         let Some(refresh_token) = &tokens.refresh_token else {
@@ -492,6 +493,7 @@ pub fn failure_reason(error: &OidcError) -> &'static str {
         OidcError::Rejected(_) => "refresh_rejected",
         OidcError::ReuseReported(_) => "refresh_token_reused",
         OidcError::SubjectChanged => "subject_changed",
+        OidcError::RefreshedIdTokenInvalid(_) => "id_token_invalid",
         OidcError::Refused(_) => "provider_refused",
         OidcError::Unavailable(_) | OidcError::Deferred(_) => "provider_unavailable",
         OidcError::Invalid(_) => "invalid_response",

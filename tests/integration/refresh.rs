@@ -350,3 +350,54 @@ async fn without_expires_in_tokens_are_refreshed_after_the_assumed_lifetime() {
     assert!(seen.iter().all(|request| request.token_active));
     assert_ne!(seen[0].bearer, seen.last().unwrap().bearer, "a new token");
 }
+
+/// A refresh answer whose ID token fails its checks (here: another issuer, properly signed) is
+/// untrustworthy as a whole (OIDC Core §12.2): its access token never reaches an upstream,
+/// UserInfo is not asked with it, and the session ends (`id_token_invalid`; with a rotating
+/// provider its refresh token was spent on this answer anyway). The conformance suite's
+/// `oidcc-client-test-refresh-token-invalid-issuer` found Vestibule using them.
+#[tokio::test]
+async fn a_refreshed_id_token_from_another_issuer_ends_the_session_unused() {
+    let app = TestApp::builder()
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    assert_eq!(
+        browser.api_get("/api/orders/first").await.status(),
+        StatusCode::OK
+    );
+    let first_token = app.upstream.seen()[0].bearer.clone().unwrap();
+    let userinfo_calls = app.provider.stats().await["userinfo"].clone();
+
+    app.provider
+        .set_id_token_claims(serde_json::json!({ "iss": "https://another-issuer.example" }))
+        .await;
+    browser.wait_past_access_token_expiry().await;
+    let response = browser.api_get("/api/orders/after").await;
+    assert_eq!(
+        app.provider.refresh_grants().await,
+        1,
+        "the refresh was tried"
+    );
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let seen = app.upstream.seen();
+    assert_eq!(
+        seen.len(),
+        1,
+        "no call with the refreshed access token: {seen:?}"
+    );
+    assert_eq!(seen[0].bearer.as_deref(), Some(first_token.as_str()));
+    assert_eq!(
+        app.provider.stats().await["userinfo"],
+        userinfo_calls,
+        "UserInfo is not asked with the refreshed access token"
+    );
+    assert_eq!(
+        browser.user().await.0,
+        StatusCode::UNAUTHORIZED,
+        "the session ended"
+    );
+}

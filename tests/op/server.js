@@ -984,11 +984,11 @@ async function strictClientAuth(req, res) {
 // token responses changed on the way out (issue 29: what the conformance suite sends)
 // ---------------------------------------------------------------------------
 
-// POST /__test/token-response with {"drop_id_token_claims": ["sub"], "omit_expires_in": true}
-// changes every later token-endpoint answer (code and refresh grants) until it is posted
-// again ({} restores them): the ID token loses those claims and is signed again with the
-// provider's own key (so only the claims are wrong), and expires_in goes (RFC 6749 only
-// RECOMMENDS it).
+// POST /__test/token-response with {"drop_id_token_claims": ["sub"], "set_id_token_claims":
+// {"iss": "…"}, "omit_expires_in": true} changes every later token-endpoint answer (code and
+// refresh grants) until it is posted again ({} restores them): the ID token loses or gets
+// those claims and is signed again with the provider's own key (so only the claims are
+// wrong), and expires_in goes (RFC 6749 only RECOMMENDS it).
 let tokenResponseChanges = {};
 
 function changedTokenResponse(text) {
@@ -996,9 +996,11 @@ function changedTokenResponse(text) {
   if (answer.error) return text;
   if (tokenResponseChanges.omit_expires_in) delete answer.expires_in;
   const drop = tokenResponseChanges.drop_id_token_claims ?? [];
-  if (answer.id_token && drop.length > 0) {
+  const set = tokenResponseChanges.set_id_token_claims ?? {};
+  if (answer.id_token && (drop.length > 0 || Object.keys(set).length > 0)) {
     const [header, payload] = answer.id_token.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url').toString('utf8')));
     for (const claim of drop) delete payload[claim];
+    Object.assign(payload, set);
     answer.id_token = signToken(header, payload, header.alg.startsWith('HS') ? 'client-secret' : 'provider');
   }
   return JSON.stringify(answer);
@@ -1007,7 +1009,8 @@ function changedTokenResponse(text) {
 // Buffers what oidc-provider writes for a token request and sends the changed answer instead.
 function changeTokenResponse(req, res) {
   if (new URL(req.url, 'http://localhost').pathname !== '/token') return;
-  if (!tokenResponseChanges.omit_expires_in && !(tokenResponseChanges.drop_id_token_claims ?? []).length) return;
+  if (!tokenResponseChanges.omit_expires_in && !(tokenResponseChanges.drop_id_token_claims ?? []).length
+    && !Object.keys(tokenResponseChanges.set_id_token_claims ?? {}).length) return;
   const chunks = [];
   const { write, end } = res;
   res.write = (chunk) => { chunks.push(Buffer.from(chunk)); return true; };

@@ -506,6 +506,18 @@ impl TestProvider {
         assert!(response.status().is_success());
     }
 
+    /// From now on, every ID token the token endpoint answers (code and refresh grants) gets
+    /// `claims` set over its own, signed again with the provider's key (so only they are wrong).
+    pub async fn set_id_token_claims(&self, claims: Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/token-response", self.issuer))
+            .json(&serde_json::json!({ "set_id_token_claims": claims }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
     /// Revokes every access token issued so far (the upstream's introspection then says
     /// inactive), keeping the refresh tokens.
     pub async fn revoke_access_tokens(&self) {
