@@ -55,7 +55,7 @@ EXPECT = {
     "oidcc-client-test-scope-userinfo-claims": "accept",
     "oidcc-client-test-client-secret-basic": "accept",
     "oidcc-client-test-userinfo-bearer-header": "accept",
-    "oidcc-client-test-userinfo-bearer-body": "either",
+    "oidcc-client-test-userinfo-bearer-body": "accept",
     "oidcc-client-test-userinfo-signed": "accept",
     "oidcc-client-test-aggregated-claims": "accept",
     "oidcc-client-test-distributed-claims": "accept",
@@ -104,6 +104,12 @@ LOGOUT_LANDING = {
 
 # Modules that need more than one login through the same Vestibule process.
 LOGINS = {"oidcc-client-test-signing-key-rotation": 2}
+
+# Modules that test an option rather than the defaults, and the [oidc] setting that turns it on.
+MODULE_OIDC = {
+    # RFC 6750 §2.2: the access token to UserInfo in a form body (header is the default).
+    "oidcc-client-test-userinfo-bearer-body": 'userinfo_token_method = "body"\n',
+}
 
 # How long the refresh plan's access tokens are assumed to live (the suite sends no expires_in).
 ASSUMED_LIFETIME = 10
@@ -316,9 +322,9 @@ def summarize_log(entries):
 
 
 def run_module(args, suite, mid, name, rec, issuer, workdir, upstream):
-    oidc_extra = ""
+    oidc_extra = MODULE_OIDC.get(name, "")
     if args.scenario == "refresh":
-        oidc_extra = "assumed_token_lifetime_secs = %d\nrefresh_skew_secs = 1\n" % ASSUMED_LIFETIME
+        oidc_extra += "assumed_token_lifetime_secs = %d\nrefresh_skew_secs = 1\n" % ASSUMED_LIFETIME
     proc, alive = start_vestibule(args, issuer, workdir, upstream.server_address[1], oidc_extra)
     vbase = args.vestibule_url
     s = requests.Session()

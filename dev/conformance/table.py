@@ -26,11 +26,6 @@ WHY = {
     "`sid` parameter, which Vestibule refuses (400). The session had ended already through "
     "RP-initiated logout, as the record shows; front-channel logout itself is proven by "
     "`cargo test` against oidc-provider",
-    "oidcc-client-test-userinfo-bearer-body": "Vestibule sends the access token to UserInfo in "
-    "the `Authorization` header (RFC 6750 §2.1, which servers must support); this module "
-    "expects the form-body method (§2.2, optional)",
-    "oidcc-client-test-distributed-claims": "Vestibule does not fetch distributed claims from "
-    "third-party claims endpoints (documented); the module waits for that fetch",
     "oidcc-client-test-discovery-webfinger-acct": "no WebFinger: Vestibule is configured with "
     "its issuer, and the module ends at the discovery request",
     "oidcc-client-test-discovery-webfinger-url": "as oidcc-client-test-discovery-webfinger-acct",
