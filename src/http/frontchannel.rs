@@ -1,15 +1,15 @@
-//! `GET /api/auth/frontchannel-logout?iss=…&sid=…`: the provider tells us, through the
+//! `GET /api/auth/frontchannel-logout?[iss=…&]sid=…`: the provider tells us, through the
 //! browser, that a provider session ended (OpenID Connect Front-Channel Logout 1.0).
 //!
 //! The provider's logout page loads this URL in an iframe, where the `SameSite` session cookie
 //! is not sent: the sessions are found by the provider session id (`sid`) through the same
 //! index back-channel logout uses, never by a cookie. Nothing authenticates the request (the
-//! specification has no signature); `iss` must name our issuer and `sid` must be given. What
-//! limits the damage is in the security model: a caller must know a provider session id,
-//! which Vestibule never shows a browser, and can only end sessions, never start one.
+//! specification has no signature): `sid` must be given, and `iss`, when given (Entra ID sends
+//! `sid` alone), must name our issuer. What limits the damage is in the security model: it
+//! only ends sessions that exist and leaves no mark behind, so it can never keep a user out.
 //!
-//! `200` with a small page the provider may frame (also for an unknown `sid`: the outcome the
-//! provider asked for holds); `400` page without `iss`, with another issuer or without `sid`;
+//! `200` with a small page only the issuer's origin may frame (also for an unknown `sid`: the
+//! outcome the provider asked for holds); `400` page with another issuer or without `sid`;
 //! `503` page when Redis cannot be reached (the sessions are not ended, and the provider's
 //! page should not say they were).
 
@@ -38,17 +38,21 @@ pub async fn frontchannel_logout(
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let query = QueryParams::parse(query.as_deref());
-    let iss = query
-        .get("iss")
-        .ok_or(AppError::BadRequest("the front-channel logout has no iss"))?;
-    if !state.provider.is_issuer(iss) {
+    // `iss` may be left out (Entra ID sends `sid` alone): there is one provider. One that is
+    // given must be ours.
+    if let Some(iss) = query.get("iss")
+        && !state.provider.is_issuer(iss)
+    {
         return Err(AppError::BadRequest("the front-channel logout names another issuer").into());
     }
     let sid = query
         .get("sid")
         .filter(|sid| !sid.is_empty() && sid.len() <= MAX_SID_LEN)
         .ok_or(AppError::BadRequest("the front-channel logout has no sid"))?;
-    let ended = state.sessions.end_provider_session(sid, None).await?;
+    let ended = state
+        .sessions
+        .end_indexed_provider_session(sid, None)
+        .await?;
     // As for back-channel logout: the provider session is over, so are our refresh tokens.
     let ended = revoke_ended(&state, ended);
     crate::metrics::metrics().sessions_ended("frontchannel", ended);
@@ -64,14 +68,12 @@ pub async fn frontchannel_logout(
         .render()
         .unwrap_or_else(|_| "<!doctype html><title>Signed out</title><p>Signed out.</p>".into());
     let mut response = (StatusCode::OK, Html(html)).into_response();
-    let frame_ancestors = state.provider.logout_page_origins().await.join(" ");
     let policy = format!(
         "default-src 'none'; frame-ancestors {}",
-        if frame_ancestors.is_empty() {
-            "'none'"
-        } else {
-            frame_ancestors.as_str()
-        }
+        state
+            .provider
+            .logout_page_origin()
+            .unwrap_or_else(|| "'none'".to_owned())
     );
     let headers = response.headers_mut();
     if let Ok(policy) = HeaderValue::try_from(policy) {

@@ -74,8 +74,9 @@ pub async fn forward(
             parts.headers.remove(X_REQUEST_ID);
         }
     }
-    // A call without a body can be sent again with another token; one with a body never is.
-    let again = body.is_end_stream().then(|| parts.clone());
+    // An idempotent call without a body can be sent again with another token (RFC 9110
+    // §9.2.2); one with a body, or a POST or PATCH even without one, never is.
+    let again = (body.is_end_stream() && parts.method.is_idempotent()).then(|| parts.clone());
     let mut response = send(state, Request::from_parts(parts, body), timeout, route).await?;
     if response.status() == StatusCode::UNAUTHORIZED && says_invalid_token(response.headers()) {
         // Believed valid, rejected as invalid (revoked, or a lifetime the provider never

@@ -15,7 +15,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
-use openidconnect::{AccessToken, JsonWebKey, JwsSigningAlgorithm};
+use openidconnect::{JsonWebKey, JwsSigningAlgorithm};
 use serde_json::{Map, Value};
 use url::{Origin, Url};
 
@@ -58,6 +58,10 @@ pub(super) enum SourceError {
     /// `exp` has passed.
     #[error("the claim source has expired")]
     Expired,
+    /// `sub` names another user, or `aud` leaves this client out: a token the provider
+    /// signed for someone or something else.
+    #[error("the claim source is about another user or for another audience")]
+    NotForThisSession,
     /// The endpoint could not be fetched (unreachable, not 200, too large).
     #[error("the claim source's endpoint could not be fetched")]
     Fetch,
@@ -189,12 +193,25 @@ fn location(
     })
 }
 
+/// Who a source JWT must be from and about: the provider's issuer, this session's user and
+/// this client.
+pub(super) struct Expected<'a> {
+    /// The configured issuer (`iss`, when the JWT has one).
+    pub issuer: &'a str,
+    /// The session's user (`sub`, when the JWT has one).
+    pub sub: &'a str,
+    /// This client (`aud`, when the JWT has one, must include it).
+    pub client_id: &'a str,
+}
+
 /// The claims of a source JWT, verified under the provider's `jwks` (an asymmetric algorithm,
-/// a key that fits it), from `issuer` when it names one, not expired at `now`.
+/// a key that fits it), from and about what `expected` names when it says, not expired at
+/// `now`: any other JWT the provider signed (another user's ID token, an access token for
+/// another audience) is not a claim source of this session.
 pub(super) fn verify(
     jwt: &str,
     jwks: &CoreJsonWebKeySet,
-    issuer: &str,
+    expected: &Expected<'_>,
     now: u64,
 ) -> Result<Map<String, Value>, SourceError> {
     let jwt = jwt.trim();
@@ -236,9 +253,21 @@ pub(super) fn verify(
     }
     let claims = json_object(payload_b64)?;
     if let Some(iss) = claims.get("iss")
-        && iss.as_str() != Some(issuer)
+        && iss.as_str() != Some(expected.issuer)
     {
         return Err(SourceError::Issuer);
+    }
+    if let Some(sub) = claims.get("sub")
+        && sub.as_str() != Some(expected.sub)
+    {
+        return Err(SourceError::NotForThisSession);
+    }
+    let for_this_client = |aud: &Value| aud.as_str() == Some(expected.client_id);
+    match claims.get("aud") {
+        None => {}
+        Some(Value::Array(audiences)) if audiences.iter().any(for_this_client) => {}
+        Some(aud) if for_this_client(aud) => {}
+        Some(_) => return Err(SourceError::NotForThisSession),
     }
     if let Some(exp) = claims.get("exp")
         && exp.as_u64().is_none_or(|exp| exp <= now)
@@ -285,14 +314,13 @@ fn json_object(segment: &str) -> Result<Map<String, Value>, SourceError> {
 }
 
 impl Provider {
-    /// Resolves `plan`'s sources into `kept` (the UserInfo claims a session keeps): aggregated
-    /// JWTs verified, distributed endpoints fetched with the source's access token or else
-    /// `access_token` (the session's, issued by this provider, sent only to its origin).
-    /// Returns the sources skipped and why; the caller reports them.
+    /// Resolves `plan`'s sources into `kept` (the UserInfo claims the session of `sub` keeps):
+    /// aggregated JWTs verified, distributed endpoints fetched with the source's own access
+    /// token, if any. Returns the sources skipped and why; the caller reports them.
     pub(super) async fn resolve_claim_sources(
         &self,
         discovered: &Discovered,
-        access_token: &AccessToken,
+        sub: &str,
         plan: Plan,
         kept: &mut Map<String, Value>,
     ) -> Vec<(String, SourceError)> {
@@ -303,13 +331,15 @@ impl Provider {
                 Location::Endpoint {
                     url,
                     access_token: own,
-                } => {
-                    let token = own.as_deref().unwrap_or(access_token.secret());
-                    self.fetch_claim_source(url, token).await
-                }
+                } => self.fetch_claim_source(url, own.as_deref()).await,
+            };
+            let expected = Expected {
+                issuer: &self.settings.issuer,
+                sub,
+                client_id: &self.settings.client_id,
             };
             let resolved = jwt
-                .and_then(|jwt| verify(&jwt, &discovered.jwks, &self.settings.issuer, unix_now()))
+                .and_then(|jwt| verify(&jwt, &discovered.jwks, &expected, unix_now()))
                 .and_then(|claims| merge(kept, &source, &claims));
             if let Err(error) = resolved {
                 skipped.push((source.name, error));
@@ -318,16 +348,22 @@ impl Provider {
         skipped
     }
 
-    /// GETs a distributed source's JWT from `url` (on the provider's origin) with `token`
-    /// through the provider's client (timeouts, no redirects), observed as `claims`.
-    async fn fetch_claim_source(&self, url: &Url, token: &str) -> Result<String, SourceError> {
+    /// GETs a distributed source's JWT from `url` (on the provider's origin) with the
+    /// source's own `token` if it names one (never the session's: an origin may host other
+    /// realms, tenants or applications), through the provider's client (timeouts, no
+    /// redirects), observed as `claims`.
+    async fn fetch_claim_source(
+        &self,
+        url: &Url,
+        token: Option<&str>,
+    ) -> Result<String, SourceError> {
         let request = async {
             let failed = |what: String| OidcError::Unavailable(format!("claims endpoint {what}"));
-            let mut response = self
-                .http
-                .get(url.clone())
-                .headers(crate::traces::headers())
-                .bearer_auth(token)
+            let mut request = self.http.get(url.clone()).headers(crate::traces::headers());
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let mut response = request
                 .header(reqwest::header::ACCEPT, "application/jwt")
                 .send()
                 .await
@@ -363,6 +399,12 @@ mod tests {
     use serde_json::json;
 
     const ISSUER: &str = "https://op.example/tenant";
+
+    const EXPECTED: Expected<'static> = Expected {
+        issuer: ISSUER,
+        sub: "alice",
+        client_id: "vestibule",
+    };
 
     fn map(value: Value) -> Map<String, Value> {
         match value {
@@ -504,26 +546,29 @@ mod tests {
     fn a_source_signed_by_the_provider_verifies_and_others_do_not() {
         let now = 1_000;
         let good = rs256(json!({ "iss": ISSUER, "team": "blue", "exp": now + 60 }));
-        assert_eq!(verify(&good, &jwks(), ISSUER, now).unwrap()["team"], "blue");
+        assert_eq!(
+            verify(&good, &jwks(), &EXPECTED, now).unwrap()["team"],
+            "blue"
+        );
         let no_iss = rs256(json!({ "credit_score": 650 }));
         assert_eq!(
-            verify(&no_iss, &jwks(), ISSUER, now).unwrap()["credit_score"],
+            verify(&no_iss, &jwks(), &EXPECTED, now).unwrap()["credit_score"],
             650
         );
         let other_issuer = rs256(json!({ "iss": "https://evil.example", "team": "red" }));
         assert_eq!(
-            verify(&other_issuer, &jwks(), ISSUER, now),
+            verify(&other_issuer, &jwks(), &EXPECTED, now),
             Err(SourceError::Issuer)
         );
         let expired = rs256(json!({ "team": "red", "exp": now }));
         assert_eq!(
-            verify(&expired, &jwks(), ISSUER, now),
+            verify(&expired, &jwks(), &EXPECTED, now),
             Err(SourceError::Expired)
         );
         let (input, _) = good.rsplit_once('.').unwrap();
         let tampered = format!("{input}.{}", URL_SAFE_NO_PAD.encode(vec![0u8; 256]));
         assert_eq!(
-            verify(&tampered, &jwks(), ISSUER, now),
+            verify(&tampered, &jwks(), &EXPECTED, now),
             Err(SourceError::Signature)
         );
         let unsigned = format!(
@@ -532,28 +577,53 @@ mod tests {
             URL_SAFE_NO_PAD.encode(json!({ "team": "red" }).to_string())
         );
         assert_eq!(
-            verify(&unsigned, &jwks(), ISSUER, now),
+            verify(&unsigned, &jwks(), &EXPECTED, now),
             Err(SourceError::Algorithm)
         );
         let mac = signed(json!({ "alg": "HS256" }), json!({ "team": "red" }));
         assert_eq!(
-            verify(&mac, &jwks(), ISSUER, now),
+            verify(&mac, &jwks(), &EXPECTED, now),
             Err(SourceError::Algorithm)
         );
         assert_eq!(
             verify(
                 &good,
                 &CoreJsonWebKeySet::new(Vec::<CoreJsonWebKey>::new()),
-                ISSUER,
+                &EXPECTED,
                 now
             ),
             Err(SourceError::Signature),
             "no key of the provider's: not verified"
         );
         assert_eq!(
-            verify("not a jwt", &jwks(), ISSUER, now),
+            verify("not a jwt", &jwks(), &EXPECTED, now),
             Err(SourceError::NotJwt)
         );
+    }
+
+    #[test]
+    fn a_source_about_another_user_or_for_another_audience_is_not_this_sessions() {
+        let now = 1_000;
+        for (payload, accepted) in [
+            (
+                json!({ "sub": "alice", "aud": "vestibule", "team": "blue" }),
+                true,
+            ),
+            (
+                json!({ "aud": ["other", "vestibule"], "team": "blue" }),
+                true,
+            ),
+            (json!({ "sub": "mallory", "team": "red" }), false),
+            (json!({ "aud": "another-client", "team": "red" }), false),
+            (json!({ "aud": ["another-client"], "team": "red" }), false),
+        ] {
+            let verified = verify(&rs256(payload.clone()), &jwks(), &EXPECTED, now);
+            if accepted {
+                assert_eq!(verified.unwrap()["team"], "blue", "{payload}");
+            } else {
+                assert_eq!(verified, Err(SourceError::NotForThisSession), "{payload}");
+            }
+        }
     }
 
     #[test]

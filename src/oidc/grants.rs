@@ -139,7 +139,12 @@ impl Provider {
                 .request_async(&self.traced_http())
                 .await
         });
-        let (discovered, response) = super::observed("refresh", grant).await?;
+        let (discovered, response) = match super::observed("refresh", grant).await {
+            // An ID token so broken the answer cannot even be read (no `sub`, no `iat`) is
+            // as untrustworthy as one that fails verification below.
+            Err(OidcError::Invalid(why)) => return Err(OidcError::RefreshedIdTokenInvalid(why)),
+            other => other?,
+        };
         let mut new_id_token = None;
         if let Some(id_token) = response.id_token() {
             // Refreshed ID tokens need not carry a nonce (Keycloak omits it).

@@ -31,27 +31,14 @@ impl Provider {
         Some(url)
     }
 
-    /// The origins whose pages may frame the front-channel logout page: the issuer's, and the
-    /// end-session endpoint's when discovery names one on another origin (the provider's
-    /// logout page is what loads the relying parties' front-channel URIs). Discovery that is
-    /// not at hand leaves the issuer's origin alone; it is never fetched for this.
-    pub async fn logout_page_origins(&self) -> Vec<String> {
-        let mut origins = Vec::new();
-        if let Ok(issuer) = Url::parse(&self.settings.issuer) {
-            origins.push(issuer.origin().ascii_serialization());
-        }
-        let end_session = self
-            .discovered
-            .load_full()
-            .and_then(|discovered| discovered.extra.end_session_endpoint.clone());
-        if let Some(endpoint) = end_session {
-            let origin = endpoint.origin().ascii_serialization();
-            if !origins.contains(&origin) {
-                origins.push(origin);
-            }
-        }
-        origins.retain(|origin| origin != "null");
-        origins
+    /// The origin whose pages may frame the front-channel logout page: the issuer's (the
+    /// provider's logout page, which loads the relying parties' front-channel URIs). From the
+    /// configuration alone, so every instance answers the same whatever its discovery state.
+    pub fn logout_page_origin(&self) -> Option<String> {
+        Url::parse(&self.settings.issuer)
+            .ok()
+            .map(|issuer| issuer.origin().ascii_serialization())
+            .filter(|origin| origin != "null")
     }
 
     /// Whether `iss` names this client's issuer exactly.

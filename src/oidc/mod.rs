@@ -68,7 +68,8 @@ pub enum OidcError {
     /// A refreshed ID token names another user (OIDC Core §12.2): the session must end.
     #[error("refreshed ID token is for another subject")]
     SubjectChanged,
-    /// A refreshed ID token fails its checks (another issuer or audience, a bad signature):
+    /// A refreshed ID token fails its checks (another issuer or audience, a bad signature,
+    /// a required claim missing), or the refresh answer is otherwise unusable:
     /// the whole answer is untrustworthy, its tokens unusable, and the session must end
     /// (with a rotating provider its refresh token was spent on this answer anyway).
     #[error("refreshed ID token is invalid: {0}")]

@@ -163,7 +163,7 @@ impl Provider {
         match super::observed("userinfo", request).await {
             Ok((mut claims, sources)) => {
                 let skipped = self
-                    .resolve_claim_sources(discovered, access_token, sources, &mut claims)
+                    .resolve_claim_sources(discovered, sub, sources, &mut claims)
                     .await;
                 if !skipped.is_empty() {
                     self.report_unresolved(&skipped);

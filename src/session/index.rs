@@ -602,7 +602,8 @@ impl Sessions {
     }
 
     /// Ends the sessions created in the provider session `sid` (only those of `sub`, when
-    /// given).
+    /// given), and, for a while, any login in it still on its way to the index: an
+    /// authenticated end (a verified logout token).
     pub async fn end_provider_session(
         &self,
         sid: &str,
@@ -616,6 +617,18 @@ impl Sessions {
                 ENDED_MARK_TTL,
             )
             .await?;
+        self.end_indexed_provider_session(sid, sub).await
+    }
+
+    /// Ends the sessions already indexed under the provider session `sid`, and nothing more:
+    /// an unauthenticated end (front-channel logout) must not leave a mark that refuses later
+    /// logins in that provider session (whoever learnt a `sid` could keep its user out), nor
+    /// write to Redis for a `sid` nobody has.
+    pub async fn end_indexed_provider_session(
+        &self,
+        sid: &str,
+        sub: Option<&str>,
+    ) -> Result<Ended, StoreError> {
         let indexes = self.index_names.all(Filed::ProviderSession, sid);
         let reads = indexes
             .iter()

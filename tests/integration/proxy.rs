@@ -615,6 +615,31 @@ async fn a_call_with_a_body_rejected_as_invalid_is_passed_through_and_never_repl
     assert_eq!(app.provider.refresh_grants().await, 1);
 }
 
+/// A POST without a body is not idempotent either (RFC 9110 §9.2.2): the token is replaced,
+/// the call is not sent again.
+#[tokio::test]
+async fn a_bodiless_post_rejected_as_invalid_is_not_sent_again() {
+    let app = TestApp::start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    app.provider.revoke_access_tokens().await;
+
+    let response = browser
+        .http()
+        .post(browser.url("/api/orders/rfc6750/approve"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        seen_at(&app, "/rfc6750/approve").len(),
+        1,
+        "the POST reached the upstream once"
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1, "refreshed anyway");
+}
+
 #[tokio::test]
 async fn an_upstream_that_rejects_every_token_costs_at_most_one_forced_refresh() {
     let app = TestApp::start().await;

@@ -401,3 +401,46 @@ async fn a_refreshed_id_token_from_another_issuer_ends_the_session_unused() {
         "the session ended"
     );
 }
+
+/// The same for a refreshed ID token without `sub` (the answer cannot even be parsed): the
+/// session ends as `id_token_invalid` instead of being kept on its dying token while the
+/// rotated refresh token of that answer is thrown away (and the next refresh would replay the
+/// spent one, a false theft alarm at a rotating provider).
+#[tokio::test]
+async fn a_refreshed_id_token_without_sub_ends_the_session_unused() {
+    let app = TestApp::builder()
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    assert_eq!(
+        browser.api_get("/api/orders/first").await.status(),
+        StatusCode::OK
+    );
+    app.provider.change_token_responses(&["sub"], false).await;
+    browser.wait_past_access_token_expiry().await;
+    let response = browser.api_get("/api/orders/after").await;
+    assert_eq!(
+        app.provider.refresh_grants().await,
+        1,
+        "the refresh was tried"
+    );
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.upstream.seen().len(),
+        1,
+        "no call with the refreshed tokens"
+    );
+    assert_eq!(
+        browser.user().await.0,
+        StatusCode::UNAUTHORIZED,
+        "the session ended"
+    );
+    assert_eq!(
+        app.provider.stats().await["refresh_token_errors"],
+        0,
+        "no replay of a spent refresh token"
+    );
+}
