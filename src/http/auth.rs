@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use super::client_address::ClientAddress;
 use super::device::session_origin;
 use super::headers::X_FORWARDED_FOR;
-use super::logout::provider_logout;
+use super::logout::{ProviderLogout, provider_logout};
 use super::{AppState, Components, QueryParams, csrf};
 use crate::audit::{AuditEvent, Details, Repeats};
 use crate::clock::unix_now;
@@ -294,17 +294,9 @@ pub async fn logout(
         Some(record) => provider_logout(&state, record).await,
         None => None,
     };
-    let mut response = (
-        [(header::SET_COOKIE, state.cookies.session_removal())],
-        Json(json!({ "end_session_url": provider_logout.as_ref().map(|logout| &logout.url) })),
-    )
-        .into_response();
-    if let Some(logout) = provider_logout {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, logout.set_cookie);
-    }
-    Ok(no_store(response))
+    let body =
+        Json(json!({ "end_session_url": provider_logout.as_ref().map(|logout| &logout.url) }));
+    Ok(logout_answer(&state, provider_logout, body))
 }
 
 /// `GET /api/auth/logout?sid=…`: logout by plain link; the `sid` proves the link came from us.
@@ -334,12 +326,24 @@ pub async fn logout_link(
         Some(record) => provider_logout(&state, record).await,
         None => None,
     };
-    let location = provider_logout
-        .as_ref()
-        .map_or("/", |logout| logout.url.as_str());
+    let location = Redirect::to(
+        provider_logout
+            .as_ref()
+            .map_or("/", |logout| logout.url.as_str()),
+    );
+    Ok(logout_answer(&state, provider_logout, location))
+}
+
+/// The answer to a logout: `body` with the session cookie removed and, when the browser goes
+/// on to the provider, the cookie that remembers the logout's `state`; never stored.
+fn logout_answer(
+    state: &AppState,
+    provider_logout: Option<ProviderLogout>,
+    body: impl IntoResponse,
+) -> Response {
     let mut response = (
         [(header::SET_COOKIE, state.cookies.session_removal())],
-        Redirect::to(location),
+        body,
     )
         .into_response();
     if let Some(logout) = provider_logout {
@@ -347,7 +351,7 @@ pub async fn logout_link(
             .headers_mut()
             .append(header::SET_COOKIE, logout.set_cookie);
     }
-    Ok(no_store(response))
+    no_store(response)
 }
 
 /// Ends the session for `cookie` as Redis holds it and revokes its refresh token (taken from

@@ -585,59 +585,43 @@ async fn concurrent_calls_rejected_as_invalid_on_two_instances_cause_one_refresh
     assert_eq!(app.provider.stats().await["refresh_token_errors"], 0);
 }
 
+/// A call that is not idempotent and bodiless is never sent again after an `invalid_token`
+/// (RFC 9110 §9.2.2): not one with a body (streamed to the upstream and gone), not a POST
+/// without one. The token is replaced all the same, and the SPA's own retry uses it at once.
 #[tokio::test]
-async fn a_call_with_a_body_rejected_as_invalid_is_passed_through_and_never_replayed() {
-    let app = TestApp::start().await;
-    let browser = app.browser();
-    browser.login("alice").await;
-    app.provider.revoke_access_tokens().await;
-
-    let response = browser
-        .http()
-        .post(browser.url("/api/orders/rfc6750/create"))
-        .header("x-csrf", "1")
-        .body("an order, sent once")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
-    assert!(challenge.contains("invalid_token"), "{challenge}");
-    let created = seen_at(&app, "/rfc6750/create");
-    assert_eq!(created.len(), 1, "the body reached the upstream once");
-    assert_eq!(&created[0].body[..], b"an order, sent once");
-    assert_eq!(app.provider.refresh_grants().await, 1, "refreshed anyway");
-    // The SPA may send it again itself: with the new token, at once.
-    assert_eq!(
-        browser.api_get("/api/orders/rfc6750/next").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(app.provider.refresh_grants().await, 1);
-}
-
-/// A POST without a body is not idempotent either (RFC 9110 §9.2.2): the token is replaced,
-/// the call is not sent again.
-#[tokio::test]
-async fn a_bodiless_post_rejected_as_invalid_is_not_sent_again() {
-    let app = TestApp::start().await;
-    let browser = app.browser();
-    browser.login("alice").await;
-    app.provider.revoke_access_tokens().await;
-
-    let response = browser
-        .http()
-        .post(browser.url("/api/orders/rfc6750/approve"))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        seen_at(&app, "/rfc6750/approve").len(),
-        1,
-        "the POST reached the upstream once"
-    );
-    assert_eq!(app.provider.refresh_grants().await, 1, "refreshed anyway");
+async fn a_post_rejected_as_invalid_is_passed_through_and_never_sent_again() {
+    for (path, body) in [("create", "an order, sent once"), ("approve", "")] {
+        // A session of its own each: a token from a forced refresh is never forced again.
+        let app = TestApp::start().await;
+        let browser = app.browser();
+        browser.login("alice").await;
+        app.provider.revoke_access_tokens().await;
+        let response = browser
+            .http()
+            .post(browser.url(&format!("/api/orders/rfc6750/{path}")))
+            .header("x-csrf", "1")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.contains("invalid_token"), "{challenge}");
+        let sent = seen_at(&app, &format!("/rfc6750/{path}"));
+        assert_eq!(sent.len(), 1, "the POST reached the upstream once: {path}");
+        assert_eq!(&sent[0].body[..], body.as_bytes());
+        assert_eq!(
+            app.provider.refresh_grants().await,
+            1,
+            "refreshed anyway: {path}"
+        );
+        // The SPA may send it again itself: with the new token, at once.
+        assert_eq!(
+            browser.api_get("/api/orders/rfc6750/next").await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(app.provider.refresh_grants().await, 1);
+    }
 }
 
 #[tokio::test]

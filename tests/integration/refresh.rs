@@ -7,18 +7,7 @@ use crate::harness::{Browser, TestApp};
 
 #[tokio::test]
 async fn expired_access_token_is_refreshed_once_even_for_20_concurrent_calls() {
-    let app = TestApp::builder()
-        .access_token_ttl(4)
-        .refresh_skew(1)
-        .start()
-        .await;
-    let browser = app.browser();
-    browser.login("alice").await;
-    assert_eq!(
-        browser.api_get("/api/orders/first").await.status(),
-        StatusCode::OK
-    );
-    let first_token = app.upstream.seen()[0].bearer.clone().unwrap();
+    let (app, browser, first_token) = alice_with_short_lived_tokens().await;
     assert_eq!(app.provider.refresh_grants().await, 0);
 
     browser.wait_past_access_token_expiry().await;
@@ -351,13 +340,9 @@ async fn without_expires_in_tokens_are_refreshed_after_the_assumed_lifetime() {
     assert_ne!(seen[0].bearer, seen.last().unwrap().bearer, "a new token");
 }
 
-/// A refresh answer whose ID token fails its checks (here: another issuer, properly signed) is
-/// untrustworthy as a whole (OIDC Core §12.2): its access token never reaches an upstream,
-/// UserInfo is not asked with it, and the session ends (`id_token_invalid`; with a rotating
-/// provider its refresh token was spent on this answer anyway). The conformance suite's
-/// `oidcc-client-test-refresh-token-invalid-issuer` found Vestibule using them.
-#[tokio::test]
-async fn a_refreshed_id_token_from_another_issuer_ends_the_session_unused() {
+/// Alice signed in with 4-second access tokens, one call made: the app, her browser and the
+/// access token the upstream saw.
+async fn alice_with_short_lived_tokens() -> (TestApp, Browser, String) {
     let app = TestApp::builder()
         .access_token_ttl(4)
         .refresh_skew(1)
@@ -370,11 +355,14 @@ async fn a_refreshed_id_token_from_another_issuer_ends_the_session_unused() {
         StatusCode::OK
     );
     let first_token = app.upstream.seen()[0].bearer.clone().unwrap();
-    let userinfo_calls = app.provider.stats().await["userinfo"].clone();
+    (app, browser, first_token)
+}
 
-    app.provider
-        .set_id_token_claims(serde_json::json!({ "iss": "https://another-issuer.example" }))
-        .await;
+/// After the access token's expiry, the next call's refresh is answered with a broken ID token
+/// (the provider was told so): the call is refused, nothing of that answer reaches an upstream
+/// or UserInfo, no spent refresh token is replayed, and the session has ended.
+async fn assert_the_refresh_ends_the_session_unused(app: &TestApp, browser: &Browser) {
+    let userinfo_calls = app.provider.stats().await["userinfo"].clone();
     browser.wait_past_access_token_expiry().await;
     let response = browser.api_get("/api/orders/after").await;
     assert_eq!(
@@ -384,16 +372,15 @@ async fn a_refreshed_id_token_from_another_issuer_ends_the_session_unused() {
     );
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let seen = app.upstream.seen();
+    assert_eq!(seen.len(), 1, "no call with the refreshed tokens: {seen:?}");
+    let stats = app.provider.stats().await;
     assert_eq!(
-        seen.len(),
-        1,
-        "no call with the refreshed access token: {seen:?}"
-    );
-    assert_eq!(seen[0].bearer.as_deref(), Some(first_token.as_str()));
-    assert_eq!(
-        app.provider.stats().await["userinfo"],
-        userinfo_calls,
+        stats["userinfo"], userinfo_calls,
         "UserInfo is not asked with the refreshed access token"
+    );
+    assert_eq!(
+        stats["refresh_token_errors"], 0,
+        "no replay of a spent refresh token"
     );
     assert_eq!(
         browser.user().await.0,
@@ -402,45 +389,26 @@ async fn a_refreshed_id_token_from_another_issuer_ends_the_session_unused() {
     );
 }
 
-/// The same for a refreshed ID token without `sub` (the answer cannot even be parsed): the
-/// session ends as `id_token_invalid` instead of being kept on its dying token while the
-/// rotated refresh token of that answer is thrown away (and the next refresh would replay the
-/// spent one, a false theft alarm at a rotating provider).
+/// A refresh answer whose ID token fails its checks (here: another issuer, properly signed) is
+/// untrustworthy as a whole (OIDC Core §12.2): its access token never reaches an upstream,
+/// UserInfo is not asked with it, and the session ends (`id_token_invalid`; with a rotating
+/// provider its refresh token was spent on this answer anyway). The conformance suite's
+/// `oidcc-client-test-refresh-token-invalid-issuer` found Vestibule using them.
+#[tokio::test]
+async fn a_refreshed_id_token_from_another_issuer_ends_the_session_unused() {
+    let (app, browser, _) = alice_with_short_lived_tokens().await;
+    app.provider
+        .set_id_token_claims(serde_json::json!({ "iss": "https://another-issuer.example" }))
+        .await;
+    assert_the_refresh_ends_the_session_unused(&app, &browser).await;
+}
+
+/// The same for a refreshed ID token without `sub` (the answer cannot even be parsed), which
+/// was kept on its dying token while the rotated refresh token of that answer was thrown away
+/// (the next refresh would have replayed the spent one: a false theft alarm).
 #[tokio::test]
 async fn a_refreshed_id_token_without_sub_ends_the_session_unused() {
-    let app = TestApp::builder()
-        .access_token_ttl(4)
-        .refresh_skew(1)
-        .start()
-        .await;
-    let browser = app.browser();
-    browser.login("alice").await;
-    assert_eq!(
-        browser.api_get("/api/orders/first").await.status(),
-        StatusCode::OK
-    );
+    let (app, browser, _) = alice_with_short_lived_tokens().await;
     app.provider.change_token_responses(&["sub"], false).await;
-    browser.wait_past_access_token_expiry().await;
-    let response = browser.api_get("/api/orders/after").await;
-    assert_eq!(
-        app.provider.refresh_grants().await,
-        1,
-        "the refresh was tried"
-    );
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        app.upstream.seen().len(),
-        1,
-        "no call with the refreshed tokens"
-    );
-    assert_eq!(
-        browser.user().await.0,
-        StatusCode::UNAUTHORIZED,
-        "the session ended"
-    );
-    assert_eq!(
-        app.provider.stats().await["refresh_token_errors"],
-        0,
-        "no replay of a spent refresh token"
-    );
+    assert_the_refresh_ends_the_session_unused(&app, &browser).await;
 }

@@ -265,12 +265,30 @@ impl Browser {
         user: &str,
         password: &str,
     ) -> Url {
-        let mut next = authorization_url;
-        for _ in 0..20 {
-            // Back at Vestibule: this instance, or the public URL's when the login started at
-            // another instance of the deployment (the callback is registered there).
-            if next.origin() == self.base.origin() || next.path() == STACK.vestibule.callback_path {
-                return next;
+        // Back at Vestibule: this instance, or the public URL's when the login started at
+        // another instance of the deployment (the callback is registered there).
+        let back = |url: &Url| {
+            url.origin() == self.base.origin() || url.path() == STACK.vestibule.callback_path
+        };
+        self.through_provider_pages(authorization_url, (user, password), 20, back)
+            .await
+            .unwrap_or_else(|| panic!("the provider did not redirect back to Vestibule"))
+    }
+
+    /// Follows the provider's redirects from `start` and submits its forms (with
+    /// `credentials` where they ask for them), at most `steps` pages, until a URL is `back`;
+    /// returns it, not yet visited (`None`: never back).
+    async fn through_provider_pages(
+        &self,
+        start: Url,
+        (user, password): (&str, &str),
+        steps: usize,
+        back: impl Fn(&Url) -> bool,
+    ) -> Option<Url> {
+        let mut next = start;
+        for _ in 0..steps {
+            if back(&next) {
+                return Some(next);
             }
             let response = self.get(next.as_str()).await;
             if response.status().is_redirection() {
@@ -282,7 +300,7 @@ impl Browser {
             let html = response.text().await.unwrap();
             next = self.submit_form(&page_url, &html, user, password).await;
         }
-        panic!("the provider did not redirect back to Vestibule");
+        None
     }
 
     /// Signs in to the test provider's second client ("portal") in this browser's provider
@@ -346,22 +364,13 @@ impl Browser {
     /// logout on the provider's page, and stops at the provider's redirect back to Vestibule:
     /// that URL (its `post_logout_redirect_uri` with the `state`), not yet visited.
     pub async fn end_session_at_provider(&self, end_session_url: &str) -> Url {
-        let mut next = Url::parse(end_session_url).unwrap();
-        for _ in 0..6 {
-            if next.origin() == self.base.origin() {
-                return next;
-            }
-            let response = self.get(next.as_str()).await;
-            if response.status().is_redirection() {
-                next = location(&response, &next);
-                continue;
-            }
-            assert_eq!(response.status(), StatusCode::OK, "provider page at {next}");
-            let page_url = next.clone();
-            let html = response.text().await.unwrap();
-            next = self.submit_form(&page_url, &html, "", "").await;
-        }
-        panic!("the provider did not redirect back to Vestibule after its logout");
+        let start = Url::parse(end_session_url).unwrap();
+        let back = |url: &Url| url.origin() == self.base.origin();
+        self.through_provider_pages(start, ("", ""), 6, back)
+            .await
+            .unwrap_or_else(|| {
+                panic!("the provider did not redirect back to Vestibule after its logout")
+            })
     }
 
     /// Submits the first form on a provider page, filling the login name (`login` at the test
