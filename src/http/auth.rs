@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use axum::Extension;
 use axum::Json;
 use axum::extract::{RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::client_address::ClientAddress;
 use super::device::session_origin;
-use super::headers::X_FORWARDED_FOR;
+use super::headers::{X_FORWARDED_FOR, no_store};
 use super::logout::{ProviderLogout, provider_logout};
 use super::{AppState, Components, QueryParams, csrf};
 use crate::audit::{AuditEvent, Details, Repeats};
@@ -449,15 +449,6 @@ pub async fn refuse_large_bodies(
         return AppError::PayloadTooLarge.into_response();
     }
     next.run(request).await
-}
-
-/// `response` with `Cache-Control: no-store`: nothing Vestibule answers about sessions may be
-/// kept by a cache.
-pub(super) fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 /// Fallback for unknown `/api/auth/*` paths.

@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::auth::{no_store, revoke_ended};
+use super::auth::revoke_ended;
+use super::headers::no_store;
 use crate::audit::{AuditEvent, Details};
 use crate::error::AppError;
 use crate::oidc::LogoutTokenError;

@@ -18,7 +18,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::auth::{no_store, revoke_ended};
+use super::auth::revoke_ended;
+use super::headers::no_store;
 use super::{AppState, QueryParams};
 use crate::audit::{AuditEvent, Details};
 use crate::error::{AppError, PageError};

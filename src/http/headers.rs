@@ -251,6 +251,16 @@ pub fn remove_own_set_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// `response` with `Cache-Control: no-store`: nothing Vestibule answers about sessions may be
+/// kept by a cache.
+pub(super) fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ pub mod headers;
 pub mod health;
 pub mod login_limit;
 pub mod logout;
+pub mod logout_state;
 pub mod proxy;
 pub mod request_id;
 pub mod request_scope;

@@ -11,8 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::auth::{end_by_cookie, no_store, revoke_ended};
+use super::auth::{end_by_cookie, revoke_ended};
 use super::client_address::ClientAddress;
+use super::headers::no_store;
 use super::{AppState, csrf};
 use crate::audit::{AuditEvent, Details, Repeats};
 use crate::error::AppError;

@@ -21,7 +21,7 @@ use url::{Origin, Url};
 
 use super::discovery::Discovered;
 use super::logout_token::fits;
-use super::userinfo::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS};
+use super::session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS};
 use super::{OidcError, Provider};
 use crate::clock::unix_now;
 

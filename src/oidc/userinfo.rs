@@ -19,37 +19,13 @@ use serde_json::{Map, Value};
 
 use super::claim_sources::{self, ProviderOrigins, SourceError};
 use super::discovery::Discovered;
+use super::session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS};
 use super::{OidcError, Provider, TracedHttp, UserInfoMode, UserInfoTokenMethod};
 use crate::clock::{OncePerInterval, unix_now};
-
-/// The ID token's claims that no UserInfo answer replaces: who the user is, for whom and when
-/// the token was issued, and how the user authenticated.
-pub const PROTOCOL_CLAIMS: [&str; 15] = [
-    "iss",
-    "sub",
-    "aud",
-    "exp",
-    "iat",
-    "nbf",
-    "nonce",
-    "auth_time",
-    "acr",
-    "amr",
-    "azp",
-    "sid",
-    "at_hash",
-    "c_hash",
-    "jti",
-];
 
 /// Aggregated and distributed claims (OIDC Core §5.6.2): references, never stored (a source
 /// may carry an access token); their values are resolved by [`claim_sources`].
 const UNRESOLVED_CLAIMS: [&str; 2] = ["_claim_names", "_claim_sources"];
-
-/// The most UserInfo claims a session keeps (their JSON, in bytes): every session record
-/// carries them. A larger answer is unusable (refused under `required`, ignored under `auto`),
-/// never trimmed, so no claim a rule may depend on goes missing unnoticed.
-pub const MAX_USERINFO_CLAIMS_BYTES: usize = 4096;
 
 /// How often an unusable UserInfo endpoint is reported (not once a login).
 const WARNING_INTERVAL: Duration = Duration::from_secs(3600);
@@ -79,21 +55,6 @@ impl UserInfoError {
             UserInfoError::OtherSubject => "userinfo_subject_mismatch",
         }
     }
-}
-
-/// The session's claims: the ID token's, with UserInfo's wherever UserInfo has a claim (its
-/// profile data is the fresher, re-read at each refresh), except the [`PROTOCOL_CLAIMS`], where
-/// the ID token's always stand.
-pub fn merge_claims(
-    mut id_token: Map<String, Value>,
-    userinfo: &Map<String, Value>,
-) -> Map<String, Value> {
-    for (name, value) in userinfo {
-        if !PROTOCOL_CLAIMS.contains(&name.as_str()) {
-            id_token.insert(name.clone(), value.clone());
-        }
-    }
-    id_token
 }
 
 /// The warning gate of a provider client (UserInfo unusable; claim sources unresolved).
@@ -336,44 +297,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn map(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => unreachable!(),
-        }
-    }
-
     fn checked(json: Value, sub: &str) -> Result<Map<String, Value>, OidcError> {
         let expected = SubjectIdentifier::new(sub.to_owned());
         let claims =
             Claims::from_json::<std::io::Error>(json.to_string().as_bytes(), Some(&expected))
                 .map_err(classify)?;
         Ok(kept_claims(answer_claims(&claims)?)?)
-    }
-
-    #[test]
-    fn userinfo_wins_for_profile_claims_and_never_for_protocol_ones() {
-        let id_token = map(json!({
-            "iss": "https://op", "sub": "alice", "aud": "vestibule", "exp": 10, "iat": 1,
-            "nonce": "n", "acr": "1", "amr": ["pwd"], "sid": "s", "auth_time": 1,
-            "name": "Old Name", "email": "a@old",
-        }));
-        let userinfo = map(json!({
-            "sub": "mallory", "iss": "https://evil", "aud": "other", "exp": 99, "acr": "0",
-            "amr": [], "sid": "x", "nonce": "m", "auth_time": 5, "jti": "j", "azp": "other",
-            "name": "New Name", "groups": ["admins"],
-        }));
-        let merged = merge_claims(id_token.clone(), &userinfo);
-        assert_eq!(merged["name"], "New Name", "UserInfo is the fresher");
-        assert_eq!(
-            merged["groups"],
-            json!(["admins"]),
-            "UserInfo-only claims are added"
-        );
-        assert_eq!(merged["email"], "a@old", "ID-token-only claims stay");
-        for protocol in PROTOCOL_CLAIMS {
-            assert_eq!(merged.get(protocol), id_token.get(protocol), "{protocol}");
-        }
     }
 
     #[test]

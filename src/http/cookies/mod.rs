@@ -18,7 +18,7 @@ use cookie::time::Duration;
 use cookie::{Cookie, SameSite};
 use percent_encoding::percent_decode;
 
-use super::logout::{LOGOUT_CALLBACK_PATH, LOGOUT_STATE_TTL, LogoutState};
+use super::logout_state::{LOGOUT_CALLBACK_PATH, LOGOUT_STATE_TTL, LogoutState};
 use crate::session::{BrowserBinding, PENDING_LOGIN_TTL, SessionCookie};
 
 /// Every name Vestibule uses, over http and over https: an upstream may set none of them.
