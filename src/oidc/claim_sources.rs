@@ -12,16 +12,14 @@
 //! the fetch is [`Provider::resolve_claim_sources`]'s. A source's access token is used for its
 //! fetch and dropped: never stored, never logged.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
-use openidconnect::{JsonWebKey, JwsSigningAlgorithm};
+use openidconnect::JwsSigningAlgorithm;
+use openidconnect::core::CoreJsonWebKeySet;
 use serde_json::{Map, Value};
 use url::{Origin, Url};
 
 use super::discovery::Discovered;
-use super::logout_token::fits;
-use super::session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS};
+use super::jws::{CompactJws, JwsError, signed_by_provider_keys};
+use super::session_claims::{PROTOCOL_CLAIMS, oversize};
 use super::{OidcError, Provider};
 use crate::clock::unix_now;
 
@@ -68,6 +66,15 @@ pub(super) enum SourceError {
     /// Its claims would take the session's claims beyond their bound.
     #[error("the claim source's claims do not fit in the session")]
     TooLarge,
+}
+
+impl From<JwsError> for SourceError {
+    fn from(error: JwsError) -> Self {
+        match error {
+            JwsError::Malformed => SourceError::NotJwt,
+            JwsError::Algorithm => SourceError::Algorithm,
+        }
+    }
 }
 
 /// Where a source's claims come from.
@@ -214,44 +221,18 @@ pub(super) fn verify(
     expected: &Expected<'_>,
     now: u64,
 ) -> Result<Map<String, Value>, SourceError> {
-    let jwt = jwt.trim();
-    if jwt.len() > MAX_SOURCE_BYTES {
+    let jws = CompactJws::parse(jwt.trim(), MAX_SOURCE_BYTES)?;
+    if jws.alg.uses_shared_secret() {
+        return Err(SourceError::Algorithm);
+    }
+    if jws.has_critical_extensions() {
         return Err(SourceError::NotJwt);
     }
-    let mut parts = jwt.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(SourceError::NotJwt);
-    };
-    let header = json_object(header_b64)?;
-    let alg = header
-        .get("alg")
-        .cloned()
-        .and_then(|alg| serde_json::from_value::<CoreJwsSigningAlgorithm>(alg).ok())
-        .filter(|alg| *alg != CoreJwsSigningAlgorithm::None && !alg.uses_shared_secret())
-        .ok_or(SourceError::Algorithm)?;
-    if header.contains_key("crit") {
-        return Err(SourceError::NotJwt);
-    }
-    let kid = header.get("kid").and_then(Value::as_str);
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| SourceError::NotJwt)?;
-    let signing_input = &jwt[..header_b64.len() + 1 + payload_b64.len()];
-    let verified = jwks
-        .keys()
-        .iter()
-        .filter(|key| kid.is_none_or(|kid| key.key_id().map(|id| id.as_str()) == Some(kid)))
-        .filter(|key| fits(key, &alg))
-        .any(|key| {
-            key.verify_signature(&alg, signing_input.as_bytes(), &signature)
-                .is_ok()
-        });
-    if !verified {
+    let signature = jws.signature()?;
+    if !signed_by_provider_keys(jwks, &jws.alg, jws.kid(), jws.signing_input, &signature) {
         return Err(SourceError::Signature);
     }
-    let claims = json_object(payload_b64)?;
+    let claims = jws.payload()?;
     if let Some(iss) = claims.get("iss")
         && iss.as_str() != Some(expected.issuer)
     {
@@ -279,7 +260,7 @@ pub(super) fn verify(
 
 /// Adds to `kept` the claims of `source` that `_claim_names` mapped to it, where `kept` has
 /// none of that name (UserInfo's own value stands), never a protocol claim; all or nothing,
-/// within [`MAX_USERINFO_CLAIMS_BYTES`].
+/// within the session's bound ([`super::session_claims::MAX_USERINFO_CLAIMS_BYTES`]).
 pub(super) fn merge(
     kept: &mut Map<String, Value>,
     source: &Source,
@@ -294,23 +275,11 @@ pub(super) fn merge(
             merged.insert(name.clone(), value.clone());
         }
     }
-    let size = serde_json::to_vec(&merged).map_or(usize::MAX, |json| json.len());
-    if size > MAX_USERINFO_CLAIMS_BYTES {
+    if oversize(&merged).is_some() {
         return Err(SourceError::TooLarge);
     }
     *kept = merged;
     Ok(())
-}
-
-/// A base64url segment holding a JSON object.
-fn json_object(segment: &str) -> Result<Map<String, Value>, SourceError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| SourceError::NotJwt)?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(SourceError::NotJwt),
-    }
 }
 
 impl Provider {
@@ -394,7 +363,12 @@ impl Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use openidconnect::core::CoreJsonWebKey;
+    use openidconnect::core::CoreJwsSigningAlgorithm;
+
+    use crate::oidc::session_claims::MAX_USERINFO_CLAIMS_BYTES;
     use openidconnect::{JsonWebKeyId, PrivateSigningKey};
     use serde_json::json;
 

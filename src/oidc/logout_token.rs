@@ -10,14 +10,13 @@
 //! `503` at once. Replay is the caller's business: it gets the `jti` and how long the token
 //! would stay acceptable.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
-use openidconnect::{JsonWebKey, JsonWebKeyAlgorithm, JsonWebKeyUse, JwsSigningAlgorithm};
+use openidconnect::{JsonWebKey, JwsSigningAlgorithm};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use super::discovery::Unsolicited;
+use super::jws::{CompactJws, JwsError, signed_by_provider_keys};
 use super::{OidcError, Provider};
 use crate::clock::unix_now;
 
@@ -92,6 +91,15 @@ pub enum LogoutTokenError {
     Replayed,
 }
 
+impl From<JwsError> for LogoutTokenError {
+    fn from(error: JwsError) -> Self {
+        match error {
+            JwsError::Malformed => LogoutTokenError::Malformed,
+            JwsError::Algorithm => LogoutTokenError::Algorithm,
+        }
+    }
+}
+
 /// Why checking a logout token did not produce a request.
 #[derive(Debug, thiserror::Error)]
 pub enum LogoutCheckError {
@@ -139,7 +147,7 @@ impl Provider {
         }
         let expect = self.expectations(&allowed, unix_now());
         let screened = screen(token, &expect)?;
-        if screened.alg.uses_shared_secret() {
+        if screened.jws.alg.uses_shared_secret() {
             // Keyed with the client secret: no key of the provider's is involved.
             return Ok(screened.verify(&CoreJsonWebKeySet::new(Vec::new()), &expect)?);
         }
@@ -183,10 +191,7 @@ impl Provider {
 
 /// A token whose header passed (§2.6 step 2, up to the signature), split into its parts.
 struct Screened<'t> {
-    alg: CoreJwsSigningAlgorithm,
-    kid: Option<String>,
-    signing_input: &'t str,
-    payload_b64: &'t str,
+    jws: CompactJws<'t>,
     signature: Vec<u8>,
 }
 
@@ -204,42 +209,22 @@ pub(super) fn check(
 /// The header's checks: a compact JWS under an allowed algorithm, of the right `typ`, with no
 /// critical extension. Nothing here needs the provider's keys.
 fn screen<'t>(token: &'t str, expect: &Expectations<'_>) -> Result<Screened<'t>, LogoutTokenError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(LogoutTokenError::Malformed);
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        // Five parts would be a JWE: we register no encryption, so none is expected.
-        return Err(LogoutTokenError::Malformed);
-    };
-    let header = json_object(header_b64)?;
-    let alg = signing_algorithm(&header)?;
-    if !expect.allowed_algs.contains(&alg) {
+    let jws = CompactJws::parse(token, MAX_TOKEN_LEN)?;
+    if !expect.allowed_algs.contains(&jws.alg) {
         return Err(LogoutTokenError::Algorithm);
     }
-    if let Some(typ) = header.get("typ") {
+    if let Some(typ) = jws.header.get("typ") {
         let typ = typ.as_str().ok_or(LogoutTokenError::Type)?;
         let typ = typ.strip_prefix("application/").unwrap_or(typ);
         if !typ.eq_ignore_ascii_case("logout+jwt") {
             return Err(LogoutTokenError::Type);
         }
     }
-    if header.contains_key("crit") {
-        // No critical extension is understood here (RFC 7515 §4.1.11).
+    if jws.has_critical_extensions() {
         return Err(LogoutTokenError::Malformed);
     }
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| LogoutTokenError::Malformed)?;
-    Ok(Screened {
-        alg,
-        kid: header.get("kid").and_then(Value::as_str).map(str::to_owned),
-        signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
-        payload_b64,
-        signature,
-    })
+    let signature = jws.signature()?;
+    Ok(Screened { jws, signature })
 }
 
 impl Screened<'_> {
@@ -249,16 +234,8 @@ impl Screened<'_> {
         jwks: &CoreJsonWebKeySet,
         expect: &Expectations<'_>,
     ) -> Result<LogoutRequest, LogoutTokenError> {
-        verify_signature(
-            jwks,
-            expect.client_secret,
-            &self.alg,
-            self.kid.as_deref(),
-            self.signing_input,
-            &self.signature,
-        )?;
-        let claims = json_object(self.payload_b64)?;
-        check_claims(&claims, expect)
+        verify_signature(jwks, expect.client_secret, &self.jws, &self.signature)?;
+        check_claims(&self.jws.payload()?, expect)
     }
 }
 
@@ -330,40 +307,15 @@ fn check_claims(
     })
 }
 
-/// A base64url segment holding a JSON object.
-fn json_object(segment: &str) -> Result<Map<String, Value>, LogoutTokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| LogoutTokenError::Malformed)?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(LogoutTokenError::Malformed),
-    }
-}
-
-/// The header's `alg`, if it is a signing algorithm openidconnect verifies (never `none`).
-fn signing_algorithm(
-    header: &Map<String, Value>,
-) -> Result<CoreJwsSigningAlgorithm, LogoutTokenError> {
-    let alg = header
-        .get("alg")
-        .cloned()
-        .ok_or(LogoutTokenError::Algorithm)?;
-    match serde_json::from_value::<CoreJwsSigningAlgorithm>(alg) {
-        Ok(CoreJwsSigningAlgorithm::None) | Err(_) => Err(LogoutTokenError::Algorithm),
-        Ok(alg) => Ok(alg),
-    }
-}
-
-/// Verifies the signature with the client secret (HS) or a JWKS key that fits `kid` and `alg`.
+/// Verifies the signature with the client secret (HS) or a JWKS key that fits the token's `kid`
+/// and `alg`.
 fn verify_signature(
     jwks: &CoreJsonWebKeySet,
     client_secret: &str,
-    alg: &CoreJwsSigningAlgorithm,
-    kid: Option<&str>,
-    signing_input: &str,
+    jws: &CompactJws<'_>,
     signature: &[u8],
 ) -> Result<(), LogoutTokenError> {
+    let alg = &jws.alg;
     if alg.uses_shared_secret() {
         if signature.len() != mac_length(alg) {
             // A MAC of the wrong length makes the underlying crypto panic; refuse it first.
@@ -371,40 +323,13 @@ fn verify_signature(
         }
         let key = CoreJsonWebKey::new_symmetric(client_secret.as_bytes().to_vec());
         return key
-            .verify_signature(alg, signing_input.as_bytes(), signature)
+            .verify_signature(alg, jws.signing_input.as_bytes(), signature)
             .map_err(|_| LogoutTokenError::Signature);
     }
-    let verified = jwks
-        .keys()
-        .iter()
-        .filter(|key| kid.is_none_or(|kid| key.key_id().map(|id| id.as_str()) == Some(kid)))
-        .filter(|key| fits(key, alg))
-        .any(|key| {
-            key.verify_signature(alg, signing_input.as_bytes(), signature)
-                .is_ok()
-        });
-    if verified {
+    if signed_by_provider_keys(jwks, alg, jws.kid(), jws.signing_input, signature) {
         Ok(())
     } else {
         Err(LogoutTokenError::Signature)
-    }
-}
-
-/// Whether `key` may verify an `alg` signature (its use, type and own `alg`).
-pub(super) fn fits(key: &CoreJsonWebKey, alg: &CoreJwsSigningAlgorithm) -> bool {
-    if key
-        .key_use()
-        .is_some_and(|key_use| !key_use.allows_signature())
-    {
-        return false;
-    }
-    if alg.key_type().as_ref() != Some(key.key_type()) {
-        return false;
-    }
-    match key.signing_alg() {
-        JsonWebKeyAlgorithm::Unspecified => true,
-        JsonWebKeyAlgorithm::Algorithm(key_alg) => key_alg == alg,
-        JsonWebKeyAlgorithm::Unsupported => false,
     }
 }
 
@@ -420,6 +345,8 @@ fn mac_length(alg: &CoreJwsSigningAlgorithm) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use hmac::{Hmac, Mac};
     use sha2::{Sha256, Sha512};
 

@@ -14,6 +14,7 @@ mod client_auth;
 mod discovery;
 mod grants;
 mod id_token;
+mod jws;
 mod logout;
 mod logout_token;
 mod metadata;

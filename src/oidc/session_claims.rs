@@ -29,6 +29,12 @@ pub const PROTOCOL_CLAIMS: [&str; 15] = [
 /// never trimmed, so no claim a rule may depend on goes missing unnoticed.
 pub const MAX_USERINFO_CLAIMS_BYTES: usize = 4096;
 
+/// The size of `claims` (their JSON, in bytes) when it is over [`MAX_USERINFO_CLAIMS_BYTES`].
+pub(super) fn oversize(claims: &Map<String, Value>) -> Option<usize> {
+    let size = serde_json::to_vec(claims).map_or(usize::MAX, |json| json.len());
+    (size > MAX_USERINFO_CLAIMS_BYTES).then_some(size)
+}
+
 /// The session's claims: the ID token's, with UserInfo's wherever UserInfo has a claim (its
 /// profile data is the fresher, re-read at each refresh), except the [`PROTOCOL_CLAIMS`], where
 /// the ID token's always stand.

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::claim_sources::{self, ProviderOrigins, SourceError};
 use super::discovery::Discovered;
-use super::session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS};
+use super::session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS, oversize};
 use super::{OidcError, Provider, TracedHttp, UserInfoMode, UserInfoTokenMethod};
 use crate::clock::{OncePerInterval, unix_now};
 
@@ -249,8 +249,7 @@ fn kept_claims(mut kept: Map<String, Value>) -> Result<Map<String, Value>, UserI
     kept.retain(|name, _| {
         !PROTOCOL_CLAIMS.contains(&name.as_str()) && !UNRESOLVED_CLAIMS.contains(&name.as_str())
     });
-    let size = serde_json::to_vec(&kept).map_or(usize::MAX, |json| json.len());
-    if size > MAX_USERINFO_CLAIMS_BYTES {
+    if let Some(size) = oversize(&kept) {
         return Err(UserInfoError::Invalid(format!(
             "its claims take {size} bytes, more than the {MAX_USERINFO_CLAIMS_BYTES} a session keeps"
         )));
