@@ -10,25 +10,27 @@ use secrecy::ExposeSecret;
 
 use crate::audit::{AuditTrail, SUBJECT_KEY_PURPOSE};
 use crate::config::{AuditSettings, AuditSubject, OidcSettings, SessionSettings, Settings};
-use crate::http::client_address::TrustedProxies;
-use crate::http::connection::ConnectionLimits;
-use crate::http::dispatch::Dispatcher;
-use crate::http::frontend::FrontendService;
-use crate::http::headers::ForwardingHeaders;
-use crate::http::health::Lifecycle;
+use crate::http::endpoints::frontend::FrontendService;
+use crate::http::endpoints::health::Lifecycle;
+use crate::http::endpoints::scrape;
 use crate::http::login_limit::LoginRateLimit;
-use crate::http::request_id::RequestIds;
-use crate::http::scrape;
-use crate::http::server::ServeLimits;
+use crate::http::proxy::Forwarder;
+use crate::http::proxy::client::upstream_client;
+use crate::http::proxy::headers::ForwardingHeaders;
+use crate::http::server::accept::ServeLimits;
+use crate::http::server::client_address::TrustedProxies;
+use crate::http::server::connection::ConnectionLimits;
+use crate::http::server::dispatch::Dispatcher;
+use crate::http::server::request_id::RequestIds;
+use crate::http::server::trace_context::TraceContextTrust;
 use crate::http::suspicious_use::SuspiciousUsePolicy;
-use crate::http::trace_context::TraceContextTrust;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::refresh::Refresher;
+use crate::routes::RouteTable;
 use crate::session::crypto::purpose_key;
 use crate::session::store::CacheSettings;
 use crate::session::{KeyRing, PendingLimits, Sessions, Store, StoreError};
-use crate::upstreams::UpstreamTable;
 
 /// The session store `session` describes (with the per-instance cache when `with_cache`).
 /// An unreachable Redis is only a warning (sessions answer 503 until it is back); refused
@@ -165,7 +167,7 @@ impl Application {
         // Whose forwarded client address, request id and trace context are believed.
         let trusted_proxies = TrustedProxies::new(server.trusted_proxies.clone());
         let state = AppState::new(Components {
-            forwarded: ForwardingHeaders::new(&public_url),
+            forwarder: Forwarder::new(upstream_client(), ForwardingHeaders::new(&public_url)),
             origin: public_url.origin().ascii_serialization(),
             public_url,
             refresher: Arc::new(Refresher::new(
@@ -176,9 +178,8 @@ impl Application {
             )),
             sessions,
             provider,
-            upstreams: Arc::new(UpstreamTable::new(routes)),
+            routes: Arc::new(RouteTable::new(routes)),
             cookies: CookiePolicy::new(https),
-            upstream: http::upstream::upstream_client(),
             frontend,
             trusted_proxies: trusted_proxies.clone(),
             login_limit: LoginRateLimit::new(login.rate_limit_per_minute, login.rate_limit_burst),
@@ -194,8 +195,8 @@ impl Application {
             trace_context: TraceContextTrust::new(traces.trust_traceparent, trusted_proxies),
         });
         // The span and the panic guard every request gets are added by the dispatcher
-        // (`http::request_scope`), around the router and the proxy alike.
-        let router = http::router(state.clone());
+        // (`http::server::scope`), around the router and the proxy alike.
+        let router = http::endpoints::router(state.clone());
         let listener = TcpListener::bind(listen).await?;
         let metrics = match metrics_listen {
             Some(address) => Some(MetricsListener {
@@ -239,7 +240,7 @@ impl Application {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
         let stop = stopping(self.state.lifecycle.clone(), self.shutdown_delay).shared();
         let (state, router) = (self.state, self.router);
-        let public = http::server::serve(
+        let public = http::server::accept::serve(
             self.listener,
             self.limits,
             move |accepted| Dispatcher::new(state.clone(), router.clone(), accepted),
@@ -249,8 +250,12 @@ impl Application {
             None => public.await,
             Some(MetricsListener { listener, router }) => {
                 tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
-                let scrapes =
-                    http::server::serve(listener, scrape::LIMITS, move |_| router.clone(), stop);
+                let scrapes = http::server::accept::serve(
+                    listener,
+                    scrape::LIMITS,
+                    move |_| router.clone(),
+                    stop,
+                );
                 tokio::join!(public, scrapes);
             }
         }

@@ -23,6 +23,6 @@ pub mod random;
 pub mod redact;
 pub mod refresh;
 pub mod return_to;
+pub mod routes;
 pub mod session;
 pub mod traces;
-pub mod upstreams;

@@ -26,9 +26,9 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::oidc::{ClientAuthMethod, SigningAlg, UserInfoMode, UserInfoTokenMethod};
+use crate::routes::Route;
 use crate::session::KeyRing;
 use crate::session::store::{RedisTls, RedisTopology};
-use crate::upstreams::Route;
 use error::describe_figment_error;
 use file::FileSettings;
 

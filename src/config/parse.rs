@@ -16,10 +16,10 @@ use super::redis;
 use super::{AuditSettings, Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
 use super::{encryption_keys, secret_files};
 use crate::oidc::SigningAlg;
+use crate::routes::Route;
 use crate::session::DEFAULT_MAX_PER_USER;
 use crate::session::store::user_index::MAX_PER_USER_LIMIT;
 use crate::traces::TraceSettings;
-use crate::upstreams::Route;
 
 /// `oidc.assumed_token_lifetime_secs`: below 5 s every call would refresh (the refresh skew is
 /// capped at half the lifetime); beyond a day a revoked token would be proxied for too long.
@@ -458,11 +458,11 @@ fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigError> {
         if route.timeout_secs == 0 {
             return Err(ConfigError::new(key("timeout_secs"), "must be at least 1"));
         }
-        routes.push(Route {
-            prefix: route.prefix.clone(),
-            upstream: route.upstream.clone(),
-            timeout: Duration::from_secs(route.timeout_secs),
-        });
+        routes.push(Route::new(
+            route.prefix.clone(),
+            route.upstream.clone(),
+            Duration::from_secs(route.timeout_secs),
+        ));
     }
     Ok(routes)
 }

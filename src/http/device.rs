@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use axum::http::{HeaderMap, header};
 
-use super::client_address::client_network;
+use crate::http::server::client_address::client_network;
 use crate::session::SessionOrigin;
 
 /// What `woothee` answers for a part it does not recognise.

@@ -13,8 +13,8 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::client_address::client_network;
 use crate::clock::{OncePerInterval, unix_now};
+use crate::http::server::client_address::client_network;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -129,7 +129,7 @@ fn bucket(client: IpAddr) -> IpAddr {
 
 /// `address` with all but its first `v4_bits` / `v6_bits` bits cleared.
 fn truncated(address: IpAddr, v4_bits: u8, v6_bits: u8) -> IpAddr {
-    super::client_address::truncated(address, v4_bits, v6_bits).addr()
+    crate::http::server::client_address::truncated(address, v4_bits, v6_bits).addr()
 }
 
 #[cfg(test)]

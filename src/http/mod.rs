@@ -1,45 +1,27 @@
 //! The HTTP surface: routes, shared state and the translation of requests into calls on the
 //! session, OIDC and refresh layers. Handlers stay thin; decisions live in those layers.
 
-pub mod auth;
-pub mod backchannel;
-pub mod bearer_challenge;
-pub mod client_address;
-pub mod connection;
 pub mod cookies;
 pub mod csrf;
 pub mod device;
-pub mod dispatch;
-pub mod frontchannel;
-pub mod frontend;
-pub mod headers;
-pub mod health;
+pub mod endpoints;
 pub mod login_limit;
-pub mod logout;
 pub mod logout_state;
 pub mod proxy;
-pub mod request_id;
-pub mod request_scope;
-pub mod scrape;
 pub mod server;
-pub mod sessions;
 pub mod suspicious_use;
-pub mod trace_context;
-pub mod upstream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::http::HeaderMap;
-use axum::routing::{delete, get, post};
 use url::Url;
 
 use crate::error::AppError;
 use crate::oidc::Provider;
 use crate::refresh::Refresher;
+use crate::routes::RouteTable;
 use crate::session::{ActiveSession, PendingLimits, SessionCookie, Sessions};
-use crate::upstreams::UpstreamTable;
 use cookies::CookiePolicy;
 
 /// Everything a handler needs, built once at start-up. Cloning it (axum does, per request)
@@ -74,18 +56,16 @@ pub struct Components {
     pub provider: Arc<Provider>,
     /// Keeps access tokens fresh (the single-flight refresh).
     pub refresher: Arc<Refresher>,
-    /// The upstream APIs (`[[routes]]`).
-    pub upstreams: Arc<UpstreamTable>,
+    /// The API routes (`[[routes]]`).
+    pub routes: Arc<RouteTable>,
     /// Cookie names and attributes.
     pub cookies: CookiePolicy,
-    /// The upstream HTTP client.
-    pub upstream: upstream::UpstreamClient,
+    /// Sends requests to upstreams and the frontend's development server.
+    pub forwarder: proxy::Forwarder,
     /// How the single-page app is served.
-    pub frontend: frontend::FrontendService,
-    /// The `X-Forwarded-*` values derived from `public_url`.
-    pub forwarded: headers::ForwardingHeaders,
+    pub frontend: endpoints::frontend::FrontendService,
     /// Whose `X-Forwarded-For` is believed when working out the client's address.
-    pub trusted_proxies: client_address::TrustedProxies,
+    pub trusted_proxies: server::client_address::TrustedProxies,
     /// The rate limit on login starts per client address.
     pub login_limit: login_limit::LoginRateLimit,
     /// How many logins may be in progress.
@@ -93,15 +73,15 @@ pub struct Components {
     /// Largest request body Vestibule's own endpoints accept.
     pub max_body_bytes: usize,
     /// Whether the process is shutting down (readiness).
-    pub lifecycle: Arc<health::Lifecycle>,
+    pub lifecycle: Arc<endpoints::health::Lifecycle>,
     /// What happens when a session is used suspiciously.
     pub suspicious_use: suspicious_use::SuspiciousUsePolicy,
     /// Where request ids come from.
-    pub request_ids: request_id::RequestIds,
+    pub request_ids: server::request_id::RequestIds,
     /// Where authentication events are recorded.
     pub audit: crate::audit::AuditTrail,
     /// Whose W3C trace context is believed (`traces.trust_traceparent`).
-    pub trace_context: trace_context::TraceContextTrust,
+    pub trace_context: server::trace_context::TraceContextTrust,
 }
 
 impl Components {
@@ -140,7 +120,7 @@ impl Components {
         }
         if let Some(record) = self.sessions.end(&session.cookie).await? {
             crate::metrics::metrics().sessions_ended("suspicious_use", 1);
-            auth::revoke_refresh_token_of(self, &record);
+            endpoints::auth::revoke_refresh_token_of(self, &record);
         }
         Err(AppError::Unauthenticated)
     }
@@ -168,54 +148,6 @@ impl QueryParams {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     }
-}
-
-/// Vestibule's own endpoints under `/api/auth`, the probes (`/healthz`, `/readyz`) and, as the
-/// fallback, the single-page app. (Proxied API calls never reach the router: see [`dispatch`].)
-pub fn router(state: AppState) -> Router {
-    let auth = Router::new()
-        .route("/login", get(auth::begin_login))
-        .route("/callback", get(auth::finish_login))
-        .route("/user", get(auth::current_user))
-        .route("/logout", get(auth::logout_link).post(auth::logout))
-        .route("/logout-callback", get(logout::logout_callback))
-        .route(
-            "/frontchannel-logout",
-            get(frontchannel::frontchannel_logout),
-        )
-        .route(
-            "/backchannel-logout",
-            post(backchannel::backchannel_logout).fallback(backchannel::method_not_allowed),
-        )
-        .route(
-            "/sessions",
-            get(sessions::list_sessions)
-                .delete(sessions::end_other_sessions)
-                .fallback(sessions::sessions_method_not_allowed),
-        )
-        .route(
-            "/sessions/{id}",
-            delete(sessions::end_session).fallback(sessions::session_method_not_allowed),
-        )
-        .route("/client.js", get(frontend::client_js))
-        .fallback(auth::not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::refuse_large_bodies,
-        ));
-    Router::new()
-        .route(
-            health::LIVENESS_PATH,
-            get(health::alive).fallback(health::method_not_allowed),
-        )
-        .route(
-            health::READINESS_PATH,
-            get(health::ready).fallback(health::method_not_allowed),
-        )
-        .nest("/api/auth", auth)
-        .fallback(frontend::serve)
-        .with_state(state)
 }
 
 #[cfg(test)]

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 
-use super::client_address::client_network;
 use super::device::describe;
 use crate::audit::{AuditEvent, AuditTrail, Details};
 use crate::clock::{OncePerInterval, unix_now};
+use crate::http::server::client_address::client_network;
 use crate::session::SessionRecord;
 pub use crate::session::SuspiciousUseAction;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
-use vestibule::http::scrape::LIMITS;
+use vestibule::http::endpoints::scrape::LIMITS;
 
 use crate::harness::binary::{VestibuleProcess, binary_in_front};
 use crate::harness::raw_http::{self, read_until_closed};

@@ -358,7 +358,7 @@ async fn unknown_paths_are_404_json() {
 }
 
 /// Request headers that steer a server's routing or its idea of the client (issue 9 lists
-/// them; `vestibule::http::headers::CLIENT_SUPPLIED_ROUTING` holds the full set).
+/// them; `vestibule::http::proxy::headers::CLIENT_SUPPLIED_ROUTING` holds the full set).
 const ROUTING_HEADERS: [&str; 14] = [
     "x-original-url",
     "x-rewrite-url",
@@ -386,7 +386,7 @@ async fn headers_that_steer_an_upstreams_routing_never_pass_through() {
         .get(browser.url("/api/orders/public"))
         .header("x-csrf", "1")
         .header("x-forwarded-for", "6.6.6.6");
-    let all = vestibule::http::headers::CLIENT_SUPPLIED_ROUTING;
+    let all = vestibule::http::proxy::headers::CLIENT_SUPPLIED_ROUTING;
     for name in ROUTING_HEADERS.iter().chain(all.iter()) {
         request = request.header(*name, "/admin");
     }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use super::cookies::CookiePolicy;
+use crate::http::cookies::CookiePolicy;
 
 /// This proxy's `Via` entry (RFC 9110 §7.6.3), added in both directions.
 pub const VIA: &str = "1.1 vestibule";
@@ -123,7 +123,7 @@ pub fn is_client_supplied_routing(name: &str) -> bool {
 }
 
 /// `X-Forwarded-For`, which Vestibule sets and also reads behind trusted proxies.
-pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
@@ -249,16 +249,6 @@ pub fn remove_own_set_cookies(headers: &mut HeaderMap) {
     for value in kept {
         headers.append(header::SET_COOKIE, value);
     }
-}
-
-/// `response` with `Cache-Control: no-store`: nothing Vestibule answers about sessions may be
-/// kept by a cache.
-pub(super) fn no_store(mut response: axum::response::Response) -> axum::response::Response {
-    response.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    response
 }
 
 #[cfg(test)]

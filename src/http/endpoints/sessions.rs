@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::auth::{end_by_cookie, revoke_ended};
-use super::client_address::ClientAddress;
-use super::headers::no_store;
-use super::{AppState, csrf};
+use super::no_store;
 use crate::audit::{AuditEvent, Details, Repeats};
 use crate::error::AppError;
+use crate::http::server::client_address::ClientAddress;
+use crate::http::{AppState, csrf};
 use crate::session::ActiveSession;
 
 /// The caller's own session, after the anti-forgery check (every endpoint here acts on the

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-use super::headers::X_FORWARDED_FOR;
+use crate::http::proxy::headers::X_FORWARDED_FOR;
 
 /// The client's address for the request, worked out once by the dispatcher from the peer and
 /// the trusted proxies' `X-Forwarded-For`: an extension of every request the router handles.

@@ -9,23 +9,22 @@ use std::path::PathBuf;
 use askama::Template;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 use url::Url;
 
-use super::AppState;
-use super::client_address::ClientAddress;
-use super::connection::ConnectionSlot;
-use super::headers::{clean_upstream_response, remove_hop_by_hop, remove_own_set_cookies};
-use super::upstream::describe;
 use crate::config::Frontend;
 use crate::error::AppError;
+use crate::http::AppState;
+use crate::http::proxy::upgrade::{self, ClientUpgrade};
+use crate::http::proxy::{ProxyError, into_browser_response};
+use crate::http::server::client_address::ClientAddress;
+use crate::http::server::connection::ConnectionSlot;
 
 /// The JS helper served at `/api/auth/client.js`.
-const CLIENT_JS: &str = include_str!("../../templates/client.js");
+const CLIENT_JS: &str = include_str!("../../../templates/client.js");
 
 /// Long-lived caching for files whose names carry a content hash.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -179,7 +178,8 @@ fn set_cache(response: &mut Response, value: &'static str) {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
 }
 
-/// Proxies to the development server; an `Upgrade` (WebSocket) is relayed byte for byte.
+/// Relays to the development server through the one forwarder, without a credential; an
+/// `Upgrade` (WebSocket, for hot reload) is relayed byte for byte.
 async fn dev_server(
     state: &AppState,
     base: &Url,
@@ -188,107 +188,39 @@ async fn dev_server(
     let mut target = base.clone();
     target.set_path(request.uri().path());
     target.set_query(request.uri().query());
-    let uri: Uri = target
-        .as_str()
-        .parse()
-        .map_err(|_| AppError::BadRequest("path cannot be forwarded"))?;
-    let upgrade = wants_upgrade(request.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let client = request
-        .extensions()
-        .get::<ClientAddress>()
-        .map(|ClientAddress(client)| *client);
+    let client_upgrade = ClientUpgrade::take(&mut request);
+    let client = request.extensions().get::<ClientAddress>().map_or(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        |ClientAddress(client)| *client,
+    );
     // The relay outlives this exchange: it keeps the connection's place under the cap.
     let slot = request.extensions().get::<ConnectionSlot>().cloned();
 
     let (mut parts, body) = request.into_parts();
-    parts.uri = uri;
-    parts.version = axum::http::Version::HTTP_11;
-    parts.headers.remove(header::HOST);
-    parts.headers.remove(header::AUTHORIZATION);
     // A frontend server never sees Vestibule's cookies; the session is not its business. It
     // gets the same forwarding headers as an API, from what Vestibule knows.
     let _ = state.cookies.strip(&mut parts.headers);
-    if let Some(client) = client {
-        state.forwarded.apply(&mut parts.headers, client);
-    }
-    if !upgrade {
-        remove_hop_by_hop(&mut parts.headers);
-    }
-    let mut response = state
-        .upstream
-        .request(Request::from_parts(parts, body))
+    state.forwarder.prepare(
+        &mut parts,
+        target.as_str(),
+        client,
+        None,
+        client_upgrade.is_some(),
+    )?;
+    let response = state
+        .forwarder
+        .send(Request::from_parts(parts, body), None, "frontend")
         .await
-        .map_err(|error| {
-            AppError::UpstreamUnavailable(format!("frontend dev server: {}", describe(&error)))
+        .map_err(|error| match error {
+            ProxyError::Unavailable(cause) => {
+                AppError::UpstreamUnavailable(format!("frontend dev server: {cause}"))
+            }
+            other => other.into(),
         })?;
-
-    if let Some(client_upgrade) = client_upgrade
-        && response.status() == StatusCode::SWITCHING_PROTOCOLS
-    {
-        let server_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let (Ok(client), Ok(server)) = tokio::join!(client_upgrade, server_upgrade) else {
-                tracing::debug!("frontend upgrade failed");
-                return;
-            };
-            let _ =
-                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server))
-                    .await;
-        });
-        let (mut parts, _) = response.into_parts();
-        remove_own_set_cookies(&mut parts.headers);
-        return Ok(Response::from_parts(parts, Body::empty()));
-    }
-    let (mut parts, body) = response.into_parts();
-    // An SSR or dev server must not be able to set Vestibule's cookies (session fixation).
-    clean_upstream_response(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::new(body)))
-}
-
-fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .any(|value| {
-                value
-                    .split(',')
-                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_routes_have_no_extension() {
-        assert!(is_client_route("/"));
-        assert!(is_client_route("/orders/42"));
-        assert!(!is_client_route("/assets/app.js"));
-        assert!(!is_client_route("/favicon.ico"));
-    }
-
-    #[test]
-    fn content_hashes_are_recognised() {
-        for hashed in [
-            "/assets/index-BxHVVlQ1.js",
-            "/app.3f9a1c2b.css",
-            "/a/chunk-8d7e6f5a4b.js",
-        ] {
-            assert!(has_content_hash(hashed), "{hashed}");
-        }
-        for plain in [
-            "/index.html",
-            "/app.js",
-            "/favicon.ico",
-            "/assets/vendor-react.js",
-            "/logo.svg",
-        ] {
-            assert!(!has_content_hash(plain), "{plain}");
-        }
-    }
+    // An SSR or dev server must not be able to set Vestibule's cookies (session fixation):
+    // its answers are cleaned like an API's.
+    Ok(match client_upgrade {
+        Some(client_upgrade) => upgrade::relay(client_upgrade, response, slot),
+        None => into_browser_response(response),
+    })
 }

@@ -19,10 +19,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::auth::revoke_ended;
-use super::headers::no_store;
-use super::{AppState, QueryParams};
+use super::no_store;
 use crate::audit::{AuditEvent, Details};
 use crate::error::{AppError, PageError};
+use crate::http::{AppState, QueryParams};
 
 /// Longest `sid` looked up (providers use UUIDs or similar; anything longer is not one).
 const MAX_SID_LEN: usize = 512;

@@ -17,12 +17,12 @@ fn config() -> ProptestConfig {
     }
 }
 
-fn table() -> UpstreamTable {
-    UpstreamTable::new(vec![Route {
-        prefix: "/api/orders".into(),
-        upstream: Url::parse(BASE).unwrap(),
-        timeout: std::time::Duration::from_secs(1),
-    }])
+fn table() -> RouteTable {
+    RouteTable::new(vec![Route::new(
+        "/api/orders".into(),
+        Url::parse(BASE).unwrap(),
+        std::time::Duration::from_secs(1),
+    )])
 }
 
 /// Pieces that a lenient server could assemble into a dot segment or a separator.

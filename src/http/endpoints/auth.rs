@@ -12,14 +12,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::client_address::ClientAddress;
-use super::device::session_origin;
-use super::headers::{X_FORWARDED_FOR, no_store};
 use super::logout::{ProviderLogout, provider_logout};
-use super::{AppState, Components, QueryParams, csrf};
+use super::no_store;
 use crate::audit::{AuditEvent, Details, Repeats};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure, PageError};
+use crate::http::device::session_origin;
+use crate::http::proxy::headers::X_FORWARDED_FOR;
+use crate::http::server::client_address::ClientAddress;
+use crate::http::{AppState, Components, QueryParams, csrf};
 use crate::metrics::metrics;
 use crate::oidc::OidcError;
 use crate::return_to::ReturnTo;
@@ -358,7 +359,7 @@ fn logout_answer(
 /// the record itself, so escrow or not) in the background: how a session whose cookie is at
 /// hand ends, whoever asks (a logout, the user's own "end this session"). `None` when there
 /// was no session.
-pub(super) async fn end_by_cookie(
+pub(crate) async fn end_by_cookie(
     state: &AppState,
     cookie: &SessionCookie,
 ) -> Result<Option<SessionRecord>, AppError> {
@@ -408,7 +409,7 @@ fn revoke_in_background(state: &Components, refresh_tokens: impl IntoIterator<It
 }
 
 /// Revokes the refresh token of `record`, a session that just ended (if it had one).
-pub(super) fn revoke_refresh_token_of(state: &Components, record: &SessionRecord) {
+pub(crate) fn revoke_refresh_token_of(state: &Components, record: &SessionRecord) {
     revoke_in_background(
         state,
         record
@@ -420,7 +421,7 @@ pub(super) fn revoke_refresh_token_of(state: &Components, record: &SessionRecord
 }
 
 /// Ends sessions found without their cookies' help (`ended`): revokes their refresh tokens.
-pub(super) fn revoke_ended(state: &Components, ended: crate::session::Ended) -> usize {
+pub(crate) fn revoke_ended(state: &Components, ended: crate::session::Ended) -> usize {
     let count = ended.count;
     revoke_in_background(
         state,

@@ -15,7 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
+use crate::http::AppState;
 
 /// The liveness path.
 pub const LIVENESS_PATH: &str = "/healthz";

@@ -12,11 +12,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::auth::revoke_ended;
-use super::headers::no_store;
+use super::no_store;
 use crate::audit::{AuditEvent, Details};
 use crate::error::AppError;
+use crate::http::AppState;
 use crate::oidc::LogoutTokenError;
 
 /// The form field carrying the token (§2.5).

@@ -1,5 +1,5 @@
-//! The upstream table (`[[routes]]`): which upstream API serves a request path, and what path
-//! it sees.
+//! The routes (`[[routes]]`): which upstream API serves a request path, what path it sees,
+//! and what belongs to each route.
 //!
 //! A prefix matches whole path segments only and the longest prefix wins. The remainder is
 //! forwarded byte for byte and never rewritten; instead it is refused ([`RouteError::Traversal`])
@@ -10,20 +10,40 @@ mod path_safety;
 #[cfg(test)]
 mod properties;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::metrics::RouteMetrics;
 use url::Url;
 
 use path_safety::climbs_out;
 
-/// One configured `[[routes]]` entry.
-#[derive(Debug, Clone)]
+/// One configured `[[routes]]` entry: where its calls go and everything that is the route's
+/// own (its time limit, its metric handles). Built once at start-up and shared as
+/// `Arc<Route>` with every call it serves.
+#[derive(Debug)]
 pub struct Route {
     /// The path prefix, starting with `/`, without a trailing `/`.
     pub prefix: String,
     /// The upstream base URL the remainder is appended to.
     pub upstream: Url,
     /// How long to wait for the upstream's response headers.
-    pub timeout: std::time::Duration,
+    pub timeout: Duration,
+    /// The route's metric handles.
+    pub metrics: &'static RouteMetrics,
+}
+
+impl Route {
+    /// The route for `prefix` (normalised by the config layer), served by `upstream`.
+    pub fn new(prefix: String, upstream: Url, timeout: Duration) -> Self {
+        let metrics = crate::metrics::metrics().route(&prefix);
+        Self {
+            prefix,
+            upstream,
+            timeout,
+            metrics,
+        }
+    }
 }
 
 /// Why a path could not be routed.
@@ -35,45 +55,40 @@ pub enum RouteError {
     Traversal,
 }
 
-/// Routes sorted so that the longest prefix is tried first.
+/// The routes, sorted so that the longest prefix is tried first.
 #[derive(Debug, Clone, Default)]
-pub struct UpstreamTable {
-    routes: Vec<Route>,
-    /// Each route's metric handles.
-    metrics: Vec<&'static RouteMetrics>,
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
 }
 
-/// A matched route and the upstream URL for the request.
+/// A request's route and the upstream URL it is sent to.
 #[derive(Debug)]
-pub struct Target<'a> {
+pub struct RouteMatch {
     /// The matched route.
-    pub route: &'a Route,
+    pub route: Arc<Route>,
     /// The full upstream URL (path remainder and query appended).
     pub url: String,
-    /// The route's metric handles.
-    pub metrics: &'static RouteMetrics,
 }
 
-impl UpstreamTable {
-    /// Builds the table; prefixes are normalised by the config layer.
-    pub fn new(mut routes: Vec<Route>) -> Self {
+impl RouteTable {
+    /// Builds the table.
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-        let metrics = routes
-            .iter()
-            .map(|route| crate::metrics::metrics().route(&route.prefix))
-            .collect();
-        Self { routes, metrics }
+        Self { routes }
+    }
+
+    /// The routes, longest prefix first.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().map(AsRef::as_ref)
     }
 
     /// Finds the route for `path` and builds the upstream URL with `query`.
-    pub fn resolve(&self, path: &str, query: Option<&str>) -> Result<Target<'_>, RouteError> {
-        let (at, route, remainder) = self
+    pub fn resolve(&self, path: &str, query: Option<&str>) -> Result<RouteMatch, RouteError> {
+        let (route, remainder) = self
             .routes
             .iter()
-            .enumerate()
-            .find_map(|(at, route)| {
-                remainder_after(path, &route.prefix).map(|rest| (at, route, rest))
-            })
+            .find_map(|route| remainder_after(path, &route.prefix).map(|rest| (route, rest)))
             .ok_or(RouteError::NoRoute)?;
         if climbs_out(remainder) {
             return Err(RouteError::Traversal);
@@ -90,10 +105,9 @@ impl UpstreamTable {
             url.push('?');
             url.push_str(query);
         }
-        Ok(Target {
-            route,
+        Ok(RouteMatch {
+            route: Arc::clone(route),
             url,
-            metrics: self.metrics[at],
         })
     }
 }
@@ -107,13 +121,15 @@ fn remainder_after<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
 mod tests {
     use super::*;
 
-    fn table() -> UpstreamTable {
-        let route = |prefix: &str, upstream: &str| Route {
-            prefix: prefix.into(),
-            upstream: Url::parse(upstream).unwrap(),
-            timeout: std::time::Duration::from_secs(1),
+    fn table() -> RouteTable {
+        let route = |prefix: &str, upstream: &str| {
+            Route::new(
+                prefix.into(),
+                Url::parse(upstream).unwrap(),
+                Duration::from_secs(1),
+            )
         };
-        UpstreamTable::new(vec![
+        RouteTable::new(vec![
             route("/api/orders", "http://127.0.0.1:9000/v1"),
             route("/api/orders/admin", "http://127.0.0.1:9001/"),
             route("/api", "http://127.0.0.1:9002"),

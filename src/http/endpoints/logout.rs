@@ -11,10 +11,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::headers::no_store;
-use super::logout_state::{LOGOUT_CALLBACK_PATH, LogoutState};
-use super::{AppState, QueryParams};
+use super::no_store;
 use crate::error::{AppError, PageError};
+use crate::http::logout_state::{LOGOUT_CALLBACK_PATH, LogoutState};
+use crate::http::{AppState, QueryParams};
 use crate::session::SessionRecord;
 
 /// Where to send the browser to end its provider session, with the `Set-Cookie` that

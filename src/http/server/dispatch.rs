@@ -16,24 +16,23 @@ use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
 
-use super::AppState;
+use super::accept::{Accepted, ConnectionService};
 use super::client_address::ClientAddress;
 use super::connection::ConnectionSlot;
-use super::health;
-use super::proxy::{self, UpstreamCall};
-use super::request_scope::RequestScope;
-use super::server::{Accepted, ConnectionService};
+use super::scope::RequestScope;
 use crate::error::AppError;
+use crate::http::AppState;
+use crate::http::endpoints::{api, health};
 use crate::metrics::metrics;
+use crate::routes::{RouteError, RouteMatch, RouteTable};
 use crate::traces;
-use crate::upstreams::{RouteError, UpstreamTable};
 use tracing::Instrument;
 
 /// How one request is handled.
 #[derive(Debug)]
 pub enum Dispatch {
-    /// Forward to an upstream API.
-    Proxy(UpstreamCall),
+    /// A call on an API route.
+    Proxy(RouteMatch),
     /// Answer with an error without looking further (a path that tries to leave its route,
     /// an `/api` path no route serves).
     Refused(AppError),
@@ -45,17 +44,13 @@ impl Dispatch {
     /// Classifies a request by its path. Vestibule's own `/api/auth` and the probes are never
     /// proxied, even under a route like `/api` or `/`; any other `/api` path belongs to a route
     /// or to no one.
-    pub fn classify(upstreams: &UpstreamTable, uri: &Uri) -> Self {
+    pub fn classify(routes: &RouteTable, uri: &Uri) -> Self {
         let path = uri.path();
         if path == "/api/auth" || path.starts_with("/api/auth/") || health::is_probe(path) {
             return Dispatch::Router;
         }
-        match upstreams.resolve(path, uri.query()) {
-            Ok(target) => Dispatch::Proxy(UpstreamCall {
-                url: target.url,
-                timeout: target.route.timeout,
-                route: target.metrics,
-            }),
+        match routes.resolve(path, uri.query()) {
+            Ok(call) => Dispatch::Proxy(call),
             Err(RouteError::Traversal) => {
                 Dispatch::Refused(AppError::BadRequest("path leaves its route"))
             }
@@ -106,21 +101,23 @@ impl ConnectionService for Dispatcher {
             .admit(self.peer.ip(), request.headers_mut());
         let scope = RequestScope::open(&request, &id, client, trusted_context);
         request.extensions_mut().insert(id);
-        let handling = match Dispatch::classify(&self.state.upstreams, request.uri()) {
+        let handling = match Dispatch::classify(&self.state.routes, request.uri()) {
             Dispatch::Proxy(call) => {
                 let state = self.state.clone();
                 let (method, route, started) =
-                    (request.method().clone(), call.route, Instant::now());
+                    (request.method().clone(), call.route.metrics, Instant::now());
                 Either::Left(async move {
                     let span = traces::span(|| tracing::debug_span!("proxy", route = route.label));
                     // Boxed: the forwarding future is large, and the layers around a request
                     // (its scope, span, panic guard) would otherwise each move all of it.
                     let response = match span {
                         Some(span) => {
-                            Box::pin(proxy::forward(&state, client, request, call).instrument(span))
-                                .await
+                            Box::pin(
+                                api::call_route(&state, client, request, call).instrument(span),
+                            )
+                            .await
                         }
-                        None => Box::pin(proxy::forward(&state, client, request, call)).await,
+                        None => Box::pin(api::call_route(&state, client, request, call)).await,
                     }
                     .unwrap_or_else(IntoResponse::into_response);
                     metrics().proxied(
@@ -148,15 +145,19 @@ impl ConnectionService for Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstreams::Route;
+    use crate::routes::Route;
     use std::time::Duration;
 
+    fn route(prefix: &str) -> Route {
+        Route::new(
+            prefix.into(),
+            url::Url::parse("http://127.0.0.1:9000").unwrap(),
+            Duration::from_secs(3),
+        )
+    }
+
     fn classify(path: &str) -> Dispatch {
-        let table = UpstreamTable::new(vec![Route {
-            prefix: "/api".into(),
-            upstream: url::Url::parse("http://127.0.0.1:9000").unwrap(),
-            timeout: Duration::from_secs(3),
-        }]);
+        let table = RouteTable::new(vec![route("/api")]);
         Dispatch::classify(&table, &path.parse().unwrap())
     }
 
@@ -165,7 +166,7 @@ mod tests {
         match classify("/api/orders?x=1") {
             Dispatch::Proxy(call) => {
                 assert_eq!(call.url, "http://127.0.0.1:9000/orders?x=1");
-                assert_eq!(call.timeout, Duration::from_secs(3));
+                assert_eq!(call.route.timeout, Duration::from_secs(3));
             }
             other => panic!("{other:?}"),
         }
@@ -181,12 +182,7 @@ mod tests {
     #[test]
     fn the_probes_are_never_proxied_even_by_a_route_that_claims_them() {
         // The configuration refuses such routes; the dispatcher does not rely on it.
-        let route = |prefix: &str| Route {
-            prefix: prefix.into(),
-            upstream: url::Url::parse("http://127.0.0.1:9000").unwrap(),
-            timeout: Duration::from_secs(3),
-        };
-        let table = UpstreamTable::new(vec![route("/healthz"), route("/readyz")]);
+        let table = RouteTable::new(vec![route("/healthz"), route("/readyz")]);
         for path in ["/healthz", "/readyz", "/healthz?x=/api/orders"] {
             let dispatch = Dispatch::classify(&table, &path.parse().unwrap());
             assert!(matches!(dispatch, Dispatch::Router), "{path}");
@@ -196,7 +192,7 @@ mod tests {
 
     #[test]
     fn api_paths_without_a_route_are_not_found() {
-        let table = UpstreamTable::new(Vec::new());
+        let table = RouteTable::new(Vec::new());
         for path in ["/api", "/api/x"] {
             assert!(matches!(
                 Dispatch::classify(&table, &path.parse().unwrap()),

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::Mutex;
 
-use super::connection::ConnectionLimits;
-use super::server::ServeLimits;
+use crate::http::server::accept::ServeLimits;
+use crate::http::server::connection::ConnectionLimits;
 use crate::metrics::metrics;
 use crate::session::Sessions;
 

@@ -1,0 +1,226 @@
+//! The one forwarder: how any request leaves Vestibule for a server behind it (an API route's
+//! upstream, the frontend's development server) and how its answer comes back. It owns the
+//! header rules of both directions ([`headers`]), the pooled client ([`client`]), protocol
+//! upgrades ([`upgrade`]) and the time limit; it never decides *whether* a request may go, nor
+//! which credential it carries: callers (the API route, the frontend relay) decide that and
+//! hand over a request with Vestibule's cookies already removed.
+//!
+//! Bodies are streamed both ways and never buffered.
+
+pub mod bearer_challenge;
+pub mod client;
+pub mod headers;
+pub mod upgrade;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Response, Uri, header};
+use hyper::body::Incoming;
+
+use super::csrf;
+use super::server::request_id::{RequestId, X_REQUEST_ID};
+use crate::traces;
+use client::{UpstreamClient, describe};
+use headers::{ForwardingHeaders, VIA, clean_upstream_response, remove_hop_by_hop};
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The path and query do not make a URI the upstream can be sent.
+    #[error("path cannot be forwarded")]
+    Unforwardable,
+    /// The credential cannot be sent as a header value.
+    #[error("credential is not a valid header value")]
+    InvalidCredential,
+    /// The upstream could not be reached (the error chain, without the URL's query).
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// The upstream's response headers did not arrive in time.
+    #[error("upstream timed out")]
+    Timeout,
+}
+
+/// Sends requests to the servers behind Vestibule, built once at start-up.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: UpstreamClient,
+    forwarded: ForwardingHeaders,
+}
+
+impl Forwarder {
+    /// A forwarder over `client` that tells upstreams about the public origin `forwarded`.
+    pub fn new(client: UpstreamClient, forwarded: ForwardingHeaders) -> Self {
+        Self { client, forwarded }
+    }
+
+    /// Turns the browser's request `parts` into the upstream's, sent to `url` on behalf of
+    /// `client`: hop-by-hop fields go (an upgrade's own `Connection`/`Upgrade` stay when
+    /// `keep_upgrade`), so do `Host`, the anti-forgery header, any `Authorization` or
+    /// `Proxy-Authorization` the browser sent and every routing header it could forge;
+    /// `credential`, when given, becomes `Authorization: Bearer`; the forwarding headers and
+    /// the request's own id are set from what Vestibule knows.
+    pub fn prepare(
+        &self,
+        parts: &mut Parts,
+        url: &str,
+        client: IpAddr,
+        credential: Option<&str>,
+        keep_upgrade: bool,
+    ) -> Result<(), ProxyError> {
+        parts.uri = url.parse::<Uri>().map_err(|_| ProxyError::Unforwardable)?;
+        parts.version = axum::http::Version::HTTP_11;
+        if !keep_upgrade {
+            remove_hop_by_hop(&mut parts.headers);
+        }
+        parts.headers.remove(header::HOST);
+        parts.headers.remove(csrf::CSRF_HEADER);
+        parts.headers.remove(header::PROXY_AUTHORIZATION);
+        parts.headers.remove(header::AUTHORIZATION);
+        if let Some(credential) = credential {
+            set_bearer(&mut parts.headers, credential)?;
+        }
+        self.forwarded.apply(&mut parts.headers, client);
+        // The upstream sees the request's own id, never one the browser chose.
+        match parts.extensions.get::<RequestId>() {
+            Some(id) => {
+                parts
+                    .headers
+                    .insert(X_REQUEST_ID, id.header_value().clone());
+            }
+            None => {
+                parts.headers.remove(X_REQUEST_ID);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a prepared `request`, waiting at most `timeout` (when given) for the response
+    /// headers, in a span named after `label` when spans are exported.
+    pub async fn send(
+        &self,
+        mut request: Request,
+        timeout: Option<Duration>,
+        label: &'static str,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        // Any trace context still on the request is trusted (the dispatcher removed any
+        // other, see `trace_context`). When spans are exported the upstream continues the
+        // trace from its own span; otherwise the trusted context passes on as it came.
+        // Baggage passes on either way.
+        let upstream_span = traces::span(|| tracing::debug_span!("upstream", route = label));
+        if let Some(span) = &upstream_span {
+            for name in traces::TRACE_HEADERS {
+                request.headers_mut().remove(name);
+            }
+            span.in_scope(|| traces::inject(request.headers_mut()));
+        }
+        let call = traces::within(upstream_span, self.client.request(request));
+        let answered = match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, call)
+                .await
+                .map_err(|_| ProxyError::Timeout)?,
+            None => call.await,
+        };
+        answered.map_err(|error| ProxyError::Unavailable(describe(&error)))
+    }
+}
+
+/// Replaces the credential of a prepared request (a retry with a fresh token).
+pub fn set_bearer(headers: &mut HeaderMap, credential: &str) -> Result<(), ProxyError> {
+    let mut bearer = HeaderValue::try_from(format!("Bearer {credential}"))
+        .map_err(|_| ProxyError::InvalidCredential)?;
+    bearer.set_sensitive(true);
+    headers.insert(header::AUTHORIZATION, bearer);
+    Ok(())
+}
+
+/// The upstream's answer as the browser gets it: hop-by-hop fields and any `Set-Cookie` that
+/// could pass for Vestibule's go, and this proxy is named in `Via`; the body streams on.
+pub fn into_browser_response(response: Response<Incoming>) -> axum::response::Response {
+    let (mut parts, body) = response.into_parts();
+    clean_upstream_response(&mut parts.headers);
+    parts
+        .headers
+        .append(header::VIA, HeaderValue::from_static(VIA));
+    axum::response::Response::from_parts(parts, Body::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::cookies::CookiePolicy;
+
+    fn forwarder() -> Forwarder {
+        Forwarder::new(
+            client::upstream_client(),
+            ForwardingHeaders::new(&"https://app.example".parse().unwrap()),
+        )
+    }
+
+    #[tokio::test]
+    async fn request_headers_lose_our_cookies_csrf_and_hop_by_hop_fields() {
+        let policy = CookiePolicy::new(false);
+        let mut request = Request::new(Body::empty());
+        let headers = request.headers_mut();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; vestibule=secret; b=2"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("vestibule-login=x"),
+        );
+        headers.insert("x-csrf", HeaderValue::from_static("1"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("hop"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic forged"),
+        );
+        headers.insert("x-request-id", HeaderValue::from_static("chosen"));
+        headers.insert("x-app", HeaderValue::from_static("kept"));
+        let (mut parts, _) = request.into_parts();
+        assert!(policy.strip(&mut parts.headers).session.is_none());
+        let client = "10.0.0.7".parse().unwrap();
+        forwarder()
+            .prepare(&mut parts, "http://up/x", client, Some("tok"), false)
+            .unwrap();
+        let headers = &parts.headers;
+        assert_eq!(parts.uri, "http://up/x");
+        assert_eq!(headers.get(header::COOKIE).unwrap(), "a=1; b=2");
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers.get(header::AUTHORIZATION).unwrap(), "Bearer tok");
+        assert_eq!(headers.get("x-app").unwrap(), "kept");
+        assert_eq!(headers.get("x-forwarded-for").unwrap(), "10.0.0.7");
+        for gone in ["x-csrf", "connection", "x-private", "te", "x-request-id"] {
+            assert!(headers.get(gone).is_none(), "{gone} must not be forwarded");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_credential_no_authorization_reaches_the_upstream() {
+        let mut request = Request::new(Body::empty());
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer forged"),
+        );
+        let (mut parts, _) = request.into_parts();
+        forwarder()
+            .prepare(
+                &mut parts,
+                "http://up/",
+                "127.0.0.1".parse().unwrap(),
+                None,
+                false,
+            )
+            .unwrap();
+        assert!(parts.headers.get(header::AUTHORIZATION).is_none());
+    }
+}

@@ -1,0 +1,87 @@
+//! Protocol upgrades through the forwarder (RFC 9110 §7.8): a request that asks to switch
+//! protocols (a WebSocket handshake, RFC 6455 §4) keeps its `Connection: upgrade` and
+//! `Upgrade` fields on the way to the upstream; when the upstream answers `101 Switching
+//! Protocols`, both connections are taken over and bytes are copied both ways until either
+//! side closes. Whether a request may upgrade at all is the caller's decision, made before.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::headers::remove_own_set_cookies;
+
+/// Whether `headers` ask to switch protocols: an `Upgrade` field and `upgrade` among the
+/// `Connection` options.
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|value| {
+                value
+                    .split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// The browser's side of an upgrade, taken from its request before the request is forwarded.
+pub struct ClientUpgrade(OnUpgrade);
+
+impl ClientUpgrade {
+    /// The pending upgrade of `request`, when it asks for one.
+    pub fn take(request: &mut Request) -> Option<Self> {
+        wants_upgrade(request.headers()).then(|| Self(hyper::upgrade::on(request)))
+    }
+}
+
+/// Completes an upgrade the upstream accepted (`101`): relays bytes between the browser and
+/// the upstream in a task of its own, which keeps `hold` (the connection's place under the
+/// cap on connections) for as long as the relay lives. Any other answer goes to the browser
+/// as an ordinary response.
+pub fn relay(
+    client: ClientUpgrade,
+    mut response: Response<Incoming>,
+    hold: impl Send + 'static,
+) -> axum::response::Response {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return super::into_browser_response(response);
+    }
+    let upstream = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let _hold = hold;
+        let (Ok(browser), Ok(upstream)) = tokio::join!(client.0, upstream) else {
+            tracing::debug!("upgrade failed");
+            return;
+        };
+        let _ =
+            tokio::io::copy_bidirectional(&mut TokioIo::new(browser), &mut TokioIo::new(upstream))
+                .await;
+    });
+    let (mut parts, _) = response.into_parts();
+    remove_own_set_cookies(&mut parts.headers);
+    axum::response::Response::from_parts(parts, Body::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn an_upgrade_needs_both_the_upgrade_field_and_the_connection_option() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!wants_upgrade(&headers));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(wants_upgrade(&headers));
+        headers.remove(header::UPGRADE);
+        assert!(!wants_upgrade(&headers));
+    }
+}
