@@ -395,6 +395,20 @@ mod tests {
             RuleOutcome::Holds,
             "dots inside a nested key"
         );
+        let two_prefixes = json!({
+            "p.q": { "r": ["long"] },
+            "p": { "q.r": ["short"] },
+        });
+        assert_eq!(
+            check("p.q.r", any(&["long"]), two_prefixes.clone()),
+            RuleOutcome::Holds,
+            "the longer of two prefixes"
+        );
+        assert_eq!(
+            check("p.q.r", any(&["short"]), two_prefixes),
+            RuleOutcome::Fails,
+            "no backtracking to the shorter"
+        );
     }
 
     #[test]
