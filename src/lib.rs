@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod error;
