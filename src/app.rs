@@ -31,6 +31,8 @@ use crate::routes::RouteTable;
 use crate::session::crypto::purpose_key;
 use crate::session::store::CacheSettings;
 use crate::session::{KeyRing, PendingLimits, Sessions, Store, StoreError};
+use crate::workflows::ending::SessionEnding;
+use crate::workflows::login::Logins;
 
 /// The session store `session` describes (with the per-instance cache when `with_cache`).
 /// An unreachable Redis is only a warning (sessions answer 503 until it is back); refused
@@ -166,6 +168,17 @@ impl Application {
             FrontendService::new(frontend, routes.first().map(|route| route.prefix.as_str()));
         // Whose forwarded client address, request id and trace context are believed.
         let trusted_proxies = TrustedProxies::new(server.trusted_proxies.clone());
+        let ending = SessionEnding::new(sessions.clone(), provider.clone(), audit.clone());
+        let logins = Logins::new(
+            sessions.clone(),
+            provider.clone(),
+            ending.clone(),
+            audit.clone(),
+            PendingLimits {
+                per_browser: login.max_pending_per_browser,
+                total: login.max_pending_total,
+            },
+        );
         let state = AppState::new(Components {
             forwarder: Forwarder::new(upstream_client(), ForwardingHeaders::new(&public_url)),
             origin: public_url.origin().ascii_serialization(),
@@ -183,10 +196,8 @@ impl Application {
             frontend,
             trusted_proxies: trusted_proxies.clone(),
             login_limit: LoginRateLimit::new(login.rate_limit_per_minute, login.rate_limit_burst),
-            pending_limits: PendingLimits {
-                per_browser: login.max_pending_per_browser,
-                total: login.max_pending_total,
-            },
+            logins,
+            ending,
             max_body_bytes: server.max_body_bytes,
             lifecycle: Arc::new(Lifecycle::default()),
             suspicious_use,

@@ -27,3 +27,4 @@ pub mod return_to;
 pub mod routes;
 pub mod session;
 pub mod traces;
+pub mod workflows;

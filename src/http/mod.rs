@@ -21,7 +21,9 @@ use crate::error::AppError;
 use crate::oidc::Provider;
 use crate::refresh::Refresher;
 use crate::routes::RouteTable;
-use crate::session::{ActiveSession, PendingLimits, SessionCookie, Sessions};
+use crate::session::{ActiveSession, SessionCookie, Sessions};
+use crate::workflows::ending::SessionEnding;
+use crate::workflows::login::Logins;
 use cookies::CookiePolicy;
 
 /// Everything a handler needs, built once at start-up. Cloning it (axum does, per request)
@@ -68,8 +70,10 @@ pub struct Components {
     pub trusted_proxies: server::client_address::TrustedProxies,
     /// The rate limit on login starts per client address.
     pub login_limit: login_limit::LoginRateLimit,
-    /// How many logins may be in progress.
-    pub pending_limits: PendingLimits,
+    /// Logins: their start and their callback.
+    pub logins: Logins,
+    /// How sessions end, whoever ends them.
+    pub ending: SessionEnding,
     /// Largest request body Vestibule's own endpoints accept.
     pub max_body_bytes: usize,
     /// Whether the process is shutting down (readiness).
@@ -120,7 +124,7 @@ impl Components {
         }
         if let Some(record) = self.sessions.end(&session.cookie).await? {
             crate::metrics::metrics().sessions_ended("suspicious_use", 1);
-            endpoints::auth::revoke_refresh_token_of(self, &record);
+            self.ending.revoke_refresh_token_of(&record);
         }
         Err(AppError::Unauthenticated)
     }

@@ -1,7 +1,6 @@
-//! `/api/auth/*`: login, callback, current user and logout. Handlers only translate HTTP to
-//! calls on [`crate::oidc`] and [`crate::session`].
-
-use std::net::IpAddr;
+//! `/api/auth/*`: login, callback, current user and logout. Handlers only translate HTTP into
+//! calls on the workflows ([`crate::workflows`]: a login, ending a session) and the session
+//! layer, and their results back into HTTP.
 
 use axum::Extension;
 use axum::Json;
@@ -14,20 +13,14 @@ use subtle::ConstantTimeEq;
 
 use super::logout::{ProviderLogout, provider_logout};
 use super::no_store;
-use crate::audit::{AuditEvent, Details, Repeats};
-use crate::clock::unix_now;
-use crate::error::{AppError, LoginFailure, PageError};
+use crate::error::{AppError, PageError};
 use crate::http::device::session_origin;
 use crate::http::proxy::headers::X_FORWARDED_FOR;
 use crate::http::server::client_address::ClientAddress;
-use crate::http::{AppState, Components, QueryParams, csrf};
-use crate::metrics::metrics;
-use crate::oidc::OidcError;
+use crate::http::{AppState, QueryParams, csrf};
 use crate::return_to::ReturnTo;
-use crate::session::{
-    BrowserBinding, ENDED_WHILE_CREATED, PendingLogin, SessionCookie, SessionOrigin, SessionRecord,
-    StoreError, TokenSet,
-};
+use crate::session::BrowserBinding;
+use crate::workflows::login::{Callback, LoginStart};
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
 /// provider. Rate-limited per client address; the logins in progress are capped (the oldest
@@ -68,37 +61,33 @@ pub async fn begin_login(
     let cookies = state.cookies.read(&headers);
     // Reuse this browser's binding so parallel logins in several tabs share one cookie.
     let binding = cookies.login.unwrap_or_else(BrowserBinding::generate);
-    let request = state.provider.authorization_request(login_hint).await?;
-    let pending = PendingLogin {
-        state: request.state,
-        nonce: request.nonce,
-        pkce_verifier: request.pkce_verifier,
-        return_to: return_to.as_str().to_owned(),
-        // This is a same-origin navigation, so the SameSite=Strict session cookie is here;
-        // the callback (a cross-site redirect) will not have it.
-        previous_session: cookies.session.map(|cookie| cookie.encode()),
-    };
-    let displaced = state
-        .sessions
-        .put_pending_login(&binding, &pending, state.pending_limits)
+    let redirect = state
+        .logins
+        .begin(LoginStart {
+            binding: &binding,
+            return_to: return_to.as_str().to_owned(),
+            login_hint,
+            // This is a same-origin navigation, so the SameSite=Strict session cookie is
+            // here; the callback (a cross-site redirect) will not have it.
+            previous_session: cookies.session,
+        })
         .await?;
-    if displaced.by_total > 0 {
+    if redirect.displaced.by_total > 0 {
         state
             .login_limit
-            .report_displaced_logins(displaced.by_total);
+            .report_displaced_logins(redirect.displaced.by_total);
     }
-    metrics().logins_started.inc();
     let set_cookie = [(header::SET_COOKIE, state.cookies.login_cookie(&binding))];
     Ok(no_store(
-        (set_cookie, Redirect::to(request.url.as_str())).into_response(),
+        (set_cookie, Redirect::to(redirect.url.as_str())).into_response(),
     ))
 }
 
 /// Longest `login_hint` passed on (an e-mail address or a user name; longer ones are dropped).
 const MAX_LOGIN_HINT_LEN: usize = 512;
 
-/// `GET /api/auth/callback`: validates the provider's answer and creates a new session; the
-/// outcome goes to the audit trail either way.
+/// `GET /api/auth/callback`: hands the provider's answer to the login workflow; a new
+/// session's cookie and a redirect back, or an error page.
 #[tracing::instrument(level = "debug", name = "callback", skip_all)]
 pub async fn finish_login(
     State(state): State<AppState>,
@@ -106,145 +95,30 @@ pub async fn finish_login(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    match complete_login(&state, client, &headers, query.as_deref()).await {
-        Ok((response, record)) => {
-            metrics().logins_completed.inc();
-            metrics().sessions_created.inc();
-            state.audit.record(
-                AuditEvent::LoginSucceeded,
-                Details {
-                    sub: Some(&record.sub),
-                    session: Some(&record.handle),
-                    ..Details::default()
-                },
-            );
-            Ok(response)
-        }
-        Err(error) => {
-            let reason = error.login_failure_reason();
-            metrics().login_failed(reason);
-            // Anyone can send callbacks: a flood from one network is a line a second.
-            state.audit.record_unless_repeated(
-                AuditEvent::LoginFailed,
-                Details {
-                    reason: Some(reason),
-                    ..Details::default()
-                },
-                Repeats::PerClientPerSecond,
-            );
-            Err(error.into())
-        }
-    }
-}
-
-/// The callback's work: the response and the new session's record, or why the login failed.
-async fn complete_login(
-    state: &AppState,
-    client: IpAddr,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<(Response, SessionRecord), AppError> {
-    let query = QueryParams::parse(query);
-    let cookies = state.cookies.read(headers);
-    let Some(received_state) = query
-        .get("state")
-        .filter(|s| !s.is_empty() && s.len() <= 512)
-    else {
-        return Err(AppError::Login(LoginFailure::MissingParameters));
+    let query = QueryParams::parse(query.as_deref());
+    let cookies = state.cookies.read(&headers);
+    let callback = Callback {
+        state: query.get("state"),
+        code: query.get("code"),
+        error: query.get("error"),
+        iss: query.get("iss"),
     };
-    // Taking the pending login burns the state even on an error answer: it is single use.
-    let pending = state
-        .sessions
-        .take_pending_login(cookies.login.as_ref(), received_state)
-        .await??;
-    if let Some(error) = query.get("error") {
-        return Err(AppError::Login(LoginFailure::ProviderError(error_code(
-            error,
-        ))));
-    }
-    let Some(code) = query.get("code").filter(|c| !c.is_empty()) else {
-        return Err(AppError::Login(LoginFailure::MissingParameters));
-    };
-    state
-        .provider
-        .check_response_issuer(query.get("iss"))
-        .await
-        .map_err(|error| match error {
-            OidcError::Invalid(_) => AppError::Login(LoginFailure::IssuerMismatch),
-            other => other.into(),
-        })?;
-    let login = state
-        .provider
-        .exchange_code(code, &pending.pkce_verifier, &pending.nonce)
-        .await
-        .map_err(|error| match error {
-            OidcError::Rejected(_) | OidcError::ReuseReported(_) => {
-                AppError::Login(LoginFailure::CodeRejected)
-            }
-            other => other.into(),
-        })?;
-    // Before the session exists: a logout token for it, on any instance, then finds the
-    // algorithm its ID token was signed with among the accepted ones.
-    if let Some(alg) = state.provider.learnable_alg(&login.id_token) {
-        state.sessions.learn_id_token_alg(&alg).await?;
-    }
-    let origin = SessionOrigin {
-        provider_session: login.provider_session.clone(),
-        ..session_origin(client, headers)
-    };
-    let record = SessionRecord {
-        sub: login.sub.clone(),
-        tokens: TokenSet::from_login(login),
-        created_at: unix_now(),
-        expires_at: state.sessions.absolute_expiry_from_now(),
-        logout_sid: crate::random::url_safe_secret(),
-        handle: crate::random::url_safe_id(),
-        origin_network: origin.network.clone(),
-        origin_browser: origin.browser_family.clone(),
-    };
-    // A session the browser had is ended, never upgraded (no session fixation): the one it
-    // brought to the login start, and the one it sent here, if the browser sent one.
-    let brought = pending
-        .previous_session
-        .as_deref()
-        .and_then(SessionCookie::parse);
-    for previous in [brought, cookies.session].into_iter().flatten() {
-        end_session(state, &previous, "replaced_by_login").await?;
-    }
-    let created = state.sessions.create_within_limit(&record, &origin).await?;
-    let evicted = revoke_ended(state, created.displaced);
-    if evicted > 0 {
-        metrics().sessions_ended("evicted_by_limit", evicted);
-        state.audit.record(
-            AuditEvent::SessionsEvicted,
-            Details {
-                sub: Some(&record.sub),
-                reason: Some("max_per_user"),
-                sessions_ended: Some(evicted),
-                ..Details::default()
-            },
-        );
-    }
-    let Some(cookie) = created.cookie else {
-        // Ended before it began: its own refresh token goes too.
-        revoke_refresh_token_of(state, &record);
-        return Err(AppError::Store(StoreError::Conflict(ENDED_WHILE_CREATED)));
-    };
-    let set_cookie = [(header::SET_COOKIE, state.cookies.session_cookie(&cookie))];
-    let response = no_store((set_cookie, Redirect::to(&pending.return_to)).into_response());
-    Ok((response, record))
-}
-
-/// Provider error codes are a small ASCII vocabulary; anything else is not echoed.
-fn error_code(raw: &str) -> String {
-    if !raw.is_empty()
-        && raw.len() <= 64
-        && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    {
-        raw.to_owned()
-    } else {
-        "unknown_error".to_owned()
-    }
+    let logged_in = state
+        .logins
+        .complete(
+            callback,
+            cookies.login.as_ref(),
+            cookies.session,
+            session_origin(client, &headers),
+        )
+        .await?;
+    let set_cookie = [(
+        header::SET_COOKIE,
+        state.cookies.session_cookie(&logged_in.cookie),
+    )];
+    Ok(no_store(
+        (set_cookie, Redirect::to(&logged_in.return_to)).into_response(),
+    ))
 }
 
 /// `GET /api/auth/user`: who is logged in, never a token. The call counts as use of the
@@ -288,7 +162,7 @@ pub async fn logout(
 ) -> Result<Response, AppError> {
     csrf::check(&headers, &state.origin)?;
     let ended = match state.cookies.read(&headers).session {
-        Some(cookie) => end_session(&state, &cookie, "logout").await?,
+        Some(cookie) => state.ending.log_out(&cookie, "logout").await?,
         None => None,
     };
     let provider_logout = match &ended {
@@ -322,7 +196,7 @@ pub async fn logout_link(
     if !bool::from(session.record.logout_sid.as_bytes().ct_eq(sid.as_bytes())) {
         return Err(AppError::Forbidden("the logout link does not belong to this session").into());
     }
-    let ended = end_session(&state, &session.cookie, "logout").await?;
+    let ended = state.ending.log_out(&session.cookie, "logout").await?;
     let provider_logout = match &ended {
         Some(record) => provider_logout(&state, record).await,
         None => None,
@@ -353,84 +227,6 @@ fn logout_answer(
             .append(header::SET_COOKIE, logout.set_cookie);
     }
     no_store(response)
-}
-
-/// Ends the session for `cookie` as Redis holds it and revokes its refresh token (taken from
-/// the record itself, so escrow or not) in the background: how a session whose cookie is at
-/// hand ends, whoever asks (a logout, the user's own "end this session"). `None` when there
-/// was no session.
-pub(crate) async fn end_by_cookie(
-    state: &AppState,
-    cookie: &SessionCookie,
-) -> Result<Option<SessionRecord>, AppError> {
-    let Some(record) = state.sessions.end(cookie).await? else {
-        return Ok(None);
-    };
-    revoke_refresh_token_of(state, &record);
-    Ok(Some(record))
-}
-
-/// Ends the session for `cookie` (see [`end_by_cookie`]) for `reason` (`logout`, or
-/// `replaced_by_login`): the ended session's record, `None` when there was no session.
-async fn end_session(
-    state: &AppState,
-    cookie: &SessionCookie,
-    reason: &'static str,
-) -> Result<Option<SessionRecord>, AppError> {
-    let Some(record) = end_by_cookie(state, cookie).await? else {
-        return Ok(None);
-    };
-    metrics().sessions_ended(reason, 1);
-    state.audit.record(
-        AuditEvent::Logout,
-        Details {
-            sub: Some(&record.sub),
-            session: Some(&record.handle),
-            reason: Some(reason),
-            ..Details::default()
-        },
-    );
-    Ok(Some(record))
-}
-
-/// Revokes the refresh tokens of sessions that just ended, in a task of its own: the
-/// session is already gone, so the answer never waits for the provider.
-fn revoke_in_background(state: &Components, refresh_tokens: impl IntoIterator<Item = String>) {
-    let refresh_tokens: Vec<String> = refresh_tokens.into_iter().collect();
-    if refresh_tokens.is_empty() {
-        return;
-    }
-    let provider = state.provider.clone();
-    tokio::spawn(async move {
-        for refresh_token in refresh_tokens {
-            provider.revoke_refresh_token(&refresh_token).await;
-        }
-    });
-}
-
-/// Revokes the refresh token of `record`, a session that just ended (if it had one).
-pub(crate) fn revoke_refresh_token_of(state: &Components, record: &SessionRecord) {
-    revoke_in_background(
-        state,
-        record
-            .tokens
-            .refresh_token
-            .as_ref()
-            .map(|token| token.text()),
-    );
-}
-
-/// Ends sessions found without their cookies' help (`ended`): revokes their refresh tokens.
-pub(crate) fn revoke_ended(state: &Components, ended: crate::session::Ended) -> usize {
-    let count = ended.count;
-    revoke_in_background(
-        state,
-        ended
-            .refresh_tokens
-            .iter()
-            .map(|token| token.text().to_owned()),
-    );
-    count
 }
 
 /// Refuses a request to `/api/auth/*` whose declared body is larger than

@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::auth::revoke_ended;
 use super::no_store;
 use crate::audit::{AuditEvent, Details};
 use crate::error::AppError;
@@ -70,7 +69,7 @@ pub async fn backchannel_logout(
     // The provider ended its session; the refresh tokens of ours are revoked all the same
     // (tokens issued with offline_access outlive a provider session).
     let ended = match ended {
-        Ok(ended) => revoke_ended(&state, ended),
+        Ok(ended) => state.ending.revoke_ended(ended),
         Err(error) => {
             // Let the provider's retry through: this token did not take effect.
             state.sessions.forget_logout_token(&request.jti).await;

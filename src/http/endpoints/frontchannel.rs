@@ -18,7 +18,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::auth::revoke_ended;
 use super::no_store;
 use crate::audit::{AuditEvent, Details};
 use crate::error::{AppError, PageError};
@@ -55,7 +54,7 @@ pub async fn frontchannel_logout(
         .end_indexed_provider_session(sid, None)
         .await?;
     // As for back-channel logout: the provider session is over, so are our refresh tokens.
-    let ended = revoke_ended(&state, ended);
+    let ended = state.ending.revoke_ended(ended);
     crate::metrics::metrics().sessions_ended("frontchannel", ended);
     state.audit.record(
         AuditEvent::FrontchannelLogout,

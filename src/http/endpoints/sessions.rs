@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::auth::{end_by_cookie, revoke_ended};
 use super::no_store;
 use crate::audit::{AuditEvent, Details, Repeats};
 use crate::error::AppError;
@@ -57,7 +56,7 @@ pub async fn end_session(
     if id == current.record.handle {
         // The caller's own session: its cookie is here, so it ends as a logout ends it (its
         // refresh token revoked from the record, whether or not it is kept in escrow).
-        if end_by_cookie(&state, &current.cookie).await?.is_none() {
+        if state.ending.end_by_cookie(&current.cookie).await?.is_none() {
             return Err(AppError::NoSuchSession);
         }
         audit_ended_by_user(&state, &current, "this_session", 1);
@@ -71,7 +70,7 @@ pub async fn end_session(
         .sessions
         .end_by_handle(&current.record.sub, &id)
         .await?;
-    if revoke_ended(&state, ended) == 0 {
+    if state.ending.revoke_ended(ended) == 0 {
         return Err(AppError::NoSuchSession);
     }
     audit_ended_by_user(&state, &current, "one_session", 1);
@@ -85,7 +84,9 @@ pub async fn end_other_sessions(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let current = caller_session(&state, client, &headers).await?;
-    let ended = revoke_ended(&state, state.sessions.end_others(&current).await?);
+    let ended = state
+        .ending
+        .revoke_ended(state.sessions.end_others(&current).await?);
     audit_ended_by_user(&state, &current, "other_sessions", ended);
     Ok(no_store(Json(json!({ "ended": ended })).into_response()))
 }

@@ -1,0 +1,105 @@
+//! Ending sessions, whoever asks (a logout, the user's "end this session", a login that
+//! replaces a session, suspicious use, the provider's logout channels): the record goes,
+//! the refresh token is revoked at the provider in the background, and the end is counted.
+
+use std::sync::Arc;
+
+use crate::audit::{AuditEvent, AuditTrail, Details};
+use crate::metrics::metrics;
+use crate::oidc::Provider;
+use crate::session::{Ended, SessionCookie, SessionRecord, Sessions, StoreError};
+
+/// Ends sessions and revokes their refresh tokens.
+#[derive(Clone)]
+pub struct SessionEnding {
+    sessions: Arc<Sessions>,
+    provider: Arc<Provider>,
+    audit: AuditTrail,
+}
+
+impl SessionEnding {
+    /// Ends sessions in `sessions`, revoking at `provider`, recording in `audit`.
+    pub fn new(sessions: Arc<Sessions>, provider: Arc<Provider>, audit: AuditTrail) -> Self {
+        Self {
+            sessions,
+            provider,
+            audit,
+        }
+    }
+
+    /// Ends the session for `cookie` as Redis holds it and revokes its refresh token (taken
+    /// from the record itself, so escrow or not) in the background: how a session whose
+    /// cookie is at hand ends. `None` when there was no session.
+    pub async fn end_by_cookie(
+        &self,
+        cookie: &SessionCookie,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(record) = self.sessions.end(cookie).await? else {
+            return Ok(None);
+        };
+        self.revoke_refresh_token_of(&record);
+        Ok(Some(record))
+    }
+
+    /// Ends the session for `cookie` (see [`Self::end_by_cookie`]) as a logout for `reason`
+    /// (`logout`, `replaced_by_login`): counted and audited. `None` when there was none.
+    pub async fn log_out(
+        &self,
+        cookie: &SessionCookie,
+        reason: &'static str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(record) = self.end_by_cookie(cookie).await? else {
+            return Ok(None);
+        };
+        metrics().sessions_ended(reason, 1);
+        self.audit.record(
+            AuditEvent::Logout,
+            Details {
+                sub: Some(&record.sub),
+                session: Some(&record.handle),
+                reason: Some(reason),
+                ..Details::default()
+            },
+        );
+        Ok(Some(record))
+    }
+
+    /// Revokes the refresh token of `record`, a session that just ended (if it had one).
+    pub fn revoke_refresh_token_of(&self, record: &SessionRecord) {
+        self.revoke_in_background(
+            record
+                .tokens
+                .refresh_token
+                .as_ref()
+                .map(|token| token.text()),
+        );
+    }
+
+    /// Finishes sessions ended without their cookies' help (`ended`): revokes their refresh
+    /// tokens; answers how many ended.
+    pub fn revoke_ended(&self, ended: Ended) -> usize {
+        let count = ended.count;
+        self.revoke_in_background(
+            ended
+                .refresh_tokens
+                .iter()
+                .map(|token| token.text().to_owned()),
+        );
+        count
+    }
+
+    /// Revokes refresh tokens of sessions that just ended, in a task of its own: the session
+    /// is already gone, so no answer waits for the provider.
+    fn revoke_in_background(&self, refresh_tokens: impl IntoIterator<Item = String>) {
+        let refresh_tokens: Vec<String> = refresh_tokens.into_iter().collect();
+        if refresh_tokens.is_empty() {
+            return;
+        }
+        let provider = self.provider.clone();
+        tokio::spawn(async move {
+            for refresh_token in refresh_tokens {
+                provider.revoke_refresh_token(&refresh_token).await;
+            }
+        });
+    }
+}

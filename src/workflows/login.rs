@@ -1,0 +1,264 @@
+//! A login: its start (a pending login bound to the browser, the redirect to the provider)
+//! and its callback (the provider's answer checked, the code exchanged, any session the
+//! browser had ended, the new session created within the user's limit). The outcome is
+//! counted and audited here, whichever way it goes.
+
+use std::sync::Arc;
+
+use crate::audit::{AuditEvent, AuditTrail, Details, Repeats};
+use crate::clock::unix_now;
+use crate::error::{AppError, LoginFailure};
+use crate::metrics::metrics;
+use crate::oidc::{OidcError, Provider};
+use crate::session::{
+    BrowserBinding, Displaced, ENDED_WHILE_CREATED, PendingLimits, PendingLogin, SessionCookie,
+    SessionOrigin, SessionRecord, Sessions, StoreError, TokenSet,
+};
+
+use super::ending::SessionEnding;
+
+/// Runs logins.
+#[derive(Clone)]
+pub struct Logins {
+    sessions: Arc<Sessions>,
+    provider: Arc<Provider>,
+    ending: SessionEnding,
+    audit: AuditTrail,
+    pending_limits: PendingLimits,
+}
+
+/// What a login start asks for.
+pub struct LoginStart<'a> {
+    /// The browser's binding (reused, so parallel logins in several tabs share one cookie).
+    pub binding: &'a BrowserBinding,
+    /// Where the browser goes afterwards (already validated).
+    pub return_to: String,
+    /// The provider's `login_hint`, passed on.
+    pub login_hint: Option<&'a str>,
+    /// The session cookie the browser brought to the start, to be ended at the callback.
+    pub previous_session: Option<SessionCookie>,
+}
+
+/// Where a started login sends the browser.
+pub struct LoginRedirect {
+    /// The provider's authorization URL.
+    pub url: url::Url,
+    /// The logins in progress this one displaced.
+    pub displaced: Displaced,
+}
+
+/// The provider's answer at the callback, as the query carried it.
+#[derive(Default)]
+pub struct Callback<'a> {
+    /// `state`.
+    pub state: Option<&'a str>,
+    /// `code`.
+    pub code: Option<&'a str>,
+    /// `error`, when the provider refused.
+    pub error: Option<&'a str>,
+    /// `iss` (RFC 9207).
+    pub iss: Option<&'a str>,
+}
+
+/// A completed login.
+pub struct LoggedIn {
+    /// The new session's cookie.
+    pub cookie: SessionCookie,
+    /// Where the browser goes now.
+    pub return_to: String,
+}
+
+impl Logins {
+    /// Logins creating sessions in `sessions` for users of `provider`.
+    pub fn new(
+        sessions: Arc<Sessions>,
+        provider: Arc<Provider>,
+        ending: SessionEnding,
+        audit: AuditTrail,
+        pending_limits: PendingLimits,
+    ) -> Self {
+        Self {
+            sessions,
+            provider,
+            ending,
+            audit,
+            pending_limits,
+        }
+    }
+
+    /// Starts a login: stores the pending login under the browser's binding and answers the
+    /// provider's authorization URL.
+    pub async fn begin(&self, start: LoginStart<'_>) -> Result<LoginRedirect, AppError> {
+        let request = self
+            .provider
+            .authorization_request(start.login_hint)
+            .await?;
+        let pending = PendingLogin {
+            state: request.state,
+            nonce: request.nonce,
+            pkce_verifier: request.pkce_verifier,
+            return_to: start.return_to,
+            previous_session: start.previous_session.map(|cookie| cookie.encode()),
+        };
+        let displaced = self
+            .sessions
+            .put_pending_login(start.binding, &pending, self.pending_limits)
+            .await?;
+        metrics().logins_started.inc();
+        Ok(LoginRedirect {
+            url: request.url,
+            displaced,
+        })
+    }
+
+    /// Completes a login from the provider's `callback` for the browser bound by `binding`
+    /// (which sent `session`, if any): the outcome is counted and audited.
+    pub async fn complete(
+        &self,
+        callback: Callback<'_>,
+        binding: Option<&BrowserBinding>,
+        session: Option<SessionCookie>,
+        origin: SessionOrigin,
+    ) -> Result<LoggedIn, AppError> {
+        match self
+            .create_session(callback, binding, session, origin)
+            .await
+        {
+            Ok((logged_in, record)) => {
+                metrics().logins_completed.inc();
+                metrics().sessions_created.inc();
+                self.audit.record(
+                    AuditEvent::LoginSucceeded,
+                    Details {
+                        sub: Some(&record.sub),
+                        session: Some(&record.handle),
+                        ..Details::default()
+                    },
+                );
+                Ok(logged_in)
+            }
+            Err(error) => {
+                let reason = error.login_failure_reason();
+                metrics().login_failed(reason);
+                // Anyone can send callbacks: a flood from one network is a line a second.
+                self.audit.record_unless_repeated(
+                    AuditEvent::LoginFailed,
+                    Details {
+                        reason: Some(reason),
+                        ..Details::default()
+                    },
+                    Repeats::PerClientPerSecond,
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// The callback's work: the new session, or why the login failed.
+    async fn create_session(
+        &self,
+        callback: Callback<'_>,
+        binding: Option<&BrowserBinding>,
+        session: Option<SessionCookie>,
+        origin: SessionOrigin,
+    ) -> Result<(LoggedIn, SessionRecord), AppError> {
+        let Some(received_state) = callback.state.filter(|s| !s.is_empty() && s.len() <= 512)
+        else {
+            return Err(AppError::Login(LoginFailure::MissingParameters));
+        };
+        // Taking the pending login burns the state even on an error answer: it is single use.
+        let pending = self
+            .sessions
+            .take_pending_login(binding, received_state)
+            .await??;
+        if let Some(error) = callback.error {
+            return Err(AppError::Login(LoginFailure::ProviderError(error_code(
+                error,
+            ))));
+        }
+        let Some(code) = callback.code.filter(|c| !c.is_empty()) else {
+            return Err(AppError::Login(LoginFailure::MissingParameters));
+        };
+        self.provider
+            .check_response_issuer(callback.iss)
+            .await
+            .map_err(|error| match error {
+                OidcError::Invalid(_) => AppError::Login(LoginFailure::IssuerMismatch),
+                other => other.into(),
+            })?;
+        let login = self
+            .provider
+            .exchange_code(code, &pending.pkce_verifier, &pending.nonce)
+            .await
+            .map_err(|error| match error {
+                OidcError::Rejected(_) | OidcError::ReuseReported(_) => {
+                    AppError::Login(LoginFailure::CodeRejected)
+                }
+                other => other.into(),
+            })?;
+        // Before the session exists: a logout token for it, on any instance, then finds the
+        // algorithm its ID token was signed with among the accepted ones.
+        if let Some(alg) = self.provider.learnable_alg(&login.id_token) {
+            self.sessions.learn_id_token_alg(&alg).await?;
+        }
+        let origin = SessionOrigin {
+            provider_session: login.provider_session.clone(),
+            ..origin
+        };
+        let record = SessionRecord {
+            sub: login.sub.clone(),
+            tokens: TokenSet::from_login(login),
+            created_at: unix_now(),
+            expires_at: self.sessions.absolute_expiry_from_now(),
+            logout_sid: crate::random::url_safe_secret(),
+            handle: crate::random::url_safe_id(),
+            origin_network: origin.network.clone(),
+            origin_browser: origin.browser_family.clone(),
+        };
+        // A session the browser had is ended, never upgraded (no session fixation): the one
+        // it brought to the login start, and the one it sent here, if the browser sent one.
+        let brought = pending
+            .previous_session
+            .as_deref()
+            .and_then(SessionCookie::parse);
+        for previous in [brought, session].into_iter().flatten() {
+            self.ending.log_out(&previous, "replaced_by_login").await?;
+        }
+        let created = self.sessions.create_within_limit(&record, &origin).await?;
+        let evicted = self.ending.revoke_ended(created.displaced);
+        if evicted > 0 {
+            metrics().sessions_ended("evicted_by_limit", evicted);
+            self.audit.record(
+                AuditEvent::SessionsEvicted,
+                Details {
+                    sub: Some(&record.sub),
+                    reason: Some("max_per_user"),
+                    sessions_ended: Some(evicted),
+                    ..Details::default()
+                },
+            );
+        }
+        let Some(cookie) = created.cookie else {
+            // Ended before it began: its own refresh token goes too.
+            self.ending.revoke_refresh_token_of(&record);
+            return Err(AppError::Store(StoreError::Conflict(ENDED_WHILE_CREATED)));
+        };
+        let logged_in = LoggedIn {
+            cookie,
+            return_to: pending.return_to,
+        };
+        Ok((logged_in, record))
+    }
+}
+
+/// Provider error codes are a small ASCII vocabulary; anything else is not echoed.
+fn error_code(raw: &str) -> String {
+    if !raw.is_empty()
+        && raw.len() <= 64
+        && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        raw.to_owned()
+    } else {
+        "unknown_error".to_owned()
+    }
+}
