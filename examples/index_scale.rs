@@ -34,6 +34,7 @@ fn record(sub: &str) -> SessionRecord {
         expiry_assumed: false,
         from_forced_refresh: false,
         userinfo: None,
+        principal: None,
     };
     common::record(sub.to_owned(), tokens, now)
 }

@@ -60,6 +60,7 @@ fn record(index: usize) -> SessionRecord {
             expiry_assumed: false,
             from_forced_refresh: false,
             userinfo: None,
+            principal: None,
         },
         now,
     )

@@ -57,7 +57,21 @@ pub enum AppError {
     PayloadTooLarge,
     /// The endpoint exists but not for this method; the value lists the allowed ones.
     #[error("method not allowed")]
-    MethodNotAllowed(&'static str),
+    MethodNotAllowed(std::borrow::Cow<'static, str>),
+    /// The session's user does not satisfy the claim rules of the route (its prefix). The
+    /// answer names the route, never the user's claims.
+    #[error("the claims of the session do not satisfy the rules of {route}")]
+    InsufficientPermissions {
+        /// The route's prefix.
+        route: String,
+    },
+    /// The session's authentication is too old or too weak for the route: the browser must
+    /// log in again through `login_url` (which asks the provider for what the route needs).
+    #[error("step-up authentication required")]
+    StepUpRequired {
+        /// `/api/auth/login?acr_values=…&max_age=…`.
+        login_url: String,
+    },
     /// A back-channel logout token failed validation (or was replayed).
     #[error("logout token refused: {0}")]
     LogoutTokenRejected(LogoutTokenError),
@@ -180,7 +194,10 @@ impl AppError {
     fn status(&self) -> StatusCode {
         match self {
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) | AppError::InsufficientPermissions { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            AppError::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
             AppError::BadRequest(_)
             | AppError::Login(_)
             | AppError::LogoutTokenRejected(_)
@@ -205,6 +222,8 @@ impl AppError {
         match self {
             AppError::Unauthenticated => "unauthenticated",
             AppError::Forbidden(_) => "forbidden",
+            AppError::InsufficientPermissions { .. } => "insufficient_permissions",
+            AppError::StepUpRequired { .. } => "step_up_required",
             AppError::BadRequest(_) => "bad_request",
             AppError::NotFound => "not_found",
             AppError::Login(_) => "login_failed",
@@ -231,6 +250,12 @@ impl AppError {
         match self {
             AppError::Unauthenticated => "You are not logged in, or your session has ended.".into(),
             AppError::Forbidden(reason) => format!("Request refused: {reason}."),
+            AppError::InsufficientPermissions { route } => {
+                format!("Your account is not permitted to use {route}.")
+            }
+            AppError::StepUpRequired { .. } => {
+                "This action needs a fresh or stronger sign-in. Please log in again.".into()
+            }
             AppError::BadRequest(reason) => format!("Bad request: {reason}."),
             AppError::NotFound => "There is nothing at this address.".into(),
             AppError::Login(LoginFailure::ProviderError(_)) => {
@@ -301,10 +326,10 @@ impl AppError {
     }
 
     fn with_retry_after(&self, mut response: Response) -> Response {
-        if let AppError::MethodNotAllowed(allowed) = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        if let AppError::MethodNotAllowed(allowed) = self
+            && let Ok(allowed) = HeaderValue::try_from(allowed.as_ref())
+        {
+            response.headers_mut().insert(header::ALLOW, allowed);
         }
         if let AppError::TooManyRequests(wait) | AppError::Provider(OidcError::Deferred(wait)) =
             self
@@ -332,8 +357,11 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         self.log();
         let mut body = json!({ "error": self.code(), "message": self.public_message() });
-        if matches!(self, AppError::Unauthenticated) {
-            body["login_url"] = json!(LOGIN_URL);
+        match &self {
+            AppError::Unauthenticated => body["login_url"] = json!(LOGIN_URL),
+            AppError::StepUpRequired { login_url } => body["login_url"] = json!(login_url),
+            AppError::InsufficientPermissions { route } => body["route"] = json!(route),
+            _ => {}
         }
         let response = (self.status(), Json(body)).into_response();
         self.with_retry_after(response)

@@ -346,6 +346,47 @@ pub struct RouteSection {
     /// Seconds to wait for the upstream's response headers.
     #[serde(default = "default_upstream_timeout")]
     pub timeout_secs: u64,
+    /// Who may call: `user` (default), `optional`, `anonymous`.
+    #[serde(default)]
+    pub access: Option<String>,
+    /// The methods the route serves (default: every method).
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Claim rules, all of which must hold (`[[routes.require]]`).
+    #[serde(default)]
+    pub require: Vec<ClaimRuleSection>,
+    /// A fresh or stronger authentication the route demands (`[routes.step_up]`).
+    #[serde(default)]
+    pub step_up: Option<StepUpSection>,
+    /// Whether `GET` upgrades to WebSocket pass (after the route's policy).
+    #[serde(default)]
+    pub websocket: bool,
+}
+
+/// One `[[routes.require]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRuleSection {
+    /// A dotted path into the user's claims.
+    pub claim: String,
+    /// At least one of these values must be there.
+    #[serde(default)]
+    pub any_of: Option<Vec<String>>,
+    /// Every one of these values must be there.
+    #[serde(default)]
+    pub all_of: Option<Vec<String>>,
+}
+
+/// A route's `[routes.step_up]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpSection {
+    /// The ID token's `acr` must be one of these.
+    #[serde(default)]
+    pub acr_values: Vec<String>,
+    /// The authentication (`auth_time`) must be at most this old.
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
 }
 
 fn default_scopes() -> Vec<String> {

@@ -13,6 +13,7 @@ mod parse;
 mod redis;
 #[cfg(test)]
 mod reference;
+mod routes;
 mod secret_files;
 mod summary;
 

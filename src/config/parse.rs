@@ -9,14 +9,12 @@ use url::Url;
 
 use super::error::ConfigError;
 use super::file::{
-    AuditSection, AuditSubject, FileSettings, FrontendSection, RouteSection, ServerSection,
-    TracesSection,
+    AuditSection, AuditSubject, FileSettings, FrontendSection, ServerSection, TracesSection,
 };
 use super::redis;
 use super::{AuditSettings, Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
 use super::{encryption_keys, secret_files};
 use crate::oidc::SigningAlg;
-use crate::routes::Route;
 use crate::session::DEFAULT_MAX_PER_USER;
 use crate::session::store::user_index::MAX_PER_USER_LIMIT;
 use crate::traces::TraceSettings;
@@ -99,7 +97,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             "must not be shorter than session.idle_timeout_secs",
         ));
     }
-    let routes = routes(&file.routes)?;
+    let routes = super::routes::routes(&file.routes)?;
     let server = server(file.server)?;
     let traces = traces(file.traces, &server)?;
     check_login_limits(&file.login)?;
@@ -406,63 +404,4 @@ fn frontend(frontend: Option<FrontendSection>) -> Result<Frontend, ConfigError> 
             "set exactly one of frontend.dir or frontend.upstream",
         )),
     }
-}
-
-/// The `[[routes]]` as the upstream table's entries.
-fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigError> {
-    let mut seen = std::collections::HashSet::new();
-    let mut routes = Vec::with_capacity(sections.len());
-    for (index, route) in sections.iter().enumerate() {
-        let key = |field: &str| format!("routes[{index}].{field}");
-        let prefix = route.prefix.as_str();
-        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
-            return Err(ConfigError::new(
-                key("prefix"),
-                "must start with / and not end with / (e.g. \"/api/orders\")",
-            ));
-        }
-        if prefix.contains(['?', '#', '\\', '%'])
-            || prefix.split('/').any(|s| s == "." || s == "..")
-        {
-            return Err(ConfigError::new(key("prefix"), "must be a plain path"));
-        }
-        if prefix == "/api/auth" || prefix.starts_with("/api/auth/") {
-            return Err(ConfigError::new(
-                key("prefix"),
-                "/api/auth is reserved for Vestibule",
-            ));
-        }
-        // The probes (`http::health`) are Vestibule's own, whatever the routes say.
-        if ["/healthz", "/readyz"]
-            .iter()
-            .any(|probe| prefix == *probe || prefix.starts_with(&format!("{probe}/")))
-        {
-            return Err(ConfigError::new(
-                key("prefix"),
-                "/healthz and /readyz are reserved for Vestibule's health probes",
-            ));
-        }
-        if !seen.insert(prefix) {
-            return Err(ConfigError::new(key("prefix"), "is configured twice"));
-        }
-        if !matches!(route.upstream.scheme(), "http" | "https")
-            || route.upstream.host().is_none()
-            || route.upstream.query().is_some()
-            || route.upstream.fragment().is_some()
-        {
-            return Err(ConfigError::new(
-                key("upstream"),
-                "must be an http(s) URL without query or fragment",
-            ));
-        }
-        if route.timeout_secs == 0 {
-            return Err(ConfigError::new(key("timeout_secs"), "must be at least 1"));
-        }
-        routes.push(Route::new(
-            route.prefix.clone(),
-            route.upstream.clone(),
-            Duration::from_secs(route.timeout_secs),
-        ));
-    }
-    Ok(routes)
 }

@@ -28,6 +28,24 @@ pub fn check(headers: &HeaderMap, own_origin: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The check for a WebSocket handshake, which a browser cannot give an `X-CSRF` header: the
+/// `Origin` a browser always sends on one (RFC 6455 §4.1) must be the public origin, and
+/// `Sec-Fetch-Site`, when sent, must not say the request came from another site. A page on
+/// another origin cannot open a socket on the user's session (cross-site WebSocket hijacking).
+pub fn check_upgrade(headers: &HeaderMap, own_origin: &str) -> Result<(), AppError> {
+    match headers.get(axum::http::header::ORIGIN) {
+        Some(origin) if origin.as_bytes() == own_origin.as_bytes() => {}
+        Some(_) => return Err(AppError::Forbidden("cross-origin WebSocket")),
+        None => return Err(AppError::Forbidden("a WebSocket needs an Origin")),
+    }
+    if let Some(site) = headers.get(SEC_FETCH_SITE)
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(AppError::Forbidden("cross-site WebSocket"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +85,29 @@ mod tests {
             ("origin", ORIGIN),
         ];
         assert!(check(&headers(&good), ORIGIN).is_ok());
+    }
+
+    #[test]
+    fn a_websocket_needs_our_origin_and_no_x_csrf() {
+        assert!(check_upgrade(&headers(&[("origin", ORIGIN)]), ORIGIN).is_ok());
+        assert!(
+            check_upgrade(
+                &headers(&[("origin", ORIGIN), ("sec-fetch-site", "same-origin")]),
+                ORIGIN
+            )
+            .is_ok()
+        );
+        for refused in [
+            headers(&[]),
+            headers(&[("origin", "http://evil.example")]),
+            headers(&[("origin", "null")]),
+            headers(&[("origin", ORIGIN), ("sec-fetch-site", "cross-site")]),
+            headers(&[("origin", ORIGIN), ("sec-fetch-site", "same-site")]),
+        ] {
+            assert!(matches!(
+                check_upgrade(&refused, ORIGIN),
+                Err(AppError::Forbidden(_))
+            ));
+        }
     }
 }

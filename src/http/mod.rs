@@ -106,6 +106,22 @@ impl Components {
         self.check_use(session, client, headers).await
     }
 
+    /// The valid session for this request, if it has one: an unknown, expired or ended
+    /// cookie (suspicious use included) is no session rather than a `401`; a store outage is
+    /// still a `503`.
+    pub async fn optional_session(
+        &self,
+        token: Option<SessionCookie>,
+        client: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<Option<ActiveSession>, AppError> {
+        match self.require_session(token, client, headers).await {
+            Ok(session) => Ok(Some(session)),
+            Err(AppError::Unauthenticated) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Judges whether `session` is used suspiciously by this request (another network and
     /// another browser than it was created with): reports it, and with
     /// `session.suspicious_use = "end"` ends the session (`401`, refresh token revoked).

@@ -13,14 +13,15 @@ mod properties;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authz::RoutePolicy;
 use crate::metrics::RouteMetrics;
 use url::Url;
 
 use path_safety::climbs_out;
 
 /// One configured `[[routes]]` entry: where its calls go and everything that is the route's
-/// own (its time limit, its metric handles). Built once at start-up and shared as
-/// `Arc<Route>` with every call it serves.
+/// own (its time limit, its policy, its realtime settings, its metric handles). Built once at
+/// start-up and shared as `Arc<Route>` with every call it serves.
 #[derive(Debug)]
 pub struct Route {
     /// The path prefix, starting with `/`, without a trailing `/`.
@@ -29,18 +30,25 @@ pub struct Route {
     pub upstream: Url,
     /// How long to wait for the upstream's response headers.
     pub timeout: Duration,
+    /// Who may call it, with which methods, and what their claims must show.
+    pub policy: RoutePolicy,
+    /// Whether WebSocket upgrades pass (`GET` only, after the policy).
+    pub websocket: bool,
     /// The route's metric handles.
     pub metrics: &'static RouteMetrics,
 }
 
 impl Route {
-    /// The route for `prefix` (normalised by the config layer), served by `upstream`.
+    /// The route for `prefix` (normalised by the config layer), served by `upstream`, with
+    /// the default policy (a signed-in user, every method) and no WebSocket.
     pub fn new(prefix: String, upstream: Url, timeout: Duration) -> Self {
         let metrics = crate::metrics::metrics().route(&prefix);
         Self {
             prefix,
             upstream,
             timeout,
+            policy: RoutePolicy::default(),
+            websocket: false,
             metrics,
         }
     }

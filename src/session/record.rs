@@ -12,9 +12,12 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::authz::Principal;
 use crate::oidc::{GrantedTokens, LoginTokens, RefreshedTokens, jwt_payload, merge_claims};
 
 /// The provider's tokens for one session.
@@ -47,6 +50,11 @@ pub struct TokenSet {
     /// token of this session; `None` when never read or never usable.
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     pub userinfo: Option<Map<String, Value>>,
+    /// The user as route rules see them ([`Principal`]), built from the merged claims when
+    /// the tokens were obtained (at login and at each refresh), so no call parses a token;
+    /// `None` in records written before it was kept (see [`TokenSet::principal`]).
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Principal>,
 }
 
 /// For `skip_serializing_if`: records without the flag stay as compact as before.
@@ -96,7 +104,7 @@ impl TokenSet {
     pub fn from_login(login: LoginTokens) -> Self {
         let mut tokens = Self::from_grant(login.granted, None, StoredToken::new(&login.id_token));
         tokens.userinfo = login.userinfo;
-        tokens
+        tokens.with_principal()
     }
 
     /// The tokens after a refresh: the new ones, keeping the refresh token, the ID token and
@@ -109,7 +117,33 @@ impl TokenSet {
         };
         let mut tokens = Self::from_grant(refreshed.granted, self.refresh_token.clone(), id_token);
         tokens.userinfo = refreshed.userinfo.or_else(|| self.userinfo.clone());
-        tokens
+        tokens.with_principal()
+    }
+
+    /// These tokens with the principal of their claims.
+    fn with_principal(mut self) -> Self {
+        self.principal = Principal::from_claims(&self.claims());
+        self
+    }
+
+    /// The claims of these tokens: those of the ID token (verified before it was stored),
+    /// merged with those UserInfo answered ([`merge_claims`]: UserInfo's win, except the ID
+    /// token's protocol claims).
+    pub fn claims(&self) -> Map<String, Value> {
+        let id_token = jwt_payload(&self.id_token.text()).unwrap_or_default();
+        match &self.userinfo {
+            Some(userinfo) => merge_claims(id_token, userinfo),
+            None => id_token,
+        }
+    }
+
+    /// The user as route rules see them: the principal kept with the tokens or, for a record
+    /// written before it was kept, one built from the claims now. `None` without a subject.
+    pub fn principal(&self) -> Option<Cow<'_, Principal>> {
+        match &self.principal {
+            Some(principal) => Some(Cow::Borrowed(principal)),
+            None => Principal::from_claims(&self.claims()).map(Cow::Owned),
+        }
     }
 
     /// The one place a granted token set becomes a stored one.
@@ -131,6 +165,7 @@ impl TokenSet {
                 .or(previous_refresh_token),
             id_token,
             userinfo: None,
+            principal: None,
         }
     }
 
@@ -202,6 +237,7 @@ impl SessionRecord {
                 expiry_assumed: false,
                 from_forced_refresh: false,
                 userinfo: None,
+                principal: None,
             },
             created_at: crate::clock::unix_now(),
             expires_at,
@@ -212,15 +248,9 @@ impl SessionRecord {
         }
     }
 
-    /// The session's claims: those of its ID token (verified before it was stored), merged
-    /// with those UserInfo answered ([`merge_claims`]: UserInfo's win, except the ID token's
-    /// protocol claims).
+    /// The session's claims (see [`TokenSet::claims`]).
     pub fn claims(&self) -> Map<String, Value> {
-        let id_token = jwt_payload(&self.tokens.id_token.text()).unwrap_or_default();
-        match &self.tokens.userinfo {
-            Some(userinfo) => merge_claims(id_token, userinfo),
-            None => id_token,
-        }
+        self.tokens.claims()
     }
 
     /// Encodes the record for sealing.
@@ -401,6 +431,7 @@ mod tests {
             expiry_assumed: false,
             from_forced_refresh: false,
             userinfo: None,
+            principal: None,
         }
     }
 
@@ -569,6 +600,7 @@ mod tests {
                 expiry_assumed: false,
                 from_forced_refresh: false,
                 userinfo: None,
+                principal: None,
             },
             created_at: 1,
             expires_at: 2,

@@ -29,6 +29,7 @@ mod proxy;
 mod redis_topologies;
 mod refresh;
 mod request_ids;
+mod routes;
 mod server;
 mod shutdown;
 mod storage;

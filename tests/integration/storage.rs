@@ -634,6 +634,7 @@ mod sessions_in_redis {
                 expiry_assumed: false,
                 from_forced_refresh: false,
                 userinfo: None,
+                principal: None,
             },
             created_at: unix_now(),
             expires_at: unix_now() + 3600,

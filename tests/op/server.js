@@ -305,6 +305,8 @@ async function findAccount(ctx, id) {
         given_name: 'Test',
         family_name: id,
         preferred_username: id,
+        // Route claim rules (issue 30): alice administers, everyone else only uses.
+        roles: id === 'alice' ? ['admin', 'user'] : ['user'],
       });
     },
   };
@@ -427,7 +429,7 @@ function buildProvider(issuer) {
     claims: {
       openid: ['sub'],
       email: ['email', 'email_verified'],
-      profile: ['name', 'given_name', 'family_name', 'preferred_username', ...USERINFO_TEST_CLAIMS, ...CLAIM_SOURCE_TEST_CLAIMS],
+      profile: ['name', 'given_name', 'family_name', 'preferred_username', 'roles', ...USERINFO_TEST_CLAIMS, ...CLAIM_SOURCE_TEST_CLAIMS],
     },
     responseTypes: ['code'],
     pkce: {

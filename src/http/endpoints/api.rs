@@ -1,80 +1,182 @@
-//! A call on an API route (`[[routes]]`): the route's steps in order — the anti-forgery
-//! check, the session, the credential — then the forwarder. Bodies are streamed, never
-//! buffered, and so never replayed: when an upstream rejects a token believed valid (`401`
-//! with `error="invalid_token"`, [`bearer_challenge`]), the token is replaced once and only a
-//! call without a body is sent again.
+//! A call on an API route (`[[routes]]`): the route's steps in order, then the forwarder.
+//!
+//! 1. The method: one the route does not serve is `405` with `Allow`, before anything else.
+//! 2. Forgery: the `X-CSRF` rules on every call, whatever the route's access; a WebSocket
+//!    handshake (only on a route with `websocket = true`) proves its origin instead.
+//! 3. The session, as the route's access needs it: none for `anonymous`, any valid one for
+//!    `optional` (an unknown or expired cookie is no session), a valid one for `user`.
+//! 4. The verdict of [`crate::authz::decide`] on the session's principal: forwarded with the
+//!    session's access token, forwarded without any credential, or refused (`401`,
+//!    `step_up_required`, `insufficient_permissions`) before anything reaches the upstream.
+//! 5. The forwarder, and on the way back the upstream's own challenges: a token rejected as
+//!    invalid (`401 error="invalid_token"`, [`bearer_challenge`]) is replaced once and only a
+//!    call without a body is sent again (bodies stream and are never replayed); an RFC 9470
+//!    demand for stronger authentication becomes the same `step_up_required` answer.
 
 use std::net::IpAddr;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 
-use crate::error::AppError;
-use crate::http::proxy::bearer_challenge::says_invalid_token;
+use crate::authz::{Access, Decision, decide, step_up_login_url};
+use crate::clock::unix_now;
+use crate::error::{AppError, LOGIN_URL};
+use crate::http::proxy::bearer_challenge::{says_invalid_token, step_up_demanded};
+use crate::http::proxy::upgrade::{self, ClientUpgrade};
 use crate::http::proxy::{ProxyError, into_browser_response, set_bearer};
+use crate::http::server::connection::ConnectionSlot;
 use crate::http::{AppState, csrf};
 use crate::metrics::metrics;
 use crate::refresh::AccessError;
-use crate::routes::RouteMatch;
+use crate::routes::{Route, RouteMatch};
+use crate::session::ActiveSession;
 
-/// Forwards an API call from `client` (as the dispatcher worked it out) on its route with
-/// the session's access token.
+/// Forwards an API call from `client` (as the dispatcher worked it out) on its route, after
+/// the route's policy.
 pub async fn call_route(
     state: &AppState,
     client: IpAddr,
-    request: Request,
+    mut request: Request,
     call: RouteMatch,
 ) -> Result<Response, AppError> {
-    csrf::check(request.headers(), &state.origin)?;
     let RouteMatch { route, url } = call;
+    let methods = route.policy.methods();
+    if !methods.allows(request.method().as_str()) {
+        return Err(AppError::MethodNotAllowed(methods.allow_header().into()));
+    }
+    let client_upgrade = if route.websocket && request.method() == Method::GET {
+        ClientUpgrade::take(&mut request)
+    } else {
+        None
+    };
+    match client_upgrade {
+        Some(_) => csrf::check_upgrade(request.headers(), &state.origin)?,
+        None => csrf::check(request.headers(), &state.origin)?,
+    }
+    let slot = request.extensions().get::<ConnectionSlot>().cloned();
     let (mut parts, body) = request.into_parts();
-    let session_token = state.cookies.strip(&mut parts.headers).session;
-    let session = state
-        .require_session(session_token, client, &parts.headers)
-        .await?;
-    let cookie = session.cookie.clone();
-    let access_token = state.refresher.access_token(session).await?;
-    state
-        .forwarder
-        .prepare(&mut parts, &url, client, Some(&access_token), false)?;
+    let session = session_for(state, &route, client, &mut parts).await?;
+    let principal = session
+        .as_ref()
+        .and_then(|session| session.record.tokens.principal());
+    let verdict = decide(
+        &route.policy,
+        parts.method.as_str(),
+        principal.as_deref(),
+        unix_now(),
+    );
+    let session = match verdict {
+        Decision::ForwardWithCredential => session,
+        Decision::ForwardAnonymously => None,
+        Decision::MethodNotAllowed { allow } => {
+            return Err(AppError::MethodNotAllowed(allow.into()));
+        }
+        Decision::Unauthenticated => return Err(AppError::Unauthenticated),
+        Decision::Forbidden { rule, reason } => {
+            tracing::info!(route = %route.prefix, rule, ?reason, "a claim rule refused the call");
+            return Err(AppError::InsufficientPermissions {
+                route: route.prefix.clone(),
+            });
+        }
+        Decision::StepUpRequired(step_up) => {
+            return Err(AppError::StepUpRequired {
+                login_url: step_up.login_url(LOGIN_URL),
+            });
+        }
+    };
+    let credential = match session {
+        Some(session) => {
+            let cookie = session.cookie.clone();
+            Some((cookie, state.refresher.access_token(session).await?))
+        }
+        None => None,
+    };
+    let access_token = credential.as_ref().map(|(_, token)| token.as_str());
+    state.forwarder.prepare(
+        &mut parts,
+        &url,
+        client,
+        access_token,
+        client_upgrade.is_some(),
+    )?;
     // An idempotent call without a body can be sent again with another token (RFC 9110
     // §9.2.2); one with a body, or a POST or PATCH even without one, never is.
-    let again = (body.is_end_stream() && parts.method.is_idempotent()).then(|| parts.clone());
-    let send = |request: Request| async {
-        state
-            .forwarder
-            .send(request, Some(route.timeout), route.metrics.label)
-            .await
-            .inspect_err(|error| {
-                let kind = match error {
-                    ProxyError::Timeout => "timeout",
-                    _ => "connect",
-                };
-                metrics().upstream_error(route.metrics.label, kind);
-            })
-    };
+    let again = (credential.is_some() && body.is_end_stream() && parts.method.is_idempotent())
+        .then(|| parts.clone());
+    let send = |request: Request| send(state, &route, request);
     let mut response = send(Request::from_parts(parts, body)).await?;
-    if response.status() == StatusCode::UNAUTHORIZED && says_invalid_token(response.headers()) {
-        // Believed valid, rejected as invalid (revoked, or a lifetime the provider never
-        // named): replace it, once per token, and send a bodiless call once more.
-        match state
-            .refresher
-            .replace_rejected(&cookie, &access_token)
-            .await
-        {
-            Ok(Some(replacement)) if replacement != access_token => {
-                if let Some(mut parts) = again {
-                    set_bearer(&mut parts.headers, &replacement)?;
-                    response = send(Request::from_parts(parts, Body::empty())).await?;
+    if let Some(client_upgrade) = client_upgrade {
+        return Ok(upgrade::relay(client_upgrade, response, slot));
+    }
+    if response.status() == StatusCode::UNAUTHORIZED
+        && let Some((cookie, access_token)) = &credential
+    {
+        if let Some(step_up) = step_up_demanded(response.headers()) {
+            return Err(AppError::StepUpRequired {
+                login_url: step_up_login_url(LOGIN_URL, &step_up.acr_values, step_up.max_age),
+            });
+        }
+        if says_invalid_token(response.headers()) {
+            // Believed valid, rejected as invalid (revoked, or a lifetime the provider never
+            // named): replace it, once per token, and send a bodiless call once more.
+            match state.refresher.replace_rejected(cookie, access_token).await {
+                Ok(Some(replacement)) if replacement != *access_token => {
+                    if let Some(mut parts) = again {
+                        set_bearer(&mut parts.headers, &replacement)?;
+                        response = send(Request::from_parts(parts, Body::empty())).await?;
+                    }
                 }
+                // Not replaced, or the provider is unavailable: the upstream's answer stands
+                // and the session stays.
+                Ok(_) | Err(AccessError::Provider(_)) => {}
+                Err(error) => return Err(error.into()),
             }
-            // Not replaced, or the provider is unavailable: the upstream's answer stands and
-            // the session stays.
-            Ok(_) | Err(AccessError::Provider(_)) => {}
-            Err(error) => return Err(error.into()),
         }
     }
     Ok(into_browser_response(response))
+}
+
+/// The session the route's access asks for, with Vestibule's cookies taken off the request:
+/// `anonymous` never looks (and never touches the store), `optional` takes a valid one and
+/// treats an unknown or ended one as none, `user` requires one (`401`). A store outage is a
+/// `503` whichever the access: never a silent logout.
+async fn session_for(
+    state: &AppState,
+    route: &Route,
+    client: IpAddr,
+    parts: &mut Parts,
+) -> Result<Option<ActiveSession>, AppError> {
+    let cookie = state.cookies.strip(&mut parts.headers).session;
+    match route.policy.access() {
+        Access::Anonymous => Ok(None),
+        Access::Optional => state.optional_session(cookie, client, &parts.headers).await,
+        Access::User => state
+            .require_session(cookie, client, &parts.headers)
+            .await
+            .map(Some),
+    }
+}
+
+/// Sends a prepared request on `route` within its time limit, counting upstream failures.
+async fn send(
+    state: &AppState,
+    route: &Route,
+    request: Request,
+) -> Result<axum::http::Response<hyper::body::Incoming>, AppError> {
+    let label = route.metrics.label;
+    state
+        .forwarder
+        .send(request, Some(route.timeout), label)
+        .await
+        .map_err(|error| {
+            let kind = match error {
+                ProxyError::Timeout => "timeout",
+                _ => "connect",
+            };
+            metrics().upstream_error(label, kind);
+            error.into()
+        })
 }

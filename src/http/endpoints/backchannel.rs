@@ -95,5 +95,5 @@ pub async fn backchannel_logout(
 
 /// Any other method.
 pub async fn method_not_allowed() -> AppError {
-    AppError::MethodNotAllowed("POST")
+    AppError::MethodNotAllowed("POST".into())
 }

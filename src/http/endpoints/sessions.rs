@@ -116,10 +116,10 @@ fn audit_ended_by_user(state: &AppState, current: &ActiveSession, reason: &str, 
 
 /// Any other method on the sessions endpoints.
 pub async fn sessions_method_not_allowed() -> AppError {
-    AppError::MethodNotAllowed("GET, DELETE")
+    AppError::MethodNotAllowed("GET, DELETE".into())
 }
 
 /// Any other method on a single session.
 pub async fn session_method_not_allowed() -> AppError {
-    AppError::MethodNotAllowed("DELETE")
+    AppError::MethodNotAllowed("DELETE".into())
 }

@@ -1,25 +1,71 @@
 //! Reading an upstream's `401` challenge: whether its `WWW-Authenticate` says the bearer token
 //! is invalid (RFC 6750 §3.1 `error="invalid_token"`: expired, revoked, malformed), the one
-//! answer a refresh can cure. Parsed as RFC 9110 §11.6.1 writes challenges: schemes and
+//! answer a refresh can cure, or that the user's authentication is not strong or recent
+//! enough (RFC 9470 `error="insufficient_user_authentication"`), which a new login cures. Parsed as RFC 9110 §11.6.1 writes challenges: schemes and
 //! parameter names case-insensitive, values tokens or quoted strings, several challenges per
 //! field and several fields per response. It only reads headers; it never decides what to do.
+
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::http::header::WWW_AUTHENTICATE;
 
 /// Whether a `Bearer` challenge in `headers` carries `error="invalid_token"`.
 pub fn says_invalid_token(headers: &HeaderMap) -> bool {
+    bearer_challenges(headers)
+        .iter()
+        .any(|params| param(params, "error") == Some("invalid_token"))
+}
+
+/// What an upstream's RFC 9470 challenge (`Bearer error="insufficient_user_authentication"`)
+/// demands of the user's authentication.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StepUpDemand {
+    /// `acr_values`, space-separated in the challenge (empty when not given).
+    pub acr_values: Vec<String>,
+    /// `max_age`, when given as whole seconds.
+    pub max_age: Option<Duration>,
+}
+
+/// The authentication an RFC 9470 challenge in `headers` demands, if there is one.
+pub fn step_up_demanded(headers: &HeaderMap) -> Option<StepUpDemand> {
+    bearer_challenges(headers)
+        .iter()
+        .find(|params| param(params, "error") == Some("insufficient_user_authentication"))
+        .map(|params| StepUpDemand {
+            acr_values: param(params, "acr_values")
+                .map(|values| values.split_ascii_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            max_age: param(params, "max_age")
+                .and_then(|secs| secs.parse::<u64>().ok())
+                .map(Duration::from_secs),
+        })
+}
+
+/// The parameters (`name` lower-cased, value unquoted) of every `Bearer` challenge in
+/// `headers`.
+fn bearer_challenges(headers: &HeaderMap) -> Vec<Vec<(String, String)>> {
     headers
         .get_all(WWW_AUTHENTICATE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .any(field_says_invalid_token)
+        .flat_map(challenges)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, params)| params)
+        .collect()
 }
 
-/// Whether one `WWW-Authenticate` field value has a `Bearer` challenge with
-/// `error="invalid_token"`.
-fn field_says_invalid_token(field: &str) -> bool {
-    let mut scheme: Option<&str> = None;
+/// The value of parameter `name` among `params`.
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// The challenges of one `WWW-Authenticate` field value: each scheme with its parameters.
+fn challenges(field: &str) -> Vec<(&str, Vec<(String, String)>)> {
+    let mut challenges: Vec<(&str, Vec<(String, String)>)> = Vec::new();
     for element in elements(field) {
         let element = element.trim();
         if element.is_empty() {
@@ -27,8 +73,8 @@ fn field_says_invalid_token(field: &str) -> bool {
         }
         // `scheme [param]` starts a challenge; `name=value` continues the current one.
         let param = match split_scheme(element) {
-            Some((new_scheme, rest)) => {
-                scheme = Some(new_scheme);
+            Some((scheme, rest)) => {
+                challenges.push((scheme, Vec::new()));
                 rest
             }
             None => element,
@@ -36,14 +82,11 @@ fn field_says_invalid_token(field: &str) -> bool {
         let Some((name, value)) = param.split_once('=') else {
             continue; // a token68 or an empty challenge
         };
-        if scheme.is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"))
-            && name.trim().eq_ignore_ascii_case("error")
-            && unquote(value.trim()) == "invalid_token"
-        {
-            return true;
+        if let Some((_, params)) = challenges.last_mut() {
+            params.push((name.trim().to_ascii_lowercase(), unquote(value.trim())));
         }
     }
-    false
+    challenges
 }
 
 /// `element` as `(scheme, rest)` when it begins a challenge: a token followed by whitespace
@@ -159,5 +202,40 @@ mod tests {
             assert!(!says(&[value]), "{value}");
         }
         assert!(!says(&[]));
+    }
+
+    fn demanded(value: &str) -> Option<StepUpDemand> {
+        let mut headers = HeaderMap::new();
+        headers.append(WWW_AUTHENTICATE, HeaderValue::from_str(value).unwrap());
+        step_up_demanded(&headers)
+    }
+
+    #[test]
+    fn an_rfc_9470_challenge_names_what_it_demands() {
+        assert_eq!(
+            demanded(
+                r#"Bearer error="insufficient_user_authentication", error_description="A different authentication level is required", acr_values="myACR mfa""#
+            ),
+            Some(StepUpDemand {
+                acr_values: vec!["myACR".into(), "mfa".into()],
+                max_age: None,
+            })
+        );
+        assert_eq!(
+            demanded(
+                r#"Basic realm="x", Bearer error=insufficient_user_authentication, max_age="5""#
+            ),
+            Some(StepUpDemand {
+                acr_values: Vec::new(),
+                max_age: Some(Duration::from_secs(5)),
+            })
+        );
+        for other in [
+            r#"Bearer error="invalid_token""#,
+            r#"DPoP error="insufficient_user_authentication""#,
+            r#"Bearer error_description="insufficient_user_authentication""#,
+        ] {
+            assert_eq!(demanded(other), None, "{other}");
+        }
     }
 }

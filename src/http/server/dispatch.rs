@@ -103,6 +103,10 @@ impl ConnectionService for Dispatcher {
         request.extensions_mut().insert(id);
         let handling = match Dispatch::classify(&self.state.routes, request.uri()) {
             Dispatch::Proxy(call) => {
+                // A WebSocket relay outlives its exchange: it keeps the connection's place.
+                if call.route.websocket {
+                    request.extensions_mut().insert(self.slot.clone());
+                }
                 let state = self.state.clone();
                 let (method, route, started) =
                     (request.method().clone(), call.route.metrics, Instant::now());

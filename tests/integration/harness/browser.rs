@@ -131,7 +131,8 @@ impl Browser {
         self.api_call(reqwest::Method::DELETE, path).await
     }
 
-    async fn api_call(&self, method: reqwest::Method, path: &str) -> Response {
+    /// An API call with `method` as a SPA makes it: `X-CSRF: 1`.
+    pub async fn api_call(&self, method: reqwest::Method, path: &str) -> Response {
         self.http
             .request(method, self.url(path))
             .header("x-csrf", "1")

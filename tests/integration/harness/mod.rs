@@ -431,7 +431,8 @@ timeout_secs = 2
             key = ENCRYPTION_KEY,
             upstream = upstream.base_url,
             login = self.login_toml,
-            extra = self.extra_toml,
+            // Further routes may name the test upstream as `{upstream}`.
+            extra = self.extra_toml.replace("{upstream}", &upstream.base_url),
         );
         let task = spawn_vestibule(&toml).await;
         TestApp {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -54,7 +56,13 @@ impl Upstream {
             introspection_url: format!("{issuer}/token/introspection"),
             http: reqwest::Client::new(),
         };
-        let app = Router::new().fallback(handle).with_state(state);
+        let app = Router::new()
+            .route(
+                "/v1/{*rest}",
+                axum::routing::get(realtime_or_plain).fallback(handle),
+            )
+            .fallback(handle)
+            .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -79,17 +87,114 @@ impl Drop for Upstream {
     }
 }
 
+/// `GET`s ending in `/ws` are a WebSocket (after a valid upgrade), those ending in `/events`
+/// a stream of server-sent events; every other `GET` is [`handle`]d like any request.
+async fn realtime_or_plain(
+    State(state): State<UpstreamState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    if path.ends_with("/events") {
+        return events(&state, request).await;
+    }
+    match upgrade {
+        Ok(upgrade) if path.ends_with("/ws") => websocket(&state, upgrade, request).await,
+        _ => handle(State(state), request).await,
+    }
+}
+
+/// The bearer token of `headers`, if any.
+fn bearer_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+}
+
+/// Records `request` (bodiless) as seen, with what the provider says of its bearer token;
+/// answers the introspection.
+async fn note_seen(state: &UpstreamState, request: &axum::http::request::Parts) -> Value {
+    let bearer = bearer_of(&request.headers);
+    if let Some(token) = &bearer {
+        super::logs::note_secret(token);
+    }
+    let introspection = match &bearer {
+        Some(token) => introspect(state, token).await,
+        None => json!({ "active": false }),
+    };
+    state.seen.lock().unwrap().push(SeenRequest {
+        method: request.method.to_string(),
+        path_and_query: request
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: request.headers.clone(),
+        bearer,
+        token_active: introspection["active"].as_bool().unwrap_or(false),
+        body: Bytes::new(),
+    });
+    introspection
+}
+
+/// A WebSocket that first says who it was opened by (`hello <sub>` for an active bearer
+/// token, `hello anonymous` without one), then echoes every text message.
+async fn websocket(state: &UpstreamState, upgrade: WebSocketUpgrade, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let introspection = note_seen(state, &parts).await;
+    let who = introspection["sub"]
+        .as_str()
+        .filter(|_| introspection["active"] == true)
+        .unwrap_or("anonymous")
+        .to_owned();
+    upgrade.on_upgrade(move |mut socket| async move {
+        if socket
+            .send(Message::Text(format!("hello {who}").into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        while let Some(Ok(message)) = socket.recv().await {
+            if let Message::Text(text) = message {
+                let _ = socket
+                    .send(Message::Text(format!("echo: {text}").into()))
+                    .await;
+            }
+        }
+    })
+}
+
+/// Server-sent events, one every 100 ms without end: `data: <n>`.
+async fn events(state: &UpstreamState, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    note_seen(state, &parts).await;
+    let ticks = futures_util::stream::unfold(0u64, |n| async move {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let event = Bytes::from(format!("data: {n}\n\n"));
+        Some((Ok::<_, std::convert::Infallible>(event), n + 1))
+    });
+    (
+        [
+            ("content-type", "text/event-stream"),
+            ("cache-control", "no-cache"),
+        ],
+        axum::body::Body::from_stream(ticks),
+    )
+        .into_response()
+}
+
 async fn handle(State(state): State<UpstreamState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 16 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    let bearer = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+    let bearer = bearer_of(&parts.headers);
+    let anonymous = bearer.is_none();
     if let Some(token) = &bearer {
         super::logs::note_secret(token);
     }
@@ -112,6 +217,9 @@ async fn handle(State(state): State<UpstreamState>, request: Request) -> Respons
         body: body.clone(),
     });
     let path = parts.uri.path();
+    if anonymous && path.contains("/anonymous") {
+        return axum::Json(json!({ "ok": true, "anonymous": true })).into_response();
+    }
     if let Some(challenge) = bearer_challenge(path, active) {
         return (
             StatusCode::UNAUTHORIZED,
@@ -167,6 +275,10 @@ async fn handle(State(state): State<UpstreamState>, request: Request) -> Respons
 fn bearer_challenge(path: &str, active: bool) -> Option<&'static str> {
     if path.ends_with("/always-invalid-token") {
         Some(r#"Bearer realm="orders", error="invalid_token", error_description="rejected""#)
+    } else if path.ends_with("/needs-mfa") {
+        Some(
+            r#"Bearer error="insufficient_user_authentication", error_description="A different authentication level is required", acr_values="mfa", max_age="300""#,
+        )
     } else if path.ends_with("/insufficient-scope") {
         Some(r#"Bearer realm="orders", error="insufficient_scope", scope="orders:admin""#)
     } else if path.contains("/rfc6750/") && !active {
