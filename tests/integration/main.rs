@@ -30,6 +30,7 @@ mod redis_topologies;
 mod refresh;
 mod request_ids;
 mod server;
+mod session_watch;
 mod shutdown;
 mod storage;
 mod suspicious_use;

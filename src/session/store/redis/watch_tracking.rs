@@ -23,8 +23,9 @@ use super::connection::TrackingTarget;
 /// How often the connection must answer a `PING` (and its timeout): a dead connection is
 /// replaced, and every watcher checks again, within about twice this.
 const HEARTBEAT: Duration = Duration::from_millis(500);
-/// Pauses before reconnecting: doubling from the first to the last.
-const RECONNECT_DELAY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(4));
+/// Pauses before reconnecting: doubling from the first to the last (short, as every watch
+/// learns of changes made during an outage only once it reconnects).
+const RECONNECT_DELAY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(1));
 /// How long the connection stays without a watch before it is closed (the next watch opens
 /// it again), so an instance without relays costs Redis nothing.
 const UNWATCHED_LINGER: Duration = Duration::from_secs(30);
