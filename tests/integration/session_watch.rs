@@ -13,7 +13,7 @@ use vestibule::session::{
     Store, Timeout, TokenSet,
 };
 
-use crate::harness::redis_topologies::{SENTINEL_PASSWORD, SentinelGroup};
+use crate::harness::redis_topologies::{RedisCluster, SENTINEL_PASSWORD, SentinelGroup};
 use crate::harness::{RedisServer, wait_for};
 
 /// How soon a watch must report an end made on another instance.
@@ -396,4 +396,21 @@ async fn on_a_sentinel_group_an_end_reaches_the_watch_before_and_after_a_failove
     b.end(&second).await.unwrap().unwrap();
     let (end, _) = ended_within(&mut second_watch, ended_at, PROMPTLY).await;
     assert_eq!(end, SessionEnd::Ended);
+}
+
+#[tokio::test]
+async fn on_a_cluster_where_nothing_is_pushed_the_watch_polls_and_sees_an_end_within_2_s() {
+    let cluster = RedisCluster::start().await;
+    let topology = RedisTopology::parse(&cluster.url()).unwrap();
+    let idle = Duration::from_secs(600);
+    let a = instance(&topology, Cache::On, idle).await;
+    let b = instance(&topology, Cache::Off, idle).await;
+    let (cookie, _) = log_in(&a, unix_now() + 3600).await;
+    let mut watch = watch(&a, &cookie).await;
+    assert!(still_open(&mut watch, Duration::from_secs(2)).await);
+    let ended_at = Instant::now();
+    b.end(&cookie).await.unwrap().unwrap();
+    let (end, took) = ended_within(&mut watch, ended_at, PROMPTLY).await;
+    assert_eq!(end, SessionEnd::Ended);
+    eprintln!("on a Cluster, an end on B seen on A after {took:?}");
 }
