@@ -239,10 +239,18 @@ async fn a_redis_outage_does_not_end_the_watch_and_it_goes_on_after_the_restart(
         let mut redis = RedisServer::start().await;
         let (a, b) = two_instances(&redis, cache, Duration::from_secs(600)).await;
         let (cookie, _) = log_in(&a, unix_now() + 3600).await;
-        let mut watch = watch(&a, &cookie).await;
+        let mut watching = watch(&a, &cookie).await;
+        // A relay that loaded its session just before the outage and watches during it:
+        // its reads fail.
+        let loaded = a.load(&cookie).await.unwrap().unwrap();
         redis.stop().await;
+        let mut opened_during = a.watch(&loaded);
+        let (before, during) = tokio::join!(
+            still_open(&mut watching, Duration::from_secs(4)),
+            still_open(&mut opened_during, Duration::from_secs(4)),
+        );
         assert!(
-            still_open(&mut watch, Duration::from_secs(4)).await,
+            before && during,
             "an outage is not an end ({cache:?} cache)"
         );
         redis.restart().await;
@@ -250,13 +258,19 @@ async fn a_redis_outage_does_not_end_the_watch_and_it_goes_on_after_the_restart(
             b.load_fresh(&cookie).await.unwrap().is_some(),
             "kept by Redis"
         );
-        assert!(still_open(&mut watch, Duration::from_secs(3)).await);
+        let (before, during) = tokio::join!(
+            still_open(&mut watching, Duration::from_secs(3)),
+            still_open(&mut opened_during, Duration::from_secs(3)),
+        );
+        assert!(before && during, "the session is still there");
         // Watching again after the reconnection: an end on B is pushed as before.
         let ended_at = Instant::now();
         b.end(&cookie).await.unwrap().unwrap();
-        let (end, took) = ended_within(&mut watch, ended_at, PROMPTLY).await;
-        assert_eq!(end, SessionEnd::Ended);
-        eprintln!("after the restart ({cache:?} cache), an end on B seen on A after {took:?}");
+        for watch in [&mut watching, &mut opened_during] {
+            let (end, took) = ended_within(watch, ended_at, PROMPTLY).await;
+            assert_eq!(end, SessionEnd::Ended);
+            eprintln!("after the restart ({cache:?} cache), an end on B seen on A after {took:?}");
+        }
     }
 }
 

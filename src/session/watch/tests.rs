@@ -170,6 +170,9 @@ async fn a_watch_can_be_held_by_a_spawned_task() {
     let (cookie, mut watch) = logged_in(&sessions, unix_now() + 600).await;
     let relay = tokio::spawn(async move { watch.ended().await });
     sessions.end(&cookie).await.unwrap().unwrap();
-    let end = tokio::time::timeout(PROMPTLY, relay).await.unwrap().unwrap();
+    let end = tokio::time::timeout(PROMPTLY, relay)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(end, SessionEnd::Ended);
 }
