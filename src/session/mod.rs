@@ -12,6 +12,7 @@ pub mod login;
 pub mod record;
 mod signing_algs;
 pub mod store;
+pub mod watch;
 
 use std::time::Duration;
 use tracing::Instrument;
@@ -23,6 +24,7 @@ pub use index::{DEFAULT_MAX_PER_USER, SessionList, SessionOrigin, SessionSummary
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
 pub use store::{Displaced, Freshness, PendingLimits, Store, StoreError};
+pub use watch::{SessionEnd, SessionWatch, Timeout};
 
 use crate::clock::unix_now;
 

@@ -31,6 +31,7 @@ mod refresh;
 mod request_ids;
 mod routes;
 mod server;
+mod session_watch;
 mod shutdown;
 mod storage;
 mod suspicious_use;

@@ -15,6 +15,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub struct MemoryStore {
     inner: Mutex<MemoryInner>,
     indexes: super::user_index::MemoryIndexLock,
+    /// Watched keys, woken as a key is deleted or shortened.
+    watchers: super::watchers::KeyWatchers,
     /// Tests: index merges that fail before one succeeds (a Redis outage in the middle).
     #[cfg(test)]
     pub(crate) failing_merges: std::sync::atomic::AtomicU32,
@@ -170,9 +172,9 @@ impl MemoryStore {
 
     pub(super) fn take(&self, key: &str) -> Option<Vec<u8>> {
         let now = Instant::now();
-        self.lock()
-            .records
-            .remove(key)
+        let taken = self.lock().records.remove(key);
+        self.watchers.changed(key);
+        taken
             .filter(|(_, expires)| *expires > now)
             .map(|(value, _)| value)
     }
@@ -181,6 +183,22 @@ impl MemoryStore {
         if let Some((_, expires)) = self.lock().records.get_mut(key) {
             *expires = Instant::now() + ttl;
         }
+        self.watchers.changed(key);
+    }
+
+    /// The watched keys (see `watchers.rs`).
+    pub(super) fn watchers(&self) -> &super::watchers::KeyWatchers {
+        &self.watchers
+    }
+
+    /// How long `key` lives unless written again; `None` if it is gone. Touches nothing.
+    pub(super) fn remaining(&self, key: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.lock()
+            .records
+            .get(key)
+            .and_then(|(_, expires)| expires.checked_duration_since(now))
+            .filter(|left| !left.is_zero())
     }
 
     pub(super) fn replace_if_unchanged(
@@ -202,14 +220,20 @@ impl MemoryStore {
 
     pub(super) fn delete_if_unchanged(&self, key: &str, expected: &[u8]) -> bool {
         let now = Instant::now();
-        let mut inner = self.lock();
-        match inner.records.get(key) {
-            Some((value, expires)) if *expires > now && value == expected => {
-                inner.records.remove(key);
-                true
+        let deleted = {
+            let mut inner = self.lock();
+            match inner.records.get(key) {
+                Some((value, expires)) if *expires > now && value == expected => {
+                    inner.records.remove(key);
+                    true
+                }
+                _ => false,
             }
-            _ => false,
+        };
+        if deleted {
+            self.watchers.changed(key);
         }
+        deleted
     }
 
     /// Adds `member` to the set at `key` (newline-separated members), keeping the set at

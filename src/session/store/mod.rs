@@ -19,12 +19,14 @@ mod pending;
 pub mod redis;
 mod sets;
 pub mod user_index;
+mod watchers;
 
 pub use memory::MemoryStore;
 pub use pending::{Displaced, PendingLimits};
 pub use redis::cache::{CacheSettings, RecordCache};
 pub use redis::topology::{SentinelAuth, TopologyError};
 pub use redis::{RedisStore, RedisTls, RedisTopology};
+pub use watchers::KeyWatch;
 
 /// The store could not answer; the caller must not treat this as a missing record.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,16 @@ impl Store {
         match self {
             Store::Redis(redis) => redis.cache(),
             Store::Memory(_) => None,
+        }
+    }
+
+    /// Watches `key` for changes made anywhere (see [`KeyWatch`]); dropping it stops.
+    pub fn watch(&self, key: &str) -> KeyWatch {
+        match self {
+            Store::Redis(redis) => redis.watch(key),
+            Store::Memory(memory) => {
+                KeyWatch::new(key, watchers::WatchSource::Memory(memory.clone()))
+            }
         }
     }
 

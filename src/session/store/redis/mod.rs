@@ -10,6 +10,7 @@ pub(super) mod sentinel;
 mod tls;
 pub mod topology;
 mod tracking;
+pub(super) mod watch_tracking;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,8 @@ const RENEW_IF_OWNER: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 pub struct RedisStore {
     pub(super) conn: RedisConnection,
     cache: Option<Arc<RecordCache>>,
+    /// What pushes changes to watched keys (none on a Cluster: watches poll there).
+    watches: Option<Arc<watch_tracking::WatchTracker>>,
 }
 
 impl RedisStore {
@@ -52,6 +55,8 @@ impl RedisStore {
         cache: Option<CacheSettings>,
     ) -> Result<Self, redis::RedisError> {
         let conn = RedisConnection::open(topology, tls)?;
+        let watches = TrackingTarget::for_topology(topology, tls)?
+            .map(|target| Arc::new(watch_tracking::WatchTracker::new(target)));
         let cache = match (cache, TrackingTarget::for_topology(topology, tls)?) {
             (Some(settings), Some(target)) => {
                 let cache = Arc::new(RecordCache::new(settings));
@@ -69,7 +74,37 @@ impl RedisStore {
             }
             (None, _) => None,
         };
-        Ok(Self { conn, cache })
+        Ok(Self {
+            conn,
+            cache,
+            watches,
+        })
+    }
+
+    /// A watch of `key`, pushed through the watch tracker (started now if it was not), or
+    /// polled on a Cluster.
+    pub(super) fn watch(&self, key: &str) -> super::KeyWatch {
+        match &self.watches {
+            Some(tracker) => {
+                // Registered first: a tracker stopping for want of watches then sees this one.
+                let watch = super::KeyWatch::new(
+                    key,
+                    super::watchers::WatchSource::Tracked(tracker.clone()),
+                );
+                tracker.start();
+                watch
+            }
+            None => super::KeyWatch::new(key, super::watchers::WatchSource::Polled(self.clone())),
+        }
+    }
+
+    /// `PTTL key` on the data connection: how long the key lives, `None` if it is gone.
+    pub(super) async fn remaining(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let millis: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(watch_tracking::remaining_from_pttl(millis))
     }
 
     /// Sends `commands` together (each on its own, so they may hit different Cluster slots)
