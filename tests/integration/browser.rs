@@ -16,9 +16,13 @@ fn e2e_dir() -> PathBuf {
 
 /// Installs tests/e2e's Node packages from the lockfile once, if they are missing.
 /// (playwright-core never downloads a browser; Chromium comes from the OS.)
-fn ensure_installed() {
+pub fn ensure_installed() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| crate::harness::npm_ci_unless_installed("e2e", "playwright-core"));
+    INSTALLED.get_or_init(|| {
+        for package in ["playwright-core", "typescript"] {
+            crate::harness::npm_ci_unless_installed("e2e", package);
+        }
+    });
 }
 
 fn chromium() -> PathBuf {

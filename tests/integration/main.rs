@@ -10,6 +10,7 @@ mod backchannel_logout;
 mod browser;
 mod bundle;
 mod cli;
+mod client_helper;
 mod cookies;
 mod discovery;
 mod escrow;

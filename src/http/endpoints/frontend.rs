@@ -25,6 +25,8 @@ use crate::http::server::connection::ConnectionSlot;
 
 /// The JS helper served at `/api/auth/client.js`.
 const CLIENT_JS: &str = include_str!("../../../templates/client.js");
+/// Its TypeScript declarations, served at `/api/auth/client.d.ts`.
+const CLIENT_TYPES: &str = include_str!("../../../templates/client.d.ts");
 
 /// Long-lived caching for files whose names carry a content hash.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -66,11 +68,18 @@ impl FrontendService {
 
 /// `GET /api/auth/client.js`.
 pub async fn client_js() -> Response {
-    let mut response = (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        CLIENT_JS,
-    )
-        .into_response();
+    helper_file("text/javascript; charset=utf-8", CLIENT_JS)
+}
+
+/// `GET /api/auth/client.d.ts`: the helper's types for a TypeScript SPA (a download: the
+/// compiler reads files, so the type only matters to Deno, which takes `application/typescript`).
+pub async fn client_types() -> Response {
+    helper_file("application/typescript; charset=utf-8", CLIENT_TYPES)
+}
+
+/// One of the helper's files, revalidated on each use like `index.html`.
+fn helper_file(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     set_cache(&mut response, REVALIDATE);
     response
 }

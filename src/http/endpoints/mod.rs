@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             delete(sessions::end_session).fallback(sessions::session_method_not_allowed),
         )
         .route("/client.js", get(frontend::client_js))
+        .route("/client.d.ts", get(frontend::client_types))
         .fallback(auth::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(

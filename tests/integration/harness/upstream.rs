@@ -235,6 +235,9 @@ async fn handle(State(state): State<UpstreamState>, request: Request) -> Respons
         )
             .into_response();
     }
+    if let Some(answer) = refusal(path) {
+        return answer;
+    }
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
@@ -286,6 +289,35 @@ fn bearer_challenge(path: &str, active: bool) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Answers in the shape of Vestibule's own refusals on a route, for the browser helper's
+/// tests (they pass through Vestibule as any answer does): `…/step-up-required` (`401
+/// step_up_required` with its `login_url`), `…/insufficient-permissions` (`403`), and
+/// `…/foreign-login-url` (a `401` whose `login_url` leaves the site).
+fn refusal(path: &str) -> Option<Response> {
+    let (status, body) = if path.ends_with("/step-up-required") {
+        let login_url = "/api/auth/login?acr_values=urn%3Aexample%3Amfa%20gold&max_age=300";
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": "step_up_required", "login_url": login_url,
+                    "message": "this route needs a stronger login" }),
+        )
+    } else if path.ends_with("/insufficient-permissions") {
+        (
+            StatusCode::FORBIDDEN,
+            json!({ "error": "insufficient_permissions", "route": "/api/admin",
+                    "message": "the route's rules do not allow this user" }),
+        )
+    } else if path.ends_with("/foreign-login-url") {
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": "unauthenticated", "login_url": "https://login.example/api/auth/login" }),
+        )
+    } else {
+        return None;
+    };
+    Some((status, axum::Json(body)).into_response())
 }
 
 async fn introspect(state: &UpstreamState, token: &str) -> Value {
