@@ -24,6 +24,7 @@ use crate::http::server::dispatch::Dispatcher;
 use crate::http::server::request_id::RequestIds;
 use crate::http::server::trace_context::TraceContextTrust;
 use crate::http::suspicious_use::SuspiciousUsePolicy;
+use crate::http::websocket_limit::WebSocketLimit;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
 use crate::oidc::{Provider, ProviderSettings};
 use crate::refresh::Refresher;
@@ -181,6 +182,10 @@ impl Application {
         );
         let state = AppState::new(Components {
             forwarder: Forwarder::new(upstream_client(), ForwardingHeaders::new(&public_url)),
+            websockets: WebSocketLimit::new(
+                server.max_websockets_per_session,
+                server.websocket_idle_timeout,
+            ),
             origin: public_url.origin().ascii_serialization(),
             public_url,
             refresher: Arc::new(Refresher::new(

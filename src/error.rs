@@ -52,6 +52,9 @@ pub enum AppError {
     /// This client started too many logins; it may retry after the given time.
     #[error("too many login starts from this client")]
     TooManyRequests(std::time::Duration),
+    /// The session holds `server.max_websockets_per_session` WebSockets already.
+    #[error("too many WebSockets for one session")]
+    TooManyWebSockets,
     /// The request body is larger than this endpoint accepts.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -212,7 +215,9 @@ impl AppError {
             AppError::Provider(_) => StatusCode::BAD_GATEWAY,
             AppError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             AppError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::TooManyRequests(_) | AppError::TooManyWebSockets => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
@@ -236,6 +241,7 @@ impl AppError {
             AppError::UpstreamUnavailable(_) => "upstream_unavailable",
             AppError::UpstreamTimeout => "upstream_timeout",
             AppError::TooManyRequests(_) => "too_many_requests",
+            AppError::TooManyWebSockets => "too_many_websockets",
             AppError::PayloadTooLarge => "payload_too_large",
             AppError::MethodNotAllowed(_) => "method_not_allowed",
             // The error code Back-Channel Logout 1.0 §2.8 names.
@@ -294,6 +300,9 @@ impl AppError {
                 "Too many login attempts from your network. Please wait a moment and retry.".into()
             }
             AppError::PayloadTooLarge => "The request body is too large.".into(),
+            AppError::TooManyWebSockets => {
+                "This session has too many live connections open. Close one and retry.".into()
+            }
             AppError::MethodNotAllowed(allowed) => {
                 format!("This endpoint answers {allowed} only.")
             }

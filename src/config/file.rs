@@ -146,6 +146,10 @@ pub struct ServerSection {
     /// Keep the `X-Request-Id` of requests that come through `trusted_proxies` instead of
     /// generating one.
     pub trust_request_id: bool,
+    /// A WebSocket relay nothing has crossed for this many seconds is closed (`4408`).
+    pub websocket_idle_timeout_secs: u64,
+    /// WebSockets one session may hold open on one instance at once (more: `429`).
+    pub max_websockets_per_session: usize,
 }
 
 impl Default for ServerSection {
@@ -157,6 +161,8 @@ impl Default for ServerSection {
             max_header_bytes: 32 * 1024,
             send_timeout_secs: 60,
             max_body_bytes: 64 * 1024,
+            websocket_idle_timeout_secs: 300,
+            max_websockets_per_session: 16,
             trusted_proxies: Vec::new(),
             shutdown_delay_secs: 5,
             trust_request_id: false,

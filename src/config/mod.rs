@@ -150,6 +150,10 @@ pub struct ServerSettings {
     pub shutdown_delay: Duration,
     /// Keep the front proxies' `X-Request-Id` (`server.trust_request_id`).
     pub trust_request_id: bool,
+    /// A WebSocket relay nothing has crossed for this long is closed.
+    pub websocket_idle_timeout: Duration,
+    /// WebSockets one session may hold open on one instance at once.
+    pub max_websockets_per_session: usize,
 }
 
 /// Where the SPA is served from.

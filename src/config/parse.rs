@@ -323,6 +323,16 @@ fn server(server: ServerSection) -> Result<ServerSettings, ConfigError> {
         1024,
     )?;
     at_least("server.max_body_bytes", server.max_body_bytes as u64, 1024)?;
+    at_least(
+        "server.websocket_idle_timeout_secs",
+        server.websocket_idle_timeout_secs,
+        1,
+    )?;
+    at_least(
+        "server.max_websockets_per_session",
+        server.max_websockets_per_session as u64,
+        1,
+    )?;
     only_with_trusted_proxies(
         "server.trust_request_id",
         server.trust_request_id,
@@ -339,6 +349,8 @@ fn server(server: ServerSection) -> Result<ServerSettings, ConfigError> {
         trusted_proxies: trusted_proxies(&server.trusted_proxies)?,
         shutdown_delay: Duration::from_secs(server.shutdown_delay_secs),
         trust_request_id: server.trust_request_id,
+        websocket_idle_timeout: Duration::from_secs(server.websocket_idle_timeout_secs),
+        max_websockets_per_session: server.max_websockets_per_session,
     })
 }
 

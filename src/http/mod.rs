@@ -10,6 +10,7 @@ pub mod logout_state;
 pub mod proxy;
 pub mod server;
 pub mod suspicious_use;
+pub mod websocket_limit;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub struct Components {
     pub cookies: CookiePolicy,
     /// Sends requests to upstreams and the frontend's development server.
     pub forwarder: proxy::Forwarder,
+    /// The limits on WebSocket relays.
+    pub websockets: websocket_limit::WebSocketLimit,
     /// How the single-page app is served.
     pub frontend: endpoints::frontend::FrontendService,
     /// Whose `X-Forwarded-For` is believed when working out the client's address.

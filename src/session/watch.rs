@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ActiveSession, Sessions};
+use super::{ActiveSession, SessionCookie, Sessions};
 use crate::clock::unix_now;
 use crate::session::store::KeyWatch;
 
@@ -69,8 +69,14 @@ pub struct SessionWatch {
 impl Sessions {
     /// Watches `session` for its end (see [`SessionWatch`]). Watching does not extend it.
     pub fn watch(&self, session: &ActiveSession) -> SessionWatch {
-        let key = self.store().watch(&session.cookie.storage_key());
-        let left = session.record.expires_at.saturating_sub(unix_now());
+        self.watch_cookie(&session.cookie, session.record.expires_at)
+    }
+
+    /// Watches the session of `cookie`, which ends at the latest at `expires_at` (unix
+    /// seconds), for its end: [`Sessions::watch`] once the session itself is handed on.
+    pub fn watch_cookie(&self, cookie: &SessionCookie, expires_at: u64) -> SessionWatch {
+        let key = self.store().watch(&cookie.storage_key());
+        let left = expires_at.saturating_sub(unix_now());
         let now = Instant::now();
         SessionWatch {
             key,

@@ -27,6 +27,7 @@ mod my_sessions;
 mod operator;
 mod provider_tls;
 mod proxy;
+mod realtime;
 mod redis_topologies;
 mod refresh;
 mod request_ids;

@@ -25,14 +25,17 @@ use crate::authz::{Access, Decision, decide, step_up_login_url};
 use crate::clock::unix_now;
 use crate::error::{AppError, LOGIN_URL};
 use crate::http::proxy::bearer_challenge::{says_invalid_token, step_up_demanded};
-use crate::http::proxy::upgrade::{self, ClientUpgrade};
-use crate::http::proxy::{ProxyError, into_browser_response, set_bearer};
+use crate::http::proxy::upgrade::ClientUpgrade;
+use crate::http::proxy::websocket::{self, Close};
+use crate::http::proxy::{
+    ProxyError, into_browser_response, into_browser_response_until, set_bearer,
+};
 use crate::http::server::connection::ConnectionSlot;
 use crate::http::{AppState, csrf};
 use crate::metrics::metrics;
 use crate::refresh::AccessError;
 use crate::routes::{Route, RouteMatch};
-use crate::session::ActiveSession;
+use crate::session::{ActiveSession, SessionEnd};
 
 /// Forwards an API call from `client` (as the dispatcher worked it out) on its route, after
 /// the route's policy.
@@ -48,7 +51,7 @@ pub async fn call_route(
         return Err(AppError::MethodNotAllowed(methods.allow_header().into()));
     }
     let client_upgrade = if route.websocket && request.method() == Method::GET {
-        ClientUpgrade::take(&mut request)
+        ClientUpgrade::take_websocket(&mut request)
     } else {
         None
     };
@@ -87,6 +90,19 @@ pub async fn call_route(
             });
         }
     };
+    // A relay holds a place among its session's WebSockets, and watches its session's end.
+    let socket_permit = match (&client_upgrade, &session) {
+        (Some(_), Some(session)) => Some(
+            state
+                .websockets
+                .admit(&session.record.handle)
+                .ok_or(AppError::TooManyWebSockets)?,
+        ),
+        _ => None,
+    };
+    let watched = session
+        .as_ref()
+        .map(|session| (session.cookie.clone(), session.record.expires_at));
     let credential = match session {
         Some(session) => {
             let cookie = session.cookie.clone();
@@ -108,8 +124,25 @@ pub async fn call_route(
         .then(|| parts.clone());
     let send = |request: Request| send(state, &route, request);
     let mut response = send(Request::from_parts(parts, body)).await?;
+    let until_session_ends = move || {
+        let mut watch =
+            watched.map(|(cookie, expires_at)| state.sessions.watch_cookie(&cookie, expires_at));
+        async move {
+            match watch.as_mut() {
+                Some(watch) => watch.ended().await,
+                None => std::future::pending().await,
+            }
+        }
+    };
     if let Some(client_upgrade) = client_upgrade {
-        return Ok(upgrade::relay(client_upgrade, response, slot));
+        let until = until_session_ends();
+        return Ok(websocket::relay(
+            client_upgrade,
+            response,
+            state.websockets.idle_timeout(),
+            async move { close_for(until.await) },
+            (slot, socket_permit),
+        ));
     }
     if response.status() == StatusCode::UNAUTHORIZED
         && let Some((cookie, access_token)) = &credential
@@ -136,7 +169,36 @@ pub async fn call_route(
             }
         }
     }
+    if credential.is_some() && is_event_stream(&response) {
+        // A stream of events for a session ends when the session does, wherever it ends.
+        let until = until_session_ends();
+        return Ok(into_browser_response_until(response, async move {
+            until.await;
+        }));
+    }
     Ok(into_browser_response(response))
+}
+
+/// The close frame a relay gets when its session is over.
+fn close_for(end: SessionEnd) -> Close {
+    match end {
+        SessionEnd::Ended => Close::SessionEnded,
+        SessionEnd::Expired(_) => Close::SessionExpired,
+    }
+}
+
+/// Whether `response` is a stream of server-sent events (`text/event-stream`).
+fn is_event_stream(response: &axum::http::Response<hyper::body::Incoming>) -> bool {
+    response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
 }
 
 /// The session the route's access asks for, with Vestibule's cookies taken off the request:

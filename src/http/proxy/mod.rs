@@ -3,7 +3,9 @@
 //! header rules of both directions ([`headers`]), the pooled client ([`client`]), protocol
 //! upgrades ([`upgrade`]) and the time limit; it never decides *whether* a request may go, nor
 //! which credential it carries: callers (the API route, the frontend relay) decide that and
-//! hand over a request with Vestibule's cookies already removed.
+//! hand over a request with Vestibule's cookies already removed. Upgrades are relayed byte for
+//! byte ([`upgrade`], the frontend's development server) or, on API routes, frame by frame
+//! ([`websocket`]), so a relay can be closed with a reason when its session ends.
 //!
 //! Bodies are streamed both ways and never buffered.
 
@@ -11,6 +13,7 @@ pub mod bearer_challenge;
 pub mod client;
 pub mod headers;
 pub mod upgrade;
+pub mod websocket;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -146,6 +149,18 @@ pub fn into_browser_response(response: Response<Incoming>) -> axum::response::Re
         .headers
         .append(header::VIA, HeaderValue::from_static(VIA));
     axum::response::Response::from_parts(parts, Body::new(body))
+}
+
+/// [`into_browser_response`], whose body ends when `until` resolves (a stream of events
+/// whose session ended), whatever the upstream still sends.
+pub fn into_browser_response_until(
+    response: Response<Incoming>,
+    until: impl std::future::Future<Output = ()> + Send + 'static,
+) -> axum::response::Response {
+    use futures_util::StreamExt;
+    let (parts, body) = into_browser_response(response).into_parts();
+    let body = Body::from_stream(body.into_data_stream().take_until(until));
+    axum::response::Response::from_parts(parts, body)
 }
 
 #[cfg(test)]

@@ -36,6 +36,20 @@ impl ClientUpgrade {
     pub fn take(request: &mut Request) -> Option<Self> {
         wants_upgrade(request.headers()).then(|| Self(hyper::upgrade::on(request)))
     }
+
+    /// The pending WebSocket handshake of `request` (`Upgrade: websocket`), when it is one.
+    pub fn take_websocket(request: &mut Request) -> Option<Self> {
+        let websocket = request
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        if websocket { Self::take(request) } else { None }
+    }
+
+    /// The browser's connection, once the upgrade completes.
+    pub fn into_inner(self) -> OnUpgrade {
+        self.0
+    }
 }
 
 /// Completes an upgrade the upstream accepted (`101`): relays bytes between the browser and
