@@ -1,7 +1,7 @@
 //! A user's sessions, found without their cookies: listed for "my sessions", ended from
 //! another session, by the provider's back-channel logout, or by the operator.
 //!
-//! Every session is filed in its user's index (see `store/user_index.rs`) before its record is
+//! Every session is filed in its user's index (see `store/user_index/`) before its record is
 //! written, so no session exists that these paths cannot find. An entry holds no token and
 //! nothing that opens or reaches the record without the browser's cookie: the record's key is
 //! a hash of the cookie's id, and the record opens only with the cookie's secret. What it does
@@ -134,7 +134,7 @@ pub struct SessionList {
 /// phone, a tablet, a few browsers and private windows: rarely more than 20 sessions at once),
 /// with room for a shared kiosk or test account on dozens of terminals, and small enough that
 /// every login of that user costs Redis well under a millisecond (see
-/// `store/user_index.rs`). At most
+/// `store/user_index/`). At most
 /// [`MAX_PER_USER_LIMIT`](crate::session::store::user_index::MAX_PER_USER_LIMIT).
 pub const DEFAULT_MAX_PER_USER: usize = 100;
 

@@ -129,7 +129,7 @@ impl MemoryStore {
         }
     }
 
-    /// The session indexes (see `user_index.rs`).
+    /// The session indexes (see `user_index/in_memory.rs`).
     pub(super) fn indexes(&self) -> std::sync::MutexGuard<'_, super::user_index::MemoryIndexes> {
         self.indexes.lock()
     }
