@@ -9,6 +9,7 @@ pub mod escrow;
 pub mod index;
 mod index_names;
 pub mod login;
+mod logout_tokens;
 pub mod record;
 mod signing_algs;
 pub mod store;
