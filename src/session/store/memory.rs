@@ -14,7 +14,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<MemoryInner>,
-    indexes: super::user_index::MemoryIndexLock,
+    indexes: super::user_index::in_memory::MemoryIndexLock,
     /// Tests: index merges that fail before one succeeds (a Redis outage in the middle).
     #[cfg(test)]
     pub(crate) failing_merges: std::sync::atomic::AtomicU32,
@@ -130,7 +130,9 @@ impl MemoryStore {
     }
 
     /// The session indexes (see `user_index/in_memory.rs`).
-    pub(super) fn indexes(&self) -> std::sync::MutexGuard<'_, super::user_index::MemoryIndexes> {
+    pub(super) fn indexes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, super::user_index::in_memory::MemoryIndexes> {
         self.indexes.lock()
     }
 

@@ -7,51 +7,14 @@
 
 use super::live::{LIVE_SESSIONS, LIVE_SET_MARGIN_SECS, count_expired};
 use super::scripts::{ADD_LIVE, ADMIT, MERGE, PRUNE_EXPIRED, TOUCH};
-use super::{Deadline, FIELDS_PER_ENTRY, IndexedSession, PAGE_FIELDS, WHOLE_INDEX_FIELDS, member};
+use super::{
+    Admission, Admitted, Deadline, FIELDS_PER_ENTRY, IndexedSession, NewIndexEntry, PAGE_FIELDS,
+    WHOLE_INDEX_FIELDS, member,
+};
 use crate::session::store::{Store, StoreError};
 
 /// How long a session marked as being ended may stay marked before a login ends it again.
 const ENDING_RETRY_SECS: u64 = 60;
-
-/// How a user's index admits a new session: how long unused an indexed session must have been
-/// to count as ended already (its idle timeout plus the interval its uses are filed at), and
-/// the most sessions one user may have.
-#[derive(Debug, Clone, Copy)]
-pub struct Admission {
-    /// Seconds.
-    pub unused_for: u64,
-    /// Sessions per user (at least 1).
-    pub max_per_user: usize,
-}
-
-/// What admitting a session did besides filing it.
-#[derive(Debug, Default)]
-pub struct Admitted {
-    /// The user's sessions it marked as being ended (beyond the limit), for the caller to end.
-    pub evicted: Vec<IndexedSession>,
-    /// Whether the user's index was beyond [`WHOLE_INDEX_FIELDS`] (trimmed a page only).
-    pub oversized: bool,
-}
-
-/// Where one new session is filed.
-pub struct NewIndexEntry<'a> {
-    /// The user's index key.
-    pub user_index: &'a str,
-    /// The session's handle.
-    pub handle: &'a str,
-    /// The entry's bytes.
-    pub entry: &'a [u8],
-    /// The session record's key (the in-memory index prunes by it).
-    pub record_key: &'a str,
-    /// Now (unix seconds): the first use.
-    pub now: u64,
-    /// When the session ends if unused.
-    pub idle_deadline: Deadline,
-    /// When the session ends however it is used (unix seconds).
-    pub expires_at: u64,
-    /// The provider-session index key, when the ID token named a `sid`.
-    pub provider_session: Option<&'a str>,
-}
 
 impl Store {
     /// Files a new session in its user's index, its provider session's index and the count

@@ -2,7 +2,7 @@
 //! live sessions: how a session is found without its cookie (to list a user's sessions, to end
 //! them from elsewhere, and for back-channel logout).
 //!
-//! This file owns the layout of a user's index and the session read from it; its parts own
+//! This file owns the layout of a user's index and the types its callers exchange with it; its parts own
 //! the rest: `scripts.rs` (the Lua, each script on one key), `filing.rs` (admitting a login,
 //! re-filing, noting a use), `reading.rs` (reading an index, a page at a time when large),
 //! `ending.rs` (marking and removing sessions), `live.rs` (the count of live sessions) and
@@ -38,15 +38,13 @@
 
 mod ending;
 mod filing;
-mod in_memory;
+pub(super) mod in_memory;
 mod live;
 mod reading;
 mod scripts;
 
 use std::collections::HashMap;
 
-pub use filing::{Admission, Admitted, NewIndexEntry};
-pub(super) use in_memory::{MemoryIndexLock, MemoryIndexes};
 pub use live::{Deadline, LIVE_SESSIONS, PRUNE_BATCH};
 
 /// The key prefix of per-user indexes.
@@ -86,6 +84,46 @@ pub struct IndexedSession {
     pub ending_since: Option<u64>,
     /// Its admission order in this index (0: unknown, as filed by an earlier release).
     pub order: u64,
+}
+
+/// How a user's index admits a new session: how long unused an indexed session must have been
+/// to count as ended already (its idle timeout plus the interval its uses are filed at), and
+/// the most sessions one user may have.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// Seconds.
+    pub unused_for: u64,
+    /// Sessions per user (at least 1).
+    pub max_per_user: usize,
+}
+
+/// What admitting a session did besides filing it.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// The user's sessions it marked as being ended (beyond the limit), for the caller to end.
+    pub evicted: Vec<IndexedSession>,
+    /// Whether the user's index was beyond [`WHOLE_INDEX_FIELDS`] (trimmed a page only).
+    pub oversized: bool,
+}
+
+/// Where one new session is filed.
+pub struct NewIndexEntry<'a> {
+    /// The user's index key.
+    pub user_index: &'a str,
+    /// The session's handle.
+    pub handle: &'a str,
+    /// The entry's bytes.
+    pub entry: &'a [u8],
+    /// The session record's key (the in-memory index prunes by it).
+    pub record_key: &'a str,
+    /// Now (unix seconds): the first use.
+    pub now: u64,
+    /// When the session ends if unused.
+    pub idle_deadline: Deadline,
+    /// When the session ends however it is used (unix seconds).
+    pub expires_at: u64,
+    /// The provider-session index key, when the ID token named a `sid`.
+    pub provider_session: Option<&'a str>,
 }
 
 /// The member naming one session in the shared indexes: `<user hash>:<handle>`.
