@@ -11,7 +11,7 @@ use hkdf::Hkdf;
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 
-use super::purpose_key;
+use super::purpose::purpose_key;
 
 /// Length of the random nonce stored in each sealed record.
 pub(super) const NONCE_LEN: usize = 12;
