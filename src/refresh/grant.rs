@@ -12,7 +12,8 @@ use super::{AccessError, Refresher, Stored, Want};
 use crate::clock::unix_now;
 use crate::metrics::metrics;
 use crate::oidc::OidcError;
-use crate::session::{ActiveSession, Replacement, SessionCookie, StoreError, TokenSet};
+use crate::session::replacement::Replacement;
+use crate::session::{ActiveSession, SessionCookie, StoreError, TokenSet};
 
 /// Attempts to store refreshed tokens before giving up (the provider already rotated them).
 const SAVE_ATTEMPTS: u32 = 3;
