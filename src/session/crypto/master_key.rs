@@ -157,8 +157,12 @@ fn cipher(hkdf: &Hkdf<Sha256>, info: &[&[u8]]) -> Aes256Gcm {
 
 /// What one seal needs besides the key.
 pub(super) struct SealParts<'a> {
+    /// Where the record's key comes from besides the server key.
     pub(super) derivation: Derivation<'a>,
+    /// The record's storage key: in the key's derivation (server-only) and the associated data.
     pub(super) storage_key: &'a [u8],
+    /// What is sealed.
     pub(super) plaintext: &'a [u8],
+    /// A fresh random nonce.
     pub(super) nonce: [u8; NONCE_LEN],
 }

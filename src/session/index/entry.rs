@@ -64,13 +64,18 @@ mod record_key {
 
 /// A session found in a user's index (under any of the user's names).
 pub(super) struct Indexed {
+    /// The session's public handle.
     pub(super) handle: String,
+    /// When it was last used (unix seconds), as its most recent filing says.
     pub(super) last_seen: u64,
+    /// When it ends however it is used (unix seconds).
     pub(super) expires_at: u64,
+    /// When a path that ends sessions marked it, if one did under any name.
     pub(super) ending_since: Option<u64>,
     /// Where in the user's names (0: the current one) and in which order it was filed, as
     /// far as the most current name holding it says.
     pub(super) filed: (usize, u64),
+    /// The entry, decoded.
     pub(super) entry: IndexEntry,
 }
 

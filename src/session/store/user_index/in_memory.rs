@@ -295,6 +295,7 @@ impl MemoryIndexes {
 pub(in crate::session::store) struct MemoryIndexLock(Mutex<MemoryIndexes>);
 
 impl MemoryIndexLock {
+    /// The indexes; a lock poisoned by a panic elsewhere is taken all the same.
     pub(in crate::session::store) fn lock(&self) -> std::sync::MutexGuard<'_, MemoryIndexes> {
         self.0
             .lock()

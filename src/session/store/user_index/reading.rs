@@ -144,7 +144,7 @@ impl Store {
         }
     }
 
-    /// The sessions (as [`member`]s) filed under one provider session.
+    /// The sessions (as [`member`](super::member)s) filed under one provider session.
     pub async fn provider_session_members(
         &self,
         provider_session: &str,

@@ -43,9 +43,11 @@ pub(super) const REMOVE_FIELDS: &str = include_str!("scripts/remove_fields.lua")
 /// filed there only (an index that does not hold a session gets no stray mark).
 pub(super) const MARK_ENDING: &str = include_str!("scripts/mark_ending.lua");
 
-/// Removes up to [`PRUNE_BATCH`](super::PRUNE_BATCH) members of the live set `key` whose deadline is before
-/// `before` (sessions that ended by themselves); returns how many had reached their idle
-/// timeout and how many their absolute end (a score with a fraction: see [`Deadline`](super::Deadline)).
+/// Not a script of its own: the Lua function `prune(key, before)` that [`ADD_LIVE`] and
+/// [`COUNT_LIVE`] are prefixed with. Removes up to [`PRUNE_BATCH`](super::PRUNE_BATCH) (its
+/// `LIMIT`) members of the live set `key` whose deadline is before `before` (sessions that
+/// ended by themselves); returns how many had reached their idle timeout and how many their
+/// absolute end (a score with a fraction: see [`Deadline`](super::Deadline)).
 pub(super) const PRUNE_EXPIRED: &str = include_str!("scripts/prune_expired.lua");
 
 /// Adds handle `ARGV[3]` to the live-session set `KEYS[1]` with deadline score `ARGV[2]`, prunes
