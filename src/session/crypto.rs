@@ -7,25 +7,24 @@
 //! so no two records share an AES-GCM key and random nonces never approach their limit. The
 //! storage key (and a labelled record's key id) is the associated data as well: a record copied
 //! under another key or relabelled fails to open. Key bytes never leave this module.
+//!
+//! The parts: `master_key.rs` (one server key and the per-record keys derived from it),
+//! `label.rs` (key ids and the labelled header) and `purpose.rs` (keys for other purposes);
+//! this file owns the ring: which key seals, and the order in which keys are tried to open.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
-use hkdf::Hkdf;
-use secrecy::{ExposeSecret, SecretBox};
-use sha2::Sha256;
+mod label;
+mod master_key;
+mod purpose;
 
-/// Length of the random nonce stored in each sealed record.
-const NONCE_LEN: usize = 12;
-/// Length of the GCM authentication tag at the end of each sealed record.
-const TAG_LEN: usize = 16;
-/// HKDF info of unlabelled records (the format of the single `encryption_key`).
-const UNLABELLED_INFO: &[u8] = b"vestibule record key v1";
-/// HKDF info of labelled records: a new format gets its own derived keys.
-const LABELLED_INFO: &[u8] = b"vestibule record key v2";
-/// First byte of a labelled record.
-const LABEL_MARKER: u8 = 0xA5;
-/// Longest key id, so the id's length fits one byte and records stay small.
-pub const MAX_KEY_ID_LEN: usize = 32;
+use secrecy::SecretBox;
+
+pub use label::{KeyId, MAX_KEY_ID_LEN};
+pub use master_key::MasterKey;
+pub(crate) use purpose::hmac_sha256;
+pub use purpose::purpose_key;
+
+use label::{label, parse_label};
+use master_key::{Derivation, LABELLED_INFO, SealParts, UNLABELLED_INFO};
 
 /// A sealed record could not be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,24 +37,6 @@ pub enum OpenError {
     DoesNotOpen,
 }
 
-/// The HKDF salt of what is sealed under the server keys alone with one key per record, in
-/// the place of a browser's secret (no browser secret, 32 random bytes, equals it).
-const SERVER_ONLY_SALT: &[u8] = b"vestibule server-only record key v2";
-/// The HKDF salt of the one key per server key that escrowed refresh tokens were sealed under
-/// before keys were derived per record: records sealed so still open, nothing seals so again.
-const SHARED_SERVER_SALT: &[u8] = b"vestibule refresh-token escrow v1";
-
-/// Where a record's key comes from besides the server key.
-#[derive(Clone, Copy)]
-enum Derivation<'a> {
-    /// A session record: the browser-held secret is the HKDF salt.
-    Browser(&'a [u8]),
-    /// Sealed under the server keys alone, one key per record (its storage key in the info).
-    ServerPerRecord,
-    /// Sealed under the server keys alone with one key for every record (opened, never sealed).
-    ServerShared,
-}
-
 /// How something sealed under the server keys alone was sealed (the caller's format says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerSealing {
@@ -64,152 +45,6 @@ pub enum ServerSealing {
     /// Under one key shared by every record of a server key, as escrow was sealed before
     /// per-record keys; opened, never written.
     Shared,
-}
-
-/// A server-wide 256-bit key: `session.encryption_key` or one entry of `encryption_keys`.
-pub struct MasterKey {
-    key: SecretBox<[u8; 32]>,
-    /// HKDF-Extract of this key with [`SERVER_ONLY_SALT`], on first use: a per-record key
-    /// then costs one HMAC (the expansion), not two.
-    server_only: std::sync::OnceLock<Hkdf<Sha256>>,
-    /// The [`SHARED_SERVER_SALT`] ciphers (unlabelled, labelled), derived on first use.
-    shared_server: std::sync::OnceLock<Box<[Aes256Gcm; 2]>>,
-}
-
-impl MasterKey {
-    /// Wraps 32 key bytes; the caller guarantees they come from a secure source.
-    pub fn new(bytes: [u8; 32]) -> Self {
-        Self {
-            key: SecretBox::new(Box::new(bytes)),
-            server_only: std::sync::OnceLock::new(),
-            shared_server: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The AES key of one record stored under `storage_key`; `info` names the format.
-    fn record_cipher(
-        &self,
-        derivation: Derivation<'_>,
-        info: &[u8],
-        storage_key: &[u8],
-    ) -> Aes256Gcm {
-        match derivation {
-            Derivation::Browser(secret) => cipher(
-                &Hkdf::<Sha256>::new(Some(secret), self.key.expose_secret()),
-                &[info],
-            ),
-            Derivation::ServerPerRecord => {
-                let hkdf = self.server_only.get_or_init(|| {
-                    Hkdf::<Sha256>::new(Some(SERVER_ONLY_SALT), self.key.expose_secret())
-                });
-                // The info's parts are fixed-length but for the last: no two records share it.
-                cipher(hkdf, &[info, b"\0", storage_key])
-            }
-            Derivation::ServerShared => {
-                let [unlabelled, labelled] = &**self.shared_server.get_or_init(|| {
-                    let hkdf =
-                        Hkdf::<Sha256>::new(Some(SHARED_SERVER_SALT), self.key.expose_secret());
-                    Box::new([
-                        cipher(&hkdf, &[UNLABELLED_INFO]),
-                        cipher(&hkdf, &[LABELLED_INFO]),
-                    ])
-                });
-                if info == LABELLED_INFO {
-                    labelled.clone()
-                } else {
-                    unlabelled.clone()
-                }
-            }
-        }
-    }
-
-    /// Appends `ciphertext ‖ tag` of `plaintext` to `header ‖ nonce`.
-    fn seal_after(&self, info: &[u8], header: Vec<u8>, parts: SealParts<'_>) -> Vec<u8> {
-        let aad = [header.as_slice(), parts.storage_key].concat();
-        let payload = Payload {
-            msg: parts.plaintext,
-            aad: &aad,
-        };
-        // Encryption only fails for inputs beyond 64 GiB, which records never approach.
-        let ciphertext = self
-            .record_cipher(parts.derivation, info, parts.storage_key)
-            .encrypt(&Nonce::from(parts.nonce), payload)
-            .unwrap_or_default();
-        let mut sealed = header;
-        sealed.extend_from_slice(&parts.nonce);
-        sealed.extend_from_slice(&ciphertext);
-        sealed
-    }
-
-    /// Opens `nonce ‖ ciphertext ‖ tag` found after `header`, which is authenticated too.
-    fn open_after(
-        &self,
-        info: &[u8],
-        header: &[u8],
-        body: &[u8],
-        derivation: Derivation<'_>,
-        storage_key: &[u8],
-    ) -> Option<Vec<u8>> {
-        if body.len() < NONCE_LEN + TAG_LEN {
-            return None;
-        }
-        let (nonce, ciphertext) = body.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
-        let aad = [header, storage_key].concat();
-        let payload = Payload {
-            msg: ciphertext,
-            aad: &aad,
-        };
-        self.record_cipher(derivation, info, storage_key)
-            .decrypt(&Nonce::from(nonce), payload)
-            .ok()
-    }
-}
-
-/// HKDF-Expand of `hkdf` with the concatenated `info`, as an AES-256-GCM cipher.
-fn cipher(hkdf: &Hkdf<Sha256>, info: &[&[u8]]) -> Aes256Gcm {
-    let mut okm = [0u8; 32];
-    // 32 bytes is far below HKDF-SHA256's 255*32 byte limit, so expansion cannot fail.
-    let _ = hkdf.expand_multi_info(info, &mut okm);
-    let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(okm));
-    okm.fill(0);
-    cipher
-}
-
-/// What one seal needs besides the key.
-struct SealParts<'a> {
-    derivation: Derivation<'a>,
-    storage_key: &'a [u8],
-    plaintext: &'a [u8],
-    nonce: [u8; NONCE_LEN],
-}
-
-/// A key's name in `session.encryption_keys`, stored in every record it seals.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyId(String);
-
-impl KeyId {
-    /// The rule an id must follow, for error messages.
-    pub const RULE: &str = "must be 1 to 32 printable ASCII characters without spaces";
-
-    /// Checks an id against [`KeyId::RULE`].
-    pub fn parse(id: &str) -> Option<Self> {
-        let valid = !id.is_empty()
-            && id.len() <= MAX_KEY_ID_LEN
-            && id.bytes().all(|byte| byte.is_ascii_graphic());
-        valid.then(|| Self(id.to_owned()))
-    }
-
-    /// The id as written in the configuration.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for KeyId {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.0)
-    }
 }
 
 /// The keys an instance seals and opens records with.
@@ -281,7 +116,7 @@ impl KeyRing {
     /// audit trail's subject hashing), derived from the sealing key: instances with the same
     /// keys derive the same one, and it reveals nothing of the sealing key.
     pub fn derive_purpose_key(&self, purpose: &[u8]) -> SecretBox<[u8; 32]> {
-        purpose_key(self.sealing_key().key.expose_secret(), purpose)
+        self.sealing_key().purpose_key(purpose)
     }
 
     /// [`KeyRing::derive_purpose_key`] under every key of the ring, the sealing key first: for
@@ -289,7 +124,7 @@ impl KeyRing {
     pub fn derive_purpose_keys(&self, purpose: &[u8]) -> Vec<SecretBox<[u8; 32]>> {
         self.master_keys()
             .into_iter()
-            .map(|key| purpose_key(key.key.expose_secret(), purpose))
+            .map(|key| key.purpose_key(purpose))
             .collect()
     }
 
@@ -401,7 +236,9 @@ impl KeyRing {
                 // The single key has no id: it opens what a ring sealed with the same bytes.
                 Keys::Single(key) => (Some(key), false),
                 Keys::Ring(keys) => {
-                    let position = keys.iter().position(|(known, _)| known.0.as_bytes() == id);
+                    let position = keys
+                        .iter()
+                        .position(|(known, _)| known.as_str().as_bytes() == id);
                     removed = position.is_none();
                     (position.map(|at| &keys[at].1), position == Some(0))
                 }
@@ -472,51 +309,6 @@ impl KeyRing {
             nonce: crate::random::bytes(),
         })
     }
-}
-
-/// HMAC-SHA256(`secret`, label ‖ `purpose`): a key for `purpose` that reveals nothing of
-/// `secret`. (HMAC, not HKDF: one pass, and the record path's HKDF stays its only user.)
-pub fn purpose_key(secret: &[u8], purpose: &[u8]) -> SecretBox<[u8; 32]> {
-    SecretBox::new(Box::new(hmac_sha256(
-        secret,
-        &[b"vestibule purpose key v1\0", purpose],
-    )))
-}
-
-/// HMAC-SHA256 under `key` of the concatenated `parts`.
-pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    use hmac::{Hmac, Mac};
-    // HMAC accepts keys of any length.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
-}
-
-/// The header of a record labelled with `id`: marker, id length, id.
-fn label(id: &KeyId) -> Vec<u8> {
-    let id = id.0.as_bytes();
-    let mut header = Vec::with_capacity(2 + id.len());
-    header.push(LABEL_MARKER);
-    // KeyId::parse caps the length at MAX_KEY_ID_LEN, well below 256.
-    header.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
-    header.extend_from_slice(id);
-    header
-}
-
-/// Splits a labelled record into header, id and `nonce ‖ ciphertext ‖ tag`; `None` if it
-/// cannot be one.
-fn parse_label(sealed: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (&marker, rest) = sealed.split_first()?;
-    let (&len, rest) = rest.split_first()?;
-    let len = usize::from(len);
-    if marker != LABEL_MARKER || len == 0 || len > MAX_KEY_ID_LEN || rest.len() < len {
-        return None;
-    }
-    let (header, body) = sealed.split_at(2 + len);
-    Some((header, &header[2..], body))
 }
 
 #[cfg(test)]

@@ -2,6 +2,13 @@
 //! relabelled or tampered record, an unlabelled nonce that looks labelled, and what is sealed
 //! under the server keys alone (per record now, shared by every record before).
 
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+use super::label::LABEL_MARKER;
+use super::master_key::{Derivation, LABELLED_INFO, NONCE_LEN, SealParts, TAG_LEN};
 use super::*;
 
 fn key(byte: u8) -> MasterKey {

@@ -14,7 +14,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<MemoryInner>,
-    indexes: super::user_index::MemoryIndexLock,
+    indexes: super::user_index::in_memory::MemoryIndexLock,
     /// Watched keys, woken as a key is deleted or shortened.
     watchers: super::watchers::KeyWatchers,
     /// Tests: index merges that fail before one succeeds (a Redis outage in the middle).
@@ -131,8 +131,10 @@ impl MemoryStore {
         }
     }
 
-    /// The session indexes (see `user_index.rs`).
-    pub(super) fn indexes(&self) -> std::sync::MutexGuard<'_, super::user_index::MemoryIndexes> {
+    /// The session indexes (see `user_index/in_memory.rs`).
+    pub(super) fn indexes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, super::user_index::in_memory::MemoryIndexes> {
         self.indexes.lock()
     }
 

@@ -4,7 +4,7 @@
 //! One key per set, written by a one-key Lua script (Cluster-safe), always with a TTL that an
 //! addition only ever pushes back, so a set outlives the longest-lived thing that depends on it
 //! and vanishes once nothing writes it. Not for anything large or read on every request. The
-//! provider-session indexes (`user_index.rs`) are added to the same way ([`RedisStore::add_keeping`]).
+//! provider-session indexes (`user_index/`) are added to the same way ([`RedisStore::add_keeping`]).
 
 use std::time::Duration;
 
