@@ -7,7 +7,9 @@ use std::fmt::Write;
 
 use super::{AuditSubject, Frontend, LogFormat, Settings};
 use crate::oidc::{ClientAuthMethod, UserInfoMode, UserInfoTokenMethod};
+use crate::authz::Expected;
 use crate::redact;
+use crate::routes::Route;
 use crate::session::SuspiciousUseAction;
 
 impl Settings {
@@ -126,10 +128,11 @@ impl Settings {
             line(
                 "route",
                 format!(
-                    "{} -> {} (timeout {} s)",
+                    "{} -> {} (timeout {} s; {})",
                     route.prefix,
                     redact::url(&route.upstream),
-                    route.timeout.as_secs()
+                    route.timeout.as_secs(),
+                    describe_policy(route)
                 ),
             );
         }
@@ -201,4 +204,38 @@ impl Settings {
         );
         out
     }
+}
+
+/// What a route lets through: its access, methods, claim rules, step-up and WebSockets.
+fn describe_policy(route: &Route) -> String {
+    let policy = &route.policy;
+    let mut parts = vec![
+        format!("access {}", policy.access()),
+        format!("methods {}", policy.methods()),
+    ];
+    for rule in policy.require() {
+        let (kind, values) = match rule.expected() {
+            Expected::AnyOf(values) => ("any_of", values),
+            Expected::AllOf(values) => ("all_of", values),
+        };
+        parts.push(format!(
+            "require {} {kind} [{}]",
+            rule.claim().as_str(),
+            values.join(", ")
+        ));
+    }
+    if let Some(step_up) = policy.step_up() {
+        let mut demands = Vec::new();
+        if !step_up.acr_values().is_empty() {
+            demands.push(format!("acr [{}]", step_up.acr_values().join(", ")));
+        }
+        if let Some(max_age) = step_up.max_age() {
+            demands.push(format!("auth at most {} s old", max_age.as_secs()));
+        }
+        parts.push(format!("step-up {}", demands.join(", ")));
+    }
+    if route.websocket {
+        parts.push("websocket".to_owned());
+    }
+    parts.join("; ")
 }

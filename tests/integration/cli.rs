@@ -165,6 +165,54 @@ fn check_config_shows_no_credentials_nor_query_values_of_any_url() {
 }
 
 #[test]
+fn check_config_shows_each_routes_access_methods_rules_and_step_up() {
+    let routes = r#"
+[[routes]]
+prefix = "/api/admin"
+upstream = "http://127.0.0.1:9001"
+methods = ["GET", "POST"]
+websocket = true
+[[routes.require]]
+claim = "realm_access.roles"
+any_of = ["admin"]
+[routes.step_up]
+acr_values = ["mfa"]
+max_age_secs = 300
+
+[[routes]]
+prefix = "/api/catalogue"
+upstream = "http://127.0.0.1:9002"
+access = "anonymous"
+"#;
+    let output = check_with_flag(&config_file(&format!("{}{routes}", valid_config())));
+    summary_showing(
+        &output,
+        &[
+            "access user; methods GET, HEAD, POST; require realm_access.roles any_of [admin]; \
+             step-up acr [mfa], auth at most 300 s old; websocket",
+            "/api/catalogue -> http://127.0.0.1:9002/ (timeout 30 s; access anonymous; methods every method)",
+        ],
+        &[],
+    );
+    // A policy that cannot mean what it says stops start-up, naming the key.
+    for (from, to, key) in [
+        ("access = \"anonymous\"", "access = \"everyone\"", "routes[1].access"),
+        ("methods = [\"GET\", \"POST\"]", "methods = [\"get\"]", "routes[0].methods"),
+        ("any_of = [\"admin\"]", "any_of = []", "routes[0].require[0]"),
+        ("max_age_secs = 300", "max_age_secs = 0", "routes[0].step_up"),
+        // Claim rules on a route anyone may call would mean nothing.
+        ("websocket = true", "websocket = true\naccess = \"optional\"", "routes[0].access"),
+    ] {
+        let contents = format!("{}{}", valid_config(), routes.replace(from, to));
+        let output = check_with_flag(&config_file(&contents));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{to}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(key), "{key} named in: {stderr}");
+    }
+}
+
+#[test]
 fn bad_settings_stop_start_up_with_one_line_naming_the_key_and_exit_code_2() {
     let cases = [
         (
