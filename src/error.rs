@@ -139,20 +139,6 @@ impl From<LogoutCheckError> for AppError {
     }
 }
 
-impl From<crate::http::proxy::ProxyError> for AppError {
-    fn from(error: crate::http::proxy::ProxyError) -> Self {
-        use crate::http::proxy::ProxyError;
-        match error {
-            ProxyError::Unforwardable => AppError::BadRequest("path cannot be forwarded"),
-            ProxyError::InvalidCredential => {
-                AppError::UpstreamUnavailable("access token is not a valid header value".into())
-            }
-            ProxyError::Unavailable(cause) => AppError::UpstreamUnavailable(cause),
-            ProxyError::Timeout => AppError::UpstreamTimeout,
-        }
-    }
-}
-
 impl From<crate::refresh::AccessError> for AppError {
     fn from(error: crate::refresh::AccessError) -> Self {
         use crate::refresh::AccessError;

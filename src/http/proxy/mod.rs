@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 
 use super::csrf;
 use super::server::request_id::{RequestId, X_REQUEST_ID};
+use crate::error::AppError;
 use crate::traces;
 use client::{UpstreamClient, describe};
 use headers::{ForwardingHeaders, VIA, clean_upstream_response, remove_hop_by_hop};
@@ -45,6 +46,21 @@ pub enum ProxyError {
     /// The upstream's response headers did not arrive in time.
     #[error("upstream timed out")]
     Timeout,
+}
+
+/// How a forwarding failure is answered: the one mapping lives in [`crate::error`]; this
+/// only names which of its errors each failure is.
+impl From<ProxyError> for AppError {
+    fn from(error: ProxyError) -> Self {
+        match error {
+            ProxyError::Unforwardable => AppError::BadRequest("path cannot be forwarded"),
+            ProxyError::InvalidCredential => {
+                AppError::UpstreamUnavailable("access token is not a valid header value".into())
+            }
+            ProxyError::Unavailable(cause) => AppError::UpstreamUnavailable(cause),
+            ProxyError::Timeout => AppError::UpstreamTimeout,
+        }
+    }
 }
 
 /// Sends requests to the servers behind Vestibule, built once at start-up.

@@ -19,6 +19,7 @@ mod pending;
 pub mod redis;
 mod sets;
 pub mod user_index;
+mod key_watch;
 mod watchers;
 
 pub use memory::MemoryStore;
@@ -26,7 +27,8 @@ pub use pending::{Displaced, PendingLimits};
 pub use redis::cache::{CacheSettings, RecordCache};
 pub use redis::topology::{SentinelAuth, TopologyError};
 pub use redis::{RedisStore, RedisTls, RedisTopology};
-pub use watchers::KeyWatch;
+pub use key_watch::KeyWatch;
+use key_watch::WatchSource;
 
 /// The store could not answer; the caller must not treat this as a missing record.
 #[derive(Debug, thiserror::Error)]
@@ -119,10 +121,16 @@ impl Store {
     /// Watches `key` for changes made anywhere (see [`KeyWatch`]); dropping it stops.
     pub fn watch(&self, key: &str) -> KeyWatch {
         match self {
-            Store::Redis(redis) => redis.watch(key),
-            Store::Memory(memory) => {
-                KeyWatch::new(key, watchers::WatchSource::Memory(memory.clone()))
-            }
+            Store::Redis(redis) => match redis.watch_tracker() {
+                Some(tracker) => {
+                    // Registered first: a tracker stopping for want of watches then sees it.
+                    let watch = KeyWatch::new(key, WatchSource::Tracked(tracker.clone()));
+                    tracker.start();
+                    watch
+                }
+                None => KeyWatch::new(key, WatchSource::Polled(redis.clone())),
+            },
+            Store::Memory(memory) => KeyWatch::new(key, WatchSource::Memory(memory.clone())),
         }
     }
 

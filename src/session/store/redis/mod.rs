@@ -81,21 +81,10 @@ impl RedisStore {
         })
     }
 
-    /// A watch of `key`, pushed through the watch tracker (started now if it was not), or
-    /// polled on a Cluster.
-    pub(super) fn watch(&self, key: &str) -> super::KeyWatch {
-        match &self.watches {
-            Some(tracker) => {
-                // Registered first: a tracker stopping for want of watches then sees this one.
-                let watch = super::KeyWatch::new(
-                    key,
-                    super::watchers::WatchSource::Tracked(tracker.clone()),
-                );
-                tracker.start();
-                watch
-            }
-            None => super::KeyWatch::new(key, super::watchers::WatchSource::Polled(self.clone())),
-        }
+    /// The watch tracker that pushes changes of watched keys, `None` on a Cluster (where
+    /// watches poll).
+    pub(super) fn watch_tracker(&self) -> Option<&Arc<watch_tracking::WatchTracker>> {
+        self.watches.as_ref()
     }
 
     /// `PTTL key` on the data connection: how long the key lives, `None` if it is gone.

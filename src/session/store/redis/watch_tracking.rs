@@ -57,7 +57,7 @@ impl WatchTracker {
 
     /// Starts keeping the tracking connection (once; later calls do nothing), for as long as
     /// the tracker exists.
-    pub(super) fn start(self: &Arc<Self>) {
+    pub(in crate::session::store) fn start(self: &Arc<Self>) {
         if self.started.swap(true, Ordering::SeqCst) {
             return;
         }
