@@ -6,8 +6,8 @@
 use std::fmt::Write;
 
 use super::{AuditSubject, Frontend, LogFormat, Settings};
-use crate::oidc::{ClientAuthMethod, UserInfoMode, UserInfoTokenMethod};
 use crate::authz::Expected;
+use crate::oidc::{ClientAuthMethod, UserInfoMode, UserInfoTokenMethod};
 use crate::redact;
 use crate::routes::Route;
 use crate::session::SuspiciousUseAction;

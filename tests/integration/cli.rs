@@ -196,12 +196,32 @@ access = "anonymous"
     );
     // A policy that cannot mean what it says stops start-up, naming the key.
     for (from, to, key) in [
-        ("access = \"anonymous\"", "access = \"everyone\"", "routes[2].access"),
-        ("methods = [\"GET\", \"POST\"]", "methods = [\"get\"]", "routes[1].methods"),
-        ("any_of = [\"admin\"]", "any_of = []", "routes[1].require[0]"),
-        ("max_age_secs = 300", "max_age_secs = 0", "routes[1].step_up"),
+        (
+            "access = \"anonymous\"",
+            "access = \"everyone\"",
+            "routes[2].access",
+        ),
+        (
+            "methods = [\"GET\", \"POST\"]",
+            "methods = [\"get\"]",
+            "routes[1].methods",
+        ),
+        (
+            "any_of = [\"admin\"]",
+            "any_of = []",
+            "routes[1].require[0]",
+        ),
+        (
+            "max_age_secs = 300",
+            "max_age_secs = 0",
+            "routes[1].step_up",
+        ),
         // Claim rules on a route anyone may call would mean nothing.
-        ("websocket = true", "websocket = true\naccess = \"optional\"", "routes[1].access"),
+        (
+            "websocket = true",
+            "websocket = true\naccess = \"optional\"",
+            "routes[1].access",
+        ),
     ] {
         let contents = format!("{}{}", valid_config(), routes.replace(from, to));
         let output = check_with_flag(&config_file(&contents));

@@ -14,21 +14,21 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::unix_now;
 
+mod key_watch;
 mod memory;
 mod pending;
 pub mod redis;
 mod sets;
 pub mod user_index;
-mod key_watch;
 mod watchers;
 
+pub use key_watch::KeyWatch;
+use key_watch::WatchSource;
 pub use memory::MemoryStore;
 pub use pending::{Displaced, PendingLimits};
 pub use redis::cache::{CacheSettings, RecordCache};
 pub use redis::topology::{SentinelAuth, TopologyError};
 pub use redis::{RedisStore, RedisTls, RedisTopology};
-pub use key_watch::KeyWatch;
-use key_watch::WatchSource;
 
 /// The store could not answer; the caller must not treat this as a missing record.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-
 /// The watched keys of one store, each with the wake-ups of its watchers.
 #[derive(Default)]
 pub struct KeyWatchers {
