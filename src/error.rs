@@ -99,6 +99,10 @@ pub enum LoginFailure {
     CodeRejected,
     /// The response names another issuer (RFC 9207 mix-up defence).
     IssuerMismatch,
+    /// The ID token does not show the authentication the login asked for (`acr` not one of
+    /// the `acr_values`, `auth_time` missing or older than `max_age`): a session with it would
+    /// only be sent to log in again.
+    NotAuthenticatedAsRequested(crate::oidc::Shortfall),
 }
 
 impl std::fmt::Display for LoginFailure {
@@ -114,6 +118,7 @@ impl std::fmt::Display for LoginFailure {
             LoginFailure::IssuerMismatch => {
                 f.write_str("authorization response from another issuer")
             }
+            LoginFailure::NotAuthenticatedAsRequested(shortfall) => shortfall.fmt(f),
         }
     }
 }
@@ -175,6 +180,9 @@ impl AppError {
             AppError::Login(LoginFailure::MissingParameters) => "missing_parameters",
             AppError::Login(LoginFailure::CodeRejected) => "code_rejected",
             AppError::Login(LoginFailure::IssuerMismatch) => "issuer_mismatch",
+            AppError::Login(LoginFailure::NotAuthenticatedAsRequested(_)) => {
+                "step_up_not_satisfied"
+            }
             AppError::Provider(
                 OidcError::Invalid(_)
                 | OidcError::SubjectChanged
@@ -276,6 +284,11 @@ impl AppError {
             AppError::Login(LoginFailure::IssuerMismatch) => {
                 "The login answer came from an unexpected identity provider.".into()
             }
+            AppError::Login(LoginFailure::NotAuthenticatedAsRequested(shortfall)) => format!(
+                "The identity provider did not authenticate you as required: this login asked \
+                 for a stronger or more recent sign-in than the provider performed ({shortfall}). \
+                 You were not signed in."
+            ),
             AppError::Store(StoreError::Conflict(_)) => {
                 "Your session was ended while it was being created (signed out elsewhere, or \
                  more sign-ins at once than your account allows). Please log in again."
@@ -409,6 +422,9 @@ impl IntoResponse for PageError {
         let code = match &error {
             // The provider's error code is a fixed vocabulary word (validated by the handler).
             AppError::Login(LoginFailure::ProviderError(code)) => Some(code.clone()),
+            AppError::Login(LoginFailure::NotAuthenticatedAsRequested(_)) => {
+                Some("step_up_not_satisfied".to_owned())
+            }
             _ => Some(error.code().to_owned()),
         };
         let page = ErrorPage {
