@@ -270,7 +270,9 @@ impl Logins {
             .as_deref()
             .and_then(SessionCookie::parse);
         for previous in [brought, session].into_iter().flatten() {
-            self.ending.log_out(&previous, "replaced_by_login").await?;
+            self.ending
+                .replace_for_login(&previous, &record.sub)
+                .await?;
         }
         let created = self.sessions.create_within_limit(&record, &origin).await?;
         let evicted = self.ending.revoke_ended(created.displaced);

@@ -34,6 +34,7 @@ mod routes;
 mod server;
 mod session_watch;
 mod shutdown;
+mod step_up;
 mod storage;
 mod suspicious_use;
 mod traces;

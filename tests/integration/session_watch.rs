@@ -67,6 +67,7 @@ fn record(expires_at: u64) -> SessionRecord {
             expiry_assumed: false,
             from_forced_refresh: false,
             userinfo: None,
+            principal: None,
         },
         created_at: unix_now(),
         expires_at,
