@@ -245,13 +245,13 @@ mod tests {
             ordered.unwrap().prompt.as_deref(),
             Some("login select_account")
         );
-        let ten = vec!["a"; 10].join(" ");
+        let ten = ["a"; 10].join(" ");
         assert!(AuthenticationRequest::parse(Some(&ten), None, None).is_ok());
     }
 
     #[test]
     fn refuses_each_bad_value_with_its_parameter_named() {
-        let eleven = vec!["a"; 11].join(" ");
+        let eleven = ["a"; 11].join(" ");
         let long = "a".repeat(513);
         for bad in ["", " ", "a\tb", "é", "a\"\u{7f}", &eleven, &long] {
             assert_eq!(

@@ -79,7 +79,7 @@ pub enum Completion {
 
 /// What the callback's work produced: a session, or a declined silent check.
 enum Outcome {
-    Created(LoggedIn, SessionRecord),
+    Created(LoggedIn, Box<SessionRecord>),
     Declined(Completion),
 }
 
@@ -297,7 +297,7 @@ impl Logins {
             cookie,
             return_to: pending.return_to,
         };
-        Ok(Outcome::Created(logged_in, record))
+        Ok(Outcome::Created(logged_in, Box::new(record)))
     }
 }
 
