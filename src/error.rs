@@ -11,7 +11,11 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
 use crate::oidc::{LogoutCheckError, LogoutTokenError, OidcError};
-use crate::session::{LoginLookupError, StoreError};
+use crate::session::StoreError;
+
+mod login_failure;
+
+pub use login_failure::LoginFailure;
 
 /// Where the browser should go to log in.
 pub const LOGIN_URL: &str = "/api/auth/login";
@@ -87,49 +91,6 @@ pub enum AppError {
     LogoutNotConfirmed,
 }
 
-/// Why a login callback failed, in words a user can act on.
-#[derive(Debug)]
-pub enum LoginFailure {
-    /// The provider redirected back with `error=…`.
-    ProviderError(String),
-    /// `state` is unknown, replayed or expired.
-    UnknownState,
-    /// The login was started in another browser.
-    OtherBrowser,
-    /// `state` or `code` is missing.
-    MissingParameters,
-    /// The provider refused the code (expired, reused, or PKCE mismatch).
-    CodeRejected,
-    /// The response names another issuer (RFC 9207 mix-up defence).
-    IssuerMismatch,
-}
-
-impl std::fmt::Display for LoginFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoginFailure::ProviderError(code) => write!(f, "provider returned error {code}"),
-            LoginFailure::UnknownState => f.write_str("unknown, replayed or expired state"),
-            LoginFailure::OtherBrowser => f.write_str("login started in another browser"),
-            LoginFailure::MissingParameters => f.write_str("state or code missing"),
-            LoginFailure::CodeRejected => {
-                f.write_str("the provider rejected the authorization code")
-            }
-            LoginFailure::IssuerMismatch => {
-                f.write_str("authorization response from another issuer")
-            }
-        }
-    }
-}
-
-impl From<LoginLookupError> for AppError {
-    fn from(error: LoginLookupError) -> Self {
-        AppError::Login(match error {
-            LoginLookupError::UnknownState => LoginFailure::UnknownState,
-            LoginLookupError::OtherBrowser => LoginFailure::OtherBrowser,
-        })
-    }
-}
-
 impl From<LogoutCheckError> for AppError {
     fn from(error: LogoutCheckError) -> Self {
         match error {
@@ -164,6 +125,9 @@ impl AppError {
             AppError::Login(LoginFailure::MissingParameters) => "missing_parameters",
             AppError::Login(LoginFailure::CodeRejected) => "code_rejected",
             AppError::Login(LoginFailure::IssuerMismatch) => "issuer_mismatch",
+            AppError::Login(LoginFailure::NotAuthenticatedAsRequested(_)) => {
+                "step_up_not_satisfied"
+            }
             AppError::Provider(
                 OidcError::Invalid(_)
                 | OidcError::SubjectChanged
@@ -268,6 +232,11 @@ impl AppError {
             AppError::Login(LoginFailure::IssuerMismatch) => {
                 "The login answer came from an unexpected identity provider.".into()
             }
+            AppError::Login(LoginFailure::NotAuthenticatedAsRequested(shortfall)) => format!(
+                "The identity provider did not authenticate you as required: this login asked \
+                 for a stronger or more recent sign-in than the provider performed ({shortfall}). \
+                 You were not signed in."
+            ),
             AppError::Store(StoreError::Conflict(_)) => {
                 "Your session was ended while it was being created (signed out elsewhere, or \
                  more sign-ins at once than your account allows). Please log in again."
@@ -404,6 +373,9 @@ impl IntoResponse for PageError {
         let code = match &error {
             // The provider's error code is a fixed vocabulary word (validated by the handler).
             AppError::Login(LoginFailure::ProviderError(code)) => Some(code.clone()),
+            AppError::Login(LoginFailure::NotAuthenticatedAsRequested(_)) => {
+                Some("step_up_not_satisfied".to_owned())
+            }
             _ => Some(error.code().to_owned()),
         };
         let page = ErrorPage {

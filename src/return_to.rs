@@ -91,6 +91,31 @@ impl ReturnTo {
     }
 }
 
+/// A kept `returnTo` (`return_to`) with the query parameter `name=value` added before any
+/// fragment, replacing an earlier `name` (so a marker never piles up). `name` and `value` are
+/// fixed words of our own (no encoding needed); the result stays a local path.
+pub fn with_query_marker(return_to: &str, name: &str, value: &str) -> String {
+    let (before_fragment, fragment) = match return_to.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (return_to, None),
+    };
+    let (path, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    let mut pairs: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(name))
+        .collect();
+    let marker = format!("{name}={value}");
+    pairs.push(&marker);
+    let mut url = format!("{path}?{}", pairs.join("&"));
+    if let Some(fragment) = fragment {
+        url.push('#');
+        url.push_str(fragment);
+    }
+    url
+}
+
 /// Within [`MAX_LEN`] and a local path, as written and as decoded.
 fn is_acceptable(value: &str) -> bool {
     value.len() <= MAX_LEN && looks_like_local_path(value) && decodes_to_local_paths(value)
@@ -160,6 +185,24 @@ mod tests {
         ] {
             assert_eq!(target(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn a_marker_goes_into_the_query_before_the_fragment_once() {
+        let marked = |to: &str| with_query_marker(to, "vestibule_login", "login_required");
+        assert_eq!(marked("/"), "/?vestibule_login=login_required");
+        assert_eq!(
+            marked("/orders?tab=a#/x?y=1"),
+            "/orders?tab=a&vestibule_login=login_required#/x?y=1"
+        );
+        assert_eq!(
+            marked("/?vestibule_login=consent_required&b=2"),
+            "/?b=2&vestibule_login=login_required"
+        );
+        assert_eq!(marked("/#hash"), "/?vestibule_login=login_required#hash");
+        let base = Url::parse("http://localhost:8080").unwrap();
+        let kept = ReturnTo::parse_or_root(Some(&marked("/a?b=c#d")), &base);
+        assert_eq!(kept.as_str(), marked("/a?b=c#d"), "still a local path");
     }
 
     #[test]

@@ -60,6 +60,13 @@ declare namespace Vestibule {
     maxAge?: number;
   }
 
+  /** Why a silent check did not sign the user in (the provider's error, OIDC Core §3.1.2.6). */
+  type SilentLoginResult =
+    | 'login_required'
+    | 'interaction_required'
+    | 'consent_required'
+    | 'account_selection_required';
+
   /** What `vestibule.stepUp` asks of the new login. */
   interface StepUpOptions {
     /** Wanted authentication context classes (`acr_values`). */
@@ -126,6 +133,12 @@ declare namespace Vestibule {
     login(returnTo?: string, loginUrl?: string | null, options?: LoginOptions): Promise<never>;
     /** Logs in again with a stronger or fresher authentication; never settles. */
     stepUp(options?: StepUpOptions): Promise<never>;
+    /**
+     * How a silent check (`login` with `prompt: 'none'`) that came back to this page ended: the
+     * provider's answer when it could not sign the user in without a page, else null. Read
+     * once: the `vestibule_login` query parameter is removed from the address bar.
+     */
+    silentLoginResult(): SilentLoginResult | null;
     /** Ends the session, then goes to the provider's end-session page (or `/`); never settles. */
     logout(): Promise<never>;
     /** This user's sessions, oldest first. */

@@ -10,6 +10,8 @@
  *   await vestibule.endSession(id);               // ends one of them (refresh token revoked)
  *   await vestibule.endOtherSessions();           // ends all but this one
  *   const stop = vestibule.onExpiring(60, (w) => …);  // a minute before the session ends
+ *   vestibule.login(undefined, null, {prompt: 'none'});  // a silent check at the provider, then:
+ *   const silent = vestibule.silentLoginResult();  // 'login_required' (…) once back, or null
  *
  * What `vestibule.fetch` does with Vestibule's answers (compatible with earlier versions: every
  * answer but a 401 still resolves to the Response, untouched and unread):
@@ -35,6 +37,9 @@
   var CSRF_HEADER = 'X-CSRF';
   var LOGIN_PATH = '/api/auth/login';
   var USER_PATH = '/api/auth/user';
+  // The query parameter with which Vestibule reports a declined silent check on returnTo.
+  var SILENT_LOGIN_MARKER = 'vestibule_login';
+  var SILENT_LOGIN_RESULTS = ['login_required', 'interaction_required', 'consent_required', 'account_selection_required'];
   // setTimeout's longest delay (2^31 - 1 ms); a longer wait is taken in steps.
   var LONGEST_TIMER_MS = 2147483647;
 
@@ -113,6 +118,22 @@
   function stepUp(options) {
     var wanted = options || {};
     return login(wanted.returnTo, LOGIN_PATH, { acrValues: wanted.acrValues, maxAge: wanted.maxAge });
+  }
+
+  /**
+   * How a silent check (`login(…, {prompt: 'none'})`) ended, read once from this page's URL:
+   * the provider's answer ('login_required', 'interaction_required', 'consent_required',
+   * 'account_selection_required') when it could not sign the user in without a page, or null
+   * (no silent check came back here, or it signed the user in). The `vestibule_login` query
+   * parameter Vestibule added is removed from the address bar (history.replaceState).
+   */
+  function silentLoginResult() {
+    var url = new URL(global.location.href);
+    var result = url.searchParams.get(SILENT_LOGIN_MARKER);
+    if (result === null) return null;
+    url.searchParams.delete(SILENT_LOGIN_MARKER);
+    global.history.replaceState(global.history.state, '', url.pathname + url.search + url.hash);
+    return SILENT_LOGIN_RESULTS.indexOf(result) === -1 ? null : result;
   }
 
   function isJson(response) {
@@ -410,7 +431,7 @@
   global.vestibule = Object.freeze({
     fetch: vestibuleFetch, user: user, login: login, logout: logout,
     sessions: sessions, endSession: endSession, endOtherSessions: endOtherSessions,
-    stepUp: stepUp, onExpiring: expiry.onExpiring,
+    stepUp: stepUp, silentLoginResult: silentLoginResult, onExpiring: expiry.onExpiring,
     insufficientPermissions: insufficientPermissions, onInsufficientPermissions: onInsufficientPermissions,
     VestibuleError: VestibuleError,
   });

@@ -1,13 +1,14 @@
 //! The front channel: the authorization request the browser is sent with (PKCE S256, `state`,
-//! `nonce`) and the RFC 9207 check of the `iss` on the response it comes back with.
+//! `nonce`, and what the login asks of the authentication: `acr_values`, `max_age`, `prompt`)
+//! and the RFC 9207 check of the `iss` on the response it comes back with.
 //!
 //! No token passes here; the code in the response is exchanged in [`super::grants`].
 
 use openidconnect::core::CoreAuthenticationFlow;
-use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, Scope};
+use openidconnect::{AuthenticationContextClass, CsrfToken, Nonce, PkceCodeChallenge, Scope};
 use url::Url;
 
-use super::{OidcError, Provider};
+use super::{AuthenticationRequest, OidcError, Provider};
 
 /// A started authorization request: the URL to send the browser to and what to remember.
 pub struct AuthorizationRequest {
@@ -23,10 +24,13 @@ pub struct AuthorizationRequest {
 
 impl Provider {
     /// Builds an authorization request with PKCE (S256), `state` and `nonce`, passing on a
-    /// third party's `login_hint` (OIDC Core §3.1.2.1, §4) when given.
+    /// third party's `login_hint` (OIDC Core §3.1.2.1, §4) when given, and what `asked` of the
+    /// authentication. The login's own `prompt` replaces `oidc.prompt` (`none` cannot be
+    /// combined with another value, and the SPA asked for this one login).
     pub async fn authorization_request(
         &self,
         login_hint: Option<&str>,
+        asked: &AuthenticationRequest,
     ) -> Result<AuthorizationRequest, OidcError> {
         let discovered = self.current().await?;
         let state = crate::random::url_safe_secret();
@@ -51,8 +55,14 @@ impl Provider {
         {
             request = request.add_scope(Scope::new(scope.clone()));
         }
-        if let Some(prompt) = &self.settings.prompt {
+        if let Some(prompt) = asked.prompt.as_ref().or(self.settings.prompt.as_ref()) {
             request = request.add_extra_param("prompt", prompt.clone());
+        }
+        for acr in &asked.acr_values {
+            request = request.add_auth_context_value(AuthenticationContextClass::new(acr.clone()));
+        }
+        if let Some(max_age) = asked.max_age {
+            request = request.set_max_age(std::time::Duration::from_secs(max_age));
         }
         if let Some(login_hint) = login_hint {
             request = request.add_extra_param("login_hint", login_hint.to_owned());

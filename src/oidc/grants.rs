@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::discovery::Discovered;
 use super::id_token::{jwt_payload, nonce_equal_to, subject};
 use super::userinfo::Occasion;
-use super::{OidcError, Provider};
+use super::{AuthenticationRequest, OidcError, Provider};
 use crate::clock::unix_now;
 
 /// What a token response granted besides the ID token. Not `Debug`: it holds secrets.
@@ -70,13 +70,15 @@ pub(super) type TokenRequestError<RE> =
 
 impl Provider {
     /// Exchanges an authorization code, validates the ID token (signature, `iss`, `aud`,
-    /// `exp`, `nonce`, `at_hash`) and reads UserInfo for its `sub` (`oidc.userinfo`).
+    /// `exp`, `nonce`, `at_hash`, and the `acr` and `auth_time` the login `asked` for) and reads
+    /// UserInfo for its `sub` (`oidc.userinfo`).
     #[tracing::instrument(level = "debug", name = "code_exchange", skip_all)]
     pub async fn exchange_code(
         &self,
         code: &str,
         pkce_verifier: &str,
         nonce: &str,
+        asked: &AuthenticationRequest,
     ) -> Result<LoginTokens, OidcError> {
         let exchange = self.token_request(|discovered: Arc<Discovered>| async move {
             discovered
@@ -98,6 +100,9 @@ impl Provider {
                 nonce_equal_to(nonce),
             )
             .await?;
+        asked
+            .check(&claims, unix_now())
+            .map_err(OidcError::NotAuthenticatedAsRequested)?;
         let sub = subject(&claims)?;
         let userinfo = self
             .user_info(&discovered, response.access_token(), &sub, Occasion::Login)

@@ -1,12 +1,14 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
 //! `settings` and `discovery` (with `attempts`, `metadata`, `client_auth`, `back_channel`)
-//! through `authorization`, `grants` and `id_token` (with `signing_algs`) and `userinfo` to
+//! through `authorization` (with `authentication`: what a login asks and its check), `grants`
+//! and `id_token` (with `signing_algs`) and `userinfo` to
 //! `logout` and `logout_token`.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
 
 mod attempts;
+mod authentication;
 mod authorization;
 mod back_channel;
 mod claim_sources;
@@ -30,6 +32,9 @@ use std::sync::atomic::AtomicBool;
 use arc_swap::ArcSwapOption;
 use tokio::sync::Mutex;
 
+pub use authentication::{
+    AUTH_TIME_LEEWAY_SECS, AuthenticationRequest, ParameterError, SILENT_LOGIN_ERRORS, Shortfall,
+};
 pub use authorization::AuthorizationRequest;
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
@@ -85,6 +90,10 @@ pub enum OidcError {
     /// the access token or its answer is invalid. A bad answer (502), never an outage.
     #[error(transparent)]
     UserInfo(#[from] UserInfoError),
+    /// The login's ID token verified, but does not show the authentication the login asked for
+    /// (`acr_values`, `max_age`: OIDC Core §3.1.2.1, §5.5.1.1).
+    #[error("the provider did not authenticate as requested: {0}")]
+    NotAuthenticatedAsRequested(Shortfall),
 }
 
 impl Provider {

@@ -61,5 +61,7 @@ pub(super) fn failure_reason(error: &OidcError) -> &'static str {
         OidcError::Invalid(_) => "invalid_response",
         // Not at a refresh (another subject there is `SubjectChanged`); named all the same.
         OidcError::UserInfo(error) => error.reason(),
+        // Only a login is checked against what it asked for; named all the same.
+        OidcError::NotAuthenticatedAsRequested(_) => "step_up_not_satisfied",
     }
 }

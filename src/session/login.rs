@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::crypto::OpenError;
 use super::{Displaced, PENDING_LOGIN_TTL, PendingLimits, Sessions, StoreError};
+use crate::oidc::AuthenticationRequest;
 
 /// The login cookie's value: a random secret binding pending logins to one browser.
 ///
@@ -66,6 +67,10 @@ pub struct PendingLogin {
     /// on the provider's cross-site redirect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_session: Option<String>,
+    /// What the login asked of the authentication (`acr_values`, `max_age`, `prompt`), checked
+    /// at the callback; absent in pending logins stored before it existed (nothing asked).
+    #[serde(default)]
+    pub authentication: AuthenticationRequest,
 }
 
 impl PendingLogin {
@@ -169,6 +174,7 @@ mod tests {
             pkce_verifier: "v".into(),
             return_to: "/x".into(),
             previous_session: None,
+            authentication: AuthenticationRequest::default(),
         }
     }
 
@@ -188,6 +194,7 @@ mod tests {
             pkce_verifier: String::new(),
             return_to: "/".into(),
             previous_session: None,
+            authentication: AuthenticationRequest::default(),
         };
         assert!(p.state_matches("abc"));
         assert!(!p.state_matches("abd"));

@@ -51,6 +51,33 @@ impl SessionEnding {
         let Some(record) = self.end_by_cookie(cookie).await? else {
             return Ok(None);
         };
+        self.count_logout(&record, reason);
+        Ok(Some(record))
+    }
+
+    /// Ends the session for `cookie`, replaced by a login of `new_sub` in the same browser
+    /// (`replaced_by_login`): counted and audited like a logout. Its refresh token is revoked
+    /// only when the session was another user's: the same user's new login shares the
+    /// provider's grant with it (oidc-provider revokes a refresh token with every token of its
+    /// grant, Keycloak with every token of its client session), so revoking it would revoke
+    /// the tokens just issued (a step-up would end in `invalid_token`). The old refresh token
+    /// is dropped with the record; nobody else ever held it.
+    pub async fn replace_for_login(
+        &self,
+        cookie: &SessionCookie,
+        new_sub: &str,
+    ) -> Result<(), StoreError> {
+        let Some(record) = self.sessions.end(cookie).await? else {
+            return Ok(());
+        };
+        if record.sub != new_sub {
+            self.revoke_refresh_token_of(&record);
+        }
+        self.count_logout(&record, "replaced_by_login");
+        Ok(())
+    }
+
+    fn count_logout(&self, record: &SessionRecord, reason: &'static str) {
         metrics().sessions_ended(reason, 1);
         self.audit.record(
             AuditEvent::Logout,
@@ -61,7 +88,6 @@ impl SessionEnding {
                 ..Details::default()
             },
         );
-        Ok(Some(record))
     }
 
     /// Revokes the refresh token of `record`, a session that just ended (if it had one).

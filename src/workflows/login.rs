@@ -1,7 +1,8 @@
 //! A login: its start (a pending login bound to the browser, the redirect to the provider)
 //! and its callback (the provider's answer checked, the code exchanged, any session the
 //! browser had ended, the new session created within the user's limit). The outcome is
-//! counted and audited here, whichever way it goes.
+//! counted and audited here, whichever way it goes. A silent check (`prompt=none`) that the
+//! provider declines is an outcome of its own, not a failure page.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use crate::audit::{AuditEvent, AuditTrail, Details, Repeats};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure};
 use crate::metrics::metrics;
-use crate::oidc::{OidcError, Provider};
+use crate::oidc::{AuthenticationRequest, OidcError, Provider, SILENT_LOGIN_ERRORS};
 use crate::session::{
     BrowserBinding, Displaced, ENDED_WHILE_CREATED, PendingLimits, PendingLogin, SessionCookie,
     SessionOrigin, SessionRecord, Sessions, StoreError, TokenSet,
@@ -37,6 +38,8 @@ pub struct LoginStart<'a> {
     pub login_hint: Option<&'a str>,
     /// The session cookie the browser brought to the start, to be ended at the callback.
     pub previous_session: Option<SessionCookie>,
+    /// What the login asks of the authentication (already validated), checked at the callback.
+    pub authentication: AuthenticationRequest,
 }
 
 /// Where a started login sends the browser.
@@ -58,6 +61,26 @@ pub struct Callback<'a> {
     pub error: Option<&'a str>,
     /// `iss` (RFC 9207).
     pub iss: Option<&'a str>,
+}
+
+/// How a callback ended, when it did not fail.
+pub enum Completion {
+    /// A new session.
+    LoggedIn(LoggedIn),
+    /// A silent check (`prompt=none`) the provider could not answer without showing a page:
+    /// no session was created or ended; the browser goes back to `return_to`, told `error`.
+    SilentlyDeclined {
+        /// Where the browser goes now.
+        return_to: String,
+        /// The provider's answer, one of [`SILENT_LOGIN_ERRORS`].
+        error: &'static str,
+    },
+}
+
+/// What the callback's work produced: a session, or a declined silent check.
+enum Outcome {
+    Created(LoggedIn, Box<SessionRecord>),
+    Declined(Completion),
 }
 
 /// A completed login.
@@ -91,7 +114,7 @@ impl Logins {
     pub async fn begin(&self, start: LoginStart<'_>) -> Result<LoginRedirect, AppError> {
         let request = self
             .provider
-            .authorization_request(start.login_hint)
+            .authorization_request(start.login_hint, &start.authentication)
             .await?;
         let pending = PendingLogin {
             state: request.state,
@@ -99,6 +122,7 @@ impl Logins {
             pkce_verifier: request.pkce_verifier,
             return_to: start.return_to,
             previous_session: start.previous_session.map(|cookie| cookie.encode()),
+            authentication: start.authentication,
         };
         let displaced = self
             .sessions
@@ -119,12 +143,18 @@ impl Logins {
         binding: Option<&BrowserBinding>,
         session: Option<SessionCookie>,
         origin: SessionOrigin,
-    ) -> Result<LoggedIn, AppError> {
+    ) -> Result<Completion, AppError> {
         match self
             .create_session(callback, binding, session, origin)
             .await
         {
-            Ok((logged_in, record)) => {
+            Ok(Outcome::Declined(declined)) => {
+                // Counted, not audited: a SPA checks silently on every page load, and a user
+                // not signed in at the provider is no security event.
+                metrics().login_failed("silent_login_declined");
+                Ok(declined)
+            }
+            Ok(Outcome::Created(logged_in, record)) => {
                 metrics().logins_completed.inc();
                 metrics().sessions_created.inc();
                 self.audit.record(
@@ -135,7 +165,7 @@ impl Logins {
                         ..Details::default()
                     },
                 );
-                Ok(logged_in)
+                Ok(Completion::LoggedIn(logged_in))
             }
             Err(error) => {
                 let reason = error.login_failure_reason();
@@ -154,14 +184,15 @@ impl Logins {
         }
     }
 
-    /// The callback's work: the new session, or why the login failed.
+    /// The callback's work: the new session (or a declined silent check), or why the login
+    /// failed.
     async fn create_session(
         &self,
         callback: Callback<'_>,
         binding: Option<&BrowserBinding>,
         session: Option<SessionCookie>,
         origin: SessionOrigin,
-    ) -> Result<(LoggedIn, SessionRecord), AppError> {
+    ) -> Result<Outcome, AppError> {
         let Some(received_state) = callback.state.filter(|s| !s.is_empty() && s.len() <= 512)
         else {
             return Err(AppError::Login(LoginFailure::MissingParameters));
@@ -172,6 +203,15 @@ impl Logins {
             .take_pending_login(binding, received_state)
             .await??;
         if let Some(error) = callback.error {
+            if let Some(error) = SILENT_LOGIN_ERRORS
+                .into_iter()
+                .find(|code| *code == error && pending.authentication.declined_silently(code))
+            {
+                return Ok(Outcome::Declined(Completion::SilentlyDeclined {
+                    return_to: pending.return_to,
+                    error,
+                }));
+            }
             return Err(AppError::Login(LoginFailure::ProviderError(error_code(
                 error,
             ))));
@@ -188,11 +228,19 @@ impl Logins {
             })?;
         let login = self
             .provider
-            .exchange_code(code, &pending.pkce_verifier, &pending.nonce)
+            .exchange_code(
+                code,
+                &pending.pkce_verifier,
+                &pending.nonce,
+                &pending.authentication,
+            )
             .await
             .map_err(|error| match error {
                 OidcError::Rejected(_) | OidcError::ReuseReported(_) => {
                     AppError::Login(LoginFailure::CodeRejected)
+                }
+                OidcError::NotAuthenticatedAsRequested(shortfall) => {
+                    AppError::Login(LoginFailure::NotAuthenticatedAsRequested(shortfall))
                 }
                 other => other.into(),
             })?;
@@ -222,7 +270,9 @@ impl Logins {
             .as_deref()
             .and_then(SessionCookie::parse);
         for previous in [brought, session].into_iter().flatten() {
-            self.ending.log_out(&previous, "replaced_by_login").await?;
+            self.ending
+                .replace_for_login(&previous, &record.sub)
+                .await?;
         }
         let created = self.sessions.create_within_limit(&record, &origin).await?;
         let evicted = self.ending.revoke_ended(created.displaced);
@@ -247,7 +297,7 @@ impl Logins {
             cookie,
             return_to: pending.return_to,
         };
-        Ok((logged_in, record))
+        Ok(Outcome::Created(logged_in, Box::new(record)))
     }
 }
 

@@ -76,6 +76,8 @@ async function everyPart(): Promise<void> {
   const ended: number = await vestibule.endOtherSessions();
 
   const silent: Promise<never> = vestibule.login('/', null, { prompt: 'none' });
+  const silentResult: Vestibule.SilentLoginResult | null = vestibule.silentLoginResult();
+  if (silentResult === 'login_required') await vestibule.login();
   vestibule.login('/admin', '/api/auth/login', { acrValues: ['mfa', 'hwk'], maxAge: 300 });
   // @ts-expect-error prompt takes OIDC's values only
   vestibule.login('/', null, { prompt: 'always' });
@@ -83,7 +85,7 @@ async function everyPart(): Promise<void> {
   vestibule.stepUp();
   const fromWindow: Vestibule.Api = window.vestibule;
   await vestibule.logout();
-  console.log(sub, idleEnd, absoluteEnd, accessEnd, logoutLink, claim, notChecked, current, device, ended, silent, fromWindow);
+  console.log(sub, idleEnd, absoluteEnd, accessEnd, logoutLink, claim, notChecked, current, device, ended, silent, silentResult, fromWindow);
 }
 
 everyPart();

@@ -35,6 +35,7 @@ mod routes;
 mod server;
 mod session_watch;
 mod shutdown;
+mod step_up;
 mod storage;
 mod suspicious_use;
 mod traces;

@@ -26,7 +26,7 @@ function milestone(what) {
   process.stderr.write(`test-op: ${what} (${Date.now() - startedAt} ms)\n`);
 }
 
-const { default: Provider } = await import('oidc-provider');
+const { default: Provider, interactionPolicy } = await import('oidc-provider');
 milestone('oidc-provider loaded');
 
 // ---------------------------------------------------------------------------
@@ -313,6 +313,69 @@ async function findAccount(ctx, id) {
 }
 
 // ---------------------------------------------------------------------------
+// acr: how strongly the user authenticated (step-up, issue 30)
+// ---------------------------------------------------------------------------
+// Two levels: "1" (a password: every login) and "mfa" (a second factor). A login gets "mfa" only
+// when its authorization request asks for it in acr_values and the user "has a second factor",
+// which POST /__test/acr {"mfa": false} takes away ({"mfa": true} gives it back; the default):
+// the provider then authenticates with the password alone and says acr "1", as real providers do
+// (acr_values is a voluntary request). A request for "mfa" from a session at "1" shows the login
+// page again (the step-up), whatever prompt says. amr follows: ["pwd"] or ["pwd", "otp"].
+// GET /__test/acr answers the switch.
+
+const ACR_VALUES = ['1', 'mfa'];
+let acrSwitches = { mfa: true };
+
+function asksForMfa(params) {
+  return String(params?.acr_values ?? '').split(' ').includes('mfa');
+}
+
+// The login prompt, plus: re-authenticate when "mfa" is asked for, possible and not yet had.
+function stepUpPolicy() {
+  const policy = interactionPolicy.base();
+  policy.get('login').checks.push(new interactionPolicy.Check(
+    'acr_step_up',
+    'a stronger authentication (mfa) was requested',
+    (ctx) => {
+      const { oidc } = ctx;
+      if (!asksForMfa(oidc.params) || !acrSwitches.mfa || oidc.result?.login) {
+        return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      }
+      return oidc.session.acr === 'mfa'
+        ? interactionPolicy.Check.NO_NEED_TO_PROMPT
+        : interactionPolicy.Check.REQUEST_PROMPT;
+    },
+  ));
+  return policy;
+}
+
+// devInteractions finish a login with only the account: give it the acr and amr it earned.
+function withAcrOnLogin(provider) {
+  const finished = provider.interactionFinished.bind(provider);
+  // eslint-disable-next-line no-param-reassign
+  provider.interactionFinished = async (req, res, result, options) => {
+    if (result?.login) {
+      const { params } = await provider.interactionDetails(req, res);
+      const mfa = asksForMfa(params) && acrSwitches.mfa;
+      Object.assign(result.login, { acr: mfa ? 'mfa' : '1', amr: mfa ? ['pwd', 'otp'] : ['pwd'] });
+    }
+    return finished(req, res, result, options);
+  };
+}
+
+function acrTestEndpoint(req, res) {
+  if (req.method === 'GET') {
+    req.resume();
+    sendJson(res, 200, acrSwitches);
+    return;
+  }
+  readBody(req).then((raw) => {
+    acrSwitches = { mfa: true, ...JSON.parse(raw || '{}') };
+    sendJson(res, 200, acrSwitches);
+  }).catch((err) => sendJson(res, 400, { error: String(err.message ?? err) }));
+}
+
+// ---------------------------------------------------------------------------
 // stats
 // ---------------------------------------------------------------------------
 
@@ -380,6 +443,9 @@ function buildProvider(issuer) {
       response_types: ['code'],
       token_endpoint_auth_method: TOKEN_AUTH_METHOD,
       id_token_signed_response_alg: ID_TOKEN_ALG,
+      // Every ID token says when the user authenticated (as Keycloak's do), so a route's
+      // max_age_secs has an auth_time to judge; a max_age request would add it anyway.
+      require_auth_time: true,
       ...(USERINFO_SIGNED ? { userinfo_signed_response_alg: 'RS256' } : {}),
       ...(BACKCHANNEL_LOGOUT_URI ? {
         backchannel_logout_uri: BACKCHANNEL_LOGOUT_URI,
@@ -426,8 +492,12 @@ function buildProvider(issuer) {
     cookies: { keys: COOKIE_KEYS },
     findAccount,
     scopes: ['openid', 'profile', 'email', 'offline_access'],
+    // The authentication levels (step-up, issue 30): see "acr" below.
+    acrValues: ACR_VALUES,
+    interactions: { policy: stepUpPolicy() },
     claims: {
-      openid: ['sub'],
+      // acr and amr in every ID token, as Keycloak sends acr: a route can then judge any session.
+      openid: ['sub', 'acr', 'amr'],
       email: ['email', 'email_verified'],
       profile: ['name', 'given_name', 'family_name', 'preferred_username', 'roles', ...USERINFO_TEST_CLAIMS, ...CLAIM_SOURCE_TEST_CLAIMS],
     },
@@ -498,6 +568,7 @@ function buildProvider(issuer) {
   };
 
   const provider = new Provider(issuer, configuration);
+  withAcrOnLogin(provider);
 
   // ---- counters -------------------------------------------------------------
   provider.on('grant.success', (ctx) => {
@@ -858,6 +929,10 @@ function handleTest(req, res) {
   }
   if (pathname === '/__test/claim-sources') {
     claimSourceTestEndpoint(req, res);
+    return;
+  }
+  if (pathname === '/__test/acr') {
+    acrTestEndpoint(req, res);
     return;
   }
   if (pathname === '/__test/claims-endpoint') {

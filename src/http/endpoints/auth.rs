@@ -18,15 +18,22 @@ use crate::http::device::session_origin;
 use crate::http::proxy::headers::X_FORWARDED_FOR;
 use crate::http::server::client_address::ClientAddress;
 use crate::http::{AppState, QueryParams, csrf};
-use crate::return_to::ReturnTo;
+use crate::oidc::AuthenticationRequest;
+use crate::return_to::{ReturnTo, with_query_marker};
 use crate::session::BrowserBinding;
-use crate::workflows::login::{Callback, LoginStart};
+use crate::workflows::login::{Callback, Completion, LoginStart};
+
+/// The query parameter that tells the SPA how a silent check (`prompt=none`) ended, on its
+/// `returnTo`: `vestibule_login=login_required` (or the provider's other silent-check errors).
+pub const SILENT_LOGIN_MARKER: &str = "vestibule_login";
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
 /// provider. Rate-limited per client address; the logins in progress are capped (the oldest
 /// are displaced). Also the third-party-initiated login URI (OIDC Core §4): with `iss`, only
 /// for our issuer; `login_hint` is passed on; `target_link_uri` is kept under `returnTo`'s
-/// rules (ignored otherwise), and `returnTo` wins when both are given.
+/// rules (ignored otherwise), and `returnTo` wins when both are given. `acr_values`, `max_age`
+/// and `prompt` (OIDC Core §3.1.2.1) are validated (`400` page otherwise), sent to the provider
+/// and checked at the callback.
 #[tracing::instrument(level = "debug", name = "login", skip_all)]
 pub async fn begin_login(
     State(state): State<AppState>,
@@ -43,6 +50,12 @@ pub async fn begin_login(
         AppError::TooManyRequests(wait)
     })?;
     let query = QueryParams::parse(query.as_deref());
+    let authentication = AuthenticationRequest::parse(
+        query.get("acr_values"),
+        query.get("max_age"),
+        query.get("prompt"),
+    )
+    .map_err(|error| AppError::BadRequest(error.message()))?;
     if query
         .get("iss")
         .is_some_and(|iss| !state.provider.is_issuer(iss))
@@ -70,6 +83,7 @@ pub async fn begin_login(
             // This is a same-origin navigation, so the SameSite=Strict session cookie is
             // here; the callback (a cross-site redirect) will not have it.
             previous_session: cookies.session,
+            authentication,
         })
         .await?;
     if redirect.displaced.by_total > 0 {
@@ -87,7 +101,8 @@ pub async fn begin_login(
 const MAX_LOGIN_HINT_LEN: usize = 512;
 
 /// `GET /api/auth/callback`: hands the provider's answer to the login workflow; a new
-/// session's cookie and a redirect back, or an error page.
+/// session's cookie and a redirect back, or an error page. A silent check the provider
+/// declined goes back to `returnTo` with [`SILENT_LOGIN_MARKER`], never to an error page.
 #[tracing::instrument(level = "debug", name = "callback", skip_all)]
 pub async fn finish_login(
     State(state): State<AppState>,
@@ -103,7 +118,7 @@ pub async fn finish_login(
         error: query.get("error"),
         iss: query.get("iss"),
     };
-    let logged_in = state
+    let completion = state
         .logins
         .complete(
             callback,
@@ -112,6 +127,13 @@ pub async fn finish_login(
             session_origin(client, &headers),
         )
         .await?;
+    let logged_in = match completion {
+        Completion::LoggedIn(logged_in) => logged_in,
+        Completion::SilentlyDeclined { return_to, error } => {
+            let location = with_query_marker(&return_to, SILENT_LOGIN_MARKER, error);
+            return Ok(no_store(Redirect::to(&location).into_response()));
+        }
+    };
     let set_cookie = [(
         header::SET_COOKIE,
         state.cookies.session_cookie(&logged_in.cookie),

@@ -241,6 +241,13 @@ impl Browser {
         if let Some(r) = return_to {
             url.query_pairs_mut().append_pair("returnTo", r);
         }
+        self.begin_login_at(url.as_str()).await
+    }
+
+    /// Starts a login at `login_url` (a path with its query, such as a `step_up_required`
+    /// answer's `login_url`) and returns the provider URL Vestibule redirected to.
+    pub async fn begin_login_at(&self, login_url: &str) -> Url {
+        let url = self.resolve(login_url);
         let response = self.get(url.as_str()).await;
         assert_eq!(
             response.status(),
@@ -415,6 +422,34 @@ impl Browser {
             response.status()
         );
         location(&response, &action)
+    }
+
+    /// Follows the provider's redirects from `authorization_url` without submitting anything
+    /// (a silent check, `prompt=none`) until it sends the browser back to Vestibule; returns that
+    /// URL, not yet visited. Panics if the provider shows a page instead.
+    pub async fn through_provider_silently(&self, authorization_url: Url) -> Url {
+        let mut next = authorization_url;
+        for _ in 0..10 {
+            if next.origin() == self.base.origin() {
+                return next;
+            }
+            let response = self.get(next.as_str()).await;
+            assert!(
+                response.status().is_redirection(),
+                "the provider showed a page ({}) at {next}",
+                response.status()
+            );
+            next = location(&response, &next);
+        }
+        panic!("the provider kept redirecting");
+    }
+
+    /// A login started at `login_url` (see [`Browser::begin_login_at`]) as `user` through the
+    /// provider's pages; returns the callback's response.
+    pub async fn login_at(&self, login_url: &str, user: &str) -> Response {
+        let authorization = self.begin_login_at(login_url).await;
+        let callback = self.authorize_at_provider(authorization, user).await;
+        self.get(callback.as_str()).await
     }
 
     /// Full login as `user`: Vestibule → provider forms → callback. Returns the callback's response.

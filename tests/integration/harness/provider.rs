@@ -518,6 +518,18 @@ impl TestProvider {
         assert!(response.status().is_success());
     }
 
+    /// Whether the users have a second factor: when not, a login asking for `acr_values=mfa`
+    /// authenticates with the password alone and gets `acr` `1` (the default: they have one).
+    pub async fn set_second_factor(&self, available: bool) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/__test/acr", self.issuer))
+            .json(&serde_json::json!({ "mfa": available }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
     /// Revokes every access token issued so far (the upstream's introspection then says
     /// inactive), keeping the refresh tokens.
     pub async fn revoke_access_tokens(&self) {
