@@ -229,7 +229,7 @@ async fn dev_server(
     // An SSR or dev server must not be able to set Vestibule's cookies (session fixation):
     // its answers are cleaned like an API's.
     Ok(match client_upgrade {
-        Some(client_upgrade) => upgrade::relay(client_upgrade, response, slot),
+        Some(client_upgrade) => upgrade::relay_bytes(client_upgrade, response, slot),
         None => into_browser_response(response),
     })
 }

@@ -4,11 +4,13 @@
 //! Protocols`, both connections are taken over and bytes are copied both ways until either
 //! side closes. Whether a request may upgrade at all is the caller's decision, made before.
 
+use std::future::Future;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 
 use super::headers::remove_own_set_cookies;
@@ -45,22 +47,22 @@ impl ClientUpgrade {
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
         if websocket { Self::take(request) } else { None }
     }
-
-    /// The browser's connection, once the upgrade completes.
-    pub fn into_inner(self) -> OnUpgrade {
-        self.0
-    }
 }
 
-/// Completes an upgrade the upstream accepted (`101`): relays bytes between the browser and
-/// the upstream in a task of its own, which keeps `hold` (the connection's place under the
-/// cap on connections) for as long as the relay lives. Any other answer goes to the browser
-/// as an ordinary response.
-pub fn relay(
+/// Completes an upgrade the upstream accepted (`101`): runs `relay` on the two connections
+/// (the browser's, the upstream's) in a task of its own, which keeps `hold` (the connection's
+/// place under the cap on connections, and whatever else the caller counts) for as long as
+/// the relay lives. Any other answer goes to the browser as an ordinary response.
+pub fn switch<R, F>(
     client: ClientUpgrade,
     mut response: Response<Incoming>,
     hold: impl Send + 'static,
-) -> axum::response::Response {
+    relay: R,
+) -> axum::response::Response
+where
+    R: FnOnce(TokioIo<Upgraded>, TokioIo<Upgraded>) -> F + Send + 'static,
+    F: Future<Output = ()> + Send,
+{
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return super::into_browser_response(response);
     }
@@ -71,13 +73,28 @@ pub fn relay(
             tracing::debug!("upgrade failed");
             return;
         };
-        let _ =
-            tokio::io::copy_bidirectional(&mut TokioIo::new(browser), &mut TokioIo::new(upstream))
-                .await;
+        relay(TokioIo::new(browser), TokioIo::new(upstream)).await;
     });
     let (mut parts, _) = response.into_parts();
     remove_own_set_cookies(&mut parts.headers);
     axum::response::Response::from_parts(parts, Body::empty())
+}
+
+/// [`switch`] with a relay of bytes both ways until either side closes (the frontend's
+/// development server: hot reload).
+pub fn relay_bytes(
+    client: ClientUpgrade,
+    response: Response<Incoming>,
+    hold: impl Send + 'static,
+) -> axum::response::Response {
+    switch(
+        client,
+        response,
+        hold,
+        |mut browser, mut upstream| async move {
+            let _ = tokio::io::copy_bidirectional(&mut browser, &mut upstream).await;
+        },
+    )
 }
 
 #[cfg(test)]

@@ -8,17 +8,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Response, StatusCode};
+use axum::http::Response;
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::headers::remove_own_set_cookies;
-use super::upgrade::ClientUpgrade;
+use super::upgrade::{ClientUpgrade, switch};
 
 /// Why Vestibule closed a relay, as the browser's close frame says it (codes in the private
 /// range of RFC 6455 §7.4.2, documented in docs/routes.md).
@@ -54,45 +51,37 @@ impl Close {
 /// The largest message relayed (either way); a larger one closes the relay (`1009`).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
-/// Completes a WebSocket handshake the upstream accepted (`101`) and relays messages in a
-/// task of its own, which keeps `hold` (the connection's place under the cap, the session's
-/// relay count) while it lives. Any other answer goes to the browser as an ordinary response.
+/// Completes a WebSocket handshake the upstream accepted (`101`) and relays messages (see
+/// [`super::upgrade::switch`]: the relay keeps `hold`, the connection's place under the cap and
+/// the session's WebSocket count). Any other answer goes to the browser as an ordinary
+/// response.
 pub fn relay(
     client: ClientUpgrade,
-    mut response: Response<Incoming>,
+    response: Response<Incoming>,
     idle_limit: Duration,
     until: impl Future<Output = Close> + Send + 'static,
     hold: impl Send + 'static,
 ) -> axum::response::Response {
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return super::into_browser_response(response);
-    }
-    let upstream = hyper::upgrade::on(&mut response);
-    tokio::spawn(async move {
-        let _hold = hold;
-        let (Ok(browser), Ok(upstream)) = tokio::join!(client.into_inner(), upstream) else {
-            tracing::debug!("WebSocket upgrade failed");
-            return;
-        };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_MESSAGE_BYTES));
-        let browser =
-            WebSocketStream::from_raw_socket(TokioIo::new(browser), Role::Server, Some(config))
-                .await;
-        let upstream =
-            WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(config))
-                .await;
-        if let Some(close) = pump(browser, upstream, idle_limit, until).await {
-            tracing::debug!(
-                reason = close.reason(),
-                "WebSocket relay closed by Vestibule"
-            );
-        }
-    });
-    let (mut parts, _) = response.into_parts();
-    remove_own_set_cookies(&mut parts.headers);
-    axum::response::Response::from_parts(parts, Body::empty())
+    switch(
+        client,
+        response,
+        hold,
+        move |browser, upstream| async move {
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(MAX_MESSAGE_BYTES))
+                .max_frame_size(Some(MAX_MESSAGE_BYTES));
+            let browser =
+                WebSocketStream::from_raw_socket(browser, Role::Server, Some(config)).await;
+            let upstream =
+                WebSocketStream::from_raw_socket(upstream, Role::Client, Some(config)).await;
+            if let Some(close) = pump(browser, upstream, idle_limit, until).await {
+                tracing::debug!(
+                    reason = close.reason(),
+                    "WebSocket relay closed by Vestibule"
+                );
+            }
+        },
+    )
 }
 
 /// Relays until one side closes (`None`) or Vestibule closes it (`Some`).

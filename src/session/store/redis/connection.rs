@@ -5,6 +5,7 @@
 //! per-call error (a 503), never a hang and never a failed start.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{
@@ -14,7 +15,8 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{
-    AsyncConnectionConfig, Cmd, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value,
+    AsyncConnectionConfig, Cmd, Pipeline, ProtocolVersion, PushInfo, PushKind, RedisFuture,
+    RedisResult, Value,
 };
 
 use super::sentinel::SentinelConnection;
@@ -241,18 +243,32 @@ impl TrackingTarget {
         })
     }
 
-    /// A new connection with `config` (its push sender and timeouts).
-    pub(super) async fn connect(
+    /// A new connection for tracking, bounded by `timeout`: every push it receives goes to
+    /// `on_push`, and `dead` turns true when it is lost (its holder then reconnects).
+    pub(super) async fn connect_for_pushes(
         &self,
-        config: &AsyncConnectionConfig,
+        timeout: Duration,
+        dead: &Arc<AtomicBool>,
+        on_push: impl Fn(&PushInfo) + Send + Sync + 'static,
     ) -> RedisResult<MultiplexedConnection> {
+        let connection_dead = dead.clone();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_push_sender(move |push: PushInfo| {
+                if push.kind == PushKind::Disconnection {
+                    connection_dead.store(true, Ordering::SeqCst);
+                }
+                on_push(&push);
+                Ok::<(), std::convert::Infallible>(())
+            });
         match self {
             TrackingTarget::Server(client) => {
                 client
-                    .get_multiplexed_async_connection_with_config(config)
+                    .get_multiplexed_async_connection_with_config(&config)
                     .await
             }
-            TrackingTarget::Sentinel(sentinel) => sentinel.connect_new(config).await,
+            TrackingTarget::Sentinel(sentinel) => sentinel.connect_new(&config).await,
         }
     }
 }

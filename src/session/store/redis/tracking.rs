@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::{PushInfo, PushKind};
-
 use super::cache::{PROBE_KEY_PREFIX, RecordCache, SESSION_KEY_PREFIX};
 use super::connection::{RedisConnection, TrackingTarget};
 
@@ -111,20 +109,14 @@ async fn track(
     cache: &Weak<RecordCache>,
     dead: &Arc<AtomicBool>,
 ) -> redis::RedisResult<bool> {
-    let (pushes, connection_dead) = (cache.clone(), dead.clone());
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(HEARTBEAT))
-        .set_response_timeout(Some(HEARTBEAT))
-        .set_push_sender(move |push: PushInfo| {
-            if push.kind == PushKind::Disconnection {
-                connection_dead.store(true, Ordering::SeqCst);
-            }
+    let pushes = cache.clone();
+    let mut connection = target
+        .connect_for_pushes(HEARTBEAT, dead, move |push| {
             if let Some(cache) = pushes.upgrade() {
-                cache.handle_push(&push);
+                cache.handle_push(push);
             }
-            Ok::<(), std::convert::Infallible>(())
-        });
-    let mut connection = target.connect(&config).await?;
+        })
+        .await?;
     let () = redis::cmd("CLIENT")
         .arg("TRACKING")
         .arg("ON")

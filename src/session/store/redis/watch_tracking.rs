@@ -185,20 +185,15 @@ async fn connect(
     tracker: &Arc<WatchTracker>,
     dead: &Arc<AtomicBool>,
 ) -> redis::RedisResult<MultiplexedConnection> {
-    let (pushes, connection_dead) = (Arc::downgrade(tracker), dead.clone());
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(HEARTBEAT))
-        .set_response_timeout(Some(HEARTBEAT))
-        .set_push_sender(move |push: PushInfo| {
-            if push.kind == PushKind::Disconnection {
-                connection_dead.store(true, Ordering::SeqCst);
-            }
+    let pushes = Arc::downgrade(tracker);
+    let mut connection = tracker
+        .target
+        .connect_for_pushes(HEARTBEAT, dead, move |push| {
             if let Some(tracker) = pushes.upgrade() {
-                tracker.handle_push(&push);
+                tracker.handle_push(push);
             }
-            Ok::<(), std::convert::Infallible>(())
-        });
-    let mut connection = tracker.target.connect(&config).await?;
+        })
+        .await?;
     let () = redis::cmd("CLIENT")
         .arg("TRACKING")
         .arg("ON")
