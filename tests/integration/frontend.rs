@@ -76,8 +76,18 @@ async fn the_demo_page_shows_a_section_for_each_kind_of_route_it_finds() {
     // The harness's one route has no claim rule, no step-up, no WebSocket: no such sections.
     let plain = TestApp::start().await;
     let body = plain.browser().get("/").await.text().await.unwrap();
-    for id in ["admin", "step-up", "live", "call-admin", "call-step-up", "ws-status"] {
-        assert!(!body.contains(&format!("id=\"{id}\"")), "#{id} without its route");
+    for id in [
+        "admin",
+        "step-up",
+        "live",
+        "call-admin",
+        "call-step-up",
+        "ws-status",
+    ] {
+        assert!(
+            !body.contains(&format!("id=\"{id}\"")),
+            "#{id} without its route"
+        );
     }
 
     let app = TestApp::builder()

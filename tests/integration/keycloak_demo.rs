@@ -38,7 +38,11 @@ async fn run_as(app: &KeycloakApp, script: &str, username: &str, extra: &[(&str,
         ("KEYCLOAK_ADMIN_PASSWORD", OsStr::new(admin_password)),
         ("E2E_TIMEOUT_SECS", OsStr::new("140")),
     ];
-    env.extend(extra.iter().map(|(name, value)| (*name, OsStr::new(*value))));
+    env.extend(
+        extra
+            .iter()
+            .map(|(name, value)| (*name, OsStr::new(*value))),
+    );
     let turn = keycloak.login_turn().await;
     let stdout = run_script_at(&app.url, script, &env).await;
     drop(turn);
@@ -85,7 +89,9 @@ async fn the_demo_pages_live_feeds_end_within_two_seconds_of_a_logout_in_another
     assert_eq!(report["csp"], Value::Array(Vec::new()), "{report}");
     for feed in ["ws", "sse"] {
         let last: Value = serde_json::from_str(report["first"][feed].as_str().unwrap_or(""))
-            .unwrap_or_else(|error| panic!("{feed} shows the demo API's ticks ({error}): {report}"));
+            .unwrap_or_else(|error| {
+                panic!("{feed} shows the demo API's ticks ({error}): {report}")
+            });
         assert!(last["tick"].is_u64(), "{feed}: {last}");
         assert_eq!(last["user"], "alice", "{feed}: the API saw alice's token");
     }
@@ -95,7 +101,10 @@ async fn the_demo_pages_live_feeds_end_within_two_seconds_of_a_logout_in_another
     assert_feeds_ended("Keycloak ended the session", ended);
     let sid = ended["sid"].as_str().expect("the ended SSO session");
     assert!(
-        !app.keycloak.session_ids("alice").await.contains(&sid.to_owned()),
+        !app.keycloak
+            .session_ids("alice")
+            .await
+            .contains(&sid.to_owned()),
         "Keycloak's session {sid} is gone"
     );
     assert!(
@@ -119,7 +128,13 @@ async fn on_the_demo_page_alice_calls_the_admin_route_bob_is_refused_and_step_up
     let app = KeycloakApp::start_with_routes(REFRESH_SKEW_SECS, false, &routes).await;
     let age = STEP_UP_AGE_SECS.to_string();
 
-    let alice = run_as(&app, "demo-routes.mjs", "alice", &[("E2E_STEP_UP_AGE", &age)]).await;
+    let alice = run_as(
+        &app,
+        "demo-routes.mjs",
+        "alice",
+        &[("E2E_STEP_UP_AGE", &age)],
+    )
+    .await;
     let admin = &alice["admin"];
     assert_eq!(admin["status"], 200, "alice's admin call: {alice}");
     assert!(admin["refused"].is_null(), "{alice}");
@@ -133,9 +148,21 @@ async fn on_the_demo_page_alice_calls_the_admin_route_bob_is_refused_and_step_up
     let login = url::Url::parse(alice["stepUp"]["loginUrl"].as_str().unwrap_or("")).unwrap();
     assert_eq!(login.path(), "/api/auth/login", "{alice}");
     let query: std::collections::HashMap<_, _> = login.query_pairs().into_owned().collect();
-    assert_eq!(query.get("max_age").map(String::as_str), Some(age.as_str()), "{login}");
-    assert_eq!(query.get("returnTo").map(String::as_str), Some("/"), "{login}");
-    assert_eq!(alice["stepUp"]["backAt"], format!("{}/", app.url), "{alice}");
+    assert_eq!(
+        query.get("max_age").map(String::as_str),
+        Some(age.as_str()),
+        "{login}"
+    );
+    assert_eq!(
+        query.get("returnTo").map(String::as_str),
+        Some("/"),
+        "{login}"
+    );
+    assert_eq!(
+        alice["stepUp"]["backAt"],
+        format!("{}/", app.url),
+        "{alice}"
+    );
 
     let bob = run_as(&app, "demo-routes.mjs", "bob", &[]).await;
     let admin = &bob["admin"];
