@@ -6,6 +6,15 @@
 // answer is cached for at most 5 seconds, keyed by the SHA-256 of the token. Tokens are never
 // logged.
 //
+//   GET /admin/...      the caller's claims must name the role admin (Keycloak's
+//                       realm_access.roles, or roles), else 403: the API's own check, behind
+//                       the route's claim rule in Vestibule
+//   GET /live/...       with `Upgrade: websocket`: a WebSocket (RFC 6455, by hand: text frames,
+//                       ping/pong, close) pushing {"tick": n, ...} every second
+//   GET /events, GET /live/events
+//                       server-sent events (text/event-stream), one tick a second
+//   anything else       who called (sub, name, roles), method and path
+//
 //   OIDC_DISCOVERY_URL=http://localhost:8081/realms/vestibule/.well-known/openid-configuration \
 //     node dev/demo-api.mjs
 //
@@ -19,6 +28,7 @@ const HOST = process.env.HOST ?? '127.0.0.1';
 const DISCOVERY_URL = process.env.OIDC_DISCOVERY_URL;
 const CACHE_TTL_MS = 5_000;
 const FETCH_TIMEOUT_MS = 5_000;
+const TICK_MS = 1_000;
 
 if (!DISCOVERY_URL) {
   console.error('demo-api: OIDC_DISCOVERY_URL is required (the provider\'s .well-known/openid-configuration URL)');
@@ -149,21 +159,194 @@ async function handle(req, res) {
     log(`${req.method} ${path} -> 401 (token rejected by userinfo)`);
     return unauthorized(res);
   }
-  const roles = Array.isArray(claims.realm_access?.roles) ? claims.realm_access.roles : [];
+  const caller = callerOf(claims);
+  if (path === '/events' || path === '/live/events') {
+    log(`${req.method} ${path} -> 200 event stream (sub ${claims.sub})`);
+    return streamEvents(req, res, caller);
+  }
+  if (path === '/live' || path.startsWith('/live/')) {
+    log(`${req.method} ${path} -> 426 (not a WebSocket handshake; sub ${claims.sub})`);
+    return send(res, 426, { error: 'upgrade_required' }, { upgrade: 'websocket', connection: 'Upgrade' });
+  }
+  let message = 'Hello from the demo API';
+  if (path === '/admin' || path.startsWith('/admin/')) {
+    if (!caller.roles.includes('admin')) {
+      log(`${req.method} ${path} -> 403 (not an admin; sub ${claims.sub})`);
+      return send(res, 403, { error: 'forbidden', message: 'the admin API needs the role admin' });
+    }
+    message = 'Hello, administrator: the demo API\'s admin report';
+  } else if (path === '/step-up' || path.startsWith('/step-up/')) {
+    message = 'Hello from the step-up route: your login was recent (or strong) enough';
+  }
   log(`${req.method} ${path} -> 200 (sub ${claims.sub})`);
   return send(res, 200, {
-    message: 'Hello from the demo API',
-    caller: {
-      sub: claims.sub,
-      name: claims.name ?? null,
-      preferred_username: claims.preferred_username ?? null,
-      email: claims.email ?? null,
-      roles,
-    },
+    message,
+    caller,
     method: req.method,
     path,
     served_at: new Date().toISOString(),
   });
+}
+
+/** What the answers say about the caller (Keycloak names realm roles realm_access.roles). */
+function callerOf(claims) {
+  const roles = Array.isArray(claims.realm_access?.roles)
+    ? claims.realm_access.roles
+    : Array.isArray(claims.roles) ? claims.roles : [];
+  return {
+    sub: claims.sub,
+    name: claims.name ?? null,
+    preferred_username: claims.preferred_username ?? null,
+    email: claims.email ?? null,
+    roles,
+  };
+}
+
+const tick = (n, caller) =>
+  JSON.stringify({ tick: n, at: new Date().toISOString(), user: caller.preferred_username ?? caller.sub });
+
+// ---------------------------------------------------------------- server-sent events
+function streamEvents(req, res, caller) {
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-store',
+  });
+  let n = 0;
+  const push = () => res.write(`data: ${tick(n++, caller)}\n\n`);
+  push();
+  const timer = setInterval(push, TICK_MS);
+  res.on('close', () => {
+    clearInterval(timer);
+    log(`event stream of ${caller.sub} ended after ${n} events`);
+  });
+}
+
+// ---------------------------------------------------------------- WebSocket (RFC 6455)
+const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+const MAX_FRAME_BYTES = 64 * 1024;
+const OPCODE = { continuation: 0x0, text: 0x1, binary: 0x2, close: 0x8, ping: 0x9, pong: 0xa };
+
+/** One unmasked frame (a server never masks, §5.1) with FIN set. */
+function frame(opcode, payload = Buffer.alloc(0)) {
+  const length = payload.length;
+  let header;
+  if (length < 126) {
+    header = Buffer.from([0x80 | opcode, length]);
+  } else if (length < 65536) {
+    header = Buffer.alloc(4);
+    header.writeUInt16BE(length, 2);
+    header[1] = 126;
+  } else {
+    header = Buffer.alloc(10);
+    header.writeBigUInt64BE(BigInt(length), 2);
+    header[1] = 127;
+  }
+  header[0] = 0x80 | opcode;
+  return Buffer.concat([header, payload]);
+}
+
+function closeFrame(code, reason = '') {
+  const payload = Buffer.alloc(2 + Buffer.byteLength(reason));
+  payload.writeUInt16BE(code, 0);
+  payload.write(reason, 2);
+  return frame(OPCODE.close, payload);
+}
+
+/** Reads the client's frames from `buffer`: [frames, rest], or null for a frame we refuse. */
+function parseFrames(buffer) {
+  const frames = [];
+  for (;;) {
+    if (buffer.length < 2) break;
+    const opcode = buffer[0] & 0x0f;
+    const masked = (buffer[1] & 0x80) !== 0;
+    let length = buffer[1] & 0x7f;
+    let offset = 2;
+    if (length === 126) {
+      if (buffer.length < 4) break;
+      length = buffer.readUInt16BE(2);
+      offset = 4;
+    } else if (length === 127) {
+      if (buffer.length < 10) break;
+      const long = buffer.readBigUInt64BE(2);
+      if (long > BigInt(MAX_FRAME_BYTES)) return null;
+      length = Number(long);
+      offset = 10;
+    }
+    if (!masked || length > MAX_FRAME_BYTES) return null; // clients must mask (§5.1)
+    if (buffer.length < offset + 4 + length) break;
+    const mask = buffer.subarray(offset, offset + 4);
+    const payload = Buffer.from(buffer.subarray(offset + 4, offset + 4 + length));
+    for (let i = 0; i < payload.length; i += 1) payload[i] ^= mask[i % 4];
+    frames.push({ opcode, payload });
+    buffer = buffer.subarray(offset + 4 + length);
+  }
+  return [frames, buffer];
+}
+
+function refuseHandshake(socket, status, reason, extra = '') {
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n${extra}\r\n`);
+}
+
+async function upgrade(req, socket) {
+  const path = new URL(req.url ?? '/', 'http://demo-api').pathname;
+  socket.on('error', () => socket.destroy());
+  const key = req.headers['sec-websocket-key'];
+  if (
+    req.method !== 'GET' || !(path === '/live' || path.startsWith('/live/'))
+    || String(req.headers.upgrade).toLowerCase() !== 'websocket'
+    || req.headers['sec-websocket-version'] !== '13' || typeof key !== 'string'
+  ) {
+    log(`${req.method} ${path} -> 400 (not a WebSocket handshake this API accepts)`);
+    return refuseHandshake(socket, 400, 'Bad Request');
+  }
+  const token = bearerToken(req);
+  let claims = null;
+  try {
+    claims = token ? await verify(token) : null;
+  } catch (error) {
+    log(`${req.method} ${path} -> 503 (provider unavailable: ${error.message})`);
+    return refuseHandshake(socket, 503, 'Service Unavailable', 'Retry-After: 5\r\n');
+  }
+  if (!claims) {
+    log(`${req.method} ${path} -> 401 (WebSocket handshake without a valid bearer token)`);
+    return refuseHandshake(socket, 401, 'Unauthorized', 'WWW-Authenticate: Bearer error="invalid_token"\r\n');
+  }
+  const accept = createHash('sha1').update(key + WEBSOCKET_GUID).digest('base64');
+  socket.write(
+    'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+      + `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+  );
+  const caller = callerOf(claims);
+  log(`${req.method} ${path} -> 101 WebSocket (sub ${claims.sub})`);
+  let n = 0;
+  let closing = false;
+  const sendTick = () => socket.write(frame(OPCODE.text, Buffer.from(tick(n++, caller))));
+  sendTick();
+  const timer = setInterval(sendTick, TICK_MS);
+  const close = (code, reason) => {
+    if (closing) return;
+    closing = true;
+    clearInterval(timer);
+    socket.end(closeFrame(code, reason));
+  };
+  let pending = Buffer.alloc(0);
+  socket.on('data', (chunk) => {
+    const parsed = parseFrames(Buffer.concat([pending, chunk]));
+    if (!parsed) return close(1009, 'frame refused');
+    const [frames, rest] = parsed;
+    pending = rest;
+    for (const { opcode, payload } of frames) {
+      if (opcode === OPCODE.ping) socket.write(frame(OPCODE.pong, payload));
+      else if (opcode === OPCODE.close) {
+        // Echo the peer's code (§5.5.1); Vestibule sends 1001 when the session ended.
+        const code = payload.length >= 2 ? payload.readUInt16BE(0) : 1000;
+        log(`WebSocket of ${caller.sub} closed by the peer (${code}) after ${n} ticks`);
+        return close(code === 1005 || code === 1006 ? 1000 : code);
+      }
+      // Text, binary, pong and continuation frames are read and ignored: the feed only pushes.
+    }
+  });
+  socket.on('close', () => clearInterval(timer));
 }
 
 const server = createServer((req, res) => {
@@ -174,6 +357,12 @@ const server = createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 65_000;
+server.on('upgrade', (req, socket) => {
+  upgrade(req, socket).catch((error) => {
+    log(`internal error in a WebSocket: ${error.message}`);
+    socket.destroy();
+  });
+});
 
 server.listen(PORT, HOST, () => {
   const address = server.address();

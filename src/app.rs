@@ -165,8 +165,7 @@ impl Application {
         if let Err(error) = provider.discover().await {
             tracing::warn!(error = %error, "provider discovery failed; retrying when a request needs it (backing off while it fails)");
         }
-        let frontend =
-            FrontendService::new(frontend, routes.first().map(|route| route.prefix.as_str()));
+        let frontend = FrontendService::new(frontend, &routes);
         // Whose forwarded client address, request id and trace context are believed.
         let trusted_proxies = TrustedProxies::new(server.trusted_proxies.clone());
         let ending = SessionEnding::new(sessions.clone(), provider.clone(), audit.clone());

@@ -72,6 +72,68 @@ async fn demo_page_is_served_at_root_with_a_strict_csp() {
 }
 
 #[tokio::test]
+async fn the_demo_page_shows_a_section_for_each_kind_of_route_it_finds() {
+    // The harness's one route has no claim rule, no step-up, no WebSocket: no such sections.
+    let plain = TestApp::start().await;
+    let body = plain.browser().get("/").await.text().await.unwrap();
+    for id in [
+        "admin",
+        "step-up",
+        "live",
+        "call-admin",
+        "call-step-up",
+        "ws-status",
+    ] {
+        assert!(
+            !body.contains(&format!("id=\"{id}\"")),
+            "#{id} without its route"
+        );
+    }
+
+    let app = TestApp::builder()
+        .extra_toml(
+            r#"
+[[routes]]
+prefix = "/api/admin"
+upstream = "{upstream}"
+[[routes.require]]
+claim = "roles"
+any_of = ["admin"]
+
+[[routes]]
+prefix = "/api/recent"
+upstream = "{upstream}"
+[routes.step_up]
+max_age_secs = 60
+
+[[routes]]
+prefix = "/api/live"
+upstream = "{upstream}"
+websocket = true
+"#,
+        )
+        .start()
+        .await;
+    let response = app.browser().get("/").await;
+    let csp = header(&response, "content-security-policy");
+    let body = response.text().await.unwrap();
+    for expected in [
+        "data-path=\"/api/orders/hello\"",
+        "id=\"call-admin\" data-path=\"/api/admin/report\"",
+        "id=\"call-step-up\" data-path=\"/api/recent/confirm\"",
+        "id=\"live\" class=\"wide\" data-path=\"/api/live\"",
+        "id=\"ws-status\"",
+        "id=\"sse-status\"",
+    ] {
+        assert!(body.contains(expected), "the page has {expected}");
+    }
+    // The live feed's WebSocket is admitted by 'self' alone (CSP Level 3); no ws: scheme
+    // source that would admit any host (the browser test proves Chromium connects).
+    assert!(csp.contains("connect-src 'self';"), "{csp}");
+    assert!(!csp.contains("ws:") && !csp.contains("wss:"), "{csp}");
+}
+
+#[tokio::test]
 async fn client_helper_is_served_as_javascript() {
     let app = TestApp::start().await;
     let response = app.browser().get("/api/auth/client.js").await;

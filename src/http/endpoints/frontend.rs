@@ -22,6 +22,7 @@ use crate::http::proxy::upgrade::{self, ClientUpgrade};
 use crate::http::proxy::{ProxyError, into_browser_response};
 use crate::http::server::client_address::ClientAddress;
 use crate::http::server::connection::ConnectionSlot;
+use crate::routes::Route;
 
 /// The JS helper served at `/api/auth/client.js`.
 const CLIENT_JS: &str = include_str!("../../../templates/client.js");
@@ -36,10 +37,10 @@ const REVALIDATE: &str = "no-cache";
 /// How the SPA is served, built once from the configuration.
 #[derive(Clone)]
 pub enum FrontendService {
-    /// The built-in demo page; `api_path` is what its button calls.
+    /// The built-in demo page, with the paths its sections call.
     Demo {
-        /// First route prefix + `/hello`, if any route exists.
-        api_path: Option<String>,
+        /// What each section of the page calls; a section without a path is left out.
+        paths: DemoPaths,
     },
     /// Static files with an `index.html` fallback for client-side routes.
     Dir {
@@ -53,12 +54,46 @@ pub enum FrontendService {
     },
 }
 
+/// The paths the demo page's sections call, found among the routes by what each route is
+/// (in the configuration's order, the first that fits): a section whose kind of route is not
+/// configured is not shown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DemoPaths {
+    /// "Call the API": the first route's prefix + `/hello`.
+    pub api: Option<String>,
+    /// "Admin-only call": the first route with claim rules, + `/report`.
+    pub admin: Option<String>,
+    /// "Step up": the first route with a step-up, + `/confirm`.
+    pub step_up: Option<String>,
+    /// The live feeds: the first route with `websocket = true`, whose `/ticks` is the
+    /// WebSocket and `/events` the event stream.
+    pub live: Option<String>,
+}
+
+impl DemoPaths {
+    /// The paths for `routes` (as configured, in order).
+    pub fn for_routes(routes: &[Route]) -> Self {
+        let first = |fits: fn(&Route) -> bool, path: &str| {
+            routes
+                .iter()
+                .find(|route| fits(route))
+                .map(|route| format!("{}{path}", route.prefix))
+        };
+        Self {
+            api: first(|_| true, "/hello"),
+            admin: first(|route| !route.policy.require().is_empty(), "/report"),
+            step_up: first(|route| route.policy.step_up().is_some(), "/confirm"),
+            live: first(|route| route.websocket, ""),
+        }
+    }
+}
+
 impl FrontendService {
-    /// Builds the service for a validated `[frontend]` choice.
-    pub fn new(frontend: Frontend, first_route_prefix: Option<&str>) -> Self {
+    /// Builds the service for a validated `[frontend]` choice and the configured routes.
+    pub fn new(frontend: Frontend, routes: &[Route]) -> Self {
         match frontend {
             Frontend::Demo => FrontendService::Demo {
-                api_path: first_route_prefix.map(|prefix| format!("{prefix}/hello")),
+                paths: DemoPaths::for_routes(routes),
             },
             Frontend::Dir(root) => FrontendService::Dir { root },
             Frontend::Upstream(base) => FrontendService::Upstream { base },
@@ -88,7 +123,7 @@ fn helper_file(content_type: &'static str, body: &'static str) -> Response {
 /// the single-page app.
 pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     match &state.frontend {
-        FrontendService::Demo { api_path } => Ok(demo_page(request.uri(), api_path.as_deref())),
+        FrontendService::Demo { paths } => Ok(demo_page(request.uri(), paths)),
         FrontendService::Dir { root } => Ok(static_file(root, request).await),
         FrontendService::Upstream { base } => dev_server(&state, base, request).await,
     }
@@ -99,21 +134,30 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
 struct DemoPage<'a> {
     nonce: String,
     api_path: Option<&'a str>,
+    admin_path: Option<&'a str>,
+    step_up_path: Option<&'a str>,
+    live_path: Option<&'a str>,
 }
 
-fn demo_page(uri: &Uri, api_path: Option<&str>) -> Response {
+fn demo_page(uri: &Uri, paths: &DemoPaths) -> Response {
     if uri.path() != "/" {
         return AppError::NotFound.into_response();
     }
     let nonce = crate::random::url_safe_secret();
     let page = DemoPage {
         nonce: nonce.clone(),
-        api_path,
+        api_path: paths.api.as_deref(),
+        admin_path: paths.admin.as_deref(),
+        step_up_path: paths.step_up.as_deref(),
+        live_path: paths.live.as_deref(),
     };
     let Ok(html) = page.render() else {
         return AppError::NotFound.into_response();
     };
     let mut response = Html(html).into_response();
+    // `connect-src 'self'` also admits the live feed's same-origin WebSocket: CSP Level 3
+    // matches `ws:`/`wss:` on the page's host and port to `'self'` (§6.7.2.5; Chromium, Firefox
+    // and Safari do), so the policy needs no scheme source that would admit any host.
     let csp = format!(
         "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; \
          img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -232,4 +276,71 @@ async fn dev_server(
         Some(client_upgrade) => upgrade::relay_bytes(client_upgrade, response, slot),
         None => into_browser_response(response),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::authz::{Access, ClaimPath, ClaimRule, Expected, MethodSet, RoutePolicy, StepUp};
+
+    fn route(prefix: &str, policy: RoutePolicy, websocket: bool) -> Route {
+        Route {
+            policy,
+            websocket,
+            ..Route::new(
+                prefix.to_owned(),
+                Url::parse("http://127.0.0.1:9000").unwrap(),
+                Duration::from_secs(5),
+            )
+        }
+    }
+
+    fn admins_only() -> RoutePolicy {
+        let rule = ClaimRule::new(
+            ClaimPath::parse("realm_access.roles").unwrap(),
+            Expected::parse(Some(vec!["admin".to_owned()]), None).unwrap(),
+        )
+        .unwrap();
+        RoutePolicy::new(Access::User, MethodSet::every(), vec![rule], None).unwrap()
+    }
+
+    fn recent_login() -> RoutePolicy {
+        let step_up = StepUp::new(Vec::new(), Some(Duration::from_secs(60))).unwrap();
+        RoutePolicy::new(Access::User, MethodSet::every(), Vec::new(), Some(step_up)).unwrap()
+    }
+
+    #[test]
+    fn each_demo_section_calls_the_first_route_of_its_kind() {
+        let routes = [
+            route("/api/demo", RoutePolicy::default(), false),
+            route("/api/admin", admins_only(), false),
+            route("/api/step-up", recent_login(), false),
+            route("/api/live", RoutePolicy::default(), true),
+            route("/api/live-too", RoutePolicy::default(), true),
+        ];
+        assert_eq!(
+            DemoPaths::for_routes(&routes),
+            DemoPaths {
+                api: Some("/api/demo/hello".to_owned()),
+                admin: Some("/api/admin/report".to_owned()),
+                step_up: Some("/api/step-up/confirm".to_owned()),
+                live: Some("/api/live".to_owned()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_section_without_its_kind_of_route_has_no_path() {
+        let plain = [route("/api/orders", RoutePolicy::default(), false)];
+        assert_eq!(
+            DemoPaths::for_routes(&plain),
+            DemoPaths {
+                api: Some("/api/orders/hello".to_owned()),
+                ..DemoPaths::default()
+            }
+        );
+        assert_eq!(DemoPaths::for_routes(&[]), DemoPaths::default());
+    }
 }

@@ -1,6 +1,7 @@
 //! Vestibule in front of the real Keycloak: its own Redis, the compose split (issuer on the
 //! browser's name, discovery through the back channel), the realm's client and secret, and the
-//! demo API behind `/api/demo`. It can be restarted in place, as a deployment would be.
+//! demo API behind compose's routes (`/api/demo`, the admin, step-up and live routes). It can be
+//! restarted in place, as a deployment would be.
 
 use super::compose::compose_env;
 use super::keycloak::Keycloak;
@@ -36,6 +37,14 @@ impl KeycloakApp {
     }
 
     async fn start_with(refresh_skew_secs: u64, own_client: bool) -> Self {
+        let routes = demo_routes(&Keycloak::shared().demo_api_url);
+        Self::start_with_routes(refresh_skew_secs, own_client, &routes).await
+    }
+
+    /// [`KeycloakApp::start`] (with its own client and back-channel logout URL when
+    /// `own_client`) whose routes are `routes`, a TOML array of route tables (see
+    /// [`demo_routes`]).
+    pub async fn start_with_routes(refresh_skew_secs: u64, own_client: bool, routes: &str) -> Self {
         let keycloak = Keycloak::shared();
         let redis = RedisServer::start().await;
         let back = Relay::start(keycloak.http_port).await;
@@ -56,6 +65,7 @@ impl KeycloakApp {
             r#"
 listen = "127.0.0.1:{port}"
 public_url = "{url}"
+routes = {routes}
 
 [oidc]
 issuer = "{issuer}"
@@ -71,10 +81,6 @@ encryption_key = "{ENCRYPTION_KEY}"
 
 [login]
 rate_limit_burst = 10000
-
-[[routes]]
-prefix = "/api/demo"
-upstream = "{demo_api}"
 "#,
             issuer = keycloak.issuer(),
             discovery = keycloak.discovery_url_via(&format!("http://127.0.0.1:{}", back.port)),
@@ -83,7 +89,6 @@ upstream = "{demo_api}"
             // The scopes compose asks Keycloak for (online refresh tokens).
             scopes = compose_env("vestibule", "VESTIBULE_OIDC__SCOPES"),
             redis = redis.url(),
-            demo_api = keycloak.demo_api_url,
         );
         let task = spawn_vestibule(&config).await;
         Self {
@@ -117,6 +122,20 @@ upstream = "{demo_api}"
         }
         self.task = Some(spawn_vestibule(&self.config).await);
     }
+}
+
+/// The routes compose gives Vestibule (`VESTIBULE_ROUTES`, a TOML array of route tables), with
+/// the demo API's service name replaced by `demo_api_url`: the tests run the demo's routes as
+/// shipped.
+pub fn demo_routes(demo_api_url: &str) -> String {
+    let routes = compose_env("vestibule", "VESTIBULE_ROUTES");
+    let service = compose_env("demo-api", "PORT");
+    let name = format!("http://demo-api:{service}");
+    assert!(
+        routes.contains(&name),
+        "compose's routes go to the demo API at {name}: {routes}"
+    );
+    routes.replace(&name, demo_api_url)
 }
 
 impl Drop for KeycloakApp {

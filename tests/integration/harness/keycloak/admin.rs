@@ -167,6 +167,12 @@ impl Keycloak {
         events
     }
 
+    /// The bootstrap administrator's user name and password (compose's), for a browser test
+    /// that acts as the administrator itself.
+    pub fn admin_credentials(&self) -> (&str, &str) {
+        (&self.admin_username, &self.admin_password)
+    }
+
     async fn admin_token(&self) -> String {
         admin_token(&self.back_url, &self.admin_username, &self.admin_password).await
     }
