@@ -20,7 +20,7 @@ use crate::http::proxy::headers::ForwardingHeaders;
 use crate::http::server::accept::ServeLimits;
 use crate::http::server::client_address::TrustedProxies;
 use crate::http::server::connection::ConnectionLimits;
-use crate::http::server::dispatch::Dispatcher;
+use crate::http::server::dispatch::{CallerTrust, Dispatcher};
 use crate::http::server::request_id::RequestIds;
 use crate::http::server::trace_context::TraceContextTrust;
 use crate::http::suspicious_use::SuspiciousUsePolicy;
@@ -124,6 +124,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
+    trust: Arc<CallerTrust>,
     limits: ServeLimits,
     shutdown_delay: std::time::Duration,
     metrics: Option<MetricsListener>,
@@ -198,16 +199,22 @@ impl Application {
             routes: Arc::new(RouteTable::new(routes)),
             cookies: CookiePolicy::new(https),
             frontend,
-            trusted_proxies: trusted_proxies.clone(),
-            login_limit: LoginRateLimit::new(login.rate_limit_per_minute, login.rate_limit_burst),
+            login_limit: LoginRateLimit::new(login.rate_limit_per_minute, login.rate_limit_burst)
+                .trusting_proxies(!trusted_proxies.is_empty()),
             logins,
             ending,
             max_body_bytes: server.max_body_bytes,
             lifecycle: Arc::new(Lifecycle::default()),
             suspicious_use,
-            request_ids: RequestIds::new(server.trust_request_id, trusted_proxies.clone()),
             audit,
-            trace_context: TraceContextTrust::new(traces.trust_traceparent, trusted_proxies),
+        });
+        let trust = Arc::new(CallerTrust {
+            request_ids: RequestIds::new(server.trust_request_id, trusted_proxies.clone()),
+            trace_context: TraceContextTrust::new(
+                traces.trust_traceparent,
+                trusted_proxies.clone(),
+            ),
+            trusted_proxies,
         });
         // The span and the panic guard every request gets are added by the dispatcher
         // (`http::server::scope`), around the router and the proxy alike.
@@ -237,6 +244,7 @@ impl Application {
             listener,
             router,
             state,
+            trust,
             limits,
             shutdown_delay: server.shutdown_delay,
             metrics,
@@ -254,11 +262,11 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "vestibule listening");
         let stop = stopping(self.state.lifecycle.clone(), self.shutdown_delay).shared();
-        let (state, router) = (self.state, self.router);
+        let (state, trust, router) = (self.state, self.trust, self.router);
         let public = http::server::accept::serve(
             self.listener,
             self.limits,
-            move |accepted| Dispatcher::new(state.clone(), router.clone(), accepted),
+            move |accepted| Dispatcher::new(state.clone(), trust.clone(), router.clone(), accepted),
             stop.clone(),
         );
         match self.metrics {

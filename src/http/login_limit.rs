@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::clock::{OncePerInterval, unix_now};
+use crate::http::proxy::headers::X_FORWARDED_FOR;
 use crate::http::server::client_address::client_network;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -42,6 +43,8 @@ pub struct LoginRateLimit {
     checks: AtomicU32,
     /// When each kind of warning was last given ([`DISPLACED`], [`UNTRUSTED_PROXY`]).
     warnings: OncePerInterval,
+    /// Whether `server.trusted_proxies` names any proxy.
+    trusts_proxies: bool,
 }
 
 /// The warning that new logins displace others from the total cap.
@@ -68,7 +71,26 @@ impl LoginRateLimit {
             clock: DefaultClock::default(),
             checks: AtomicU32::new(0),
             warnings: OncePerInterval::new(Duration::from_secs(WARNING_INTERVAL_SECS), 2),
+            trusts_proxies: false,
         }
+    }
+
+    /// This limit, told whether `server.trusted_proxies` names any proxy (when none does, a
+    /// refused start that came with `X-Forwarded-For` is worth a warning).
+    pub fn trusting_proxies(mut self, trusts_proxies: bool) -> Self {
+        self.trusts_proxies = trusts_proxies;
+        self
+    }
+
+    /// Counts a login start from `client` with `headers`; `Err` with how long to wait when
+    /// over the limit. A refusal of a request that came through an untrusted proxy is
+    /// reported (see [`Self::report_refused_behind_untrusted_proxy`]).
+    pub fn admit(&self, client: IpAddr, headers: &axum::http::HeaderMap) -> Result<(), Duration> {
+        self.check(client).inspect_err(|_| {
+            if !self.trusts_proxies && headers.contains_key(X_FORWARDED_FOR) {
+                self.report_refused_behind_untrusted_proxy(client);
+            }
+        })
     }
 
     /// Records that new logins displaced `count` others from the total cap: many addresses are

@@ -69,8 +69,6 @@ pub struct Components {
     pub websockets: websocket_limit::WebSocketLimit,
     /// How the single-page app is served.
     pub frontend: endpoints::frontend::FrontendService,
-    /// Whose `X-Forwarded-For` is believed when working out the client's address.
-    pub trusted_proxies: server::client_address::TrustedProxies,
     /// The rate limit on login starts per client address.
     pub login_limit: login_limit::LoginRateLimit,
     /// Logins: their start and their callback.
@@ -83,12 +81,8 @@ pub struct Components {
     pub lifecycle: Arc<endpoints::health::Lifecycle>,
     /// What happens when a session is used suspiciously.
     pub suspicious_use: suspicious_use::SuspiciousUsePolicy,
-    /// Where request ids come from.
-    pub request_ids: server::request_id::RequestIds,
     /// Where authentication events are recorded.
     pub audit: crate::audit::AuditTrail,
-    /// Whose W3C trace context is believed (`traces.trust_traceparent`).
-    pub trace_context: server::trace_context::TraceContextTrust,
 }
 
 impl Components {

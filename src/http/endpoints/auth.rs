@@ -15,7 +15,6 @@ use super::logout::{ProviderLogout, provider_logout};
 use super::no_store;
 use crate::error::{AppError, PageError};
 use crate::http::device::session_origin;
-use crate::http::proxy::headers::X_FORWARDED_FOR;
 use crate::http::server::client_address::ClientAddress;
 use crate::http::{AppState, QueryParams, csrf};
 use crate::oidc::AuthenticationRequest;
@@ -41,14 +40,10 @@ pub async fn begin_login(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    state.login_limit.check(client).map_err(|wait| {
-        if state.trusted_proxies.is_empty() && headers.contains_key(X_FORWARDED_FOR) {
-            state
-                .login_limit
-                .report_refused_behind_untrusted_proxy(client);
-        }
-        AppError::TooManyRequests(wait)
-    })?;
+    state
+        .login_limit
+        .admit(client, &headers)
+        .map_err(AppError::TooManyRequests)?;
     let query = QueryParams::parse(query.as_deref());
     let authentication = AuthenticationRequest::parse(
         query.get("acr_values"),

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -17,9 +18,11 @@ use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
 
 use super::accept::{Accepted, ConnectionService};
-use super::client_address::ClientAddress;
+use super::client_address::{ClientAddress, TrustedProxies};
 use super::connection::ConnectionSlot;
+use super::request_id::RequestIds;
 use super::scope::RequestScope;
+use super::trace_context::TraceContextTrust;
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::http::endpoints::{api, health};
@@ -62,10 +65,22 @@ impl Dispatch {
     }
 }
 
+/// Whose word about a request is believed: the client's address behind trusted proxies, their
+/// request id, their trace context. The server's own concern, held by every dispatcher.
+pub struct CallerTrust {
+    /// Whose `X-Forwarded-For` is believed when working out the client's address.
+    pub trusted_proxies: TrustedProxies,
+    /// Where request ids come from.
+    pub request_ids: RequestIds,
+    /// Whose W3C trace context is believed (`traces.trust_traceparent`).
+    pub trace_context: TraceContextTrust,
+}
+
 /// The service for one connection of the public listener: dispatches each request within its
 /// scope.
 pub struct Dispatcher {
     state: AppState,
+    trust: Arc<CallerTrust>,
     router: Router,
     /// The client's (or the front proxy's) address.
     peer: SocketAddr,
@@ -74,10 +89,17 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// The dispatcher for the `accepted` connection, to `router` and the proxy.
-    pub fn new(state: AppState, router: Router, accepted: Accepted) -> Self {
+    /// The dispatcher for the `accepted` connection, to `router` and the API routes, believing
+    /// callers as `trust` says.
+    pub fn new(
+        state: AppState,
+        trust: Arc<CallerTrust>,
+        router: Router,
+        accepted: Accepted,
+    ) -> Self {
         Self {
             state,
+            trust,
             router,
             peer: accepted.peer,
             slot: accepted.slot,
@@ -88,15 +110,15 @@ impl Dispatcher {
 impl ConnectionService for Dispatcher {
     fn respond(&self, mut request: Request) -> impl Future<Output = Response> + Send + 'static {
         let id = self
-            .state
+            .trust
             .request_ids
             .assign(self.peer.ip(), request.headers());
         let client = self
-            .state
+            .trust
             .trusted_proxies
             .client(self.peer.ip(), request.headers());
         let trusted_context = self
-            .state
+            .trust
             .trace_context
             .admit(self.peer.ip(), request.headers_mut());
         let scope = RequestScope::open(&request, &id, client, trusted_context);
