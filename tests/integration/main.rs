@@ -18,6 +18,7 @@ mod frontend;
 mod health;
 mod key_rotation;
 mod keycloak;
+mod keycloak_routes;
 mod limits;
 mod load_balancer;
 mod login;

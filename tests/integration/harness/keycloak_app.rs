@@ -37,8 +37,6 @@ impl KeycloakApp {
 
     async fn start_with(refresh_skew_secs: u64, own_client: bool) -> Self {
         let keycloak = Keycloak::shared();
-        let redis = RedisServer::start().await;
-        let back = Relay::start(keycloak.http_port).await;
         let port = free_port();
         let url = format!("http://localhost:{port}");
         let (client_id, client_secret) = if own_client {
@@ -52,6 +50,21 @@ impl KeycloakApp {
             keycloak.register_vestibule(&url).await;
             (keycloak.client_id.clone(), keycloak.client_secret.clone())
         };
+        Self::start_at(port, (&client_id, &client_secret), refresh_skew_secs, "").await
+    }
+
+    /// Starts Vestibule on `port` (public URL `http://localhost:<port>`) with a client already
+    /// registered at Keycloak for that URL, and `routes` (TOML) after the demo API's route.
+    pub async fn start_at(
+        port: u16,
+        (client_id, client_secret): (&str, &str),
+        refresh_skew_secs: u64,
+        routes: &str,
+    ) -> Self {
+        let keycloak = Keycloak::shared();
+        let redis = RedisServer::start().await;
+        let back = Relay::start(keycloak.http_port).await;
+        let url = format!("http://localhost:{port}");
         let config = format!(
             r#"
 listen = "127.0.0.1:{port}"
@@ -75,6 +88,7 @@ rate_limit_burst = 10000
 [[routes]]
 prefix = "/api/demo"
 upstream = "{demo_api}"
+{routes}
 "#,
             issuer = keycloak.issuer(),
             discovery = keycloak.discovery_url_via(&format!("http://127.0.0.1:{}", back.port)),
