@@ -289,9 +289,41 @@ impl Browser {
     async fn through_provider_pages(
         &self,
         start: Url,
+        credentials: (&str, &str),
+        steps: usize,
+        back: impl Fn(&Url) -> bool,
+    ) -> Option<Url> {
+        self.walk_provider_pages(start, credentials, steps, back, &mut Vec::new())
+            .await
+    }
+
+    /// [`Browser::authorize_with_password`] that also returns every page the provider showed
+    /// (the HTML of each form it filled), so a test can tell which prompts were asked.
+    pub async fn authorize_with_password_seeing_pages(
+        &self,
+        authorization_url: Url,
+        user: &str,
+        password: &str,
+    ) -> (Url, Vec<String>) {
+        let back = |url: &Url| {
+            url.origin() == self.base.origin() || url.path() == STACK.vestibule.callback_path
+        };
+        let mut pages = Vec::new();
+        let callback = self
+            .walk_provider_pages(authorization_url, (user, password), 20, back, &mut pages)
+            .await
+            .unwrap_or_else(|| panic!("the provider did not redirect back to Vestibule"));
+        (callback, pages)
+    }
+
+    /// [`Browser::through_provider_pages`], keeping the HTML of each page it filled in `pages`.
+    async fn walk_provider_pages(
+        &self,
+        start: Url,
         (user, password): (&str, &str),
         steps: usize,
         back: impl Fn(&Url) -> bool,
+        pages: &mut Vec<String>,
     ) -> Option<Url> {
         let mut next = start;
         for _ in 0..steps {
@@ -307,6 +339,7 @@ impl Browser {
             let page_url = next.clone();
             let html = response.text().await.unwrap();
             next = self.submit_form(&page_url, &html, user, password).await;
+            pages.push(html);
         }
         None
     }

@@ -46,8 +46,6 @@ impl KeycloakApp {
     /// [`demo_routes`]).
     pub async fn start_with_routes(refresh_skew_secs: u64, own_client: bool, routes: &str) -> Self {
         let keycloak = Keycloak::shared();
-        let redis = RedisServer::start().await;
-        let back = Relay::start(keycloak.http_port).await;
         let port = free_port();
         let url = format!("http://localhost:{port}");
         let (client_id, client_secret) = if own_client {
@@ -61,11 +59,41 @@ impl KeycloakApp {
             keycloak.register_vestibule(&url).await;
             (keycloak.client_id.clone(), keycloak.client_secret.clone())
         };
+        Self::start_at(
+            port,
+            (&client_id, &client_secret),
+            refresh_skew_secs,
+            routes,
+        )
+        .await
+    }
+
+    /// Starts Vestibule on `port` (public URL `http://localhost:<port>`) with a client already
+    /// registered at Keycloak for that URL, and `routes`: either a TOML array of route tables
+    /// (compose's `VESTIBULE_ROUTES`, see [`demo_routes`]) or `[[routes]]` tables, which come
+    /// after the demo API's own route.
+    pub async fn start_at(
+        port: u16,
+        (client_id, client_secret): (&str, &str),
+        refresh_skew_secs: u64,
+        routes: &str,
+    ) -> Self {
+        let keycloak = Keycloak::shared();
+        let redis = RedisServer::start().await;
+        let back = Relay::start(keycloak.http_port).await;
+        let url = format!("http://localhost:{port}");
+        let (inline, tables) = if routes.trim_start().starts_with("[[routes]]") {
+            let demo_api = &keycloak.demo_api_url;
+            let demo = format!("[[routes]]\nprefix = \"/api/demo\"\nupstream = \"{demo_api}\"\n");
+            (String::new(), format!("{demo}{routes}"))
+        } else {
+            (format!("routes = {routes}"), String::new())
+        };
         let config = format!(
             r#"
 listen = "127.0.0.1:{port}"
 public_url = "{url}"
-routes = {routes}
+{inline}
 
 [oidc]
 issuer = "{issuer}"
@@ -81,6 +109,8 @@ encryption_key = "{ENCRYPTION_KEY}"
 
 [login]
 rate_limit_burst = 10000
+
+{tables}
 "#,
             issuer = keycloak.issuer(),
             discovery = keycloak.discovery_url_via(&format!("http://127.0.0.1:{}", back.port)),

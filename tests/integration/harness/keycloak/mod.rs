@@ -11,6 +11,7 @@
 
 mod admin;
 mod launch;
+pub mod step_up;
 
 use std::process::Child;
 use std::sync::OnceLock;
