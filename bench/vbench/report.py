@@ -274,6 +274,8 @@ def render_websockets(ws):
     head = (f"WebSockets: {ws['sockets']:,} idle sockets ({ws['sessions']:,} sessions x {ws['sockets_per_session']}) "
             "to one echo upstream, through nginx's WebSocket proxy, then through Vestibule (Redis store); "
             f"{ws['round_trips']:,} round trips one at a time on {ws['round_trip_sockets']} of them.")
+    if ws.get("scaled_down"):
+        head += f" Scaled down: {ws['scaled_down']}."
     if ws.get("not_measured"):
         return ["", head, "", f"Not measured: {ws['not_measured']}"]
     lines = ["", head, "",
