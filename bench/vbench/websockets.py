@@ -15,8 +15,8 @@ import time
 import traceback
 
 from .clients import login
-from .context import CALLBACK, CSRF, ROOT, SESSION_COOKIE, log
-from .processes import CpuMeter, free_port, port_open, proc_tree, start, stop, vm_rss_mb, wait_for
+from .context import CALLBACK, CSRF, FOREIGN_LIMIT, ROOT, SESSION_COOKIE, log
+from .processes import Contention, CpuMeter, free_port, port_open, proc_tree, start, stop, vm_rss_mb, wait_for
 from .resp import redis_cmdstats
 from .servers import UNLIMITED_LOGINS, start_nginx_websocket_proxy, start_provider, start_redis, start_vestibule
 from .wsclient import close_all, echo_each, open_many, rtt_ms
@@ -233,7 +233,9 @@ websocket = true
             if echo_errors:
                 self.problems.append(f"websockets through {name}: {len(echo_errors)} sockets did not echo, "
                                      f"e.g. {echo_errors[0]}")
-            r = await rtt_ms(sockets[:rtt_sockets], rtts)
+            with Contention() as busy:
+                r = await rtt_ms(sockets[:rtt_sockets], rtts)
+            self.websockets_busy(out, "rtt", busy, f"round trips through {name}")
             out["rtt_p50_ms"] = rounded(percentile(r, 50), 3)
             out["rtt_p99_ms"] = rounded(percentile(r, 99), 3)
             log(f"  {k} sockets in {out['open_s']} s: {out['kb_per_socket_idle']} kB/socket idle, "
@@ -245,10 +247,19 @@ websocket = true
             close_all(sockets)
         return out
 
+    def websockets_busy(self, figures, what, busy, label):
+        """Notes the CPU other processes used while `what` was measured; a busy machine makes
+        latencies not comparable."""
+        figures[f"{what}_foreign_cpu_percent"] = round(busy.foreign_percent, 1)
+        if busy.foreign_percent > FOREIGN_LIMIT:
+            self.problems.append(f"websockets, {label}: the machine was busy with other processes "
+                                 f"({busy.foreign_percent:.0f}% CPU not from this benchmark): not comparable")
+
     async def websockets_end(self, ws, figures, sockets, cookies, vport, vpid, rport):
         """While every socket is open: Vestibule's cost of holding them (CPU, Redis commands),
         then one session in ten ended by a logout, each of its sockets timed to its close."""
-        idle_s = 2 if self.quick else 10
+        # 60 s: every watch's safety poll (one read per 30-60 s) falls in the window once.
+        idle_s = 2 if self.quick else 60
         c0 = redis_cmdstats(rport)
         with CpuMeter(vpid) as m:
             await asyncio.sleep(idle_s)
@@ -266,13 +277,15 @@ websocket = true
         others = [s for s in sockets if s.tag not in ended]
         log(f"  ending {len(ended)} sessions ({len(mine)} sockets) at once by logout; {len(others)} sockets stay")
         loop = asyncio.get_running_loop()
-        with concurrent.futures.ThreadPoolExecutor(16) as ex:
-            answers = await asyncio.gather(*(loop.run_in_executor(ex, logout, vport, cookies[s]) for s in sorted(ended)))
+        with Contention() as busy:
+            with concurrent.futures.ThreadPoolExecutor(16) as ex:
+                answers = await asyncio.gather(*(loop.run_in_executor(ex, logout, vport, cookies[s])
+                                                 for s in sorted(ended)))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(s.closed_at is None for s in mine):
+                await asyncio.sleep(0.05)
         at = dict(zip(sorted(ended), answers))
         bad = [a[2] for a in answers if a[2] != 200]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(s.closed_at is None for s in mine):
-            await asyncio.sleep(0.05)
         await asyncio.sleep(3)  # a close that should not come would come by now
         since_sent = [(s.closed_at - at[s.tag][0]) * 1000 for s in mine if s.closed_at is not None]
         since_answer = [(s.closed_at - at[s.tag][1]) * 1000 for s in mine if s.closed_at is not None]
@@ -291,6 +304,7 @@ websocket = true
             "sockets_of_other_sessions": len(others), "other_sockets_closed": len(others_closed),
             "other_sockets_not_echoing": len(alive_errors),
         }
+        self.websockets_busy(e, "end", busy, "the session ends")
         if bad:
             self.problems.append(f"websockets: {len(bad)} logouts answered {sorted(set(bad))}")
         if others_closed:
