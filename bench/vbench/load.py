@@ -1,7 +1,8 @@
 """The measurements: each config loaded with wrk (warm-up, runs, median), the login cost and
 the refresh under load; the other parts are mixins (deploy: scale-out and Redis latency,
-store: store scale, flood: login flood). A config or figure that cannot be measured is
-recorded with its reason (the run then fails, see report.unmeasured)."""
+store: store scale, websockets: WebSockets through Vestibule and nginx, flood: login
+flood). A config or figure that cannot be measured is recorded with its reason (the run
+then fails, see report.unmeasured)."""
 
 import base64
 import concurrent.futures
@@ -18,17 +19,18 @@ from .flood import LoginFlood
 from .processes import Contention, CpuMeter, free_port, stop, tail, vm_hwm_mb
 from .resp import redis_cmdstats
 from .store import StoreScale
+from .websockets import WebSockets
 from .servers import (provider_stats, start_apache, start_nginx_proxy, start_provider, start_redis,
                       start_upstream, start_vestibule)
 
 
 # What --only can select: the five configs, then the extra measurements.
 CONFIGS = ["direct", "nginx_proxy", "mod_auth_openidc", "vestibule_redis", "vestibule_memory"]
-EXTRAS = ["refresh", "scale-out", "redis-latency", "store-scale", "login-flood"]
+EXTRAS = ["refresh", "scale-out", "redis-latency", "store-scale", "websockets", "login-flood"]
 PARTS = CONFIGS + EXTRAS
 
 
-class Bench(Deploy, StoreScale, LoginFlood):
+class Bench(Deploy, StoreScale, WebSockets, LoginFlood):
     """One run: the selected parts, their figures (cfg, res), what could not be measured
     (failures, with the reason) and what was measured but is doubtful (problems)."""
 
@@ -171,6 +173,8 @@ class Bench(Deploy, StoreScale, LoginFlood):
             self.run_redis_latency()
         if "store-scale" in want:
             self.run_store_scale()
+        if "websockets" in want:
+            self.run_websockets()
         if "login-flood" in want:
             self.run_login_flood()
 

@@ -154,13 +154,20 @@ def children_cpu_s():
     return r.ru_utime + r.ru_stime
 
 
+def own_cpu_s():
+    """CPU of the benchmark's own process (a client it runs itself, e.g. the WebSocket part's)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class Contention:
-    """CPU used on the machine during an interval by processes NOT started by this run
-    (e.g. a compiler running in parallel): such runs are not comparable."""
+    """CPU used on the machine during an interval by processes NOT started by this run, nor
+    by the run itself (e.g. a compiler running in parallel): such runs are not comparable."""
 
     def __enter__(self):
         self.t0 = time.monotonic()
         self.sys0, self.ours0, self.kids0 = system_busy_ticks(), ours_ticks(), children_cpu_s()
+        self.self0 = own_cpu_s()
         return self
 
     def __exit__(self, *exc):
@@ -169,8 +176,9 @@ class Contention:
         ours = sum(v - self.ours0.get(p, 0) for p, v in ours1.items()) / CLK_TCK
         busy = (system_busy_ticks() - self.sys0) / CLK_TCK
         kids = children_cpu_s() - self.kids0  # wrk
+        own = own_cpu_s() - self.self0
         self.system_percent = 100.0 * busy / wall
-        self.foreign_percent = max(0.0, 100.0 * (busy - ours - kids) / wall)
+        self.foreign_percent = max(0.0, 100.0 * (busy - ours - kids - own) / wall)
         return False
 
 

@@ -119,6 +119,18 @@ def targets(out, parts):
         ("login flood: 5xx answers (none: a full cap displaces, never refuses)", lf.get("server_errors"), "<=", 0),
     ]
     rows += [(*row, ran("login-flood")) for row in flood_rows]
+    ws = out.get("websockets") or {}
+    wv, we = ws.get("vestibule") or {}, ws.get("end_to_close") or {}
+    others = (None if we.get("other_sockets_closed") is None
+              else we["other_sockets_closed"] + we["other_sockets_not_echoing"])
+    ws_rows = [
+        ("websockets: sockets held open through Vestibule", wv.get("opened"), ">=", ws.get("sockets")),
+        ("websockets: sockets of ended sessions closed with 4401", we.get("closed_4401"), ">=",
+         we.get("sockets_of_ended_sessions")),
+        ("websockets: session end (logout sent) to close frame, max ms", we.get("max_ms"), "<=", 2000),
+        ("websockets: sockets of other sessions closed or not echoing", others, "<=", 0),
+    ]
+    rows += [(*row, ran("websockets")) for row in ws_rows]
     res = []
     for name, val, op, lim, selected in rows:
         if not selected:
@@ -175,6 +187,7 @@ def render_md(out):
     lines += render_store_fill(out)
     lines += render_scale_out(out.get("scale_out"))
     lines += render_redis_latency(out.get("redis_latency"))
+    lines += render_websockets(out.get("websockets"))
     lines += render_login_flood(out.get("login_flood"))
     lines += ["", "| target | value | limit | result |", "|---|---:|---:|---|"]
     for t in out["targets"]:
@@ -252,6 +265,47 @@ def render_redis_latency(rl):
             lines.append(f"\nThe cache on {label}: req/s x{g['rps_on_over_off']} (on / off), p50 "
                          f"{off['p50_ms']:.2f} -> {on['p50_ms']:.2f} ms, p99 {off['p99_ms']:.2f} -> "
                          f"{on['p99_ms']:.2f} ms (off -> on).")
+    return lines
+
+
+def render_websockets(ws):
+    if not ws:
+        return []
+    head = (f"WebSockets: {ws['sockets']:,} idle sockets ({ws['sessions']:,} sessions x {ws['sockets_per_session']}) "
+            "to one echo upstream, through nginx's WebSocket proxy, then through Vestibule (Redis store); "
+            f"{ws['round_trips']:,} round trips one at a time on {ws['round_trip_sockets']} of them.")
+    if ws.get("scaled_down"):
+        head += f" Scaled down: {ws['scaled_down']}."
+    if ws.get("not_measured"):
+        return ["", head, "", f"Not measured: {ws['not_measured']}"]
+    lines = ["", head, "",
+             "| proxy | sockets open | open s | RSS MB before / open / after one message each | kB per socket "
+             "(idle / after a message) | fds per socket | round trip p50 ms | p99 ms |",
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    d = ws.get("direct") or {}
+    lines.append(f"| none (echo upstream alone) | | | | | | {fmt(d.get('rtt_p50_ms'), 3)} | {fmt(d.get('rtt_p99_ms'), 3)} |")
+    for key, label in (("nginx", "nginx"), ("vestibule", "Vestibule")):
+        p = ws.get(key) or {}
+        if "kb_per_socket_idle" not in p:
+            lines.append(f"| {label} | not measured | | | | | | |")
+            continue
+        lines.append(f"| {label} | {p['opened']:,} | {p['open_s']} | {p['rss_mb_before']} / {p['rss_mb_idle']} / "
+                     f"{p['rss_mb_after_one_message']} | {fmt(p['kb_per_socket_idle'], 1)} / "
+                     f"{fmt(p['kb_per_socket_after_one_message'], 1)} | {p['fds_per_socket']} | "
+                     f"{fmt(p.get('rtt_p50_ms'), 3)} | {fmt(p.get('rtt_p99_ms'), 3)} |")
+    v, e = ws.get("vestibule") or {}, ws.get("end_to_close") or {}
+    if "idle_cpu_percent" in v:
+        lines.append(f"\nHolding them ({v['idle_window_s']} s): Vestibule CPU {v['idle_cpu_percent']}%, Redis "
+                     f"{v['idle_redis_commands_per_s']} commands/s ({v['idle_redis_commands']}).")
+    if e:
+        lines.append(f"\nSession end to close: {e['sessions_ended']} sessions ended at once by logout "
+                     f"(answer p50 {fmt(e['logout_answer_p50_ms'])} ms) while all sockets were open; "
+                     f"{e['closed_4401']} of their {e['sockets_of_ended_sessions']} sockets closed with 4401 "
+                     f"({', '.join(e['close_reasons'])}), from the logout's sending: p50 {fmt(e['p50_ms'])} ms, "
+                     f"p99 {fmt(e['p99_ms'])} ms, max {fmt(e['max_ms'])} ms (from its answer: p50 "
+                     f"{fmt(e['after_logout_answer_p50_ms'])} ms, max {fmt(e['after_logout_answer_max_ms'])} ms); "
+                     f"of the {e['sockets_of_other_sessions']:,} other sockets {e['other_sockets_closed']} closed, "
+                     f"{e['other_sockets_not_echoing']} did not echo afterwards.")
     return lines
 
 

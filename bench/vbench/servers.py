@@ -43,7 +43,7 @@ master_process on;
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
   access_log off;
   client_body_temp_path {d}/body;
@@ -58,12 +58,12 @@ http {{
 """
 
 
-def start_nginx(name, body):
+def start_nginx(name, body, worker_connections=4096):
     d = os.path.join(WORK, name)
     os.makedirs(d, exist_ok=True)
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_COMMON.format(d=d, body=body))
+        f.write(NGINX_COMMON.format(d=d, body=body, worker_connections=worker_connections))
     p = start(name, ["nginx", "-p", d + "/", "-c", conf])
     return p
 
@@ -97,6 +97,31 @@ def start_nginx_proxy(upstream_port):
   }}"""
     p = start_nginx("proxy-nginx", body)
     wait_for("proxy nginx", lambda: port_open(port), p, 15, "proxy-nginx")
+    return port, p
+
+
+def start_nginx_websocket_proxy(upstream_port, sockets):
+    """nginx's WebSocket proxy (proxy_http_version 1.1, Upgrade and Connection passed on) in
+    front of the echo upstream, with room for `sockets` relays (two connections each). The
+    room is a quarter more than they need: nginx closes waiting connections (a handshake not
+    yet read) once fewer than 1/16 of its worker_connections are free. Its file-descriptor
+    limit is the one it inherits (bench/run raises it)."""
+    port = free_port()
+    room = 2 * sockets * 5 // 4 + 1024
+    body = f"""  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://127.0.0.1:{upstream_port};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 3600s;
+      proxy_send_timeout 3600s;
+    }}
+  }}"""
+    p = start_nginx("websocket-nginx", body, worker_connections=room)
+    wait_for("WebSocket proxy nginx", lambda: port_open(port), p, 15, "websocket-nginx")
     return port, p
 
 
