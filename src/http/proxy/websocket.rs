@@ -48,6 +48,11 @@ impl Close {
     }
 }
 
+/// How much each side of a relay reads at once. tungstenite's default (128 KiB, zero-filled
+/// before every read, so resident) made an idle relay cost 263 kB (`bench/run --only
+/// websockets`); larger messages still get the room they need, a read at a time.
+const READ_BUFFER_BYTES: usize = 4096;
+
 /// The largest message relayed (either way); a larger one closes the relay (`1009`).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
@@ -68,6 +73,7 @@ pub fn relay(
         hold,
         move |browser, upstream| async move {
             let config = WebSocketConfig::default()
+                .read_buffer_size(READ_BUFFER_BYTES)
                 .max_message_size(Some(MAX_MESSAGE_BYTES))
                 .max_frame_size(Some(MAX_MESSAGE_BYTES));
             let browser =

@@ -62,7 +62,23 @@ impl Keycloak {
         public_url: &str,
         backchannel_logout_url: &str,
     ) -> (String, String) {
-        let shipped = self.realm_json["clients"]
+        let (client_id, secret, mut client) = self.client_copy_for(public_url, "backchannel");
+        client["attributes"]["backchannel.logout.url"] =
+            Value::String(backchannel_logout_url.to_owned());
+        self.admin_send(reqwest::Method::POST, "clients", Some(&client))
+            .await;
+        (client_id, secret)
+    }
+
+    /// A copy of the realm file's client (its mappers and default scopes kept) for one
+    /// Vestibule at `public_url`, named after `purpose`, with that Vestibule's redirect URIs and
+    /// no back-channel logout URL: its id, secret and representation, not registered yet.
+    pub(super) fn client_copy_for(
+        &self,
+        public_url: &str,
+        purpose: &str,
+    ) -> (String, String, Value) {
+        let mut client = self.realm_json["clients"]
             .as_array()
             .expect("clients")
             .iter()
@@ -70,9 +86,8 @@ impl Keycloak {
             .expect("the realm file's client")
             .clone();
         let suffix = public_url.rsplit(':').next().unwrap_or("x");
-        let client_id = format!("{}-backchannel-{suffix}", self.client_id);
+        let client_id = format!("{}-{purpose}-{suffix}", self.client_id);
         let secret = format!("secret-of-{client_id}");
-        let mut client = shipped;
         if let Some(fields) = client.as_object_mut() {
             fields.remove("id");
         }
@@ -83,11 +98,8 @@ impl Keycloak {
         client["webOrigins"] = json!([public_url]);
         client["attributes"]["post.logout.redirect.uris"] =
             Value::String(format!("{public_url}/api/auth/logout-callback"));
-        client["attributes"]["backchannel.logout.url"] =
-            Value::String(backchannel_logout_url.to_owned());
-        self.admin_send(reqwest::Method::POST, "clients", Some(&client))
-            .await;
-        (client_id, secret)
+        client["attributes"]["backchannel.logout.url"] = Value::String(String::new());
+        (client_id, secret, client)
     }
 
     /// Adds a Vestibule at `public_url` to the realm's client (redirect URI, post-logout

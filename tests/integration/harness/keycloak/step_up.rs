@@ -48,25 +48,12 @@ impl Keycloak {
     /// and a browser flow of its own with both levels; returns its id and secret.
     pub async fn register_step_up_client(&self, public_url: &str) -> (String, String) {
         let suffix = public_url.rsplit(':').next().unwrap_or("x");
-        let client_id = format!("{}-step-up-{suffix}", self.client_id);
         let flow_id = self.create_step_up_flow(&format!("step-up {suffix}")).await;
-        let secret = format!("secret-of-{client_id}");
-        let mut client = self.shipped_client();
-        if let Some(fields) = client.as_object_mut() {
-            fields.remove("id");
-        }
+        let (client_id, secret, mut client) = self.client_copy_for(public_url, "step-up");
         let loa_map: serde_json::Map<String, Value> = ACR_LOA_MAP
             .iter()
             .map(|(acr, level)| ((*acr).to_owned(), json!(level)))
             .collect();
-        client["clientId"] = Value::String(client_id.clone());
-        client["secret"] = Value::String(secret.clone());
-        client["rootUrl"] = Value::String(public_url.to_owned());
-        client["redirectUris"] = json!([format!("{public_url}/api/auth/callback")]);
-        client["webOrigins"] = json!([public_url]);
-        client["attributes"]["post.logout.redirect.uris"] =
-            Value::String(format!("{public_url}/api/auth/logout-callback"));
-        client["attributes"]["backchannel.logout.url"] = Value::String(String::new());
         // The attribute is a JSON object in a string, as the admin console stores it.
         client["attributes"]["acr.loa.map"] = Value::String(Value::Object(loa_map).to_string());
         client["authenticationFlowBindingOverrides"] = json!({ "browser": flow_id });
@@ -205,17 +192,6 @@ impl Keycloak {
         execution["requirement"] = Value::String(requirement.to_owned());
         self.admin_send(reqwest::Method::PUT, &path, Some(&execution))
             .await;
-    }
-
-    /// The realm file's Vestibule client, as shipped.
-    fn shipped_client(&self) -> Value {
-        self.realm_json["clients"]
-            .as_array()
-            .expect("clients")
-            .iter()
-            .find(|client| client["clientId"] == self.client_id.as_str())
-            .expect("the realm file's client")
-            .clone()
     }
 }
 
