@@ -160,7 +160,7 @@ async fn a_websocket_handshake_must_come_from_our_origin() {
 async fn a_session_holds_a_bounded_number_of_websockets_and_a_silent_one_closes() {
     let app = TestApp::builder()
         .extra_toml(&format!(
-            "{LIVE}\n[server]\nmax_websockets_per_session = 1\nwebsocket_idle_timeout_secs = 1\n"
+            "{LIVE}\n[server]\nmax_websockets_per_session = 1\nwebsocket_idle_timeout_secs = 3\n"
         ))
         .start()
         .await;
@@ -178,7 +178,7 @@ async fn a_session_holds_a_bounded_number_of_websockets_and_a_silent_one_closes(
         other => panic!("expected a 429, got {other:?}"),
     }
     // Silent for the idle limit: closed with its own code, and its place is free again.
-    let frame = tokio::time::timeout(Duration::from_secs(5), first.next())
+    let frame = tokio::time::timeout(Duration::from_secs(10), first.next())
         .await
         .unwrap();
     let Some(Ok(Message::Close(Some(frame)))) = frame else {
