@@ -36,7 +36,7 @@ pub(super) fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigErro
                 "/api/auth is reserved for Vestibule",
             ));
         }
-        // The probes (`http::health`) are Vestibule's own, whatever the routes say.
+        // The probes (`http::endpoints::health`) are Vestibule's own, whatever the routes say.
         if ["/healthz", "/readyz"]
             .iter()
             .any(|probe| prefix == *probe || prefix.starts_with(&format!("{probe}/")))
