@@ -303,6 +303,8 @@ async fn development_server_is_proxied_with_websockets_and_without_credentials()
         ["theme=light; Path=/"],
         "only the app's own cookie"
     );
+    // The frontend relay's answers have never named Vestibule in `Via` (API answers do).
+    assert!(page.headers().get("via").is_none());
     assert_eq!(
         page.text().await.unwrap(),
         "dev server page for /src/main.ts"

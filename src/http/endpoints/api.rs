@@ -28,7 +28,7 @@ use crate::http::proxy::bearer_challenge::{says_invalid_token, step_up_demanded}
 use crate::http::proxy::upgrade::ClientUpgrade;
 use crate::http::proxy::websocket::{self, Close};
 use crate::http::proxy::{
-    ProxyError, into_browser_response, into_browser_response_until, set_bearer,
+    Destination, ProxyError, into_browser_response, into_browser_response_until, set_bearer,
 };
 use crate::http::server::connection::ConnectionSlot;
 use crate::http::{AppState, csrf};
@@ -100,9 +100,7 @@ pub async fn call_route(
         ),
         _ => None,
     };
-    let watched = session
-        .as_ref()
-        .map(|session| (session.cookie.clone(), session.record.expires_at));
+    let expires_at = session.as_ref().map(|session| session.record.expires_at);
     let credential = match session {
         Some(session) => {
             let cookie = session.cookie.clone();
@@ -111,10 +109,12 @@ pub async fn call_route(
         None => None,
     };
     let access_token = credential.as_ref().map(|(_, token)| token.as_str());
+    let destination = Destination::ApiRoute(route.metrics.label);
     state.forwarder.prepare(
         &mut parts,
         &url,
         client,
+        destination,
         access_token,
         client_upgrade.is_some(),
     )?;
@@ -124,9 +124,12 @@ pub async fn call_route(
         .then(|| parts.clone());
     let send = |request: Request| send(state, &route, request);
     let mut response = send(Request::from_parts(parts, body)).await?;
-    let until_session_ends = move || {
-        let mut watch =
-            watched.map(|(cookie, expires_at)| state.sessions.watch_cookie(&cookie, expires_at));
+    // Only a relay or a stream of events watches its session: a plain call never does.
+    let until_session_ends = || {
+        let mut watch = credential
+            .as_ref()
+            .zip(expires_at)
+            .map(|((cookie, _), expires_at)| state.sessions.watch_cookie(cookie, expires_at));
         async move {
             match watch.as_mut() {
                 Some(watch) => watch.ended().await,
@@ -139,6 +142,7 @@ pub async fn call_route(
         return Ok(websocket::relay(
             client_upgrade,
             response,
+            destination,
             state.websockets.idle_timeout(),
             async move { close_for(until.await) },
             (slot, socket_permit),
@@ -172,11 +176,15 @@ pub async fn call_route(
     if credential.is_some() && is_event_stream(&response) {
         // A stream of events for a session ends when the session does, wherever it ends.
         let until = until_session_ends();
-        return Ok(into_browser_response_until(response, async move {
-            until.await;
-        }));
+        return Ok(into_browser_response_until(
+            response,
+            destination,
+            async move {
+                until.await;
+            },
+        ));
     }
-    Ok(into_browser_response(response))
+    Ok(into_browser_response(response, destination))
 }
 
 /// The close frame a relay gets when its session is over.
@@ -231,7 +239,7 @@ async fn send(
     let label = route.metrics.label;
     state
         .forwarder
-        .send(request, Some(route.timeout), label)
+        .send(request, Some(route.timeout), Destination::ApiRoute(label))
         .await
         .map_err(|error| {
             let kind = match error {

@@ -19,7 +19,7 @@ use crate::config::Frontend;
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::http::proxy::upgrade::{self, ClientUpgrade};
-use crate::http::proxy::{ProxyError, into_browser_response};
+use crate::http::proxy::{Destination, ProxyError, into_browser_response};
 use crate::http::server::client_address::ClientAddress;
 use crate::http::server::connection::ConnectionSlot;
 use crate::routes::Route;
@@ -250,19 +250,24 @@ async fn dev_server(
     let slot = request.extensions().get::<ConnectionSlot>().cloned();
 
     let (mut parts, body) = request.into_parts();
-    // A frontend server never sees Vestibule's cookies; the session is not its business. It
-    // gets the same forwarding headers as an API, from what Vestibule knows.
+    // A frontend server never sees Vestibule's cookies nor a credential; the session is not
+    // its business. It gets the same forwarding headers as an API, from what Vestibule knows.
     let _ = state.cookies.strip(&mut parts.headers);
     state.forwarder.prepare(
         &mut parts,
         target.as_str(),
         client,
+        Destination::Frontend,
         None,
         client_upgrade.is_some(),
     )?;
     let response = state
         .forwarder
-        .send(Request::from_parts(parts, body), None, "frontend")
+        .send(
+            Request::from_parts(parts, body),
+            None,
+            Destination::Frontend,
+        )
         .await
         .map_err(|error| match error {
             ProxyError::Unavailable(cause) => {
@@ -270,11 +275,10 @@ async fn dev_server(
             }
             other => other.into(),
         })?;
-    // An SSR or dev server must not be able to set Vestibule's cookies (session fixation):
-    // its answers are cleaned like an API's.
+    // An SSR or dev server must not be able to set Vestibule's cookies (session fixation).
     Ok(match client_upgrade {
         Some(client_upgrade) => upgrade::relay_bytes(client_upgrade, response, slot),
-        None => into_browser_response(response),
+        None => into_browser_response(response, Destination::Frontend),
     })
 }
 

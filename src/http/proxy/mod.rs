@@ -63,6 +63,18 @@ impl From<ProxyError> for AppError {
     }
 }
 
+/// Where a forwarded request goes, which decides what only one kind of destination gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// An API route (`[[routes]]`, its metric label): the anti-forgery header and any
+    /// `Proxy-Authorization` go, the request's own id is sent, the call has a span of its own
+    /// when spans are exported, and the answer names this proxy in `Via`.
+    ApiRoute(&'static str),
+    /// The frontend's development or SSR server: only the rules every destination gets (the
+    /// frontend relay has always forwarded the rest as the browser sent it).
+    Frontend,
+}
+
 /// Sends requests to the servers behind Vestibule, built once at start-up.
 #[derive(Clone)]
 pub struct Forwarder {
@@ -78,15 +90,16 @@ impl Forwarder {
 
     /// Turns the browser's request `parts` into the upstream's, sent to `url` on behalf of
     /// `client`: hop-by-hop fields go (an upgrade's own `Connection`/`Upgrade` stay when
-    /// `keep_upgrade`), so do `Host`, the anti-forgery header, any `Authorization` or
-    /// `Proxy-Authorization` the browser sent and every routing header it could forge;
-    /// `credential`, when given, becomes `Authorization: Bearer`; the forwarding headers and
-    /// the request's own id are set from what Vestibule knows.
+    /// `keep_upgrade`), so do `Host`, any `Authorization` the browser sent and every routing
+    /// header it could forge; the forwarding headers are set from what Vestibule knows. For an
+    /// API route also the anti-forgery header and `Proxy-Authorization` go, `credential`, when
+    /// given, becomes `Authorization: Bearer`, and the request's own id is sent.
     pub fn prepare(
         &self,
         parts: &mut Parts,
         url: &str,
         client: IpAddr,
+        destination: Destination,
         credential: Option<&str>,
         keep_upgrade: bool,
     ) -> Result<(), ProxyError> {
@@ -96,13 +109,16 @@ impl Forwarder {
             remove_hop_by_hop(&mut parts.headers);
         }
         parts.headers.remove(header::HOST);
+        parts.headers.remove(header::AUTHORIZATION);
+        self.forwarded.apply(&mut parts.headers, client);
+        if destination == Destination::Frontend {
+            return Ok(());
+        }
         parts.headers.remove(csrf::CSRF_HEADER);
         parts.headers.remove(header::PROXY_AUTHORIZATION);
-        parts.headers.remove(header::AUTHORIZATION);
         if let Some(credential) = credential {
             set_bearer(&mut parts.headers, credential)?;
         }
-        self.forwarded.apply(&mut parts.headers, client);
         // The upstream sees the request's own id, never one the browser chose.
         match parts.extensions.get::<RequestId>() {
             Some(id) => {
@@ -117,19 +133,25 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Sends a prepared `request`, waiting at most `timeout` (when given) for the response
-    /// headers, in a span named after `label` when spans are exported.
+    /// Sends a prepared `request` to `destination`, waiting at most `timeout` (when given) for
+    /// the response headers; a call on an API route has a span of its own when spans are
+    /// exported.
     pub async fn send(
         &self,
         mut request: Request,
         timeout: Option<Duration>,
-        label: &'static str,
+        destination: Destination,
     ) -> Result<Response<Incoming>, ProxyError> {
         // Any trace context still on the request is trusted (the dispatcher removed any
-        // other, see `trace_context`). When spans are exported the upstream continues the
-        // trace from its own span; otherwise the trusted context passes on as it came.
-        // Baggage passes on either way.
-        let upstream_span = traces::span(|| tracing::debug_span!("upstream", route = label));
+        // other, see `trace_context`). When spans are exported an API route's upstream
+        // continues the trace from its own span; otherwise the trusted context passes on as
+        // it came. Baggage passes on either way.
+        let upstream_span = match destination {
+            Destination::ApiRoute(label) => {
+                traces::span(|| tracing::debug_span!("upstream", route = label))
+            }
+            Destination::Frontend => None,
+        };
         if let Some(span) = &upstream_span {
             for name in traces::TRACE_HEADERS {
                 request.headers_mut().remove(name);
@@ -156,25 +178,32 @@ pub fn set_bearer(headers: &mut HeaderMap, credential: &str) -> Result<(), Proxy
     Ok(())
 }
 
-/// The upstream's answer as the browser gets it: hop-by-hop fields and any `Set-Cookie` that
-/// could pass for Vestibule's go, and this proxy is named in `Via`; the body streams on.
-pub fn into_browser_response(response: Response<Incoming>) -> axum::response::Response {
+/// The answer of `destination` as the browser gets it: hop-by-hop fields and any
+/// `Set-Cookie` that could pass for Vestibule's go, and an API route's answer names this
+/// proxy in `Via`; the body streams on.
+pub fn into_browser_response(
+    response: Response<Incoming>,
+    destination: Destination,
+) -> axum::response::Response {
     let (mut parts, body) = response.into_parts();
     clean_upstream_response(&mut parts.headers);
-    parts
-        .headers
-        .append(header::VIA, HeaderValue::from_static(VIA));
+    if let Destination::ApiRoute(_) = destination {
+        parts
+            .headers
+            .append(header::VIA, HeaderValue::from_static(VIA));
+    }
     axum::response::Response::from_parts(parts, Body::new(body))
 }
 
-/// [`into_browser_response`], whose body ends when `until` resolves (a stream of events
-/// whose session ended), whatever the upstream still sends.
+/// [`into_browser_response`] of an API route, whose body ends when `until` resolves (a stream
+/// of events whose session ended), whatever the upstream still sends.
 pub fn into_browser_response_until(
     response: Response<Incoming>,
+    route: Destination,
     until: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> axum::response::Response {
     use futures_util::StreamExt;
-    let (parts, body) = into_browser_response(response).into_parts();
+    let (parts, body) = into_browser_response(response, route).into_parts();
     let body = Body::from_stream(body.into_data_stream().take_until(until));
     axum::response::Response::from_parts(parts, body)
 }
@@ -221,7 +250,14 @@ mod tests {
         assert!(policy.strip(&mut parts.headers).session.is_none());
         let client = "10.0.0.7".parse().unwrap();
         forwarder()
-            .prepare(&mut parts, "http://up/x", client, Some("tok"), false)
+            .prepare(
+                &mut parts,
+                "http://up/x",
+                client,
+                Destination::ApiRoute("/api"),
+                Some("tok"),
+                false,
+            )
             .unwrap();
         let headers = &parts.headers;
         assert_eq!(parts.uri, "http://up/x");
@@ -237,21 +273,53 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_credential_no_authorization_reaches_the_upstream() {
+        for destination in [Destination::ApiRoute("/api"), Destination::Frontend] {
+            let mut request = Request::new(Body::empty());
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_static("Bearer forged"),
+            );
+            let (mut parts, _) = request.into_parts();
+            let client = "127.0.0.1".parse().unwrap();
+            forwarder()
+                .prepare(&mut parts, "http://up/", client, destination, None, false)
+                .unwrap();
+            assert!(parts.headers.get(header::AUTHORIZATION).is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_frontend_gets_only_the_rules_every_destination_gets() {
         let mut request = Request::new(Body::empty());
-        request.headers_mut().insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer forged"),
+        let headers = request.headers_mut();
+        headers.insert("x-csrf", HeaderValue::from_static("1"));
+        headers.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic proxy"),
         );
+        headers.insert("x-request-id", HeaderValue::from_static("chosen"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
         let (mut parts, _) = request.into_parts();
+        let client = "10.0.0.7".parse().unwrap();
         forwarder()
             .prepare(
                 &mut parts,
-                "http://up/",
-                "127.0.0.1".parse().unwrap(),
+                "http://dev/",
+                client,
+                Destination::Frontend,
                 None,
                 false,
             )
             .unwrap();
-        assert!(parts.headers.get(header::AUTHORIZATION).is_none());
+        let headers = &parts.headers;
+        // As the frontend relay has always forwarded them.
+        assert_eq!(headers.get("x-csrf").unwrap(), "1");
+        assert_eq!(
+            headers.get(header::PROXY_AUTHORIZATION).unwrap(),
+            "Basic proxy"
+        );
+        assert_eq!(headers.get("x-request-id").unwrap(), "chosen");
+        assert_eq!(headers.get("x-forwarded-for").unwrap(), "10.0.0.7");
+        assert!(headers.get(header::TE).is_none());
     }
 }

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 
+use super::Destination;
 use super::headers::remove_own_set_cookies;
 
 /// Whether `headers` ask to switch protocols: an `Upgrade` field and `upgrade` among the
@@ -52,10 +53,12 @@ impl ClientUpgrade {
 /// Completes an upgrade the upstream accepted (`101`): runs `relay` on the two connections
 /// (the browser's, the upstream's) in a task of its own, which keeps `hold` (the connection's
 /// place under the cap on connections, and whatever else the caller counts) for as long as
-/// the relay lives. Any other answer goes to the browser as an ordinary response.
+/// the relay lives. Any other answer goes to the browser as an ordinary answer of
+/// `destination`.
 pub fn switch<R, F>(
     client: ClientUpgrade,
     mut response: Response<Incoming>,
+    destination: Destination,
     hold: impl Send + 'static,
     relay: R,
 ) -> axum::response::Response
@@ -64,7 +67,7 @@ where
     F: Future<Output = ()> + Send,
 {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return super::into_browser_response(response);
+        return super::into_browser_response(response, destination);
     }
     let upstream = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
@@ -90,6 +93,7 @@ pub fn relay_bytes(
     switch(
         client,
         response,
+        Destination::Frontend,
         hold,
         |mut browser, mut upstream| async move {
             let _ = tokio::io::copy_bidirectional(&mut browser, &mut upstream).await;

@@ -15,6 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
+use super::Destination;
 use super::upgrade::{ClientUpgrade, switch};
 
 /// Why Vestibule closed a relay, as the browser's close frame says it (codes in the private
@@ -59,10 +60,11 @@ const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// Completes a WebSocket handshake the upstream accepted (`101`) and relays messages (see
 /// [`super::upgrade::switch`]: the relay keeps `hold`, the connection's place under the cap and
 /// the session's WebSocket count). Any other answer goes to the browser as an ordinary
-/// response.
+/// answer of the API `route`.
 pub fn relay(
     client: ClientUpgrade,
     response: Response<Incoming>,
+    route: Destination,
     idle_limit: Duration,
     until: impl Future<Output = Close> + Send + 'static,
     hold: impl Send + 'static,
@@ -70,6 +72,7 @@ pub fn relay(
     switch(
         client,
         response,
+        route,
         hold,
         move |browser, upstream| async move {
             let config = WebSocketConfig::default()
