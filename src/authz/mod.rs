@@ -23,7 +23,7 @@ mod properties;
 pub use claims::{ClaimPath, ClaimRule, Expected, RuleOutcome};
 pub use decision::{Decision, ForbiddenReason, decide, step_up_login_url};
 pub use policy::{Access, MethodSet, RoutePolicy, StepUp};
-pub use principal::Principal;
+pub use principal::{Principal, unix_seconds};
 
 /// Why a route's policy settings cannot be used. The messages quote the offending value (settings
 /// are not secrets) but not the key, which the config layer knows.

@@ -125,8 +125,9 @@ impl Principal {
     }
 }
 
-/// `auth_time` as whole unix seconds: an integer, or a non-negative number truncated.
-fn unix_seconds(value: &Value) -> Option<u64> {
+/// A JWT NumericDate claim (`auth_time`) as whole unix seconds: an integer, or a non-negative
+/// number truncated (RFC 7519 §2 allows fractions).
+pub fn unix_seconds(value: &Value) -> Option<u64> {
     value.as_u64().or_else(|| {
         value
             .as_f64()

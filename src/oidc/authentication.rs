@@ -11,6 +11,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::authz::unix_seconds;
+
 /// The most `acr` values one login may ask for.
 pub const MAX_ACR_VALUES: usize = 10;
 
@@ -141,7 +143,7 @@ impl AuthenticationRequest {
         if let Some(max_age) = self.max_age {
             let auth_time = claims
                 .get("auth_time")
-                .and_then(auth_time_seconds)
+                .and_then(unix_seconds)
                 .ok_or(Shortfall::AuthTimeMissing)?;
             let valid_until = auth_time
                 .saturating_add(max_age)
@@ -196,16 +198,6 @@ fn parse_prompt(raw: &str) -> Result<String, ParameterError> {
         .filter(|value| seen.contains(value))
         .collect();
     Ok(ordered.join(" "))
-}
-
-/// `auth_time` as whole unix seconds: an integer, or a non-negative number truncated.
-fn auth_time_seconds(value: &Value) -> Option<u64> {
-    value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|secs| secs.is_finite() && *secs >= 0.0 && *secs < u64::MAX as f64)
-            .map(|secs| secs as u64)
-    })
 }
 
 #[cfg(test)]
