@@ -126,10 +126,14 @@ impl AuthenticationRequest {
         self.prompt.as_deref() == Some("none")
     }
 
-    /// Whether a provider's `error` at the callback is its "not without showing a page" answer
-    /// to this silent check (never for a login that may show pages).
-    pub fn declined_silently(&self, error: &str) -> bool {
-        self.is_silent() && SILENT_LOGIN_ERRORS.contains(&error)
+    /// The provider's `error` at the callback, as one of [`SILENT_LOGIN_ERRORS`], when it is
+    /// its "not without showing a page" answer to this silent check (never for a login that
+    /// may show pages).
+    pub fn declined_silently(&self, error: &str) -> Option<&'static str> {
+        SILENT_LOGIN_ERRORS
+            .into_iter()
+            .find(|code| *code == error)
+            .filter(|_| self.is_silent())
     }
 
     /// Checks the verified ID token's `claims` against what was asked, at `now` (unix seconds).
@@ -323,11 +327,11 @@ mod tests {
         let silent = AuthenticationRequest::parse(None, None, Some("none")).unwrap();
         assert!(silent.is_silent());
         for code in SILENT_LOGIN_ERRORS {
-            assert!(silent.declined_silently(code));
+            assert_eq!(silent.declined_silently(code), Some(code));
         }
-        assert!(!silent.declined_silently("access_denied"));
+        assert_eq!(silent.declined_silently("access_denied"), None);
         let interactive = AuthenticationRequest::parse(None, None, Some("login")).unwrap();
-        assert!(!interactive.declined_silently("login_required"));
+        assert_eq!(interactive.declined_silently("login_required"), None);
     }
 
     #[test]

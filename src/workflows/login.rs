@@ -10,7 +10,7 @@ use crate::audit::{AuditEvent, AuditTrail, Details, Repeats};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure};
 use crate::metrics::metrics;
-use crate::oidc::{AuthenticationRequest, OidcError, Provider, SILENT_LOGIN_ERRORS};
+use crate::oidc::{AuthenticationRequest, OidcError, Provider};
 use crate::session::{
     BrowserBinding, Displaced, ENDED_WHILE_CREATED, PendingLimits, PendingLogin, SessionCookie,
     SessionOrigin, SessionRecord, Sessions, StoreError, TokenSet,
@@ -203,10 +203,7 @@ impl Logins {
             .take_pending_login(binding, received_state)
             .await??;
         if let Some(error) = callback.error {
-            if let Some(error) = SILENT_LOGIN_ERRORS
-                .into_iter()
-                .find(|code| *code == error && pending.authentication.declined_silently(code))
-            {
+            if let Some(error) = pending.authentication.declined_silently(error) {
                 return Ok(Outcome::Declined(Completion::SilentlyDeclined {
                     return_to: pending.return_to,
                     error,
