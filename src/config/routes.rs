@@ -93,9 +93,15 @@ fn policy(route: &RouteSection) -> Result<RoutePolicy, (String, PolicyError)> {
     for (index, rule) in route.require.iter().enumerate() {
         let field = |name: &str| format!("require[{index}].{name}");
         let claim = ClaimPath::parse(&rule.claim).map_err(|error| (field("claim"), error))?;
+        // The list the error is about: `all_of` when only it is given.
+        let values = if rule.any_of.is_none() && rule.all_of.is_some() {
+            field("all_of")
+        } else {
+            field("any_of")
+        };
         let expected = Expected::parse(rule.any_of.clone(), rule.all_of.clone())
-            .map_err(|error| (field("any_of"), error))?;
-        require.push(ClaimRule::new(claim, expected).map_err(|error| (field("any_of"), error))?);
+            .map_err(|error| (values.clone(), error))?;
+        require.push(ClaimRule::new(claim, expected).map_err(|error| (values, error))?);
     }
     let step_up = match &route.step_up {
         Some(step_up) => Some(

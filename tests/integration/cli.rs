@@ -209,7 +209,12 @@ access = "anonymous"
         (
             "any_of = [\"admin\"]",
             "any_of = []",
-            "routes[1].require[0]",
+            "routes[1].require[0].any_of",
+        ),
+        (
+            "any_of = [\"admin\"]",
+            "all_of = [\"\"]",
+            "routes[1].require[0].all_of",
         ),
         (
             "max_age_secs = 300",
