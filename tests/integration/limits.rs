@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::stream::{self, StreamExt};
 use reqwest::StatusCode;
 
@@ -216,19 +217,24 @@ async fn a_thousand_browsers_behind_one_nat_all_log_in_within_a_minute_at_the_de
         .enumerate()
         .map(|(i, (browser, started))| {
             let authorization = location(started, &browser.url("/api/auth/login"));
-            async move {
+            let login = async move {
                 let callback = browser
                     .authorize_at_provider(authorization, &format!("nat-user-{i}"))
                     .await;
                 let finished = browser.get(callback.as_str()).await.status();
                 (finished, browser.user().await.0)
-            }
+            };
+            // A login that fails inside the harness is reported with the others, by its
+            // message, rather than ending the test at the first one.
+            std::panic::AssertUnwindSafe(login)
+                .catch_unwind()
+                .map(|outcome| outcome.map_err(|panic| panic_message(&panic)))
         });
-    let outcomes: Vec<(StatusCode, StatusCode)> =
+    let outcomes: Vec<Result<(StatusCode, StatusCode), String>> =
         stream::iter(logins).buffer_unordered(16).collect().await;
     let failed: Vec<_> = outcomes
         .iter()
-        .filter(|outcome| **outcome != (StatusCode::SEE_OTHER, StatusCode::OK))
+        .filter(|outcome| **outcome != Ok((StatusCode::SEE_OTHER, StatusCode::OK)))
         .collect();
     assert!(
         failed.is_empty(),
@@ -422,4 +428,13 @@ async fn a_flood_from_one_network_on_two_instances_never_displaces_a_login_in_pr
         StatusCode::SEE_OTHER,
         "the login in progress survived the flood ({admitted:?} admitted, {refused:?} refused in {elapsed:.1} s)"
     );
+}
+
+/// The text a panic carried.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

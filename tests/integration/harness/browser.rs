@@ -14,6 +14,12 @@ use super::stack::STACK;
 /// stalling the whole run.
 const REQUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A kept-alive connection idle this long is not reused, as a browser would not reuse it: it
+/// is below the test provider's keep-alive (Node's 5 s) and Vestibule's (75 s), so a request
+/// never meets a connection the server is closing at that instant (a race real browsers
+/// answer by retrying, which this client does not do).
+const IDLE_CONNECTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Where a login attempt ended.
 pub struct LoginOutcome {
     /// The last response (Vestibule's redirect to `returnTo`, or an error page).
@@ -51,6 +57,7 @@ impl Browser {
         let mut http = reqwest::Client::builder()
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(IDLE_CONNECTION_LIMIT)
             .timeout(REQUEST_LIMIT);
         if let Some(user_agent) = user_agent {
             http = http.user_agent(user_agent);
@@ -61,6 +68,7 @@ impl Browser {
         let http = http.build().unwrap();
         let bare = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(IDLE_CONNECTION_LIMIT)
             .timeout(REQUEST_LIMIT)
             .build()
             .unwrap();
