@@ -79,6 +79,18 @@ pub fn sessions_in(store: Store, session: SessionSettings) -> Sessions {
     .with_max_per_user(session.max_per_user)
 }
 
+/// The credentials whose tokens sessions hold (a route's `exchange` or `refresh`), each once.
+fn held_credentials(routes: &[crate::routes::Route]) -> Vec<String> {
+    let mut ids: Vec<String> = routes
+        .iter()
+        .filter(|route| route.credential.held_token().is_some() && route.credential.needs_session())
+        .map(|route| route.credential.id())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// The audit trail `audit` configures; the subject key, unless given, is derived from `keys`.
 pub fn audit_trail(audit: AuditSettings, keys: &KeyRing) -> AuditTrail {
     match (audit.subject, audit.subject_key) {
@@ -112,6 +124,8 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         prompt: oidc.prompt,
         userinfo: oidc.userinfo,
         userinfo_token_method: oidc.userinfo_token_method,
+        resources: oidc.resources,
+        audience: oidc.audience,
         auth_method: oidc.client_auth_method,
         id_token_alg: oidc.id_token_signed_response_alg,
         ca_certificates: oidc.ca_certificates,
@@ -159,7 +173,7 @@ impl Application {
         let store = open_store(&session, true).await?;
         let audit = audit_trail(audit, &session.keys);
         let suspicious_use = SuspiciousUsePolicy::new(session.suspicious_use, audit.clone());
-        let sessions = sessions_in(store, session);
+        let sessions = sessions_in(store, session).with_held_credentials(held_credentials(&routes));
         let sessions = Arc::new(sessions);
         let refresh_skew = oidc.refresh_skew;
         let provider = Arc::new(provider_for(oidc, redirect_uri)?);

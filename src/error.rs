@@ -72,6 +72,15 @@ pub enum AppError {
         /// The route's prefix.
         route: String,
     },
+    /// The token a route's credential needs could not be had (the provider refused it, or could
+    /// not be asked): that route fails, the session stays. Names the route, never the cause.
+    #[error("no credential for {route}: {error}")]
+    Credential {
+        /// The route's prefix.
+        route: String,
+        /// The provider's failure.
+        error: OidcError,
+    },
     /// The session's authentication is too old or too weak for the route: the browser must
     /// log in again through `login_url` (which asks the provider for what the route needs).
     #[error("step-up authentication required")]
@@ -107,6 +116,10 @@ impl From<crate::refresh::AccessError> for AppError {
             AccessError::SessionEnded => AppError::Unauthenticated,
             AccessError::Store(error) => AppError::Store(error),
             AccessError::Provider(error) => AppError::Provider(error),
+            AccessError::Credential(error) => AppError::Credential {
+                route: String::new(),
+                error,
+            },
         }
     }
 }
@@ -151,6 +164,11 @@ impl AppError {
                 StatusCode::FORBIDDEN
             }
             AppError::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
+            AppError::Credential {
+                error: OidcError::Rejected(_) | OidcError::Refused(_),
+                ..
+            } => StatusCode::FORBIDDEN,
+            AppError::Credential { .. } => StatusCode::BAD_GATEWAY,
             AppError::BadRequest(_)
             | AppError::Login(_)
             | AppError::LogoutTokenRejected(_)
@@ -179,6 +197,11 @@ impl AppError {
             AppError::Forbidden(_) => "forbidden",
             AppError::InsufficientPermissions { .. } => "insufficient_permissions",
             AppError::StepUpRequired { .. } => "step_up_required",
+            AppError::Credential {
+                error: OidcError::Rejected(_) | OidcError::Refused(_),
+                ..
+            } => "credential_refused",
+            AppError::Credential { .. } => "credential_unavailable",
             AppError::BadRequest(_) => "bad_request",
             AppError::NotFound => "not_found",
             AppError::Login(_) => "login_failed",
@@ -212,6 +235,17 @@ impl AppError {
             AppError::StepUpRequired { .. } => {
                 "This action needs a fresh or stronger sign-in. Please log in again.".into()
             }
+            AppError::Credential {
+                route,
+                error: OidcError::Rejected(_) | OidcError::Refused(_),
+            } => format!(
+                "The identity provider would not issue a token for {route} to this session; \
+                 your other services are not affected."
+            ),
+            AppError::Credential { route, .. } => format!(
+                "A token for {route} could not be obtained from the identity provider. Please \
+                 retry shortly; your other services are not affected."
+            ),
             AppError::BadRequest(reason) => format!("Bad request: {reason}."),
             AppError::NotFound => "There is nothing at this address.".into(),
             AppError::Login(LoginFailure::ProviderError(_)) => {
@@ -324,7 +358,9 @@ impl IntoResponse for AppError {
         match &self {
             AppError::Unauthenticated => body["login_url"] = json!(LOGIN_URL),
             AppError::StepUpRequired { login_url } => body["login_url"] = json!(login_url),
-            AppError::InsufficientPermissions { route } => body["route"] = json!(route),
+            AppError::InsufficientPermissions { route } | AppError::Credential { route, .. } => {
+                body["route"] = json!(route)
+            }
             _ => {}
         }
         let response = (self.status(), Json(body)).into_response();

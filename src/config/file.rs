@@ -263,6 +263,12 @@ pub struct OidcSection {
     /// the provider (a provider on a private CA).
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// RFC 8707 resources asked for at login (authorization and code exchange).
+    #[serde(default)]
+    pub resource: Vec<String>,
+    /// The `audience` asked for at login (Auth0's API identifier).
+    #[serde(default)]
+    pub audience: Option<String>,
 }
 
 /// `[session]`.
@@ -367,6 +373,35 @@ pub struct RouteSection {
     /// Whether `GET` upgrades to WebSocket pass (after the route's policy).
     #[serde(default)]
     pub websocket: bool,
+    /// What the upstream receives (`[routes.credential]`).
+    #[serde(default)]
+    pub credential: Option<CredentialSection>,
+}
+
+/// A route's `[routes.credential]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSection {
+    /// `session`, `exchange`, `refresh`, `client`, `assertion` or `none`.
+    pub kind: String,
+    /// The API's audience (token requests), or the assertion's `aud`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The scope asked for (token requests), space-separated.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The RFC 8707 resource asked for (token requests).
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// The header an assertion is sent in (default `X-Vestibule-Assertion`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// The user's claims an assertion carries (dotted paths).
+    #[serde(default)]
+    pub claims: Vec<String>,
+    /// Whether an assertion route also gets the session's access token as a bearer token.
+    #[serde(default)]
+    pub also_bearer: bool,
 }
 
 /// One `[[routes.require]]` entry.

@@ -104,6 +104,10 @@ pub struct OidcSettings {
     pub id_token_signed_response_alg: Option<SigningAlg>,
     /// `oidc.ca_file`: CA certificates trusted besides the public roots for provider calls.
     pub ca_certificates: Vec<reqwest::Certificate>,
+    /// `oidc.resource`: RFC 8707 resources asked for at login.
+    pub resources: Vec<String>,
+    /// `oidc.audience`: the `audience` asked for at login (Auth0).
+    pub audience: Option<String>,
 }
 
 /// `[session]`: storage, encryption and lifetimes.
@@ -678,5 +682,116 @@ mod tests {
             let behind_proxies = format!("{trusting}trusted_proxies = [\"10.0.0.0/8\"]\n");
             assert!(believed(&load(&behind_proxies).unwrap()), "{key}");
         }
+    }
+
+    #[test]
+    fn each_credential_kind_takes_its_own_keys_and_anonymous_routes_only_need_no_session() {
+        use crate::routes::Credential;
+        let route = |credential: &str| {
+            format!(
+                "{}\n[[routes]]\nprefix = \"/api/x\"\nupstream = \"http://127.0.0.1:9001\"\n{credential}",
+                base()
+            )
+        };
+        let settings = load(&base()).unwrap();
+        assert_eq!(settings.routes[0].credential, Credential::Session);
+        let exchange = load(&route(
+            "[routes.credential]\nkind = \"exchange\"\naudience = \"orders-api\"\nscope = \"orders:read\"\nresource = \"https://orders.example/\"",
+        ))
+        .unwrap();
+        let Credential::Exchange(parameters) = &exchange.routes[1].credential else {
+            panic!("an exchange credential");
+        };
+        assert_eq!(parameters.audience.as_deref(), Some("orders-api"));
+        assert_eq!(parameters.scope.as_deref(), Some("orders:read"));
+        assert_eq!(
+            parameters.resource.as_deref(),
+            Some("https://orders.example/")
+        );
+        let assertion = load(&route(
+            "[routes.credential]\nkind = \"assertion\"\nclaims = [\"email\", \"realm_access.roles\"]\nalso_bearer = true",
+        ))
+        .unwrap();
+        let Credential::Assertion(spec) = &assertion.routes[1].credential else {
+            panic!("an assertion credential");
+        };
+        assert_eq!(
+            spec.audience, "http://127.0.0.1:9001",
+            "the upstream's origin by default"
+        );
+        assert_eq!(spec.header.as_str(), "x-vestibule-assertion");
+        assert!(spec.also_bearer);
+        assert_eq!(spec.claims.len(), 2);
+        let anonymous = load(&route("access = \"anonymous\"")).unwrap();
+        assert_eq!(anonymous.routes[1].credential, Credential::None);
+        let anonymous_client = load(&route(
+            "access = \"anonymous\"\n[routes.credential]\nkind = \"client\"\nscope = \"machine\"",
+        ))
+        .unwrap();
+        assert!(matches!(
+            anonymous_client.routes[1].credential,
+            Credential::Client(_)
+        ));
+        for (credential, key) in [
+            (
+                "access = \"anonymous\"\n[routes.credential]\nkind = \"exchange\"",
+                "routes[1].credential.kind",
+            ),
+            (
+                "[routes.credential]\nkind = \"exchanged\"",
+                "routes[1].credential.kind",
+            ),
+            (
+                "[routes.credential]\nkind = \"session\"\naudience = \"a\"",
+                "routes[1].credential.kind",
+            ),
+            (
+                "[routes.credential]\nkind = \"exchange\"\nheader = \"X-A\"",
+                "routes[1].credential.kind",
+            ),
+            (
+                "[routes.credential]\nkind = \"exchange\"\nresource = \"orders\"",
+                "routes[1].credential.resource",
+            ),
+            (
+                "[routes.credential]\nkind = \"refresh\"\naudience = \"two words\"",
+                "routes[1].credential.audience",
+            ),
+            (
+                "[routes.credential]\nkind = \"assertion\"\nheader = \"Authorization\"",
+                "routes[1].credential.header",
+            ),
+            (
+                "[routes.credential]\nkind = \"assertion\"\nclaims = [\"sub\"]",
+                "routes[1].credential.claims[0]",
+            ),
+        ] {
+            assert_eq!(load_error(&route(credential)).key, key, "{credential}");
+        }
+    }
+
+    #[test]
+    fn login_resources_are_absolute_uris_and_the_audience_one_word() {
+        let with = |extra: &str| {
+            base().replace(
+                "client_secret = \"s3cret\"",
+                &format!("client_secret = \"s3cret\"\n{extra}"),
+            )
+        };
+        let settings = load(&with(
+            "resource = [\"https://orders.example/\", \"https://billing.example/\"]\naudience = \"https://api.example\"",
+        ))
+        .unwrap();
+        assert_eq!(settings.oidc.resources.len(), 2);
+        assert_eq!(
+            settings.oidc.audience.as_deref(),
+            Some("https://api.example")
+        );
+        assert!(load(&base()).unwrap().oidc.resources.is_empty());
+        assert_eq!(
+            load_error(&with("resource = [\"orders\"]")).key,
+            "oidc.resource[0]"
+        );
+        assert_eq!(load_error(&with("audience = \"\"")).key, "oidc.audience");
     }
 }

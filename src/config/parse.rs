@@ -119,6 +119,8 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             client_auth_method: oidc.client_auth_method,
             id_token_signed_response_alg,
             ca_certificates: provider_ca(oidc.ca_file.as_deref())?,
+            resources: super::routes::resources("oidc.resource", oidc.resource)?,
+            audience: super::routes::audience("oidc.audience", oidc.audience)?,
         },
         session: SessionSettings {
             redis,

@@ -5,12 +5,15 @@
 
 use std::time::Duration;
 
+use axum::http::HeaderName;
+
 use super::error::ConfigError;
-use super::file::RouteSection;
+use super::file::{CredentialSection, RouteSection};
 use crate::authz::{
     Access, ClaimPath, ClaimRule, Expected, MethodSet, PolicyError, RoutePolicy, StepUp,
 };
-use crate::routes::Route;
+use crate::routes::credential::DEFAULT_ASSERTION_HEADER;
+use crate::routes::{AssertionSpec, Credential, Route, TokenParameters};
 
 /// The `[[routes]]` as the route table's entries.
 pub(super) fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigError> {
@@ -64,8 +67,11 @@ pub(super) fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigErro
         }
         let policy = policy(route)
             .map_err(|(field, error)| ConfigError::new(key(&field), error.to_string()))?;
+        let credential = credential(route, &policy)
+            .map_err(|(field, why)| ConfigError::new(key(&format!("credential.{field}")), why))?;
         routes.push(Route {
             policy,
+            credential,
             websocket: route.websocket,
             ..Route::new(
                 route.prefix.clone(),
@@ -115,4 +121,165 @@ fn policy(route: &RouteSection) -> Result<RoutePolicy, (String, PolicyError)> {
     };
     RoutePolicy::new(access, methods, require, step_up)
         .map_err(|error| ("access".to_owned(), error))
+}
+
+/// The credential of one route, or the field (relative to `credential`) that is wrong and why.
+fn credential(route: &RouteSection, policy: &RoutePolicy) -> Result<Credential, (String, String)> {
+    let anonymous = policy.access() == Access::Anonymous;
+    let Some(section) = &route.credential else {
+        return Ok(Credential::default_for(anonymous));
+    };
+    let field = |name: &str, why: &str| Err((name.to_owned(), why.to_owned()));
+    let credential = match section.kind.as_str() {
+        "session" => Credential::Session,
+        "exchange" => Credential::Exchange(token_parameters(section)?),
+        "refresh" => Credential::Refresh(token_parameters(section)?),
+        "client" => Credential::Client(token_parameters(section)?),
+        "assertion" => Credential::Assertion(assertion(section, route)?),
+        "none" => Credential::None,
+        _ => {
+            return field(
+                "kind",
+                "must be one of session, exchange, refresh, client, assertion, none",
+            );
+        }
+    };
+    if !matches!(credential, Credential::Assertion(_))
+        && (section.header.is_some() || !section.claims.is_empty() || section.also_bearer)
+    {
+        return field(
+            "kind",
+            "header, claims and also_bearer belong to kind = \"assertion\" only",
+        );
+    }
+    if credential.held_token().is_none()
+        && !matches!(credential, Credential::Assertion(_))
+        && (section.audience.is_some() || section.scope.is_some() || section.resource.is_some())
+    {
+        return field(
+            "kind",
+            "audience, scope and resource belong to kinds that obtain a token (exchange, refresh, client)",
+        );
+    }
+    if anonymous && credential.needs_session() {
+        return field(
+            "kind",
+            "needs a signed-in user's session, which an access = \"anonymous\" route never has (use client or none)",
+        );
+    }
+    Ok(credential)
+}
+
+/// The token request parameters of an `exchange`, `refresh` or `client` credential.
+fn token_parameters(section: &CredentialSection) -> Result<TokenParameters, (String, String)> {
+    if section.scope.as_deref().is_some_and(|scope| {
+        scope.trim().is_empty()
+            || scope
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\\')
+    }) {
+        return Err(("scope".into(), "must be space-separated scope names".into()));
+    }
+    let resource = match &section.resource {
+        Some(resource) => Some(resource_uri(resource).map_err(|why| ("resource".to_owned(), why))?),
+        None => None,
+    };
+    let audience = match &section.audience {
+        Some(audience) => {
+            Some(audience_value(audience).map_err(|why| ("audience".to_owned(), why))?)
+        }
+        None => None,
+    };
+    Ok(TokenParameters {
+        audience,
+        scope: section.scope.clone(),
+        resource,
+    })
+}
+
+/// An `assertion` credential: its audience (default: the upstream's origin), header and claims.
+fn assertion(
+    section: &CredentialSection,
+    route: &RouteSection,
+) -> Result<AssertionSpec, (String, String)> {
+    if section.scope.is_some() || section.resource.is_some() {
+        return Err((
+            "kind".into(),
+            "scope and resource belong to kinds that obtain a token (exchange, refresh, client)"
+                .into(),
+        ));
+    }
+    let audience = match &section.audience {
+        Some(audience) => audience_value(audience).map_err(|why| ("audience".to_owned(), why))?,
+        None => route.upstream.origin().ascii_serialization(),
+    };
+    let header_name = section
+        .header
+        .as_deref()
+        .unwrap_or(DEFAULT_ASSERTION_HEADER);
+    let header = HeaderName::try_from(header_name).map_err(|_| {
+        (
+            "header".to_owned(),
+            "must be an HTTP header name".to_owned(),
+        )
+    })?;
+    let reserved = [
+        "authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+    ];
+    if reserved.contains(&header.as_str()) {
+        return Err((
+            "header".into(),
+            format!("must not be {}, which the forwarder owns", header.as_str()),
+        ));
+    }
+    let mut claims = Vec::with_capacity(section.claims.len());
+    for (index, claim) in section.claims.iter().enumerate() {
+        claims.push(
+            ClaimPath::parse(claim)
+                .map_err(|error| (format!("claims[{index}]"), error.to_string()))?,
+        );
+    }
+    Ok(AssertionSpec {
+        audience,
+        header,
+        claims,
+        also_bearer: section.also_bearer,
+    })
+}
+
+/// An RFC 8707 resource: an absolute URI without a fragment.
+fn resource_uri(text: &str) -> Result<String, String> {
+    match url::Url::parse(text) {
+        Ok(url) if url.fragment().is_none() && !url.cannot_be_a_base() => Ok(text.to_owned()),
+        _ => Err("must be an absolute URI without a fragment (RFC 8707)".into()),
+    }
+}
+
+/// An audience: printable text without spaces.
+fn audience_value(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be a non-empty value without spaces".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// `oidc.resource`: each an RFC 8707 resource.
+pub(super) fn resources(key: &str, resources: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for (index, resource) in resources.iter().enumerate() {
+        resource_uri(resource).map_err(|why| ConfigError::new(format!("{key}[{index}]"), why))?;
+    }
+    Ok(resources)
+}
+
+/// `oidc.audience`.
+pub(super) fn audience(key: &str, audience: Option<String>) -> Result<Option<String>, ConfigError> {
+    audience
+        .map(|audience| audience_value(&audience).map_err(|why| ConfigError::new(key, why)))
+        .transpose()
 }

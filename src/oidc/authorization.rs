@@ -67,6 +67,12 @@ impl Provider {
         if let Some(login_hint) = login_hint {
             request = request.add_extra_param("login_hint", login_hint.to_owned());
         }
+        for resource in &self.settings.resources {
+            request = request.add_extra_param("resource", resource.clone());
+        }
+        if let Some(audience) = &self.settings.audience {
+            request = request.add_extra_param("audience", audience.clone());
+        }
         let (url, _, _) = request.set_pkce_challenge(challenge).url();
         Ok(AuthorizationRequest {
             url,

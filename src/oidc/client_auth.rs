@@ -66,6 +66,12 @@ impl ClientAuth {
                 if *response.error() == CoreErrorResponseType::InvalidClient)
     }
 
+    /// Whether a request refused with `invalid_client` may be tried again with the other
+    /// method: the method was auto-selected (for requests openidconnect does not make itself).
+    pub(super) fn may_switch_on_refusal(&self) -> bool {
+        self.configured.is_none()
+    }
+
     /// Records that `refused` did not work and returns the other method, used from now on.
     fn switch_from(&self, refused: &AuthType) -> AuthType {
         let other = match refused {

@@ -81,12 +81,18 @@ impl Provider {
         asked: &AuthenticationRequest,
     ) -> Result<LoginTokens, OidcError> {
         let exchange = self.token_request(|discovered: Arc<Discovered>| async move {
-            discovered
+            let mut request = discovered
                 .client
                 .exchange_code(AuthorizationCode::new(code.to_owned()))
-                .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
-                .request_async(&self.traced_http())
-                .await
+                .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()));
+            // RFC 8707 §2.2: the resources the login asked for, asked again for the token.
+            for resource in &self.settings.resources {
+                request = request.add_extra_param("resource", resource.clone());
+            }
+            if let Some(audience) = &self.settings.audience {
+                request = request.add_extra_param("audience", audience.clone());
+            }
+            request.request_async(&self.traced_http()).await
         });
         let (discovered, response) = super::observed("code_exchange", exchange).await?;
         let id_token = response

@@ -7,6 +7,7 @@
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
 
+mod api_tokens;
 mod attempts;
 mod authentication;
 mod authorization;
@@ -32,6 +33,7 @@ use std::sync::atomic::AtomicBool;
 use arc_swap::ArcSwapOption;
 use tokio::sync::Mutex;
 
+pub use api_tokens::{ApiGrant, ApiToken};
 pub use authentication::{
     AUTH_TIME_LEEWAY_SECS, AuthenticationRequest, ParameterError, SILENT_LOGIN_ERRORS, Shortfall,
 };

@@ -86,4 +86,8 @@ pub struct ProviderSettings {
     pub userinfo: UserInfoMode,
     /// `oidc.userinfo_token_method`: how UserInfo receives the access token.
     pub userinfo_token_method: UserInfoTokenMethod,
+    /// `oidc.resource`: RFC 8707 resources asked for at login (authorization and code exchange).
+    pub resources: Vec<String>,
+    /// `oidc.audience`: the `audience` asked for at login (Auth0's API identifier).
+    pub audience: Option<String>,
 }

@@ -129,6 +129,8 @@ mod tests {
             assumed_token_lifetime: std::time::Duration::from_secs(300),
             userinfo: Default::default(),
             userinfo_token_method: Default::default(),
+            resources: Vec::new(),
+            audience: None,
         })
         .unwrap()
     }

@@ -41,9 +41,14 @@ pub(super) struct ClusterLock {
 impl ClusterLock {
     /// The lock of `cookie`'s session in `store`, with a new random owner; not taken yet.
     pub(super) fn new(store: &Store, cookie: &SessionCookie) -> Self {
+        Self::named(store, cookie.refresh_lock_key())
+    }
+
+    /// The lock stored under `key` (one token held for an API: see `held.rs`).
+    pub(super) fn named(store: &Store, key: String) -> Self {
         Self {
             store: store.clone(),
-            key: cookie.refresh_lock_key(),
+            key,
             owner: crate::random::url_safe_secret(),
         }
     }

@@ -28,6 +28,7 @@
 mod cluster_lock;
 mod failures;
 mod grant;
+mod held;
 mod local_lock;
 
 use std::sync::Arc;
@@ -57,6 +58,10 @@ pub enum AccessError {
     /// The provider could not refresh an already expired token; the session is kept.
     #[error(transparent)]
     Provider(#[from] OidcError),
+    /// The provider would not (or could not) issue the token a route's credential needs: that
+    /// route fails, the session and its other routes go on.
+    #[error("the token for this route could not be obtained: {0}")]
+    Credential(OidcError),
 }
 
 /// Attempts to store refreshed tokens before giving up (the provider already rotated them).

@@ -6,6 +6,7 @@
 //! when any common server behind us could read one of its segments as `.` or `..`, or as more
 //! than one segment ([`path_safety`] holds those rules).
 
+pub mod credential;
 mod path_safety;
 #[cfg(test)]
 mod properties;
@@ -17,6 +18,7 @@ use crate::authz::RoutePolicy;
 use crate::metrics::RouteMetrics;
 use url::Url;
 
+pub use credential::{AssertionSpec, Credential, TokenParameters};
 use path_safety::climbs_out;
 
 /// One configured `[[routes]]` entry: where its calls go and everything that is the route's
@@ -34,13 +36,16 @@ pub struct Route {
     pub policy: RoutePolicy,
     /// Whether WebSocket upgrades pass (`GET` only, after the policy).
     pub websocket: bool,
+    /// What the upstream receives (`[routes.credential]`).
+    pub credential: Credential,
     /// The route's metric handles.
     pub metrics: &'static RouteMetrics,
 }
 
 impl Route {
     /// The route for `prefix` (normalised by the config layer), served by `upstream`, with
-    /// the default policy (a signed-in user, every method) and no WebSocket.
+    /// the default policy (a signed-in user, every method), the session's access token, and
+    /// no WebSocket.
     pub fn new(prefix: String, upstream: Url, timeout: Duration) -> Self {
         let metrics = crate::metrics::metrics().route(&prefix);
         Self {
@@ -49,6 +54,7 @@ impl Route {
             timeout,
             policy: RoutePolicy::default(),
             websocket: false,
+            credential: Credential::Session,
             metrics,
         }
     }

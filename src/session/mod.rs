@@ -6,6 +6,7 @@
 pub mod cookie_value;
 pub mod crypto;
 pub mod escrow;
+pub mod held_tokens;
 pub mod index;
 mod index_names;
 pub mod login;
@@ -22,6 +23,7 @@ use tracing::Instrument;
 pub use cookie_value::SessionCookie;
 pub use crypto::{KeyId, KeyRing, MasterKey};
 pub use escrow::{Ended, EndedRefreshToken};
+pub use held_tokens::HeldToken;
 pub use index::{DEFAULT_MAX_PER_USER, SessionList, SessionOrigin, SessionSummary};
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
 pub use record::{SessionRecord, StoredToken, TokenSet};
@@ -85,6 +87,8 @@ pub struct Sessions {
     refiled: crate::clock::OncePerInterval,
     /// The ID-token signing algorithms this instance wrote to the shared set lately.
     algs_written: crate::clock::OncePerInterval,
+    /// The credentials of the routes whose tokens sessions hold (dropped with each session).
+    held_credentials: std::sync::Arc<[String]>,
 }
 
 /// How often one instance files a session's last use in the index: a tenth of the idle
@@ -120,7 +124,15 @@ impl Sessions {
             refresh_token_escrow: true,
             max_per_user: DEFAULT_MAX_PER_USER,
             algs_written: signing_algs::memo(),
+            held_credentials: std::sync::Arc::from(Vec::new()),
         }
+    }
+
+    /// The credentials whose tokens sessions hold (each route's `exchange` or `refresh`
+    /// credential id), so an ending session drops them with it.
+    pub fn with_held_credentials(mut self, credential_ids: Vec<String>) -> Self {
+        self.held_credentials = credential_ids.into();
+        self
     }
 
     /// Caps the sessions one user may have (`session.max_per_user`, at least 1; see
@@ -252,6 +264,7 @@ impl Sessions {
         let now = unix_now();
         if now >= record.expires_at {
             self.store.delete(&key).await?;
+            self.drop_held_tokens(&key).await;
             // Taken out of the live set here, so the pruner will not count it.
             crate::metrics::metrics().sessions_ended("absolute_timeout", 1);
             self.unindex(&record).await;
@@ -305,6 +318,7 @@ impl Sessions {
             };
             if self.store.delete_if_unchanged(&key, &sealed).await? {
                 self.unindex(&record).await;
+                self.drop_held_tokens(&key).await;
                 return Ok(Some(record));
             }
             // Rewritten between the read and the delete (a refresh elsewhere): read again.
@@ -313,6 +327,7 @@ impl Sessions {
         let Some(sealed) = self.store.take(&key).await? else {
             return Ok(None);
         };
+        self.drop_held_tokens(&key).await;
         let record = self
             .open_record(cookie, &key, &sealed)
             .map(|(record, _)| record);

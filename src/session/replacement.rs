@@ -127,6 +127,7 @@ impl Sessions {
             .await?;
         if deleted {
             self.unindex(&current.record).await;
+            self.drop_held_tokens(&current.cookie.storage_key()).await;
         }
         Ok(deleted)
     }

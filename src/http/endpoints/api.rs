@@ -34,7 +34,7 @@ use crate::http::server::connection::ConnectionSlot;
 use crate::http::{AppState, csrf};
 use crate::metrics::metrics;
 use crate::refresh::AccessError;
-use crate::routes::{Route, RouteMatch};
+use crate::routes::{Credential, Route, RouteMatch};
 use crate::session::{ActiveSession, SessionEnd};
 
 /// Forwards an API call from `client` (as the dispatcher worked it out) on its route, after
@@ -100,36 +100,35 @@ pub async fn call_route(
         ),
         _ => None,
     };
-    let expires_at = session.as_ref().map(|session| session.record.expires_at);
-    let credential = match session {
-        Some(session) => {
-            let cookie = session.cookie.clone();
-            Some((cookie, state.refresher.access_token(session).await?))
-        }
-        None => None,
-    };
-    let access_token = credential.as_ref().map(|(_, token)| token.as_str());
+    let watched = session
+        .as_ref()
+        .map(|session| (session.cookie.clone(), session.record.expires_at));
+    let bearer = bearer_for(state, &route, session).await?;
     let destination = Destination::ApiRoute(route.metrics.label);
     state.forwarder.prepare(
         &mut parts,
         &url,
         client,
         destination,
-        access_token,
+        bearer.as_deref(),
         client_upgrade.is_some(),
     )?;
+    // The login's token, rejected as invalid, can be replaced once (see below).
+    let replaceable = match (&route.credential, &watched, &bearer) {
+        (Credential::Session, Some((cookie, _)), Some(token)) => Some((cookie, token)),
+        _ => None,
+    };
     // An idempotent call without a body can be sent again with another token (RFC 9110
     // §9.2.2); one with a body, or a POST or PATCH even without one, never is.
-    let again = (credential.is_some() && body.is_end_stream() && parts.method.is_idempotent())
+    let again = (replaceable.is_some() && body.is_end_stream() && parts.method.is_idempotent())
         .then(|| parts.clone());
     let send = |request: Request| send(state, &route, request);
     let mut response = send(Request::from_parts(parts, body)).await?;
     // Only a relay or a stream of events watches its session: a plain call never does.
     let until_session_ends = || {
-        let mut watch = credential
+        let mut watch = watched
             .as_ref()
-            .zip(expires_at)
-            .map(|((cookie, _), expires_at)| state.sessions.watch_cookie(cookie, expires_at));
+            .map(|(cookie, expires_at)| state.sessions.watch_cookie(cookie, *expires_at));
         async move {
             match watch.as_mut() {
                 Some(watch) => watch.ended().await,
@@ -149,7 +148,7 @@ pub async fn call_route(
         ));
     }
     if response.status() == StatusCode::UNAUTHORIZED
-        && let Some((cookie, access_token)) = &credential
+        && let Some((cookie, access_token)) = replaceable
     {
         if let Some(step_up) = step_up_demanded(response.headers()) {
             return Err(AppError::StepUpRequired {
@@ -173,7 +172,7 @@ pub async fn call_route(
             }
         }
     }
-    if credential.is_some() && is_event_stream(&response) {
+    if watched.is_some() && is_event_stream(&response) {
         // A stream of events for a session ends when the session does, wherever it ends.
         let until = until_session_ends();
         return Ok(into_browser_response_until(
@@ -206,6 +205,32 @@ fn is_event_stream(response: &axum::http::Response<hyper::body::Incoming>) -> bo
                 .split(';')
                 .next()
                 .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// The bearer token the route's credential sends for `session` (`None`: the call goes without
+/// one): the login's access token, a token held for this API, or the client's own. A token
+/// that cannot be had fails this route only (`credential_refused`, `credential_unavailable`).
+async fn bearer_for(
+    state: &AppState,
+    route: &Route,
+    session: Option<ActiveSession>,
+) -> Result<Option<String>, AppError> {
+    if let Credential::Assertion(assertion) = &route.credential
+        && !assertion.also_bearer
+    {
+        return Ok(None);
+    }
+    state
+        .refresher
+        .credential_token(session, &route.credential)
+        .await
+        .map_err(|error| match error {
+            AccessError::Credential(error) => AppError::Credential {
+                route: route.prefix.clone(),
+                error,
+            },
+            other => other.into(),
         })
 }
 

@@ -174,6 +174,7 @@ impl Sessions {
         let taken: Vec<(String, Option<Vec<u8>>)> = takes.try_collect().await?;
         for (key, value) in taken {
             ended.count += 1;
+            self.drop_held_tokens(&key).await;
             if let Some(value) = value
                 && let Some(token) = self.escrowed_token(&key, &value)
             {

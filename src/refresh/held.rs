@@ -1,0 +1,258 @@
+//! Tokens for one API (a route's `exchange`, `refresh` or `client` credential), obtained on
+//! first use and replaced before they expire, with the single-flight guarantee of the login's
+//! refresh: per token, one request on this instance goes on (`local_lock.rs`) and one instance
+//! of the deployment fetches (a lock in the store, `cluster_lock.rs`); every other call waits
+//! and uses what it stored.
+//!
+//! A token the provider will not issue fails the route that needs it (`AccessError::Credential`);
+//! the session and its other routes go on. A `refresh` credential spends the session's
+//! refresh token, so it is fetched holding the session's own refresh lock too (a rotating
+//! provider must never see that token twice), and a rotated refresh token is stored in the
+//! session before anything else.
+
+use tracing::Instrument;
+
+use super::cluster_lock::{ClusterLock, Wait};
+use super::{AccessError, Refresher};
+use crate::audit::context::carry;
+use crate::clock::unix_now;
+use crate::metrics::metrics;
+use crate::oidc::{ApiGrant, ApiToken, OidcError};
+use crate::routes::{Credential, TokenParameters};
+use crate::session::held_tokens::{client_token_key, held_token_key};
+use crate::session::{ActiveSession, HeldToken, SessionCookie, StoredToken};
+
+/// Whose token it is: a session's, or the client's own (shared by every session).
+#[derive(Clone)]
+enum Holder {
+    /// The session of this cookie, which ends at `expires_at`.
+    Session {
+        cookie: SessionCookie,
+        expires_at: u64,
+    },
+    /// The client (Vestibule itself).
+    Client,
+}
+
+impl Refresher {
+    /// The token `credential` stands for on a call by `session` (`None`: no session), fetched
+    /// or replaced first when due. `Ok(None)` for a credential that sends no token
+    /// ([`Credential::None`], an assertion) or a session credential without a session.
+    pub async fn credential_token(
+        &self,
+        session: Option<ActiveSession>,
+        credential: &Credential,
+    ) -> Result<Option<String>, AccessError> {
+        let (holder, session) = match (credential, session) {
+            (Credential::Session | Credential::Assertion(_), Some(session)) => {
+                return self.access_token(session).await.map(Some);
+            }
+            (Credential::Client(_), _) => (Holder::Client, None),
+            (Credential::Exchange(_) | Credential::Refresh(_), Some(session)) => (
+                Holder::Session {
+                    cookie: session.cookie.clone(),
+                    expires_at: session.record.expires_at,
+                },
+                Some(session),
+            ),
+            _ => return Ok(None),
+        };
+        let Some(parameters) = credential.held_token() else {
+            return Ok(None);
+        };
+        let id = credential.id();
+        if let Some(token) = self.usable_held(&holder, &id).await? {
+            return Ok(Some(token));
+        }
+        let key = holder.key(&id);
+        let local = self.local_locks.acquire(&key).await;
+        if let Some(token) = self.usable_held(&holder, &id).await? {
+            metrics().refresh_waited("local");
+            return Ok(Some(token));
+        }
+        let lock = ClusterLock::named(self.sessions.store(), format!("{key}:lock"));
+        let wait = Wait::start();
+        while !lock.try_take().await? {
+            wait.next_poll().await?;
+            if let Some(token) = self.usable_held(&holder, &id).await? {
+                metrics().refresh_waited("cluster");
+                return Ok(Some(token));
+            }
+        }
+        // Fetched in a task of its own: a rotated refresh token is stored even if the call
+        // that asked is cancelled.
+        let this = self.clone();
+        let credential = credential.clone();
+        let parameters = parameters.clone();
+        let task = tokio::spawn(carry(
+            async move {
+                let outcome = tokio::select! {
+                    biased;
+                    outcome = this.fetch_holding_lock(&holder, &id, &credential, &parameters, session) => outcome,
+                    never = lock.keep() => match never {},
+                };
+                lock.release().await;
+                drop(local);
+                outcome
+            }
+            .in_current_span(),
+        ));
+        task.await
+            .unwrap_or_else(|_| {
+                Err(AccessError::Credential(OidcError::Unavailable(
+                    "the token task failed".into(),
+                )))
+            })
+            .map(Some)
+    }
+
+    /// The held token, if there is one that is not due.
+    async fn usable_held(&self, holder: &Holder, id: &str) -> Result<Option<String>, AccessError> {
+        let held = match holder {
+            Holder::Session { cookie, .. } => self.sessions.held_token(cookie, id).await?,
+            Holder::Client => self.sessions.client_token(id).await?,
+        };
+        Ok(held
+            .filter(|held| !held.needs_replacing(unix_now(), self.skew_secs))
+            .map(|held| held.access_token.text()))
+    }
+
+    /// With the token's lock held: look once more, then fetch and keep it.
+    async fn fetch_holding_lock(
+        &self,
+        holder: &Holder,
+        id: &str,
+        credential: &Credential,
+        parameters: &TokenParameters,
+        session: Option<ActiveSession>,
+    ) -> Result<String, AccessError> {
+        if let Some(token) = self.usable_held(holder, id).await? {
+            return Ok(token);
+        }
+        let started = std::time::Instant::now();
+        let fetched = match (credential, session) {
+            (Credential::Exchange(_), Some(session)) => {
+                let subject_token = self.access_token(session).await?;
+                self.provider
+                    .api_token(
+                        &ApiGrant::Exchange {
+                            subject_token: &subject_token,
+                        },
+                        parameters,
+                    )
+                    .await
+            }
+            (Credential::Refresh(_), Some(session)) => {
+                return self
+                    .refresh_for_resource(holder, id, session, parameters)
+                    .await;
+            }
+            _ => self.provider.api_token(&ApiGrant::Client, parameters).await,
+        };
+        metrics()
+            .refresh_duration
+            .observe(started.elapsed().as_secs_f64());
+        let token = fetched.map_err(AccessError::Credential)?;
+        self.keep(holder, id, &token).await
+    }
+
+    /// A `refresh` credential: the refresh grant for one resource, holding the session's own
+    /// refresh lock (this instance's and the store's), so it never runs beside the login
+    /// token's refresh; a rotated refresh token is stored in the session first.
+    async fn refresh_for_resource(
+        &self,
+        holder: &Holder,
+        id: &str,
+        session: ActiveSession,
+        parameters: &TokenParameters,
+    ) -> Result<String, AccessError> {
+        let cookie = session.cookie.clone();
+        let _local = self.local_locks.acquire(&cookie.storage_key()).await;
+        let lock = ClusterLock::new(self.sessions.store(), &cookie);
+        let wait = Wait::start();
+        while !lock.try_take().await? {
+            wait.next_poll().await?;
+        }
+        let outcome = tokio::select! {
+            biased;
+            outcome = self.refresh_for_resource_locked(holder, id, &cookie, parameters) => outcome,
+            never = lock.keep() => match never {},
+        };
+        lock.release().await;
+        outcome
+    }
+
+    /// [`Refresher::refresh_for_resource`] with the session's locks held.
+    async fn refresh_for_resource_locked(
+        &self,
+        holder: &Holder,
+        id: &str,
+        cookie: &SessionCookie,
+        parameters: &TokenParameters,
+    ) -> Result<String, AccessError> {
+        let Some(current) = self.sessions.load_fresh(cookie).await? else {
+            return Err(AccessError::SessionEnded);
+        };
+        let Some(refresh_token) = current.record.tokens.refresh_token.as_ref() else {
+            return Err(AccessError::Credential(OidcError::Refused(
+                "the session has no refresh token".into(),
+            )));
+        };
+        let refresh_token = refresh_token.text();
+        let token = self
+            .provider
+            .api_token(
+                &ApiGrant::Refresh {
+                    refresh_token: &refresh_token,
+                },
+                parameters,
+            )
+            .await
+            .map_err(AccessError::Credential)?;
+        if let Some(rotated) = &token.refresh_token
+            && *rotated != refresh_token
+        {
+            let mut record = current.record.clone();
+            record.tokens.refresh_token = Some(StoredToken::new(rotated));
+            let replacement = self.sessions.prepare_replacement(&current, &record)?;
+            if !self.sessions.replace(&replacement).await? {
+                // Ended meanwhile (the lock excludes every other writer of the tokens).
+                return Err(AccessError::SessionEnded);
+            }
+        }
+        self.keep(holder, id, &token).await
+    }
+
+    /// Keeps `token` for its holder and answers it.
+    async fn keep(
+        &self,
+        holder: &Holder,
+        id: &str,
+        token: &ApiToken,
+    ) -> Result<String, AccessError> {
+        let held = HeldToken {
+            access_token: StoredToken::new(&token.access_token),
+            expires_at: token.expires_at,
+            obtained_at: token.obtained_at,
+        };
+        match holder {
+            Holder::Session { cookie, expires_at } => {
+                self.sessions
+                    .keep_held_token(cookie, id, &held, *expires_at)
+                    .await?;
+            }
+            Holder::Client => self.sessions.keep_client_token(id, &held).await?,
+        }
+        Ok(token.access_token.clone())
+    }
+}
+
+impl Holder {
+    /// The store key of this holder's token `id` (also the name of its locks).
+    fn key(&self, id: &str) -> String {
+        match self {
+            Holder::Session { cookie, .. } => held_token_key(&cookie.storage_key(), id),
+            Holder::Client => client_token_key(id),
+        }
+    }
+}
