@@ -27,6 +27,7 @@ mod logout;
 mod metrics;
 mod my_sessions;
 mod operator;
+mod provider_grants;
 mod provider_tls;
 mod proxy;
 mod realtime;

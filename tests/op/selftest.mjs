@@ -147,7 +147,12 @@ const seenForms = {};
 // Follow redirects from an authorization URL until we hit the client's redirect_uri,
 // filling login/consent forms on the way. Returns the final callback URL.
 async function authorize(op, jar, params, login = 'alice') {
-  let url = `${op.issuer}/auth?${new URLSearchParams(params)}`;
+  // an array value is a repeated parameter (resource=…&resource=…)
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    for (const one of [value].flat()) query.append(name, one);
+  }
+  let url = `${op.issuer}/auth?${query}`;
   for (let i = 0; i < 20; i += 1) {
     if (url.startsWith(params.redirect_uri)) return new URL(url);
     const res = await httpReq(jar, url);
@@ -176,17 +181,25 @@ function basic(id, secret) {
 
 async function clientPost(url, clientAuth, params) {
   const { id, secret, method } = clientAuth;
-  const form = { ...params };
+  const form = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    for (const one of [value].flat()) form.append(name, one);
+  }
   const headers = { accept: 'application/json' };
   if (method === 'client_secret_post') {
-    form.client_id = id;
-    form.client_secret = secret;
+    form.set('client_id', id);
+    form.set('client_secret', secret);
   } else {
     headers.authorization = basic(id, secret);
   }
   const res = await httpReq(null, url, { method: 'POST', form, headers });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : undefined };
+}
+
+// Counters are 0, lists and maps empty (what a fresh or reset provider answers).
+function allZero(stats) {
+  return Object.entries(stats).filter(([, v]) => !(v === 0 || v === '' || (typeof v === 'object' && Object.keys(v).length === 0))).map(([k]) => k);
 }
 
 function decodeJwt(jwt) {
@@ -244,7 +257,7 @@ async function scenario(name, envOverrides = {}) {
 
     assert.equal((await fetch(`${op.issuer}/__test/health`)).status, 200);
     let stats = await getJson(`${op.issuer}/__test/stats`);
-    assert.ok(Object.values(stats).every((v) => v === 0));
+    assert.deepEqual(allZero(stats), []);
 
     // -- PKCE is required: no code_challenge -> error redirect
     {
@@ -308,6 +321,7 @@ async function scenario(name, envOverrides = {}) {
     assert.equal(tok.status, 200, JSON.stringify(tok.body));
     assert.ok(tok.body.access_token && tok.body.refresh_token && tok.body.id_token, JSON.stringify(tok.body));
     assert.equal(tok.body.token_type, 'Bearer');
+    assert.ok(!tok.body.access_token.includes('.'), 'a login without resources gets an opaque access token');
     assert.equal(tok.body.expires_in, Number(envOverrides.OP_ACCESS_TOKEN_TTL ?? 5));
     // offline_access is dropped by oidc-provider unless prompt=consent (see README)
     assert.deepEqual(tok.body.scope.split(' ').sort(), ['email', 'openid', 'profile']);
@@ -324,7 +338,7 @@ async function scenario(name, envOverrides = {}) {
     assert.equal(ui.status, 200);
     const uiBody = await ui.json();
     assert.deepEqual(uiBody, {
-      sub: 'alice', email: 'alice@example.test', email_verified: true, name: 'Test alice', given_name: 'Test', family_name: 'alice', preferred_username: 'alice',
+      sub: 'alice', email: 'alice@example.test', email_verified: true, name: 'Test alice', given_name: 'Test', family_name: 'alice', preferred_username: 'alice', roles: ['admin', 'user'],
     });
     log('userinfo ok', JSON.stringify(uiBody));
 
@@ -432,7 +446,7 @@ async function scenario(name, envOverrides = {}) {
       grant_type: 'authorization_code', code: cb4.searchParams.get('code'), redirect_uri: redirectUri, code_verifier: p4.verifier,
     });
     assert.equal(tok4.status, 200);
-    const postLogout = (envOverrides.OP_POST_LOGOUT_REDIRECT_URIS ?? 'http://127.0.0.1:8080/').split(',')[0];
+    const postLogout = (envOverrides.OP_POST_LOGOUT_REDIRECT_URIS ?? 'http://127.0.0.1:8080/api/auth/logout-callback').split(',')[0];
     const es = await httpReq(jar, `${disco.end_session_endpoint}?${new URLSearchParams({ id_token_hint: tok4.body.id_token, post_logout_redirect_uri: postLogout, state: 'bye' })}`);
     assert.equal(es.status, 200);
     const esHtml = await es.text();
@@ -469,7 +483,7 @@ async function scenario(name, envOverrides = {}) {
     const reset = await fetch(`${op.issuer}/__test/reset-stats`, { method: 'POST' });
     assert.equal(reset.status, 200);
     stats = await getJson(`${op.issuer}/__test/stats`);
-    assert.ok(Object.values(stats).every((v) => v === 0));
+    assert.deepEqual(allZero(stats), []);
     log('stats + reset ok');
   } catch (err) {
     log('--- OP stderr ---\n', op.stderr());
@@ -525,12 +539,288 @@ async function stockRefreshScenario() {
   }
 }
 
-await scenario('defaults');
-log('forms seen:', JSON.stringify(seenForms, null, 2));
-await scenario('ES256 + client_secret_post', { OP_ID_TOKEN_ALG: 'ES256', OP_TOKEN_AUTH_METHOD: 'client_secret_post' });
-await scenario('PS256 + custom ttl + post-logout uri', {
-  OP_ID_TOKEN_ALG: 'PS256', OP_ACCESS_TOKEN_TTL: '3', OP_ID_TOKEN_TTL: '120', OP_POST_LOGOUT_REDIRECT_URIS: 'http://127.0.0.1:8080/logged-out,http://127.0.0.1:8080/',
-});
-await keysFileScenario();
-await stockRefreshScenario();
+
+// ---------------------------------------------------------------------------- issue 31
+// Resource indicators (RFC 8707) at login and refresh, Auth0's audience, client credentials,
+// token exchange (RFC 8693), the grant switches and counters, with the Rust harness's
+// settings (OP_ALWAYS_ISSUE_REFRESH_TOKEN=0: a refresh token needs prompt=consent).
+const ORDERS = 'https://orders.example/';
+const BILLING = 'https://billing.example/';
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
+async function credentialsScenario() {
+  log('\n=== scenario credentials (resources, client credentials, token exchange)');
+  const redirectUri = 'http://127.0.0.1:8080/api/auth/callback';
+  const op = await startOp({
+    OP_ALWAYS_ISSUE_REFRESH_TOKEN: '0', OP_RESOURCE_TOKEN_TTL: '40', OP_CLIENT_CREDENTIALS_TTL: '50', OP_EXCHANGED_TOKEN_TTL: '2', OP_ACCESS_TOKEN_TTL: '30',
+  });
+  const client = { id: STACK.client_id, secret: STACK.client_secret, method: 'client_secret_basic' };
+  const tokenEndpoint = `${op.issuer}/token`;
+  const token = (params) => clientPost(tokenEndpoint, client, params);
+  const jwks = await getJson(`${op.issuer}/jwks`);
+  const stats = () => getJson(`${op.issuer}/__test/stats`);
+  async function login(params, who = 'alice') {
+    const jar = new Jar();
+    const p = pkcePair();
+    const { tokenParams = {}, ...authParams } = params;
+    const cb = await authorize(op, jar, {
+      client_id: client.id, redirect_uri: redirectUri, response_type: 'code', state: 's', code_challenge: p.challenge, code_challenge_method: 'S256', prompt: 'consent', ...authParams,
+    }, who);
+    return token({
+      grant_type: 'authorization_code', code: cb.searchParams.get('code'), redirect_uri: redirectUri, code_verifier: p.verifier, ...tokenParams,
+    });
+  }
+  // A JWT access token for `aud`: signed by the provider, typed at+jwt, with its lifetime.
+  function resourceToken(answer, aud, ttl) {
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    const { header } = decodeJwt(answer.body.access_token);
+    assert.equal(header.typ, 'at+jwt');
+    const claims = verifyJwt(answer.body.access_token, jwks, 'RS256');
+    assert.deepEqual(claims.aud, aud);
+    assert.equal(claims.iss, op.issuer);
+    assert.equal(claims.exp - claims.iat, ttl);
+    assert.equal(answer.body.expires_in, ttl);
+    assert.equal(answer.body.token_type, 'Bearer');
+    return claims;
+  }
+  try {
+    const disco = await getJson(`${op.issuer}/.well-known/openid-configuration`);
+    for (const gt of ['client_credentials', TOKEN_EXCHANGE]) assert.ok(disco.grant_types_supported.includes(gt), gt);
+
+    // -- 1. login with two resources (and their scopes), sent on both requests
+    const scope = 'openid profile offline_access orders:read billing:read billing:write';
+    const tok = await login({ scope, resource: [ORDERS, BILLING], tokenParams: { resource: [ORDERS, BILLING] } });
+    let claims = resourceToken(tok, ORDERS, 40);
+    assert.equal(claims.sub, 'alice');
+    assert.equal(claims.client_id, client.id);
+    assert.equal(claims.scope, 'orders:read');
+    assert.ok(tok.body.refresh_token && tok.body.id_token, JSON.stringify(tok.body));
+    log('login with resources: access token for the first, scope', claims.scope, '; token scope', tok.body.scope);
+    // the same login naming the resources at authorization only: the token is still the first's
+    const tokAuthOnly = await login({ scope, resource: [ORDERS, BILLING] });
+    resourceToken(tokAuthOnly, ORDERS, 40);
+
+    // -- 2. refresh once per resource (each rotates the refresh token)
+    const billing = await token({ grant_type: 'refresh_token', refresh_token: tok.body.refresh_token, resource: BILLING });
+    claims = resourceToken(billing, BILLING, 40);
+    assert.equal(claims.scope, 'billing:read billing:write');
+    assert.ok(billing.body.refresh_token && billing.body.refresh_token !== tok.body.refresh_token, 'rotated');
+    const orders = await token({
+      grant_type: 'refresh_token', refresh_token: billing.body.refresh_token, resource: ORDERS, scope: 'orders:read',
+    });
+    claims = resourceToken(orders, ORDERS, 40);
+    assert.equal(claims.scope, 'orders:read');
+    assert.equal(orders.body.scope, 'orders:read');
+    // without a resource: the login's first resource again
+    const plain = await token({ grant_type: 'refresh_token', refresh_token: orders.body.refresh_token });
+    resourceToken(plain, ORDERS, 40);
+    // a resource the login did not name, a refused one, a scope of another resource
+    const other = await token({ grant_type: 'refresh_token', refresh_token: plain.body.refresh_token, resource: 'https://other.example/' });
+    assert.equal(other.status, 400);
+    assert.equal(other.body.error, 'invalid_target', JSON.stringify(other.body));
+    const refused = await token({ grant_type: 'refresh_token', refresh_token: plain.body.refresh_token, resource: 'https://refused.example/' });
+    assert.equal(refused.body.error, 'invalid_target', JSON.stringify(refused.body));
+    // the old refresh token is consumed: reusing it revokes the grant (reuse detection)
+    const reuse = await token({ grant_type: 'refresh_token', refresh_token: tok.body.refresh_token, resource: ORDERS });
+    assert.equal(reuse.body.error, 'invalid_grant');
+    log('refresh per resource ok; reuse of a rotated one ->', JSON.stringify(reuse.body));
+
+    // -- 3. a login without resources: opaque, userinfo works; a refresh naming a resource is refused
+    const opaque = await login({ scope: 'openid profile offline_access' });
+    assert.equal(opaque.status, 200);
+    assert.ok(!opaque.body.access_token.includes('.'), 'opaque');
+    assert.equal((await fetch(`${op.issuer}/me`, { headers: { authorization: `Bearer ${opaque.body.access_token}` } })).status, 200);
+    const notNamed = await token({ grant_type: 'refresh_token', refresh_token: opaque.body.refresh_token, resource: ORDERS });
+    assert.equal(notNamed.body.error, 'invalid_target', JSON.stringify(notNamed.body));
+
+    // -- 4. Auth0's audience: a resource URL stands for resource; another value is ignored
+    const aud = await login({ scope: 'openid offline_access orders:write', audience: ORDERS, tokenParams: { audience: ORDERS } });
+    claims = resourceToken(aud, ORDERS, 40);
+    assert.equal(claims.scope, 'orders:write');
+    const audRefresh = await token({ grant_type: 'refresh_token', refresh_token: aud.body.refresh_token, audience: ORDERS });
+    resourceToken(audRefresh, ORDERS, 40);
+    const named = await login({ scope: 'openid', audience: 'orders-api', tokenParams: { audience: 'orders-api' } });
+    assert.equal(named.status, 200, JSON.stringify(named.body));
+    assert.ok(!named.body.access_token.includes('.'), 'a non-URL audience is ignored');
+    log('audience ok');
+
+    // -- 5. client credentials
+    const ccPlain = await token({ grant_type: 'client_credentials' });
+    assert.equal(ccPlain.status, 200, JSON.stringify(ccPlain.body));
+    assert.equal(ccPlain.body.expires_in, 50);
+    const cc = await token({ grant_type: 'client_credentials', resource: ORDERS, scope: 'orders:read orders:write billing:read' });
+    claims = resourceToken(cc, ORDERS, 50);
+    assert.equal(claims.sub, client.id);
+    assert.equal(claims.client_id, client.id);
+    assert.equal(claims.scope, 'orders:read orders:write');
+    const ccAud = await token({ grant_type: 'client_credentials', audience: BILLING, scope: 'billing:read' });
+    assert.equal(resourceToken(ccAud, BILLING, 50).scope, 'billing:read');
+    const ccRefused = await token({ grant_type: 'client_credentials', resource: 'https://refused.example/' });
+    assert.equal(ccRefused.body.error, 'invalid_target');
+    const portal = await clientPost(tokenEndpoint, { id: 'portal', secret: 'portal-secret-long-enough-for-hs256-keys', method: 'client_secret_basic' }, { grant_type: 'client_credentials' });
+    assert.equal(portal.body.error, 'invalid_request', JSON.stringify(portal.body));
+    log('client credentials ok');
+
+    // -- 6. token exchange
+    const exchange = (params) => token({
+      grant_type: TOKEN_EXCHANGE, subject_token: opaque.body.access_token, subject_token_type: ACCESS_TOKEN_TYPE, ...params,
+    });
+    const ex = await exchange({ audience: 'orders-api', scope: 'orders:read profile' });
+    assert.equal(ex.status, 200, JSON.stringify(ex.body));
+    assert.deepEqual(Object.keys(ex.body).sort(), ['access_token', 'expires_in', 'issued_token_type', 'scope', 'token_type']);
+    assert.equal(ex.body.issued_token_type, ACCESS_TOKEN_TYPE);
+    claims = resourceToken(ex, 'orders-api', 2);
+    assert.equal(claims.sub, 'alice');
+    assert.equal(claims.client_id, client.id);
+    assert.equal(claims.scope, 'orders:read');
+    assert.equal(ex.body.scope, 'orders:read');
+    resourceToken(await exchange({ resource: ORDERS }), ORDERS, 2);
+    resourceToken(await exchange({ audience: 'orders-api', resource: ORDERS }), ['orders-api', ORDERS], 2);
+    // no target: a token for the client itself, scopes from the subject token's
+    assert.equal(resourceToken(await exchange({}), client.id, 2).scope, undefined);
+    const exNoTarget = await exchange({ scope: 'profile orders:read' });
+    assert.equal(resourceToken(exNoTarget, client.id, 2).scope, 'profile');
+    // a JWT subject token (the login's resource token) works too
+    const exJwt = await token({
+      grant_type: TOKEN_EXCHANGE, subject_token: aud.body.access_token, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'billing-api',
+    });
+    assert.equal(resourceToken(exJwt, 'billing-api', 2).sub, 'alice');
+    for (const [params, status, error] of [
+      [{ audience: 'refused-api' }, 400, 'invalid_target'],
+      [{ resource: 'https://refused.example/' }, 400, 'invalid_target'],
+      [{ resource: 'not a url' }, 400, 'invalid_target'],
+      [{ audience: ['a-api', 'b-api'] }, 400, 'invalid_target'],
+      [{ audience: 'orders-api', scope: 'billing:read' }, 400, 'invalid_scope'],
+      [{ subject_token: 'nope' }, 400, 'invalid_grant'],
+      [{ subject_token: `${aud.body.access_token.slice(0, -4)}AAAA` }, 400, 'invalid_grant'],
+      [{ subject_token: ccPlain.body.access_token }, 400, 'invalid_grant'],
+      [{ subject_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }, 400, 'invalid_request'],
+      [{ requested_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }, 400, 'invalid_request'],
+    ]) {
+      const answer = await exchange(params);
+      assert.equal(answer.status, status, `${JSON.stringify(params)} -> ${JSON.stringify(answer.body)}`);
+      assert.equal(answer.body.error, error, `${JSON.stringify(params)} -> ${JSON.stringify(answer.body)}`);
+    }
+    const wrongSecret = await clientPost(tokenEndpoint, { ...client, secret: 'nope' }, {
+      grant_type: TOKEN_EXCHANGE, subject_token: opaque.body.access_token, subject_token_type: ACCESS_TOKEN_TYPE,
+    });
+    assert.equal(wrongSecret.status, 401);
+    // an exchanged token expires with OP_EXCHANGED_TOKEN_TTL; then it is no subject token
+    await sleep(3000);
+    const expired = await token({ grant_type: TOKEN_EXCHANGE, subject_token: ex.body.access_token, subject_token_type: ACCESS_TOKEN_TYPE });
+    assert.equal(expired.body.error, 'invalid_grant', JSON.stringify(expired.body));
+    // a revoked subject token
+    await fetch(`${op.issuer}/__test/revoke-access-tokens`, { method: 'POST' });
+    const revoked = await exchange({ audience: 'orders-api' });
+    assert.equal(revoked.body.error, 'invalid_grant', JSON.stringify(revoked.body));
+    log('token exchange ok');
+
+    // -- 7. switches: the next two exchanges fail with 503, then they work again; a delay
+    const opaque2 = await login({ scope: 'openid offline_access' });
+    const exchange2 = () => token({
+      grant_type: TOKEN_EXCHANGE, subject_token: opaque2.body.access_token, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'orders-api',
+    });
+    const set = await (await fetch(`${op.issuer}/__test/grant-error`, {
+      method: 'POST', body: JSON.stringify({ grant_type: TOKEN_EXCHANGE, error: 'temporarily_unavailable', error_description: 'down', status: 503, count: 2 }),
+    })).json();
+    assert.equal(set.count, 2);
+    for (let i = 0; i < 2; i += 1) {
+      const answer = await exchange2();
+      assert.equal(answer.status, 503);
+      assert.deepEqual(answer.body, { error: 'temporarily_unavailable', error_description: 'down' });
+    }
+    assert.equal((await exchange2()).status, 200);
+    await fetch(`${op.issuer}/__test/grant-error`, { method: 'POST', body: JSON.stringify({ grant_type: 'client_credentials', error: 'invalid_client' }) });
+    assert.equal((await token({ grant_type: 'client_credentials' })).body.error, 'invalid_client');
+    assert.equal((await token({ grant_type: 'client_credentials' })).status, 200);
+    await fetch(`${op.issuer}/__test/grant-delay?grant_type=${encodeURIComponent(TOKEN_EXCHANGE)}&ms=400`, { method: 'POST' });
+    const started = Date.now();
+    assert.equal((await exchange2()).status, 200);
+    assert.ok(Date.now() - started >= 400, 'delayed');
+    await fetch(`${op.issuer}/__test/grant-delay?grant_type=${encodeURIComponent(TOKEN_EXCHANGE)}&ms=0`, { method: 'POST' });
+
+    // -- 8. counters and records
+    const s = await stats();
+    log('stats', JSON.stringify({ ...s, token_requests: s.token_requests.length, authorization_requests: s.authorization_requests.length }));
+    assert.equal(s.refresh_token, 4); // billing, orders, plain, audRefresh
+    assert.equal(s.refresh_token_with_resource, 3); // billing, orders, audRefresh (audience -> resource)
+    assert.deepEqual(s.refresh_token_by_resource, { [BILLING]: 1, [ORDERS]: 2, '': 1 });
+    assert.equal(s.refresh_token_errors, 4); // other, refused, reuse, notNamed
+    assert.equal(s.client_credentials, 4); // ccPlain, cc, ccAud, after the switch
+    assert.equal(s.client_credentials_errors, 3); // ccRefused, portal, the switch
+    assert.deepEqual(s.client_credentials_by_target, { '': 2, [ORDERS]: 1, [BILLING]: 1 });
+    assert.equal(s.token_exchange, 8); // ex, resource, both, two without target, exJwt, after the switch, delayed
+    assert.equal(s.token_exchange_at.length, 8);
+    assert.equal(s.token_exchange_errors, 15); // 10 refusals, wrong secret, expired, revoked, 2 switched
+    assert.deepEqual(s.token_exchange_by_target, {
+      'orders-api': 3, [ORDERS]: 1, [`orders-api ${ORDERS}`]: 1, [client.id]: 2, 'billing-api': 1,
+    });
+    const first = s.token_requests.find((r) => r.grant_type === 'authorization_code');
+    assert.deepEqual(first, {
+      client_id: client.id, grant_type: 'authorization_code', scope: null, requested_token_type: null, subject_token_type: null, resource: [ORDERS, BILLING], audience: [], has_subject_token: false,
+    });
+    assert.ok(s.token_requests.some((r) => r.grant_type === TOKEN_EXCHANGE && r.audience[0] === 'orders-api' && r.has_subject_token));
+    assert.ok(!JSON.stringify(s).includes(opaque.body.access_token), 'no token in the stats');
+    assert.deepEqual(s.authorization_requests[0], {
+      resource: [ORDERS, BILLING], audience: [], scope, prompt: 'consent',
+    });
+    // every JWT access token issued is listed with the secrets
+    const { issued } = await getJson(`${op.issuer}/__test/secrets`);
+    for (const value of [tok.body.access_token, cc.body.access_token, ex.body.access_token]) assert.ok(issued.includes(value));
+    log('counters ok');
+  } catch (err) {
+    log('--- OP stderr ---\n', op.stderr());
+    throw err;
+  } finally {
+    await op.stop();
+  }
+}
+
+// OP_ROTATE_REFRESH_TOKEN=0: a refresh answers the same refresh token, which stays valid.
+async function noRotationScenario() {
+  log('\n=== scenario OP_ROTATE_REFRESH_TOKEN=0');
+  const redirectUri = 'http://127.0.0.1:8080/api/auth/callback';
+  const op = await startOp({ OP_ROTATE_REFRESH_TOKEN: '0' });
+  const client = { id: STACK.client_id, secret: STACK.client_secret, method: 'client_secret_basic' };
+  try {
+    const p = pkcePair();
+    const cb = await authorize(op, new Jar(), {
+      client_id: client.id, redirect_uri: redirectUri, response_type: 'code', scope: 'openid orders:read billing:read', resource: [ORDERS, BILLING], state: 'x', code_challenge: p.challenge, code_challenge_method: 'S256',
+    });
+    const tok = await clientPost(`${op.issuer}/token`, client, {
+      grant_type: 'authorization_code', code: cb.searchParams.get('code'), redirect_uri: redirectUri, code_verifier: p.verifier,
+    });
+    for (const resource of [BILLING, ORDERS, BILLING]) {
+      const answer = await clientPost(`${op.issuer}/token`, client, { grant_type: 'refresh_token', refresh_token: tok.body.refresh_token, resource });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.equal(answer.body.refresh_token, tok.body.refresh_token);
+      assert.equal(decodeJwt(answer.body.access_token).payload.aud, resource);
+    }
+    log('no rotation ok');
+  } finally {
+    await op.stop();
+  }
+}
+
+// `node selftest.mjs [name …]` runs only the named scenarios (default: all).
+const SCENARIOS = {
+  defaults: async () => {
+    await scenario('defaults');
+    log('forms seen:', JSON.stringify(seenForms, null, 2));
+  },
+  es256: () => scenario('ES256 + client_secret_post', { OP_ID_TOKEN_ALG: 'ES256', OP_TOKEN_AUTH_METHOD: 'client_secret_post' }),
+  ps256: () => scenario('PS256 + custom ttl + post-logout uri', {
+    OP_ID_TOKEN_ALG: 'PS256', OP_ACCESS_TOKEN_TTL: '3', OP_ID_TOKEN_TTL: '120', OP_POST_LOGOUT_REDIRECT_URIS: 'http://127.0.0.1:8080/logged-out,http://127.0.0.1:8080/',
+  }),
+  'keys-file': keysFileScenario,
+  'stock-refresh': stockRefreshScenario,
+  credentials: credentialsScenario,
+  'no-rotation': noRotationScenario,
+};
+const chosen = process.argv.slice(2);
+for (const name of chosen) assert.ok(SCENARIOS[name], `no scenario ${name}; there are ${Object.keys(SCENARIOS).join(', ')}`);
+for (const [name, run] of Object.entries(SCENARIOS)) {
+  if (chosen.length === 0 || chosen.includes(name)) await run();
+}
 log('\nALL OK');

@@ -26,7 +26,7 @@ function milestone(what) {
   process.stderr.write(`test-op: ${what} (${Date.now() - startedAt} ms)\n`);
 }
 
-const { default: Provider, interactionPolicy } = await import('oidc-provider');
+const { default: Provider, errors: oidcErrors, interactionPolicy } = await import('oidc-provider');
 milestone('oidc-provider loaded');
 
 // ---------------------------------------------------------------------------
@@ -76,6 +76,20 @@ const KEYS_FILE = env.OP_KEYS_FILE || undefined;
 const ACCESS_TOKEN_TTL = intEnv('OP_ACCESS_TOKEN_TTL', STACK.access_token_ttl_secs);
 const ID_TOKEN_TTL = intEnv('OP_ID_TOKEN_TTL', STACK.id_token_ttl_secs);
 const REFRESH_TOKEN_TTL = intEnv('OP_REFRESH_TOKEN_TTL', STACK.refresh_token_ttl_secs);
+// Lifetimes of the tokens issued for a resource server (RFC 8707: a resource at login or at a
+// refresh), by client credentials and by token exchange (RFC 8693); each defaults to the
+// access-token lifetime.
+const RESOURCE_TOKEN_TTL = intEnv('OP_RESOURCE_TOKEN_TTL', ACCESS_TOKEN_TTL);
+const CLIENT_CREDENTIALS_TTL = intEnv('OP_CLIENT_CREDENTIALS_TTL', ACCESS_TOKEN_TTL);
+const EXCHANGED_TOKEN_TTL = intEnv('OP_EXCHANGED_TOKEN_TTL', ACCESS_TOKEN_TTL);
+// When true (default) every refresh grant consumes its refresh token and answers a new one
+// (a reuse of the old one then revokes the whole grant); when false the same refresh token
+// is answered again and stays valid.
+const ROTATE_REFRESH_TOKEN = boolEnv('OP_ROTATE_REFRESH_TOKEN', true);
+// RFC 8693's names (the token exchange is below).
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 // When true (default) the vestibule client gets a refresh token from every
 // authorization_code grant (offline_access requested or not, prompt=consent or not);
 // when false only if offline_access ended up granted (oidc-provider's stock behaviour,
@@ -398,19 +412,229 @@ function zeroStats() {
     backchannel_logout_errors: 0, // logout tokens refused or undeliverable
     backchannel_last_error: '', // why the last one was (for a failing test's message)
     token_traceparents: [], // the W3C traceparent of each token request (null when absent)
+    refresh_token_with_resource: 0, // of the successful refresh_token grants, those naming a resource
+    refresh_token_by_resource: {}, // successful refresh_token grants per resource named ("" for none)
+    client_credentials: 0, // successful client_credentials grants
+    client_credentials_errors: 0, // failed client_credentials grants
+    client_credentials_by_target: {}, // successful client_credentials grants per resource ("" for none)
+    token_exchange: 0, // successful token exchanges (RFC 8693)
+    token_exchange_errors: 0, // failed token exchanges (the /__test/grant-error switch's included)
+    token_exchange_at: [], // when each of the last 1000 successful token exchanges happened (ms)
+    token_exchange_by_target: {}, // successful token exchanges per target ("audience resource", or the client id)
+    token_requests: [], // the last 1000 token requests' parameters, secrets left out (see README)
+    authorization_requests: [], // the last 1000 authorization requests' resource, audience, scope, prompt
   };
 }
 
 let stats = zeroStats();
 
-// Milliseconds to hold every refresh_token grant before oidc-provider sees it (a slow
-// provider, set by POST /__test/refresh-delay?ms=N).
-let refreshDelayMs = 0;
+// Per grant type, milliseconds to hold every grant before oidc-provider sees it (a slow
+// provider: POST /__test/grant-delay?grant_type=…&ms=N; /__test/refresh-delay?ms=N for
+// refresh_token).
+const grantDelays = new Map();
 
-// The next refresh_token grant is answered with this error instead of reaching oidc-provider
-// (POST /__test/refresh-error with {"error": …, "error_description": …}): the words other
-// providers use, such as Keycloak's "Maximum allowed refresh token reuse exceeded".
-let nextRefreshError = null;
+// Per grant type, the answers that replace oidc-provider's for the next grants, first first
+// (POST /__test/grant-error with {"grant_type", "error", "error_description", "status",
+// "count"}; /__test/refresh-error for the next refresh_token grant): the words other providers
+// use, such as Keycloak's "Maximum allowed refresh token reuse exceeded", or a provider that
+// refuses token exchanges for a while.
+const grantErrors = new Map();
+
+const GRANT_ERROR_COUNTERS = {
+  authorization_code: 'authorization_code_errors',
+  refresh_token: 'refresh_token_errors',
+  client_credentials: 'client_credentials_errors',
+  [TOKEN_EXCHANGE]: 'token_exchange_errors',
+};
+
+// Sets the answers for the next `count` grants of a type from a switch's JSON body.
+function setGrantErrors(body) {
+  const grantType = body.grant_type;
+  if (typeof grantType !== 'string' || !grantType) throw new Error('grant_type is required');
+  const status = body.status ?? 400;
+  const count = body.count ?? 1;
+  if (!Number.isInteger(status) || status < 400 || status > 599) throw new Error('status must be 400-599');
+  if (!Number.isInteger(count) || count < 0) throw new Error('count must be a non-negative integer');
+  const answer = { error: body.error ?? 'invalid_grant', ...(body.error_description ? { error_description: body.error_description } : {}) };
+  grantErrors.set(grantType, Array.from({ length: count }, () => ({ status, answer })));
+  return { grant_type: grantType, status, count, ...answer };
+}
+
+// ---------------------------------------------------------------------------
+// resource servers (RFC 8707) and targets of client-credentials and exchanged tokens
+// ---------------------------------------------------------------------------
+// Every `https://<name>.example/…` URL is a resource server (e.g. https://orders.example/,
+// https://billing.example/), except https://refused.example/…, which the provider refuses
+// (invalid_target). Its scopes are `<name>:read <name>:write`; its access tokens are JWTs
+// (typ at+jwt, signed with the provider's key) whose `aud` is the resource URL exactly.
+// A request that names no resource gets what it gets today (opaque tokens).
+
+const RESOURCE_URL = /^https:\/\/([a-z0-9-]+)\.example\/[^#]*$/;
+const REFUSED_TARGETS = new Set(['refused', 'refused-api']);
+
+// The name of a resource URL or an exchange audience: `https://orders.example/` and
+// `orders-api` are both `orders`; undefined for a URL that is no test resource server.
+function targetName(target) {
+  const url = RESOURCE_URL.exec(target);
+  if (url) return url[1];
+  if (/^[a-z][a-z0-9+.-]*:/i.test(target)) return undefined;
+  return target.replace(/-api$/, '');
+}
+
+function resourceScopes(name) {
+  return [`${name}:read`, `${name}:write`];
+}
+
+function isTestResource(value) {
+  return typeof value === 'string' && RESOURCE_URL.test(value);
+}
+
+async function getResourceServerInfo(ctx, indicator) {
+  const name = RESOURCE_URL.exec(indicator)?.[1];
+  if (!name) throw new oidcErrors.InvalidTarget(`test-op: ${indicator} is no resource server here (https://<name>.example/ is)`);
+  if (REFUSED_TARGETS.has(name)) throw new oidcErrors.InvalidTarget(`test-op: refuses tokens for ${indicator}`);
+  return {
+    scope: resourceScopes(name).join(' '),
+    audience: indicator,
+    accessTokenFormat: 'jwt',
+    accessTokenTTL: RESOURCE_TOKEN_TTL,
+    jwt: { sign: { alg: JWKS_ALG } },
+  };
+}
+
+// Auth0's `audience` names the API a token is for; here an `audience` that is a test resource
+// URL stands for `resource` when a request names none (authorization, code, refresh and
+// client-credentials requests; the token exchange reads `audience` itself). Any other
+// `audience` is ignored, as oidc-provider ignores every parameter it does not know.
+function audienceAsResource(params) {
+  if (params.has('resource')) return false;
+  const audiences = params.getAll('audience').filter(isTestResource);
+  for (const audience of audiences) params.append('resource', audience);
+  return audiences.length > 0;
+}
+
+// ---------------------------------------------------------------------------
+// token exchange (RFC 8693), which oidc-provider does not implement
+// ---------------------------------------------------------------------------
+// grant_type=urn:ietf:params:oauth:grant-type:token-exchange for the vestibule client:
+//   subject_token       an access token this provider issued and that is still valid: an opaque
+//                       one (looked up in the store) or a JWT one (a resource or exchanged
+//                       token: signature by this provider's key, iss and exp checked);
+//   subject_token_type  urn:ietf:params:oauth:token-type:access_token;
+//   audience, resource  at most one each: the token's `aud` is both (an array) or the one
+//                       given, or the client's id when neither is; https://refused.example/
+//                       and the audience `refused-api` are refused (invalid_target);
+//   scope               the issued token's scope is the asked ones the target allows
+//                       (`<name>:read <name>:write`, name from the resource or the audience
+//                       without `-api`); none allowed: invalid_scope; none asked: no scope;
+//   requested_token_type  absent, …:access_token or …:jwt.
+// The answer: {access_token (a JWT: iss, sub, aud, iat, exp, jti, client_id, scope), issued_token_type,
+// token_type: "Bearer", expires_in (OP_EXCHANGED_TOKEN_TTL), scope (when one was granted)}.
+
+const TOKEN_EXCHANGE_PARAMETERS = ['subject_token', 'subject_token_type', 'audience', 'resource', 'scope', 'requested_token_type', 'actor_token', 'actor_token_type'];
+
+function asList(value) {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+// A JWT access token this provider signed (resource, client-credentials or exchanged token):
+// its claims, or undefined when the signature, issuer or expiry says otherwise.
+function verifiedOwnJwt(token) {
+  const parts = token.split('.');
+  if (parts.length !== 3) return undefined;
+  let header;
+  let payload;
+  try {
+    [header, payload] = parts.slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url').toString('utf8')));
+  } catch {
+    return undefined;
+  }
+  const jwk = SIGNING_JWKS.keys.find((key) => key.kid === header.kid && keyMatchesAlg(key, header.alg));
+  if (!jwk) return undefined;
+  const key = crypto.createPublicKey({ key: jwk, format: 'jwk' });
+  const data = Buffer.from(`${parts[0]}.${parts[1]}`);
+  const signature = Buffer.from(parts[2], 'base64url');
+  const hash = `sha${header.alg.slice(2)}`;
+  let valid;
+  if (header.alg.startsWith('RS')) valid = crypto.verify(hash, data, key, signature);
+  else if (header.alg.startsWith('PS')) valid = crypto.verify(hash, data, { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, signature);
+  else valid = crypto.verify(hash, data, { key, dsaEncoding: 'ieee-p1363' }, signature);
+  if (!valid || payload.iss !== providerInstance.issuer) return undefined;
+  if (typeof payload.exp !== 'number' || payload.exp <= Math.floor(Date.now() / 1000)) return undefined;
+  return payload;
+}
+
+// The subject (account id) and scopes of a subject token, or invalid_grant.
+async function subjectOf(provider, token) {
+  if (token.split('.').length === 3) {
+    const claims = verifiedOwnJwt(token);
+    if (!claims) throw new oidcErrors.InvalidGrant('subject token invalid, expired or not issued here');
+    if (!claims.sub || claims.sub === claims.client_id) throw new oidcErrors.InvalidGrant('subject token names no user');
+    return { sub: claims.sub, scopes: String(claims.scope ?? '').split(' ').filter(Boolean) };
+  }
+  const accessToken = await provider.AccessToken.find(token);
+  if (!accessToken || accessToken.isExpired) throw new oidcErrors.InvalidGrant('subject token invalid, expired or revoked');
+  return { sub: accessToken.accountId, scopes: [...accessToken.scopes] };
+}
+
+function tokenExchangeHandler(provider) {
+  return async function tokenExchange(ctx) {
+    const { params, client } = ctx.oidc;
+    for (const name of ['subject_token', 'subject_token_type']) {
+      if (!params[name]) throw new oidcErrors.InvalidRequest(`missing required parameter '${name}'`);
+    }
+    if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new oidcErrors.InvalidRequest(`test-op: subject_token_type must be ${ACCESS_TOKEN_TYPE}`);
+    }
+    if (params.actor_token) throw new oidcErrors.InvalidRequest('test-op: actor_token (delegation) is not supported');
+    const requestedType = params.requested_token_type ?? ACCESS_TOKEN_TYPE;
+    if (![ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE].includes(requestedType)) {
+      throw new oidcErrors.InvalidRequest(`test-op: requested_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}`);
+    }
+    const audiences = asList(params.audience);
+    const resources = asList(params.resource);
+    if (audiences.length > 1 || resources.length > 1) {
+      throw new oidcErrors.InvalidTarget('test-op: exchanges for one audience and one resource at a time');
+    }
+    for (const resource of resources) {
+      // Absolute, no fragment, a test resource server not refused (as at the other grants).
+      await getResourceServerInfo(ctx, resource);
+    }
+    const targets = [...audiences, ...resources];
+    const names = targets.map(targetName);
+    if (names.some((name) => REFUSED_TARGETS.has(name))) {
+      throw new oidcErrors.InvalidTarget(`test-op: refuses tokens for ${targets.join(' ')}`);
+    }
+    const subject = await subjectOf(provider, params.subject_token);
+    const allowed = new Set(names.length ? names.filter(Boolean).flatMap(resourceScopes) : subject.scopes);
+    const asked = String(params.scope ?? '').split(' ').filter(Boolean);
+    const granted = asked.filter((scope) => allowed.has(scope));
+    if (asked.length && !granted.length) {
+      throw new oidcErrors.InvalidScope(`test-op: ${targets.join(' ') || 'this token'} allows none of the requested scopes`, asked.join(' '));
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const claims = {
+      iss: provider.issuer,
+      sub: subject.sub,
+      aud: targets.length === 0 ? client.clientId : (targets.length === 1 ? targets[0] : targets),
+      iat: now,
+      exp: now + EXCHANGED_TOKEN_TTL,
+      jti: crypto.randomBytes(16).toString('base64url'),
+      client_id: client.clientId,
+      ...(granted.length ? { scope: granted.join(' ') } : {}),
+    };
+    const { kid } = SIGNING_JWKS.keys.find((key) => keyMatchesAlg(key, JWKS_ALG));
+    const accessToken = signToken({ alg: JWKS_ALG, typ: 'at+jwt', kid }, claims, 'provider');
+    ctx.body = {
+      access_token: accessToken,
+      issued_token_type: requestedType,
+      token_type: 'Bearer',
+      expires_in: EXCHANGED_TOKEN_TTL,
+      ...(granted.length ? { scope: granted.join(' ') } : {}),
+    };
+  };
+}
 
 // ---------------------------------------------------------------------------
 // provider
@@ -439,7 +663,8 @@ function buildProvider(issuer) {
       client_secret: CLIENT_SECRET,
       redirect_uris: REDIRECT_URIS,
       post_logout_redirect_uris: POST_LOGOUT_REDIRECT_URIS,
-      grant_types: ['authorization_code', 'refresh_token'],
+      // client_credentials and the token exchange for the credential kinds of issue 31.
+      grant_types: ['authorization_code', 'refresh_token', 'client_credentials', TOKEN_EXCHANGE],
       response_types: ['code'],
       token_endpoint_auth_method: TOKEN_AUTH_METHOD,
       id_token_signed_response_alg: ID_TOKEN_ALG,
@@ -527,6 +752,22 @@ function buildProvider(issuer) {
       backchannelLogout: { enabled: true },
       userinfo: { enabled: USERINFO_ENABLED },
       jwtUserinfo: { enabled: USERINFO_SIGNED },
+      clientCredentials: { enabled: true },
+      // RFC 8707, see "resource servers" above. No default resource: a request without one is
+      // answered as before. A token request naming several (a login that asked for several)
+      // gets a token for the first; a code or refresh grant naming none gets one for the first
+      // resource its authorization request named (useGrantedResource), so a login with
+      // resources keeps one audience across its refreshes, and one without stays opaque.
+      resourceIndicators: {
+        enabled: true,
+        async defaultResource(ctx, client, oneOf) {
+          return oneOf ? oneOf[0] : undefined;
+        },
+        async useGrantedResource() {
+          return true;
+        },
+        getResourceServerInfo,
+      },
     },
     // oidc-provider silently drops offline_access from the requested scope unless the
     // authorization request carries prompt=consent. So by default (OP_ALWAYS_ISSUE_REFRESH_TOKEN=1)
@@ -541,9 +782,25 @@ function buildProvider(issuer) {
       if (ALWAYS_ISSUE_REFRESH_TOKEN && ctx.oidc.client?.grantTypeAllowed('refresh_token')) return false;
       return !source.scopes.has('offline_access');
     },
-    rotateRefreshToken: true,
+    // Called after the refresh token was validated and before it is consumed: a refused
+    // resource is refused here, so it does not burn the refresh token (stock oidc-provider
+    // consumes it first and then answers invalid_target; the next use then counts as a reuse
+    // and revokes the grant).
+    async rotateRefreshToken(ctx) {
+      const refreshToken = ctx.oidc.entities.RefreshToken;
+      for (const resource of asList(ctx.oidc.params.resource)) {
+        await getResourceServerInfo(ctx, resource);
+        if (!refreshToken.resourceIndicators.has(resource)) {
+          throw new oidcErrors.InvalidTarget(`test-op: the authorization request did not name ${resource}`);
+        }
+      }
+      return ROTATE_REFRESH_TOKEN;
+    },
     ttl: {
-      AccessToken: ACCESS_TOKEN_TTL,
+      AccessToken(ctx, token) {
+        return token.resourceServer?.accessTokenTTL ?? ACCESS_TOKEN_TTL;
+      },
+      ClientCredentials: CLIENT_CREDENTIALS_TTL,
       AuthorizationCode: 60,
       IdToken: ID_TOKEN_TTL,
       RefreshToken: REFRESH_TOKEN_TTL,
@@ -569,21 +826,37 @@ function buildProvider(issuer) {
 
   const provider = new Provider(issuer, configuration);
   withAcrOnLogin(provider);
+  provider.registerGrantType(TOKEN_EXCHANGE, tokenExchangeHandler(provider), TOKEN_EXCHANGE_PARAMETERS, ['audience', 'resource']);
 
   // ---- counters -------------------------------------------------------------
+  const bump = (counts, key) => { counts[key] = (counts[key] ?? 0) + 1; };
+  const stamp = (times) => {
+    times.push(Date.now());
+    if (times.length > 1000) times.shift();
+  };
   provider.on('grant.success', (ctx) => {
-    const gt = ctx.oidc.params?.grant_type;
+    const { params, client } = ctx.oidc;
+    const gt = params?.grant_type;
+    const resource = asList(params?.resource).join(' ');
     if (gt === 'authorization_code') stats.authorization_code += 1;
     else if (gt === 'refresh_token') {
       stats.refresh_token += 1;
-      stats.refresh_token_at.push(Date.now());
-      if (stats.refresh_token_at.length > 1000) stats.refresh_token_at.shift();
+      stamp(stats.refresh_token_at);
+      if (resource) stats.refresh_token_with_resource += 1;
+      bump(stats.refresh_token_by_resource, resource);
+    } else if (gt === 'client_credentials') {
+      stats.client_credentials += 1;
+      bump(stats.client_credentials_by_target, resource);
+    } else if (gt === TOKEN_EXCHANGE) {
+      stats.token_exchange += 1;
+      stamp(stats.token_exchange_at);
+      bump(stats.token_exchange_by_target, [...asList(params.audience), ...asList(params.resource)].join(' ') || client.clientId);
     }
   });
   provider.on('grant.error', (ctx, err) => {
     const gt = ctx.oidc?.params?.grant_type;
-    if (gt === 'authorization_code') stats.authorization_code_errors += 1;
-    else if (gt === 'refresh_token') stats.refresh_token_errors += 1;
+    const counter = GRANT_ERROR_COUNTERS[gt];
+    if (counter) stats[counter] += 1;
     process.stderr.write(`test-op: grant.error grant_type=${gt} ${err.error}: ${err.error_description ?? ''} ${err.error_detail ?? ''}\n`);
   });
   provider.on('introspection.error', () => { stats.introspection_errors += 1; });
@@ -900,8 +1173,15 @@ function frontchannelLogoutUrls(sub) {
 async function handleTestPost(req, res, route) {
   const body = JSON.parse((await readBody(req)) || '{}');
   if (route === 'POST /__test/refresh-error') {
-    nextRefreshError = { error: body.error ?? 'invalid_grant', error_description: body.error_description };
-    return sendJson(res, 200, nextRefreshError);
+    const { status, count, grant_type: _, ...answer } = setGrantErrors({ ...body, grant_type: 'refresh_token', status: 400, count: 1 });
+    return sendJson(res, 200, answer);
+  }
+  if (route === 'POST /__test/grant-error') {
+    try {
+      return sendJson(res, 200, setGrantErrors(body));
+    } catch (err) {
+      return sendJson(res, 400, { error: String(err.message ?? err) });
+    }
   }
   if (route === 'POST /__test/logout-token') {
     const header = { ...(body.header ?? { alg: JWKS_ALG, typ: 'logout+jwt' }) };
@@ -939,7 +1219,7 @@ function handleTest(req, res) {
     claimsEndpoint(req, res);
     return;
   }
-  if (['POST /__test/logout-token', 'POST /__test/end-sessions', 'POST /__test/refresh-error'].includes(route)) {
+  if (['POST /__test/logout-token', 'POST /__test/end-sessions', 'POST /__test/refresh-error', 'POST /__test/grant-error'].includes(route)) {
     handleTestPost(req, res, route).catch((err) => sendJson(res, 500, { error: String(err.message ?? err) }));
     return;
   }
@@ -961,11 +1241,15 @@ function handleTest(req, res) {
       return sendJson(res, 200, { issued: issuedSecrets });
     case 'GET /__test/frontchannel-logout-urls':
       return sendJson(res, 200, frontchannelLogoutUrls(new URL(req.url, 'http://localhost').searchParams.get('sub')));
-    case 'POST /__test/refresh-delay': {
-      const ms = Number.parseInt(new URL(req.url, 'http://localhost').searchParams.get('ms') ?? '', 10);
+    case 'POST /__test/refresh-delay':
+    case 'POST /__test/grant-delay': {
+      const query = new URL(req.url, 'http://localhost').searchParams;
+      const ms = Number.parseInt(query.get('ms') ?? '', 10);
       if (!Number.isFinite(ms) || ms < 0) return sendJson(res, 400, { error: 'ms must be a non-negative integer' });
-      refreshDelayMs = ms;
-      return sendJson(res, 200, { refresh_delay_ms: refreshDelayMs });
+      const grantType = route === 'POST /__test/refresh-delay' ? 'refresh_token' : query.get('grant_type');
+      if (!grantType) return sendJson(res, 400, { error: 'grant_type is required' });
+      grantDelays.set(grantType, ms);
+      return sendJson(res, 200, route === 'POST /__test/refresh-delay' ? { refresh_delay_ms: ms } : { grant_type: grantType, delay_ms: ms });
     }
     default:
       return sendJson(res, 404, { error: 'not_found', route });
@@ -1024,13 +1308,15 @@ function usedAuthMethod(req, form) {
 async function strictClientAuth(req, res) {
   const route = CLIENT_AUTH_PATHS.get(new URL(req.url, 'http://localhost').pathname);
   if (route === 'token') stats.token_traceparents.push(req.headers.traceparent ?? null);
-  if (!STRICT_CLIENT_AUTH || req.method !== 'POST' || !route
+  if (req.method !== 'POST' || !route || (!STRICT_CLIENT_AUTH && route !== 'token')
     || !/^application\/x-www-form-urlencoded/i.test(req.headers['content-type'] ?? '')) {
     return true;
   }
   const raw = await readBody(req);
   req.body = raw; // picked up by oidc-provider's body parser (req is no longer readable)
   const form = new URLSearchParams(raw);
+  if (route === 'token') prepareTokenRequest(req, form);
+  if (!STRICT_CLIENT_AUTH) return true;
   const used = usedAuthMethod(req, form);
   const expected = used && REGISTERED_AUTH_METHOD.get(used.clientId);
   if (!used || !expected || (expected === used.method && !used.both)) return true;
@@ -1119,6 +1405,72 @@ function handleTokenResponseSwitch(req, res) {
   }).catch((err) => sendJson(res, 400, { error: String(err.message ?? err) }));
 }
 
+// ---------------------------------------------------------------------------
+// what token and authorization requests carried (issue 31: resources, audiences, exchanges)
+// ---------------------------------------------------------------------------
+
+// Parameters of a token request worth a test's assertion; never a secret (no code, verifier,
+// refresh, subject or actor token, client secret).
+const RECORDED_TOKEN_PARAMS = ['grant_type', 'scope', 'requested_token_type', 'subject_token_type'];
+
+function pushCapped(list, entry) {
+  list.push(entry);
+  if (list.length > 1000) list.shift();
+}
+
+// Records a token request (stats.token_requests) and lets an `audience` stand for `resource`
+// (see audienceAsResource) in every grant but the token exchange, rewriting req.body.
+function prepareTokenRequest(req, form) {
+  const entry = { client_id: usedAuthMethod(req, form)?.clientId ?? form.get('client_id') ?? null };
+  for (const name of RECORDED_TOKEN_PARAMS) entry[name] = form.get(name);
+  entry.resource = form.getAll('resource');
+  entry.audience = form.getAll('audience');
+  entry.has_subject_token = form.has('subject_token');
+  pushCapped(stats.token_requests, entry);
+  if (form.get('grant_type') !== TOKEN_EXCHANGE && audienceAsResource(form)) req.body = form.toString();
+}
+
+function tokenRequestGrantType(req) {
+  if (typeof req.body !== 'string' || new URL(req.url, 'http://localhost').pathname !== '/token') return undefined;
+  return new URLSearchParams(req.body).get('grant_type') ?? undefined;
+}
+
+// Records an authorization request (GET /auth) and lets its `audience` stand for `resource`.
+function prepareAuthorizationRequest(req) {
+  const url = new URL(req.url, 'http://localhost');
+  if (req.method !== 'GET' || url.pathname !== '/auth') return;
+  const query = url.searchParams;
+  pushCapped(stats.authorization_requests, {
+    resource: query.getAll('resource'), audience: query.getAll('audience'), scope: query.get('scope'), prompt: query.get('prompt'),
+  });
+  if (audienceAsResource(query)) req.url = `${url.pathname}?${query}`;
+}
+
+// JWT access tokens are never stored (only opaque ones are, and the adapter lists those in
+// /__test/secrets): take them from the token endpoint's answers.
+function recordIssuedJwts(req, res) {
+  if (new URL(req.url, 'http://localhost').pathname !== '/token') return;
+  const chunks = [];
+  const { write, end } = res;
+  const keep = (chunk) => {
+    if (chunk && typeof chunk !== 'function') chunks.push(Buffer.from(chunk));
+  };
+  res.write = function recordingWrite(chunk, ...rest) {
+    keep(chunk);
+    return write.call(this, chunk, ...rest);
+  };
+  res.end = function recordingEnd(chunk, ...rest) {
+    keep(chunk);
+    try {
+      const token = JSON.parse(Buffer.concat(chunks).toString('utf8')).access_token;
+      if (typeof token === 'string' && token.includes('.')) issuedSecrets.push(token);
+    } catch {
+      // not JSON: nothing issued
+    }
+    return end.call(this, chunk, ...rest);
+  };
+}
+
 let providerHandler;
 let providerInstance;
 
@@ -1132,18 +1484,19 @@ const server = http.createServer((req, res) => {
     return;
   }
   if (refusedByUserinfoSwitch(req, res)) return;
+  prepareAuthorizationRequest(req);
   recordUserinfoTransport(req).then(() => strictClientAuth(req, res)).then((proceed) => {
     if (!proceed) return;
     changeTokenResponse(req, res);
-    const isRefresh = typeof req.body === 'string'
-      && new URLSearchParams(req.body).get('grant_type') === 'refresh_token';
-    if (isRefresh && nextRefreshError) {
-      const answer = nextRefreshError;
-      nextRefreshError = null;
-      stats.refresh_token_errors += 1;
-      sendJson(res, 400, answer);
-    } else if (isRefresh && refreshDelayMs > 0) {
-      setTimeout(() => providerHandler(req, res), refreshDelayMs);
+    recordIssuedJwts(req, res);
+    const grantType = tokenRequestGrantType(req);
+    const switched = grantErrors.get(grantType)?.shift();
+    if (switched) {
+      const counter = GRANT_ERROR_COUNTERS[grantType];
+      if (counter) stats[counter] += 1;
+      sendJson(res, switched.status, switched.answer);
+    } else if (grantDelays.get(grantType) > 0) {
+      setTimeout(() => providerHandler(req, res), grantDelays.get(grantType));
     } else {
       providerHandler(req, res);
     }

@@ -12,6 +12,7 @@ pub mod nginx;
 pub mod otlp;
 pub mod provider;
 pub mod provider_front;
+pub mod provider_grants;
 pub mod raw_http;
 pub mod redis;
 pub mod redis_topologies;

@@ -36,6 +36,17 @@ pub struct ProviderOptions {
     /// UserInfo: `"signed"` answers a signed JWT (`userinfo_signed_response_alg` RS256),
     /// `"absent"` leaves the endpoint out of discovery; empty: plain JSON.
     pub userinfo: &'static str,
+    /// Lifetime of access tokens for a resource server (a login or refresh naming a
+    /// `resource`), in seconds; `None`: `access_token_ttl`.
+    pub resource_token_ttl: Option<u64>,
+    /// Lifetime of client-credentials tokens, in seconds; `None`: `access_token_ttl`.
+    pub client_credentials_ttl: Option<u64>,
+    /// Lifetime of tokens from the token exchange (RFC 8693), in seconds; `None`:
+    /// `access_token_ttl`.
+    pub exchanged_token_ttl: Option<u64>,
+    /// Whether a refresh grant consumes its refresh token and answers a new one (the default,
+    /// with reuse detection); `false`: it answers the same one, which stays valid.
+    pub rotate_refresh_tokens: bool,
 }
 
 impl Default for ProviderOptions {
@@ -50,6 +61,10 @@ impl Default for ProviderOptions {
             extra_id_token_algs: "",
             issuer_behind_front: None,
             userinfo: "",
+            resource_token_ttl: None,
+            client_credentials_ttl: None,
+            exchanged_token_ttl: None,
+            rotate_refresh_tokens: true,
         }
     }
 }
@@ -151,11 +166,24 @@ impl TestProvider {
                 (options.userinfo == "signed").to_string(),
             )
             .env("OP_NO_USERINFO", (options.userinfo == "absent").to_string())
+            .env(
+                "OP_ROTATE_REFRESH_TOKEN",
+                options.rotate_refresh_tokens.to_string(),
+            )
             // Stock oidc-provider behaviour: a refresh token only with prompt=consent.
             .env("OP_ALWAYS_ISSUE_REFRESH_TOKEN", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.try_clone().unwrap()));
+        for (name, ttl) in [
+            ("OP_RESOURCE_TOKEN_TTL", options.resource_token_ttl),
+            ("OP_CLIENT_CREDENTIALS_TTL", options.client_credentials_ttl),
+            ("OP_EXCHANGED_TOKEN_TTL", options.exchanged_token_ttl),
+        ] {
+            if let Some(ttl) = ttl {
+                command.env(name, ttl.to_string());
+            }
+        }
         if let Some(keys) = &options.keys_file {
             command.env("OP_KEYS_FILE", keys);
         }
