@@ -10,6 +10,7 @@
 //! start-up is `launch.rs`.
 
 mod admin;
+pub mod exchange;
 mod launch;
 pub mod step_up;
 
@@ -29,7 +30,7 @@ pub const ACCESS_TOKEN_LIFESPAN_SECS: u64 = 12;
 /// How long Keycloak may take to start on a busy 2-core machine.
 const START_LIMIT: Duration = Duration::from_secs(300);
 
-/// Keycloak events the tests read (refreshes, revocations, logouts, logins).
+/// Keycloak events the tests read (refreshes, revocations, logouts, logins, token exchanges).
 const RECORDED_EVENTS: &[&str] = &[
     "LOGIN",
     "LOGIN_ERROR",
@@ -41,6 +42,8 @@ const RECORDED_EVENTS: &[&str] = &[
     "REVOKE_GRANT_ERROR",
     "LOGOUT",
     "LOGOUT_ERROR",
+    "TOKEN_EXCHANGE",
+    "TOKEN_EXCHANGE_ERROR",
 ];
 
 /// One running Keycloak (shared by every test of this process) and the demo API.
