@@ -9,7 +9,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::Digest;
 
-use crate::harness::keycloak::exchange::{API_CLIENT_ID, API_SCOPE, UNMAPPED_API_CLIENT_ID};
+use crate::harness::keycloak::exchange::{
+    API_CLIENT_ID, API_PATH, API_SCOPE, UNMAPPED_API_CLIENT_ID,
+};
 use crate::harness::keycloak::{ACCESS_TOKEN_LIFESPAN_SECS, Keycloak};
 use crate::harness::{Browser, free_port};
 
@@ -131,6 +133,18 @@ async fn exchange(
     token_request(keycloak, (&login.client_id, &login.client_secret), &form).await
 }
 
+/// A GET at the demo API with `token` as the bearer token: (status, JSON answer).
+async fn demo_api_get(keycloak: &Keycloak, path: &str, token: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", keycloak.demo_api_url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// A JWT's claims (its payload, not verified: Keycloak's introspection is the check here).
 fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).expect("a JWT has a payload");
@@ -177,10 +191,6 @@ async fn keycloak_exchanges_a_login_token_for_an_orders_api_token_once_per_event
 
     let (status, exchanged) = exchange(keycloak, &login, API_CLIENT_ID, Some(API_SCOPE)).await;
     assert_eq!(status, StatusCode::OK, "{exchanged}");
-    eprintln!(
-        "[exchange] answer fields: {:?}",
-        exchanged.as_object().map(|o| o.keys().collect::<Vec<_>>())
-    );
     assert_eq!(
         exchanged["issued_token_type"], ACCESS_TOKEN_TYPE,
         "{exchanged}"
@@ -195,7 +205,6 @@ async fn keycloak_exchanges_a_login_token_for_an_orders_api_token_once_per_event
     );
     let token = exchanged["access_token"].as_str().expect("an access token");
     let orders = claims(token);
-    eprintln!("[exchange] exchanged token claims: {orders}");
     assert!(
         audiences(&orders).contains(&API_CLIENT_ID.to_owned()),
         "the exchanged token is for {API_CLIENT_ID}: {orders}"
@@ -207,13 +216,58 @@ async fn keycloak_exchanges_a_login_token_for_an_orders_api_token_once_per_event
         sid.as_str(),
         "the same SSO session: {orders}"
     );
+    assert_eq!(exchanged["refresh_expires_in"], 0, "{exchanged}");
+    assert_eq!(
+        exchanged["scope"]
+            .as_str()
+            .map(|scope| scope.contains(API_SCOPE)),
+        Some(true),
+        "{exchanged}"
+    );
+
+    // The demo API checks tokens under /orders with Keycloak's JWKS: the exchanged one is for
+    // it, the login's own is not.
+    let (status, answer) = demo_api_get(keycloak, &format!("{API_PATH}/1"), token).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["token"]["aud"], API_CLIENT_ID, "{answer}");
+    assert_eq!(answer["caller"]["preferred_username"], "alice", "{answer}");
+    let (status, answer) =
+        demo_api_get(keycloak, &format!("{API_PATH}/1"), login.access_token()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .is_some_and(|reason| reason.ends_with(&format!("does not name {API_CLIENT_ID}"))),
+        "the login's own token is refused for its audience: {answer}"
+    );
+    let userinfo = reqwest::Client::new()
+        .get(format!(
+            "{}/realms/{}/protocol/openid-connect/userinfo",
+            keycloak.back_url, keycloak.realm
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    // Keycloak's UserInfo wants the openid scope, which the exchange did not ask for: the
+    // demo API's other paths, which ask UserInfo, refuse such a token.
+    assert_eq!(userinfo.status(), StatusCode::FORBIDDEN);
+    let challenge = userinfo.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#)
+            && challenge.contains("Missing openid scope"),
+        "{challenge}"
+    );
+
     let events = keycloak.token_exchange_events(&sid).await;
     assert_eq!(
         events.len(),
         before + 1,
         "one TOKEN_EXCHANGE event (the refused one is a TOKEN_EXCHANGE_ERROR): {events:?}"
     );
-    eprintln!("[exchange] event: {}", events[events.len() - 1]);
+    let event = &events[events.len() - 1];
+    assert_eq!(event["details"]["audience"], API_CLIENT_ID, "{event}");
+    assert_eq!(event["clientId"], login.client_id.as_str(), "{event}");
 
     // An API client no scope of this client maps is refused, as is a client that does not exist.
     let (status, refused) =
@@ -280,6 +334,8 @@ async fn an_exchanged_token_is_active_at_introspection_until_the_users_keycloak_
         "the exchanged token ended with the session it came from: {seen}"
     );
     let (status, refused) = exchange(keycloak, &login, API_CLIENT_ID, Some(API_SCOPE)).await;
-    eprintln!("[exchange] after logout: {status} {refused}");
+    // And the login's token can no longer be exchanged.
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"], "invalid_request", "{refused}");
+    assert_eq!(refused["error_description"], "Invalid token", "{refused}");
 }

@@ -25,6 +25,11 @@ use super::Keycloak;
 /// them and introspects them with its own secret.
 pub const API_CLIENT_ID: &str = "orders-api";
 
+/// The demo API's paths that take only tokens whose `aud` names [`API_CLIENT_ID`], checked
+/// with Keycloak's JWKS (its `AUDIENCE_PATHS`): a route to `<demo API>/orders` with
+/// `kind = "exchange"` passes, one with the login's own token gets `401`.
+pub const API_PATH: &str = "/orders";
+
 /// [`API_CLIENT_ID`]'s secret.
 pub const API_CLIENT_SECRET: &str = "secret-of-orders-api";
 

@@ -6,8 +6,8 @@
 //! `http://localhost:<front>` (the "published port", which `KC_HOSTNAME` names), Vestibule and
 //! the demo API use `http://127.0.0.1:<back>` (the "service name"). Each relay records every
 //! request line, so a test can prove who called what through which name. Test-only changes
-//! (token lifetimes, events, redirect URIs) go through the admin REST API (`admin.rs`); the
-//! start-up is `launch.rs`.
+//! (token lifetimes, events, redirect URIs) go through the admin REST API (`admin.rs`, and
+//! `step_up.rs` and `exchange.rs` for those features); the start-up is `launch.rs`.
 
 mod admin;
 pub mod exchange;
