@@ -19,6 +19,7 @@ mod health;
 mod key_rotation;
 mod keycloak;
 mod keycloak_demo;
+mod keycloak_exchange;
 mod keycloak_routes;
 mod limits;
 mod load_balancer;

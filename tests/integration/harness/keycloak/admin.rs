@@ -39,11 +39,23 @@ impl Keycloak {
 
     /// Changes the realm's Vestibule client with `change` (one change at a time).
     async fn update_client(&self, change: impl FnOnce(&mut Value)) {
+        self.update_named_client(&self.client_id, change).await;
+    }
+
+    /// Changes the realm's client `client_id` with `change` (one change at a time).
+    pub(super) async fn update_named_client(
+        &self,
+        client_id: &str,
+        change: impl FnOnce(&mut Value),
+    ) {
         let _one_at_a_time = self.client_updates.lock().await;
-        let path = format!("clients?clientId={}", self.client_id);
+        let path = format!("clients?clientId={client_id}");
         let clients = self.admin_get(&path).await;
         let mut client = clients[0].clone();
-        let id = client["id"].as_str().expect("client id").to_owned();
+        let id = client["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no client {client_id}: {clients}"))
+            .to_owned();
         change(&mut client);
         self.admin_send(
             reqwest::Method::PUT,
@@ -51,6 +63,17 @@ impl Keycloak {
             Some(&client),
         )
         .await;
+    }
+
+    /// The id (UUID) of the realm's client `client_id`.
+    pub(super) async fn client_uuid(&self, client_id: &str) -> String {
+        let clients = self
+            .admin_get(&format!("clients?clientId={client_id}"))
+            .await;
+        clients[0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no client {client_id}: {clients}"))
+            .to_owned()
     }
 
     /// Registers a client of its own for one Vestibule at `public_url`, a copy of the realm

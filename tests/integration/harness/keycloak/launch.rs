@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::admin::http;
+use super::exchange::{API_CLIENT_ID, API_PATH};
 use super::{Keycloak, START_LIMIT};
 use crate::harness::compose::{
     compose_environment, compose_service, compose_value, read_compose_file,
@@ -302,7 +303,8 @@ pub(super) async fn start() -> Keycloak {
     keycloak
 }
 
-/// `dev/demo-api.mjs` on a free port, validating tokens at Keycloak through the back channel.
+/// `dev/demo-api.mjs` on a free port, validating tokens at Keycloak through the back channel:
+/// at UserInfo, and under [`API_PATH`] locally against Keycloak's JWKS, for [`API_CLIENT_ID`].
 async fn start_demo_api(discovery: &str, log: &Path) -> (String, Child) {
     let log = std::fs::File::create(log).unwrap();
     let port = free_port();
@@ -312,6 +314,7 @@ async fn start_demo_api(discovery: &str, log: &Path) -> (String, Child) {
         .env("PORT", port.to_string())
         .env("HOST", "127.0.0.1")
         .env("OIDC_DISCOVERY_URL", discovery)
+        .env("AUDIENCE_PATHS", format!("{API_PATH}={API_CLIENT_ID}"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);

@@ -6,10 +6,11 @@
 //! `http://localhost:<front>` (the "published port", which `KC_HOSTNAME` names), Vestibule and
 //! the demo API use `http://127.0.0.1:<back>` (the "service name"). Each relay records every
 //! request line, so a test can prove who called what through which name. Test-only changes
-//! (token lifetimes, events, redirect URIs) go through the admin REST API (`admin.rs`); the
-//! start-up is `launch.rs`.
+//! (token lifetimes, events, redirect URIs) go through the admin REST API (`admin.rs`, and
+//! `step_up.rs` and `exchange.rs` for those features); the start-up is `launch.rs`.
 
 mod admin;
+pub mod exchange;
 mod launch;
 pub mod step_up;
 
@@ -29,7 +30,7 @@ pub const ACCESS_TOKEN_LIFESPAN_SECS: u64 = 12;
 /// How long Keycloak may take to start on a busy 2-core machine.
 const START_LIMIT: Duration = Duration::from_secs(300);
 
-/// Keycloak events the tests read (refreshes, revocations, logouts, logins).
+/// Keycloak events the tests read (refreshes, revocations, logouts, logins, token exchanges).
 const RECORDED_EVENTS: &[&str] = &[
     "LOGIN",
     "LOGIN_ERROR",
@@ -41,6 +42,8 @@ const RECORDED_EVENTS: &[&str] = &[
     "REVOKE_GRANT_ERROR",
     "LOGOUT",
     "LOGOUT_ERROR",
+    "TOKEN_EXCHANGE",
+    "TOKEN_EXCHANGE_ERROR",
 ];
 
 /// One running Keycloak (shared by every test of this process) and the demo API.
