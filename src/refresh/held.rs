@@ -43,10 +43,38 @@ impl Refresher {
         session: Option<ActiveSession>,
         credential: &Credential,
     ) -> Result<Option<String>, AccessError> {
-        let (holder, session) = match (credential, session) {
+        match (credential, session) {
             (Credential::Session | Credential::Assertion(_), Some(session)) => {
-                return self.access_token(session).await.map(Some);
+                self.access_token(session).await.map(Some)
             }
+            (_, session) => self.held_or_fetched(session, credential, None).await,
+        }
+    }
+
+    /// A new token for a held `credential` whose token `rejected` an upstream refused as
+    /// invalid (`error="invalid_token"`) while it was believed valid. Single-flight like
+    /// [`Refresher::credential_token`]: calls that saw the same rejection share one grant.
+    /// `None` when none is fetched: the rejected token came from such a replacement already
+    /// (an upstream that refuses every token costs one grant, not one per call), or the
+    /// credential holds no token.
+    pub async fn replace_rejected_credential(
+        &self,
+        session: Option<ActiveSession>,
+        credential: &Credential,
+        rejected: &str,
+    ) -> Result<Option<String>, AccessError> {
+        self.held_or_fetched(session, credential, Some(rejected))
+            .await
+    }
+
+    /// The held token, or one fetched now (replacing `rejected`, when given).
+    async fn held_or_fetched(
+        &self,
+        session: Option<ActiveSession>,
+        credential: &Credential,
+        rejected: Option<&str>,
+    ) -> Result<Option<String>, AccessError> {
+        let (holder, session) = match (credential, session) {
             (Credential::Client(_), _) => (Holder::Client, None),
             (Credential::Exchange(_) | Credential::Refresh(_), Some(session)) => (
                 Holder::Session {
@@ -61,22 +89,32 @@ impl Refresher {
             return Ok(None);
         };
         let id = credential.id();
-        if let Some(token) = self.usable_held(&holder, &id).await? {
-            return Ok(Some(token));
+        match self.look(&holder, &id, rejected).await? {
+            Held::Usable(token) => return Ok(Some(token)),
+            Held::Declined => return Ok(None),
+            Held::Due => {}
         }
         let key = holder.key(&id);
         let local = self.local_locks.acquire(&key).await;
-        if let Some(token) = self.usable_held(&holder, &id).await? {
-            metrics().refresh_waited("local");
-            return Ok(Some(token));
+        match self.look(&holder, &id, rejected).await? {
+            Held::Usable(token) => {
+                metrics().refresh_waited("local");
+                return Ok(Some(token));
+            }
+            Held::Declined => return Ok(None),
+            Held::Due => {}
         }
         let lock = ClusterLock::named(self.sessions.store(), format!("{key}:lock"));
         let wait = Wait::start();
         while !lock.try_take().await? {
             wait.next_poll().await?;
-            if let Some(token) = self.usable_held(&holder, &id).await? {
-                metrics().refresh_waited("cluster");
-                return Ok(Some(token));
+            match self.look(&holder, &id, rejected).await? {
+                Held::Usable(token) => {
+                    metrics().refresh_waited("cluster");
+                    return Ok(Some(token));
+                }
+                Held::Declined => return Ok(None),
+                Held::Due => {}
             }
         }
         // Fetched in a task of its own: a rotated refresh token is stored even if the call
@@ -84,11 +122,19 @@ impl Refresher {
         let this = self.clone();
         let credential = credential.clone();
         let parameters = parameters.clone();
+        let rejected = rejected.map(str::to_owned);
         let task = tokio::spawn(carry(
             async move {
+                let fetch = Fetch {
+                    holder: &holder,
+                    id: &id,
+                    credential: &credential,
+                    parameters: &parameters,
+                    rejected: rejected.as_deref(),
+                };
                 let outcome = tokio::select! {
                     biased;
-                    outcome = this.fetch_holding_lock(&holder, &id, &credential, &parameters, session) => outcome,
+                    outcome = this.fetch_holding_lock(fetch, session) => outcome,
                     never = lock.keep() => match never {},
                 };
                 lock.release().await;
@@ -97,38 +143,59 @@ impl Refresher {
             }
             .in_current_span(),
         ));
-        task.await
-            .unwrap_or_else(|_| {
-                Err(AccessError::Credential(OidcError::Unavailable(
-                    "the token task failed".into(),
-                )))
-            })
-            .map(Some)
+        task.await.unwrap_or_else(|_| {
+            Err(AccessError::Credential(OidcError::Unavailable(
+                "the token task failed".into(),
+            )))
+        })
     }
 
-    /// The held token, if there is one that is not due.
-    async fn usable_held(&self, holder: &Holder, id: &str) -> Result<Option<String>, AccessError> {
+    /// What the store holds for the token `id` of `holder`, for a call that wants one (and
+    /// not `rejected`).
+    async fn look(
+        &self,
+        holder: &Holder,
+        id: &str,
+        rejected: Option<&str>,
+    ) -> Result<Held, AccessError> {
         let held = match holder {
             Holder::Session { cookie, .. } => self.sessions.held_token(cookie, id).await?,
             Holder::Client => self.sessions.client_token(id).await?,
         };
-        Ok(held
-            .filter(|held| !held.needs_replacing(unix_now(), self.skew_secs))
-            .map(|held| held.access_token.text()))
+        let Some(held) = held else {
+            return Ok(Held::Due);
+        };
+        if held.needs_replacing(unix_now(), self.skew_secs) {
+            return Ok(Held::Due);
+        }
+        let token = held.access_token.text();
+        Ok(match rejected {
+            Some(rejected) if token == rejected && held.forced => Held::Declined,
+            Some(rejected) if token == rejected => Held::Due,
+            _ => Held::Usable(token),
+        })
     }
 
-    /// With the token's lock held: look once more, then fetch and keep it.
+    /// With the token's lock held: look once more, then fetch and keep it. `Ok(None)`: a
+    /// replacement that is declined.
     async fn fetch_holding_lock(
         &self,
-        holder: &Holder,
-        id: &str,
-        credential: &Credential,
-        parameters: &TokenParameters,
+        fetch: Fetch<'_>,
         session: Option<ActiveSession>,
-    ) -> Result<String, AccessError> {
-        if let Some(token) = self.usable_held(holder, id).await? {
-            return Ok(token);
+    ) -> Result<Option<String>, AccessError> {
+        let Fetch {
+            holder,
+            id,
+            credential,
+            parameters,
+            rejected,
+        } = fetch;
+        match self.look(holder, id, rejected).await? {
+            Held::Usable(token) => return Ok(Some(token)),
+            Held::Declined => return Ok(None),
+            Held::Due => {}
         }
+        let forced = rejected.is_some();
         let started = std::time::Instant::now();
         let fetched = match (credential, session) {
             (Credential::Exchange(_), Some(session)) => {
@@ -144,8 +211,9 @@ impl Refresher {
             }
             (Credential::Refresh(_), Some(session)) => {
                 return self
-                    .refresh_for_resource(holder, id, session, parameters)
-                    .await;
+                    .refresh_for_resource(holder, id, session, parameters, forced)
+                    .await
+                    .map(Some);
             }
             _ => self.provider.api_token(&ApiGrant::Client, parameters).await,
         };
@@ -153,7 +221,7 @@ impl Refresher {
             .refresh_duration
             .observe(started.elapsed().as_secs_f64());
         let token = fetched.map_err(AccessError::Credential)?;
-        self.keep(holder, id, &token).await
+        self.keep(holder, id, &token, forced).await.map(Some)
     }
 
     /// A `refresh` credential: the refresh grant for one resource, holding the session's own
@@ -165,6 +233,7 @@ impl Refresher {
         id: &str,
         session: ActiveSession,
         parameters: &TokenParameters,
+        forced: bool,
     ) -> Result<String, AccessError> {
         let cookie = session.cookie.clone();
         let _local = self.local_locks.acquire(&cookie.storage_key()).await;
@@ -175,7 +244,7 @@ impl Refresher {
         }
         let outcome = tokio::select! {
             biased;
-            outcome = self.refresh_for_resource_locked(holder, id, &cookie, parameters) => outcome,
+            outcome = self.refresh_for_resource_locked(holder, id, &cookie, parameters, forced) => outcome,
             never = lock.keep() => match never {},
         };
         lock.release().await;
@@ -189,6 +258,7 @@ impl Refresher {
         id: &str,
         cookie: &SessionCookie,
         parameters: &TokenParameters,
+        forced: bool,
     ) -> Result<String, AccessError> {
         let Some(current) = self.sessions.load_fresh(cookie).await? else {
             return Err(AccessError::SessionEnded);
@@ -220,20 +290,23 @@ impl Refresher {
                 return Err(AccessError::SessionEnded);
             }
         }
-        self.keep(holder, id, &token).await
+        self.keep(holder, id, &token, forced).await
     }
 
-    /// Keeps `token` for its holder and answers it.
+    /// Keeps `token` for its holder and answers it; `forced`: it replaces one an upstream
+    /// rejected, and is never replaced that way itself.
     async fn keep(
         &self,
         holder: &Holder,
         id: &str,
         token: &ApiToken,
+        forced: bool,
     ) -> Result<String, AccessError> {
         let held = HeldToken {
             access_token: StoredToken::new(&token.access_token),
             expires_at: token.expires_at,
             obtained_at: token.obtained_at,
+            forced,
         };
         match holder {
             Holder::Session { cookie, expires_at } => {
@@ -245,6 +318,25 @@ impl Refresher {
         }
         Ok(token.access_token.clone())
     }
+}
+
+/// What the store holds for a call that wants a token.
+enum Held {
+    /// A token that will do.
+    Usable(String),
+    /// None, or one due (or the rejected one): fetch.
+    Due,
+    /// The rejected token came from a forced replacement: none is fetched for it.
+    Declined,
+}
+
+/// One fetch of a held token, as the task that runs it needs it.
+struct Fetch<'a> {
+    holder: &'a Holder,
+    id: &'a str,
+    credential: &'a Credential,
+    parameters: &'a TokenParameters,
+    rejected: Option<&'a str>,
 }
 
 impl Holder {

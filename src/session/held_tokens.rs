@@ -33,6 +33,10 @@ pub struct HeldToken {
     /// When it was obtained (unix seconds).
     #[serde(rename = "o")]
     pub obtained_at: u64,
+    /// Whether it replaced a token an upstream rejected as invalid: such a token is never the
+    /// reason for another forced replacement.
+    #[serde(rename = "f", default)]
+    pub forced: bool,
 }
 
 impl HeldToken {
@@ -168,6 +172,7 @@ mod tests {
             access_token: StoredToken::new("t"),
             expires_at,
             obtained_at,
+            forced: false,
         };
         assert!(!token(0, 300).needs_replacing(200, 60));
         assert!(token(0, 300).needs_replacing(240, 60));

@@ -6,9 +6,12 @@
 //! 3. The session, as the route's access needs it: none for `anonymous`, any valid one for
 //!    `optional` (an unknown or expired cookie is no session), a valid one for `user`.
 //! 4. The verdict of [`crate::authz::decide`] on the session's principal: forwarded with the
-//!    session's access token, forwarded without any credential, or refused (`401`,
-//!    `step_up_required`, `insufficient_permissions`) before anything reaches the upstream.
-//! 5. The forwarder, and on the way back the upstream's own challenges: a token rejected as
+//!    route's credential, forwarded without the user's, or refused (`401`, `step_up_required`,
+//!    `insufficient_permissions`) before anything reaches the upstream.
+//! 5. The credential ([`crate::routes::Credential`]): the session's access token, a token held
+//!    for this API, the client's own, or nothing; one the provider will not issue fails this
+//!    route only (`credential_refused`, `credential_unavailable`).
+//! 6. The forwarder, and on the way back the upstream's own challenges: a token rejected as
 //!    invalid (`401 error="invalid_token"`, [`bearer_challenge`]) is replaced once and only a
 //!    call without a body is sent again (bodies stream and are never replayed); an RFC 9470
 //!    demand for stronger authentication becomes the same `step_up_required` answer.
@@ -35,7 +38,7 @@ use crate::http::{AppState, csrf};
 use crate::metrics::metrics;
 use crate::refresh::AccessError;
 use crate::routes::{Credential, Route, RouteMatch};
-use crate::session::{ActiveSession, SessionEnd};
+use crate::session::{ActiveSession, SessionCookie, SessionEnd};
 
 /// Forwards an API call from `client` (as the dispatcher worked it out) on its route, after
 /// the route's policy.
@@ -113,14 +116,9 @@ pub async fn call_route(
         bearer.as_deref(),
         client_upgrade.is_some(),
     )?;
-    // The login's token, rejected as invalid, can be replaced once (see below).
-    let replaceable = match (&route.credential, &watched, &bearer) {
-        (Credential::Session, Some((cookie, _)), Some(token)) => Some((cookie, token)),
-        _ => None,
-    };
     // An idempotent call without a body can be sent again with another token (RFC 9110
     // §9.2.2); one with a body, or a POST or PATCH even without one, never is.
-    let again = (replaceable.is_some() && body.is_end_stream() && parts.method.is_idempotent())
+    let again = (bearer.is_some() && body.is_end_stream() && parts.method.is_idempotent())
         .then(|| parts.clone());
     let send = |request: Request| send(state, &route, request);
     let mut response = send(Request::from_parts(parts, body)).await?;
@@ -148,9 +146,11 @@ pub async fn call_route(
         ));
     }
     if response.status() == StatusCode::UNAUTHORIZED
-        && let Some((cookie, access_token)) = replaceable
+        && let Some(sent) = bearer.as_deref()
     {
-        if let Some(step_up) = step_up_demanded(response.headers()) {
+        if watched.is_some()
+            && let Some(step_up) = step_up_demanded(response.headers())
+        {
             return Err(AppError::StepUpRequired {
                 login_url: step_up_login_url(LOGIN_URL, &step_up.acr_values, step_up.max_age),
             });
@@ -158,16 +158,17 @@ pub async fn call_route(
         if says_invalid_token(response.headers()) {
             // Believed valid, rejected as invalid (revoked, or a lifetime the provider never
             // named): replace it, once per token, and send a bodiless call once more.
-            match state.refresher.replace_rejected(cookie, access_token).await {
-                Ok(Some(replacement)) if replacement != *access_token => {
+            let cookie = watched.as_ref().map(|(cookie, _)| cookie);
+            match replacement_for(state, &route, cookie, sent).await {
+                Ok(Some(replacement)) if replacement != sent => {
                     if let Some(mut parts) = again {
                         set_bearer(&mut parts.headers, &replacement)?;
                         response = send(Request::from_parts(parts, Body::empty())).await?;
                     }
                 }
-                // Not replaced, or the provider is unavailable: the upstream's answer stands
-                // and the session stays.
-                Ok(_) | Err(AccessError::Provider(_)) => {}
+                // Not replaced, or the provider is unavailable or refuses: the upstream's
+                // answer stands and the session stays.
+                Ok(_) | Err(AccessError::Provider(_) | AccessError::Credential(_)) => {}
                 Err(error) => return Err(error.into()),
             }
         }
@@ -232,6 +233,36 @@ async fn bearer_for(
             },
             other => other.into(),
         })
+}
+
+/// A token to replace `rejected`, the route's bearer token an upstream refused as invalid:
+/// the login's (refreshed once per token), or the route's own held token (fetched again once
+/// per token). `None`: no replacement.
+async fn replacement_for(
+    state: &AppState,
+    route: &Route,
+    cookie: Option<&SessionCookie>,
+    rejected: &str,
+) -> Result<Option<String>, AccessError> {
+    match (&route.credential, cookie) {
+        (Credential::Session | Credential::Assertion(_), Some(cookie)) => {
+            state.refresher.replace_rejected(cookie, rejected).await
+        }
+        (Credential::Client(_), _) => {
+            state
+                .refresher
+                .replace_rejected_credential(None, &route.credential, rejected)
+                .await
+        }
+        (Credential::Exchange(_) | Credential::Refresh(_), Some(cookie)) => {
+            let session = state.sessions.load(cookie).await?;
+            state
+                .refresher
+                .replace_rejected_credential(session, &route.credential, rejected)
+                .await
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The session the route's access asks for, with Vestibule's cookies taken off the request:
