@@ -27,6 +27,7 @@ mod login;
 mod logout;
 mod metrics;
 mod my_sessions;
+mod node_suites;
 mod operator;
 mod provider_grants;
 mod provider_tls;
