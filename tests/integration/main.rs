@@ -12,6 +12,7 @@ mod bundle;
 mod cli;
 mod client_helper;
 mod cookies;
+mod credentials;
 mod discovery;
 mod escrow;
 mod frontend;

@@ -244,6 +244,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Changes the provider's options (lifetimes of resource, exchanged and client tokens,
+    /// refresh-token rotation: see [`ProviderOptions`]).
+    pub fn provider_options(mut self, change: impl FnOnce(&mut ProviderOptions)) -> Self {
+        change(&mut self.provider);
+        self
+    }
+
     /// Token endpoint authentication method registered at the provider.
     pub fn auth_method(mut self, method: &'static str) -> Self {
         self.provider.auth_method = method;
