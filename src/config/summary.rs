@@ -9,7 +9,7 @@ use super::{AuditSubject, Frontend, LogFormat, Settings};
 use crate::authz::Expected;
 use crate::oidc::{ClientAuthMethod, UserInfoMode, UserInfoTokenMethod};
 use crate::redact;
-use crate::routes::Route;
+use crate::routes::{Credential, Route};
 use crate::session::SuspiciousUseAction;
 
 impl Settings {
@@ -237,5 +237,34 @@ fn describe_policy(route: &Route) -> String {
     if route.websocket {
         parts.push("websocket".to_owned());
     }
+    parts.push(describe_credential(&route.credential));
     parts.join("; ")
+}
+
+/// What a route's upstream receives, with the parameters its token is asked for.
+fn describe_credential(credential: &Credential) -> String {
+    let mut text = format!("credential {}", credential.kind());
+    let mut detail = Vec::new();
+    if let Some(parameters) = credential.held_token() {
+        for (name, value) in [
+            ("audience", &parameters.audience),
+            ("scope", &parameters.scope),
+            ("resource", &parameters.resource),
+        ] {
+            if let Some(value) = value {
+                detail.push(format!("{name} {value}"));
+            }
+        }
+    }
+    if let Credential::Assertion(assertion) = credential {
+        detail.push(format!("aud {}", assertion.audience));
+        detail.push(format!("in {}", assertion.header));
+        if assertion.also_bearer {
+            detail.push("with the session's bearer token".to_owned());
+        }
+    }
+    if !detail.is_empty() {
+        text.push_str(&format!(" ({})", detail.join(", ")));
+    }
+    text
 }

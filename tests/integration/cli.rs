@@ -183,14 +183,23 @@ max_age_secs = 300
 prefix = "/api/catalogue"
 upstream = "http://127.0.0.1:9002"
 access = "anonymous"
+
+[[routes]]
+prefix = "/api/exchanged"
+upstream = "http://127.0.0.1:9003"
+[routes.credential]
+kind = "exchange"
+audience = "orders-api"
+scope = "orders:read"
 "#;
     let output = check_with_flag(&config_file(&format!("{}{routes}", valid_config())));
     summary_showing(
         &output,
         &[
             "access user; methods GET, HEAD, POST; require realm_access.roles any_of [admin]; \
-             step-up acr [mfa], auth at most 300 s old; websocket",
-            "/api/catalogue -> http://127.0.0.1:9002/ (timeout 30 s; access anonymous; methods every method)",
+             step-up acr [mfa], auth at most 300 s old; websocket; credential session",
+            "/api/catalogue -> http://127.0.0.1:9002/ (timeout 30 s; access anonymous; methods every method; credential none)",
+            "/api/exchanged -> http://127.0.0.1:9003/ (timeout 30 s; access user; methods every method; credential exchange (audience orders-api, scope orders:read))",
         ],
         &[],
     );

@@ -101,7 +101,11 @@ async fn an_exchange_route_gets_its_own_token_once_per_session_sealed_and_droppe
         .rev()
         .find(|request| request["grant_type"] == crate::harness::provider_grants::TOKEN_EXCHANGE)
         .expect("the provider recorded the exchange");
-    assert_eq!(request["audience"], serde_json::json!(["orders-api"]), "{request}");
+    assert_eq!(
+        request["audience"],
+        serde_json::json!(["orders-api"]),
+        "{request}"
+    );
 
     // The session's own route still gets the login's token, never the exchanged one.
     assert_eq!(
@@ -305,7 +309,7 @@ async fn an_upstream_rejecting_a_held_token_gets_one_replacement_not_one_per_cal
 fn resource_app() -> crate::harness::TestAppBuilder {
     TestApp::builder()
         .oidc_toml(&format!(
-            "scopes = [\"openid\", \"profile\", \"email\", \"offline_access\", \"orders:read\", \"billing:read\"]\nresource = [\"{ORDERS}\", \"{BILLING}\"]\n"
+            "scopes = [\"openid\", \"profile\", \"email\", \"offline_access\", \"orders:read\", \"billing:read\"]\nresource = [\"{ORDERS}\", \"{BILLING}\"]\naudience = \"orders-api\"\n"
         ))
         .extra_toml(&format!(
             r#"
