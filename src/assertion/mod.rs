@@ -14,6 +14,6 @@ mod signer;
 pub use claims::{Envelope, claim_set};
 pub use keys::{ALGORITHM, KeyError, SigningKey};
 pub use signer::{
-    AssertionSettings, Assertions, DEFAULT_LIFETIME_SECS, KeySource, MAX_LIFETIME_SECS,
+    AssertionSettings, Assertions, DEFAULT_LIFETIME_SECS, JWKS_PATH, KeySource, MAX_LIFETIME_SECS,
     SIGNING_KEY_PURPOSE, TYPE,
 };

@@ -27,6 +27,9 @@ pub const DEFAULT_LIFETIME_SECS: u64 = 60;
 /// The longest `assertion.lifetime_secs` accepted.
 pub const MAX_LIFETIME_SECS: u64 = 60;
 
+/// Where the key set is served (public contract).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
 /// The label the derived signing keys are made under from the session key ring.
 pub const SIGNING_KEY_PURPOSE: &[u8] = b"vestibule assertion signing key v1";
 /// The label of the key `sid` is hashed under.

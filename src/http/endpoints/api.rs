@@ -6,8 +6,10 @@
 //! 3. The session, as the route's access needs it: none for `anonymous`, any valid one for
 //!    `optional` (an unknown or expired cookie is no session), a valid one for `user`.
 //! 4. The verdict of [`crate::authz::decide`] on the session's principal: forwarded with the
-//!    session's access token, forwarded without any credential, or refused (`401`,
-//!    `step_up_required`, `insufficient_permissions`) before anything reaches the upstream.
+//!    route's credential (a bearer token, an identity assertion signed for this call, or
+//!    both), forwarded without any credential, or refused (`401`, `step_up_required`,
+//!    `insufficient_permissions`) before anything reaches the upstream. Whatever a browser
+//!    sends under an assertion header is removed on every route.
 //! 5. The forwarder, and on the way back the upstream's own challenges: a token rejected as
 //!    invalid (`401 error="invalid_token"`, [`bearer_challenge`]) is replaced once and only a
 //!    call without a body is sent again (bodies stream and are never replayed); an RFC 9470
@@ -18,7 +20,7 @@ use std::net::IpAddr;
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use crate::authz::{Access, Decision, decide, step_up_login_url};
@@ -103,6 +105,7 @@ pub async fn call_route(
     let watched = session
         .as_ref()
         .map(|session| (session.cookie.clone(), session.record.expires_at));
+    let assertion = assertion_for(state, &route, session.as_ref());
     let bearer = bearer_for(state, &route, session).await?;
     let destination = Destination::ApiRoute(route.metrics.label);
     state.forwarder.prepare(
@@ -113,6 +116,11 @@ pub async fn call_route(
         bearer.as_deref(),
         client_upgrade.is_some(),
     )?;
+    // No browser ever sends an assertion under any route's header: only Vestibule's own pass.
+    state.assertions.strip_forged(&mut parts.headers);
+    if let Some((name, value)) = assertion {
+        parts.headers.insert(name, value);
+    }
     // The login's token, rejected as invalid, can be replaced once (see below).
     let replaceable = match (&route.credential, &watched, &bearer) {
         (Credential::Session, Some((cookie, _)), Some(token)) => Some((cookie, token)),
@@ -232,6 +240,27 @@ async fn bearer_for(
             },
             other => other.into(),
         })
+}
+
+/// The identity assertion an `assertion` route sends, signed for this call, with the header
+/// it goes in; none on other routes, and none without a session (an `optional` route called
+/// anonymously) or a principal.
+fn assertion_for(
+    state: &AppState,
+    route: &Route,
+    session: Option<&ActiveSession>,
+) -> Option<(HeaderName, HeaderValue)> {
+    let Credential::Assertion(spec) = &route.credential else {
+        return None;
+    };
+    let session = session?;
+    let principal = session.record.tokens.principal()?;
+    let token = state
+        .assertions
+        .sign(spec, &principal, &session.record.handle, unix_now());
+    // Base64url and dots: always a valid header value.
+    let value = HeaderValue::try_from(token).ok()?;
+    Some((spec.header.clone(), value))
 }
 
 /// The session the route's access asks for, with Vestibule's cookies taken off the request:
