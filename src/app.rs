@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 
 use secrecy::ExposeSecret;
 
+use crate::assertion::{AssertionSettings, Assertions, KeySource};
 use crate::audit::{AuditTrail, SUBJECT_KEY_PURPOSE};
 use crate::config::{AuditSettings, AuditSubject, OidcSettings, SessionSettings, Settings};
 use crate::http::endpoints::frontend::FrontendService;
@@ -112,6 +113,37 @@ pub fn audit_trail(audit: AuditSettings, keys: &KeyRing) -> AuditTrail {
     }
 }
 
+/// The signer of identity assertions, issuing as `public_url`'s origin; says at start-up
+/// which key signs and where it comes from.
+fn assertion_signer(
+    public_url: &url::Url,
+    settings: AssertionSettings,
+    keys: &KeyRing,
+    routes: &[crate::routes::Route],
+) -> Assertions {
+    let signer = Assertions::new(
+        public_url.origin().ascii_serialization(),
+        settings,
+        keys,
+        routes,
+    );
+    match signer.source() {
+        KeySource::Configured => {
+            tracing::info!(
+                kid = signer.signing_kid(),
+                "identity assertions signed with assertion.signing_keys"
+            )
+        }
+        KeySource::Derived => tracing::info!(
+            kid = signer.signing_kid(),
+            "identity assertions signed with a key derived from the session encryption keys \
+             (set assertion.signing_keys to keep it apart from them)"
+        ),
+        KeySource::Unused => {}
+    }
+    signer
+}
+
 /// The provider client `oidc` describes.
 pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Result<Provider> {
     Ok(Provider::new(ProviderSettings {
@@ -169,8 +201,10 @@ impl Application {
             audit,
             metrics_listen,
             traces,
+            assertion,
         } = settings;
         let store = open_store(&session, true).await?;
+        let assertions = assertion_signer(&public_url, assertion, &session.keys, &routes);
         let audit = audit_trail(audit, &session.keys);
         let suspicious_use = SuspiciousUsePolicy::new(session.suspicious_use, audit.clone());
         let sessions = sessions_in(store, session).with_held_credentials(held_credentials(&routes));
@@ -221,6 +255,7 @@ impl Application {
             lifecycle: Arc::new(Lifecycle::default()),
             suspicious_use,
             audit,
+            assertions,
         });
         let trust = Arc::new(CallerTrust {
             request_ids: RequestIds::new(server.trust_request_id, trusted_proxies.clone()),

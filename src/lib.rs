@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod assertion;
 pub mod audit;
 pub mod authz;
 pub mod clock;

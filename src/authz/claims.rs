@@ -54,9 +54,29 @@ impl ClaimPath {
         let mut object = claims;
         let mut rest = self.text.as_str();
         loop {
-            let (value, remainder) = longest_key(object, rest)?;
+            let (_, value, remainder) = longest_key(object, rest)?;
             match remainder {
                 None => return Some(value),
+                Some(remainder) => {
+                    object = value.as_object()?;
+                    rest = remainder;
+                }
+            }
+        }
+    }
+
+    /// The keys this path follows in `claims` and the value it reaches, if it reaches one: where
+    /// a copy of the claim goes to sit at the same place (`realm_access.roles` follows
+    /// `realm_access`, then `roles`; Auth0's `https://example.com/roles` is one key).
+    pub fn locate<'a>(&self, claims: &'a Map<String, Value>) -> Option<(Vec<&'a str>, &'a Value)> {
+        let mut keys = Vec::new();
+        let mut object = claims;
+        let mut rest = self.text.as_str();
+        loop {
+            let (key, value, remainder) = longest_key(object, rest)?;
+            keys.push(key.as_str());
+            match remainder {
+                None => return Some((keys, value)),
                 Some(remainder) => {
                     object = value.as_object()?;
                     rest = remainder;
@@ -72,19 +92,19 @@ impl ClaimPath {
     }
 }
 
-/// The value under the longest key of `object` that is `rest` or a prefix of it ending before a
-/// dot, with what remains of the path after that dot.
+/// The longest key of `object` that is `rest` or a prefix of it ending before a dot, its
+/// value, and what remains of the path after that dot.
 fn longest_key<'a, 'p>(
     object: &'a Map<String, Value>,
     rest: &'p str,
-) -> Option<(&'a Value, Option<&'p str>)> {
-    if let Some(value) = object.get(rest) {
-        return Some((value, None));
+) -> Option<(&'a String, &'a Value, Option<&'p str>)> {
+    if let Some((key, value)) = object.get_key_value(rest) {
+        return Some((key, value, None));
     }
     rest.rmatch_indices('.').find_map(|(dot, _)| {
         object
-            .get(&rest[..dot])
-            .map(|value| (value, Some(&rest[dot + 1..])))
+            .get_key_value(&rest[..dot])
+            .map(|(key, value)| (key, value, Some(&rest[dot + 1..])))
     })
 }
 

@@ -46,6 +46,36 @@ pub struct FileSettings {
     /// OpenTelemetry trace export.
     #[serde(default)]
     pub traces: TracesSection,
+    /// The keys and lifetime of identity assertions.
+    #[serde(default)]
+    pub assertion: AssertionSection,
+}
+
+/// `[assertion]`: how identity assertions are signed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionSection {
+    /// A ring of PEM keys, the first signing, all published; absent: derived from the session
+    /// keys.
+    #[serde(default)]
+    pub signing_keys: Option<Vec<AssertionKeySection>>,
+    /// Seconds an assertion is valid (1 to 60; absent: 60).
+    #[serde(default)]
+    pub lifetime_secs: Option<u64>,
+}
+
+/// One `assertion.signing_keys` entry: an id and exactly one of `key` or `key_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionKeySection {
+    /// The `kid` of the key's assertions and published JWK.
+    pub id: String,
+    /// The PEM of an EC P-256 private key.
+    #[serde(default)]
+    pub key: Option<SecretString>,
+    /// A file holding the PEM.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// `[traces]`: OpenTelemetry spans over OTLP/HTTP.

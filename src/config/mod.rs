@@ -5,6 +5,7 @@
 //! Every problem becomes one [`ConfigError`] line naming the key and what is wrong. Secrets are
 //! held as `SecretString` or in a [`KeyRing`] so they cannot be `Debug`-printed.
 
+mod assertion_keys;
 mod encryption_keys;
 mod environment;
 mod error;
@@ -63,6 +64,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// OpenTelemetry trace export (`[traces]`).
     pub traces: crate::traces::TraceSettings,
+    /// How identity assertions are signed (`[assertion]`).
+    pub assertion: crate::assertion::AssertionSettings,
 }
 
 /// `[audit]`.
@@ -426,6 +429,10 @@ mod tests {
             ),
             (
                 base().replace("\"/api/orders\"", "\"/readyz/deep\""),
+                "routes[0].prefix",
+            ),
+            (
+                base().replace("\"/api/orders\"", "\"/.well-known/jwks.json\""),
                 "routes[0].prefix",
             ),
             (

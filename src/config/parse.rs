@@ -13,7 +13,7 @@ use super::file::{
 };
 use super::redis;
 use super::{AuditSettings, Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
-use super::{encryption_keys, secret_files};
+use super::{assertion_keys, encryption_keys, secret_files};
 use crate::oidc::SigningAlg;
 use crate::session::DEFAULT_MAX_PER_USER;
 use crate::session::store::user_index::MAX_PER_USER_LIMIT;
@@ -102,6 +102,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     let traces = traces(file.traces, &server)?;
     check_login_limits(&file.login)?;
     let frontend = frontend(file.frontend)?;
+    let assertion = assertion_keys::assertion(file.assertion)?;
     Ok(Settings {
         listen: file.listen,
         public_url: file.public_url,
@@ -154,6 +155,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         audit: audit(file.audit)?,
         metrics_listen: file.metrics.listen,
         traces,
+        assertion,
     })
 }
 

@@ -49,6 +49,14 @@ pub(super) fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigErro
                 "/healthz and /readyz are reserved for Vestibule's health probes",
             ));
         }
+        if prefix == crate::assertion::JWKS_PATH
+            || prefix.starts_with(&format!("{}/", crate::assertion::JWKS_PATH))
+        {
+            return Err(ConfigError::new(
+                key("prefix"),
+                "/.well-known/jwks.json is reserved for Vestibule's assertion keys",
+            ));
+        }
         if !seen.insert(prefix) {
             return Err(ConfigError::new(key("prefix"), "is configured twice"));
         }

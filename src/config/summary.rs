@@ -121,6 +121,22 @@ impl Settings {
                 }
             ),
         );
+        let assertion = &self.assertion;
+        line(
+            "assertion",
+            match assertion.signing_keys.split_first() {
+                None => format!(
+                    "keys derived from the session keys, valid {} s",
+                    assertion.lifetime_secs
+                ),
+                Some((signing, older)) => format!(
+                    "signed with {} (published: {} key(s)), valid {} s",
+                    signing.kid(),
+                    older.len() + 1,
+                    assertion.lifetime_secs
+                ),
+            },
+        );
         if self.routes.is_empty() {
             line("routes", "none".to_owned());
         }

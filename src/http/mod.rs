@@ -83,6 +83,8 @@ pub struct Components {
     pub suspicious_use: suspicious_use::SuspiciousUsePolicy,
     /// Where authentication events are recorded.
     pub audit: crate::audit::AuditTrail,
+    /// Signs identity assertions and holds the key set upstreams verify them with.
+    pub assertions: crate::assertion::Assertions,
 }
 
 impl Components {

@@ -116,6 +116,7 @@ fn check_config_summarises_what_the_file_and_environment_produced_without_a_secr
             "Redis, server redis.internal:6380",
             "one key (session.encryption_key)",
             "max_per_user 3",
+            "keys derived from the session keys, valid 60 s",
             "/api/billing -> http://billing.internal:8000/v2",
             "the built-in demo page",
         ],

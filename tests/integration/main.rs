@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod assertion;
 mod audit;
 mod backchannel_logout;
 mod browser;

@@ -9,8 +9,10 @@
 //!    route's credential, forwarded without the user's, or refused (`401`, `step_up_required`,
 //!    `insufficient_permissions`) before anything reaches the upstream.
 //! 5. The credential ([`crate::routes::Credential`]): the session's access token, a token held
-//!    for this API, the client's own, or nothing; one the provider will not issue fails this
-//!    route only (`credential_refused`, `credential_unavailable`).
+//!    for this API, the client's own, an identity assertion signed for this call (with the
+//!    login's token too under `also_bearer`), or nothing; one the provider will not issue
+//!    fails this route only (`credential_refused`, `credential_unavailable`). Whatever a
+//!    browser sends under an assertion header is removed on every route.
 //! 6. The forwarder, and on the way back the upstream's own challenges: a token rejected as
 //!    invalid (`401 error="invalid_token"`, [`bearer_challenge`]) is replaced once and only a
 //!    call without a body is sent again (bodies stream and are never replayed); an RFC 9470
@@ -21,7 +23,7 @@ use std::net::IpAddr;
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use crate::authz::{Access, Decision, decide, step_up_login_url};
@@ -106,6 +108,7 @@ pub async fn call_route(
     let watched = session
         .as_ref()
         .map(|session| (session.cookie.clone(), session.record.expires_at));
+    let assertion = assertion_for(state, &route, session.as_ref());
     let bearer = bearer_for(state, &route, session).await?;
     let destination = Destination::ApiRoute(route.metrics.label);
     state.forwarder.prepare(
@@ -116,6 +119,11 @@ pub async fn call_route(
         bearer.as_deref(),
         client_upgrade.is_some(),
     )?;
+    // No browser ever sends an assertion under any route's header: only Vestibule's own pass.
+    state.assertions.strip_forged(&mut parts.headers);
+    if let Some((name, value)) = assertion {
+        parts.headers.insert(name, value);
+    }
     // An idempotent call without a body can be sent again with another token (RFC 9110
     // §9.2.2); one with a body, or a POST or PATCH even without one, never is.
     let again = (bearer.is_some() && body.is_end_stream() && parts.method.is_idempotent())
@@ -263,6 +271,27 @@ async fn replacement_for(
         }
         _ => Ok(None),
     }
+}
+
+/// The identity assertion an `assertion` route sends, signed for this call, with the header
+/// it goes in; none on other routes, and none without a session (an `optional` route called
+/// anonymously) or a principal.
+fn assertion_for(
+    state: &AppState,
+    route: &Route,
+    session: Option<&ActiveSession>,
+) -> Option<(HeaderName, HeaderValue)> {
+    let Credential::Assertion(spec) = &route.credential else {
+        return None;
+    };
+    let session = session?;
+    let principal = session.record.tokens.principal()?;
+    let token = state
+        .assertions
+        .sign(spec, &principal, &session.record.handle, unix_now());
+    // Base64url and dots: always a valid header value.
+    let value = HeaderValue::try_from(token).ok()?;
+    Some((spec.header.clone(), value))
 }
 
 /// The session the route's access asks for, with Vestibule's cookies taken off the request:

@@ -1,6 +1,6 @@
 //! Vestibule's own endpoints: `/api/auth/*` (login, callback, user, logout, the provider's
-//! logout channels, the user's sessions, the client script), the probes, the metrics scrape
-//! and the single-page app. Each handler translates HTTP into a call on a workflow or a
+//! logout channels, the user's sessions, the client script), the probes, the assertion key set
+//! (`/.well-known/jwks.json`), the metrics scrape and the single-page app. Each handler translates HTTP into a call on a workflow or a
 //! layer below and back; none decides anything itself.
 
 pub mod api;
@@ -9,6 +9,7 @@ pub mod backchannel;
 pub mod frontchannel;
 pub mod frontend;
 pub mod health;
+pub mod jwks;
 pub mod logout;
 pub mod scrape;
 pub mod sessions;
@@ -28,7 +29,8 @@ pub fn no_store(mut response: axum::response::Response) -> axum::response::Respo
     response
 }
 
-/// Vestibule's own endpoints under `/api/auth`, the probes (`/healthz`, `/readyz`) and, as the
+/// Vestibule's own endpoints under `/api/auth`, the probes (`/healthz`, `/readyz`), the
+/// assertion key set (`/.well-known/jwks.json`) and, as the
 /// fallback, the single-page app. (Proxied API calls never reach the router: see [`super::server::dispatch`].)
 pub fn router(state: AppState) -> Router {
     let auth = Router::new()
@@ -71,6 +73,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             health::READINESS_PATH,
             get(health::ready).fallback(health::method_not_allowed),
+        )
+        .route(
+            jwks::JWKS_PATH,
+            get(jwks::key_set).fallback(jwks::method_not_allowed),
         )
         .nest("/api/auth", auth)
         .fallback(frontend::serve)

@@ -22,7 +22,7 @@ pub const VIA: &str = "1.1 vestibule";
 /// who the user is, as a browser might send them: never forwarded. (The forwarding headers
 /// Vestibule owns are set afresh.) Names are compared with `_` read as `-`, since Puma, CGI
 /// and WSGI servers fold one into the other (CVE-2024-45614).
-pub const CLIENT_SUPPLIED_ROUTING: [&str; 61] = [
+pub const CLIENT_SUPPLIED_ROUTING: [&str; 62] = [
     // RFC 7239 and the de-facto X-Forwarded-* family (Spring, ASP.NET, Express, Rails, …);
     // every other `x-forwarded-*` name goes too, see CLIENT_SUPPLIED_PREFIXES.
     "forwarded",
@@ -94,6 +94,9 @@ pub const CLIENT_SUPPLIED_ROUTING: [&str; 61] = [
     "x-ms-client-principal",
     "x-ms-client-principal-id",
     "x-ms-client-principal-name",
+    // Vestibule's own identity assertion under its default name (a route's own header name
+    // is removed on every route too, see `crate::assertion::Assertions::strip_forged`).
+    "x-vestibule-assertion",
 ];
 
 /// Whole families dropped by prefix (compared the same way): every `X-Forwarded-*` (the

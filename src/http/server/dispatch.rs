@@ -25,7 +25,7 @@ use super::scope::RequestScope;
 use super::trace_context::TraceContextTrust;
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::http::endpoints::{api, health};
+use crate::http::endpoints::{api, health, jwks};
 use crate::metrics::metrics;
 use crate::routes::{RouteError, RouteMatch, RouteTable};
 use crate::traces;
@@ -44,12 +44,16 @@ pub enum Dispatch {
 }
 
 impl Dispatch {
-    /// Classifies a request by its path. Vestibule's own `/api/auth` and the probes are never
-    /// proxied, even under a route like `/api` or `/`; any other `/api` path belongs to a route
-    /// or to no one.
+    /// Classifies a request by its path. Vestibule's own `/api/auth`, the probes and the
+    /// assertion key set are never proxied, even under a route like `/api`, `/.well-known` or
+    /// `/`; any other `/api` path belongs to a route or to no one.
     pub fn classify(routes: &RouteTable, uri: &Uri) -> Self {
         let path = uri.path();
-        if path == "/api/auth" || path.starts_with("/api/auth/") || health::is_probe(path) {
+        if path == "/api/auth"
+            || path.starts_with("/api/auth/")
+            || health::is_probe(path)
+            || path == jwks::JWKS_PATH
+        {
             return Dispatch::Router;
         }
         match routes.resolve(path, uri.query()) {
@@ -214,6 +218,18 @@ mod tests {
             assert!(matches!(dispatch, Dispatch::Router), "{path}");
         }
         assert!(matches!(classify("/api/healthz"), Dispatch::Proxy(_)));
+    }
+
+    #[test]
+    fn the_assertion_key_set_is_never_proxied_even_under_a_well_known_route() {
+        let table = RouteTable::new(vec![route("/.well-known")]);
+        let dispatch = Dispatch::classify(&table, &"/.well-known/jwks.json".parse().unwrap());
+        assert!(matches!(dispatch, Dispatch::Router));
+        let other = Dispatch::classify(&table, &"/.well-known/other".parse().unwrap());
+        assert!(
+            matches!(other, Dispatch::Proxy(_)),
+            "the route keeps the rest"
+        );
     }
 
     #[test]
