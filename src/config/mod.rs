@@ -14,6 +14,7 @@ mod parse;
 mod redis;
 #[cfg(test)]
 mod reference;
+mod route_sections;
 mod routes;
 mod secret_files;
 mod summary;
