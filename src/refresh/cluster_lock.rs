@@ -10,7 +10,11 @@
 
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::AccessError;
+use super::local_lock::LocalGuard;
+use crate::audit::context::carry;
 use crate::oidc::OidcError;
 use crate::session::{SessionCookie, Store, StoreError};
 
@@ -98,6 +102,34 @@ impl ClusterLock {
 }
 
 /// A request's wait for another instance's refresh, bounded by [`LOCK_WAIT_LIMIT`].
+impl ClusterLock {
+    /// Runs `work` in a task of its own while this lock is taken and kept (and this instance's
+    /// `local` guard held), then releases both: once the provider has answered, its tokens are
+    /// stored even if the call that asked is cancelled. `failed` is the answer should the
+    /// task itself fail.
+    pub(super) async fn hold_while<T: Send + 'static>(
+        self,
+        local: LocalGuard,
+        work: impl Future<Output = Result<T, AccessError>> + Send + 'static,
+        failed: fn() -> AccessError,
+    ) -> Result<T, AccessError> {
+        let task = tokio::spawn(carry(
+            async move {
+                let outcome = tokio::select! {
+                    biased;
+                    outcome = work => outcome,
+                    never = self.keep() => match never {},
+                };
+                self.release().await;
+                drop(local);
+                outcome
+            }
+            .in_current_span(),
+        ));
+        task.await.unwrap_or_else(|_| Err(failed()))
+    }
+}
+
 pub(super) struct Wait {
     deadline: Instant,
 }

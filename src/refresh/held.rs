@@ -10,11 +10,8 @@
 //! provider must never see that token twice), and a rotated refresh token is stored in the
 //! session before anything else.
 
-use tracing::Instrument;
-
 use super::cluster_lock::{ClusterLock, Wait};
 use super::{AccessError, Refresher};
-use crate::audit::context::carry;
 use crate::clock::unix_now;
 use crate::metrics::metrics;
 use crate::oidc::{ApiGrant, ApiToken, OidcError};
@@ -123,7 +120,8 @@ impl Refresher {
         let credential = credential.clone();
         let parameters = parameters.clone();
         let rejected = rejected.map(str::to_owned);
-        let task = tokio::spawn(carry(
+        lock.hold_while(
+            local,
             async move {
                 let fetch = Fetch {
                     holder: &holder,
@@ -132,22 +130,11 @@ impl Refresher {
                     parameters: &parameters,
                     rejected: rejected.as_deref(),
                 };
-                let outcome = tokio::select! {
-                    biased;
-                    outcome = this.fetch_holding_lock(fetch, session) => outcome,
-                    never = lock.keep() => match never {},
-                };
-                lock.release().await;
-                drop(local);
-                outcome
-            }
-            .in_current_span(),
-        ));
-        task.await.unwrap_or_else(|_| {
-            Err(AccessError::Credential(OidcError::Unavailable(
-                "the token task failed".into(),
-            )))
-        })
+                this.fetch_holding_lock(fetch, session).await
+            },
+            || AccessError::Credential(OidcError::Unavailable("the token task failed".into())),
+        )
+        .await
     }
 
     /// What the store holds for the token `id` of `holder`, for a call that wants one (and

@@ -33,10 +33,7 @@ mod local_lock;
 
 use std::sync::Arc;
 
-use tracing::Instrument;
-
 use crate::audit::AuditTrail;
-use crate::audit::context::carry;
 use crate::clock::unix_now;
 use crate::metrics::metrics;
 use crate::oidc::{OidcError, Provider};
@@ -164,25 +161,15 @@ impl Refresher {
             Want::Fresh => None,
             Want::Replacing(rejected) => Some(rejected.to_owned()),
         };
-        let task = tokio::spawn(carry(
+        lock.hold_while(
+            local,
             async move {
                 let want = replacing.as_deref().map_or(Want::Fresh, Want::Replacing);
-                let outcome = tokio::select! {
-                    biased;
-                    outcome = this.refresh_holding_locks(&current.cookie, want) => outcome,
-                    never = lock.keep() => match never {},
-                };
-                lock.release().await;
-                drop(local);
-                outcome
-            }
-            .in_current_span(),
-        ));
-        task.await.unwrap_or_else(|_| {
-            Err(AccessError::Provider(OidcError::Unavailable(
-                "the refresh task failed".into(),
-            )))
-        })
+                this.refresh_holding_locks(&current.cookie, want).await
+            },
+            || AccessError::Provider(OidcError::Unavailable("the refresh task failed".into())),
+        )
+        .await
     }
 
     /// A new access token for the session of `cookie`, whose access token `rejected` an

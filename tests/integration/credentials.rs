@@ -42,6 +42,16 @@ fn last_bearer(app: &TestApp, path: &str) -> String {
         .unwrap_or_else(|| panic!("the request under {path} carried no bearer token"))
 }
 
+/// The distinct bearer tokens the upstream saw under `path`.
+fn bearers_seen(app: &TestApp, path: &str) -> std::collections::HashSet<String> {
+    app.upstream
+        .seen()
+        .into_iter()
+        .filter(|seen| seen.path_and_query.starts_with(path))
+        .filter_map(|seen| seen.bearer)
+        .collect()
+}
+
 /// `browsers` × `per_browser` concurrent GETs of `path`; their statuses.
 async fn call_concurrently(
     browsers: &[Browser],
@@ -194,13 +204,7 @@ async fn calls_on_two_instances_at_expiry_cause_one_exchange_per_expiry() {
         2,
         "one more exchange for the expiry, across both instances"
     );
-    let tokens: std::collections::HashSet<String> = app
-        .upstream
-        .seen()
-        .into_iter()
-        .filter(|seen| seen.path_and_query.starts_with("/v1/any-token/b"))
-        .filter_map(|seen| seen.bearer)
-        .collect();
+    let tokens = bearers_seen(&app, "/v1/any-token/b");
     assert_eq!(
         tokens.len(),
         1,
@@ -442,13 +446,7 @@ scope = "orders:read"
         1,
         "one grant for everyone"
     );
-    let tokens: std::collections::HashSet<String> = app
-        .upstream
-        .seen()
-        .into_iter()
-        .filter(|seen| seen.path_and_query.starts_with("/v1/any-token/c"))
-        .filter_map(|seen| seen.bearer)
-        .collect();
+    let tokens = bearers_seen(&app, "/v1/any-token/c");
     assert_eq!(tokens.len(), 1);
     let token = tokens.into_iter().next().unwrap();
     let claims = jwt_payload(&token);
