@@ -101,7 +101,11 @@ async fn an_exchange_route_gets_its_own_token_once_per_session_sealed_and_droppe
         .rev()
         .find(|request| request["grant_type"] == crate::harness::provider_grants::TOKEN_EXCHANGE)
         .expect("the provider recorded the exchange");
-    assert_eq!(request["audience"], serde_json::json!(["orders-api"]), "{request}");
+    assert_eq!(
+        request["audience"],
+        serde_json::json!(["orders-api"]),
+        "{request}"
+    );
 
     // The session's own route still gets the login's token, never the exchanged one.
     assert_eq!(
