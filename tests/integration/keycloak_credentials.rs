@@ -104,7 +104,11 @@ impl Deployment {
     /// The one bearer token the demo API received under `/orders/<path>`.
     fn token_to(&self, path: &str) -> String {
         let tokens = self.tokens_to(path);
-        assert_eq!(tokens.len(), 1, "one request to {path}");
+        assert_eq!(
+            tokens.len(),
+            1,
+            "one request to {path}, whose token the demo API took"
+        );
         tokens.into_iter().next().unwrap()
     }
 
@@ -346,8 +350,16 @@ async fn logout_drops_the_held_exchange_token_and_keycloak_calls_it_inactive() {
         "nothing of it is left"
     );
     // Vestibule revoked the login's refresh token; that alone leaves the exchanged access
-    // token active at Keycloak (until it expires). The end-session URL Vestibule answers,
-    // followed by bob's browser, ends his SSO session at Keycloak, and the token with it.
+    // token active at Keycloak until it expires (docs/keycloak.md says so).
+    if unix_now() + 2 < claims(&exchanged)["exp"].as_u64().expect("exp") {
+        let seen = keycloak.introspect_as_api(&exchanged).await;
+        assert_eq!(
+            seen["active"], true,
+            "Keycloak ended the exchanged token at the revocation: update docs/keycloak.md: {seen}"
+        );
+    }
+    // The end-session URL Vestibule answers, followed by bob's browser, ends his SSO session
+    // at Keycloak, and the token with it.
     let end_session = body["end_session_url"]
         .as_str()
         .unwrap_or_else(|| panic!("Keycloak has an end-session endpoint: {body}"));
