@@ -20,6 +20,7 @@ mod frontend;
 mod health;
 mod key_rotation;
 mod keycloak;
+mod keycloak_credentials;
 mod keycloak_demo;
 mod keycloak_exchange;
 mod keycloak_routes;

@@ -1,7 +1,8 @@
 //! Vestibule in front of the real Keycloak: its own Redis, the compose split (issuer on the
 //! browser's name, discovery through the back channel), the realm's client and secret, and the
 //! demo API behind compose's routes (`/api/demo`, the admin, step-up and live routes). It can be
-//! restarted in place, as a deployment would be.
+//! restarted in place, as a deployment would be, and given more instances (same Redis, same
+//! public URL, as behind a load balancer).
 
 use super::compose::compose_env;
 use super::keycloak::Keycloak;
@@ -16,12 +17,14 @@ pub struct KeycloakApp {
     /// The shared Keycloak.
     pub keycloak: &'static Keycloak,
     /// This deployment's Redis (stopped when the app is dropped).
-    _redis: RedisServer,
+    redis: RedisServer,
     /// This deployment's own way to Keycloak (its "service name"): every back-channel call
     /// it makes, and nothing else, passes here.
     pub back: Relay,
     config: String,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Instances started by [`KeycloakApp::start_another_instance`].
+    others: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl KeycloakApp {
@@ -124,11 +127,32 @@ rate_limit_burst = 10000
         Self {
             url,
             keycloak,
-            _redis: redis,
+            redis,
             back,
             config,
             task: Some(task),
+            others: Vec::new(),
         }
+    }
+
+    /// Starts one more Vestibule instance with the same configuration (same Redis, client and
+    /// public URL, as behind a load balancer) and returns its base URL.
+    pub async fn start_another_instance(&mut self) -> String {
+        let port = free_port();
+        let listen = self.url.replacen("http://localhost:", "127.0.0.1:", 1);
+        let toml = self.config.replacen(
+            &format!("listen = \"{listen}\""),
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+        assert_ne!(toml, self.config, "the config names where it listens");
+        self.others.push(spawn_vestibule(&toml).await);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// This deployment's Redis.
+    pub fn redis(&self) -> &RedisServer {
+        &self.redis
     }
 
     /// How many times this deployment fetched the discovery document.
@@ -171,6 +195,9 @@ pub fn demo_routes(demo_api_url: &str) -> String {
 impl Drop for KeycloakApp {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
+            task.abort();
+        }
+        for task in &self.others {
             task.abort();
         }
     }

@@ -1,6 +1,7 @@
 //! A TCP relay on loopback that forwards every connection to one target and remembers the
-//! request line of every HTTP/1.1 request it carries: the "published port" of the compose
-//! setup, and the witness of who called which endpoint through which host name.
+//! request line (and the bearer token, if any) of every HTTP/1.1 request it carries: the
+//! "published port" of the compose setup, and the witness of who called which endpoint through
+//! which host name, and with which token. What it remembers stays in the test's memory.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +13,15 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Relay {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
-    request_lines: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// One request the relay carried.
+struct Seen {
+    /// `METHOD path HTTP/1.1`.
+    line: String,
+    /// The token of its `Authorization: Bearer` header.
+    bearer: Option<String>,
 }
 
 impl Relay {
@@ -20,22 +29,35 @@ impl Relay {
     pub async fn start(target_port: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let request_lines = Arc::new(Mutex::new(Vec::new()));
-        let lines = request_lines.clone();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let lines = seen.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 tokio::spawn(forward(client, target_port, lines.clone()));
             }
         });
-        Self {
-            port,
-            request_lines,
-        }
+        Self { port, seen }
     }
 
     /// Every request line (`METHOD path HTTP/1.1`) so far, in arrival order per connection.
     pub fn request_lines(&self) -> Vec<String> {
-        self.request_lines.lock().unwrap().clone()
+        let seen = self.seen.lock().unwrap();
+        seen.iter().map(|seen| seen.line.clone()).collect()
+    }
+
+    /// The bearer token of every request so far whose path starts with `path_prefix` (`None`:
+    /// the request had none), in arrival order per connection.
+    pub fn bearer_tokens_to(&self, path_prefix: &str) -> Vec<Option<String>> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|seen| {
+                seen.line
+                    .split(' ')
+                    .nth(1)
+                    .is_some_and(|path| path.starts_with(path_prefix))
+            })
+            .map(|seen| seen.bearer.clone())
+            .collect()
     }
 
     /// How many requests had a path starting with `path_prefix`.
@@ -51,7 +73,7 @@ impl Relay {
     }
 }
 
-async fn forward(client: TcpStream, target_port: u16, lines: Arc<Mutex<Vec<String>>>) {
+async fn forward(client: TcpStream, target_port: u16, lines: Arc<Mutex<Vec<Seen>>>) {
     let Ok(upstream) = TcpStream::connect(("127.0.0.1", target_port)).await else {
         return;
     };
@@ -73,7 +95,7 @@ async fn forward(client: TcpStream, target_port: u16, lines: Arc<Mutex<Vec<Strin
 async fn relay_requests(
     from: &mut (impl AsyncReadExt + Unpin),
     to: &mut (impl AsyncWriteExt + Unpin),
-    lines: &Mutex<Vec<String>>,
+    lines: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
     let mut buffered: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -89,18 +111,25 @@ async fn relay_requests(
             buffered.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buffered[..head_end]).into_owned();
-        lines
-            .lock()
-            .unwrap()
-            .push(head.lines().next().unwrap_or("").to_owned());
-        let header = |name: &str| {
+        let raw_header = |name: &str| {
             head.lines().skip(1).find_map(|line| {
                 let (key, value) = line.split_once(':')?;
                 key.trim()
                     .eq_ignore_ascii_case(name)
-                    .then(|| value.trim().to_ascii_lowercase())
+                    .then(|| value.trim().to_owned())
             })
         };
+        let header = |name: &str| raw_header(name).map(|value| value.to_ascii_lowercase());
+        let bearer = raw_header("authorization").and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
+        lines.lock().unwrap().push(Seen {
+            line: head.lines().next().unwrap_or("").to_owned(),
+            bearer,
+        });
         if header("transfer-encoding").is_some_and(|value| value.contains("chunked")) {
             to.write_all(&buffered).await?;
             tokio::io::copy(from, to).await?;
