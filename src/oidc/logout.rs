@@ -49,6 +49,18 @@ impl Provider {
     /// Revokes a refresh token (RFC 7009) when the provider supports it; best effort (failures
     /// are logged). `true` when the provider accepted the revocation.
     pub async fn revoke_refresh_token(&self, refresh_token: &str) -> bool {
+        self.revoke(refresh_token, "refresh_token").await
+    }
+
+    /// Revokes an access token (RFC 7009) when the provider supports it, as
+    /// [`Provider::revoke_refresh_token`] does a refresh token: a token held for one API,
+    /// whose session ended.
+    pub async fn revoke_access_token(&self, access_token: &str) -> bool {
+        self.revoke(access_token, "access_token").await
+    }
+
+    /// RFC 7009 revocation of `token`, of the type `hint` names.
+    async fn revoke(&self, token: &str, hint: &'static str) -> bool {
         let Ok(discovered) = self.current().await else {
             return false;
         };
@@ -56,8 +68,8 @@ impl Provider {
             return false;
         };
         let form = vec![
-            ("token", refresh_token.to_owned()),
-            ("token_type_hint", "refresh_token".to_owned()),
+            ("token", token.to_owned()),
+            ("token_type_hint", hint.to_owned()),
         ];
         let started = std::time::Instant::now();
         let shown = crate::redact::url(&endpoint);

@@ -128,6 +128,22 @@ impl Sessions {
             .await
     }
 
+    /// The tokens the session of `cookie` holds for the configured credentials, as text (to
+    /// revoke them once it has ended). Best effort: one that cannot be read is left out.
+    pub async fn held_tokens_of(&self, cookie: &SessionCookie) -> Vec<String> {
+        let mut tokens = Vec::new();
+        for credential_id in self.held_credentials.iter() {
+            match self.held_token(cookie, credential_id).await {
+                Ok(Some(held)) => tokens.push(held.access_token.text()),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, "reading an ending session's API token failed; it is not revoked");
+                }
+            }
+        }
+        tokens
+    }
+
     /// Deletes the tokens the session stored under `session_key` holds for the configured
     /// credentials. Best effort: a key left behind opens only with the session's cookie and
     /// expires with its token.

@@ -1,6 +1,8 @@
 //! Ending sessions, whoever asks (a logout, the user's "end this session", a login that
 //! replaces a session, suspicious use, the provider's logout channels): the record goes,
 //! the refresh token is revoked at the provider in the background, and the end is counted.
+//! Ended with its cookie (a logout), a session's tokens held for APIs are revoked too; ended
+//! from elsewhere they are only deleted, as nothing without the cookie can open them.
 
 use std::sync::Arc;
 
@@ -34,10 +36,13 @@ impl SessionEnding {
         &self,
         cookie: &SessionCookie,
     ) -> Result<Option<SessionRecord>, StoreError> {
+        // Read before the end deletes them: the tokens held for APIs are revoked with it.
+        let held = self.sessions.held_tokens_of(cookie).await;
         let Some(record) = self.sessions.end(cookie).await? else {
             return Ok(None);
         };
         self.revoke_refresh_token_of(&record);
+        self.revoke_access_tokens(held);
         Ok(Some(record))
     }
 
@@ -67,11 +72,13 @@ impl SessionEnding {
         cookie: &SessionCookie,
         new_sub: &str,
     ) -> Result<(), StoreError> {
+        let held = self.sessions.held_tokens_of(cookie).await;
         let Some(record) = self.sessions.end(cookie).await? else {
             return Ok(());
         };
         if record.sub != new_sub {
             self.revoke_refresh_token_of(&record);
+            self.revoke_access_tokens(held);
         }
         self.count_logout(&record, "replaced_by_login");
         Ok(())
@@ -116,6 +123,19 @@ impl SessionEnding {
 
     /// Revokes refresh tokens of sessions that just ended, in a task of its own: the session
     /// is already gone, so no answer waits for the provider.
+    /// Revokes, in the background, access tokens an ended session held for its APIs.
+    fn revoke_access_tokens(&self, access_tokens: Vec<String>) {
+        if access_tokens.is_empty() {
+            return;
+        }
+        let provider = self.provider.clone();
+        tokio::spawn(async move {
+            for access_token in access_tokens {
+                provider.revoke_access_token(&access_token).await;
+            }
+        });
+    }
+
     fn revoke_in_background(&self, refresh_tokens: impl IntoIterator<Item = String>) {
         let refresh_tokens: Vec<String> = refresh_tokens.into_iter().collect();
         if refresh_tokens.is_empty() {
