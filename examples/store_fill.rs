@@ -7,7 +7,8 @@
 //! Tokens are Keycloak-sized: a ~1.5 KB access token, a ~1 KB refresh token and a ~1.5 KB ID
 //! token. `--credentials C` (default 0) then keeps, for each session, C more API tokens (~1.4 KB
 //! exchanged-token JWTs) under C credential ids, through `Sessions::keep_held_token`, as a
-//! route's `exchange` or `refresh` credential does on first use.
+//! route's `exchange` or `refresh` credential does on first use. `--first I` numbers the
+//! sessions from I (default 0), so a second fill adds other users, not more of the same.
 
 use std::time::Duration;
 
@@ -130,7 +131,9 @@ async fn main() -> anyhow::Result<()> {
     let sample = held_token(0, 0);
     let held_token_bytes = sample.access_token.text().len();
     let held_token_plaintext_bytes = rmp_serde::to_vec_named(&sample)?.len();
-    let created = stream::iter(0..count)
+    // `--first I`: the sessions are the I-th and on (distinct users from an earlier fill's).
+    let first: usize = argument("--first").unwrap_or_else(|| "0".into()).parse()?;
+    let created = stream::iter(first..first + count)
         .map(|index| {
             let (sessions, credentials) = (&sessions, &credentials);
             async move {
