@@ -54,7 +54,7 @@ class Credentials:
             self.res[k] = None
         if not os.path.exists(STORE_FILL_SRC):
             for k in fields:
-                self.not_measured(k, "not measured: store_fill example missing (examples/store_fill.rs)")
+                self.not_measured(k, "the store_fill example is missing (examples/store_fill.rs)")
             return
         by_count = {}
         try:
