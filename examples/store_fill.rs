@@ -2,8 +2,13 @@
 //! "scale of the store" figures (bytes per session, latency with many sessions).
 //!
 //! `cargo run --release --example store_fill -- --redis redis://127.0.0.1:6379 --count 100000 --key <base64>`
-//! prints `{"created": N, "plaintext_bytes": B}`. Tokens are Keycloak-sized: a ~1.5 KB access
-//! token, a ~1 KB refresh token and a ~1.5 KB ID token.
+//! prints `{"created": N, "plaintext_bytes": B, "credentials": C, "held_token_bytes": T,
+//! "held_token_plaintext_bytes": H}` (T: a held token as issued, H: its stored form, compacted).
+//! Tokens are Keycloak-sized: a ~1.5 KB access token, a ~1 KB refresh token and a ~1.5 KB ID
+//! token. `--credentials C` (default 0) then keeps, for each session, C more API tokens (~1.4 KB
+//! exchanged-token JWTs) under C credential ids, through `Sessions::keep_held_token`, as a
+//! route's `exchange` or `refresh` credential does on first use. `--first I` numbers the
+//! sessions from I (default 0), so a second fill adds other users, not more of the same.
 
 use std::time::Duration;
 
@@ -13,7 +18,7 @@ use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use vestibule::clock::unix_now;
 use vestibule::session::{
-    MasterKey, SessionOrigin, SessionRecord, Sessions, Store, StoredToken, TokenSet,
+    HeldToken, MasterKey, SessionOrigin, SessionRecord, Sessions, Store, StoredToken, TokenSet,
 };
 
 mod common;
@@ -66,6 +71,29 @@ fn record(index: usize) -> SessionRecord {
     )
 }
 
+/// The ids of `count` credentials, shaped as `Credential::id` makes them (16 hex characters).
+fn credential_ids(count: usize) -> Vec<String> {
+    (0..count).map(|index| format!("{index:016x}")).collect()
+}
+
+/// The token credential `credential` of session `index` holds: a Keycloak-sized exchanged
+/// access token (~1.4 KB) for one API, valid five minutes.
+fn held_token(index: usize, credential: usize) -> HeldToken {
+    let now = unix_now();
+    let claims = json!({
+        "exp": now + 300, "iat": now, "jti": format!("{index:08x}-{credential:04x}-4d5e-8f90-a1b2c3d4e5f6"),
+        "iss": "http://localhost:8081/realms/vestibule", "aud": format!("api-{credential}"),
+        "sub": format!("{index:08x}-6f4a-4b8e-9c1d-2e3f4a5b6c7d"), "typ": "Bearer",
+        "azp": "vestibule", "scope": format!("api-{credential}:read"),
+    });
+    HeldToken {
+        access_token: StoredToken::new(&jwt(&claims, 1400)),
+        expires_at: now + 300,
+        obtained_at: now,
+        forced: false,
+    }
+}
+
 /// Where each session comes from: a provider session of its own.
 fn origin(index: usize) -> SessionOrigin {
     common::origin(Some(format!("{index:08x}-8f1e-4b7d-9a3c-5d2e1f0a9b8c")))
@@ -94,15 +122,36 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(1800),
         Duration::from_secs(28_800),
     );
+    let credentials = credential_ids(
+        argument("--credentials")
+            .unwrap_or_else(|| "0".into())
+            .parse()?,
+    );
     let plaintext_bytes = record(0).encode()?.len();
-    let created = stream::iter(0..count)
+    let sample = held_token(0, 0);
+    let held_token_bytes = sample.access_token.text().len();
+    let held_token_plaintext_bytes = rmp_serde::to_vec_named(&sample)?.len();
+    // `--first I`: the sessions are the I-th and on (distinct users from an earlier fill's).
+    let first: usize = argument("--first").unwrap_or_else(|| "0".into()).parse()?;
+    let created = stream::iter(first..first + count)
         .map(|index| {
-            let sessions = &sessions;
+            let (sessions, credentials) = (&sessions, &credentials);
             async move {
-                sessions
-                    .create(&record(index), &origin(index))
-                    .await
-                    .is_ok()
+                let record = record(index);
+                let Ok(cookie) = sessions.create(&record, &origin(index)).await else {
+                    return false;
+                };
+                for (number, credential) in credentials.iter().enumerate() {
+                    let token = held_token(index, number);
+                    if sessions
+                        .keep_held_token(&cookie, credential, &token, record.expires_at)
+                        .await
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+                true
             }
         })
         .buffer_unordered(64)
@@ -111,10 +160,16 @@ async fn main() -> anyhow::Result<()> {
         .await;
     println!(
         "{}",
-        json!({ "created": created, "plaintext_bytes": plaintext_bytes })
+        json!({
+            "created": created,
+            "plaintext_bytes": plaintext_bytes,
+            "credentials": credentials.len(),
+            "held_token_bytes": held_token_bytes,
+            "held_token_plaintext_bytes": held_token_plaintext_bytes,
+        })
     );
     if created != count {
-        anyhow::bail!("only {created} of {count} sessions were stored");
+        anyhow::bail!("only {created} of {count} sessions (with their held tokens) were stored");
     }
     Ok(())
 }

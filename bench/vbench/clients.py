@@ -93,11 +93,11 @@ def login(start_url, cookie_name, user=STACK["users"]["login"], max_steps=20, ve
     raise RuntimeError("login: too many steps")
 
 
-def probe(port, headers):
-    """One GET PATH; returns (status, X-Saw-Bearer)."""
+def probe(port, headers, path=PATH):
+    """One GET `path`; returns (status, X-Saw-Bearer)."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        c.request("GET", PATH, headers=headers)
+        c.request("GET", path, headers=headers)
         r = c.getresponse()
         r.read()
         return r.status, r.getheader("X-Saw-Bearer")
@@ -254,11 +254,11 @@ def parse_wrk(out):
     }
 
 
-def wrk(port, seconds, headers=(), threads=2, conns=32, name=None):
+def wrk(port, seconds, headers=(), threads=2, conns=32, name=None, path=PATH):
     argv = ["wrk", "--latency", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s"]
     for h in headers:
         argv += ["-H", h]
-    argv.append(f"http://127.0.0.1:{port}{PATH}")
+    argv.append(f"http://127.0.0.1:{port}{path}")
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     if name:
         with open(os.path.join(WORK, "logs", "wrk.log"), "a") as f:

@@ -1,7 +1,7 @@
 """The measurements: each config loaded with wrk (warm-up, runs, median), the login cost and
 the refresh under load; the other parts are mixins (deploy: scale-out and Redis latency,
-store: store scale, websockets: WebSockets through Vestibule and nginx, flood: login
-flood). A config or figure that cannot be measured is recorded with its reason (the run
+store: store scale, credentials: Redis bytes per extra credential and the exchange route's
+cost, websockets: WebSockets through Vestibule and nginx, flood: login flood). A config or figure that cannot be measured is recorded with its reason (the run
 then fails, see report.unmeasured)."""
 
 import base64
@@ -14,6 +14,7 @@ import traceback
 
 from .clients import login, probe, wrk
 from .context import CALLBACK, CSRF, FOREIGN_LIMIT, PATH, SESSION_COOKIE, Skip, log
+from .credentials import Credentials
 from .deploy import Deploy
 from .flood import LoginFlood
 from .processes import Contention, CpuMeter, free_port, stop, tail, vm_hwm_mb
@@ -26,11 +27,12 @@ from .servers import (provider_stats, start_apache, start_nginx_proxy, start_pro
 
 # What --only can select: the five configs, then the extra measurements.
 CONFIGS = ["direct", "nginx_proxy", "mod_auth_openidc", "vestibule_redis", "vestibule_memory"]
-EXTRAS = ["refresh", "scale-out", "redis-latency", "store-scale", "websockets", "login-flood"]
+EXTRAS = ["refresh", "scale-out", "redis-latency", "store-scale", "credential-memory", "credential-cost",
+          "websockets", "login-flood"]
 PARTS = CONFIGS + EXTRAS
 
 
-class Bench(Deploy, StoreScale, WebSockets, LoginFlood):
+class Bench(Deploy, StoreScale, Credentials, WebSockets, LoginFlood):
     """One run: the selected parts, their figures (cfg, res), what could not be measured
     (failures, with the reason) and what was measured but is doubtful (problems)."""
 
@@ -54,13 +56,13 @@ class Bench(Deploy, StoreScale, WebSockets, LoginFlood):
         self.failures.append(f"{field}: {reason}")
         log(f"NOT MEASURED {field}: {reason}")
 
-    def load(self, name, port, headers, pid, redis_port=None, also=None):
-        """Warm-up + `runs` measured runs; fills self.cfg[name] and self.cpu[name]. `pid` may be
+    def load(self, name, port, headers, pid, redis_port=None, also=None, path=PATH):
+        """Warm-up + `runs` measured runs of GET `path`; fills self.cfg[name]. `pid` may be
         a list (several instances: their CPU is added up); `redis_port` a list (a Cluster: the
         nodes' commands are added up); `also` {label: pid or [pids]} are the other processes
         whose CPU% is reported beside (`cpu_percent_<label>`: a load balancer, Redis)."""
         log(f"{name}: warm-up {self.warmup} s, then {self.runs} x {self.duration} s (-t2 -c32)")
-        wrk(port, self.warmup, headers, name=f"{name} warm-up")
+        wrk(port, self.warmup, headers, name=f"{name} warm-up", path=path)
         runs, cpus, calls, reqs = [], [], {}, 0
         also = also or {}
         others = {label: [] for label in also}
@@ -79,7 +81,7 @@ class Bench(Deploy, StoreScale, WebSockets, LoginFlood):
                 busy = meters.enter_context(Contention())
                 m = meters.enter_context(CpuMeter(pid))
                 side = {label: meters.enter_context(CpuMeter(p)) for label, p in also.items()}
-                r = wrk(port, self.duration, headers, name=f"{name} run {i + 1}")
+                r = wrk(port, self.duration, headers, name=f"{name} run {i + 1}", path=path)
             for label, meter in side.items():
                 others[label].append(meter.percent)
             r["foreign_cpu_percent"] = round(busy.foreign_percent, 1)
@@ -134,7 +136,7 @@ class Bench(Deploy, StoreScale, WebSockets, LoginFlood):
     def run(self):
         """Runs the selected parts in their fixed order (the upstream first, if any needs it)."""
         want = set(self.parts)
-        if want & (set(CONFIGS) | {"refresh", "scale-out", "redis-latency", "store-scale"}):
+        if want & (set(CONFIGS) | {"refresh", "scale-out", "redis-latency", "store-scale", "credential-cost"}):
             self.start_upstream()
 
         # 1. direct
@@ -173,6 +175,10 @@ class Bench(Deploy, StoreScale, WebSockets, LoginFlood):
             self.run_redis_latency()
         if "store-scale" in want:
             self.run_store_scale()
+        if "credential-memory" in want:
+            self.run_credential_memory()
+        if "credential-cost" in want:
+            self.run_credential_cost()
         if "websockets" in want:
             self.run_websockets()
         if "login-flood" in want:

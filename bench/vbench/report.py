@@ -131,14 +131,23 @@ def targets(out, parts):
         ("websockets: sockets of other sessions closed or not echoing", others, "<=", 0),
     ]
     rows += [(*row, ran("websockets")) for row in ws_rows]
+    rows += [
+        # issue 31: the session alone, measured beside 1, 3 and 5 extra credentials
+        ("redis bytes per session, no extra credential (credential-memory)",
+         out.get("redis_bytes_per_session_0_credentials"), "<=", 5120, ran("credential-memory")),
+        # issue 31: "within 10 % once the token is held"; a FLAG, not a failure (noisy on 2 shared cores)
+        ("exchange route req/s / session route req/s, token held", out.get("credential_cost_rps_ratio"),
+         ">=", 0.9, ran("credential-cost"), "FLAG"),
+    ]
     res = []
-    for name, val, op, lim, selected in rows:
+    for name, val, op, lim, selected, *missed in rows:
         if not selected:
             verdict = "NOT RUN"
         elif val is None or lim is None:
             verdict = "NOT MEASURED"
         else:
-            verdict = "PASS" if (val >= lim if op == ">=" else val <= lim) else "FAIL"
+            # `missed`: the verdict of a target that only flags (default FAIL)
+            verdict = "PASS" if (val >= lim if op == ">=" else val <= lim) else (missed or ["FAIL"])[0]
         res.append({"target": name, "value": val, "op": op, "limit": lim, "result": verdict})
     return res
 
@@ -171,6 +180,12 @@ def render_md(out):
         ("refresh_failed_requests", "failed requests during refresh under load"),
         ("refresh_p99_ms", "p99 ms during refresh under load"),
         ("redis_bytes_per_session", "Redis bytes per session"),
+        ("redis_bytes_per_session_0_credentials", "Redis bytes per session, no extra credential"),
+        ("redis_bytes_per_session_1_credentials", "Redis bytes per session, 1 extra credential"),
+        ("redis_bytes_per_session_3_credentials", "Redis bytes per session, 3 extra credentials"),
+        ("redis_bytes_per_session_5_credentials", "Redis bytes per session, 5 extra credentials"),
+        ("redis_bytes_per_extra_credential", "Redis bytes per extra credential (the fill with the most)"),
+        ("credential_cost_rps_ratio", "exchange route req/s / session route req/s (token held)"),
         ("p50_ms_1k_sessions", "proxied p50 ms with 1k sessions in Redis"),
         ("p50_ms_100k_sessions", "proxied p50 ms with 100k sessions in Redis"),
         ("p50_ms_1m_sessions", "proxied p50 ms with 1,000,000 sessions in Redis"),
@@ -185,6 +200,7 @@ def render_md(out):
         note = out.get("not_measured", {}).get(k)
         lines.append(f"| {label} | {fmt(v) if v is not None else 'not measured' + (': ' + note if note else '')} |")
     lines += render_store_fill(out)
+    lines += render_credentials(out)
     lines += render_scale_out(out.get("scale_out"))
     lines += render_redis_latency(out.get("redis_latency"))
     lines += render_websockets(out.get("websockets"))
@@ -205,6 +221,41 @@ def render_store_fill(out):
                 f"{fmt(out.get('redis_used_memory_mb_largest'), 1)} MB (RSS "
                 f"{fmt(out.get('redis_used_memory_rss_mb_largest'), 1)} MB) with "
                 f"{out.get('redis_keys_after_fill', 0):,} keys."]
+
+
+def render_credentials(out):
+    """Issue 31: Redis bytes per session by extra credentials, and the exchange route's cost."""
+    lines = []
+    cm = out.get("credential_memory")
+    if cm:
+        lines += ["", f"Credentials in Redis: {cm['sessions']:,} sessions per fill (examples/store_fill.rs "
+                      "--credentials N: each session then keeps N Keycloak-sized API tokens through "
+                      "Sessions::keep_held_token), a fresh Redis per N.", "",
+                  "| extra credentials per session | Redis bytes per session | bytes per extra credential | "
+                  "keys per session | MEMORY USAGE of one held token's key |",
+                  "|---:|---:|---:|---:|---:|"]
+        for n, step in cm["by_credentials"].items():
+            lines.append(f"| {n} | {fmt(step['redis_bytes_per_session'], 0)} | "
+                         f"{fmt(step.get('bytes_per_extra_credential'), 0) if n != '0' else ''} | "
+                         f"{fmt(step['redis_keys_per_session'])} | {fmt(step.get('held_token_key_memory_usage'))} |")
+        for n in ("0", "1", "3", "5"):
+            if n not in cm["by_credentials"]:
+                note = out.get("not_measured", {}).get(f"redis_bytes_per_session_{n}_credentials", "")
+                lines.append(f"| {n} | not measured{': ' + note if note else ''} | | | |")
+    cc = out.get("credential_cost")
+    if cc:
+        lines += ["", f"Credential cost: one session, a `session` route and a `kind = \"exchange\"` route "
+                      f"(`{cc['exchange_prefix']}`, audience orders-api) on the same upstream, the exchanged "
+                      f"token held before the load; {cc['token_exchanges_during_load']} exchange(s) during it.", "",
+                  "| route | req/s | p50 ms | p99 ms | Vestibule CPU% | Redis commands / call |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name in ("session", "exchange"):
+            lines.append(load_row(name, cc["routes"].get(name), ["redis_commands_per_call"]))
+        lines.append(f"\nExchange / session: req/s x{fmt(cc['rps_exchange_over_session'], 3)}, p50 "
+                     f"x{fmt(cc['p50_exchange_over_session'], 3)}, p99 x{fmt(cc['p99_exchange_over_session'], 3)}.")
+    elif "credential_cost_rps_ratio" in out.get("not_measured", {}):
+        lines += ["", f"Credential cost: not measured: {out['not_measured']['credential_cost_rps_ratio']}"]
+    return lines
 
 
 def load_row(label, c, extra_cols):
