@@ -17,7 +17,7 @@ use crate::metrics::metrics;
 use crate::oidc::{ApiGrant, ApiToken, OidcError};
 use crate::routes::{Credential, TokenParameters};
 use crate::session::held_tokens::{client_token_key, held_token_key};
-use crate::session::{ActiveSession, HeldToken, SessionCookie, StoredToken};
+use crate::session::{ActiveSession, Freshness, HeldToken, SessionCookie, StoredToken};
 
 /// Whose token it is: a session's, or the client's own (shared by every session).
 #[derive(Clone)]
@@ -86,14 +86,17 @@ impl Refresher {
             return Ok(None);
         };
         let id = credential.id();
-        match self.look(&holder, &id, rejected).await? {
+        match self.look(&holder, &id, rejected, Freshness::Recent).await? {
             Held::Usable(token) => return Ok(Some(token)),
             Held::Declined => return Ok(None),
             Held::Due => {}
         }
         let key = holder.key(&id);
         let local = self.local_locks.acquire(&key).await;
-        match self.look(&holder, &id, rejected).await? {
+        match self
+            .look(&holder, &id, rejected, Freshness::Current)
+            .await?
+        {
             Held::Usable(token) => {
                 metrics().refresh_waited("local");
                 return Ok(Some(token));
@@ -105,7 +108,10 @@ impl Refresher {
         let wait = Wait::start();
         while !lock.try_take().await? {
             wait.next_poll().await?;
-            match self.look(&holder, &id, rejected).await? {
+            match self
+                .look(&holder, &id, rejected, Freshness::Current)
+                .await?
+            {
                 Held::Usable(token) => {
                     metrics().refresh_waited("cluster");
                     return Ok(Some(token));
@@ -144,10 +150,13 @@ impl Refresher {
         holder: &Holder,
         id: &str,
         rejected: Option<&str>,
+        freshness: Freshness,
     ) -> Result<Held, AccessError> {
         let held = match holder {
-            Holder::Session { cookie, .. } => self.sessions.held_token(cookie, id).await?,
-            Holder::Client => self.sessions.client_token(id).await?,
+            Holder::Session { cookie, .. } => {
+                self.sessions.held_token(cookie, id, freshness).await?
+            }
+            Holder::Client => self.sessions.client_token(id, freshness).await?,
         };
         let Some(held) = held else {
             return Ok(Held::Due);
@@ -177,7 +186,7 @@ impl Refresher {
             parameters,
             rejected,
         } = fetch;
-        match self.look(holder, id, rejected).await? {
+        match self.look(holder, id, rejected, Freshness::Current).await? {
             Held::Usable(token) => return Ok(Some(token)),
             Held::Declined => return Ok(None),
             Held::Due => {}

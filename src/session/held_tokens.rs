@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{SessionCookie, Sessions, StoreError, StoredToken};
+use super::{Freshness, SessionCookie, Sessions, StoreError, StoredToken};
 use crate::clock::unix_now;
 
 /// The prefix of every session's store key; a held token's key swaps it for its own.
@@ -63,14 +63,17 @@ pub fn client_token_key(credential_id: &str) -> String {
 }
 
 impl Sessions {
-    /// The token `credential_id` the session of `cookie` holds, if any still opens.
+    /// The token `credential_id` the session of `cookie` holds, if any still opens: `Recent`
+    /// may come from the in-process cache; `Current` (or `Touched`) is what Redis holds now,
+    /// for a decision to fetch one.
     pub async fn held_token(
         &self,
         cookie: &SessionCookie,
         credential_id: &str,
+        freshness: Freshness,
     ) -> Result<Option<HeldToken>, StoreError> {
         let key = held_token_key(&cookie.storage_key(), credential_id);
-        let Some(sealed) = self.store.get(&key).await? else {
+        let Some(sealed) = self.read_held(&key, freshness).await? else {
             return Ok(None);
         };
         Ok(self
@@ -97,10 +100,15 @@ impl Sessions {
         self.store.put(&key, &sealed, ttl).await
     }
 
-    /// The client's own token for `credential_id`, if any still opens.
-    pub async fn client_token(&self, credential_id: &str) -> Result<Option<HeldToken>, StoreError> {
+    /// The client's own token for `credential_id`, if any still opens (`freshness` as for
+    /// [`Sessions::held_token`]).
+    pub async fn client_token(
+        &self,
+        credential_id: &str,
+        freshness: Freshness,
+    ) -> Result<Option<HeldToken>, StoreError> {
         let key = client_token_key(credential_id);
-        let Some(sealed) = self.store.get(&key).await? else {
+        let Some(sealed) = self.read_held(&key, freshness).await? else {
             return Ok(None);
         };
         Ok(self
@@ -128,12 +136,27 @@ impl Sessions {
             .await
     }
 
+    /// The sealed token under `key`, as current as `freshness` asks.
+    async fn read_held(
+        &self,
+        key: &str,
+        freshness: Freshness,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match freshness {
+            Freshness::Recent => self.store.read_untouched(key).await,
+            Freshness::Current | Freshness::Touched => self.store.get(key).await,
+        }
+    }
+
     /// The tokens the session of `cookie` holds for the configured credentials, as text (to
     /// revoke them once it has ended). Best effort: one that cannot be read is left out.
     pub async fn held_tokens_of(&self, cookie: &SessionCookie) -> Vec<String> {
         let mut tokens = Vec::new();
         for credential_id in self.held_credentials.iter() {
-            match self.held_token(cookie, credential_id).await {
+            match self
+                .held_token(cookie, credential_id, Freshness::Current)
+                .await
+            {
                 Ok(Some(held)) => tokens.push(held.access_token.text()),
                 Ok(None) => {}
                 Err(error) => {

@@ -90,6 +90,20 @@ async fn an_exchange_route_gets_its_own_token_once_per_session_sealed_and_droppe
             .await;
         assert_eq!(response.status(), StatusCode::OK, "call {call}");
     }
+    // Once held, a call costs Redis nothing: the token, like the session, comes from the
+    // instance's tracked cache.
+    let reads = app.redis().session_reads().await;
+    for call in 3..8 {
+        let response = browser
+            .api_get(&format!("/api/exchanged/any-token/{call}"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "call {call}");
+    }
+    assert_eq!(
+        app.redis().session_reads().await,
+        reads,
+        "five calls with the token held read nothing from Redis"
+    );
     let exchanged = last_bearer(&app, "/v1/any-token/2");
     let claims = jwt_payload(&exchanged);
     assert_eq!(

@@ -163,6 +163,15 @@ impl Store {
         }
     }
 
+    /// Reads a value whose expiry is its own and never pushed back (a token held for an API),
+    /// from the in-process cache when it holds it (kept exact by Redis client tracking).
+    pub async fn read_untouched(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Redis(redis) => redis.read_untouched(key).await,
+            Store::Memory(memory) => Ok(memory.get(key)),
+        }
+    }
+
     /// Writes a record that expires `ttl` from now, replacing any previous value.
     pub async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         match self {

@@ -167,9 +167,21 @@ impl RecordCache {
 
     /// Looks `key` up; a miss must be followed by [`RecordCache::store`].
     pub fn lookup(&self, key: &str) -> Lookup {
+        self.lookup_with(key, true)
+    }
+
+    /// Looks up a value whose expiry is its own and is never pushed back (a token held for
+    /// an API): served from the cache whenever it is there; a miss must be followed by
+    /// [`RecordCache::store`].
+    pub fn lookup_untouched(&self, key: &str) -> Lookup {
+        self.lookup_with(key, false)
+    }
+
+    /// [`RecordCache::lookup`], touching when due only if `touches`.
+    fn lookup_with(&self, key: &str, touches: bool) -> Lookup {
         let now = Instant::now();
         let mut state = self.state();
-        let touch = self.touch_due(&state, key, now);
+        let touch = touches && self.touch_due(&state, key, now);
         let metrics = crate::metrics::metrics();
         if !touch
             && state.serving(now)

@@ -158,6 +158,21 @@ impl RedisStore {
         }))
     }
 
+    /// A value that is never touched (a token held for an API), from the tracked cache
+    /// when it holds it: kept exact by the same invalidations as session records.
+    pub(super) async fn read_untouched(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.get(key).await;
+        };
+        let read = match cache.lookup_untouched(key) {
+            Lookup::Hit(sealed) => return Ok(Some(sealed)),
+            Lookup::Miss(read) => read,
+        };
+        let sealed = self.get(key).await?;
+        cache.store(key, sealed.as_deref(), read);
+        Ok(sealed)
+    }
+
     pub(super) async fn put(
         &self,
         key: &str,
