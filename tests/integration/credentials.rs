@@ -91,18 +91,33 @@ async fn an_exchange_route_gets_its_own_token_once_per_session_sealed_and_droppe
         assert_eq!(response.status(), StatusCode::OK, "call {call}");
     }
     // Once held, a call costs Redis nothing: the token, like the session, comes from the
-    // instance's tracked cache.
+    // instance's tracked cache (once the cache serves: it waits for Redis to confirm tracking).
+    wait_for(
+        "a call on the exchange route to read nothing from Redis",
+        std::time::Duration::from_secs(10),
+        || {
+            let (browser, app) = (browser.clone(), &app);
+            async move {
+                let before = app.redis().session_reads().await;
+                let response = browser.api_get("/api/exchanged/any-token/warm").await;
+                assert_eq!(response.status(), StatusCode::OK);
+                (app.redis().session_reads().await == before).then_some(())
+            }
+        },
+    )
+    .await;
     let reads = app.redis().session_reads().await;
-    for call in 3..8 {
+    for call in 3..23 {
         let response = browser
             .api_get(&format!("/api/exchanged/any-token/{call}"))
             .await;
         assert_eq!(response.status(), StatusCode::OK, "call {call}");
     }
-    assert_eq!(
-        app.redis().session_reads().await,
-        reads,
-        "five calls with the token held read nothing from Redis"
+    let read = app.redis().session_reads().await - reads;
+    // As for the session cache alone: a touch or a lapse of tracking's confirmation may cost one.
+    assert!(
+        read <= 2,
+        "20 calls with the token held read Redis {read} times"
     );
     let exchanged = last_bearer(&app, "/v1/any-token/2");
     let claims = jwt_payload(&exchanged);
