@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 use super::{Freshness, SessionCookie, Sessions, StoreError, StoredToken};
 use crate::clock::unix_now;
 
-/// The prefix of every session's store key; a held token's key swaps it for its own.
-const SESSION_KEY_PREFIX: &str = "vestibule:session:";
-/// The prefix of a session's held tokens' keys (then the session's hash and the credential).
-const HELD_KEY_PREFIX: &str = "vestibule:credential:";
-/// The prefix of the client's own tokens' keys (then the credential).
-const CLIENT_KEY_PREFIX: &str = "vestibule:client-token:";
+// A held token's key swaps its session's prefix for its own, then the credential; the
+// client's own tokens have theirs. The store's cache tracks all three prefixes.
+use super::store::redis::cache::{
+    CLIENT_TOKEN_KEY_PREFIX as CLIENT_KEY_PREFIX, HELD_TOKEN_KEY_PREFIX as HELD_KEY_PREFIX,
+    SESSION_KEY_PREFIX,
+};
 
 /// A token held for one API. Not `Debug`: it is a secret.
 #[derive(Clone, Serialize, Deserialize)]

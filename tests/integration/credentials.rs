@@ -333,7 +333,22 @@ async fn an_upstream_rejecting_a_held_token_gets_one_replacement_not_one_per_cal
         seen[1], first,
         "and was sent once more with its replacement"
     );
-    assert!(seen[1..].iter().all(|token| *token == seen[1]));
+    let which: Vec<&str> = seen
+        .iter()
+        .map(|token| {
+            if *token == first {
+                "first"
+            } else if *token == seen[1] {
+                "replacement"
+            } else {
+                "another"
+            }
+        })
+        .collect();
+    assert!(
+        seen[1..].iter().all(|token| *token == seen[1]),
+        "every later call carried the replacement: {which:?}"
+    );
     assert_eq!(browser.user().await.0, StatusCode::OK, "the session stays");
 }
 

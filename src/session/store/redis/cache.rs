@@ -39,8 +39,18 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use redis::{PushInfo, PushKind, Value};
 
-/// The prefix of the keys the cache holds and Redis reports on.
+/// The prefix of the session records the cache holds and Redis reports on.
 pub const SESSION_KEY_PREFIX: &str = "vestibule:session:";
+/// The prefix of the tokens sessions hold for APIs (cached and reported on too).
+pub const HELD_TOKEN_KEY_PREFIX: &str = "vestibule:credential:";
+/// The prefix of the client's own tokens (cached and reported on too).
+pub const CLIENT_TOKEN_KEY_PREFIX: &str = "vestibule:client-token:";
+/// Every prefix of the keys the cache may hold: Redis reports changes to exactly these.
+pub const CACHED_KEY_PREFIXES: [&str; 3] = [
+    SESSION_KEY_PREFIX,
+    HELD_TOKEN_KEY_PREFIX,
+    CLIENT_TOKEN_KEY_PREFIX,
+];
 /// The prefix of each instance's probe key (tracked too, apart from the sessions).
 pub(super) const PROBE_KEY_PREFIX: &str = "vestibule:cache-probe:";
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::{Freshness, SessionRead, StoreError};
 use crate::clock::unix_now;
-use cache::{CacheSettings, Lookup, RecordCache, SESSION_KEY_PREFIX};
+use cache::{CACHED_KEY_PREFIXES, CacheSettings, Lookup, RecordCache};
 use connection::{RedisConnection, TrackingTarget};
 pub use tls::RedisTls;
 pub use topology::RedisTopology;
@@ -304,11 +304,13 @@ impl RedisStore {
         Ok(reply.is_some())
     }
 
-    /// Drops a session key this instance just wrote from the cache, without waiting for
-    /// Redis to report the change.
+    /// Drops a cached key (a session, or a token held for an API) this instance just wrote
+    /// from the cache, without waiting for Redis to report the change.
     fn forget(&self, key: &str) {
         if let Some(cache) = &self.cache
-            && key.starts_with(SESSION_KEY_PREFIX)
+            && CACHED_KEY_PREFIXES
+                .iter()
+                .any(|prefix| key.starts_with(prefix))
         {
             cache.forget(key);
         }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::cache::{PROBE_KEY_PREFIX, RecordCache, SESSION_KEY_PREFIX};
+use super::cache::{CACHED_KEY_PREFIXES, PROBE_KEY_PREFIX, RecordCache};
 use super::connection::{RedisConnection, TrackingTarget};
 
 /// How often a probe key is written.
@@ -117,16 +117,12 @@ async fn track(
             }
         })
         .await?;
-    let () = redis::cmd("CLIENT")
-        .arg("TRACKING")
-        .arg("ON")
-        .arg("BCAST")
-        .arg("PREFIX")
-        .arg(SESSION_KEY_PREFIX)
-        .arg("PREFIX")
-        .arg(PROBE_KEY_PREFIX)
-        .query_async(&mut connection)
-        .await?;
+    let mut tracking = redis::cmd("CLIENT");
+    tracking.arg("TRACKING").arg("ON").arg("BCAST");
+    for prefix in CACHED_KEY_PREFIXES.iter().chain([&PROBE_KEY_PREFIX]) {
+        tracking.arg("PREFIX").arg(*prefix);
+    }
+    let () = tracking.query_async(&mut connection).await?;
     match cache.upgrade() {
         Some(cache) if cache.go_live(dead) => tracing::info!("session cache on"),
         Some(_) => return Ok(false),
