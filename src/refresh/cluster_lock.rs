@@ -115,18 +115,24 @@ impl ClusterLock {
     ) -> Result<T, AccessError> {
         let task = tokio::spawn(carry(
             async move {
-                let outcome = tokio::select! {
-                    biased;
-                    outcome = work => outcome,
-                    never = self.keep() => match never {},
-                };
-                self.release().await;
+                let outcome = self.run_kept(work).await;
                 drop(local);
                 outcome
             }
             .in_current_span(),
         ));
         task.await.unwrap_or_else(|_| Err(failed()))
+    }
+
+    /// Runs `work` while this lock (taken) is kept, then releases it.
+    pub(super) async fn run_kept<T>(&self, work: impl Future<Output = T>) -> T {
+        let outcome = tokio::select! {
+            biased;
+            outcome = work => outcome,
+            never = self.keep() => match never {},
+        };
+        self.release().await;
+        outcome
     }
 }
 

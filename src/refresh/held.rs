@@ -32,15 +32,17 @@ enum Holder {
 }
 
 impl Refresher {
-    /// The token `credential` stands for on a call by `session` (`None`: no session), fetched
-    /// or replaced first when due. `Ok(None)` for a credential that sends no token
-    /// ([`Credential::None`], an assertion) or a session credential without a session.
+    /// The bearer token `credential` sends on a call by `session` (`None`: no session),
+    /// fetched or replaced first when due. `Ok(None)` for a credential that sends no bearer
+    /// token ([`Credential::None`], an assertion without `also_bearer`) or a session's own
+    /// without a session.
     pub async fn credential_token(
         &self,
         session: Option<ActiveSession>,
         credential: &Credential,
     ) -> Result<Option<String>, AccessError> {
         match (credential, session) {
+            (Credential::Assertion(spec), _) if !spec.also_bearer => Ok(None),
             (Credential::Session | Credential::Assertion(_), Some(session)) => {
                 self.access_token(session).await.map(Some)
             }
@@ -48,20 +50,30 @@ impl Refresher {
         }
     }
 
-    /// A new token for a held `credential` whose token `rejected` an upstream refused as
-    /// invalid (`error="invalid_token"`) while it was believed valid. Single-flight like
-    /// [`Refresher::credential_token`]: calls that saw the same rejection share one grant.
-    /// `None` when none is fetched: the rejected token came from such a replacement already
-    /// (an upstream that refuses every token costs one grant, not one per call), or the
-    /// credential holds no token.
+    /// A new bearer token for `credential` on a call by the session of `cookie`, whose token
+    /// `rejected` an upstream refused as invalid (`error="invalid_token"`) while it was
+    /// believed valid: the login's (see [`Refresher::replace_rejected`]) or one held for this
+    /// API, fetched again. Single-flight like [`Refresher::credential_token`]: calls that saw
+    /// the same rejection share one grant. `None` when none is fetched: the rejected token
+    /// came from such a replacement already (an upstream that refuses every token costs one
+    /// grant, not one per call), or the credential has nothing to replace.
     pub async fn replace_rejected_credential(
         &self,
-        session: Option<ActiveSession>,
+        cookie: Option<&SessionCookie>,
         credential: &Credential,
         rejected: &str,
     ) -> Result<Option<String>, AccessError> {
-        self.held_or_fetched(session, credential, Some(rejected))
-            .await
+        match (credential, cookie) {
+            (Credential::Session | Credential::Assertion(_), Some(cookie)) => {
+                self.replace_rejected(cookie, rejected).await
+            }
+            (Credential::Exchange(_) | Credential::Refresh(_), Some(cookie)) => {
+                let session = self.sessions.load(cookie).await?;
+                self.held_or_fetched(session, credential, Some(rejected))
+                    .await
+            }
+            _ => self.held_or_fetched(None, credential, Some(rejected)).await,
+        }
     }
 
     /// The held token, or one fetched now (replacing `rejected`, when given).
@@ -86,38 +98,38 @@ impl Refresher {
             return Ok(None);
         };
         let id = credential.id();
-        match self.look(&holder, &id, rejected, Freshness::Recent).await? {
-            Held::Usable(token) => return Ok(Some(token)),
-            Held::Declined => return Ok(None),
-            Held::Due => {}
+        if let Some(settled) = self
+            .look(&holder, &id, rejected, Freshness::Recent)
+            .await?
+            .settled()
+        {
+            return Ok(settled);
         }
         let key = holder.key(&id);
         let local = self.local_locks.acquire(&key).await;
-        match self
+        if let Some(settled) = self
             .look(&holder, &id, rejected, Freshness::Current)
             .await?
+            .settled()
         {
-            Held::Usable(token) => {
+            if settled.is_some() {
                 metrics().refresh_waited("local");
-                return Ok(Some(token));
             }
-            Held::Declined => return Ok(None),
-            Held::Due => {}
+            return Ok(settled);
         }
         let lock = ClusterLock::named(self.sessions.store(), format!("{key}:lock"));
         let wait = Wait::start();
         while !lock.try_take().await? {
             wait.next_poll().await?;
-            match self
+            if let Some(settled) = self
                 .look(&holder, &id, rejected, Freshness::Current)
                 .await?
+                .settled()
             {
-                Held::Usable(token) => {
+                if settled.is_some() {
                     metrics().refresh_waited("cluster");
-                    return Ok(Some(token));
                 }
-                Held::Declined => return Ok(None),
-                Held::Due => {}
+                return Ok(settled);
             }
         }
         // Fetched in a task of its own: a rotated refresh token is stored even if the call
@@ -186,10 +198,12 @@ impl Refresher {
             parameters,
             rejected,
         } = fetch;
-        match self.look(holder, id, rejected, Freshness::Current).await? {
-            Held::Usable(token) => return Ok(Some(token)),
-            Held::Declined => return Ok(None),
-            Held::Due => {}
+        if let Some(settled) = self
+            .look(holder, id, rejected, Freshness::Current)
+            .await?
+            .settled()
+        {
+            return Ok(settled);
         }
         let forced = rejected.is_some();
         let started = std::time::Instant::now();
@@ -238,13 +252,8 @@ impl Refresher {
         while !lock.try_take().await? {
             wait.next_poll().await?;
         }
-        let outcome = tokio::select! {
-            biased;
-            outcome = self.refresh_for_resource_locked(holder, id, &cookie, parameters, forced) => outcome,
-            never = lock.keep() => match never {},
-        };
-        lock.release().await;
-        outcome
+        lock.run_kept(self.refresh_for_resource_locked(holder, id, &cookie, parameters, forced))
+            .await
     }
 
     /// [`Refresher::refresh_for_resource`] with the session's locks held.
@@ -324,6 +333,18 @@ enum Held {
     Due,
     /// The rejected token came from a forced replacement: none is fetched for it.
     Declined,
+}
+
+impl Held {
+    /// What the call gets without a fetch (`Some`: a token, or `None` for a declined
+    /// replacement), or `None` when it must fetch.
+    fn settled(self) -> Option<Option<String>> {
+        match self {
+            Held::Usable(token) => Some(Some(token)),
+            Held::Declined => Some(None),
+            Held::Due => None,
+        }
+    }
 }
 
 /// One fetch of a held token, as the task that runs it needs it.

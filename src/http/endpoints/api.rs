@@ -40,7 +40,7 @@ use crate::http::{AppState, csrf};
 use crate::metrics::metrics;
 use crate::refresh::AccessError;
 use crate::routes::{Credential, Route, RouteMatch};
-use crate::session::{ActiveSession, SessionCookie, SessionEnd};
+use crate::session::{ActiveSession, SessionEnd};
 
 /// Forwards an API call from `client` (as the dispatcher worked it out) on its route, after
 /// the route's policy.
@@ -167,7 +167,11 @@ pub async fn call_route(
             // Believed valid, rejected as invalid (revoked, or a lifetime the provider never
             // named): replace it, once per token, and send a bodiless call once more.
             let cookie = watched.as_ref().map(|(cookie, _)| cookie);
-            match replacement_for(state, &route, cookie, sent).await {
+            match state
+                .refresher
+                .replace_rejected_credential(cookie, &route.credential, sent)
+                .await
+            {
                 Ok(Some(replacement)) if replacement != sent => {
                     if let Some(mut parts) = again {
                         set_bearer(&mut parts.headers, &replacement)?;
@@ -225,11 +229,6 @@ async fn bearer_for(
     route: &Route,
     session: Option<ActiveSession>,
 ) -> Result<Option<String>, AppError> {
-    if let Credential::Assertion(assertion) = &route.credential
-        && !assertion.also_bearer
-    {
-        return Ok(None);
-    }
     state
         .refresher
         .credential_token(session, &route.credential)
@@ -241,36 +240,6 @@ async fn bearer_for(
             },
             other => other.into(),
         })
-}
-
-/// A token to replace `rejected`, the route's bearer token an upstream refused as invalid:
-/// the login's (refreshed once per token), or the route's own held token (fetched again once
-/// per token). `None`: no replacement.
-async fn replacement_for(
-    state: &AppState,
-    route: &Route,
-    cookie: Option<&SessionCookie>,
-    rejected: &str,
-) -> Result<Option<String>, AccessError> {
-    match (&route.credential, cookie) {
-        (Credential::Session | Credential::Assertion(_), Some(cookie)) => {
-            state.refresher.replace_rejected(cookie, rejected).await
-        }
-        (Credential::Client(_), _) => {
-            state
-                .refresher
-                .replace_rejected_credential(None, &route.credential, rejected)
-                .await
-        }
-        (Credential::Exchange(_) | Credential::Refresh(_), Some(cookie)) => {
-            let session = state.sessions.load(cookie).await?;
-            state
-                .refresher
-                .replace_rejected_credential(session, &route.credential, rejected)
-                .await
-        }
-        _ => Ok(None),
-    }
 }
 
 /// The identity assertion an `assertion` route sends, signed for this call, with the header
