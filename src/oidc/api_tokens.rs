@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::id_token::jwt_payload;
+use super::grants::expiry;
 use super::{OidcError, Provider};
 use crate::clock::unix_now;
 use crate::routes::TokenParameters;
@@ -87,11 +87,7 @@ impl Provider {
             Err(_) => "error",
         };
         crate::metrics::metrics().provider_request(grant.name(), outcome, started.elapsed());
-        let mut token = answer?;
-        if token.expires_at == 0 {
-            token.expires_at = token.obtained_at + self.settings.assumed_token_lifetime.as_secs();
-        }
-        Ok(token)
+        answer
     }
 
     /// One form POST of `grant` to the token endpoint, and its answer read.
@@ -120,7 +116,12 @@ impl Provider {
                 error.without_url()
             ))
         })?;
-        read_answer(status, &body, unix_now())
+        read_answer(
+            status,
+            &body,
+            unix_now(),
+            self.settings.assumed_token_lifetime,
+        )
     }
 }
 
@@ -151,9 +152,14 @@ fn grant_form(grant: &ApiGrant<'_>, parameters: &TokenParameters) -> Vec<(&'stat
     form
 }
 
-/// Reads a token endpoint's answer (`status`, `body`) received at `now`. `expires_at` is 0 when
-/// the answer names no lifetime (the caller assumes one).
-fn read_answer(status: reqwest::StatusCode, body: &[u8], now: u64) -> Result<ApiToken, OidcError> {
+/// Reads a token endpoint's answer (`status`, `body`) received at `now`; a token whose lifetime
+/// the answer does not name lives `assumed` (`oidc.assumed_token_lifetime_secs`).
+fn read_answer(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    now: u64,
+    assumed: Duration,
+) -> Result<ApiToken, OidcError> {
     let json: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
     if !status.is_success() {
         let error = json
@@ -188,10 +194,8 @@ fn read_answer(status: reqwest::StatusCode, body: &[u8], now: u64) -> Result<Api
         Some(Value::String(text)) => text.trim().parse::<u64>().ok(),
         _ => None,
     };
-    let expires_at = expires_in
-        .map(|lifetime| now + Duration::from_secs(lifetime).as_secs())
-        .or_else(|| jwt_payload(access_token).and_then(|claims| claims.get("exp")?.as_u64()))
-        .unwrap_or(0);
+    let expires_at = expiry(now, expires_in.map(Duration::from_secs), access_token)
+        .unwrap_or(now + assumed.as_secs());
     Ok(ApiToken {
         access_token: access_token.to_owned(),
         expires_at,
@@ -218,6 +222,9 @@ fn is_error_code(code: &str) -> bool {
 mod tests {
     use super::*;
     use reqwest::StatusCode;
+
+    /// The lifetime a token gets when its answer names none, in these tests.
+    const ASSUMED: Duration = Duration::from_secs(300);
 
     #[test]
     fn an_exchange_sends_the_subject_as_an_access_token_and_only_the_configured_parameters() {
@@ -255,7 +262,7 @@ mod tests {
         let ok = read_answer(
             StatusCode::OK,
             br#"{"access_token":"t","token_type":"bearer","expires_in":"300","issued_token_type":"urn:ietf:params:oauth:token-type:access_token"}"#,
-            1_000,
+            1_000, ASSUMED,
         )
         .unwrap();
         assert_eq!((ok.access_token.as_str(), ok.expires_at), ("t", 1_300));
@@ -264,15 +271,17 @@ mod tests {
             StatusCode::OK,
             br#"{"access_token":"t","token_type":"Bearer","refresh_token":"r2"}"#,
             1_000,
+            ASSUMED,
         )
         .unwrap();
-        assert_eq!(unnamed.expires_at, 0, "the caller assumes a lifetime");
+        assert_eq!(unnamed.expires_at, 1_300, "the assumed lifetime");
         assert_eq!(unnamed.refresh_token.as_deref(), Some("r2"));
         assert!(matches!(
             read_answer(
                 StatusCode::OK,
                 br#"{"access_token":"t","token_type":"N_A"}"#,
-                0
+                0,
+                ASSUMED
             ),
             Err(OidcError::Invalid(_))
         ));
@@ -284,13 +293,19 @@ mod tests {
             StatusCode::BAD_REQUEST,
             br#"{"error":"invalid_target","error_description":"no"}"#,
             0,
+            ASSUMED,
         );
         assert!(matches!(refused, Err(OidcError::Refused(code)) if code == "invalid_target"));
-        let rejected = read_answer(StatusCode::BAD_REQUEST, br#"{"error":"invalid_grant"}"#, 0);
+        let rejected = read_answer(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"invalid_grant"}"#,
+            0,
+            ASSUMED,
+        );
         assert!(matches!(rejected, Err(OidcError::Rejected(_))));
-        let outage = read_answer(StatusCode::BAD_GATEWAY, b"<html>", 0);
+        let outage = read_answer(StatusCode::BAD_GATEWAY, b"<html>", 0, ASSUMED);
         assert!(matches!(outage, Err(OidcError::Unavailable(_))));
-        let odd = read_answer(StatusCode::BAD_REQUEST, br#"{"error":"a\"b"}"#, 0);
+        let odd = read_answer(StatusCode::BAD_REQUEST, br#"{"error":"a\"b"}"#, 0, ASSUMED);
         assert!(matches!(odd, Err(OidcError::Unavailable(_))));
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use openidconnect::core::{CoreErrorResponseType, CoreTokenResponse, CoreTokenType};
 use openidconnect::{
-    AccessToken, AuthorizationCode, OAuth2TokenResponse, PkceCodeVerifier, RefreshToken,
-    RequestTokenError, TokenResponse,
+    AuthorizationCode, OAuth2TokenResponse, PkceCodeVerifier, RefreshToken, RequestTokenError,
+    TokenResponse,
 };
 use serde_json::{Map, Value};
 
@@ -230,7 +230,7 @@ impl GrantedTokens {
     /// is the access token's lifetime when the response names none.
     fn from_response(response: &CoreTokenResponse, assumed: Option<Duration>) -> Self {
         let now = unix_now();
-        let named = expiry(now, response.expires_in(), response.access_token());
+        let named = expiry(now, response.expires_in(), response.access_token().secret());
         let assumed = assumed.filter(|_| named.is_none());
         Self {
             access_token: response.access_token().secret().clone(),
@@ -243,12 +243,11 @@ impl GrantedTokens {
 }
 
 /// Access-token expiry: `expires_in` if given, else the `exp` of a JWT access token, else unknown.
-fn expiry(now: u64, expires_in: Option<Duration>, access_token: &AccessToken) -> Option<u64> {
+pub(super) fn expiry(now: u64, expires_in: Option<Duration>, access_token: &str) -> Option<u64> {
     expires_in
         .map(|lifetime| now + lifetime.as_secs())
         .or_else(|| {
-            jwt_payload(access_token.secret())
-                .and_then(|claims| claims.get("exp").and_then(Value::as_u64))
+            jwt_payload(access_token).and_then(|claims| claims.get("exp").and_then(Value::as_u64))
         })
 }
 
@@ -400,14 +399,12 @@ mod tests {
 
     #[test]
     fn expiry_prefers_expires_in_then_jwt_exp() {
-        let opaque = AccessToken::new("opaque".into());
         assert_eq!(
-            expiry(100, Some(Duration::from_secs(60)), &opaque),
+            expiry(100, Some(Duration::from_secs(60)), "opaque"),
             Some(160)
         );
-        assert_eq!(expiry(100, None, &opaque), None);
+        assert_eq!(expiry(100, None, "opaque"), None);
         let payload = URL_SAFE_NO_PAD.encode(br#"{"exp":500}"#);
-        let jwt = AccessToken::new(format!("h.{payload}.s"));
-        assert_eq!(expiry(100, None, &jwt), Some(500));
+        assert_eq!(expiry(100, None, &format!("h.{payload}.s")), Some(500));
     }
 }
