@@ -5,10 +5,9 @@
 use secrecy::ExposeSecret;
 
 use super::error::ConfigError;
-use super::file::{AssertionKeySection, AssertionSection};
+use super::file::{AssertionSection, RingKeySection};
 use super::secret_files;
 use crate::assertion::{AssertionSettings, DEFAULT_LIFETIME_SECS, MAX_LIFETIME_SECS, SigningKey};
-use crate::session::KeyId;
 
 /// The checked `[assertion]` section.
 pub(super) fn assertion(section: AssertionSection) -> Result<AssertionSettings, ConfigError> {
@@ -49,13 +48,8 @@ pub(super) fn assertion(section: AssertionSection) -> Result<AssertionSettings, 
 }
 
 /// One ring entry: its checked id and the key its PEM holds.
-fn ring_entry(index: usize, entry: AssertionKeySection) -> Result<SigningKey, ConfigError> {
-    let path = format!("assertion.signing_keys[{index}]");
-    let id = KeyId::parse(&entry.id)
-        .ok_or_else(|| ConfigError::new(format!("{path}.id"), KeyId::RULE))?;
-    let key_name = format!("{path}.key");
-    let pem = secret_files::value_or_file(&key_name, entry.key, entry.key_file.as_deref())?
-        .ok_or_else(|| ConfigError::new(&path, "needs key or key_file"))?;
+fn ring_entry(index: usize, entry: RingKeySection) -> Result<SigningKey, ConfigError> {
+    let (id, pem, key_name) = secret_files::ring_entry("assertion.signing_keys", index, entry)?;
     SigningKey::from_pem(id.as_str(), pem.expose_secret())
         .map_err(|error| ConfigError::new(key_name, error.to_string()))
 }

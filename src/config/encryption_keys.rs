@@ -49,12 +49,8 @@ pub(super) fn key_ring(session: &mut SessionSection) -> Result<KeyRing, ConfigEr
 
 /// One ring entry: its checked id and its key, from `key` or `key_file`.
 fn ring_entry(index: usize, entry: RingKeySection) -> Result<(KeyId, MasterKey), ConfigError> {
-    let path = format!("session.encryption_keys[{index}]");
-    let id = KeyId::parse(&entry.id)
-        .ok_or_else(|| ConfigError::new(format!("{path}.id"), KeyId::RULE))?;
-    let key_name = format!("{path}.key");
-    let encoded = secret_files::value_or_file(&key_name, entry.key, entry.key_file.as_deref())?
-        .ok_or_else(|| ConfigError::new(&path, "needs key or key_file"))?;
+    let (id, encoded, key_name) =
+        secret_files::ring_entry("session.encryption_keys", index, entry)?;
     Ok((id, master_key(&key_name, &encoded)?))
 }
 

@@ -60,24 +60,10 @@ pub struct AssertionSection {
     /// A ring of PEM keys, the first signing, all published; absent: derived from the session
     /// keys.
     #[serde(default)]
-    pub signing_keys: Option<Vec<AssertionKeySection>>,
+    pub signing_keys: Option<Vec<RingKeySection>>,
     /// Seconds an assertion is valid (1 to 60; absent: 60).
     #[serde(default)]
     pub lifetime_secs: Option<u64>,
-}
-
-/// One `assertion.signing_keys` entry: an id and exactly one of `key` or `key_file`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AssertionKeySection {
-    /// The `kid` of the key's assertions and published JWK.
-    pub id: String,
-    /// The PEM of an EC P-256 private key.
-    #[serde(default)]
-    pub key: Option<SecretString>,
-    /// A file holding the PEM.
-    #[serde(default)]
-    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// `[traces]`: OpenTelemetry spans over OTLP/HTTP.
@@ -365,13 +351,15 @@ pub struct SessionSection {
     pub suspicious_use: crate::session::SuspiciousUseAction,
 }
 
-/// One `session.encryption_keys` entry: an id and exactly one of `key` or `key_file`.
+/// One entry of a key ring (`session.encryption_keys`, `assertion.signing_keys`): an id and
+/// exactly one of `key` or `key_file`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RingKeySection {
-    /// The id stored in every record this key seals.
+    /// The id stored in every record this key seals, or the `kid` of the assertions it signs.
     pub id: String,
-    /// Base64 of 32 random bytes.
+    /// Base64 of 32 random bytes (an encryption key), or the PEM of an EC P-256 private key
+    /// (an assertion signing key).
     #[serde(default)]
     pub key: Option<SecretString>,
     /// A file holding the key.

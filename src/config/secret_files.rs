@@ -12,6 +12,24 @@ use secrecy::SecretString;
 
 use super::environment::ENV_PREFIX;
 use super::error::ConfigError;
+use super::file::RingKeySection;
+use crate::session::KeyId;
+
+/// One entry of the key ring `ring` (e.g. `session.encryption_keys`) at `index`: its checked
+/// id, its secret from `key` or `key_file`, and the key that errors about the secret name.
+pub(super) fn ring_entry(
+    ring: &str,
+    index: usize,
+    entry: RingKeySection,
+) -> Result<(KeyId, SecretString, String), ConfigError> {
+    let path = format!("{ring}[{index}]");
+    let id = KeyId::parse(&entry.id)
+        .ok_or_else(|| ConfigError::new(format!("{path}.id"), KeyId::RULE))?;
+    let key_name = format!("{path}.key");
+    let secret = value_or_file(&key_name, entry.key, entry.key_file.as_deref())?
+        .ok_or_else(|| ConfigError::new(&path, "needs key or key_file"))?;
+    Ok((id, secret, key_name))
+}
 
 /// The secret `key` from its value or from `key`_file, exactly one of them; `None` when both
 /// are absent.
