@@ -33,6 +33,7 @@ mod my_sessions;
 mod node_suites;
 mod operator;
 mod provider_grants;
+mod provider_matrix;
 mod provider_tls;
 mod proxy;
 mod realtime;
