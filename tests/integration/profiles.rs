@@ -10,6 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use url::Url;
 
+use crate::harness::binary::VestibuleProcess;
 use crate::harness::{Browser, TestApp, free_port, provider, spawn_vestibule, wait_for};
 
 /// The query of `url` as a map (the last value of each name).
@@ -38,6 +39,131 @@ async fn logout_url(browser: &Browser) -> Option<Url> {
     body["end_session_url"]
         .as_str()
         .map(|url| Url::parse(url).unwrap())
+}
+
+/// `vestibule --check-config` on `app`'s configuration with its issuer replaced by `issuer`
+/// and `oidc_lines` added to `[oidc]`: the `oidc.provider` line of the summary.
+fn checked_profile(app: &TestApp, issuer: &str, oidc_lines: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("vestibule-profiles-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vestibule.toml");
+    let config = app
+        .config_listening_on(free_port())
+        .replacen(
+            &format!("issuer = \"{}\"", app.provider.issuer),
+            &format!("issuer = \"{issuer}\""),
+            1,
+        )
+        .replacen("[oidc]\n", &format!("[oidc]\n{oidc_lines}\n"), 1);
+    std::fs::write(&path, config).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vestibule"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("VESTIBULE_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let summary = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    summary
+        .lines()
+        .find_map(|line| line.strip_prefix("oidc.provider"))
+        .unwrap_or_else(|| panic!("no oidc.provider line in:\n{summary}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_profile_detected_from_the_issuer_is_said_at_start_up_and_by_check_config() {
+    let app = TestApp::builder().in_memory().start().await;
+    for (issuer, lines, said) in [
+        (
+            "https://accounts.google.com",
+            "",
+            "google (detected from the issuer; sets oidc.scopes = openid profile email, \
+             oidc.prompt = consent, oidc.extra_auth_params = access_type=offline, oidc.logout = local)",
+        ),
+        (
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123",
+            "",
+            "cognito (detected from the issuer; sets oidc.scopes = openid profile email, \
+             oidc.logout = url_template, oidc.logout_url = {authorization_origin}/logout?\
+             client_id={client_id}&logout_uri={post_logout_redirect_uri})",
+        ),
+        (
+            "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",
+            "",
+            "entra (detected from the issuer; sets oidc.logout_hint_claim = login_hint)",
+        ),
+        (
+            "https://authentik.example.com/application/o/vestibule/",
+            "",
+            "authentik (detected from the issuer; no default differs from generic's)",
+        ),
+        (
+            "https://login.example.com",
+            "",
+            "generic (default; no provider detected from the issuer; no default differs from generic's)",
+        ),
+        (
+            "https://accounts.google.com",
+            "provider = \"generic\"",
+            "generic (oidc.provider; no default differs from generic's)",
+        ),
+        (
+            "https://login.example.com",
+            "provider = \"keycloak\"\nscopes = [\"openid\"]",
+            "keycloak (oidc.provider; no default differs from generic's)",
+        ),
+    ] {
+        assert_eq!(
+            checked_profile(&app, issuer, lines),
+            said,
+            "{issuer} {lines}"
+        );
+    }
+
+    // At start-up, in the log: a Keycloak realm's issuer (nobody answers there; the profile
+    // is said before discovery).
+    let dir = std::env::temp_dir().join(format!("vestibule-profiles-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let issuer = format!("{}/realms/staff", app.provider.issuer.trim_end_matches('/'));
+    let config = app.config_listening_on(port).replacen(
+        &format!("issuer = \"{}\"", app.provider.issuer),
+        &format!("issuer = \"{issuer}\""),
+        1,
+    );
+    let binary = VestibuleProcess::spawn_logging(&config, port, &dir);
+    let event = wait_for(
+        "the start-up log to name the profile",
+        Duration::from_secs(10),
+        || async {
+            binary
+                .log_events()
+                .into_iter()
+                .find(|event| event["profile"].is_string())
+        },
+    )
+    .await;
+    assert_eq!(event["profile"], "keycloak", "{event}");
+    assert_eq!(
+        event["message"],
+        "provider profile keycloak (detected from the issuer; sets oidc.scopes = openid profile email)",
+        "{event}"
+    );
+    drop(binary);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
