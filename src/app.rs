@@ -146,6 +146,11 @@ fn assertion_signer(
 
 /// The provider client `oidc` describes.
 pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Result<Provider> {
+    tracing::info!(
+        profile = oidc.provider.profile.name,
+        "provider profile {}",
+        oidc.provider.describe()
+    );
     Ok(Provider::new(ProviderSettings {
         issuer: oidc.issuer,
         discovery_url: oidc.discovery_url,
@@ -162,6 +167,10 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         id_token_alg: oidc.id_token_signed_response_alg,
         ca_certificates: oidc.ca_certificates,
         assumed_token_lifetime: oidc.assumed_token_lifetime,
+        extra_auth_params: oidc.extra_auth_params,
+        logout: oidc.logout,
+        logout_url: oidc.logout_url,
+        logout_hint_claim: oidc.logout_hint_claim,
     })?)
 }
 

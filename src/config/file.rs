@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use crate::oidc::{ClientAuthMethod, UserInfoMode, UserInfoTokenMethod};
+use crate::oidc::{ClientAuthMethod, LogoutStrategy, UserInfoMode, UserInfoTokenMethod};
 
 pub use super::route_sections::{CredentialSection, RouteSection};
 
@@ -250,9 +250,9 @@ pub struct OidcSection {
     /// A file holding the client secret (Docker/Kubernetes secrets).
     #[serde(default)]
     pub client_secret_file: Option<std::path::PathBuf>,
-    /// Scopes to request; must include `openid`.
-    #[serde(default = "default_scopes")]
-    pub scopes: Vec<String>,
+    /// Scopes to request; must include `openid`; absent: the profile's.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
     /// Refresh when the access token expires within this many seconds.
     #[serde(default = "default_refresh_skew")]
     pub refresh_skew_secs: u64,
@@ -287,6 +287,24 @@ pub struct OidcSection {
     /// The `audience` asked for at login (Auth0's API identifier).
     #[serde(default)]
     pub audience: Option<String>,
+    /// The provider profile whose defaults apply (`generic`, `keycloak`, `entra`, …);
+    /// absent: detected from the issuer, else `generic`.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// More parameters of the authorization request; absent: the profile's.
+    #[serde(default)]
+    pub extra_auth_params: Option<std::collections::BTreeMap<String, String>>,
+    /// Where a logout sends the browser (`rp_initiated`, `url_template`, `local`); absent:
+    /// the profile's.
+    #[serde(default)]
+    pub logout: Option<LogoutStrategy>,
+    /// The logout URL template; absent: the profile's.
+    #[serde(default)]
+    pub logout_url: Option<String>,
+    /// The claim whose value RP-initiated logout sends as `logout_hint`; absent: the
+    /// profile's; `""`: none.
+    #[serde(default)]
+    pub logout_hint_claim: Option<String>,
 }
 
 /// `[session]`.
@@ -367,11 +385,6 @@ pub struct RingKeySection {
     pub key_file: Option<std::path::PathBuf>,
 }
 
-fn default_scopes() -> Vec<String> {
-    ["openid", "profile", "email", "offline_access"]
-        .map(String::from)
-        .to_vec()
-}
 fn default_refresh_skew() -> u64 {
     30
 }

@@ -11,6 +11,7 @@ mod environment;
 mod error;
 mod file;
 mod parse;
+mod profiles;
 mod redis;
 #[cfg(test)]
 mod reference;
@@ -28,7 +29,9 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::oidc::{ClientAuthMethod, SigningAlg, UserInfoMode, UserInfoTokenMethod};
+use crate::oidc::{
+    ClientAuthMethod, LogoutStrategy, LogoutTemplate, SigningAlg, UserInfoMode, UserInfoTokenMethod,
+};
 use crate::routes::Route;
 use crate::session::KeyRing;
 use crate::session::store::{RedisTls, RedisTopology};
@@ -38,6 +41,7 @@ use file::FileSettings;
 pub use environment::{ENV_PREFIX, IgnoredVariable};
 pub use error::ConfigError;
 pub use file::{AuditSubject, LogFormat, LoginSettings};
+pub use profiles::{ProfileChoice, ProviderProfile};
 
 /// The whole configuration, checked and converted.
 pub struct Settings {
@@ -96,8 +100,8 @@ pub struct OidcSettings {
     pub assumed_token_lifetime: Duration,
     /// Token endpoint authentication; chosen from discovery when absent.
     pub client_auth_method: Option<ClientAuthMethod>,
-    /// `prompt` sent with the authorization request: as configured (`""`: none), else
-    /// `consent` when `offline_access` is requested (OIDC Core §11).
+    /// `prompt` sent with the authorization request: as configured (`""`: none), else the
+    /// profile's, else `consent` when `offline_access` is requested (OIDC Core §11).
     pub prompt: Option<String>,
     /// `oidc.userinfo`: whether logins and refreshes read the UserInfo endpoint.
     pub userinfo: UserInfoMode,
@@ -112,6 +116,16 @@ pub struct OidcSettings {
     pub resources: Vec<String>,
     /// `oidc.audience`: the `audience` asked for at login (Auth0).
     pub audience: Option<String>,
+    /// `oidc.extra_auth_params`: more parameters of the authorization request.
+    pub extra_auth_params: Vec<(String, String)>,
+    /// `oidc.logout`: where a logout sends the browser.
+    pub logout: LogoutStrategy,
+    /// `oidc.logout_url`: the logout URL template.
+    pub logout_url: Option<LogoutTemplate>,
+    /// `oidc.logout_hint_claim`: the claim sent as `logout_hint` on RP-initiated logout.
+    pub logout_hint_claim: Option<String>,
+    /// `oidc.provider`: the profile whose defaults apply, and how it was chosen.
+    pub provider: ProviderProfile,
 }
 
 /// `[session]`: storage, encryption and lifetimes.
@@ -345,7 +359,9 @@ mod tests {
             settings.redirect_uri().as_str(),
             "http://localhost:8080/api/auth/callback"
         );
-        assert!(settings.oidc.scopes.contains(&"offline_access".to_owned()));
+        // The issuer's /realms/ path names Keycloak, whose profile leaves offline_access out.
+        assert_eq!(settings.oidc.provider.profile.name, "keycloak");
+        assert_eq!(settings.oidc.scopes, ["openid", "profile", "email"]);
         assert!(settings.oidc.id_token_signed_response_alg.is_none());
         let es256 =
             load(&base().replace("[oidc]", "[oidc]\nid_token_signed_response_alg = \"ES256\""))

@@ -26,12 +26,13 @@ const ASSUMED_TOKEN_LIFETIME_SECS: std::ops::RangeInclusive<u64> = 5..=86_400;
 /// Checks every value of `file` and converts it into [`Settings`].
 pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     check_public_url(&file.public_url)?;
-    let oidc = file.oidc;
+    let mut oidc = file.oidc;
     let issuer = Url::parse(&oidc.issuer)
         .map_err(|error| ConfigError::new("oidc.issuer", format!("not a URL: {error}")))?;
     if !matches!(issuer.scheme(), "http" | "https") {
         return Err(ConfigError::new("oidc.issuer", "must be an http(s) URL"));
     }
+    let profiled = super::profiles::apply(&mut oidc, &issuer)?;
     if oidc.client_id.trim().is_empty() {
         return Err(ConfigError::new("oidc.client_id", "must not be empty"));
     }
@@ -43,10 +44,10 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     if client_secret.expose_secret().is_empty() {
         return Err(ConfigError::new("oidc.client_secret", "must not be empty"));
     }
-    if !oidc.scopes.iter().any(|scope| scope == "openid") {
+    if !profiled.scopes.iter().any(|scope| scope == "openid") {
         return Err(ConfigError::new("oidc.scopes", "must include \"openid\""));
     }
-    if oidc
+    if profiled
         .scopes
         .iter()
         .any(|scope| scope.is_empty() || scope.contains(' '))
@@ -108,13 +109,13 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
         public_url: file.public_url,
         oidc: OidcSettings {
             discovery_url,
-            prompt: prompt(oidc.prompt, &oidc.scopes),
+            prompt: profiled.prompt,
             userinfo: oidc.userinfo,
             userinfo_token_method: oidc.userinfo_token_method,
             issuer: oidc.issuer,
             client_id: oidc.client_id,
             client_secret,
-            scopes: oidc.scopes,
+            scopes: profiled.scopes,
             refresh_skew: Duration::from_secs(oidc.refresh_skew_secs),
             assumed_token_lifetime: Duration::from_secs(oidc.assumed_token_lifetime_secs),
             client_auth_method: oidc.client_auth_method,
@@ -122,6 +123,11 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             ca_certificates: provider_ca(oidc.ca_file.as_deref())?,
             resources: super::routes::resources("oidc.resource", oidc.resource)?,
             audience: super::routes::audience("oidc.audience", oidc.audience)?,
+            extra_auth_params: profiled.extra_auth_params,
+            logout: profiled.logout,
+            logout_url: profiled.logout_url,
+            logout_hint_claim: profiled.logout_hint_claim,
+            provider: profiled.provider,
         },
         session: SessionSettings {
             redis,
@@ -254,17 +260,6 @@ fn provider_ca(file: Option<&std::path::Path>) -> Result<Vec<reqwest::Certificat
                 path.display()
             ),
         )),
-    }
-}
-
-/// The `prompt` to send: as configured (`""` sends none), else `consent` when
-/// `offline_access` is requested, as OIDC Core §11 asks.
-fn prompt(configured: Option<String>, scopes: &[String]) -> Option<String> {
-    match configured {
-        Some(prompt) if prompt.is_empty() => None,
-        Some(prompt) => Some(prompt),
-        None if scopes.iter().any(|scope| scope == "offline_access") => Some("consent".to_owned()),
-        None => None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::{AuditSubject, Frontend, LogFormat, Settings};
 use crate::authz::Expected;
-use crate::oidc::{ClientAuthMethod, UserInfoMode, UserInfoTokenMethod};
+use crate::oidc::{ClientAuthMethod, LogoutStrategy, UserInfoMode, UserInfoTokenMethod};
 use crate::redact;
 use crate::routes::{Credential, Route};
 use crate::session::SuspiciousUseAction;
@@ -30,6 +30,7 @@ impl Settings {
         );
         let oidc = &self.oidc;
         line("oidc.issuer", oidc.issuer.clone());
+        line("oidc.provider", oidc.provider.describe());
         line("oidc.discovery", redact::url(&oidc.discovery_url));
         line(
             "oidc.tls",
@@ -70,6 +71,36 @@ impl Settings {
                 oidc.refresh_skew.as_secs(),
                 oidc.assumed_token_lifetime.as_secs()
             ),
+        );
+        if !oidc.extra_auth_params.is_empty() {
+            line(
+                "oidc.extra_auth_params",
+                oidc.extra_auth_params
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        line(
+            "oidc.logout",
+            match (oidc.logout, oidc.logout_url.is_some()) {
+                (LogoutStrategy::Local, _) => {
+                    "local: the session ends here only (its refresh token is revoked)".to_owned()
+                }
+                (LogoutStrategy::UrlTemplate, _) => {
+                    "url_template: the browser goes to oidc.logout_url".to_owned()
+                }
+                (LogoutStrategy::RpInitiated, true) => "rp_initiated: the end_session_endpoint, \
+                     else oidc.logout_url"
+                    .to_owned(),
+                (LogoutStrategy::RpInitiated, false) => "rp_initiated: the end_session_endpoint, \
+                     else the session ends here only"
+                    .to_owned(),
+            } + &match &oidc.logout_hint_claim {
+                Some(claim) => format!(" (logout_hint from the claim {claim})"),
+                None => String::new(),
+            },
         );
         line(
             "oidc.userinfo",

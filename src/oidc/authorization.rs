@@ -73,6 +73,9 @@ impl Provider {
         if let Some(audience) = &self.settings.audience {
             request = request.add_extra_param("audience", audience.clone());
         }
+        for (name, value) in &self.settings.extra_auth_params {
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
         let (url, _, _) = request.set_pkce_challenge(challenge).url();
         Ok(AuthorizationRequest {
             url,

@@ -2,7 +2,8 @@
 //! `settings` and `discovery` (with `attempts`, `metadata`, `client_auth`, `back_channel`)
 //! through `authorization` (with `authentication`: what a login asks and its check), `grants`
 //! and `id_token` (with `signing_algs`) and `userinfo` to
-//! `logout` and `logout_token`.
+//! `logout` (with `end_session`: the logout strategies) and `logout_token`; `profile` holds
+//! the providers' defaults as data.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
@@ -15,12 +16,14 @@ mod back_channel;
 mod claim_sources;
 mod client_auth;
 mod discovery;
+mod end_session;
 mod grants;
 mod id_token;
 mod jws;
 mod logout;
 mod logout_token;
 mod metadata;
+mod profile;
 mod session_claims;
 mod settings;
 mod signing_algs;
@@ -38,9 +41,12 @@ pub use authentication::{
     AUTH_TIME_LEEWAY_SECS, AuthenticationRequest, ParameterError, SILENT_LOGIN_ERRORS, Shortfall,
 };
 pub use authorization::AuthorizationRequest;
+pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
+pub use logout::{EndSession, EndSessionUrl};
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError};
+pub use profile::{GENERIC, PROFILES, Profile};
 pub use session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS, merge_claims};
 pub use settings::{ClientAuthMethod, ProviderSettings, UserInfoMode, UserInfoTokenMethod};
 pub use signing_algs::SigningAlg;

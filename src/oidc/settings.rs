@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use super::SigningAlg;
+use super::{LogoutStrategy, LogoutTemplate, SigningAlg};
 
 /// How the client authenticates at the token endpoint (`oidc.client_auth_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -90,4 +90,12 @@ pub struct ProviderSettings {
     pub resources: Vec<String>,
     /// `oidc.audience`: the `audience` asked for at login (Auth0's API identifier).
     pub audience: Option<String>,
+    /// `oidc.extra_auth_params`: more parameters of the authorization request.
+    pub extra_auth_params: Vec<(String, String)>,
+    /// `oidc.logout`: where a logout sends the browser.
+    pub logout: LogoutStrategy,
+    /// `oidc.logout_url`: the logout URL template.
+    pub logout_url: Option<LogoutTemplate>,
+    /// `oidc.logout_hint_claim`: the session claim sent as `logout_hint` on RP-initiated logout.
+    pub logout_hint_claim: Option<String>,
 }

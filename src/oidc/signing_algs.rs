@@ -131,6 +131,10 @@ mod tests {
             userinfo_token_method: Default::default(),
             resources: Vec::new(),
             audience: None,
+            extra_auth_params: Vec::new(),
+            logout: Default::default(),
+            logout_url: None,
+            logout_hint_claim: None,
         })
         .unwrap()
     }

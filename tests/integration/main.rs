@@ -32,6 +32,7 @@ mod metrics;
 mod my_sessions;
 mod node_suites;
 mod operator;
+mod profiles;
 mod provider_grants;
 mod provider_matrix;
 mod provider_tls;

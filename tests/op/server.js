@@ -73,6 +73,16 @@ const UPSTREAM_CLIENT_ID = env.OP_UPSTREAM_CLIENT_ID || STACK.upstream_client_id
 const UPSTREAM_CLIENT_SECRET = env.OP_UPSTREAM_CLIENT_SECRET || STACK.upstream_client_secret;
 const UPSTREAM_TOKEN_AUTH_METHOD = env.OP_UPSTREAM_TOKEN_AUTH_METHOD || STACK.upstream_token_auth_method;
 const KEYS_FILE = env.OP_KEYS_FILE || undefined;
+// Provider profiles (issue 32). OP_HIDE_END_SESSION=1: discovery names no end_session_endpoint
+// (Google; an Auth0 tenant without RP-initiated logout; Cognito before 2024). OP_LEGACY_LOGOUT=1:
+// serve the providers' own logout endpoints, GET /v2/logout?client_id&returnTo (Auth0) and
+// GET /logout?client_id&logout_uri (Cognito), which record their query (stats.legacy_logouts),
+// refuse another client or an unregistered return URI (400), and redirect there without a
+// state. OP_LOGIN_HINT_CLAIM=1: ID tokens carry Entra ID's optional login_hint claim
+// ("hint-for-<account>").
+const HIDE_END_SESSION = boolEnv('OP_HIDE_END_SESSION', false);
+const LEGACY_LOGOUT = boolEnv('OP_LEGACY_LOGOUT', false);
+const LOGIN_HINT_CLAIM = boolEnv('OP_LOGIN_HINT_CLAIM', false);
 const ACCESS_TOKEN_TTL = intEnv('OP_ACCESS_TOKEN_TTL', STACK.access_token_ttl_secs);
 const ID_TOKEN_TTL = intEnv('OP_ID_TOKEN_TTL', STACK.id_token_ttl_secs);
 const REFRESH_TOKEN_TTL = intEnv('OP_REFRESH_TOKEN_TTL', STACK.refresh_token_ttl_secs);
@@ -321,6 +331,7 @@ async function findAccount(ctx, id) {
         preferred_username: id,
         // Route claim rules (issue 30): alice administers, everyone else only uses.
         roles: id === 'alice' ? ['admin', 'user'] : ['user'],
+        ...(LOGIN_HINT_CLAIM ? { login_hint: `hint-for-${id}` } : {}),
       });
     },
   };
@@ -422,7 +433,8 @@ function zeroStats() {
     token_exchange_at: [], // when each of the last 1000 successful token exchanges happened (ms)
     token_exchange_by_target: {}, // successful token exchanges per target ("audience resource", or the client id)
     token_requests: [], // the last 1000 token requests' parameters, secrets left out (see README)
-    authorization_requests: [], // the last 1000 authorization requests' resource, audience, scope, prompt
+    authorization_requests: [], // the last 1000 authorization requests' resource, audience, scope, prompt, params
+    legacy_logouts: [], // the last 1000 requests to the legacy logout endpoints: {path, query}
   };
 }
 
@@ -722,7 +734,7 @@ function buildProvider(issuer) {
     interactions: { policy: stepUpPolicy() },
     claims: {
       // acr and amr in every ID token, as Keycloak sends acr: a route can then judge any session.
-      openid: ['sub', 'acr', 'amr'],
+      openid: ['sub', 'acr', 'amr', ...(LOGIN_HINT_CLAIM ? ['login_hint'] : [])],
       email: ['email', 'email_verified'],
       profile: ['name', 'given_name', 'family_name', 'preferred_username', 'roles', ...USERINFO_TEST_CLAIMS, ...CLAIM_SOURCE_TEST_CLAIMS],
     },
@@ -1442,6 +1454,7 @@ function prepareAuthorizationRequest(req) {
   const query = url.searchParams;
   pushCapped(stats.authorization_requests, {
     resource: query.getAll('resource'), audience: query.getAll('audience'), scope: query.get('scope'), prompt: query.get('prompt'),
+    params: Object.fromEntries(query),
   });
   if (audienceAsResource(query)) req.url = `${url.pathname}?${query}`;
 }
@@ -1474,11 +1487,55 @@ function recordIssuedJwts(req, res) {
 let providerHandler;
 let providerInstance;
 
+// The providers' own logout endpoints (OP_LEGACY_LOGOUT): Auth0's /v2/logout sends the
+// browser to returnTo, Cognito's /logout to logout_uri; neither passes a state on.
+function legacyLogout(req, res) {
+  if (!LEGACY_LOGOUT || req.method !== 'GET') return false;
+  const url = new URL(req.url, 'http://localhost');
+  const returnParam = { '/v2/logout': 'returnTo', '/logout': 'logout_uri' }[url.pathname];
+  if (!returnParam) return false;
+  req.resume();
+  pushCapped(stats.legacy_logouts, { path: url.pathname, query: Object.fromEntries(url.searchParams) });
+  const target = url.searchParams.get(returnParam);
+  if (url.searchParams.get('client_id') !== CLIENT_ID) {
+    sendJson(res, 400, { error: 'invalid_request', error_description: 'unknown client_id' });
+  } else if (!POST_LOGOUT_REDIRECT_URIS.includes(target)) {
+    sendJson(res, 400, { error: 'invalid_request', error_description: `${returnParam} is not registered` });
+  } else {
+    res.writeHead(302, { Location: target });
+    res.end();
+  }
+  return true;
+}
+
+// Discovery without end_session_endpoint (OP_HIDE_END_SESSION): the provider's own document,
+// asked for on the side, less that field.
+function discoveryWithoutEndSession(req, res) {
+  if (!HIDE_END_SESSION || req.method !== 'GET' || req.headers['x-test-inner']) return false;
+  if (new URL(req.url, 'http://localhost').pathname !== '/.well-known/openid-configuration') return false;
+  req.resume();
+  const inner = http.get({
+    host: '127.0.0.1', port: server.address().port, path: req.url,
+    headers: { ...req.headers, 'x-test-inner': '1' },
+  }, (answer) => {
+    const chunks = [];
+    answer.on('data', (chunk) => chunks.push(chunk));
+    answer.on('end', () => {
+      const document = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      delete document.end_session_endpoint;
+      sendJson(res, answer.statusCode, document);
+    });
+  });
+  inner.on('error', (err) => sendJson(res, 502, { error: String(err.message ?? err) }));
+  return true;
+}
+
 const server = http.createServer((req, res) => {
   if (req.url.startsWith('/__test/')) {
     handleTest(req, res);
     return;
   }
+  if (legacyLogout(req, res) || discoveryWithoutEndSession(req, res)) return;
   if (!providerHandler) {
     sendJson(res, 503, { error: 'starting' });
     return;

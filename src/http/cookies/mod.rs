@@ -249,7 +249,7 @@ impl CookiePolicy {
         let max_age = Duration::seconds(LOGOUT_STATE_TTL.as_secs() as i64);
         self.header(
             self.logout_name,
-            state.as_str().to_owned(),
+            state.cookie_value(),
             SameSite::Lax,
             LOGOUT_CALLBACK_PATH,
             Some(max_age),

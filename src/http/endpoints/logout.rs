@@ -15,20 +15,21 @@ use super::no_store;
 use crate::error::{AppError, PageError};
 use crate::http::logout_state::{LOGOUT_CALLBACK_PATH, LogoutState};
 use crate::http::{AppState, QueryParams};
+use crate::oidc::EndSession;
 use crate::session::SessionRecord;
 
 /// Where to send the browser to end its provider session, with the `Set-Cookie` that
 /// remembers the logout's `state` for the way back.
 pub struct ProviderLogout {
-    /// The provider's end-session URL (with `id_token_hint`, `post_logout_redirect_uri`,
-    /// `client_id` and `state`).
+    /// The provider's logout URL (for RP-initiated logout with `id_token_hint`,
+    /// `post_logout_redirect_uri`, `client_id` and `state`).
     pub url: String,
     /// The logout cookie, to be set in the response that ends the session.
     pub set_cookie: header::HeaderValue,
 }
 
-/// The provider's end-session URL for `record`, a session that just ended, with a fresh
-/// `state`; `None` when the provider has no end-session endpoint.
+/// Where `record`, a session that just ended, leaves for the provider's logout (by
+/// `oidc.logout`), with a fresh `state`; `None` when the session ends here only.
 pub(super) async fn provider_logout(
     state: &AppState,
     record: &SessionRecord,
@@ -37,24 +38,32 @@ pub(super) async fn provider_logout(
     let mut post_logout = state.public_url.clone();
     post_logout.set_path(LOGOUT_CALLBACK_PATH);
     post_logout.set_query(None);
-    let url = state
+    let end_session = state
         .provider
-        .end_session_url(
-            &record.tokens.id_token.text(),
-            &post_logout,
-            logout_state.as_str(),
-        )
+        .end_session_url(&EndSession {
+            id_token_hint: &record.tokens.id_token.text(),
+            post_logout_redirect_uri: &post_logout,
+            state: logout_state.as_str(),
+            claims: &record.claims(),
+        })
         .await?;
+    let logout_state = if end_session.sends_state {
+        logout_state
+    } else {
+        logout_state.unsent()
+    };
     Some(ProviderLogout {
-        url: url.to_string(),
+        url: end_session.url.to_string(),
         set_cookie: state.cookies.logout_cookie(&logout_state),
     })
 }
 
-/// `GET /api/auth/logout-callback?state=…`: the provider's redirect after RP-initiated
-/// logout. The `state` this browser's logout cookie holds leads home; anything else (another
-/// state, a state without the cookie, no state: the provider must return the one it was sent)
-/// is a `400` page. The cookie is cleared either way.
+/// `GET /api/auth/logout-callback?state=…`: the provider's redirect after its logout. The
+/// `state` this browser's logout cookie holds leads home; anything else (another state, a
+/// state without the cookie, no state: the provider must return the one it was sent) is a
+/// `400` page. After a logout whose provider was not sent the state (a template without
+/// `{state}`: Cognito, Auth0's `/v2/logout`), the cookie alone leads home, and a state is
+/// refused. The cookie is cleared either way.
 pub async fn logout_callback(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -62,10 +71,7 @@ pub async fn logout_callback(
 ) -> Response {
     let query = QueryParams::parse(query.as_deref());
     let expected = state.cookies.read(&headers).logout;
-    let confirmed = match (expected, query.get("state")) {
-        (Some(expected), Some(received)) => expected.matches(received),
-        _ => false,
-    };
+    let confirmed = expected.is_some_and(|expected| expected.confirms(query.get("state")));
     let clear = [(header::SET_COOKIE, state.cookies.logout_removal())];
     if confirmed {
         return no_store((clear, Redirect::to("/")).into_response());

@@ -47,6 +47,17 @@ pub struct ProviderOptions {
     /// Whether a refresh grant consumes its refresh token and answers a new one (the default,
     /// with reuse detection); `false`: it answers the same one, which stays valid.
     pub rotate_refresh_tokens: bool,
+    /// Leave `end_session_endpoint` out of discovery (Google; an Auth0 tenant without
+    /// RP-initiated logout).
+    pub hide_end_session: bool,
+    /// Serve the providers' own logout endpoints: Auth0's `/v2/logout?client_id&returnTo`
+    /// and Cognito's `/logout?client_id&logout_uri` (see [`TestProvider::legacy_logouts`]).
+    pub legacy_logout: bool,
+    /// Put Entra ID's optional `login_hint` claim (`hint-for-<user>`) in ID tokens.
+    pub login_hint_claim: bool,
+    /// Issue a refresh token from every code grant, `offline_access` or not (as Google does
+    /// for `access_type=offline`); `false`: stock oidc-provider, only with `offline_access`.
+    pub always_issue_refresh_token: bool,
 }
 
 impl Default for ProviderOptions {
@@ -65,6 +76,10 @@ impl Default for ProviderOptions {
             client_credentials_ttl: None,
             exchanged_token_ttl: None,
             rotate_refresh_tokens: true,
+            hide_end_session: false,
+            legacy_logout: false,
+            login_hint_claim: false,
+            always_issue_refresh_token: false,
         }
     }
 }
@@ -170,8 +185,19 @@ impl TestProvider {
                 "OP_ROTATE_REFRESH_TOKEN",
                 options.rotate_refresh_tokens.to_string(),
             )
-            // Stock oidc-provider behaviour: a refresh token only with prompt=consent.
-            .env("OP_ALWAYS_ISSUE_REFRESH_TOKEN", "0")
+            .env("OP_HIDE_END_SESSION", options.hide_end_session.to_string())
+            .env("OP_LEGACY_LOGOUT", options.legacy_logout.to_string())
+            .env("OP_LOGIN_HINT_CLAIM", options.login_hint_claim.to_string())
+            // Stock oidc-provider behaviour unless asked: a refresh token only with
+            // offline_access and prompt=consent.
+            .env(
+                "OP_ALWAYS_ISSUE_REFRESH_TOKEN",
+                if options.always_issue_refresh_token {
+                    "1"
+                } else {
+                    "0"
+                },
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.try_clone().unwrap()));

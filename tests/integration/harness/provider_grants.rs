@@ -111,9 +111,18 @@ impl TestProvider {
     }
 
     /// Every authorization request so far, oldest first (the last 1000): each `{resource: [],
-    /// audience: [], scope, prompt}` as sent.
+    /// audience: [], scope, prompt, params: {name: value}}` as sent.
     pub async fn authorization_requests(&self) -> Vec<Value> {
         self.stats().await["authorization_requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every request to the providers' own logout endpoints (`legacy_logout`), oldest first:
+    /// each `{path, query: {name: value}}`.
+    pub async fn legacy_logouts(&self) -> Vec<Value> {
+        self.stats().await["legacy_logouts"]
             .as_array()
             .cloned()
             .unwrap_or_default()
