@@ -38,6 +38,7 @@ pub use authentication::{
     AUTH_TIME_LEEWAY_SECS, AuthenticationRequest, ParameterError, SILENT_LOGIN_ERRORS, Shortfall,
 };
 pub use authorization::AuthorizationRequest;
+pub use back_channel::BackChannel;
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError};
