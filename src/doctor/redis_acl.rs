@@ -81,19 +81,21 @@ pub fn judge(facts: &Result<AclFacts, String>, described: &str) -> Vec<Check> {
         "redis.reachable",
         format!("Redis answers ({described}) as user \"{}\"", facts.user),
     )];
-    let denied: Vec<&str> = facts
+    // A command probed twice (`CLIENT TRACKING` on and off) is named once.
+    let mut denied: Vec<&str> = facts
         .commands
         .iter()
         .filter(|(_, outcome)| *outcome != Outcome::Allowed)
         .map(|(command, _)| *command)
         .collect();
+    denied.dedup();
     if denied.is_empty() {
+        let mut names: Vec<&str> = facts.commands.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
         checks.push(Check::ok(
             "redis.acl_commands",
-            format!(
-                "all {} commands Vestibule uses are permitted",
-                facts.commands.len()
-            ),
+            format!("all {} commands Vestibule uses are permitted", names.len()),
         ));
     } else {
         let grants: Vec<String> = denied.iter().map(|command| format!("+{command}")).collect();
@@ -337,6 +339,19 @@ mod tests {
         );
         let fine = judge(&Ok(facts(None, None)), "s");
         assert!(fine.iter().all(|c| c.status == Status::Ok), "{fine:?}");
+        assert!(
+            fine[1].summary.starts_with("all 35 commands"),
+            "{:?}",
+            fine[1]
+        );
+        let tracking = judge(&Ok(facts(Some("client|tracking"), None)), "s");
+        assert!(
+            tracking[1]
+                .summary
+                .ends_with("may not run: CLIENT|TRACKING"),
+            "{:?}",
+            tracking[1]
+        );
         let down = judge(&Err("connection refused".into()), "s");
         assert_eq!(down[0].status, Status::Fail);
     }
