@@ -305,10 +305,8 @@ pub fn clock(fetched: &Fetched) -> Check {
     let (earliest, latest) = (u128::from(date) * 1000, u128::from(date) * 1000 + 999);
     let skew_ms = if latest < fetched.sent_ms {
         fetched.sent_ms - latest
-    } else if earliest > fetched.received_ms {
-        earliest - fetched.received_ms
     } else {
-        0
+        earliest.saturating_sub(fetched.received_ms)
     };
     let ahead = earliest > fetched.received_ms;
     let skew = Duration::from_millis(u64::try_from(skew_ms).unwrap_or(u64::MAX)).as_secs();
