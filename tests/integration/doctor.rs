@@ -271,23 +271,22 @@ async fn warnings_alone_exit_3_so_ci_can_tell_them_from_failures() {
     );
 }
 
-#[tokio::test]
-async fn a_redis_user_missing_a_command_or_a_key_pattern_fails_naming_it() {
-    let redis = RedisServer::start().await;
-    let mut connection = redis.connection().await;
-    for (user, rules) in [
-        ("noscripts", "~* &* +@all -evalsha"),
-        ("otherkeys", "~app:* &* +@all"),
-    ] {
-        let mut command = redis::cmd("ACL");
-        command.arg("SETUSER").arg(user).arg("on").arg(">secret-pw");
-        for rule in rules.split(' ') {
-            command.arg(rule);
-        }
-        let () = command.query_async(&mut connection).await.unwrap();
+/// Adds ACL user `user` (password `secret-pw`) with `rules` (as `ACL SETUSER` takes them).
+async fn add_acl_user(redis: &RedisServer, user: &str, rules: &[&str]) {
+    let mut command = redis::cmd("ACL");
+    command.arg("SETUSER").arg(user).arg("on").arg(">secret-pw");
+    for rule in rules {
+        command.arg(*rule);
     }
-    // No provider: the Redis checks stand on their own.
-    let deployment = |user: &str| Deployment {
+    let () = command
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+}
+
+/// A deployment on `redis` as `user`, with no provider: the Redis checks stand on their own.
+fn on_redis_as(redis: &RedisServer, user: &str) -> Deployment {
+    Deployment {
         public_url: "http://127.0.0.1:8080".to_owned(),
         issuer: format!("http://127.0.0.1:{}", free_port()),
         discovery_url: None,
@@ -296,8 +295,15 @@ async fn a_redis_user_missing_a_command_or_a_key_pattern_fails_naming_it() {
             "redis_url = \"redis://{user}:secret-pw@127.0.0.1:{}\"\n",
             redis.port()
         )),
-    };
-    let no_scripts = doctor(&deployment("noscripts").toml(), false).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redis_user_missing_a_command_or_a_key_pattern_fails_naming_it() {
+    let redis = RedisServer::start().await;
+    add_acl_user(&redis, "noscripts", &["~*", "&*", "+@all", "-evalsha"]).await;
+    add_acl_user(&redis, "otherkeys", &["~app:*", "&*", "+@all"]).await;
+    let no_scripts = doctor(&on_redis_as(&redis, "noscripts").toml(), false).await;
     assert_eq!(no_scripts.code, 1, "{}", no_scripts.stdout);
     let (line, remedy) = no_scripts.line("fail", "redis.acl_commands");
     assert!(line.ends_with("may not run: EVALSHA"), "{line}");
@@ -308,7 +314,7 @@ async fn a_redis_user_missing_a_command_or_a_key_pattern_fails_naming_it() {
     no_scripts.line("ok", "redis.acl_keys");
     assert!(!no_scripts.stdout.contains("secret-pw"));
 
-    let other_keys = doctor(&deployment("otherkeys").toml(), false).await;
+    let other_keys = doctor(&on_redis_as(&redis, "otherkeys").toml(), false).await;
     let (line, remedy) = other_keys.line("fail", "redis.acl_keys");
     assert!(line.contains("vestibule:session:*"), "{line}");
     assert!(
@@ -317,6 +323,24 @@ async fn a_redis_user_missing_a_command_or_a_key_pattern_fails_naming_it() {
     );
     // The doctor left no key behind.
     assert!(redis.keys("vestibule:doctor-probe:*").await.is_empty());
+}
+
+#[tokio::test]
+async fn the_least_privileged_acl_user_in_the_deployment_docs_passes_the_acl_checks() {
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deploying.md"))
+            .unwrap();
+    let documented = docs
+        .lines()
+        .find_map(|line| line.strip_prefix("ACL SETUSER vestibule on >PASSWORD "))
+        .expect("docs/deploying.md shows the ACL user");
+    let rules: Vec<&str> = documented.split_whitespace().collect();
+    let redis = RedisServer::start().await;
+    add_acl_user(&redis, "vestibule", &rules).await;
+    let diagnosis = doctor(&on_redis_as(&redis, "vestibule").toml(), false).await;
+    diagnosis.line("ok", "redis.reachable");
+    diagnosis.line("ok", "redis.acl_commands");
+    diagnosis.line("ok", "redis.acl_keys");
 }
 
 #[tokio::test]
