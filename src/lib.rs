@@ -15,6 +15,7 @@ pub mod audit;
 pub mod authz;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod logging;

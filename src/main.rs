@@ -31,6 +31,14 @@ enum Command {
     /// Count or end sessions in the deployment's Redis.
     #[command(subcommand)]
     Sessions(SessionsAction),
+    /// Check the configuration against the real provider and Redis, from here: one line per
+    /// check (ok, warn, fail, skip) with a remedy per problem. Exit 0: all ok; 1: a check
+    /// failed; 2: the configuration cannot be read; 3: warnings only.
+    Doctor {
+        /// Print one JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -59,6 +67,9 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Doctor { json }) = cli.command {
+        return doctor(cli.config.as_deref(), json);
+    }
     let loaded = match Settings::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -136,4 +147,28 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `vestibule doctor`: a configuration that cannot be read is a failed check (exit 2), not a
+/// crash; otherwise every check runs and the report decides the exit code.
+fn doctor(config: Option<&std::path::Path>, json: bool) -> ExitCode {
+    let report = match Settings::load(config) {
+        Err(error) => vestibule::doctor::Report::unreadable_config(format!("{error}")),
+        Ok(loaded) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("vestibule: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(vestibule::doctor::examine(&loaded.settings))
+        }
+    };
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    ExitCode::from(report.exit_code())
 }

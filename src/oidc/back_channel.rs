@@ -14,14 +14,14 @@ use url::{Origin, Url};
 
 /// Where back-channel calls go when discovery names the issuer's (browser-facing) origin.
 #[derive(Debug, Clone)]
-pub(super) struct BackChannel {
+pub struct BackChannel {
     /// `Some((issuer origin, discovery URL))` when endpoints on the issuer's origin move.
     reroute: Option<(Origin, Url)>,
 }
 
 impl BackChannel {
     /// The routing for this issuer, discovery URL and the token endpoint discovery named.
-    pub(super) fn new(issuer: &str, discovery_url: &Url, token_endpoint: &Url) -> Self {
+    pub fn new(issuer: &str, discovery_url: &Url, token_endpoint: &Url) -> Self {
         let discovery = discovery_url.origin();
         let reroute = Url::parse(issuer)
             .ok()
@@ -32,7 +32,7 @@ impl BackChannel {
     }
 
     /// `endpoint`, moved onto the discovery URL's origin when it is on the issuer's origin.
-    pub(super) fn route(&self, endpoint: Url) -> Url {
+    pub fn route(&self, endpoint: Url) -> Url {
         let Some((issuer, discovery)) = &self.reroute else {
             return endpoint;
         };

@@ -41,6 +41,7 @@ pub use authentication::{
     AUTH_TIME_LEEWAY_SECS, AuthenticationRequest, ParameterError, SILENT_LOGIN_ERRORS, Shortfall,
 };
 pub use authorization::AuthorizationRequest;
+pub use back_channel::BackChannel;
 pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;

@@ -15,6 +15,7 @@ mod client_helper;
 mod cookies;
 mod credentials;
 mod discovery;
+mod doctor;
 mod escrow;
 mod frontend;
 mod health;

@@ -103,3 +103,66 @@ pub fn make_certificates(dir: &Path) -> TlsFiles {
         client: (dir.join("client.crt"), dir.join("client.key")),
     }
 }
+
+/// A server certificate for 127.0.0.1 signed by `files`' CA that expired long ago (valid in
+/// January 2024 only), with its key: `openssl ca` is the one that sets dates in the past.
+pub fn make_expired_server_certificate(dir: &Path, files: &TlsFiles) -> (PathBuf, PathBuf) {
+    let dir = dir.join("expired");
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    std::fs::write(dir.join("db/index.txt"), "").unwrap();
+    std::fs::write(dir.join("db/serial"), "01\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = test\n[test]\ndatabase = db/index.txt\nnew_certs_dir = db\n\
+         serial = db/serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
+         [any]\ncommonName = supplied\n\
+         [server]\nsubjectAltName = IP:127.0.0.1,DNS:localhost\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=vestibule-test-expired",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    let (ca, ca_key) = (files.ca.clone(), files.ca.with_file_name("ca.key"));
+    run(&[
+        "ca",
+        "-batch",
+        "-config",
+        "ca.cnf",
+        "-cert",
+        ca.to_str().unwrap(),
+        "-keyfile",
+        ca_key.to_str().unwrap(),
+        "-in",
+        "server.csr",
+        "-out",
+        "server.crt",
+        "-startdate",
+        "20240101000000Z",
+        "-enddate",
+        "20240201000000Z",
+        "-extensions",
+        "server",
+    ]);
+    (dir.join("server.crt"), dir.join("server.key"))
+}
