@@ -103,7 +103,11 @@ async fn provider_checks(settings: &Settings) -> Vec<Check> {
     }
     checks
         .push(client_authentication(settings, &http, routes.route(token_endpoint), document).await);
-    checks.extend(provider::logout_support(document));
+    checks.extend(provider::logout_support(
+        document,
+        oidc.logout,
+        oidc.logout_url.is_some(),
+    ));
     checks
 }
 

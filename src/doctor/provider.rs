@@ -11,7 +11,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::report::Check;
-use crate::oidc::AUTH_TIME_LEEWAY_SECS;
+use crate::oidc::{AUTH_TIME_LEEWAY_SECS, LogoutStrategy};
 
 /// Clock skew above this many seconds is worth a warning.
 pub const SKEW_WARNING_SECS: u64 = 5;
@@ -243,12 +243,25 @@ pub fn id_token_algs(configured: Option<String>, document: &Value) -> Vec<String
         .unwrap_or_default()
 }
 
-/// End-session, revocation and back-channel logout as advertised: a warning each when absent.
-pub fn logout_support(document: &Value) -> Vec<Check> {
+/// End-session (against the configured `oidc.logout`), revocation and back-channel logout as
+/// advertised: a warning each when absent.
+pub fn logout_support(document: &Value, logout: LogoutStrategy, has_template: bool) -> Vec<Check> {
     let has = |field: &str| document.get(field).and_then(Value::as_str).is_some();
     let flag = |field: &str| document.get(field).and_then(Value::as_bool) == Some(true);
     let mut checks = Vec::new();
-    checks.push(if has("end_session_endpoint") {
+    checks.push(if logout == LogoutStrategy::Local {
+        Check::ok(
+            "provider.end_session",
+            "oidc.logout = \"local\": logout ends the Vestibule session only, by configuration",
+        )
+    } else if logout == LogoutStrategy::UrlTemplate
+        || (has_template && !has("end_session_endpoint"))
+    {
+        Check::ok(
+            "provider.end_session",
+            "logout sends the browser to the oidc.logout_url template",
+        )
+    } else if has("end_session_endpoint") {
         Check::ok(
             "provider.end_session",
             "end_session_endpoint advertised: logout also ends the provider's session",
@@ -405,16 +418,37 @@ mod tests {
 
     #[test]
     fn missing_logout_endpoints_warn_with_what_it_means() {
-        let checks = logout_support(&json!({}));
+        let checks = logout_support(&json!({}), LogoutStrategy::RpInitiated, false);
         assert!(
             checks.iter().all(|c| c.status == Status::Warn),
             "{checks:?}"
         );
-        let checks = logout_support(&json!({
-            "end_session_endpoint": "https://op/x", "revocation_endpoint": "https://op/r",
-            "backchannel_logout_supported": true
-        }));
+        let checks = logout_support(
+            &json!({
+                "end_session_endpoint": "https://op/x", "revocation_endpoint": "https://op/r",
+                "backchannel_logout_supported": true
+            }),
+            LogoutStrategy::RpInitiated,
+            false,
+        );
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
+    }
+
+    #[test]
+    fn a_configured_local_or_template_logout_needs_no_end_session_endpoint() {
+        for (logout, has_template) in [
+            (LogoutStrategy::Local, false),
+            (LogoutStrategy::UrlTemplate, true),
+            (LogoutStrategy::RpInitiated, true),
+        ] {
+            let checks = logout_support(&json!({}), logout, has_template);
+            let end_session = checks.iter().find(|c| c.id == "provider.end_session");
+            assert_eq!(
+                end_session.map(|c| c.status),
+                Some(Status::Ok),
+                "{logout:?}: {checks:?}"
+            );
+        }
     }
 
     #[test]
