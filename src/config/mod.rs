@@ -79,8 +79,14 @@ pub struct AuditSettings {
 
 /// `[oidc]`: the OpenID Provider and this client's registration.
 pub struct OidcSettings {
-    /// The issuer identifier; must equal the discovery document's `issuer` exactly.
+    /// The issuer identifier; must equal the discovery document's `issuer` exactly (or be an
+    /// instance of its tenant template, with `allowed_tenants`).
     pub issuer: String,
+    /// `oidc.issuer_aliases`: other `iss` values accepted as the issuer.
+    pub issuer_aliases: Vec<String>,
+    /// `oidc.allowed_tenants`: tenants accepted under a multi-tenant discovery issuer; empty:
+    /// single-tenant only.
+    pub allowed_tenants: Vec<String>,
     /// Where discovery is fetched: `oidc.discovery_url`, else `issuer` + the well-known path.
     pub discovery_url: Url,
     /// The registered client id.

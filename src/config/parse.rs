@@ -112,6 +112,8 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             userinfo: oidc.userinfo,
             userinfo_token_method: oidc.userinfo_token_method,
             issuer: oidc.issuer,
+            issuer_aliases: words("oidc.issuer_aliases", oidc.issuer_aliases)?,
+            allowed_tenants: tenants(oidc.allowed_tenants)?,
             client_id: oidc.client_id,
             client_secret,
             scopes: oidc.scopes,
@@ -222,6 +224,38 @@ fn audit(section: AuditSection) -> Result<AuditSettings, ConfigError> {
             subject_key,
         }),
     }
+}
+
+/// A list of non-empty values without white space (`key` names it in errors), duplicates dropped.
+fn words(key: &str, values: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut kept: Vec<String> = Vec::with_capacity(values.len());
+    for value in values {
+        if value.is_empty() || value.chars().any(char::is_whitespace) {
+            return Err(ConfigError::new(
+                key,
+                format!("{value:?} must be non-empty, without white space"),
+            ));
+        }
+        if !kept.contains(&value) {
+            kept.push(value);
+        }
+    }
+    Ok(kept)
+}
+
+/// `oidc.allowed_tenants`: tenant ids, each one path segment of an issuer (no `/`).
+fn tenants(values: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let tenants = words("oidc.allowed_tenants", values)?;
+    if let Some(bad) = tenants
+        .iter()
+        .find(|tenant| tenant.contains(['/', '?', '#', '{', '}']))
+    {
+        return Err(ConfigError::new(
+            "oidc.allowed_tenants",
+            format!("{bad:?} is not a tenant id (one path segment of the issuer)"),
+        ));
+    }
+    Ok(tenants)
 }
 
 /// `issuer` + `/.well-known/openid-configuration` (OpenID Connect Discovery §4).

@@ -1,7 +1,7 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
 //! `settings` and `discovery` (with `attempts`, `metadata`, `client_auth`, `back_channel`)
-//! through `authorization` (with `authentication`: what a login asks and its check), `grants`
-//! and `id_token` (with `signing_algs`) and `userinfo` to
+//! through `issuer` (which `iss` values are the provider's), `authorization` (with `authentication`: what a login asks and its check), `grants`
+//! and `id_token` (with `signing_algs`) and `userinfo` (with `token_response`: the answers read leniently) to
 //! `logout` and `logout_token`.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
@@ -17,6 +17,7 @@ mod client_auth;
 mod discovery;
 mod grants;
 mod id_token;
+mod issuer;
 mod jws;
 mod logout;
 mod logout_token;
@@ -24,6 +25,7 @@ mod metadata;
 mod session_claims;
 mod settings;
 mod signing_algs;
+mod token_response;
 mod userinfo;
 
 use std::time::Duration;
