@@ -301,6 +301,41 @@ mod tests {
     }
 
     #[test]
+    fn tenants_and_aliases_are_checked_and_a_template_is_never_the_issuer() {
+        let oidc = |issuer: &str, extra: &str| {
+            base().replace(
+                "issuer = \"http://localhost:8081/realms/vestibule\"",
+                &format!("issuer = \"{issuer}\"\n{extra}"),
+            )
+        };
+        let template = load_error(&oidc(
+            "https://login.microsoftonline.com/{tenantid}/v2.0",
+            "allowed_tenants = [\"t-1\"]",
+        ));
+        assert_eq!(template.key, "oidc.issuer");
+        assert!(
+            template.problem.contains("oidc.allowed_tenants"),
+            "{template}"
+        );
+        let organizations = "https://login.microsoftonline.com/organizations/v2.0";
+        let ok = load(&oidc(
+            organizations,
+            "allowed_tenants = [\"t-1\", \"t-1\"]\nissuer_aliases = [\"login.example\"]",
+        ))
+        .unwrap();
+        assert_eq!(ok.oidc.allowed_tenants, ["t-1"]);
+        assert_eq!(ok.oidc.issuer_aliases, ["login.example"]);
+        assert!(load(&base()).unwrap().oidc.allowed_tenants.is_empty());
+        for (extra, key) in [
+            ("allowed_tenants = [\"a/b\"]", "oidc.allowed_tenants"),
+            ("allowed_tenants = [\"\"]", "oidc.allowed_tenants"),
+            ("issuer_aliases = [\"a b\"]", "oidc.issuer_aliases"),
+        ] {
+            assert_eq!(load_error(&oidc(organizations, extra)).key, key, "{extra}");
+        }
+    }
+
+    #[test]
     fn the_audit_subject_key_is_long_and_only_for_hashed_subjects() {
         let key = "k".repeat(32);
         let hashed = load(&format!("{}\n[audit]\nsubject_key = \"{key}\"", base())).unwrap();

@@ -32,6 +32,15 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     if !matches!(issuer.scheme(), "http" | "https") {
         return Err(ConfigError::new("oidc.issuer", "must be an http(s) URL"));
     }
+    if oidc.issuer.contains(['{', '}']) {
+        // The template is what discovery names, never an issuer a token can carry.
+        return Err(ConfigError::new(
+            "oidc.issuer",
+            "is a multi-tenant issuer template: configure the URL you discover through \
+             (e.g. https://login.microsoftonline.com/organizations/v2.0) and list the tenants \
+             to accept in oidc.allowed_tenants",
+        ));
+    }
     if oidc.client_id.trim().is_empty() {
         return Err(ConfigError::new("oidc.client_id", "must not be empty"));
     }

@@ -44,6 +44,7 @@ async fn assert_login_refused(app: &TestApp, what: &str) {
     let browser = app.browser();
     let outcome = browser.login_as("alice", None).await;
     let status = outcome.response.status();
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{what}");
     let audit = audit_event_of(from, &outcome.response, "login_failed").await;
     let body = outcome.response.text().await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{what}: {body}");
