@@ -153,6 +153,8 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
     );
     Ok(Provider::new(ProviderSettings {
         issuer: oidc.issuer,
+        issuer_aliases: oidc.issuer_aliases,
+        allowed_tenants: oidc.allowed_tenants,
         discovery_url: oidc.discovery_url,
         client_id: oidc.client_id,
         client_secret: oidc.client_secret,

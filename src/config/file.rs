@@ -237,8 +237,17 @@ pub struct FrontendSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OidcSection {
-    /// The issuer identifier; must equal the discovery document's `issuer` exactly.
+    /// The issuer identifier; must equal the discovery document's `issuer` exactly (or be an
+    /// instance of its tenant template, with `allowed_tenants`).
     pub issuer: String,
+    /// Other `iss` values accepted in ID and logout tokens as this issuer (Google's
+    /// `accounts.google.com`).
+    #[serde(default)]
+    pub issuer_aliases: Vec<String>,
+    /// The tenants accepted when discovery names a multi-tenant issuer template (Entra ID's
+    /// `{tenantid}`); empty: single-tenant only.
+    #[serde(default)]
+    pub allowed_tenants: Vec<String>,
     /// Where to fetch discovery from, when it differs from `issuer` + well-known path.
     #[serde(default)]
     pub discovery_url: Option<Url>,

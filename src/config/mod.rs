@@ -83,8 +83,14 @@ pub struct AuditSettings {
 
 /// `[oidc]`: the OpenID Provider and this client's registration.
 pub struct OidcSettings {
-    /// The issuer identifier; must equal the discovery document's `issuer` exactly.
+    /// The issuer identifier; must equal the discovery document's `issuer` exactly (or be an
+    /// instance of its tenant template, with `allowed_tenants`).
     pub issuer: String,
+    /// `oidc.issuer_aliases`: other `iss` values accepted as the issuer.
+    pub issuer_aliases: Vec<String>,
+    /// `oidc.allowed_tenants`: tenants accepted under a multi-tenant discovery issuer; empty:
+    /// single-tenant only.
+    pub allowed_tenants: Vec<String>,
     /// Where discovery is fetched: `oidc.discovery_url`, else `issuer` + the well-known path.
     pub discovery_url: Url,
     /// The registered client id.
@@ -305,6 +311,41 @@ mod tests {
         match load(toml) {
             Ok(_) => panic!("loaded a bad configuration"),
             Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn tenants_and_aliases_are_checked_and_a_template_is_never_the_issuer() {
+        let oidc = |issuer: &str, extra: &str| {
+            base().replace(
+                "issuer = \"http://localhost:8081/realms/vestibule\"",
+                &format!("issuer = \"{issuer}\"\n{extra}"),
+            )
+        };
+        let template = load_error(&oidc(
+            "https://login.microsoftonline.com/{tenantid}/v2.0",
+            "allowed_tenants = [\"t-1\"]",
+        ));
+        assert_eq!(template.key, "oidc.issuer");
+        assert!(
+            template.problem.contains("oidc.allowed_tenants"),
+            "{template}"
+        );
+        let organizations = "https://login.microsoftonline.com/organizations/v2.0";
+        let ok = load(&oidc(
+            organizations,
+            "allowed_tenants = [\"t-1\", \"t-1\"]\nissuer_aliases = [\"login.example\"]",
+        ))
+        .unwrap();
+        assert_eq!(ok.oidc.allowed_tenants, ["t-1"]);
+        assert_eq!(ok.oidc.issuer_aliases, ["login.example"]);
+        assert!(load(&base()).unwrap().oidc.allowed_tenants.is_empty());
+        for (extra, key) in [
+            ("allowed_tenants = [\"a/b\"]", "oidc.allowed_tenants"),
+            ("allowed_tenants = [\"\"]", "oidc.allowed_tenants"),
+            ("issuer_aliases = [\"a b\"]", "oidc.issuer_aliases"),
+        ] {
+            assert_eq!(load_error(&oidc(organizations, extra)).key, key, "{extra}");
         }
     }
 

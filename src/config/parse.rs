@@ -32,6 +32,15 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     if !matches!(issuer.scheme(), "http" | "https") {
         return Err(ConfigError::new("oidc.issuer", "must be an http(s) URL"));
     }
+    if oidc.issuer.contains(['{', '}']) {
+        // The template is what discovery names, never an issuer a token can carry.
+        return Err(ConfigError::new(
+            "oidc.issuer",
+            "is a multi-tenant issuer template: configure the URL you discover through \
+             (e.g. https://login.microsoftonline.com/organizations/v2.0) and list the tenants \
+             to accept in oidc.allowed_tenants",
+        ));
+    }
     let profiled = super::profiles::apply(&mut oidc, &issuer)?;
     if oidc.client_id.trim().is_empty() {
         return Err(ConfigError::new("oidc.client_id", "must not be empty"));
@@ -113,6 +122,8 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             userinfo: oidc.userinfo,
             userinfo_token_method: oidc.userinfo_token_method,
             issuer: oidc.issuer,
+            issuer_aliases: words("oidc.issuer_aliases", oidc.issuer_aliases)?,
+            allowed_tenants: tenants(oidc.allowed_tenants)?,
             client_id: oidc.client_id,
             client_secret,
             scopes: profiled.scopes,
@@ -228,6 +239,38 @@ fn audit(section: AuditSection) -> Result<AuditSettings, ConfigError> {
             subject_key,
         }),
     }
+}
+
+/// A list of non-empty values without white space (`key` names it in errors), duplicates dropped.
+fn words(key: &str, values: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut kept: Vec<String> = Vec::with_capacity(values.len());
+    for value in values {
+        if value.is_empty() || value.chars().any(char::is_whitespace) {
+            return Err(ConfigError::new(
+                key,
+                format!("{value:?} must be non-empty, without white space"),
+            ));
+        }
+        if !kept.contains(&value) {
+            kept.push(value);
+        }
+    }
+    Ok(kept)
+}
+
+/// `oidc.allowed_tenants`: tenant ids, each one path segment of an issuer (no `/`).
+fn tenants(values: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let tenants = words("oidc.allowed_tenants", values)?;
+    if let Some(bad) = tenants
+        .iter()
+        .find(|tenant| tenant.contains(['/', '?', '#', '{', '}']))
+    {
+        return Err(ConfigError::new(
+            "oidc.allowed_tenants",
+            format!("{bad:?} is not a tenant id (one path segment of the issuer)"),
+        ));
+    }
+    Ok(tenants)
 }
 
 /// `issuer` + `/.well-known/openid-configuration` (OpenID Connect Discovery §4).

@@ -31,6 +31,18 @@ impl Settings {
         let oidc = &self.oidc;
         line("oidc.issuer", oidc.issuer.clone());
         line("oidc.provider", oidc.provider.describe());
+        if !oidc.issuer_aliases.is_empty() {
+            line("oidc.aliases", oidc.issuer_aliases.join(", "));
+        }
+        if !oidc.allowed_tenants.is_empty() {
+            line(
+                "oidc.tenants",
+                format!(
+                    "{} allowed under a multi-tenant discovery issuer",
+                    oidc.allowed_tenants.len()
+                ),
+            );
+        }
         line("oidc.discovery", redact::url(&oidc.discovery_url));
         line(
             "oidc.tls",

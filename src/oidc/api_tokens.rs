@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::grants::expiry;
+use super::token_response::lenient_expires_in;
 use super::{OidcError, Provider};
 use crate::clock::unix_now;
 use crate::routes::TokenParameters;
@@ -173,9 +174,12 @@ fn read_answer(
             _ => OidcError::Unavailable(format!("token endpoint answered {status}")),
         });
     }
-    let json = json.ok_or_else(|| {
+    let mut json = json.ok_or_else(|| {
         OidcError::Unavailable("token endpoint answered something that is not JSON".into())
     })?;
+    // `expires_in` as a number, or as a string of digits (Entra ID's v1 endpoints): read as
+    // the login's and the refreshes' are.
+    lenient_expires_in(&mut json);
     let access_token = json
         .get("access_token")
         .and_then(Value::as_str)
@@ -188,12 +192,7 @@ fn read_answer(
             token_type.chars().take(32).collect::<String>()
         )));
     }
-    // `expires_in` as a number, or as a string of digits (Entra ID's v1 endpoints).
-    let expires_in = match json.get("expires_in") {
-        Some(Value::Number(number)) => number.as_u64(),
-        Some(Value::String(text)) => text.trim().parse::<u64>().ok(),
-        _ => None,
-    };
+    let expires_in = json.get("expires_in").and_then(Value::as_u64);
     let expires_at = expiry(now, expires_in.map(Duration::from_secs), access_token)
         .unwrap_or(now + assumed.as_secs());
     Ok(ApiToken {

@@ -89,7 +89,7 @@ impl Provider {
     /// must be present when the provider says it sends one.
     pub async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
         match iss {
-            Some(iss) if iss == self.settings.issuer => Ok(()),
+            Some(iss) if self.is_issuer(iss) => Ok(()),
             Some(_) => Err(OidcError::Invalid(
                 "authorization response from another issuer".into(),
             )),

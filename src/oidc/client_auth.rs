@@ -98,6 +98,7 @@ impl Provider {
             asymmetric_id_token_algs: current.asymmetric_id_token_algs.clone(),
             userinfo_endpoint: current.userinfo_endpoint.clone(),
             back_channel: current.back_channel.clone(),
+            issuer_template: current.issuer_template.clone(),
         });
         self.discovered.store(Some(switched.clone()));
         switched

@@ -10,20 +10,41 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use openidconnect::core::{CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+#[cfg(doc)]
+use openidconnect::core::CoreClient;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
+    CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse,
+};
 use openidconnect::{
-    ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, JsonWebKeySetUrl,
-    JwsSigningAlgorithm, RedirectUrl, TokenUrl, UserInfoUrl,
+    ClientId, ClientSecret, EmptyAdditionalClaims, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    JsonWebKeySetUrl, JwsSigningAlgorithm, RedirectUrl, StandardErrorResponse, TokenUrl,
+    UserInfoUrl,
 };
 use secrecy::ExposeSecret;
 
 use super::attempts::{Attempts, Gate};
 use super::back_channel::BackChannel;
+use super::issuer::{IssuerRule, IssuerTemplate};
 use super::metadata::{ExtraMetadata, ProviderMetadata};
+use super::token_response::LenientTokenResponse;
 use super::{OidcError, Provider, UserInfoMode};
 
-/// The openidconnect client as discovery configures it (authorization and token endpoints set).
-pub(super) type Client = CoreClient<
+/// The openidconnect client as discovery configures it (authorization and token endpoints
+/// set): [`CoreClient`]'s types, but for the token response, read leniently.
+pub(super) type Client = openidconnect::Client<
+    EmptyAdditionalClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    LenientTokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
@@ -48,6 +69,9 @@ pub(super) struct Discovered {
     pub(super) userinfo_endpoint: Option<UserInfoUrl>,
     /// How back-channel URLs on the issuer's origin are reached (distributed claims too).
     pub(super) back_channel: BackChannel,
+    /// The multi-tenant template discovery named as its `issuer`, if it did (see
+    /// [`super::issuer`]).
+    pub(super) issuer_template: Option<IssuerTemplate>,
 }
 
 /// What a token anyone may post may have discovery do for it (see
@@ -206,13 +230,13 @@ impl Provider {
             .map_err(|error| unavailable("discovery body", discovery_url, &cause(error)))?;
         let metadata: ProviderMetadata = serde_json::from_slice(&body)
             .map_err(|error| OidcError::Invalid(format!("discovery document: {error}")))?;
-        if metadata.issuer().as_str() != settings.issuer {
-            return Err(OidcError::Invalid(format!(
-                "discovery issuer {:?} differs from configured oidc.issuer {:?}",
-                metadata.issuer().as_str(),
-                settings.issuer
-            )));
-        }
+        let metadata_issuer = metadata.issuer().as_str().to_owned();
+        let issuer_template = IssuerRule::discovered(
+            &settings.issuer,
+            &settings.allowed_tenants,
+            &metadata_issuer,
+        )
+        .map_err(OidcError::Invalid)?;
         let token_endpoint = metadata
             .token_endpoint()
             .map(|endpoint| endpoint.url().clone())
@@ -261,7 +285,7 @@ impl Provider {
             .collect();
         let metadata = metadata.set_jwks(jwks.clone());
         let redirect = RedirectUrl::from_url(settings.redirect_uri.clone());
-        let client = CoreClient::from_provider_metadata(
+        let client: Client = openidconnect::Client::from_provider_metadata(
             metadata,
             ClientId::new(settings.client_id.clone()),
             Some(ClientSecret::new(
@@ -271,7 +295,16 @@ impl Provider {
         .set_token_uri(token_uri)
         .set_redirect_uri(redirect)
         .set_auth_type(auth_type);
-        tracing::info!(issuer = %settings.issuer, "provider discovered");
+        match &issuer_template {
+            None => tracing::info!(issuer = %settings.issuer, "provider discovered"),
+            Some(_) => tracing::info!(
+                issuer = %settings.issuer,
+                template = %metadata_issuer,
+                tenants = settings.allowed_tenants.len(),
+                "provider discovered: multi-tenant, tokens checked against the template with \
+                 their own tenant (oidc.allowed_tenants)"
+            ),
+        }
         Ok(Discovered {
             client,
             extra,
@@ -279,6 +312,7 @@ impl Provider {
             asymmetric_id_token_algs,
             userinfo_endpoint,
             back_channel,
+            issuer_template,
         })
     }
 }

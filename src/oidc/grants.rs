@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openidconnect::core::{CoreErrorResponseType, CoreTokenResponse, CoreTokenType};
+use openidconnect::core::{CoreErrorResponseType, CoreTokenType};
 use openidconnect::{
     AuthorizationCode, OAuth2TokenResponse, PkceCodeVerifier, RefreshToken, RequestTokenError,
     TokenResponse,
@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::discovery::Discovered;
 use super::id_token::{jwt_payload, nonce_equal_to, subject};
+use super::token_response::LenientTokenResponse;
 use super::userinfo::Occasion;
 use super::{AuthenticationRequest, OidcError, Provider};
 use crate::clock::unix_now;
@@ -133,14 +134,16 @@ impl Provider {
         })
     }
 
-    /// Runs the refresh grant for the session of `sub`, checking that a returned ID token
-    /// verifies and is for the same `sub` (OIDC Core §12.2), and re-reads UserInfo with the new access token
-    /// (another `sub` there ends the session too).
+    /// Runs the refresh grant for the session of `sub` whose current ID token is
+    /// `session_id_token` (verified when stored), checking that a returned ID token verifies
+    /// and is for the same `sub` from the same issuer and tenant (OIDC Core §12.2), and
+    /// re-reads UserInfo with the new access token (another `sub` there ends the session too).
     #[tracing::instrument(level = "debug", name = "refresh_grant", skip_all)]
     pub async fn refresh(
         &self,
         refresh_token: &str,
         sub: &str,
+        session_id_token: &str,
     ) -> Result<RefreshedTokens, OidcError> {
         let refresh_token = &RefreshToken::new(refresh_token.to_owned());
         let grant = self.token_request(|discovered: Arc<Discovered>| async move {
@@ -171,7 +174,13 @@ impl Provider {
                 Ok(verified) if subject(&verified)? != sub => {
                     return Err(OidcError::SubjectChanged);
                 }
-                Ok(_) => new_id_token = Some(id_token.to_string()),
+                Ok(verified) => {
+                    let login = jwt_payload(session_id_token).unwrap_or_default();
+                    self.issuer_rule(Some(&discovered))
+                        .same_issuer(&login, &verified)
+                        .map_err(OidcError::RefreshedIdTokenInvalid)?;
+                    new_id_token = Some(id_token.to_string());
+                }
                 // An ID token that fails its checks (another issuer, audience, signature) makes
                 // the whole answer untrustworthy (OIDC Core §12.2: its claims MUST match the
                 // login's): none of its tokens is used, and UserInfo is not asked with them.
@@ -200,10 +209,10 @@ impl Provider {
     async fn token_request<F, Fut, RE>(
         &self,
         request: F,
-    ) -> Result<(Arc<Discovered>, CoreTokenResponse), OidcError>
+    ) -> Result<(Arc<Discovered>, LenientTokenResponse), OidcError>
     where
         F: Fn(Arc<Discovered>) -> Fut,
-        Fut: Future<Output = Result<CoreTokenResponse, TokenRequestError<RE>>>,
+        Fut: Future<Output = Result<LenientTokenResponse, TokenRequestError<RE>>>,
         RE: std::error::Error + 'static,
     {
         let mut discovered = self.current().await?;
@@ -228,7 +237,7 @@ impl Provider {
 impl GrantedTokens {
     /// The access and refresh tokens of a (checked) token response, obtained now; `assumed`
     /// is the access token's lifetime when the response names none.
-    fn from_response(response: &CoreTokenResponse, assumed: Option<Duration>) -> Self {
+    fn from_response(response: &LenientTokenResponse, assumed: Option<Duration>) -> Self {
         let now = unix_now();
         let named = expiry(now, response.expires_in(), response.access_token().secret());
         let assumed = assumed.filter(|_| named.is_none());
@@ -270,7 +279,7 @@ fn only_the_id_token_unreadable(body: &[u8]) -> bool {
         return false;
     };
     response.remove("id_token").is_some()
-        && serde_json::from_value::<CoreTokenResponse>(Value::Object(response)).is_ok()
+        && serde_json::from_value::<LenientTokenResponse>(Value::Object(response)).is_ok()
 }
 
 /// Why the ID token of a token response (`body`) could not be read, naming the required claims
@@ -377,7 +386,7 @@ mod tests {
         );
     }
 
-    fn response(json: &str) -> CoreTokenResponse {
+    fn response(json: &str) -> LenientTokenResponse {
         serde_json::from_str(json).unwrap()
     }
 

@@ -15,6 +15,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use super::discovery::{Client, Discovered};
+use super::issuer::IssuerRule;
 use super::signing_algs;
 use super::{OidcError, Provider};
 
@@ -52,24 +53,25 @@ impl Provider {
         let secret = self.settings.client_secret.expose_secret();
         let client_id = &self.settings.client_id;
         let configured = self.settings.id_token_alg.as_ref().map(|alg| &alg.0);
-        let verify = |client: &Client| {
+        let verify = |discovered: &Discovered| {
             verify_with(
-                client,
+                &discovered.client,
                 Expected {
                     client_id,
                     client_secret: secret,
                     alg: configured,
+                    issuers: self.issuer_rule(Some(discovered)),
                 },
                 id_token,
                 access_token,
                 nonce_check.clone(),
             )
         };
-        match verify(&discovered.client) {
+        match verify(&discovered) {
             Err(VerifyFailure::Signature(_)) => {
                 // New kid, or a rotated key published under the old kid or none: fetch again.
                 let fresh = self.rediscover(Some(&discovered)).await?;
-                verify(&fresh.client).map_err(VerifyFailure::into_error)
+                verify(&fresh).map_err(VerifyFailure::into_error)
             }
             other => other.map_err(VerifyFailure::into_error),
         }
@@ -103,6 +105,9 @@ struct Expected<'a> {
     client_secret: &'a str,
     /// `oidc.id_token_signed_response_alg`: the only algorithm accepted when set.
     alg: Option<&'a CoreJwsSigningAlgorithm>,
+    /// Which `iss` values are the provider's (the library's exact match cannot take aliases
+    /// or a tenant template, so it is switched off and this rule decides).
+    issuers: IssuerRule<'a>,
 }
 
 /// Checks the ID token (OIDC Core §3.1.3.7: algorithm, signature, `iss`, `aud`, `azp`, `exp`,
@@ -122,8 +127,9 @@ where
         client_id,
         client_secret,
         alg: configured,
+        issuers,
     } = expected;
-    let mut verifier = client.id_token_verifier();
+    let mut verifier = client.id_token_verifier().require_issuer_match(false);
     if let Some(configured) = configured {
         // §3.1.3.7 step 7: the algorithm registered as id_token_signed_response_alg. Refused
         // as invalid, not as a signature failure: no new key would make it acceptable.
@@ -178,8 +184,12 @@ where
             ));
         }
     }
-    jwt_payload(&id_token.to_string())
-        .ok_or_else(|| VerifyFailure::Invalid("ID token payload is not a JSON object".into()))
+    let payload = jwt_payload(&id_token.to_string())
+        .ok_or_else(|| VerifyFailure::Invalid("ID token payload is not a JSON object".into()))?;
+    issuers
+        .accept(&payload)
+        .map_err(|why| VerifyFailure::Invalid(format!("ID token issuer: {why}")))?;
+    Ok(payload)
 }
 
 /// HMAC signatures of the wrong length make the underlying crypto panic; refuse them first.
@@ -228,7 +238,6 @@ mod tests {
     use crate::clock::unix_now;
     use crate::oidc::metadata::ProviderMetadata;
     use hmac::{Hmac, Mac};
-    use openidconnect::core::CoreClient;
     use openidconnect::{ClientId, ClientSecret};
     use sha2::{Digest, Sha256};
 
@@ -249,7 +258,7 @@ mod tests {
         }))
         .unwrap();
         let token_uri = metadata.token_endpoint().cloned().unwrap();
-        CoreClient::from_provider_metadata(
+        openidconnect::Client::from_provider_metadata(
             metadata,
             ClientId::new("vestibule".into()),
             Some(ClientSecret::new(SECRET.into())),
@@ -297,10 +306,31 @@ mod tests {
         access: &str,
         alg: Option<&CoreJwsSigningAlgorithm>,
     ) -> Result<Map<String, Value>, VerifyFailure> {
+        check_issued(
+            token,
+            access,
+            alg,
+            IssuerRule {
+                issuer: ISSUER,
+                aliases: &[],
+                allowed_tenants: &[],
+                template: None,
+            },
+        )
+    }
+
+    /// Like [`check_configured`], under the issuer rule `issuers`.
+    fn check_issued(
+        token: &CoreIdToken,
+        access: &str,
+        alg: Option<&CoreJwsSigningAlgorithm>,
+        issuers: IssuerRule<'_>,
+    ) -> Result<Map<String, Value>, VerifyFailure> {
         let expected = Expected {
             client_id: "vestibule",
             client_secret: SECRET,
             alg,
+            issuers,
         };
         verify_with(
             &hs256_client(),
@@ -327,6 +357,54 @@ mod tests {
             ),
             Err(VerifyFailure::Invalid(reason)) if reason.contains("signed with HS256, not RS256")
         ));
+    }
+
+    #[test]
+    fn the_issuer_rule_decides_iss_aliases_and_tenants_included() {
+        use crate::oidc::issuer::IssuerTemplate;
+        let aliases = vec!["https://alias.example".to_owned()];
+        let tenants = vec!["t-1".to_owned()];
+        let template = IssuerTemplate::parse("https://op.example/{tenantid}/v2.0").unwrap();
+        let rule = IssuerRule {
+            issuer: ISSUER,
+            aliases: &aliases,
+            allowed_tenants: &tenants,
+            template: Some(&template),
+        };
+        let verdict = |extra: serde_json::Value, rule: IssuerRule<'_>| {
+            check_issued(&mint(claims(extra)), "at-1", None, rule)
+        };
+        for accepted in [
+            serde_json::json!({}),
+            serde_json::json!({ "iss": "https://alias.example" }),
+            serde_json::json!({ "iss": "https://op.example/t-1/v2.0", "tid": "t-1" }),
+        ] {
+            assert!(verdict(accepted.clone(), rule).is_ok(), "{accepted}");
+        }
+        for refused in [
+            serde_json::json!({ "iss": "https://op.example/t-2/v2.0", "tid": "t-2" }),
+            serde_json::json!({ "iss": "https://op.example/t-1/v2.0" }),
+            serde_json::json!({ "iss": "https://op.example/t-1/v2.0", "tid": "t-2" }),
+        ] {
+            assert!(
+                matches!(
+                    verdict(refused.clone(), rule),
+                    Err(VerifyFailure::Invalid(reason)) if reason.starts_with("ID token issuer")
+                ),
+                "{refused}"
+            );
+        }
+        let without_aliases = IssuerRule {
+            aliases: &[],
+            ..rule
+        };
+        assert!(
+            verdict(
+                serde_json::json!({ "iss": "https://alias.example" }),
+                without_aliases
+            )
+            .is_err()
+        );
     }
 
     #[test]

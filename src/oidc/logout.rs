@@ -115,9 +115,12 @@ impl Provider {
             .filter(|origin| origin != "null")
     }
 
-    /// Whether `iss` names this client's issuer exactly.
+    /// Whether `iss` names this client's issuer: the configured one, an alias
+    /// (`oidc.issuer_aliases`), or a tenant's under the discovered template for a tenant in
+    /// `oidc.allowed_tenants`.
     pub fn is_issuer(&self, iss: &str) -> bool {
-        iss == self.settings.issuer
+        let discovered = self.discovered.load_full();
+        self.issuer_rule(discovered.as_deref()).accepts_iss(iss)
     }
 
     /// Revokes a refresh token (RFC 7009) when the provider supports it; best effort (failures

@@ -15,7 +15,8 @@ use openidconnect::{JsonWebKey, JwsSigningAlgorithm};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
-use super::discovery::Unsolicited;
+use super::discovery::{Discovered, Unsolicited};
+use super::issuer::IssuerRule;
 use super::jws::{CompactJws, JwsError, signed_by_provider_keys};
 use super::{OidcError, Provider};
 use crate::clock::unix_now;
@@ -113,8 +114,8 @@ pub enum LogoutCheckError {
 
 /// What a token is checked against.
 pub(super) struct Expectations<'a> {
-    /// The configured issuer.
-    pub issuer: &'a str,
+    /// Which `iss` values are the provider's (configured, aliases, an allowed tenant's).
+    pub issuers: IssuerRule<'a>,
     /// Our client id.
     pub client_id: &'a str,
     /// Our client secret (the key of HS-signed tokens).
@@ -145,17 +146,21 @@ impl Provider {
             // client secret.
             allowed = self.provider_asymmetric_algs().await?;
         }
-        let expect = self.expectations(&allowed, unix_now());
+        let now = unix_now();
+        let known = self.discovered.load_full();
+        let expect = self.expectations(&allowed, now, known.as_deref());
         let screened = screen(token, &expect)?;
         if screened.jws.alg.uses_shared_secret() {
             // Keyed with the client secret: no key of the provider's is involved.
             return Ok(screened.verify(&CoreJsonWebKeySet::new(Vec::new()), &expect)?);
         }
         let discovered = self.current_unsolicited().await?;
+        let expect = self.expectations(&allowed, now, Some(&discovered));
         match screened.verify(&discovered.jwks, &expect) {
             Err(LogoutTokenError::Signature) => {
                 match self.rediscover_unsolicited(&discovered).await? {
-                    Unsolicited::Newer(fresh) => Ok(screened.verify(&fresh.jwks, &expect)?),
+                    Unsolicited::Newer(fresh) => Ok(screened
+                        .verify(&fresh.jwks, &self.expectations(&allowed, now, Some(&fresh)))?),
                     // The keys are as fresh as they may be: no key of the provider signed it.
                     Unsolicited::Current => Err(LogoutTokenError::Signature.into()),
                 }
@@ -173,14 +178,16 @@ impl Provider {
             .clone())
     }
 
-    /// What a logout token must match, under the algorithms `allowed`.
+    /// What a logout token must match, under the algorithms `allowed` and the issuer rule of
+    /// `discovered` (its tenant template, if any).
     fn expectations<'a>(
         &'a self,
         allowed: &'a [CoreJwsSigningAlgorithm],
         now: u64,
+        discovered: Option<&'a Discovered>,
     ) -> Expectations<'a> {
         Expectations {
-            issuer: &self.settings.issuer,
+            issuers: self.issuer_rule(discovered),
             client_id: &self.settings.client_id,
             client_secret: self.settings.client_secret.expose_secret(),
             allowed_algs: allowed,
@@ -244,7 +251,7 @@ fn check_claims(
     claims: &Map<String, Value>,
     expect: &Expectations<'_>,
 ) -> Result<LogoutRequest, LogoutTokenError> {
-    if claims.get("iss").and_then(Value::as_str) != Some(expect.issuer) {
+    if expect.issuers.accept(claims).is_err() {
         return Err(LogoutTokenError::Issuer);
     }
     let audience_is_ours = match claims.get("aud") {
@@ -363,7 +370,12 @@ mod tests {
 
     fn expect() -> Expectations<'static> {
         Expectations {
-            issuer: ISSUER,
+            issuers: IssuerRule {
+                issuer: ISSUER,
+                aliases: &[],
+                allowed_tenants: &[],
+                template: None,
+            },
             client_id: CLIENT,
             client_secret: SECRET,
             allowed_algs: ALGS,
@@ -456,6 +468,49 @@ mod tests {
             SECRET,
         );
         assert!(check(&no_keys(), &expect(), &long_typ).is_ok());
+    }
+
+    #[test]
+    fn an_alias_or_an_allowed_tenant_is_the_issuer_too() {
+        use crate::oidc::issuer::IssuerTemplate;
+        let aliases = vec!["op.example".to_owned()];
+        let tenants = vec!["t-1".to_owned()];
+        let template = IssuerTemplate::parse("https://op.example/{tenantid}/v2.0").unwrap();
+        let lenient = Expectations {
+            issuers: IssuerRule {
+                issuer: ISSUER,
+                aliases: &aliases,
+                allowed_tenants: &tenants,
+                template: Some(&template),
+            },
+            ..expect()
+        };
+        let verdict = |extra: Value, expect: &Expectations<'_>| {
+            check(&no_keys(), expect, &mint(&claims(extra)))
+        };
+        for accepted in [
+            serde_json::json!({ "iss": "op.example" }),
+            serde_json::json!({ "iss": "https://op.example/t-1/v2.0", "tid": "t-1" }),
+        ] {
+            assert!(verdict(accepted.clone(), &lenient).is_ok(), "{accepted}");
+        }
+        for refused in [
+            serde_json::json!({ "iss": "https://op.example/t-2/v2.0", "tid": "t-2" }),
+            serde_json::json!({ "iss": "https://op.example/t-1/v2.0" }),
+            serde_json::json!({ "iss": "https://op.example/t-1/v2.0", "tid": "t-2" }),
+        ] {
+            assert!(
+                matches!(
+                    verdict(refused.clone(), &lenient),
+                    Err(LogoutTokenError::Issuer)
+                ),
+                "{refused}"
+            );
+        }
+        assert!(matches!(
+            verdict(serde_json::json!({ "iss": "op.example" }), &expect()),
+            Err(LogoutTokenError::Issuer)
+        ));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
 //! `settings` and `discovery` (with `attempts`, `metadata`, `client_auth`, `back_channel`)
-//! through `authorization` (with `authentication`: what a login asks and its check), `grants`
-//! and `id_token` (with `signing_algs`) and `userinfo` to
+//! through `issuer` (which `iss` values are the provider's), `authorization` (with
+//! `authentication`: what a login asks and its check), `grants` and `id_token` (with
+//! `signing_algs`) and `userinfo` (with `token_response`: the answers read leniently) to
 //! `logout` (with `end_session`: the logout strategies) and `logout_token`; `profile` holds
 //! the providers' defaults as data.
 //!
@@ -19,6 +20,7 @@ mod discovery;
 mod end_session;
 mod grants;
 mod id_token;
+mod issuer;
 mod jws;
 mod logout;
 mod logout_token;
@@ -27,6 +29,7 @@ mod profile;
 mod session_claims;
 mod settings;
 mod signing_algs;
+mod token_response;
 mod userinfo;
 
 use std::time::Duration;

@@ -57,8 +57,14 @@ pub enum UserInfoTokenMethod {
 
 /// Settings the provider client needs.
 pub struct ProviderSettings {
-    /// The configured issuer; discovery must name exactly this one.
+    /// The configured issuer; discovery must name exactly this one, or a tenant template it
+    /// instantiates (see `allowed_tenants`).
     pub issuer: String,
+    /// `oidc.issuer_aliases`: other `iss` values accepted as the configured issuer.
+    pub issuer_aliases: Vec<String>,
+    /// `oidc.allowed_tenants`: the tenants whose tokens are accepted when discovery names a
+    /// multi-tenant issuer template; empty: single-tenant (such a discovery is refused).
+    pub allowed_tenants: Vec<String>,
     /// Where the discovery document is fetched.
     pub discovery_url: Url,
     /// Our client id at the provider.

@@ -115,6 +115,8 @@ mod tests {
     fn provider(configured: Option<&str>) -> Provider {
         Provider::new(ProviderSettings {
             issuer: "https://op.example".into(),
+            issuer_aliases: Vec::new(),
+            allowed_tenants: Vec::new(),
             discovery_url: "https://op.example/.well-known/openid-configuration"
                 .parse()
                 .unwrap(),

@@ -82,7 +82,11 @@ impl Refresher {
         };
         let refreshed = self
             .provider
-            .refresh(&refresh_token.text(), &current.record.sub)
+            .refresh(
+                &refresh_token.text(),
+                &current.record.sub,
+                &tokens.id_token.text(),
+            )
             .await?;
         let learnable = refreshed
             .id_token

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::harness::{Browser, TestApp, unix_now, wait_for, wait_for_the_next_second};
 
 /// Whether the browser's session is still alive at its Vestibule.
-async fn alive(browser: &Browser) -> bool {
+pub(crate) async fn alive(browser: &Browser) -> bool {
     browser.user().await.0 == StatusCode::OK
 }
 

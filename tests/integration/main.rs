@@ -49,5 +49,6 @@ mod shutdown;
 mod step_up;
 mod storage;
 mod suspicious_use;
+mod tenants;
 mod traces;
 mod userinfo;

@@ -361,7 +361,7 @@ async fn alice_with_short_lived_tokens() -> (TestApp, Browser, String) {
 /// After the access token's expiry, the next call's refresh is answered with a broken ID token
 /// (the provider was told so): the call is refused, nothing of that answer reaches an upstream
 /// or UserInfo, no spent refresh token is replayed, and the session has ended.
-async fn assert_the_refresh_ends_the_session_unused(app: &TestApp, browser: &Browser) {
+pub(crate) async fn assert_the_refresh_ends_the_session_unused(app: &TestApp, browser: &Browser) {
     let userinfo_calls = app.provider.stats().await["userinfo"].clone();
     browser.wait_past_access_token_expiry().await;
     let response = browser.api_get("/api/orders/after").await;

@@ -28,7 +28,7 @@ fn json_events(from: usize) -> Vec<Value> {
 }
 
 /// The audit event `name` of the request that answered `response`.
-async fn audit_event_of(from: usize, response: &reqwest::Response, name: &str) -> Value {
+pub(crate) async fn audit_event_of(from: usize, response: &reqwest::Response, name: &str) -> Value {
     let request_id = response.headers()["x-request-id"]
         .to_str()
         .unwrap()

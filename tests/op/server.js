@@ -1370,8 +1370,9 @@ function changedTokenResponse(text) {
   const answer = JSON.parse(text);
   if (answer.error) return text;
   if (tokenResponseChanges.omit_expires_in) delete answer.expires_in;
+  if (EXPIRES_IN_AS_STRING && answer.expires_in !== undefined) answer.expires_in = String(answer.expires_in);
   const drop = tokenResponseChanges.drop_id_token_claims ?? [];
-  const set = tokenResponseChanges.set_id_token_claims ?? {};
+  const set = { ...tenantClaims(), ...idTokenIssuerSpelling(), ...(tokenResponseChanges.set_id_token_claims ?? {}) };
   if (answer.id_token && (drop.length > 0 || Object.keys(set).length > 0)) {
     const [header, payload] = answer.id_token.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url').toString('utf8')));
     for (const claim of drop) delete payload[claim];
@@ -1384,8 +1385,16 @@ function changedTokenResponse(text) {
 // Buffers what oidc-provider writes for a token request and sends the changed answer instead.
 function changeTokenResponse(req, res) {
   if (new URL(req.url, 'http://localhost').pathname !== '/token') return;
-  if (!tokenResponseChanges.omit_expires_in && !(tokenResponseChanges.drop_id_token_claims ?? []).length
+  if (!TENANT && !EXPIRES_IN_AS_STRING && !ID_TOKEN_ISS
+    && !tokenResponseChanges.omit_expires_in
+    && !(tokenResponseChanges.drop_id_token_claims ?? []).length
     && !Object.keys(tokenResponseChanges.set_id_token_claims ?? {}).length) return;
+  rewriteResponse(res, changedTokenResponse);
+}
+
+// Buffers what oidc-provider writes and sends `change(text)` instead (the text unchanged when
+// `change` throws).
+function rewriteResponse(res, change) {
   const chunks = [];
   const { write, end } = res;
   res.write = (chunk) => { chunks.push(Buffer.from(chunk)); return true; };
@@ -1393,14 +1402,73 @@ function changeTokenResponse(req, res) {
     if (chunk && typeof chunk !== 'function') chunks.push(Buffer.from(chunk));
     let text = Buffer.concat(chunks).toString('utf8');
     try {
-      text = changedTokenResponse(text);
+      text = change(text);
     } catch (err) {
-      process.stderr.write(`test-op: token response left unchanged: ${err}\n`);
+      process.stderr.write(`test-op: response left unchanged: ${err}\n`);
     }
     if (!res.headersSent) res.setHeader('content-length', Buffer.byteLength(text));
     res.write = write;
     res.end = end;
     return res.end(text);
+  };
+}
+
+// ---------------------------------------------------------------------------
+// a multi-tenant provider (issue 32: Entra ID discovered through /common or /organizations)
+// ---------------------------------------------------------------------------
+
+// OP_TENANT=<id> makes the provider look like Entra ID discovered through /organizations: the
+// discovery document names as its issuer the template `<issuer>/{tenantid}/v2.0` (and no longer
+// says it sends RFC 9207's `iss`, which authorization responses then leave out, as Entra ID's
+// do), and every ID token from the token endpoint carries `tid` <id> and that tenant's issuer
+// `<issuer>/<id>/v2.0`, signed again with the provider's key. POST /__test/token-response
+// changes apply on top (another `tid` or `iss`). Unset: none of this.
+const TENANT = env.OP_TENANT || undefined;
+
+function tenantClaims() {
+  return TENANT ? { tid: TENANT, iss: `${issuer}/${TENANT}/v2.0` } : {};
+}
+
+function changeDiscovery(req, res) {
+  if (!TENANT || new URL(req.url, 'http://localhost').pathname !== '/.well-known/openid-configuration') return;
+  rewriteResponse(res, (text) => {
+    const document = JSON.parse(text);
+    document.issuer = `${issuer}/{tenantid}/v2.0`;
+    delete document.authorization_response_iss_parameter_supported;
+    return JSON.stringify(document);
+  });
+}
+
+// OP_EXPIRES_IN_AS_STRING=1: every token-endpoint answer (code, refresh, client credentials,
+// exchange grants) sends expires_in as a JSON string ("600"), as Entra ID's v1 and B2C
+// endpoints do (openidconnect-rs#106).
+const EXPIRES_IN_AS_STRING = env.OP_EXPIRES_IN_AS_STRING === '1';
+
+// OP_ID_TOKEN_ISS=<iss>: every ID token from the token endpoint names this `iss` instead of the
+// provider's issuer (signed again with the provider's key), another spelling of the same
+// issuer, as Google's `accounts.google.com` beside `https://accounts.google.com`. The word
+// `schemeless` stands for the provider's issuer without its scheme (`127.0.0.1:<port>`), the
+// very shape of Google's. Discovery still names the provider's own issuer.
+const ID_TOKEN_ISS = env.OP_ID_TOKEN_ISS || undefined;
+
+function idTokenIssuerSpelling() {
+  if (!ID_TOKEN_ISS) return {};
+  return { iss: ID_TOKEN_ISS === 'schemeless' ? issuer.replace(/^[a-z]+:\/\//, '') : ID_TOKEN_ISS };
+}
+
+// The authorization response's redirect to a client, without RFC 9207's `iss`.
+function withoutIssInAuthorizationResponses(res) {
+  if (!TENANT) return;
+  const { setHeader } = res;
+  res.setHeader = function settingHeader(name, value) {
+    let changed = value;
+    if (String(name).toLowerCase() === 'location' && typeof value === 'string'
+      && REDIRECT_URIS.some((uri) => value.startsWith(uri))) {
+      const url = new URL(value);
+      url.searchParams.delete('iss');
+      changed = url.toString();
+    }
+    return setHeader.call(this, name, changed);
   };
 }
 
@@ -1545,6 +1613,8 @@ const server = http.createServer((req, res) => {
   recordUserinfoTransport(req).then(() => strictClientAuth(req, res)).then((proceed) => {
     if (!proceed) return;
     changeTokenResponse(req, res);
+    changeDiscovery(req, res);
+    withoutIssInAuthorizationResponses(res);
     recordIssuedJwts(req, res);
     const grantType = tokenRequestGrantType(req);
     const switched = grantErrors.get(grantType)?.shift();

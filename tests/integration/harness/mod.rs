@@ -135,6 +135,7 @@ pub struct TestAppBuilder {
     external_redis: Option<String>,
     session_toml: String,
     oidc_toml: String,
+    issuer_path: String,
 }
 
 /// Everything a scenario talks to.
@@ -171,6 +172,7 @@ impl TestApp {
             external_redis: None,
             session_toml: String::new(),
             oidc_toml: String::new(),
+            issuer_path: String::new(),
         }
     }
 
@@ -279,6 +281,14 @@ impl TestAppBuilder {
     /// More `[oidc]` settings (TOML lines).
     pub fn oidc_toml(mut self, toml: &str) -> Self {
         self.oidc_toml.push_str(toml);
+        self
+    }
+
+    /// Configures `oidc.issuer` as the provider's issuer + `path` (discovery still at the
+    /// provider's own well-known URL): the URL one discovers a multi-tenant provider through,
+    /// e.g. `/organizations/v2.0` (see [`ProviderOptions::tenant`]).
+    pub fn issuer_path(mut self, path: &str) -> Self {
+        self.issuer_path = path.to_owned();
         self
     }
 
@@ -411,8 +421,8 @@ listen = "127.0.0.1:{port}"
 public_url = "{public_url}"
 
 [oidc]
-issuer = "{issuer}"
-client_id = "{client_id}"
+issuer = "{issuer}{issuer_path}"
+{discovery}client_id = "{client_id}"
 client_secret = "{client_secret}"
 refresh_skew_secs = {skew}
 {oidc}
@@ -430,6 +440,15 @@ timeout_secs = 2
 {extra}
 "#,
             issuer = provider.issuer,
+            issuer_path = self.issuer_path,
+            discovery = if self.issuer_path.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "discovery_url = \"{}/.well-known/openid-configuration\"\n",
+                    provider.issuer
+                )
+            },
             client_id = provider::client_id(),
             client_secret = provider::client_secret(),
             skew = self.refresh_skew_secs,

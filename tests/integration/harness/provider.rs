@@ -58,6 +58,17 @@ pub struct ProviderOptions {
     /// Issue a refresh token from every code grant, `offline_access` or not (as Google does
     /// for `access_type=offline`); `false`: stock oidc-provider, only with `offline_access`.
     pub always_issue_refresh_token: bool,
+    /// A tenant id: the provider acts as a multi-tenant one (Entra ID's `/organizations`):
+    /// discovery names the issuer template `<issuer>/{tenantid}/v2.0` and ID tokens carry this
+    /// `tid` and its issuer (`OP_TENANT`). `None`: a provider with one issuer.
+    pub tenant: Option<&'static str>,
+    /// Whether every token-endpoint answer sends `expires_in` as a JSON string (`"600"`), as
+    /// Entra ID's v1 and B2C endpoints do (`OP_EXPIRES_IN_AS_STRING`).
+    pub expires_in_as_string: bool,
+    /// Another spelling of the issuer that every ID token from the token endpoint names as
+    /// `iss` (`OP_ID_TOKEN_ISS`; `"schemeless"`: the issuer without `http://`, the shape of
+    /// Google's `accounts.google.com`). `None`: the provider's own issuer.
+    pub id_token_iss: Option<&'static str>,
 }
 
 impl Default for ProviderOptions {
@@ -80,6 +91,9 @@ impl Default for ProviderOptions {
             legacy_logout: false,
             login_hint_claim: false,
             always_issue_refresh_token: false,
+            tenant: None,
+            expires_in_as_string: false,
+            id_token_iss: None,
         }
     }
 }
@@ -209,6 +223,15 @@ impl TestProvider {
             if let Some(ttl) = ttl {
                 command.env(name, ttl.to_string());
             }
+        }
+        if let Some(tenant) = options.tenant {
+            command.env("OP_TENANT", tenant);
+        }
+        if options.expires_in_as_string {
+            command.env("OP_EXPIRES_IN_AS_STRING", "1");
+        }
+        if let Some(iss) = options.id_token_iss {
+            command.env("OP_ID_TOKEN_ISS", iss);
         }
         if let Some(keys) = &options.keys_file {
             command.env("OP_KEYS_FILE", keys);
