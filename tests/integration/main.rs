@@ -36,6 +36,7 @@ mod operator;
 mod profiles;
 mod provider_grants;
 mod provider_matrix;
+mod provider_simulations;
 mod provider_tls;
 mod proxy;
 mod realtime;

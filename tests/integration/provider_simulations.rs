@@ -1,0 +1,267 @@
+//! Each provider profile end to end against the test provider behaving as that provider
+//! documents: login, transparent refresh (twice, so a rotated refresh token must have been
+//! kept), back-channel logout where the provider offers it, and logout by the profile's own
+//! strategy with the refresh token revoked. These are the "tested (simulated)" cells of the
+//! provider matrix (`tests/provider_matrix.toml`); they are simulations of documented
+//! behaviour, not live tenants.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use url::Url;
+
+use crate::harness::{ProviderOptions, TestApp, wait_for};
+
+/// Where the profile's logout sends the browser.
+#[derive(Debug, Clone, Copy)]
+enum Logout {
+    /// The discovered `end_session_endpoint`, with a `state` that comes back.
+    RpInitiated,
+    /// The discovered `end_session_endpoint` with this `logout_hint` (Entra ID). The round trip
+    /// is not taken: oidc-provider checks `id_token_hint` against its one issuer, and a
+    /// tenant's ID token names the tenant's issuer (Entra ID itself accepts it).
+    RpInitiatedWithHint(&'static str),
+    /// The provider's own logout URL at this path, without a `state`.
+    Template(&'static str),
+    /// Nowhere: the session ends at Vestibule only.
+    Local,
+}
+
+/// One provider as its profile meets it.
+struct Simulation {
+    profile: &'static str,
+    /// How the test provider is told to behave like this one.
+    provider: fn(&mut ProviderOptions),
+    /// More `[oidc]` lines than `provider = "<profile>"`.
+    oidc: &'static str,
+    /// The path the test provider is discovered at (multi-tenant: `/organizations/v2.0`).
+    issuer_path: &'static str,
+    logout: Logout,
+    /// Whether the provider offers back-channel logout (Entra ID, Google, Cognito and Okta do
+    /// not: their sessions end with the idle or absolute timeout, or by front-channel logout).
+    back_channel: bool,
+}
+
+/// Runs `simulation`'s journey: login, two refreshes, back-channel logout where offered, then
+/// the profile's logout with revocation.
+async fn journey(simulation: Simulation) {
+    let profile = simulation.profile;
+    let mut builder = TestApp::builder()
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .provider_options(simulation.provider)
+        .oidc_toml(&format!("provider = \"{profile}\"\n{}", simulation.oidc));
+    if !simulation.issuer_path.is_empty() {
+        builder = builder.issuer_path(simulation.issuer_path);
+    }
+    let app = builder.start().await;
+
+    // Login, and the first call carries the login's token.
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (status, user) = browser.user().await;
+    assert_eq!(status, StatusCode::OK, "{profile}: {user}");
+    assert_eq!(user["claims"]["sub"], "alice", "{profile}: {user}");
+    assert_eq!(
+        browser.api_get("/api/orders/first").await.status(),
+        StatusCode::OK,
+        "{profile}"
+    );
+
+    // Two expiries, two refresh grants: the second works only when the refresh token the
+    // first answered (rotated, where the provider rotates) was kept.
+    for round in 1..=2u64 {
+        browser.wait_past_access_token_expiry().await;
+        assert_eq!(
+            browser.api_get("/api/orders/after").await.status(),
+            StatusCode::OK,
+            "{profile}: the call after expiry {round}"
+        );
+        assert_eq!(app.provider.refresh_grants().await, round, "{profile}");
+    }
+    let stats = app.provider.stats().await;
+    assert_eq!(stats["refresh_token_errors"], 0, "{profile}: {stats}");
+    let seen = app.upstream.seen();
+    assert!(
+        seen.iter().all(|request| request.token_active),
+        "{profile}: the upstream accepted every token"
+    );
+
+    // A provider-side end of bob's session reaches Vestibule over the back channel.
+    if simulation.back_channel {
+        let bob = app.browser();
+        bob.login("bob").await;
+        let (_, notified) = app.provider.end_sessions_of("bob").await;
+        assert!(notified >= 1, "{profile}: a logout token was delivered");
+        wait_for(
+            "bob's session to end by back-channel logout",
+            Duration::from_secs(5),
+            || async { (bob.user().await.0 == StatusCode::UNAUTHORIZED).then_some(()) },
+        )
+        .await;
+    }
+
+    // Logout by the profile's strategy; the refresh token is revoked either way.
+    let revoked_before = app.provider.stats().await["revocations"].as_u64().unwrap();
+    let (status, body) = browser.logout().await;
+    assert_eq!(status, StatusCode::OK, "{profile}: {body}");
+    let logout_url = body["end_session_url"]
+        .as_str()
+        .map(|url| Url::parse(url).unwrap());
+    let callback = format!("{}/api/auth/logout-callback", app.url);
+    match (simulation.logout, logout_url) {
+        (Logout::Local, url) => assert_eq!(url, None, "{profile}: a local logout"),
+        (Logout::RpInitiated, Some(url)) => {
+            let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+            assert_eq!(query["post_logout_redirect_uri"], callback, "{profile}");
+            assert!(query.contains_key("state"), "{profile}: {url}");
+            let back = browser.end_session_at_provider(url.as_str()).await;
+            assert_eq!(back.path(), "/api/auth/logout-callback", "{profile}");
+            let landing = browser.get(back.as_str()).await;
+            assert_eq!(landing.status(), StatusCode::SEE_OTHER, "{profile}");
+            assert_eq!(
+                app.provider.stats().await["end_session_success"],
+                1,
+                "{profile}"
+            );
+        }
+        (Logout::RpInitiatedWithHint(hint), Some(url)) => {
+            let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+            assert_eq!(url.path(), "/session/end", "{profile}: {url}");
+            assert_eq!(query["post_logout_redirect_uri"], callback, "{profile}");
+            assert!(query.contains_key("state"), "{profile}: {url}");
+            assert!(query.contains_key("id_token_hint"), "{profile}: {url}");
+            assert_eq!(query["logout_hint"], hint, "{profile}");
+        }
+        (Logout::Template(path), Some(url)) => {
+            assert_eq!(url.path(), path, "{profile}: {url}");
+            assert!(!url.query_pairs().any(|(name, _)| name == "state"), "{url}");
+            let back = browser.end_session_at_provider(url.as_str()).await;
+            assert_eq!(back.as_str(), callback, "{profile}");
+            assert_eq!(app.provider.legacy_logouts().await.len(), 1, "{profile}");
+            let landing = browser.get(back.as_str()).await;
+            assert_eq!(landing.status(), StatusCode::SEE_OTHER, "{profile}");
+        }
+        (expected, url) => panic!("{profile}: expected {expected:?}, got {url:?}"),
+    }
+    assert_eq!(
+        browser.user().await.0,
+        StatusCode::UNAUTHORIZED,
+        "{profile}"
+    );
+    wait_for(
+        "the refresh token's revocation",
+        Duration::from_secs(5),
+        || async {
+            let revoked = app.provider.stats().await["revocations"].as_u64().unwrap();
+            (revoked > revoked_before).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn entra_simulation_multi_tenant_string_expires_in_logout_hint() {
+    journey(Simulation {
+        profile: "entra",
+        provider: |options| {
+            options.tenant = Some("tenant-a");
+            options.expires_in_as_string = true;
+            options.login_hint_claim = true;
+        },
+        oidc: "allowed_tenants = [\"tenant-a\"]\n",
+        issuer_path: "/organizations/v2.0",
+        logout: Logout::RpInitiatedWithHint("hint-for-alice"),
+        back_channel: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auth0_simulation_without_end_session_logs_out_at_v2_logout() {
+    journey(Simulation {
+        profile: "auth0",
+        provider: |options| {
+            options.hide_end_session = true;
+            options.legacy_logout = true;
+        },
+        oidc: "",
+        issuer_path: "",
+        logout: Logout::Template("/v2/logout"),
+        back_channel: true,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn google_simulation_refreshes_without_rotation_and_logs_out_locally() {
+    journey(Simulation {
+        profile: "google",
+        provider: |options| {
+            options.hide_end_session = true;
+            options.always_issue_refresh_token = true;
+            options.rotate_refresh_tokens = false;
+        },
+        oidc: "",
+        issuer_path: "",
+        logout: Logout::Local,
+        back_channel: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cognito_simulation_with_rotation_logs_out_at_its_logout_endpoint() {
+    journey(Simulation {
+        profile: "cognito",
+        provider: |options| {
+            options.legacy_logout = true;
+            // Cognito's refresh tokens come without offline_access.
+            options.always_issue_refresh_token = true;
+        },
+        oidc: "",
+        issuer_path: "",
+        logout: Logout::Template("/logout"),
+        back_channel: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn okta_simulation_custom_server_rotation_rp_initiated_logout() {
+    journey(Simulation {
+        profile: "okta",
+        provider: |_| {},
+        oidc: "",
+        issuer_path: "",
+        logout: Logout::RpInitiated,
+        back_channel: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn zitadel_simulation_rotation_back_channel_and_rp_initiated_logout() {
+    journey(Simulation {
+        profile: "zitadel",
+        provider: |_| {},
+        oidc: "",
+        issuer_path: "",
+        logout: Logout::RpInitiated,
+        back_channel: true,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn authentik_simulation_rotation_back_channel_and_rp_initiated_logout() {
+    journey(Simulation {
+        profile: "authentik",
+        provider: |_| {},
+        oidc: "",
+        issuer_path: "",
+        logout: Logout::RpInitiated,
+        back_channel: true,
+    })
+    .await;
+}
