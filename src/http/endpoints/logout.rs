@@ -28,7 +28,8 @@ pub struct ProviderLogout {
 }
 
 /// The provider's end-session URL for `record`, a session that just ended, with a fresh
-/// `state`; `None` when the provider has no end-session endpoint.
+/// `state`, at the provider the session logged in at; `None` when that provider has no
+/// end-session endpoint (or is no longer configured).
 pub(super) async fn provider_logout(
     state: &AppState,
     record: &SessionRecord,
@@ -37,8 +38,10 @@ pub(super) async fn provider_logout(
     let mut post_logout = state.public_url.clone();
     post_logout.set_path(LOGOUT_CALLBACK_PATH);
     post_logout.set_query(None);
+    // The session's own provider ends its provider session.
     let url = state
-        .provider
+        .providers
+        .by_key(record.provider.as_deref())?
         .end_session_url(
             &record.tokens.id_token.text(),
             &post_logout,
