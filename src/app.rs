@@ -27,7 +27,7 @@ use crate::http::server::trace_context::TraceContextTrust;
 use crate::http::suspicious_use::SuspiciousUsePolicy;
 use crate::http::websocket_limit::WebSocketLimit;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
-use crate::oidc::{Provider, ProviderSettings};
+use crate::oidc::{Provider, ProviderSettings, Providers};
 use crate::refresh::Refresher;
 use crate::routes::RouteTable;
 use crate::session::crypto::purpose_key;
@@ -144,7 +144,8 @@ fn assertion_signer(
     signer
 }
 
-/// The provider client `oidc` describes.
+/// The provider client `oidc` describes (every provider is built here, `[oidc]` or one of
+/// `[[providers]]`).
 pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Result<Provider> {
     tracing::info!(
         profile = oidc.provider.profile.name,
@@ -152,6 +153,9 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         oidc.provider.describe()
     );
     Ok(Provider::new(ProviderSettings {
+        id: oidc.id,
+        name: oidc.name,
+        refresh_skew: oidc.refresh_skew,
         issuer: oidc.issuer,
         issuer_aliases: oidc.issuer_aliases,
         allowed_tenants: oidc.allowed_tenants,
@@ -174,6 +178,36 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         logout_url: oidc.logout_url,
         logout_hint_claim: oidc.logout_hint_claim,
     })?)
+}
+
+/// The registry of `first` and `others`, each built by [`provider_for`].
+pub fn providers_for(
+    first: OidcSettings,
+    others: Vec<OidcSettings>,
+    redirect_uri: &url::Url,
+) -> anyhow::Result<Providers> {
+    let others = others
+        .into_iter()
+        .map(|oidc| provider_for(oidc, redirect_uri.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Providers::new(
+        provider_for(first, redirect_uri.clone())?,
+        others,
+    ))
+}
+
+/// Discovers every provider at start-up; one that is down is retried when a request needs it.
+async fn discover_each(providers: &Providers) {
+    let attempts = providers.iter().map(|provider| async move {
+        if let Err(error) = provider.discover().await {
+            tracing::warn!(
+                provider = provider.id(),
+                error = %error,
+                "provider discovery failed; retrying when a request needs it (backing off while it fails)"
+            );
+        }
+    });
+    futures_util::future::join_all(attempts).await;
 }
 
 /// A bound, ready-to-serve Vestibule.
@@ -203,6 +237,7 @@ impl Application {
             listen,
             public_url,
             oidc,
+            other_providers,
             session,
             routes,
             frontend,
@@ -220,18 +255,15 @@ impl Application {
         let suspicious_use = SuspiciousUsePolicy::new(session.suspicious_use, audit.clone());
         let sessions = sessions_in(store, session).with_held_credentials(held_credentials(&routes));
         let sessions = Arc::new(sessions);
-        let refresh_skew = oidc.refresh_skew;
-        let provider = Arc::new(provider_for(oidc, redirect_uri)?);
-        if let Err(error) = provider.discover().await {
-            tracing::warn!(error = %error, "provider discovery failed; retrying when a request needs it (backing off while it fails)");
-        }
+        let providers = Arc::new(providers_for(oidc, other_providers, &redirect_uri)?);
+        discover_each(&providers).await;
         let frontend = FrontendService::new(frontend, &routes);
         // Whose forwarded client address, request id and trace context are believed.
         let trusted_proxies = TrustedProxies::new(server.trusted_proxies.clone());
-        let ending = SessionEnding::new(sessions.clone(), provider.clone(), audit.clone());
+        let ending = SessionEnding::new(sessions.clone(), providers.clone(), audit.clone());
         let logins = Logins::new(
             sessions.clone(),
-            provider.clone(),
+            providers.clone(),
             ending.clone(),
             audit.clone(),
             PendingLimits {
@@ -249,12 +281,11 @@ impl Application {
             public_url,
             refresher: Arc::new(Refresher::new(
                 sessions.clone(),
-                provider.clone(),
-                refresh_skew.as_secs(),
+                providers.clone(),
                 audit.clone(),
             )),
             sessions,
-            provider,
+            providers,
             routes: Arc::new(RouteTable::new(routes)),
             cookies: CookiePolicy::new(https),
             frontend,

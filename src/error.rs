@@ -36,6 +36,9 @@ pub enum AppError {
     /// The client sent something we cannot serve.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A login named a provider id that is not configured (`?provider=ID`).
+    #[error("the login names an unknown provider")]
+    UnknownProvider,
     /// No such endpoint or route.
     #[error("not found")]
     NotFound,
@@ -171,6 +174,7 @@ impl AppError {
             } => StatusCode::FORBIDDEN,
             AppError::Credential { .. } => StatusCode::BAD_GATEWAY,
             AppError::BadRequest(_)
+            | AppError::UnknownProvider
             | AppError::Login(_)
             | AppError::LogoutTokenRejected(_)
             | AppError::LogoutNotConfirmed => StatusCode::BAD_REQUEST,
@@ -204,6 +208,7 @@ impl AppError {
             } => "credential_refused",
             AppError::Credential { .. } => "credential_unavailable",
             AppError::BadRequest(_) => "bad_request",
+            AppError::UnknownProvider => "unknown_provider",
             AppError::NotFound => "not_found",
             AppError::Login(_) => "login_failed",
             AppError::Store(StoreError::Conflict(_)) => "conflict",
@@ -321,6 +326,9 @@ impl IntoResponse for PageError {
                 ("Login failed", "Try logging in again", LOGIN_URL)
             }
             AppError::Unauthenticated => ("Not logged in", "Log in", LOGIN_URL),
+            AppError::UnknownProvider => {
+                ("Unknown sign-in provider", "Choose a provider", LOGIN_URL)
+            }
             AppError::LogoutNotConfirmed => ("Logout not confirmed", "Log in", LOGIN_URL),
             _ => ("Something went wrong", "Log in", LOGIN_URL),
         };

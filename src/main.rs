@@ -48,12 +48,18 @@ enum SessionsAction {
         /// Also count this subject's sessions.
         #[arg(long)]
         sub: Option<String>,
+        /// The provider whose subject --sub names (its id; default: the first provider).
+        #[arg(long)]
+        provider: Option<String>,
     },
     /// End every session of a subject and revoke their refresh tokens; prints a JSON report.
     Revoke {
         /// The subject (the ID token's `sub`) whose sessions end.
         #[arg(long)]
         sub: String,
+        /// The provider whose subject --sub names (its id; default: the first provider).
+        #[arg(long)]
+        provider: Option<String>,
     },
 }
 
@@ -117,8 +123,8 @@ fn main() -> ExitCode {
     };
     if let Some(Command::Sessions(action)) = cli.command {
         let command = match action {
-            SessionsAction::Count { sub } => SessionsCommand::Count { sub },
-            SessionsAction::Revoke { sub } => SessionsCommand::Revoke { sub },
+            SessionsAction::Count { sub, provider } => SessionsCommand::Count { sub, provider },
+            SessionsAction::Revoke { sub, provider } => SessionsCommand::Revoke { sub, provider },
         };
         return match runtime.block_on(operator::run(settings, command)) {
             Ok(report) => {

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use crate::app::{audit_trail, open_store, provider_for, sessions_in};
+use crate::app::{audit_trail, open_store, providers_for, sessions_in};
 use crate::audit::{AuditEvent, Details};
 use crate::config::Settings;
 
@@ -20,11 +20,15 @@ pub enum SessionsCommand {
     Count {
         /// The subject to count, too.
         sub: Option<String>,
+        /// The id of the provider `sub` is a subject of; `None`: the first provider.
+        provider: Option<String>,
     },
     /// End every session of `sub` and revoke their refresh tokens.
     Revoke {
         /// The subject whose sessions end.
         sub: String,
+        /// The id of the provider `sub` is a subject of; `None`: the first provider.
+        provider: Option<String>,
     },
 }
 
@@ -38,25 +42,41 @@ pub async fn run(settings: Settings, command: SessionsCommand) -> anyhow::Result
     let redirect_uri = settings.redirect_uri();
     let Settings {
         oidc,
+        other_providers,
         session,
         audit,
         ..
     } = settings;
+    let providers = providers_for(oidc, other_providers, &redirect_uri)?;
+    let wanted = match &command {
+        SessionsCommand::Count { provider, .. } | SessionsCommand::Revoke { provider, .. } => {
+            provider.as_deref()
+        }
+    };
+    let provider = match wanted {
+        None => providers.first().clone(),
+        Some(id) => providers
+            .by_id(id)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("--provider {id}: no provider has this id"))?,
+    };
+    // A subject is one provider's: the indexes file each provider's users apart.
+    let key = providers.key_of(&provider);
+    let user = |sub: &str| crate::session::scoped_identifier(key.as_deref(), sub).into_owned();
     let audit = audit_trail(audit, &session.keys);
     let store = open_store(&session, false).await?;
     let sessions = sessions_in(store, session);
     match command {
-        SessionsCommand::Count { sub } => {
+        SessionsCommand::Count { sub, .. } => {
             let mut report = json!({ "live_sessions": sessions.count_live().await? });
             if let Some(sub) = sub {
                 report["sub"] = json!(sub);
-                report["sessions_of_sub"] = json!(sessions.count_of(&sub).await?);
+                report["sessions_of_sub"] = json!(sessions.count_of(&user(&sub)).await?);
             }
             Ok(report)
         }
-        SessionsCommand::Revoke { sub } => {
-            let ended = sessions.end_all_of(&sub).await?;
-            let provider = provider_for(oidc, redirect_uri)?;
+        SessionsCommand::Revoke { sub, .. } => {
+            let ended = sessions.end_all_of(&user(&sub)).await?;
             let mut revoked = 0;
             for token in &ended.refresh_tokens {
                 revoked += usize::from(provider.revoke_refresh_token(token.text()).await);

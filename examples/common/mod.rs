@@ -21,6 +21,7 @@ pub fn record(sub: String, tokens: TokenSet, now: u64) -> SessionRecord {
         handle: vestibule::random::url_safe_id(),
         origin_network: "203.0.113.0/24".into(),
         origin_browser: "Firefox".into(),
+        provider: None,
     }
 }
 

@@ -20,8 +20,13 @@ pub struct FileSettings {
     pub listen: SocketAddr,
     /// The origin the browser uses; the redirect URI is derived from it.
     pub public_url: Url,
-    /// The OpenID Provider and this client's registration.
-    pub oidc: OidcSection,
+    /// The OpenID Provider and this client's registration (one provider); absent when
+    /// `[[providers]]` lists them instead.
+    #[serde(default)]
+    pub oidc: Option<OidcSection>,
+    /// Several OpenID Providers, each an `[oidc]` table with an `id` (instead of `[oidc]`).
+    #[serde(default)]
+    pub providers: Vec<OidcSection>,
     /// Session storage and lifetimes.
     pub session: SessionSection,
     /// Reverse-proxied API routes.
@@ -233,10 +238,18 @@ pub struct FrontendSection {
     pub upstream: Option<Url>,
 }
 
-/// `[oidc]`.
+/// `[oidc]`, and each `[[providers]]` entry: one provider and this client's registration
+/// there. One struct for both, so every provider key is a key of each entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OidcSection {
+    /// The provider's id (`provider=ID` at login, kept in its sessions): required in
+    /// `[[providers]]`; `default` for `[oidc]`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The name the login chooser shows; absent: the id.
+    #[serde(default)]
+    pub name: Option<String>,
     /// The issuer identifier; must equal the discovery document's `issuer` exactly (or be an
     /// instance of its tenant template, with `allowed_tenants`).
     pub issuer: String,

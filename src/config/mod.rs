@@ -12,6 +12,7 @@ mod error;
 mod file;
 mod parse;
 mod profiles;
+mod providers;
 mod redis;
 #[cfg(test)]
 mod reference;
@@ -42,6 +43,7 @@ pub use environment::{ENV_PREFIX, IgnoredVariable};
 pub use error::ConfigError;
 pub use file::{AuditSubject, LogFormat, LoginSettings};
 pub use profiles::{ProfileChoice, ProviderProfile};
+pub use providers::DEFAULT_PROVIDER_ID;
 
 /// The whole configuration, checked and converted.
 pub struct Settings {
@@ -49,8 +51,11 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The origin the browser uses; the redirect URI is derived from it.
     pub public_url: Url,
-    /// The OpenID Provider and this client's registration.
+    /// The OpenID Provider and this client's registration: `[oidc]`, or the first of
+    /// `[[providers]]` (the provider whose sessions are stored as earlier releases stored them).
     pub oidc: OidcSettings,
+    /// The other providers of `[[providers]]`, in their order; empty with `[oidc]`.
+    pub other_providers: Vec<OidcSettings>,
     /// Session storage and lifetimes.
     pub session: SessionSettings,
     /// The upstream table's entries (`[[routes]]`).
@@ -81,8 +86,12 @@ pub struct AuditSettings {
     pub subject_key: Option<SecretString>,
 }
 
-/// `[oidc]`: the OpenID Provider and this client's registration.
+/// `[oidc]` (or one `[[providers]]` entry): an OpenID Provider and this client's registration.
 pub struct OidcSettings {
+    /// The provider's id (`oidc.id`; `default` for `[oidc]` without one).
+    pub id: String,
+    /// The name the login chooser shows (`oidc.name`; absent: the id).
+    pub name: String,
     /// The issuer identifier; must equal the discovery document's `issuer` exactly (or be an
     /// instance of its tenant template, with `allowed_tenants`).
     pub issuer: String,
@@ -257,6 +266,11 @@ impl Settings {
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         let file: FileSettings = figment.extract().map_err(describe_figment_error)?;
         parse::parse(file)
+    }
+
+    /// Every provider: [`Settings::oidc`] first, then [`Settings::other_providers`].
+    pub fn providers(&self) -> impl Iterator<Item = &OidcSettings> {
+        std::iter::once(&self.oidc).chain(&self.other_providers)
     }
 
     /// The redirect URI registered at the provider: `public_url` + `/api/auth/callback`.
@@ -858,5 +872,88 @@ mod tests {
             "oidc.resource[0]"
         );
         assert_eq!(load_error(&with("audience = \"\"")).key, "oidc.audience");
+    }
+
+    /// `base()` with its `[oidc]` table replaced by `providers`.
+    fn with_providers(providers: &str) -> String {
+        let base = base();
+        let start = base.find("[oidc]").unwrap();
+        let end = base.find("[session]").unwrap();
+        format!("{}{providers}\n{}", &base[..start], &base[end..])
+    }
+
+    const TWO: &str = r#"
+        [[providers]]
+        id = "staff"
+        name = "Staff"
+        issuer = "https://staff.example"
+        client_id = "a"
+        client_secret = "s1"
+        [[providers]]
+        id = "partners"
+        issuer = "https://partners.example"
+        client_id = "b"
+        client_secret = "s2"
+        refresh_skew_secs = 10
+    "#;
+
+    #[test]
+    fn several_providers_are_listed_with_their_ids_the_first_apart() {
+        let settings = load(&with_providers(TWO)).unwrap();
+        assert_eq!(
+            (settings.oidc.id.as_str(), settings.oidc.name.as_str()),
+            ("staff", "Staff")
+        );
+        let ids: Vec<&str> = settings.providers().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["staff", "partners"]);
+        let partners = &settings.other_providers[0];
+        assert_eq!(partners.name, "partners", "the id when no name");
+        assert_eq!(
+            partners.refresh_skew,
+            Duration::from_secs(10),
+            "every [oidc] key"
+        );
+        let summary = settings.summary();
+        assert!(summary.contains("providers[partners].issuer"), "{summary}");
+        // [oidc] alone: one provider, id "default", exactly as before.
+        let single = load(&base()).unwrap();
+        assert_eq!(single.oidc.id, DEFAULT_PROVIDER_ID);
+        assert!(single.other_providers.is_empty());
+        assert!(single.summary().contains("oidc.issuer"));
+    }
+
+    #[test]
+    fn provider_ids_and_issuers_are_checked_naming_the_key() {
+        let both = load_error(&format!("{}\n{TWO}", base()));
+        assert_eq!(both.key, "providers");
+        assert!(both.problem.contains("not both"), "{both}");
+        let no_id = load_error(&with_providers(&TWO.replace("id = \"partners\"\n", "")));
+        assert_eq!(no_id.key, "providers[1].id");
+        for bad in ["", "has space", "a/b", &"x".repeat(33)] {
+            let error = load_error(&with_providers(
+                &TWO.replace("id = \"partners\"", &format!("id = \"{bad}\"")),
+            ));
+            assert_eq!(error.key, "providers[1].id", "{bad:?}");
+        }
+        let twice = load_error(&with_providers(&TWO.replace("\"partners\"", "\"staff\"")));
+        assert_eq!(twice.key, "providers[1].id");
+        assert!(twice.problem.contains("unique"), "{twice}");
+        let same_issuer = load_error(&with_providers(
+            &TWO.replace("https://partners.example", "https://staff.example"),
+        ));
+        assert_eq!(same_issuer.key, "providers[1].issuer");
+        // An [oidc] key's error names the entry it is about.
+        let scopes = load_error(&with_providers(
+            &TWO.replace("refresh_skew_secs = 10", "scopes = [\"email\"]"),
+        ));
+        assert_eq!(scopes.key, "providers[1].scopes");
+        let unknown = load_error(&with_providers(
+            &TWO.replace("refresh_skew_secs = 10", "colour = \"blue\""),
+        ));
+        assert!(unknown.key.contains("colour"), "{unknown}");
+        let none = load_error(&with_providers(""));
+        assert_eq!(none.key, "oidc");
+        let bad_oidc_id = load_error(&base().replace("[oidc]", "[oidc]\nid = \"a b\""));
+        assert_eq!(bad_oidc_id.key, "oidc.id");
     }
 }

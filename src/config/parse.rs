@@ -11,86 +11,18 @@ use super::error::ConfigError;
 use super::file::{
     AuditSection, AuditSubject, FileSettings, FrontendSection, ServerSection, TracesSection,
 };
+use super::providers::providers;
 use super::redis;
-use super::{AuditSettings, Frontend, OidcSettings, ServerSettings, SessionSettings, Settings};
+use super::{AuditSettings, Frontend, ServerSettings, SessionSettings, Settings};
 use super::{assertion_keys, encryption_keys, secret_files};
-use crate::oidc::SigningAlg;
 use crate::session::DEFAULT_MAX_PER_USER;
 use crate::session::store::user_index::MAX_PER_USER_LIMIT;
 use crate::traces::TraceSettings;
 
-/// `oidc.assumed_token_lifetime_secs`: below 5 s every call would refresh (the refresh skew is
-/// capped at half the lifetime); beyond a day a revoked token would be proxied for too long.
-const ASSUMED_TOKEN_LIFETIME_SECS: std::ops::RangeInclusive<u64> = 5..=86_400;
-
 /// Checks every value of `file` and converts it into [`Settings`].
 pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     check_public_url(&file.public_url)?;
-    let mut oidc = file.oidc;
-    let issuer = Url::parse(&oidc.issuer)
-        .map_err(|error| ConfigError::new("oidc.issuer", format!("not a URL: {error}")))?;
-    if !matches!(issuer.scheme(), "http" | "https") {
-        return Err(ConfigError::new("oidc.issuer", "must be an http(s) URL"));
-    }
-    if oidc.issuer.contains(['{', '}']) {
-        // The template is what discovery names, never an issuer a token can carry.
-        return Err(ConfigError::new(
-            "oidc.issuer",
-            "is a multi-tenant issuer template: configure the URL you discover through \
-             (e.g. https://login.microsoftonline.com/organizations/v2.0) and list the tenants \
-             to accept in oidc.allowed_tenants",
-        ));
-    }
-    let profiled = super::profiles::apply(&mut oidc, &issuer)?;
-    if oidc.client_id.trim().is_empty() {
-        return Err(ConfigError::new("oidc.client_id", "must not be empty"));
-    }
-    let client_secret = secret_files::required(
-        "oidc.client_secret",
-        oidc.client_secret,
-        oidc.client_secret_file.as_deref(),
-    )?;
-    if client_secret.expose_secret().is_empty() {
-        return Err(ConfigError::new("oidc.client_secret", "must not be empty"));
-    }
-    if !profiled.scopes.iter().any(|scope| scope == "openid") {
-        return Err(ConfigError::new("oidc.scopes", "must include \"openid\""));
-    }
-    if profiled
-        .scopes
-        .iter()
-        .any(|scope| scope.is_empty() || scope.contains(' '))
-    {
-        return Err(ConfigError::new(
-            "oidc.scopes",
-            "scopes must be non-empty words",
-        ));
-    }
-    let id_token_signed_response_alg = match oidc.id_token_signed_response_alg.as_deref() {
-        None => None,
-        Some(name) => Some(SigningAlg::parse(name).ok_or_else(|| {
-            ConfigError::new(
-                "oidc.id_token_signed_response_alg",
-                "must be a JWS algorithm as registered at the provider: RS256, RS384, RS512, \
-                 PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, HS256, HS384 or HS512",
-            )
-        })?),
-    };
-    let discovery_url = match oidc.discovery_url {
-        Some(url) => url,
-        None => well_known_discovery(&oidc.issuer)?,
-    };
-    if !ASSUMED_TOKEN_LIFETIME_SECS.contains(&oidc.assumed_token_lifetime_secs) {
-        return Err(ConfigError::new(
-            "oidc.assumed_token_lifetime_secs",
-            format!(
-                "must be between {} and {} seconds (the access token's lifetime when the \
-                 provider names none; 300 when left out)",
-                ASSUMED_TOKEN_LIFETIME_SECS.start(),
-                ASSUMED_TOKEN_LIFETIME_SECS.end()
-            ),
-        ));
-    }
+    let (oidc, other_providers) = providers(file.oidc, file.providers)?;
     let mut session = file.session;
     let keys = encryption_keys::key_ring(&mut session)?;
     let redis = redis::topology(&session)?;
@@ -116,30 +48,8 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
     Ok(Settings {
         listen: file.listen,
         public_url: file.public_url,
-        oidc: OidcSettings {
-            discovery_url,
-            prompt: profiled.prompt,
-            userinfo: oidc.userinfo,
-            userinfo_token_method: oidc.userinfo_token_method,
-            issuer: oidc.issuer,
-            issuer_aliases: words("oidc.issuer_aliases", oidc.issuer_aliases)?,
-            allowed_tenants: tenants(oidc.allowed_tenants)?,
-            client_id: oidc.client_id,
-            client_secret,
-            scopes: profiled.scopes,
-            refresh_skew: Duration::from_secs(oidc.refresh_skew_secs),
-            assumed_token_lifetime: Duration::from_secs(oidc.assumed_token_lifetime_secs),
-            client_auth_method: oidc.client_auth_method,
-            id_token_signed_response_alg,
-            ca_certificates: provider_ca(oidc.ca_file.as_deref())?,
-            resources: super::routes::resources("oidc.resource", oidc.resource)?,
-            audience: super::routes::audience("oidc.audience", oidc.audience)?,
-            extra_auth_params: profiled.extra_auth_params,
-            logout: profiled.logout,
-            logout_url: profiled.logout_url,
-            logout_hint_claim: profiled.logout_hint_claim,
-            provider: profiled.provider,
-        },
+        oidc,
+        other_providers,
         session: SessionSettings {
             redis,
             redis_tls,
@@ -238,71 +148,6 @@ fn audit(section: AuditSection) -> Result<AuditSettings, ConfigError> {
             subject: section.subject,
             subject_key,
         }),
-    }
-}
-
-/// A list of non-empty values without white space (`key` names it in errors), duplicates dropped.
-fn words(key: &str, values: Vec<String>) -> Result<Vec<String>, ConfigError> {
-    let mut kept: Vec<String> = Vec::with_capacity(values.len());
-    for value in values {
-        if value.is_empty() || value.chars().any(char::is_whitespace) {
-            return Err(ConfigError::new(
-                key,
-                format!("{value:?} must be non-empty, without white space"),
-            ));
-        }
-        if !kept.contains(&value) {
-            kept.push(value);
-        }
-    }
-    Ok(kept)
-}
-
-/// `oidc.allowed_tenants`: tenant ids, each one path segment of an issuer (no `/`).
-fn tenants(values: Vec<String>) -> Result<Vec<String>, ConfigError> {
-    let tenants = words("oidc.allowed_tenants", values)?;
-    if let Some(bad) = tenants
-        .iter()
-        .find(|tenant| tenant.contains(['/', '?', '#', '{', '}']))
-    {
-        return Err(ConfigError::new(
-            "oidc.allowed_tenants",
-            format!("{bad:?} is not a tenant id (one path segment of the issuer)"),
-        ));
-    }
-    Ok(tenants)
-}
-
-/// `issuer` + `/.well-known/openid-configuration` (OpenID Connect Discovery §4).
-fn well_known_discovery(issuer: &str) -> Result<Url, ConfigError> {
-    let well_known = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
-    Url::parse(&well_known)
-        .map_err(|error| ConfigError::new("oidc.issuer", format!("not a URL: {error}")))
-}
-
-/// The CA certificates of `oidc.ca_file`: a readable PEM bundle with at least one certificate.
-fn provider_ca(file: Option<&std::path::Path>) -> Result<Vec<reqwest::Certificate>, ConfigError> {
-    const KEY: &str = "oidc.ca_file";
-    let Some(path) = file else {
-        return Ok(Vec::new());
-    };
-    let pem = secret_files::read_bytes(KEY, path)?;
-    match reqwest::Certificate::from_pem_bundle(&pem) {
-        Ok(certificates) if !certificates.is_empty() => Ok(certificates),
-        Ok(_) => Err(ConfigError::new(
-            KEY,
-            format!("{} holds no PEM certificate", path.display()),
-        )),
-        Err(error) => Err(ConfigError::new(
-            KEY,
-            format!(
-                "{} is not a PEM certificate bundle: {error}",
-                path.display()
-            ),
-        )),
     }
 }
 

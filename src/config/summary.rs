@@ -28,112 +28,17 @@ impl Settings {
                 redact::url(&self.redirect_uri())
             ),
         );
-        let oidc = &self.oidc;
-        line("oidc.issuer", oidc.issuer.clone());
-        line("oidc.provider", oidc.provider.describe());
-        if !oidc.issuer_aliases.is_empty() {
-            line("oidc.aliases", oidc.issuer_aliases.join(", "));
-        }
-        if !oidc.allowed_tenants.is_empty() {
-            line(
-                "oidc.tenants",
-                format!(
-                    "{} allowed under a multi-tenant discovery issuer",
-                    oidc.allowed_tenants.len()
-                ),
-            );
-        }
-        line("oidc.discovery", redact::url(&oidc.discovery_url));
-        line(
-            "oidc.tls",
-            match oidc.ca_certificates.len() {
-                0 => "the public roots".to_owned(),
-                count => format!("the public roots and {count} CA certificate(s) of oidc.ca_file"),
-            },
-        );
-        line(
-            "oidc.client",
-            format!(
-                "{} (secret set; authentication {})",
-                oidc.client_id,
-                match oidc.client_auth_method {
-                    None => "from discovery",
-                    Some(ClientAuthMethod::ClientSecretBasic) => "client_secret_basic",
-                    Some(ClientAuthMethod::ClientSecretPost) => "client_secret_post",
-                }
-            ),
-        );
-        line(
-            "oidc.signing",
-            match &oidc.id_token_signed_response_alg {
-                Some(alg) => format!(
-                    "ID and logout tokens signed with {alg} (oidc.id_token_signed_response_alg)"
-                ),
-                None => "logout tokens under the algorithms of verified ID tokens, never HS* \
-                         (oidc.id_token_signed_response_alg not set)"
-                    .to_owned(),
-            },
-        );
-        line(
-            "oidc.scopes",
-            format!(
-                "{} (prompt {}; refresh {} s before expiry; {} s assumed when unnamed)",
-                oidc.scopes.join(" "),
-                oidc.prompt.as_deref().unwrap_or("none"),
-                oidc.refresh_skew.as_secs(),
-                oidc.assumed_token_lifetime.as_secs()
-            ),
-        );
-        if !oidc.extra_auth_params.is_empty() {
-            line(
-                "oidc.extra_auth_params",
-                oidc.extra_auth_params
-                    .iter()
-                    .map(|(name, _)| name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            );
-        }
-        line(
-            "oidc.logout",
-            match (oidc.logout, oidc.logout_url.is_some()) {
-                (LogoutStrategy::Local, _) => {
-                    "local: the session ends here only (its refresh token is revoked)".to_owned()
-                }
-                (LogoutStrategy::UrlTemplate, _) => {
-                    "url_template: the browser goes to oidc.logout_url".to_owned()
-                }
-                (LogoutStrategy::RpInitiated, true) => "rp_initiated: the end_session_endpoint, \
-                     else oidc.logout_url"
-                    .to_owned(),
-                (LogoutStrategy::RpInitiated, false) => "rp_initiated: the end_session_endpoint, \
-                     else the session ends here only"
-                    .to_owned(),
-            } + &match &oidc.logout_hint_claim {
-                Some(claim) => format!(" (logout_hint from the claim {claim})"),
-                None => String::new(),
-            },
-        );
-        line(
-            "oidc.userinfo",
-            match oidc.userinfo {
-                UserInfoMode::Auto => {
-                    "read at each login and refresh when discovery names an endpoint; \
-                     tolerated when it refuses (auto)"
-                }
-                UserInfoMode::Required => "read at each login and refresh; required (required)",
-                UserInfoMode::Off => "never read (off)",
+        if self.other_providers.is_empty() {
+            oidc_lines(&mut line, "oidc", &self.oidc);
+        } else {
+            // Each provider under its id; the first is the one sessions of earlier releases
+            // belong to.
+            for oidc in self.providers() {
+                let prefix = format!("providers[{}]", oidc.id);
+                line(&prefix, format!("\"{}\"", oidc.name));
+                oidc_lines(&mut line, &prefix, oidc);
             }
-            .to_owned(),
-        );
-        line(
-            "oidc.userinfo_token_method",
-            match oidc.userinfo_token_method {
-                UserInfoTokenMethod::Header => "Authorization: Bearer header (header)",
-                UserInfoTokenMethod::Body => "form-encoded POST body (body)",
-            }
-            .to_owned(),
-        );
+        }
         let session = &self.session;
         line(
             "session.store",
@@ -326,4 +231,116 @@ fn describe_credential(credential: &Credential) -> String {
         text.push_str(&format!(" ({})", detail.join(", ")));
     }
     text
+}
+
+/// The lines about one provider, each named `prefix` + `.` + what it is about.
+fn oidc_lines(line: &mut impl FnMut(&str, String), prefix: &str, oidc: &super::OidcSettings) {
+    line(&format!("{prefix}.issuer"), oidc.issuer.clone());
+    line(&format!("{prefix}.provider"), oidc.provider.describe());
+    if !oidc.issuer_aliases.is_empty() {
+        line(&format!("{prefix}.aliases"), oidc.issuer_aliases.join(", "));
+    }
+    if !oidc.allowed_tenants.is_empty() {
+        line(
+            &format!("{prefix}.tenants"),
+            format!(
+                "{} allowed under a multi-tenant discovery issuer",
+                oidc.allowed_tenants.len()
+            ),
+        );
+    }
+    line(
+        &format!("{prefix}.discovery"),
+        redact::url(&oidc.discovery_url),
+    );
+    line(
+        &format!("{prefix}.tls"),
+        match oidc.ca_certificates.len() {
+            0 => "the public roots".to_owned(),
+            count => format!("the public roots and {count} CA certificate(s) of oidc.ca_file"),
+        },
+    );
+    line(
+        &format!("{prefix}.client"),
+        format!(
+            "{} (secret set; authentication {})",
+            oidc.client_id,
+            match oidc.client_auth_method {
+                None => "from discovery",
+                Some(ClientAuthMethod::ClientSecretBasic) => "client_secret_basic",
+                Some(ClientAuthMethod::ClientSecretPost) => "client_secret_post",
+            }
+        ),
+    );
+    line(
+        &format!("{prefix}.signing"),
+        match &oidc.id_token_signed_response_alg {
+            Some(alg) => format!(
+                "ID and logout tokens signed with {alg} (oidc.id_token_signed_response_alg)"
+            ),
+            None => "logout tokens under the algorithms of verified ID tokens, never HS* \
+                     (oidc.id_token_signed_response_alg not set)"
+                .to_owned(),
+        },
+    );
+    line(
+        &format!("{prefix}.scopes"),
+        format!(
+            "{} (prompt {}; refresh {} s before expiry; {} s assumed when unnamed)",
+            oidc.scopes.join(" "),
+            oidc.prompt.as_deref().unwrap_or("none"),
+            oidc.refresh_skew.as_secs(),
+            oidc.assumed_token_lifetime.as_secs()
+        ),
+    );
+    if !oidc.extra_auth_params.is_empty() {
+        line(
+            &format!("{prefix}.extra_auth_params"),
+            oidc.extra_auth_params
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    line(
+        &format!("{prefix}.logout"),
+        match (oidc.logout, oidc.logout_url.is_some()) {
+            (LogoutStrategy::Local, _) => {
+                "local: the session ends here only (its refresh token is revoked)".to_owned()
+            }
+            (LogoutStrategy::UrlTemplate, _) => {
+                "url_template: the browser goes to oidc.logout_url".to_owned()
+            }
+            (LogoutStrategy::RpInitiated, true) => {
+                "rp_initiated: the end_session_endpoint, else oidc.logout_url".to_owned()
+            }
+            (LogoutStrategy::RpInitiated, false) => {
+                "rp_initiated: the end_session_endpoint, else the session ends here only".to_owned()
+            }
+        } + &match &oidc.logout_hint_claim {
+            Some(claim) => format!(" (logout_hint from the claim {claim})"),
+            None => String::new(),
+        },
+    );
+    line(
+        &format!("{prefix}.userinfo"),
+        match oidc.userinfo {
+            UserInfoMode::Auto => {
+                "read at each login and refresh when discovery names an endpoint; \
+                 tolerated when it refuses (auto)"
+            }
+            UserInfoMode::Required => "read at each login and refresh; required (required)",
+            UserInfoMode::Off => "never read (off)",
+        }
+        .to_owned(),
+    );
+    line(
+        &format!("{prefix}.userinfo_token_method"),
+        match oidc.userinfo_token_method {
+            UserInfoTokenMethod::Header => "Authorization: Bearer header (header)",
+            UserInfoTokenMethod::Body => "form-encoded POST body (body)",
+        }
+        .to_owned(),
+    );
 }

@@ -29,6 +29,9 @@ impl AppError {
                  retry shortly; your other services are not affected."
             ),
             AppError::BadRequest(reason) => format!("Bad request: {reason}."),
+            AppError::UnknownProvider => {
+                "This sign-in link names a provider that is not configured here.".into()
+            }
             AppError::NotFound => "There is nothing at this address.".into(),
             AppError::Login(LoginFailure::ProviderError(_)) => {
                 "The identity provider did not complete the login.".into()

@@ -19,7 +19,7 @@ use axum::http::HeaderMap;
 use url::Url;
 
 use crate::error::AppError;
-use crate::oidc::Provider;
+use crate::oidc::Providers;
 use crate::refresh::Refresher;
 use crate::routes::RouteTable;
 use crate::session::{ActiveSession, SessionCookie, Sessions};
@@ -55,8 +55,8 @@ pub struct Components {
     pub origin: String,
     /// Session storage.
     pub sessions: Arc<Sessions>,
-    /// The OpenID Provider client.
-    pub provider: Arc<Provider>,
+    /// The OpenID Providers (`[oidc]`, or each of `[[providers]]`).
+    pub providers: Arc<Providers>,
     /// Keeps access tokens fresh (the single-flight refresh).
     pub refresher: Arc<Refresher>,
     /// The API routes (`[[routes]]`).
@@ -166,6 +166,13 @@ impl QueryParams {
             .iter()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
+    }
+
+    /// Every name and value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
     }
 }
 

@@ -213,6 +213,17 @@ pub(super) fn check(
     screen(token, expect)?.verify(jwks, expect)
 }
 
+/// The `iss` a logout token claims, read before anything is verified: only to choose the
+/// provider whose keys and expectations then verify it (which checks `iss` again).
+pub fn unverified_issuer(token: &str) -> Result<String, LogoutTokenError> {
+    let payload = CompactJws::parse(token, MAX_TOKEN_LEN)?.payload()?;
+    payload
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or(LogoutTokenError::Issuer)
+}
+
 /// The header's checks: a compact JWS under an allowed algorithm, of the right `typ`, with no
 /// critical extension. Nothing here needs the provider's keys.
 fn screen<'t>(token: &'t str, expect: &Expectations<'_>) -> Result<Screened<'t>, LogoutTokenError> {

@@ -26,6 +26,7 @@ mod logout;
 mod logout_token;
 mod metadata;
 mod profile;
+mod providers;
 mod session_claims;
 mod settings;
 mod signing_algs;
@@ -49,8 +50,9 @@ pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
 pub use logout::{EndSession, EndSessionUrl};
-pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError};
+pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError, unverified_issuer};
 pub use profile::{GENERIC, PROFILES, Profile};
+pub use providers::{ProviderKey, Providers};
 pub use session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS, merge_claims};
 pub use settings::{ClientAuthMethod, ProviderSettings, UserInfoMode, UserInfoTokenMethod};
 pub use signing_algs::SigningAlg;
@@ -109,6 +111,21 @@ pub enum OidcError {
 }
 
 impl Provider {
+    /// The provider's id among the configured ones.
+    pub fn id(&self) -> &str {
+        &self.settings.id
+    }
+
+    /// The name the login chooser shows.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// When, before its expiry, an access token from this provider is refreshed.
+    pub fn refresh_skew(&self) -> Duration {
+        self.settings.refresh_skew
+    }
+
     /// The HTTP client for the OAuth library's requests, adding the trace context to each.
     fn traced_http(&self) -> TracedHttp<'_> {
         TracedHttp(&self.http)

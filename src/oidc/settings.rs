@@ -57,6 +57,12 @@ pub enum UserInfoTokenMethod {
 
 /// Settings the provider client needs.
 pub struct ProviderSettings {
+    /// The provider's id among the configured ones (`oidc.id`, `providers[].id`).
+    pub id: String,
+    /// The name the login chooser shows.
+    pub name: String,
+    /// `oidc.refresh_skew_secs`: refresh when the access token expires within this long.
+    pub refresh_skew: std::time::Duration,
     /// The configured issuer; discovery must name exactly this one, or a tenant template it
     /// instantiates (see `allowed_tenants`).
     pub issuer: String,
@@ -104,4 +110,38 @@ pub struct ProviderSettings {
     pub logout_url: Option<LogoutTemplate>,
     /// `oidc.logout_hint_claim`: the session claim sent as `logout_hint` on RP-initiated logout.
     pub logout_hint_claim: Option<String>,
+}
+
+#[cfg(test)]
+impl ProviderSettings {
+    /// A provider `id` at `issuer` with the defaults of an `[oidc]` table, for unit tests.
+    pub fn for_testing(id: &str, issuer: &str) -> Self {
+        Self {
+            id: id.into(),
+            name: format!("{id} (name)"),
+            refresh_skew: std::time::Duration::from_secs(30),
+            issuer: issuer.into(),
+            discovery_url: Url::parse(&format!("{issuer}/.well-known/openid-configuration"))
+                .unwrap(),
+            client_id: "vestibule".into(),
+            client_secret: "a-client-secret-of-thirty-two-bytes!".into(),
+            redirect_uri: "https://app.example/api/auth/callback".parse().unwrap(),
+            scopes: vec!["openid".into()],
+            prompt: None,
+            auth_method: None,
+            id_token_alg: None,
+            ca_certificates: Vec::new(),
+            assumed_token_lifetime: std::time::Duration::from_secs(300),
+            userinfo: UserInfoMode::default(),
+            userinfo_token_method: UserInfoTokenMethod::default(),
+            resources: Vec::new(),
+            audience: None,
+            issuer_aliases: Vec::new(),
+            allowed_tenants: Vec::new(),
+            extra_auth_params: Vec::new(),
+            logout: LogoutStrategy::default(),
+            logout_url: None,
+            logout_hint_claim: None,
+        }
+    }
 }

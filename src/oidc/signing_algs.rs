@@ -114,6 +114,9 @@ mod tests {
 
     fn provider(configured: Option<&str>) -> Provider {
         Provider::new(ProviderSettings {
+            id: "default".into(),
+            name: "default".into(),
+            refresh_skew: std::time::Duration::from_secs(30),
             issuer: "https://op.example".into(),
             issuer_aliases: Vec::new(),
             allowed_tenants: Vec::new(),

@@ -13,7 +13,7 @@ use crate::clock::unix_now;
 use crate::metrics::metrics;
 use crate::oidc::OidcError;
 use crate::session::replacement::Replacement;
-use crate::session::{ActiveSession, SessionCookie, StoreError, TokenSet};
+use crate::session::{ActiveSession, SessionCookie, SessionRecord, StoreError, TokenSet};
 
 /// Attempts to store refreshed tokens before giving up (the provider already rotated them).
 const SAVE_ATTEMPTS: u32 = 3;
@@ -80,8 +80,11 @@ impl Refresher {
                 "the session has no refresh token".into(),
             ));
         };
-        let refreshed = self
-            .provider
+        // Its own provider: another one never sees this session's refresh token.
+        let provider = self
+            .provider_of(&current.record)
+            .map_err(|_| OidcError::Rejected("the session's provider is not configured".into()))?;
+        let refreshed = provider
             .refresh(
                 &refresh_token.text(),
                 &current.record.sub,
@@ -91,7 +94,7 @@ impl Refresher {
         let learnable = refreshed
             .id_token
             .as_deref()
-            .and_then(|id_token| self.provider.learnable_alg(id_token));
+            .and_then(|id_token| provider.learnable_alg(id_token));
         if let Some(alg) = learnable
             && let Err(error) = self.sessions.learn_id_token_alg(&alg).await
         {
@@ -102,11 +105,11 @@ impl Refresher {
     }
 
     /// Revokes a refresh token that no session will ever use.
-    async fn revoke_orphan(&self, tokens: &TokenSet) {
-        if let Some(refresh_token) = &tokens.refresh_token {
-            self.provider
-                .revoke_refresh_token(&refresh_token.text())
-                .await;
+    async fn revoke_orphan(&self, record: &SessionRecord) {
+        if let (Some(refresh_token), Ok(provider)) =
+            (&record.tokens.refresh_token, self.provider_of(record))
+        {
+            provider.revoke_refresh_token(&refresh_token.text()).await;
         }
     }
 
@@ -129,7 +132,7 @@ impl Refresher {
         }
         // Ended (a logout) or rewritten by another holder while the refresh ran: never
         // overwrite or resurrect; the tokens just obtained are orphans, so revoke them.
-        self.revoke_orphan(&record.tokens).await;
+        self.revoke_orphan(&record).await;
         self.stored_by_another_holder(&current.cookie).await
     }
 

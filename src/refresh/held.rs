@@ -26,6 +26,8 @@ enum Holder {
     Session {
         cookie: SessionCookie,
         expires_at: u64,
+        /// Its provider's refresh skew (its tokens for APIs are replaced as early).
+        skew_secs: u64,
     },
     /// The client (Vestibule itself).
     Client,
@@ -89,6 +91,7 @@ impl Refresher {
                 Holder::Session {
                     cookie: session.cookie.clone(),
                     expires_at: session.record.expires_at,
+                    skew_secs: self.skew_secs(&session.record),
                 },
                 Some(session),
             ),
@@ -173,7 +176,12 @@ impl Refresher {
         let Some(held) = held else {
             return Ok(Held::Due);
         };
-        if held.needs_replacing(unix_now(), self.skew_secs) {
+        let skew_secs = match holder {
+            Holder::Session { skew_secs, .. } => *skew_secs,
+            // Client credentials are the first provider's (see `fetch_holding_lock`).
+            Holder::Client => self.providers.first().refresh_skew().as_secs(),
+        };
+        if held.needs_replacing(unix_now(), skew_secs) {
             return Ok(Held::Due);
         }
         let token = held.access_token.text();
@@ -209,8 +217,10 @@ impl Refresher {
         let started = std::time::Instant::now();
         let fetched = match (credential, session) {
             (Credential::Exchange(_), Some(session)) => {
+                // Exchanged at the session's own provider, which issued the subject token.
+                let provider = self.provider_of(&session.record)?.clone();
                 let subject_token = self.access_token(session).await?;
-                self.provider
+                provider
                     .api_token(
                         &ApiGrant::Exchange {
                             subject_token: &subject_token,
@@ -225,7 +235,13 @@ impl Refresher {
                     .await
                     .map(Some);
             }
-            _ => self.provider.api_token(&ApiGrant::Client, parameters).await,
+            // No session to follow: the client's own token comes from the first provider.
+            _ => {
+                self.providers
+                    .first()
+                    .api_token(&ApiGrant::Client, parameters)
+                    .await
+            }
         };
         metrics()
             .refresh_duration
@@ -275,7 +291,7 @@ impl Refresher {
         };
         let refresh_token = refresh_token.text();
         let token = self
-            .provider
+            .provider_of(&current.record)?
             .api_token(
                 &ApiGrant::Refresh {
                     refresh_token: &refresh_token,
@@ -314,7 +330,9 @@ impl Refresher {
             forced,
         };
         match holder {
-            Holder::Session { cookie, expires_at } => {
+            Holder::Session {
+                cookie, expires_at, ..
+            } => {
                 self.sessions
                     .keep_held_token(cookie, id, &held, *expires_at)
                     .await?;

@@ -36,8 +36,8 @@ use std::sync::Arc;
 use crate::audit::AuditTrail;
 use crate::clock::unix_now;
 use crate::metrics::metrics;
-use crate::oidc::{OidcError, Provider};
-use crate::session::{ActiveSession, SessionCookie, Sessions, StoreError, TokenSet};
+use crate::oidc::{OidcError, Provider, Providers};
+use crate::session::{ActiveSession, SessionCookie, SessionRecord, Sessions, StoreError};
 use cluster_lock::ClusterLock;
 use local_lock::LocalLocks;
 
@@ -67,9 +67,8 @@ pub enum AccessError {
 #[derive(Clone)]
 pub struct Refresher {
     sessions: Arc<Sessions>,
-    provider: Arc<Provider>,
-    /// How long before expiry an access token is refreshed.
-    skew_secs: u64,
+    /// Each session refreshes at its own provider, with that provider's skew.
+    providers: Arc<Providers>,
     local_locks: LocalLocks,
     audit: AuditTrail,
 }
@@ -100,18 +99,12 @@ enum Turn {
 }
 
 impl Refresher {
-    /// Refreshes the tokens of `sessions` at `provider`, `skew_secs` before they expire;
-    /// failures are recorded in `audit`.
-    pub fn new(
-        sessions: Arc<Sessions>,
-        provider: Arc<Provider>,
-        skew_secs: u64,
-        audit: AuditTrail,
-    ) -> Self {
+    /// Refreshes the tokens of `sessions`, each at its provider among `providers` and that
+    /// provider's `refresh_skew` before they expire; failures are recorded in `audit`.
+    pub fn new(sessions: Arc<Sessions>, providers: Arc<Providers>, audit: AuditTrail) -> Self {
         Self {
             sessions,
-            provider,
-            skew_secs,
+            providers,
             local_locks: LocalLocks::default(),
             audit,
         }
@@ -119,7 +112,7 @@ impl Refresher {
 
     /// An access token for `session` that is not about to expire.
     pub async fn access_token(&self, session: ActiveSession) -> Result<String, AccessError> {
-        if self.fresh_enough(&session.record.tokens) {
+        if self.fresh_enough(&session.record) {
             return Ok(session.record.tokens.access_token);
         }
         // Step 2: queue behind this instance's other requests for the session; the one before
@@ -204,17 +197,36 @@ impl Refresher {
         Ok(Some(replaced))
     }
 
-    /// Step 1: whether `tokens`' access token is not yet due for refresh.
-    fn fresh_enough(&self, tokens: &TokenSet) -> bool {
-        !tokens.needs_refresh(unix_now(), self.skew_secs)
+    /// The provider `record` logged in at; a session whose provider is no longer configured
+    /// has ended (its tokens are never sent to another provider).
+    fn provider_of(&self, record: &SessionRecord) -> Result<&Arc<Provider>, AccessError> {
+        self.providers
+            .by_key(record.provider.as_deref())
+            .ok_or(AccessError::SessionEnded)
     }
 
-    /// Whether `tokens`' access token will do for a request that wants one.
-    fn will_do(&self, tokens: &TokenSet, want: Want<'_>) -> bool {
-        self.fresh_enough(tokens)
+    /// How long before expiry the tokens of `record`'s provider are refreshed.
+    fn skew_secs(&self, record: &SessionRecord) -> u64 {
+        self.providers
+            .by_key(record.provider.as_deref())
+            .unwrap_or(self.providers.first())
+            .refresh_skew()
+            .as_secs()
+    }
+
+    /// Step 1: whether `record`'s access token is not yet due for refresh.
+    fn fresh_enough(&self, record: &SessionRecord) -> bool {
+        !record
+            .tokens
+            .needs_refresh(unix_now(), self.skew_secs(record))
+    }
+
+    /// Whether `record`'s access token will do for a request that wants one.
+    fn will_do(&self, record: &SessionRecord, want: Want<'_>) -> bool {
+        self.fresh_enough(record)
             && match want {
                 Want::Fresh => true,
-                Want::Replacing(rejected) => tokens.access_token != rejected,
+                Want::Replacing(rejected) => record.tokens.access_token != rejected,
             }
     }
 
@@ -224,7 +236,7 @@ impl Refresher {
         let Some(current) = self.sessions.load_fresh(cookie).await? else {
             return Err(AccessError::SessionEnded);
         };
-        if self.will_do(&current.record.tokens, want) {
+        if self.will_do(&current.record, want) {
             return Ok(Stored::Usable(current.record.tokens.access_token));
         }
         Ok(Stored::Due(Box::new(current)))

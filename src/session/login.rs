@@ -71,6 +71,10 @@ pub struct PendingLogin {
     /// at the callback; absent in pending logins stored before it existed (nothing asked).
     #[serde(default)]
     pub authentication: AuthenticationRequest,
+    /// The id of the provider the login was started at; `None` for the first provider (and in
+    /// pending logins stored before several providers existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 impl PendingLogin {
@@ -175,6 +179,7 @@ mod tests {
             return_to: "/x".into(),
             previous_session: None,
             authentication: AuthenticationRequest::default(),
+            provider: None,
         }
     }
 
@@ -195,6 +200,7 @@ mod tests {
             return_to: "/".into(),
             previous_session: None,
             authentication: AuthenticationRequest::default(),
+            provider: None,
         };
         assert!(p.state_matches("abc"));
         assert!(!p.state_matches("abd"));

@@ -26,7 +26,7 @@ pub use escrow::{Ended, EndedRefreshToken};
 pub use held_tokens::HeldToken;
 pub use index::{DEFAULT_MAX_PER_USER, SessionList, SessionOrigin, SessionSummary};
 pub use login::{BrowserBinding, LoginLookupError, PendingLogin};
-pub use record::{SessionRecord, StoredToken, TokenSet};
+pub use record::{SessionRecord, StoredToken, TokenSet, scoped_identifier};
 pub use store::{Displaced, Freshness, PendingLimits, Store, StoreError};
 pub use watch::{SessionEnd, SessionWatch, Timeout};
 
@@ -188,7 +188,7 @@ impl Sessions {
         // Indexed first: a record never exists that cannot be found.
         let displaced = self.index_new(record, &key, origin).await?;
         // Displaced sessions end first, whatever happens to this one.
-        let ended = self.end_displaced(&record.sub, displaced).await?;
+        let ended = self.end_displaced(&record.user_key(), displaced).await?;
         self.store.put(&key, &sealed, ttl).await?;
         if !self.still_indexed(record, origin).await? {
             // Ended while being created (its entry was taken by a back-channel logout or

@@ -220,6 +220,11 @@ pub struct SessionRecord {
     /// The browser family the session was created with.
     #[serde(rename = "b", default)]
     pub origin_browser: String,
+    /// The id of the provider the session logged in at; `None` for the first provider (as
+    /// every record was written before several providers existed, so none is lost on
+    /// upgrade, and earlier releases still read it).
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 impl SessionRecord {
@@ -245,12 +250,26 @@ impl SessionRecord {
             handle: crate::random::url_safe_id(),
             origin_network: String::new(),
             origin_browser: String::new(),
+            provider: None,
         }
     }
 
     /// The session's claims (see [`TokenSet::claims`]).
     pub fn claims(&self) -> Map<String, Value> {
         self.tokens.claims()
+    }
+
+    /// What the user's indexes file this session under: its `sub`, within its provider.
+    pub fn user_key(&self) -> Cow<'_, str> {
+        scoped_identifier(self.provider.as_deref(), &self.sub)
+    }
+
+    /// What the provider-session index files this session under: its ID token's `sid`
+    /// within its provider; `None` without one.
+    pub fn provider_session_key(&self) -> Option<String> {
+        let claims = self.claims();
+        let sid = claims.get("sid").and_then(Value::as_str)?;
+        Some(scoped_identifier(self.provider.as_deref(), sid).into_owned())
     }
 
     /// Encodes the record for sealing.
@@ -261,6 +280,19 @@ impl SessionRecord {
     /// Decodes a record opened from the store; `None` if it is not a record.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         rmp_serde::from_slice(bytes).ok()
+    }
+}
+
+/// `identifier` (a `sub` or a `sid`) within its provider, as the indexes file it: the first
+/// provider's (`None`) as it is, as earlier releases filed it; another's as
+/// `NUL ‖ id ‖ NUL ‖ identifier`. The two never meet: ids hold no NUL and are never empty, and
+/// a first provider's identifier that starts with NUL is filed as `NUL NUL ‖ identifier`.
+/// So a provider's logout names only its own users and sessions.
+pub fn scoped_identifier<'a>(provider: Option<&str>, identifier: &'a str) -> Cow<'a, str> {
+    match provider {
+        None if identifier.starts_with('\0') => Cow::Owned(format!("\0\0{identifier}")),
+        None => Cow::Borrowed(identifier),
+        Some(id) => Cow::Owned(format!("\0{id}\0{identifier}")),
     }
 }
 
@@ -608,6 +640,7 @@ mod tests {
             handle: "h".into(),
             origin_network: String::new(),
             origin_browser: String::new(),
+            provider: None,
         };
         let decoded = SessionRecord::decode(&record.encode().unwrap()).unwrap();
         assert_eq!(
@@ -666,9 +699,71 @@ mod tests {
         assert_eq!((decoded.sub.as_str(), decoded.expires_at), ("alice", 2));
         assert_eq!(decoded.tokens.refresh_token.unwrap().text(), "refresh");
         assert_eq!(decoded.handle, "", "not listed, never an error");
+        assert_eq!(
+            decoded.provider, None,
+            "an old record is the first provider's"
+        );
         assert!(
             record.encode().unwrap().len() < old.len(),
             "short names are shorter"
         );
+    }
+
+    #[test]
+    fn a_record_remembers_its_provider_and_the_first_one_is_stored_as_before() {
+        let first = SessionRecord::for_testing("alice", 2);
+        let encoded = first.encode().unwrap();
+        let mut other = first.clone();
+        other.provider = Some("partners".into());
+        let decoded = SessionRecord::decode(&other.encode().unwrap()).unwrap();
+        assert_eq!(decoded.provider.as_deref(), Some("partners"));
+        // The first provider's records are byte for byte what earlier releases wrote and read
+        // (they ignore the field they do not know, which only other providers' records have).
+        #[derive(Serialize)]
+        struct WithoutProvider<'a> {
+            #[serde(rename = "s")]
+            sub: &'a str,
+            #[serde(rename = "t")]
+            tokens: &'a TokenSet,
+            #[serde(rename = "c")]
+            created_at: u64,
+            #[serde(rename = "x")]
+            expires_at: u64,
+            #[serde(rename = "l")]
+            logout_sid: &'a str,
+            #[serde(rename = "h")]
+            handle: &'a str,
+            #[serde(rename = "n")]
+            origin_network: &'a str,
+            #[serde(rename = "b")]
+            origin_browser: &'a str,
+        }
+        let before = rmp_serde::to_vec_named(&WithoutProvider {
+            sub: &first.sub,
+            tokens: &first.tokens,
+            created_at: first.created_at,
+            expires_at: first.expires_at,
+            logout_sid: &first.logout_sid,
+            handle: &first.handle,
+            origin_network: &first.origin_network,
+            origin_browser: &first.origin_browser,
+        })
+        .unwrap();
+        assert_eq!(encoded, before);
+        assert_eq!(SessionRecord::decode(&before).unwrap().provider, None);
+    }
+
+    #[test]
+    fn identifiers_are_filed_within_their_provider() {
+        assert_eq!(scoped_identifier(None, "alice"), "alice", "as before");
+        let at_partners = scoped_identifier(Some("partners"), "alice");
+        assert_ne!(at_partners, "alice");
+        assert_ne!(at_partners, scoped_identifier(Some("staff"), "alice"));
+        // No first-provider identifier takes another provider's form.
+        assert_ne!(scoped_identifier(None, &at_partners), at_partners);
+        let mut record = SessionRecord::for_testing("alice", 2);
+        assert_eq!(record.user_key(), "alice");
+        record.provider = Some("partners".into());
+        assert_eq!(record.user_key(), at_partners);
     }
 }

@@ -8,23 +8,24 @@ use std::sync::Arc;
 
 use crate::audit::{AuditEvent, AuditTrail, Details};
 use crate::metrics::metrics;
-use crate::oidc::Provider;
+use crate::oidc::{Provider, Providers};
 use crate::session::{Ended, SessionCookie, SessionRecord, Sessions, StoreError};
 
 /// Ends sessions and revokes their refresh tokens.
 #[derive(Clone)]
 pub struct SessionEnding {
     sessions: Arc<Sessions>,
-    provider: Arc<Provider>,
+    providers: Arc<Providers>,
     audit: AuditTrail,
 }
 
 impl SessionEnding {
-    /// Ends sessions in `sessions`, revoking at `provider`, recording in `audit`.
-    pub fn new(sessions: Arc<Sessions>, provider: Arc<Provider>, audit: AuditTrail) -> Self {
+    /// Ends sessions in `sessions`, revoking at each session's provider among `providers`,
+    /// recording in `audit`.
+    pub fn new(sessions: Arc<Sessions>, providers: Arc<Providers>, audit: AuditTrail) -> Self {
         Self {
             sessions,
-            provider,
+            providers,
             audit,
         }
     }
@@ -42,7 +43,7 @@ impl SessionEnding {
             return Ok(None);
         };
         self.revoke_refresh_token_of(&record);
-        self.revoke_access_tokens(held);
+        self.revoke_access_tokens(held, record.provider.as_deref());
         Ok(Some(record))
     }
 
@@ -60,7 +61,8 @@ impl SessionEnding {
         Ok(Some(record))
     }
 
-    /// Ends the session for `cookie`, replaced by a login of `new_sub` in the same browser
+    /// Ends the session for `cookie`, replaced by a login of `new_user` (a
+    /// [`SessionRecord::user_key`]: the user within their provider) in the same browser
     /// (`replaced_by_login`): counted and audited like a logout. Its refresh token is revoked
     /// only when the session was another user's: the same user's new login shares the
     /// provider's grant with it (oidc-provider revokes a refresh token with every token of its
@@ -70,15 +72,15 @@ impl SessionEnding {
     pub async fn replace_for_login(
         &self,
         cookie: &SessionCookie,
-        new_sub: &str,
+        new_user: &str,
     ) -> Result<(), StoreError> {
         let held = self.sessions.held_tokens_of(cookie).await;
         let Some(record) = self.sessions.end(cookie).await? else {
             return Ok(());
         };
-        if record.sub != new_sub {
+        if *record.user_key() != *new_user {
             self.revoke_refresh_token_of(&record);
-            self.revoke_access_tokens(held);
+            self.revoke_access_tokens(held, record.provider.as_deref());
         }
         self.count_logout(&record, "replaced_by_login");
         Ok(())
@@ -105,30 +107,48 @@ impl SessionEnding {
                 .refresh_token
                 .as_ref()
                 .map(|token| token.text()),
+            record.provider.as_deref(),
         );
     }
 
-    /// Finishes sessions ended without their cookies' help (`ended`): revokes their refresh
-    /// tokens; answers how many ended.
-    pub fn revoke_ended(&self, ended: Ended) -> usize {
+    /// Finishes sessions ended without their cookies' help (`ended`, sessions of the provider
+    /// stored as `provider`: the indexes file each provider's apart): revokes their refresh
+    /// tokens there; answers how many ended.
+    pub fn revoke_ended(&self, ended: Ended, provider: Option<&str>) -> usize {
         let count = ended.count;
         self.revoke_in_background(
             ended
                 .refresh_tokens
                 .iter()
                 .map(|token| token.text().to_owned()),
+            provider,
         );
         count
+    }
+
+    /// The provider stored as `key`, if it is still configured (never another one: a token
+    /// is only ever sent to its issuer).
+    fn provider(&self, key: Option<&str>) -> Option<Arc<Provider>> {
+        let provider = self.providers.by_key(key).cloned();
+        if provider.is_none() {
+            tracing::warn!(
+                provider = key.unwrap_or_default(),
+                "a session's provider is no longer configured; its tokens are not revoked"
+            );
+        }
+        provider
     }
 
     /// Revokes refresh tokens of sessions that just ended, in a task of its own: the session
     /// is already gone, so no answer waits for the provider.
     /// Revokes, in the background, access tokens an ended session held for its APIs.
-    fn revoke_access_tokens(&self, access_tokens: Vec<String>) {
+    fn revoke_access_tokens(&self, access_tokens: Vec<String>, provider: Option<&str>) {
         if access_tokens.is_empty() {
             return;
         }
-        let provider = self.provider.clone();
+        let Some(provider) = self.provider(provider) else {
+            return;
+        };
         tokio::spawn(async move {
             for access_token in access_tokens {
                 provider.revoke_access_token(&access_token).await;
@@ -136,12 +156,18 @@ impl SessionEnding {
         });
     }
 
-    fn revoke_in_background(&self, refresh_tokens: impl IntoIterator<Item = String>) {
+    fn revoke_in_background(
+        &self,
+        refresh_tokens: impl IntoIterator<Item = String>,
+        provider: Option<&str>,
+    ) {
         let refresh_tokens: Vec<String> = refresh_tokens.into_iter().collect();
         if refresh_tokens.is_empty() {
             return;
         }
-        let provider = self.provider.clone();
+        let Some(provider) = self.provider(provider) else {
+            return;
+        };
         tokio::spawn(async move {
             for refresh_token in refresh_tokens {
                 provider.revoke_refresh_token(&refresh_token).await;

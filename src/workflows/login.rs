@@ -10,10 +10,10 @@ use crate::audit::{AuditEvent, AuditTrail, Details, Repeats};
 use crate::clock::unix_now;
 use crate::error::{AppError, LoginFailure};
 use crate::metrics::metrics;
-use crate::oidc::{AuthenticationRequest, OidcError, Provider};
+use crate::oidc::{AuthenticationRequest, OidcError, Provider, Providers};
 use crate::session::{
     BrowserBinding, Displaced, ENDED_WHILE_CREATED, PendingLimits, PendingLogin, SessionCookie,
-    SessionOrigin, SessionRecord, Sessions, StoreError, TokenSet,
+    SessionOrigin, SessionRecord, Sessions, StoreError, TokenSet, scoped_identifier,
 };
 
 use super::ending::SessionEnding;
@@ -22,7 +22,7 @@ use super::ending::SessionEnding;
 #[derive(Clone)]
 pub struct Logins {
     sessions: Arc<Sessions>,
-    provider: Arc<Provider>,
+    providers: Arc<Providers>,
     ending: SessionEnding,
     audit: AuditTrail,
     pending_limits: PendingLimits,
@@ -30,6 +30,8 @@ pub struct Logins {
 
 /// What a login start asks for.
 pub struct LoginStart<'a> {
+    /// The provider the login goes to.
+    pub provider: &'a Provider,
     /// The browser's binding (reused, so parallel logins in several tabs share one cookie).
     pub binding: &'a BrowserBinding,
     /// Where the browser goes afterwards (already validated).
@@ -92,17 +94,17 @@ pub struct LoggedIn {
 }
 
 impl Logins {
-    /// Logins creating sessions in `sessions` for users of `provider`.
+    /// Logins creating sessions in `sessions` for users of `providers`.
     pub fn new(
         sessions: Arc<Sessions>,
-        provider: Arc<Provider>,
+        providers: Arc<Providers>,
         ending: SessionEnding,
         audit: AuditTrail,
         pending_limits: PendingLimits,
     ) -> Self {
         Self {
             sessions,
-            provider,
+            providers,
             ending,
             audit,
             pending_limits,
@@ -112,7 +114,7 @@ impl Logins {
     /// Starts a login: stores the pending login under the browser's binding and answers the
     /// provider's authorization URL.
     pub async fn begin(&self, start: LoginStart<'_>) -> Result<LoginRedirect, AppError> {
-        let request = self
+        let request = start
             .provider
             .authorization_request(start.login_hint, &start.authentication)
             .await?;
@@ -123,6 +125,7 @@ impl Logins {
             return_to: start.return_to,
             previous_session: start.previous_session.map(|cookie| cookie.encode()),
             authentication: start.authentication,
+            provider: self.providers.key_of(start.provider),
         };
         let displaced = self
             .sessions
@@ -216,15 +219,20 @@ impl Logins {
         let Some(code) = callback.code.filter(|c| !c.is_empty()) else {
             return Err(AppError::Login(LoginFailure::MissingParameters));
         };
-        self.provider
+        // The provider the login was started at (one since removed from the configuration
+        // cannot finish it).
+        let provider = self
+            .providers
+            .by_key(pending.provider.as_deref())
+            .ok_or(AppError::Login(LoginFailure::UnknownState))?;
+        provider
             .check_response_issuer(callback.iss)
             .await
             .map_err(|error| match error {
                 OidcError::Invalid(_) => AppError::Login(LoginFailure::IssuerMismatch),
                 other => other.into(),
             })?;
-        let login = self
-            .provider
+        let login = provider
             .exchange_code(
                 code,
                 &pending.pkce_verifier,
@@ -243,11 +251,15 @@ impl Logins {
             })?;
         // Before the session exists: a logout token for it, on any instance, then finds the
         // algorithm its ID token was signed with among the accepted ones.
-        if let Some(alg) = self.provider.learnable_alg(&login.id_token) {
+        if let Some(alg) = provider.learnable_alg(&login.id_token) {
             self.sessions.learn_id_token_alg(&alg).await?;
         }
+        // Filed within the provider, so another provider's logout cannot name it.
         let origin = SessionOrigin {
-            provider_session: login.provider_session.clone(),
+            provider_session: login
+                .provider_session
+                .as_deref()
+                .map(|sid| scoped_identifier(pending.provider.as_deref(), sid).into_owned()),
             ..origin
         };
         let record = SessionRecord {
@@ -259,6 +271,7 @@ impl Logins {
             handle: crate::random::url_safe_id(),
             origin_network: origin.network.clone(),
             origin_browser: origin.browser_family.clone(),
+            provider: pending.provider.clone(),
         };
         // A session the browser had is ended, never upgraded (no session fixation): the one
         // it brought to the login start, and the one it sent here, if the browser sent one.
@@ -268,11 +281,13 @@ impl Logins {
             .and_then(SessionCookie::parse);
         for previous in [brought, session].into_iter().flatten() {
             self.ending
-                .replace_for_login(&previous, &record.sub)
+                .replace_for_login(&previous, &record.user_key())
                 .await?;
         }
         let created = self.sessions.create_within_limit(&record, &origin).await?;
-        let evicted = self.ending.revoke_ended(created.displaced);
+        let evicted = self
+            .ending
+            .revoke_ended(created.displaced, record.provider.as_deref());
         if evicted > 0 {
             metrics().sessions_ended("evicted_by_limit", evicted);
             self.audit.record(

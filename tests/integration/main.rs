@@ -30,6 +30,7 @@ mod load_balancer;
 mod login;
 mod logout;
 mod metrics;
+mod multi_provider;
 mod my_sessions;
 mod node_suites;
 mod operator;

@@ -75,6 +75,7 @@ fn record(expires_at: u64) -> SessionRecord {
         handle: vestibule::random::url_safe_id(),
         origin_network: String::new(),
         origin_browser: String::new(),
+        provider: None,
     }
 }
 

@@ -642,6 +642,7 @@ mod sessions_in_redis {
             handle: vestibule::random::url_safe_id(),
             origin_network: String::new(),
             origin_browser: String::new(),
+            provider: None,
         }
     }
 

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use super::login_chooser::{Choice, asks_for_json, choose, chooser_page};
 use super::logout::{ProviderLogout, provider_logout};
 use super::no_store;
 use crate::error::{AppError, PageError};
@@ -27,9 +28,10 @@ use crate::workflows::login::{Callback, Completion, LoginStart};
 pub const SILENT_LOGIN_MARKER: &str = "vestibule_login";
 
 /// `GET /api/auth/login`: stores a pending login bound to this browser and redirects to the
-/// provider. Rate-limited per client address; the logins in progress are capped (the oldest
-/// are displaced). Also the third-party-initiated login URI (OIDC Core §4): with `iss`, only
-/// for our issuer; `login_hint` is passed on; `target_link_uri` is kept under `returnTo`'s
+/// provider (`provider=ID` names one; with several and none named, the chooser page lists
+/// them). Rate-limited per client address; the logins in progress are capped (the oldest
+/// are displaced). Also the third-party-initiated login URI (OIDC Core §4): with `iss`, the
+/// provider of that issuer, only one of ours; `login_hint` is passed on; `target_link_uri` is kept under `returnTo`'s
 /// rules (ignored otherwise), and `returnTo` wins when both are given. `acr_values`, `max_age`
 /// and `prompt` (OIDC Core §3.1.2.1) are validated (`400` page otherwise), sent to the provider
 /// and checked at the callback.
@@ -51,17 +53,19 @@ pub async fn begin_login(
         query.get("prompt"),
     )
     .map_err(|error| AppError::BadRequest(error.message()))?;
-    if query
-        .get("iss")
-        .is_some_and(|iss| !state.provider.is_issuer(iss))
-    {
-        return Err(AppError::BadRequest("the login was initiated for another issuer").into());
-    }
     let return_to = match (query.get("returnTo"), query.get("target_link_uri")) {
         (None, Some(target)) => {
             ReturnTo::from_target_link_uri(target, &state.public_url).unwrap_or_else(ReturnTo::root)
         }
         (return_to, _) => ReturnTo::parse_or_root(return_to, &state.public_url),
+    };
+    let provider = match choose(&state.providers, &query) {
+        Ok(Choice::Provider(provider)) => provider,
+        Ok(Choice::Chooser) => {
+            return Ok(chooser_page(&state.providers, &query, return_to.as_str()));
+        }
+        Err(error) if asks_for_json(&headers) => return Ok(error.into_response()),
+        Err(error) => return Err(error.into()),
     };
     let login_hint = query
         .get("login_hint")
@@ -72,6 +76,7 @@ pub async fn begin_login(
     let redirect = state
         .logins
         .begin(LoginStart {
+            provider: &provider,
             binding: &binding,
             return_to: return_to.as_str().to_owned(),
             login_hint,

@@ -16,7 +16,8 @@ use super::no_store;
 use crate::audit::{AuditEvent, Details};
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::oidc::LogoutTokenError;
+use crate::oidc::{LogoutTokenError, unverified_issuer};
+use crate::session::scoped_identifier;
 
 /// The form field carrying the token (§2.5).
 const LOGOUT_TOKEN_FIELD: &str = "logout_token";
@@ -48,10 +49,20 @@ pub async fn backchannel_logout(
         .ok_or(AppError::BadRequest("the logout_token field is missing"))?;
     // The algorithms every instance learnt from verified ID tokens (this one may have seen none).
     let learnt = state.sessions.learnt_id_token_algs().await?;
-    let request = state.provider.check_logout_token(&token, &learnt).await?;
+    // The token's own `iss` chooses the provider; that provider alone then verifies it (its
+    // keys, its issuer, its client id), so no provider's token ends another's sessions.
+    let provider = state
+        .providers
+        .by_issuer(&unverified_issuer(&token).map_err(AppError::LogoutTokenRejected)?)
+        .ok_or(AppError::LogoutTokenRejected(LogoutTokenError::Issuer))?;
+    let key = state.providers.key_of(provider);
+    let request = provider.check_logout_token(&token, &learnt).await?;
+    // Each provider's sessions, users and token ids are filed apart: these names are its own.
+    let scoped = |identifier: &str| scoped_identifier(key.as_deref(), identifier).into_owned();
+    let jti = scoped(&request.jti);
     if !state
         .sessions
-        .accept_logout_token(&request.jti, request.acceptable_until)
+        .accept_logout_token(&jti, request.acceptable_until)
         .await?
     {
         return Err(AppError::LogoutTokenRejected(LogoutTokenError::Replayed));
@@ -60,19 +71,19 @@ pub async fn backchannel_logout(
         (Some(sid), sub) => {
             state
                 .sessions
-                .end_provider_session(sid, sub.as_deref())
+                .end_provider_session(&scoped(sid), sub.as_deref().map(scoped).as_deref())
                 .await
         }
-        (None, Some(sub)) => state.sessions.end_all_of(sub).await,
+        (None, Some(sub)) => state.sessions.end_all_of(&scoped(sub)).await,
         (None, None) => Ok(Default::default()),
     };
     // The provider ended its session; the refresh tokens of ours are revoked all the same
     // (tokens issued with offline_access outlive a provider session).
     let ended = match ended {
-        Ok(ended) => state.ending.revoke_ended(ended),
+        Ok(ended) => state.ending.revoke_ended(ended, key.as_deref()),
         Err(error) => {
             // Let the provider's retry through: this token did not take effect.
-            state.sessions.forget_logout_token(&request.jti).await;
+            state.sessions.forget_logout_token(&jti).await;
             return Err(error.into());
         }
     };

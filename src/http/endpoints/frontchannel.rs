@@ -22,6 +22,7 @@ use super::no_store;
 use crate::audit::{AuditEvent, Details};
 use crate::error::{AppError, PageError};
 use crate::http::{AppState, QueryParams};
+use crate::session::scoped_identifier;
 
 /// Longest `sid` looked up (providers use UUIDs or similar; anything longer is not one).
 const MAX_SID_LEN: usize = 512;
@@ -38,23 +39,25 @@ pub async fn frontchannel_logout(
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let query = QueryParams::parse(query.as_deref());
-    // `iss` may be left out (Entra ID sends `sid` alone): there is one provider. One that is
-    // given must be ours.
-    if let Some(iss) = query.get("iss")
-        && !state.provider.is_issuer(iss)
-    {
-        return Err(AppError::BadRequest("the front-channel logout names another issuer").into());
-    }
+    // `iss` may be left out (Entra ID sends `sid` alone): then it is the first provider's. One
+    // that is given must be one of ours, and names the provider whose sessions are meant.
+    let provider = match query.get("iss") {
+        None => state.providers.first(),
+        Some(iss) => state.providers.by_issuer(iss).ok_or(AppError::BadRequest(
+            "the front-channel logout names another issuer",
+        ))?,
+    };
+    let key = state.providers.key_of(provider);
     let sid = query
         .get("sid")
         .filter(|sid| !sid.is_empty() && sid.len() <= MAX_SID_LEN)
         .ok_or(AppError::BadRequest("the front-channel logout has no sid"))?;
     let ended = state
         .sessions
-        .end_indexed_provider_session(sid, None)
+        .end_indexed_provider_session(&scoped_identifier(key.as_deref(), sid), None)
         .await?;
     // As for back-channel logout: the provider session is over, so are our refresh tokens.
-    let ended = state.ending.revoke_ended(ended);
+    let ended = state.ending.revoke_ended(ended, key.as_deref());
     crate::metrics::metrics().sessions_ended("frontchannel", ended);
     state.audit.record(
         AuditEvent::FrontchannelLogout,
@@ -70,8 +73,7 @@ pub async fn frontchannel_logout(
     let mut response = (StatusCode::OK, Html(html)).into_response();
     let policy = format!(
         "default-src 'none'; frame-ancestors {}",
-        state
-            .provider
+        provider
             .logout_page_origin()
             .unwrap_or_else(|| "'none'".to_owned())
     );

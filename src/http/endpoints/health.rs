@@ -49,19 +49,22 @@ pub fn is_probe(path: &str) -> bool {
 }
 
 /// The outcome of the readiness checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     /// The session store answered.
     pub store: bool,
-    /// The provider's metadata and keys are loaded.
+    /// Every provider's metadata and keys are loaded.
     pub provider: bool,
+    /// With several providers, each one's id and whether it is discovered (reported apart);
+    /// empty with one.
+    pub providers: Vec<(String, bool)>,
     /// The process is shutting down.
     pub stopping: bool,
 }
 
 impl Readiness {
     /// Ready when every check passes.
-    pub fn is_ready(self) -> bool {
+    pub fn is_ready(&self) -> bool {
         self.store && self.provider && !self.stopping
     }
 }
@@ -74,7 +77,7 @@ impl IntoResponse for Readiness {
             StatusCode::SERVICE_UNAVAILABLE
         };
         let word = |ok: bool, bad: &'static str| if ok { "ok" } else { bad };
-        let body = json!({
+        let mut body = json!({
             "status": if self.is_ready() { "ready" } else { "not_ready" },
             "checks": {
                 "store": word(self.store, "unreachable"),
@@ -82,6 +85,14 @@ impl IntoResponse for Readiness {
                 "lifecycle": if self.stopping { "stopping" } else { "serving" },
             },
         });
+        if !self.providers.is_empty() {
+            let each: serde_json::Map<String, serde_json::Value> = self
+                .providers
+                .iter()
+                .map(|(id, ok)| (id.clone(), word(*ok, "not_discovered").into()))
+                .collect();
+            body["checks"]["providers"] = each.into();
+        }
         probe_response(status, body)
     }
 }
@@ -99,17 +110,22 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         let ping = tokio::time::timeout(CHECK_LIMIT, state.sessions.store().ping()).await;
         matches!(ping, Ok(Ok(())))
     };
-    let provider = async {
-        if state.provider.is_discovered() {
-            return true;
+    let providers = futures_util::future::join_all(state.providers.iter().map(|provider| async {
+        if provider.is_discovered() {
+            return (provider.id().to_owned(), true);
         }
-        let discovery = tokio::time::timeout(CHECK_LIMIT, state.provider.discover()).await;
-        matches!(discovery, Ok(Ok(())))
-    };
-    let (store, provider) = tokio::join!(store, provider);
+        let discovery = tokio::time::timeout(CHECK_LIMIT, provider.discover()).await;
+        (provider.id().to_owned(), matches!(discovery, Ok(Ok(()))))
+    }));
+    let (store, providers) = tokio::join!(store, providers);
     Readiness {
         store,
-        provider,
+        provider: providers.iter().all(|(_, ok)| *ok),
+        providers: if state.providers.is_several() {
+            providers
+        } else {
+            Vec::new()
+        },
         stopping: state.lifecycle.is_stopping(),
     }
     .into_response()
@@ -142,6 +158,7 @@ mod tests {
     const ALL_GOOD: Readiness = Readiness {
         store: true,
         provider: true,
+        providers: Vec::new(),
         stopping: false,
     };
 

@@ -29,7 +29,8 @@ pub struct ProviderLogout {
 }
 
 /// Where `record`, a session that just ended, leaves for the provider's logout (by
-/// `oidc.logout`), with a fresh `state`; `None` when the session ends here only.
+/// `oidc.logout` of the provider the session logged in at), with a fresh `state`; `None` when
+/// the session ends here only (or its provider is no longer configured).
 pub(super) async fn provider_logout(
     state: &AppState,
     record: &SessionRecord,
@@ -38,8 +39,10 @@ pub(super) async fn provider_logout(
     let mut post_logout = state.public_url.clone();
     post_logout.set_path(LOGOUT_CALLBACK_PATH);
     post_logout.set_query(None);
+    // The session's own provider ends its provider session.
     let end_session = state
-        .provider
+        .providers
+        .by_key(record.provider.as_deref())?
         .end_session_url(&EndSession {
             id_token_hint: &record.tokens.id_token.text(),
             post_logout_redirect_uri: &post_logout,

@@ -10,6 +10,7 @@ pub mod frontchannel;
 pub mod frontend;
 pub mod health;
 pub mod jwks;
+pub mod login_chooser;
 pub mod logout;
 pub mod scrape;
 pub mod sessions;

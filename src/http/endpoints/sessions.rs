@@ -68,9 +68,13 @@ pub async fn end_session(
     }
     let ended = state
         .sessions
-        .end_by_handle(&current.record.sub, &id)
+        .end_by_handle(&current.record.user_key(), &id)
         .await?;
-    if state.ending.revoke_ended(ended) == 0 {
+    if state
+        .ending
+        .revoke_ended(ended, current.record.provider.as_deref())
+        == 0
+    {
         return Err(AppError::NoSuchSession);
     }
     audit_ended_by_user(&state, &current, "one_session", 1);
@@ -84,9 +88,10 @@ pub async fn end_other_sessions(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let current = caller_session(&state, client, &headers).await?;
-    let ended = state
-        .ending
-        .revoke_ended(state.sessions.end_others(&current).await?);
+    let ended = state.ending.revoke_ended(
+        state.sessions.end_others(&current).await?,
+        current.record.provider.as_deref(),
+    );
     audit_ended_by_user(&state, &current, "other_sessions", ended);
     Ok(no_store(Json(json!({ "ended": ended })).into_response()))
 }

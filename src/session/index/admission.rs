@@ -27,7 +27,7 @@ impl Sessions {
         if record.handle.is_empty() {
             return Ok(Vec::new());
         }
-        let user_indexes = self.user_indexes(&record.sub);
+        let user_indexes = self.user_indexes(&record.user_key());
         let Some((current, older)) = user_indexes.split_first() else {
             return Ok(Vec::new());
         };
@@ -178,7 +178,7 @@ impl Sessions {
         if record.handle.is_empty() {
             return Ok(true);
         }
-        let user_index = self.index_names.current(Filed::User, &record.sub);
+        let user_index = self.index_names.current(Filed::User, &record.user_key());
         if !self.store.is_indexed(&user_index, &record.handle).await? {
             return Ok(false);
         }
@@ -191,7 +191,7 @@ impl Sessions {
             return Ok(false);
         }
         let ended_at = self
-            .marks(Filed::UserEnded, &record.sub)
+            .marks(Filed::UserEnded, &record.user_key())
             .await?
             .into_iter()
             .filter_map(|value| String::from_utf8(value).ok()?.parse::<u64>().ok())

@@ -34,7 +34,7 @@ impl Sessions {
 
     /// Ends every session of `current`'s user but `current`.
     pub async fn end_others(&self, current: &ActiveSession) -> Result<Ended, StoreError> {
-        let user_indexes = self.user_indexes(&current.record.sub);
+        let user_indexes = self.user_indexes(&current.record.user_key());
         let others: Vec<Indexed> = self
             .all_live_under(&user_indexes)
             .await?
@@ -194,15 +194,13 @@ impl Sessions {
             return;
         }
         let provider_sessions = record
-            .claims()
-            .get("sid")
-            .and_then(serde_json::Value::as_str)
-            .map(|sid| self.index_names.all(Filed::ProviderSession, sid))
+            .provider_session_key()
+            .map(|sid| self.index_names.all(Filed::ProviderSession, &sid))
             .unwrap_or_default();
         if let Err(error) = self
             .store
             .unindex_sessions(
-                &self.user_indexes(&record.sub),
+                &self.user_indexes(&record.user_key()),
                 &[record.handle.as_str()],
                 &provider_sessions,
             )

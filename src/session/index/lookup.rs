@@ -22,7 +22,7 @@ impl Sessions {
     /// The live sessions of `current`'s user (at most [`LIST_LIMIT`]: the current one and the
     /// most recently used others), oldest first, the current one marked.
     pub async fn list_for(&self, current: &ActiveSession) -> Result<SessionList, StoreError> {
-        let user_indexes = self.user_indexes(&current.record.sub);
+        let user_indexes = self.user_indexes(&current.record.user_key());
         let (mut filed, complete) = self.filed_under(&user_indexes, Some(PARTIAL_READ)).await?;
         if !filed
             .iter()

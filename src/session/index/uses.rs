@@ -18,7 +18,7 @@ impl Sessions {
             return;
         }
         let store = self.store.clone();
-        let user_indexes = self.user_indexes(&record.sub);
+        let user_indexes = self.user_indexes(&record.user_key());
         let handle = record.handle.clone();
         let deadline = Deadline::of(at, self.idle_timeout.as_secs(), record.expires_at);
         tokio::spawn(async move {
@@ -63,7 +63,7 @@ impl Sessions {
 
     /// [`Sessions::refile`]'s work, every time.
     async fn refile_now(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        let user_indexes = self.user_indexes(&record.sub);
+        let user_indexes = self.user_indexes(&record.user_key());
         let Some((current, older)) = user_indexes.split_first() else {
             return Ok(());
         };
@@ -88,10 +88,10 @@ impl Sessions {
                 .merge_indexed_sessions(current, &copies, keep_for)
                 .await?;
         }
-        if let Some(sid) = record.claims().get("sid").and_then(|sid| sid.as_str()) {
+        if let Some(sid) = record.provider_session_key() {
             self.store
                 .add_to_provider_session(
-                    &self.index_names.current(Filed::ProviderSession, sid),
+                    &self.index_names.current(Filed::ProviderSession, &sid),
                     &member(current, &record.handle),
                     keep_for,
                 )

@@ -136,6 +136,7 @@ pub struct TestAppBuilder {
     session_toml: String,
     oidc_toml: String,
     issuer_path: String,
+    second_provider: bool,
 }
 
 /// Everything a scenario talks to.
@@ -148,6 +149,12 @@ pub struct TestApp {
     pub provider: TestProvider,
     /// The upstream API behind `/api/orders`.
     pub upstream: Upstream,
+    /// With [`TestAppBuilder::second_provider`]: the provider `partners` (another issuer, its
+    /// own keys), listed after [`TestApp::provider`] as `staff`.
+    pub second_provider: Option<TestProvider>,
+    /// With [`TestAppBuilder::second_provider`]: the upstream behind `/api/partners`, which
+    /// introspects tokens at the second provider.
+    pub second_upstream: Option<Upstream>,
     config: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Where this scenario's part of the captured log begins.
@@ -173,6 +180,7 @@ impl TestApp {
             session_toml: String::new(),
             oidc_toml: String::new(),
             issuer_path: String::new(),
+            second_provider: false,
         }
     }
 
@@ -231,6 +239,9 @@ impl Drop for TestApp {
             return;
         }
         let mut secrets = self.provider.issued_secrets();
+        if let Some(second) = &self.second_provider {
+            secrets.extend(second.issued_secrets());
+        }
         secrets.extend([
             provider::client_secret().to_owned(),
             ENCRYPTION_KEY.to_owned(),
@@ -362,6 +373,15 @@ impl TestAppBuilder {
         self
     }
 
+    /// Two providers, as `[[providers]]`: the usual one as `staff` ("Staff", first) and a
+    /// second oidc-provider as `partners` ("Partners"), with the same options, users and
+    /// client registration but its own issuer and signing keys; `/api/partners` goes to an
+    /// upstream that introspects at the second.
+    pub fn second_provider(mut self) -> Self {
+        self.second_provider = true;
+        self
+    }
+
     /// Extra TOML appended to the config (e.g. more routes).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -390,6 +410,17 @@ impl TestAppBuilder {
             &self.provider,
         );
         let upstream = Upstream::start(&provider.issuer).await;
+        let second = if self.second_provider {
+            let second = TestProvider::start(
+                &format!("{public_url}/api/auth/callback"),
+                &format!("{public_url}/api/auth/logout-callback"),
+                &self.provider,
+            );
+            let upstream = Upstream::start(&second.issuer).await;
+            Some((second, upstream))
+        } else {
+            None
+        };
         let mut redis_line = redis
             .as_ref()
             .map(RedisServer::url)
@@ -461,17 +492,43 @@ timeout_secs = 2
             // Further routes may name the test upstream as `{upstream}`.
             extra = self.extra_toml.replace("{upstream}", &upstream.base_url),
         );
+        let toml = match &second {
+            None => toml,
+            Some((second, second_upstream)) => two_providers(&toml, second, second_upstream),
+        };
         let task = spawn_vestibule(&toml).await;
+        let (second_provider, second_upstream) = second.unzip();
         TestApp {
             url,
             redis,
             provider,
             upstream,
+            second_provider,
+            second_upstream,
             config: toml,
             tasks: vec![task],
             log_from,
         }
     }
+}
+
+/// `toml` (with one `[oidc]`) with its provider listed as `[[providers]]` entry `staff` and
+/// `second` after it as `partners` (same `[oidc]` lines otherwise), and the route
+/// `/api/partners` to `second_upstream`.
+pub fn two_providers(toml: &str, second: &TestProvider, second_upstream: &Upstream) -> String {
+    let start = toml.find("[oidc]\n").unwrap();
+    let end = toml.find("[session]").unwrap();
+    let oidc = &toml[start + "[oidc]\n".len()..end];
+    let first_issuer = oidc.lines().next().unwrap();
+    let partners = oidc.replacen(first_issuer, &format!("issuer = \"{}\"", second.issuer), 1);
+    format!(
+        "{}[[providers]]\nid = \"staff\"\nname = \"Staff\"\n{oidc}\n[[providers]]\n\
+         id = \"partners\"\nname = \"Partners\"\n{partners}\n{}\n[[routes]]\n\
+         prefix = \"/api/partners\"\nupstream = \"{}\"\ntimeout_secs = 2\n",
+        &toml[..start],
+        &toml[end..],
+        second_upstream.base_url
+    )
 }
 
 /// Builds Vestibule from a TOML configuration and serves it in the background.

@@ -1,0 +1,320 @@
+//! Several providers in one deployment (`[[providers]]`): two oidc-provider instances with
+//! their own issuers and keys, `staff` (first) and `partners`. A login goes where
+//! `?provider=` says (a chooser page without it, a `400` for an unknown id); each session
+//! refreshes and logs out at its own provider; a back-channel logout token ends sessions of
+//! its issuer only; and a session from before `[[providers]]` is the first provider's.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::Value;
+
+use crate::backchannel_logout::post_logout_token;
+use crate::harness::browser::location;
+use crate::harness::{
+    Browser, ProviderOptions, TestApp, TestProvider, Upstream, free_port, spawn_vestibule,
+    two_providers, wait_for,
+};
+
+/// Two providers, access tokens living `ttl` seconds.
+async fn two_provider_app(ttl: u64) -> TestApp {
+    TestApp::builder()
+        .access_token_ttl(ttl)
+        .second_provider()
+        .start()
+        .await
+}
+
+/// Logs `browser` in as `user` at the provider `id`, asserting that it worked.
+async fn login_at(browser: &Browser, id: &str, user: &str) {
+    let response = browser
+        .login_at(&format!("/api/auth/login?provider={id}"), user)
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "callback redirects"
+    );
+    assert_eq!(browser.user().await.0, StatusCode::OK, "logged in at {id}");
+}
+
+/// The `iss` of the session's ID token.
+async fn issuer_of(browser: &Browser) -> String {
+    let (_, user) = browser.user().await;
+    user["claims"]["iss"].as_str().unwrap().to_owned()
+}
+
+async fn alive(browser: &Browser) -> bool {
+    browser.user().await.0 == StatusCode::OK
+}
+
+#[tokio::test]
+async fn each_provider_logs_in_refreshes_and_logs_out_its_own_sessions() {
+    let app = two_provider_app(4).await;
+    let partners = app.second_provider.as_ref().unwrap();
+    let at_staff = app.browser();
+    login_at(&at_staff, "staff", "alice").await;
+    let at_partners = app.browser();
+    login_at(&at_partners, "partners", "alice").await;
+    assert_eq!(issuer_of(&at_staff).await, app.provider.issuer);
+    assert_eq!(issuer_of(&at_partners).await, partners.issuer);
+
+    // Each refresh goes to the provider that issued the refresh token, once.
+    at_staff.wait_past_access_token_expiry().await;
+    at_partners.wait_past_access_token_expiry().await;
+    assert_eq!(
+        at_staff.api_get("/api/orders/after").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        at_partners.api_get("/api/partners/after").await.status(),
+        StatusCode::OK,
+        "the partners' upstream accepts the token refreshed at partners"
+    );
+    assert_eq!(
+        app.provider.refresh_grants().await,
+        1,
+        "staff refreshed once"
+    );
+    assert_eq!(
+        partners.refresh_grants().await,
+        1,
+        "partners refreshed once"
+    );
+    assert_eq!(app.provider.stats().await["refresh_token_errors"], 0);
+    assert_eq!(partners.stats().await["refresh_token_errors"], 0);
+    let last = app.second_upstream.as_ref().unwrap().seen();
+    assert!(last.last().unwrap().token_active, "{:?}", last.last());
+
+    // Logout ends the provider session at the session's own provider.
+    let (status, body) = at_partners.logout().await;
+    assert_eq!(status, StatusCode::OK);
+    // Compared by origin: the URL carries the ID token (as id_token_hint), never printed.
+    let origin_of = |body: &Value| {
+        let url = reqwest::Url::parse(body["end_session_url"].as_str().unwrap()).unwrap();
+        url.origin().ascii_serialization()
+    };
+    assert_eq!(
+        origin_of(&body),
+        partners.issuer,
+        "partners' end-session endpoint"
+    );
+    let (_, body) = at_staff.logout().await;
+    assert_eq!(
+        origin_of(&body),
+        app.provider.issuer,
+        "staff's end-session endpoint"
+    );
+}
+
+/// The provider session `browser` is in (its ID token's `sid`).
+async fn provider_session(browser: &Browser) -> String {
+    let (_, user) = browser.user().await;
+    user["claims"]["sid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_logout_token_ends_sessions_of_its_own_provider_only() {
+    let app = two_provider_app(600).await;
+    let partners = app.second_provider.as_ref().unwrap();
+    let at_staff = app.browser();
+    login_at(&at_staff, "staff", "alice").await;
+    let at_partners = app.browser();
+    login_at(&at_partners, "partners", "alice").await;
+    let staff_sid = provider_session(&at_staff).await;
+
+    // Partners names alice, and even the sid of her staff session: same words, other provider.
+    let claims = partners.logout_claims(Some("alice"), Some(&staff_sid), "p-1");
+    let token = partners
+        .logout_token_under("RS256", "provider", claims)
+        .await;
+    let (status, _, body) = post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        alive(&at_staff).await,
+        "a partners token never ends a staff session"
+    );
+    assert!(
+        alive(&at_partners).await,
+        "no partners session had the staff sid"
+    );
+
+    // A token partners signed claiming to be staff's is verified with staff's keys: refused.
+    let mut forged = partners.logout_claims(Some("alice"), None, "p-2");
+    forged["iss"] = app.provider.issuer.clone().into();
+    let token = partners
+        .logout_token_under("RS256", "provider", forged)
+        .await;
+    let (status, _, body) = post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    assert!(alive(&at_staff).await, "the forged token ended nothing");
+
+    // A token from an issuer that is none of ours is refused.
+    let mut stranger = partners.logout_claims(Some("alice"), None, "p-3");
+    stranger["iss"] = "https://stranger.example".into();
+    let token = partners
+        .logout_token_under("RS256", "provider", stranger)
+        .await;
+    assert_eq!(
+        post_logout_token(&app.url, &token).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Partners' own token for alice ends her partners session, and only it.
+    let token = partners.logout_token_for_sub("alice", "p-4").await;
+    let (status, _, body) = post_logout_token(&app.url, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!alive(&at_partners).await, "ended by its own provider");
+    assert!(alive(&at_staff).await, "staff's alice is another user");
+    // And staff's token by sid ends the staff session.
+    let token = app.provider.logout_token_for_sid(&staff_sid, "s-1").await;
+    assert_eq!(post_logout_token(&app.url, &token).await.0, StatusCode::OK);
+    assert!(!alive(&at_staff).await);
+}
+
+/// The chooser page's links (`href` values, HTML-unescaped).
+fn links(page: &str) -> Vec<String> {
+    page.split("href=\"")
+        .skip(1)
+        .map(|rest| {
+            rest[..rest.find('"').unwrap()]
+                .replace("&#38;", "&")
+                .replace("&amp;", "&")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn without_a_provider_the_browser_chooses_and_an_unknown_one_is_refused() {
+    let app = two_provider_app(600).await;
+    let partners = app.second_provider.as_ref().unwrap();
+    let browser = app.browser();
+
+    let response = browser
+        .get(browser.url("/api/auth/login?returnTo=%2Forders%3Fpage%3D2"))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the chooser, not a redirect"
+    );
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains(">Staff<") && page.contains(">Partners<"),
+        "{page}"
+    );
+    let links = links(&page);
+    assert_eq!(links.len(), 2, "{links:?}");
+    let to_partners = links
+        .iter()
+        .find(|link| link.contains("provider=partners"))
+        .unwrap();
+    assert!(
+        to_partners.contains("returnTo=%2Forders%3Fpage%3D2"),
+        "{to_partners}"
+    );
+    // Following it logs in at partners and comes back to the page asked for.
+    let response = browser.login_at(to_partners, "bob").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(&response, &browser.url("/")).as_str(),
+        browser.url("/orders?page=2").as_str()
+    );
+    assert_eq!(issuer_of(&browser).await, partners.issuer);
+
+    // A foreign returnTo never reaches the page's links.
+    let page = browser
+        .get(browser.url("/api/auth/login?returnTo=https%3A%2F%2Fevil.example%2F"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("evil.example"), "{page}");
+
+    // An unknown id: an error page for a navigation, JSON for a script asking for JSON.
+    let response = browser
+        .http()
+        .get(browser.url("/api/auth/login?provider=nobody"))
+        .header(ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        response.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Unknown sign-in provider"), "{page}");
+    let response = browser
+        .http()
+        .get(browser.url("/api/auth/login?provider=nobody"))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "unknown_provider", "{body}");
+}
+
+#[tokio::test]
+async fn a_session_from_a_single_provider_deployment_stays_the_first_providers() {
+    // Written by a deployment with `[oidc]` alone, as every session was before.
+    let app = TestApp::builder().access_token_ttl(4).start().await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.cookie("vestibule").unwrap();
+
+    // The same deployment, now listing a second provider after the first.
+    let port = free_port();
+    let partners = TestProvider::start(
+        &format!("{}/api/auth/callback", app.url),
+        &format!("{}/api/auth/logout-callback", app.url),
+        &ProviderOptions::default(),
+    );
+    let partners_upstream = Upstream::start(&partners.issuer).await;
+    let toml = two_providers(
+        &app.config_listening_on(port),
+        &partners,
+        &partners_upstream,
+    );
+    let task = spawn_vestibule(&toml).await;
+    let upgraded = Browser::with_session(&format!("http://127.0.0.1:{port}"), &cookie);
+    assert!(alive(&upgraded).await, "the old session is served");
+
+    // It refreshes at the first provider ...
+    upgraded.wait_past_access_token_expiry().await;
+    assert_eq!(
+        upgraded.api_get("/api/orders/upgraded").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1);
+    assert_eq!(partners.refresh_grants().await, 0);
+    // ... is not named by the second one's logout tokens, and is by the first's.
+    let token = partners.logout_token_for_sub("alice", "p-1").await;
+    assert_eq!(
+        post_logout_token(&upgraded_base(port), &token).await.0,
+        StatusCode::OK
+    );
+    assert!(alive(&upgraded).await);
+    let token = app.provider.logout_token_for_sub("alice", "s-1").await;
+    assert_eq!(
+        post_logout_token(&upgraded_base(port), &token).await.0,
+        StatusCode::OK
+    );
+    wait_for("the session to end", Duration::from_secs(2), || async {
+        (!alive(&upgraded).await).then_some(())
+    })
+    .await;
+    task.abort();
+}
+
+fn upgraded_base(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
