@@ -10,7 +10,32 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use url::Url;
 
+use crate::harness::provider_grants::{ORDERS, jwt_payload};
 use crate::harness::{ProviderOptions, TestApp, wait_for};
+
+/// A route whose token is exchanged for `orders-api` (RFC 8693: Okta, Zitadel, authentik).
+const EXCHANGE_ROUTE: &str = r#"
+[[routes]]
+prefix = "/api/per-api"
+upstream = "{upstream}"
+[routes.credential]
+kind = "exchange"
+audience = "orders-api"
+scope = "orders:read"
+"#;
+
+/// A route whose token comes from the refresh token for one resource (Entra ID's "one resource
+/// per token"; the test provider names the API as an RFC 8707 resource where Entra ID takes
+/// it from the scope, `api://…/.default`).
+const REFRESH_ROUTE: &str = r#"
+[[routes]]
+prefix = "/api/per-api"
+upstream = "{upstream}"
+[routes.credential]
+kind = "refresh"
+resource = "https://orders.example/"
+scope = "orders:read"
+"#;
 
 /// Where the profile's logout sends the browser.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +62,8 @@ struct Simulation {
     /// The path the test provider is discovered at (multi-tenant: `/organizations/v2.0`).
     issuer_path: &'static str,
     logout: Logout,
+    /// A route of `/api/per-api` with its own credential, and the audience its token names.
+    per_api: Option<(&'static str, &'static str)>,
     /// Whether the provider offers back-channel logout (Entra ID, Google, Cognito and Okta do
     /// not: their sessions end with the idle or absolute timeout, or by front-channel logout).
     back_channel: bool,
@@ -51,6 +78,9 @@ async fn journey(simulation: Simulation) {
         .refresh_skew(1)
         .provider_options(simulation.provider)
         .oidc_toml(&format!("provider = \"{profile}\"\n{}", simulation.oidc));
+    if let Some((route, _)) = simulation.per_api {
+        builder = builder.extra_toml(route);
+    }
     if !simulation.issuer_path.is_empty() {
         builder = builder.issuer_path(simulation.issuer_path);
     }
@@ -68,6 +98,25 @@ async fn journey(simulation: Simulation) {
         "{profile}"
     );
 
+    // An API of its own gets a token of its own.
+    if let Some((_, audience)) = simulation.per_api {
+        let response = browser.api_get("/api/per-api/any-token/own").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{profile}: per-API route"
+        );
+        let own = app
+            .upstream
+            .seen()
+            .into_iter()
+            .rev()
+            .find(|seen| seen.path_and_query.ends_with("/any-token/own"))
+            .and_then(|seen| seen.bearer)
+            .expect("the per-API call carried a token");
+        assert_eq!(jwt_payload(&own)["aud"], audience, "{profile}");
+    }
+
     // Two expiries, two refresh grants: the second works only when the refresh token the
     // first answered (rotated, where the provider rotates) was kept.
     for round in 1..=2u64 {
@@ -83,7 +132,9 @@ async fn journey(simulation: Simulation) {
     assert_eq!(stats["refresh_token_errors"], 0, "{profile}: {stats}");
     let seen = app.upstream.seen();
     assert!(
-        seen.iter().all(|request| request.token_active),
+        seen.iter()
+            .filter(|request| !request.path_and_query.contains("/any-token/"))
+            .all(|request| request.token_active),
         "{profile}: the upstream accepted every token"
     );
 
@@ -172,6 +223,7 @@ async fn entra_simulation_multi_tenant_string_expires_in_logout_hint() {
         oidc: "allowed_tenants = [\"tenant-a\"]\n",
         issuer_path: "/organizations/v2.0",
         logout: Logout::RpInitiatedWithHint("hint-for-alice"),
+        per_api: None,
         back_channel: false,
     })
     .await;
@@ -188,6 +240,7 @@ async fn auth0_simulation_without_end_session_logs_out_at_v2_logout() {
         oidc: "",
         issuer_path: "",
         logout: Logout::Template("/v2/logout"),
+        per_api: None,
         back_channel: true,
     })
     .await;
@@ -205,6 +258,7 @@ async fn google_simulation_refreshes_without_rotation_and_logs_out_locally() {
         oidc: "",
         issuer_path: "",
         logout: Logout::Local,
+        per_api: None,
         back_channel: false,
     })
     .await;
@@ -222,6 +276,7 @@ async fn cognito_simulation_with_rotation_logs_out_at_its_logout_endpoint() {
         oidc: "",
         issuer_path: "",
         logout: Logout::Template("/logout"),
+        per_api: None,
         back_channel: false,
     })
     .await;
@@ -235,6 +290,7 @@ async fn okta_simulation_custom_server_rotation_rp_initiated_logout() {
         oidc: "",
         issuer_path: "",
         logout: Logout::RpInitiated,
+        per_api: Some((EXCHANGE_ROUTE, "orders-api")),
         back_channel: false,
     })
     .await;
@@ -248,6 +304,7 @@ async fn zitadel_simulation_rotation_back_channel_and_rp_initiated_logout() {
         oidc: "",
         issuer_path: "",
         logout: Logout::RpInitiated,
+        per_api: Some((EXCHANGE_ROUTE, "orders-api")),
         back_channel: true,
     })
     .await;
@@ -261,7 +318,43 @@ async fn authentik_simulation_rotation_back_channel_and_rp_initiated_logout() {
         oidc: "",
         issuer_path: "",
         logout: Logout::RpInitiated,
+        per_api: Some((EXCHANGE_ROUTE, "orders-api")),
         back_channel: true,
     })
     .await;
+}
+
+/// Entra ID's "one resource per token": a route's own token from the session's refresh token,
+/// under the multi-tenant simulation (the login asks for the resource, as Entra ID's consent
+/// covers the API's scope).
+#[tokio::test]
+async fn entra_simulation_gets_a_token_per_api_from_the_refresh_token() {
+    let app = TestApp::builder()
+        .provider_options(|options| {
+            options.tenant = Some("tenant-a");
+            options.expires_in_as_string = true;
+        })
+        .issuer_path("/organizations/v2.0")
+        .oidc_toml(&format!(
+            "provider = \"entra\"\nallowed_tenants = [\"tenant-a\"]\n\
+             scopes = [\"openid\", \"profile\", \"email\", \"offline_access\", \"orders:read\"]\n\
+             resource = [\"{ORDERS}\"]\naudience = \"orders-api\"\n"
+        ))
+        .extra_toml(REFRESH_ROUTE)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let response = browser.api_get("/api/per-api/any-token/own").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let own = app
+        .upstream
+        .seen()
+        .into_iter()
+        .rev()
+        .find(|seen| seen.path_and_query.ends_with("/any-token/own"))
+        .and_then(|seen| seen.bearer)
+        .expect("the per-API call carried a token");
+    assert_eq!(jwt_payload(&own)["aud"], ORDERS);
+    assert_eq!(app.provider.refresh_grants_for(ORDERS).await, 1);
 }
