@@ -27,7 +27,7 @@ use crate::http::server::trace_context::TraceContextTrust;
 use crate::http::suspicious_use::SuspiciousUsePolicy;
 use crate::http::websocket_limit::WebSocketLimit;
 use crate::http::{self, AppState, Components, cookies::CookiePolicy};
-use crate::oidc::{Provider, ProviderSettings, Providers};
+use crate::oidc::{Provider, Providers};
 use crate::refresh::Refresher;
 use crate::routes::RouteTable;
 use crate::session::crypto::purpose_key;
@@ -148,36 +148,12 @@ fn assertion_signer(
 /// `[[providers]]`).
 pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Result<Provider> {
     tracing::info!(
+        provider = oidc.id,
         profile = oidc.provider.profile.name,
         "provider profile {}",
         oidc.provider.describe()
     );
-    Ok(Provider::new(ProviderSettings {
-        id: oidc.id,
-        name: oidc.name,
-        refresh_skew: oidc.refresh_skew,
-        issuer: oidc.issuer,
-        issuer_aliases: oidc.issuer_aliases,
-        allowed_tenants: oidc.allowed_tenants,
-        discovery_url: oidc.discovery_url,
-        client_id: oidc.client_id,
-        client_secret: oidc.client_secret,
-        redirect_uri,
-        scopes: oidc.scopes,
-        prompt: oidc.prompt,
-        userinfo: oidc.userinfo,
-        userinfo_token_method: oidc.userinfo_token_method,
-        resources: oidc.resources,
-        audience: oidc.audience,
-        auth_method: oidc.client_auth_method,
-        id_token_alg: oidc.id_token_signed_response_alg,
-        ca_certificates: oidc.ca_certificates,
-        assumed_token_lifetime: oidc.assumed_token_lifetime,
-        extra_auth_params: oidc.extra_auth_params,
-        logout: oidc.logout,
-        logout_url: oidc.logout_url,
-        logout_hint_claim: oidc.logout_hint_claim,
-    })?)
+    Ok(Provider::new(oidc.into_provider_settings(redirect_uri))?)
 }
 
 /// The registry of `first` and `others`, each built by [`provider_for`].

@@ -11,7 +11,7 @@ use super::OidcSettings;
 use super::error::ConfigError;
 use super::file::OidcSection;
 use super::secret_files;
-use crate::oidc::SigningAlg;
+use crate::oidc::{ProviderSettings, SigningAlg};
 
 /// `oidc.assumed_token_lifetime_secs`: below 5 s every call would refresh (the refresh skew is
 /// capped at half the lifetime); beyond a day a revoked token would be proxied for too long.
@@ -85,6 +85,39 @@ pub(super) fn providers(
         .next()
         .ok_or_else(|| ConfigError::new("providers", "lists no provider"))?;
     Ok((first, parsed.collect()))
+}
+
+impl OidcSettings {
+    /// What the provider client needs of these settings, with the `redirect_uri` every
+    /// provider shares.
+    pub fn into_provider_settings(self, redirect_uri: Url) -> ProviderSettings {
+        ProviderSettings {
+            id: self.id,
+            name: self.name,
+            refresh_skew: self.refresh_skew,
+            issuer: self.issuer,
+            issuer_aliases: self.issuer_aliases,
+            allowed_tenants: self.allowed_tenants,
+            discovery_url: self.discovery_url,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            redirect_uri,
+            scopes: self.scopes,
+            prompt: self.prompt,
+            userinfo: self.userinfo,
+            userinfo_token_method: self.userinfo_token_method,
+            resources: self.resources,
+            audience: self.audience,
+            auth_method: self.client_auth_method,
+            id_token_alg: self.id_token_signed_response_alg,
+            ca_certificates: self.ca_certificates,
+            assumed_token_lifetime: self.assumed_token_lifetime,
+            extra_auth_params: self.extra_auth_params,
+            logout: self.logout,
+            logout_url: self.logout_url,
+            logout_hint_claim: self.logout_hint_claim,
+        }
+    }
 }
 
 /// The id of `[oidc]` when it names none.

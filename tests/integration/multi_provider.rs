@@ -318,3 +318,32 @@ async fn a_session_from_a_single_provider_deployment_stays_the_first_providers()
 fn upgraded_base(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
+
+/// A step-up sends the browser back to the session's own provider, never to the chooser where
+/// another provider could be picked.
+#[tokio::test]
+async fn a_step_up_logs_in_again_at_the_sessions_own_provider() {
+    let app = TestApp::builder()
+        .second_provider()
+        .extra_toml(
+            r#"
+[[routes]]
+prefix = "/api/payments"
+upstream = "{upstream}"
+[routes.step_up]
+acr_values = ["mfa"]
+"#,
+        )
+        .start()
+        .await;
+    for (id, user) in [("staff", "alice"), ("partners", "bob")] {
+        let browser = app.browser();
+        login_at(&browser, id, user).await;
+        let login_url = crate::step_up::step_up_login_url(&browser, "/api/payments/pay").await;
+        assert_eq!(
+            login_url,
+            format!("/api/auth/login?provider={id}&acr_values=mfa"),
+            "{id}"
+        );
+    }
+}

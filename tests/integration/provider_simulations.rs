@@ -69,6 +69,17 @@ struct Simulation {
     back_channel: bool,
 }
 
+/// The token the upstream saw on the last call of the per-API route (`…/any-token/own`).
+fn own_token(app: &TestApp) -> String {
+    app.upstream
+        .seen()
+        .into_iter()
+        .rev()
+        .find(|seen| seen.path_and_query.ends_with("/any-token/own"))
+        .and_then(|seen| seen.bearer)
+        .expect("the per-API call carried a token")
+}
+
 /// Runs `simulation`'s journey: login, two refreshes, back-channel logout where offered, then
 /// the profile's logout with revocation.
 async fn journey(simulation: Simulation) {
@@ -106,14 +117,7 @@ async fn journey(simulation: Simulation) {
             StatusCode::OK,
             "{profile}: per-API route"
         );
-        let own = app
-            .upstream
-            .seen()
-            .into_iter()
-            .rev()
-            .find(|seen| seen.path_and_query.ends_with("/any-token/own"))
-            .and_then(|seen| seen.bearer)
-            .expect("the per-API call carried a token");
+        let own = own_token(&app);
         assert_eq!(jwt_payload(&own)["aud"], audience, "{profile}");
     }
 
@@ -347,14 +351,7 @@ async fn entra_simulation_gets_a_token_per_api_from_the_refresh_token() {
     browser.login("alice").await;
     let response = browser.api_get("/api/per-api/any-token/own").await;
     assert_eq!(response.status(), StatusCode::OK);
-    let own = app
-        .upstream
-        .seen()
-        .into_iter()
-        .rev()
-        .find(|seen| seen.path_and_query.ends_with("/any-token/own"))
-        .and_then(|seen| seen.bearer)
-        .expect("the per-API call carried a token");
+    let own = own_token(&app);
     assert_eq!(jwt_payload(&own)["aud"], ORDERS);
     assert_eq!(app.provider.refresh_grants_for(ORDERS).await, 1);
 }

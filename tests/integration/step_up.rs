@@ -32,7 +32,7 @@ async fn app() -> TestApp {
 }
 
 /// The `step_up_required` answer's `login_url` for a call to `path`.
-async fn step_up_login_url(browser: &Browser, path: &str) -> String {
+pub(crate) async fn step_up_login_url(browser: &Browser, path: &str) -> String {
     let response = browser.api_get(path).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
     let body: Value = response.json().await.unwrap();

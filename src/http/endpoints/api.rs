@@ -70,6 +70,13 @@ pub async fn call_route(
     let principal = session
         .as_ref()
         .and_then(|session| session.record.tokens.principal());
+    // A step-up logs in again at the session's own provider, not through the chooser.
+    let login_path = login_path_of(
+        state,
+        session
+            .as_ref()
+            .and_then(|session| session.record.provider.as_deref()),
+    );
     let verdict = decide(
         &route.policy,
         parts.method.as_str(),
@@ -91,7 +98,7 @@ pub async fn call_route(
         }
         Decision::StepUpRequired(step_up) => {
             return Err(AppError::StepUpRequired {
-                login_url: step_up.login_url(LOGIN_URL),
+                login_url: step_up.login_url(&login_path),
             });
         }
     };
@@ -160,7 +167,7 @@ pub async fn call_route(
             && let Some(step_up) = step_up_demanded(response.headers())
         {
             return Err(AppError::StepUpRequired {
-                login_url: step_up_login_url(LOGIN_URL, &step_up.acr_values, step_up.max_age),
+                login_url: step_up_login_url(&login_path, &step_up.acr_values, step_up.max_age),
             });
         }
         if says_invalid_token(response.headers()) {
@@ -267,6 +274,18 @@ fn assertion_for(
 /// `anonymous` never looks (and never touches the store), `optional` takes a valid one and
 /// treats an unknown or ended one as none, `user` requires one (`401`). A store outage is a
 /// `503` whichever the access: never a silent logout.
+/// The login endpoint for a session whose stored provider key is `key`: with several
+/// providers it names the session's own (a login without one gets the chooser). Provider ids
+/// are URL-safe by construction.
+fn login_path_of(state: &AppState, key: Option<&str>) -> String {
+    match state.providers.by_key(key) {
+        Some(provider) if state.providers.is_several() => {
+            format!("{LOGIN_URL}?provider={}", provider.id())
+        }
+        _ => LOGIN_URL.to_owned(),
+    }
+}
+
 async fn session_for(
     state: &AppState,
     route: &Route,
