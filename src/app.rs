@@ -153,6 +153,14 @@ pub fn provider_for(oidc: OidcSettings, redirect_uri: url::Url) -> anyhow::Resul
         "provider profile {}",
         oidc.provider.describe()
     );
+    if oidc.provider.profile.audience_needed && oidc.audience.is_none() {
+        tracing::warn!(
+            provider = oidc.id,
+            "oidc.audience is not set: {} issues an access token that only its UserInfo accepts; \
+             name your API's identifier in oidc.audience",
+            oidc.provider.profile.name
+        );
+    }
     Ok(Provider::new(oidc.into_provider_settings(redirect_uri))?)
 }
 

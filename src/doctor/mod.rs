@@ -18,7 +18,7 @@ use std::time::Duration;
 use redis::ConnectionAddr;
 use url::Url;
 
-use crate::config::Settings;
+use crate::config::{OidcSettings, Settings};
 use crate::oidc::BackChannel;
 use crate::session::store::RedisTopology;
 use report::Check;
@@ -34,14 +34,24 @@ pub async fn examine(settings: &Settings) -> Report {
     let mut checks = vec![Check::ok("config.load", "the configuration loads")];
     checks.push(deployment::cookie_security(&facts));
     checks.extend(deployment::client_addresses(&facts));
-    checks.extend(provider_checks(settings).await);
+    let several = !settings.other_providers.is_empty();
+    for oidc in settings.providers() {
+        let mut found = provider_checks(settings, oidc).await;
+        if several {
+            // Each line says which provider it is about.
+            for check in &mut found {
+                check.summary = format!("[{}] {}", oidc.id, check.summary);
+            }
+        }
+        checks.extend(found);
+    }
     checks.extend(redis_checks(settings).await);
     Report::new(checks)
 }
 
-/// Discovery, issuer, clock, JWKS, client authentication, logout support and TLS.
-async fn provider_checks(settings: &Settings) -> Vec<Check> {
-    let oidc = &settings.oidc;
+/// Discovery, issuer, clock, JWKS, client authentication, logout support and TLS of the
+/// provider `oidc` (one of `settings.providers()`).
+async fn provider_checks(settings: &Settings, oidc: &OidcSettings) -> Vec<Check> {
     let mut checks = Vec::new();
     let http = match http_client(&oidc.ca_certificates) {
         Ok(http) => http,
@@ -66,7 +76,11 @@ async fn provider_checks(settings: &Settings) -> Vec<Check> {
         ));
         return checks;
     };
-    checks.push(provider::issuer(&oidc.issuer, document));
+    checks.push(provider::issuer(
+        &oidc.issuer,
+        &oidc.allowed_tenants,
+        document,
+    ));
     checks.push(provider::clock(fetched));
     let endpoint = |field: &str| {
         document
@@ -101,8 +115,20 @@ async fn provider_checks(settings: &Settings) -> Vec<Check> {
             "point oidc.issuer at an OpenID Connect provider",
         )),
     }
-    checks
-        .push(client_authentication(settings, &http, routes.route(token_endpoint), document).await);
+    checks.extend(provider::audience(
+        oidc.provider.profile,
+        oidc.audience.as_deref(),
+    ));
+    checks.push(
+        client_authentication(
+            settings,
+            oidc,
+            &http,
+            routes.route(token_endpoint),
+            document,
+        )
+        .await,
+    );
     checks.extend(provider::logout_support(
         document,
         oidc.logout,
@@ -114,16 +140,17 @@ async fn provider_checks(settings: &Settings) -> Vec<Check> {
 /// The token-endpoint probe, repeated with the other method where Vestibule would switch.
 async fn client_authentication(
     settings: &Settings,
+    oidc: &OidcSettings,
     http: &reqwest::Client,
     endpoint: Url,
     document: &serde_json::Value,
 ) -> Check {
-    let configured = settings.oidc.client_auth_method;
+    let configured = oidc.client_auth_method;
     let method = token_endpoint::method(configured, document);
     let client = token_endpoint::Client {
         endpoint,
-        id: &settings.oidc.client_id,
-        secret: &settings.oidc.client_secret,
+        id: &oidc.client_id,
+        secret: &oidc.client_secret,
         redirect_uri: settings.redirect_uri(),
     };
     let first = token_endpoint::probe(http, &client, method).await;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::report::Check;
-use crate::oidc::{AUTH_TIME_LEEWAY_SECS, LogoutStrategy};
+use crate::oidc::{AUTH_TIME_LEEWAY_SECS, LogoutStrategy, Profile, discovered_issuer_fits};
 
 /// Clock skew above this many seconds is worth a warning.
 pub const SKEW_WARNING_SECS: u64 = 5;
@@ -114,7 +114,7 @@ pub fn discovery<'a>(
 }
 
 /// The document's `issuer` against `oidc.issuer`: identical, or what differs.
-pub fn issuer(configured: &str, document: &Value) -> Check {
+pub fn issuer(configured: &str, allowed_tenants: &[String], document: &Value) -> Check {
     const ID: &str = "provider.issuer";
     let Some(found) = document.get("issuer").and_then(Value::as_str) else {
         return Check::fail(
@@ -125,6 +125,25 @@ pub fn issuer(configured: &str, document: &Value) -> Check {
     };
     if found == configured {
         return Check::ok(ID, format!("issuer {found} is identical to oidc.issuer"));
+    }
+    if found.contains('{') {
+        // A multi-tenant template (Entra ID's /organizations): the rule discovery applies.
+        return match discovered_issuer_fits(configured, allowed_tenants, found) {
+            Ok(_) => Check::ok(
+                ID,
+                format!(
+                    "issuer template {found}: tokens must name it filled with their own tenant, \
+                     one of the {} in oidc.allowed_tenants",
+                    allowed_tenants.len()
+                ),
+            ),
+            Err(why) => Check::fail(
+                ID,
+                why,
+                "list the tenants to accept in oidc.allowed_tenants (and discover through \
+                 /organizations or /common), or set oidc.issuer to one tenant's own issuer",
+            ),
+        };
     }
     let difference = if found.trim_end_matches('/') == configured.trim_end_matches('/') {
         if found.ends_with('/') {
@@ -243,6 +262,29 @@ pub fn id_token_algs(configured: Option<String>, document: &Value) -> Vec<String
         .unwrap_or_default()
 }
 
+/// An audience where the profile's provider needs one for an API token (Auth0).
+pub fn audience(profile: &Profile, audience: Option<&str>) -> Option<Check> {
+    const ID: &str = "provider.audience";
+    if !profile.audience_needed {
+        return None;
+    }
+    Some(match audience {
+        Some(audience) => Check::ok(
+            ID,
+            format!("access tokens asked for the audience {audience}"),
+        ),
+        None => Check::warn(
+            ID,
+            format!(
+                "oidc.audience is not set: {} then issues an access token only its UserInfo \
+                 accepts, which your APIs refuse",
+                profile.name
+            ),
+            "set oidc.audience to your API's identifier (its token gets that audience)",
+        ),
+    })
+}
+
 /// End-session (against the configured `oidc.logout`), revocation and back-channel logout as
 /// advertised: a warning each when absent.
 pub fn logout_support(document: &Value, logout: LogoutStrategy, has_template: bool) -> Vec<Check> {
@@ -356,6 +398,7 @@ mod tests {
     fn an_issuer_that_differs_by_a_trailing_slash_says_so_and_names_the_exact_value() {
         let check = issuer(
             "https://op.example/realms/a",
+            &[],
             &json!({"issuer": "https://op.example/realms/a/"}),
         );
         assert_eq!(check.status, Status::Fail);
@@ -366,16 +409,50 @@ mod tests {
         );
         let scheme = issuer(
             "http://op.example",
+            &[],
             &json!({"issuer": "https://op.example"}),
         );
         assert!(scheme.summary.contains("scheme"), "{scheme:?}");
         assert_eq!(
             issuer(
                 "https://op.example",
+                &[],
                 &json!({"issuer": "https://op.example"})
             )
             .status,
             Status::Ok
+        );
+    }
+
+    #[test]
+    fn an_audience_is_asked_of_the_profiles_that_need_one_only() {
+        let auth0 = crate::oidc::PROFILES
+            .iter()
+            .find(|profile| profile.name == "auth0")
+            .unwrap();
+        let missing = audience(auth0, None).unwrap();
+        assert_eq!(missing.status, Status::Warn, "{missing:?}");
+        assert_eq!(
+            audience(auth0, Some("https://api")).unwrap().status,
+            Status::Ok
+        );
+        assert_eq!(audience(&crate::oidc::GENERIC, None), None);
+    }
+
+    #[test]
+    fn a_tenant_template_passes_with_allowed_tenants_and_fails_without() {
+        let organizations = "https://login.microsoftonline.com/organizations/v2.0";
+        let document = json!({"issuer": "https://login.microsoftonline.com/{tenantid}/v2.0"});
+        let allowed = issuer(organizations, &["tenant-a".to_owned()], &document);
+        assert_eq!(allowed.status, Status::Ok, "{allowed:?}");
+        let refused = issuer(organizations, &[], &document);
+        assert_eq!(refused.status, Status::Fail, "{refused:?}");
+        assert!(
+            refused
+                .remedy
+                .as_deref()
+                .is_some_and(|remedy| remedy.contains("oidc.allowed_tenants")),
+            "{refused:?}"
         );
     }
 

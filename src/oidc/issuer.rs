@@ -26,6 +26,18 @@ impl Provider {
     }
 }
 
+/// Whether a discovery document naming `discovered` as its issuer fits a client configured with
+/// `issuer` and `allowed_tenants`: `Ok(false)` the same issuer, `Ok(true)` a multi-tenant
+/// template the issuer instantiates with tenants allowed, `Err` why not (as discovery refuses
+/// it). For checks that run before any provider client exists (`vestibule doctor`).
+pub fn discovered_issuer_fits(
+    issuer: &str,
+    allowed_tenants: &[String],
+    discovered: &str,
+) -> Result<bool, String> {
+    IssuerRule::discovered(issuer, allowed_tenants, discovered).map(|template| template.is_some())
+}
+
 /// A placeholder a discovery issuer may hold, and the claim of a token that fills it.
 #[derive(Debug, PartialEq, Eq)]
 struct Placeholder {

@@ -49,6 +49,7 @@ pub use back_channel::BackChannel;
 pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::jwt_payload;
+pub use issuer::discovered_issuer_fits;
 pub use logout::{EndSession, EndSessionUrl};
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError, unverified_issuer};
 pub use profile::{GENERIC, PROFILES, Profile};

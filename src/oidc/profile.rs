@@ -26,6 +26,10 @@ pub struct Profile {
     pub logout_url: Option<&'static str>,
     /// `oidc.logout_hint_claim`: the session claim sent as `logout_hint` on RP-initiated logout.
     pub logout_hint_claim: Option<&'static str>,
+    /// Whether the provider issues an access token for APIs only when `oidc.audience` names
+    /// one (Auth0: without it, an opaque token for its UserInfo alone). Warned about, at
+    /// start-up and by `vestibule doctor`, when unset.
+    pub audience_needed: bool,
     /// Issuers of this provider's shape; one matching only this profile names it.
     issuer_shapes: &'static [IssuerShape],
 }
@@ -56,6 +60,7 @@ pub const GENERIC: Profile = Profile {
     logout: LogoutStrategy::RpInitiated,
     logout_url: None,
     logout_hint_claim: None,
+    audience_needed: false,
     issuer_shapes: &[],
 };
 
@@ -86,6 +91,8 @@ pub const PROFILES: &[Profile] = &[
         logout_url: Some(
             "{authorization_origin}/v2/logout?client_id={client_id}&returnTo={post_logout_redirect_uri}",
         ),
+        // Without an audience Auth0 issues an opaque token good for /userinfo only.
+        audience_needed: true,
         issuer_shapes: &[IssuerShape::HostSuffix(".auth0.com")],
         ..GENERIC
     },

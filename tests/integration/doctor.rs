@@ -417,3 +417,38 @@ async fn plain_http_public_url_off_loopback_fails_and_an_unreadable_config_exits
         "{document:#}"
     );
 }
+
+/// With `[[providers]]` every provider is checked, each line naming its provider: the one with a
+/// wrong secret fails, the other passes.
+#[tokio::test]
+async fn every_provider_of_several_is_checked_and_named_in_its_lines() {
+    let staff = start_provider();
+    let partners = start_provider();
+    let entry = |id: &str, provider: &TestProvider, secret: &str| {
+        format!(
+            "[[providers]]\nid = \"{id}\"\nissuer = \"{issuer}\"\nclient_id = \"{client_id}\"\n\
+             client_secret = \"{secret}\"\n\n",
+            issuer = provider.issuer,
+            client_id = provider::client_id(),
+        )
+    };
+    let config = format!(
+        "listen = \"127.0.0.1:8080\"\npublic_url = \"http://127.0.0.1:8080\"\n\n{}{}\
+         [session]\nencryption_key = \"{ENCRYPTION_KEY}\"\n",
+        entry("staff", &staff, provider::client_secret()),
+        entry("partners", &partners, "not-the-registered-secret"),
+    );
+    let diagnosis = doctor(&config, false).await;
+    assert_eq!(diagnosis.code, 1, "{}", diagnosis.stdout);
+    let line_of = |status: &str, label: &str| {
+        diagnosis.stdout.lines().any(|line| {
+            let mut words = line.split_whitespace();
+            words.next() == Some(status)
+                && words.next() == Some("provider.client_auth")
+                && words.next() == Some(label)
+        })
+    };
+    assert!(line_of("fail", "[partners]"), "{}", diagnosis.stdout);
+    assert!(line_of("ok", "[staff]"), "{}", diagnosis.stdout);
+    assert!(!diagnosis.stdout.contains("not-the-registered-secret"));
+}
