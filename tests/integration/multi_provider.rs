@@ -347,3 +347,98 @@ acr_values = ["mfa"]
         );
     }
 }
+
+/// A front-channel logout request is routed by its `iss`: the same `sid` under the other
+/// provider's issuer ends nothing, under its own it ends exactly that provider's session, and
+/// only that provider may frame the page.
+#[tokio::test]
+async fn a_front_channel_logout_ends_sessions_of_the_provider_its_iss_names_only() {
+    let app = two_provider_app(600).await;
+    let partners = app.second_provider.as_ref().unwrap();
+    let at_staff = app.browser();
+    login_at(&at_staff, "staff", "alice").await;
+    let at_partners = app.browser();
+    login_at(&at_partners, "partners", "alice").await;
+    let urls = partners.frontchannel_logout_urls("alice").await;
+    assert_eq!(urls.len(), 1, "{urls:?}");
+    let own = reqwest::Url::parse(&urls[0]).unwrap();
+    assert!(
+        own.query_pairs()
+            .any(|(name, value)| name == "iss" && value == partners.issuer.as_str()),
+        "{own}"
+    );
+    let load = |url: String| async move {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+    };
+
+    // The partners session's sid under the staff issuer: no staff session has it.
+    let mut forged = own.clone();
+    let pairs: Vec<(String, String)> = own
+        .query_pairs()
+        .map(|(name, value)| {
+            let value = if name == "iss" {
+                app.provider.issuer.clone()
+            } else {
+                value.into_owned()
+            };
+            (name.into_owned(), value)
+        })
+        .collect();
+    forged.query_pairs_mut().clear().extend_pairs(pairs);
+    assert_eq!(load(forged.to_string()).await.status(), StatusCode::OK);
+    assert!(
+        alive(&at_partners).await,
+        "a staff-issuer request ends no partners session"
+    );
+    assert!(alive(&at_staff).await);
+
+    let response = load(urls[0].clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-security-policy"],
+        format!("default-src 'none'; frame-ancestors {}", partners.issuer).as_str(),
+        "only the partners provider may frame it"
+    );
+    assert!(
+        !alive(&at_partners).await,
+        "ended by its own provider's request"
+    );
+    assert!(
+        alive(&at_staff).await,
+        "the staff session is another provider's"
+    );
+
+    // Entra ID sends `sid` alone: it is looked up at every provider, and either may frame it.
+    let carol = app.browser();
+    login_at(&carol, "partners", "carol").await;
+    let url = reqwest::Url::parse(&partners.frontchannel_logout_urls("carol").await[0]).unwrap();
+    let mut without_iss = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| name != "iss")
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    without_iss.query_pairs_mut().clear().extend_pairs(pairs);
+    let response = load(without_iss.to_string()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-security-policy"],
+        format!(
+            "default-src 'none'; frame-ancestors {} {}",
+            app.provider.issuer, partners.issuer
+        )
+        .as_str()
+    );
+    assert!(
+        !alive(&carol).await,
+        "a sid alone finds the second provider's session"
+    );
+    assert!(alive(&at_staff).await);
+}

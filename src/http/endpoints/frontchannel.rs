@@ -13,6 +13,8 @@
 //! `503` page when Redis cannot be reached (the sessions are not ended, and the provider's
 //! page should not say they were).
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -22,6 +24,7 @@ use super::no_store;
 use crate::audit::{AuditEvent, Details};
 use crate::error::{AppError, PageError};
 use crate::http::{AppState, QueryParams};
+use crate::oidc::Provider;
 use crate::session::scoped_identifier;
 
 /// Longest `sid` looked up (providers use UUIDs or similar; anything longer is not one).
@@ -39,25 +42,29 @@ pub async fn frontchannel_logout(
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let query = QueryParams::parse(query.as_deref());
-    // `iss` may be left out (Entra ID sends `sid` alone): then it is the first provider's. One
-    // that is given must be one of ours, and names the provider whose sessions are meant.
-    let provider = match query.get("iss") {
-        None => state.providers.first(),
-        Some(iss) => state.providers.by_issuer(iss).ok_or(AppError::BadRequest(
+    // `iss` may be left out (Entra ID sends `sid` alone): then the `sid` is looked up at every
+    // provider (each files its own). One that is given must be one of ours, and names the
+    // provider whose sessions are meant.
+    let providers: Vec<&Arc<Provider>> = match query.get("iss") {
+        None => state.providers.iter().collect(),
+        Some(iss) => vec![state.providers.by_issuer(iss).ok_or(AppError::BadRequest(
             "the front-channel logout names another issuer",
-        ))?,
+        ))?],
     };
-    let key = state.providers.key_of(provider);
     let sid = query
         .get("sid")
         .filter(|sid| !sid.is_empty() && sid.len() <= MAX_SID_LEN)
         .ok_or(AppError::BadRequest("the front-channel logout has no sid"))?;
-    let ended = state
-        .sessions
-        .end_indexed_provider_session(&scoped_identifier(key.as_deref(), sid), None)
-        .await?;
-    // As for back-channel logout: the provider session is over, so are our refresh tokens.
-    let ended = state.ending.revoke_ended(ended, key.as_deref());
+    let mut ended = 0;
+    for provider in &providers {
+        let key = state.providers.key_of(provider);
+        let ended_here = state
+            .sessions
+            .end_indexed_provider_session(&scoped_identifier(key.as_deref(), sid), None)
+            .await?;
+        // As for back-channel logout: the provider session is over, so are our refresh tokens.
+        ended += state.ending.revoke_ended(ended_here, key.as_deref());
+    }
     crate::metrics::metrics().sessions_ended("frontchannel", ended);
     state.audit.record(
         AuditEvent::FrontchannelLogout,
@@ -71,11 +78,18 @@ pub async fn frontchannel_logout(
         .render()
         .unwrap_or_else(|_| "<!doctype html><title>Signed out</title><p>Signed out.</p>".into());
     let mut response = (StatusCode::OK, Html(html)).into_response();
+    // Only the provider(s) the request may come from may frame the page.
+    let origins: Vec<String> = providers
+        .iter()
+        .filter_map(|provider| provider.logout_page_origin())
+        .collect();
     let policy = format!(
         "default-src 'none'; frame-ancestors {}",
-        provider
-            .logout_page_origin()
-            .unwrap_or_else(|| "'none'".to_owned())
+        if origins.is_empty() {
+            "'none'".to_owned()
+        } else {
+            origins.join(" ")
+        }
     );
     let headers = response.headers_mut();
     if let Ok(policy) = HeaderValue::try_from(policy) {
