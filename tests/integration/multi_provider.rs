@@ -442,3 +442,28 @@ async fn a_front_channel_logout_ends_sessions_of_the_provider_its_iss_names_only
     );
     assert!(alive(&at_staff).await);
 }
+
+/// One provider down at start-up takes neither the instance out of the load balancer nor the
+/// other provider's logins: `/readyz` is 200 and names the missing one, whose logins are `503`
+/// until it is back.
+#[tokio::test]
+async fn one_provider_down_leaves_the_instance_ready_for_the_others() {
+    let mut app = two_provider_app(600).await;
+    app.second_provider.as_mut().unwrap().stop();
+    let port = free_port();
+    let task = spawn_vestibule(&app.config_listening_on(port)).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["checks"]["providers"]["staff"], "ok", "{body}");
+    assert_eq!(
+        body["checks"]["providers"]["partners"], "not_discovered",
+        "{body}"
+    );
+    let browser = Browser::new(&base);
+    let partners = browser.get("/api/auth/login?provider=partners").await;
+    assert_eq!(partners.status(), StatusCode::SERVICE_UNAVAILABLE);
+    login_at(&browser, "staff", "alice").await;
+    task.abort();
+}

@@ -53,7 +53,10 @@ pub fn is_probe(path: &str) -> bool {
 pub struct Readiness {
     /// The session store answered.
     pub store: bool,
-    /// Every provider's metadata and keys are loaded.
+    /// A provider's metadata and keys are loaded: the only one's, or with several at least
+    /// one's (one provider's outage must not take every instance, and so every other
+    /// provider's users and every proxied call, out of the load balancer; its logins answer
+    /// `503` until it is back, and `providers` says which).
     pub provider: bool,
     /// With several providers, each one's id and whether it is discovered (reported apart);
     /// empty with one.
@@ -120,7 +123,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let (store, providers) = tokio::join!(store, providers);
     Readiness {
         store,
-        provider: providers.iter().all(|(_, ok)| *ok),
+        provider: providers.iter().any(|(_, ok)| *ok),
         providers: if state.providers.is_several() {
             providers
         } else {
