@@ -329,3 +329,16 @@ fn cause(error: reqwest::Error) -> String {
     }
     text
 }
+
+impl Provider {
+    /// The issuer rule under `discovered` (its template, if any); `None`: what the
+    /// configuration alone allows (the issuer and its aliases).
+    pub(super) fn issuer_rule<'a>(&'a self, discovered: Option<&'a Discovered>) -> IssuerRule<'a> {
+        IssuerRule {
+            issuer: &self.settings.issuer,
+            aliases: &self.settings.issuer_aliases,
+            allowed_tenants: &self.settings.allowed_tenants,
+            template: discovered.and_then(|discovered| discovered.issuer_template.as_ref()),
+        }
+    }
+}

@@ -10,22 +10,6 @@
 
 use serde_json::{Map, Value};
 
-use super::Provider;
-use super::discovery::Discovered;
-
-impl Provider {
-    /// The issuer rule under `discovered` (its template, if any); `None`: what the
-    /// configuration alone allows (the issuer and its aliases).
-    pub(super) fn issuer_rule<'a>(&'a self, discovered: Option<&'a Discovered>) -> IssuerRule<'a> {
-        IssuerRule {
-            issuer: &self.settings.issuer,
-            aliases: &self.settings.issuer_aliases,
-            allowed_tenants: &self.settings.allowed_tenants,
-            template: discovered.and_then(|discovered| discovered.issuer_template.as_ref()),
-        }
-    }
-}
-
 /// Whether a discovery document naming `discovered` as its issuer fits a client configured with
 /// `issuer` and `allowed_tenants`: `Ok(false)` the same issuer, `Ok(true)` a multi-tenant
 /// template the issuer instantiates with tenants allowed, `Err` why not (as discovery refuses
