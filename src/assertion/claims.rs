@@ -1,5 +1,5 @@
 //! The claim set of one identity assertion: who issued it (`iss`), for which service (`aud`),
-//! about whom (`sub`, `acr`, `auth_time`, the route's listed claims, each at the same place as
+//! about whom (`sub` with `idp`, the provider's issuer that vouches for it, `acr`, `auth_time`, the route's listed claims, each at the same place as
 //! in the user's claims), for how long (`iat`, `exp`), and which login session (`sid`, a keyed
 //! hash). Pure: no clock, no randomness, no key; the signer passes them in.
 
@@ -44,6 +44,10 @@ pub fn claim_set(
     set("iss", envelope.issuer.into());
     set("aud", envelope.audience.into());
     set("sub", principal.subject().into());
+    // Whose `sub` it is: with several providers one `sub` may name two people.
+    if let Some(idp) = principal.issuer() {
+        set("idp", idp.into());
+    }
     set("iat", envelope.issued_at.into());
     set(
         "exp",
@@ -132,6 +136,7 @@ mod tests {
                 "iss": "https://app.example",
                 "aud": "https://orders.internal",
                 "sub": "alice-sub",
+                "idp": "https://op.example",
                 "iat": 1_767_000_100u64,
                 "exp": 1_767_000_160u64,
                 "jti": "jti-1",

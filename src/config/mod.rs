@@ -942,6 +942,11 @@ mod tests {
             &TWO.replace("https://partners.example", "https://staff.example"),
         ));
         assert_eq!(same_issuer.key, "providers[1].issuer");
+        let alias_of_another = load_error(&with_providers(&TWO.replace(
+            "refresh_skew_secs = 10",
+            "issuer_aliases = [\"https://staff.example\"]",
+        )));
+        assert_eq!(alias_of_another.key, "providers[1].issuer_aliases");
         // An [oidc] key's error names the entry it is about.
         let scopes = load_error(&with_providers(
             &TWO.replace("refresh_skew_secs = 10", "scopes = [\"email\"]"),

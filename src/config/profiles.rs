@@ -166,12 +166,18 @@ pub(super) fn apply(oidc: &mut OidcSection, issuer: &Url) -> Result<Profiled, Co
         }
     };
     let logout = oidc.logout.unwrap_or_else(|| {
+        // A template the file sets wins over a profile that logs out locally (Google's).
+        let chosen = if profile.logout == LogoutStrategy::Local && oidc.logout_url.is_some() {
+            LogoutStrategy::UrlTemplate
+        } else {
+            profile.logout
+        };
         note(
             "oidc.logout",
-            profile.logout != GENERIC.logout,
-            profile.logout.name().to_owned(),
+            chosen != GENERIC.logout,
+            chosen.name().to_owned(),
         );
-        profile.logout
+        chosen
     });
     let logout_url = match oidc.logout_url.as_deref() {
         Some(_) if logout == LogoutStrategy::Local => {
@@ -367,6 +373,14 @@ mod tests {
         assert_eq!(entra.logout_hint_claim, None);
         let auth0 = oidc(CUSTOM, "provider = \"auth0\"\nlogout = \"local\"").unwrap();
         assert!(auth0.logout_url.is_none(), "local uses no template");
+        // A template alone wins over a profile that logs out locally: it is used.
+        let templated = oidc(
+            "https://accounts.google.com",
+            "logout_url = \"https://accounts.google.com/logout?continue={post_logout_redirect_uri}\"",
+        )
+        .unwrap();
+        assert_eq!(templated.logout, LogoutStrategy::UrlTemplate);
+        assert!(templated.logout_url.is_some());
     }
 
     #[test]

@@ -78,6 +78,26 @@ pub(super) fn providers(
                  logout finds its provider by the token's issuer)",
             ));
         }
+        // Every spelling a provider answers to is its alone, aliases included.
+        let spellings = |oidc: &OidcSettings| {
+            std::iter::once(oidc.issuer.clone())
+                .chain(oidc.issuer_aliases.iter().cloned())
+                .collect::<Vec<_>>()
+        };
+        let own = spellings(&settings);
+        if let Some(taken) = parsed
+            .iter()
+            .flat_map(spellings)
+            .find(|other| own.contains(other))
+        {
+            return Err(ConfigError::new(
+                format!("{prefix}.issuer_aliases"),
+                format!(
+                    "{taken:?} is also another provider's issuer or alias; every issuer \
+                     spelling must name one provider"
+                ),
+            ));
+        }
         parsed.push(settings);
     }
     let mut parsed = parsed.into_iter();

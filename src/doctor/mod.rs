@@ -76,11 +76,11 @@ async fn provider_checks(settings: &Settings, oidc: &OidcSettings) -> Vec<Check>
         ));
         return checks;
     };
-    checks.push(provider::issuer(
-        &oidc.issuer,
-        &oidc.allowed_tenants,
-        document,
-    ));
+    let issuer = provider::issuer(&oidc.issuer, &oidc.allowed_tenants, document);
+    // Vestibule refuses a discovery document of another issuer and never sends it the secret;
+    // neither does the doctor.
+    let issuer_fits = issuer.status == report::Status::Ok;
+    checks.push(issuer);
     checks.push(provider::clock(fetched));
     let endpoint = |field: &str| {
         document
@@ -119,7 +119,7 @@ async fn provider_checks(settings: &Settings, oidc: &OidcSettings) -> Vec<Check>
         oidc.provider.profile,
         oidc.audience.as_deref(),
     ));
-    checks.push(
+    checks.push(if issuer_fits {
         client_authentication(
             settings,
             oidc,
@@ -127,8 +127,14 @@ async fn provider_checks(settings: &Settings, oidc: &OidcSettings) -> Vec<Check>
             routes.route(token_endpoint),
             document,
         )
-        .await,
-    );
+        .await
+    } else {
+        Check::skip(
+            "provider.client_auth",
+            "not probed: discovery names another issuer, so the client secret is not sent to \
+             its token endpoint",
+        )
+    });
     checks.extend(provider::logout_support(
         document,
         oidc.logout,

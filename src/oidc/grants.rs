@@ -243,7 +243,8 @@ impl GrantedTokens {
         let assumed = assumed.filter(|_| named.is_none());
         Self {
             access_token: response.access_token().secret().clone(),
-            access_expires_at: named.or(assumed.map(|lifetime| now + lifetime.as_secs())),
+            access_expires_at: named
+                .or(assumed.map(|lifetime| now.saturating_add(lifetime.as_secs()))),
             access_expiry_assumed: assumed.is_some(),
             obtained_at: now,
             refresh_token: response.refresh_token().map(|token| token.secret().clone()),
@@ -254,7 +255,7 @@ impl GrantedTokens {
 /// Access-token expiry: `expires_in` if given, else the `exp` of a JWT access token, else unknown.
 pub(super) fn expiry(now: u64, expires_in: Option<Duration>, access_token: &str) -> Option<u64> {
     expires_in
-        .map(|lifetime| now + lifetime.as_secs())
+        .map(|lifetime| now.saturating_add(lifetime.as_secs()))
         .or_else(|| {
             jwt_payload(access_token).and_then(|claims| claims.get("exp").and_then(Value::as_u64))
         })

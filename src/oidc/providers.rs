@@ -54,12 +54,12 @@ impl Providers {
         self.iter().find(|provider| provider.is_issuer(iss))
     }
 
-    /// The provider a stored `key` names: the first for `None`; `None` for an id no longer
-    /// configured.
+    /// The provider a stored `key` names: the first for `None`; the one with that id (even
+    /// if it has become the first since); `None` for an id no longer configured.
     pub fn by_key(&self, key: Option<&str>) -> Option<&Arc<Provider>> {
         match key {
             None => Some(&self.first),
-            Some(id) => self.others.iter().find(|provider| provider.id() == id),
+            Some(id) => self.by_id(id),
         }
     }
 
@@ -94,9 +94,9 @@ mod tests {
         assert_eq!(providers.key_of(partners).as_deref(), Some("partners"));
         assert_eq!(providers.by_key(None).unwrap().id(), "staff");
         assert_eq!(providers.by_key(Some("partners")).unwrap().id(), "partners");
-        // A key is never the first provider's id (it is stored as none), nor an unknown one:
-        // such a session's tokens go to no provider at all.
-        assert!(providers.by_key(Some("staff")).is_none());
+        // A provider that became the first keeps the sessions stored under its id; an unknown
+        // id is no provider at all: such a session's tokens go nowhere.
+        assert_eq!(providers.by_key(Some("staff")).unwrap().id(), "staff");
         assert!(providers.by_key(Some("gone")).is_none());
     }
 

@@ -148,6 +148,11 @@ async fn an_assertion_route_sends_a_verifiable_assertion_for_its_audience_only()
     assert_eq!(payload["iss"], app.url.as_str());
     assert_eq!(payload["aud"], audience.as_str());
     assert_eq!(payload["sub"], "alice");
+    assert_eq!(
+        payload["idp"],
+        app.provider.issuer.as_str(),
+        "whose sub it is"
+    );
     assert_eq!(payload["email"], "alice@example.test");
     assert_eq!(payload["roles"], serde_json::json!(["admin", "user"]));
     let (iat, exp) = (

@@ -163,6 +163,19 @@ async fn an_issuer_with_a_trailing_slash_fails_naming_the_difference_and_the_exa
         remedy,
         format!("remedy: set oidc.issuer = \"{}\" exactly", provider.issuer)
     );
+    // The secret is not sent to the token endpoint of a document that is not this issuer's.
+    let (line, _) = diagnosis.line("skip", "provider.client_auth");
+    assert!(line.contains("not probed"), "{line}");
+    assert_eq!(provider_token_requests(&provider).await, 0);
+}
+
+/// How many requests the provider's token endpoint has answered.
+async fn provider_token_requests(provider: &TestProvider) -> u64 {
+    let stats = provider.stats().await;
+    stats["token_requests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no token_requests in {stats}"))
+        .len() as u64
 }
 
 /// Serves `document` as the discovery document at `/.well-known/openid-configuration`.

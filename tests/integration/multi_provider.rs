@@ -467,3 +467,59 @@ async fn one_provider_down_leaves_the_instance_ready_for_the_others() {
     login_at(&browser, "staff", "alice").await;
     task.abort();
 }
+
+/// `config` (two `[[providers]]`, staff then partners, then `[session]`) with its provider
+/// entries replaced by what `arrange` makes of them.
+fn with_providers_arranged(config: &str, arrange: impl Fn(&str, &str) -> String) -> String {
+    let first = config.find("[[providers]]\n").unwrap();
+    let second = first + 1 + config[first + 1..].find("[[providers]]\n").unwrap();
+    let end = config.find("[session]").unwrap();
+    format!(
+        "{}{}{}",
+        &config[..first],
+        arrange(&config[first..second], &config[second..end]),
+        &config[end..]
+    )
+}
+
+/// A session is never served by another provider's settings: after `[[providers]]` is
+/// reordered, the first provider's sessions (stored without a provider id) are refused rather
+/// than refreshed at the new first one; after a provider is removed, its sessions are refused.
+#[tokio::test]
+async fn a_session_whose_provider_was_moved_or_removed_is_refused_never_handed_to_another() {
+    let app = two_provider_app(600).await;
+    let at_staff = app.browser();
+    login_at(&at_staff, "staff", "alice").await;
+    let at_partners = app.browser();
+    login_at(&at_partners, "partners", "bob").await;
+    let staff_cookie = at_staff.cookie("vestibule").unwrap();
+    let partners_cookie = at_partners.cookie("vestibule").unwrap();
+
+    for (what, arrange, staff_status, partners_status) in [
+        (
+            "reordered",
+            (|staff: &str, partners: &str| format!("{partners}{staff}"))
+                as fn(&str, &str) -> String,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::OK,
+        ),
+        (
+            "partners removed",
+            |staff: &str, _: &str| staff.to_owned(),
+            StatusCode::OK,
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let port = free_port();
+        let config = with_providers_arranged(&app.config_listening_on(port), arrange);
+        let task = spawn_vestibule(&config).await;
+        let base = format!("http://127.0.0.1:{port}");
+        let staff = Browser::with_session(&base, &staff_cookie);
+        assert_eq!(staff.user().await.0, staff_status, "{what}: staff");
+        let partners = Browser::with_session(&base, &partners_cookie);
+        assert_eq!(partners.user().await.0, partners_status, "{what}: partners");
+        task.abort();
+    }
+    // The deployment as it was still serves both.
+    assert!(alive(&at_staff).await && alive(&at_partners).await);
+}

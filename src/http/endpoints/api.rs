@@ -270,10 +270,6 @@ fn assertion_for(
     Some((spec.header.clone(), value))
 }
 
-/// The session the route's access asks for, with Vestibule's cookies taken off the request:
-/// `anonymous` never looks (and never touches the store), `optional` takes a valid one and
-/// treats an unknown or ended one as none, `user` requires one (`401`). A store outage is a
-/// `503` whichever the access: never a silent logout.
 /// The login endpoint for a session whose stored provider key is `key`: with several
 /// providers it names the session's own (a login without one gets the chooser). Provider ids
 /// are URL-safe by construction.
@@ -286,6 +282,10 @@ fn login_path_of(state: &AppState, key: Option<&str>) -> String {
     }
 }
 
+/// The session the route's access asks for, with Vestibule's cookies taken off the request:
+/// `anonymous` never looks (and never touches the store), `optional` takes a valid one and
+/// treats an unknown or ended one as none, `user` requires one (`401`). A store outage is a
+/// `503` whichever the access: never a silent logout.
 async fn session_for(
     state: &AppState,
     route: &Route,
