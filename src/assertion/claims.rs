@@ -21,6 +21,8 @@ pub struct Envelope<'a> {
     pub id: &'a str,
     /// `sid`: the session's keyed hash, if the session has a handle.
     pub session: Option<&'a str>,
+    /// `idp`: the provider's issuer that vouches for `sub` (the session's ID token's `iss`).
+    pub idp: Option<&'a str>,
 }
 
 /// The claims of an assertion about `principal` with the route's `listed` claims.
@@ -45,7 +47,7 @@ pub fn claim_set(
     set("aud", envelope.audience.into());
     set("sub", principal.subject().into());
     // Whose `sub` it is: with several providers one `sub` may name two people.
-    if let Some(idp) = principal.issuer() {
+    if let Some(idp) = envelope.idp {
         set("idp", idp.into());
     }
     set("iat", envelope.issued_at.into());
@@ -119,6 +121,7 @@ mod tests {
             lifetime_secs: 60,
             id: "jti-1",
             session: Some("sid-hash"),
+            idp: Some("https://op.example"),
         }
     }
 

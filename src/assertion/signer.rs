@@ -147,12 +147,14 @@ impl Assertions {
         }
     }
 
-    /// A fresh assertion for `spec`'s audience about `principal`, in the session whose public
-    /// handle is `handle` (empty: no `sid`), issued at `now` (unix seconds).
+    /// A fresh assertion for `spec`'s audience about `principal`, vouched for by the provider
+    /// issuer `idp`, in the session whose public handle is `handle` (empty: no `sid`), issued
+    /// at `now` (unix seconds).
     pub fn sign(
         &self,
         spec: &AssertionSpec,
         principal: &Principal,
+        idp: Option<&str>,
         handle: &str,
         now: u64,
     ) -> String {
@@ -165,6 +167,7 @@ impl Assertions {
             lifetime_secs: self.lifetime_secs,
             id: &id,
             session: session.as_deref(),
+            idp,
         };
         let claims = claim_set(&envelope, principal, &spec.claims);
         self.compact(&Value::Object(claims))
@@ -307,7 +310,13 @@ mod tests {
     fn an_assertion_is_an_es256_jwt_with_the_claims_and_a_short_life() {
         let ring = ring(&[("k1", 1)]);
         let signer = signer(&ring, AssertionSettings::default());
-        let token = signer.sign(&spec("x-vestibule-assertion"), &alice(), "handle-1", 1_000);
+        let token = signer.sign(
+            &spec("x-vestibule-assertion"),
+            &alice(),
+            None,
+            "handle-1",
+            1_000,
+        );
         let header = part(&token, 0);
         assert_eq!(
             Value::Object(header.clone()),
@@ -324,7 +333,13 @@ mod tests {
         assert!(!claims.contains_key("email"), "not listed");
         assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
         assert!(verifies_with(&token, &published(&signer)));
-        let other = signer.sign(&spec("x-vestibule-assertion"), &alice(), "handle-1", 1_000);
+        let other = signer.sign(
+            &spec("x-vestibule-assertion"),
+            &alice(),
+            None,
+            "handle-1",
+            1_000,
+        );
         assert_ne!(
             part(&other, 1)["jti"],
             claims["jti"],
@@ -338,7 +353,7 @@ mod tests {
     fn sid_is_a_keyed_hash_of_the_handle_stable_per_session() {
         let signer = signer_for_ring(&ring(&[("k1", 1)]));
         let sid = |handle: &str| {
-            let token = signer.sign(&spec("x-vestibule-assertion"), &alice(), handle, 0);
+            let token = signer.sign(&spec("x-vestibule-assertion"), &alice(), None, handle, 0);
             part(&token, 1).get("sid").cloned()
         };
         let first = sid("handle-1").unwrap();
@@ -347,7 +362,13 @@ mod tests {
         assert!(!first.as_str().unwrap().contains("handle"));
         assert_eq!(sid(""), None, "a session without a handle has no sid");
         let elsewhere = signer_for_ring(&ring(&[("k1", 9)]));
-        let token = elsewhere.sign(&spec("x-vestibule-assertion"), &alice(), "handle-1", 0);
+        let token = elsewhere.sign(
+            &spec("x-vestibule-assertion"),
+            &alice(),
+            None,
+            "handle-1",
+            0,
+        );
         assert_ne!(
             part(&token, 1)["sid"],
             first,
@@ -366,7 +387,7 @@ mod tests {
         assert_eq!(one.source(), KeySource::Derived);
         assert_eq!(one.signing_kid(), two.signing_kid());
         assert_eq!(one.key_set(), two.key_set());
-        let token = one.sign(&spec("x-vestibule-assertion"), &alice(), "h", 0);
+        let token = one.sign(&spec("x-vestibule-assertion"), &alice(), None, "h", 0);
         assert!(verifies_with(&token, &published(&two)));
         let other = signer_for_ring(&ring(&[("k1", 2)]));
         assert_ne!(one.signing_kid(), other.signing_kid());
@@ -385,9 +406,9 @@ mod tests {
             kids,
             [json!(after.signing_kid()), json!(before.signing_kid())]
         );
-        let old = before.sign(&spec("x-vestibule-assertion"), &alice(), "h", 0);
+        let old = before.sign(&spec("x-vestibule-assertion"), &alice(), None, "h", 0);
         assert!(verifies_with(&old, &published(&after)));
-        let new = after.sign(&spec("x-vestibule-assertion"), &alice(), "h", 0);
+        let new = after.sign(&spec("x-vestibule-assertion"), &alice(), None, "h", 0);
         assert_eq!(part(&new, 0)["kid"], after.signing_kid());
         assert!(!verifies_with(&new, &published(&before)));
     }
@@ -411,7 +432,7 @@ mod tests {
             .map(|jwk| jwk["kid"].clone())
             .collect();
         assert_eq!(kids, [json!("2026-12"), json!(derived.kid())]);
-        let token = signer.sign(&spec("x-vestibule-assertion"), &alice(), "h", 100);
+        let token = signer.sign(&spec("x-vestibule-assertion"), &alice(), None, "h", 100);
         assert_eq!(part(&token, 1)["exp"], 130);
         assert!(verifies_with(&token, &published(&signer)));
     }

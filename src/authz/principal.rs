@@ -2,9 +2,7 @@
 //! session's merged claims, kept in the sealed session record, read on every proxied call
 //! without parsing a token. Pure.
 //!
-//! It keeps the subject, its issuer, `acr` and `auth_time` apart (step-up reads the last two;
-//! a `sub` means a user only together with its issuer when several providers are configured)
-//! and every other claim
+//! It keeps the subject, `acr` and `auth_time` apart (step-up reads them) and every other claim
 //! except the protocol ones, which no rule should read ([`DROPPED_CLAIMS`]). Serialized compactly
 //! (one-letter names, nothing for what is absent): for a Keycloak user with realm and client roles,
 //! name and email it is about 350 bytes of MessagePack (measured in the tests below). Not
@@ -47,10 +45,6 @@ const MAX_UNAVAILABLE: usize = 16;
 pub struct Principal {
     #[serde(rename = "s")]
     subject: String,
-    /// The ID token's `iss`; absent in principals kept before it was (their session's
-    /// provider is then known by its key alone).
-    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
-    issuer: Option<String>,
     #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     acr: Option<String>,
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +63,6 @@ impl Principal {
     /// Entra ID says `hasgroups: true` without listing them (its overage in implicit flows).
     pub fn from_claims(claims: &Map<String, Value>) -> Option<Self> {
         let subject = claims.get("sub")?.as_str()?.to_owned();
-        let issuer = claims.get("iss").and_then(Value::as_str).map(str::to_owned);
         let acr = claims.get("acr").and_then(Value::as_str).map(str::to_owned);
         let auth_time = claims.get("auth_time").and_then(unix_seconds);
         let mut unavailable: Vec<String> = claims
@@ -99,7 +92,6 @@ impl Principal {
             .collect();
         Some(Self {
             subject,
-            issuer,
             acr,
             auth_time,
             claims: kept,
@@ -110,11 +102,6 @@ impl Principal {
     /// The subject (`sub`).
     pub fn subject(&self) -> &str {
         &self.subject
-    }
-
-    /// Who issued the subject (the ID token's `iss`), if known.
-    pub fn issuer(&self) -> Option<&str> {
-        self.issuer.as_deref()
     }
 
     /// The authentication context class reference (`acr`), if the provider named one.

@@ -130,12 +130,14 @@ impl Components {
         client: IpAddr,
         headers: &HeaderMap,
     ) -> Result<ActiveSession, AppError> {
-        if !self.belongs_to_its_provider(&session.record) {
-            // Never serve, refresh or vouch for it with another provider's settings.
-            tracing::warn!(
-                "a session is refused: its provider is no longer configured, or no longer \
-                 accepts its ID token's issuer (a removed tenant, a reordered [[providers]])"
-            );
+        if self
+            .providers
+            .by_key(session.record.provider.as_deref())
+            .is_none()
+        {
+            // Never served once its provider is gone (refresh and logout also check that the
+            // provider still accepts the session's ID token: `Providers::of_session`).
+            tracing::warn!("a session is refused: its provider is no longer configured");
             return Err(AppError::Unauthenticated);
         }
         let Some(finding) = suspicious_use::assess(&session.record, client, headers) else {
@@ -150,27 +152,6 @@ impl Components {
             self.ending.revoke_refresh_token_of(&record);
         }
         Err(AppError::Unauthenticated)
-    }
-}
-
-impl Components {
-    /// Whether `record`'s provider is still configured and, once discovered, accepts the
-    /// issuer its ID token named (kept in the principal): a provider removed from the
-    /// configuration, a tenant removed from `oidc.allowed_tenants`, or a reordered
-    /// `[[providers]]` that would hand the first provider's sessions to another one.
-    fn belongs_to_its_provider(&self, record: &crate::session::SessionRecord) -> bool {
-        let Some(provider) = self.providers.by_key(record.provider.as_deref()) else {
-            return false;
-        };
-        let principal = record.tokens.principal();
-        match principal
-            .as_deref()
-            .and_then(crate::authz::Principal::issuer)
-        {
-            Some(iss) if provider.is_discovered() => provider.is_issuer(iss),
-            // Kept before the issuer was, or the provider not reachable yet: its key decides.
-            _ => true,
-        }
     }
 }
 

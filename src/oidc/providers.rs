@@ -63,6 +63,22 @@ impl Providers {
         }
     }
 
+    /// The provider a session stored as `key` may use with its tokens: that provider, if it
+    /// is configured and, once discovered, accepts the issuer the session's `id_token` names.
+    /// `None` otherwise (a provider or tenant removed, or a reordered `[[providers]]` whose
+    /// new first provider is not the one a session stored without a key logged in at): its
+    /// refresh token and ID token are then never sent anywhere.
+    pub fn of_session(&self, key: Option<&str>, id_token: &str) -> Option<&Arc<Provider>> {
+        let provider = self.by_key(key)?;
+        if !provider.is_discovered() {
+            // Not reachable yet: the next step (refresh, logout) waits for discovery anyway.
+            return Some(provider);
+        }
+        let payload = super::jwt_payload(id_token)?;
+        let iss = payload.get("iss").and_then(serde_json::Value::as_str)?;
+        provider.is_issuer(iss).then_some(provider)
+    }
+
     /// The key `provider` is stored under (see [`Providers::by_key`]).
     pub fn key_of(&self, provider: &Provider) -> ProviderKey {
         (provider.id() != self.first.id()).then(|| provider.id().to_owned())

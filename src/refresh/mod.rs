@@ -197,11 +197,12 @@ impl Refresher {
         Ok(Some(replaced))
     }
 
-    /// The provider `record` logged in at; a session whose provider is no longer configured
-    /// has ended (its tokens are never sent to another provider).
+    /// The provider `record` logged in at; a session whose provider is no longer configured,
+    /// or no longer accepts its ID token's issuer, has ended (its tokens are never sent to
+    /// another provider).
     fn provider_of(&self, record: &SessionRecord) -> Result<&Arc<Provider>, AccessError> {
         self.providers
-            .by_key(record.provider.as_deref())
+            .of_session(record.provider.as_deref(), &record.tokens.id_token.text())
             .ok_or(AccessError::SessionEnded)
     }
 

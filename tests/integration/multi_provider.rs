@@ -482,12 +482,14 @@ fn with_providers_arranged(config: &str, arrange: impl Fn(&str, &str) -> String)
     )
 }
 
-/// A session is never served by another provider's settings: after `[[providers]]` is
-/// reordered, the first provider's sessions (stored without a provider id) are refused rather
-/// than refreshed at the new first one; after a provider is removed, its sessions are refused.
+/// A session's tokens never go to another provider: after `[[providers]]` is reordered, the
+/// first provider's sessions (stored without a provider id) end at their next refresh instead of
+/// being refreshed at the new first provider, while the moved provider's sessions keep working;
+/// after a provider is removed, its sessions are refused at once.
 #[tokio::test]
 async fn a_session_whose_provider_was_moved_or_removed_is_refused_never_handed_to_another() {
-    let app = two_provider_app(600).await;
+    let app = two_provider_app(4).await;
+    let partners_op = app.second_provider.as_ref().unwrap();
     let at_staff = app.browser();
     login_at(&at_staff, "staff", "alice").await;
     let at_partners = app.browser();
@@ -495,31 +497,52 @@ async fn a_session_whose_provider_was_moved_or_removed_is_refused_never_handed_t
     let staff_cookie = at_staff.cookie("vestibule").unwrap();
     let partners_cookie = at_partners.cookie("vestibule").unwrap();
 
-    for (what, arrange, staff_status, partners_status) in [
+    // Reordered: partners first.
+    let port = free_port();
+    let reordered = with_providers_arranged(&app.config_listening_on(port), |staff, partners| {
+        format!("{partners}{staff}")
+    });
+    let task = spawn_vestibule(&reordered).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let staff = Browser::with_session(&base, &staff_cookie);
+    let partners = Browser::with_session(&base, &partners_cookie);
+    assert_eq!(
+        partners.user().await.0,
+        StatusCode::OK,
+        "reordered: partners"
+    );
+    let refresh_attempts = || async {
+        let stats = partners_op.stats().await;
         (
-            "reordered",
-            (|staff: &str, partners: &str| format!("{partners}{staff}"))
-                as fn(&str, &str) -> String,
-            StatusCode::UNAUTHORIZED,
-            StatusCode::OK,
-        ),
-        (
-            "partners removed",
-            |staff: &str, _: &str| staff.to_owned(),
-            StatusCode::OK,
-            StatusCode::UNAUTHORIZED,
-        ),
-    ] {
-        let port = free_port();
-        let config = with_providers_arranged(&app.config_listening_on(port), arrange);
-        let task = spawn_vestibule(&config).await;
-        let base = format!("http://127.0.0.1:{port}");
-        let staff = Browser::with_session(&base, &staff_cookie);
-        assert_eq!(staff.user().await.0, staff_status, "{what}: staff");
-        let partners = Browser::with_session(&base, &partners_cookie);
-        assert_eq!(partners.user().await.0, partners_status, "{what}: partners");
-        task.abort();
-    }
-    // The deployment as it was still serves both.
-    assert!(alive(&at_staff).await && alive(&at_partners).await);
+            stats["refresh_token"].clone(),
+            stats["refresh_token_errors"].clone(),
+        )
+    };
+    let partners_grants = refresh_attempts().await;
+    staff.wait_past_access_token_expiry().await;
+    assert_eq!(
+        staff.api_get("/api/orders/after").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "reordered: the staff session ends rather than refresh at partners"
+    );
+    assert_eq!(
+        refresh_attempts().await,
+        partners_grants,
+        "no staff refresh token reached partners, not even to be refused"
+    );
+    task.abort();
+
+    // Removed: only staff.
+    let port = free_port();
+    let removed =
+        with_providers_arranged(&app.config_listening_on(port), |staff, _| staff.to_owned());
+    let task = spawn_vestibule(&removed).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let partners = Browser::with_session(&base, &partners_cookie);
+    assert_eq!(
+        partners.user().await.0,
+        StatusCode::UNAUTHORIZED,
+        "removed: partners"
+    );
+    task.abort();
 }

@@ -762,9 +762,14 @@ async function credentialsScenario() {
     });
     assert.ok(s.token_requests.some((r) => r.grant_type === TOKEN_EXCHANGE && r.audience[0] === 'orders-api' && r.has_subject_token));
     assert.ok(!JSON.stringify(s).includes(opaque.body.access_token), 'no token in the stats');
-    assert.deepEqual(s.authorization_requests[0], {
+    const { params, ...request } = s.authorization_requests[0];
+    assert.deepEqual(request, {
       resource: [ORDERS, BILLING], audience: [], scope, prompt: 'consent',
     });
+    // the request's own parameters, as the provider received them (provider profiles)
+    assert.equal(params.scope, scope);
+    assert.equal(params.prompt, 'consent');
+    assert.equal(params.client_id, client.id);
     // every JWT access token issued is listed with the secrets
     const { issued } = await getJson(`${op.issuer}/__test/secrets`);
     for (const value of [tok.body.access_token, cc.body.access_token, ex.body.access_token]) assert.ok(issued.includes(value));

@@ -262,9 +262,15 @@ fn assertion_for(
     };
     let session = session?;
     let principal = session.record.tokens.principal()?;
+    // Whose `sub` it is: the issuer the session's ID token names.
+    let id_token = crate::oidc::jwt_payload(&session.record.tokens.id_token.text());
+    let idp = id_token
+        .as_ref()
+        .and_then(|claims| claims.get("iss"))
+        .and_then(serde_json::Value::as_str);
     let token = state
         .assertions
-        .sign(spec, &principal, &session.record.handle, unix_now());
+        .sign(spec, &principal, idp, &session.record.handle, unix_now());
     // Base64url and dots: always a valid header value.
     let value = HeaderValue::try_from(token).ok()?;
     Some((spec.header.clone(), value))

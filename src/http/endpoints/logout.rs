@@ -42,7 +42,7 @@ pub(super) async fn provider_logout(
     // The session's own provider ends its provider session.
     let end_session = state
         .providers
-        .by_key(record.provider.as_deref())?
+        .of_session(record.provider.as_deref(), &record.tokens.id_token.text())?
         .end_session_url(&EndSession {
             id_token_hint: &record.tokens.id_token.text(),
             post_logout_redirect_uri: &post_logout,
