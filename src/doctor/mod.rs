@@ -12,9 +12,6 @@ mod provider;
 mod redis_acl;
 pub mod report;
 mod token_endpoint;
-
-use std::time::Duration;
-
 use redis::ConnectionAddr;
 use url::Url;
 
@@ -53,7 +50,7 @@ pub async fn examine(settings: &Settings) -> Report {
 /// provider `oidc` (one of `settings.providers()`).
 async fn provider_checks(settings: &Settings, oidc: &OidcSettings) -> Vec<Check> {
     let mut checks = Vec::new();
-    let http = match http_client(&oidc.ca_certificates) {
+    let http = match crate::oidc::provider_http_client(&oidc.ca_certificates) {
         Ok(http) => http,
         Err(error) => {
             checks.push(Check::fail(
@@ -249,20 +246,6 @@ fn tls_addresses(topology: &RedisTopology) -> Vec<(String, u16)> {
         RedisTopology::Sentinel(_) => Vec::new(),
         RedisTopology::Cluster(nodes) => nodes.iter().filter_map(|node| tls(node.addr())).collect(),
     }
-}
-
-/// An HTTP client for the provider as Vestibule builds one (trusted CAs, no redirects).
-fn http_client(ca_certificates: &[reqwest::Certificate]) -> reqwest::Result<reqwest::Client> {
-    ca_certificates
-        .iter()
-        .cloned()
-        .fold(reqwest::Client::builder(), |builder, certificate| {
-            builder.add_root_certificate(certificate)
-        })
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(15))
-        .build()
 }
 
 /// An error with its causes, on one line.

@@ -185,24 +185,30 @@ pub struct Provider {
     userinfo_warnings: crate::clock::OncePerInterval,
 }
 
+/// The HTTP client a provider is reached with: the public roots plus `ca_certificates`, and
+/// never a redirect followed on the back channel (SSRF and token leaks). `vestibule doctor`
+/// uses the same one, so it sees the provider as Vestibule does.
+pub fn provider_http_client(
+    ca_certificates: &[reqwest::Certificate],
+) -> reqwest::Result<reqwest::Client> {
+    ca_certificates
+        .iter()
+        .cloned()
+        .fold(reqwest::Client::builder(), |builder, certificate| {
+            builder.add_root_certificate(certificate)
+        })
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .build()
+}
+
 impl Provider {
     /// A provider client; discovery happens on first use (or in [`Provider::discover`]).
     pub fn new(settings: ProviderSettings) -> Result<Self, OidcError> {
-        let http = settings
-            .ca_certificates
-            .iter()
-            .cloned()
-            .fold(reqwest::Client::builder(), |builder, certificate| {
-                builder.add_root_certificate(certificate)
-            })
-            // Never follow redirects from the provider's back channel (SSRF and token leaks).
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|error| {
-                OidcError::Unavailable(format!("cannot build HTTP client: {error}"))
-            })?;
+        let http = provider_http_client(&settings.ca_certificates).map_err(|error| {
+            OidcError::Unavailable(format!("cannot build HTTP client: {error}"))
+        })?;
         Ok(Self {
             client_auth: ClientAuth::new(settings.auth_method.map(ClientAuthMethod::auth_type)),
             settings,

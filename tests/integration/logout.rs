@@ -183,7 +183,7 @@ async fn a_tampered_or_missing_state_or_a_missing_cookie_gets_an_error_page() {
 
 /// Loads `url` as the provider's iframe would: no cookie of Vestibule's (a third-party frame
 /// gets no `SameSite` cookie), no redirects followed.
-async fn load_in_provider_iframe(url: &str) -> reqwest::Response {
+pub(crate) async fn load_in_provider_iframe(url: &str) -> reqwest::Response {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

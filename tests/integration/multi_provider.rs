@@ -16,6 +16,7 @@ use crate::harness::{
     Browser, ProviderOptions, TestApp, TestProvider, Upstream, free_port, spawn_vestibule,
     two_providers, wait_for,
 };
+use crate::logout::load_in_provider_iframe;
 
 /// Two providers, access tokens living `ttl` seconds.
 async fn two_provider_app(ttl: u64) -> TestApp {
@@ -367,16 +368,6 @@ async fn a_front_channel_logout_ends_sessions_of_the_provider_its_iss_names_only
             .any(|(name, value)| name == "iss" && value == partners.issuer.as_str()),
         "{own}"
     );
-    let load = |url: String| async move {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-    };
 
     // The partners session's sid under the staff issuer: no staff session has it.
     let mut forged = own.clone();
@@ -392,14 +383,17 @@ async fn a_front_channel_logout_ends_sessions_of_the_provider_its_iss_names_only
         })
         .collect();
     forged.query_pairs_mut().clear().extend_pairs(pairs);
-    assert_eq!(load(forged.to_string()).await.status(), StatusCode::OK);
+    assert_eq!(
+        load_in_provider_iframe(forged.as_str()).await.status(),
+        StatusCode::OK
+    );
     assert!(
         alive(&at_partners).await,
         "a staff-issuer request ends no partners session"
     );
     assert!(alive(&at_staff).await);
 
-    let response = load(urls[0].clone()).await;
+    let response = load_in_provider_iframe(&urls[0]).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["content-security-policy"],
@@ -426,7 +420,7 @@ async fn a_front_channel_logout_ends_sessions_of_the_provider_its_iss_names_only
         .map(|(name, value)| (name.into_owned(), value.into_owned()))
         .collect();
     without_iss.query_pairs_mut().clear().extend_pairs(pairs);
-    let response = load(without_iss.to_string()).await;
+    let response = load_in_provider_iframe(without_iss.as_str()).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["content-security-policy"],
