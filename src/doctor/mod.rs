@@ -12,6 +12,7 @@ mod provider;
 mod redis_acl;
 pub mod report;
 mod token_endpoint;
+
 use redis::ConnectionAddr;
 use url::Url;
 
