@@ -224,12 +224,29 @@ pub(super) fn subject(claims: &Map<String, Value>) -> Result<String, OidcError> 
 /// The payload of a compact JWT as a JSON object (no signature check: callers pass tokens
 /// that were verified, or only read an expiry hint).
 pub fn jwt_payload(compact: &str) -> Option<Map<String, Value>> {
-    let payload = compact.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
+    match serde_json::from_slice(&payload_bytes(compact)?).ok()? {
         Value::Object(map) => Some(map),
         _ => None,
     }
+}
+
+/// The `iss` a compact JWT names, read as [`jwt_payload`] reads it (a session's ID token, which
+/// was verified when it was stored).
+pub fn jwt_issuer(compact: &str) -> Option<String> {
+    /// Only the claim wanted: the others are skipped, not collected.
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        iss: String,
+    }
+    serde_json::from_slice::<Issuer>(&payload_bytes(compact)?)
+        .ok()
+        .map(|claims| claims.iss)
+}
+
+/// The decoded payload segment of a compact JWT.
+fn payload_bytes(compact: &str) -> Option<Vec<u8>> {
+    let payload = compact.split('.').nth(1)?;
+    URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()
 }
 
 #[cfg(test)]
@@ -480,5 +497,20 @@ mod tests {
         assert_eq!(claims["sub"], "alice");
         assert!(jwt_payload("not-a-jwt").is_none());
         assert!(jwt_payload(&format!("h.{}.s", URL_SAFE_NO_PAD.encode(b"[1]"))).is_none());
+    }
+
+    #[test]
+    fn jwt_issuer_reads_iss_alone() {
+        let token = |json: &str| format!("h.{}.s", URL_SAFE_NO_PAD.encode(json));
+        assert_eq!(
+            jwt_issuer(&token(
+                r#"{"sub":"a","iss":"https://op.example","aud":["x"]}"#
+            ))
+            .as_deref(),
+            Some("https://op.example")
+        );
+        assert_eq!(jwt_issuer(&token(r#"{"sub":"a"}"#)), None);
+        assert_eq!(jwt_issuer(&token(r#"{"iss":7}"#)), None);
+        assert_eq!(jwt_issuer("not-a-jwt"), None);
     }
 }

@@ -48,7 +48,7 @@ pub use authorization::AuthorizationRequest;
 pub use back_channel::BackChannel;
 pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
-pub use id_token::jwt_payload;
+pub use id_token::{jwt_issuer, jwt_payload};
 pub use issuer::discovered_issuer_fits;
 pub use logout::{EndSession, EndSessionUrl};
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError, unverified_issuer};

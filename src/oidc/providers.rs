@@ -49,7 +49,8 @@ impl Providers {
         self.iter().find(|provider| provider.id() == id)
     }
 
-    /// The provider whose issuer is exactly `iss`.
+    /// The provider that accepts `iss` as its issuer (the configured one, an alias, or an
+    /// allowed tenant's under its template).
     pub fn by_issuer(&self, iss: &str) -> Option<&Arc<Provider>> {
         self.iter().find(|provider| provider.is_issuer(iss))
     }
@@ -74,9 +75,8 @@ impl Providers {
             // Not reachable yet: the next step (refresh, logout) waits for discovery anyway.
             return Some(provider);
         }
-        let payload = super::jwt_payload(id_token)?;
-        let iss = payload.get("iss").and_then(serde_json::Value::as_str)?;
-        provider.is_issuer(iss).then_some(provider)
+        let iss = super::jwt_issuer(id_token)?;
+        provider.is_issuer(&iss).then_some(provider)
     }
 
     /// The key `provider` is stored under (see [`Providers::by_key`]).

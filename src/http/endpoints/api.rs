@@ -38,6 +38,7 @@ use crate::http::proxy::{
 use crate::http::server::connection::ConnectionSlot;
 use crate::http::{AppState, csrf};
 use crate::metrics::metrics;
+use crate::oidc::ProviderKey;
 use crate::refresh::AccessError;
 use crate::routes::{Credential, Route, RouteMatch};
 use crate::session::{ActiveSession, SessionEnd};
@@ -70,13 +71,12 @@ pub async fn call_route(
     let principal = session
         .as_ref()
         .and_then(|session| session.record.tokens.principal());
-    // A step-up logs in again at the session's own provider, not through the chooser.
-    let login_path = login_path_of(
-        state,
-        session
-            .as_ref()
-            .and_then(|session| session.record.provider.as_deref()),
-    );
+    // A step-up logs in again at the session's own provider, not through the chooser: its key,
+    // kept only where there are several (a plain call pays nothing for it).
+    let provider_key: ProviderKey = session
+        .as_ref()
+        .filter(|_| state.providers.is_several())
+        .and_then(|session| session.record.provider.clone());
     let verdict = decide(
         &route.policy,
         parts.method.as_str(),
@@ -98,7 +98,7 @@ pub async fn call_route(
         }
         Decision::StepUpRequired(step_up) => {
             return Err(AppError::StepUpRequired {
-                login_url: step_up.login_url(&login_path),
+                login_url: step_up.login_url(&login_path_of(state, provider_key.as_deref())),
             });
         }
     };
@@ -167,7 +167,11 @@ pub async fn call_route(
             && let Some(step_up) = step_up_demanded(response.headers())
         {
             return Err(AppError::StepUpRequired {
-                login_url: step_up_login_url(&login_path, &step_up.acr_values, step_up.max_age),
+                login_url: step_up_login_url(
+                    &login_path_of(state, provider_key.as_deref()),
+                    &step_up.acr_values,
+                    step_up.max_age,
+                ),
             });
         }
         if says_invalid_token(response.headers()) {
@@ -263,14 +267,14 @@ fn assertion_for(
     let session = session?;
     let principal = session.record.tokens.principal()?;
     // Whose `sub` it is: the issuer the session's ID token names.
-    let id_token = crate::oidc::jwt_payload(&session.record.tokens.id_token.text());
-    let idp = id_token
-        .as_ref()
-        .and_then(|claims| claims.get("iss"))
-        .and_then(serde_json::Value::as_str);
-    let token = state
-        .assertions
-        .sign(spec, &principal, idp, &session.record.handle, unix_now());
+    let idp = crate::oidc::jwt_issuer(&session.record.tokens.id_token.text());
+    let token = state.assertions.sign(
+        spec,
+        &principal,
+        idp.as_deref(),
+        &session.record.handle,
+        unix_now(),
+    );
     // Base64url and dots: always a valid header value.
     let value = HeaderValue::try_from(token).ok()?;
     Some((spec.header.clone(), value))

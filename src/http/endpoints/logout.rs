@@ -40,11 +40,12 @@ pub(super) async fn provider_logout(
     post_logout.set_path(LOGOUT_CALLBACK_PATH);
     post_logout.set_query(None);
     // The session's own provider ends its provider session.
+    let id_token = record.tokens.id_token.text();
     let end_session = state
         .providers
-        .of_session(record.provider.as_deref(), &record.tokens.id_token.text())?
+        .of_session(record.provider.as_deref(), &id_token)?
         .end_session_url(&EndSession {
-            id_token_hint: &record.tokens.id_token.text(),
+            id_token_hint: &id_token,
             post_logout_redirect_uri: &post_logout,
             state: logout_state.as_str(),
             claims: &record.claims(),
