@@ -265,11 +265,8 @@ fn oidc_lines(line: &mut impl FnMut(&str, String), prefix: &str, oidc: &super::O
         format!(
             "{} (secret set; authentication {})",
             oidc.client_id,
-            match oidc.client_auth_method {
-                None => "from discovery",
-                Some(ClientAuthMethod::ClientSecretBasic) => "client_secret_basic",
-                Some(ClientAuthMethod::ClientSecretPost) => "client_secret_post",
-            }
+            oidc.client_auth_method
+                .map_or("from discovery", ClientAuthMethod::name)
         ),
     );
     line(

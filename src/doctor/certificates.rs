@@ -6,7 +6,7 @@
 //! the TLS error when it is not. Nothing is ever sent over this connection.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -142,13 +142,6 @@ fn date(secs: u64) -> String {
         ),
         Err(_) => format!("{secs} s after 1970"),
     }
-}
-
-/// Now, in Unix seconds.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// A verifier that accepts any certificate and keeps the server's own (dates only are read).

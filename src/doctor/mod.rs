@@ -153,14 +153,16 @@ async fn client_authentication(
     let method = token_endpoint::method(configured, document);
     let client = token_endpoint::Client {
         endpoint,
-        id: &oidc.client_id,
-        secret: &oidc.client_secret,
+        credentials: crate::oidc::Credentials {
+            id: &oidc.client_id,
+            secret: &oidc.client_secret,
+        },
         redirect_uri: settings.redirect_uri(),
     };
     let first = token_endpoint::probe(http, &client, method).await;
     let refused = matches!(&first, Ok(answer) if answer.error.as_deref() != Some("invalid_grant"));
     let switched = if configured.is_none() && refused {
-        Some(token_endpoint::probe(http, &client, token_endpoint::other(method)).await)
+        Some(token_endpoint::probe(http, &client, method.other()).await)
     } else {
         None
     };
@@ -188,7 +190,7 @@ async fn provider_certificate(discovery_url: &Url) -> Check {
         ID,
         &format!("the provider ({host}:{port})"),
         &validity,
-        certificates::now(),
+        crate::clock::unix_now(),
     )
 }
 
@@ -207,7 +209,7 @@ async fn redis_checks(settings: &Settings) -> Vec<Check> {
             "redis.tls",
             &format!("Redis ({host}:{port})"),
             &validity,
-            certificates::now(),
+            crate::clock::unix_now(),
         ));
     }
     match topology {

@@ -6,12 +6,11 @@
 //!
 //! The secret leaves only inside the request; no line of the report carries it.
 
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
 use super::report::Check;
-use crate::oidc::ClientAuthMethod;
+use crate::oidc::{ClientAuthMethod, Credentials, client_authenticated_post};
 
 const ID: &str = "provider.client_auth";
 
@@ -52,51 +51,27 @@ impl Answer {
     }
 }
 
-/// The method Vestibule uses: the configured one, else Basic when the provider supports it
-/// (the spec default), else POST (as `oidc::client_auth` chooses).
+/// The method Vestibule uses: the configured one, else the one it picks from what discovery
+/// lists ([`ClientAuthMethod::when_unconfigured`]).
 pub fn method(configured: Option<ClientAuthMethod>, document: &Value) -> ClientAuthMethod {
-    if let Some(method) = configured {
-        return method;
-    }
-    let supported: Option<Vec<&str>> = document
-        .get("token_endpoint_auth_methods_supported")
-        .and_then(Value::as_array)
-        .map(|methods| methods.iter().filter_map(Value::as_str).collect());
-    match supported {
-        Some(methods)
-            if !methods.contains(&"client_secret_basic")
-                && methods.contains(&"client_secret_post") =>
-        {
-            ClientAuthMethod::ClientSecretPost
-        }
-        _ => ClientAuthMethod::ClientSecretBasic,
-    }
-}
-
-/// The `oidc.client_auth_method` spelling of `method`.
-pub fn name(method: ClientAuthMethod) -> &'static str {
-    match method {
-        ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
-        ClientAuthMethod::ClientSecretPost => "client_secret_post",
-    }
-}
-
-/// The other method (Vestibule switches to it once when an auto-selected one is refused).
-pub fn other(method: ClientAuthMethod) -> ClientAuthMethod {
-    match method {
-        ClientAuthMethod::ClientSecretBasic => ClientAuthMethod::ClientSecretPost,
-        ClientAuthMethod::ClientSecretPost => ClientAuthMethod::ClientSecretBasic,
-    }
+    configured.unwrap_or_else(|| {
+        let listed = document
+            .get("token_endpoint_auth_methods_supported")
+            .and_then(Value::as_array)
+            .map(|methods| {
+                let lists = |name: &str| methods.iter().any(|method| method.as_str() == Some(name));
+                (lists("client_secret_basic"), lists("client_secret_post"))
+            });
+        ClientAuthMethod::when_unconfigured(listed)
+    })
 }
 
 /// The client and where the probe goes.
 pub struct Client<'a> {
     /// The token endpoint (routed as Vestibule routes it).
     pub endpoint: Url,
-    /// `oidc.client_id`.
-    pub id: &'a str,
-    /// `oidc.client_secret`.
-    pub secret: &'a SecretString,
+    /// `oidc.client_id` and `oidc.client_secret`.
+    pub credentials: Credentials<'a>,
     /// The redirect URI Vestibule sends with a code.
     pub redirect_uri: Url,
 }
@@ -108,38 +83,20 @@ pub async fn probe(
     method: ClientAuthMethod,
 ) -> Result<Answer, String> {
     let code = format!("vestibule-doctor-{}", crate::random::url_safe_id());
-    let mut form = vec![
+    let form = vec![
         ("grant_type", "authorization_code".to_owned()),
         ("code", code),
         ("redirect_uri", client.redirect_uri.to_string()),
     ];
-    let mut request = http.post(client.endpoint.clone());
-    match method {
-        ClientAuthMethod::ClientSecretPost => {
-            form.push(("client_id", client.id.to_owned()));
-            form.push(("client_secret", client.secret.expose_secret().to_owned()));
-        }
-        ClientAuthMethod::ClientSecretBasic => {
-            // RFC 6749 §2.3.1: form-encoded before base64.
-            let encode = |value: &str| -> String {
-                url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
-            };
-            request = request.basic_auth(
-                encode(client.id),
-                Some(encode(client.secret.expose_secret())),
-            );
-        }
-    }
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form.iter().map(|(key, value)| (*key, value.as_str())))
-        .finish();
+    let request = client_authenticated_post(
+        http,
+        client.endpoint.clone(),
+        &client.credentials,
+        method,
+        form,
+    );
     let response = request
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
         .header(reqwest::header::ACCEPT, "application/json")
-        .body(body)
         .send()
         .await
         .map_err(|error| super::error_chain(&error.without_url()))?;
@@ -171,7 +128,7 @@ pub fn judge(
             );
         }
     };
-    let used = name(method);
+    let used = method.name();
     if answer.authenticated() {
         return Check::ok(
             ID,
@@ -185,7 +142,7 @@ pub fn judge(
         if let Some(Ok(other_answer)) = switched
             && other_answer.authenticated()
         {
-            let other_name = name(other(method));
+            let other_name = method.other().name();
             return Check::warn(
                 ID,
                 format!(

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 
 use openidconnect::AuthType;
 use openidconnect::core::{CoreClientAuthMethod, CoreErrorResponseType};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::Provider;
 use super::discovery::Discovered;
 use super::grants::TokenRequestError;
 use super::metadata::ProviderMetadata;
+use super::{ClientAuthMethod, Provider};
 
 /// The client-authentication method: configured, or negotiated with the provider.
 pub(super) struct ClientAuth {
@@ -43,14 +43,16 @@ impl ClientAuth {
             .clone();
         preferred
             .or_else(|| self.configured.clone())
-            .unwrap_or_else(|| match metadata.token_endpoint_auth_methods_supported() {
-                Some(methods)
-                    if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
-                        && methods.contains(&CoreClientAuthMethod::ClientSecretPost) =>
-                {
-                    AuthType::RequestBody
-                }
-                _ => AuthType::BasicAuth,
+            .unwrap_or_else(|| {
+                let listed = metadata
+                    .token_endpoint_auth_methods_supported()
+                    .map(|methods| {
+                        (
+                            methods.contains(&CoreClientAuthMethod::ClientSecretBasic),
+                            methods.contains(&CoreClientAuthMethod::ClientSecretPost),
+                        )
+                    });
+                ClientAuthMethod::when_unconfigured(listed).auth_type()
             })
     }
 
@@ -110,29 +112,62 @@ impl Provider {
         &self,
         discovered: &Discovered,
         endpoint: Url,
-        mut form: Vec<(&'static str, String)>,
+        form: Vec<(&'static str, String)>,
     ) -> reqwest::RequestBuilder {
-        let (client_id, secret) = (&self.settings.client_id, &self.settings.client_secret);
-        let mut request = self.http.post(endpoint).headers(crate::traces::headers());
-        if matches!(discovered.client.auth_type(), AuthType::RequestBody) {
-            form.push(("client_id", client_id.clone()));
-            form.push(("client_secret", secret.expose_secret().to_owned()));
-        } else {
+        let method = match discovered.client.auth_type() {
+            AuthType::RequestBody => ClientAuthMethod::ClientSecretPost,
+            _ => ClientAuthMethod::ClientSecretBasic,
+        };
+        let client = Credentials {
+            id: &self.settings.client_id,
+            secret: &self.settings.client_secret,
+        };
+        client_authenticated_post(&self.http, endpoint, &client, method, form)
+            .headers(crate::traces::headers())
+    }
+}
+
+/// A client's id and secret at the token endpoint.
+pub struct Credentials<'a> {
+    /// `client_id`.
+    pub id: &'a str,
+    /// `client_secret`.
+    pub secret: &'a SecretString,
+}
+
+/// A form POST of `form` to `endpoint` with `client` authenticated by `method`: in the body
+/// (`client_secret_post`) or as HTTP Basic, each part form-encoded first (RFC 6749 §2.3.1).
+/// The one way a token-endpoint request outside openidconnect's flows is authenticated
+/// (revocation, the grants for APIs, `vestibule doctor`'s probe).
+pub fn client_authenticated_post(
+    http: &reqwest::Client,
+    endpoint: Url,
+    client: &Credentials<'_>,
+    method: ClientAuthMethod,
+    mut form: Vec<(&'static str, String)>,
+) -> reqwest::RequestBuilder {
+    let mut request = http.post(endpoint);
+    match method {
+        ClientAuthMethod::ClientSecretPost => {
+            form.push(("client_id", client.id.to_owned()));
+            form.push(("client_secret", client.secret.expose_secret().to_owned()));
+        }
+        ClientAuthMethod::ClientSecretBasic => {
             request = request.basic_auth(
-                form_encode(client_id),
-                Some(form_encode(secret.expose_secret())),
+                form_encode(client.id),
+                Some(form_encode(client.secret.expose_secret())),
             );
         }
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
-            .finish();
-        request
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
     }
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish();
+    request
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(body)
 }
 
 /// RFC 6749 §2.3.1: Basic credentials are form-encoded before base64.

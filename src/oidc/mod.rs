@@ -46,6 +46,7 @@ pub use authentication::{
 };
 pub use authorization::AuthorizationRequest;
 pub use back_channel::BackChannel;
+pub use client_auth::{Credentials, client_authenticated_post};
 pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::{jwt_issuer, jwt_payload};

@@ -19,6 +19,32 @@ pub enum ClientAuthMethod {
 }
 
 impl ClientAuthMethod {
+    /// The method used when none is configured, from whether discovery's
+    /// `token_endpoint_auth_methods_supported` lists Basic and POST (`None`: it lists
+    /// nothing): Basic, the specification's default, unless POST is listed and Basic is not.
+    pub fn when_unconfigured(listed: Option<(bool, bool)>) -> Self {
+        match listed {
+            Some((false, true)) => ClientAuthMethod::ClientSecretPost,
+            _ => ClientAuthMethod::ClientSecretBasic,
+        }
+    }
+
+    /// The configuration's spelling (`oidc.client_auth_method`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
+            ClientAuthMethod::ClientSecretPost => "client_secret_post",
+        }
+    }
+
+    /// The other method (tried once when an auto-selected one is refused).
+    pub fn other(self) -> Self {
+        match self {
+            ClientAuthMethod::ClientSecretBasic => ClientAuthMethod::ClientSecretPost,
+            ClientAuthMethod::ClientSecretPost => ClientAuthMethod::ClientSecretBasic,
+        }
+    }
+
     /// The same choice in openidconnect's terms.
     pub(super) fn auth_type(self) -> AuthType {
         match self {
