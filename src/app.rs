@@ -170,14 +170,12 @@ pub fn providers_for(
     others: Vec<OidcSettings>,
     redirect_uri: &url::Url,
 ) -> anyhow::Result<Providers> {
+    let first = provider_for(first, redirect_uri.clone())?;
     let others = others
         .into_iter()
         .map(|oidc| provider_for(oidc, redirect_uri.clone()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Providers::new(
-        provider_for(first, redirect_uri.clone())?,
-        others,
-    ))
+    Ok(Providers::new(first, others))
 }
 
 /// Discovers every provider at start-up; one that is down is retried when a request needs it.

@@ -114,12 +114,9 @@ fn main() -> ExitCode {
         print!("{}", settings.summary());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("vestibule: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Some(Command::Sessions(action)) = cli.command {
         let command = match action {
@@ -155,18 +152,23 @@ fn main() -> ExitCode {
     })
 }
 
+/// The async runtime, or the exit code after saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|error| {
+        eprintln!("vestibule: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `vestibule doctor`: a configuration that cannot be read is a failed check (exit 2), not a
 /// crash; otherwise every check runs and the report decides the exit code.
 fn doctor(config: Option<&std::path::Path>, json: bool) -> ExitCode {
     let report = match Settings::load(config) {
         Err(error) => vestibule::doctor::Report::unreadable_config(format!("{error}")),
         Ok(loaded) => {
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match runtime() {
                 Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("vestibule: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             runtime.block_on(vestibule::doctor::examine(&loaded.settings))
         }

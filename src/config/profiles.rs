@@ -179,7 +179,7 @@ pub(super) fn apply(oidc: &mut OidcSection, issuer: &Url) -> Result<Profiled, Co
         );
         chosen
     });
-    let logout_url = match oidc.logout_url.as_deref() {
+    let logout_url_text = match oidc.logout_url.as_deref() {
         Some(_) if logout == LogoutStrategy::Local => {
             return Err(ConfigError::new(
                 "oidc.logout_url",
@@ -187,21 +187,19 @@ pub(super) fn apply(oidc: &mut OidcSection, issuer: &Url) -> Result<Profiled, Co
                  remove one of them",
             ));
         }
-        Some(text) => Some(
-            LogoutTemplate::parse(text)
-                .map_err(|problem| ConfigError::new("oidc.logout_url", problem))?,
-        ),
+        Some(text) => Some(text),
         None => match profile.logout_url {
             Some(text) if logout != LogoutStrategy::Local => {
                 note("oidc.logout_url", true, text.to_owned());
-                Some(
-                    LogoutTemplate::parse(text)
-                        .map_err(|problem| ConfigError::new("oidc.logout_url", problem))?,
-                )
+                Some(text)
             }
             _ => None,
         },
     };
+    let logout_url = logout_url_text
+        .map(LogoutTemplate::parse)
+        .transpose()
+        .map_err(|problem| ConfigError::new("oidc.logout_url", problem))?;
     if logout == LogoutStrategy::UrlTemplate && logout_url.is_none() {
         return Err(ConfigError::new(
             "oidc.logout",

@@ -71,30 +71,25 @@ pub(super) fn providers(
             ));
         }
         let settings = oidc_settings(section, id).map_err(|error| in_section(error, &prefix))?;
-        if parsed.iter().any(|other| other.issuer == settings.issuer) {
+        // Every spelling a provider answers to is its alone: back-channel logout finds its
+        // provider by the token's issuer.
+        if let Some(taken) = issuer_spellings(&settings).find(|own| {
+            parsed
+                .iter()
+                .flat_map(issuer_spellings)
+                .any(|other| other == *own)
+        }) {
+            let key = if taken == settings.issuer {
+                "issuer"
+            } else {
+                "issuer_aliases"
+            };
             return Err(ConfigError::new(
-                format!("{prefix}.issuer"),
-                "is the issuer of another provider; issuers must be distinct (back-channel \
-                 logout finds its provider by the token's issuer)",
-            ));
-        }
-        // Every spelling a provider answers to is its alone, aliases included.
-        let spellings = |oidc: &OidcSettings| {
-            std::iter::once(oidc.issuer.clone())
-                .chain(oidc.issuer_aliases.iter().cloned())
-                .collect::<Vec<_>>()
-        };
-        let own = spellings(&settings);
-        if let Some(taken) = parsed
-            .iter()
-            .flat_map(spellings)
-            .find(|other| own.contains(other))
-        {
-            return Err(ConfigError::new(
-                format!("{prefix}.issuer_aliases"),
+                format!("{prefix}.{key}"),
                 format!(
-                    "{taken:?} is also another provider's issuer or alias; every issuer \
-                     spelling must name one provider"
+                    "{taken:?} is the issuer or an alias of another provider; issuers and their \
+                     aliases must be distinct (back-channel logout finds its provider by the \
+                     token's issuer)"
                 ),
             ));
         }
@@ -138,6 +133,11 @@ impl OidcSettings {
             logout_hint_claim: self.logout_hint_claim,
         }
     }
+}
+
+/// The issuer and the aliases of `oidc`: every `iss` spelling it answers to by configuration.
+fn issuer_spellings(oidc: &OidcSettings) -> impl Iterator<Item = &str> {
+    std::iter::once(oidc.issuer.as_str()).chain(oidc.issuer_aliases.iter().map(String::as_str))
 }
 
 /// The id of `[oidc]` when it names none.

@@ -114,32 +114,8 @@ mod tests {
 
     fn provider(configured: Option<&str>) -> Provider {
         Provider::new(ProviderSettings {
-            id: "default".into(),
-            name: "default".into(),
-            refresh_skew: std::time::Duration::from_secs(30),
-            issuer: "https://op.example".into(),
-            issuer_aliases: Vec::new(),
-            allowed_tenants: Vec::new(),
-            discovery_url: "https://op.example/.well-known/openid-configuration"
-                .parse()
-                .unwrap(),
-            client_id: "vestibule".into(),
-            client_secret: "a-client-secret-of-thirty-two-bytes!".into(),
-            redirect_uri: "https://app.example/api/auth/callback".parse().unwrap(),
-            scopes: vec!["openid".into()],
-            prompt: None,
-            auth_method: None,
             id_token_alg: configured.map(|name| SigningAlg::parse(name).unwrap()),
-            ca_certificates: Vec::new(),
-            assumed_token_lifetime: std::time::Duration::from_secs(300),
-            userinfo: Default::default(),
-            userinfo_token_method: Default::default(),
-            resources: Vec::new(),
-            audience: None,
-            extra_auth_params: Vec::new(),
-            logout: Default::default(),
-            logout_url: None,
-            logout_hint_claim: None,
+            ..ProviderSettings::for_testing("default", "https://op.example")
         })
         .unwrap()
     }

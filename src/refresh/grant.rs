@@ -81,9 +81,12 @@ impl Refresher {
             ));
         };
         // Its own provider: another one never sees this session's refresh token.
-        let provider = self
-            .provider_of(&current.record)
-            .map_err(|_| OidcError::Rejected("the session's provider is not configured".into()))?;
+        let provider = self.provider_of(&current.record).map_err(|_| {
+            OidcError::Rejected(
+                "the session's provider is no longer configured, or no longer accepts its issuer"
+                    .into(),
+            )
+        })?;
         let refreshed = provider
             .refresh(
                 &refresh_token.text(),
