@@ -40,6 +40,19 @@ async fn login_at(browser: &Browser, id: &str, user: &str) {
     assert_eq!(browser.user().await.0, StatusCode::OK, "logged in at {id}");
 }
 
+/// A browser signed in as `staff_user` at staff and one as `partners_user` at partners.
+async fn signed_in_at_each(
+    app: &TestApp,
+    staff_user: &str,
+    partners_user: &str,
+) -> (Browser, Browser) {
+    let at_staff = app.browser();
+    login_at(&at_staff, "staff", staff_user).await;
+    let at_partners = app.browser();
+    login_at(&at_partners, "partners", partners_user).await;
+    (at_staff, at_partners)
+}
+
 /// The `iss` of the session's ID token.
 async fn issuer_of(browser: &Browser) -> String {
     let (_, user) = browser.user().await;
@@ -54,10 +67,7 @@ async fn alive(browser: &Browser) -> bool {
 async fn each_provider_logs_in_refreshes_and_logs_out_its_own_sessions() {
     let app = two_provider_app(4).await;
     let partners = app.second_provider.as_ref().unwrap();
-    let at_staff = app.browser();
-    login_at(&at_staff, "staff", "alice").await;
-    let at_partners = app.browser();
-    login_at(&at_partners, "partners", "alice").await;
+    let (at_staff, at_partners) = signed_in_at_each(&app, "alice", "alice").await;
     assert_eq!(issuer_of(&at_staff).await, app.provider.issuer);
     assert_eq!(issuer_of(&at_partners).await, partners.issuer);
 
@@ -119,10 +129,7 @@ async fn provider_session(browser: &Browser) -> String {
 async fn a_logout_token_ends_sessions_of_its_own_provider_only() {
     let app = two_provider_app(600).await;
     let partners = app.second_provider.as_ref().unwrap();
-    let at_staff = app.browser();
-    login_at(&at_staff, "staff", "alice").await;
-    let at_partners = app.browser();
-    login_at(&at_partners, "partners", "alice").await;
+    let (at_staff, at_partners) = signed_in_at_each(&app, "alice", "alice").await;
     let staff_sid = provider_session(&at_staff).await;
 
     // Partners names alice, and even the sid of her staff session: same words, other provider.
@@ -356,10 +363,7 @@ acr_values = ["mfa"]
 async fn a_front_channel_logout_ends_sessions_of_the_provider_its_iss_names_only() {
     let app = two_provider_app(600).await;
     let partners = app.second_provider.as_ref().unwrap();
-    let at_staff = app.browser();
-    login_at(&at_staff, "staff", "alice").await;
-    let at_partners = app.browser();
-    login_at(&at_partners, "partners", "alice").await;
+    let (at_staff, at_partners) = signed_in_at_each(&app, "alice", "alice").await;
     let urls = partners.frontchannel_logout_urls("alice").await;
     assert_eq!(urls.len(), 1, "{urls:?}");
     let own = reqwest::Url::parse(&urls[0]).unwrap();
@@ -484,10 +488,7 @@ fn with_providers_arranged(config: &str, arrange: impl Fn(&str, &str) -> String)
 async fn a_session_whose_provider_was_moved_or_removed_is_refused_never_handed_to_another() {
     let app = two_provider_app(4).await;
     let partners_op = app.second_provider.as_ref().unwrap();
-    let at_staff = app.browser();
-    login_at(&at_staff, "staff", "alice").await;
-    let at_partners = app.browser();
-    login_at(&at_partners, "partners", "bob").await;
+    let (at_staff, at_partners) = signed_in_at_each(&app, "alice", "bob").await;
     let staff_cookie = at_staff.cookie("vestibule").unwrap();
     let partners_cookie = at_partners.cookie("vestibule").unwrap();
 

@@ -28,20 +28,23 @@ impl TlsFiles {
     }
 }
 
+/// Runs `openssl` with `args` in `dir`, asserting that it succeeds.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Makes a CA and, signed by it, a server and a client certificate, with `openssl`.
 pub fn make_certificates(dir: &Path) -> TlsFiles {
-    let run = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
         "-x509",
@@ -119,18 +122,7 @@ pub fn make_expired_server_certificate(dir: &Path, files: &TlsFiles) -> (PathBuf
          [server]\nsubjectAltName = IP:127.0.0.1,DNS:localhost\nextendedKeyUsage = serverAuth\n",
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(&dir, args);
     run(&[
         "req",
         "-newkey",
