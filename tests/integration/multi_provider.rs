@@ -541,3 +541,55 @@ async fn a_session_whose_provider_was_moved_or_removed_is_refused_never_handed_t
     );
     task.abort();
 }
+
+/// With several providers an identity assertion says whose `sub` it is: `idp`, the issuer of
+/// the session's provider, since two providers may use one `sub` for two people.
+#[tokio::test]
+async fn assertions_name_the_provider_that_vouches_for_sub() {
+    let app = TestApp::builder()
+        .second_provider()
+        .extra_toml(
+            r#"
+[[routes]]
+prefix = "/api/identity"
+upstream = "{upstream}"
+[routes.credential]
+kind = "assertion"
+"#,
+        )
+        .start()
+        .await;
+    let partners = app.second_provider.as_ref().unwrap();
+    let (at_staff, at_partners) = signed_in_at_each(&app, "alice", "alice").await;
+    let audience = reqwest::Url::parse(&app.upstream.base_url)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    for (caller, (browser, issuer)) in [
+        (&at_staff, &app.provider.issuer),
+        (&at_partners, &partners.issuer),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = format!("/api/identity/anonymous/caller-{caller}");
+        assert_eq!(browser.api_get(&path).await.status(), StatusCode::OK);
+        let seen = app
+            .upstream
+            .seen()
+            .into_iter()
+            .rev()
+            .find(|seen| {
+                seen.path_and_query
+                    .ends_with(&format!("/anonymous/caller-{caller}"))
+            })
+            .expect("the upstream saw the call");
+        let assertion = crate::assertion::header(&seen, "x-vestibule-assertion")
+            .expect("an assertion was sent");
+        let verified = crate::assertion::verify(&app.url, &app.url, &audience, &assertion)
+            .await
+            .unwrap_or_else(|error| panic!("the assertion does not verify: {error}"));
+        assert_eq!(verified["payload"]["sub"], "alice");
+        assert_eq!(verified["payload"]["idp"], issuer.as_str(), "whose alice");
+    }
+}

@@ -266,8 +266,13 @@ fn assertion_for(
     };
     let session = session?;
     let principal = session.record.tokens.principal()?;
-    // Whose `sub` it is: the issuer the session's ID token names.
-    let idp = crate::oidc::jwt_issuer(&session.record.tokens.id_token.text());
+    // Whose `sub` it is, where that is a question (several providers): the issuer the
+    // session's ID token names. With one provider the assertion stays as it was.
+    let idp = state
+        .providers
+        .is_several()
+        .then(|| crate::oidc::jwt_issuer(&session.record.tokens.id_token.text()))
+        .flatten();
     let token = state.assertions.sign(
         spec,
         &principal,
