@@ -292,6 +292,10 @@ pub struct OidcSection {
     /// Whether logins and refreshes read the UserInfo endpoint (`auto`, `required`, `off`).
     #[serde(default)]
     pub userinfo: UserInfoMode,
+    /// Whether the session's tokens are bound to a key of its own (DPoP: `off`, `auto`,
+    /// `required`).
+    #[serde(default)]
+    pub dpop: crate::oidc::dpop::DpopMode,
     /// How UserInfo receives the access token (`header`, `body`).
     #[serde(default)]
     pub userinfo_token_method: UserInfoTokenMethod,

@@ -120,6 +120,8 @@ pub struct OidcSettings {
     pub prompt: Option<String>,
     /// `oidc.userinfo`: whether logins and refreshes read the UserInfo endpoint.
     pub userinfo: UserInfoMode,
+    /// `oidc.dpop`: whether the session's tokens are bound to a key of its own (RFC 9449).
+    pub dpop: crate::oidc::dpop::DpopMode,
     /// `oidc.userinfo_token_method`: how UserInfo receives the access token.
     pub userinfo_token_method: UserInfoTokenMethod,
     /// `oidc.id_token_signed_response_alg`: the one algorithm ID tokens and logout tokens must

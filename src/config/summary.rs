@@ -3,6 +3,7 @@
 //! every secret left out: a secret is reported as set, never shown, nor its length, and every
 //! URL is shown through [`crate::redact::url`] (no user name or password, no query values).
 
+use crate::oidc::dpop::DpopMode;
 use std::fmt::Write;
 
 use super::{AuditSubject, Frontend, LogFormat, Settings};
@@ -319,6 +320,21 @@ fn oidc_lines(line: &mut impl FnMut(&str, String), prefix: &str, oidc: &super::O
             Some(claim) => format!(" (logout_hint from the claim {claim})"),
             None => String::new(),
         },
+    );
+    line(
+        &format!("{prefix}.dpop"),
+        match oidc.dpop {
+            DpopMode::Off => "tokens are Bearer tokens (off)",
+            DpopMode::Auto => {
+                "tokens bound to a key per session when discovery lists ES256 in \
+                 dpop_signing_alg_values_supported (auto)"
+            }
+            DpopMode::Required => {
+                "tokens bound to a key per session; a provider without DPoP fails the login \
+                 (required)"
+            }
+        }
+        .to_owned(),
     );
     line(
         &format!("{prefix}.userinfo"),

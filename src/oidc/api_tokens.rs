@@ -59,6 +59,8 @@ pub struct ApiToken {
     pub obtained_at: u64,
     /// A new refresh token, when a refresh grant rotated the session's.
     pub refresh_token: Option<String>,
+    /// Whether it is DPoP-bound (`token_type` `DPoP`, RFC 9449 §5).
+    pub dpop_bound: bool,
 }
 
 impl Provider {
@@ -204,6 +206,8 @@ fn read_answer(
             .and_then(Value::as_str)
             .filter(|token| !token.is_empty())
             .map(str::to_owned),
+        // Bearer only until the DPoP proofs on token exchanges are in (issue 33).
+        dpop_bound: false,
     })
 }
 

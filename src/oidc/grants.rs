@@ -36,6 +36,8 @@ pub struct GrantedTokens {
     /// A refresh token, if the provider issued one (after a refresh, `None` means the previous
     /// one stays valid: RFC 6749 §6).
     pub refresh_token: Option<String>,
+    /// Whether the access token is DPoP-bound (`token_type` `DPoP`, RFC 9449 §5).
+    pub dpop_bound: bool,
 }
 
 /// A completed code exchange: the verified subject and ID token, and the granted tokens.
@@ -248,6 +250,7 @@ impl GrantedTokens {
             access_expiry_assumed: assumed.is_some(),
             obtained_at: now,
             refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+            dpop_bound: response.token_type().as_ref().eq_ignore_ascii_case("dpop"),
         }
     }
 }

@@ -17,6 +17,7 @@ mod back_channel;
 mod claim_sources;
 mod client_auth;
 mod discovery;
+pub mod dpop;
 mod end_session;
 mod grants;
 mod id_token;

@@ -122,6 +122,8 @@ pub struct ProviderSettings {
     pub assumed_token_lifetime: std::time::Duration,
     /// `oidc.userinfo`: whether logins and refreshes read the UserInfo endpoint.
     pub userinfo: UserInfoMode,
+    /// `oidc.dpop`: whether the session's tokens are bound to a key of its own (RFC 9449).
+    pub dpop: super::dpop::DpopMode,
     /// `oidc.userinfo_token_method`: how UserInfo receives the access token.
     pub userinfo_token_method: UserInfoTokenMethod,
     /// `oidc.resource`: RFC 8707 resources asked for at login (authorization and code exchange).
@@ -159,6 +161,7 @@ impl ProviderSettings {
             ca_certificates: Vec::new(),
             assumed_token_lifetime: std::time::Duration::from_secs(300),
             userinfo: UserInfoMode::default(),
+            dpop: super::dpop::DpopMode::default(),
             userinfo_token_method: UserInfoTokenMethod::default(),
             resources: Vec::new(),
             audience: None,

@@ -328,6 +328,7 @@ impl Refresher {
             expires_at: token.expires_at,
             obtained_at: token.obtained_at,
             forced,
+            dpop_bound: token.dpop_bound,
         };
         match holder {
             Holder::Session {

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::dpop_key::StoredDpopKey;
 use crate::authz::Principal;
 use crate::oidc::{GrantedTokens, LoginTokens, RefreshedTokens, jwt_payload, merge_claims};
 
@@ -55,6 +56,14 @@ pub struct TokenSet {
     /// `None` in records written before it was kept (see [`TokenSet::principal`]).
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<Principal>,
+    /// The session's own DPoP key (`oidc.dpop`), sealed with the record; `None` when the
+    /// session's tokens are not bound to a key.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<StoredDpopKey>,
+    /// Whether the access token is DPoP-bound (`token_type` `DPoP`): it is then only ever sent
+    /// with a proof of `dpop_key`, never as `Bearer`.
+    #[serde(rename = "d", default, skip_serializing_if = "is_false")]
+    pub dpop_bound: bool,
 }
 
 /// For `skip_serializing_if`: records without the flag stay as compact as before.
@@ -117,6 +126,7 @@ impl TokenSet {
         };
         let mut tokens = Self::from_grant(refreshed.granted, self.refresh_token.clone(), id_token);
         tokens.userinfo = refreshed.userinfo.or_else(|| self.userinfo.clone());
+        tokens.dpop_key = self.dpop_key.clone();
         tokens.with_principal()
     }
 
@@ -166,6 +176,8 @@ impl TokenSet {
             id_token,
             userinfo: None,
             principal: None,
+            dpop_key: None,
+            dpop_bound: granted.dpop_bound,
         }
     }
 
@@ -243,6 +255,8 @@ impl SessionRecord {
                 from_forced_refresh: false,
                 userinfo: None,
                 principal: None,
+                dpop_key: None,
+                dpop_bound: false,
             },
             created_at: crate::clock::unix_now(),
             expires_at,
@@ -380,7 +394,7 @@ mod compact_token {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-        let bytes: serde_bytes_compat::ByteBuf = Deserialize::deserialize(deserializer)?;
+        let bytes: crate::session::byte_string::ByteBuf = Deserialize::deserialize(deserializer)?;
         decode(&bytes.0).ok_or_else(|| serde::de::Error::custom("malformed stored token"))
     }
 
@@ -396,7 +410,8 @@ mod compact_token {
         pub fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
         ) -> Result<Vec<u8>, D::Error> {
-            let bytes: serde_bytes_compat::ByteBuf = Deserialize::deserialize(deserializer)?;
+            let bytes: crate::session::byte_string::ByteBuf =
+                Deserialize::deserialize(deserializer)?;
             if is_well_formed(&bytes.0) {
                 Ok(bytes.0)
             } else {
@@ -411,40 +426,6 @@ mod compact_token {
             Some((&VERBATIM, rest)) => std::str::from_utf8(rest).is_ok(),
             Some((&JWT, _)) => jwt_parts(bytes).is_some(),
             _ => false,
-        }
-    }
-
-    /// Minimal byte-string wrappers so MessagePack stores `bin`, not an array of integers.
-    mod serde_bytes_compat {
-        use serde::Deserialize;
-        use serde::de::{Deserializer, Error, SeqAccess, Visitor};
-
-        pub struct ByteBuf(pub Vec<u8>);
-
-        impl<'de> Deserialize<'de> for ByteBuf {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct BytesVisitor;
-                impl<'de> Visitor<'de> for BytesVisitor {
-                    type Value = ByteBuf;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        f.write_str("bytes")
-                    }
-                    fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                        Ok(ByteBuf(v.to_vec()))
-                    }
-                    fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                        Ok(ByteBuf(v))
-                    }
-                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
-                        let mut out = Vec::new();
-                        while let Some(byte) = seq.next_element::<u8>()? {
-                            out.push(byte);
-                        }
-                        Ok(ByteBuf(out))
-                    }
-                }
-                deserializer.deserialize_byte_buf(BytesVisitor)
-            }
         }
     }
 }
@@ -464,6 +445,8 @@ mod tests {
             from_forced_refresh: false,
             userinfo: None,
             principal: None,
+            dpop_key: None,
+            dpop_bound: false,
         }
     }
 
@@ -500,6 +483,7 @@ mod tests {
             access_expiry_assumed: false,
             obtained_at: 2000,
             refresh_token: refresh_token.map(str::to_owned),
+            dpop_bound: false,
         }
     }
 
@@ -633,6 +617,8 @@ mod tests {
                 from_forced_refresh: false,
                 userinfo: None,
                 principal: None,
+                dpop_key: None,
+                dpop_bound: false,
             },
             created_at: 1,
             expires_at: 2,
