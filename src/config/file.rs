@@ -9,6 +9,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::oidc::{ClientAuthMethod, LogoutStrategy, UserInfoMode, UserInfoTokenMethod};
+use crate::oidc::ParMode;
 
 pub use super::route_sections::{CredentialSection, RouteSection};
 
@@ -327,6 +328,9 @@ pub struct OidcSection {
     /// profile's; `""`: none.
     #[serde(default)]
     pub logout_hint_claim: Option<String>,
+    /// Whether authorization requests are pushed (RFC 9126: `auto`, `required`, `off`).
+    #[serde(default)]
+    pub par: ParMode,
 }
 
 /// `[session]`.

@@ -25,6 +25,7 @@ mod jws;
 mod logout;
 mod logout_token;
 mod metadata;
+mod par;
 mod profile;
 mod providers;
 mod session_claims;
@@ -53,6 +54,7 @@ pub use id_token::{jwt_issuer, jwt_payload};
 pub use issuer::discovered_issuer_fits;
 pub use logout::{EndSession, EndSessionUrl};
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError, unverified_issuer};
+pub use par::ParMode;
 pub use profile::{GENERIC, PROFILES, Profile};
 pub use providers::{ProviderKey, Providers};
 pub use session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS, merge_claims};
@@ -85,6 +87,10 @@ pub enum OidcError {
     /// a configuration problem, not worth an immediate retry.
     #[error("identity provider refused the request: {0}")]
     Refused(String),
+    /// The provider refused a login's pushed authorization request (RFC 9126) with this OAuth
+    /// error: the login fails, never sent through the browser instead.
+    #[error("identity provider refused the pushed authorization request: {0}")]
+    PushRefused(String),
     /// The provider refused the grant and says its token (or code) was used before: a refresh
     /// token reused by someone else. Like [`OidcError::Rejected`], plus a security event.
     #[error("identity provider rejected the grant as reused: {0}")]
@@ -161,6 +167,7 @@ async fn observed<T>(
             OidcError::Rejected(_)
             | OidcError::ReuseReported(_)
             | OidcError::Refused(_)
+            | OidcError::PushRefused(_)
             | OidcError::UserInfo(UserInfoError::Refused(_)),
         ) => "rejected",
         Err(_) => "error",
