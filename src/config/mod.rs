@@ -30,10 +30,10 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use url::Url;
 
+use crate::oidc::ParMode;
 use crate::oidc::{
     ClientAuthMethod, LogoutStrategy, LogoutTemplate, SigningAlg, UserInfoMode, UserInfoTokenMethod,
 };
-use crate::oidc::ParMode;
 use crate::routes::Route;
 use crate::session::KeyRing;
 use crate::session::store::{RedisTls, RedisTopology};

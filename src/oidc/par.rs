@@ -82,7 +82,12 @@ fn pushed_form(
     url.query_pairs()
         .skip(endpoint.query_pairs().count())
         .filter(|(name, _)| !(auth_sends_client_id && name == "client_id"))
-        .map(|(name, value)| (std::borrow::Cow::Owned(name.into_owned()), value.into_owned()))
+        .map(|(name, value)| {
+            (
+                std::borrow::Cow::Owned(name.into_owned()),
+                value.into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -293,7 +298,11 @@ mod tests {
                 .iter()
                 .any(|pair| pair.starts_with("client_id="))
         );
-        let front = front_channel_url(&endpoint, "vestibule", "urn:ietf:params:oauth:request_uri:x");
+        let front = front_channel_url(
+            &endpoint,
+            "vestibule",
+            "urn:ietf:params:oauth:request_uri:x",
+        );
         let pairs: Vec<(String, String)> = front.query_pairs().into_owned().collect();
         assert_eq!(
             pairs,
