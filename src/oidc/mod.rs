@@ -1,7 +1,7 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
 //! `settings` and `discovery` (with `attempts`, `metadata`, `client_auth`, `back_channel`)
 //! through `issuer` (which `iss` values are the provider's), `authorization` (with
-//! `authentication`: what a login asks and its check), `grants` and `id_token` (with
+//! `authentication`: what a login asks and its check, and `par`: the request pushed), `grants` and `id_token` (with
 //! `signing_algs`) and `userinfo` (with `token_response`: the answers read leniently) to
 //! `logout` (with `end_session`: the logout strategies) and `logout_token`; `profile` holds
 //! the providers' defaults as data.
