@@ -154,6 +154,7 @@ impl AppError {
             AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
                 "provider_unavailable"
             }
+            AppError::Provider(OidcError::PushRefused(_)) => "authorization_request_refused",
             AppError::Provider(_) => "provider_refused",
             AppError::Store(StoreError::Conflict(_)) => "session_ended_while_created",
             AppError::Store(_) => "store_unavailable",
@@ -216,6 +217,7 @@ impl AppError {
             AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
                 "identity_provider_unavailable"
             }
+            AppError::Provider(OidcError::PushRefused(_)) => "authorization_request_refused",
             AppError::Provider(_) => "identity_provider_error",
             AppError::UpstreamUnavailable(_) => "upstream_unavailable",
             AppError::UpstreamTimeout => "upstream_timeout",

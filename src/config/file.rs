@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+use crate::oidc::ParMode;
 use crate::oidc::{ClientAuthMethod, LogoutStrategy, UserInfoMode, UserInfoTokenMethod};
 
 pub use super::route_sections::{CredentialSection, RouteSection};
@@ -331,6 +332,9 @@ pub struct OidcSection {
     /// profile's; `""`: none.
     #[serde(default)]
     pub logout_hint_claim: Option<String>,
+    /// Whether authorization requests are pushed (RFC 9126: `auto`, `required`, `off`).
+    #[serde(default)]
+    pub par: ParMode,
 }
 
 /// `[session]`.

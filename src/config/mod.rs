@@ -30,6 +30,7 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use url::Url;
 
+use crate::oidc::ParMode;
 use crate::oidc::{
     ClientAuthMethod, LogoutStrategy, LogoutTemplate, SigningAlg, UserInfoMode, UserInfoTokenMethod,
 };
@@ -141,6 +142,8 @@ pub struct OidcSettings {
     pub logout_url: Option<LogoutTemplate>,
     /// `oidc.logout_hint_claim`: the claim sent as `logout_hint` on RP-initiated logout.
     pub logout_hint_claim: Option<String>,
+    /// `oidc.par`: whether authorization requests are pushed (RFC 9126).
+    pub par: ParMode,
     /// `oidc.provider`: the profile whose defaults apply, and how it was chosen.
     pub provider: ProviderProfile,
 }
@@ -469,6 +472,21 @@ mod tests {
         for refused in ["\"Auto\"", "\"on\"", "true"] {
             let error = mode(&format!("userinfo = {refused}")).err().unwrap();
             assert!(error.to_string().contains("oidc.userinfo"), "{error}");
+        }
+    }
+
+    #[test]
+    fn par_is_auto_unless_required_or_off() {
+        let mode = |line: &str| load(&base().replace("[oidc]", &format!("[oidc]\n{line}")));
+        assert_eq!(mode("").unwrap().oidc.par, ParMode::Auto);
+        assert_eq!(
+            mode("par = \"required\"").unwrap().oidc.par,
+            ParMode::Required
+        );
+        assert_eq!(mode("par = \"off\"").unwrap().oidc.par, ParMode::Off);
+        for refused in ["\"Auto\"", "\"on\"", "true"] {
+            let error = mode(&format!("par = {refused}")).err().unwrap();
+            assert!(error.to_string().contains("oidc.par"), "{error}");
         }
     }
 

@@ -132,6 +132,7 @@ impl OidcSettings {
             logout: self.logout,
             logout_url: self.logout_url,
             logout_hint_claim: self.logout_hint_claim,
+            par: self.par,
         }
     }
 }
@@ -273,6 +274,7 @@ fn oidc_settings(mut oidc: OidcSection, id: String) -> Result<OidcSettings, Conf
         logout: profiled.logout,
         logout_url: profiled.logout_url,
         logout_hint_claim: profiled.logout_hint_claim,
+        par: oidc.par,
         provider: profiled.provider,
     })
 }

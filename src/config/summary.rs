@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use super::{AuditSubject, Frontend, LogFormat, Settings};
 use crate::authz::Expected;
+use crate::oidc::ParMode;
 use crate::oidc::{ClientAuthMethod, LogoutStrategy, UserInfoMode, UserInfoTokenMethod};
 use crate::redact;
 use crate::routes::{Credential, Route};
@@ -345,6 +346,21 @@ fn oidc_lines(line: &mut impl FnMut(&str, String), prefix: &str, oidc: &super::O
             }
             UserInfoMode::Required => "read at each login and refresh; required (required)",
             UserInfoMode::Off => "never read (off)",
+        }
+        .to_owned(),
+    );
+    line(
+        &format!("{prefix}.par"),
+        match oidc.par {
+            ParMode::Auto => {
+                "authorization requests pushed (RFC 9126) when discovery names a \
+                 pushed_authorization_request_endpoint (auto)"
+            }
+            ParMode::Required => {
+                "authorization requests always pushed (RFC 9126); a provider without PAR is \
+                 an error (required)"
+            }
+            ParMode::Off => "authorization requests sent through the browser (off)",
         }
         .to_owned(),
     );

@@ -213,7 +213,7 @@ fn read_answer(
 
 /// Whether `code` looks like an OAuth error code (RFC 6749 §5.2: printable ASCII without
 /// quotes or backslash), so a provider's text never reaches a log or an answer unchecked.
-fn is_error_code(code: &str) -> bool {
+pub(super) fn is_error_code(code: &str) -> bool {
     !code.is_empty()
         && code.len() <= 64
         && code

@@ -1,6 +1,7 @@
 //! The front channel: the authorization request the browser is sent with (PKCE S256, `state`,
 //! `nonce`, and what the login asks of the authentication: `acr_values`, `max_age`, `prompt`)
-//! and the RFC 9207 check of the `iss` on the response it comes back with.
+//! and the RFC 9207 check of the `iss` on the response it comes back with. Where the request
+//! is pushed ([`super::par`]), it is built here all the same and pushed whole.
 //!
 //! No token passes here; the code in the response is exchanged in [`super::grants`].
 
@@ -12,7 +13,8 @@ use super::{AuthenticationRequest, OidcError, Provider};
 
 /// A started authorization request: the URL to send the browser to and what to remember.
 pub struct AuthorizationRequest {
-    /// The provider's authorization URL with all parameters.
+    /// The provider's authorization URL with all parameters, or, when the request was pushed
+    /// (RFC 9126), with `client_id` and `request_uri` only.
     pub url: Url,
     /// The `state` value.
     pub state: String,
@@ -77,6 +79,15 @@ impl Provider {
             request = request.add_extra_param(name.clone(), value.clone());
         }
         let (url, _, _) = request.set_pkce_challenge(challenge).url();
+        // Built as for the front channel, then pushed whole: whatever the request carries
+        // travels over the back channel (RFC 9126), and the browser gets a reference only.
+        let url = match &discovered.par_endpoint {
+            Some(endpoint) => {
+                self.push_authorization_request(&discovered, endpoint, &url)
+                    .await?
+            }
+            None => url,
+        };
         Ok(AuthorizationRequest {
             url,
             state,

@@ -99,6 +99,7 @@ impl Provider {
             jwks: current.jwks.clone(),
             asymmetric_id_token_algs: current.asymmetric_id_token_algs.clone(),
             userinfo_endpoint: current.userinfo_endpoint.clone(),
+            par_endpoint: current.par_endpoint.clone(),
             back_channel: current.back_channel.clone(),
             issuer_template: current.issuer_template.clone(),
         });
@@ -108,22 +109,36 @@ impl Provider {
 
     /// A form POST to `endpoint`, authenticated the way the token endpoint currently accepts
     /// (for the endpoints openidconnect does not call itself, such as revocation).
-    pub(super) fn authenticated_form_post(
+    pub(super) fn authenticated_form_post<K: AsRef<str> + From<&'static str>>(
         &self,
         discovered: &Discovered,
         endpoint: Url,
-        form: Vec<(&'static str, String)>,
+        form: Vec<(K, String)>,
     ) -> reqwest::RequestBuilder {
-        let method = match discovered.client.auth_type() {
-            AuthType::RequestBody => ClientAuthMethod::ClientSecretPost,
-            _ => ClientAuthMethod::ClientSecretBasic,
-        };
+        let method = current_method(discovered);
         let client = Credentials {
             id: &self.settings.client_id,
             secret: &self.settings.client_secret,
         };
         client_authenticated_post(&self.http, endpoint, &client, method, form)
             .headers(crate::traces::headers())
+    }
+
+    /// Whether the method `discovered` authenticates with puts `client_id` in the form itself
+    /// (a request that names the client must then not name it twice: RFC 9126 §2.1).
+    pub(super) fn auth_sends_client_id(&self, discovered: &Discovered) -> bool {
+        match current_method(discovered) {
+            ClientAuthMethod::ClientSecretPost => true,
+            ClientAuthMethod::ClientSecretBasic => false,
+        }
+    }
+}
+
+/// The method the token endpoint currently accepts (after any switch).
+fn current_method(discovered: &Discovered) -> ClientAuthMethod {
+    match discovered.client.auth_type() {
+        AuthType::RequestBody => ClientAuthMethod::ClientSecretPost,
+        _ => ClientAuthMethod::ClientSecretBasic,
     }
 }
 
@@ -138,19 +153,24 @@ pub struct Credentials<'a> {
 /// A form POST of `form` to `endpoint` with `client` authenticated by `method`: in the body
 /// (`client_secret_post`) or as HTTP Basic, each part form-encoded first (RFC 6749 §2.3.1).
 /// The one way a token-endpoint request outside openidconnect's flows is authenticated
-/// (revocation, the grants for APIs, `vestibule doctor`'s probe).
-pub fn client_authenticated_post(
+/// (revocation, the grants for APIs, pushed authorization requests, `vestibule doctor`'s
+/// probe). Parameter names are static words, or owned for forms whose names are configured
+/// (a pushed authorization request's extra parameters).
+pub fn client_authenticated_post<K: AsRef<str> + From<&'static str>>(
     http: &reqwest::Client,
     endpoint: Url,
     client: &Credentials<'_>,
     method: ClientAuthMethod,
-    mut form: Vec<(&'static str, String)>,
+    mut form: Vec<(K, String)>,
 ) -> reqwest::RequestBuilder {
     let mut request = http.post(endpoint);
     match method {
         ClientAuthMethod::ClientSecretPost => {
-            form.push(("client_id", client.id.to_owned()));
-            form.push(("client_secret", client.secret.expose_secret().to_owned()));
+            form.push(("client_id".into(), client.id.to_owned()));
+            form.push((
+                "client_secret".into(),
+                client.secret.expose_secret().to_owned(),
+            ));
         }
         ClientAuthMethod::ClientSecretBasic => {
             request = request.basic_auth(
@@ -160,7 +180,7 @@ pub fn client_authenticated_post(
         }
     }
     let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+        .extend_pairs(form.iter().map(|(k, v)| (k.as_ref(), v.as_str())))
         .finish();
     request
         .header(

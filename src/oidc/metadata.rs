@@ -24,6 +24,12 @@ pub struct ExtraMetadata {
     /// RFC 9207: the provider adds `iss` to authorization responses.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: Option<bool>,
+    /// RFC 9126: where authorization requests may be pushed.
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    /// RFC 9126: the provider accepts pushed authorization requests only.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: Option<bool>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}

@@ -1,7 +1,7 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
 //! `settings` and `discovery` (with `attempts`, `metadata`, `client_auth`, `back_channel`)
 //! through `issuer` (which `iss` values are the provider's), `authorization` (with
-//! `authentication`: what a login asks and its check), `grants` and `id_token` (with
+//! `authentication`: what a login asks and its check, and `par`: the request pushed), `grants` and `id_token` (with
 //! `signing_algs`) and `userinfo` (with `token_response`: the answers read leniently) to
 //! `logout` (with `end_session`: the logout strategies) and `logout_token`; `profile` holds
 //! the providers' defaults as data.
@@ -26,6 +26,7 @@ mod jws;
 mod logout;
 mod logout_token;
 mod metadata;
+mod par;
 mod profile;
 mod providers;
 mod session_claims;
@@ -54,6 +55,7 @@ pub use id_token::{jwt_issuer, jwt_payload};
 pub use issuer::discovered_issuer_fits;
 pub use logout::{EndSession, EndSessionUrl};
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError, unverified_issuer};
+pub use par::ParMode;
 pub use profile::{GENERIC, PROFILES, Profile};
 pub use providers::{ProviderKey, Providers};
 pub use session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS, merge_claims};
@@ -86,6 +88,10 @@ pub enum OidcError {
     /// a configuration problem, not worth an immediate retry.
     #[error("identity provider refused the request: {0}")]
     Refused(String),
+    /// The provider refused a login's pushed authorization request (RFC 9126) with this OAuth
+    /// error: the login fails, never sent through the browser instead.
+    #[error("identity provider refused the pushed authorization request: {0}")]
+    PushRefused(String),
     /// The provider refused the grant and says its token (or code) was used before: a refresh
     /// token reused by someone else. Like [`OidcError::Rejected`], plus a security event.
     #[error("identity provider rejected the grant as reused: {0}")]
@@ -162,6 +168,7 @@ async fn observed<T>(
             OidcError::Rejected(_)
             | OidcError::ReuseReported(_)
             | OidcError::Refused(_)
+            | OidcError::PushRefused(_)
             | OidcError::UserInfo(UserInfoError::Refused(_)),
         ) => "rejected",
         Err(_) => "error",

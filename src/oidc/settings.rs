@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use super::{LogoutStrategy, LogoutTemplate, SigningAlg};
+use super::{LogoutStrategy, LogoutTemplate, ParMode, SigningAlg};
 
 /// How the client authenticates at the token endpoint (`oidc.client_auth_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -138,6 +138,8 @@ pub struct ProviderSettings {
     pub logout_url: Option<LogoutTemplate>,
     /// `oidc.logout_hint_claim`: the session claim sent as `logout_hint` on RP-initiated logout.
     pub logout_hint_claim: Option<String>,
+    /// `oidc.par`: whether authorization requests are pushed (RFC 9126).
+    pub par: ParMode,
 }
 
 #[cfg(test)]
@@ -171,6 +173,7 @@ impl ProviderSettings {
             logout: LogoutStrategy::default(),
             logout_url: None,
             logout_hint_claim: None,
+            par: ParMode::default(),
         }
     }
 }

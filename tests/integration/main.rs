@@ -34,6 +34,7 @@ mod multi_provider;
 mod my_sessions;
 mod node_suites;
 mod operator;
+mod par;
 mod profiles;
 mod provider_grants;
 mod provider_matrix;

@@ -435,6 +435,8 @@ function zeroStats() {
     token_requests: [], // the last 1000 token requests' parameters, secrets left out (see README)
     authorization_requests: [], // the last 1000 authorization requests' resource, audience, scope, prompt, params
     legacy_logouts: [], // the last 1000 requests to the legacy logout endpoints: {path, query}
+    par_requests: [], // the last 1000 pushed authorization requests: {client_id, names, params} (OP_PAR)
+    par_errors: 0, // pushes answered by the /__test/par-error switch
   };
 }
 
@@ -770,6 +772,7 @@ function buildProvider(issuer) {
       // gets a token for the first; a code or refresh grant naming none gets one for the first
       // resource its authorization request named (useGrantedResource), so a login with
       // resources keeps one audience across its refreshes, and one without stays opaque.
+      pushedAuthorizationRequests: parFeature(),
       resourceIndicators: {
         enabled: true,
         async defaultResource(ctx, client, oneOf) {
@@ -1206,6 +1209,10 @@ async function handleTestPost(req, res, route) {
 function handleTest(req, res) {
   const { pathname } = new URL(req.url, 'http://localhost');
   const route = `${req.method} ${pathname}`;
+  if (route === 'POST /__test/par-error') {
+    parErrorSwitch(req, res);
+    return;
+  }
   if (route === 'POST /__test/token-response') {
     handleTokenResponseSwitch(req, res);
     return;
@@ -1277,6 +1284,7 @@ const CLIENT_AUTH_PATHS = new Map([
   ['/token', 'token'],
   ['/token/introspection', 'introspection'],
   ['/token/revocation', 'revocation'],
+  ['/request', 'pushed_authorization_request'],
 ]);
 const REGISTERED_AUTH_METHOD = new Map([
   [CLIENT_ID, TOKEN_AUTH_METHOD],
@@ -1552,6 +1560,60 @@ function recordIssuedJwts(req, res) {
   };
 }
 
+// ---------------------------------------------------------------------------
+// pushed authorization requests (RFC 9126): OP_PAR
+// ---------------------------------------------------------------------------
+// 0 (default): the feature off, no pushed_authorization_request_endpoint in discovery (stock
+// oidc-provider has it on; off keeps the front-channel requests other tests inspect); 1: on;
+// required: on and required (require_pushed_authorization_requests: true in discovery, and
+// an authorization request that was not pushed is refused).
+const PAR_MODE = (env.OP_PAR ?? '').trim() || '0';
+if (!['0', '1', 'required'].includes(PAR_MODE)) {
+  throw new Error(`OP_PAR must be 0, 1 or required, got ${JSON.stringify(env.OP_PAR)}`);
+}
+
+function parFeature() {
+  return { enabled: PAR_MODE !== '0', requirePushedAuthorizationRequests: PAR_MODE === 'required' };
+}
+
+// The answers that replace oidc-provider's for the next pushes, first first (POST
+// /__test/par-error with {"error", "error_description", "status", "count"}): a provider that
+// refuses a pushed request.
+const parErrors = [];
+
+function parErrorSwitch(req, res) {
+  readBody(req).then((raw) => {
+    const body = JSON.parse(raw || '{}');
+    const status = body.status ?? 400;
+    const count = body.count ?? 1;
+    if (!Number.isInteger(status) || status < 400 || status > 599) throw new Error('status must be 400-599');
+    if (!Number.isInteger(count) || count < 0) throw new Error('count must be a non-negative integer');
+    const answer = { error: body.error ?? 'invalid_request', ...(body.error_description ? { error_description: body.error_description } : {}) };
+    parErrors.length = 0;
+    for (let i = 0; i < count; i += 1) parErrors.push({ status, answer });
+    sendJson(res, 200, { status, count, ...answer });
+  }).catch((err) => sendJson(res, 400, { error: String(err.message ?? err) }));
+}
+
+// Records a push (stats.par_requests: the client, the parameter names in order and their
+// values, the client secret left out) and answers it from the switch when one is set. The
+// body was read by strictClientAuth (the route is one of CLIENT_AUTH_PATHS).
+function pushedRequestSwitch(req, res) {
+  if (req.method !== 'POST' || new URL(req.url, 'http://localhost').pathname !== '/request') return false;
+  const form = new URLSearchParams(typeof req.body === 'string' ? req.body : '');
+  form.delete('client_secret');
+  pushCapped(stats.par_requests, {
+    client_id: usedAuthMethod(req, new URLSearchParams(req.body ?? ''))?.clientId ?? form.get('client_id'),
+    names: [...form.keys()],
+    params: Object.fromEntries(form),
+  });
+  const switched = parErrors.shift();
+  if (!switched) return false;
+  stats.par_errors += 1;
+  sendJson(res, switched.status, switched.answer);
+  return true;
+}
+
 let providerHandler;
 let providerInstance;
 
@@ -1612,6 +1674,7 @@ const server = http.createServer((req, res) => {
   prepareAuthorizationRequest(req);
   recordUserinfoTransport(req).then(() => strictClientAuth(req, res)).then((proceed) => {
     if (!proceed) return;
+    if (pushedRequestSwitch(req, res)) return;
     changeTokenResponse(req, res);
     changeDiscovery(req, res);
     withoutIssInAuthorizationResponses(res);

@@ -61,8 +61,25 @@ pub struct Readiness {
     /// With several providers, each one's id and whether it is discovered (reported apart);
     /// empty with one.
     pub providers: Vec<(String, bool)>,
+    /// What each discovered provider negotiated, by id (an operator's check that a setting
+    /// took effect; it never makes an instance unready).
+    pub negotiated: Vec<(String, Negotiated)>,
     /// The process is shutting down.
     pub stopping: bool,
+}
+
+/// What one discovered provider and Vestibule settled on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Authorization requests are pushed (RFC 9126, `oidc.par`).
+    pub par: bool,
+}
+
+impl Negotiated {
+    fn to_json(&self) -> serde_json::Value {
+        let on = |on: bool| if on { "on" } else { "off" };
+        json!({ "par": on(self.par) })
+    }
 }
 
 impl Readiness {
@@ -96,6 +113,12 @@ impl IntoResponse for Readiness {
                 .collect();
             body["checks"]["providers"] = each.into();
         }
+        let negotiated: serde_json::Map<String, serde_json::Value> = self
+            .negotiated
+            .iter()
+            .map(|(id, negotiated)| (id.clone(), negotiated.to_json()))
+            .collect();
+        body["negotiated"] = negotiated.into();
         probe_response(status, body)
     }
 }
@@ -121,6 +144,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         (provider.id().to_owned(), matches!(discovery, Ok(Ok(()))))
     }));
     let (store, providers) = tokio::join!(store, providers);
+    let negotiated = state
+        .providers
+        .iter()
+        .filter_map(|provider| {
+            let par = provider.pushes_authorization_requests()?;
+            Some((provider.id().to_owned(), Negotiated { par }))
+        })
+        .collect();
     Readiness {
         store,
         provider: providers.iter().any(|(_, ok)| *ok),
@@ -129,6 +160,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         } else {
             Vec::new()
         },
+        negotiated,
         stopping: state.lifecycle.is_stopping(),
     }
     .into_response()
@@ -162,6 +194,7 @@ mod tests {
         store: true,
         provider: true,
         providers: Vec::new(),
+        negotiated: Vec::new(),
         stopping: false,
     };
 
