@@ -174,6 +174,9 @@ pub struct ServerSection {
     pub websocket_idle_timeout_secs: u64,
     /// WebSockets one session may hold open on one instance at once (more: `429`).
     pub max_websockets_per_session: usize,
+    /// A PEM file of CA certificates trusted, besides the public roots, for calls to upstream
+    /// APIs and the frontend's development server.
+    pub upstream_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -190,6 +193,7 @@ impl Default for ServerSection {
             trusted_proxies: Vec::new(),
             shutdown_delay_secs: 5,
             trust_request_id: false,
+            upstream_ca_file: None,
         }
     }
 }

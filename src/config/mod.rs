@@ -196,6 +196,9 @@ pub struct ServerSettings {
     pub websocket_idle_timeout: Duration,
     /// WebSockets one session may hold open on one instance at once.
     pub max_websockets_per_session: usize,
+    /// `server.upstream_ca_file`: CA certificates trusted besides the public roots for calls
+    /// to upstreams (DER).
+    pub upstream_ca_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Where the SPA is served from.
@@ -551,6 +554,14 @@ mod tests {
             (
                 base().replace("[oidc]", "[oidc]\nca_file = \"/nonexistent/ca.pem\""),
                 "oidc.ca_file",
+            ),
+            (
+                base().replace("[oidc]", "[server]\nupstream_ca_file = \"/etc/hostname\"\n[oidc]"),
+                "server.upstream_ca_file",
+            ),
+            (
+                base().replace("[oidc]", "[server]\nupstream_ca_file = \"/nonexistent\"\n[oidc]"),
+                "server.upstream_ca_file",
             ),
             (
                 base().replace(

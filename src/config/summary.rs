@@ -127,6 +127,15 @@ impl Settings {
             ),
         );
         line(
+            "upstream tls",
+            match server.upstream_ca_certificates.len() {
+                0 => "the public roots".to_owned(),
+                count => format!(
+                    "the public roots and {count} CA certificate(s) of server.upstream_ca_file"
+                ),
+            },
+        );
+        line(
             "audit",
             match (&self.audit.subject, &self.audit.subject_key) {
                 (AuditSubject::Clear, _) => "subjects in clear (audit.subject = \"clear\")",

@@ -215,7 +215,7 @@ mod tests {
 
     fn forwarder() -> Forwarder {
         Forwarder::new(
-            client::upstream_client(),
+            client::upstream_client(&[]),
             ForwardingHeaders::new(&"https://app.example".parse().unwrap()),
         )
     }
