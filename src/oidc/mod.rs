@@ -18,6 +18,7 @@ mod claim_sources;
 mod client_auth;
 mod discovery;
 pub mod dpop;
+mod dpop_client;
 mod end_session;
 mod grants;
 mod id_token;
@@ -48,6 +49,7 @@ pub use authentication::{
 pub use authorization::AuthorizationRequest;
 pub use back_channel::BackChannel;
 pub use client_auth::{Credentials, client_authenticated_post};
+pub use dpop_client::DpopNegotiated;
 pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::{jwt_issuer, jwt_payload};
@@ -111,6 +113,11 @@ pub enum OidcError {
     /// (`acr_values`, `max_age`: OIDC Core §3.1.2.1, §5.5.1.1).
     #[error("the provider did not authenticate as requested: {0}")]
     NotAuthenticatedAsRequested(Shortfall),
+    /// `oidc.dpop = "required"`, and the provider does not bind tokens to the session's key:
+    /// its discovery does not offer ES256 proofs, or it answered a Bearer token to a request
+    /// with a proof. Never a silent fall-back to Bearer.
+    #[error("the identity provider does not bind tokens with DPoP: {0}")]
+    DpopUnsupported(String),
 }
 
 impl Provider {
@@ -185,6 +192,8 @@ pub struct Provider {
     /// When the operator was last told that UserInfo is unusable under `auto` (once an hour,
     /// not once a login).
     userinfo_warnings: crate::clock::OncePerInterval,
+    /// The DPoP nonces the provider's endpoints handed out (token endpoint, UserInfo).
+    dpop_nonces: dpop::DpopNonces,
 }
 
 /// The HTTP client a provider is reached with: the public roots plus `ca_certificates`, and
@@ -220,6 +229,7 @@ impl Provider {
             attempts: std::sync::Mutex::new(Attempts::default()),
             warned_client_secret_alg: AtomicBool::new(false),
             userinfo_warnings: userinfo::warnings(),
+            dpop_nonces: dpop::DpopNonces::default(),
         })
     }
 }

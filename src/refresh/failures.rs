@@ -63,5 +63,7 @@ pub(super) fn failure_reason(error: &OidcError) -> &'static str {
         OidcError::UserInfo(error) => error.reason(),
         // Only a login is checked against what it asked for; named all the same.
         OidcError::NotAuthenticatedAsRequested(_) => "step_up_not_satisfied",
+        // `oidc.dpop = "required"`, and the provider answered a Bearer token.
+        OidcError::DpopUnsupported(_) => "dpop_unsupported",
     }
 }

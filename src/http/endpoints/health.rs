@@ -1,6 +1,7 @@
 //! Probes for load balancers and orchestrators: `GET /healthz` (the process serves) and
 //! `GET /readyz` (it can do its job: the session store answers, the provider's metadata is
-//! loaded, and it is not shutting down).
+//! loaded, and it is not shutting down; it also says what was negotiated with each discovered
+//! provider, such as DPoP).
 //!
 //! They sit outside `/api/auth` and outside every route, read no cookie and no header, and
 //! answer only about themselves: nothing about a probe (path, user agent, headers) can make
@@ -61,6 +62,10 @@ pub struct Readiness {
     /// With several providers, each one's id and whether it is discovered (reported apart);
     /// empty with one.
     pub providers: Vec<(String, bool)>,
+    /// Per discovered provider, whether its tokens are DPoP-bound (`oidc.dpop` as negotiated:
+    /// `on`, `off`, `not_offered`). Informational: a provider that does not offer DPoP under
+    /// `required` fails its logins with a page saying so, not the whole instance.
+    pub dpop: Vec<(String, &'static str)>,
     /// The process is shutting down.
     pub stopping: bool,
 }
@@ -96,6 +101,9 @@ impl IntoResponse for Readiness {
                 .collect();
             body["checks"]["providers"] = each.into();
         }
+        for (id, dpop) in &self.dpop {
+            body["negotiated"][id.as_str()]["dpop"] = (*dpop).into();
+        }
         probe_response(status, body)
     }
 }
@@ -121,6 +129,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         (provider.id().to_owned(), matches!(discovery, Ok(Ok(()))))
     }));
     let (store, providers) = tokio::join!(store, providers);
+    let dpop = state
+        .providers
+        .iter()
+        .filter_map(|provider| Some((provider.id().to_owned(), provider.dpop_negotiated()?.name())))
+        .collect();
     Readiness {
         store,
         provider: providers.iter().any(|(_, ok)| *ok),
@@ -129,6 +142,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         } else {
             Vec::new()
         },
+        dpop,
         stopping: state.lifecycle.is_stopping(),
     }
     .into_response()
@@ -162,6 +176,7 @@ mod tests {
         store: true,
         provider: true,
         providers: Vec::new(),
+        dpop: Vec::new(),
         stopping: false,
     };
 
