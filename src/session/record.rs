@@ -541,7 +541,8 @@ mod tests {
         assert!(tokens.dpop_bound);
         let stored = |tokens: &TokenSet| tokens.dpop_key.as_ref().unwrap().key().unwrap();
         assert_eq!(stored(&tokens).thumbprint(), thumbprint);
-        let read: TokenSet = rmp_serde::from_slice(&rmp_serde::to_vec(&tokens).unwrap()).unwrap();
+        let read: TokenSet =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&tokens).unwrap()).unwrap();
         assert_eq!(stored(&read).thumbprint(), thumbprint);
         // A refresh answering Bearer (`auto`): the key stays, the new token is unbound.
         let refreshed = read.refreshed(RefreshedTokens {
