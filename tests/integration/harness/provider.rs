@@ -69,6 +69,10 @@ pub struct ProviderOptions {
     /// `iss` (`OP_ID_TOKEN_ISS`; `"schemeless"`: the issuer without `http://`, the shape of
     /// Google's `accounts.google.com`). `None`: the provider's own issuer.
     pub id_token_iss: Option<&'static str>,
+    /// DPoP (`OP_DPOP`): `"0"` off, `"1"` oidc-provider's stock DPoP, `"nonce"` with server
+    /// nonces required, `"required"` also with the vestibule client's tokens always bound.
+    /// `None`: stock (`"1"`).
+    pub dpop: Option<&'static str>,
 }
 
 impl Default for ProviderOptions {
@@ -94,6 +98,7 @@ impl Default for ProviderOptions {
             tenant: None,
             expires_in_as_string: false,
             id_token_iss: None,
+            dpop: None,
         }
     }
 }
@@ -232,6 +237,9 @@ impl TestProvider {
         }
         if let Some(iss) = options.id_token_iss {
             command.env("OP_ID_TOKEN_ISS", iss);
+        }
+        if let Some(dpop) = options.dpop {
+            command.env("OP_DPOP", dpop);
         }
         if let Some(keys) = &options.keys_file {
             command.env("OP_KEYS_FILE", keys);
