@@ -3,8 +3,9 @@
 //! through `issuer` (which `iss` values are the provider's), `authorization` (with
 //! `authentication`: what a login asks and its check), `grants` and `id_token` (with
 //! `signing_algs`) and `userinfo` (with `token_response`: the answers read leniently) to
-//! `logout` (with `end_session`: the logout strategies) and `logout_token`; `profile` holds
-//! the providers' defaults as data.
+//! `logout` (with `end_session`: the logout strategies) and `logout_token`; `dpop` (a
+//! session's key and its proofs) with `dpop_client` (DPoP negotiated and put on the back
+//! channel's requests); `profile` holds the providers' defaults as data.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.

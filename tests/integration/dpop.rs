@@ -172,6 +172,13 @@ async fn under_auto_each_session_binds_its_tokens_to_its_own_key_answering_nonce
     let seen = introspect(&app, &refreshed.tokens.access_token).await;
     assert_eq!(seen["cnf"]["jkt"], key, "{seen}");
     assert_eq!(dpop_stats(&app).await["bound_token_responses"], 3);
+
+    // Logout revokes the (bound) tokens as before: RFC 7009 asks for no proof.
+    let (status, _) = alice.logout().await;
+    assert_eq!(status, StatusCode::OK);
+    let stats = app.provider.stats().await;
+    assert!(stats["revocations"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["revocation_errors"], 0, "{stats}");
 }
 
 #[tokio::test]
