@@ -145,6 +145,7 @@ impl AppError {
             AppError::Login(LoginFailure::NotAuthenticatedAsRequested(_)) => {
                 "step_up_not_satisfied"
             }
+            AppError::Login(LoginFailure::DpopUnsupported) => "dpop_unsupported",
             AppError::Provider(
                 OidcError::Invalid(_)
                 | OidcError::SubjectChanged
@@ -340,6 +341,7 @@ impl IntoResponse for PageError {
             AppError::Login(LoginFailure::NotAuthenticatedAsRequested(_)) => {
                 Some("step_up_not_satisfied".to_owned())
             }
+            AppError::Login(LoginFailure::DpopUnsupported) => Some("dpop_unsupported".to_owned()),
             _ => Some(error.code().to_owned()),
         };
         let page = ErrorPage {

@@ -56,6 +56,12 @@ impl AppError {
                  for a stronger or more recent sign-in than the provider performed ({shortfall}). \
                  You were not signed in."
             ),
+            AppError::Login(LoginFailure::DpopUnsupported) => {
+                "The identity provider does not bind its tokens to this application's key \
+                 (DPoP), which this application requires. You were not signed in; the \
+                 administrator must enable DPoP for this application at the provider."
+                    .into()
+            }
             AppError::Store(StoreError::Conflict(_)) => {
                 "Your session was ended while it was being created (signed out elsewhere, or \
                  more sign-ins at once than your account allows). Please log in again."

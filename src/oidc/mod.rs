@@ -3,8 +3,9 @@
 //! through `issuer` (which `iss` values are the provider's), `authorization` (with
 //! `authentication`: what a login asks and its check, and `par`: the request pushed), `grants` and `id_token` (with
 //! `signing_algs`) and `userinfo` (with `token_response`: the answers read leniently) to
-//! `logout` (with `end_session`: the logout strategies) and `logout_token`; `profile` holds
-//! the providers' defaults as data.
+//! `logout` (with `end_session`: the logout strategies) and `logout_token`; `dpop` (a
+//! session's key and its proofs) with `dpop_client` (DPoP negotiated and put on the back
+//! channel's requests); `profile` holds the providers' defaults as data.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
@@ -18,6 +19,7 @@ mod claim_sources;
 mod client_auth;
 mod discovery;
 pub mod dpop;
+mod dpop_client;
 mod end_session;
 mod grants;
 mod id_token;
@@ -49,6 +51,7 @@ pub use authentication::{
 pub use authorization::AuthorizationRequest;
 pub use back_channel::BackChannel;
 pub use client_auth::{Credentials, client_authenticated_post};
+pub use dpop_client::DpopNegotiated;
 pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::{jwt_issuer, jwt_payload};
@@ -117,6 +120,11 @@ pub enum OidcError {
     /// (`acr_values`, `max_age`: OIDC Core §3.1.2.1, §5.5.1.1).
     #[error("the provider did not authenticate as requested: {0}")]
     NotAuthenticatedAsRequested(Shortfall),
+    /// `oidc.dpop = "required"`, and the provider does not bind tokens to the session's key:
+    /// its discovery does not offer ES256 proofs, or it answered a Bearer token to a request
+    /// with a proof. Never a silent fall-back to Bearer.
+    #[error("the identity provider does not bind tokens with DPoP: {0}")]
+    DpopUnsupported(String),
 }
 
 impl Provider {
@@ -192,6 +200,8 @@ pub struct Provider {
     /// When the operator was last told that UserInfo is unusable under `auto` (once an hour,
     /// not once a login).
     userinfo_warnings: crate::clock::OncePerInterval,
+    /// The DPoP nonces the provider's endpoints handed out (token endpoint, UserInfo).
+    dpop_nonces: dpop::DpopNonces,
 }
 
 /// The HTTP client a provider is reached with: the public roots plus `ca_certificates`, and
@@ -227,6 +237,7 @@ impl Provider {
             attempts: std::sync::Mutex::new(Attempts::default()),
             warned_client_secret_alg: AtomicBool::new(false),
             userinfo_warnings: userinfo::warnings(),
+            dpop_nonces: dpop::DpopNonces::default(),
         })
     }
 }

@@ -14,10 +14,13 @@ use super::cluster_lock::{ClusterLock, Wait};
 use super::{AccessError, Refresher};
 use crate::clock::unix_now;
 use crate::metrics::metrics;
+use crate::oidc::dpop::DpopKey;
 use crate::oidc::{ApiGrant, ApiToken, OidcError};
 use crate::routes::{Credential, TokenParameters};
 use crate::session::held_tokens::{client_token_key, held_token_key};
-use crate::session::{ActiveSession, Freshness, HeldToken, SessionCookie, StoredToken};
+use crate::session::{
+    ActiveSession, Freshness, HeldToken, SessionCookie, SessionRecord, StoredDpopKey, StoredToken,
+};
 
 /// Whose token it is: a session's, or the client's own (shared by every session).
 #[derive(Clone)]
@@ -219,6 +222,7 @@ impl Refresher {
             (Credential::Exchange(_), Some(session)) => {
                 // Exchanged at the session's own provider, which issued the subject token.
                 let provider = self.provider_of(&session.record)?.clone();
+                let key = proof_key(&session.record)?;
                 let subject_token = self.access_token(session).await?;
                 provider
                     .api_token(
@@ -226,6 +230,7 @@ impl Refresher {
                             subject_token: &subject_token,
                         },
                         parameters,
+                        key.as_ref(),
                     )
                     .await
             }
@@ -239,7 +244,8 @@ impl Refresher {
             _ => {
                 self.providers
                     .first()
-                    .api_token(&ApiGrant::Client, parameters)
+                    // No session, no key: client-credentials tokens are Bearer tokens.
+                    .api_token(&ApiGrant::Client, parameters, None)
                     .await
             }
         };
@@ -290,6 +296,7 @@ impl Refresher {
             )));
         };
         let refresh_token = refresh_token.text();
+        let key = proof_key(&current.record)?;
         let token = self
             .provider_of(&current.record)?
             .api_token(
@@ -297,6 +304,7 @@ impl Refresher {
                     refresh_token: &refresh_token,
                 },
                 parameters,
+                key.as_ref(),
             )
             .await
             .map_err(AccessError::Credential)?;
@@ -383,4 +391,20 @@ impl Holder {
             Holder::Client => client_token_key(id),
         }
     }
+}
+
+/// The key a session's grant for one API proves possession of (RFC 9449): the session's own,
+/// when its tokens are bound to one, so the API's token is bound to it too.
+fn proof_key(record: &SessionRecord) -> Result<Option<DpopKey>, AccessError> {
+    record
+        .tokens
+        .dpop_key
+        .as_ref()
+        .map(StoredDpopKey::key)
+        .transpose()
+        .map_err(|error| {
+            AccessError::Credential(OidcError::Unavailable(format!(
+                "the session's DPoP key: {error}"
+            )))
+        })
 }

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 pub use cookie_value::SessionCookie;
 pub use crypto::{KeyId, KeyRing, MasterKey};
+pub use dpop_key::StoredDpopKey;
 pub use escrow::{Ended, EndedRefreshToken};
 pub use held_tokens::HeldToken;
 pub use index::{DEFAULT_MAX_PER_USER, SessionList, SessionOrigin, SessionSummary};

@@ -113,6 +113,7 @@ impl TokenSet {
     pub fn from_login(login: LoginTokens) -> Self {
         let mut tokens = Self::from_grant(login.granted, None, StoredToken::new(&login.id_token));
         tokens.userinfo = login.userinfo;
+        tokens.dpop_key = login.dpop_key.as_ref().map(StoredDpopKey::new);
         tokens.with_principal()
     }
 
@@ -508,8 +509,10 @@ mod tests {
                     .clone(),
             ),
             granted: granted(Some("rt-1")),
+            dpop_key: None,
         });
         assert_eq!(tokens.userinfo.as_ref().unwrap()["name"], "A");
+        assert!(tokens.dpop_key.is_none());
         assert_eq!(tokens.access_token, "at-2");
         assert_eq!(
             (tokens.access_expires_at, tokens.obtained_at),
@@ -519,6 +522,36 @@ mod tests {
             refresh_and_id(&tokens),
             (Some("rt-1".into()), "id-1".into())
         );
+    }
+
+    #[test]
+    fn a_bound_login_keeps_its_key_in_the_record_and_across_refreshes() {
+        let key = crate::oidc::dpop::DpopKey::generate().unwrap();
+        let thumbprint = key.thumbprint().to_owned();
+        let mut bound = granted(Some("rt-1"));
+        bound.dpop_bound = true;
+        let tokens = TokenSet::from_login(LoginTokens {
+            sub: "alice".into(),
+            provider_session: None,
+            id_token: "id-1".into(),
+            userinfo: None,
+            granted: bound,
+            dpop_key: Some(key),
+        });
+        assert!(tokens.dpop_bound);
+        let stored = |tokens: &TokenSet| tokens.dpop_key.as_ref().unwrap().key().unwrap();
+        assert_eq!(stored(&tokens).thumbprint(), thumbprint);
+        let read: TokenSet =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&tokens).unwrap()).unwrap();
+        assert_eq!(stored(&read).thumbprint(), thumbprint);
+        // A refresh answering Bearer (`auto`): the key stays, the new token is unbound.
+        let refreshed = read.refreshed(RefreshedTokens {
+            id_token: None,
+            userinfo: None,
+            granted: granted(None),
+        });
+        assert_eq!(stored(&refreshed).thumbprint(), thumbprint);
+        assert!(!refreshed.dpop_bound);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod cookies;
 mod credentials;
 mod discovery;
 mod doctor;
+mod dpop;
 mod escrow;
 mod frontend;
 mod health;

@@ -651,6 +651,51 @@ function tokenExchangeHandler(provider) {
 }
 
 // ---------------------------------------------------------------------------
+// DPoP (RFC 9449, issue 33): OP_DPOP and GET /__test/dpop
+// ---------------------------------------------------------------------------
+// OP_DPOP=1 (default): oidc-provider's stock DPoP (enabled, discovery lists
+// dpop_signing_alg_values_supported, a token request with a proof gets a DPoP-bound token,
+// nonces not required). 0: DPoP disabled (no dpop_signing_alg_values_supported; proofs are
+// ignored and every token is Bearer). nonce: as 1, and every proof must carry a server nonce
+// (use_dpop_nonce challenges at the token endpoint, 400, and at userinfo, 401 with
+// WWW-Authenticate). required: as nonce, and the vestibule client is registered with
+// dpop_bound_access_tokens (a token request without a proof is refused).
+// GET /__test/dpop answers { mode, nonce_challenges, bound_token_responses }: the use_dpop_nonce
+// challenges answered (any endpoint) and the token-endpoint answers with token_type DPoP.
+const DPOP_MODE = env.OP_DPOP || '1';
+if (!['0', '1', 'nonce', 'required'].includes(DPOP_MODE)) {
+  throw new Error(`OP_DPOP must be 0, 1, nonce or required, got ${DPOP_MODE}`);
+}
+const dpopStats = { nonce_challenges: 0, bound_token_responses: 0 };
+
+function dpopFeature() {
+  if (DPOP_MODE === '0') return { enabled: false };
+  if (DPOP_MODE === '1') return { enabled: true };
+  return { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true };
+}
+
+function dpopClientMetadata() {
+  return DPOP_MODE === 'required' ? { dpop_bound_access_tokens: true } : {};
+}
+
+function withDpopCounters(provider) {
+  provider.use(async (ctx, next) => {
+    await next();
+    const challenge = ctx.body?.error === 'use_dpop_nonce'
+      || String(ctx.response.get('WWW-Authenticate') ?? '').includes('use_dpop_nonce');
+    if (challenge) dpopStats.nonce_challenges += 1;
+    if (ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.body?.token_type === 'DPoP') {
+      dpopStats.bound_token_responses += 1;
+    }
+  });
+}
+
+function dpopTestEndpoint(req, res) {
+  req.resume();
+  sendJson(res, 200, { mode: DPOP_MODE, ...dpopStats });
+}
+
+// ---------------------------------------------------------------------------
 // provider
 // ---------------------------------------------------------------------------
 
@@ -686,6 +731,7 @@ function buildProvider(issuer) {
       // max_age_secs has an auth_time to judge; a max_age request would add it anyway.
       require_auth_time: true,
       ...(USERINFO_SIGNED ? { userinfo_signed_response_alg: 'RS256' } : {}),
+      ...dpopClientMetadata(),
       ...(BACKCHANNEL_LOGOUT_URI ? {
         backchannel_logout_uri: BACKCHANNEL_LOGOUT_URI,
         backchannel_logout_session_required: true,
@@ -748,6 +794,7 @@ function buildProvider(issuer) {
     },
     features: {
       devInteractions: { enabled: true },
+      dPoP: dpopFeature(),
       introspection: {
         enabled: true,
         async allowedPolicy(ctx, client, token) {
@@ -841,6 +888,7 @@ function buildProvider(issuer) {
 
   const provider = new Provider(issuer, configuration);
   withAcrOnLogin(provider);
+  withDpopCounters(provider);
   provider.registerGrantType(TOKEN_EXCHANGE, tokenExchangeHandler(provider), TOKEN_EXCHANGE_PARAMETERS, ['audience', 'resource']);
 
   // ---- counters -------------------------------------------------------------
@@ -1232,6 +1280,10 @@ function handleTest(req, res) {
   }
   if (pathname === '/__test/acr') {
     acrTestEndpoint(req, res);
+    return;
+  }
+  if (pathname === '/__test/dpop') {
+    dpopTestEndpoint(req, res);
     return;
   }
   if (pathname === '/__test/claims-endpoint') {

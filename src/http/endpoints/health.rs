@@ -1,6 +1,7 @@
 //! Probes for load balancers and orchestrators: `GET /healthz` (the process serves) and
 //! `GET /readyz` (it can do its job: the session store answers, the provider's metadata is
-//! loaded, and it is not shutting down).
+//! loaded, and it is not shutting down; it also says what was negotiated with each discovered
+//! provider, such as DPoP).
 //!
 //! They sit outside `/api/auth` and outside every route, read no cookie and no header, and
 //! answer only about themselves: nothing about a probe (path, user agent, headers) can make
@@ -73,12 +74,16 @@ pub struct Readiness {
 pub struct Negotiated {
     /// Authorization requests are pushed (RFC 9126, `oidc.par`).
     pub par: bool,
+    /// Whether tokens are DPoP-bound (`oidc.dpop` as negotiated: `on`, `off`, `not_offered`).
+    /// Informational: a provider that does not offer DPoP under `required` fails its logins
+    /// with a page saying so, not the whole instance.
+    pub dpop: &'static str,
 }
 
 impl Negotiated {
     fn to_json(&self) -> serde_json::Value {
         let on = |on: bool| if on { "on" } else { "off" };
-        json!({ "par": on(self.par) })
+        json!({ "par": on(self.par), "dpop": self.dpop })
     }
 }
 
@@ -149,7 +154,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .iter()
         .filter_map(|provider| {
             let par = provider.pushes_authorization_requests()?;
-            Some((provider.id().to_owned(), Negotiated { par }))
+            let dpop = provider.dpop_negotiated()?.name();
+            Some((provider.id().to_owned(), Negotiated { par, dpop }))
         })
         .collect();
     Readiness {

@@ -72,6 +72,10 @@ pub struct ProviderOptions {
     /// Pushed authorization requests (`OP_PAR`): `"0"` off (not in discovery), `"1"` on,
     /// `"required"` on and required.
     pub par: &'static str,
+    /// DPoP (`OP_DPOP`): `"0"` off, `"1"` oidc-provider's stock DPoP, `"nonce"` with server
+    /// nonces required, `"required"` also with the vestibule client's tokens always bound.
+    /// `None`: stock (`"1"`).
+    pub dpop: Option<&'static str>,
 }
 
 impl Default for ProviderOptions {
@@ -98,6 +102,7 @@ impl Default for ProviderOptions {
             expires_in_as_string: false,
             id_token_iss: None,
             par: "0",
+            dpop: None,
         }
     }
 }
@@ -237,6 +242,9 @@ impl TestProvider {
         }
         if let Some(iss) = options.id_token_iss {
             command.env("OP_ID_TOKEN_ISS", iss);
+        }
+        if let Some(dpop) = options.dpop {
+            command.env("OP_DPOP", dpop);
         }
         if let Some(keys) = &options.keys_file {
             command.env("OP_KEYS_FILE", keys);
