@@ -857,7 +857,10 @@ mod tests {
             format!(
                 "{}\n[[routes]]\nprefix = \"/api/legacy\"\nupstream = \"http://127.0.0.1:9001\"\n\
                  [routes.credential]\n{credential}",
-                base().replace("client_secret = \"s3cret\"", &format!("client_secret = \"s3cret\"\n{oidc}"))
+                base().replace(
+                    "client_secret = \"s3cret\"",
+                    &format!("client_secret = \"s3cret\"\n{oidc}")
+                )
             )
         };
         let unbound = load(&route(
@@ -873,7 +876,10 @@ mod tests {
                 "kind = \"assertion\"\nalso_bearer = true\ndpop = false",
             ] {
                 let error = load_error(&route(&format!("dpop = \"{mode}\""), credential));
-                assert_eq!(error.key, "routes[1].credential.dpop", "{mode} {credential}");
+                assert_eq!(
+                    error.key, "routes[1].credential.dpop",
+                    "{mode} {credential}"
+                );
                 assert!(error.to_string().contains("/api/legacy"), "{error}");
             }
         }

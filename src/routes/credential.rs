@@ -180,7 +180,11 @@ mod tests {
             dpop: false,
             ..TokenParameters::default()
         });
-        assert_ne!(exchange("orders").id(), unbound.id(), "an unbound token is another");
+        assert_ne!(
+            exchange("orders").id(),
+            unbound.id(),
+            "an unbound token is another"
+        );
         // The id of a bound (default) token is what it was before `dpop` existed: held
         // tokens stored by an older version are still found.
         assert_eq!(exchange("orders").id(), "6a3a26dcd255dcb3");
