@@ -16,6 +16,7 @@ mod cookies;
 mod credentials;
 mod discovery;
 mod doctor;
+mod dpop_upstream;
 mod escrow;
 mod frontend;
 mod health;
