@@ -170,16 +170,14 @@ pub async fn call_route(
     }
     if response.status() == StatusCode::UNAUTHORIZED
         && let Some(sent) = credential.as_ref()
+        && sent.scheme() == Scheme::Dpop
+        && let Some(parts) = again.as_ref()
+        && says_use_dpop_nonce(response.headers())
     {
-        if sent.scheme() == Scheme::Dpop
-            && let Some(parts) = again.as_ref()
-            && says_use_dpop_nonce(response.headers())
-        {
-            // The forwarder kept the nonce of this answer: once more, with a proof that has it.
-            let mut parts = parts.clone();
-            state.forwarder.authorize(&mut parts, sent)?;
-            response = send(Request::from_parts(parts, Body::empty())).await?;
-        }
+        // The forwarder kept the nonce of this answer: once more, with a proof that has it.
+        let mut parts = parts.clone();
+        state.forwarder.authorize(&mut parts, sent)?;
+        response = send(Request::from_parts(parts, Body::empty())).await?;
     }
     if response.status() == StatusCode::UNAUTHORIZED
         && let Some(sent) = credential.as_ref()

@@ -22,8 +22,9 @@ pub enum Authorization {
     Dpop {
         /// The bound access token.
         token: String,
-        /// The session's key (parsed once per call, reused for a retry's new proof).
-        key: DpopKey,
+        /// The session's key (parsed once per call, reused for a retry's new proof; boxed: a
+        /// parsed key is large beside a token).
+        key: Box<DpopKey>,
     },
 }
 
@@ -34,7 +35,7 @@ impl Authorization {
             None => Self::Bearer(token.token),
             Some(stored) => Self::Dpop {
                 token: token.token,
-                key: stored.key().map_err(ProxyError::Proof)?,
+                key: Box::new(stored.key().map_err(ProxyError::Proof)?),
             },
         })
     }
