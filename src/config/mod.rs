@@ -881,6 +881,47 @@ mod tests {
     }
 
     #[test]
+    fn dpop_false_asks_for_an_unbound_token_and_never_unbinds_the_sessions_own() {
+        let route = |oidc: &str, credential: &str| {
+            format!(
+                "{}\n[[routes]]\nprefix = \"/api/legacy\"\nupstream = \"http://127.0.0.1:9001\"\n\
+                 [routes.credential]\n{credential}",
+                base().replace(
+                    "client_secret = \"s3cret\"",
+                    &format!("client_secret = \"s3cret\"\n{oidc}")
+                )
+            )
+        };
+        let unbound = load(&route(
+            "dpop = \"auto\"",
+            "kind = \"exchange\"\naudience = \"legacy\"\ndpop = false",
+        ))
+        .unwrap();
+        assert!(!unbound.routes[1].credential.dpop());
+        assert!(unbound.routes[0].credential.dpop());
+        for mode in ["auto", "required"] {
+            for credential in [
+                "kind = \"session\"\ndpop = false",
+                "kind = \"assertion\"\nalso_bearer = true\ndpop = false",
+            ] {
+                let error = load_error(&route(&format!("dpop = \"{mode}\""), credential));
+                assert_eq!(
+                    error.key, "routes[1].credential.dpop",
+                    "{mode} {credential}"
+                );
+                assert!(error.to_string().contains("/api/legacy"), "{error}");
+            }
+        }
+        // With DPoP off the session's tokens are Bearer tokens: nothing to refuse.
+        assert!(load(&route("", "kind = \"session\"\ndpop = false")).is_ok());
+        assert!(load(&route("dpop = \"auto\"", "kind = \"session\"\ndpop = true")).is_ok());
+        assert_eq!(
+            load_error(&route("", "kind = \"none\"\ndpop = false")).key,
+            "routes[1].credential.dpop"
+        );
+    }
+
+    #[test]
     fn login_resources_are_absolute_uris_and_the_audience_one_word() {
         let with = |extra: &str| {
             base().replace(

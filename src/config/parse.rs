@@ -39,7 +39,10 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             "must not be shorter than session.idle_timeout_secs",
         ));
     }
-    let routes = super::routes::routes(&file.routes)?;
+    let dpop_on = std::iter::once(&oidc)
+        .chain(&other_providers)
+        .any(|provider| provider.dpop != crate::oidc::dpop::DpopMode::Off);
+    let routes = super::routes::routes(&file.routes, dpop_on)?;
     let server = server(file.server)?;
     let traces = traces(file.traces, &server)?;
     check_login_limits(&file.login)?;

@@ -255,6 +255,7 @@ mod tests {
             audience: Some("orders-api".into()),
             scope: None,
             resource: Some("https://orders.example/".into()),
+            ..TokenParameters::default()
         };
         let form = grant_form(
             &ApiGrant::Exchange {

@@ -15,6 +15,7 @@ use vestibule::oidc::dpop::DpopKey;
 use vestibule::session::store::RedisTls;
 use vestibule::session::{MasterKey, SessionCookie, SessionRecord, Sessions, Store};
 
+use crate::harness::dpop_upstream::DpopUpstream;
 use crate::harness::provider::upstream_client;
 use crate::harness::{Browser, ENCRYPTION_KEY, TestApp, TestAppBuilder};
 
@@ -106,7 +107,15 @@ async fn negotiated_dpop(app: &TestApp) -> Value {
 
 #[tokio::test]
 async fn under_auto_each_session_binds_its_tokens_to_its_own_key_answering_nonce_challenges() {
-    let app = app_with(Some("auto"), "nonce").start().await;
+    // An API that accepts only DPoP-bound tokens with a valid proof, as a resource server does.
+    let api = DpopUpstream::start().await;
+    let app = app_with(Some("auto"), "nonce")
+        .extra_toml(&format!(
+            "[[routes]]\nprefix = \"/api/bound\"\nupstream = \"{}\"\n",
+            api.base_url
+        ))
+        .start()
+        .await;
     app.provider
         .set_userinfo(json!({ "claims": { "nickname": "ally" } }))
         .await;
@@ -157,7 +166,7 @@ async fn under_auto_each_session_binds_its_tokens_to_its_own_key_answering_nonce
     // The refresh proves possession of the same key: the new token is bound to it again.
     alice.wait_past_access_token_expiry().await;
     assert_eq!(
-        alice.api_get("/api/orders/after-expiry").await.status(),
+        alice.api_get("/api/bound/after-expiry").await.status(),
         StatusCode::OK
     );
     assert_eq!(app.provider.refresh_grants().await, 1);
@@ -172,6 +181,14 @@ async fn under_auto_each_session_binds_its_tokens_to_its_own_key_answering_nonce
     let seen = introspect(&app, &refreshed.tokens.access_token).await;
     assert_eq!(seen["cnf"]["jkt"], key, "{seen}");
     assert_eq!(dpop_stats(&app).await["bound_token_responses"], 3);
+    // The API got the refreshed token as DPoP, with a proof of the session's key.
+    let call = api.calls().pop().expect("the API was called");
+    assert_eq!(call.scheme.as_deref(), Some("DPoP"));
+    assert_eq!(
+        call.token.as_deref(),
+        Some(refreshed.tokens.access_token.as_str())
+    );
+    assert_eq!(call.verdict.expect("a valid proof").thumbprint, key);
 
     // Logout revokes the (bound) tokens as before: RFC 7009 asks for no proof.
     let (status, _) = alice.logout().await;

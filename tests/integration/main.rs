@@ -17,6 +17,7 @@ mod credentials;
 mod discovery;
 mod doctor;
 mod dpop;
+mod dpop_upstream;
 mod escrow;
 mod frontend;
 mod health;
