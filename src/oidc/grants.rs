@@ -93,6 +93,9 @@ impl Provider {
             if let Some(audience) = &self.settings.audience {
                 request = request.add_extra_param("audience", audience.clone());
             }
+            for (name, value) in self.client_assertion_params() {
+                request = request.add_extra_param(name, value);
+            }
             request.request_async(&self.traced_http()).await
         });
         let (discovered, response) = super::observed("code_exchange", exchange).await?;
@@ -147,11 +150,11 @@ impl Provider {
     ) -> Result<RefreshedTokens, OidcError> {
         let refresh_token = &RefreshToken::new(refresh_token.to_owned());
         let grant = self.token_request(|discovered: Arc<Discovered>| async move {
-            discovered
-                .client
-                .exchange_refresh_token(refresh_token)
-                .request_async(&self.traced_http())
-                .await
+            let mut request = discovered.client.exchange_refresh_token(refresh_token);
+            for (name, value) in self.client_assertion_params() {
+                request = request.add_extra_param(name, value);
+            }
+            request.request_async(&self.traced_http()).await
         });
         let (discovered, response) = match super::observed("refresh", grant).await {
             // An ID token so broken the answer cannot even be read (no `sub`, no `iat`) is

@@ -61,6 +61,10 @@ pub struct Readiness {
     /// With several providers, each one's id and whether it is discovered (reported apart);
     /// empty with one.
     pub providers: Vec<(String, bool)>,
+    /// Each provider's id and the client-authentication method in use (configured, or
+    /// negotiated from discovery; `None` while undiscovered): what an operator checks after
+    /// switching to `private_key_jwt`. Not a check: it never makes an instance unready.
+    pub client_authentication: Vec<(String, Option<&'static str>)>,
     /// The process is shutting down.
     pub stopping: bool,
 }
@@ -96,6 +100,12 @@ impl IntoResponse for Readiness {
                 .collect();
             body["checks"]["providers"] = each.into();
         }
+        let methods: serde_json::Map<String, serde_json::Value> = self
+            .client_authentication
+            .iter()
+            .map(|(id, method)| (id.clone(), method.unwrap_or("undecided").into()))
+            .collect();
+        body["client_authentication"] = methods.into();
         probe_response(status, body)
     }
 }
@@ -129,6 +139,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         } else {
             Vec::new()
         },
+        client_authentication: state
+            .providers
+            .iter()
+            .map(|provider| {
+                let method = provider.client_auth_method();
+                (provider.id().to_owned(), method.map(|method| method.name()))
+            })
+            .collect(),
         stopping: state.lifecycle.is_stopping(),
     }
     .into_response()
@@ -162,6 +180,7 @@ mod tests {
         store: true,
         provider: true,
         providers: Vec::new(),
+        client_authentication: Vec::new(),
         stopping: false,
     };
 
