@@ -11,6 +11,7 @@ mod backchannel_logout;
 mod browser;
 mod bundle;
 mod cli;
+mod client_assertion;
 mod client_helper;
 mod cookies;
 mod credentials;
