@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::harness::{Browser, TestApp, free_port, spawn_vestibule};
+use crate::doctor::doctor;
 use crate::key_rotation::on_instance;
 
 /// Test-only P-256 keys (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
@@ -298,4 +299,42 @@ async fn the_client_key_set_publishes_every_public_half_and_nothing_of_the_asser
         readiness["client_authentication"]["default"], "private_key_jwt",
         "{readiness}"
     );
+}
+
+#[tokio::test]
+async fn doctor_and_check_config_work_with_a_client_assertion() {
+    let app = TestApp::builder()
+        .private_key_jwt(&ring(&[("a", KEY_A)]))
+        .start()
+        .await;
+    // The provider fetches the client key set from the running instance.
+    let config = app.config_listening_on(free_port());
+    let healthy = doctor(&config, false).await;
+    let (line, _) = healthy.line("ok", "provider.client_auth");
+    assert!(line.contains("private_key_jwt"), "{line}");
+    assert!(line.contains("invalid_grant"), "{line}");
+
+    let stranger = config.replacen(&ring(&[("a", KEY_A)]), &ring(&[("c", KEY_C)]), 1);
+    let refused = doctor(&stranger, false).await;
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    let (line, remedy) = refused.line("fail", "provider.client_auth");
+    assert!(line.contains("client assertion"), "{line}");
+    assert!(remedy.contains("/.well-known/client-jwks.json"), "{remedy}");
+
+    let file = std::env::temp_dir().join(format!("vestibule-pkjwt-{}.toml", free_port()));
+    std::fs::write(&file, &config).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vestibule"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{summary}");
+    assert!(
+        summary.contains("no secret; authentication private_key_jwt signed with key a"),
+        "{summary}"
+    );
+    assert!(!summary.contains("MIGH"), "never a key: {summary}");
 }
