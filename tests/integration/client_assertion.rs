@@ -8,12 +8,12 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::harness::{Browser, TestApp, free_port, spawn_vestibule};
 use crate::doctor::doctor;
+use crate::harness::{Browser, TestApp, free_port, spawn_vestibule};
 use crate::key_rotation::on_instance;
 
 /// Test-only P-256 keys (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
-const KEY_A: &str = "-----BEGIN PRIVATE KEY-----
+pub(crate) const KEY_A: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgZyfKjhXPVLHn5Hi6
 1TDQ0fa8RKnR2jQIpM+HeMHzRyGhRANCAAQ3p40AvVFnRsoWQX359CvmtoCASqVe
 HpEoBJmiLwprRM7FfnpKbc+YER4RQ1f7DfyWXFe6/b+K8SQ2kUnWr8h0
@@ -30,7 +30,7 @@ Gy5mDtejHEzx3qBSyWBfQwK4ozChRANCAATqyh1mVYpyLa5PBCyjufjVc5svFcHR
 -----END PRIVATE KEY-----";
 
 /// `oidc.client_keys` for `(id, pem)` entries, the first signing.
-fn ring(entries: &[(&str, &str)]) -> String {
+pub(crate) fn ring(entries: &[(&str, &str)]) -> String {
     let entries: Vec<String> = entries
         .iter()
         .map(|(id, pem)| format!("{{ id = \"{id}\", key = \"\"\"{pem}\"\"\" }}"))

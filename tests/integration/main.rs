@@ -22,6 +22,7 @@ mod frontend;
 mod health;
 mod key_rotation;
 mod keycloak;
+mod keycloak_client_assertion;
 mod keycloak_credentials;
 mod keycloak_demo;
 mod keycloak_exchange;
