@@ -54,7 +54,7 @@ impl Provider {
             .settings
             .client_secret
             .as_ref()
-            .map(|secret| ExposeSecret::expose_secret(secret));
+            .map(ExposeSecret::expose_secret);
         let client_id = &self.settings.client_id;
         let configured = self.settings.id_token_alg.as_ref().map(|alg| &alg.0);
         let verify = |discovered: &Discovered| {

@@ -193,7 +193,7 @@ impl Provider {
                 .settings
                 .client_secret
                 .as_ref()
-                .map(|secret| ExposeSecret::expose_secret(secret)),
+                .map(ExposeSecret::expose_secret),
             allowed_algs: allowed,
             now,
         }
