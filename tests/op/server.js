@@ -125,6 +125,12 @@ const PORTAL_REDIRECT_URI = `${new URL(REDIRECT_URIS[0]).origin}/portal/callback
 // `fetch` hook below (loopback only here).
 // ---------------------------------------------------------------------------
 const PRIVATE_KEY_JWT = 'private_key_jwt';
+// The methods discovery lists: private_key_jwt only when the vestibule client uses it, so
+// every other scenario sees the provider as before.
+function clientAuthMethods() {
+  const methods = ['client_secret_basic', 'client_secret_post'];
+  return TOKEN_AUTH_METHOD === PRIVATE_KEY_JWT ? [...methods, PRIVATE_KEY_JWT] : methods;
+}
 // A token request's client assertion as recorded in stats.token_requests: its type, header
 // and claims, never its signature (so a recorded one cannot be replayed).
 function assertionParts(form) {
@@ -743,7 +749,7 @@ function buildProvider(issuer) {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     },
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post', PRIVATE_KEY_JWT],
+    clientAuthMethods: clientAuthMethods(),
     enabledJWA: {
       idTokenSigningAlgValues: ID_TOKEN_ALG === 'HS256' ? [...new Set([...ID_TOKEN_ALGS, 'RS256'])] : ID_TOKEN_ALGS,
     },
