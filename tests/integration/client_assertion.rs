@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::doctor::doctor;
-use crate::harness::{Browser, TestApp, free_port, spawn_vestibule};
+use crate::harness::{Browser, TestApp, free_port, logs, spawn_vestibule};
 use crate::key_rotation::on_instance;
 
 /// Test-only P-256 keys (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
@@ -29,11 +29,17 @@ Gy5mDtejHEzx3qBSyWBfQwK4ozChRANCAATqyh1mVYpyLa5PBCyjufjVc5svFcHR
 6dUcaRF+fl92oOB3MLNpkxIzfmQNSKED30j8HBiEUF+7B4uyesUC9ljs
 -----END PRIVATE KEY-----";
 
-/// `oidc.client_keys` for `(id, pem)` entries, the first signing.
+/// `oidc.client_keys` for `(id, pem)` entries, the first signing. Each key's body is noted as
+/// a secret: the app's log is checked for it (and for any JWT, so for an assertion) at the end.
 pub(crate) fn ring(entries: &[(&str, &str)]) -> String {
     let entries: Vec<String> = entries
         .iter()
-        .map(|(id, pem)| format!("{{ id = \"{id}\", key = \"\"\"{pem}\"\"\" }}"))
+        .map(|(id, pem)| {
+            for line in pem.lines().filter(|line| !line.starts_with("-----")) {
+                logs::note_secret(line);
+            }
+            format!("{{ id = \"{id}\", key = \"\"\"{pem}\"\"\" }}")
+        })
         .collect();
     format!("client_keys = [{}]", entries.join(", "))
 }
