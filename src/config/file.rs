@@ -277,6 +277,14 @@ pub struct OidcSection {
     /// A file holding the client secret (Docker/Kubernetes secrets).
     #[serde(default)]
     pub client_secret_file: Option<std::path::PathBuf>,
+    /// `private_key_jwt`: a PEM file holding the client's P-256 key (its `kid` is its
+    /// RFC 7638 thumbprint).
+    #[serde(default)]
+    pub client_key_file: Option<std::path::PathBuf>,
+    /// `private_key_jwt`: a ring of `{ id, key | key_file }` PEM keys, the first signing, all
+    /// published.
+    #[serde(default)]
+    pub client_keys: Option<Vec<RingKeySection>>,
     /// Scopes to request; must include `openid`; absent: the profile's.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
@@ -411,7 +419,7 @@ pub struct RingKeySection {
     /// The id stored in every record this key seals, or the `kid` of the assertions it signs.
     pub id: String,
     /// Base64 of 32 random bytes (an encryption key), or the PEM of an EC P-256 private key
-    /// (an assertion signing key).
+    /// (an assertion or client signing key).
     #[serde(default)]
     pub key: Option<SecretString>,
     /// A file holding the key.

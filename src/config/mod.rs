@@ -6,6 +6,7 @@
 //! held as `SecretString` or in a [`KeyRing`] so they cannot be `Debug`-printed.
 
 mod assertion_keys;
+mod client_keys;
 mod encryption_keys;
 mod environment;
 mod error;
@@ -105,8 +106,10 @@ pub struct OidcSettings {
     pub discovery_url: Url,
     /// The registered client id.
     pub client_id: String,
-    /// The client secret.
-    pub client_secret: SecretString,
+    /// The client secret; `None` under `private_key_jwt`.
+    pub client_secret: Option<SecretString>,
+    /// The keys of `private_key_jwt` (`oidc.client_key_file`, `oidc.client_keys`).
+    pub client_keys: Option<crate::oidc::ClientKeys>,
     /// Scopes to request; includes `openid`.
     pub scopes: Vec<String>,
     /// Refresh when the access token expires within this long.
@@ -662,7 +665,7 @@ mod tests {
             };
             // Strings stay exactly as written, however they look...
             assert_eq!(settings.oidc.client_id, "007");
-            assert_eq!(settings.oidc.client_secret.expose_secret(), "0123");
+            assert_eq!(settings.oidc.client_secret.unwrap().expose_secret(), "0123");
             assert_eq!(settings.oidc.prompt.as_deref(), Some("1.50"));
             // ...and numbers and lists are parsed.
             assert_eq!(settings.session.idle_timeout, Duration::from_secs(90));

@@ -58,6 +58,14 @@ pub(super) fn routes(sections: &[RouteSection], dpop_on: bool) -> Result<Vec<Rou
                 "/.well-known/jwks.json is reserved for Vestibule's assertion keys",
             ));
         }
+        if prefix == crate::oidc::CLIENT_JWKS_PATH
+            || prefix.starts_with(&format!("{}/", crate::oidc::CLIENT_JWKS_PATH))
+        {
+            return Err(ConfigError::new(
+                key("prefix"),
+                "/.well-known/client-jwks.json is reserved for Vestibule's client keys",
+            ));
+        }
         if !seen.insert(prefix) {
             return Err(ConfigError::new(key("prefix"), "is configured twice"));
         }

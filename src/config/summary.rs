@@ -273,12 +273,22 @@ fn oidc_lines(line: &mut impl FnMut(&str, String), prefix: &str, oidc: &super::O
     );
     line(
         &format!("{prefix}.client"),
-        format!(
-            "{} (secret set; authentication {})",
-            oidc.client_id,
-            oidc.client_auth_method
-                .map_or("from discovery", ClientAuthMethod::name)
-        ),
+        match &oidc.client_keys {
+            Some(keys) => format!(
+                "{} (no secret; authentication private_key_jwt signed with key {}, {} key(s) \
+                 published at {})",
+                oidc.client_id,
+                keys.signing_kid(),
+                keys.all().count(),
+                crate::oidc::CLIENT_JWKS_PATH
+            ),
+            None => format!(
+                "{} (secret set; authentication {})",
+                oidc.client_id,
+                oidc.client_auth_method
+                    .map_or("from discovery", ClientAuthMethod::name)
+            ),
+        },
     );
     line(
         &format!("{prefix}.signing"),

@@ -157,7 +157,9 @@ async fn client_authentication(
         endpoint,
         credentials: crate::oidc::Credentials {
             id: &oidc.client_id,
-            secret: &oidc.client_secret,
+            secret: oidc.client_secret.as_ref(),
+            keys: oidc.client_keys.as_ref(),
+            audience: &oidc.issuer,
         },
         redirect_uri: settings.redirect_uri(),
     };

@@ -293,9 +293,10 @@ impl Provider {
         let client: Client = openidconnect::Client::from_provider_metadata(
             metadata,
             ClientId::new(settings.client_id.clone()),
-            Some(ClientSecret::new(
-                settings.client_secret.expose_secret().to_owned(),
-            )),
+            settings
+                .client_secret
+                .as_ref()
+                .map(|secret| ClientSecret::new(secret.expose_secret().to_owned())),
         )
         .set_token_uri(token_uri)
         .set_redirect_uri(redirect)

@@ -104,6 +104,9 @@ impl Provider {
                 if let Some(audience) = &self.settings.audience {
                     request = request.add_extra_param("audience", audience.clone());
                 }
+                for (name, value) in self.client_assertion_params() {
+                    request = request.add_extra_param(name, value);
+                }
                 match key {
                     Some(key) => request.request_async(&self.dpop_http(key, None)).await,
                     None => request.request_async(&self.traced_http()).await,
@@ -182,7 +185,10 @@ impl Provider {
         let grant = self.token_request(
             dpop_key.is_some(),
             |discovered: Arc<Discovered>| async move {
-                let request = discovered.client.exchange_refresh_token(refresh_token);
+                let mut request = discovered.client.exchange_refresh_token(refresh_token);
+                for (name, value) in self.client_assertion_params() {
+                    request = request.add_extra_param(name, value);
+                }
                 match dpop_key {
                     Some(key) => request.request_async(&self.dpop_http(key, None)).await,
                     None => request.request_async(&self.traced_http()).await,

@@ -16,6 +16,7 @@ mod authentication;
 mod authorization;
 mod back_channel;
 mod claim_sources;
+mod client_assertion;
 mod client_auth;
 mod discovery;
 pub mod dpop;
@@ -50,6 +51,9 @@ pub use authentication::{
 };
 pub use authorization::AuthorizationRequest;
 pub use back_channel::BackChannel;
+pub use client_assertion::{
+    ASSERTION_LIFETIME_SECS, ASSERTION_TYPE, CLIENT_JWKS_PATH, ClientKeys, client_key_set,
+};
 pub use client_auth::{Credentials, client_authenticated_post};
 pub use dpop_client::DpopNegotiated;
 pub use end_session::{LogoutStrategy, LogoutTemplate};
@@ -229,7 +233,7 @@ impl Provider {
             OidcError::Unavailable(format!("cannot build HTTP client: {error}"))
         })?;
         Ok(Self {
-            client_auth: ClientAuth::new(settings.auth_method.map(ClientAuthMethod::auth_type)),
+            client_auth: ClientAuth::new(settings.auth_method),
             settings,
             http,
             discovered: ArcSwapOption::empty(),

@@ -116,9 +116,40 @@ const PORTAL_CLIENT_ID = 'portal';
 const PORTAL_CLIENT_SECRET = 'portal-secret-long-enough-for-hs256-keys';
 const PORTAL_REDIRECT_URI = `${new URL(REDIRECT_URIS[0]).origin}/portal/callback`;
 
+// ---------------------------------------------------------------------------
+// private_key_jwt (issue 33): OP_TOKEN_AUTH_METHOD=private_key_jwt registers the vestibule
+// client with no secret and a jwks_uri (OP_CLIENT_JWKS_URI; default: the first redirect URI's
+// origin + /.well-known/client-jwks.json, Vestibule's client key set). oidc-provider fetches
+// it when a client assertion arrives and refetches it, once the copy is stale (at least 60 s,
+// longer when Cache-Control says so), on an unknown kid. Its SSRF guard is lifted by the
+// `fetch` hook below (loopback only here).
+// ---------------------------------------------------------------------------
+const PRIVATE_KEY_JWT = 'private_key_jwt';
+// The methods discovery lists: private_key_jwt only when the vestibule client uses it, so
+// every other scenario sees the provider as before.
+function clientAuthMethods() {
+  const methods = ['client_secret_basic', 'client_secret_post'];
+  return TOKEN_AUTH_METHOD === PRIVATE_KEY_JWT ? [...methods, PRIVATE_KEY_JWT] : methods;
+}
+// A token request's client assertion as recorded in stats.token_requests: its type, header
+// and claims, never its signature (so a recorded one cannot be replayed).
+function assertionParts(form) {
+  const [header, claims] = form.get('client_assertion').split('.').slice(0, 2).map((part) => {
+    try { return JSON.parse(Buffer.from(part, 'base64url').toString('utf8')); } catch { return null; }
+  });
+  return { type: form.get('client_assertion_type'), header, claims };
+}
+function vestibuleClientAuth() {
+  if (TOKEN_AUTH_METHOD !== PRIVATE_KEY_JWT) return { client_secret: CLIENT_SECRET };
+  if (ID_TOKEN_ALG === 'HS256') throw new Error('OP_ID_TOKEN_ALG=HS256 needs a client secret; private_key_jwt has none');
+  return {
+    jwks_uri: env.OP_CLIENT_JWKS_URI || `${new URL(REDIRECT_URIS[0]).origin}/.well-known/client-jwks.json`,
+  };
+}
+
 const AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
 for (const [name, value] of [['OP_TOKEN_AUTH_METHOD', TOKEN_AUTH_METHOD], ['OP_UPSTREAM_TOKEN_AUTH_METHOD', UPSTREAM_TOKEN_AUTH_METHOD]]) {
-  if (!AUTH_METHODS.has(value)) {
+  if (!AUTH_METHODS.has(value) && !(name === 'OP_TOKEN_AUTH_METHOD' && value === PRIVATE_KEY_JWT)) {
     throw new Error(`${name} must be one of ${[...AUTH_METHODS].join(', ')}, got ${value}`);
   }
 }
@@ -719,7 +750,7 @@ function buildProvider(issuer) {
   const clients = [
     {
       client_id: CLIENT_ID,
-      client_secret: CLIENT_SECRET,
+      ...vestibuleClientAuth(),
       redirect_uris: REDIRECT_URIS,
       post_logout_redirect_uris: POST_LOGOUT_REDIRECT_URIS,
       // client_credentials and the token exchange for the credential kinds of issue 31.
@@ -766,7 +797,7 @@ function buildProvider(issuer) {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     },
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    clientAuthMethods: clientAuthMethods(),
     enabledJWA: {
       idTokenSigningAlgValues: ID_TOKEN_ALG === 'HS256' ? [...new Set([...ID_TOKEN_ALGS, 'RS256'])] : ID_TOKEN_ALGS,
     },
@@ -1566,6 +1597,7 @@ function prepareTokenRequest(req, form) {
   entry.resource = form.getAll('resource');
   entry.audience = form.getAll('audience');
   entry.has_subject_token = form.has('subject_token');
+  if (form.has('client_assertion')) entry.client_assertion = assertionParts(form);
   pushCapped(stats.token_requests, entry);
   if (form.get('grant_type') !== TOKEN_EXCHANGE && audienceAsResource(form)) req.body = form.toString();
 }

@@ -72,6 +72,9 @@ pub struct Readiness {
 /// What one discovered provider and Vestibule settled on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
+    /// The client-authentication method in use (configured, or settled from discovery):
+    /// what an operator checks after switching to `private_key_jwt`.
+    pub client_authentication: &'static str,
     /// Authorization requests are pushed (RFC 9126, `oidc.par`).
     pub par: bool,
     /// Whether tokens are DPoP-bound (`oidc.dpop` as negotiated: `on`, `off`, `not_offered`).
@@ -83,7 +86,11 @@ pub struct Negotiated {
 impl Negotiated {
     fn to_json(&self) -> serde_json::Value {
         let on = |on: bool| if on { "on" } else { "off" };
-        json!({ "par": on(self.par), "dpop": self.dpop })
+        json!({
+            "client_authentication": self.client_authentication,
+            "par": on(self.par),
+            "dpop": self.dpop,
+        })
     }
 }
 
@@ -155,7 +162,15 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .filter_map(|provider| {
             let par = provider.pushes_authorization_requests()?;
             let dpop = provider.dpop_negotiated()?.name();
-            Some((provider.id().to_owned(), Negotiated { par, dpop }))
+            let client_authentication = provider.client_auth_method()?.name();
+            Some((
+                provider.id().to_owned(),
+                Negotiated {
+                    client_authentication,
+                    par,
+                    dpop,
+                },
+            ))
         })
         .collect();
     Readiness {

@@ -81,6 +81,20 @@ impl KeycloakApp {
         refresh_skew_secs: u64,
         routes: &str,
     ) -> Self {
+        let credential = format!("client_secret = \"{client_secret}\"");
+        Self::start_with_credential(port, client_id, &credential, refresh_skew_secs, routes).await
+    }
+
+    /// [`KeycloakApp::start_at`] for a client that authenticates with `credential`, the
+    /// `[oidc]` lines in place of `client_secret` (`client_auth_method = "private_key_jwt"`
+    /// and its keys).
+    pub async fn start_with_credential(
+        port: u16,
+        client_id: &str,
+        credential: &str,
+        refresh_skew_secs: u64,
+        routes: &str,
+    ) -> Self {
         let keycloak = Keycloak::shared();
         let redis = RedisServer::start().await;
         let back = Relay::start(keycloak.http_port).await;
@@ -102,7 +116,7 @@ public_url = "{url}"
 issuer = "{issuer}"
 discovery_url = "{discovery}"
 client_id = "{client_id}"
-client_secret = "{client_secret}"
+{credential}
 refresh_skew_secs = {refresh_skew_secs}
 scopes = {scopes}
 
@@ -118,7 +132,6 @@ rate_limit_burst = 10000
             issuer = keycloak.issuer(),
             discovery = keycloak.discovery_url_via(&format!("http://127.0.0.1:{}", back.port)),
             client_id = client_id,
-            client_secret = client_secret,
             // The scopes compose asks Keycloak for (online refresh tokens).
             scopes = compose_env("vestibule", "VESTIBULE_OIDC__SCOPES"),
             redis = redis.url(),
