@@ -153,6 +153,21 @@ impl Provider {
         })
     }
 
+    /// Who signs fresh client assertions, when the client authenticates with
+    /// `private_key_jwt` (for a request sent again after a DPoP nonce challenge).
+    pub(super) fn reassertion(&self) -> Option<super::dpop_client::Reassertion<'_>> {
+        match (self.client_auth.configured, &self.settings.client_keys) {
+            (Some(ClientAuthMethod::PrivateKeyJwt), Some(keys)) => {
+                Some(super::dpop_client::Reassertion {
+                    keys,
+                    client_id: &self.settings.client_id,
+                    audience: &self.settings.issuer,
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The `client_assertion_type` and `client_assertion` parameters when the client
     /// authenticates with `private_key_jwt` (a fresh assertion each call), else none: added to
     /// the requests openidconnect makes itself (code exchange, refresh).

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use openidconnect::http::{self, HeaderValue, StatusCode, header};
 use openidconnect::{AsyncHttpClient, HttpClientError, HttpRequest, HttpResponse};
 
+use super::client_assertion::ClientKeys;
 use super::discovery::Discovered;
 use super::dpop::{
     ALGORITHM, DpopKey, DpopMode, DpopNonces, NONCE_HEADER, PROOF_HEADER, USE_NONCE_ERROR,
@@ -114,6 +115,7 @@ impl Provider {
                 key,
                 nonces: &self.dpop_nonces,
                 access_token,
+                reassertion: self.reassertion(),
             },
         }
     }
@@ -137,6 +139,7 @@ impl Provider {
             key,
             nonces: &self.dpop_nonces,
             access_token: None,
+            reassertion: self.reassertion(),
         };
         send(
             &self.http,
@@ -156,6 +159,44 @@ pub(super) struct Prover<'a> {
     pub(super) nonces: &'a DpopNonces,
     /// The access token the request carries (`ath`), if any.
     pub(super) access_token: Option<&'a str>,
+    /// Who signs a fresh client assertion for a request sent again (`private_key_jwt`).
+    pub(super) reassertion: Option<Reassertion<'a>>,
+}
+
+/// The client's assertion signer (`private_key_jwt`), for a request the provider asks to be
+/// sent again with a nonce: each assertion's `jti` is accepted once (RFC 7523 §3), so the
+/// retry carries a new one.
+pub(super) struct Reassertion<'a> {
+    /// The client's key ring.
+    pub(super) keys: &'a ClientKeys,
+    /// `iss` and `sub`.
+    pub(super) client_id: &'a str,
+    /// `aud`: the issuer.
+    pub(super) audience: &'a str,
+}
+
+impl Reassertion<'_> {
+    /// `body` (a form) with its `client_assertion`, if any, replaced by a fresh one.
+    fn refresh(&self, body: &[u8]) -> Vec<u8> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+        if !pairs.iter().any(|(name, _)| name == "client_assertion") {
+            return body.to_vec();
+        }
+        let fresh = self
+            .keys
+            .assertion(self.client_id, self.audience, crate::clock::unix_now());
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().map(|(name, value)| {
+                let value = if name == "client_assertion" {
+                    &fresh
+                } else {
+                    value
+                };
+                (name.as_str(), value.as_str())
+            }))
+            .finish()
+            .into_bytes()
+    }
 }
 
 /// openidconnect's HTTP client with a DPoP proof on every request (and the trace context).
@@ -195,7 +236,12 @@ pub(super) async fn send(
                 crate::clock::unix_now(),
             )
             .map_err(|error| HttpClientError::Other(format!("DPoP proof: {error}")))?;
-        let mut attempt = copy(&request)?;
+        let body = match &prover.reassertion {
+            // The provider saw the first assertion's `jti`: it refuses it a second time.
+            Some(reassertion) if challenged => reassertion.refresh(request.body()),
+            _ => request.body().clone(),
+        };
+        let mut attempt = copy(&request, body)?;
         attempt.headers_mut().insert(
             PROOF_HEADER,
             HeaderValue::from_str(&proof)
@@ -220,13 +266,14 @@ pub(super) async fn send(
     }
 }
 
-/// A copy of `request` (an `http::Request` is not `Clone`: its extensions may not be).
-fn copy(request: &HttpRequest) -> Result<HttpRequest, HttpError> {
+/// A copy of `request` with `body` (an `http::Request` is not `Clone`: its extensions may
+/// not be).
+fn copy(request: &HttpRequest, body: Vec<u8>) -> Result<HttpRequest, HttpError> {
     let mut copy = http::Request::builder()
         .method(request.method().clone())
         .uri(request.uri().clone())
         .version(request.version())
-        .body(request.body().clone())
+        .body(body)
         .map_err(HttpClientError::Http)?;
     *copy.headers_mut() = request.headers().clone();
     Ok(copy)
@@ -327,6 +374,34 @@ mod tests {
     const OK: &str =
         "HTTP/1.1 200 OK\r\nDPoP-Nonce: n-3\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
 
+    #[test]
+    fn a_request_sent_again_carries_a_fresh_client_assertion_and_nothing_else_changes() {
+        let key = crate::assertion::SigningKey::derived(&[7; 32]);
+        let keys = ClientKeys::new(vec![key]).unwrap();
+        let reassertion = Reassertion {
+            keys: &keys,
+            client_id: "vestibule",
+            audience: "https://op.example",
+        };
+        let first = keys.assertion("vestibule", "https://op.example", 1);
+        let body = format!(
+            "grant_type=authorization_code&code=c%2B1&client_assertion={first}&client_id=vestibule"
+        );
+        let again = reassertion.refresh(body.as_bytes());
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(&again).into_owned().collect();
+        let names: Vec<&str> = pairs.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["grant_type", "code", "client_assertion", "client_id"]
+        );
+        assert_eq!(pairs[1].1, "c+1");
+        assert_ne!(pairs[2].1, first, "a new assertion (a new jti)");
+        assert_eq!(pairs[2].1.split('.').count(), 3);
+        // A request without an assertion (another method) is sent as it was.
+        assert_eq!(reassertion.refresh(b"grant_type=x"), b"grant_type=x");
+    }
+
     #[tokio::test]
     async fn a_nonce_challenge_is_answered_once_and_the_nonce_kept_for_the_origin() {
         let (url, proofs) = server(vec![CHALLENGE_400, OK, OK]).await;
@@ -336,6 +411,7 @@ mod tests {
             key: &key,
             nonces: &nonces,
             access_token: None,
+            reassertion: None,
         };
         let http = reqwest::Client::new();
         let response = send(&http, post(&url), &prover).await.unwrap();
@@ -363,6 +439,7 @@ mod tests {
             key: &key,
             nonces: &nonces,
             access_token: Some("at-1"),
+            reassertion: None,
         };
         let response = send(&reqwest::Client::new(), post(&url), &prover)
             .await

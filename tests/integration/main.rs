@@ -50,6 +50,7 @@ mod redis_topologies;
 mod refresh;
 mod request_ids;
 mod routes;
+mod sender_constrained;
 mod server;
 mod session_watch;
 mod shutdown;
