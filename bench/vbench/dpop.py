@@ -1,25 +1,20 @@
 """Issue 33's DPoP cost: Vestibule's CPU per proxied call when the session's token is DPoP-bound
 (`Authorization: DPoP` plus a proof signed per call with the session's key) against the same
-call with a Bearer token. One Vestibule on Redis, two logins on the same route and upstream;
-the second session is bound to a key of its own by examples/dpop_bind.rs (the record a DPoP
-login writes: the key sealed in it, the token marked bound), so the only difference between
-the two loads is the binding. Loaded alternately (bearer first, then DPoP first, ...); per
-session the median of its runs' CPU seconds / requests. Target: DPoP <= 1.3 x bearer. A mixin
+call with a Bearer token. Two Vestibules on one Redis, one provider, the same route and
+upstream, configured alike but for `oidc.dpop`: off on the first, `auto` on the second, whose
+login the provider (tests/op/server.js, stock DPoP) really binds to the session's key. One
+session each, loaded alternately (bearer first, then DPoP first, ...); per session the median
+of its runs' CPU seconds / requests of its own Vestibule. Target: DPoP <= 1.3 x bearer. A mixin
 of load.Bench, which supplies key, quick, runs, up_port, res, problems, not_measured and load."""
 
 import http.client
-import json
-import os
 import statistics
-import subprocess
 import traceback
 
-from .context import CALLBACK, CSRF, PATH, ROOT, SESSION_COOKIE, Skip, log
+from .context import CALLBACK, CSRF, PATH, SESSION_COOKIE, Skip, log
 from .processes import free_port, stop
 from .servers import UNLIMITED_LOGINS, start_provider, start_redis, start_vestibule
 
-# Rewrites one record; its speed does not matter, so it is always the debug build.
-DPOP_BIND_BIN = os.path.join(ROOT, "target", "debug", "examples", "dpop_bind")
 # The target: a bound call costs at most this many times a bearer call's CPU.
 DPOP_CPU_LIMIT = 1.3
 
@@ -38,13 +33,6 @@ def probe_scheme(port, cookie):
 
 class Dpop:
 
-    def build_dpop_bind(self):
-        """Builds examples/dpop_bind.rs (debug; bench/run already did for --quick)."""
-        b = subprocess.run(["cargo", "build", "--locked", "--example", "dpop_bind"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=900)
-        if b.returncode != 0 and not os.path.exists(DPOP_BIND_BIN):
-            raise Skip("cannot build the dpop_bind example: " + b.stderr[-300:])
-
     def run_dpop_cost(self):
         """Bearer and DPoP-bound sessions loaded alike; Vestibule CPU microseconds per call."""
         fields = ("dpop_cpu_ratio", "dpop_cpu_us_per_call", "bearer_cpu_us_per_call")
@@ -52,23 +40,21 @@ class Dpop:
             self.res[k] = None
         started = []
         try:
-            self.build_dpop_bind()
-            port = free_port()
-            issuer, op = start_provider("provider-dpop", [f"http://127.0.0.1:{port}{CALLBACK}"], 3600)
+            ports = {"bearer": free_port(), "dpop": free_port()}
+            issuer, op = start_provider("provider-dpop", [f"http://127.0.0.1:{p}{CALLBACK}" for p in ports.values()],
+                                        3600)
             started.append(op)
             rport, rp = start_redis("redis-dpop")
             started.append(rp)
-            v = start_vestibule("vestibule-dpop", port, issuer, self.up_port, self.key, rport,
-                                extra=UNLIMITED_LOGINS)
-            started.append(v)
-            cookies = {"bearer": self.vestibule_login(port), "dpop": self.vestibule_login(port)}
-            bound = subprocess.run([DPOP_BIND_BIN, "--redis", f"redis://127.0.0.1:{rport}", "--key", self.key,
-                                    "--cookie", cookies["dpop"]], capture_output=True, text=True, timeout=60)
-            if bound.returncode != 0:
-                raise Skip(f"dpop_bind failed: {bound.stderr[-300:]}")
-            thumbprint = json.loads(bound.stdout)["thumbprint"]
+            # Alike but for oidc.dpop (off on the first, the default; auto on the second).
+            vestibules = {}
+            for name, env in (("bearer", {}), ("dpop", {"VESTIBULE_OIDC__DPOP": "auto"})):
+                vestibules[name] = start_vestibule(f"vestibule-dpop-{name}", ports[name], issuer, self.up_port,
+                                                   self.key, rport, extra=UNLIMITED_LOGINS, env=env)
+                started.append(vestibules[name])
+            cookies = {name: self.vestibule_login(port) for name, port in ports.items()}
             for name, scheme in (("bearer", "Bearer"), ("dpop", "DPoP")):
-                s, saw = probe_scheme(port, cookies[name])
+                s, saw = probe_scheme(ports[name], cookies[name])
                 log(f"  {name} session: {s}, the upstream saw {saw}")
                 if s != 200 or saw != scheme:
                     raise Skip(f"the {name} session's call answered {s}, the upstream saw {saw}, not {scheme}")
@@ -78,7 +64,7 @@ class Dpop:
                 for i in range(total_runs):
                     for name in (("bearer", "dpop") if i % 2 == 0 else ("dpop", "bearer")):
                         hdr = [f"Cookie: {SESSION_COOKIE}={cookies[name]}", f"{CSRF}: 1"]
-                        self.load(f"dpop_{name}", port, hdr, v.pid, redis_port=rport)
+                        self.load(f"dpop_{name}", ports[name], hdr, vestibules[name].pid, redis_port=rport)
                         r = self.cfg.pop(f"dpop_{name}")
                         # CPU seconds per second / calls per second = CPU seconds per call.
                         r["cpu_us_per_call"] = r["cpu_percent"] / 100 / r["rps"] * 1e6 if r["rps"] else None
@@ -95,13 +81,12 @@ class Dpop:
                        "runs_cpu_us_per_call": [round(r["cpu_us_per_call"], 1) for r in rs]}
                 for name, rs in runs.items()
             }
-            self.res["dpop_cost"]["key_thumbprint"] = thumbprint
             self.res["dpop_cpu_ratio"] = ratio
             self.res["dpop_cpu_us_per_call"] = round(per_call["dpop"], 1)
             self.res["bearer_cpu_us_per_call"] = round(per_call["bearer"], 1)
             log(f"  Vestibule CPU per call: bearer {per_call['bearer']:.1f} us, DPoP {per_call['dpop']:.1f} us: "
                 f"x{ratio} (target <= {DPOP_CPU_LIMIT})")
-            s, saw = probe_scheme(port, cookies["dpop"])
+            s, saw = probe_scheme(ports["dpop"], cookies["dpop"])
             if s != 200 or saw != "DPoP":
                 self.problems.append(f"dpop cost: the bound session's call after the load answered {s}, "
                                      f"the upstream saw {saw}")

@@ -211,11 +211,12 @@ rate_limit_per_minute = 0
 
 def start_vestibule(name, port, issuer, upstream_port, key, redis_port=None, skew=30,
                     extra=UNLIMITED_LOGINS, redis_url=None, public_port=None, session_extra="",
-                    binary=VESTIBULE_BIN, launcher=(), start_timeout=60):
+                    binary=VESTIBULE_BIN, launcher=(), start_timeout=60, env=None):
     """One Vestibule on 127.0.0.1:port (`public_port`: the load balancer's, when it has one),
     on Redis at `redis_port` (or any `redis_url`) or in memory; `session_extra` adds lines
-    to `[session]`, `extra` whole sections. `binary` runs under `launcher` (e.g. valgrind)
-    when given; its files are in target/bench/<name>/."""
+    to `[session]`, `extra` whole sections, `env` settings as VESTIBULE_* variables (e.g.
+    VESTIBULE_OIDC__DPOP). `binary` runs under `launcher` (e.g. valgrind) when given; its
+    files are in target/bench/<name>/."""
     d = os.path.join(WORK, name)
     os.makedirs(d, exist_ok=True)
     conf = os.path.join(d, "vestibule.toml")
@@ -243,7 +244,7 @@ upstream = "http://127.0.0.1:{upstream_port}"
     os.chmod(conf, 0o600)
     # Stopped and restarted between scenarios: no load balancer to wait for.
     p = start(name, [*launcher, binary, "--config", conf],
-              env={"VESTIBULE_LOG": "warn", "VESTIBULE_SERVER__SHUTDOWN_DELAY_SECS": "0"})
+              env={"VESTIBULE_LOG": "warn", "VESTIBULE_SERVER__SHUTDOWN_DELAY_SECS": "0", **(env or {})})
     wait_for(name, lambda: port_open(port), p, start_timeout, name)
     return p
 

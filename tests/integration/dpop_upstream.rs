@@ -1,13 +1,13 @@
-//! DPoP toward upstream APIs (issue 33): a route whose credential is a DPoP-bound token sends
-//! it as `Authorization: DPoP` with a fresh proof per request, which a resource server that
-//! checks proofs like a real one accepts ([`DpopUpstream`]); forged and replayed proofs are
-//! refused there; an upstream's nonce challenge is answered with one retry and the nonce is
-//! sent up front afterwards; a `dpop = false` route gets an unbound token of its own by token
-//! exchange, never the session's bound token as `Bearer`.
-//!
-//! Until logins bind tokens at the test provider, a session is bound here as the login will
-//! bind it: a key of its own sealed in its record and its access token marked bound, written
-//! through the session layer with the deployment's key ([`bind_session`]).
+//! DPoP toward upstream APIs (issue 33), end to end: logins under `oidc.dpop = "auto"` at the
+//! real oidc-provider (`OP_DPOP`) bind each session's tokens to its own key, and a route whose
+//! credential is a DPoP-bound token sends it as `Authorization: DPoP` with a fresh proof per
+//! request, which a resource server that checks proofs like a real one accepts
+//! ([`DpopUpstream`], introspecting each token at the provider: active, `cnf.jkt` the proof's
+//! key); forged and replayed proofs are refused there; an upstream's nonce challenge is
+//! answered with one retry and the nonce is sent up front afterwards; an upstream's
+//! `DPoP error="invalid_token"` costs one refresh (bound again) and one retry; an `exchange`
+//! route gets a token the provider bound to the session's key, and a `dpop = false` one an
+//! unbound token of its own, never the session's bound token as `Bearer`.
 
 use std::time::Duration;
 
@@ -15,14 +15,15 @@ use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::Value;
 use vestibule::oidc::dpop::DpopKey;
-use vestibule::session::dpop_key::StoredDpopKey;
 use vestibule::session::store::RedisTls;
 use vestibule::session::{MasterKey, SessionCookie, Sessions, Store};
 
 use crate::harness::dpop_upstream::{
     DpopUpstream, DpopUpstreamOptions, challenge_of, verify_proof,
 };
-use crate::harness::{Browser, ENCRYPTION_KEY, TestApp, unix_now, wait_for};
+use crate::harness::provider::upstream_client;
+use crate::harness::provider_grants::jwt_payload;
+use crate::harness::{Browser, ENCRYPTION_KEY, TestApp, unix_now};
 
 /// The route to the DPoP resource server (`{dpop}` is its base URL).
 const BOUND_ROUTE: &str = r#"
@@ -32,15 +33,18 @@ upstream = "{dpop}"
 timeout_secs = 5
 "#;
 
-/// A TestApp with `/api/bound` on `upstream` and `extra` routes.
-async fn app_with(upstream: &DpopUpstream, extra: &str) -> TestApp {
-    TestApp::builder()
-        .extra_toml(&format!(
-            "{}{extra}",
-            BOUND_ROUTE.replace("{dpop}", &upstream.base_url)
-        ))
+/// A TestApp under `oidc.dpop = "auto"` at a provider with `OP_DPOP = op`, with `/api/bound`
+/// on `upstream` and `extra` routes (`{dpop}` in them: `upstream`'s URL); `upstream`
+/// introspects at that provider from now on.
+async fn app_with(upstream: &DpopUpstream, op: &'static str, extra: &str) -> TestApp {
+    let app = TestApp::builder()
+        .provider_options(|options| options.dpop = Some(op))
+        .oidc_toml("dpop = \"auto\"\n")
+        .extra_toml(&format!("{BOUND_ROUTE}{extra}").replace("{dpop}", &upstream.base_url))
         .start()
-        .await
+        .await;
+    upstream.introspect_at(&app.provider.issuer);
+    app
 }
 
 /// The session layer over the app's Redis with the deployment's key, as another instance.
@@ -58,32 +62,37 @@ fn sessions_of(app: &TestApp) -> Sessions {
     )
 }
 
-/// Binds the session of `browser` to a new key of its own, as a DPoP login does (the key
-/// sealed in its record, the access token marked bound), and waits until Vestibule uses the
-/// bound record (its cache drops the copy it held). The key's thumbprint and the token.
-async fn bind_session(app: &TestApp, browser: &Browser) -> (String, String) {
-    let sessions = sessions_of(app);
+/// What the login of `browser` stored: the thumbprint of its session's key and its access
+/// token, which the provider bound to that key (read, never written).
+async fn bound_session(app: &TestApp, browser: &Browser) -> (String, String) {
     let cookie = SessionCookie::parse(&browser.cookie("vestibule").unwrap()).unwrap();
-    let current = sessions.load_fresh(&cookie).await.unwrap().unwrap();
-    let key = DpopKey::generate().unwrap();
-    let mut record = current.record.clone();
-    record.tokens.dpop_key = Some(StoredDpopKey::new(&key));
-    record.tokens.dpop_bound = true;
-    let replacement = sessions.prepare_replacement(&current, &record).unwrap();
-    assert!(sessions.replace(&replacement).await.unwrap());
-    wait_for(
-        "Vestibule to read the bound record",
-        Duration::from_secs(10),
-        || async {
-            let response = browser.api_get("/api/bound/probe").await;
-            (response.status() == StatusCode::OK).then_some(())
-        },
-    )
-    .await;
-    (
-        key.thumbprint().to_owned(),
-        record.tokens.access_token.clone(),
-    )
+    let record = sessions_of(app)
+        .load_fresh(&cookie)
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+    assert!(record.tokens.dpop_bound, "the login's token is bound");
+    let key: DpopKey = record.tokens.dpop_key.as_ref().unwrap().key().unwrap();
+    let thumbprint = key.thumbprint().to_owned();
+    let seen = introspect(app, &record.tokens.access_token).await;
+    assert_eq!(seen["cnf"]["jkt"], thumbprint.as_str(), "{seen}");
+    (thumbprint, record.tokens.access_token)
+}
+
+/// What the provider's introspection says of `token` (asked as the upstream API).
+async fn introspect(app: &TestApp, token: &str) -> Value {
+    let (id, secret) = upstream_client();
+    reqwest::Client::new()
+        .post(format!("{}/token/introspection", app.provider.issuer))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// The JSON answer of a call that passed.
@@ -97,11 +106,10 @@ async fn passed(response: reqwest::Response) -> Value {
 #[tokio::test]
 async fn a_bound_session_token_reaches_the_upstream_as_dpop_with_a_fresh_proof_per_call() {
     let upstream = DpopUpstream::start().await;
-    let app = app_with(&upstream, "").await;
+    let app = app_with(&upstream, "1", "").await;
     let browser = app.browser();
     browser.login("alice").await;
-    let (thumbprint, token) = bind_session(&app, &browser).await;
-    let from = upstream.calls().len();
+    let (thumbprint, token) = bound_session(&app, &browser).await;
 
     let first = passed(browser.api_get("/api/bound/orders/1?page=2").await).await;
     let second = passed(browser.api_get("/api/bound/orders/1?page=2").await).await;
@@ -124,32 +132,24 @@ async fn a_bound_session_token_reaches_the_upstream_as_dpop_with_a_fresh_proof_p
     assert_eq!(first["htu"], format!("{origin}/v1/orders/1"));
     assert_eq!(posted["htu"], format!("{origin}/v1/orders"));
     assert_ne!(first["jti"], second["jti"], "a new proof for every call");
-    let calls = &upstream.calls()[from..];
+    let calls = upstream.calls();
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert_eq!(calls[0].path_and_query, "/v1/orders/1?page=2");
     assert_eq!(calls[2].method, "POST");
-    for call in calls {
+    // Each as DPoP, the token the provider bound to the key of the proofs (introspected).
+    for call in &calls {
         assert_eq!(call.scheme.as_deref(), Some("DPoP"), "{call:?}");
         assert_eq!(call.token.as_deref(), Some(token.as_str()));
         assert!(call.verdict.is_ok(), "{call:?}");
     }
-    // Never as Bearer, from the moment the session is bound.
-    assert!(
-        upstream
-            .calls()
-            .iter()
-            .skip(from)
-            .all(|call| call.scheme.as_deref() != Some("Bearer"))
-    );
 }
 
 #[tokio::test]
 async fn a_forged_or_replayed_proof_is_refused_by_the_upstream() {
     let upstream = DpopUpstream::start().await;
-    let app = app_with(&upstream, "").await;
+    let app = app_with(&upstream, "1", "").await;
     let browser = app.browser();
     browser.login("alice").await;
-    bind_session(&app, &browser).await;
     passed(browser.api_get("/api/bound/orders/7").await).await;
     let call = upstream.calls().last().cloned().unwrap();
     let (token, proof) = (call.token.unwrap(), call.proof.unwrap());
@@ -284,11 +284,14 @@ async fn an_upstream_nonce_challenge_is_answered_with_one_retry_and_then_sent_up
         ..DpopUpstreamOptions::default()
     })
     .await;
-    let app = app_with(&upstream, "").await;
+    // The provider asks for nonces too: each origin's nonce is kept apart.
+    let app = app_with(&upstream, "nonce", "").await;
     let browser = app.browser();
     browser.login("alice").await;
-    // Binding waits for a first call to pass: that one learnt the nonce already.
-    bind_session(&app, &browser).await;
+    bound_session(&app, &browser).await;
+    // The first call learns the upstream's nonce (a challenge, one retry).
+    passed(browser.api_get("/api/bound/probe").await).await;
+    assert_eq!(upstream.calls().len(), 2, "{:?}", upstream.calls());
     let nonce = upstream.rotate_nonce();
     let from = upstream.calls().len();
 
@@ -362,8 +365,19 @@ async fn an_upstream_nonce_challenge_is_answered_with_one_retry_and_then_sent_up
     assert_eq!(upstream.calls().len() - from, 2);
 }
 
-/// A route whose upstream only knows Bearer: an exchanged token of its own, unbound.
-const LEGACY_ROUTE: &str = r#"
+/// Two routes whose tokens the provider issues by exchange for the same API (`orders-api`):
+/// one to the DPoP resource server with the default `dpop = true` (asked with a proof of the
+/// session's key, so bound to it), one whose upstream only knows Bearer (`dpop = false`:
+/// asked without a proof, so unbound).
+const EXCHANGE_ROUTES: &str = r#"
+[[routes]]
+prefix = "/api/exchanged"
+upstream = "{dpop}"
+timeout_secs = 5
+[routes.credential]
+kind = "exchange"
+audience = "orders-api"
+
 [[routes]]
 prefix = "/api/legacy"
 upstream = "{upstream}"
@@ -374,13 +388,43 @@ dpop = false
 "#;
 
 #[tokio::test]
-async fn a_dpop_false_route_gets_an_unbound_token_by_exchange_never_the_bound_one_as_bearer() {
+async fn exchange_routes_get_a_bound_token_as_dpop_and_with_dpop_false_an_unbound_one_as_bearer() {
     let upstream = DpopUpstream::start().await;
-    let app = app_with(&upstream, LEGACY_ROUTE).await;
+    let app = app_with(&upstream, "nonce", EXCHANGE_ROUTES).await;
     let browser = app.browser();
     browser.login("alice").await;
-    let (_, bound_token) = bind_session(&app, &browser).await;
+    let (thumbprint, session_token) = bound_session(&app, &browser).await;
 
+    // dpop = true (the default): the exchanged token is bound to the session's key by the
+    // provider and reaches the upstream as DPoP with a proof of that key, which checks both
+    // (the proof, and cnf.jkt at introspection).
+    for call in 0..2 {
+        let answer = passed(
+            browser
+                .api_get(&format!("/api/exchanged/orders/{call}"))
+                .await,
+        )
+        .await;
+        assert_eq!(answer["thumbprint"], thumbprint.as_str(), "{answer}");
+    }
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let exchanged = calls[0].token.clone().unwrap();
+    assert_ne!(exchanged, session_token);
+    for call in &calls {
+        assert_eq!(call.scheme.as_deref(), Some("DPoP"), "{call:?}");
+        assert_eq!(call.token.as_deref(), Some(exchanged.as_str()), "held");
+        assert!(call.verdict.is_ok(), "{call:?}");
+    }
+    let claims = jwt_payload(&exchanged);
+    assert_eq!(claims["aud"], "orders-api", "{claims}");
+    assert_eq!(claims["sub"], "alice");
+    let seen = introspect(&app, &exchanged).await;
+    assert_eq!(seen["active"], true, "{seen}");
+    assert_eq!(seen["token_type"], "DPoP", "{seen}");
+    assert_eq!(seen["cnf"]["jkt"], thumbprint.as_str(), "{seen}");
+
+    // dpop = false: a token of its own for the same API, unbound, sent as Bearer.
     for call in 0..2 {
         let response = browser
             .api_get(&format!("/api/legacy/any-token/{call}"))
@@ -394,27 +438,73 @@ async fn a_dpop_false_route_gets_an_unbound_token_by_exchange_never_the_bound_on
         .filter(|seen| seen.path_and_query.starts_with("/v1/any-token/"))
         .collect();
     assert_eq!(seen.len(), 2);
+    let unbound = seen[0].bearer.clone().expect("a Bearer token");
     for request in &seen {
-        let bearer = request.bearer.as_deref().expect("a Bearer token");
-        assert_ne!(bearer, bound_token, "the session's bound token as Bearer");
+        assert_eq!(request.bearer.as_deref(), Some(unbound.as_str()), "held");
         assert!(request.headers.get("dpop").is_none());
-        // A token the provider issued for that API by exchange (the upstream's introspection
-        // client is not its audience, so it reads the claims).
-        let claims = crate::harness::provider_grants::jwt_payload(bearer);
-        assert_eq!(claims["aud"], "orders-api", "{claims}");
-        assert_eq!(claims["sub"], "alice");
+        assert!(request.token_active, "the provider vouches for it");
     }
-    assert!(
-        app.upstream
-            .seen()
-            .iter()
-            .all(|request| request.bearer.as_deref() != Some(bound_token.as_str())),
-        "the bound token never reached the Bearer upstream"
-    );
+    assert_ne!(unbound, exchanged);
+    assert_eq!(jwt_payload(&unbound)["aud"], "orders-api");
+    assert!(jwt_payload(&unbound).get("cnf").is_none());
+    let introspected = introspect(&app, &unbound).await;
+    assert_eq!(introspected["active"], true, "{introspected}");
+    assert_eq!(introspected["token_type"], "Bearer", "{introspected}");
+    assert!(introspected.get("cnf").is_none(), "{introspected}");
+    assert_eq!(app.provider.exchange_grants().await, 2, "one per route");
+
     // The session's own route still goes as DPoP.
     passed(browser.api_get("/api/bound/orders/1").await).await;
+    // No bound token (the session's, the exchanged one) ever left as Bearer, anywhere.
+    let bound = [session_token.as_str(), exchanged.as_str()];
+    for call in upstream.calls() {
+        assert_eq!(call.scheme.as_deref(), Some("DPoP"), "{call:?}");
+    }
+    for request in app.upstream.seen() {
+        let bearer = request.bearer.as_deref();
+        assert!(
+            bearer.is_none_or(|token| !bound.contains(&token)),
+            "a bound token as Bearer at {}",
+            request.path_and_query
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstreams_dpop_invalid_token_costs_one_refresh_bound_again_and_one_retry() {
+    let upstream = DpopUpstream::start().await;
+    let app = app_with(&upstream, "nonce", "").await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let (thumbprint, first) = bound_session(&app, &browser).await;
+    passed(browser.api_get("/api/bound/before").await).await;
+    // The provider forgets the token: the upstream's introspection finds it inactive.
+    app.provider.revoke_access_tokens().await;
+
+    let answer = passed(browser.api_get("/api/bound/after").await).await;
+    assert_eq!(answer["thumbprint"], thumbprint.as_str(), "{answer}");
+    assert_eq!(app.provider.refresh_grants().await, 1);
+    let after: Vec<_> = upstream
+        .calls()
+        .into_iter()
+        .filter(|call| call.path_and_query == "/v1/after")
+        .collect();
     assert_eq!(
-        upstream.calls().last().unwrap().scheme.as_deref(),
-        Some("DPoP")
+        after.len(),
+        2,
+        "the rejected call and its one retry: {after:?}"
     );
+    let refused = after[0].verdict.as_ref().unwrap_err();
+    assert!(refused.starts_with("invalid_token"), "{refused}");
+    assert_eq!(after[0].token.as_deref(), Some(first.as_str()));
+    let renewed = after[1].token.clone().unwrap();
+    assert_ne!(renewed, first);
+    assert!(after[1].verdict.is_ok(), "{:?}", after[1]);
+    for call in &after {
+        assert_eq!(call.scheme.as_deref(), Some("DPoP"), "{call:?}");
+    }
+    // The refresh proved the same key: the new token is bound to it, and stored.
+    assert_eq!(bound_session(&app, &browser).await, (thumbprint, renewed));
+    passed(browser.api_get("/api/bound/later").await).await;
+    assert_eq!(app.provider.refresh_grants().await, 1);
 }

@@ -782,6 +782,96 @@ async function credentialsScenario() {
   }
 }
 
+// ---------------------------------------------------------------------------- issue 33
+// DPoP on the token exchange (OP_DPOP=nonce): a request with a valid proof gets a token bound
+// to its key (token_type DPoP, cnf.jkt in the JWT and at introspection) after one nonce
+// challenge; without a proof a Bearer token (no cnf); a replayed or forged proof is refused.
+function dpopKeyPair() {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { kty, crv, x, y } = publicKey.export({ format: 'jwk' });
+  const jwk = { kty, crv, x, y };
+  const thumbprint = crypto.hash('sha256', JSON.stringify({ crv, kty, x, y }), 'base64url');
+  return { privateKey, jwk, thumbprint };
+}
+
+function dpopProof({ privateKey, jwk }, htu, nonce) {
+  const header = Buffer.from(JSON.stringify({ typ: 'dpop+jwt', alg: 'ES256', jwk })).toString('base64url');
+  const claims = Buffer.from(JSON.stringify({
+    htm: 'POST', htu, iat: Math.floor(Date.now() / 1000), jti: crypto.randomUUID(), ...(nonce ? { nonce } : {}),
+  })).toString('base64url');
+  const signature = crypto.sign('sha256', Buffer.from(`${header}.${claims}`), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+  return `${header}.${claims}.${signature.toString('base64url')}`;
+}
+
+async function dpopExchangeScenario() {
+  log('\n=== scenario OP_DPOP=nonce: DPoP on the token exchange');
+  const redirectUri = 'http://127.0.0.1:8080/api/auth/callback';
+  const op = await startOp({ OP_DPOP: 'nonce' });
+  const client = { id: STACK.client_id, secret: STACK.client_secret, method: 'client_secret_basic' };
+  const tokenEndpoint = `${op.issuer}/token`;
+  // A token-endpoint POST with an optional DPoP proof: status, body and the DPoP-Nonce header.
+  async function post(params, proof) {
+    const res = await httpReq(null, tokenEndpoint, {
+      method: 'POST', form: new URLSearchParams(params), headers: { accept: 'application/json', authorization: basic(client.id, client.secret), ...(proof ? { dpop: proof } : {}) },
+    });
+    return { status: res.status, body: await res.json(), nonce: res.headers.get('dpop-nonce') };
+  }
+  const introspect = (token) => clientPost(`${op.issuer}/token/introspection`, { id: STACK.upstream_client_id, secret: STACK.upstream_client_secret, method: 'client_secret_basic' }, { token });
+  try {
+    const p = pkcePair();
+    const cb = await authorize(op, new Jar(), {
+      client_id: client.id, redirect_uri: redirectUri, response_type: 'code', scope: 'openid', state: 's', code_challenge: p.challenge, code_challenge_method: 'S256',
+    });
+    const login = await post({ grant_type: 'authorization_code', code: cb.searchParams.get('code'), redirect_uri: redirectUri, code_verifier: p.verifier });
+    assert.equal(login.status, 200, JSON.stringify(login.body));
+    const exchange = { grant_type: TOKEN_EXCHANGE, subject_token: login.body.access_token, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'orders-api' };
+    const key = dpopKeyPair();
+
+    // A proof without the server's nonce: challenged like the stock grants, then bound.
+    const challenged = await post(exchange, dpopProof(key, tokenEndpoint));
+    assert.equal(challenged.status, 400, JSON.stringify(challenged.body));
+    assert.equal(challenged.body.error, 'use_dpop_nonce');
+    assert.ok(challenged.nonce);
+    const proof = dpopProof(key, tokenEndpoint, challenged.nonce);
+    const bound = await post(exchange, proof);
+    assert.equal(bound.status, 200, JSON.stringify(bound.body));
+    assert.equal(bound.body.token_type, 'DPoP');
+    assert.deepEqual(decodeJwt(bound.body.access_token).payload.cnf, { jkt: key.thumbprint });
+    let seen = await introspect(bound.body.access_token);
+    assert.equal(seen.body.active, true, JSON.stringify(seen.body));
+    assert.equal(seen.body.token_type, 'DPoP');
+    assert.equal(seen.body.aud, 'orders-api');
+    assert.equal(seen.body.sub, 'alice');
+    assert.deepEqual(seen.body.cnf, { jkt: key.thumbprint });
+
+    // The same proof again: a replay.
+    const replayed = await post(exchange, proof);
+    assert.equal(replayed.status, 400, JSON.stringify(replayed.body));
+    assert.equal(replayed.body.error, 'invalid_grant');
+    // Another key's signature under this key's header: forged.
+    const other = dpopProof(dpopKeyPair(), tokenEndpoint, challenged.nonce).split('.');
+    const forged = [proof.split('.')[0], other[1], other[2]].join('.');
+    const refused = await post(exchange, forged);
+    assert.equal(refused.body.error, 'invalid_dpop_proof', JSON.stringify(refused.body));
+
+    // Without a proof: a Bearer token, no cnf.
+    const plain = await post(exchange);
+    assert.equal(plain.status, 200, JSON.stringify(plain.body));
+    assert.equal(plain.body.token_type, 'Bearer');
+    assert.equal(decodeJwt(plain.body.access_token).payload.cnf, undefined);
+    seen = await introspect(plain.body.access_token);
+    assert.equal(seen.body.active, true, JSON.stringify(seen.body));
+    assert.equal(seen.body.token_type, 'Bearer');
+    assert.equal(seen.body.cnf, undefined);
+    // Introspection answers only the upstream API and the token's own client.
+    const portal = await clientPost(`${op.issuer}/token/introspection`, { id: 'portal', secret: 'portal-secret-long-enough-for-hs256-keys', method: 'client_secret_basic' }, { token: plain.body.access_token });
+    assert.notEqual(portal.body.active, true, JSON.stringify(portal.body));
+    log('dpop exchange ok');
+  } finally {
+    await op.stop();
+  }
+}
+
 // OP_ROTATE_REFRESH_TOKEN=0: a refresh answers the same refresh token, which stays valid.
 async function noRotationScenario() {
   log('\n=== scenario OP_ROTATE_REFRESH_TOKEN=0');
@@ -822,6 +912,7 @@ const SCENARIOS = {
   'stock-refresh': stockRefreshScenario,
   credentials: credentialsScenario,
   'no-rotation': noRotationScenario,
+  'dpop-exchange': dpopExchangeScenario,
 };
 const chosen = process.argv.slice(2);
 for (const name of chosen) assert.ok(SCENARIOS[name], `no scenario ${name}; there are ${Object.keys(SCENARIOS).join(', ')}`);

@@ -573,8 +573,10 @@ function audienceAsResource(params) {
 //                       (`<name>:read <name>:write`, name from the resource or the audience
 //                       without `-api`); none allowed: invalid_scope; none asked: no scope;
 //   requested_token_type  absent, …:access_token or …:jwt.
-// The answer: {access_token (a JWT: iss, sub, aud, iat, exp, jti, client_id, scope), issued_token_type,
-// token_type: "Bearer", expires_in (OP_EXCHANGED_TOKEN_TTL), scope (when one was granted)}.
+// The answer: {access_token (a JWT: iss, sub, aud, iat, exp, jti, client_id, scope, cnf), issued_token_type,
+// token_type: "Bearer" (or "DPoP", see "DPoP for the token exchange"), expires_in
+// (OP_EXCHANGED_TOKEN_TTL), scope (when one was granted)}. The provider's introspection
+// answers for exchanged tokens too (active until they expire).
 
 const TOKEN_EXCHANGE_PARAMETERS = ['subject_token', 'subject_token_type', 'audience', 'resource', 'scope', 'requested_token_type', 'actor_token', 'actor_token_type'];
 
@@ -626,6 +628,7 @@ async function subjectOf(provider, token) {
 function tokenExchangeHandler(provider) {
   return async function tokenExchange(ctx) {
     const { params, client } = ctx.oidc;
+    const dPoP = await exchangeDpopProof(provider, ctx);
     for (const name of ['subject_token', 'subject_token_type']) {
       if (!params[name]) throw new oidcErrors.InvalidRequest(`missing required parameter '${name}'`);
     }
@@ -668,13 +671,15 @@ function tokenExchangeHandler(provider) {
       jti: crypto.randomBytes(16).toString('base64url'),
       client_id: client.clientId,
       ...(granted.length ? { scope: granted.join(' ') } : {}),
+      ...(dPoP ? { cnf: { jkt: dPoP.thumbprint } } : {}),
     };
     const { kid } = SIGNING_JWKS.keys.find((key) => keyMatchesAlg(key, JWKS_ALG));
     const accessToken = signToken({ alg: JWKS_ALG, typ: 'at+jwt', kid }, claims, 'provider');
+    rememberExchangedToken(accessToken, claims);
     ctx.body = {
       access_token: accessToken,
       issued_token_type: requestedType,
-      token_type: 'Bearer',
+      token_type: dPoP ? 'DPoP' : 'Bearer',
       expires_in: EXCHANGED_TOKEN_TTL,
       ...(granted.length ? { scope: granted.join(' ') } : {}),
     };
@@ -724,6 +729,63 @@ function withDpopCounters(provider) {
 function dpopTestEndpoint(req, res) {
   req.resume();
   sendJson(res, 200, { mode: DPOP_MODE, ...dpopStats });
+}
+
+// ---------------------------------------------------------------------------
+// DPoP for the token exchange (issue 33), which oidc-provider's own grants do natively
+// ---------------------------------------------------------------------------
+// A token-exchange request with a valid DPoP proof gets a token bound to the proof's key, as
+// the stock grants bind theirs: oidc-provider's own proof check (validate_dpop.js: signature
+// with the embedded jwk, typ, alg, htm, htu of the token endpoint, iat, and the server nonce
+// under OP_DPOP=nonce|required, answered use_dpop_nonce like the other grants), its replay
+// check (jti), then `cnf.jkt` (RFC 7638 thumbprint) in the JWT and token_type DPoP. Without a
+// proof the token is Bearer; a client registered with dpop_bound_access_tokens (OP_DPOP=required)
+// is refused without one. Introspection (any exchanged token, asked by the upstream API or
+// the client it was issued to) answers active, its claims, token_type and cnf.
+const { default: validateDpop, checkDpopReplay } = await import('oidc-provider/lib/helpers/validate_dpop.js');
+
+// What a token-exchange request proved (`{ thumbprint, jti, iat }`), or undefined without a
+// proof (or with DPoP off). Throws the errors oidc-provider's grants throw.
+async function exchangeDpopProof(provider, ctx) {
+  const { client } = ctx.oidc;
+  const dPoP = await validateDpop(provider, ctx);
+  if (dPoP) {
+    await checkDpopReplay(provider, ctx, dPoP, client.clientId, oidcErrors.InvalidGrant);
+  } else if (client.dpopBoundAccessTokens) {
+    throw new oidcErrors.InvalidGrant('DPoP proof JWT not provided');
+  }
+  return dPoP;
+}
+
+// Exchanged tokens by value, for introspection (the newest 10000).
+const exchangedTokens = new Map();
+
+function rememberExchangedToken(token, claims) {
+  exchangedTokens.set(token, claims);
+  if (exchangedTokens.size > 10000) exchangedTokens.delete(exchangedTokens.keys().next().value);
+}
+
+function withExchangedTokenIntrospection(provider) {
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route !== 'introspection') return;
+    // oidc-provider answers a JWT it did not store 400 unsupported_token_type.
+    const refusedJwt = ctx.status === 400 && ctx.body?.error === 'unsupported_token_type';
+    if (!refusedJwt && !(ctx.status === 200 && ctx.body?.active === false)) return;
+    const claims = exchangedTokens.get(ctx.oidc.params?.token);
+    const asker = ctx.oidc.client?.clientId;
+    if (!claims || claims.exp <= Math.floor(Date.now() / 1000)) return;
+    if (asker !== UPSTREAM_CLIENT_ID && asker !== claims.client_id) return;
+    ctx.status = 200;
+    ctx.body = {
+      active: true,
+      ...claims,
+      token_type: claims.cnf ? 'DPoP' : 'Bearer',
+    };
+    // The counters (an inner middleware, the error event) saw the stock answer.
+    stats.introspections_active += 1;
+    if (refusedJwt) stats.introspection_errors -= 1;
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -920,6 +982,7 @@ function buildProvider(issuer) {
   const provider = new Provider(issuer, configuration);
   withAcrOnLogin(provider);
   withDpopCounters(provider);
+  withExchangedTokenIntrospection(provider);
   provider.registerGrantType(TOKEN_EXCHANGE, tokenExchangeHandler(provider), TOKEN_EXCHANGE_PARAMETERS, ['audience', 'resource']);
 
   // ---- counters -------------------------------------------------------------

@@ -4,8 +4,10 @@
 //! `htu` of the request as this server was called (its own URL, no query), `iat` within a
 //! window, a `jti` never seen before, `ath` the hash of the token, and, when asked to, its
 //! current nonce (`401 WWW-Authenticate: DPoP error="use_dpop_nonce"` with `DPoP-Nonce`
-//! otherwise). Optionally it introspects the token at the provider and requires its
-//! `cnf.jkt` to be the proof key's thumbprint.
+//! otherwise). Optionally it introspects the token at the provider and requires it active
+//! (`DPoP error="invalid_token"` otherwise, as a real one says of a revoked token) with its
+//! `cnf.jkt` the proof key's thumbprint: given at start, or once the provider is up
+//! ([`DpopUpstream::introspect_at`]), as the upstream usually starts first.
 //!
 //! Every request is recorded with its verdict ([`DpopCall`]); a call that passes is answered
 //! `200` with what was seen (`thumbprint`, `jti`, `htu`, `nonce`) as JSON. [`verify_proof`] is
@@ -63,7 +65,8 @@ pub struct DpopUpstreamOptions {
     /// Require proofs to carry this server's current nonce.
     pub require_nonce: bool,
     /// Introspect each token at this provider (its issuer URL) with the upstream client's
-    /// credentials and require it active with `cnf.jkt` equal to the proof key's thumbprint.
+    /// credentials and require it active with `cnf.jkt` equal to the proof key's thumbprint
+    /// (also settable later: [`DpopUpstream::introspect_at`]).
     pub introspect_at: Option<String>,
 }
 
@@ -71,6 +74,7 @@ struct Shared {
     calls: Mutex<Vec<DpopCall>>,
     seen_jtis: Mutex<HashSet<String>>,
     nonce: Mutex<String>,
+    introspect_at: Mutex<Option<String>>,
     options: DpopUpstreamOptions,
     base: String,
     http: reqwest::Client,
@@ -99,6 +103,7 @@ impl DpopUpstream {
             calls: Mutex::new(Vec::new()),
             seen_jtis: Mutex::new(HashSet::new()),
             nonce: Mutex::new(new_nonce()),
+            introspect_at: Mutex::new(options.introspect_at.clone()),
             options,
             base: base.clone(),
             http: reqwest::Client::new(),
@@ -122,6 +127,12 @@ impl DpopUpstream {
     /// The nonce proofs must carry now (with `require_nonce`).
     pub fn nonce(&self) -> String {
         self.shared.nonce.lock().unwrap().clone()
+    }
+
+    /// From now on, introspects each token at the provider `issuer` and requires it active
+    /// and bound to the proof's key (`cnf.jkt`).
+    pub fn introspect_at(&self, issuer: &str) {
+        *self.shared.introspect_at.lock().unwrap() = Some(issuer.to_owned());
     }
 
     /// Hands out a new nonce: proofs with the old one are refused from now on.
@@ -286,7 +297,8 @@ async fn check_call(
             format!("jti {} replayed", facts.jti),
         ));
     }
-    if let Some(issuer) = &shared.options.introspect_at {
+    let introspect_at = shared.introspect_at.lock().unwrap().clone();
+    if let Some(issuer) = &introspect_at {
         let introspection: Value = shared
             .http
             .post(format!("{issuer}/token/introspection"))
