@@ -16,7 +16,6 @@ use vestibule::session::store::RedisTls;
 use vestibule::session::{MasterKey, SessionCookie, SessionRecord, Sessions, Store};
 
 use crate::harness::dpop_upstream::DpopUpstream;
-use crate::harness::provider::upstream_client;
 use crate::harness::{Browser, ENCRYPTION_KEY, TestApp, TestAppBuilder};
 
 /// An app with `oidc.dpop = mode` (`None`: not set) at a provider with `OP_DPOP = op`, whose
@@ -60,21 +59,6 @@ fn thumbprint_of(record: &SessionRecord) -> String {
         .key()
         .unwrap();
     key.thumbprint().to_owned()
-}
-
-/// What the provider's introspection says of `token` (asked as the upstream API).
-async fn introspect(app: &TestApp, token: &str) -> Value {
-    let (id, secret) = upstream_client();
-    reqwest::Client::new()
-        .post(format!("{}/token/introspection", app.provider.issuer))
-        .basic_auth(id, Some(secret))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// The provider's DPoP counters (`nonce_challenges`, `bound_token_responses`).
@@ -134,11 +118,11 @@ async fn under_auto_each_session_binds_its_tokens_to_its_own_key_answering_nonce
         authorization_jkts(&app).await,
         [json!(key), json!(thumbprint_of(&other))]
     );
-    let seen = introspect(&app, &first.tokens.access_token).await;
+    let seen = app.provider.introspect(&first.tokens.access_token).await;
     assert_eq!(seen["active"], true, "{seen}");
     assert_eq!(seen["token_type"], "DPoP", "{seen}");
     assert_eq!(seen["cnf"]["jkt"], key, "{seen}");
-    let seen = introspect(&app, &other.tokens.access_token).await;
+    let seen = app.provider.introspect(&other.tokens.access_token).await;
     assert_eq!(seen["cnf"]["jkt"], thumbprint_of(&other), "{seen}");
     // The provider asked for a nonce once; this instance kept it for every later request
     // (the second login's exchange and both UserInfo reads).
@@ -178,7 +162,10 @@ async fn under_auto_each_session_binds_its_tokens_to_its_own_key_answering_nonce
         key,
         "the same key across refreshes"
     );
-    let seen = introspect(&app, &refreshed.tokens.access_token).await;
+    let seen = app
+        .provider
+        .introspect(&refreshed.tokens.access_token)
+        .await;
     assert_eq!(seen["cnf"]["jkt"], key, "{seen}");
     assert_eq!(dpop_stats(&app).await["bound_token_responses"], 3);
     // The API got the refreshed token as DPoP, with a proof of the session's key.
@@ -207,7 +194,7 @@ async fn off_by_default_tokens_are_bearer_tokens_exactly_as_before() {
     let record = record_of(&app, &alice).await;
     assert!(record.tokens.dpop_key.is_none() && !record.tokens.dpop_bound);
     assert_eq!(authorization_jkts(&app).await, [Value::Null], "no dpop_jkt");
-    let seen = introspect(&app, &record.tokens.access_token).await;
+    let seen = app.provider.introspect(&record.tokens.access_token).await;
     assert_eq!(seen["active"], true, "{seen}");
     assert_eq!(seen["token_type"], "Bearer", "{seen}");
     assert!(seen.get("cnf").is_none(), "{seen}");
@@ -256,7 +243,7 @@ async fn under_required_a_provider_requiring_dpop_bound_tokens_logs_in_bound() {
     alice.login("alice").await;
     let record = record_of(&app, &alice).await;
     assert!(record.tokens.dpop_bound);
-    let seen = introspect(&app, &record.tokens.access_token).await;
+    let seen = app.provider.introspect(&record.tokens.access_token).await;
     assert_eq!(seen["cnf"]["jkt"], thumbprint_of(&record), "{seen}");
     assert_eq!(negotiated_dpop(&app).await, "on");
 }

@@ -21,7 +21,6 @@ use vestibule::session::{MasterKey, SessionCookie, Sessions, Store};
 use crate::harness::dpop_upstream::{
     DpopUpstream, DpopUpstreamOptions, challenge_of, verify_proof,
 };
-use crate::harness::provider::upstream_client;
 use crate::harness::provider_grants::jwt_payload;
 use crate::harness::{Browser, ENCRYPTION_KEY, TestApp, unix_now};
 
@@ -75,22 +74,19 @@ async fn bound_session(app: &TestApp, browser: &Browser) -> (String, String) {
     assert!(record.tokens.dpop_bound, "the login's token is bound");
     let key: DpopKey = record.tokens.dpop_key.as_ref().unwrap().key().unwrap();
     let thumbprint = key.thumbprint().to_owned();
-    let seen = introspect(app, &record.tokens.access_token).await;
+    let seen = app.provider.introspect(&record.tokens.access_token).await;
     assert_eq!(seen["cnf"]["jkt"], thumbprint.as_str(), "{seen}");
     (thumbprint, record.tokens.access_token)
 }
 
-/// What the provider's introspection says of `token` (asked as the upstream API).
-async fn introspect(app: &TestApp, token: &str) -> Value {
-    let (id, secret) = upstream_client();
-    reqwest::Client::new()
-        .post(format!("{}/token/introspection", app.provider.issuer))
-        .basic_auth(id, Some(secret))
-        .form(&[("token", token)])
+/// An order (`{"item": item}`) POSTed through Vestibule as the SPA sends it.
+async fn post_order(browser: &Browser, item: u32) -> reqwest::Response {
+    browser
+        .http()
+        .post(browser.url("/api/bound/orders"))
+        .header("x-csrf", "1")
+        .body(format!("{{\"item\":{item}}}"))
         .send()
-        .await
-        .unwrap()
-        .json()
         .await
         .unwrap()
 }
@@ -113,17 +109,7 @@ async fn a_bound_session_token_reaches_the_upstream_as_dpop_with_a_fresh_proof_p
 
     let first = passed(browser.api_get("/api/bound/orders/1?page=2").await).await;
     let second = passed(browser.api_get("/api/bound/orders/1?page=2").await).await;
-    let posted = passed(
-        browser
-            .http()
-            .post(browser.url("/api/bound/orders"))
-            .header("x-csrf", "1")
-            .body("{\"item\":1}")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let posted = passed(post_order(&browser, 1).await).await;
     for answer in [&first, &second, &posted] {
         assert_eq!(answer["thumbprint"], thumbprint.as_str(), "{answer}");
     }
@@ -340,27 +326,10 @@ async fn an_upstream_nonce_challenge_is_answered_with_one_retry_and_then_sent_up
     // nonce it carried is used for the next call.
     let rotated = upstream.rotate_nonce();
     let from = upstream.calls().len();
-    let with_body = browser
-        .http()
-        .post(browser.url("/api/bound/orders"))
-        .header("x-csrf", "1")
-        .body("{\"item\":2}")
-        .send()
-        .await
-        .unwrap();
+    let with_body = post_order(&browser, 2).await;
     assert_eq!(with_body.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(upstream.calls().len() - from, 1);
-    let again = passed(
-        browser
-            .http()
-            .post(browser.url("/api/bound/orders"))
-            .header("x-csrf", "1")
-            .body("{\"item\":2}")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let again = passed(post_order(&browser, 2).await).await;
     assert_eq!(again["nonce"], rotated.as_str());
     assert_eq!(upstream.calls().len() - from, 2);
 }
@@ -419,7 +388,7 @@ async fn exchange_routes_get_a_bound_token_as_dpop_and_with_dpop_false_an_unboun
     let claims = jwt_payload(&exchanged);
     assert_eq!(claims["aud"], "orders-api", "{claims}");
     assert_eq!(claims["sub"], "alice");
-    let seen = introspect(&app, &exchanged).await;
+    let seen = app.provider.introspect(&exchanged).await;
     assert_eq!(seen["active"], true, "{seen}");
     assert_eq!(seen["token_type"], "DPoP", "{seen}");
     assert_eq!(seen["cnf"]["jkt"], thumbprint.as_str(), "{seen}");
@@ -447,7 +416,7 @@ async fn exchange_routes_get_a_bound_token_as_dpop_and_with_dpop_false_an_unboun
     assert_ne!(unbound, exchanged);
     assert_eq!(jwt_payload(&unbound)["aud"], "orders-api");
     assert!(jwt_payload(&unbound).get("cnf").is_none());
-    let introspected = introspect(&app, &unbound).await;
+    let introspected = app.provider.introspect(&unbound).await;
     assert_eq!(introspected["active"], true, "{introspected}");
     assert_eq!(introspected["token_type"], "Bearer", "{introspected}");
     assert!(introspected.get("cnf").is_none(), "{introspected}");

@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use crate::client_assertion::ring;
 use crate::harness::dpop_upstream::{DpopUpstream, DpopUpstreamOptions};
-use crate::harness::provider::upstream_client;
 use crate::harness::{Browser, TestApp};
 
 /// A P-256 key for the client's key ring (made with `openssl genpkey`; test-only).
@@ -24,21 +23,6 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQghTnjoG+2GLzmPnAB
 J1uDbrFuKVa20GQct0yvD5+h3O6hRANCAATe3sxsVNTSrF837pmKIefO+cYNbQ0V
 fHhlRnqylk37JoM3tK2B+Z6A8mANFJ6Oy6ykBAcl990qFEKsOj1A93ra
 -----END PRIVATE KEY-----";
-
-/// What the provider's introspection says of `token`, asked as the resource server.
-async fn introspect(app: &TestApp, token: &str) -> Value {
-    let (id, secret) = upstream_client();
-    reqwest::Client::new()
-        .post(format!("{}/token/introspection", app.provider.issuer))
-        .basic_auth(id, Some(secret))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
 
 /// Signs `user` in, checking that the browser's authorization URL is a reference only.
 async fn sign_in(browser: &Browser, user: &str) {
@@ -112,7 +96,7 @@ async fn par_dpop_and_private_key_jwt_all_required_work_together_and_a_stolen_to
         let facts = call.verdict.as_ref().unwrap();
         assert!(facts.nonce.is_some(), "the API's nonce is in the proof");
         let token = call.token.as_deref().unwrap();
-        let seen = introspect(&app, token).await;
+        let seen = app.provider.introspect(token).await;
         assert_eq!(seen["active"], true, "{seen}");
         assert_eq!(seen["cnf"]["jkt"], facts.thumbprint.as_str(), "{seen}");
         keys.insert(facts.thumbprint.clone());
@@ -165,34 +149,22 @@ async fn par_dpop_and_private_key_jwt_all_required_work_together_and_a_stolen_to
         StatusCode::UNAUTHORIZED,
         "token without proof"
     );
-    let replayed = http
-        .get(&target)
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", &proof)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        replayed.status(),
-        StatusCode::UNAUTHORIZED,
-        "replayed proof"
-    );
-    let why = api.calls().pop().unwrap().verdict.unwrap_err();
-    assert!(why.contains("replayed"), "{why}");
-    let elsewhere = http
-        .get(format!("{}/orders/other", api.base_url))
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", &proof)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        elsewhere.status(),
-        StatusCode::UNAUTHORIZED,
-        "proof for another URL"
-    );
-    let why = api.calls().pop().unwrap().verdict.unwrap_err();
-    assert!(why.contains("htu"), "{why}");
+    // Each refusal is for the reason named: the verdict the API recorded for the last call.
+    for (target, reason) in [
+        (target.clone(), "replayed"),
+        (format!("{}/orders/other", api.base_url), "htu"),
+    ] {
+        let presented = http
+            .get(&target)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", &proof)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(presented.status(), StatusCode::UNAUTHORIZED, "{reason}");
+        let why = api.calls().pop().unwrap().verdict.unwrap_err();
+        assert!(why.contains(reason), "{why}");
+    }
     let userinfo = http
         .get(format!("{}/me", app.provider.issuer))
         .bearer_auth(&token)

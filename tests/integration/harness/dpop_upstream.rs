@@ -299,20 +299,7 @@ async fn check_call(
     }
     let introspect_at = shared.introspect_at.lock().unwrap().clone();
     if let Some(issuer) = &introspect_at {
-        let introspection: Value = shared
-            .http
-            .post(format!("{issuer}/token/introspection"))
-            .basic_auth(
-                super::provider::upstream_client().0,
-                Some(super::provider::upstream_client().1),
-            )
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let introspection = super::provider::introspect(&shared.http, issuer, token).await;
         if introspection["active"] != true {
             return Err(Refusal::Invalid(
                 "invalid_token",

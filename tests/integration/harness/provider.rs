@@ -131,6 +131,21 @@ pub fn upstream_client() -> (&'static str, &'static str) {
     )
 }
 
+/// What the introspection endpoint of the provider at `issuer` says of `token`, asked as the
+/// upstream API (a resource server) asks it.
+pub async fn introspect(http: &reqwest::Client, issuer: &str, token: &str) -> Value {
+    let (id, secret) = upstream_client();
+    http.post(format!("{issuer}/token/introspection"))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A running test provider.
 pub struct TestProvider {
     child: Child,
@@ -154,6 +169,11 @@ fn ensure_installed() {
 }
 
 impl TestProvider {
+    /// What this provider's introspection says of `token`, asked as the upstream API.
+    pub async fn introspect(&self, token: &str) -> Value {
+        introspect(&reqwest::Client::new(), &self.issuer, token).await
+    }
+
     /// Starts the provider for a Vestibule whose callback is `redirect_uri`.
     ///
     /// A start that stalls is retried once with a fresh process; the log of the stalled one is

@@ -13,8 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::provider::upstream_client;
-
 /// One request as the upstream saw it.
 #[derive(Clone, Debug)]
 pub struct SeenRequest {
@@ -35,7 +33,7 @@ pub struct SeenRequest {
 #[derive(Clone)]
 struct UpstreamState {
     seen: Arc<Mutex<Vec<SeenRequest>>>,
-    introspection_url: String,
+    issuer: String,
     http: reqwest::Client,
 }
 
@@ -53,7 +51,7 @@ impl Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let state = UpstreamState {
             seen: seen.clone(),
-            introspection_url: format!("{issuer}/token/introspection"),
+            issuer: issuer.to_owned(),
             http: reqwest::Client::new(),
         };
         let app = Router::new()
@@ -327,15 +325,5 @@ fn refusal(path: &str) -> Option<Response> {
 }
 
 async fn introspect(state: &UpstreamState, token: &str) -> Value {
-    state
-        .http
-        .post(&state.introspection_url)
-        .basic_auth(upstream_client().0, Some(upstream_client().1))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    super::provider::introspect(&state.http, &state.issuer, token).await
 }
