@@ -3,13 +3,19 @@
 //! kept), back-channel logout where the provider offers it, and logout by the profile's own
 //! strategy with the refresh token revoked. These are the "tested (simulated)" cells of the
 //! provider matrix (`tests/provider_matrix.toml`); they are simulations of documented
-//! behaviour, not live tenants.
+//! behaviour, not live tenants. The providers that offer DPoP and PAR (Okta, Auth0) have a
+//! second journey each with both switched on as their consoles do and Vestibule configured as
+//! their pages say: only the pushed request's reference in the browser, tokens bound to the
+//! session's key as an API that checks proofs and introspects sees them, a stolen token useless.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use serde_json::Value;
 use url::Url;
 
+use crate::harness::dpop_upstream::DpopUpstream;
 use crate::harness::provider_grants::{ORDERS, jwt_payload};
 use crate::harness::{ProviderOptions, TestApp, wait_for};
 
@@ -354,4 +360,211 @@ async fn entra_simulation_gets_a_token_per_api_from_the_refresh_token() {
     let own = own_token(&app);
     assert_eq!(jwt_payload(&own)["aud"], ORDERS);
     assert_eq!(app.provider.refresh_grants_for(ORDERS).await, 1);
+}
+
+/// A provider that offers DPoP and PAR, switched on as its console does, with Vestibule
+/// configured as its page in `docs/providers/` says.
+struct SenderConstrained {
+    profile: &'static str,
+    /// How the test provider is told to behave like this one (its `par` and `dpop` included).
+    provider: fn(&mut ProviderOptions),
+    /// The `[oidc]` lines the provider's page asks for besides `provider = "<profile>"`.
+    oidc: &'static str,
+    /// Whether the provider asks for DPoP server nonces at its token endpoint (Okta always
+    /// does; Auth0 asks none of a confidential client).
+    nonces: bool,
+}
+
+/// The provider's DPoP counters (`nonce_challenges`, `bound_token_responses`).
+async fn dpop_counters(app: &TestApp) -> Value {
+    reqwest::get(format!("{}/__test/dpop", app.provider.issuer))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Runs `simulation`'s sender-constrained journey: a pushed login, a call through an API that
+/// checks DPoP proofs and introspects the token, a stolen token refused, a refresh bound to
+/// the same key, and logout.
+async fn sender_constrained_journey(simulation: SenderConstrained) {
+    let profile = simulation.profile;
+    // An API that accepts only DPoP-bound tokens with a valid proof of the key the provider's
+    // introspection names (`cnf.jkt`), as a resource server of that provider does.
+    let api = DpopUpstream::start().await;
+    let app = TestApp::builder()
+        .access_token_ttl(4)
+        .refresh_skew(1)
+        .provider_options(simulation.provider)
+        .oidc_toml(&format!("provider = \"{profile}\"\n{}", simulation.oidc))
+        .extra_toml(&format!(
+            "[[routes]]\nprefix = \"/api/bound\"\nupstream = \"{}\"\n",
+            api.base_url
+        ))
+        .start()
+        .await;
+    api.introspect_at(&app.provider.issuer);
+
+    // PAR: the browser carries the pushed request's reference and nothing else.
+    let browser = app.browser();
+    let authorization = browser.begin_login_at("/api/auth/login").await;
+    let names: BTreeSet<String> = authorization
+        .query_pairs()
+        .map(|(name, _)| name.into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["client_id".to_owned(), "request_uri".to_owned()]),
+        "{profile}: only the pushed request's reference in the browser: {authorization}"
+    );
+    let pushes = app.provider.stats().await["par_requests"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(pushes, 1, "{profile}: the request was pushed");
+    let callback = browser.authorize_at_provider(authorization, "alice").await;
+    assert_eq!(
+        browser.get(callback.as_str()).await.status(),
+        StatusCode::SEE_OTHER,
+        "{profile}: the callback redirects"
+    );
+    let (status, user) = browser.user().await;
+    assert_eq!(status, StatusCode::OK, "{profile}: {user}");
+
+    // DPoP: the API gets the token as DPoP with a proof of the key the token is bound to.
+    let response = browser.api_get("/api/bound/orders/1").await;
+    let call = api.calls().pop().expect("the API was called");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{profile}: the API accepts the call ({:?}, {:?})",
+        call.scheme,
+        call.verdict
+    );
+    assert_eq!(call.scheme.as_deref(), Some("DPoP"), "{profile}");
+    let key = call
+        .verdict
+        .expect("a valid proof of the token's key")
+        .thumbprint;
+    let token = call.token.expect("a token");
+    let counters = dpop_counters(&app).await;
+    assert_eq!(
+        counters["bound_token_responses"], 1,
+        "{profile}: {counters}"
+    );
+    let challenged = counters["nonce_challenges"].as_u64().unwrap() >= 1;
+    assert_eq!(
+        challenged, simulation.nonces,
+        "{profile}: nonce challenges answered: {counters}"
+    );
+    let readiness: Value = app.browser().get("/readyz").await.json().await.unwrap();
+    let negotiated = &readiness["negotiated"]["default"];
+    assert_eq!(negotiated["par"], "on", "{profile}: {readiness}");
+    assert_eq!(negotiated["dpop"], "on", "{profile}: {readiness}");
+
+    // A thief holding the token alone gets nothing, at the API or at the provider.
+    let http = reqwest::Client::new();
+    let as_bearer = http
+        .get(format!("{}/orders/1", api.base_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        as_bearer.status(),
+        StatusCode::UNAUTHORIZED,
+        "{profile}: the token without a proof at the API"
+    );
+    let userinfo = http
+        .get(format!("{}/me", app.provider.issuer))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        userinfo.status(),
+        StatusCode::UNAUTHORIZED,
+        "{profile}: the token without a proof at the provider"
+    );
+
+    // The refresh proves possession of the same key, and the new token is bound to it.
+    browser.wait_past_access_token_expiry().await;
+    assert_eq!(
+        browser.api_get("/api/bound/orders/after").await.status(),
+        StatusCode::OK,
+        "{profile}: the call after expiry"
+    );
+    assert_eq!(app.provider.refresh_grants().await, 1, "{profile}");
+    let refreshed = api.calls().pop().unwrap();
+    assert_ne!(
+        refreshed.token.as_deref(),
+        Some(token.as_str()),
+        "{profile}"
+    );
+    assert_eq!(
+        refreshed
+            .verdict
+            .expect("a valid proof after the refresh")
+            .thumbprint,
+        key,
+        "{profile}: the same key across the refresh"
+    );
+
+    // Logout revokes the bound refresh token (RFC 7009 asks for no proof).
+    let revoked_before = app.provider.stats().await["revocations"].as_u64().unwrap();
+    let (status, body) = browser.logout().await;
+    assert_eq!(status, StatusCode::OK, "{profile}: {body}");
+    assert_eq!(browser.user().await.0, StatusCode::UNAUTHORIZED);
+    wait_for(
+        "the refresh token's revocation",
+        Duration::from_secs(5),
+        || async {
+            let stats = app.provider.stats().await;
+            (stats["revocations"].as_u64().unwrap() > revoked_before).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        app.provider.stats().await["revocation_errors"],
+        0,
+        "{profile}"
+    );
+}
+
+/// Okta with "Require Pushed Authorization Request" and "Require Demonstrating Proof of
+/// Possession (DPoP) header in token requests" on the app: every authorization request must
+/// be pushed, every token request must carry a proof, and Okta always asks for a server nonce.
+#[tokio::test]
+async fn okta_simulation_with_par_and_dpop_required_binds_tokens_answering_nonces() {
+    sender_constrained_journey(SenderConstrained {
+        profile: "okta",
+        provider: |options| {
+            options.par = "required";
+            options.dpop = Some("required");
+        },
+        oidc: "par = \"required\"\ndpop = \"required\"\n",
+        nonces: true,
+    })
+    .await;
+}
+
+/// Auth0 with "Allow Pushed Authorization Requests (PAR)" on the tenant (discovery lists the
+/// endpoint; PAR's default `auto` uses it) and "Require Sender Constraining" (DPoP) on the
+/// application; Auth0 asks a confidential client for no DPoP nonce. Its logout stays the
+/// `/v2/logout` of the first journey.
+#[tokio::test]
+async fn auth0_simulation_with_par_and_dpop_binds_tokens_and_pushes_the_login() {
+    sender_constrained_journey(SenderConstrained {
+        profile: "auth0",
+        provider: |options| {
+            options.hide_end_session = true;
+            options.legacy_logout = true;
+            options.par = "1";
+            options.dpop = Some("1");
+        },
+        oidc: "dpop = \"required\"\n",
+        nonces: false,
+    })
+    .await;
 }
