@@ -205,7 +205,7 @@ pub async fn call_route(
             {
                 Ok(Some(replacement)) if replacement.token != sent.token() => {
                     if let Some(mut parts) = again.filter(|parts| parts.method.is_idempotent()) {
-                        let replacement = Authorization::of(replacement)?;
+                        let replacement = state.forwarder.authorization(replacement)?;
                         state.forwarder.authorize(&mut parts, &replacement)?;
                         response = send(Request::from_parts(parts, Body::empty())).await?;
                     }
@@ -273,7 +273,9 @@ async fn credential_for(
             },
             other => other.into(),
         })?;
-    Ok(token.map(Authorization::of).transpose()?)
+    Ok(token
+        .map(|token| state.forwarder.authorization(token))
+        .transpose()?)
 }
 
 /// The identity assertion an `assertion` route sends, signed for this call, with the header

@@ -13,6 +13,8 @@ use super::ProxyError;
 use super::bearer_challenge::Scheme;
 use crate::oidc::dpop::{DpopKey, DpopNonces, PROOF_HEADER, origin_of};
 use crate::refresh::UpstreamToken;
+use crate::session::dpop_key::ParsedDpopKeys;
+use std::sync::Arc;
 
 /// The token a request carries, and how.
 pub enum Authorization {
@@ -22,20 +24,20 @@ pub enum Authorization {
     Dpop {
         /// The bound access token.
         token: String,
-        /// The session's key (parsed once per call, reused for a retry's new proof; boxed: a
-        /// parsed key is large beside a token).
-        key: Box<DpopKey>,
+        /// The session's key (parsed once per instance and session: [`ParsedDpopKeys`]).
+        key: Arc<DpopKey>,
     },
 }
 
 impl Authorization {
-    /// The way `token` is sent: with proofs of its key when it is bound.
-    pub fn of(token: UpstreamToken) -> Result<Self, ProxyError> {
+    /// The way `token` is sent: with proofs of its key when it is bound (parsed keys come
+    /// from, and go to, `keys`).
+    pub fn of(token: UpstreamToken, keys: &ParsedDpopKeys) -> Result<Self, ProxyError> {
         Ok(match token.dpop_key {
             None => Self::Bearer(token.token),
             Some(stored) => Self::Dpop {
                 token: token.token,
-                key: Box::new(stored.key().map_err(ProxyError::Proof)?),
+                key: keys.get(&stored).map_err(ProxyError::Proof)?,
             },
         })
     }
@@ -106,10 +108,13 @@ mod tests {
     }
 
     fn bound(token: &str) -> Authorization {
-        Authorization::of(UpstreamToken {
-            token: token.into(),
-            dpop_key: Some(StoredDpopKey::new(&DpopKey::generate().unwrap())),
-        })
+        Authorization::of(
+            UpstreamToken {
+                token: token.into(),
+                dpop_key: Some(StoredDpopKey::new(&DpopKey::generate().unwrap())),
+            },
+            &ParsedDpopKeys::new(),
+        )
         .unwrap()
     }
 
@@ -151,10 +156,13 @@ mod tests {
     fn a_bearer_token_takes_any_proof_off_the_request() {
         let mut headers = HeaderMap::new();
         headers.insert(PROOF_HEADER, HeaderValue::from_static("stale"));
-        let bearer = Authorization::of(UpstreamToken {
-            token: "at".into(),
-            dpop_key: None,
-        })
+        let bearer = Authorization::of(
+            UpstreamToken {
+                token: "at".into(),
+                dpop_key: None,
+            },
+            &ParsedDpopKeys::new(),
+        )
         .unwrap();
         assert_eq!(bearer.scheme(), Scheme::Bearer);
         let uri: Uri = "http://up/x".parse().unwrap();

@@ -32,6 +32,8 @@ use super::csrf;
 use super::server::request_id::{RequestId, X_REQUEST_ID};
 use crate::error::AppError;
 use crate::oidc::dpop::{DpopError, DpopNonces, NONCE_HEADER, origin_of};
+use crate::refresh::UpstreamToken;
+use crate::session::dpop_key::ParsedDpopKeys;
 use crate::traces;
 use authorization::Authorization;
 use client::{UpstreamClient, describe};
@@ -96,6 +98,8 @@ pub struct Forwarder {
     /// The DPoP nonces upstreams handed out, per origin (this instance's; see
     /// [`DpopNonces`]).
     nonces: Arc<DpopNonces>,
+    /// The DPoP keys of the sessions whose calls went out lately, parsed.
+    keys: Arc<ParsedDpopKeys>,
 }
 
 impl Forwarder {
@@ -105,7 +109,13 @@ impl Forwarder {
             client,
             forwarded,
             nonces: Arc::new(DpopNonces::default()),
+            keys: Arc::new(ParsedDpopKeys::new()),
         }
+    }
+
+    /// How `token` rides on a call: `Bearer`, or `DPoP` with proofs of its session's key.
+    pub fn authorization(&self, token: UpstreamToken) -> Result<Authorization, ProxyError> {
+        Authorization::of(token, &self.keys)
     }
 
     /// Turns the browser's request `parts` into the upstream's, sent to `url` on behalf of
