@@ -357,7 +357,7 @@ NaDUkDp0/3th4xOF2kWx6M9X4WyhRANCAASjGlhKDLkrxcGdhfNM8K2cabaUc9qi
                 "its own alg",
             ),
             (
-                format!("client_secret = \"s\"\nclient_key_alg = \"PS256\""),
+                "client_secret = \"s\"\nclient_key_alg = \"PS256\"".to_owned(),
                 "oidc.client_key_alg",
                 "without oidc.client_key_file",
             ),

@@ -423,7 +423,7 @@ pub struct RingKeySection {
     /// The id stored in every record this key seals, or the `kid` of the assertions it signs.
     pub id: String,
     /// Base64 of 32 random bytes (an encryption key), or the PEM of an EC P-256 private key
-    /// (an assertion or client signing key).
+    /// (an assertion signing key).
     #[serde(default)]
     pub key: Option<SecretString>,
     /// A file holding the key.
