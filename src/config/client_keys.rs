@@ -1,7 +1,7 @@
 //! How a provider's client authenticates: its secret (`oidc.client_secret`, `_file`) for the
 //! secret methods, or its keys for `private_key_jwt` (`oidc.client_key_file`, one PEM named by
-//! its thumbprint, or `oidc.client_keys`, a ring of `{ id, key | key_file }`, the first
-//! signing). Exactly one of the two kinds: a secret kept beside keys would be one more
+//! its thumbprint, with `oidc.client_key_alg`, or `oidc.client_keys`, a ring of
+//! `{ id, key | key_file, alg }`, the first signing; P-256 or RSA keys). Exactly one of the two kinds: a secret kept beside keys would be one more
 //! credential to leak and would keep HS-signed ID tokens acceptable. Errors name the key,
 //! never a key's or secret's content.
 
@@ -10,14 +10,17 @@ use secrecy::{ExposeSecret, SecretString};
 use super::error::ConfigError;
 use super::file::OidcSection;
 use super::secret_files;
-use crate::assertion::SigningKey;
-use crate::oidc::{ClientAuthMethod, ClientKeys};
+use crate::oidc::{ClientAuthMethod, ClientKey, ClientKeyAlg, ClientKeys};
 
 /// The client's credential, checked against its method: a secret, or keys.
 pub(super) fn credential(
     oidc: &mut OidcSection,
 ) -> Result<(Option<SecretString>, Option<ClientKeys>), ConfigError> {
-    let keys = keys(oidc.client_key_file.take(), oidc.client_keys.take())?;
+    let keys = keys(
+        oidc.client_key_file.take(),
+        oidc.client_key_alg.take(),
+        oidc.client_keys.take(),
+    )?;
     if oidc.client_auth_method != Some(ClientAuthMethod::PrivateKeyJwt) {
         if let Some((key, _)) = keys {
             return Err(ConfigError::new(
@@ -48,8 +51,9 @@ pub(super) fn credential(
         Some((_, keys)) => Ok((None, Some(keys))),
         None => Err(ConfigError::new(
             "oidc.client_key_file",
-            "is missing: oidc.client_auth_method = \"private_key_jwt\" signs with a P-256 \
-             private key (PEM) in oidc.client_key_file, or a ring of them in oidc.client_keys",
+            "is missing: oidc.client_auth_method = \"private_key_jwt\" signs with a P-256 or \
+             RSA private key (PEM) in oidc.client_key_file, or a ring of them in \
+             oidc.client_keys",
         )),
     }
 }
@@ -58,10 +62,19 @@ pub(super) fn credential(
 /// names them in errors.
 fn keys(
     file: Option<std::path::PathBuf>,
-    ring: Option<Vec<super::file::RingKeySection>>,
+    file_alg: Option<String>,
+    ring: Option<Vec<super::file::ClientKeySection>>,
 ) -> Result<Option<(&'static str, ClientKeys)>, ConfigError> {
     let keys = match (file, ring) {
-        (None, None) => return Ok(None),
+        (None, None) => {
+            if file_alg.is_some() {
+                return Err(ConfigError::new(
+                    "oidc.client_key_alg",
+                    "is set without oidc.client_key_file (a ring entry takes its own alg)",
+                ));
+            }
+            return Ok(None);
+        }
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
                 "oidc.client_keys",
@@ -74,17 +87,35 @@ fn keys(
             let pem = String::from_utf8(secret_files::read_bytes(KEY, &path)?).map_err(|_| {
                 ConfigError::new(KEY, format!("{} is not UTF-8 text", path.display()))
             })?;
-            let key = SigningKey::from_pem_named_by_thumbprint(&pem)
+            let key = ClientKey::from_pem(None, &pem)
                 .map_err(|error| ConfigError::new(KEY, error.to_string()))?;
+            let key = with_alg(key, file_alg.as_deref(), "oidc.client_key_alg")?;
             ("oidc.client_key_file", vec![key])
         }
         (None, Some(entries)) => {
-            let mut keys: Vec<SigningKey> = Vec::with_capacity(entries.len());
+            if file_alg.is_some() {
+                return Err(ConfigError::new(
+                    "oidc.client_key_alg",
+                    "is set with oidc.client_keys; give each entry its own alg",
+                ));
+            }
+            let mut keys: Vec<ClientKey> = Vec::with_capacity(entries.len());
             for (index, entry) in entries.into_iter().enumerate() {
+                let alg = entry.alg;
+                let entry = super::file::RingKeySection {
+                    id: entry.id,
+                    key: entry.key,
+                    key_file: entry.key_file,
+                };
                 let (id, pem, key_name) =
                     secret_files::ring_entry("oidc.client_keys", index, entry)?;
-                let key = SigningKey::from_pem(id.as_str(), pem.expose_secret())
+                let key = ClientKey::from_pem(Some(id.as_str()), pem.expose_secret())
                     .map_err(|error| ConfigError::new(key_name, error.to_string()))?;
+                let key = with_alg(
+                    key,
+                    alg.as_deref(),
+                    &format!("oidc.client_keys[{index}].alg"),
+                )?;
                 if keys.iter().any(|known| known.kid() == key.kid()) {
                     return Err(ConfigError::new(
                         format!("oidc.client_keys[{index}].id"),
@@ -105,6 +136,22 @@ fn keys(
                 "is empty; list at least one { id, key_file } (the first signs)",
             )
         })
+}
+
+/// `key` signing with the algorithm named `alg` (config key `name`), or with its type's
+/// default when absent.
+fn with_alg(key: ClientKey, alg: Option<&str>, name: &str) -> Result<ClientKey, ConfigError> {
+    let Some(alg) = alg else {
+        return Ok(key);
+    };
+    let alg = ClientKeyAlg::parse(alg).ok_or_else(|| {
+        ConfigError::new(
+            name,
+            format!("is {alg:?}; use \"RS256\" or \"PS256\" (RSA key) or \"ES256\" (P-256 key)"),
+        )
+    })?;
+    key.with_alg(alg)
+        .map_err(|error| ConfigError::new(name, error.to_string()))
 }
 
 /// A `kid` that names different keys in two providers' rings (the published key set holds
@@ -198,6 +245,132 @@ NaDUkDp0/3th4xOF2kWx6M9X4WyhRANCAASjGlhKDLkrxcGdhfNM8K2cabaUc9qi
         let kids: Vec<&str> = keys.all().map(|key| key.kid()).collect();
         assert_eq!(kids, ["2027-01", "2026-12"]);
         assert_eq!(keys.signing_kid(), "2027-01");
+    }
+
+    const RSA: &str = include_str!("../oidc/testdata/client-rsa-2048.pem");
+    const RSA_1024: &str = include_str!("../oidc/testdata/client-rsa-1024.pem");
+
+    #[test]
+    fn rsa_keys_sign_rs256_by_default_or_the_alg_they_are_given() {
+        let file = key_file("rsa.pem", RSA);
+        let single = |alg: &str| {
+            let settings = load(&config(&format!(
+                "{METHOD}\nclient_key_file = \"{}\"{alg}",
+                file.display()
+            )))
+            .unwrap();
+            let key = settings
+                .oidc
+                .client_keys
+                .unwrap()
+                .all()
+                .next()
+                .unwrap()
+                .clone();
+            assert_eq!(key.kid(), key.thumbprint(), "named by its thumbprint");
+            key.public_jwk()["alg"].clone()
+        };
+        assert_eq!(single(""), "RS256");
+        assert_eq!(single("\nclient_key_alg = \"PS256\""), "PS256");
+        let settings = load(&config(&format!(
+            "{METHOD}\nclient_keys = [{{ id = \"rsa\", key_file = \"{}\", alg = \"PS256\" }}, \
+             {{ id = \"ec\", key = \"\"\"{PEM}\"\"\", alg = \"ES256\" }}, \
+             {{ id = \"rs\", key = \"\"\"{RSA}\"\"\" }}]",
+            file.display()
+        )))
+        .unwrap();
+        let algs: Vec<(String, String)> = settings
+            .oidc
+            .client_keys
+            .unwrap()
+            .all()
+            .map(|key| {
+                let jwk = key.public_jwk();
+                (
+                    key.kid().to_owned(),
+                    format!("{} {}", jwk["kty"], jwk["alg"]),
+                )
+            })
+            .collect();
+        assert_eq!(
+            algs,
+            [
+                ("rsa".to_owned(), r#""RSA" "PS256""#.to_owned()),
+                ("ec".to_owned(), r#""EC" "ES256""#.to_owned()),
+                ("rs".to_owned(), r#""RSA" "RS256""#.to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_rsa_keys_and_algorithms_name_their_key() {
+        let rsa = key_file("rsa-bad.pem", RSA);
+        let short = key_file("short.pem", RSA_1024);
+        let ec = key_file("ec-bad.pem", PEM);
+        let cases = [
+            (
+                format!("{METHOD}\nclient_key_file = \"{}\"", short.display()),
+                "oidc.client_key_file",
+                "under 2048 bits",
+            ),
+            (
+                format!(
+                    "{METHOD}\nclient_keys = [{{ id = \"a\", key_file = \"{}\" }}]",
+                    short.display()
+                ),
+                "oidc.client_keys[0].key",
+                "under 2048 bits",
+            ),
+            (
+                format!(
+                    "{METHOD}\nclient_key_file = \"{}\"\nclient_key_alg = \"RS512\"",
+                    rsa.display()
+                ),
+                "oidc.client_key_alg",
+                "\"PS256\"",
+            ),
+            (
+                format!(
+                    "{METHOD}\nclient_key_file = \"{}\"\nclient_key_alg = \"PS256\"",
+                    ec.display()
+                ),
+                "oidc.client_key_alg",
+                "EC key cannot sign",
+            ),
+            (
+                format!(
+                    "{METHOD}\nclient_keys = [{{ id = \"a\", key_file = \"{}\" }}, \
+                     {{ id = \"b\", key_file = \"{}\", alg = \"ES256\" }}]",
+                    ec.display(),
+                    rsa.display()
+                ),
+                "oidc.client_keys[1].alg",
+                "RSA key cannot sign",
+            ),
+            (
+                format!(
+                    "{METHOD}\nclient_keys = [{{ id = \"a\", key_file = \"{}\" }}]\n\
+                     client_key_alg = \"PS256\"",
+                    rsa.display()
+                ),
+                "oidc.client_key_alg",
+                "its own alg",
+            ),
+            (
+                "client_secret = \"s\"\nclient_key_alg = \"PS256\"".to_owned(),
+                "oidc.client_key_alg",
+                "without oidc.client_key_file",
+            ),
+        ];
+        for (credential, key, problem) in cases {
+            let error = match load(&config(&credential)) {
+                Ok(_) => panic!("accepted {credential}"),
+                Err(error) => error,
+            };
+            assert_eq!(error.key, key, "{error}");
+            assert!(error.problem.contains(problem), "{error}");
+            assert!(!error.to_string().contains("MII"), "{error}");
+        }
     }
 
     #[test]

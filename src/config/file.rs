@@ -281,10 +281,14 @@ pub struct OidcSection {
     /// RFC 7638 thumbprint).
     #[serde(default)]
     pub client_key_file: Option<std::path::PathBuf>,
-    /// `private_key_jwt`: a ring of `{ id, key | key_file }` PEM keys, the first signing, all
-    /// published.
+    /// `private_key_jwt`: the algorithm of `client_key_file`'s key (`RS256` or `PS256` for an
+    /// RSA key, `ES256` for P-256); absent: ES256 for P-256, RS256 for RSA.
     #[serde(default)]
-    pub client_keys: Option<Vec<RingKeySection>>,
+    pub client_key_alg: Option<String>,
+    /// `private_key_jwt`: a ring of `{ id, key | key_file, alg }` PEM keys, the first signing,
+    /// all published.
+    #[serde(default)]
+    pub client_keys: Option<Vec<ClientKeySection>>,
     /// Scopes to request; must include `openid`; absent: the profile's.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
@@ -419,12 +423,30 @@ pub struct RingKeySection {
     /// The id stored in every record this key seals, or the `kid` of the assertions it signs.
     pub id: String,
     /// Base64 of 32 random bytes (an encryption key), or the PEM of an EC P-256 private key
-    /// (an assertion or client signing key).
+    /// (an assertion signing key).
     #[serde(default)]
     pub key: Option<SecretString>,
     /// A file holding the key.
     #[serde(default)]
     pub key_file: Option<std::path::PathBuf>,
+}
+
+/// One entry of `oidc.client_keys`: a ring entry ([`RingKeySection`]'s `id`, `key`,
+/// `key_file`) and the algorithm its key signs with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKeySection {
+    /// The `kid` of the assertions it signs and of its JWK.
+    pub id: String,
+    /// The PEM of a P-256 or RSA private key.
+    #[serde(default)]
+    pub key: Option<SecretString>,
+    /// A file holding the key.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// `ES256`, `RS256` or `PS256`; absent: ES256 for P-256, RS256 for RSA.
+    #[serde(default)]
+    pub alg: Option<String>,
 }
 
 fn default_refresh_skew() -> u64 {

@@ -275,10 +275,11 @@ fn oidc_lines(line: &mut impl FnMut(&str, String), prefix: &str, oidc: &super::O
         &format!("{prefix}.client"),
         match &oidc.client_keys {
             Some(keys) => format!(
-                "{} (no secret; authentication private_key_jwt signed with key {}, {} key(s) \
-                 published at {})",
+                "{} (no secret; authentication private_key_jwt signed with key {} ({}), {} \
+                 key(s) published at {})",
                 oidc.client_id,
                 keys.signing_kid(),
+                keys.signing_alg().name(),
                 keys.all().count(),
                 crate::oidc::CLIENT_JWKS_PATH
             ),

@@ -6,11 +6,12 @@
 //! The assertion's `aud` is the provider's issuer identifier as one string, never an array
 //! and never the endpoint's URL (draft-ietf-oauth-rfc7523bis, FAPI 2.0 after the 2025
 //! audience-confusion disclosure: an assertion meant for one provider cannot be replayed at
-//! another that shares an endpoint name). A private key never leaves `assertion::keys`.
+//! another that shares an endpoint name). A private key never leaves `assertion::keys` (EC)
+//! or `client_key` (RSA).
 
 use serde_json::{Value, json};
 
-use crate::assertion::SigningKey;
+use super::client_key::ClientKey;
 
 /// `client_assertion_type` (RFC 7523 §2.2).
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -28,13 +29,13 @@ pub const CLIENT_JWKS_PATH: &str = "/.well-known/client-jwks.json";
 /// flight).
 #[derive(Debug, Clone)]
 pub struct ClientKeys {
-    signing: SigningKey,
-    others: Vec<SigningKey>,
+    signing: ClientKey,
+    others: Vec<ClientKey>,
 }
 
 impl ClientKeys {
     /// The ring of `keys` in order (the first signs); `None` when there is none.
-    pub fn new(keys: Vec<SigningKey>) -> Option<Self> {
+    pub fn new(keys: Vec<ClientKey>) -> Option<Self> {
         let mut keys = keys.into_iter();
         let signing = keys.next()?;
         Some(Self {
@@ -44,13 +45,18 @@ impl ClientKeys {
     }
 
     /// Every key of the ring, the signing one first.
-    pub fn all(&self) -> impl Iterator<Item = &SigningKey> {
+    pub fn all(&self) -> impl Iterator<Item = &ClientKey> {
         std::iter::once(&self.signing).chain(&self.others)
     }
 
     /// The `kid` assertions are signed under now.
     pub fn signing_kid(&self) -> &str {
         self.signing.kid()
+    }
+
+    /// The algorithm assertions are signed with now.
+    pub fn signing_alg(&self) -> super::ClientKeyAlg {
+        self.signing.alg()
     }
 
     /// A fresh client assertion of `client_id` for the provider whose issuer is `audience`,
@@ -114,8 +120,8 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgm+zbYdZMRxTLsrxV
 
     fn ring() -> ClientKeys {
         ClientKeys::new(vec![
-            SigningKey::from_pem("new", PEM).unwrap(),
-            SigningKey::from_pem("old", OTHER_PEM).unwrap(),
+            ClientKey::from_pem(Some("new"), PEM).unwrap(),
+            ClientKey::from_pem(Some("old"), OTHER_PEM).unwrap(),
         ])
         .unwrap()
     }
@@ -182,6 +188,37 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgm+zbYdZMRxTLsrxV
         assert_eq!(kind, ("client_assertion_type", ASSERTION_TYPE.to_owned()));
         assert_eq!(assertion.0, "client_assertion");
         assert!(verifies(&set, "new", &assertion.1));
+    }
+
+    #[test]
+    fn a_mixed_ring_signs_with_its_rsa_key_and_publishes_both_kinds() {
+        let rsa =
+            ClientKey::from_pem(Some("rsa"), super::super::client_key::tests::RSA_2048).unwrap();
+        let keys = ClientKeys::new(vec![
+            rsa.with_alg(crate::oidc::ClientKeyAlg::Ps256).unwrap(),
+            ClientKey::from_pem(Some("ec"), PEM).unwrap(),
+        ])
+        .unwrap();
+        let token = keys.assertion("c", "https://op.example", 1);
+        assert_eq!(part(&token, 0)["alg"], "PS256");
+        assert_eq!(part(&token, 0)["kid"], "rsa");
+        let set: Value = serde_json::from_str(&client_key_set([&keys])).unwrap();
+        let published: Vec<(&str, &str)> = set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|jwk| (jwk["kid"].as_str().unwrap(), jwk["kty"].as_str().unwrap()))
+            .collect();
+        assert_eq!(published, [("rsa", "RSA"), ("ec", "EC")]);
+        assert!(super::super::client_key::tests::rsa_verifies(
+            &set["keys"][0],
+            &token
+        ));
+        for jwk in set["keys"].as_array().unwrap() {
+            for private in ["d", "p", "q", "dp", "dq", "qi"] {
+                assert!(jwk.get(private).is_none(), "{jwk}");
+            }
+        }
     }
 
     #[test]

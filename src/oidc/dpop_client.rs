@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn a_request_sent_again_carries_a_fresh_client_assertion_and_nothing_else_changes() {
         let key = crate::assertion::SigningKey::derived(&[7; 32]);
-        let keys = ClientKeys::new(vec![key]).unwrap();
+        let keys = ClientKeys::new(vec![key.into()]).unwrap();
         let reassertion = Reassertion {
             keys: &keys,
             client_id: "vestibule",

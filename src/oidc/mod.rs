@@ -18,6 +18,7 @@ mod back_channel;
 mod claim_sources;
 mod client_assertion;
 mod client_auth;
+mod client_key;
 mod discovery;
 pub mod dpop;
 mod dpop_client;
@@ -55,6 +56,7 @@ pub use client_assertion::{
     ASSERTION_LIFETIME_SECS, ASSERTION_TYPE, CLIENT_JWKS_PATH, ClientKeys, client_key_set,
 };
 pub use client_auth::{Credentials, client_authenticated_post};
+pub use client_key::{ClientKey, ClientKeyAlg, ClientKeyError};
 pub use dpop_client::DpopNegotiated;
 pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};

@@ -29,16 +29,58 @@ Gy5mDtejHEzx3qBSyWBfQwK4ozChRANCAATqyh1mVYpyLa5PBCyjufjVc5svFcHR
 6dUcaRF+fl92oOB3MLNpkxIzfmQNSKED30j8HBiEUF+7B4uyesUC9ljs
 -----END PRIVATE KEY-----";
 
+/// A test-only RSA key (`openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`).
+const RSA_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDB57dqJj+vEZNu
+hRQziw4W/SjGBp7NjPsk8FSdtNdWADbwXrLbWVMY+VFdAc+aQUJyAssyZIDtDA1B
+yr3bKbVKponXCbZ1QnDm+YPRmix257fPxswk/rTzcRqlcXvPleOgq39vbt4T9lJZ
+GO/72CqYSTjR1muww1iIPtnreqawGXEyiizjGeD5lW2dhWU21lppIDb9fXhGl8TP
+kG1F/w4JceKTTxzvy6tyzGqdVKk0J/CQd+HfQOxuDhiTzuXoRSt9KT4J4zv75Vw1
+JbwKBW4j3XHxY56sh3MnMccDNRSjXBpaUyyJyKD/UwMlIfHE5/QVJ1zrfUtgrpKN
+bcmxHzvBAgMBAAECggEAS+6xpJ/V0HjRgzYZ8xVBLz9z+Bgfl97delmiyR9INCVh
+Xj+3Sq5wHBeGBSXwZjeoDX2KlPFGi41so5cBQhHTLKiK0eq7yK98Bvcu56W4Q9f5
+4yO2TcZwleR0ytTl5ySLPx/ph3mi/a44ESvyzmyYQYpq9cFB6raUtMXoEI63N74Q
+Pt/BnzGe3awbKQu1SyTU60IHRTw0QnzomVP/At2bY/jMQID/oKfPzGCqGtttuGu9
+ar9FufoP5SGNIwObeeCrZVa5D5UXtJxc+Y56rQDGqj+v9EuldcslhQPDv4FP1P+y
+G5elkf3E/4YHpPDQFAQeyXkPvvcCOZpUtZlLBImxAQKBgQDmL5Lymxzrg412x/ZD
+eMoUW7jOijLZnkgxuI2BW9bUx+Kn6GB015VOvragHWIpJNo1wCAnEkDMnWCyGJy+
+MdVklhPiR1tdwKVLItT2nhITMT6f5R4Xpc0Bfw3UO89SpU9vhDc6bPWlh0lpOVqx
+GTHYuzO6x+KoPaowkNeOSnrxbwKBgQDXpo6GQwIV3ftEgi3KsQTubjZiodw9ohMi
+gkwYX/n07l2XTZfVFeda5/Npgc6p/xbtqW7d+ve5/20O+W7RjZ4CNtzgKnMMGYir
+WL6xrRz5eyzsV6WrZqR3PcDoiCUgQO1QjJhsRVRZV15v/wF0+MG60RhowyM+bCYT
+Tdf7Q1KtzwKBgQCHjciZuiLDxsrOAl/RyBYo+wLQDq53XTDipu4eGblfwP6HJt92
+r2Yr4z+k9ujRlfQy5xuIJsWmOZ+yAbB8iNhDzeWTwbXadhJhNvf264t1ZfCdNM4N
+2wPpN6srKrWi09r9rvzfGT9n5U2j+7SeylmCamvCOOgPb5ED3Kg0EURpXQKBgDSI
+eX3RgweKrPQydi9DUj03Ef6TCZDmE507eogRkVWOX7RFDbC2BkcJ7C0OlyaoYpCA
+zuY6hfCEfa/BKbLYud42OTZOgPo4mieLleC4mC9aR0ZHz67icTwvCfhbehfSWT1f
+Ep6FgRfGhdXonBU/qAn3d+fFaaeCNwBK3UtzSgfXAoGAMIgTHwflzGO3pujNPinA
+dESVprZL7e8jL8ac3xpMFdS4RQUlwyIJXe/NE8ETO/tHF5t6SQQq42Gqm+uHGgNP
+VsPSQ43GYuZdz+9kVWy9jTIxpliTALk0g4y2n6U7XUN2vLtaLHlhRFOF96cZWAdj
+FAjckdnygwv7BxOkthklFQo=
+-----END PRIVATE KEY-----";
+
 /// `oidc.client_keys` for `(id, pem)` entries, the first signing. Each key's body is noted as
 /// a secret: the app's log is checked for it (and for any JWT, so for an assertion) at the end.
 pub(crate) fn ring(entries: &[(&str, &str)]) -> String {
+    let entries: Vec<(&str, &str, &str)> =
+        entries.iter().map(|(id, pem)| (*id, *pem, "")).collect();
+    ring_with_algs(&entries)
+}
+
+/// [`ring`] for `(id, pem, alg)` entries; an empty `alg` leaves the key's default.
+fn ring_with_algs(entries: &[(&str, &str, &str)]) -> String {
     let entries: Vec<String> = entries
         .iter()
-        .map(|(id, pem)| {
+        .map(|(id, pem, alg)| {
             for line in pem.lines().filter(|line| !line.starts_with("-----")) {
                 logs::note_secret(line);
             }
-            format!("{{ id = \"{id}\", key = \"\"\"{pem}\"\"\" }}")
+            let alg = if alg.is_empty() {
+                String::new()
+            } else {
+                format!(", alg = \"{alg}\"")
+            };
+            format!("{{ id = \"{id}\", key = \"\"\"{pem}\"\"\"{alg} }}")
         })
         .collect();
     format!("client_keys = [{}]", entries.join(", "))
@@ -245,6 +287,104 @@ async fn the_signing_key_rotates_through_a_two_key_ring_with_the_provider_left_a
         "login a, login b, refresh b, login b"
     );
     assert_eq!(app.provider.stats().await["authorization_code_errors"], 0);
+}
+
+/// The `(alg, kid)` of every client assertion the provider has seen, oldest first.
+async fn algs_and_kids_seen(app: &TestApp) -> Vec<(String, String)> {
+    assertions_seen(app)
+        .await
+        .iter()
+        .map(|assertion| {
+            let header = &assertion["header"];
+            (
+                header["alg"].as_str().unwrap_or_default().to_owned(),
+                header["kid"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_rsa_key_authenticates_login_and_refresh_with_rs256_or_ps256_and_no_secret() {
+    for alg in ["", "PS256"] {
+        let app = TestApp::builder()
+            .private_key_jwt(&ring_with_algs(&[("r", RSA_KEY, alg)]))
+            .access_token_ttl(3)
+            .start()
+            .await;
+        assert!(!app.config_listening_on(0).contains("client_secret"));
+        let browser = app.browser();
+        browser.login("alice").await;
+        browser.wait_past_access_token_expiry().await;
+        assert_eq!(
+            browser.api_get("/api/orders/refreshed").await.status(),
+            StatusCode::OK,
+            "{alg}"
+        );
+        assert_eq!(app.provider.refresh_grants().await, 1, "{alg}");
+        let expected = if alg.is_empty() { "RS256" } else { alg };
+        assert_eq!(
+            algs_and_kids_seen(&app).await,
+            vec![(expected.to_owned(), "r".to_owned()); 2],
+            "the code exchange and the refresh"
+        );
+        let stats = app.provider.stats().await;
+        assert_eq!(stats["authorization_code_errors"], 0, "{stats}");
+        assert_eq!(stats["refresh_token_errors"], 0, "{stats}");
+        let set: Value = reqwest::get(format!("{}/.well-known/client-jwks.json", app.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let jwk = &set["keys"][0];
+        assert_eq!(jwk["kty"], "RSA");
+        assert_eq!(jwk["alg"], expected);
+        let mut members: Vec<&String> = jwk.as_object().unwrap().keys().collect();
+        members.sort_unstable();
+        assert_eq!(
+            members,
+            ["alg", "e", "kid", "kty", "n", "use"],
+            "public parts only: {jwk}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_ec_ring_rotates_to_an_rsa_key_with_the_provider_left_alone() {
+    // Step 1: the RSA key is published beside the signing EC key.
+    let published = ring(&[("a", KEY_A), ("r", RSA_KEY)]);
+    let app = TestApp::builder()
+        .private_key_jwt(&published)
+        .access_token_ttl(3)
+        .start()
+        .await;
+    let browser = app.browser();
+    browser.login("alice").await;
+    let session = browser.cookie("vestibule").unwrap();
+    // Step 2: the RSA key signs; the EC key stays published.
+    let switched = instance_with(&app, &published, &ring(&[("r", RSA_KEY), ("a", KEY_A)])).await;
+    let (_, response) = login_through(&switched, &app.url, "bob").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "RS256 at once");
+    let on_switched = Browser::with_session(&switched, &session);
+    on_switched.wait_past_access_token_expiry().await;
+    assert_eq!(
+        on_switched.api_get("/api/orders/after").await.status(),
+        StatusCode::OK,
+        "a session from before refreshes with the RSA key"
+    );
+    assert_eq!(
+        algs_and_kids_seen(&app).await,
+        [
+            ("ES256".to_owned(), "a".to_owned()),
+            ("RS256".to_owned(), "r".to_owned()),
+            ("RS256".to_owned(), "r".to_owned()),
+        ],
+        "login a, login r, refresh r"
+    );
+    let stats = app.provider.stats().await;
+    assert_eq!(stats["authorization_code_errors"], 0, "{stats}");
+    assert_eq!(stats["refresh_token_errors"], 0, "{stats}");
 }
 
 #[tokio::test]
