@@ -11,6 +11,7 @@ mod encryption_keys;
 mod environment;
 mod error;
 mod file;
+mod oidc_file;
 mod parse;
 mod profiles;
 mod providers;
