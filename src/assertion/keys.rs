@@ -150,6 +150,23 @@ NaDUkDp0/3th4xOF2kWx6M9X4WyhRANCAASjGlhKDLkrxcGdhfNM8K2cabaUc9qi
 4Pr80/AFU/A+dUDqWutJmxTwMwrXdJyfjuFBymB+6unS15fUIovnEPef
 -----END PRIVATE KEY-----";
 
+    /// Whether the compact ES256 JWT `token` verifies with the public JWK `jwk` (`x`, `y`).
+    pub(crate) fn es256_verifies(jwk: &Value, token: &str) -> bool {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use p256::ecdsa::signature::Verifier;
+        let coordinate = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
+        let mut point = vec![4u8];
+        point.extend(coordinate("x"));
+        point.extend(coordinate("y"));
+        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let signature =
+            p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).unwrap())
+                .unwrap();
+        key.verify(input.as_bytes(), &signature).is_ok()
+    }
+
     #[test]
     fn a_pem_key_signs_and_publishes_its_public_half_only() {
         let key = SigningKey::from_pem("2026-12", PKCS8_PEM).unwrap();

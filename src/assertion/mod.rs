@@ -8,7 +8,7 @@
 //! never enters an assertion (`sid` is a keyed hash of the session's public handle).
 
 mod claims;
-mod keys;
+pub(crate) mod keys;
 mod signer;
 
 pub use claims::{Envelope, claim_set};

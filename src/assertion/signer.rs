@@ -211,7 +211,6 @@ fn derived_keys(ring: &KeyRing) -> Vec<SigningKey> {
 mod tests {
     use std::time::Duration;
 
-    use p256::ecdsa::signature::Verifier;
     use serde_json::Map;
 
     use super::*;
@@ -284,16 +283,7 @@ mod tests {
         let Some(jwk) = keys.iter().find(|jwk| jwk["kid"] == kid.as_str()) else {
             return false;
         };
-        let coordinate = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
-        let mut point = vec![4u8];
-        point.extend(coordinate("x"));
-        point.extend(coordinate("y"));
-        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
-        let (input, signature) = token.rsplit_once('.').unwrap();
-        let signature =
-            p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).unwrap())
-                .unwrap();
-        key.verify(input.as_bytes(), &signature).is_ok()
+        super::super::keys::tests::es256_verifies(jwk, token)
     }
 
     #[test]
