@@ -23,6 +23,7 @@ mod key_rotation;
 mod keycloak;
 mod keycloak_credentials;
 mod keycloak_demo;
+mod keycloak_dpop;
 mod keycloak_exchange;
 mod keycloak_routes;
 mod limits;

@@ -11,6 +11,7 @@
 
 mod admin;
 pub mod exchange;
+pub mod fapi;
 mod launch;
 pub mod step_up;
 
