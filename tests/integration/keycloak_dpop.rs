@@ -3,7 +3,7 @@
 //! with no secret at all (`harness/keycloak/fapi.rs`, set through the admin API). Vestibule runs
 //! with `oidc.dpop = "required"`, `oidc.par = "required"` and `oidc.client_auth_method =
 //! "private_key_jwt"`; its API route leads to a resource server that takes only DPoP-bound
-//! tokens and checks every proof (`harness/dpop_upstream.rs`). Proven through Keycloak's own
+//! tokens and checks every proof (`harness/keycloak/dpop_api.rs`). Proven through Keycloak's own
 //! answers and events and through what the resource server accepted and refused.
 
 use std::ffi::OsStr;
@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::browser::run_script_at;
-use crate::harness::dpop_upstream::{AcceptedCall, DpopUpstream, jwk_thumbprint, jwt_claims};
+use crate::harness::keycloak::dpop_api::{AcceptedCall, DpopApi, jwk_thumbprint, jwt_claims};
 use crate::harness::keycloak::{ACCESS_TOKEN_LIFESPAN_SECS, Keycloak};
 use crate::harness::{Browser, KeycloakApp, unix_now, wait_for};
 
@@ -24,7 +24,7 @@ const REFRESH_SKEW_SECS: u64 = 2;
 const API: &str = "/api/bank";
 
 /// Vestibule with the sender-constrained client, its only route leading to `upstream`.
-async fn start(upstream: &DpopUpstream) -> KeycloakApp {
+async fn start(upstream: &DpopApi) -> KeycloakApp {
     let routes = format!(
         r#"[{{ prefix = "{API}", upstream = "{}" }}]"#,
         upstream.base_url
@@ -78,7 +78,7 @@ async fn logged_in(app: &KeycloakApp, username: &str) -> (Browser, String) {
 }
 
 /// One API call through Vestibule that the resource server must accept; returns what it saw.
-async fn bound_call(browser: &Browser, upstream: &DpopUpstream, path: &str) -> AcceptedCall {
+async fn bound_call(browser: &Browser, upstream: &DpopApi, path: &str) -> AcceptedCall {
     let before = upstream.accepted().len();
     let response = browser.api_get(&format!("{API}{path}")).await;
     let status = response.status();
@@ -124,7 +124,7 @@ fn assert_bound_token(keycloak: &Keycloak, client_id: &str, call: &AcceptedCall)
 /// refuses the replayed proof.
 async fn assert_stolen_token_is_useless(
     keycloak: &Keycloak,
-    upstream: &DpopUpstream,
+    upstream: &DpopApi,
     call: &AcceptedCall,
 ) {
     let (status, challenge, body) = keycloak.userinfo_with_bearer(&call.access_token).await;
@@ -183,7 +183,7 @@ fn assert_signed_jwt(events: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_signs_in_with_par_a_signed_jwt_and_dpop_in_chromium_and_a_stolen_token_is_useless() {
-    let upstream = DpopUpstream::start().await;
+    let upstream = DpopApi::start().await;
     let app = start(&upstream).await;
     let keycloak = app.keycloak;
     let password = keycloak.password_of("alice");
@@ -257,7 +257,7 @@ async fn alice_signs_in_with_par_a_signed_jwt_and_dpop_in_chromium_and_a_stolen_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sessions_hold_their_own_keys_through_refresh_and_logout_ends_only_its_own() {
-    let upstream = DpopUpstream::start().await;
+    let upstream = DpopApi::start().await;
     let app = start(&upstream).await;
     let keycloak = app.keycloak;
     let (alice, alice_sid) = logged_in(&app, "alice").await;

@@ -4,7 +4,6 @@
 pub mod binary;
 pub mod browser;
 pub mod compose;
-pub mod dpop_upstream;
 pub mod keycloak;
 pub mod keycloak_app;
 pub mod load;

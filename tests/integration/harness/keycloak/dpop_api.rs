@@ -7,7 +7,9 @@
 //! thumbprint and the proof) so a test can replay them as a thief would.
 //!
 //! The token's own signature is not checked here: the tests take tokens from Keycloak and
-//! prove at Keycloak what it thinks of them.
+//! prove at Keycloak what it thinks of them. (The DPoP work's own resource server,
+//! `harness/dpop_upstream.rs` on its branch, checks the same proof rules for oidc-provider; once
+//! both are on main this one can give way to it.)
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,7 @@ use p256::ecdsa::signature::Verifier;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::unix_now;
+use crate::harness::unix_now;
 
 /// One call the server accepted.
 #[derive(Clone, Debug)]
@@ -45,14 +47,14 @@ struct Seen {
 }
 
 /// The running resource server.
-pub struct DpopUpstream {
+pub struct DpopApi {
     /// Its base URL, `http://127.0.0.1:<port>`.
     pub base_url: String,
     seen: Arc<Mutex<Seen>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl DpopUpstream {
+impl DpopApi {
     /// Starts the server on a free loopback port.
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -82,7 +84,7 @@ impl DpopUpstream {
     }
 }
 
-impl Drop for DpopUpstream {
+impl Drop for DpopApi {
     fn drop(&mut self) {
         self.task.abort();
     }
