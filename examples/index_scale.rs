@@ -35,6 +35,8 @@ fn record(sub: &str) -> SessionRecord {
         from_forced_refresh: false,
         userinfo: None,
         principal: None,
+        dpop_key: None,
+        dpop_bound: false,
     };
     common::record(sub.to_owned(), tokens, now)
 }

@@ -66,6 +66,8 @@ fn record(index: usize) -> SessionRecord {
             from_forced_refresh: false,
             userinfo: None,
             principal: None,
+            dpop_key: None,
+            dpop_bound: false,
         },
         now,
     )
@@ -91,6 +93,7 @@ fn held_token(index: usize, credential: usize) -> HeldToken {
         expires_at: now + 300,
         obtained_at: now,
         forced: false,
+        dpop_bound: false,
     }
 }
 

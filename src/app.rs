@@ -254,7 +254,10 @@ impl Application {
             },
         );
         let state = AppState::new(Components {
-            forwarder: Forwarder::new(upstream_client(), ForwardingHeaders::new(&public_url)),
+            forwarder: Forwarder::new(
+                upstream_client(&server.upstream_ca_certificates),
+                ForwardingHeaders::new(&public_url),
+            ),
             websockets: WebSocketLimit::new(
                 server.max_websockets_per_session,
                 server.websocket_idle_timeout,

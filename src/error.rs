@@ -145,6 +145,7 @@ impl AppError {
             AppError::Login(LoginFailure::NotAuthenticatedAsRequested(_)) => {
                 "step_up_not_satisfied"
             }
+            AppError::Login(LoginFailure::DpopUnsupported) => "dpop_unsupported",
             AppError::Provider(
                 OidcError::Invalid(_)
                 | OidcError::SubjectChanged
@@ -154,6 +155,7 @@ impl AppError {
             AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
                 "provider_unavailable"
             }
+            AppError::Provider(OidcError::PushRefused(_)) => "authorization_request_refused",
             AppError::Provider(_) => "provider_refused",
             AppError::Store(StoreError::Conflict(_)) => "session_ended_while_created",
             AppError::Store(_) => "store_unavailable",
@@ -216,6 +218,7 @@ impl AppError {
             AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
                 "identity_provider_unavailable"
             }
+            AppError::Provider(OidcError::PushRefused(_)) => "authorization_request_refused",
             AppError::Provider(_) => "identity_provider_error",
             AppError::UpstreamUnavailable(_) => "upstream_unavailable",
             AppError::UpstreamTimeout => "upstream_timeout",
@@ -338,6 +341,7 @@ impl IntoResponse for PageError {
             AppError::Login(LoginFailure::NotAuthenticatedAsRequested(_)) => {
                 Some("step_up_not_satisfied".to_owned())
             }
+            AppError::Login(LoginFailure::DpopUnsupported) => Some("dpop_unsupported".to_owned()),
             _ => Some(error.code().to_owned()),
         };
         let page = ErrorPage {

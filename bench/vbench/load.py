@@ -1,7 +1,7 @@
 """The measurements: each config loaded with wrk (warm-up, runs, median), the login cost and
 the refresh under load; the other parts are mixins (deploy: scale-out and Redis latency,
 store: store scale, credentials: Redis bytes per extra credential and the exchange route's
-cost, websockets: WebSockets through Vestibule and nginx, flood: login flood). A config or figure that cannot be measured is recorded with its reason (the run
+cost, dpop: a DPoP-bound call's CPU against a bearer call's, websockets: WebSockets through Vestibule and nginx, flood: login flood). A config or figure that cannot be measured is recorded with its reason (the run
 then fails, see report.unmeasured)."""
 
 import base64
@@ -16,6 +16,7 @@ from .clients import login, probe, wrk
 from .context import CALLBACK, CSRF, FOREIGN_LIMIT, PATH, SESSION_COOKIE, Skip, log
 from .credentials import Credentials
 from .deploy import Deploy
+from .dpop import Dpop
 from .flood import LoginFlood
 from .processes import Contention, CpuMeter, free_port, stop, tail, vm_hwm_mb
 from .resp import redis_cmdstats
@@ -28,11 +29,11 @@ from .servers import (provider_stats, start_apache, start_nginx_proxy, start_pro
 # What --only can select: the five configs, then the extra measurements.
 CONFIGS = ["direct", "nginx_proxy", "mod_auth_openidc", "vestibule_redis", "vestibule_memory"]
 EXTRAS = ["refresh", "scale-out", "redis-latency", "store-scale", "credential-memory", "credential-cost",
-          "websockets", "login-flood"]
+          "dpop-cost", "websockets", "login-flood"]
 PARTS = CONFIGS + EXTRAS
 
 
-class Bench(Deploy, StoreScale, Credentials, WebSockets, LoginFlood):
+class Bench(Deploy, StoreScale, Credentials, Dpop, WebSockets, LoginFlood):
     """One run: the selected parts, their figures (cfg, res), what could not be measured
     (failures, with the reason) and what was measured but is doubtful (problems)."""
 
@@ -136,7 +137,7 @@ class Bench(Deploy, StoreScale, Credentials, WebSockets, LoginFlood):
     def run(self):
         """Runs the selected parts in their fixed order (the upstream first, if any needs it)."""
         want = set(self.parts)
-        if want & (set(CONFIGS) | {"refresh", "scale-out", "redis-latency", "store-scale", "credential-cost"}):
+        if want & (set(CONFIGS) | {"refresh", "scale-out", "redis-latency", "store-scale", "credential-cost", "dpop-cost"}):
             self.start_upstream()
 
         # 1. direct
@@ -179,6 +180,8 @@ class Bench(Deploy, StoreScale, Credentials, WebSockets, LoginFlood):
             self.run_credential_memory()
         if "credential-cost" in want:
             self.run_credential_cost()
+        if "dpop-cost" in want:
+            self.run_dpop_cost()
         if "websockets" in want:
             self.run_websockets()
         if "login-flood" in want:

@@ -138,6 +138,9 @@ def targets(out, parts):
         # issue 31: "within 10 % once the token is held"; a FLAG, not a failure (noisy on 2 shared cores)
         ("exchange route req/s / session route req/s, token held", out.get("credential_cost_rps_ratio"),
          ">=", 0.9, ran("credential-cost"), "FLAG"),
+        # issue 33: a proof signed per call; "<= 1.3 x the CPU of a bearer call"
+        ("Vestibule CPU per DPoP-bound call / per bearer call", out.get("dpop_cpu_ratio"),
+         "<=", 1.3, ran("dpop-cost")),
     ]
     res = []
     for name, val, op, lim, selected, *missed in rows:
@@ -186,6 +189,9 @@ def render_md(out):
         ("redis_bytes_per_session_5_credentials", "Redis bytes per session, 5 extra credentials"),
         ("redis_bytes_per_extra_credential", "Redis bytes per extra credential (the fill with the most)"),
         ("credential_cost_rps_ratio", "exchange route req/s / session route req/s (token held)"),
+        ("bearer_cpu_us_per_call", "Vestibule CPU µs per proxied call, Bearer token (dpop-cost)"),
+        ("dpop_cpu_us_per_call", "Vestibule CPU µs per proxied call, DPoP-bound token (dpop-cost)"),
+        ("dpop_cpu_ratio", "CPU per DPoP-bound call / per bearer call"),
         ("p50_ms_1k_sessions", "proxied p50 ms with 1k sessions in Redis"),
         ("p50_ms_100k_sessions", "proxied p50 ms with 100k sessions in Redis"),
         ("p50_ms_1m_sessions", "proxied p50 ms with 1,000,000 sessions in Redis"),

@@ -71,11 +71,13 @@ def start_nginx(name, body, worker_connections=4096):
 def start_upstream():
     port = free_port()
     body = f"""  map $http_authorization $saw_bearer {{ "~^Bearer [^ ]+" yes; default no; }}
+  map "$http_authorization|$http_dpop" $saw_scheme {{ "~^Bearer [^ |]+\\|$" Bearer; "~^DPoP [^ |]+\\|ey" DPoP; default none; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location / {{
       default_type application/json;
       add_header X-Saw-Bearer $saw_bearer always;
+      add_header X-Saw-Scheme $saw_scheme always;
       return 200 '{{"ok":true}}';
     }}
   }}"""

@@ -42,6 +42,14 @@ impl SigningKey {
         })
     }
 
+    /// The key a PEM holds, named by its RFC 7638 thumbprint (a single key configured
+    /// without an id: the name changes exactly when the key does).
+    pub fn from_pem_named_by_thumbprint(pem: &str) -> Result<Self, KeyError> {
+        let mut key = Self::from_pem("", pem)?;
+        key.kid = key.thumbprint();
+        Ok(key)
+    }
+
     /// The key derived from `seed` (32 secret bytes): the same seed always gives the same key,
     /// named by its RFC 7638 thumbprint. A seed that is not a valid scalar (below one in 2³²)
     /// is hashed again until it is.
@@ -104,6 +112,21 @@ impl SigningKey {
     pub fn sign(&self, signing_input: &[u8]) -> Vec<u8> {
         let signature: p256::ecdsa::Signature = self.key.sign(signing_input);
         signature.to_bytes().to_vec()
+    }
+
+    /// `claims` as a compact JWS (RFC 7515 §7.1) under this key, header `alg` ES256, `typ`
+    /// JWT and this key's `kid`: `base64url(header) . base64url(claims) . base64url(R ‖ S)`.
+    pub fn sign_jwt(&self, claims: &Value) -> String {
+        let header = json!({ "alg": ALGORITHM, "typ": "JWT", "kid": self.kid });
+        let mut token = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self.sign(token.as_bytes());
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        token
     }
 }
 

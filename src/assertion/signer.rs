@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretBox};
 use serde_json::{Value, json};
 
 use super::claims::{Envelope, claim_set};
-use super::keys::{ALGORITHM, SigningKey};
+use super::keys::SigningKey;
 use crate::authz::Principal;
 use crate::routes::{AssertionSpec, Credential, Route};
 use crate::session::KeyRing;
@@ -186,17 +186,7 @@ impl Assertions {
 
     /// The compact JWS of `claims` under the signing key.
     fn compact(&self, claims: &Value) -> String {
-        let key = &self.signing;
-        let header = json!({ "alg": ALGORITHM, "typ": TYPE, "kid": key.kid() });
-        let mut token = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature = key.sign(token.as_bytes());
-        token.push('.');
-        token.push_str(&URL_SAFE_NO_PAD.encode(signature));
-        token
+        self.signing.sign_jwt(claims)
     }
 }
 

@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+use crate::oidc::ParMode;
 use crate::oidc::{ClientAuthMethod, LogoutStrategy, UserInfoMode, UserInfoTokenMethod};
 
 pub use super::route_sections::{CredentialSection, RouteSection};
@@ -173,6 +174,9 @@ pub struct ServerSection {
     pub websocket_idle_timeout_secs: u64,
     /// WebSockets one session may hold open on one instance at once (more: `429`).
     pub max_websockets_per_session: usize,
+    /// A PEM file of CA certificates trusted, besides the public roots, for calls to upstream
+    /// APIs and the frontend's development server.
+    pub upstream_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -189,6 +193,7 @@ impl Default for ServerSection {
             trusted_proxies: Vec::new(),
             shutdown_delay_secs: 5,
             trust_request_id: false,
+            upstream_ca_file: None,
         }
     }
 }
@@ -272,6 +277,14 @@ pub struct OidcSection {
     /// A file holding the client secret (Docker/Kubernetes secrets).
     #[serde(default)]
     pub client_secret_file: Option<std::path::PathBuf>,
+    /// `private_key_jwt`: a PEM file holding the client's P-256 key (its `kid` is its
+    /// RFC 7638 thumbprint).
+    #[serde(default)]
+    pub client_key_file: Option<std::path::PathBuf>,
+    /// `private_key_jwt`: a ring of `{ id, key | key_file }` PEM keys, the first signing, all
+    /// published.
+    #[serde(default)]
+    pub client_keys: Option<Vec<RingKeySection>>,
     /// Scopes to request; must include `openid`; absent: the profile's.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
@@ -292,6 +305,10 @@ pub struct OidcSection {
     /// Whether logins and refreshes read the UserInfo endpoint (`auto`, `required`, `off`).
     #[serde(default)]
     pub userinfo: UserInfoMode,
+    /// Whether the session's tokens are bound to a key of its own (DPoP: `off`, `auto`,
+    /// `required`).
+    #[serde(default)]
+    pub dpop: crate::oidc::dpop::DpopMode,
     /// How UserInfo receives the access token (`header`, `body`).
     #[serde(default)]
     pub userinfo_token_method: UserInfoTokenMethod,
@@ -327,6 +344,9 @@ pub struct OidcSection {
     /// profile's; `""`: none.
     #[serde(default)]
     pub logout_hint_claim: Option<String>,
+    /// Whether authorization requests are pushed (RFC 9126: `auto`, `required`, `off`).
+    #[serde(default)]
+    pub par: ParMode,
 }
 
 /// `[session]`.
@@ -399,7 +419,7 @@ pub struct RingKeySection {
     /// The id stored in every record this key seals, or the `kid` of the assertions it signs.
     pub id: String,
     /// Base64 of 32 random bytes (an encryption key), or the PEM of an EC P-256 private key
-    /// (an assertion signing key).
+    /// (an assertion or client signing key).
     #[serde(default)]
     pub key: Option<SecretString>,
     /// A file holding the key.

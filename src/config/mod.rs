@@ -6,6 +6,7 @@
 //! held as `SecretString` or in a [`KeyRing`] so they cannot be `Debug`-printed.
 
 mod assertion_keys;
+mod client_keys;
 mod encryption_keys;
 mod environment;
 mod error;
@@ -30,6 +31,7 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use url::Url;
 
+use crate::oidc::ParMode;
 use crate::oidc::{
     ClientAuthMethod, LogoutStrategy, LogoutTemplate, SigningAlg, UserInfoMode, UserInfoTokenMethod,
 };
@@ -104,8 +106,10 @@ pub struct OidcSettings {
     pub discovery_url: Url,
     /// The registered client id.
     pub client_id: String,
-    /// The client secret.
-    pub client_secret: SecretString,
+    /// The client secret; `None` under `private_key_jwt`.
+    pub client_secret: Option<SecretString>,
+    /// The keys of `private_key_jwt` (`oidc.client_key_file`, `oidc.client_keys`).
+    pub client_keys: Option<crate::oidc::ClientKeys>,
     /// Scopes to request; includes `openid`.
     pub scopes: Vec<String>,
     /// Refresh when the access token expires within this long.
@@ -120,6 +124,8 @@ pub struct OidcSettings {
     pub prompt: Option<String>,
     /// `oidc.userinfo`: whether logins and refreshes read the UserInfo endpoint.
     pub userinfo: UserInfoMode,
+    /// `oidc.dpop`: whether the session's tokens are bound to a key of its own (RFC 9449).
+    pub dpop: crate::oidc::dpop::DpopMode,
     /// `oidc.userinfo_token_method`: how UserInfo receives the access token.
     pub userinfo_token_method: UserInfoTokenMethod,
     /// `oidc.id_token_signed_response_alg`: the one algorithm ID tokens and logout tokens must
@@ -139,6 +145,8 @@ pub struct OidcSettings {
     pub logout_url: Option<LogoutTemplate>,
     /// `oidc.logout_hint_claim`: the claim sent as `logout_hint` on RP-initiated logout.
     pub logout_hint_claim: Option<String>,
+    /// `oidc.par`: whether authorization requests are pushed (RFC 9126).
+    pub par: ParMode,
     /// `oidc.provider`: the profile whose defaults apply, and how it was chosen.
     pub provider: ProviderProfile,
 }
@@ -191,6 +199,9 @@ pub struct ServerSettings {
     pub websocket_idle_timeout: Duration,
     /// WebSockets one session may hold open on one instance at once.
     pub max_websockets_per_session: usize,
+    /// `server.upstream_ca_file`: CA certificates trusted besides the public roots for calls
+    /// to upstreams (DER).
+    pub upstream_ca_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Where the SPA is served from.
@@ -471,6 +482,21 @@ mod tests {
     }
 
     #[test]
+    fn par_is_auto_unless_required_or_off() {
+        let mode = |line: &str| load(&base().replace("[oidc]", &format!("[oidc]\n{line}")));
+        assert_eq!(mode("").unwrap().oidc.par, ParMode::Auto);
+        assert_eq!(
+            mode("par = \"required\"").unwrap().oidc.par,
+            ParMode::Required
+        );
+        assert_eq!(mode("par = \"off\"").unwrap().oidc.par, ParMode::Off);
+        for refused in ["\"Auto\"", "\"on\"", "true"] {
+            let error = mode(&format!("par = {refused}")).err().unwrap();
+            assert!(error.to_string().contains("oidc.par"), "{error}");
+        }
+    }
+
+    #[test]
     fn missing_secret_names_the_key_and_env_var() {
         let error = load_error(&base().replace("client_secret = \"s3cret\"", ""));
         assert_eq!(error.key, "oidc.client_secret");
@@ -531,6 +557,14 @@ mod tests {
             (
                 base().replace("[oidc]", "[oidc]\nca_file = \"/nonexistent/ca.pem\""),
                 "oidc.ca_file",
+            ),
+            (
+                base().replace("[oidc]", "[server]\nupstream_ca_file = \"/etc/hostname\"\n[oidc]"),
+                "server.upstream_ca_file",
+            ),
+            (
+                base().replace("[oidc]", "[server]\nupstream_ca_file = \"/nonexistent\"\n[oidc]"),
+                "server.upstream_ca_file",
             ),
             (
                 base().replace(
@@ -631,7 +665,7 @@ mod tests {
             };
             // Strings stay exactly as written, however they look...
             assert_eq!(settings.oidc.client_id, "007");
-            assert_eq!(settings.oidc.client_secret.expose_secret(), "0123");
+            assert_eq!(settings.oidc.client_secret.unwrap().expose_secret(), "0123");
             assert_eq!(settings.oidc.prompt.as_deref(), Some("1.50"));
             // ...and numbers and lists are parsed.
             assert_eq!(settings.session.idle_timeout, Duration::from_secs(90));
@@ -847,6 +881,47 @@ mod tests {
         ] {
             assert_eq!(load_error(&route(credential)).key, key, "{credential}");
         }
+    }
+
+    #[test]
+    fn dpop_false_asks_for_an_unbound_token_and_never_unbinds_the_sessions_own() {
+        let route = |oidc: &str, credential: &str| {
+            format!(
+                "{}\n[[routes]]\nprefix = \"/api/legacy\"\nupstream = \"http://127.0.0.1:9001\"\n\
+                 [routes.credential]\n{credential}",
+                base().replace(
+                    "client_secret = \"s3cret\"",
+                    &format!("client_secret = \"s3cret\"\n{oidc}")
+                )
+            )
+        };
+        let unbound = load(&route(
+            "dpop = \"auto\"",
+            "kind = \"exchange\"\naudience = \"legacy\"\ndpop = false",
+        ))
+        .unwrap();
+        assert!(!unbound.routes[1].credential.dpop());
+        assert!(unbound.routes[0].credential.dpop());
+        for mode in ["auto", "required"] {
+            for credential in [
+                "kind = \"session\"\ndpop = false",
+                "kind = \"assertion\"\nalso_bearer = true\ndpop = false",
+            ] {
+                let error = load_error(&route(&format!("dpop = \"{mode}\""), credential));
+                assert_eq!(
+                    error.key, "routes[1].credential.dpop",
+                    "{mode} {credential}"
+                );
+                assert!(error.to_string().contains("/api/legacy"), "{error}");
+            }
+        }
+        // With DPoP off the session's tokens are Bearer tokens: nothing to refuse.
+        assert!(load(&route("", "kind = \"session\"\ndpop = false")).is_ok());
+        assert!(load(&route("dpop = \"auto\"", "kind = \"session\"\ndpop = true")).is_ok());
+        assert_eq!(
+            load_error(&route("", "kind = \"none\"\ndpop = false")).key,
+            "routes[1].credential.dpop"
+        );
     }
 
     #[test]

@@ -39,7 +39,10 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             "must not be shorter than session.idle_timeout_secs",
         ));
     }
-    let routes = super::routes::routes(&file.routes)?;
+    let dpop_on = std::iter::once(&oidc)
+        .chain(&other_providers)
+        .any(|provider| provider.dpop != crate::oidc::dpop::DpopMode::Off);
+    let routes = super::routes::routes(&file.routes, dpop_on)?;
     let server = server(file.server)?;
     let traces = traces(file.traces, &server)?;
     check_login_limits(&file.login)?;
@@ -238,7 +241,50 @@ fn server(server: ServerSection) -> Result<ServerSettings, ConfigError> {
         trust_request_id: server.trust_request_id,
         websocket_idle_timeout: Duration::from_secs(server.websocket_idle_timeout_secs),
         max_websockets_per_session: server.max_websockets_per_session,
+        upstream_ca_certificates: upstream_ca(server.upstream_ca_file.as_deref())?,
     })
+}
+
+/// The CA certificates of `server.upstream_ca_file`: a readable PEM bundle with at least one
+/// certificate, every one of which parses.
+fn upstream_ca(
+    file: Option<&std::path::Path>,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    const KEY: &str = "server.upstream_ca_file";
+    let Some(file) = file else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(file).map_err(|error| {
+        ConfigError::new(KEY, format!("cannot read {}: {error}", file.display()))
+    })?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            ConfigError::new(
+                KEY,
+                format!("{} is not a PEM bundle: {error}", file.display()),
+            )
+        })?;
+    if certificates.is_empty() {
+        return Err(ConfigError::new(
+            KEY,
+            format!("{} holds no PEM certificate", file.display()),
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, unusable) = roots.add_parsable_certificates(certificates.iter().cloned());
+    if unusable > 0 {
+        return Err(ConfigError::new(
+            KEY,
+            format!(
+                "{} holds {unusable} certificate(s) that cannot be a trust anchor",
+                file.display()
+            ),
+        ));
+    }
+    Ok(certificates)
 }
 
 /// The parsed `server.trusted_proxies`; a bare address is a range of one.

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use url::Url;
 
 use super::OidcSettings;
@@ -93,6 +92,23 @@ pub(super) fn providers(
                 ),
             ));
         }
+        if let Some((kid, other)) = settings.client_keys.as_ref().and_then(|ring| {
+            let others = parsed.iter().filter_map(|other| {
+                other
+                    .client_keys
+                    .as_ref()
+                    .map(|keys| (other.id.as_str(), keys))
+            });
+            super::client_keys::conflicting_kid(ring, others)
+        }) {
+            return Err(ConfigError::new(
+                format!("{prefix}.client_keys"),
+                format!(
+                    "the id {kid:?} names another key in provider {other:?}; one key set is \
+                     published for every provider, so an id names one key"
+                ),
+            ));
+        }
         parsed.push(settings);
     }
     let mut parsed = parsed.into_iter();
@@ -116,10 +132,12 @@ impl OidcSettings {
             discovery_url: self.discovery_url,
             client_id: self.client_id,
             client_secret: self.client_secret,
+            client_keys: self.client_keys,
             redirect_uri,
             scopes: self.scopes,
             prompt: self.prompt,
             userinfo: self.userinfo,
+            dpop: self.dpop,
             userinfo_token_method: self.userinfo_token_method,
             resources: self.resources,
             audience: self.audience,
@@ -131,6 +149,7 @@ impl OidcSettings {
             logout: self.logout,
             logout_url: self.logout_url,
             logout_hint_claim: self.logout_hint_claim,
+            par: self.par,
         }
     }
 }
@@ -201,14 +220,7 @@ fn oidc_settings(mut oidc: OidcSection, id: String) -> Result<OidcSettings, Conf
     if oidc.client_id.trim().is_empty() {
         return Err(ConfigError::new("oidc.client_id", "must not be empty"));
     }
-    let client_secret = secret_files::required(
-        "oidc.client_secret",
-        oidc.client_secret,
-        oidc.client_secret_file.as_deref(),
-    )?;
-    if client_secret.expose_secret().is_empty() {
-        return Err(ConfigError::new("oidc.client_secret", "must not be empty"));
-    }
+    let (client_secret, client_keys) = super::client_keys::credential(&mut oidc)?;
     if !profiled.scopes.iter().any(|scope| scope == "openid") {
         return Err(ConfigError::new("oidc.scopes", "must include \"openid\""));
     }
@@ -232,6 +244,17 @@ fn oidc_settings(mut oidc: OidcSection, id: String) -> Result<OidcSettings, Conf
             )
         })?),
     };
+    if client_secret.is_none()
+        && id_token_signed_response_alg
+            .as_ref()
+            .is_some_and(SigningAlg::uses_client_secret)
+    {
+        return Err(ConfigError::new(
+            "oidc.id_token_signed_response_alg",
+            "is an HS algorithm, keyed with the client secret, and a private_key_jwt client \
+             has none: register an asymmetric one (RS256, ES256, …)",
+        ));
+    }
     let discovery_url = match oidc.discovery_url {
         Some(url) => url,
         None => well_known_discovery(&oidc.issuer)?,
@@ -253,12 +276,14 @@ fn oidc_settings(mut oidc: OidcSection, id: String) -> Result<OidcSettings, Conf
         discovery_url,
         prompt: profiled.prompt,
         userinfo: oidc.userinfo,
+        dpop: oidc.dpop,
         userinfo_token_method: oidc.userinfo_token_method,
         issuer: oidc.issuer,
         issuer_aliases: words("oidc.issuer_aliases", oidc.issuer_aliases)?,
         allowed_tenants: tenants(oidc.allowed_tenants)?,
         client_id: oidc.client_id,
         client_secret,
+        client_keys,
         scopes: profiled.scopes,
         refresh_skew: Duration::from_secs(oidc.refresh_skew_secs),
         assumed_token_lifetime: Duration::from_secs(oidc.assumed_token_lifetime_secs),
@@ -271,6 +296,7 @@ fn oidc_settings(mut oidc: OidcSection, id: String) -> Result<OidcSettings, Conf
         logout: profiled.logout,
         logout_url: profiled.logout_url,
         logout_hint_claim: profiled.logout_hint_claim,
+        par: oidc.par,
         provider: profiled.provider,
     })
 }

@@ -59,6 +59,10 @@ pub struct CredentialSection {
     /// Whether an assertion route also gets the session's access token as a bearer token.
     #[serde(default)]
     pub also_bearer: bool,
+    /// `false`: the token for this API is asked for without a DPoP proof (an upstream that
+    /// only knows `Bearer`); `exchange`, `refresh` and `client` only.
+    #[serde(default)]
+    pub dpop: Option<bool>,
 }
 
 /// One `[[routes.require]]` entry.

@@ -15,8 +15,9 @@ use crate::authz::{
 use crate::routes::credential::DEFAULT_ASSERTION_HEADER;
 use crate::routes::{AssertionSpec, Credential, Route, TokenParameters};
 
-/// The `[[routes]]` as the route table's entries.
-pub(super) fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigError> {
+/// The `[[routes]]` as the route table's entries; `dpop_on`: some provider's `oidc.dpop` is
+/// not `off`, so a session's own tokens may be bound to its key.
+pub(super) fn routes(sections: &[RouteSection], dpop_on: bool) -> Result<Vec<Route>, ConfigError> {
     let mut seen = std::collections::HashSet::new();
     let mut routes = Vec::with_capacity(sections.len());
     for (index, route) in sections.iter().enumerate() {
@@ -57,6 +58,14 @@ pub(super) fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigErro
                 "/.well-known/jwks.json is reserved for Vestibule's assertion keys",
             ));
         }
+        if prefix == crate::oidc::CLIENT_JWKS_PATH
+            || prefix.starts_with(&format!("{}/", crate::oidc::CLIENT_JWKS_PATH))
+        {
+            return Err(ConfigError::new(
+                key("prefix"),
+                "/.well-known/client-jwks.json is reserved for Vestibule's client keys",
+            ));
+        }
         if !seen.insert(prefix) {
             return Err(ConfigError::new(key("prefix"), "is configured twice"));
         }
@@ -76,6 +85,7 @@ pub(super) fn routes(sections: &[RouteSection]) -> Result<Vec<Route>, ConfigErro
         let policy = policy(route)
             .map_err(|(field, error)| ConfigError::new(key(&field), error.to_string()))?;
         let credential = credential(route, &policy)
+            .and_then(|credential| check_dpop(route, &credential, dpop_on).map(|()| credential))
             .map_err(|(field, why)| ConfigError::new(key(&format!("credential.{field}")), why))?;
         routes.push(Route {
             policy,
@@ -202,7 +212,48 @@ fn token_parameters(section: &CredentialSection) -> Result<TokenParameters, (Str
         audience,
         scope: section.scope.clone(),
         resource,
+        dpop: section.dpop.unwrap_or(true),
     })
+}
+
+/// `[routes.credential] dpop`: `false` asks for an unbound token of the route's own, which only
+/// a kind that obtains one can; the session's own token (`session`, an assertion's
+/// `also_bearer`) is bound whenever `oidc.dpop` is on, and a bound token is never sent as
+/// `Bearer`, so `dpop = false` there is refused, naming the route.
+fn check_dpop(
+    route: &RouteSection,
+    credential: &Credential,
+    dpop_on: bool,
+) -> Result<(), (String, String)> {
+    let Some(dpop) = route.credential.as_ref().and_then(|section| section.dpop) else {
+        return Ok(());
+    };
+    let sends_session_token = match credential {
+        Credential::Session => true,
+        Credential::Assertion(spec) => spec.also_bearer,
+        _ => false,
+    };
+    if credential.held_token().is_none() && !sends_session_token {
+        return Err((
+            "dpop".into(),
+            "belongs to kinds that send a token (session, exchange, refresh, client, assertion \
+             with also_bearer)"
+                .into(),
+        ));
+    }
+    if sends_session_token && !dpop && dpop_on {
+        return Err((
+            "dpop".into(),
+            format!(
+                "route {}: dpop = false cannot apply to the session's own token, which oidc.dpop \
+                 binds to the session's key (a bound token is never sent as Bearer); for an \
+                 upstream that only knows Bearer use kind = \"exchange\" or \"refresh\" with \
+                 dpop = false",
+                route.prefix
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An `assertion` credential: its audience (default: the upstream's origin), header and claims.

@@ -3,10 +3,12 @@
 //! every secret left out: a secret is reported as set, never shown, nor its length, and every
 //! URL is shown through [`crate::redact::url`] (no user name or password, no query values).
 
+use crate::oidc::dpop::DpopMode;
 use std::fmt::Write;
 
 use super::{AuditSubject, Frontend, LogFormat, Settings};
 use crate::authz::Expected;
+use crate::oidc::ParMode;
 use crate::oidc::{ClientAuthMethod, LogoutStrategy, UserInfoMode, UserInfoTokenMethod};
 use crate::redact;
 use crate::routes::{Credential, Route};
@@ -123,6 +125,15 @@ impl Settings {
                 server.max_connections,
                 server.shutdown_delay.as_secs()
             ),
+        );
+        line(
+            "upstream tls",
+            match server.upstream_ca_certificates.len() {
+                0 => "the public roots".to_owned(),
+                count => format!(
+                    "the public roots and {count} CA certificate(s) of server.upstream_ca_file"
+                ),
+            },
         );
         line(
             "audit",
@@ -262,12 +273,22 @@ fn oidc_lines(line: &mut impl FnMut(&str, String), prefix: &str, oidc: &super::O
     );
     line(
         &format!("{prefix}.client"),
-        format!(
-            "{} (secret set; authentication {})",
-            oidc.client_id,
-            oidc.client_auth_method
-                .map_or("from discovery", ClientAuthMethod::name)
-        ),
+        match &oidc.client_keys {
+            Some(keys) => format!(
+                "{} (no secret; authentication private_key_jwt signed with key {}, {} key(s) \
+                 published at {})",
+                oidc.client_id,
+                keys.signing_kid(),
+                keys.all().count(),
+                crate::oidc::CLIENT_JWKS_PATH
+            ),
+            None => format!(
+                "{} (secret set; authentication {})",
+                oidc.client_id,
+                oidc.client_auth_method
+                    .map_or("from discovery", ClientAuthMethod::name)
+            ),
+        },
     );
     line(
         &format!("{prefix}.signing"),
@@ -321,6 +342,21 @@ fn oidc_lines(line: &mut impl FnMut(&str, String), prefix: &str, oidc: &super::O
         },
     );
     line(
+        &format!("{prefix}.dpop"),
+        match oidc.dpop {
+            DpopMode::Off => "tokens are Bearer tokens (off)",
+            DpopMode::Auto => {
+                "tokens bound to a key per session when discovery lists ES256 in \
+                 dpop_signing_alg_values_supported (auto)"
+            }
+            DpopMode::Required => {
+                "tokens bound to a key per session; a provider without DPoP fails the login \
+                 (required)"
+            }
+        }
+        .to_owned(),
+    );
+    line(
         &format!("{prefix}.userinfo"),
         match oidc.userinfo {
             UserInfoMode::Auto => {
@@ -329,6 +365,21 @@ fn oidc_lines(line: &mut impl FnMut(&str, String), prefix: &str, oidc: &super::O
             }
             UserInfoMode::Required => "read at each login and refresh; required (required)",
             UserInfoMode::Off => "never read (off)",
+        }
+        .to_owned(),
+    );
+    line(
+        &format!("{prefix}.par"),
+        match oidc.par {
+            ParMode::Auto => {
+                "authorization requests pushed (RFC 9126) when discovery names a \
+                 pushed_authorization_request_endpoint (auto)"
+            }
+            ParMode::Required => {
+                "authorization requests always pushed (RFC 9126); a provider without PAR is \
+                 an error (required)"
+            }
+            ParMode::Off => "authorization requests sent through the browser (off)",
         }
         .to_owned(),
     );

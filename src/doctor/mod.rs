@@ -8,6 +8,7 @@
 
 mod certificates;
 mod deployment;
+mod par;
 mod provider;
 mod redis_acl;
 pub mod report;
@@ -138,6 +139,7 @@ async fn provider_checks(settings: &Settings, oidc: &OidcSettings) -> Vec<Check>
         oidc.logout,
         oidc.logout_url.is_some(),
     ));
+    checks.push(par::pushed_authorization_requests(document, oidc.par));
     checks
 }
 
@@ -155,7 +157,9 @@ async fn client_authentication(
         endpoint,
         credentials: crate::oidc::Credentials {
             id: &oidc.client_id,
-            secret: &oidc.client_secret,
+            secret: oidc.client_secret.as_ref(),
+            keys: oidc.client_keys.as_ref(),
+            audience: &oidc.issuer,
         },
         redirect_uri: settings.redirect_uri(),
     };

@@ -70,7 +70,7 @@ pub fn method(configured: Option<ClientAuthMethod>, document: &Value) -> ClientA
 pub struct Client<'a> {
     /// The token endpoint (routed as Vestibule routes it).
     pub endpoint: Url,
-    /// `oidc.client_id` and `oidc.client_secret`.
+    /// `oidc.client_id` and `oidc.client_secret` or `oidc.client_keys`.
     pub credentials: Credentials<'a>,
     /// The redirect URI Vestibule sends with a code.
     pub redirect_uri: Url,
@@ -162,6 +162,9 @@ pub fn judge(
             .any(|words| description.contains(words))
         {
             "the provider does not know this client_id"
+        } else if method == ClientAuthMethod::PrivateKeyJwt {
+            "the provider does not accept the client assertion (a key it does not know, a JWKS \
+             URL it cannot fetch, or a client not registered for private_key_jwt)"
         } else if description.contains("secret") || description.contains("credentials") {
             "the client secret is wrong (or the client_id unknown: the provider does not say which)"
         } else {
@@ -181,10 +184,21 @@ pub fn judge(
                 "the token endpoint refused the client's authentication ({used}; {}): {cause}",
                 answer.shown()
             ),
-            format!(
-                "check that oidc.client_id is the client registered at the provider and that \
-                 oidc.client_secret (or oidc.client_secret_file) holds its current secret{method_hint}"
-            ),
+            if method == ClientAuthMethod::PrivateKeyJwt {
+                format!(
+                    "check that oidc.client_id is the client registered at the provider and that \
+                     the provider trusts Vestibule's client keys: its JWKS URL for the client is \
+                     {} on Vestibule's public_url (reachable from the provider), or it holds \
+                     the public half of the first key of oidc.client_keys{method_hint}",
+                    crate::oidc::CLIENT_JWKS_PATH
+                )
+            } else {
+                format!(
+                    "check that oidc.client_id is the client registered at the provider and that \
+                     oidc.client_secret (or oidc.client_secret_file) holds its current \
+                     secret{method_hint}"
+                )
+            },
         );
     }
     match answer.error.as_deref() {

@@ -23,6 +23,9 @@ pub enum LoginFailure {
     /// the `acr_values`, `auth_time` missing or older than `max_age`): a session with it would
     /// only be sent to log in again.
     NotAuthenticatedAsRequested(crate::oidc::Shortfall),
+    /// `oidc.dpop = "required"`, and the provider does not bind tokens to the session's key
+    /// (its discovery offers no ES256 proofs, or it answered a Bearer token).
+    DpopUnsupported,
 }
 
 impl std::fmt::Display for LoginFailure {
@@ -39,6 +42,9 @@ impl std::fmt::Display for LoginFailure {
                 f.write_str("authorization response from another issuer")
             }
             LoginFailure::NotAuthenticatedAsRequested(shortfall) => shortfall.fmt(f),
+            LoginFailure::DpopUnsupported => {
+                f.write_str("the provider does not bind tokens with DPoP (oidc.dpop = required)")
+            }
         }
     }
 }

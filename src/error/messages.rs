@@ -56,6 +56,12 @@ impl AppError {
                  for a stronger or more recent sign-in than the provider performed ({shortfall}). \
                  You were not signed in."
             ),
+            AppError::Login(LoginFailure::DpopUnsupported) => {
+                "The identity provider does not bind its tokens to this application's key \
+                 (DPoP), which this application requires. You were not signed in; the \
+                 administrator must enable DPoP for this application at the provider."
+                    .into()
+            }
             AppError::Store(StoreError::Conflict(_)) => {
                 "Your session was ended while it was being created (signed out elsewhere, or \
                  more sign-ins at once than your account allows). Please log in again."
@@ -67,6 +73,12 @@ impl AppError {
             AppError::Provider(OidcError::Unavailable(_) | OidcError::Deferred(_)) => {
                 "The identity provider is temporarily unavailable. Please retry shortly.".into()
             }
+            // The provider's error code is checked to be a printable word (never its description).
+            AppError::Provider(OidcError::PushRefused(code)) => format!(
+                "The identity provider refused this application's sign-in request (a pushed \
+                 authorization request, error {code}). You were not signed in; retrying will \
+                 not help until the application's registration at the provider is fixed."
+            ),
             AppError::Provider(_) => "The identity provider's answer could not be verified.".into(),
             AppError::UpstreamUnavailable(_) => "The API behind this route is unavailable.".into(),
             AppError::UpstreamTimeout => "The API behind this route did not answer in time.".into(),

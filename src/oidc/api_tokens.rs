@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::dpop::DpopKey;
 use super::grants::expiry;
 use super::token_response::lenient_expires_in;
 use super::{OidcError, Provider};
@@ -59,6 +60,8 @@ pub struct ApiToken {
     pub obtained_at: u64,
     /// A new refresh token, when a refresh grant rotated the session's.
     pub refresh_token: Option<String>,
+    /// Whether it is DPoP-bound (`token_type` `DPoP`, RFC 9449 §5).
+    pub dpop_bound: bool,
 }
 
 impl Provider {
@@ -66,21 +69,28 @@ impl Provider {
     /// [`OidcError::Rejected`] (`invalid_grant`: the subject or refresh token is no longer
     /// good) or [`OidcError::Refused`] (anything else: the provider will not issue this
     /// token); an unreachable provider or an unreadable answer is [`OidcError::Unavailable`].
+    /// With `dpop_key` (the session's), the request carries a proof of it and the token may
+    /// come back bound to it ([`ApiToken::dpop_bound`]); without, it is a Bearer token.
     #[tracing::instrument(level = "debug", name = "api_token", skip_all, fields(grant = grant.name()))]
     pub async fn api_token(
         &self,
         grant: &ApiGrant<'_>,
         parameters: &TokenParameters,
+        dpop_key: Option<&DpopKey>,
     ) -> Result<ApiToken, OidcError> {
         let mut discovered = self.current().await?;
         let started = std::time::Instant::now();
-        let mut answer = self.post_api_grant(&discovered, grant, parameters).await;
+        let mut answer = self
+            .post_api_grant(&discovered, grant, parameters, dpop_key)
+            .await;
         if let Err(OidcError::Refused(code)) = &answer
             && code == "invalid_client"
             && self.client_auth.may_switch_on_refusal()
         {
             discovered = self.switch_auth_method(&discovered);
-            answer = self.post_api_grant(&discovered, grant, parameters).await;
+            answer = self
+                .post_api_grant(&discovered, grant, parameters, dpop_key)
+                .await;
         }
         let outcome = match &answer {
             Ok(_) => "ok",
@@ -97,19 +107,27 @@ impl Provider {
         discovered: &super::discovery::Discovered,
         grant: &ApiGrant<'_>,
         parameters: &TokenParameters,
+        dpop_key: Option<&DpopKey>,
     ) -> Result<ApiToken, OidcError> {
         let endpoint = discovered.client.token_uri().url().clone();
         let form = grant_form(grant, parameters);
-        let response = self
-            .authenticated_form_post(discovered, endpoint, form)
-            .send()
-            .await
-            .map_err(|error| {
-                OidcError::Unavailable(format!(
-                    "token endpoint unreachable: {}",
-                    error.without_url()
-                ))
-            })?;
+        let request = self.authenticated_form_post(discovered, endpoint, form);
+        if let Some(key) = dpop_key {
+            let response = self.send_with_proof(request, key).await?;
+            return read_answer(
+                response.status(),
+                response.body(),
+                unix_now(),
+                self.settings.assumed_token_lifetime,
+                true,
+            );
+        }
+        let response = request.send().await.map_err(|error| {
+            OidcError::Unavailable(format!(
+                "token endpoint unreachable: {}",
+                error.without_url()
+            ))
+        })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|error| {
             OidcError::Unavailable(format!(
@@ -122,6 +140,7 @@ impl Provider {
             &body,
             unix_now(),
             self.settings.assumed_token_lifetime,
+            false,
         )
     }
 }
@@ -154,12 +173,14 @@ fn grant_form(grant: &ApiGrant<'_>, parameters: &TokenParameters) -> Vec<(&'stat
 }
 
 /// Reads a token endpoint's answer (`status`, `body`) received at `now`; a token whose lifetime
-/// the answer does not name lives `assumed` (`oidc.assumed_token_lifetime_secs`).
+/// the answer does not name lives `assumed` (`oidc.assumed_token_lifetime_secs`). A `DPoP`
+/// token is taken only from a request that carried a proof (`proof_sent`).
 fn read_answer(
     status: reqwest::StatusCode,
     body: &[u8],
     now: u64,
     assumed: Duration,
+    proof_sent: bool,
 ) -> Result<ApiToken, OidcError> {
     let json: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
     if !status.is_success() {
@@ -186,10 +207,12 @@ fn read_answer(
         .filter(|token| !token.is_empty())
         .ok_or_else(|| OidcError::Invalid("token response has no access_token".into()))?;
     let token_type = json.get("token_type").and_then(Value::as_str).unwrap_or("");
-    if !token_type.eq_ignore_ascii_case("bearer") {
+    let dpop_bound = proof_sent && token_type.eq_ignore_ascii_case("dpop");
+    if !token_type.eq_ignore_ascii_case("bearer") && !dpop_bound {
         return Err(OidcError::Invalid(format!(
-            "token type {:?} is not Bearer",
-            token_type.chars().take(32).collect::<String>()
+            "token type {:?} is not Bearer{}",
+            token_type.chars().take(32).collect::<String>(),
+            if proof_sent { " or DPoP" } else { "" }
         )));
     }
     let expires_in = json.get("expires_in").and_then(Value::as_u64);
@@ -204,12 +227,13 @@ fn read_answer(
             .and_then(Value::as_str)
             .filter(|token| !token.is_empty())
             .map(str::to_owned),
+        dpop_bound,
     })
 }
 
 /// Whether `code` looks like an OAuth error code (RFC 6749 §5.2: printable ASCII without
 /// quotes or backslash), so a provider's text never reaches a log or an answer unchecked.
-fn is_error_code(code: &str) -> bool {
+pub(super) fn is_error_code(code: &str) -> bool {
     !code.is_empty()
         && code.len() <= 64
         && code
@@ -231,6 +255,7 @@ mod tests {
             audience: Some("orders-api".into()),
             scope: None,
             resource: Some("https://orders.example/".into()),
+            ..TokenParameters::default()
         };
         let form = grant_form(
             &ApiGrant::Exchange {
@@ -261,7 +286,7 @@ mod tests {
         let ok = read_answer(
             StatusCode::OK,
             br#"{"access_token":"t","token_type":"bearer","expires_in":"300","issued_token_type":"urn:ietf:params:oauth:token-type:access_token"}"#,
-            1_000, ASSUMED,
+            1_000, ASSUMED, false,
         )
         .unwrap();
         assert_eq!((ok.access_token.as_str(), ok.expires_at), ("t", 1_300));
@@ -271,6 +296,7 @@ mod tests {
             br#"{"access_token":"t","token_type":"Bearer","refresh_token":"r2"}"#,
             1_000,
             ASSUMED,
+            false,
         )
         .unwrap();
         assert_eq!(unnamed.expires_at, 1_300, "the assumed lifetime");
@@ -280,10 +306,25 @@ mod tests {
                 StatusCode::OK,
                 br#"{"access_token":"t","token_type":"N_A"}"#,
                 0,
-                ASSUMED
+                ASSUMED,
+                true
             ),
             Err(OidcError::Invalid(_))
         ));
+        let dpop = br#"{"access_token":"t","token_type":"DPoP"}"#;
+        assert!(
+            read_answer(StatusCode::OK, dpop, 0, ASSUMED, true)
+                .unwrap()
+                .dpop_bound
+        );
+        assert!(!unnamed.dpop_bound && !ok.dpop_bound);
+        assert!(
+            matches!(
+                read_answer(StatusCode::OK, dpop, 0, ASSUMED, false),
+                Err(OidcError::Invalid(_))
+            ),
+            "a DPoP token answered to a request without a proof is not taken"
+        );
     }
 
     #[test]
@@ -293,6 +334,7 @@ mod tests {
             br#"{"error":"invalid_target","error_description":"no"}"#,
             0,
             ASSUMED,
+            false,
         );
         assert!(matches!(refused, Err(OidcError::Refused(code)) if code == "invalid_target"));
         let rejected = read_answer(
@@ -300,11 +342,18 @@ mod tests {
             br#"{"error":"invalid_grant"}"#,
             0,
             ASSUMED,
+            false,
         );
         assert!(matches!(rejected, Err(OidcError::Rejected(_))));
-        let outage = read_answer(StatusCode::BAD_GATEWAY, b"<html>", 0, ASSUMED);
+        let outage = read_answer(StatusCode::BAD_GATEWAY, b"<html>", 0, ASSUMED, false);
         assert!(matches!(outage, Err(OidcError::Unavailable(_))));
-        let odd = read_answer(StatusCode::BAD_REQUEST, br#"{"error":"a\"b"}"#, 0, ASSUMED);
+        let odd = read_answer(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"a\"b"}"#,
+            0,
+            ASSUMED,
+            false,
+        );
         assert!(matches!(odd, Err(OidcError::Unavailable(_))));
     }
 }

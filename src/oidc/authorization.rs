@@ -1,6 +1,8 @@
 //! The front channel: the authorization request the browser is sent with (PKCE S256, `state`,
-//! `nonce`, and what the login asks of the authentication: `acr_values`, `max_age`, `prompt`)
-//! and the RFC 9207 check of the `iss` on the response it comes back with.
+//! `nonce`, `dpop_jkt` when DPoP applies, and what the login asks of the authentication:
+//! `acr_values`, `max_age`, `prompt`) and the RFC 9207 check of the `iss` on the response it
+//! comes back with. Where the request is pushed ([`super::par`]), it is built here all the
+//! same and pushed whole.
 //!
 //! No token passes here; the code in the response is exchanged in [`super::grants`].
 
@@ -8,11 +10,13 @@ use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::{AuthenticationContextClass, CsrfToken, Nonce, PkceCodeChallenge, Scope};
 use url::Url;
 
+use super::dpop::DpopKey;
 use super::{AuthenticationRequest, OidcError, Provider};
 
 /// A started authorization request: the URL to send the browser to and what to remember.
 pub struct AuthorizationRequest {
-    /// The provider's authorization URL with all parameters.
+    /// The provider's authorization URL with all parameters, or, when the request was pushed
+    /// (RFC 9126), with `client_id` and `request_uri` only.
     pub url: Url,
     /// The `state` value.
     pub state: String,
@@ -20,6 +24,10 @@ pub struct AuthorizationRequest {
     pub nonce: String,
     /// The PKCE verifier for the code exchange.
     pub pkce_verifier: String,
+    /// The login's own DPoP key when DPoP applies (`oidc.dpop`): its thumbprint is the
+    /// request's `dpop_jkt`, and the code exchange proves possession of it. A secret, kept
+    /// with the pending login like the PKCE verifier.
+    pub dpop_key: Option<DpopKey>,
 }
 
 impl Provider {
@@ -33,6 +41,7 @@ impl Provider {
         asked: &AuthenticationRequest,
     ) -> Result<AuthorizationRequest, OidcError> {
         let discovered = self.current().await?;
+        let dpop_key = self.login_dpop_key(&discovered)?;
         let state = crate::random::url_safe_secret();
         let nonce = crate::random::url_safe_secret();
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -73,15 +82,29 @@ impl Provider {
         if let Some(audience) = &self.settings.audience {
             request = request.add_extra_param("audience", audience.clone());
         }
+        // RFC 9449 §10: the code is bound to the key, so only its holder can redeem it.
+        if let Some(key) = &dpop_key {
+            request = request.add_extra_param("dpop_jkt", key.thumbprint().to_owned());
+        }
         for (name, value) in &self.settings.extra_auth_params {
             request = request.add_extra_param(name.clone(), value.clone());
         }
         let (url, _, _) = request.set_pkce_challenge(challenge).url();
+        // Built as for the front channel, then pushed whole: whatever the request carries
+        // travels over the back channel (RFC 9126), and the browser gets a reference only.
+        let url = match &discovered.par_endpoint {
+            Some(endpoint) => {
+                self.push_authorization_request(&discovered, endpoint, &url)
+                    .await?
+            }
+            None => url,
+        };
         Ok(AuthorizationRequest {
             url,
             state,
             nonce,
             pkce_verifier: verifier.into_secret(),
+            dpop_key,
         })
     }
 

@@ -67,6 +67,9 @@ pub(super) struct Discovered {
     pub(super) asymmetric_id_token_algs: Vec<CoreJwsSigningAlgorithm>,
     /// The UserInfo endpoint, on the back channel's origin (see [`BackChannel`]), if any.
     pub(super) userinfo_endpoint: Option<UserInfoUrl>,
+    /// Where authorization requests are pushed (`oidc.par` against discovery, on the back
+    /// channel's origin); `None`: through the browser.
+    pub(super) par_endpoint: Option<url::Url>,
     /// How back-channel URLs on the issuer's origin are reached (distributed claims too).
     pub(super) back_channel: BackChannel,
     /// The multi-tenant template discovery named as its `issuer`, if it did (see
@@ -260,6 +263,8 @@ impl Provider {
                     .into(),
             ));
         }
+        let par_endpoint = self.par_endpoint(metadata.additional_metadata())?;
+        let par_endpoint = par_endpoint.map(|endpoint| back_channel.route(endpoint));
         let auth_type = self.client_auth.for_discovered(&metadata);
         let mut extra = metadata.additional_metadata().clone();
         extra.revocation_endpoint = extra
@@ -288,9 +293,10 @@ impl Provider {
         let client: Client = openidconnect::Client::from_provider_metadata(
             metadata,
             ClientId::new(settings.client_id.clone()),
-            Some(ClientSecret::new(
-                settings.client_secret.expose_secret().to_owned(),
-            )),
+            settings
+                .client_secret
+                .as_ref()
+                .map(|secret| ClientSecret::new(secret.expose_secret().to_owned())),
         )
         .set_token_uri(token_uri)
         .set_redirect_uri(redirect)
@@ -311,6 +317,7 @@ impl Provider {
             jwks,
             asymmetric_id_token_algs,
             userinfo_endpoint,
+            par_endpoint,
             back_channel,
             issuer_template,
         })

@@ -1,5 +1,6 @@
 //! The token endpoint: the authorization-code grant (login), the refresh grant, and the one
-//! request path both take (client-authentication fallback, error classification, Bearer check).
+//! request path both take (client-authentication fallback, error classification, token-type
+//! check: Bearer, or DPoP when the request carried a proof).
 //!
 //! Grants return plain values ([`GrantedTokens`]): what the provider issued and what verified.
 //! Merging them with tokens held from before is the session's business, not the protocol's.
@@ -15,6 +16,7 @@ use openidconnect::{
 use serde_json::{Map, Value};
 
 use super::discovery::Discovered;
+use super::dpop::{DpopKey, DpopMode};
 use super::id_token::{jwt_payload, nonce_equal_to, subject};
 use super::token_response::LenientTokenResponse;
 use super::userinfo::Occasion;
@@ -36,6 +38,8 @@ pub struct GrantedTokens {
     /// A refresh token, if the provider issued one (after a refresh, `None` means the previous
     /// one stays valid: RFC 6749 §6).
     pub refresh_token: Option<String>,
+    /// Whether the access token is DPoP-bound (`token_type` `DPoP`, RFC 9449 §5).
+    pub dpop_bound: bool,
 }
 
 /// A completed code exchange: the verified subject and ID token, and the granted tokens.
@@ -51,6 +55,8 @@ pub struct LoginTokens {
     pub userinfo: Option<Map<String, Value>>,
     /// The access and refresh tokens.
     pub granted: GrantedTokens,
+    /// The session's DPoP key, when the provider bound the tokens to it (`granted.dpop_bound`).
+    pub dpop_key: Option<DpopKey>,
 }
 
 /// A completed refresh grant.
@@ -72,7 +78,9 @@ pub(super) type TokenRequestError<RE> =
 impl Provider {
     /// Exchanges an authorization code, validates the ID token (signature, `iss`, `aud`,
     /// `exp`, `nonce`, `at_hash`, and the `acr` and `auth_time` the login `asked` for) and reads
-    /// UserInfo for its `sub` (`oidc.userinfo`).
+    /// UserInfo for its `sub` (`oidc.userinfo`). With the login's `dpop_key`, the exchange
+    /// carries a proof of it: the tokens come back bound to it, or, under `oidc.dpop = "auto"`,
+    /// as Bearer tokens (the key is then dropped); under `required` a Bearer answer fails.
     #[tracing::instrument(level = "debug", name = "code_exchange", skip_all)]
     pub async fn exchange_code(
         &self,
@@ -80,22 +88,38 @@ impl Provider {
         pkce_verifier: &str,
         nonce: &str,
         asked: &AuthenticationRequest,
+        dpop_key: Option<DpopKey>,
     ) -> Result<LoginTokens, OidcError> {
-        let exchange = self.token_request(|discovered: Arc<Discovered>| async move {
-            let mut request = discovered
-                .client
-                .exchange_code(AuthorizationCode::new(code.to_owned()))
-                .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()));
-            // RFC 8707 §2.2: the resources the login asked for, asked again for the token.
-            for resource in &self.settings.resources {
-                request = request.add_extra_param("resource", resource.clone());
-            }
-            if let Some(audience) = &self.settings.audience {
-                request = request.add_extra_param("audience", audience.clone());
-            }
-            request.request_async(&self.traced_http()).await
-        });
+        let key = dpop_key.as_ref();
+        let exchange =
+            self.token_request(key.is_some(), |discovered: Arc<Discovered>| async move {
+                let mut request = discovered
+                    .client
+                    .exchange_code(AuthorizationCode::new(code.to_owned()))
+                    .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()));
+                // RFC 8707 §2.2: the resources the login asked for, asked again for the token.
+                for resource in &self.settings.resources {
+                    request = request.add_extra_param("resource", resource.clone());
+                }
+                if let Some(audience) = &self.settings.audience {
+                    request = request.add_extra_param("audience", audience.clone());
+                }
+                for (name, value) in self.client_assertion_params() {
+                    request = request.add_extra_param(name, value);
+                }
+                match key {
+                    Some(key) => request.request_async(&self.dpop_http(key, None)).await,
+                    None => request.request_async(&self.traced_http()).await,
+                }
+            });
         let (discovered, response) = super::observed("code_exchange", exchange).await?;
+        let bound = is_dpop(&response);
+        if key.is_some() && !bound && self.settings.dpop == DpopMode::Required {
+            return Err(OidcError::DpopUnsupported(
+                "the token endpoint answered a Bearer token to a code exchange with a proof".into(),
+            ));
+        }
+        let bound_key = key.filter(|_| bound);
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::Invalid("token response has no id_token".into()))?;
@@ -112,7 +136,13 @@ impl Provider {
             .map_err(OidcError::NotAuthenticatedAsRequested)?;
         let sub = subject(&claims)?;
         let userinfo = self
-            .user_info(&discovered, response.access_token(), &sub, Occasion::Login)
+            .user_info(
+                &discovered,
+                response.access_token(),
+                bound_key,
+                &sub,
+                Occasion::Login,
+            )
             .await?;
         Ok(LoginTokens {
             sub,
@@ -131,6 +161,8 @@ impl Provider {
                     .refresh_token()
                     .map(|_| self.settings.assumed_token_lifetime),
             ),
+            // Under `auto`, a Bearer answer leaves the session unbound: no key to keep.
+            dpop_key: dpop_key.filter(|_| bound),
         })
     }
 
@@ -138,27 +170,44 @@ impl Provider {
     /// `session_id_token` (verified when stored), checking that a returned ID token verifies
     /// and is for the same `sub` from the same issuer and tenant (OIDC Core §12.2), and
     /// re-reads UserInfo with the new access token (another `sub` there ends the session too).
+    /// A session with a DPoP key (`dpop_key`) proves possession of it: the new access token
+    /// is bound again, or, under `auto`, a Bearer one; under `required` a Bearer answer makes
+    /// the refresh unusable.
     #[tracing::instrument(level = "debug", name = "refresh_grant", skip_all)]
     pub async fn refresh(
         &self,
         refresh_token: &str,
         sub: &str,
         session_id_token: &str,
+        dpop_key: Option<&DpopKey>,
     ) -> Result<RefreshedTokens, OidcError> {
         let refresh_token = &RefreshToken::new(refresh_token.to_owned());
-        let grant = self.token_request(|discovered: Arc<Discovered>| async move {
-            discovered
-                .client
-                .exchange_refresh_token(refresh_token)
-                .request_async(&self.traced_http())
-                .await
-        });
+        let grant = self.token_request(
+            dpop_key.is_some(),
+            |discovered: Arc<Discovered>| async move {
+                let mut request = discovered.client.exchange_refresh_token(refresh_token);
+                for (name, value) in self.client_assertion_params() {
+                    request = request.add_extra_param(name, value);
+                }
+                match dpop_key {
+                    Some(key) => request.request_async(&self.dpop_http(key, None)).await,
+                    None => request.request_async(&self.traced_http()).await,
+                }
+            },
+        );
         let (discovered, response) = match super::observed("refresh", grant).await {
             // An ID token so broken the answer cannot even be read (no `sub`, no `iat`) is
             // as untrustworthy as one that fails verification below.
             Err(OidcError::Invalid(why)) => return Err(OidcError::RefreshedIdTokenInvalid(why)),
             other => other?,
         };
+        let bound = is_dpop(&response);
+        if dpop_key.is_some() && !bound && self.settings.dpop == DpopMode::Required {
+            // Its refresh token may be spent already: the session cannot go on bound.
+            return Err(OidcError::DpopUnsupported(
+                "the token endpoint answered a Bearer token to a refresh with a proof".into(),
+            ));
+        }
         let mut new_id_token = None;
         if let Some(id_token) = response.id_token() {
             // Refreshed ID tokens need not carry a nonce (Keycloak omits it).
@@ -192,7 +241,13 @@ impl Provider {
             }
         }
         let userinfo = self
-            .user_info(&discovered, response.access_token(), sub, Occasion::Refresh)
+            .user_info(
+                &discovered,
+                response.access_token(),
+                dpop_key.filter(|_| bound),
+                sub,
+                Occasion::Refresh,
+            )
             .await?;
         Ok(RefreshedTokens {
             id_token: new_id_token,
@@ -205,9 +260,11 @@ impl Provider {
     }
 
     /// Runs a token-endpoint request, retrying once with the other client-authentication
-    /// method when the auto-selected one is refused, and checks the token type.
+    /// method when the auto-selected one is refused, and checks the token type: Bearer, or
+    /// DPoP when the request carried a proof (`proof_sent`).
     async fn token_request<F, Fut, RE>(
         &self,
+        proof_sent: bool,
         request: F,
     ) -> Result<(Arc<Discovered>, LenientTokenResponse), OidcError>
     where
@@ -224,10 +281,11 @@ impl Provider {
             other => other,
         }
         .map_err(token_error)?;
-        if *response.token_type() != CoreTokenType::Bearer {
+        if *response.token_type() != CoreTokenType::Bearer && !(proof_sent && is_dpop(&response)) {
             return Err(OidcError::Invalid(format!(
-                "token type {:?} is not Bearer",
-                response.token_type().as_ref()
+                "token type {:?} is not Bearer{}",
+                response.token_type().as_ref(),
+                if proof_sent { " or DPoP" } else { "" }
             )));
         }
         Ok((discovered, response))
@@ -248,8 +306,14 @@ impl GrantedTokens {
             access_expiry_assumed: assumed.is_some(),
             obtained_at: now,
             refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+            dpop_bound: is_dpop(response),
         }
     }
+}
+
+/// Whether a token response's `token_type` is `DPoP` (case-insensitive, RFC 9449 §5).
+fn is_dpop(response: &LenientTokenResponse) -> bool {
+    response.token_type().as_ref().eq_ignore_ascii_case("dpop")
 }
 
 /// Access-token expiry: `expires_in` if given, else the `exp` of a JWT access token, else unknown.

@@ -50,7 +50,11 @@ impl Provider {
     where
         N: Fn(Option<&Nonce>) -> Result<(), String> + Clone,
     {
-        let secret = self.settings.client_secret.expose_secret();
+        let secret = self
+            .settings
+            .client_secret
+            .as_ref()
+            .map(ExposeSecret::expose_secret);
         let client_id = &self.settings.client_id;
         let configured = self.settings.id_token_alg.as_ref().map(|alg| &alg.0);
         let verify = |discovered: &Discovered| {
@@ -101,8 +105,9 @@ pub(super) fn nonce_equal_to(
 struct Expected<'a> {
     /// Our client id (`azp`).
     client_id: &'a str,
-    /// Our client secret (the key of HS-signed tokens, for `at_hash`).
-    client_secret: &'a str,
+    /// Our client secret (the key of HS-signed tokens, for `at_hash`); `None`: no HS token
+    /// verifies (`private_key_jwt` clients have no secret).
+    client_secret: Option<&'a str>,
     /// `oidc.id_token_signed_response_alg`: the only algorithm accepted when set.
     alg: Option<&'a CoreJwsSigningAlgorithm>,
     /// Which `iss` values are the provider's (the library's exact match cannot take aliases
@@ -169,6 +174,9 @@ where
         let shared_key;
         let key = if alg.uses_shared_secret() {
             // HS256/384/512 are keyed with the client secret, which is not in the JWKS.
+            let client_secret = client_secret.ok_or_else(|| {
+                VerifyFailure::Invalid("ID token is HS-signed and there is no client secret".into())
+            })?;
             shared_key = CoreJsonWebKey::new_symmetric(client_secret.as_bytes().to_vec());
             &shared_key
         } else {
@@ -345,7 +353,7 @@ mod tests {
     ) -> Result<Map<String, Value>, VerifyFailure> {
         let expected = Expected {
             client_id: "vestibule",
-            client_secret: SECRET,
+            client_secret: Some(SECRET),
             alg,
             issuers,
         };

@@ -118,8 +118,8 @@ pub(super) struct Expectations<'a> {
     pub issuers: IssuerRule<'a>,
     /// Our client id.
     pub client_id: &'a str,
-    /// Our client secret (the key of HS-signed tokens).
-    pub client_secret: &'a str,
+    /// Our client secret (the key of HS-signed tokens); `None`: no HS token verifies.
+    pub client_secret: Option<&'a str>,
     /// The algorithms this client receives ID tokens under (configured, or learnt; HS only
     /// when configured): a token under any other is refused.
     pub allowed_algs: &'a [CoreJwsSigningAlgorithm],
@@ -189,7 +189,11 @@ impl Provider {
         Expectations {
             issuers: self.issuer_rule(discovered),
             client_id: &self.settings.client_id,
-            client_secret: self.settings.client_secret.expose_secret(),
+            client_secret: self
+                .settings
+                .client_secret
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
             allowed_algs: allowed,
             now,
         }
@@ -329,12 +333,16 @@ fn check_claims(
 /// and `alg`.
 fn verify_signature(
     jwks: &CoreJsonWebKeySet,
-    client_secret: &str,
+    client_secret: Option<&str>,
     jws: &CompactJws<'_>,
     signature: &[u8],
 ) -> Result<(), LogoutTokenError> {
     let alg = &jws.alg;
     if alg.uses_shared_secret() {
+        let Some(client_secret) = client_secret else {
+            // No secret (`private_key_jwt`): nothing can key an HS signature.
+            return Err(LogoutTokenError::Signature);
+        };
         if signature.len() != mac_length(alg) {
             // A MAC of the wrong length makes the underlying crypto panic; refuse it first.
             return Err(LogoutTokenError::Signature);
@@ -388,7 +396,7 @@ mod tests {
                 template: None,
             },
             client_id: CLIENT,
-            client_secret: SECRET,
+            client_secret: Some(SECRET),
             allowed_algs: ALGS,
             now: NOW,
         }

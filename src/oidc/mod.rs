@@ -1,10 +1,11 @@
 //! The OpenID Provider, as seen by a confidential client; one file per protocol step, from
 //! `settings` and `discovery` (with `attempts`, `metadata`, `client_auth`, `back_channel`)
 //! through `issuer` (which `iss` values are the provider's), `authorization` (with
-//! `authentication`: what a login asks and its check), `grants` and `id_token` (with
+//! `authentication`: what a login asks and its check, and `par`: the request pushed), `grants` and `id_token` (with
 //! `signing_algs`) and `userinfo` (with `token_response`: the answers read leniently) to
-//! `logout` (with `end_session`: the logout strategies) and `logout_token`; `profile` holds
-//! the providers' defaults as data.
+//! `logout` (with `end_session`: the logout strategies) and `logout_token`; `dpop` (a
+//! session's key and its proofs) with `dpop_client` (DPoP negotiated and put on the back
+//! channel's requests); `profile` holds the providers' defaults as data.
 //!
 //! Protocol only: it never imports the session or HTTP layers. Tokens leave it only as plain,
 //! non-`Debug` values ([`LoginTokens`], [`RefreshedTokens`]) that the session converts.
@@ -15,8 +16,11 @@ mod authentication;
 mod authorization;
 mod back_channel;
 mod claim_sources;
+mod client_assertion;
 mod client_auth;
 mod discovery;
+pub mod dpop;
+mod dpop_client;
 mod end_session;
 mod grants;
 mod id_token;
@@ -25,6 +29,7 @@ mod jws;
 mod logout;
 mod logout_token;
 mod metadata;
+mod par;
 mod profile;
 mod providers;
 mod session_claims;
@@ -46,13 +51,18 @@ pub use authentication::{
 };
 pub use authorization::AuthorizationRequest;
 pub use back_channel::BackChannel;
+pub use client_assertion::{
+    ASSERTION_LIFETIME_SECS, ASSERTION_TYPE, CLIENT_JWKS_PATH, ClientKeys, client_key_set,
+};
 pub use client_auth::{Credentials, client_authenticated_post};
+pub use dpop_client::DpopNegotiated;
 pub use end_session::{LogoutStrategy, LogoutTemplate};
 pub use grants::{GrantedTokens, LoginTokens, RefreshedTokens};
 pub use id_token::{jwt_issuer, jwt_payload};
 pub use issuer::discovered_issuer_fits;
 pub use logout::{EndSession, EndSessionUrl};
 pub use logout_token::{LogoutCheckError, LogoutRequest, LogoutTokenError, unverified_issuer};
+pub use par::ParMode;
 pub use profile::{GENERIC, PROFILES, Profile};
 pub use providers::{ProviderKey, Providers};
 pub use session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS, merge_claims};
@@ -85,6 +95,10 @@ pub enum OidcError {
     /// a configuration problem, not worth an immediate retry.
     #[error("identity provider refused the request: {0}")]
     Refused(String),
+    /// The provider refused a login's pushed authorization request (RFC 9126) with this OAuth
+    /// error: the login fails, never sent through the browser instead.
+    #[error("identity provider refused the pushed authorization request: {0}")]
+    PushRefused(String),
     /// The provider refused the grant and says its token (or code) was used before: a refresh
     /// token reused by someone else. Like [`OidcError::Rejected`], plus a security event.
     #[error("identity provider rejected the grant as reused: {0}")]
@@ -110,6 +124,11 @@ pub enum OidcError {
     /// (`acr_values`, `max_age`: OIDC Core §3.1.2.1, §5.5.1.1).
     #[error("the provider did not authenticate as requested: {0}")]
     NotAuthenticatedAsRequested(Shortfall),
+    /// `oidc.dpop = "required"`, and the provider does not bind tokens to the session's key:
+    /// its discovery does not offer ES256 proofs, or it answered a Bearer token to a request
+    /// with a proof. Never a silent fall-back to Bearer.
+    #[error("the identity provider does not bind tokens with DPoP: {0}")]
+    DpopUnsupported(String),
 }
 
 impl Provider {
@@ -161,6 +180,7 @@ async fn observed<T>(
             OidcError::Rejected(_)
             | OidcError::ReuseReported(_)
             | OidcError::Refused(_)
+            | OidcError::PushRefused(_)
             | OidcError::UserInfo(UserInfoError::Refused(_)),
         ) => "rejected",
         Err(_) => "error",
@@ -184,6 +204,8 @@ pub struct Provider {
     /// When the operator was last told that UserInfo is unusable under `auto` (once an hour,
     /// not once a login).
     userinfo_warnings: crate::clock::OncePerInterval,
+    /// The DPoP nonces the provider's endpoints handed out (token endpoint, UserInfo).
+    dpop_nonces: dpop::DpopNonces,
 }
 
 /// The HTTP client a provider is reached with: the public roots plus `ca_certificates`, and
@@ -211,7 +233,7 @@ impl Provider {
             OidcError::Unavailable(format!("cannot build HTTP client: {error}"))
         })?;
         Ok(Self {
-            client_auth: ClientAuth::new(settings.auth_method.map(ClientAuthMethod::auth_type)),
+            client_auth: ClientAuth::new(settings.auth_method),
             settings,
             http,
             discovered: ArcSwapOption::empty(),
@@ -219,6 +241,7 @@ impl Provider {
             attempts: std::sync::Mutex::new(Attempts::default()),
             warned_client_secret_alg: AtomicBool::new(false),
             userinfo_warnings: userinfo::warnings(),
+            dpop_nonces: dpop::DpopNonces::default(),
         })
     }
 }

@@ -17,16 +17,30 @@ pub type ProviderKey = Option<String>;
 pub struct Providers {
     first: Arc<Provider>,
     others: Vec<Arc<Provider>>,
+    /// Every provider's `private_key_jwt` keys, published (JSON, serialised once).
+    client_key_set: String,
 }
 
 impl Providers {
     /// The registry of `first` and `others` (ids and issuers are distinct: the configuration
     /// checked them).
     pub fn new(first: Provider, others: Vec<Provider>) -> Self {
+        let client_key_set = super::client_key_set(
+            std::iter::once(&first)
+                .chain(&others)
+                .filter_map(|provider| provider.settings.client_keys.as_ref()),
+        );
         Self {
             first: Arc::new(first),
             others: others.into_iter().map(Arc::new).collect(),
+            client_key_set,
         }
+    }
+
+    /// The key set served at [`super::CLIENT_JWKS_PATH`]: the public halves of every
+    /// provider's client keys (`{"keys":[]}` when none uses `private_key_jwt`).
+    pub fn client_key_set(&self) -> &str {
+        &self.client_key_set
     }
 
     /// The first provider: `[oidc]`, or the first of `[[providers]]`.

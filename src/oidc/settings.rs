@@ -6,7 +6,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use super::{LogoutStrategy, LogoutTemplate, SigningAlg};
+use super::client_assertion::ClientKeys;
+use super::{LogoutStrategy, LogoutTemplate, ParMode, SigningAlg};
 
 /// How the client authenticates at the token endpoint (`oidc.client_auth_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -16,6 +17,8 @@ pub enum ClientAuthMethod {
     ClientSecretBasic,
     /// Client id and secret in the form body.
     ClientSecretPost,
+    /// A JWT signed with the client's own key (RFC 7523 §2.2, OIDC Core §9): no secret.
+    PrivateKeyJwt,
 }
 
 impl ClientAuthMethod {
@@ -34,14 +37,17 @@ impl ClientAuthMethod {
         match self {
             ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
             ClientAuthMethod::ClientSecretPost => "client_secret_post",
+            ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 
-    /// The other method (tried once when an auto-selected one is refused).
+    /// The other method (tried once when an auto-selected one is refused; only the two
+    /// secret methods are ever auto-selected, and `private_key_jwt` is never switched).
     pub fn other(self) -> Self {
         match self {
             ClientAuthMethod::ClientSecretBasic => ClientAuthMethod::ClientSecretPost,
             ClientAuthMethod::ClientSecretPost => ClientAuthMethod::ClientSecretBasic,
+            ClientAuthMethod::PrivateKeyJwt => ClientAuthMethod::PrivateKeyJwt,
         }
     }
 
@@ -49,7 +55,10 @@ impl ClientAuthMethod {
     pub(super) fn auth_type(self) -> AuthType {
         match self {
             ClientAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
-            ClientAuthMethod::ClientSecretPost => AuthType::RequestBody,
+            // The client id in the body, no secret: the assertion is added as two parameters.
+            ClientAuthMethod::ClientSecretPost | ClientAuthMethod::PrivateKeyJwt => {
+                AuthType::RequestBody
+            }
         }
     }
 }
@@ -101,8 +110,11 @@ pub struct ProviderSettings {
     pub discovery_url: Url,
     /// Our client id at the provider.
     pub client_id: String,
-    /// Our client secret (also the key of HS256 ID tokens).
-    pub client_secret: SecretString,
+    /// Our client secret (also the key of HS256 ID tokens); `None` under `private_key_jwt`.
+    pub client_secret: Option<SecretString>,
+    /// The keys of `private_key_jwt` (`oidc.client_key_file`, `oidc.client_keys`); `None`
+    /// under the secret methods.
+    pub client_keys: Option<ClientKeys>,
     /// The callback URL registered at the provider.
     pub redirect_uri: Url,
     /// The scopes to request (`openid` is always sent).
@@ -122,6 +134,8 @@ pub struct ProviderSettings {
     pub assumed_token_lifetime: std::time::Duration,
     /// `oidc.userinfo`: whether logins and refreshes read the UserInfo endpoint.
     pub userinfo: UserInfoMode,
+    /// `oidc.dpop`: whether the session's tokens are bound to a key of its own (RFC 9449).
+    pub dpop: super::dpop::DpopMode,
     /// `oidc.userinfo_token_method`: how UserInfo receives the access token.
     pub userinfo_token_method: UserInfoTokenMethod,
     /// `oidc.resource`: RFC 8707 resources asked for at login (authorization and code exchange).
@@ -136,6 +150,8 @@ pub struct ProviderSettings {
     pub logout_url: Option<LogoutTemplate>,
     /// `oidc.logout_hint_claim`: the session claim sent as `logout_hint` on RP-initiated logout.
     pub logout_hint_claim: Option<String>,
+    /// `oidc.par`: whether authorization requests are pushed (RFC 9126).
+    pub par: ParMode,
 }
 
 #[cfg(test)]
@@ -150,7 +166,8 @@ impl ProviderSettings {
             discovery_url: Url::parse(&format!("{issuer}/.well-known/openid-configuration"))
                 .unwrap(),
             client_id: "vestibule".into(),
-            client_secret: "a-client-secret-of-thirty-two-bytes!".into(),
+            client_secret: Some("a-client-secret-of-thirty-two-bytes!".into()),
+            client_keys: None,
             redirect_uri: "https://app.example/api/auth/callback".parse().unwrap(),
             scopes: vec!["openid".into()],
             prompt: None,
@@ -159,6 +176,7 @@ impl ProviderSettings {
             ca_certificates: Vec::new(),
             assumed_token_lifetime: std::time::Duration::from_secs(300),
             userinfo: UserInfoMode::default(),
+            dpop: super::dpop::DpopMode::default(),
             userinfo_token_method: UserInfoTokenMethod::default(),
             resources: Vec::new(),
             audience: None,
@@ -168,6 +186,7 @@ impl ProviderSettings {
             logout: LogoutStrategy::default(),
             logout_url: None,
             logout_hint_claim: None,
+            par: ParMode::default(),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! distributed claims (`_claim_names`, `_claim_sources`) are resolved by [`claim_sources`]
 //! when they come from this provider, and never stored themselves (a source may carry an
 //! access token); the protocol claims no answer may replace are dropped. The token is sent as
-//! `oidc.userinfo_token_method` says.
+//! `oidc.userinfo_token_method` says, or, when it is DPoP-bound, as `Authorization: DPoP` with
+//! a proof of the session's key (RFC 9449 §7.1: a bound token is never sent as Bearer).
 
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ use serde_json::{Map, Value};
 
 use super::claim_sources::{self, ProviderOrigins, SourceError};
 use super::discovery::Discovered;
+use super::dpop::DpopKey;
+use super::dpop_client::{DpopHttp, HttpFuture};
 use super::session_claims::{MAX_USERINFO_CLAIMS_BYTES, PROTOCOL_CLAIMS, oversize};
 use super::{OidcError, Provider, TracedHttp, UserInfoMode, UserInfoTokenMethod};
 use crate::clock::{OncePerInterval, unix_now};
@@ -87,10 +90,12 @@ impl Provider {
     /// session keeps the claims it has. An answer about another user is an error under every
     /// mode: at a login [`UserInfoError::OtherSubject`], at a refresh
     /// [`OidcError::SubjectChanged`] (the session ends, as for a refreshed ID token).
+    /// `dpop_key`: the key the access token is bound to, if it is.
     pub(super) async fn user_info(
         &self,
         discovered: &Discovered,
         access_token: &AccessToken,
+        dpop_key: Option<&DpopKey>,
         sub: &str,
         occasion: Occasion,
     ) -> Result<Option<Map<String, Value>>, OidcError> {
@@ -112,6 +117,7 @@ impl Provider {
                 .request_async(&UserInfoHttp {
                     inner: self.traced_http(),
                     token_method: self.settings.userinfo_token_method,
+                    dpop: dpop_key.map(|key| self.dpop_http(key, Some(access_token.secret()))),
                 })
                 .await
                 .map_err(classify)?;
@@ -185,22 +191,51 @@ impl Provider {
 /// The provider's HTTP client for UserInfo requests, sending the access token the way
 /// `oidc.userinfo_token_method` says. openidconnect always builds an `Authorization: Bearer`
 /// GET; under `body` that request is rewritten on its way out, so the answer is read and
-/// checked exactly as under `header`.
+/// checked exactly as under `header`. A DPoP-bound token goes in the header under the `DPoP`
+/// scheme, with a proof, whatever the method.
 struct UserInfoHttp<'a> {
     inner: TracedHttp<'a>,
     token_method: UserInfoTokenMethod,
+    /// The proofs of the key the access token is bound to, if it is.
+    dpop: Option<DpopHttp<'a>>,
 }
 
 impl<'c> openidconnect::AsyncHttpClient<'c> for UserInfoHttp<'_> {
     type Error = <TracedHttp<'c> as openidconnect::AsyncHttpClient<'c>>::Error;
-    type Future = <TracedHttp<'c> as openidconnect::AsyncHttpClient<'c>>::Future;
+    type Future = HttpFuture<'c>;
 
-    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+    fn call(&'c self, mut request: openidconnect::HttpRequest) -> Self::Future {
+        if let Some(dpop) = &self.dpop {
+            dpop_scheme(&mut request);
+            return dpop.call(request);
+        }
         let request = match self.token_method {
             UserInfoTokenMethod::Header => request,
             UserInfoTokenMethod::Body => token_in_body(request),
         };
         self.inner.call(request)
+    }
+}
+
+/// `request`'s `Authorization: Bearer <token>` (as openidconnect builds it) as
+/// `Authorization: DPoP <token>` (RFC 9449 §7.1).
+fn dpop_scheme(request: &mut openidconnect::HttpRequest) {
+    use openidconnect::http::{HeaderValue, header};
+    let rewritten = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                .map(|_| &value[7..])
+        })
+        .and_then(|token| HeaderValue::from_str(&format!("DPoP {token}")).ok());
+    if let Some(rewritten) = rewritten {
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, rewritten);
     }
 }
 

@@ -63,5 +63,9 @@ pub(super) fn failure_reason(error: &OidcError) -> &'static str {
         OidcError::UserInfo(error) => error.reason(),
         // Only a login is checked against what it asked for; named all the same.
         OidcError::NotAuthenticatedAsRequested(_) => "step_up_not_satisfied",
+        // Only a login's start pushes; named all the same.
+        OidcError::PushRefused(_) => "authorization_request_refused",
+        // `oidc.dpop = "required"`, and the provider answered a Bearer token.
+        OidcError::DpopUnsupported(_) => "dpop_unsupported",
     }
 }

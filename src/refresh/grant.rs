@@ -13,7 +13,9 @@ use crate::clock::unix_now;
 use crate::metrics::metrics;
 use crate::oidc::OidcError;
 use crate::session::replacement::Replacement;
-use crate::session::{ActiveSession, SessionCookie, SessionRecord, StoreError, TokenSet};
+use crate::session::{
+    ActiveSession, SessionCookie, SessionRecord, StoreError, StoredDpopKey, TokenSet,
+};
 
 /// Attempts to store refreshed tokens before giving up (the provider already rotated them).
 const SAVE_ATTEMPTS: u32 = 3;
@@ -55,7 +57,8 @@ impl Refresher {
                 error @ (OidcError::Rejected(_)
                 | OidcError::ReuseReported(_)
                 | OidcError::SubjectChanged
-                | OidcError::RefreshedIdTokenInvalid(_)),
+                | OidcError::RefreshedIdTokenInvalid(_)
+                | OidcError::DpopUnsupported(_)),
             ) => self.end_refused(&current, &error).await,
             Err(error) if !current.record.tokens.is_expired(now) => {
                 // Still valid for a little while: serve the request, retry the refresh next time.
@@ -87,11 +90,19 @@ impl Refresher {
                     .into(),
             )
         })?;
+        // The session's key proves possession again: its new tokens stay bound to it.
+        let dpop_key = tokens
+            .dpop_key
+            .as_ref()
+            .map(StoredDpopKey::key)
+            .transpose()
+            .map_err(|error| OidcError::Unavailable(format!("the session's DPoP key: {error}")))?;
         let refreshed = provider
             .refresh(
                 &refresh_token.text(),
                 &current.record.sub,
                 &tokens.id_token.text(),
+                dpop_key.as_ref(),
             )
             .await?;
         let learnable = refreshed

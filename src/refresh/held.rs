@@ -11,13 +11,17 @@
 //! session before anything else.
 
 use super::cluster_lock::{ClusterLock, Wait};
+use super::upstream_token::UpstreamToken;
 use super::{AccessError, Refresher};
 use crate::clock::unix_now;
 use crate::metrics::metrics;
+use crate::oidc::dpop::DpopKey;
 use crate::oidc::{ApiGrant, ApiToken, OidcError};
 use crate::routes::{Credential, TokenParameters};
 use crate::session::held_tokens::{client_token_key, held_token_key};
-use crate::session::{ActiveSession, Freshness, HeldToken, SessionCookie, StoredToken};
+use crate::session::{
+    ActiveSession, Freshness, HeldToken, SessionCookie, SessionRecord, StoredDpopKey, StoredToken,
+};
 
 /// Whose token it is: a session's, or the client's own (shared by every session).
 #[derive(Clone)]
@@ -34,19 +38,25 @@ enum Holder {
 }
 
 impl Refresher {
-    /// The bearer token `credential` sends on a call by `session` (`None`: no session),
-    /// fetched or replaced first when due. `Ok(None)` for a credential that sends no bearer
-    /// token ([`Credential::None`], an assertion without `also_bearer`) or a session's own
-    /// without a session.
+    /// The token `credential` sends on a call by `session` (`None`: no session), fetched or
+    /// replaced first when due, with its DPoP key when it is bound. `Ok(None)` for a
+    /// credential that sends no token ([`Credential::None`], an assertion without
+    /// `also_bearer`) or a session's own without a session.
     pub async fn credential_token(
         &self,
         session: Option<ActiveSession>,
         credential: &Credential,
-    ) -> Result<Option<String>, AccessError> {
+    ) -> Result<Option<UpstreamToken>, AccessError> {
         match (credential, session) {
             (Credential::Assertion(spec), _) if !spec.also_bearer => Ok(None),
             (Credential::Session | Credential::Assertion(_), Some(session)) => {
-                self.access_token(session).await.map(Some)
+                if self.fresh_enough(&session.record) {
+                    // The hot path: the token and its binding as the record holds them.
+                    return UpstreamToken::of_session(session.record.tokens).map(Some);
+                }
+                let cookie = session.cookie.clone();
+                let token = self.access_token(session).await?;
+                self.as_stored(&cookie, token).await.map(Some)
             }
             (_, session) => self.held_or_fetched(session, credential, None).await,
         }
@@ -64,10 +74,13 @@ impl Refresher {
         cookie: Option<&SessionCookie>,
         credential: &Credential,
         rejected: &str,
-    ) -> Result<Option<String>, AccessError> {
+    ) -> Result<Option<UpstreamToken>, AccessError> {
         match (credential, cookie) {
             (Credential::Session | Credential::Assertion(_), Some(cookie)) => {
-                self.replace_rejected(cookie, rejected).await
+                match self.replace_rejected(cookie, rejected).await? {
+                    Some(token) => self.as_stored(cookie, token).await.map(Some),
+                    None => Ok(None),
+                }
             }
             (Credential::Exchange(_) | Credential::Refresh(_), Some(cookie)) => {
                 let session = self.sessions.load(cookie).await?;
@@ -78,13 +91,35 @@ impl Refresher {
         }
     }
 
-    /// The held token, or one fetched now (replacing `rejected`, when given).
+    /// The held token, or one fetched now (replacing `rejected`, when given), bound to the
+    /// session's key when the provider bound it.
     async fn held_or_fetched(
         &self,
         session: Option<ActiveSession>,
         credential: &Credential,
         rejected: Option<&str>,
-    ) -> Result<Option<String>, AccessError> {
+    ) -> Result<Option<UpstreamToken>, AccessError> {
+        // The client's own token has no session, so no key: a bound one cannot be sent.
+        let key: Option<StoredDpopKey> = match (credential, &session) {
+            (Credential::Exchange(_) | Credential::Refresh(_), Some(session)) => {
+                session.record.tokens.dpop_key.clone()
+            }
+            _ => None,
+        };
+        let held = self
+            .held_or_fetched_unbound(session, credential, rejected)
+            .await?;
+        held.map(|(token, dpop_bound)| UpstreamToken::new(token, dpop_bound, key))
+            .transpose()
+    }
+
+    /// [`Refresher::held_or_fetched`]'s token and whether the provider bound it.
+    async fn held_or_fetched_unbound(
+        &self,
+        session: Option<ActiveSession>,
+        credential: &Credential,
+        rejected: Option<&str>,
+    ) -> Result<Option<(String, bool)>, AccessError> {
         let (holder, session) = match (credential, session) {
             (Credential::Client(_), _) => (Holder::Client, None),
             (Credential::Exchange(_) | Credential::Refresh(_), Some(session)) => (
@@ -188,7 +223,7 @@ impl Refresher {
         Ok(match rejected {
             Some(rejected) if token == rejected && held.forced => Held::Declined,
             Some(rejected) if token == rejected => Held::Due,
-            _ => Held::Usable(token),
+            _ => Held::Usable(token, held.dpop_bound),
         })
     }
 
@@ -198,7 +233,7 @@ impl Refresher {
         &self,
         fetch: Fetch<'_>,
         session: Option<ActiveSession>,
-    ) -> Result<Option<String>, AccessError> {
+    ) -> Result<Option<(String, bool)>, AccessError> {
         let Fetch {
             holder,
             id,
@@ -219,6 +254,7 @@ impl Refresher {
             (Credential::Exchange(_), Some(session)) => {
                 // Exchanged at the session's own provider, which issued the subject token.
                 let provider = self.provider_of(&session.record)?.clone();
+                let key = proof_key(&session.record, parameters)?;
                 let subject_token = self.access_token(session).await?;
                 provider
                     .api_token(
@@ -226,6 +262,7 @@ impl Refresher {
                             subject_token: &subject_token,
                         },
                         parameters,
+                        key.as_ref(),
                     )
                     .await
             }
@@ -239,7 +276,8 @@ impl Refresher {
             _ => {
                 self.providers
                     .first()
-                    .api_token(&ApiGrant::Client, parameters)
+                    // No session, no key: client-credentials tokens are Bearer tokens.
+                    .api_token(&ApiGrant::Client, parameters, None)
                     .await
             }
         };
@@ -260,7 +298,7 @@ impl Refresher {
         session: ActiveSession,
         parameters: &TokenParameters,
         forced: bool,
-    ) -> Result<String, AccessError> {
+    ) -> Result<(String, bool), AccessError> {
         let cookie = session.cookie.clone();
         let _local = self.local_locks.acquire(&cookie.storage_key()).await;
         let lock = ClusterLock::new(self.sessions.store(), &cookie);
@@ -280,7 +318,7 @@ impl Refresher {
         cookie: &SessionCookie,
         parameters: &TokenParameters,
         forced: bool,
-    ) -> Result<String, AccessError> {
+    ) -> Result<(String, bool), AccessError> {
         let Some(current) = self.sessions.load_fresh(cookie).await? else {
             return Err(AccessError::SessionEnded);
         };
@@ -290,6 +328,7 @@ impl Refresher {
             )));
         };
         let refresh_token = refresh_token.text();
+        let key = proof_key(&current.record, parameters)?;
         let token = self
             .provider_of(&current.record)?
             .api_token(
@@ -297,6 +336,7 @@ impl Refresher {
                     refresh_token: &refresh_token,
                 },
                 parameters,
+                key.as_ref(),
             )
             .await
             .map_err(AccessError::Credential)?;
@@ -314,20 +354,21 @@ impl Refresher {
         self.keep(holder, id, &token, forced).await
     }
 
-    /// Keeps `token` for its holder and answers it; `forced`: it replaces one an upstream
-    /// rejected, and is never replaced that way itself.
+    /// Keeps `token` for its holder and answers it, and whether it is bound; `forced`: it
+    /// replaces one an upstream rejected, and is never replaced that way itself.
     async fn keep(
         &self,
         holder: &Holder,
         id: &str,
         token: &ApiToken,
         forced: bool,
-    ) -> Result<String, AccessError> {
+    ) -> Result<(String, bool), AccessError> {
         let held = HeldToken {
             access_token: StoredToken::new(&token.access_token),
             expires_at: token.expires_at,
             obtained_at: token.obtained_at,
             forced,
+            dpop_bound: token.dpop_bound,
         };
         match holder {
             Holder::Session {
@@ -339,14 +380,14 @@ impl Refresher {
             }
             Holder::Client => self.sessions.keep_client_token(id, &held).await?,
         }
-        Ok(token.access_token.clone())
+        Ok((token.access_token.clone(), token.dpop_bound))
     }
 }
 
 /// What the store holds for a call that wants a token.
 enum Held {
-    /// A token that will do.
-    Usable(String),
+    /// A token that will do, and whether it is DPoP-bound.
+    Usable(String, bool),
     /// None, or one due (or the rejected one): fetch.
     Due,
     /// The rejected token came from a forced replacement: none is fetched for it.
@@ -356,9 +397,9 @@ enum Held {
 impl Held {
     /// What the call gets without a fetch (`Some`: a token, or `None` for a declined
     /// replacement), or `None` when it must fetch.
-    fn settled(self) -> Option<Option<String>> {
+    fn settled(self) -> Option<Option<(String, bool)>> {
         match self {
-            Held::Usable(token) => Some(Some(token)),
+            Held::Usable(token, dpop_bound) => Some(Some((token, dpop_bound))),
             Held::Declined => Some(None),
             Held::Due => None,
         }
@@ -382,4 +423,28 @@ impl Holder {
             Holder::Client => client_token_key(id),
         }
     }
+}
+
+/// The key a session's grant for one API proves possession of (RFC 9449): the session's own,
+/// when its tokens are bound to one, so the API's token is bound to it too; none for a route
+/// whose upstream only knows `Bearer` (`[routes.credential] dpop = false`), whose token is
+/// then asked for without a proof and comes back unbound.
+fn proof_key(
+    record: &SessionRecord,
+    parameters: &TokenParameters,
+) -> Result<Option<DpopKey>, AccessError> {
+    if !parameters.dpop {
+        return Ok(None);
+    }
+    record
+        .tokens
+        .dpop_key
+        .as_ref()
+        .map(StoredDpopKey::key)
+        .transpose()
+        .map_err(|error| {
+            AccessError::Credential(OidcError::Unavailable(format!(
+                "the session's DPoP key: {error}"
+            )))
+        })
 }

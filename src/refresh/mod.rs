@@ -30,6 +30,7 @@ mod failures;
 mod grant;
 mod held;
 mod local_lock;
+mod upstream_token;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ use cluster_lock::ClusterLock;
 use local_lock::LocalLocks;
 
 pub use cluster_lock::{REFRESH_LOCK_LEASE, REFRESH_LOCK_RENEWAL};
+pub use upstream_token::UpstreamToken;
 
 /// Why no access token can be had for a session.
 #[derive(Debug, thiserror::Error)]

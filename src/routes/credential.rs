@@ -33,7 +33,7 @@ pub enum Credential {
 }
 
 /// What a token for one API is asked for with (each sent only when configured).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenParameters {
     /// `audience` (RFC 8693 §2.1; Auth0's name for the API).
     pub audience: Option<String>,
@@ -41,6 +41,22 @@ pub struct TokenParameters {
     pub scope: Option<String>,
     /// `resource` (RFC 8707), an absolute URI.
     pub resource: Option<String>,
+    /// `dpop` (default `true`): whether the token may be bound to the session's key when
+    /// `oidc.dpop` is on. `false` (an upstream that only knows `Bearer`): the token request
+    /// goes without a proof, so the provider issues an unbound token for this API alone.
+    pub dpop: bool,
+}
+
+impl Default for TokenParameters {
+    /// No parameters, and DPoP as `oidc.dpop` says.
+    fn default() -> Self {
+        Self {
+            audience: None,
+            scope: None,
+            resource: None,
+            dpop: true,
+        }
+    }
 }
 
 /// How a route's identity assertion is made.
@@ -83,6 +99,13 @@ impl Credential {
         }
     }
 
+    /// Whether its token may be DPoP-bound (`[routes.credential] dpop`, default `true`): the
+    /// session's own token follows the session (`oidc.dpop`); a token obtained for one API is
+    /// asked for without a proof when its route says `dpop = false`.
+    pub fn dpop(&self) -> bool {
+        self.held_token().is_none_or(|parameters| parameters.dpop)
+    }
+
     /// The kind's configuration name.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -112,6 +135,11 @@ impl Credential {
                 hash.update((value.len() as u64).to_be_bytes());
                 hash.update(value.as_bytes());
                 hash.update([u8::from(value.is_empty())]);
+            }
+            // An unbound token is another token than a bound one for the same API; ids of
+            // the default (bound when `oidc.dpop` says so) stay as they were.
+            if !parameters.dpop {
+                hash.update(b"dpop=false");
             }
         }
         hash.finalize()[..8]
@@ -147,6 +175,32 @@ mod tests {
         });
         assert_ne!(exchange("orders").id(), moved.id(), "the parameter counts");
         assert_eq!(exchange("orders").id().len(), 16);
+        let unbound = Credential::Exchange(TokenParameters {
+            audience: Some("orders".into()),
+            dpop: false,
+            ..TokenParameters::default()
+        });
+        assert_ne!(
+            exchange("orders").id(),
+            unbound.id(),
+            "an unbound token is another"
+        );
+        // The id of a bound (default) token is what it was before `dpop` existed: held
+        // tokens stored by an older version are still found.
+        assert_eq!(exchange("orders").id(), "6a3a26dcd255dcb3");
+    }
+
+    #[test]
+    fn only_a_token_for_one_api_can_be_asked_for_unbound() {
+        assert!(Credential::Session.dpop());
+        assert!(exchange("orders").dpop());
+        assert!(
+            !Credential::Refresh(TokenParameters {
+                dpop: false,
+                ..TokenParameters::default()
+            })
+            .dpop()
+        );
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct HeldToken {
     /// reason for another forced replacement.
     #[serde(rename = "f", default)]
     pub forced: bool,
+    /// Whether it is DPoP-bound (`token_type` `DPoP`): sent only with a proof of the session's
+    /// key, never as `Bearer`.
+    #[serde(rename = "d", default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound: bool,
 }
 
 impl HeldToken {
@@ -212,6 +216,7 @@ mod tests {
             expires_at,
             obtained_at,
             forced: false,
+            dpop_bound: false,
         };
         assert!(!token(0, 300).needs_replacing(200, 60));
         assert!(token(0, 300).needs_replacing(240, 60));

@@ -75,6 +75,10 @@ pub struct PendingLogin {
     /// pending logins stored before several providers existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The login's DPoP key (`oidc.dpop`), whose thumbprint the authorization request named:
+    /// the code exchange proves possession of it. Sealed like the PKCE verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<super::StoredDpopKey>,
 }
 
 impl PendingLogin {
@@ -180,6 +184,7 @@ mod tests {
             previous_session: None,
             authentication: AuthenticationRequest::default(),
             provider: None,
+            dpop_key: None,
         }
     }
 
@@ -192,6 +197,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_logins_dpop_key_is_the_same_key_when_taken() {
+        let key = crate::oidc::dpop::DpopKey::generate().unwrap();
+        let mut login = pending("s");
+        login.dpop_key = Some(super::super::StoredDpopKey::new(&key));
+        let read: PendingLogin =
+            serde_json::from_slice(&serde_json::to_vec(&login).unwrap()).unwrap();
+        let restored = read.dpop_key.unwrap().key().unwrap();
+        assert_eq!(restored.thumbprint(), key.thumbprint());
+        let without = serde_json::to_string(&pending("s")).unwrap();
+        assert!(
+            !without.contains("dpop_key"),
+            "logins without DPoP are as before"
+        );
+    }
+
+    #[test]
     fn state_comparison_is_exact() {
         let p = PendingLogin {
             state: "abc".into(),
@@ -201,6 +222,7 @@ mod tests {
             previous_session: None,
             authentication: AuthenticationRequest::default(),
             provider: None,
+            dpop_key: None,
         };
         assert!(p.state_matches("abc"));
         assert!(!p.state_matches("abd"));

@@ -3,8 +3,10 @@
 //! This module owns the crown jewels. Records leave it only sealed (see [`crypto`]); the store
 //! sees hashes of ids and ciphertext. It knows nothing of HTTP or of the provider.
 
+mod byte_string;
 pub mod cookie_value;
 pub mod crypto;
+pub mod dpop_key;
 pub mod escrow;
 pub mod held_tokens;
 pub mod index;
@@ -22,6 +24,7 @@ use tracing::Instrument;
 
 pub use cookie_value::SessionCookie;
 pub use crypto::{KeyId, KeyRing, MasterKey};
+pub use dpop_key::StoredDpopKey;
 pub use escrow::{Ended, EndedRefreshToken};
 pub use held_tokens::HeldToken;
 pub use index::{DEFAULT_MAX_PER_USER, SessionList, SessionOrigin, SessionSummary};

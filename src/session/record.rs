@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::dpop_key::StoredDpopKey;
 use crate::authz::Principal;
 use crate::oidc::{GrantedTokens, LoginTokens, RefreshedTokens, jwt_payload, merge_claims};
 
@@ -55,6 +56,14 @@ pub struct TokenSet {
     /// `None` in records written before it was kept (see [`TokenSet::principal`]).
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<Principal>,
+    /// The session's own DPoP key (`oidc.dpop`), sealed with the record; `None` when the
+    /// session's tokens are not bound to a key.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<StoredDpopKey>,
+    /// Whether the access token is DPoP-bound (`token_type` `DPoP`): it is then only ever sent
+    /// with a proof of `dpop_key`, never as `Bearer`.
+    #[serde(rename = "d", default, skip_serializing_if = "is_false")]
+    pub dpop_bound: bool,
 }
 
 /// For `skip_serializing_if`: records without the flag stay as compact as before.
@@ -104,6 +113,7 @@ impl TokenSet {
     pub fn from_login(login: LoginTokens) -> Self {
         let mut tokens = Self::from_grant(login.granted, None, StoredToken::new(&login.id_token));
         tokens.userinfo = login.userinfo;
+        tokens.dpop_key = login.dpop_key.as_ref().map(StoredDpopKey::new);
         tokens.with_principal()
     }
 
@@ -117,6 +127,7 @@ impl TokenSet {
         };
         let mut tokens = Self::from_grant(refreshed.granted, self.refresh_token.clone(), id_token);
         tokens.userinfo = refreshed.userinfo.or_else(|| self.userinfo.clone());
+        tokens.dpop_key = self.dpop_key.clone();
         tokens.with_principal()
     }
 
@@ -166,6 +177,8 @@ impl TokenSet {
             id_token,
             userinfo: None,
             principal: None,
+            dpop_key: None,
+            dpop_bound: granted.dpop_bound,
         }
     }
 
@@ -243,6 +256,8 @@ impl SessionRecord {
                 from_forced_refresh: false,
                 userinfo: None,
                 principal: None,
+                dpop_key: None,
+                dpop_bound: false,
             },
             created_at: crate::clock::unix_now(),
             expires_at,
@@ -380,7 +395,7 @@ mod compact_token {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-        let bytes: serde_bytes_compat::ByteBuf = Deserialize::deserialize(deserializer)?;
+        let bytes: crate::session::byte_string::ByteBuf = Deserialize::deserialize(deserializer)?;
         decode(&bytes.0).ok_or_else(|| serde::de::Error::custom("malformed stored token"))
     }
 
@@ -396,7 +411,8 @@ mod compact_token {
         pub fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
         ) -> Result<Vec<u8>, D::Error> {
-            let bytes: serde_bytes_compat::ByteBuf = Deserialize::deserialize(deserializer)?;
+            let bytes: crate::session::byte_string::ByteBuf =
+                Deserialize::deserialize(deserializer)?;
             if is_well_formed(&bytes.0) {
                 Ok(bytes.0)
             } else {
@@ -411,40 +427,6 @@ mod compact_token {
             Some((&VERBATIM, rest)) => std::str::from_utf8(rest).is_ok(),
             Some((&JWT, _)) => jwt_parts(bytes).is_some(),
             _ => false,
-        }
-    }
-
-    /// Minimal byte-string wrappers so MessagePack stores `bin`, not an array of integers.
-    mod serde_bytes_compat {
-        use serde::Deserialize;
-        use serde::de::{Deserializer, Error, SeqAccess, Visitor};
-
-        pub struct ByteBuf(pub Vec<u8>);
-
-        impl<'de> Deserialize<'de> for ByteBuf {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct BytesVisitor;
-                impl<'de> Visitor<'de> for BytesVisitor {
-                    type Value = ByteBuf;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        f.write_str("bytes")
-                    }
-                    fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                        Ok(ByteBuf(v.to_vec()))
-                    }
-                    fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                        Ok(ByteBuf(v))
-                    }
-                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
-                        let mut out = Vec::new();
-                        while let Some(byte) = seq.next_element::<u8>()? {
-                            out.push(byte);
-                        }
-                        Ok(ByteBuf(out))
-                    }
-                }
-                deserializer.deserialize_byte_buf(BytesVisitor)
-            }
         }
     }
 }
@@ -464,6 +446,8 @@ mod tests {
             from_forced_refresh: false,
             userinfo: None,
             principal: None,
+            dpop_key: None,
+            dpop_bound: false,
         }
     }
 
@@ -500,6 +484,7 @@ mod tests {
             access_expiry_assumed: false,
             obtained_at: 2000,
             refresh_token: refresh_token.map(str::to_owned),
+            dpop_bound: false,
         }
     }
 
@@ -524,8 +509,10 @@ mod tests {
                     .clone(),
             ),
             granted: granted(Some("rt-1")),
+            dpop_key: None,
         });
         assert_eq!(tokens.userinfo.as_ref().unwrap()["name"], "A");
+        assert!(tokens.dpop_key.is_none());
         assert_eq!(tokens.access_token, "at-2");
         assert_eq!(
             (tokens.access_expires_at, tokens.obtained_at),
@@ -535,6 +522,36 @@ mod tests {
             refresh_and_id(&tokens),
             (Some("rt-1".into()), "id-1".into())
         );
+    }
+
+    #[test]
+    fn a_bound_login_keeps_its_key_in_the_record_and_across_refreshes() {
+        let key = crate::oidc::dpop::DpopKey::generate().unwrap();
+        let thumbprint = key.thumbprint().to_owned();
+        let mut bound = granted(Some("rt-1"));
+        bound.dpop_bound = true;
+        let tokens = TokenSet::from_login(LoginTokens {
+            sub: "alice".into(),
+            provider_session: None,
+            id_token: "id-1".into(),
+            userinfo: None,
+            granted: bound,
+            dpop_key: Some(key),
+        });
+        assert!(tokens.dpop_bound);
+        let stored = |tokens: &TokenSet| tokens.dpop_key.as_ref().unwrap().key().unwrap();
+        assert_eq!(stored(&tokens).thumbprint(), thumbprint);
+        let read: TokenSet =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&tokens).unwrap()).unwrap();
+        assert_eq!(stored(&read).thumbprint(), thumbprint);
+        // A refresh answering Bearer (`auto`): the key stays, the new token is unbound.
+        let refreshed = read.refreshed(RefreshedTokens {
+            id_token: None,
+            userinfo: None,
+            granted: granted(None),
+        });
+        assert_eq!(stored(&refreshed).thumbprint(), thumbprint);
+        assert!(!refreshed.dpop_bound);
     }
 
     #[test]
@@ -633,6 +650,8 @@ mod tests {
                 from_forced_refresh: false,
                 userinfo: None,
                 principal: None,
+                dpop_key: None,
+                dpop_bound: false,
             },
             created_at: 1,
             expires_at: 2,

@@ -13,7 +13,7 @@ use crate::metrics::metrics;
 use crate::oidc::{AuthenticationRequest, OidcError, Provider, Providers};
 use crate::session::{
     BrowserBinding, Displaced, ENDED_WHILE_CREATED, PendingLimits, PendingLogin, SessionCookie,
-    SessionOrigin, SessionRecord, Sessions, StoreError, TokenSet, scoped_identifier,
+    SessionOrigin, SessionRecord, Sessions, StoreError, StoredDpopKey, TokenSet, scoped_identifier,
 };
 
 use super::ending::SessionEnding;
@@ -117,7 +117,8 @@ impl Logins {
         let request = start
             .provider
             .authorization_request(start.login_hint, &start.authentication)
-            .await?;
+            .await
+            .map_err(dpop_failure)?;
         let pending = PendingLogin {
             state: request.state,
             nonce: request.nonce,
@@ -126,6 +127,7 @@ impl Logins {
             previous_session: start.previous_session.map(|cookie| cookie.encode()),
             authentication: start.authentication,
             provider: self.providers.key_of(start.provider),
+            dpop_key: request.dpop_key.as_ref().map(StoredDpopKey::new),
         };
         let displaced = self
             .sessions
@@ -232,12 +234,20 @@ impl Logins {
                 OidcError::Invalid(_) => AppError::Login(LoginFailure::IssuerMismatch),
                 other => other.into(),
             })?;
+        // A key that does not open is a pending login from another build: it cannot finish.
+        let dpop_key = pending
+            .dpop_key
+            .as_ref()
+            .map(StoredDpopKey::key)
+            .transpose()
+            .map_err(|_| AppError::Login(LoginFailure::UnknownState))?;
         let login = provider
             .exchange_code(
                 code,
                 &pending.pkce_verifier,
                 &pending.nonce,
                 &pending.authentication,
+                dpop_key,
             )
             .await
             .map_err(|error| match error {
@@ -247,7 +257,7 @@ impl Logins {
                 OidcError::NotAuthenticatedAsRequested(shortfall) => {
                     AppError::Login(LoginFailure::NotAuthenticatedAsRequested(shortfall))
                 }
-                other => other.into(),
+                other => dpop_failure(other),
             })?;
         // Before the session exists: a logout token for it, on any instance, then finds the
         // algorithm its ID token was signed with among the accepted ones.
@@ -310,6 +320,15 @@ impl Logins {
             return_to: pending.return_to,
         };
         Ok(Outcome::Created(logged_in, Box::new(record)))
+    }
+}
+
+/// A provider that does not bind tokens under `oidc.dpop = "required"` fails the login with
+/// its own page; any other provider error as before.
+fn dpop_failure(error: OidcError) -> AppError {
+    match error {
+        OidcError::DpopUnsupported(_) => AppError::Login(LoginFailure::DpopUnsupported),
+        other => other.into(),
     }
 }
 

@@ -248,6 +248,33 @@ scope = "orders:read"
 }
 
 #[test]
+fn check_config_refuses_dpop_false_on_the_sessions_own_token_naming_the_route() {
+    let route = "[[routes]]\nprefix = \"/api/legacy\"\nupstream = \"http://127.0.0.1:9001\"\n\
+                 [routes.credential]\nkind = \"session\"\ndpop = false\n";
+    let with_dpop = |mode: &str| {
+        format!(
+            "{}{route}",
+            valid_config().replace(
+                "client_secret = \"file-secret\"",
+                &format!("client_secret = \"file-secret\"\ndpop = \"{mode}\"")
+            )
+        )
+    };
+    for mode in ["auto", "required"] {
+        let output = check_with_flag(&config_file(&with_dpop(mode)));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{mode}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("routes[1].credential.dpop") && stderr.contains("/api/legacy"),
+            "the key and the route named: {stderr}"
+        );
+    }
+    // With DPoP off the session's tokens are Bearer tokens: nothing to refuse.
+    assert_succeeded(&check_with_flag(&config_file(&with_dpop("off"))));
+}
+
+#[test]
 fn bad_settings_stop_start_up_with_one_line_naming_the_key_and_exit_code_2() {
     let cases = [
         (

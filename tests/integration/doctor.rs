@@ -55,14 +55,14 @@ impl Deployment {
 }
 
 /// What one run printed and returned.
-struct Diagnosis {
-    code: i32,
-    stdout: String,
+pub(crate) struct Diagnosis {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
 }
 
 impl Diagnosis {
     /// The line of check `id` with `status`, asserted to exist, and its remedy line.
-    fn line(&self, status: &str, id: &str) -> (String, String) {
+    pub(crate) fn line(&self, status: &str, id: &str) -> (String, String) {
         let lines: Vec<&str> = self.stdout.lines().collect();
         let at = lines
             .iter()
@@ -81,7 +81,7 @@ impl Diagnosis {
 }
 
 /// Runs `vestibule doctor --config <file>` (with `--json` if asked) on `toml`.
-async fn doctor(toml: &str, json: bool) -> Diagnosis {
+pub(crate) async fn doctor(toml: &str, json: bool) -> Diagnosis {
     let path = std::env::temp_dir().join(format!(
         "vestibule-doctor-{}-{}.toml",
         std::process::id(),

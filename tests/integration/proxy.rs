@@ -667,3 +667,54 @@ async fn a_401_that_does_not_say_invalid_token_passes_through_without_a_refresh(
     assert_eq!(seen_at(&app, "/insufficient-scope").len(), 1);
     assert_eq!(seen_at(&app, "/plain").len(), 1);
 }
+
+/// An upstream on a private CA (`server.upstream_ca_file`): a plain server behind nginx
+/// terminating TLS with a certificate from a CA the test made. Trusted with the CA; without it
+/// the same route is `502`, the certificate refused.
+#[tokio::test]
+async fn an_upstream_on_a_private_ca_is_reached_through_upstream_ca_file_and_not_without_it() {
+    use crate::harness::nginx::Nginx;
+    use crate::harness::tls::make_certificates;
+    let dir = std::env::temp_dir().join(format!(
+        "vestibule-upstream-ca-{}",
+        crate::harness::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = make_certificates(&dir);
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().fallback(|| async { "internal answer" });
+        axum::serve(backend, app).await.unwrap();
+    });
+    let front_port = crate::harness::free_port();
+    let _front = Nginx::tls_front(front_port, backend_port, &files.server.0, &files.server.1).await;
+    let route = format!(
+        "[[routes]]\nprefix = \"/api/internal\"\nupstream = \"https://localhost:{front_port}\"\n"
+    );
+
+    let trusting = TestApp::builder()
+        .extra_toml(&format!(
+            "{route}[server]\nupstream_ca_file = \"{}\"\n",
+            files.ca.display()
+        ))
+        .start()
+        .await;
+    let browser = trusting.browser();
+    browser.login("alice").await;
+    let answer = browser.api_get("/api/internal/x").await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.unwrap(), "internal answer");
+
+    let untrusting = TestApp::builder().extra_toml(&route).start().await;
+    let browser = untrusting.browser();
+    browser.login("alice").await;
+    let refused = browser.api_get("/api/internal/x").await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::BAD_GATEWAY,
+        "without server.upstream_ca_file the upstream's certificate is not trusted"
+    );
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -68,6 +68,8 @@ fn record(expires_at: u64) -> SessionRecord {
             from_forced_refresh: false,
             userinfo: None,
             principal: None,
+            dpop_key: None,
+            dpop_bound: false,
         },
         created_at: unix_now(),
         expires_at,

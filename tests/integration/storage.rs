@@ -635,6 +635,8 @@ mod sessions_in_redis {
                 from_forced_refresh: false,
                 userinfo: None,
                 principal: None,
+                dpop_key: None,
+                dpop_bound: false,
             },
             created_at: unix_now(),
             expires_at: unix_now() + 3600,

@@ -116,9 +116,40 @@ const PORTAL_CLIENT_ID = 'portal';
 const PORTAL_CLIENT_SECRET = 'portal-secret-long-enough-for-hs256-keys';
 const PORTAL_REDIRECT_URI = `${new URL(REDIRECT_URIS[0]).origin}/portal/callback`;
 
+// ---------------------------------------------------------------------------
+// private_key_jwt (issue 33): OP_TOKEN_AUTH_METHOD=private_key_jwt registers the vestibule
+// client with no secret and a jwks_uri (OP_CLIENT_JWKS_URI; default: the first redirect URI's
+// origin + /.well-known/client-jwks.json, Vestibule's client key set). oidc-provider fetches
+// it when a client assertion arrives and refetches it, once the copy is stale (at least 60 s,
+// longer when Cache-Control says so), on an unknown kid. Its SSRF guard is lifted by the
+// `fetch` hook below (loopback only here).
+// ---------------------------------------------------------------------------
+const PRIVATE_KEY_JWT = 'private_key_jwt';
+// The methods discovery lists: private_key_jwt only when the vestibule client uses it, so
+// every other scenario sees the provider as before.
+function clientAuthMethods() {
+  const methods = ['client_secret_basic', 'client_secret_post'];
+  return TOKEN_AUTH_METHOD === PRIVATE_KEY_JWT ? [...methods, PRIVATE_KEY_JWT] : methods;
+}
+// A token request's client assertion as recorded in stats.token_requests: its type, header
+// and claims, never its signature (so a recorded one cannot be replayed).
+function assertionParts(form) {
+  const [header, claims] = form.get('client_assertion').split('.').slice(0, 2).map((part) => {
+    try { return JSON.parse(Buffer.from(part, 'base64url').toString('utf8')); } catch { return null; }
+  });
+  return { type: form.get('client_assertion_type'), header, claims };
+}
+function vestibuleClientAuth() {
+  if (TOKEN_AUTH_METHOD !== PRIVATE_KEY_JWT) return { client_secret: CLIENT_SECRET };
+  if (ID_TOKEN_ALG === 'HS256') throw new Error('OP_ID_TOKEN_ALG=HS256 needs a client secret; private_key_jwt has none');
+  return {
+    jwks_uri: env.OP_CLIENT_JWKS_URI || `${new URL(REDIRECT_URIS[0]).origin}/.well-known/client-jwks.json`,
+  };
+}
+
 const AUTH_METHODS = new Set(['client_secret_basic', 'client_secret_post']);
 for (const [name, value] of [['OP_TOKEN_AUTH_METHOD', TOKEN_AUTH_METHOD], ['OP_UPSTREAM_TOKEN_AUTH_METHOD', UPSTREAM_TOKEN_AUTH_METHOD]]) {
-  if (!AUTH_METHODS.has(value)) {
+  if (!AUTH_METHODS.has(value) && !(name === 'OP_TOKEN_AUTH_METHOD' && value === PRIVATE_KEY_JWT)) {
     throw new Error(`${name} must be one of ${[...AUTH_METHODS].join(', ')}, got ${value}`);
   }
 }
@@ -435,6 +466,8 @@ function zeroStats() {
     token_requests: [], // the last 1000 token requests' parameters, secrets left out (see README)
     authorization_requests: [], // the last 1000 authorization requests' resource, audience, scope, prompt, params
     legacy_logouts: [], // the last 1000 requests to the legacy logout endpoints: {path, query}
+    par_requests: [], // the last 1000 pushed authorization requests: {client_id, names, params} (OP_PAR)
+    par_errors: 0, // pushes answered by the /__test/par-error switch
   };
 }
 
@@ -649,6 +682,51 @@ function tokenExchangeHandler(provider) {
 }
 
 // ---------------------------------------------------------------------------
+// DPoP (RFC 9449, issue 33): OP_DPOP and GET /__test/dpop
+// ---------------------------------------------------------------------------
+// OP_DPOP=1 (default): oidc-provider's stock DPoP (enabled, discovery lists
+// dpop_signing_alg_values_supported, a token request with a proof gets a DPoP-bound token,
+// nonces not required). 0: DPoP disabled (no dpop_signing_alg_values_supported; proofs are
+// ignored and every token is Bearer). nonce: as 1, and every proof must carry a server nonce
+// (use_dpop_nonce challenges at the token endpoint, 400, and at userinfo, 401 with
+// WWW-Authenticate). required: as nonce, and the vestibule client is registered with
+// dpop_bound_access_tokens (a token request without a proof is refused).
+// GET /__test/dpop answers { mode, nonce_challenges, bound_token_responses }: the use_dpop_nonce
+// challenges answered (any endpoint) and the token-endpoint answers with token_type DPoP.
+const DPOP_MODE = env.OP_DPOP || '1';
+if (!['0', '1', 'nonce', 'required'].includes(DPOP_MODE)) {
+  throw new Error(`OP_DPOP must be 0, 1, nonce or required, got ${DPOP_MODE}`);
+}
+const dpopStats = { nonce_challenges: 0, bound_token_responses: 0 };
+
+function dpopFeature() {
+  if (DPOP_MODE === '0') return { enabled: false };
+  if (DPOP_MODE === '1') return { enabled: true };
+  return { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true };
+}
+
+function dpopClientMetadata() {
+  return DPOP_MODE === 'required' ? { dpop_bound_access_tokens: true } : {};
+}
+
+function withDpopCounters(provider) {
+  provider.use(async (ctx, next) => {
+    await next();
+    const challenge = ctx.body?.error === 'use_dpop_nonce'
+      || String(ctx.response.get('WWW-Authenticate') ?? '').includes('use_dpop_nonce');
+    if (challenge) dpopStats.nonce_challenges += 1;
+    if (ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.body?.token_type === 'DPoP') {
+      dpopStats.bound_token_responses += 1;
+    }
+  });
+}
+
+function dpopTestEndpoint(req, res) {
+  req.resume();
+  sendJson(res, 200, { mode: DPOP_MODE, ...dpopStats });
+}
+
+// ---------------------------------------------------------------------------
 // provider
 // ---------------------------------------------------------------------------
 
@@ -672,7 +750,7 @@ function buildProvider(issuer) {
   const clients = [
     {
       client_id: CLIENT_ID,
-      client_secret: CLIENT_SECRET,
+      ...vestibuleClientAuth(),
       redirect_uris: REDIRECT_URIS,
       post_logout_redirect_uris: POST_LOGOUT_REDIRECT_URIS,
       // client_credentials and the token exchange for the credential kinds of issue 31.
@@ -684,6 +762,7 @@ function buildProvider(issuer) {
       // max_age_secs has an auth_time to judge; a max_age request would add it anyway.
       require_auth_time: true,
       ...(USERINFO_SIGNED ? { userinfo_signed_response_alg: 'RS256' } : {}),
+      ...dpopClientMetadata(),
       ...(BACKCHANNEL_LOGOUT_URI ? {
         backchannel_logout_uri: BACKCHANNEL_LOGOUT_URI,
         backchannel_logout_session_required: true,
@@ -718,7 +797,7 @@ function buildProvider(issuer) {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     },
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    clientAuthMethods: clientAuthMethods(),
     enabledJWA: {
       idTokenSigningAlgValues: ID_TOKEN_ALG === 'HS256' ? [...new Set([...ID_TOKEN_ALGS, 'RS256'])] : ID_TOKEN_ALGS,
     },
@@ -746,6 +825,7 @@ function buildProvider(issuer) {
     },
     features: {
       devInteractions: { enabled: true },
+      dPoP: dpopFeature(),
       introspection: {
         enabled: true,
         async allowedPolicy(ctx, client, token) {
@@ -770,6 +850,7 @@ function buildProvider(issuer) {
       // gets a token for the first; a code or refresh grant naming none gets one for the first
       // resource its authorization request named (useGrantedResource), so a login with
       // resources keeps one audience across its refreshes, and one without stays opaque.
+      pushedAuthorizationRequests: parFeature(),
       resourceIndicators: {
         enabled: true,
         async defaultResource(ctx, client, oneOf) {
@@ -838,6 +919,7 @@ function buildProvider(issuer) {
 
   const provider = new Provider(issuer, configuration);
   withAcrOnLogin(provider);
+  withDpopCounters(provider);
   provider.registerGrantType(TOKEN_EXCHANGE, tokenExchangeHandler(provider), TOKEN_EXCHANGE_PARAMETERS, ['audience', 'resource']);
 
   // ---- counters -------------------------------------------------------------
@@ -1206,6 +1288,10 @@ async function handleTestPost(req, res, route) {
 function handleTest(req, res) {
   const { pathname } = new URL(req.url, 'http://localhost');
   const route = `${req.method} ${pathname}`;
+  if (route === 'POST /__test/par-error') {
+    parErrorSwitch(req, res);
+    return;
+  }
   if (route === 'POST /__test/token-response') {
     handleTokenResponseSwitch(req, res);
     return;
@@ -1225,6 +1311,10 @@ function handleTest(req, res) {
   }
   if (pathname === '/__test/acr') {
     acrTestEndpoint(req, res);
+    return;
+  }
+  if (pathname === '/__test/dpop') {
+    dpopTestEndpoint(req, res);
     return;
   }
   if (pathname === '/__test/claims-endpoint') {
@@ -1277,6 +1367,7 @@ const CLIENT_AUTH_PATHS = new Map([
   ['/token', 'token'],
   ['/token/introspection', 'introspection'],
   ['/token/revocation', 'revocation'],
+  ['/request', 'pushed_authorization_request'],
 ]);
 const REGISTERED_AUTH_METHOD = new Map([
   [CLIENT_ID, TOKEN_AUTH_METHOD],
@@ -1506,6 +1597,7 @@ function prepareTokenRequest(req, form) {
   entry.resource = form.getAll('resource');
   entry.audience = form.getAll('audience');
   entry.has_subject_token = form.has('subject_token');
+  if (form.has('client_assertion')) entry.client_assertion = assertionParts(form);
   pushCapped(stats.token_requests, entry);
   if (form.get('grant_type') !== TOKEN_EXCHANGE && audienceAsResource(form)) req.body = form.toString();
 }
@@ -1550,6 +1642,60 @@ function recordIssuedJwts(req, res) {
     }
     return end.call(this, chunk, ...rest);
   };
+}
+
+// ---------------------------------------------------------------------------
+// pushed authorization requests (RFC 9126): OP_PAR
+// ---------------------------------------------------------------------------
+// 0 (default): the feature off, no pushed_authorization_request_endpoint in discovery (stock
+// oidc-provider has it on; off keeps the front-channel requests other tests inspect); 1: on;
+// required: on and required (require_pushed_authorization_requests: true in discovery, and
+// an authorization request that was not pushed is refused).
+const PAR_MODE = (env.OP_PAR ?? '').trim() || '0';
+if (!['0', '1', 'required'].includes(PAR_MODE)) {
+  throw new Error(`OP_PAR must be 0, 1 or required, got ${JSON.stringify(env.OP_PAR)}`);
+}
+
+function parFeature() {
+  return { enabled: PAR_MODE !== '0', requirePushedAuthorizationRequests: PAR_MODE === 'required' };
+}
+
+// The answers that replace oidc-provider's for the next pushes, first first (POST
+// /__test/par-error with {"error", "error_description", "status", "count"}): a provider that
+// refuses a pushed request.
+const parErrors = [];
+
+function parErrorSwitch(req, res) {
+  readBody(req).then((raw) => {
+    const body = JSON.parse(raw || '{}');
+    const status = body.status ?? 400;
+    const count = body.count ?? 1;
+    if (!Number.isInteger(status) || status < 400 || status > 599) throw new Error('status must be 400-599');
+    if (!Number.isInteger(count) || count < 0) throw new Error('count must be a non-negative integer');
+    const answer = { error: body.error ?? 'invalid_request', ...(body.error_description ? { error_description: body.error_description } : {}) };
+    parErrors.length = 0;
+    for (let i = 0; i < count; i += 1) parErrors.push({ status, answer });
+    sendJson(res, 200, { status, count, ...answer });
+  }).catch((err) => sendJson(res, 400, { error: String(err.message ?? err) }));
+}
+
+// Records a push (stats.par_requests: the client, the parameter names in order and their
+// values, the client secret left out) and answers it from the switch when one is set. The
+// body was read by strictClientAuth (the route is one of CLIENT_AUTH_PATHS).
+function pushedRequestSwitch(req, res) {
+  if (req.method !== 'POST' || new URL(req.url, 'http://localhost').pathname !== '/request') return false;
+  const form = new URLSearchParams(typeof req.body === 'string' ? req.body : '');
+  form.delete('client_secret');
+  pushCapped(stats.par_requests, {
+    client_id: usedAuthMethod(req, new URLSearchParams(req.body ?? ''))?.clientId ?? form.get('client_id'),
+    names: [...form.keys()],
+    params: Object.fromEntries(form),
+  });
+  const switched = parErrors.shift();
+  if (!switched) return false;
+  stats.par_errors += 1;
+  sendJson(res, switched.status, switched.answer);
+  return true;
 }
 
 let providerHandler;
@@ -1612,6 +1758,7 @@ const server = http.createServer((req, res) => {
   prepareAuthorizationRequest(req);
   recordUserinfoTransport(req).then(() => strictClientAuth(req, res)).then((proceed) => {
     if (!proceed) return;
+    if (pushedRequestSwitch(req, res)) return;
     changeTokenResponse(req, res);
     changeDiscovery(req, res);
     withoutIssInAuthorizationResponses(res);

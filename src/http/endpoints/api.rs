@@ -13,10 +13,14 @@
 //!    login's token too under `also_bearer`), or nothing; one the provider will not issue
 //!    fails this route only (`credential_refused`, `credential_unavailable`). Whatever a
 //!    browser sends under an assertion header is removed on every route.
-//! 6. The forwarder, and on the way back the upstream's own challenges: a token rejected as
-//!    invalid (`401 error="invalid_token"`, [`bearer_challenge`]) is replaced once and only a
-//!    call without a body is sent again (bodies stream and are never replayed); an RFC 9470
-//!    demand for stronger authentication becomes the same `step_up_required` answer.
+//! 6. The forwarder, and on the way back the upstream's own challenges, read under the scheme
+//!    the token went with (`Bearer`, or `DPoP` for a bound token: [`Authorization`]): a proof
+//!    without the upstream's nonce (`401 DPoP error="use_dpop_nonce"`, its `DPoP-Nonce` now
+//!    kept for the origin) is sent once more with a new proof when the call has no body, whatever
+//!    its method (the upstream refused the proof before acting); a token rejected as
+//!    invalid (`401 error="invalid_token"`, [`bearer_challenge`]) is replaced once and only an
+//!    idempotent call without a body is sent again (bodies stream and are never replayed); an
+//!    RFC 9470 demand for stronger authentication becomes the same `step_up_required` answer.
 
 use std::net::IpAddr;
 
@@ -29,11 +33,14 @@ use axum::response::Response;
 use crate::authz::{Access, Decision, decide, step_up_login_url};
 use crate::clock::unix_now;
 use crate::error::{AppError, LOGIN_URL};
-use crate::http::proxy::bearer_challenge::{says_invalid_token, step_up_demanded};
+use crate::http::proxy::authorization::Authorization;
+use crate::http::proxy::bearer_challenge::{
+    Scheme, says_invalid_token, says_use_dpop_nonce, step_up_demanded,
+};
 use crate::http::proxy::upgrade::ClientUpgrade;
 use crate::http::proxy::websocket::{self, Close};
 use crate::http::proxy::{
-    Destination, ProxyError, into_browser_response, into_browser_response_until, set_bearer,
+    Destination, ProxyError, into_browser_response, into_browser_response_until,
 };
 use crate::http::server::connection::ConnectionSlot;
 use crate::http::{AppState, csrf};
@@ -116,14 +123,14 @@ pub async fn call_route(
         .as_ref()
         .map(|session| (session.cookie.clone(), session.record.expires_at));
     let assertion = assertion_for(state, &route, session.as_ref());
-    let bearer = bearer_for(state, &route, session).await?;
+    let credential = credential_for(state, &route, session).await?;
     let destination = Destination::ApiRoute(route.metrics.label);
     state.forwarder.prepare(
         &mut parts,
         &url,
         client,
         destination,
-        bearer.as_deref(),
+        credential.as_ref(),
         client_upgrade.is_some(),
     )?;
     // No browser ever sends an assertion under any route's header: only Vestibule's own pass.
@@ -131,10 +138,11 @@ pub async fn call_route(
     if let Some((name, value)) = assertion {
         parts.headers.insert(name, value);
     }
-    // An idempotent call without a body can be sent again with another token (RFC 9110
-    // §9.2.2); one with a body, or a POST or PATCH even without one, never is.
-    let again = (bearer.is_some() && body.is_end_stream() && parts.method.is_idempotent())
-        .then(|| parts.clone());
+    // A call without a body can be sent again (bodies stream and are never held): with a new
+    // proof after a nonce challenge, whatever its method (the upstream refused the proof, it
+    // did not act); with another token only when idempotent (RFC 9110 §9.2.2), so a POST or
+    // PATCH never is, even without a body.
+    let again = (credential.is_some() && body.is_end_stream()).then(|| parts.clone());
     let send = |request: Request| send(state, &route, request);
     let mut response = send(Request::from_parts(parts, body)).await?;
     // Only a relay or a stream of events watches its session: a plain call never does.
@@ -161,10 +169,22 @@ pub async fn call_route(
         ));
     }
     if response.status() == StatusCode::UNAUTHORIZED
-        && let Some(sent) = bearer.as_deref()
+        && let Some(sent) = credential.as_ref()
+        && sent.scheme() == Scheme::Dpop
+        && let Some(parts) = again.as_ref()
+        && says_use_dpop_nonce(response.headers())
     {
+        // The forwarder kept the nonce of this answer: once more, with a proof that has it.
+        let mut parts = parts.clone();
+        state.forwarder.authorize(&mut parts, sent)?;
+        response = send(Request::from_parts(parts, Body::empty())).await?;
+    }
+    if response.status() == StatusCode::UNAUTHORIZED
+        && let Some(sent) = credential.as_ref()
+    {
+        let scheme = sent.scheme();
         if watched.is_some()
-            && let Some(step_up) = step_up_demanded(response.headers())
+            && let Some(step_up) = step_up_demanded(response.headers(), scheme)
         {
             return Err(AppError::StepUpRequired {
                 login_url: step_up_login_url(
@@ -174,18 +194,19 @@ pub async fn call_route(
                 ),
             });
         }
-        if says_invalid_token(response.headers()) {
+        if says_invalid_token(response.headers(), scheme) {
             // Believed valid, rejected as invalid (revoked, or a lifetime the provider never
             // named): replace it, once per token, and send a bodiless call once more.
             let cookie = watched.as_ref().map(|(cookie, _)| cookie);
             match state
                 .refresher
-                .replace_rejected_credential(cookie, &route.credential, sent)
+                .replace_rejected_credential(cookie, &route.credential, sent.token())
                 .await
             {
-                Ok(Some(replacement)) if replacement != sent => {
-                    if let Some(mut parts) = again {
-                        set_bearer(&mut parts.headers, &replacement)?;
+                Ok(Some(replacement)) if replacement.token != sent.token() => {
+                    if let Some(mut parts) = again.filter(|parts| parts.method.is_idempotent()) {
+                        let replacement = Authorization::of(replacement)?;
+                        state.forwarder.authorize(&mut parts, &replacement)?;
                         response = send(Request::from_parts(parts, Body::empty())).await?;
                     }
                 }
@@ -232,15 +253,16 @@ fn is_event_stream(response: &axum::http::Response<hyper::body::Incoming>) -> bo
         })
 }
 
-/// The bearer token the route's credential sends for `session` (`None`: the call goes without
-/// one): the login's access token, a token held for this API, or the client's own. A token
-/// that cannot be had fails this route only (`credential_refused`, `credential_unavailable`).
-async fn bearer_for(
+/// The token the route's credential sends for `session` (`None`: the call goes without one):
+/// the login's access token, a token held for this API, or the client's own, as `Bearer` or,
+/// when bound, as `DPoP` with proofs of the session's key. A token that cannot be had fails
+/// this route only (`credential_refused`, `credential_unavailable`).
+async fn credential_for(
     state: &AppState,
     route: &Route,
     session: Option<ActiveSession>,
-) -> Result<Option<String>, AppError> {
-    state
+) -> Result<Option<Authorization>, AppError> {
+    let token = state
         .refresher
         .credential_token(session, &route.credential)
         .await
@@ -250,7 +272,8 @@ async fn bearer_for(
                 error,
             },
             other => other.into(),
-        })
+        })?;
+    Ok(token.map(Authorization::of).transpose()?)
 }
 
 /// The identity assertion an `assertion` route sends, signed for this call, with the header

@@ -73,7 +73,7 @@ pub async fn begin_login(
     let cookies = state.cookies.read(&headers);
     // Reuse this browser's binding so parallel logins in several tabs share one cookie.
     let binding = cookies.login.unwrap_or_else(BrowserBinding::generate);
-    let redirect = state
+    let started = state
         .logins
         .begin(LoginStart {
             provider: &provider,
@@ -85,7 +85,14 @@ pub async fn begin_login(
             previous_session: cookies.session,
             authentication,
         })
-        .await?;
+        .await;
+    let redirect = match started {
+        Ok(redirect) => redirect,
+        // A start asked for as an API call (a refused pushed authorization request, a provider
+        // down) answers JSON, as the chooser's errors do; a navigation gets the page.
+        Err(error) if asks_for_json(&headers) => return Ok(error.into_response()),
+        Err(error) => return Err(error.into()),
+    };
     if redirect.displaced.by_total > 0 {
         state
             .login_limit

@@ -1,6 +1,7 @@
 //! Probes for load balancers and orchestrators: `GET /healthz` (the process serves) and
 //! `GET /readyz` (it can do its job: the session store answers, the provider's metadata is
-//! loaded, and it is not shutting down).
+//! loaded, and it is not shutting down; it also says what was negotiated with each discovered
+//! provider, such as DPoP).
 //!
 //! They sit outside `/api/auth` and outside every route, read no cookie and no header, and
 //! answer only about themselves: nothing about a probe (path, user agent, headers) can make
@@ -61,8 +62,36 @@ pub struct Readiness {
     /// With several providers, each one's id and whether it is discovered (reported apart);
     /// empty with one.
     pub providers: Vec<(String, bool)>,
+    /// What each discovered provider negotiated, by id (an operator's check that a setting
+    /// took effect; it never makes an instance unready).
+    pub negotiated: Vec<(String, Negotiated)>,
     /// The process is shutting down.
     pub stopping: bool,
+}
+
+/// What one discovered provider and Vestibule settled on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The client-authentication method in use (configured, or settled from discovery):
+    /// what an operator checks after switching to `private_key_jwt`.
+    pub client_authentication: &'static str,
+    /// Authorization requests are pushed (RFC 9126, `oidc.par`).
+    pub par: bool,
+    /// Whether tokens are DPoP-bound (`oidc.dpop` as negotiated: `on`, `off`, `not_offered`).
+    /// Informational: a provider that does not offer DPoP under `required` fails its logins
+    /// with a page saying so, not the whole instance.
+    pub dpop: &'static str,
+}
+
+impl Negotiated {
+    fn to_json(&self) -> serde_json::Value {
+        let on = |on: bool| if on { "on" } else { "off" };
+        json!({
+            "client_authentication": self.client_authentication,
+            "par": on(self.par),
+            "dpop": self.dpop,
+        })
+    }
 }
 
 impl Readiness {
@@ -96,6 +125,12 @@ impl IntoResponse for Readiness {
                 .collect();
             body["checks"]["providers"] = each.into();
         }
+        let negotiated: serde_json::Map<String, serde_json::Value> = self
+            .negotiated
+            .iter()
+            .map(|(id, negotiated)| (id.clone(), negotiated.to_json()))
+            .collect();
+        body["negotiated"] = negotiated.into();
         probe_response(status, body)
     }
 }
@@ -121,6 +156,23 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         (provider.id().to_owned(), matches!(discovery, Ok(Ok(()))))
     }));
     let (store, providers) = tokio::join!(store, providers);
+    let negotiated = state
+        .providers
+        .iter()
+        .filter_map(|provider| {
+            let par = provider.pushes_authorization_requests()?;
+            let dpop = provider.dpop_negotiated()?.name();
+            let client_authentication = provider.client_auth_method()?.name();
+            Some((
+                provider.id().to_owned(),
+                Negotiated {
+                    client_authentication,
+                    par,
+                    dpop,
+                },
+            ))
+        })
+        .collect();
     Readiness {
         store,
         provider: providers.iter().any(|(_, ok)| *ok),
@@ -129,6 +181,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         } else {
             Vec::new()
         },
+        negotiated,
         stopping: state.lifecycle.is_stopping(),
     }
     .into_response()
@@ -162,6 +215,7 @@ mod tests {
         store: true,
         provider: true,
         providers: Vec::new(),
+        negotiated: Vec::new(),
         stopping: false,
     };
 

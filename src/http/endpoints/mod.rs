@@ -79,6 +79,10 @@ pub fn router(state: AppState) -> Router {
             jwks::JWKS_PATH,
             get(jwks::key_set).fallback(jwks::method_not_allowed),
         )
+        .route(
+            jwks::CLIENT_JWKS_PATH,
+            get(jwks::client_key_set).fallback(jwks::method_not_allowed),
+        )
         .nest("/api/auth", auth)
         .fallback(frontend::serve)
         .with_state(state)

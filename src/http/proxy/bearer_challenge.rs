@@ -1,7 +1,10 @@
 //! Reading an upstream's `401` challenge: whether its `WWW-Authenticate` says the bearer token
 //! is invalid (RFC 6750 §3.1 `error="invalid_token"`: expired, revoked, malformed), the one
 //! answer a refresh can cure, or that the user's authentication is not strong or recent
-//! enough (RFC 9470 `error="insufficient_user_authentication"`), which a new login cures. Parsed as RFC 9110 §11.6.1 writes challenges: schemes and
+//! enough (RFC 9470 `error="insufficient_user_authentication"`), which a new login cures, or,
+//! to a DPoP-bound token (RFC 9449 §9), that the proof must carry the upstream's nonce
+//! (`DPoP error="use_dpop_nonce"`). A challenge counts only under the scheme the token was sent
+//! with ([`Scheme`]). Parsed as RFC 9110 §11.6.1 writes challenges: schemes and
 //! parameter names case-insensitive, values tokens or quoted strings, several challenges per
 //! field and several fields per response. It only reads headers; it never decides what to do.
 
@@ -10,11 +13,38 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::http::header::WWW_AUTHENTICATE;
 
-/// Whether a `Bearer` challenge in `headers` carries `error="invalid_token"`.
-pub fn says_invalid_token(headers: &HeaderMap) -> bool {
-    bearer_challenges(headers)
+/// The authentication scheme a token was sent with, whose challenges an answer is read for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP` with a proof (RFC 9449 §7.1).
+    Dpop,
+}
+
+impl Scheme {
+    /// The scheme's name as challenges write it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Dpop => "dpop",
+        }
+    }
+}
+
+/// Whether a challenge of `scheme` in `headers` carries `error="invalid_token"`.
+pub fn says_invalid_token(headers: &HeaderMap, scheme: Scheme) -> bool {
+    challenges_of(headers, scheme)
         .iter()
         .any(|params| param(params, "error") == Some("invalid_token"))
+}
+
+/// Whether a `DPoP` challenge in `headers` asks for a proof with the server's nonce
+/// (`error="use_dpop_nonce"`, RFC 9449 §9; the nonce itself is in `DPoP-Nonce`).
+pub fn says_use_dpop_nonce(headers: &HeaderMap) -> bool {
+    challenges_of(headers, Scheme::Dpop)
+        .iter()
+        .any(|params| param(params, "error") == Some(crate::oidc::dpop::USE_NONCE_ERROR))
 }
 
 /// What an upstream's RFC 9470 challenge (`Bearer error="insufficient_user_authentication"`)
@@ -27,9 +57,9 @@ pub struct StepUpDemand {
     pub max_age: Option<Duration>,
 }
 
-/// The authentication an RFC 9470 challenge in `headers` demands, if there is one.
-pub fn step_up_demanded(headers: &HeaderMap) -> Option<StepUpDemand> {
-    bearer_challenges(headers)
+/// The authentication an RFC 9470 challenge of `scheme` in `headers` demands, if there is one.
+pub fn step_up_demanded(headers: &HeaderMap, scheme: Scheme) -> Option<StepUpDemand> {
+    challenges_of(headers, scheme)
         .iter()
         .find(|params| param(params, "error") == Some("insufficient_user_authentication"))
         .map(|params| StepUpDemand {
@@ -42,15 +72,15 @@ pub fn step_up_demanded(headers: &HeaderMap) -> Option<StepUpDemand> {
         })
 }
 
-/// The parameters (`name` lower-cased, value unquoted) of every `Bearer` challenge in
+/// The parameters (`name` lower-cased, value unquoted) of every challenge of `scheme` in
 /// `headers`.
-fn bearer_challenges(headers: &HeaderMap) -> Vec<Vec<(String, String)>> {
+fn challenges_of(headers: &HeaderMap, scheme: Scheme) -> Vec<Vec<(String, String)>> {
     headers
         .get_all(WWW_AUTHENTICATE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(challenges)
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .filter(|(name, _)| name.eq_ignore_ascii_case(scheme.name()))
         .map(|(_, params)| params)
         .collect()
 }
@@ -164,7 +194,52 @@ mod tests {
         for value in values {
             headers.append(WWW_AUTHENTICATE, HeaderValue::from_str(value).unwrap());
         }
-        says_invalid_token(&headers)
+        says_invalid_token(&headers, Scheme::Bearer)
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(WWW_AUTHENTICATE, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_dpop_token_is_read_under_the_dpop_scheme_only() {
+        let dpop = headers(&[r#"DPoP error="invalid_token", algs="ES256 PS256""#]);
+        assert!(says_invalid_token(&dpop, Scheme::Dpop));
+        assert!(!says_invalid_token(&dpop, Scheme::Bearer));
+        let bearer = headers(&[r#"Bearer error="invalid_token""#]);
+        assert!(!says_invalid_token(&bearer, Scheme::Dpop));
+        let both = headers(&[r#"Bearer realm="api", dpop ERROR=invalid_token"#]);
+        assert!(says_invalid_token(&both, Scheme::Dpop));
+        assert!(
+            step_up_demanded(
+                &headers(&[r#"DPoP error="insufficient_user_authentication""#]),
+                Scheme::Dpop
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn a_nonce_is_asked_for_by_a_dpop_challenge_with_use_dpop_nonce() {
+        for value in [
+            r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#,
+            r#"Bearer realm="x", DPoP algs="ES256", error=use_dpop_nonce"#,
+            r#"dpop Error="use_dpop_nonce""#,
+        ] {
+            assert!(says_use_dpop_nonce(&headers(&[value])), "{value}");
+        }
+        for value in [
+            r#"Bearer error="use_dpop_nonce""#,
+            r#"DPoP error="invalid_token""#,
+            r#"DPoP error_description="use_dpop_nonce""#,
+            "DPoP",
+        ] {
+            assert!(!says_use_dpop_nonce(&headers(&[value])), "{value}");
+        }
     }
 
     #[test]
@@ -207,7 +282,7 @@ mod tests {
     fn demanded(value: &str) -> Option<StepUpDemand> {
         let mut headers = HeaderMap::new();
         headers.append(WWW_AUTHENTICATE, HeaderValue::from_str(value).unwrap());
-        step_up_demanded(&headers)
+        step_up_demanded(&headers, Scheme::Bearer)
     }
 
     #[test]

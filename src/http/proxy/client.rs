@@ -9,18 +9,27 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::CertificateDer;
 
 /// The HTTP client for upstreams (HTTP/1.1, keep-alive pool, http and https).
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// Builds the pooled upstream client with bounded connect and idle times.
-pub fn upstream_client() -> UpstreamClient {
+/// Builds the pooled upstream client with bounded connect and idle times, trusting the
+/// public roots and `extra_roots` (`server.upstream_ca_file`, already checked to parse).
+pub fn upstream_client(extra_roots: &[CertificateDer<'static>]) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
     http.set_nodelay(true);
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    roots.add_parsable_certificates(extra_roots.iter().cloned());
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);

@@ -1,7 +1,9 @@
 //! The one forwarder: how any request leaves Vestibule for a server behind it (an API route's
 //! upstream, the frontend's development server) and how its answer comes back. It owns the
 //! header rules of both directions ([`headers`]), the pooled client ([`client`]), protocol
-//! upgrades ([`upgrade`]) and the time limit; it never decides *whether* a request may go, nor
+//! upgrades ([`upgrade`]), the time limit, and how a credential rides on the request
+//! ([`authorization`]: `Bearer`, or `DPoP` with a fresh proof and the upstream's nonces, learnt
+//! from its answers); it never decides *whether* a request may go, nor
 //! which credential it carries: callers (the API route, the frontend relay) decide that and
 //! hand over a request with Vestibule's cookies already removed. Upgrades are relayed byte for
 //! byte ([`upgrade`], the frontend's development server) or, on API routes, frame by frame
@@ -9,6 +11,7 @@
 //!
 //! Bodies are streamed both ways and never buffered.
 
+pub mod authorization;
 pub mod bearer_challenge;
 pub mod client;
 pub mod headers;
@@ -16,18 +19,21 @@ pub mod upgrade;
 pub mod websocket;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Response, Uri, header};
+use axum::http::{HeaderValue, Response, Uri, header};
 use hyper::body::Incoming;
 
 use super::csrf;
 use super::server::request_id::{RequestId, X_REQUEST_ID};
 use crate::error::AppError;
+use crate::oidc::dpop::{DpopError, DpopNonces, NONCE_HEADER, origin_of};
 use crate::traces;
+use authorization::Authorization;
 use client::{UpstreamClient, describe};
 use headers::{ForwardingHeaders, VIA, clean_upstream_response, remove_hop_by_hop};
 
@@ -40,6 +46,10 @@ pub enum ProxyError {
     /// The credential cannot be sent as a header value.
     #[error("credential is not a valid header value")]
     InvalidCredential,
+    /// No DPoP proof could be signed for a bound token (a key that does not read, a failed
+    /// random source): the token is not sent at all, never as `Bearer`.
+    #[error("no DPoP proof: {0}")]
+    Proof(DpopError),
     /// The upstream could not be reached (the error chain, without the URL's query).
     #[error("upstream unavailable: {0}")]
     Unavailable(String),
@@ -56,6 +66,9 @@ impl From<ProxyError> for AppError {
             ProxyError::Unforwardable => AppError::BadRequest("path cannot be forwarded"),
             ProxyError::InvalidCredential => {
                 AppError::UpstreamUnavailable("access token is not a valid header value".into())
+            }
+            ProxyError::Proof(error) => {
+                AppError::UpstreamUnavailable(format!("no DPoP proof could be made: {error}"))
             }
             ProxyError::Unavailable(cause) => AppError::UpstreamUnavailable(cause),
             ProxyError::Timeout => AppError::UpstreamTimeout,
@@ -80,27 +93,35 @@ pub enum Destination {
 pub struct Forwarder {
     client: UpstreamClient,
     forwarded: ForwardingHeaders,
+    /// The DPoP nonces upstreams handed out, per origin (this instance's; see
+    /// [`DpopNonces`]).
+    nonces: Arc<DpopNonces>,
 }
 
 impl Forwarder {
     /// A forwarder over `client` that tells upstreams about the public origin `forwarded`.
     pub fn new(client: UpstreamClient, forwarded: ForwardingHeaders) -> Self {
-        Self { client, forwarded }
+        Self {
+            client,
+            forwarded,
+            nonces: Arc::new(DpopNonces::default()),
+        }
     }
 
     /// Turns the browser's request `parts` into the upstream's, sent to `url` on behalf of
     /// `client`: hop-by-hop fields go (an upgrade's own `Connection`/`Upgrade` stay when
     /// `keep_upgrade`), so do `Host`, any `Authorization` the browser sent and every routing
     /// header it could forge; the forwarding headers are set from what Vestibule knows. For an
-    /// API route also the anti-forgery header and `Proxy-Authorization` go, `credential`, when
-    /// given, becomes `Authorization: Bearer`, and the request's own id is sent.
+    /// API route also the anti-forgery header, `Proxy-Authorization` and any `DPoP` proof go,
+    /// `credential`, when given, becomes `Authorization` ([`Forwarder::authorize`]), and the
+    /// request's own id is sent.
     pub fn prepare(
         &self,
         parts: &mut Parts,
         url: &str,
         client: IpAddr,
         destination: Destination,
-        credential: Option<&str>,
+        credential: Option<&Authorization>,
         keep_upgrade: bool,
     ) -> Result<(), ProxyError> {
         parts.uri = url.parse::<Uri>().map_err(|_| ProxyError::Unforwardable)?;
@@ -116,8 +137,10 @@ impl Forwarder {
         }
         parts.headers.remove(csrf::CSRF_HEADER);
         parts.headers.remove(header::PROXY_AUTHORIZATION);
+        // Only Vestibule signs proofs: none a browser sent goes on.
+        parts.headers.remove(crate::oidc::dpop::PROOF_HEADER);
         if let Some(credential) = credential {
-            set_bearer(&mut parts.headers, credential)?;
+            self.authorize(parts, credential)?;
         }
         // The upstream sees the request's own id, never one the browser chose.
         match parts.extensions.get::<RequestId>() {
@@ -133,9 +156,25 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Puts `credential` on the prepared request `parts` (again, for a retry: a new proof, with
+    /// the nonce the upstream's origin handed out meanwhile).
+    pub fn authorize(
+        &self,
+        parts: &mut Parts,
+        credential: &Authorization,
+    ) -> Result<(), ProxyError> {
+        credential.apply(
+            &mut parts.headers,
+            &parts.method,
+            &parts.uri,
+            &self.nonces,
+            crate::clock::unix_now(),
+        )
+    }
+
     /// Sends a prepared `request` to `destination`, waiting at most `timeout` (when given) for
     /// the response headers; a call on an API route has a span of its own when spans are
-    /// exported.
+    /// exported, and a `DPoP-Nonce` in its answer is kept for its origin's next proofs.
     pub async fn send(
         &self,
         mut request: Request,
@@ -158,6 +197,8 @@ impl Forwarder {
             }
             span.in_scope(|| traces::inject(request.headers_mut()));
         }
+        // A cheap clone (shared bytes), kept only to name the origin of a nonce.
+        let target = matches!(destination, Destination::ApiRoute(_)).then(|| request.uri().clone());
         let call = traces::within(upstream_span, self.client.request(request));
         let answered = match timeout {
             Some(timeout) => tokio::time::timeout(timeout, call)
@@ -165,17 +206,14 @@ impl Forwarder {
                 .map_err(|_| ProxyError::Timeout)?,
             None => call.await,
         };
-        answered.map_err(|error| ProxyError::Unavailable(describe(&error)))
+        let response = answered.map_err(|error| ProxyError::Unavailable(describe(&error)))?;
+        if let (Some(target), Some(nonce)) = (target, response.headers().get(NONCE_HEADER))
+            && let Ok(nonce) = nonce.to_str()
+        {
+            self.nonces.remember(origin_of(&target.to_string()), nonce);
+        }
+        Ok(response)
     }
-}
-
-/// Replaces the credential of a prepared request (a retry with a fresh token).
-pub fn set_bearer(headers: &mut HeaderMap, credential: &str) -> Result<(), ProxyError> {
-    let mut bearer = HeaderValue::try_from(format!("Bearer {credential}"))
-        .map_err(|_| ProxyError::InvalidCredential)?;
-    bearer.set_sensitive(true);
-    headers.insert(header::AUTHORIZATION, bearer);
-    Ok(())
 }
 
 /// The answer of `destination` as the browser gets it: hop-by-hop fields and any
@@ -215,7 +253,7 @@ mod tests {
 
     fn forwarder() -> Forwarder {
         Forwarder::new(
-            client::upstream_client(),
+            client::upstream_client(&[]),
             ForwardingHeaders::new(&"https://app.example".parse().unwrap()),
         )
     }
@@ -245,6 +283,7 @@ mod tests {
             HeaderValue::from_static("Basic forged"),
         );
         headers.insert("x-request-id", HeaderValue::from_static("chosen"));
+        headers.insert("dpop", HeaderValue::from_static("forged.proof.x"));
         headers.insert("x-app", HeaderValue::from_static("kept"));
         let (mut parts, _) = request.into_parts();
         assert!(policy.strip(&mut parts.headers).session.is_none());
@@ -255,7 +294,7 @@ mod tests {
                 "http://up/x",
                 client,
                 Destination::ApiRoute("/api"),
-                Some("tok"),
+                Some(&Authorization::Bearer("tok".into())),
                 false,
             )
             .unwrap();
@@ -266,7 +305,14 @@ mod tests {
         assert_eq!(headers.get(header::AUTHORIZATION).unwrap(), "Bearer tok");
         assert_eq!(headers.get("x-app").unwrap(), "kept");
         assert_eq!(headers.get("x-forwarded-for").unwrap(), "10.0.0.7");
-        for gone in ["x-csrf", "connection", "x-private", "te", "x-request-id"] {
+        for gone in [
+            "x-csrf",
+            "connection",
+            "x-private",
+            "te",
+            "x-request-id",
+            "dpop",
+        ] {
             assert!(headers.get(gone).is_none(), "{gone} must not be forwarded");
         }
     }

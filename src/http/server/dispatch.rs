@@ -45,7 +45,7 @@ pub enum Dispatch {
 
 impl Dispatch {
     /// Classifies a request by its path. Vestibule's own `/api/auth`, the probes and the
-    /// assertion key set are never proxied, even under a route like `/api`, `/.well-known` or
+    /// key sets (assertions', client authentication's) are never proxied, even under a route like `/api`, `/.well-known` or
     /// `/`; any other `/api` path belongs to a route or to no one.
     pub fn classify(routes: &RouteTable, uri: &Uri) -> Self {
         let path = uri.path();
@@ -53,6 +53,7 @@ impl Dispatch {
             || path.starts_with("/api/auth/")
             || health::is_probe(path)
             || path == jwks::JWKS_PATH
+            || path == jwks::CLIENT_JWKS_PATH
         {
             return Dispatch::Router;
         }
@@ -221,10 +222,12 @@ mod tests {
     }
 
     #[test]
-    fn the_assertion_key_set_is_never_proxied_even_under_a_well_known_route() {
+    fn the_key_sets_are_never_proxied_even_under_a_well_known_route() {
         let table = RouteTable::new(vec![route("/.well-known")]);
-        let dispatch = Dispatch::classify(&table, &"/.well-known/jwks.json".parse().unwrap());
-        assert!(matches!(dispatch, Dispatch::Router));
+        for path in ["/.well-known/jwks.json", "/.well-known/client-jwks.json"] {
+            let dispatch = Dispatch::classify(&table, &path.parse().unwrap());
+            assert!(matches!(dispatch, Dispatch::Router), "{path}");
+        }
         let other = Dispatch::classify(&table, &"/.well-known/other".parse().unwrap());
         assert!(
             matches!(other, Dispatch::Proxy(_)),

@@ -86,8 +86,8 @@ impl KeycloakApp {
         refresh_skew_secs: u64,
         routes: &str,
     ) -> Self {
-        let client_auth = format!("client_secret = \"{client_secret}\"\n");
-        Self::start_configured(port, client_id, &client_auth, refresh_skew_secs, routes).await
+        let credential = format!("client_secret = \"{client_secret}\"");
+        Self::start_with_credential(port, client_id, &credential, refresh_skew_secs, routes).await
     }
 
     /// Starts Vestibule on `port` with a client that requires everything FAPI 2.0 asks for
@@ -105,22 +105,23 @@ impl KeycloakApp {
         let dir = std::env::temp_dir().join(format!("vestibule-fapi-client-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let key_file = make_p256_key(&dir);
-        let oidc = format!(
+        let credential = format!(
             "client_auth_method = \"private_key_jwt\"\n\
              client_key_file = \"{}\"\n\
              par = \"required\"\n\
-             dpop = \"required\"\n",
+             dpop = \"required\"",
             key_file.display()
         );
-        Self::start_configured(port, &client_id, &oidc, refresh_skew_secs, routes).await
+        Self::start_with_credential(port, &client_id, &credential, refresh_skew_secs, routes).await
     }
 
-    /// [`KeycloakApp::start_at`] with `client_auth`, the `[oidc]` lines that say how this
-    /// deployment authenticates to Keycloak (and what else it asks of it).
-    async fn start_configured(
+    /// [`KeycloakApp::start_at`] for a client that authenticates with `credential`, the
+    /// `[oidc]` lines in place of `client_secret` (`client_auth_method = "private_key_jwt"`
+    /// and its keys, and whatever else it asks of Keycloak: `par`, `dpop`).
+    pub async fn start_with_credential(
         port: u16,
         client_id: &str,
-        client_auth: &str,
+        credential: &str,
         refresh_skew_secs: u64,
         routes: &str,
     ) -> Self {
@@ -145,7 +146,8 @@ public_url = "{url}"
 issuer = "{issuer}"
 discovery_url = "{discovery}"
 client_id = "{client_id}"
-{client_auth}refresh_skew_secs = {refresh_skew_secs}
+{credential}
+refresh_skew_secs = {refresh_skew_secs}
 scopes = {scopes}
 
 [session]

@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod browser;
 pub mod compose;
+pub mod dpop_upstream;
 pub mod keycloak;
 pub mod keycloak_app;
 pub mod load;
@@ -137,6 +138,7 @@ pub struct TestAppBuilder {
     oidc_toml: String,
     issuer_path: String,
     second_provider: bool,
+    client_keys: Option<String>,
 }
 
 /// Everything a scenario talks to.
@@ -181,6 +183,7 @@ impl TestApp {
             oidc_toml: String::new(),
             issuer_path: String::new(),
             second_provider: false,
+            client_keys: None,
         }
     }
 
@@ -382,6 +385,16 @@ impl TestAppBuilder {
         self
     }
 
+    /// The client authenticates with `private_key_jwt` and no secret: the provider registers
+    /// it with Vestibule's client key set as its `jwks_uri`, and `[oidc]` gets
+    /// `client_auth_method = "private_key_jwt"` and `keys` (`client_keys = […]` or
+    /// `client_key_file = …`) in place of `client_secret`.
+    pub fn private_key_jwt(mut self, keys: &str) -> Self {
+        self.provider.auth_method = "private_key_jwt";
+        self.client_keys = Some(keys.to_owned());
+        self
+    }
+
     /// Extra TOML appended to the config (e.g. more routes).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -454,7 +467,7 @@ public_url = "{public_url}"
 [oidc]
 issuer = "{issuer}{issuer_path}"
 {discovery}client_id = "{client_id}"
-client_secret = "{client_secret}"
+{client_credential}
 refresh_skew_secs = {skew}
 {oidc}
 [session]
@@ -481,7 +494,10 @@ timeout_secs = 2
                 )
             },
             client_id = provider::client_id(),
-            client_secret = provider::client_secret(),
+            client_credential = match &self.client_keys {
+                None => format!("client_secret = \"{}\"", provider::client_secret()),
+                Some(keys) => format!("client_auth_method = \"private_key_jwt\"\n{keys}"),
+            },
             skew = self.refresh_skew_secs,
             oidc = self.oidc_toml,
             idle = self.idle_timeout_secs,

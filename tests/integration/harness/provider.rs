@@ -69,6 +69,13 @@ pub struct ProviderOptions {
     /// `iss` (`OP_ID_TOKEN_ISS`; `"schemeless"`: the issuer without `http://`, the shape of
     /// Google's `accounts.google.com`). `None`: the provider's own issuer.
     pub id_token_iss: Option<&'static str>,
+    /// Pushed authorization requests (`OP_PAR`): `"0"` off (not in discovery), `"1"` on,
+    /// `"required"` on and required.
+    pub par: &'static str,
+    /// DPoP (`OP_DPOP`): `"0"` off, `"1"` oidc-provider's stock DPoP, `"nonce"` with server
+    /// nonces required, `"required"` also with the vestibule client's tokens always bound.
+    /// `None`: stock (`"1"`).
+    pub dpop: Option<&'static str>,
 }
 
 impl Default for ProviderOptions {
@@ -94,6 +101,8 @@ impl Default for ProviderOptions {
             tenant: None,
             expires_in_as_string: false,
             id_token_iss: None,
+            par: "0",
+            dpop: None,
         }
     }
 }
@@ -202,6 +211,7 @@ impl TestProvider {
             .env("OP_HIDE_END_SESSION", options.hide_end_session.to_string())
             .env("OP_LEGACY_LOGOUT", options.legacy_logout.to_string())
             .env("OP_LOGIN_HINT_CLAIM", options.login_hint_claim.to_string())
+            .env("OP_PAR", options.par)
             // Stock oidc-provider behaviour unless asked: a refresh token only with
             // offline_access and prompt=consent.
             .env(
@@ -232,6 +242,9 @@ impl TestProvider {
         }
         if let Some(iss) = options.id_token_iss {
             command.env("OP_ID_TOKEN_ISS", iss);
+        }
+        if let Some(dpop) = options.dpop {
+            command.env("OP_DPOP", dpop);
         }
         if let Some(keys) = &options.keys_file {
             command.env("OP_KEYS_FILE", keys);

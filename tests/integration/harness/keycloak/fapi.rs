@@ -3,9 +3,8 @@
 //! names are Keycloak 26.4's own (`OIDCConfigAttributes`, `ParConfig`, `JWTClientAuthenticator`):
 //! - Advanced → "OAuth 2.0 DPoP Bound Access Tokens Enabled": `dpop.bound.access.tokens`;
 //! - Advanced → "Pushed authorization request required": `require.pushed.authorization.requests`;
-//! - Credentials → Client Authenticator "Signed JWT": `clientAuthenticatorType` `client-jwt`,
-//!   with Keys → "Use JWKS URL" (`use.jwks.url`, `jwks.url`) and the signature algorithm
-//!   (`token.endpoint.auth.signing.alg`).
+//! - Credentials → Client Authenticator "Signed JWT" with Keys → "Use JWKS URL", as
+//!   `client_assertion.rs` sets it up.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -22,17 +21,10 @@ impl Keycloak {
         public_url: &str,
         jwks_url: &str,
     ) -> String {
-        let (client_id, _secret, mut client) = self.client_copy_for(public_url, "fapi");
-        if let Some(fields) = client.as_object_mut() {
-            fields.remove("secret");
-        }
-        client["clientAuthenticatorType"] = json!("client-jwt");
+        let (client_id, mut client) = self.private_key_jwt_client(public_url, jwks_url, "fapi");
         let attributes = &mut client["attributes"];
         attributes["dpop.bound.access.tokens"] = json!("true");
         attributes["require.pushed.authorization.requests"] = json!("true");
-        attributes["use.jwks.url"] = json!("true");
-        attributes["jwks.url"] = json!(jwks_url);
-        attributes["token.endpoint.auth.signing.alg"] = json!("ES256");
         self.admin_send(reqwest::Method::POST, "clients", Some(&client))
             .await;
         client_id

@@ -10,6 +10,7 @@
 //! `step_up.rs` and `exchange.rs` for those features); the start-up is `launch.rs`.
 
 mod admin;
+pub mod client_assertion;
 pub mod dpop_api;
 pub mod exchange;
 pub mod fapi;

@@ -1,0 +1,205 @@
+//! `private_key_jwt` (RFC 7523 §2.2, OIDC Core §9): the client proves who it is with a short
+//! JWT signed by a key only it holds, instead of a shared secret. This file owns the client's
+//! key ring ([`ClientKeys`]: the first key signs, every key is published), the assertion's
+//! header and claims, and the key set published for providers at [`CLIENT_JWKS_PATH`].
+//!
+//! The assertion's `aud` is the provider's issuer identifier as one string, never an array
+//! and never the endpoint's URL (draft-ietf-oauth-rfc7523bis, FAPI 2.0 after the 2025
+//! audience-confusion disclosure: an assertion meant for one provider cannot be replayed at
+//! another that shares an endpoint name). A private key never leaves `assertion::keys`.
+
+use serde_json::{Value, json};
+
+use crate::assertion::SigningKey;
+
+/// `client_assertion_type` (RFC 7523 §2.2).
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How long an assertion is valid: one request, with room for clock skew at the provider.
+pub const ASSERTION_LIFETIME_SECS: u64 = 60;
+
+/// Where the client keys are published (public contract): apart from the identity assertions'
+/// `/.well-known/jwks.json`, so a key set trusted for one purpose never vouches for the other.
+pub const CLIENT_JWKS_PATH: &str = "/.well-known/client-jwks.json";
+
+/// The client's signing keys for `private_key_jwt` (`oidc.client_key_file` or
+/// `oidc.client_keys`): never empty, the first signs, all are published (rotation: a new key
+/// is published before it signs, an old one stays published until nothing signed by it is in
+/// flight).
+#[derive(Debug, Clone)]
+pub struct ClientKeys {
+    signing: SigningKey,
+    others: Vec<SigningKey>,
+}
+
+impl ClientKeys {
+    /// The ring of `keys` in order (the first signs); `None` when there is none.
+    pub fn new(keys: Vec<SigningKey>) -> Option<Self> {
+        let mut keys = keys.into_iter();
+        let signing = keys.next()?;
+        Some(Self {
+            signing,
+            others: keys.collect(),
+        })
+    }
+
+    /// Every key of the ring, the signing one first.
+    pub fn all(&self) -> impl Iterator<Item = &SigningKey> {
+        std::iter::once(&self.signing).chain(&self.others)
+    }
+
+    /// The `kid` assertions are signed under now.
+    pub fn signing_kid(&self) -> &str {
+        self.signing.kid()
+    }
+
+    /// A fresh client assertion of `client_id` for the provider whose issuer is `audience`,
+    /// issued at `now` (unix seconds): `iss` = `sub` = the client id, `aud` the issuer (one
+    /// string), a random `jti`, `iat`, and `exp` a minute later.
+    pub fn assertion(&self, client_id: &str, audience: &str, now: u64) -> String {
+        let claims = json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": audience,
+            "jti": crate::random::url_safe_id(),
+            "iat": now,
+            "exp": now.saturating_add(ASSERTION_LIFETIME_SECS),
+        });
+        self.signing.sign_jwt(&claims)
+    }
+
+    /// The two form parameters that authenticate a request (RFC 7523 §2.2):
+    /// `client_assertion_type` and a fresh `client_assertion`.
+    pub fn form(&self, client_id: &str, audience: &str, now: u64) -> [(&'static str, String); 2] {
+        [
+            ("client_assertion_type", ASSERTION_TYPE.to_owned()),
+            ("client_assertion", self.assertion(client_id, audience, now)),
+        ]
+    }
+}
+
+/// The key set served at [`CLIENT_JWKS_PATH`] (JSON): the public half of every key of every
+/// provider's ring, each `kid` once (`{"keys":[]}` when no provider uses `private_key_jwt`).
+pub fn client_key_set<'a>(rings: impl IntoIterator<Item = &'a ClientKeys>) -> String {
+    let mut kids: Vec<&str> = Vec::new();
+    let mut keys: Vec<Value> = Vec::new();
+    for key in rings.into_iter().flat_map(ClientKeys::all) {
+        if !kids.contains(&key.kid()) {
+            kids.push(key.kid());
+            keys.push(key.public_jwk());
+        }
+    }
+    json!({ "keys": keys }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::ecdsa::signature::Verifier;
+    use serde_json::Map;
+
+    use super::*;
+
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg+mCYmwTLJgU5m5JN
+NaDUkDp0/3th4xOF2kWx6M9X4WyhRANCAASjGlhKDLkrxcGdhfNM8K2cabaUc9qi
+4Pr80/AFU/A+dUDqWutJmxTwMwrXdJyfjuFBymB+6unS15fUIovnEPef
+-----END PRIVATE KEY-----";
+    const OTHER_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgm+zbYdZMRxTLsrxV
+5TXP6E64Q7mEv7bAd7qF5EL29pmhRANCAARlenaNumwtZuLsDUmE4DdHtmTwtrV3
++Xqh9GLiBqF4Z9q9gmqFnSPHR4iwI+K4dCIhQ9mE/i9weFSPw/3Muc3J
+-----END PRIVATE KEY-----";
+
+    fn ring() -> ClientKeys {
+        ClientKeys::new(vec![
+            SigningKey::from_pem("new", PEM).unwrap(),
+            SigningKey::from_pem("old", OTHER_PEM).unwrap(),
+        ])
+        .unwrap()
+    }
+
+    fn part(token: &str, index: usize) -> Map<String, Value> {
+        let segment = token.split('.').nth(index).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).unwrap()).unwrap()
+    }
+
+    /// Whether the published key `kid` of `set` verifies `token`'s signature.
+    fn verifies(set: &str, kid: &str, token: &str) -> bool {
+        let set: Value = serde_json::from_str(set).unwrap();
+        let jwk = set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|jwk| jwk["kid"] == kid)
+            .unwrap();
+        let coordinate = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
+        let mut point = vec![4u8];
+        point.extend(coordinate("x"));
+        point.extend(coordinate("y"));
+        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let signature =
+            p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).unwrap())
+                .unwrap();
+        key.verify(input.as_bytes(), &signature).is_ok()
+    }
+
+    #[test]
+    fn the_assertion_names_the_client_and_the_issuer_as_its_one_audience() {
+        let token = ring().assertion("vestibule", "https://op.example", 1_000);
+        let header = part(&token, 0);
+        assert_eq!(
+            Value::Object(header),
+            json!({"alg": "ES256", "typ": "JWT", "kid": "new"})
+        );
+        let claims = part(&token, 1);
+        assert_eq!(claims["iss"], "vestibule");
+        assert_eq!(claims["sub"], "vestibule");
+        assert_eq!(
+            claims["aud"],
+            json!("https://op.example"),
+            "a single string, never an array"
+        );
+        assert_eq!(claims["iat"], 1_000);
+        assert_eq!(claims["exp"], 1_060);
+        assert!(claims["jti"].as_str().unwrap().len() >= 22, "{claims:?}");
+        assert_eq!(claims.len(), 6, "nothing else: {claims:?}");
+    }
+
+    #[test]
+    fn every_assertion_has_its_own_jti_and_the_first_key_signs() {
+        let keys = ring();
+        let one = keys.assertion("c", "https://op.example", 1);
+        let two = keys.assertion("c", "https://op.example", 1);
+        assert_ne!(part(&one, 1)["jti"], part(&two, 1)["jti"]);
+        let set = client_key_set([&keys]);
+        assert!(verifies(&set, "new", &one));
+        assert!(!verifies(&set, "old", &one));
+        assert_eq!(keys.signing_kid(), "new");
+        let [kind, assertion] = keys.form("c", "https://op.example", 1);
+        assert_eq!(kind, ("client_assertion_type", ASSERTION_TYPE.to_owned()));
+        assert_eq!(assertion.0, "client_assertion");
+        assert!(verifies(&set, "new", &assertion.1));
+    }
+
+    #[test]
+    fn the_key_set_publishes_every_key_of_every_ring_once_and_no_private_half() {
+        let keys = ring();
+        let set: Value = serde_json::from_str(&client_key_set([&keys, &keys])).unwrap();
+        let kids: Vec<&str> = set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|jwk| jwk["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(kids, ["new", "old"]);
+        for jwk in set["keys"].as_array().unwrap() {
+            assert!(jwk.get("d").is_none(), "{jwk}");
+            assert_eq!(jwk["alg"], "ES256");
+        }
+        assert_eq!(client_key_set([]), r#"{"keys":[]}"#);
+        assert!(ClientKeys::new(Vec::new()).is_none());
+    }
+}
