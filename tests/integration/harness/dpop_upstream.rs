@@ -4,8 +4,9 @@
 //! `htu` of the request as this server was called (its own URL, no query), `iat` within a
 //! window, a `jti` never seen before, `ath` the hash of the token, and, when asked to, its
 //! current nonce (`401 WWW-Authenticate: DPoP error="use_dpop_nonce"` with `DPoP-Nonce`
-//! otherwise). Optionally it introspects the token at the provider and requires its
-//! `cnf.jkt` to be the proof key's thumbprint.
+//! otherwise). Optionally it requires the token's `cnf.jkt` to be the proof key's thumbprint,
+//! read by introspection at the provider or, for a JWT access token (Keycloak's), from the
+//! token itself.
 //!
 //! Every request is recorded with its verdict ([`DpopCall`]); a call that passes is answered
 //! `200` with what was seen (`thumbprint`, `jti`, `htu`, `nonce`) as JSON. [`verify_proof`] is
@@ -65,6 +66,10 @@ pub struct DpopUpstreamOptions {
     /// Introspect each token at this provider (its issuer URL) with the upstream client's
     /// credentials and require it active with `cnf.jkt` equal to the proof key's thumbprint.
     pub introspect_at: Option<String>,
+    /// Require the token to be a JWT whose `cnf.jkt` is the proof key's thumbprint, as a
+    /// resource server of a provider with JWT access tokens (Keycloak) reads it. The token's
+    /// own signature is not checked: a test asks the provider what it thinks of the token.
+    pub cnf_in_jwt: bool,
 }
 
 struct Shared {
@@ -286,6 +291,19 @@ async fn check_call(
             format!("jti {} replayed", facts.jti),
         ));
     }
+    if shared.options.cnf_in_jwt {
+        let jkt =
+            jwt_claims(token).and_then(|claims| claims["cnf"]["jkt"].as_str().map(str::to_owned));
+        if jkt.as_deref() != Some(facts.thumbprint.as_str()) {
+            return Err(Refusal::Invalid(
+                "invalid_token",
+                format!(
+                    "the token's cnf.jkt {jkt:?} is not the proof key {}",
+                    facts.thumbprint
+                ),
+            ));
+        }
+    }
     if let Some(issuer) = &shared.options.introspect_at {
         let introspection: Value = shared
             .http
@@ -404,6 +422,12 @@ pub fn verify_proof(
         htu: htu.to_owned(),
         nonce: claims_json["nonce"].as_str().map(str::to_owned),
     })
+}
+
+/// The claims of `jwt` (a compact JWS), unverified; `None` when it is not one.
+pub fn jwt_claims(jwt: &str) -> Option<Value> {
+    let claims = jwt.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()
 }
 
 /// The `WWW-Authenticate` of `headers`, for assertions.

@@ -11,7 +11,6 @@
 
 mod admin;
 pub mod client_assertion;
-pub mod dpop_api;
 pub mod exchange;
 pub mod fapi;
 mod launch;
