@@ -240,7 +240,7 @@ def start_upstream():
     return server
 
 
-def start_vestibule(args, issuer, workdir, upstream_port, oidc_extra, extra_routes=""):
+def start_vestibule(args, issuer, workdir, upstream_port, oidc_extra, extra_routes="", server_extra=""):
     conf = os.path.join(workdir, "vestibule.toml")
     scopes = "" if args.vestibule_defaults else 'scopes = ["openid", "profile", "email"]\nprompt = ""\n'
     with open(conf, "w") as f:
@@ -261,7 +261,7 @@ upstream = "http://127.0.0.1:{upstream_port}"
 {extra_routes}
 [server]
 shutdown_delay_secs = 0
-''')
+{server_extra}''')
     env = dict(os.environ, VESTIBULE_LOG="info,vestibule=debug", NO_COLOR="1")
     if args.scenario != "fapi2":  # private_key_jwt: no shared secret at all
         env["VESTIBULE_OIDC__CLIENT_SECRET"] = args.client_secret
@@ -390,12 +390,15 @@ def run_module(args, suite, mid, name, rec, issuer, workdir, upstream):
     oidc_extra = MODULE_OIDC.get(name, "")
     if args.scenario == "refresh":
         oidc_extra += "assumed_token_lifetime_secs = %d\nrefresh_skew_secs = 1\n" % ASSUMED_LIFETIME
-    extra_routes = ""
+    extra_routes = server_extra = ""
     if args.scenario == "fapi2":
         oidc_extra += FAPI2_OIDC.format(key=args.client_key_file)
         extra_routes = '\n[[routes]]\nprefix = "%s"\nupstream = "%s%s"\n' % (
             FAPI2_ACCOUNTS_ROUTE, issuer, FAPI2_ACCOUNTS_PATH)
-    proc, alive = start_vestibule(args, issuer, workdir, upstream.server_address[1], oidc_extra, extra_routes)
+        # The suite's resource endpoint is served with the stack's private CA, as its OP is.
+        server_extra = 'upstream_ca_file = "%s"\n' % args.ca
+    proc, alive = start_vestibule(args, issuer, workdir, upstream.server_address[1], oidc_extra, extra_routes,
+                                  server_extra)
     vbase = args.vestibule_url
     s = requests.Session()
     s.verify = args.ca
