@@ -13,7 +13,7 @@ use openidconnect::core::{CoreClientAuthMethod, CoreErrorResponseType};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::client_assertion::ClientKeys;
+use super::client_assertion::{ASSERTION_TYPE, Asserter, ClientKeys};
 use super::discovery::Discovered;
 use super::grants::TokenRequestError;
 use super::metadata::ProviderMetadata;
@@ -157,15 +157,24 @@ impl Provider {
     /// authenticates with `private_key_jwt` (a fresh assertion each call), else none: added to
     /// the requests openidconnect makes itself (code exchange, refresh).
     pub(super) fn client_assertion_params(&self) -> Vec<(&'static str, String)> {
+        match self.asserter() {
+            Some(asserter) => vec![
+                ("client_assertion_type", ASSERTION_TYPE.to_owned()),
+                ("client_assertion", asserter.assertion()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// What signs this client's assertions when it authenticates with `private_key_jwt`.
+    pub(super) fn asserter(&self) -> Option<Asserter<'_>> {
         match (self.client_auth.configured, &self.settings.client_keys) {
-            (Some(ClientAuthMethod::PrivateKeyJwt), Some(keys)) => keys
-                .form(
-                    &self.settings.client_id,
-                    &self.settings.issuer,
-                    crate::clock::unix_now(),
-                )
-                .into(),
-            _ => Vec::new(),
+            (Some(ClientAuthMethod::PrivateKeyJwt), Some(keys)) => Some(Asserter {
+                keys,
+                client_id: &self.settings.client_id,
+                audience: &self.settings.issuer,
+            }),
+            _ => None,
         }
     }
 }

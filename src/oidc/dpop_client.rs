@@ -7,7 +7,8 @@
 //! (`use_dpop_nonce`: a `400` from a token endpoint, §8; a `401` with `WWW-Authenticate`
 //! from a resource such as UserInfo, §9) gets the request once more with the nonce it sent.
 //! Any `DPoP-Nonce` a response carries is remembered, so later requests carry it up front.
-//! Never logs a proof, a token or the key.
+//! A retried request that authenticates with a client assertion carries a fresh one: an
+//! assertion's `jti` is spent once sent. Never logs a proof, a token or the key.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use std::pin::Pin;
 use openidconnect::http::{self, HeaderValue, StatusCode, header};
 use openidconnect::{AsyncHttpClient, HttpClientError, HttpRequest, HttpResponse};
 
+use super::client_assertion::Asserter;
 use super::discovery::Discovered;
 use super::dpop::{
     ALGORITHM, DpopKey, DpopMode, DpopNonces, NONCE_HEADER, PROOF_HEADER, USE_NONCE_ERROR,
@@ -114,6 +116,7 @@ impl Provider {
                 key,
                 nonces: &self.dpop_nonces,
                 access_token,
+                asserter: self.asserter(),
             },
         }
     }
@@ -137,6 +140,7 @@ impl Provider {
             key,
             nonces: &self.dpop_nonces,
             access_token: None,
+            asserter: self.asserter(),
         };
         send(
             &self.http,
@@ -156,6 +160,9 @@ pub(super) struct Prover<'a> {
     pub(super) nonces: &'a DpopNonces,
     /// The access token the request carries (`ath`), if any.
     pub(super) access_token: Option<&'a str>,
+    /// What signs a fresh client assertion for a retry (`private_key_jwt`), if the client
+    /// authenticates so.
+    pub(super) asserter: Option<Asserter<'a>>,
 }
 
 /// openidconnect's HTTP client with a DPoP proof on every request (and the trace context).
@@ -177,7 +184,7 @@ impl<'c> AsyncHttpClient<'c> for DpopHttp<'_> {
 /// Sends `request` with a proof by `prover`, answering one nonce challenge.
 pub(super) async fn send(
     http: &reqwest::Client,
-    request: HttpRequest,
+    mut request: HttpRequest,
     prover: &Prover<'_>,
 ) -> Result<HttpResponse, HttpError> {
     let target = request.uri().to_string();
@@ -214,6 +221,12 @@ pub(super) async fn send(
             Some(fresh) if !challenged && asks_for_nonce(&response) => {
                 challenged = true;
                 nonce = Some(fresh.into());
+                if let Some(body) = prover
+                    .asserter
+                    .and_then(|asserter| asserter.renewed_in(request.body()))
+                {
+                    *request.body_mut() = body;
+                }
             }
             _ => return Ok(response),
         }
@@ -277,30 +290,54 @@ mod tests {
     /// A loopback server answering each connection with the next of `answers`, recording the
     /// `DPoP` header each request carried.
     async fn server(answers: Vec<&'static str>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let (url, proofs, _) = server_with_bodies(answers).await;
+        (url, proofs)
+    }
+
+    /// [`server`], also recording each request's body.
+    async fn server_with_bodies(
+        answers: Vec<&'static str>,
+    ) -> (String, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/token", listener.local_addr().unwrap());
-        let proofs = Arc::new(Mutex::new(Vec::new()));
-        let seen = proofs.clone();
+        let (proofs, bodies) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let (seen, seen_bodies) = (proofs.clone(), bodies.clone());
         tokio::spawn(async move {
             for answer in answers {
                 let (mut stream, _) = listener.accept().await.unwrap();
                 let mut request = Vec::new();
                 let mut buffer = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let head_end = loop {
+                    if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    let read = stream.read(&mut buffer).await.unwrap();
+                    request.extend_from_slice(&buffer[..read]);
+                };
+                let text = String::from_utf8_lossy(&request[..head_end]).to_string();
+                let length: usize = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .map_or(0, |length| length.trim().parse().unwrap());
+                while request.len() < head_end + length {
                     let read = stream.read(&mut buffer).await.unwrap();
                     request.extend_from_slice(&buffer[..read]);
                 }
-                let text = String::from_utf8_lossy(&request).to_string();
                 let proof = text
                     .lines()
                     .find_map(|line| line.strip_prefix("dpop: "))
                     .unwrap_or("")
                     .to_owned();
                 seen.lock().unwrap().push(proof);
+                let body = String::from_utf8_lossy(&request[head_end..]).to_string();
+                seen_bodies.lock().unwrap().push(body);
                 stream.write_all(answer.as_bytes()).await.unwrap();
             }
         });
-        (url, proofs)
+        (url, proofs, bodies)
     }
 
     fn claims(proof: &str) -> serde_json::Value {
@@ -336,6 +373,7 @@ mod tests {
             key: &key,
             nonces: &nonces,
             access_token: None,
+            asserter: None,
         };
         let http = reqwest::Client::new();
         let response = send(&http, post(&url), &prover).await.unwrap();
@@ -363,6 +401,7 @@ mod tests {
             key: &key,
             nonces: &nonces,
             access_token: Some("at-1"),
+            asserter: None,
         };
         let response = send(&reqwest::Client::new(), post(&url), &prover)
             .await
@@ -401,5 +440,51 @@ mod tests {
                 "{mode:?} {algorithms:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_retry_carries_a_fresh_client_assertion_never_the_spent_one() {
+        let (url, _, bodies) = server_with_bodies(vec![CHALLENGE_400, OK]).await;
+        let key = DpopKey::generate().unwrap();
+        let nonces = DpopNonces::default();
+        const PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg+mCYmwTLJgU5m5JN
+NaDUkDp0/3th4xOF2kWx6M9X4WyhRANCAASjGlhKDLkrxcGdhfNM8K2cabaUc9qi
+4Pr80/AFU/A+dUDqWutJmxTwMwrXdJyfjuFBymB+6unS15fUIovnEPef
+-----END PRIVATE KEY-----";
+        let signing = crate::assertion::SigningKey::from_pem("kid-1", PEM).unwrap();
+        let keys = super::super::ClientKeys::new(vec![signing]).unwrap();
+        let asserter = Asserter {
+            keys: &keys,
+            client_id: "rp",
+            audience: "https://op.example",
+        };
+        let prover = Prover {
+            key: &key,
+            nonces: &nonces,
+            access_token: None,
+            asserter: Some(asserter),
+        };
+        let mut request = post(&url);
+        *request.body_mut() =
+            format!("grant_type=x&client_assertion={}", asserter.assertion()).into_bytes();
+        let response = send(&reqwest::Client::new(), request, &prover)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bodies = bodies.lock().unwrap().clone();
+        let assertion = |body: &str| {
+            url::form_urlencoded::parse(body.as_bytes())
+                .find(|(name, _)| name == "client_assertion")
+                .map(|(_, value)| value.into_owned())
+                .unwrap()
+        };
+        let (first, retry) = (assertion(&bodies[0]), assertion(&bodies[1]));
+        assert_ne!(
+            claims(&first)["jti"],
+            claims(&retry)["jti"],
+            "a fresh assertion"
+        );
+        assert!(bodies[1].starts_with("grant_type=x&"), "{}", bodies[1]);
     }
 }
