@@ -87,6 +87,49 @@ EXPECT = {
     "oidcc-client-test-refresh-token-invalid-sub": "refresh-refused",
 }
 
+# FAPI 2.0 Security Profile (final), client plan with private_key_jwt, DPoP and OpenID Connect.
+# "accept" there also needs the resource call (the suite's accounts endpoint, through a
+# Vestibule route with the DPoP-bound token) to be answered 200: that call ends the module.
+FAPI2 = "fapi2-security-profile-final-client-test-"
+EXPECT.update({FAPI2 + name: verdict for name, verdict in {
+    "happy-path": "accept",
+    "happy-path-no-dpop-nonce": "accept",
+    "valid-aud-as-array": "accept",
+    "token-endpoint-response-without-expires_in": "accept",
+    "token-type-case-insensitivity": "accept",
+    "rs-dpop-auth-scheme-case-insensitivity": "accept",
+    "discovery-issuer-mismatch": "reject",
+    "invalid-iss": "reject",
+    "invalid-aud": "reject",
+    "invalid-secondary-aud": "reject",
+    "invalid-null-alg": "reject",
+    "invalid-alternate-alg": "reject",
+    "invalid-expired-exp": "reject",
+    "invalid-missing-exp": "reject",
+    "invalid-missing-aud": "reject",
+    "invalid-missing-iss": "reject",
+    "invalid-nonce": "reject",
+    "invalid-missing-nonce": "reject",
+    "invalid-authorization-response-iss": "reject",
+    "remove-authorization-response-iss": "reject",
+    "ensure-authorization-response-with-invalid-state-fails": "reject",
+    "ensure-authorization-response-with-invalid-missing-state-fails": "reject",
+}.items()})
+
+# Where the FAPI 2.0 plan's resource server is, under the module's issuer (the suite's
+# AbstractFAPI2SPFinalClientTest.ACCOUNTS_PATH), and the Vestibule route that reaches it.
+FAPI2_ACCOUNTS_PATH = "open-banking/v1.1/accounts"
+FAPI2_ACCOUNTS_ROUTE = "/api/accounts"
+
+# What Vestibule is told for the FAPI 2.0 plan: every mechanism the profile asks for, required
+# (a silent fall-back to the front channel, to a secret or to a bearer token must fail the run).
+FAPI2_OIDC = (
+    'client_auth_method = "private_key_jwt"\n'
+    'client_key_file = "{key}"\n'
+    'par = "required"\n'
+    'dpop = "required"\n'
+)
+
 # What Vestibule's callback must answer where a refusal has one right status: an ID token
 # without `sub` or `iat` is a bad token (502), not a provider outage (503).
 CALLBACK_STATUS = {
@@ -197,7 +240,7 @@ def start_upstream():
     return server
 
 
-def start_vestibule(args, issuer, workdir, upstream_port, oidc_extra):
+def start_vestibule(args, issuer, workdir, upstream_port, oidc_extra, extra_routes="", server_extra=""):
     conf = os.path.join(workdir, "vestibule.toml")
     scopes = "" if args.vestibule_defaults else 'scopes = ["openid", "profile", "email"]\nprompt = ""\n'
     with open(conf, "w") as f:
@@ -215,12 +258,13 @@ encryption_key = "{base64.b64encode(os.urandom(32)).decode()}"
 [[routes]]
 prefix = "/api/echo"
 upstream = "http://127.0.0.1:{upstream_port}"
-
+{extra_routes}
 [server]
 shutdown_delay_secs = 0
-''')
-    env = dict(os.environ, VESTIBULE_OIDC__CLIENT_SECRET=args.client_secret, VESTIBULE_LOG="info,vestibule=debug",
-               NO_COLOR="1")
+{server_extra}''')
+    env = dict(os.environ, VESTIBULE_LOG="info,vestibule=debug", NO_COLOR="1")
+    if args.scenario != "fapi2":  # private_key_jwt: no shared secret at all
+        env["VESTIBULE_OIDC__CLIENT_SECRET"] = args.client_secret
     log = open(os.path.join(workdir, "vestibule.log"), "w")
     proc = subprocess.Popen(["nice", "-n", "19", args.vestibule, "--config", conf], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
@@ -239,6 +283,27 @@ shutdown_delay_secs = 0
             pass
         time.sleep(0.1)
     return proc, alive
+
+
+def client_key(out):
+    """Makes the ES256 key Vestibule authenticates with (private_key_jwt) for the FAPI 2.0
+    plan: the private key as PKCS#8 PEM (oidc.client_key_file) and its public JWK, whose kid
+    is its RFC 7638 thumbprint."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    import hashlib
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = os.path.abspath(os.path.join(out, "client-key.pem"))
+    with open(path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    os.chmod(path, 0o600)
+    numbers = key.public_key().public_numbers()
+    b64 = lambda n: base64.urlsafe_b64encode(n.to_bytes(32, "big")).rstrip(b"=").decode()
+    jwk = {"crv": "P-256", "kty": "EC", "x": b64(numbers.x), "y": b64(numbers.y)}
+    canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()
+    kid = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+    return path, dict(jwk, kid=kid, use="sig", alg="ES256")
 
 
 def follow(s, url, vbase, hops, stop_at_landing=True):
@@ -325,7 +390,15 @@ def run_module(args, suite, mid, name, rec, issuer, workdir, upstream):
     oidc_extra = MODULE_OIDC.get(name, "")
     if args.scenario == "refresh":
         oidc_extra += "assumed_token_lifetime_secs = %d\nrefresh_skew_secs = 1\n" % ASSUMED_LIFETIME
-    proc, alive = start_vestibule(args, issuer, workdir, upstream.server_address[1], oidc_extra)
+    extra_routes = server_extra = ""
+    if args.scenario == "fapi2":
+        oidc_extra += FAPI2_OIDC.format(key=args.client_key_file)
+        extra_routes = '\n[[routes]]\nprefix = "%s"\nupstream = "%s%s"\n' % (
+            FAPI2_ACCOUNTS_ROUTE, issuer, FAPI2_ACCOUNTS_PATH)
+        # The suite's resource endpoint is served with the stack's private CA, as its OP is.
+        server_extra = 'upstream_ca_file = "%s"\n' % args.ca
+    proc, alive = start_vestibule(args, issuer, workdir, upstream.server_address[1], oidc_extra, extra_routes,
+                                  server_extra)
     vbase = args.vestibule_url
     s = requests.Session()
     s.verify = args.ca
@@ -355,6 +428,13 @@ def run_module(args, suite, mid, name, rec, issuer, workdir, upstream):
         rec["callback_status"] = callback[-1] if callback else None
         if name in CALLBACK_STATUS and rec["callback_status"] != CALLBACK_STATUS[name]:
             got = "callback answered %s, expected %s" % (rec["callback_status"], CALLBACK_STATUS[name])
+        if args.scenario == "fapi2" and status == 200:
+            # The resource call the suite waits for: Vestibule sends the DPoP-bound token with
+            # a fresh proof (and answers the suite's use_dpop_nonce challenge itself).
+            resource = s.get(vbase + FAPI2_ACCOUNTS_ROUTE, headers={"X-CSRF": "1"}, timeout=30)
+            rec["resource_status"] = resource.status_code
+            if resource.status_code != 200:
+                got = "resource call answered %s" % resource.status_code
         if args.scenario == "refresh" and status == 200:
             Upstream.tokens.clear()
             first = s.get(vbase + "/api/echo/before-refresh", headers={"X-CSRF": "1"}, timeout=30)
@@ -399,7 +479,7 @@ def main():
     ap.add_argument("--ca", required=True, help="the stack's private CA (PEM)")
     ap.add_argument("--plan", default="oidcc-client-basic-certification-test-plan")
     ap.add_argument("--variant", default='{"client_registration":"static_client","request_type":"plain_http_request"}')
-    ap.add_argument("--scenario", default="login", choices=["login", "logout", "frontchannel", "third-party", "refresh"])
+    ap.add_argument("--scenario", default="login", choices=["login", "logout", "frontchannel", "third-party", "refresh", "fapi2"])
     ap.add_argument("--alias", default="vestibule")
     ap.add_argument("--client-id", default="vestibule-rp")
     ap.add_argument("--client-secret", default="conformance-secret-0123456789abcdef")
@@ -418,10 +498,17 @@ def main():
         os.environ.pop(name, None)
 
     os.makedirs(args.out, exist_ok=True)
+    args.client_key_file = None
     suite = Suite(args.suite, args.ca)
     upstream = start_upstream()
     client = {"client_id": args.client_id, "client_secret": args.client_secret,
               "redirect_uri": args.vestibule_url + "/api/auth/callback"}
+    if args.scenario == "fapi2":
+        # private_key_jwt: the suite verifies client assertions with the public half of the
+        # key Vestibule signs with (one key for the plan, written next to the evidence).
+        args.client_key_file, public_jwk = client_key(args.out)
+        client = {"client_id": args.client_id, "redirect_uri": client["redirect_uri"],
+                  "scope": "openid profile email", "jwks": {"keys": [public_jwk]}}
     if args.scenario in ("logout", "frontchannel"):
         client["post_logout_redirect_uri"] = args.vestibule_url + "/api/auth/logout-callback"
     if args.scenario == "logout":

@@ -84,6 +84,53 @@ impl ClientKeys {
     }
 }
 
+/// What signs fresh client assertions for one provider: its key ring, the client id and the
+/// issuer (`aud`).
+#[derive(Clone, Copy)]
+pub(super) struct Asserter<'a> {
+    /// The ring (the first key signs).
+    pub(super) keys: &'a ClientKeys,
+    /// `iss` and `sub`.
+    pub(super) client_id: &'a str,
+    /// `aud`: the provider's issuer identifier.
+    pub(super) audience: &'a str,
+}
+
+impl Asserter<'_> {
+    /// A fresh assertion issued now (see [`ClientKeys::assertion`]).
+    pub(super) fn assertion(&self) -> String {
+        self.keys
+            .assertion(self.client_id, self.audience, crate::clock::unix_now())
+    }
+
+    /// The form `body` of a request about to be sent again (a DPoP nonce challenge's retry)
+    /// with a fresh `client_assertion` in place of the one already spent, every other
+    /// parameter as it was; `None` when the body carries no assertion. A provider may refuse
+    /// a `jti` it has seen (RFC 7523 §3, FAPI 2.0 §5.3.2.1), so an assertion is never resent.
+    pub(super) fn renewed_in(&self, body: &[u8]) -> Option<Vec<u8>> {
+        renew_assertion(body, &self.assertion())
+    }
+}
+
+/// `body` (`application/x-www-form-urlencoded`) with its `client_assertion` replaced by
+/// `fresh`; `None` when it has none.
+fn renew_assertion(body: &[u8], fresh: &str) -> Option<Vec<u8>> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    if !pairs.iter().any(|(name, _)| name == "client_assertion") {
+        return None;
+    }
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in &pairs {
+        let value = if name == "client_assertion" {
+            fresh
+        } else {
+            value
+        };
+        form.append_pair(name, value);
+    }
+    Some(form.finish().into_bytes())
+}
+
 /// The key set served at [`CLIENT_JWKS_PATH`] (JSON): the public half of every key of every
 /// provider's ring, each `kid` once (`{"keys":[]}` when no provider uses `private_key_jwt`).
 pub fn client_key_set<'a>(rings: impl IntoIterator<Item = &'a ClientKeys>) -> String {
@@ -228,5 +275,32 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgm+zbYdZMRxTLsrxV
         }
         assert_eq!(client_key_set([]), r#"{"keys":[]}"#);
         assert!(ClientKeys::new(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_resent_form_gets_a_fresh_assertion_and_keeps_everything_else() {
+        let body = b"grant_type=authorization_code&code=a%2Bb&client_assertion_type=urn%3Aietf&client_assertion=spent.jwt.x&code_verifier=v";
+        let renewed = String::from_utf8(renew_assertion(body, "fresh.jwt.y").unwrap()).unwrap();
+        assert_eq!(
+            renewed,
+            "grant_type=authorization_code&code=a%2Bb&client_assertion_type=urn%3Aietf&client_assertion=fresh.jwt.y&code_verifier=v"
+        );
+        assert_eq!(
+            renew_assertion(b"grant_type=refresh_token&refresh_token=r", "x"),
+            None
+        );
+        let keys = ring();
+        let asserter = Asserter {
+            keys: &keys,
+            client_id: "rp",
+            audience: "https://op.example",
+        };
+        let first = asserter.assertion();
+        let renewed = asserter
+            .renewed_in(format!("client_assertion={first}").as_bytes())
+            .unwrap();
+        let again = String::from_utf8(renewed).unwrap();
+        let again = again.strip_prefix("client_assertion=").unwrap();
+        assert_ne!(part(&first, 1)["jti"], part(again, 1)["jti"], "a new jti");
     }
 }

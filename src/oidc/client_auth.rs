@@ -13,7 +13,7 @@ use openidconnect::core::{CoreClientAuthMethod, CoreErrorResponseType};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::client_assertion::ClientKeys;
+use super::client_assertion::{ASSERTION_TYPE, Asserter, ClientKeys};
 use super::discovery::Discovered;
 use super::grants::TokenRequestError;
 use super::metadata::ProviderMetadata;
@@ -153,34 +153,28 @@ impl Provider {
         })
     }
 
-    /// Who signs fresh client assertions, when the client authenticates with
-    /// `private_key_jwt` (for a request sent again after a DPoP nonce challenge).
-    pub(super) fn reassertion(&self) -> Option<super::dpop_client::Reassertion<'_>> {
-        match (self.client_auth.configured, &self.settings.client_keys) {
-            (Some(ClientAuthMethod::PrivateKeyJwt), Some(keys)) => {
-                Some(super::dpop_client::Reassertion {
-                    keys,
-                    client_id: &self.settings.client_id,
-                    audience: &self.settings.issuer,
-                })
-            }
-            _ => None,
-        }
-    }
-
     /// The `client_assertion_type` and `client_assertion` parameters when the client
     /// authenticates with `private_key_jwt` (a fresh assertion each call), else none: added to
     /// the requests openidconnect makes itself (code exchange, refresh).
     pub(super) fn client_assertion_params(&self) -> Vec<(&'static str, String)> {
+        match self.asserter() {
+            Some(asserter) => vec![
+                ("client_assertion_type", ASSERTION_TYPE.to_owned()),
+                ("client_assertion", asserter.assertion()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// What signs this client's assertions when it authenticates with `private_key_jwt`.
+    pub(super) fn asserter(&self) -> Option<Asserter<'_>> {
         match (self.client_auth.configured, &self.settings.client_keys) {
-            (Some(ClientAuthMethod::PrivateKeyJwt), Some(keys)) => keys
-                .form(
-                    &self.settings.client_id,
-                    &self.settings.issuer,
-                    crate::clock::unix_now(),
-                )
-                .into(),
-            _ => Vec::new(),
+            (Some(ClientAuthMethod::PrivateKeyJwt), Some(keys)) => Some(Asserter {
+                keys,
+                client_id: &self.settings.client_id,
+                audience: &self.settings.issuer,
+            }),
+            _ => None,
         }
     }
 }

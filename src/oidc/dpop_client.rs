@@ -7,7 +7,8 @@
 //! (`use_dpop_nonce`: a `400` from a token endpoint, §8; a `401` with `WWW-Authenticate`
 //! from a resource such as UserInfo, §9) gets the request once more with the nonce it sent.
 //! Any `DPoP-Nonce` a response carries is remembered, so later requests carry it up front.
-//! Never logs a proof, a token or the key.
+//! A retried request that authenticates with a client assertion carries a fresh one: an
+//! assertion's `jti` is spent once sent. Never logs a proof, a token or the key.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +16,7 @@ use std::pin::Pin;
 use openidconnect::http::{self, HeaderValue, StatusCode, header};
 use openidconnect::{AsyncHttpClient, HttpClientError, HttpRequest, HttpResponse};
 
-use super::client_assertion::ClientKeys;
+use super::client_assertion::Asserter;
 use super::discovery::Discovered;
 use super::dpop::{
     ALGORITHM, DpopKey, DpopMode, DpopNonces, NONCE_HEADER, PROOF_HEADER, USE_NONCE_ERROR,
@@ -115,7 +116,7 @@ impl Provider {
                 key,
                 nonces: &self.dpop_nonces,
                 access_token,
-                reassertion: self.reassertion(),
+                asserter: self.asserter(),
             },
         }
     }
@@ -139,7 +140,7 @@ impl Provider {
             key,
             nonces: &self.dpop_nonces,
             access_token: None,
-            reassertion: self.reassertion(),
+            asserter: self.asserter(),
         };
         send(
             &self.http,
@@ -159,44 +160,9 @@ pub(super) struct Prover<'a> {
     pub(super) nonces: &'a DpopNonces,
     /// The access token the request carries (`ath`), if any.
     pub(super) access_token: Option<&'a str>,
-    /// Who signs a fresh client assertion for a request sent again (`private_key_jwt`).
-    pub(super) reassertion: Option<Reassertion<'a>>,
-}
-
-/// The client's assertion signer (`private_key_jwt`), for a request the provider asks to be
-/// sent again with a nonce: each assertion's `jti` is accepted once (RFC 7523 §3), so the
-/// retry carries a new one.
-pub(super) struct Reassertion<'a> {
-    /// The client's key ring.
-    pub(super) keys: &'a ClientKeys,
-    /// `iss` and `sub`.
-    pub(super) client_id: &'a str,
-    /// `aud`: the issuer.
-    pub(super) audience: &'a str,
-}
-
-impl Reassertion<'_> {
-    /// `body` (a form) with its `client_assertion`, if any, replaced by a fresh one.
-    fn refresh(&self, body: &[u8]) -> Vec<u8> {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-        if !pairs.iter().any(|(name, _)| name == "client_assertion") {
-            return body.to_vec();
-        }
-        let fresh = self
-            .keys
-            .assertion(self.client_id, self.audience, crate::clock::unix_now());
-        url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs.iter().map(|(name, value)| {
-                let value = if name == "client_assertion" {
-                    &fresh
-                } else {
-                    value
-                };
-                (name.as_str(), value.as_str())
-            }))
-            .finish()
-            .into_bytes()
-    }
+    /// What signs a fresh client assertion for a retry (`private_key_jwt`), if the client
+    /// authenticates so.
+    pub(super) asserter: Option<Asserter<'a>>,
 }
 
 /// openidconnect's HTTP client with a DPoP proof on every request (and the trace context).
@@ -218,7 +184,7 @@ impl<'c> AsyncHttpClient<'c> for DpopHttp<'_> {
 /// Sends `request` with a proof by `prover`, answering one nonce challenge.
 pub(super) async fn send(
     http: &reqwest::Client,
-    request: HttpRequest,
+    mut request: HttpRequest,
     prover: &Prover<'_>,
 ) -> Result<HttpResponse, HttpError> {
     let target = request.uri().to_string();
@@ -236,12 +202,7 @@ pub(super) async fn send(
                 crate::clock::unix_now(),
             )
             .map_err(|error| HttpClientError::Other(format!("DPoP proof: {error}")))?;
-        let body = match &prover.reassertion {
-            // The provider saw the first assertion's `jti`: it refuses it a second time.
-            Some(reassertion) if challenged => reassertion.refresh(request.body()),
-            _ => request.body().clone(),
-        };
-        let mut attempt = copy(&request, body)?;
+        let mut attempt = copy(&request)?;
         attempt.headers_mut().insert(
             PROOF_HEADER,
             HeaderValue::from_str(&proof)
@@ -260,20 +221,25 @@ pub(super) async fn send(
             Some(fresh) if !challenged && asks_for_nonce(&response) => {
                 challenged = true;
                 nonce = Some(fresh.into());
+                if let Some(body) = prover
+                    .asserter
+                    .and_then(|asserter| asserter.renewed_in(request.body()))
+                {
+                    *request.body_mut() = body;
+                }
             }
             _ => return Ok(response),
         }
     }
 }
 
-/// A copy of `request` with `body` (an `http::Request` is not `Clone`: its extensions may
-/// not be).
-fn copy(request: &HttpRequest, body: Vec<u8>) -> Result<HttpRequest, HttpError> {
+/// A copy of `request` (an `http::Request` is not `Clone`: its extensions may not be).
+fn copy(request: &HttpRequest) -> Result<HttpRequest, HttpError> {
     let mut copy = http::Request::builder()
         .method(request.method().clone())
         .uri(request.uri().clone())
         .version(request.version())
-        .body(body)
+        .body(request.body().clone())
         .map_err(HttpClientError::Http)?;
     *copy.headers_mut() = request.headers().clone();
     Ok(copy)
@@ -324,30 +290,54 @@ mod tests {
     /// A loopback server answering each connection with the next of `answers`, recording the
     /// `DPoP` header each request carried.
     async fn server(answers: Vec<&'static str>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let (url, proofs, _) = server_with_bodies(answers).await;
+        (url, proofs)
+    }
+
+    /// [`server`], also recording each request's body.
+    async fn server_with_bodies(
+        answers: Vec<&'static str>,
+    ) -> (String, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/token", listener.local_addr().unwrap());
-        let proofs = Arc::new(Mutex::new(Vec::new()));
-        let seen = proofs.clone();
+        let (proofs, bodies) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let (seen, seen_bodies) = (proofs.clone(), bodies.clone());
         tokio::spawn(async move {
             for answer in answers {
                 let (mut stream, _) = listener.accept().await.unwrap();
                 let mut request = Vec::new();
                 let mut buffer = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let head_end = loop {
+                    if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    let read = stream.read(&mut buffer).await.unwrap();
+                    request.extend_from_slice(&buffer[..read]);
+                };
+                let text = String::from_utf8_lossy(&request[..head_end]).to_string();
+                let length: usize = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .map_or(0, |length| length.trim().parse().unwrap());
+                while request.len() < head_end + length {
                     let read = stream.read(&mut buffer).await.unwrap();
                     request.extend_from_slice(&buffer[..read]);
                 }
-                let text = String::from_utf8_lossy(&request).to_string();
                 let proof = text
                     .lines()
                     .find_map(|line| line.strip_prefix("dpop: "))
                     .unwrap_or("")
                     .to_owned();
                 seen.lock().unwrap().push(proof);
+                let body = String::from_utf8_lossy(&request[head_end..]).to_string();
+                seen_bodies.lock().unwrap().push(body);
                 stream.write_all(answer.as_bytes()).await.unwrap();
             }
         });
-        (url, proofs)
+        (url, proofs, bodies)
     }
 
     fn claims(proof: &str) -> serde_json::Value {
@@ -374,34 +364,6 @@ mod tests {
     const OK: &str =
         "HTTP/1.1 200 OK\r\nDPoP-Nonce: n-3\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
 
-    #[test]
-    fn a_request_sent_again_carries_a_fresh_client_assertion_and_nothing_else_changes() {
-        let key = crate::assertion::SigningKey::derived(&[7; 32]);
-        let keys = ClientKeys::new(vec![key.into()]).unwrap();
-        let reassertion = Reassertion {
-            keys: &keys,
-            client_id: "vestibule",
-            audience: "https://op.example",
-        };
-        let first = keys.assertion("vestibule", "https://op.example", 1);
-        let body = format!(
-            "grant_type=authorization_code&code=c%2B1&client_assertion={first}&client_id=vestibule"
-        );
-        let again = reassertion.refresh(body.as_bytes());
-        let pairs: Vec<(String, String)> =
-            url::form_urlencoded::parse(&again).into_owned().collect();
-        let names: Vec<&str> = pairs.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["grant_type", "code", "client_assertion", "client_id"]
-        );
-        assert_eq!(pairs[1].1, "c+1");
-        assert_ne!(pairs[2].1, first, "a new assertion (a new jti)");
-        assert_eq!(pairs[2].1.split('.').count(), 3);
-        // A request without an assertion (another method) is sent as it was.
-        assert_eq!(reassertion.refresh(b"grant_type=x"), b"grant_type=x");
-    }
-
     #[tokio::test]
     async fn a_nonce_challenge_is_answered_once_and_the_nonce_kept_for_the_origin() {
         let (url, proofs) = server(vec![CHALLENGE_400, OK, OK]).await;
@@ -411,7 +373,7 @@ mod tests {
             key: &key,
             nonces: &nonces,
             access_token: None,
-            reassertion: None,
+            asserter: None,
         };
         let http = reqwest::Client::new();
         let response = send(&http, post(&url), &prover).await.unwrap();
@@ -439,7 +401,7 @@ mod tests {
             key: &key,
             nonces: &nonces,
             access_token: Some("at-1"),
-            reassertion: None,
+            asserter: None,
         };
         let response = send(&reqwest::Client::new(), post(&url), &prover)
             .await
@@ -478,5 +440,50 @@ mod tests {
                 "{mode:?} {algorithms:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_retry_carries_a_fresh_client_assertion_never_the_spent_one() {
+        let (url, _, bodies) = server_with_bodies(vec![CHALLENGE_400, OK]).await;
+        let key = DpopKey::generate().unwrap();
+        let nonces = DpopNonces::default();
+        let signing = crate::assertion::SigningKey::from_pem(
+            "kid-1",
+            crate::assertion::keys::tests::PKCS8_PEM,
+        )
+        .unwrap();
+        let keys = super::super::ClientKeys::new(vec![signing.into()]).unwrap();
+        let asserter = Asserter {
+            keys: &keys,
+            client_id: "rp",
+            audience: "https://op.example",
+        };
+        let prover = Prover {
+            key: &key,
+            nonces: &nonces,
+            access_token: None,
+            asserter: Some(asserter),
+        };
+        let mut request = post(&url);
+        *request.body_mut() =
+            format!("grant_type=x&client_assertion={}", asserter.assertion()).into_bytes();
+        let response = send(&reqwest::Client::new(), request, &prover)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bodies = bodies.lock().unwrap().clone();
+        let assertion = |body: &str| {
+            url::form_urlencoded::parse(body.as_bytes())
+                .find(|(name, _)| name == "client_assertion")
+                .map(|(_, value)| value.into_owned())
+                .unwrap()
+        };
+        let (first, retry) = (assertion(&bodies[0]), assertion(&bodies[1]));
+        assert_ne!(
+            claims(&first)["jti"],
+            claims(&retry)["jti"],
+            "a fresh assertion"
+        );
+        assert!(bodies[1].starts_with("grant_type=x&"), "{}", bodies[1]);
     }
 }

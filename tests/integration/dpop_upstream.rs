@@ -477,3 +477,40 @@ async fn an_upstreams_dpop_invalid_token_costs_one_refresh_bound_again_and_one_r
     passed(browser.api_get("/api/bound/later").await).await;
     assert_eq!(app.provider.refresh_grants().await, 1);
 }
+
+#[tokio::test]
+async fn the_resource_server_reading_cnf_from_a_jwt_refuses_a_proof_by_another_key() {
+    // The resource server the Keycloak suite uses: Keycloak's access tokens are JWTs that name
+    // their key in cnf.jkt, so a thief's own valid proof for a stolen token must not pass.
+    let upstream = DpopUpstream::start_with(DpopUpstreamOptions {
+        cnf_in_jwt: true,
+        ..DpopUpstreamOptions::default()
+    })
+    .await;
+    let (holder, thief) = (DpopKey::generate().unwrap(), DpopKey::generate().unwrap());
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let token = format!(
+        "{}.{}.signature-not-checked-here",
+        engine.encode(br#"{"alg":"ES256","typ":"JWT"}"#),
+        engine.encode(format!(r#"{{"cnf":{{"jkt":"{}"}}}}"#, holder.thumbprint()))
+    );
+    let url = format!("{}/accounts", upstream.base_url);
+    let call = |key: &DpopKey| {
+        let proof = key
+            .proof("GET", &url, Some(&token), None, unix_now())
+            .unwrap();
+        reqwest::Client::new()
+            .get(&url)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .send()
+    };
+    assert_eq!(call(&holder).await.unwrap().status(), StatusCode::OK);
+    let stolen = call(&thief).await.unwrap();
+    assert_eq!(stolen.status(), StatusCode::UNAUTHORIZED);
+    let verdict = upstream.calls().last().unwrap().verdict.clone();
+    assert!(
+        verdict.as_ref().unwrap_err().contains("cnf.jkt"),
+        "{verdict:?}"
+    );
+}

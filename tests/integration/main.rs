@@ -27,6 +27,7 @@ mod keycloak;
 mod keycloak_client_assertion;
 mod keycloak_credentials;
 mod keycloak_demo;
+mod keycloak_dpop;
 mod keycloak_exchange;
 mod keycloak_routes;
 mod limits;

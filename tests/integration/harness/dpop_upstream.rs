@@ -4,10 +4,11 @@
 //! `htu` of the request as this server was called (its own URL, no query), `iat` within a
 //! window, a `jti` never seen before, `ath` the hash of the token, and, when asked to, its
 //! current nonce (`401 WWW-Authenticate: DPoP error="use_dpop_nonce"` with `DPoP-Nonce`
-//! otherwise). Optionally it introspects the token at the provider and requires it active
-//! (`DPoP error="invalid_token"` otherwise, as a real one says of a revoked token) with its
-//! `cnf.jkt` the proof key's thumbprint: given at start, or once the provider is up
-//! ([`DpopUpstream::introspect_at`]), as the upstream usually starts first.
+//! otherwise). Optionally it requires the token's `cnf.jkt` to be the proof key's thumbprint,
+//! read by introspection at the provider (which must also say the token is active, or it is
+//! `DPoP error="invalid_token"`, as a real one says of a revoked token; the issuer given at
+//! start or once the provider is up, [`DpopUpstream::introspect_at`], as the upstream usually
+//! starts first) or, for a JWT access token (Keycloak's), from the token itself.
 //!
 //! Every request is recorded with its verdict ([`DpopCall`]); a call that passes is answered
 //! `200` with what was seen (`thumbprint`, `jti`, `htu`, `nonce`) as JSON. [`verify_proof`] is
@@ -68,6 +69,10 @@ pub struct DpopUpstreamOptions {
     /// credentials and require it active with `cnf.jkt` equal to the proof key's thumbprint
     /// (also settable later: [`DpopUpstream::introspect_at`]).
     pub introspect_at: Option<String>,
+    /// Require the token to be a JWT whose `cnf.jkt` is the proof key's thumbprint, as a
+    /// resource server of a provider with JWT access tokens (Keycloak) reads it. The token's
+    /// own signature is not checked: a test asks the provider what it thinks of the token.
+    pub cnf_in_jwt: bool,
 }
 
 struct Shared {
@@ -297,6 +302,19 @@ async fn check_call(
             format!("jti {} replayed", facts.jti),
         ));
     }
+    if shared.options.cnf_in_jwt {
+        let jkt =
+            jwt_claims(token).and_then(|claims| claims["cnf"]["jkt"].as_str().map(str::to_owned));
+        if jkt.as_deref() != Some(facts.thumbprint.as_str()) {
+            return Err(Refusal::Invalid(
+                "invalid_token",
+                format!(
+                    "the token's cnf.jkt {jkt:?} is not the proof key {}",
+                    facts.thumbprint
+                ),
+            ));
+        }
+    }
     let introspect_at = shared.introspect_at.lock().unwrap().clone();
     if let Some(issuer) = &introspect_at {
         let introspection = super::provider::introspect(&shared.http, issuer, token).await;
@@ -403,6 +421,12 @@ pub fn verify_proof(
         htu: htu.to_owned(),
         nonce: claims_json["nonce"].as_str().map(str::to_owned),
     })
+}
+
+/// The claims of `jwt` (a compact JWS), unverified; `None` when it is not one.
+pub fn jwt_claims(jwt: &str) -> Option<Value> {
+    let claims = jwt.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()
 }
 
 /// The `WWW-Authenticate` of `headers`, for assertions.

@@ -8,7 +8,12 @@ use super::compose::compose_env;
 use super::keycloak::Keycloak;
 use super::redis::RedisServer;
 use super::relay::Relay;
+use super::tls::make_p256_key;
 use super::{Browser, ENCRYPTION_KEY, free_port, spawn_vestibule};
+
+/// Where Vestibule publishes the public keys of its client assertions (`private_key_jwt`),
+/// the URL a provider is given as the client's JWKS URL.
+pub const CLIENT_JWKS_PATH: &str = "/.well-known/client-jwks.json";
 
 /// One Vestibule deployment registered at the shared Keycloak.
 pub struct KeycloakApp {
@@ -85,9 +90,34 @@ impl KeycloakApp {
         Self::start_with_credential(port, client_id, &credential, refresh_skew_secs, routes).await
     }
 
+    /// Starts Vestibule on `port` with a client that requires everything FAPI 2.0 asks for
+    /// (see [`Keycloak::register_sender_constrained_client`]): no secret, an ES256 client
+    /// assertion signed with a key made here (Keycloak fetches its public half from Vestibule's
+    /// [`CLIENT_JWKS_PATH`]), PAR and DPoP required. `routes` as in [`KeycloakApp::start_at`].
+    pub async fn start_sender_constrained(refresh_skew_secs: u64, routes: &str) -> Self {
+        let keycloak = Keycloak::shared();
+        let port = free_port();
+        let url = format!("http://localhost:{port}");
+        let jwks_url = format!("http://127.0.0.1:{port}{CLIENT_JWKS_PATH}");
+        let client_id = keycloak
+            .register_sender_constrained_client(&url, &jwks_url)
+            .await;
+        let dir = std::env::temp_dir().join(format!("vestibule-fapi-client-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = make_p256_key(&dir);
+        let credential = format!(
+            "client_auth_method = \"private_key_jwt\"\n\
+             client_key_file = \"{}\"\n\
+             par = \"required\"\n\
+             dpop = \"required\"",
+            key_file.display()
+        );
+        Self::start_with_credential(port, &client_id, &credential, refresh_skew_secs, routes).await
+    }
+
     /// [`KeycloakApp::start_at`] for a client that authenticates with `credential`, the
     /// `[oidc]` lines in place of `client_secret` (`client_auth_method = "private_key_jwt"`
-    /// and its keys).
+    /// and its keys, and whatever else it asks of Keycloak: `par`, `dpop`).
     pub async fn start_with_credential(
         port: u16,
         client_id: &str,

@@ -42,6 +42,23 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Makes an EC P-256 private key (PKCS#8 PEM, as `openssl genpkey` writes it) in `dir`.
+pub fn make_p256_key(dir: &Path) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "client-key.pem",
+        ],
+    );
+    dir.join("client-key.pem")
+}
+
 /// Makes a CA and, signed by it, a server and a client certificate, with `openssl`.
 pub fn make_certificates(dir: &Path) -> TlsFiles {
     let run = |args: &[&str]| openssl(dir, args);

@@ -16,7 +16,21 @@ impl Keycloak {
         public_url: &str,
         jwks_url: &str,
     ) -> String {
-        let (client_id, _, mut client) = self.client_copy_for(public_url, "pkjwt");
+        let (client_id, client) = self.private_key_jwt_client(public_url, jwks_url, "pkjwt");
+        self.admin_send(reqwest::Method::POST, "clients", Some(&client))
+            .await;
+        client_id
+    }
+
+    /// The representation (and id, ending in `suffix`) of the client
+    /// [`Keycloak::register_private_key_jwt_client`] registers, for a caller that asks more of it.
+    pub(super) fn private_key_jwt_client(
+        &self,
+        public_url: &str,
+        jwks_url: &str,
+        suffix: &str,
+    ) -> (String, Value) {
+        let (client_id, _, mut client) = self.client_copy_for(public_url, suffix);
         if let Some(fields) = client.as_object_mut() {
             fields.remove("secret");
         }
@@ -25,8 +39,6 @@ impl Keycloak {
         attributes["use.jwks.url"] = Value::String("true".into());
         attributes["jwks.url"] = Value::String(jwks_url.to_owned());
         attributes["token.endpoint.auth.signing.alg"] = Value::String("ES256".into());
-        self.admin_send(reqwest::Method::POST, "clients", Some(&client))
-            .await;
-        client_id
+        (client_id, client)
     }
 }

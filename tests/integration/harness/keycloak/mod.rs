@@ -12,6 +12,7 @@
 mod admin;
 pub mod client_assertion;
 pub mod exchange;
+pub mod fapi;
 mod launch;
 pub mod step_up;
 
