@@ -349,6 +349,20 @@ impl TestProvider {
             .unwrap()
     }
 
+    /// The stats once the provider has had at least `count` revocations (a logout revokes
+    /// after answering the browser).
+    pub async fn stats_once_revoked(&self, count: u64) -> Value {
+        super::wait_for(
+            &format!("{count} revocation(s) at the provider"),
+            std::time::Duration::from_secs(10),
+            || async {
+                let stats = self.stats().await;
+                (stats["revocations"].as_u64().unwrap_or(0) >= count).then_some(stats)
+            },
+        )
+        .await
+    }
+
     /// How many tokens of `model` (`RefreshToken`, `AccessToken`, …) the provider holds.
     pub async fn stored(&self, model: &str) -> u64 {
         let counts: Value = reqwest::get(format!("{}/__test/store", self.issuer))
