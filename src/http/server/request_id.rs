@@ -1,7 +1,8 @@
 //! Request ids: every request gets one, returned to the browser (`X-Request-Id`), sent to the
 //! upstream, and carried by every log line of the request (a field of its span).
 //!
-//! The id is Vestibule's own (128 random bits), unless `server.trust_request_id` is on and the
+//! The id is Vestibule's own (128 bits that never repeat within a process and cannot be
+//! predicted, see [`RequestId::generate`]), unless `server.trust_request_id` is on and the
 //! request came through one of `server.trusted_proxies`: then the front proxy's `X-Request-Id`
 //! is kept, so one id follows a request from the edge to the upstream. A browser can never
 //! choose the id the logs and the upstream see, and a value that is not a plain token (empty,
@@ -24,11 +25,14 @@ const MAX_LEN: usize = 128;
 pub struct RequestId(HeaderValue);
 
 impl RequestId {
-    /// A new random id (32 hexadecimal digits).
+    /// A new id (32 hexadecimal digits): a counter of this process under AES-128 with a key
+    /// drawn at its start, so ids never repeat within a process, reveal no count, and cannot be
+    /// predicted from earlier ones, without a system call per request (as 128 bits drawn
+    /// from the operating system each time would cost).
     pub fn generate() -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = String::with_capacity(32);
-        for byte in crate::random::bytes::<16>() {
+        for byte in next_id_block() {
             text.push(char::from(HEX[usize::from(byte >> 4)]));
             text.push(char::from(HEX[usize::from(byte & 0x0f)]));
         }
@@ -44,6 +48,27 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         self.0.to_str().unwrap_or("")
     }
+}
+
+/// The next id's 16 bytes: the block `process prefix ‖ counter` encrypted with this process's
+/// key (a permutation, so distinct counters give distinct ids).
+fn next_id_block() -> [u8; 16] {
+    use aes_gcm::aes::Aes128;
+    use aes_gcm::aes::cipher::{BlockCipherEncrypt, KeyInit};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CIPHER: OnceLock<(Aes128, [u8; 8])> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (cipher, prefix) = CIPHER.get_or_init(|| {
+        let key: [u8; 16] = crate::random::bytes();
+        (Aes128::new(&key.into()), crate::random::bytes())
+    });
+    let mut block = [0u8; 16];
+    block[..8].copy_from_slice(prefix);
+    block[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    let mut block = block.into();
+    cipher.encrypt_block(&mut block);
+    block.into()
 }
 
 /// Where request ids come from (`server.trust_request_id`, `server.trusted_proxies`).
@@ -130,5 +155,23 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.as_str().len(), 32);
         assert!(a.as_str().bytes().all(|byte| byte.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn generated_ids_never_repeat_and_show_no_count() {
+        let ids: Vec<u128> = (0..10_000)
+            .map(|_| u128::from_str_radix(RequestId::generate().as_str(), 16).unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // A counter shown as it is would differ from the next id in a few low bits; an
+        // encrypted one differs in about half of its 128 (below 24 is ~2^-40 likely).
+        for pair in ids.windows(2) {
+            let differing = (pair[0] ^ pair[1]).count_ones();
+            assert!(
+                differing >= 24,
+                "consecutive ids differ in {differing} bits"
+            );
+        }
     }
 }
