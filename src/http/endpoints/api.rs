@@ -142,7 +142,7 @@ pub async fn call_route(
     // proof after a nonce challenge, whatever its method (the upstream refused the proof, it
     // did not act); with another token only when idempotent (RFC 9110 §9.2.2), so a POST or
     // PATCH never is, even without a body.
-    let again = (credential.is_some() && body.is_end_stream()).then(|| parts.clone());
+    let again = (credential.is_some() && body.is_end_stream()).then(|| Resendable::of(&parts));
     let send = |request: Request| send(state, &route, request);
     let mut response = send(Request::from_parts(parts, body)).await?;
     // Only a relay or a stream of events watches its session: a plain call never does.
@@ -175,7 +175,7 @@ pub async fn call_route(
         && says_use_dpop_nonce(response.headers())
     {
         // The forwarder kept the nonce of this answer: once more, with a proof that has it.
-        let mut parts = parts.clone();
+        let mut parts = parts.clone().into_parts();
         state.forwarder.authorize(&mut parts, sent)?;
         response = send(Request::from_parts(parts, Body::empty())).await?;
     }
@@ -204,7 +204,8 @@ pub async fn call_route(
                 .await
             {
                 Ok(Some(replacement)) if replacement.token != sent.token() => {
-                    if let Some(mut parts) = again.filter(|parts| parts.method.is_idempotent()) {
+                    if let Some(again) = again.filter(|again| again.method.is_idempotent()) {
+                        let mut parts = again.into_parts();
                         let replacement = state.forwarder.authorization(replacement)?;
                         state.forwarder.authorize(&mut parts, &replacement)?;
                         response = send(Request::from_parts(parts, Body::empty())).await?;
@@ -229,6 +230,35 @@ pub async fn call_route(
         ));
     }
     Ok(into_browser_response(response, destination))
+}
+
+/// What a bodiless call needs to be sent again: its method, URL and headers as prepared. Not
+/// its extensions, which only its first sending reads: cloning those on every call that
+/// carries a credential costs more than the headers.
+#[derive(Clone)]
+struct Resendable {
+    method: Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+}
+
+impl Resendable {
+    fn of(parts: &Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn into_parts(self) -> Parts {
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = self.method;
+        parts.uri = self.uri;
+        parts.version = axum::http::Version::HTTP_11;
+        parts.headers = self.headers;
+        parts
+    }
 }
 
 /// The close frame a relay gets when its session is over.
