@@ -77,6 +77,7 @@ pub fn sessions_in(store: Store, session: SessionSettings) -> Sessions {
         session.absolute_timeout,
     )
     .with_refresh_token_escrow(session.refresh_token_escrow)
+    .with_opened_records_kept(session.local_cache_opened)
     .with_max_per_user(session.max_per_user)
 }
 

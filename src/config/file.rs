@@ -290,6 +290,11 @@ pub struct SessionSection {
     /// tracking (0 turns the cache off: every call reads Redis).
     #[serde(default = "default_local_cache_entries")]
     pub local_cache_entries: usize,
+    /// Keep each cached record opened too, beside its sealed bytes and dropped with them, so
+    /// a call on a cached session derives no key and decrypts nothing (false: every call
+    /// opens its record; see the security model).
+    #[serde(default = "default_true")]
+    pub local_cache_opened: bool,
     /// Most sessions one user may have (1 to 1000; absent: 100); a login beyond it ends their
     /// least recently used.
     #[serde(default)]

@@ -167,6 +167,8 @@ pub struct SessionSettings {
     pub absolute_timeout: Duration,
     /// Sealed session records each instance keeps in memory (0: no cache).
     pub local_cache_entries: usize,
+    /// Whether the cache keeps each record opened too (`session.local_cache_opened`).
+    pub local_cache_opened: bool,
     /// Most sessions one user may have (`session.max_per_user`).
     pub max_per_user: usize,
     /// Whether refresh tokens are kept in escrow for remote revocation.
@@ -338,6 +340,16 @@ mod tests {
             Ok(_) => panic!("loaded a bad configuration"),
             Err(error) => error,
         }
+    }
+
+    #[test]
+    fn the_cache_keeps_records_opened_unless_told_not_to() {
+        assert!(load(&base()).unwrap().session.local_cache_opened);
+        let sealed_only = base().replace(
+            &format!("encryption_key = \"{KEY}\""),
+            &format!("encryption_key = \"{KEY}\"\nlocal_cache_opened = false"),
+        );
+        assert!(!load(&sealed_only).unwrap().session.local_cache_opened);
     }
 
     #[test]

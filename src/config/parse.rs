@@ -60,6 +60,7 @@ pub(super) fn parse(file: FileSettings) -> Result<Settings, ConfigError> {
             idle_timeout: Duration::from_secs(session.idle_timeout_secs),
             absolute_timeout: Duration::from_secs(session.absolute_timeout_secs),
             local_cache_entries: session.local_cache_entries,
+            local_cache_opened: session.local_cache_opened,
             max_per_user: match session.max_per_user {
                 None => DEFAULT_MAX_PER_USER,
                 Some(max @ 1..=MAX_PER_USER_LIMIT) => max,

@@ -53,10 +53,15 @@ impl Settings {
         line(
             "session.lifetime",
             format!(
-                "idle {} s, absolute {} s, cache {} records per instance",
+                "idle {} s, absolute {} s, cache {} records per instance ({})",
                 session.idle_timeout.as_secs(),
                 session.absolute_timeout.as_secs(),
-                session.local_cache_entries
+                session.local_cache_entries,
+                if session.local_cache_opened {
+                    "kept opened too"
+                } else {
+                    "sealed only"
+                }
             ),
         );
         line(

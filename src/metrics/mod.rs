@@ -141,6 +141,8 @@ pub struct Metrics {
     pub cache_misses: Counter,
     /// Whether this instance's session cache serves hits (1) or every call reads Redis (0).
     pub cache_serving: Gauge,
+    /// Session records decrypted (a call on a session the cache keeps opened needs none).
+    pub records_opened: Counter,
     /// Proxied calls, by route, method and status class.
     proxy_requests: Family<ProxyLabels, Counter>,
     /// Duration of proxied calls until the upstream's response headers, by route.
@@ -180,6 +182,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_serving: Gauge::default(),
+            records_opened: Counter::default(),
             proxy_requests: Family::default(),
             proxy_duration: Histograms::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
@@ -274,6 +277,11 @@ impl Metrics {
             "session_cache_serving",
             "Whether this instance's session cache serves hits",
             self.cache_serving.clone(),
+        );
+        r.register(
+            "session_records_opened",
+            "Session records decrypted (a call on a session the cache keeps opened needs none)",
+            self.records_opened.clone(),
         );
         r.register(
             "proxy_requests",

@@ -64,7 +64,7 @@ impl Refresher {
                 // Still valid for a little while: serve the request, retry the refresh next time.
                 tracing::warn!(error = %error, "refresh failed; using the current access token");
                 self.audit_failure(&current, failure_reason(&error), "session_kept");
-                Ok(current.record.tokens.access_token)
+                Ok(current.record.tokens.access_token.clone())
             }
             Err(error) => {
                 self.audit_failure(&current, failure_reason(&error), "request_failed");
@@ -133,7 +133,7 @@ impl Refresher {
         current: &ActiveSession,
         tokens: TokenSet,
     ) -> Result<String, AccessError> {
-        let mut record = current.record.clone();
+        let mut record = SessionRecord::clone(&current.record);
         record.tokens = tokens;
         let replacement = self.sessions.prepare_replacement(current, &record)?;
         let replaced = self.replace_with_retries(&replacement).await;

@@ -52,7 +52,7 @@ impl Refresher {
             (Credential::Session | Credential::Assertion(_), Some(session)) => {
                 if self.fresh_enough(&session.record) {
                     // The hot path: the token and its binding as the record holds them.
-                    return UpstreamToken::of_session(session.record.tokens).map(Some);
+                    return UpstreamToken::of_session(&session.record.tokens).map(Some);
                 }
                 let cookie = session.cookie.clone();
                 let token = self.access_token(session).await?;
@@ -343,7 +343,7 @@ impl Refresher {
         if let Some(rotated) = &token.refresh_token
             && *rotated != refresh_token
         {
-            let mut record = current.record.clone();
+            let mut record = SessionRecord::clone(&current.record);
             record.tokens.refresh_token = Some(StoredToken::new(rotated));
             let replacement = self.sessions.prepare_replacement(&current, &record)?;
             if !self.sessions.replace(&replacement).await? {

@@ -115,7 +115,7 @@ impl Refresher {
     /// An access token for `session` that is not about to expire.
     pub async fn access_token(&self, session: ActiveSession) -> Result<String, AccessError> {
         if self.fresh_enough(&session.record) {
-            return Ok(session.record.tokens.access_token);
+            return Ok(session.record.tokens.access_token.clone());
         }
         // Step 2: queue behind this instance's other requests for the session; the one before
         // may have refreshed while we waited.
@@ -240,7 +240,7 @@ impl Refresher {
             return Err(AccessError::SessionEnded);
         };
         if self.will_do(&current.record, want) {
-            return Ok(Stored::Usable(current.record.tokens.access_token));
+            return Ok(Stored::Usable(current.record.tokens.access_token.clone()));
         }
         Ok(Stored::Due(Box::new(current)))
     }

@@ -43,8 +43,12 @@ impl UpstreamToken {
     }
 
     /// The session's access token as its record's `tokens` hold it.
-    pub fn of_session(tokens: TokenSet) -> Result<Self, AccessError> {
-        Self::new(tokens.access_token, tokens.dpop_bound, tokens.dpop_key)
+    pub fn of_session(tokens: &TokenSet) -> Result<Self, AccessError> {
+        Self::new(
+            tokens.access_token.clone(),
+            tokens.dpop_bound,
+            tokens.dpop_key.clone(),
+        )
     }
 }
 
@@ -61,19 +65,20 @@ impl Refresher {
     ) -> Result<UpstreamToken, AccessError> {
         let tokens = match self.sessions.load(cookie).await? {
             Some(session) if session.record.tokens.access_token == token => {
-                return UpstreamToken::of_session(session.record.tokens);
+                return UpstreamToken::of_session(&session.record.tokens);
             }
             _ => match self.sessions.load_fresh(cookie).await? {
-                Some(session) => session.record.tokens,
+                Some(session) => session.record,
                 None => return Err(AccessError::SessionEnded),
             },
         };
+        let tokens = &tokens.tokens;
         let dpop_bound = if tokens.access_token == token {
             tokens.dpop_bound
         } else {
             tokens.dpop_key.is_some()
         };
-        UpstreamToken::new(token, dpop_bound, tokens.dpop_key)
+        UpstreamToken::new(token, dpop_bound, tokens.dpop_key.clone())
     }
 }
 

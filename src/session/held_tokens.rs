@@ -145,11 +145,15 @@ impl Sessions {
         &self,
         key: &str,
         freshness: Freshness,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        match freshness {
-            Freshness::Recent => self.store.read_untouched(key).await,
-            Freshness::Current | Freshness::Touched => self.store.get(key).await,
-        }
+    ) -> Result<Option<std::sync::Arc<[u8]>>, StoreError> {
+        Ok(match freshness {
+            Freshness::Recent => self
+                .store
+                .read_untouched(key)
+                .await?
+                .map(|read| read.sealed),
+            Freshness::Current | Freshness::Touched => self.store.get(key).await?.map(Into::into),
+        })
     }
 
     /// The tokens the session of `cookie` holds for the configured credentials, as text (to

@@ -13,6 +13,7 @@ pub mod index;
 mod index_names;
 pub mod login;
 mod logout_tokens;
+mod opened;
 pub mod record;
 pub mod replacement;
 mod signing_algs;
@@ -68,13 +69,13 @@ pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(600);
 pub struct ActiveSession {
     /// The session cookie (needed to save or delete the session).
     pub cookie: SessionCookie,
-    /// The decrypted record.
-    pub record: SessionRecord,
+    /// The decrypted record (shared with the tracked cache when it keeps opened records).
+    pub record: std::sync::Arc<SessionRecord>,
     /// When the session ends if unused (unix seconds, capped by its absolute end), known when
     /// this read pushed the idle expiry back; a read that did not touch it does not know it.
     pub idle_expires_at: Option<u64>,
     /// The sealed record as read: a later write succeeds only if the store still holds it.
-    sealed: Vec<u8>,
+    sealed: std::sync::Arc<[u8]>,
 }
 
 /// Creates, finds, updates and ends sessions; stores and takes pending logins.
@@ -92,6 +93,9 @@ pub struct Sessions {
     algs_written: crate::clock::OncePerInterval,
     /// The credentials of the routes whose tokens sessions hold (dropped with each session).
     held_credentials: std::sync::Arc<[String]>,
+    /// Keeps opened records beside their sealed bytes in the tracked cache
+    /// (`session.local_cache_opened`); `None`: every call opens its record.
+    opened_records: Option<opened::OpenedRecords>,
 }
 
 /// How often one instance files a session's last use in the index: a tenth of the idle
@@ -128,7 +132,16 @@ impl Sessions {
             max_per_user: DEFAULT_MAX_PER_USER,
             algs_written: signing_algs::memo(),
             held_credentials: std::sync::Arc::from(Vec::new()),
+            opened_records: Some(opened::OpenedRecords::new()),
         }
+    }
+
+    /// Whether the tracked cache keeps each record it holds opened too
+    /// (`session.local_cache_opened`, on by default), so a call on a cached session opens
+    /// nothing; off, every call derives its record's key and decrypts it.
+    pub fn with_opened_records_kept(mut self, keep: bool) -> Self {
+        self.opened_records = keep.then(opened::OpenedRecords::new);
+        self
     }
 
     /// The credentials whose tokens sessions hold (each route's `exchange` or `refresh`
@@ -261,8 +274,20 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        let Some((record, current)) = self.open_record(cookie, &key, &read.sealed) else {
-            return Ok(None);
+        let kept = read.opened.as_ref().and_then(|opened| {
+            self.opened_records
+                .as_ref()?
+                .recognise(opened, cookie.secret())
+        });
+        let opened_now = kept.is_none();
+        let (record, current) = match kept {
+            Some(record) => (record, true),
+            None => {
+                let Some((record, current)) = self.open_record(cookie, &key, &read.sealed) else {
+                    return Ok(None);
+                };
+                (std::sync::Arc::new(record), current)
+            }
         };
         let now = unix_now();
         if now >= record.expires_at {
@@ -272,6 +297,13 @@ impl Sessions {
             crate::metrics::metrics().sessions_ended("absolute_timeout", 1);
             self.unindex(&record).await;
             return Ok(None);
+        }
+        if opened_now
+            && current
+            && let Some(opened_records) = &self.opened_records
+        {
+            let kept = opened_records.keep(cookie.secret(), record.clone());
+            self.store.attach(&key, &read.sealed, kept);
         }
         if !current {
             // Before anything seals it under the current key: filed under the current key's
@@ -348,6 +380,7 @@ impl Sessions {
         key: &str,
         sealed: &[u8],
     ) -> Option<(SessionRecord, bool)> {
+        crate::metrics::metrics().records_opened.inc();
         self.open_value(cookie.secret(), key, sealed)
     }
 

@@ -18,7 +18,7 @@ const RESEAL_LOCK_LEASE: Duration = Duration::from_secs(10);
 /// [`Sessions::replace`]).
 pub struct Replacement {
     key: String,
-    expected: Vec<u8>,
+    expected: std::sync::Arc<[u8]>,
     sealed: Vec<u8>,
     ttl: Duration,
 }
@@ -36,8 +36,8 @@ impl Sessions {
         &self,
         cookie: &SessionCookie,
         record: &SessionRecord,
-        read: Vec<u8>,
-    ) -> Vec<u8> {
+        read: std::sync::Arc<[u8]>,
+    ) -> std::sync::Arc<[u8]> {
         let (key, sealed, ttl) = match self.seal_record(cookie, record) {
             Ok(sealed) => sealed,
             Err(error) => {
@@ -72,7 +72,7 @@ impl Sessions {
         }
         if written {
             tracing::debug!("session re-sealed under the current key");
-            sealed
+            sealed.into()
         } else {
             read
         }

@@ -268,7 +268,12 @@ async fn no_reseal_lands_between_a_running_refreshs_read_and_its_write() {
     assert_eq!(stored_label(&store, &cookie).await.as_deref(), Some("k2"));
     let loaded = rotated.load(&cookie).await.unwrap().unwrap();
     assert_eq!(
-        loaded.record.tokens.refresh_token.map(|token| token.text()),
+        loaded
+            .record
+            .tokens
+            .refresh_token
+            .as_ref()
+            .map(|token| token.text()),
         Some("rt-2".to_owned())
     );
 }
@@ -485,7 +490,12 @@ async fn a_session_whose_escrow_was_sealed_under_the_shared_key_opens_and_ends_w
         let stored = sessions.store.get(&cookie.storage_key()).await.unwrap();
         let loaded = sessions.load(&cookie).await.unwrap().unwrap();
         assert_eq!(
-            loaded.record.tokens.refresh_token.map(|token| token.text()),
+            loaded
+                .record
+                .tokens
+                .refresh_token
+                .as_ref()
+                .map(|token| token.text()),
             Some("rt-old".to_owned())
         );
         assert_eq!(
@@ -630,7 +640,14 @@ async fn a_users_sessions_stay_listed_and_endable_through_a_key_rotation() {
         1
     );
     assert!(last.load(&first).await.unwrap().is_none());
-    let third_id = last.load(&third).await.unwrap().unwrap().record.handle;
+    let third_id = last
+        .load(&third)
+        .await
+        .unwrap()
+        .unwrap()
+        .record
+        .handle
+        .clone();
     assert_eq!(
         last.end_by_handle("alice", &third_id).await.unwrap().count,
         1
@@ -767,7 +784,16 @@ async fn the_count_across_older_names_never_ends_a_login_admitted_after_the_one_
     let handle = |cookie: &SessionCookie| {
         let roomy = &roomy;
         let cookie = cookie.clone();
-        async move { roomy.load(&cookie).await.unwrap().unwrap().record.handle }
+        async move {
+            roomy
+                .load(&cookie)
+                .await
+                .unwrap()
+                .unwrap()
+                .record
+                .handle
+                .clone()
+        }
     };
     let (earlier_handle, a_handle, b_handle) =
         (handle(&earlier).await, handle(&a).await, handle(&b).await);

@@ -46,7 +46,7 @@ async fn record_of(app: &TestApp, browser: &Browser) -> SessionRecord {
         Duration::from_secs(3600),
     );
     let cookie = SessionCookie::parse(&browser.cookie("vestibule").unwrap()).unwrap();
-    sessions.load(&cookie).await.unwrap().unwrap().record
+    SessionRecord::clone(&sessions.load(&cookie).await.unwrap().unwrap().record)
 }
 
 /// The thumbprint of the session key `record` keeps.

@@ -76,7 +76,7 @@ async fn bound_session(app: &TestApp, browser: &Browser) -> (String, String) {
     let thumbprint = key.thumbprint().to_owned();
     let seen = app.provider.introspect(&record.tokens.access_token).await;
     assert_eq!(seen["cnf"]["jkt"], thumbprint.as_str(), "{seen}");
-    (thumbprint, record.tokens.access_token)
+    (thumbprint, record.tokens.access_token.clone())
 }
 
 /// An order (`{"item": item}`) POSTed through Vestibule as the SPA sends it.

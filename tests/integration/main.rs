@@ -38,6 +38,7 @@ mod metrics;
 mod multi_provider;
 mod my_sessions;
 mod node_suites;
+mod opened_records;
 mod operator;
 mod par;
 mod profiles;

@@ -318,3 +318,41 @@ async fn past_the_metrics_cap_connections_wait_and_the_public_listener_still_ser
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn calls_on_a_cached_session_open_its_record_once_unless_switched_off() {
+    const OPENED: &str = "vestibule_session_records_opened_total";
+    for keep in [true, false] {
+        let builder = TestApp::builder().session_toml(&format!("local_cache_opened = {keep}\n"));
+        let (_app, binary, dir, metrics) = with_metrics(builder).await;
+        wait_for(
+            "the session cache to serve",
+            Duration::from_secs(10),
+            || async {
+                (scrape(&metrics)
+                    .await
+                    .get("vestibule_session_cache_serving")
+                    == 1.0)
+                    .then_some(())
+            },
+        )
+        .await;
+        let alice = Browser::new(&binary.base);
+        alice.login("alice").await;
+        // The first calls read Redis (and keep what they opened once the cache serves them).
+        for _ in 0..3 {
+            assert_eq!(alice.api_get("/api/orders").await.status(), StatusCode::OK);
+        }
+        let before = scrape(&metrics).await.get(OPENED);
+        for _ in 0..20 {
+            assert_eq!(alice.api_get("/api/orders").await.status(), StatusCode::OK);
+        }
+        let opened = scrape(&metrics).await.get(OPENED) - before;
+        if keep {
+            assert!(opened <= 1.0, "{opened} records opened for 20 calls");
+        } else {
+            assert!(opened >= 20.0, "{opened} records opened for 20 calls");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

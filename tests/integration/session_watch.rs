@@ -21,13 +21,13 @@ const PROMPTLY: Duration = Duration::from_secs(2);
 
 /// Whether an instance keeps the tracked record cache.
 #[derive(Clone, Copy, Debug)]
-enum Cache {
+pub(crate) enum Cache {
     On,
     Off,
 }
 
 /// One instance's session layer on `topology`.
-async fn instance(topology: &RedisTopology, cache: Cache, idle: Duration) -> Sessions {
+pub(crate) async fn instance(topology: &RedisTopology, cache: Cache, idle: Duration) -> Sessions {
     let settings = match cache {
         Cache::On => CacheSettings::new(100, idle),
         Cache::Off => None,
@@ -55,7 +55,7 @@ async fn two_instances(redis: &RedisServer, cache: Cache, idle: Duration) -> (Se
     )
 }
 
-fn record(expires_at: u64) -> SessionRecord {
+pub(crate) fn record(expires_at: u64) -> SessionRecord {
     SessionRecord {
         sub: "alice".into(),
         tokens: TokenSet {
@@ -86,7 +86,7 @@ async fn log_in(sessions: &Sessions, expires_at: u64) -> (SessionCookie, String)
     log_in_as(sessions, record(expires_at), &SessionOrigin::default()).await
 }
 
-async fn log_in_as(
+pub(crate) async fn log_in_as(
     sessions: &Sessions,
     record: SessionRecord,
     origin: &SessionOrigin,

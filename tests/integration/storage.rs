@@ -713,7 +713,7 @@ mod sessions_in_redis {
         let Lookup::Miss(read) = cache.lookup(&barrier) else {
             panic!("a new key is not cached");
         };
-        cache.store(&barrier, Some(b"x"), read);
+        cache.store(&barrier, Some(&std::sync::Arc::from(&b"x"[..])), read);
         let _: () = redis::cmd("SET")
             .arg(&barrier)
             .arg("y")
@@ -734,7 +734,7 @@ mod sessions_in_redis {
             || async {
                 if let Lookup::Miss(read) = cache.lookup(&key) {
                     // Kept only while the cache serves (its probes confirm it every 250 ms).
-                    cache.store(&key, Some(&before_rotation), read);
+                    cache.store(&key, Some(&before_rotation.clone().into()), read);
                 }
                 matches!(cache.lookup(&key), Lookup::Hit(_)).then_some(())
             },

@@ -350,7 +350,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(read.sealed, b"1");
+        assert_eq!(&*read.sealed, b"1");
         assert!(read.touched_at.is_some());
         assert_eq!(store.take("a").await.unwrap(), Some(b"1".to_vec()));
         assert_eq!(store.take("a").await.unwrap(), None);

@@ -26,7 +26,7 @@ pub use key_watch::KeyWatch;
 use key_watch::WatchSource;
 pub use memory::MemoryStore;
 pub use pending::{Displaced, PendingLimits};
-pub use redis::cache::{CacheSettings, RecordCache};
+pub use redis::cache::{CacheSettings, Cached, Opened, RecordCache};
 pub use redis::topology::{SentinelAuth, TopologyError};
 pub use redis::{RedisStore, RedisTls, RedisTopology};
 
@@ -84,7 +84,10 @@ pub enum Freshness {
 /// A session record as read, and whether (and when) the read pushed its idle expiry back.
 pub struct SessionRead {
     /// The sealed record.
-    pub sealed: Vec<u8>,
+    pub sealed: Arc<[u8]>,
+    /// What the session layer opened from exactly these bytes earlier and left beside them in
+    /// the tracked cache ([`Store::attach`]); `None` when nothing was.
+    pub opened: Option<Opened>,
     /// When this read reset the key's expiry to the idle timeout (unix seconds, taken before
     /// the command was sent, so the deadline it implies is never later than the store's), or
     /// `None` if it did not.
@@ -156,7 +159,8 @@ impl Store {
             Store::Memory(memory) => {
                 let touched_at = unix_now();
                 Ok(memory.get_and_touch(key, ttl).map(|sealed| SessionRead {
-                    sealed,
+                    sealed: sealed.into(),
+                    opened: None,
                     touched_at: Some(touched_at),
                 }))
             }
@@ -165,10 +169,23 @@ impl Store {
 
     /// Reads a value whose expiry is its own and never pushed back (a token held for an API),
     /// from the in-process cache when it holds it (kept exact by Redis client tracking).
-    pub async fn read_untouched(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn read_untouched(&self, key: &str) -> Result<Option<Cached>, StoreError> {
         match self {
             Store::Redis(redis) => redis.read_untouched(key).await,
-            Store::Memory(memory) => Ok(memory.get(key)),
+            Store::Memory(memory) => Ok(memory.get(key).map(|sealed| Cached {
+                sealed: sealed.into(),
+                opened: None,
+            })),
+        }
+    }
+
+    /// Keeps `opened` (what the session layer opened from `sealed`, the bytes a read of `key`
+    /// returned) beside them in the tracked cache, to be dropped with them: at an
+    /// invalidation, an eviction, or the cache emptying itself. Nothing is kept when the
+    /// cache holds other bytes for `key` by now, or without a tracked cache.
+    pub fn attach(&self, key: &str, sealed: &Arc<[u8]>, opened: Opened) {
+        if let Store::Redis(redis) = self {
+            redis.attach(key, sealed, opened);
         }
     }
 

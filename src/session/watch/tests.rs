@@ -53,7 +53,14 @@ async fn an_end_through_the_users_index_ends_the_watch_at_once() {
     // "My sessions", the operator's revoke and a back-channel logout end by the user's index.
     let sessions = sessions(60, 600);
     let (cookie, mut watch) = logged_in(&sessions, unix_now() + 600).await;
-    let handle = sessions.load(&cookie).await.unwrap().unwrap().record.handle;
+    let handle = sessions
+        .load(&cookie)
+        .await
+        .unwrap()
+        .unwrap()
+        .record
+        .handle
+        .clone();
     assert!(still_open(&mut watch, Duration::from_millis(200)).await);
     assert_eq!(
         sessions

@@ -21,8 +21,10 @@
 //! - **A read that overlapped an invalidation of its key is not stored**, because its value
 //!   may predate a change whose message has already been handled (each miss leaves a pending
 //!   marker that an invalidation removes).
-//! - **It holds sealed records only**: a memory dump yields no token without the browser's
-//!   cookie, as with Redis.
+//! - **It holds sealed records, and beside each the record the session layer opened from it**
+//!   (an [`Opened`] value it attaches after a read, see `docs/security-model.md`, "Per-instance
+//!   cache"): the opened record lives exactly as long as its sealed value here and goes with
+//!   it at an invalidation, an eviction or the cache emptying itself.
 //!
 //! Sessions still expire after being idle: a hit does not touch Redis, so at most once per
 //! touch interval a read goes to Redis with `GETEX` to push the idle deadline back, and the
@@ -31,9 +33,10 @@
 //! Over 450 lines because half of it is the unit tests pinning down each rule above, kept
 //! beside the state they exercise.
 
+use std::any::Any;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -87,10 +90,23 @@ impl CacheSettings {
     }
 }
 
+/// What the session layer made of a cached sealed value (the record it opened), kept beside
+/// it and dropped with it; the cache never looks inside.
+pub type Opened = Arc<dyn Any + Send + Sync>;
+
+/// A cached value: the sealed bytes as Redis holds them, and what was opened from them.
+#[derive(Clone)]
+pub struct Cached {
+    /// The sealed value (shared: a hit copies no bytes).
+    pub sealed: Arc<[u8]>,
+    /// What [`RecordCache::attach`] put beside exactly these bytes, if anything.
+    pub opened: Option<Opened>,
+}
+
 /// What the cache says about a key.
 pub enum Lookup {
     /// The sealed record, current as far as Redis has told us.
-    Hit(Vec<u8>),
+    Hit(Cached),
     /// Ask Redis, then report the answer with [`RecordCache::store`].
     Miss(PendingRead),
 }
@@ -120,7 +136,7 @@ struct State {
     /// The probe written last (sequence number, when it was sent), until it is confirmed.
     outstanding_probe: Option<(u64, Instant)>,
     next_probe: u64,
-    records: LruCache<String, Vec<u8>>,
+    records: LruCache<String, Cached>,
     pending: LruCache<String, u64>,
     next_read: u64,
     touched: LruCache<String, Instant>,
@@ -195,10 +211,10 @@ impl RecordCache {
         let metrics = crate::metrics::metrics();
         if !touch
             && state.serving(now)
-            && let Some(sealed) = state.records.get(key)
+            && let Some(cached) = state.records.get(key)
         {
             metrics.cache_hits.inc();
-            return Lookup::Hit(sealed.clone());
+            return Lookup::Hit(cached.clone());
         }
         metrics.cache_misses.inc();
         Lookup::Miss(Self::begin(&mut state, key, now, touch))
@@ -234,7 +250,7 @@ impl RecordCache {
     /// Records what Redis answered for `read`. The value is kept only if no invalidation of
     /// the key (or of everything) was handled since the read began; a touch is remembered
     /// from when the read was sent, so the idle deadline is never overestimated.
-    pub fn store(&self, key: &str, sealed: Option<&[u8]>, read: PendingRead) {
+    pub fn store(&self, key: &str, sealed: Option<&Arc<[u8]>>, read: PendingRead) {
         let mut state = self.state();
         let Some(sealed) = sealed else {
             state.drop_key(key);
@@ -247,8 +263,27 @@ impl RecordCache {
         if state.pending.peek(key) == Some(&read.id) {
             state.pending.pop(key);
             if state.serving(Instant::now()) {
-                state.records.put(key.to_owned(), sealed.to_vec());
+                let cached = Cached {
+                    sealed: sealed.clone(),
+                    opened: None,
+                };
+                state.records.put(key.to_owned(), cached);
             }
+        }
+    }
+
+    /// Keeps `opened` beside the cached value of `key` if that is still exactly `sealed` (the
+    /// very bytes a read returned, not equal ones read again): it is then dropped with them.
+    /// Otherwise (changed, invalidated, evicted, not serving) nothing is kept.
+    pub fn attach(&self, key: &str, sealed: &Arc<[u8]>, opened: Opened) {
+        let mut state = self.state();
+        if !state.serving(Instant::now()) {
+            return;
+        }
+        if let Some(cached) = state.records.peek_mut(key)
+            && Arc::ptr_eq(&cached.sealed, sealed)
+        {
+            cached.opened = Some(opened);
         }
     }
 
@@ -395,6 +430,10 @@ mod tests {
         cache
     }
 
+    fn bytes(value: &[u8]) -> Arc<[u8]> {
+        Arc::from(value)
+    }
+
     fn miss(lookup: Lookup) -> PendingRead {
         match lookup {
             Lookup::Miss(read) => read,
@@ -404,8 +443,8 @@ mod tests {
 
     fn warm(cache: &RecordCache, key: &str) {
         let read = miss(cache.lookup(key));
-        cache.store(key, Some(b"sealed"), read);
-        assert!(matches!(cache.lookup(key), Lookup::Hit(v) if v == b"sealed"));
+        cache.store(key, Some(&bytes(b"sealed")), read);
+        assert!(matches!(cache.lookup(key), Lookup::Hit(v) if &*v.sealed == b"sealed"));
     }
 
     #[test]
@@ -413,8 +452,8 @@ mod tests {
         let cache = serving_cache(Duration::from_secs(60));
         let read = miss(cache.lookup("k"));
         assert!(read.touch, "the first read touches the idle deadline");
-        cache.store("k", Some(b"sealed"), read);
-        assert!(matches!(cache.lookup("k"), Lookup::Hit(v) if v == b"sealed"));
+        cache.store("k", Some(&bytes(b"sealed")), read);
+        assert!(matches!(cache.lookup("k"), Lookup::Hit(v) if &*v.sealed == b"sealed"));
         cache.handle_push(&invalidate(&["k"]));
         let read = miss(cache.lookup("k"));
         assert!(!read.touch, "touched a moment ago: a plain GET is enough");
@@ -425,12 +464,12 @@ mod tests {
         let cache = serving_cache(Duration::from_secs(60));
         let read = miss(cache.lookup("k"));
         cache.handle_push(&invalidate(&["k"]));
-        cache.store("k", Some(b"maybe stale"), read);
+        cache.store("k", Some(&bytes(b"maybe stale")), read);
         assert!(matches!(cache.lookup("k"), Lookup::Miss(_)));
         // Changes to other keys do not stop a read from being stored.
         let read = miss(cache.lookup("k"));
         cache.handle_push(&invalidate(&["other"]));
-        cache.store("k", Some(b"current"), read);
+        cache.store("k", Some(&bytes(b"current")), read);
         assert!(matches!(cache.lookup("k"), Lookup::Hit(_)));
     }
 
@@ -439,7 +478,7 @@ mod tests {
         let cache = RecordCache::new(settings(Duration::from_secs(60)));
         assert!(cache.go_live(&AtomicBool::new(false)));
         let read = miss(cache.lookup("k"));
-        cache.store("k", Some(b"v"), read);
+        cache.store("k", Some(&bytes(b"v")), read);
         confirm(&cache);
         assert!(
             matches!(cache.lookup("k"), Lookup::Miss(_)),
@@ -530,7 +569,7 @@ mod tests {
     fn the_idle_deadline_is_touched_again_after_the_interval() {
         let cache = serving_cache(Duration::ZERO);
         let read = miss(cache.lookup("k"));
-        cache.store("k", Some(b"v"), read);
+        cache.store("k", Some(&bytes(b"v")), read);
         assert!(
             miss(cache.lookup("k")).touch,
             "a zero interval touches on every read"

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::{Freshness, SessionRead, StoreError};
 use crate::clock::unix_now;
-use cache::{CACHED_KEY_PREFIXES, CacheSettings, Lookup, RecordCache};
+use cache::{CACHED_KEY_PREFIXES, CacheSettings, Cached, Lookup, Opened, RecordCache};
 use connection::{RedisConnection, TrackingTarget};
 pub use tls::RedisTls;
 pub use topology::RedisTopology;
@@ -129,15 +129,17 @@ impl RedisStore {
         let Some(cache) = &self.cache else {
             let sealed = self.getex(key, ttl).await?;
             return Ok(sealed.map(|sealed| SessionRead {
-                sealed,
+                sealed: sealed.into(),
+                opened: None,
                 touched_at: Some(sent_at),
             }));
         };
         let read = match freshness {
             Freshness::Recent => match cache.lookup(key) {
-                Lookup::Hit(sealed) => {
+                Lookup::Hit(cached) => {
                     return Ok(Some(SessionRead {
-                        sealed,
+                        sealed: cached.sealed,
+                        opened: cached.opened,
                         touched_at: None,
                     }));
                 }
@@ -146,31 +148,46 @@ impl RedisStore {
             Freshness::Current => cache.begin_read(key, false),
             Freshness::Touched => cache.begin_read(key, true),
         };
-        let sealed = if read.touch {
+        let sealed: Option<Arc<[u8]>> = if read.touch {
             self.getex(key, ttl).await?
         } else {
             self.get(key).await?
-        };
-        cache.store(key, sealed.as_deref(), read);
+        }
+        .map(Arc::from);
+        cache.store(key, sealed.as_ref(), read);
         Ok(sealed.map(|sealed| SessionRead {
             sealed,
+            opened: None,
             touched_at: read.touch.then_some(sent_at),
         }))
     }
 
     /// A value that is never touched (a token held for an API), from the tracked cache
     /// when it holds it: kept exact by the same invalidations as session records.
-    pub(super) async fn read_untouched(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) async fn read_untouched(&self, key: &str) -> Result<Option<Cached>, StoreError> {
+        let uncached = |sealed: Option<Arc<[u8]>>| {
+            sealed.map(|sealed| Cached {
+                sealed,
+                opened: None,
+            })
+        };
         let Some(cache) = &self.cache else {
-            return self.get(key).await;
+            return Ok(uncached(self.get(key).await?.map(Arc::from)));
         };
         let read = match cache.lookup_untouched(key) {
-            Lookup::Hit(sealed) => return Ok(Some(sealed)),
+            Lookup::Hit(cached) => return Ok(Some(cached)),
             Lookup::Miss(read) => read,
         };
-        let sealed = self.get(key).await?;
-        cache.store(key, sealed.as_deref(), read);
-        Ok(sealed)
+        let sealed = self.get(key).await?.map(Arc::from);
+        cache.store(key, sealed.as_ref(), read);
+        Ok(uncached(sealed))
+    }
+
+    /// Keeps `opened` beside the cached value of `key` while that is still `sealed`.
+    pub(super) fn attach(&self, key: &str, sealed: &Arc<[u8]>, opened: Opened) {
+        if let Some(cache) = &self.cache {
+            cache.attach(key, sealed, opened);
+        }
     }
 
     pub(super) async fn put(

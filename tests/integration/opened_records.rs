@@ -1,0 +1,116 @@
+//! The tracked cache keeps each record opened beside its sealed bytes
+//! (`session.local_cache_opened`), against a real Redis: a call on a cached session gets the
+//! record opened at its first read, only with its own browser secret, and no longer than the
+//! sealed bytes stay cached; switched off, every call opens its record again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use vestibule::clock::unix_now;
+use vestibule::session::{SessionCookie, SessionOrigin, SessionRecord, Sessions};
+
+use crate::harness::{RedisServer, wait_for};
+use crate::session_watch::{Cache, instance, log_in_as, record};
+
+/// The record `sessions` hands a call on `cookie` (the session must exist).
+async fn loaded(sessions: &Sessions, cookie: &SessionCookie) -> Arc<SessionRecord> {
+    sessions.load(cookie).await.unwrap().unwrap().record
+}
+
+/// Loads until two reads in a row come from the cache (the first read of a session goes to
+/// Redis, and the cache serves only once its probe confirmed the invalidation path).
+async fn cached(sessions: &Sessions, cookie: &SessionCookie) -> Arc<SessionRecord> {
+    wait_for(
+        "two reads served by the cache",
+        Duration::from_secs(10),
+        || async {
+            let first = loaded(sessions, cookie).await;
+            let second = loaded(sessions, cookie).await;
+            Arc::ptr_eq(&first, &second).then_some(second)
+        },
+    )
+    .await
+}
+
+/// `cookie` with the same session id and another browser secret.
+fn with_other_secret(cookie: &SessionCookie) -> SessionCookie {
+    let mut bytes = URL_SAFE_NO_PAD.decode(cookie.encode()).unwrap();
+    bytes[63] ^= 1;
+    SessionCookie::parse(&URL_SAFE_NO_PAD.encode(bytes)).unwrap()
+}
+
+#[tokio::test]
+async fn a_cached_session_is_opened_once_for_its_own_secret_until_it_changes() {
+    let redis = RedisServer::start().await;
+    let a = instance(&redis.topology(), Cache::On, Duration::from_secs(600)).await;
+    let b = instance(&redis.topology(), Cache::On, Duration::from_secs(600)).await;
+    let (cookie, _) = log_in_as(&a, record(unix_now() + 3600), &SessionOrigin::default()).await;
+    let kept = cached(&a, &cookie).await;
+    for _ in 0..20 {
+        assert!(
+            Arc::ptr_eq(&kept, &loaded(&a, &cookie).await),
+            "every call gets the record opened once"
+        );
+    }
+    // The session id alone (a cookie whose secret is not the record's) opens nothing, kept
+    // record or not; the right cookie still gets it.
+    assert!(a.load(&with_other_secret(&cookie)).await.unwrap().is_none());
+    assert!(Arc::ptr_eq(&kept, &loaded(&a, &cookie).await));
+
+    // A change made elsewhere drops the kept record with its sealed bytes: the next reads
+    // open what Redis holds now.
+    let on_b = b.load(&cookie).await.unwrap().unwrap();
+    let mut changed = SessionRecord::clone(&on_b.record);
+    changed.tokens.access_token = "rotated elsewhere".into();
+    let replacement = b.prepare_replacement(&on_b, &changed).unwrap();
+    assert!(b.replace(&replacement).await.unwrap());
+    let after = wait_for(
+        "instance A to see the change",
+        Duration::from_secs(2),
+        || async {
+            let record = loaded(&a, &cookie).await;
+            (record.tokens.access_token == "rotated elsewhere").then_some(record)
+        },
+    )
+    .await;
+    assert!(!Arc::ptr_eq(&kept, &after));
+
+    // An end anywhere: refused at once, however long the record was kept.
+    assert!(b.end(&cookie).await.unwrap().is_some());
+    wait_for(
+        "instance A to refuse the ended session",
+        Duration::from_secs(2),
+        || async { a.load(&cookie).await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn switched_off_every_call_opens_its_record() {
+    let redis = RedisServer::start().await;
+    let sealed_only = instance(&redis.topology(), Cache::On, Duration::from_secs(600))
+        .await
+        .with_opened_records_kept(false);
+    let (cookie, _) = log_in_as(
+        &sealed_only,
+        record(unix_now() + 3600),
+        &SessionOrigin::default(),
+    )
+    .await;
+    let cache = |sessions: &Sessions| {
+        sessions
+            .store()
+            .cache()
+            .map(|cache| cache.is_serving())
+            .unwrap_or(false)
+    };
+    assert!(cache(&sealed_only), "the sealed records are still cached");
+    let first = loaded(&sealed_only, &cookie).await;
+    for _ in 0..5 {
+        let next = loaded(&sealed_only, &cookie).await;
+        assert!(!Arc::ptr_eq(&first, &next), "opened again");
+        assert_eq!(next.handle, first.handle);
+    }
+}
