@@ -7,10 +7,12 @@
 //! client's tokens belong to no session: they are sealed under the server keys alone and shared
 //! by every instance. Which token is due and who fetches it is [`crate::refresh`]'s business.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::store::Cached;
 use super::{Freshness, SessionCookie, Sessions, StoreError, StoredToken};
 use crate::clock::unix_now;
 
@@ -75,16 +77,41 @@ impl Sessions {
         cookie: &SessionCookie,
         credential_id: &str,
         freshness: Freshness,
-    ) -> Result<Option<HeldToken>, StoreError> {
+    ) -> Result<Option<Arc<HeldToken>>, StoreError> {
         let key = held_token_key(&cookie.storage_key(), credential_id);
-        let Some(sealed) = self.read_held(&key, freshness).await? else {
+        let Some(read) = self.read_held(&key, freshness).await? else {
             return Ok(None);
         };
-        Ok(self
-            .keys
-            .open(cookie.secret(), key.as_bytes(), &sealed)
-            .ok()
-            .and_then(|opened| rmp_serde::from_slice(&opened.plaintext).ok()))
+        Ok(self.opened_token(&key, &read, cookie.secret(), |sealed| {
+            self.keys.open(cookie.secret(), key.as_bytes(), sealed).ok()
+        }))
+    }
+
+    /// The token sealed in `read` of `key`: the one kept beside those bytes if `secret` opened
+    /// it before, else what `open` opens (then kept there too, as session records are; see
+    /// `opened.rs`). `None` if it does not open.
+    fn opened_token(
+        &self,
+        key: &str,
+        read: &Cached,
+        secret: &[u8],
+        open: impl FnOnce(&[u8]) -> Option<super::crypto::Opened>,
+    ) -> Option<Arc<HeldToken>> {
+        let kept = read.opened.as_ref().and_then(|opened| {
+            self.opened_records
+                .as_ref()?
+                .recognise::<HeldToken>(opened, secret)
+        });
+        if kept.is_some() {
+            return kept;
+        }
+        let opened = open(&read.sealed)?;
+        let token = Arc::new(rmp_serde::from_slice::<HeldToken>(&opened.plaintext).ok()?);
+        if let Some(opened_records) = &self.opened_records {
+            let kept = opened_records.keep(secret, token.clone());
+            self.store.attach(key, &read.sealed, kept);
+        }
+        Some(token)
     }
 
     /// Keeps `token` as the session's `credential_id` until it expires (never beyond the
@@ -110,20 +137,21 @@ impl Sessions {
         &self,
         credential_id: &str,
         freshness: Freshness,
-    ) -> Result<Option<HeldToken>, StoreError> {
+    ) -> Result<Option<Arc<HeldToken>>, StoreError> {
         let key = client_token_key(credential_id);
-        let Some(sealed) = self.read_held(&key, freshness).await? else {
+        let Some(read) = self.read_held(&key, freshness).await? else {
             return Ok(None);
         };
-        Ok(self
-            .keys
-            .open_for_server(
-                key.as_bytes(),
-                &sealed,
-                super::crypto::ServerSealing::PerRecord,
-            )
-            .ok()
-            .and_then(|opened| rmp_serde::from_slice(&opened.plaintext).ok()))
+        // Sealed under the server keys alone: no browser secret stands between a call and it.
+        Ok(self.opened_token(&key, &read, &[], |sealed| {
+            self.keys
+                .open_for_server(
+                    key.as_bytes(),
+                    sealed,
+                    super::crypto::ServerSealing::PerRecord,
+                )
+                .ok()
+        }))
     }
 
     /// Keeps `token` as the client's own `credential_id`, shared by every instance, until it
@@ -145,14 +173,15 @@ impl Sessions {
         &self,
         key: &str,
         freshness: Freshness,
-    ) -> Result<Option<std::sync::Arc<[u8]>>, StoreError> {
+    ) -> Result<Option<Cached>, StoreError> {
         Ok(match freshness {
-            Freshness::Recent => self
-                .store
-                .read_untouched(key)
-                .await?
-                .map(|read| read.sealed),
-            Freshness::Current | Freshness::Touched => self.store.get(key).await?.map(Into::into),
+            Freshness::Recent => self.store.read_untouched(key).await?,
+            Freshness::Current | Freshness::Touched => {
+                self.store.get(key).await?.map(|sealed| Cached {
+                    sealed: sealed.into(),
+                    opened: None,
+                })
+            }
         })
     }
 

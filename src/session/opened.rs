@@ -1,7 +1,8 @@
-//! Records opened from the sealed bytes the tracked cache holds, kept beside those bytes so the
-//! next call on the session derives no key and decrypts nothing (see the security model,
-//! "Per-instance cache"). A kept record goes wherever its sealed bytes go: it is dropped at
-//! their invalidation or eviction, and with the whole cache when that empties itself.
+//! Records (and tokens held for APIs) opened from the sealed bytes the tracked cache holds,
+//! kept beside those bytes so the next call on the session derives no key and decrypts nothing
+//! (see the security model, "Per-instance cache"). A kept value goes wherever its sealed bytes
+//! go: it is dropped at their invalidation or eviction, and with the whole cache when that
+//! empties itself.
 //!
 //! A kept record is handed only to a request whose cookie carries the browser secret it was
 //! opened with: beside it lies a keyed hash of that secret, under a key of this instance alone,
@@ -13,7 +14,6 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::record::SessionRecord;
 use super::store::Opened;
 
 /// Makes and recognises kept records for one instance.
@@ -22,10 +22,10 @@ pub(super) struct OpenedRecords {
     tagger: Hmac<Sha256>,
 }
 
-/// A record as opened, and who opened it.
-struct OpenedRecord {
+/// A value as opened, and who opened it.
+struct OpenedRecord<T> {
     secret_tag: [u8; 32],
-    record: Arc<SessionRecord>,
+    value: Arc<T>,
 }
 
 impl OpenedRecords {
@@ -38,18 +38,22 @@ impl OpenedRecords {
         }
     }
 
-    /// What to keep beside the sealed bytes `record` was opened from with `secret`.
-    pub(super) fn keep(&self, secret: &[u8], record: Arc<SessionRecord>) -> Opened {
+    /// What to keep beside the sealed bytes `value` was opened from with `secret`.
+    pub(super) fn keep<T: Send + Sync + 'static>(&self, secret: &[u8], value: Arc<T>) -> Opened {
         Arc::new(OpenedRecord {
             secret_tag: self.tag(secret),
-            record,
+            value,
         })
     }
 
-    /// The kept record, if `opened` is one and was opened with `secret`.
-    pub(super) fn recognise(&self, opened: &Opened, secret: &[u8]) -> Option<Arc<SessionRecord>> {
-        let kept = opened.downcast_ref::<OpenedRecord>()?;
-        bool::from(kept.secret_tag.ct_eq(&self.tag(secret))).then(|| kept.record.clone())
+    /// The kept value, if `opened` is a `T` and was opened with `secret`.
+    pub(super) fn recognise<T: Send + Sync + 'static>(
+        &self,
+        opened: &Opened,
+        secret: &[u8],
+    ) -> Option<Arc<T>> {
+        let kept = opened.downcast_ref::<OpenedRecord<T>>()?;
+        bool::from(kept.secret_tag.ct_eq(&self.tag(secret))).then(|| kept.value.clone())
     }
 
     fn tag(&self, secret: &[u8]) -> [u8; 32] {
@@ -62,23 +66,25 @@ impl OpenedRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::SessionRecord;
 
     #[test]
     fn a_kept_record_is_handed_only_to_the_secret_it_was_opened_with() {
         let records = OpenedRecords::new();
         let record = Arc::new(SessionRecord::for_testing("alice", u64::MAX));
         let kept = records.keep(&[7; 32], record.clone());
-        let found = records.recognise(&kept, &[7; 32]).expect("the same secret");
+        let found = records
+            .recognise::<SessionRecord>(&kept, &[7; 32])
+            .expect("the same secret");
         assert!(Arc::ptr_eq(&found, &record));
+        let other_secret = records.recognise::<SessionRecord>(&kept, &[8; 32]);
+        assert!(other_secret.is_none(), "another secret");
+        let other_instance = OpenedRecords::new().recognise::<SessionRecord>(&kept, &[7; 32]);
         assert!(
-            records.recognise(&kept, &[8; 32]).is_none(),
-            "another secret"
-        );
-        assert!(
-            OpenedRecords::new().recognise(&kept, &[7; 32]).is_none(),
+            other_instance.is_none(),
             "another instance's (or run's) key"
         );
-        let not_a_record: Opened = Arc::new(0_u8);
-        assert!(records.recognise(&not_a_record, &[7; 32]).is_none());
+        let other_type = records.recognise::<String>(&kept, &[7; 32]);
+        assert!(other_type.is_none(), "a kept value of another type");
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use vestibule::clock::unix_now;
-use vestibule::session::{SessionCookie, SessionOrigin, SessionRecord, Sessions};
+use vestibule::session::{
+    Freshness, HeldToken, SessionCookie, SessionOrigin, SessionRecord, Sessions,
+};
 
 use crate::harness::{RedisServer, wait_for};
 use crate::session_watch::{Cache, instance, log_in_as, record};
@@ -113,4 +115,42 @@ async fn switched_off_every_call_opens_its_record() {
         assert!(!Arc::ptr_eq(&first, &next), "opened again");
         assert_eq!(next.handle, first.handle);
     }
+}
+
+#[tokio::test]
+async fn a_token_held_for_an_api_is_opened_once_for_its_own_secret() {
+    let redis = RedisServer::start().await;
+    let a = instance(&redis.topology(), Cache::On, Duration::from_secs(600)).await;
+    let (cookie, _) = log_in_as(&a, record(unix_now() + 3600), &SessionOrigin::default()).await;
+    let token = HeldToken {
+        access_token: "orders-api token".into(),
+        expires_at: unix_now() + 600,
+        obtained_at: unix_now(),
+        forced: false,
+        dpop_bound: false,
+    };
+    a.keep_held_token(&cookie, "orders", &token, unix_now() + 3600)
+        .await
+        .unwrap();
+    let held = |cookie: SessionCookie| {
+        let a = &a;
+        async move {
+            a.held_token(&cookie, "orders", Freshness::Recent)
+                .await
+                .unwrap()
+        }
+    };
+    let kept = wait_for(
+        "two reads served by the cache",
+        Duration::from_secs(10),
+        || async {
+            let first = held(cookie.clone()).await.unwrap();
+            let second = held(cookie.clone()).await.unwrap();
+            Arc::ptr_eq(&first, &second).then_some(second)
+        },
+    )
+    .await;
+    assert_eq!(kept.access_token.text(), "orders-api token");
+    assert!(held(with_other_secret(&cookie)).await.is_none());
+    assert!(Arc::ptr_eq(&kept, &held(cookie.clone()).await.unwrap()));
 }
