@@ -189,6 +189,7 @@ def render_md(out):
         ("redis_bytes_per_session_5_credentials", "Redis bytes per session, 5 extra credentials"),
         ("redis_bytes_per_extra_credential", "Redis bytes per extra credential (the fill with the most)"),
         ("credential_cost_rps_ratio", "exchange route req/s / session route req/s (token held)"),
+        ("credential_cost_claim_rps", "claim-rule route req/s (credential-cost)"),
         ("bearer_cpu_us_per_call", "Vestibule CPU µs per proxied call, Bearer token (dpop-cost)"),
         ("dpop_cpu_us_per_call", "Vestibule CPU µs per proxied call, DPoP-bound token (dpop-cost)"),
         ("dpop_cpu_ratio", "CPU per DPoP-bound call / per bearer call"),
@@ -250,15 +251,25 @@ def render_credentials(out):
                 lines.append(f"| {n} | not measured{': ' + note if note else ''} | | | |")
     cc = out.get("credential_cost")
     if cc:
-        lines += ["", f"Credential cost: one session, a `session` route and a `kind = \"exchange\"` route "
-                      f"(`{cc['exchange_prefix']}`, audience orders-api) on the same upstream, the exchanged "
-                      f"token held before the load; {cc['token_exchanges_during_load']} exchange(s) during it.", "",
+        claim = cc.get("claim_prefix")
+        claim_text = (f", a `session` route with a claim rule (`{claim}`, {cc.get('claim_rule')}; "
+                      + (f"a route whose rule the user fails, `{cc.get('denied_prefix')}`, answered "
+                         f"{cc['denied_status']} once)" if cc.get("denied_status")
+                         else "not proven, not loaded: see its row)") if claim else "")
+        lines += ["", f"Credential cost: one session, a `session` route{claim_text} and a `kind = \"exchange\"` "
+                      f"route (`{cc['exchange_prefix']}`, audience orders-api) on the same upstream, the exchanged "
+                      f"token held before the load, the routes loaded in rotating order; "
+                      f"{cc['token_exchanges_during_load']} exchange(s) during it.", "",
                   "| route | req/s | p50 ms | p99 ms | Vestibule CPU% | Redis commands / call |",
                   "|---|---:|---:|---:|---:|---:|"]
-        for name in ("session", "exchange"):
-            lines.append(load_row(name, cc["routes"].get(name), ["redis_commands_per_call"]))
+        for name in ("session", "claim", "exchange"):
+            if name in cc["routes"]:
+                lines.append(load_row(name, cc["routes"].get(name), ["redis_commands_per_call"]))
         lines.append(f"\nExchange / session: req/s x{fmt(cc['rps_exchange_over_session'], 3)}, p50 "
                      f"x{fmt(cc['p50_exchange_over_session'], 3)}, p99 x{fmt(cc['p99_exchange_over_session'], 3)}.")
+        if cc.get("rps_claim_over_session") is not None:
+            lines.append(f"\nClaim rule / session: req/s x{fmt(cc['rps_claim_over_session'], 3)}, p50 "
+                         f"x{fmt(cc['p50_claim_over_session'], 3)}, p99 x{fmt(cc['p99_claim_over_session'], 3)}.")
     elif "credential_cost_rps_ratio" in out.get("not_measured", {}):
         lines += ["", f"Credential cost: not measured: {out['not_measured']['credential_cost_rps_ratio']}"]
     return lines
