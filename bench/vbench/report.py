@@ -210,10 +210,16 @@ def render_md(out):
         ("login_concurrent_mean_ms", "concurrent logins, mean ms per login"),
         ("vestibule_cpu_ms_per_login", "Vestibule CPU ms per login"),
         ("peak_rss_mb", "peak RSS MB (Vestibule)"),
+        ("added_latency_p50_ms", "added latency p50 ms, Vestibule (Redis) over a direct call"),
+        ("added_latency_p99_ms", "added latency p99 ms, Vestibule (Redis) over a direct call"),
+        ("nginx_added_latency_p50_ms", "added latency p50 ms, nginx proxy over a direct call"),
+        ("nginx_added_latency_p99_ms", "added latency p99 ms, nginx proxy over a direct call"),
     ]:
         v = out.get(k)
         note = out.get("not_measured", {}).get(k)
-        lines.append(f"| {label} | {fmt(v) if v is not None else 'not measured' + (': ' + note if note else '')} |")
+        nd = 3 if "added_latency" in k else 2  # tenths of a millisecond matter there
+        lines.append(f"| {label} | {fmt(v, nd) if v is not None else 'not measured' + (': ' + note if note else '')} |")
+    lines += render_added_latency(out.get("added_latency"))
     lines += render_store_fill(out)
     lines += render_credentials(out)
     lines += render_scale_out(out.get("scale_out"))
@@ -224,6 +230,28 @@ def render_md(out):
     for t in out["targets"]:
         lines.append(f"| {t['target']} | {fmt(t['value'], 3)} | {t['op']} {t['limit']} | {t['result']} |")
     return "\n".join(lines) + "\n"
+
+
+def render_added_latency(al):
+    """Issue 34: one call at a time on a keep-alive connection, direct, through nginx, through Vestibule."""
+    if not al:
+        return []
+    if al.get("not_measured"):
+        return ["", f"Added latency: not measured: {al['not_measured']}"]
+    lines = ["", f"Added latency: {al['calls_per_target']:,} calls one at a time per target (after "
+                 f"{al['warm_up_per_target']:,} of warm-up) on one keep-alive connection each, the same request "
+                 f"from Python's http.client, the targets taking turns of {al['turn']} calls; other processes "
+                 f"{al['foreign_cpu_percent']}% CPU. Added = the target's percentile minus the direct call's.", "",
+             "| target | p50 ms | p99 ms | mean ms | max ms | added p50 ms | added p99 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    added = {"direct": None, "nginx_proxy": al.get("nginx_proxy_over_direct"),
+             "vestibule_redis": al.get("vestibule_over_direct")}
+    for name, t in al["targets"].items():
+        a = added.get(name) or {}
+        lines.append(f"| {name} | {fmt(t['p50_ms'], 3)} | {fmt(t['p99_ms'], 3)} | {fmt(t['mean_ms'], 3)} | "
+                     f"{fmt(t['max_ms'], 3)} | {fmt(a.get('p50_ms'), 3) if a else ''} | "
+                     f"{fmt(a.get('p99_ms'), 3) if a else ''} |")
+    return lines
 
 
 def render_store_fill(out):
