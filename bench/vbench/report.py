@@ -196,6 +196,11 @@ def render_md(out):
         ("redis_bytes_per_session_3_credentials", "Redis bytes per session, 3 extra credentials"),
         ("redis_bytes_per_session_5_credentials", "Redis bytes per session, 5 extra credentials"),
         ("redis_bytes_per_extra_credential", "Redis bytes per extra credential (the fill with the most)"),
+        ("sessions_per_gb_redis", "sessions per GB of Redis (store scale, 10^9 / bytes per session)"),
+        ("sessions_per_gb_redis_0_credentials", "sessions per GB of Redis, no extra credential (credential-memory)"),
+        ("sessions_per_gb_redis_1_credentials", "sessions per GB of Redis, 1 extra credential"),
+        ("sessions_per_gb_redis_3_credentials", "sessions per GB of Redis, 3 extra credentials"),
+        ("sessions_per_gb_redis_5_credentials", "sessions per GB of Redis, 5 extra credentials"),
         ("credential_cost_rps_ratio", "exchange route req/s / session route req/s (token held)"),
         ("credential_cost_claim_rps", "claim-rule route req/s (credential-cost)"),
         ("bearer_cpu_us_per_call", "Vestibule CPU µs per proxied call, Bearer token (dpop-cost)"),
@@ -218,6 +223,8 @@ def render_md(out):
         v = out.get(k)
         note = out.get("not_measured", {}).get(k)
         nd = 3 if "added_latency" in k else 2  # tenths of a millisecond matter there
+        if k.startswith("sessions_per_gb") and v is not None:
+            v = f"{v:,}"
         lines.append(f"| {label} | {fmt(v, nd) if v is not None else 'not measured' + (': ' + note if note else '')} |")
     lines += render_added_latency(out.get("added_latency"))
     lines += render_store_fill(out)
@@ -274,17 +281,19 @@ def render_credentials(out):
         lines += ["", f"Credentials in Redis: {cm['sessions']:,} sessions per fill (examples/store_fill.rs "
                       "--credentials N: each session then keeps N Keycloak-sized API tokens through "
                       "Sessions::keep_held_token), a fresh Redis per N.", "",
-                  "| extra credentials per session | Redis bytes per session | bytes per extra credential | "
-                  "keys per session | MEMORY USAGE of one held token's key |",
-                  "|---:|---:|---:|---:|---:|"]
+                  "| extra credentials per session | Redis bytes per session | sessions per GB of Redis | "
+                  "bytes per extra credential | keys per session | MEMORY USAGE of one held token's key |",
+                  "|---:|---:|---:|---:|---:|---:|"]
         for n, step in cm["by_credentials"].items():
+            per_gb = out.get(f"sessions_per_gb_redis_{n}_credentials")
             lines.append(f"| {n} | {fmt(step['redis_bytes_per_session'], 0)} | "
+                         f"{'n/a' if per_gb is None else f'{per_gb:,}'} | "
                          f"{fmt(step.get('bytes_per_extra_credential'), 0) if n != '0' else ''} | "
                          f"{fmt(step['redis_keys_per_session'])} | {fmt(step.get('held_token_key_memory_usage'))} |")
         for n in ("0", "1", "3", "5"):
             if n not in cm["by_credentials"]:
                 note = out.get("not_measured", {}).get(f"redis_bytes_per_session_{n}_credentials", "")
-                lines.append(f"| {n} | not measured{': ' + note if note else ''} | | | |")
+                lines.append(f"| {n} | not measured{': ' + note if note else ''} | | | | |")
     cc = out.get("credential_cost")
     if cc:
         claim = cc.get("claim_prefix")
@@ -468,6 +477,22 @@ def render_login_flood(lf):
     return lines
 
 
+# Issue 34's "sessions per GB of Redis": each figure from the bytes per session it is derived from.
+SESSIONS_PER_GB = [("sessions_per_gb_redis", "redis_bytes_per_session")] + [
+    (f"sessions_per_gb_redis_{n}_credentials", f"redis_bytes_per_session_{n}_credentials") for n in (0, 1, 3, 5)]
+
+
+def sessions_per_gb(out, notes):
+    """Sessions one GB (10^9 bytes) of Redis used_memory holds: 10^9 / bytes per session, for
+    store scale's figure and credential-memory's per number of extra credentials. A figure
+    whose source was not measured is null with that reason (the source already fails the run)."""
+    for k, source in SESSIONS_PER_GB:
+        per_session = out.get(source)
+        out[k] = round(1e9 / per_session) if per_session else None
+        if out[k] is None and source in notes:
+            notes[k] = f"{source} not measured"
+
+
 def assemble(b, only, elapsed_s):
     """The results document (latest.json) of a finished run `b`."""
     out = {
@@ -494,6 +519,7 @@ def assemble(b, only, elapsed_s):
     out["cpu_percent"] = {n: (b.cfg.get(n) or {}).get("cpu_percent") for n in CONFIGS}
     for k, v in b.res.items():
         out.setdefault(k, v)
+    sessions_per_gb(out, b.notes)
     out["targets"] = targets(out, b.parts)
     out["ratios"] = {t["target"]: t["value"] for t in out["targets"]}
     out["problems"] = b.problems
