@@ -8,7 +8,7 @@ target/bench/results/ (--quick or --only). The parts live in bench/vbench/.
 
 Usage: python3 bench/bench.py [--quick] [--only PART[,PART...]]
   parts: direct, nginx_proxy, mod_auth_openidc, vestibule_redis, vestibule_memory,
-         refresh, scale-out, redis-latency, store-scale, credential-memory, credential-cost, dpop-cost,
+         added-latency, refresh, scale-out, redis-latency, store-scale, credential-memory, credential-cost, dpop-cost,
          websockets, login-flood
   VESTIBULE_BIN=/path/to/vestibule measures that binary (default target/<BENCH_PROFILE>/vestibule).
 Exit code 1 when anything selected could not be measured (the reasons are printed).

@@ -1,9 +1,9 @@
 """Issue 31's credential figures. credential-memory: Redis bytes per session when each session
 also holds 0, 1, 3 and 5 API tokens (examples/store_fill.rs --credentials N, the real
 Sessions::keep_held_token path), each N in a fresh Redis. credential-cost: one Vestibule with
-a session route and an exchange route (RFC 8693, audience orders-api) on the same upstream,
-one login, the exchanged token held after one call, then both routes loaded alike (req/s,
-p50/p99, Redis commands per call). A mixin of load.Bench, which supplies key, quick, up_port,
+a session route, a session route with a claim rule (issue 34) and an exchange route (RFC 8693,
+audience orders-api) on the same upstream, one login, the exchanged token held after one call,
+then the three routes loaded alike (req/s, p50/p99, Redis commands per call). A mixin of load.Bench, which supplies key, quick, up_port,
 res, notes, problems, not_measured, load and build_store_fill (store.StoreScale)."""
 
 import json
@@ -37,6 +37,33 @@ kind = "exchange"
 audience = "orders-api"
 scope = "orders:read"
 """
+# The claim-rule route (issue 34): a session route whose [[routes.require]] the bench's user
+# passes (tests/op/server.js gives alice roles ["admin", "user"], in the profile scope Vestibule
+# asks for by default), and a route whose rule she fails, called once to prove the rule is
+# enforced (403 insufficient_permissions), never loaded.
+CLAIM_PREFIX = "/api/admin"
+CLAIM_PATH = CLAIM_PREFIX + "/x"
+DENIED_PREFIX = "/api/root"
+DENIED_PATH = DENIED_PREFIX + "/x"
+CLAIM_ROUTES = f"""
+[[routes]]
+prefix = "{CLAIM_PREFIX}"
+upstream = "http://127.0.0.1:{{upstream_port}}"
+[routes.credential]
+kind = "session"
+[[routes.require]]
+claim = "roles"
+any_of = ["admin"]
+
+[[routes]]
+prefix = "{DENIED_PREFIX}"
+upstream = "http://127.0.0.1:{{upstream_port}}"
+[[routes.require]]
+claim = "roles"
+any_of = ["root"]
+"""
+# The routes credential-cost loads, by name.
+ROUTE_PATHS = {"session": PATH, "claim": CLAIM_PATH, "exchange": EXCHANGE_PATH}
 # How much slower (req/s) the exchange route may be than the session route before it is flagged.
 EXCHANGE_SLOWDOWN_FLAG = 0.10
 
@@ -138,18 +165,19 @@ class Credentials:
         finally:
             stop(rp)
 
-    def load_routes_alternately(self, port, pid, rport, cookie):
-        """Both routes loaded as a config is (load.Bench.load), one run at a time in alternating
-        order (session first, then exchange first, ...), so a machine busier at one moment
-        does not weigh on one route only; per route the median run and the Redis commands per
-        call over all its runs."""
+    def load_routes_alternately(self, port, pid, rport, cookie, names):
+        """The routes `names` (of ROUTE_PATHS) loaded as a config is (load.Bench.load), one run
+        at a time, the order rotated each round (session, claim, exchange; then claim,
+        exchange, session; ...), so a machine busier at one moment does not weigh on one route
+        only; per route the median run and the Redis commands per call over all its runs."""
         hdr = [f"Cookie: {SESSION_COOKIE}={cookie}", f"{CSRF}: 1"]
-        paths = {"session": PATH, "exchange": EXCHANGE_PATH}
+        paths = {name: ROUTE_PATHS[name] for name in names}
         runs = {name: [] for name in paths}
         total_runs, self.runs = self.runs, 1
         try:
             for i in range(total_runs):
-                for name in (("session", "exchange") if i % 2 == 0 else ("exchange", "session")):
+                shift = i % len(names)
+                for name in names[shift:] + names[:shift]:
                     self.load(f"credential_{name}", port, hdr, pid, redis_port=rport, path=paths[name])
                     runs[name].append(self.cfg.pop(f"credential_{name}"))
         finally:
@@ -177,10 +205,26 @@ class Credentials:
             }
         return routes
 
+    def prove_claim_routes(self, port, h):
+        """The claim-rule route answers alice 200 with her bearer token, and the route whose
+        rule she fails 403 without reaching the upstream; the reason when either does not."""
+        s, saw = probe(port, h, CLAIM_PATH)
+        d, dsaw = probe(port, h, DENIED_PATH)
+        log(f"  claim-rule route: {s} X-Saw-Bearer={saw}; a rule alice fails: {d} X-Saw-Bearer={dsaw}")
+        if s != 200 or saw != "yes":
+            return f"the claim-rule route ({CLAIM_PREFIX}, roles any_of admin) answered {s}, X-Saw-Bearer={saw}"
+        if d != 403 or dsaw is not None:
+            return (f"the route whose rule alice fails ({DENIED_PREFIX}, roles any_of root) answered {d}, "
+                    f"X-Saw-Bearer={dsaw}; expected 403 before the upstream: the rule is not enforced")
+        return None
+
     def run_credential_cost(self):
-        """A session route and an exchange route on one Vestibule and one session, the exchanged
-        token held first; both loaded alike; their req/s, p50/p99, Redis commands per call."""
-        fields = ("credential_cost_rps_ratio", "credential_cost_session_rps", "credential_cost_exchange_rps")
+        """A session route, a claim-rule route and an exchange route on one Vestibule and one
+        session, the exchanged token held first; the three loaded alike; their req/s, p50/p99,
+        Redis commands per call. A claim-rule route that cannot be proven leaves its figure
+        NOT MEASURED and the other two are still loaded."""
+        fields = ("credential_cost_rps_ratio", "credential_cost_session_rps", "credential_cost_exchange_rps",
+                  "credential_cost_claim_rps")
         for k in fields:
             self.res[k] = None
         started = []
@@ -190,12 +234,16 @@ class Credentials:
             started.append(op)
             rport, rp = start_redis("redis-credentials")
             started.append(rp)
+            routes_toml = (EXCHANGE_ROUTE + CLAIM_ROUTES).format(upstream_port=self.up_port)
             v = start_vestibule("vestibule-credentials", port, issuer, self.up_port, self.key, rport,
-                                extra=UNLIMITED_LOGINS + EXCHANGE_ROUTE.format(upstream_port=self.up_port))
+                                extra=UNLIMITED_LOGINS + routes_toml)
             started.append(v)
             cookie = self.vestibule_login(port)
             self.prove_vestibule("credentials", port, cookie)
             h = {"Cookie": f"{SESSION_COOKIE}={cookie}", CSRF: "1"}
+            claim_problem = self.prove_claim_routes(port, h)
+            if claim_problem:
+                self.not_measured("credential_cost_claim_rps", claim_problem)
             before = provider_stats(issuer).get("token_exchange", 0)
             s, saw = probe(port, h, EXCHANGE_PATH)
             exchanged = provider_stats(issuer).get("token_exchange", 0) - before
@@ -207,7 +255,8 @@ class Credentials:
             if exchanged != 1 or held != 1:
                 raise Skip(f"the first exchange-route call made {exchanged} exchange(s) and left {held} held "
                            "token(s); expected one of each")
-            routes = self.load_routes_alternately(port, v.pid, rport, cookie)
+            names = ["session", "exchange"] if claim_problem else ["session", "claim", "exchange"]
+            routes = self.load_routes_alternately(port, v.pid, rport, cookie, names)
             during = provider_stats(issuer).get("token_exchange", 0) - before - 1
             s_after, saw_after = probe(port, h, EXCHANGE_PATH)
             if s_after != 200 or saw_after != "yes":
@@ -215,17 +264,38 @@ class Credentials:
                                      f"X-Saw-Bearer={saw_after}")
             sr, er = routes["session"], routes["exchange"]
             ratio = round(er["rps"] / sr["rps"], 3) if sr["rps"] else None
+            cr = routes.get("claim")
+            if claim_problem:
+                routes["claim"] = {"path": CLAIM_PATH, "rps": None, "not_measured": claim_problem}
+            else:
+                d_after, _ = probe(port, h, DENIED_PATH)
+                c_after, csaw_after = probe(port, h, CLAIM_PATH)
+                if c_after != 200 or csaw_after != "yes" or d_after != 403:
+                    self.problems.append(f"credential cost: after the load the claim-rule route answered {c_after} "
+                                         f"(X-Saw-Bearer={csaw_after}), the failing rule's {d_after}")
             self.res["credential_cost"] = {
                 "routes": routes,
                 "exchange_prefix": EXCHANGE_PREFIX,
+                "claim_prefix": CLAIM_PREFIX,
+                "claim_rule": 'claim = "roles", any_of = ["admin"]',
+                "denied_prefix": DENIED_PREFIX,
+                "denied_status": None if claim_problem else 403,
                 "token_exchanges_during_load": during,
                 "rps_exchange_over_session": ratio,
                 "p50_exchange_over_session": round(er["p50_ms"] / sr["p50_ms"], 3) if sr["p50_ms"] else None,
                 "p99_exchange_over_session": round(er["p99_ms"] / sr["p99_ms"], 3) if sr["p99_ms"] else None,
+                "rps_claim_over_session": round(cr["rps"] / sr["rps"], 3) if cr and sr["rps"] else None,
+                "p50_claim_over_session": round(cr["p50_ms"] / sr["p50_ms"], 3) if cr and sr["p50_ms"] else None,
+                "p99_claim_over_session": round(cr["p99_ms"] / sr["p99_ms"], 3) if cr and sr["p99_ms"] else None,
             }
             self.res["credential_cost_rps_ratio"] = ratio
             self.res["credential_cost_session_rps"] = sr["rps"]
             self.res["credential_cost_exchange_rps"] = er["rps"]
+            if cr:
+                self.res["credential_cost_claim_rps"] = cr["rps"]
+                log(f"  claim / session: req/s x{self.res['credential_cost']['rps_claim_over_session']}, p50 "
+                    f"{sr['p50_ms']:.2f} -> {cr['p50_ms']:.2f} ms, p99 {sr['p99_ms']:.2f} -> {cr['p99_ms']:.2f} ms; "
+                    f"Redis commands per call {cr['redis_commands_per_call']}")
             log(f"  exchange / session: req/s x{ratio}, p50 {sr['p50_ms']:.2f} -> {er['p50_ms']:.2f} ms, "
                 f"p99 {sr['p99_ms']:.2f} -> {er['p99_ms']:.2f} ms; Redis commands per call "
                 f"{sr['redis_commands_per_call']} -> {er['redis_commands_per_call']}; "
@@ -241,7 +311,7 @@ class Credentials:
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()
             for k in fields:
-                if self.res.get(k) is None:
+                if self.res.get(k) is None and k not in self.notes:
                     self.not_measured(k, f"{type(e).__name__}: {e}")
         finally:
             for p in reversed(started):

@@ -1,7 +1,7 @@
 """The measurements: each config loaded with wrk (warm-up, runs, median), the login cost and
 the refresh under load; the other parts are mixins (deploy: scale-out and Redis latency,
-store: store scale, credentials: Redis bytes per extra credential and the exchange route's
-cost, dpop: a DPoP-bound call's CPU against a bearer call's, websockets: WebSockets through Vestibule and nginx, flood: login flood). A config or figure that cannot be measured is recorded with its reason (the run
+store: store scale, latency: the added latency of one call over a direct one, credentials:
+Redis bytes per extra credential and the exchange and claim-rule routes' cost, dpop: a DPoP-bound call's CPU against a bearer call's, websockets: WebSockets through Vestibule and nginx, flood: login flood). A config or figure that cannot be measured is recorded with its reason (the run
 then fails, see report.unmeasured)."""
 
 import base64
@@ -18,6 +18,7 @@ from .credentials import Credentials
 from .deploy import Deploy
 from .dpop import Dpop
 from .flood import LoginFlood
+from .latency import AddedLatency
 from .processes import Contention, CpuMeter, free_port, stop, tail, vm_hwm_mb
 from .resp import redis_cmdstats
 from .store import StoreScale
@@ -28,12 +29,12 @@ from .servers import (provider_stats, start_apache, start_nginx_proxy, start_pro
 
 # What --only can select: the five configs, then the extra measurements.
 CONFIGS = ["direct", "nginx_proxy", "mod_auth_openidc", "vestibule_redis", "vestibule_memory"]
-EXTRAS = ["refresh", "scale-out", "redis-latency", "store-scale", "credential-memory", "credential-cost",
+EXTRAS = ["added-latency", "refresh", "scale-out", "redis-latency", "store-scale", "credential-memory", "credential-cost",
           "dpop-cost", "websockets", "login-flood"]
 PARTS = CONFIGS + EXTRAS
 
 
-class Bench(Deploy, StoreScale, Credentials, Dpop, WebSockets, LoginFlood):
+class Bench(Deploy, StoreScale, Credentials, Dpop, WebSockets, LoginFlood, AddedLatency):
     """One run: the selected parts, their figures (cfg, res), what could not be measured
     (failures, with the reason) and what was measured but is doubtful (problems)."""
 
@@ -137,7 +138,7 @@ class Bench(Deploy, StoreScale, Credentials, Dpop, WebSockets, LoginFlood):
     def run(self):
         """Runs the selected parts in their fixed order (the upstream first, if any needs it)."""
         want = set(self.parts)
-        if want & (set(CONFIGS) | {"refresh", "scale-out", "redis-latency", "store-scale", "credential-cost", "dpop-cost"}):
+        if want & (set(CONFIGS) | {"added-latency", "refresh", "scale-out", "redis-latency", "store-scale", "credential-cost", "dpop-cost"}):
             self.start_upstream()
 
         # 1. direct
@@ -168,6 +169,8 @@ class Bench(Deploy, StoreScale, Credentials, Dpop, WebSockets, LoginFlood):
         # 4./5. Vestibule (one provider for both, long access-token lifetime: steady state)
         if want & {"vestibule_redis", "vestibule_memory"}:
             self.run_vestibule(want)
+        if "added-latency" in want:
+            self.run_added_latency()
         if "refresh" in want:
             self.run_refresh()
         if "scale-out" in want:
