@@ -201,8 +201,13 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop fields and every field listed in `Connection`.
+/// Removes hop-by-hop fields and every field listed in `Connection`. One pass over the fields
+/// present finds them (most requests and answers carry none but `Connection`), rather than a
+/// lookup per listed name.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         remove_listed_in_connection(headers);
     }
