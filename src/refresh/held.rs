@@ -219,7 +219,7 @@ impl Refresher {
         if held.needs_replacing(unix_now(), skew_secs) {
             return Ok(Held::Due);
         }
-        let token = held.access_token.text();
+        let token = held.text.clone();
         Ok(match rejected {
             Some(rejected) if token == rejected && held.forced => Held::Declined,
             Some(rejected) if token == rejected => Held::Due,

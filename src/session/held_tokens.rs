@@ -45,6 +45,23 @@ pub struct HeldToken {
     pub dpop_bound: bool,
 }
 
+/// A held token as opened: the token, and its text turned back from its stored form once
+/// (kept beside the sealed bytes, it serves every call of its session as it is).
+pub struct OpenedHeldToken {
+    /// The token as stored.
+    pub token: HeldToken,
+    /// The access token's text, as an upstream receives it.
+    pub text: String,
+}
+
+impl std::ops::Deref for OpenedHeldToken {
+    type Target = HeldToken;
+
+    fn deref(&self) -> &HeldToken {
+        &self.token
+    }
+}
+
 impl HeldToken {
     /// Whether it should be replaced at `now` given the refresh skew, capped (as for the
     /// login's token) at half its lifetime so short-lived tokens are not replaced on every call.
@@ -77,7 +94,7 @@ impl Sessions {
         cookie: &SessionCookie,
         credential_id: &str,
         freshness: Freshness,
-    ) -> Result<Option<Arc<HeldToken>>, StoreError> {
+    ) -> Result<Option<Arc<OpenedHeldToken>>, StoreError> {
         let key = held_token_key(&cookie.storage_key(), credential_id);
         let Some(read) = self.read_held(&key, freshness).await? else {
             return Ok(None);
@@ -96,17 +113,21 @@ impl Sessions {
         read: &Cached,
         secret: &[u8],
         open: impl FnOnce(&[u8]) -> Option<super::crypto::Opened>,
-    ) -> Option<Arc<HeldToken>> {
+    ) -> Option<Arc<OpenedHeldToken>> {
         let kept = read.opened.as_ref().and_then(|opened| {
             self.opened_records
                 .as_ref()?
-                .recognise::<HeldToken>(opened, secret)
+                .recognise::<OpenedHeldToken>(opened, secret)
         });
         if kept.is_some() {
             return kept;
         }
         let opened = open(&read.sealed)?;
-        let token = Arc::new(rmp_serde::from_slice::<HeldToken>(&opened.plaintext).ok()?);
+        let token = rmp_serde::from_slice::<HeldToken>(&opened.plaintext).ok()?;
+        let token = Arc::new(OpenedHeldToken {
+            text: token.access_token.text(),
+            token,
+        });
         if let Some(opened_records) = &self.opened_records {
             let kept = opened_records.keep(secret, token.clone());
             self.store.attach(key, &read.sealed, kept);
@@ -137,7 +158,7 @@ impl Sessions {
         &self,
         credential_id: &str,
         freshness: Freshness,
-    ) -> Result<Option<Arc<HeldToken>>, StoreError> {
+    ) -> Result<Option<Arc<OpenedHeldToken>>, StoreError> {
         let key = client_token_key(credential_id);
         let Some(read) = self.read_held(&key, freshness).await? else {
             return Ok(None);
@@ -194,7 +215,7 @@ impl Sessions {
                 .held_token(cookie, credential_id, Freshness::Current)
                 .await
             {
-                Ok(Some(held)) => tokens.push(held.access_token.text()),
+                Ok(Some(held)) => tokens.push(held.text.clone()),
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(error = %error, "reading an ending session's API token failed; it is not revoked");
