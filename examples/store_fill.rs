@@ -9,6 +9,8 @@
 //! exchanged-token JWTs) under C credential ids, through `Sessions::keep_held_token`, as a
 //! route's `exchange` or `refresh` credential does on first use. `--first I` numbers the
 //! sessions from I (default 0), so a second fill adds other users, not more of the same.
+//! `--escrow off` stores them as `session.refresh_token_escrow = false` does (the reply says
+//! `"escrow": false`).
 
 use std::time::Duration;
 
@@ -115,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let key: [u8; 32] = key
         .try_into()
         .map_err(|_| anyhow::anyhow!("--key must be 32 bytes, base64"))?;
+    let escrow = argument("--escrow").is_none_or(|value| value != "off");
     let sessions = Sessions::new(
         Store::redis(
             &vestibule::session::store::RedisTopology::parse(&redis)?,
@@ -124,7 +127,8 @@ async fn main() -> anyhow::Result<()> {
         MasterKey::new(key),
         Duration::from_secs(1800),
         Duration::from_secs(28_800),
-    );
+    )
+    .with_refresh_token_escrow(escrow);
     let credentials = credential_ids(
         argument("--credentials")
             .unwrap_or_else(|| "0".into())
@@ -167,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             "created": created,
             "plaintext_bytes": plaintext_bytes,
             "credentials": credentials.len(),
+            "escrow": escrow,
             "held_token_bytes": held_token_bytes,
             "held_token_plaintext_bytes": held_token_plaintext_bytes,
         })

@@ -99,12 +99,30 @@ class Credentials:
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc()
                 self.not_measured(f"redis_bytes_per_session_{n}_credentials", f"{type(e).__name__}: {e}")
+        # Issue 34: sessions per GB with and without escrow and the indexes (no extra credential).
+        self.res["redis_bytes_per_session_no_escrow"] = None
+        self.res["redis_bytes_per_session_record_only"] = None
+        try:
+            no_escrow = self.fill_with_credentials(sessions, 0, escrow=False)
+            self.res["redis_bytes_per_session_no_escrow"] = no_escrow["redis_bytes_per_session"]
+            by_count["0-no-escrow"] = no_escrow
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            self.not_measured("redis_bytes_per_session_no_escrow", f"{type(e).__name__}: {e}")
+        record_only = (by_count.get(0) or {}).get("session_key_memory_usage")
+        if record_only:
+            self.res["redis_bytes_per_session_record_only"] = record_only
+        else:
+            self.not_measured("redis_bytes_per_session_record_only",
+                              "no MEMORY USAGE of a session key from the fill without extra credentials")
         base = by_count.get(0)
         for n, step in by_count.items():
+            if not isinstance(n, int):
+                continue
             if n and base:
                 step["bytes_per_extra_credential"] = round(
                     (step["redis_bytes_per_session"] - base["redis_bytes_per_session"]) / n, 1)
-        largest = max((n for n in by_count if n), default=None)
+        largest = max((n for n in by_count if isinstance(n, int) and n), default=None)
         if base and largest:
             # The largest count: its growth is the least blurred by Redis's table resizes.
             self.res["redis_bytes_per_extra_credential"] = by_count[largest]["bytes_per_extra_credential"]
@@ -114,19 +132,23 @@ class Credentials:
         self.res["credential_memory"] = {"sessions": sessions,
                                          "by_credentials": {str(n): s for n, s in by_count.items()}}
 
-    def fill_with_credentials(self, sessions, n):
-        """One fresh Redis filled with `sessions` sessions holding `n` extra tokens each; its figures."""
-        port, rp = start_redis(f"redis-credentials-{n}")
+    def fill_with_credentials(self, sessions, n, escrow=True):
+        """One fresh Redis filled with `sessions` sessions holding `n` extra tokens each (their
+        refresh tokens in escrow unless `escrow` is false); its figures."""
+        port, rp = start_redis(f"redis-credentials-{n}{'' if escrow else '-no-escrow'}")
 
         def fill(count, first):
             r = subprocess.run([STORE_FILL_BIN, "--redis", f"redis://127.0.0.1:{port}", "--count", str(count),
-                                "--first", str(first), "--key", self.key, "--credentials", str(n)],
+                                "--first", str(first), "--key", self.key, "--credentials", str(n),
+                                "--escrow", "on" if escrow else "off"],
                                capture_output=True, text=True, timeout=FILL_TIMEOUT_S)
             if r.returncode != 0:
                 raise Skip(f"store_fill --credentials {n} failed: {r.stderr.strip()[-400:]}")
             reply = json.loads(r.stdout.strip().splitlines()[-1])
             if reply.get("credentials") != n:
                 raise Skip(f"store_fill ignored --credentials {n} (an older example?): {reply}")
+            if reply.get("escrow") is not escrow:
+                raise Skip(f"store_fill ignored --escrow (an older example?): {reply}")
             return reply
 
         try:
@@ -152,6 +174,11 @@ class Credentials:
                 "redis_used_memory_mb": round(mem1 / 2**20, 1),
                 "fill_s": round(took, 1),
             }
+            # The session record's own key (no index, no held token): what a session costs
+            # without the indexes that find it by user and by provider session.
+            records = redis_cmd(port, "SCAN", "0", "MATCH", "vestibule:session:*", "COUNT", 1000)[1]
+            if records:
+                step["session_key_memory_usage"] = redis_cmd(port, "MEMORY", "USAGE", records[0])
             if n:
                 sample = redis_cmd(port, "SCAN", "0", "MATCH", "vestibule:credential:*", "COUNT", 1000)[1]
                 if sample:

@@ -201,6 +201,8 @@ def render_md(out):
         ("sessions_per_gb_redis_1_credentials", "sessions per GB of Redis, 1 extra credential"),
         ("sessions_per_gb_redis_3_credentials", "sessions per GB of Redis, 3 extra credentials"),
         ("sessions_per_gb_redis_5_credentials", "sessions per GB of Redis, 5 extra credentials"),
+        ("sessions_per_gb_redis_no_escrow", "sessions per GB of Redis, no extra credential, refresh tokens not in escrow"),
+        ("sessions_per_gb_redis_record_only", "sessions per GB of Redis, the session record alone (no index; MEMORY USAGE of one key)"),
         ("credential_cost_rps_ratio", "exchange route req/s / session route req/s (token held)"),
         ("credential_cost_claim_rps", "claim-rule route req/s (credential-cost)"),
         ("bearer_cpu_us_per_call", "Vestibule CPU µs per proxied call, Bearer token (dpop-cost)"),
@@ -285,10 +287,13 @@ def render_credentials(out):
                   "bytes per extra credential | keys per session | MEMORY USAGE of one held token's key |",
                   "|---:|---:|---:|---:|---:|---:|"]
         for n, step in cm["by_credentials"].items():
-            per_gb = out.get(f"sessions_per_gb_redis_{n}_credentials")
-            lines.append(f"| {n} | {fmt(step['redis_bytes_per_session'], 0)} | "
+            no_escrow = n == "0-no-escrow"
+            per_gb = out.get("sessions_per_gb_redis_no_escrow" if no_escrow
+                             else f"sessions_per_gb_redis_{n}_credentials")
+            label = "0, refresh tokens not in escrow" if no_escrow else n
+            lines.append(f"| {label} | {fmt(step['redis_bytes_per_session'], 0)} | "
                          f"{'n/a' if per_gb is None else f'{per_gb:,}'} | "
-                         f"{fmt(step.get('bytes_per_extra_credential'), 0) if n != '0' else ''} | "
+                         f"{fmt(step.get('bytes_per_extra_credential'), 0) if not n.startswith('0') else ''} | "
                          f"{fmt(step['redis_keys_per_session'])} | {fmt(step.get('held_token_key_memory_usage'))} |")
         for n in ("0", "1", "3", "5"):
             if n not in cm["by_credentials"]:
@@ -479,7 +484,9 @@ def render_login_flood(lf):
 
 # Issue 34's "sessions per GB of Redis": each figure from the bytes per session it is derived from.
 SESSIONS_PER_GB = [("sessions_per_gb_redis", "redis_bytes_per_session")] + [
-    (f"sessions_per_gb_redis_{n}_credentials", f"redis_bytes_per_session_{n}_credentials") for n in (0, 1, 3, 5)]
+    (f"sessions_per_gb_redis_{n}_credentials", f"redis_bytes_per_session_{n}_credentials") for n in (0, 1, 3, 5)] + [
+    ("sessions_per_gb_redis_no_escrow", "redis_bytes_per_session_no_escrow"),
+    ("sessions_per_gb_redis_record_only", "redis_bytes_per_session_record_only")]
 
 
 def sessions_per_gb(out, notes):
