@@ -114,11 +114,7 @@ impl Sessions {
         secret: &[u8],
         open: impl FnOnce(&[u8]) -> Option<super::crypto::Opened>,
     ) -> Option<Arc<OpenedHeldToken>> {
-        let kept = read.opened.as_ref().and_then(|opened| {
-            self.opened_records
-                .as_ref()?
-                .recognise::<OpenedHeldToken>(opened, secret)
-        });
+        let kept = self.kept::<OpenedHeldToken>(read.opened.as_ref(), secret);
         if kept.is_some() {
             return kept;
         }
@@ -128,10 +124,7 @@ impl Sessions {
             text: token.access_token.text(),
             token,
         });
-        if let Some(opened_records) = &self.opened_records {
-            let kept = opened_records.keep(secret, token.clone());
-            self.store.attach(key, &read.sealed, kept);
-        }
+        self.keep_opened(key, &read.sealed, secret, token.clone());
         Some(token)
     }
 
@@ -198,10 +191,7 @@ impl Sessions {
         Ok(match freshness {
             Freshness::Recent => self.store.read_untouched(key).await?,
             Freshness::Current | Freshness::Touched => {
-                self.store.get(key).await?.map(|sealed| Cached {
-                    sealed: sealed.into(),
-                    opened: None,
-                })
+                self.store.get(key).await?.map(Cached::sealed_only)
             }
         })
     }

@@ -274,11 +274,7 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        let kept = read.opened.as_ref().and_then(|opened| {
-            self.opened_records
-                .as_ref()?
-                .recognise(opened, cookie.secret())
-        });
+        let kept = self.kept::<SessionRecord>(read.opened.as_ref(), cookie.secret());
         let opened_now = kept.is_none();
         let (record, current) = match kept {
             Some(record) => (record, true),
@@ -298,12 +294,8 @@ impl Sessions {
             self.unindex(&record).await;
             return Ok(None);
         }
-        if opened_now
-            && current
-            && let Some(opened_records) = &self.opened_records
-        {
-            let kept = opened_records.keep(cookie.secret(), record.clone());
-            self.store.attach(&key, &read.sealed, kept);
+        if opened_now && current {
+            self.keep_opened(&key, &read.sealed, cookie.secret(), record.clone());
         }
         if !current {
             // Before anything seals it under the current key: filed under the current key's

@@ -14,6 +14,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use super::Sessions;
 use super::store::Opened;
 
 /// Makes and recognises kept records for one instance.
@@ -60,6 +61,33 @@ impl OpenedRecords {
         let mut mac = self.tagger.clone();
         mac.update(secret);
         mac.finalize().into_bytes().into()
+    }
+}
+
+impl Sessions {
+    /// What `opened` (found beside the sealed bytes a read returned) holds for `secret`, if
+    /// it is a `T` this instance kept and opened records are kept at all.
+    pub(super) fn kept<T: Send + Sync + 'static>(
+        &self,
+        opened: Option<&Opened>,
+        secret: &[u8],
+    ) -> Option<Arc<T>> {
+        self.opened_records.as_ref()?.recognise(opened?, secret)
+    }
+
+    /// Keeps `value`, just opened with `secret` from `sealed` (the bytes a read of `key`
+    /// returned), beside those bytes in the tracked cache, when opened records are kept.
+    pub(super) fn keep_opened<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        sealed: &Arc<[u8]>,
+        secret: &[u8],
+        value: Arc<T>,
+    ) {
+        if let Some(opened_records) = &self.opened_records {
+            self.store
+                .attach(key, sealed, opened_records.keep(secret, value));
+        }
     }
 }
 

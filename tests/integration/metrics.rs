@@ -45,6 +45,18 @@ async fn scrape(metrics: &str) -> Scrape {
 }
 
 /// Every series whose value differs between two scrapes, with the change.
+/// Waits until the instance behind `metrics` reports its session cache serving hits.
+async fn cache_serving(metrics: &str) {
+    wait_for(
+        "the session cache to serve",
+        Duration::from_secs(10),
+        || async {
+            (scrape(metrics).await.get("vestibule_session_cache_serving") == 1.0).then_some(())
+        },
+    )
+    .await;
+}
+
 fn changes(before: &Scrape, after: &Scrape, prefix: &str) -> Vec<(String, f64)> {
     let mut moved: Vec<(String, f64)> = after
         .0
@@ -216,18 +228,7 @@ async fn the_figures_move_exactly_as_the_scenario_does() {
     assert_eq!(after.get(down_calls) - before.get(down_calls), 1.0);
     let logouts = "vestibule_sessions_ended_total{reason=\"logout\"}";
     assert_eq!(after.get(logouts) - before.get(logouts), 1.0);
-    wait_for(
-        "the session cache to serve",
-        Duration::from_secs(10),
-        || async {
-            (scrape(&metrics)
-                .await
-                .get("vestibule_session_cache_serving")
-                == 1.0)
-                .then_some(())
-        },
-    )
-    .await;
+    cache_serving(&metrics).await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -325,18 +326,7 @@ async fn calls_on_a_cached_session_open_its_record_once_unless_switched_off() {
     for keep in [true, false] {
         let builder = TestApp::builder().session_toml(&format!("local_cache_opened = {keep}\n"));
         let (_app, binary, dir, metrics) = with_metrics(builder).await;
-        wait_for(
-            "the session cache to serve",
-            Duration::from_secs(10),
-            || async {
-                (scrape(&metrics)
-                    .await
-                    .get("vestibule_session_cache_serving")
-                    == 1.0)
-                    .then_some(())
-            },
-        )
-        .await;
+        cache_serving(&metrics).await;
         let alice = Browser::new(&binary.base);
         alice.login("alice").await;
         // The first calls read Redis (and keep what they opened once the cache serves them).

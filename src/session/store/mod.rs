@@ -172,10 +172,7 @@ impl Store {
     pub async fn read_untouched(&self, key: &str) -> Result<Option<Cached>, StoreError> {
         match self {
             Store::Redis(redis) => redis.read_untouched(key).await,
-            Store::Memory(memory) => Ok(memory.get(key).map(|sealed| Cached {
-                sealed: sealed.into(),
-                opened: None,
-            })),
+            Store::Memory(memory) => Ok(memory.get(key).map(Cached::sealed_only)),
         }
     }
 

@@ -103,6 +103,16 @@ pub struct Cached {
     pub opened: Option<Opened>,
 }
 
+impl Cached {
+    /// Sealed bytes with nothing opened beside them (as read from Redis, or held uncached).
+    pub fn sealed_only(sealed: impl Into<Arc<[u8]>>) -> Self {
+        Self {
+            sealed: sealed.into(),
+            opened: None,
+        }
+    }
+}
+
 /// What the cache says about a key.
 pub enum Lookup {
     /// The sealed record, current as far as Redis has told us.
@@ -263,11 +273,9 @@ impl RecordCache {
         if state.pending.peek(key) == Some(&read.id) {
             state.pending.pop(key);
             if state.serving(Instant::now()) {
-                let cached = Cached {
-                    sealed: sealed.clone(),
-                    opened: None,
-                };
-                state.records.put(key.to_owned(), cached);
+                state
+                    .records
+                    .put(key.to_owned(), Cached::sealed_only(sealed.clone()));
             }
         }
     }

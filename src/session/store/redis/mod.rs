@@ -165,14 +165,8 @@ impl RedisStore {
     /// A value that is never touched (a token held for an API), from the tracked cache
     /// when it holds it: kept exact by the same invalidations as session records.
     pub(super) async fn read_untouched(&self, key: &str) -> Result<Option<Cached>, StoreError> {
-        let uncached = |sealed: Option<Arc<[u8]>>| {
-            sealed.map(|sealed| Cached {
-                sealed,
-                opened: None,
-            })
-        };
         let Some(cache) = &self.cache else {
-            return Ok(uncached(self.get(key).await?.map(Arc::from)));
+            return Ok(self.get(key).await?.map(Cached::sealed_only));
         };
         let read = match cache.lookup_untouched(key) {
             Lookup::Hit(cached) => return Ok(Some(cached)),
@@ -180,7 +174,7 @@ impl RedisStore {
         };
         let sealed = self.get(key).await?.map(Arc::from);
         cache.store(key, sealed.as_ref(), read);
-        Ok(uncached(sealed))
+        Ok(sealed.map(Cached::sealed_only))
     }
 
     /// Keeps `opened` beside the cached value of `key` while that is still `sealed`.
