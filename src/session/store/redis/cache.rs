@@ -150,6 +150,10 @@ struct State {
     pending: LruCache<String, u64>,
     next_read: u64,
     touched: LruCache<String, Instant>,
+    /// How many times everything kept was dropped at once.
+    emptied: u64,
+    /// How many probes confirmed the invalidation path.
+    confirmations: u64,
 }
 
 impl State {
@@ -171,6 +175,7 @@ impl State {
     fn drop_all(&mut self) {
         self.records.clear();
         self.pending.clear();
+        self.emptied += 1;
     }
 }
 
@@ -188,6 +193,8 @@ impl RecordCache {
                 pending: LruCache::new(capacity),
                 next_read: 0,
                 touched: LruCache::new(capacity),
+                emptied: 0,
+                confirmations: 0,
             }),
             touch_interval: settings.touch_interval,
             probe_prefix: format!("{PROBE_KEY_PREFIX}{}:", crate::random::url_safe_secret()),
@@ -312,6 +319,22 @@ impl RecordCache {
         self.state().serving(Instant::now())
     }
 
+    /// How many times the cache dropped everything it kept (a confirmation found lapsed, a
+    /// tracking connection made or lost, a flush or an unreadable message): a read after
+    /// such a moment opens its record again, rightly.
+    pub fn times_emptied(&self) -> u64 {
+        let mut state = self.state();
+        state.serving(Instant::now());
+        state.emptied
+    }
+
+    /// How many probes have confirmed the invalidation path. Redis reports changes in the
+    /// order it made them, so two confirmations after a moment mean that every change made
+    /// before it (this instance's own writes too) has been reported and handled.
+    pub fn times_confirmed(&self) -> u64 {
+        self.state().confirmations
+    }
+
     /// The key of the next probe to write; only its invalidation will confirm the cache.
     pub(super) fn next_probe_key(&self) -> String {
         let mut state = self.state();
@@ -330,12 +353,16 @@ impl RecordCache {
         else {
             return; // another instance's probe
         };
+        // A confirmation that lapsed before this one arrived empties the cache first: what
+        // it kept in the gap may have missed a change.
+        state.serving(now);
         if let Some((outstanding, sent)) = state.outstanding_probe
             && outstanding == sequence
             && now.duration_since(sent) < CONFIRMATION_LIFETIME
         {
             state.outstanding_probe = None;
             state.confirmed_until = Some(sent + CONFIRMATION_LIFETIME);
+            state.confirmations += 1;
         }
     }
 
@@ -512,6 +539,26 @@ mod tests {
             matches!(cache.lookup("k"), Lookup::Miss(_)),
             "records kept before the lapse are gone"
         );
+    }
+
+    #[test]
+    fn a_lapse_that_no_lookup_saw_still_empties_the_cache_at_the_next_confirmation() {
+        let cache = serving_cache(Duration::from_secs(60));
+        warm(&cache, "k");
+        let emptied = cache.times_emptied();
+        backdate(&cache, CONFIRMATION_LIFETIME);
+        confirm(&cache);
+        assert!(cache.is_serving());
+        assert_eq!(cache.times_emptied(), emptied + 1);
+        assert!(
+            matches!(cache.lookup("k"), Lookup::Miss(_)),
+            "records kept before the lapse are gone"
+        );
+        // A confirmation in time keeps what is there.
+        warm(&cache, "k");
+        confirm(&cache);
+        assert!(matches!(cache.lookup("k"), Lookup::Hit(_)));
+        assert_eq!(cache.times_emptied(), emptied + 1);
     }
 
     #[test]
