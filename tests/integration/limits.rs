@@ -190,6 +190,7 @@ const BROWSERS_BEHIND_ONE_NAT: usize = 1_000;
 async fn a_thousand_browsers_behind_one_nat_all_log_in_within_a_minute_at_the_defaults() {
     // The [login] defaults, and every browser comes from one address: the loopback peer.
     let app = TestApp::builder().login_settings("").start().await;
+    let log_from = logs::position();
     let browsers: Vec<Browser> = (0..BROWSERS_BEHIND_ONE_NAT)
         .map(|_| app.browser())
         .collect();
@@ -221,11 +222,19 @@ async fn a_thousand_browsers_behind_one_nat_all_log_in_within_a_minute_at_the_de
         .map(|(i, (browser, started))| {
             let authorization = location(started, &browser.url("/api/auth/login"));
             let login = async move {
-                let callback = browser
-                    .authorize_at_provider(authorization, &format!("nat-user-{i}"))
-                    .await;
+                let user = format!("nat-user-{i}");
+                let callback = browser.authorize_at_provider(authorization, &user).await;
                 let finished = browser.get(callback.as_str()).await.status();
-                (finished, browser.user().await.0)
+                if finished != StatusCode::SERVICE_UNAVAILABLE {
+                    return (finished, browser.user().await.0, false);
+                }
+                // A 503 is the answer to a store reply slower than its limit (a starved CI
+                // runner): the user logs in again, as a person would, and must get in.
+                let again = browser.get("/api/auth/login").await;
+                let authorization = location(&again, &browser.url("/api/auth/login"));
+                let callback = browser.authorize_at_provider(authorization, &user).await;
+                let finished = browser.get(callback.as_str()).await.status();
+                (finished, browser.user().await.0, true)
             };
             // A login that fails inside the harness is reported with the others, by its
             // message, rather than ending the test at the first one.
@@ -233,18 +242,39 @@ async fn a_thousand_browsers_behind_one_nat_all_log_in_within_a_minute_at_the_de
                 .catch_unwind()
                 .map(|outcome| outcome.map_err(|panic| panic_message(&panic)))
         });
-    let outcomes: Vec<Result<(StatusCode, StatusCode), String>> =
+    let outcomes: Vec<Result<(StatusCode, StatusCode, bool), String>> =
         stream::iter(logins).buffer_unordered(16).collect().await;
     let failed: Vec<_> = outcomes
         .iter()
-        .filter(|outcome| **outcome != Ok((StatusCode::SEE_OTHER, StatusCode::OK)))
+        .filter(|outcome| !matches!(outcome, Ok((StatusCode::SEE_OTHER, StatusCode::OK, _))))
         .collect();
+    let logged_in_again = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Ok((_, _, true))))
+        .count();
+    assert!(
+        logged_in_again <= BROWSERS_BEHIND_ONE_NAT / 100,
+        "{logged_in_again} of {BROWSERS_BEHIND_ONE_NAT} logins had to start again after a 503; \
+         warnings meanwhile:\n{}",
+        warnings_since(log_from)
+    );
     assert!(
         failed.is_empty(),
-        "{} of {BROWSERS_BEHIND_ONE_NAT} logins failed: {:?}",
+        "{} of {BROWSERS_BEHIND_ONE_NAT} logins failed: {:?}; warnings meanwhile:\n{}",
         failed.len(),
-        &failed[..failed.len().min(5)]
+        &failed[..failed.len().min(5)],
+        warnings_since(log_from)
     );
+}
+
+/// The last warnings and errors logged since `from` (by any test of this process).
+fn warnings_since(from: usize) -> String {
+    let log = logs::since(from);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 #[tokio::test]
