@@ -44,7 +44,6 @@ async fn scrape(metrics: &str) -> Scrape {
     )
 }
 
-/// Every series whose value differs between two scrapes, with the change.
 /// Waits until the instance behind `metrics` reports its session cache serving hits.
 async fn cache_serving(metrics: &str) {
     wait_for(
@@ -57,6 +56,7 @@ async fn cache_serving(metrics: &str) {
     .await;
 }
 
+/// Every series whose value differs between two scrapes, with the change.
 fn changes(before: &Scrape, after: &Scrape, prefix: &str) -> Vec<(String, f64)> {
     let mut moved: Vec<(String, f64)> = after
         .0

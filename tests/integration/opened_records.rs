@@ -35,22 +35,33 @@ async fn changes_so_far_reported(sessions: &Sessions) {
     .await;
 }
 
-/// Loads until two reads in a row come from the cache (the first read of a session goes to
-/// Redis and pushes its idle expiry back, a write whose report must be handled first, and
-/// the cache serves only once its probe confirmed the invalidation path).
-async fn cached(sessions: &Sessions, cookie: &SessionCookie) -> Arc<SessionRecord> {
-    loaded(sessions, cookie).await;
+/// Reads with `read` until two reads in a row hand over the very same value, kept in
+/// `sessions`' cache. The first read goes to Redis and may write (a session's touch), so its
+/// report is waited for before; the cache serves only once a probe confirmed the path.
+async fn kept_by_cache<T, F, Fut>(sessions: &Sessions, mut read: F) -> Arc<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<T>>,
+{
+    read().await;
     changes_so_far_reported(sessions).await;
     wait_for(
         "two reads served by the cache",
         Duration::from_secs(10),
-        || async {
-            let first = loaded(sessions, cookie).await;
-            let second = loaded(sessions, cookie).await;
-            Arc::ptr_eq(&first, &second).then_some(second)
+        || {
+            let (first, second) = (read(), read());
+            async move {
+                let (first, second) = (first.await, second.await);
+                Arc::ptr_eq(&first, &second).then_some(second)
+            }
         },
     )
     .await
+}
+
+/// The record `sessions` keeps opened for `cookie` once its cache serves it.
+async fn cached(sessions: &Sessions, cookie: &SessionCookie) -> Arc<SessionRecord> {
+    kept_by_cache(sessions, || loaded(sessions, cookie)).await
 }
 
 /// How many times `sessions`' cache dropped everything it kept.
@@ -187,17 +198,7 @@ async fn a_token_held_for_an_api_is_opened_once_for_its_own_secret() {
         }
     };
     let (kept, again) = while_the_cache_keeps(&a, || async {
-        changes_so_far_reported(&a).await;
-        let kept = wait_for(
-            "two reads served by the cache",
-            Duration::from_secs(10),
-            || async {
-                let first = held(cookie.clone()).await.unwrap();
-                let second = held(cookie.clone()).await.unwrap();
-                Arc::ptr_eq(&first, &second).then_some(second)
-            },
-        )
-        .await;
+        let kept = kept_by_cache(&a, || async { held(cookie.clone()).await.unwrap() }).await;
         assert!(held(with_other_secret(&cookie)).await.is_none());
         (kept, held(cookie.clone()).await.unwrap())
     })

@@ -160,11 +160,16 @@ impl State {
     /// Whether hits may be served and reads kept now. A confirmation found lapsed empties
     /// the cache: what it holds was kept while changes may have gone unreported.
     fn serving(&mut self, now: Instant) -> bool {
+        self.end_lapsed_confirmation(now);
+        self.live && self.confirmed_until.is_some()
+    }
+
+    /// Empties the cache if its confirmation has lapsed by `now`.
+    fn end_lapsed_confirmation(&mut self, now: Instant) {
         if self.confirmed_until.is_some_and(|until| now >= until) {
             self.confirmed_until = None;
             self.drop_all();
         }
-        self.live && self.confirmed_until.is_some()
     }
 
     fn drop_key(&mut self, key: &str) {
@@ -324,7 +329,7 @@ impl RecordCache {
     /// such a moment opens its record again, rightly.
     pub fn times_emptied(&self) -> u64 {
         let mut state = self.state();
-        state.serving(Instant::now());
+        state.end_lapsed_confirmation(Instant::now());
         state.emptied
     }
 
@@ -355,7 +360,7 @@ impl RecordCache {
         };
         // A confirmation that lapsed before this one arrived empties the cache first: what
         // it kept in the gap may have missed a change.
-        state.serving(now);
+        state.end_lapsed_confirmation(now);
         if let Some((outstanding, sent)) = state.outstanding_probe
             && outstanding == sequence
             && now.duration_since(sent) < CONFIRMATION_LIFETIME
